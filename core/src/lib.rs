@@ -1,0 +1,27 @@
+//! # securerouter-core
+//!
+//! The audited core of SecureRouter: everything cryptographic that the two servers, the dealer
+//! and the clients share, with no I/O, no clocks, no threads and no `unsafe`.
+//!
+//! - [`ring`]: Z_2^64 and Z_2^n arithmetic, fixed-point encoding.
+//! - [`share`]: additive secret shares, including the seeded split where P0's share is a seed.
+//! - [`prg`]: AES-128 counter-mode streams and the GGM-tree PRG.
+//! - [`fss`]: distributed point and comparison functions (DPF, DCF).
+//! - [`dealer`]: correlated randomness for the servers, seed-compressed.
+//! - [`ot`]: oblivious transfer traits and a base OT.
+//!
+//! The threat model and constant-time notes are in `SECURITY.md` beside this crate.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+mod error;
+pub mod prg;
+pub mod ring;
+
+pub use error::Error;
