@@ -21,7 +21,12 @@ extern crate alloc;
 extern crate std;
 
 mod error;
+#[cfg(feature = "alloc")]
+pub mod dealer;
+#[cfg(feature = "alloc")]
+pub mod fss;
 pub mod prg;
 pub mod ring;
+pub mod share;
 
 pub use error::Error;

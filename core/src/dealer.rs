@@ -1,0 +1,312 @@
+//! The dealer: input-independent correlated randomness for the two servers, seed-compressed.
+//!
+//! From one master seed the dealer derives three AES-CTR streams: its private stream, a stream
+//! it shares with P0 and one it shares with P1 (each server receives its seed once, see
+//! [`Dealer::party_seed`]). Whatever can be pseudorandom for a server is drawn from that
+//! server's stream, so it costs no communication; only values fixed by the other shares are
+//! sent, and always to P1:
+//!
+//! | correlation | P0 gets | P1 gets |
+//! |---|---|---|
+//! | mask r with shares | its share, from its stream | its share, from its stream |
+//! | Beaver triple (a, b, c = ab) | a0, b0, c0 from its stream | a1, b1 from its stream; c1 sent |
+//! | matrix triple (A, B, C = AB) | A0, B0, C0 from its stream | A1, B1 from its stream; C1 sent |
+//! | DPF/DCF key pair | root seed from its stream | root seed from its stream |
+//!
+//! FSS correction words are shared by both keys and must reach both servers. P1 holds them
+//! anyway, so a runtime may deliver them to P0 directly or relay them through P1 without
+//! either learning more; with the relay, the dealer's traffic to P0 is one seed.
+//!
+//! Servers replay the same sequence of calls on a [`PartyCorrelations`] built from their seed;
+//! the order of calls is the protocol and both sides must follow it exactly.
+
+use crate::Error;
+use crate::fss::{Dcf, DcfCorrections, DcfKey, Dpf, DpfCorrections, DpfKey};
+use crate::prg::{AesCtr, Domain, Seed};
+use crate::ring::BitWidth;
+use crate::share::Party;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// The dealer's side: generates every correlation from a master seed.
+pub struct Dealer {
+    private: AesCtr,
+    to_p0: AesCtr,
+    to_p1: AesCtr,
+    dpf: Dpf,
+    dcf: Dcf,
+}
+
+impl core::fmt::Debug for Dealer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Dealer(<secret>)")
+    }
+}
+
+/// Beaver triples held by one party: a, b, c with (a0 + a1)(b0 + b1) = c0 + c1 element-wise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BeaverShares {
+    /// Share of a.
+    pub a: Vec<u64>,
+    /// Share of b.
+    pub b: Vec<u64>,
+    /// Share of c = a·b.
+    pub c: Vec<u64>,
+}
+
+/// A matrix triple held by one party: A (m×k), B (k×n), C = A·B (m×n), all row-major shares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixTripleShares {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of A, rows of B.
+    pub k: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// Share of A.
+    pub a: Vec<u64>,
+    /// Share of B.
+    pub b: Vec<u64>,
+    /// Share of C.
+    pub c: Vec<u64>,
+}
+
+impl Dealer {
+    /// The dealer for one session, from its master seed.
+    pub fn new(master: &Seed) -> Self {
+        Dealer {
+            private: AesCtr::new(&master.derive(Domain::DEALER_PRIVATE, 0), Domain::DEALER_PRIVATE),
+            to_p0: AesCtr::new(&Self::party_seed(master, Party::P0), Domain::DEALER_P0),
+            to_p1: AesCtr::new(&Self::party_seed(master, Party::P1), Domain::DEALER_P1),
+            dpf: Dpf::new(),
+            dcf: Dcf::new(),
+        }
+    }
+
+    /// The seed the dealer hands `party` once per session (over an encrypted link).
+    pub fn party_seed(master: &Seed, party: Party) -> Seed {
+        match party {
+            Party::P0 => master.derive(Domain::DEALER_P0, 0),
+            Party::P1 => master.derive(Domain::DEALER_P1, 0),
+        }
+    }
+
+    /// A uniformly random element of Z_2^64 only the dealer knows (e.g. a DCF's α).
+    pub fn private_u64(&mut self) -> u64 {
+        self.private.next_u64()
+    }
+
+    /// Random masks r with both shares pseudorandom: r = PRG_P0 + PRG_P1. Writes r to `out`;
+    /// nothing needs to be sent.
+    pub fn masks(&mut self, out: &mut [u64]) {
+        for r in out.iter_mut() {
+            *r = self.to_p0.next_u64().wrapping_add(self.to_p1.next_u64());
+        }
+    }
+
+    /// `count` Beaver triples; returns P1's c-shares, the only data to send.
+    pub fn beaver_triples(&mut self, count: usize) -> Vec<u64> {
+        (0..count)
+            .map(|_| {
+                let (a0, b0, c0) = (
+                    self.to_p0.next_u64(),
+                    self.to_p0.next_u64(),
+                    self.to_p0.next_u64(),
+                );
+                let (a1, b1) = (self.to_p1.next_u64(), self.to_p1.next_u64());
+                a0.wrapping_add(a1)
+                    .wrapping_mul(b0.wrapping_add(b1))
+                    .wrapping_sub(c0)
+            })
+            .collect()
+    }
+
+    /// A matrix triple of shape (m×k)·(k×n); returns P1's C-share (m·n words), the only data to
+    /// send. Costs m·k + k·n + m·n words of stream per party instead of m·k·n Beaver triples.
+    pub fn matrix_triple(&mut self, m: usize, k: usize, n: usize) -> Vec<u64> {
+        let mut a = vec![0u64; m * k];
+        let mut b = vec![0u64; k * n];
+        let mut c0 = vec![0u64; m * n];
+        self.to_p0.fill_u64(&mut a);
+        self.to_p0.fill_u64(&mut b);
+        self.to_p0.fill_u64(&mut c0);
+        add_stream(&mut self.to_p1, &mut a);
+        add_stream(&mut self.to_p1, &mut b);
+        let mut c1 = matmul(&a, &b, m, k, n);
+        for (x, c) in c1.iter_mut().zip(&c0) {
+            *x = x.wrapping_sub(*c);
+        }
+        c1
+    }
+
+    /// A DPF key pair for β at α (widths as in [`Dpf::gen_corrections`]); the roots come from
+    /// the party streams, the returned corrections must reach both servers.
+    pub fn dpf(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alpha: u64,
+        beta: u64,
+    ) -> Result<DpfCorrections, Error> {
+        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
+        self.dpf
+            .gen_corrections(in_bits, out_bits, alpha, beta, roots)
+    }
+
+    /// A DCF key pair for β·[x < α]; the roots come from the party streams, the returned
+    /// corrections must reach both servers.
+    pub fn dcf(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alpha: u64,
+        beta: u64,
+    ) -> Result<DcfCorrections, Error> {
+        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
+        self.dcf
+            .gen_corrections(in_bits, out_bits, alpha, beta, roots)
+    }
+}
+
+fn add_stream(stream: &mut AesCtr, xs: &mut [u64]) {
+    for x in xs.iter_mut() {
+        *x = x.wrapping_add(stream.next_u64());
+    }
+}
+
+/// Row-major wrapping matmul, the portable reference (servers use faster kernels).
+fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
+    let mut c = vec![0u64; m * n];
+    for i in 0..m {
+        for p in 0..k {
+            let aip = a[i * k + p];
+            let row = &b[p * n..(p + 1) * n];
+            for (cij, &bpj) in c[i * n..(i + 1) * n].iter_mut().zip(row) {
+                *cij = cij.wrapping_add(aip.wrapping_mul(bpj));
+            }
+        }
+    }
+    c
+}
+
+/// A server's side: expands its correlations from the seed the dealer gave it, in the same
+/// order as the dealer's calls, combining them with the corrections it receives.
+pub struct PartyCorrelations {
+    party: Party,
+    stream: AesCtr,
+}
+
+impl core::fmt::Debug for PartyCorrelations {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PartyCorrelations")
+            .field("party", &self.party)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartyCorrelations {
+    /// `party`'s expander from the seed the dealer sent it.
+    pub fn new(party: Party, seed: &Seed) -> Self {
+        let domain = match party {
+            Party::P0 => Domain::DEALER_P0,
+            Party::P1 => Domain::DEALER_P1,
+        };
+        PartyCorrelations {
+            party,
+            stream: AesCtr::new(seed, domain),
+        }
+    }
+
+    /// Which server this is.
+    pub fn party(&self) -> Party {
+        self.party
+    }
+
+    /// This party's shares of the masks of [`Dealer::masks`].
+    pub fn mask_shares(&mut self, out: &mut [u64]) {
+        self.stream.fill_u64(out);
+    }
+
+    /// This party's Beaver triples. P0 passes `None`; P1 passes the c-shares it received,
+    /// whose length must be `count`.
+    pub fn beaver_triples(
+        &mut self,
+        count: usize,
+        p1_c: Option<&[u64]>,
+    ) -> Result<BeaverShares, Error> {
+        let c_from_dealer = self.expect_correction(p1_c, count)?;
+        let mut a = Vec::with_capacity(count);
+        let mut b = Vec::with_capacity(count);
+        let mut c = Vec::with_capacity(count);
+        for _ in 0..count {
+            a.push(self.stream.next_u64());
+            b.push(self.stream.next_u64());
+            if c_from_dealer.is_none() {
+                c.push(self.stream.next_u64());
+            }
+        }
+        if let Some(c1) = c_from_dealer {
+            c.extend_from_slice(c1);
+        }
+        Ok(BeaverShares { a, b, c })
+    }
+
+    /// This party's shares of a matrix triple of shape (m×k)·(k×n). P0 passes `None`; P1 passes
+    /// the C-share it received (m·n words).
+    pub fn matrix_triple(
+        &mut self,
+        m: usize,
+        k: usize,
+        n: usize,
+        p1_c: Option<&[u64]>,
+    ) -> Result<MatrixTripleShares, Error> {
+        let c_from_dealer = self.expect_correction(p1_c, m * n)?;
+        let mut a = vec![0u64; m * k];
+        let mut b = vec![0u64; k * n];
+        self.stream.fill_u64(&mut a);
+        self.stream.fill_u64(&mut b);
+        let c = match c_from_dealer {
+            Some(c1) => c1.to_vec(),
+            None => {
+                let mut c0 = vec![0u64; m * n];
+                self.stream.fill_u64(&mut c0);
+                c0
+            }
+        };
+        Ok(MatrixTripleShares { m, k, n, a, b, c })
+    }
+
+    /// This party's DPF key: its root from the stream, the shared corrections as received.
+    pub fn dpf_key(&mut self, corrections: DpfCorrections) -> DpfKey {
+        let root = self.stream.next_u128();
+        DpfKey::new(self.party, root, corrections)
+    }
+
+    /// This party's DCF key: its root from the stream, the shared corrections as received.
+    pub fn dcf_key(&mut self, corrections: DcfCorrections) -> DcfKey {
+        let root = self.stream.next_u128();
+        DcfKey::new(self.party, root, corrections)
+    }
+
+    /// P1 must bring exactly `len` words from the dealer; P0 must bring none.
+    fn expect_correction<'a>(
+        &self,
+        correction: Option<&'a [u64]>,
+        len: usize,
+    ) -> Result<Option<&'a [u64]>, Error> {
+        match (self.party, correction) {
+            (Party::P0, None) => Ok(None),
+            (Party::P0, Some(_)) => Err(Error::ProtocolMisuse(
+                "P0 expands its triples from its seed and takes no correction",
+            )),
+            (Party::P1, None) => Err(Error::ProtocolMisuse(
+                "P1 needs the dealer's correction for this correlation",
+            )),
+            (Party::P1, Some(c)) if c.len() != len => Err(Error::LengthMismatch {
+                expected: len,
+                got: c.len(),
+            }),
+            (Party::P1, Some(c)) => Ok(Some(c)),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Distributed point functions (Boyle–Gilboa–Ishai, CCS 2016, Fig. 1 for a general group).
+//!
+//! Both parties walk the same GGM tree from their root seeds along the bits of x. Off the
+//! path to α the correction words make their seeds and control bits equal, so their outputs
+//! cancel; on the path the control bits differ and the final correction turns the difference
+//! into β.
+
+use super::encoding::{Reader, Writer, control_bytes, word_bytes};
+use super::{
+    bit_msb_first, check_full_domain, check_in_ring, cond_neg, convert, mask128, select_bit,
+    select128,
+};
+use crate::Error;
+use crate::prg::Ggm;
+use crate::ring::BitWidth;
+use crate::share::Party;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// The part of a DPF key pair that both keys share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpfCorrections {
+    in_bits: BitWidth,
+    out_bits: BitWidth,
+    seeds: Vec<u128>,
+    controls: Vec<[bool; 2]>,
+    last: u64,
+}
+
+/// One party's DPF key: its root seed and the shared corrections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpfKey {
+    party: Party,
+    root: u128,
+    corrections: DpfCorrections,
+}
+
+impl DpfCorrections {
+    /// Input bit-width n.
+    pub fn in_bits(&self) -> BitWidth {
+        self.in_bits
+    }
+
+    /// Output bit-width l.
+    pub fn out_bits(&self) -> BitWidth {
+        self.out_bits
+    }
+
+    /// Encoded size in bytes for widths n and l.
+    pub const fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
+        let n = in_bits.bits() as usize;
+        2 + 16 * n + control_bytes(n) + word_bytes(out_bits)
+    }
+
+    /// The canonical byte encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::encoded_len(self.in_bits, self.out_bits));
+        self.write(&mut Writer(&mut v));
+        v
+    }
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.u8(self.in_bits.bits() as u8);
+        w.u8(self.out_bits.bits() as u8);
+        for &s in &self.seeds {
+            w.u128(s);
+        }
+        w.control_bits(&self.controls);
+        w.word(self.last, self.out_bits);
+    }
+
+    /// Decodes and checks the canonical encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes);
+        let c = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(c)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let in_bits = r.width("input bit-width must be in 1..=64")?;
+        let out_bits = r.width("output bit-width must be in 1..=64")?;
+        let n = in_bits.bits() as usize;
+        let seeds = (0..n).map(|_| r.seed_word()).collect::<Result<_, _>>()?;
+        let controls = r.control_bits(n)?;
+        let last = r.word(out_bits, "truncated before the final correction")?;
+        Ok(DpfCorrections {
+            in_bits,
+            out_bits,
+            seeds,
+            controls,
+            last,
+        })
+    }
+}
+
+impl DpfKey {
+    /// Assembles a key from a party's root seed and the shared corrections.
+    pub fn new(party: Party, root: u128, corrections: DpfCorrections) -> Self {
+        DpfKey {
+            party,
+            root,
+            corrections,
+        }
+    }
+
+    /// The party that holds this key.
+    pub fn party(&self) -> Party {
+        self.party
+    }
+
+    /// The shared corrections.
+    pub fn corrections(&self) -> &DpfCorrections {
+        &self.corrections
+    }
+
+    /// Encoded size in bytes for widths n and l.
+    pub const fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
+        17 + DpfCorrections::encoded_len(in_bits, out_bits)
+    }
+
+    /// The canonical byte encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let c = &self.corrections;
+        let mut v = Vec::with_capacity(Self::encoded_len(c.in_bits, c.out_bits));
+        let mut w = Writer(&mut v);
+        w.u8(self.party.index());
+        w.u128(self.root);
+        c.write(&mut w);
+        v
+    }
+
+    /// Decodes and checks the canonical encoding.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes);
+        let party = r.party()?;
+        let root = r.u128("truncated inside the root seed")?;
+        let corrections = DpfCorrections::read(&mut r)?;
+        r.finish()?;
+        Ok(DpfKey {
+            party,
+            root,
+            corrections,
+        })
+    }
+}
+
+#[cfg(feature = "serde")]
+super::encoding::serde_via_bytes!(DpfKey, "a DPF key in its canonical byte encoding");
+#[cfg(feature = "serde")]
+super::encoding::serde_via_bytes!(DpfCorrections, "DPF corrections in their canonical encoding");
+
+/// The DPF scheme: holds the GGM PRG's key schedules; create once, use for many keys.
+#[derive(Debug, Default)]
+pub struct Dpf {
+    ggm: Ggm,
+}
+
+impl Dpf {
+    /// A DPF scheme instance.
+    pub fn new() -> Self {
+        Dpf { ggm: Ggm::new() }
+    }
+
+    /// Key generation for f(x) = β if x = α else 0, from the two parties' root seeds.
+    ///
+    /// α must be in Z_2^n and β in Z_2^l. Roots must be independent uniform seeds; the dealer
+    /// draws them from the streams it shares with each party. Runs without branching on α.
+    pub fn gen_corrections(
+        &self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alpha: u64,
+        beta: u64,
+        roots: [u128; 2],
+    ) -> Result<DpfCorrections, Error> {
+        check_in_ring(alpha, in_bits)?;
+        check_in_ring(beta, out_bits)?;
+        let n = in_bits.bits();
+        let mut s = roots;
+        let mut t = [false, true];
+        let mut seeds = Vec::with_capacity(n as usize);
+        let mut controls = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let a = bit_msb_first(alpha, n, i);
+            let (c0, t0) = self.ggm.children(s[0]);
+            let (c1, t1) = self.ggm.children(s[1]);
+            // Keep = the side of α (index a), Lose = the other side.
+            let lose0 = select128(c0[1], c0[0], a);
+            let lose1 = select128(c1[1], c1[0], a);
+            let s_cw = lose0 ^ lose1;
+            let t_cw = [t0[0] ^ t1[0] ^ a ^ true, t0[1] ^ t1[1] ^ a];
+            let t_cw_keep = select_bit(t_cw[0], t_cw[1], a);
+            for (b, (c, tc)) in [(c0, t0), (c1, t1)].into_iter().enumerate() {
+                let keep = select128(c[0], c[1], a);
+                let t_keep = select_bit(tc[0], tc[1], a);
+                s[b] = keep ^ (s_cw & mask128(t[b]));
+                t[b] = t_keep ^ (t[b] & t_cw_keep);
+            }
+            seeds.push(s_cw);
+            controls.push(t_cw);
+        }
+        let diff = beta
+            .wrapping_sub(convert(s[0], out_bits))
+            .wrapping_add(convert(s[1], out_bits));
+        let last = out_bits.reduce(cond_neg(diff, t[1]));
+        Ok(DpfCorrections {
+            in_bits,
+            out_bits,
+            seeds,
+            controls,
+            last,
+        })
+    }
+
+    /// Key generation with fresh root seeds from `rng`; returns (P0's key, P1's key).
+    pub fn gen_keys<R: rand_core::CryptoRng + ?Sized>(
+        &self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alpha: u64,
+        beta: u64,
+        rng: &mut R,
+    ) -> Result<(DpfKey, DpfKey), Error> {
+        let roots = [random_u128(rng), random_u128(rng)];
+        let c = self.gen_corrections(in_bits, out_bits, alpha, beta, roots)?;
+        Ok((
+            DpfKey::new(Party::P0, roots[0], c.clone()),
+            DpfKey::new(Party::P1, roots[1], c),
+        ))
+    }
+
+    /// This party's share of f(x), for x in Z_2^n.
+    pub fn eval(&self, key: &DpfKey, x: u64) -> Result<u64, Error> {
+        let c = &key.corrections;
+        check_in_ring(x, c.in_bits)?;
+        let n = c.in_bits.bits();
+        let mut s = key.root;
+        let mut t = key.party == Party::P1;
+        for i in 0..n {
+            let right = bit_msb_first(x, n, i);
+            let (child, tc) = self.ggm.child(s, right);
+            let t_cw = c.controls[i as usize][right as usize];
+            s = child ^ (c.seeds[i as usize] & mask128(t));
+            t = tc ^ (t & t_cw);
+        }
+        Ok(leaf_output(key, s, t))
+    }
+
+    /// This party's shares of f(x) for every x in Z_2^n, in order of x (n ≤ 20).
+    pub fn eval_full_domain(&self, key: &DpfKey) -> Result<Vec<u64>, Error> {
+        let c = &key.corrections;
+        let size = check_full_domain(c.in_bits)?;
+        let mut level = vec![(key.root, key.party == Party::P1)];
+        level.reserve(size);
+        let mut next = Vec::with_capacity(size);
+        for i in 0..c.in_bits.bits() as usize {
+            next.clear();
+            for &(s, t) in &level {
+                let (children, tc) = self.ggm.children(s);
+                let cw = c.seeds[i] & mask128(t);
+                for d in 0..2 {
+                    next.push((children[d] ^ cw, tc[d] ^ (t & c.controls[i][d])));
+                }
+            }
+            core::mem::swap(&mut level, &mut next);
+        }
+        Ok(level.iter().map(|&(s, t)| leaf_output(key, s, t)).collect())
+    }
+}
+
+/// (-1)^b · (Convert(s) + t · CW_{n+1}) in Z_2^l.
+fn leaf_output(key: &DpfKey, s: u128, t: bool) -> u64 {
+    let c = &key.corrections;
+    let v = convert(s, c.out_bits).wrapping_add(c.last & super::mask64(t));
+    c.out_bits.reduce(cond_neg(v, key.party == Party::P1))
+}
+
+pub(crate) fn random_u128<R: rand_core::CryptoRng + ?Sized>(rng: &mut R) -> u128 {
+    let mut b = [0u8; 16];
+    rng.fill_bytes(&mut b);
+    u128::from_le_bytes(b)
+}

@@ -1,0 +1,168 @@
+//! The byte layout shared by DPF and DCF keys, and a strict reader for it.
+//!
+//! Corrections: `in_bits u8 | out_bits u8 | n seed words (16 B, LE) | [n value words] |
+//! control bits (2 per level, packed LSB first) | last word`, where value and last words take
+//! ceil(l/8) bytes little-endian. A key is `party u8 | root (16 B) | corrections`.
+//! Every field is checked on decode: widths in range, words inside Z_2^l, unused bits zero, the
+//! cleared low bit of seed words zero, and no trailing bytes. The encoding is thus canonical.
+
+use crate::Error;
+use crate::ring::BitWidth;
+use crate::share::Party;
+use alloc::vec::Vec;
+
+/// Bytes of one output-group word of width `out`.
+pub(crate) const fn word_bytes(out: BitWidth) -> usize {
+    out.bits().div_ceil(8) as usize
+}
+
+/// Bytes of the packed control bits of `levels` levels.
+pub(crate) const fn control_bytes(levels: usize) -> usize {
+    (2 * levels).div_ceil(8)
+}
+
+pub(crate) struct Writer<'a>(pub &'a mut Vec<u8>);
+
+impl Writer<'_> {
+    pub fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    pub fn u128(&mut self, v: u128) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub fn word(&mut self, v: u64, out: BitWidth) {
+        self.0
+            .extend_from_slice(&v.to_le_bytes()[..word_bytes(out)]);
+    }
+    /// Packs two control bits per level.
+    pub fn control_bits(&mut self, bits: &[[bool; 2]]) {
+        let start = self.0.len();
+        self.0.resize(start + control_bytes(bits.len()), 0);
+        for (i, pair) in bits.iter().enumerate() {
+            for (j, &b) in pair.iter().enumerate() {
+                let k = 2 * i + j;
+                self.0[start + k / 8] |= (b as u8) << (k % 8);
+            }
+        }
+    }
+}
+
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], Error> {
+        if self.bytes.len() < n {
+            return Err(Error::MalformedKey(what));
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    pub fn party(&mut self) -> Result<Party, Error> {
+        let b = self.take(1, "truncated before the party byte")?[0];
+        Party::from_index(b).map_err(|_| Error::MalformedKey("party byte is neither 0 nor 1"))
+    }
+
+    pub fn width(&mut self, what: &'static str) -> Result<BitWidth, Error> {
+        let b = self.take(1, what)?[0];
+        BitWidth::new(b as u32).map_err(|_| Error::MalformedKey(what))
+    }
+
+    pub fn u128(&mut self, what: &'static str) -> Result<u128, Error> {
+        let b = self.take(16, what)?;
+        let mut a = [0u8; 16];
+        a.copy_from_slice(b);
+        Ok(u128::from_le_bytes(a))
+    }
+
+    /// A correction seed: its low bit (the control-bit position) must be zero.
+    pub fn seed_word(&mut self) -> Result<u128, Error> {
+        let s = self.u128("truncated inside the seed corrections")?;
+        if s & 1 != 0 {
+            return Err(Error::MalformedKey("seed correction has its control bit set"));
+        }
+        Ok(s)
+    }
+
+    pub fn word(&mut self, out: BitWidth, what: &'static str) -> Result<u64, Error> {
+        let b = self.take(word_bytes(out), what)?;
+        let mut a = [0u8; 8];
+        a[..b.len()].copy_from_slice(b);
+        let v = u64::from_le_bytes(a);
+        if !out.contains(v) {
+            return Err(Error::MalformedKey("output word exceeds the output bit-width"));
+        }
+        Ok(v)
+    }
+
+    pub fn control_bits(&mut self, levels: usize) -> Result<Vec<[bool; 2]>, Error> {
+        let b = self.take(control_bytes(levels), "truncated inside the control bits")?;
+        let used = 2 * levels;
+        if used % 8 != 0 && b[b.len() - 1] >> (used % 8) != 0 {
+            return Err(Error::MalformedKey("padding of the control bits is not zero"));
+        }
+        Ok((0..levels)
+            .map(|i| {
+                let bit = |k: usize| (b[k / 8] >> (k % 8)) & 1 == 1;
+                [bit(2 * i), bit(2 * i + 1)]
+            })
+            .collect())
+    }
+
+    pub fn finish(self) -> Result<(), Error> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::MalformedKey("trailing bytes after the key"))
+        }
+    }
+}
+
+/// serde support through the canonical byte encoding, so serde formats (postcard on the wire)
+/// carry exactly the checked layout.
+#[cfg(feature = "serde")]
+macro_rules! serde_via_bytes {
+    ($ty:ty, $expecting:literal) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(&self.to_bytes())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<$ty, E> {
+                        <$ty>::from_bytes(v).map_err(E::custom)
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<$ty, A::Error> {
+                        let mut bytes = alloc::vec::Vec::new();
+                        while let Some(b) = seq.next_element::<u8>()? {
+                            bytes.push(b);
+                        }
+                        <$ty>::from_bytes(&bytes).map_err(serde::de::Error::custom)
+                    }
+                }
+                d.deserialize_bytes(V)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "serde")]
+pub(crate) use serde_via_bytes;

@@ -1,0 +1,96 @@
+//! Function secret sharing: a dealer splits a function f into two keys; each key alone looks
+//! random, and the two parties' evaluations at any public x are additive shares of f(x).
+//!
+//! - [`dpf`]: distributed point functions f_{α,β}(x) = β if x = α else 0 (Boyle–Gilboa–Ishai,
+//!   CCS 2016), with single-point and full-domain evaluation; lookup tables are built on them.
+//! - [`dcf`]: distributed comparison functions f_{α,β}(x) = β if x < α else 0 (Boyle et al.,
+//!   "FSS for mixed-mode and fixed-point secure computation", EUROCRYPT 2021); comparisons,
+//!   ReLU and truncation are built on them.
+//!
+//! Inputs are n-bit (1 ≤ n ≤ 64, read most significant bit first), outputs live in Z_2^l
+//! (1 ≤ l ≤ 64). A key pair is split into the root seeds (one per party, the only part that
+//! differs) and the *corrections*, which both keys share. The dealer can therefore give P0 its
+//! root as a seed and send the corrections once (see [`crate::dealer`]).
+//!
+//! Keys have a compact, canonical byte encoding (`to_bytes`/`from_bytes`, and serde through it):
+//! decoding checks every field and rejects anything non-canonical with [`Error::MalformedKey`].
+
+pub mod dcf;
+pub mod dpf;
+mod encoding;
+
+pub use dcf::{Dcf, DcfCorrections, DcfKey};
+pub use dpf::{Dpf, DpfCorrections, DpfKey};
+
+use crate::Error;
+use crate::ring::BitWidth;
+
+/// The largest input width for full-domain evaluation: 2^20 outputs (8 MiB of u64).
+pub const MAX_FULL_DOMAIN_BITS: u32 = 20;
+
+/// All-ones if `bit`, else zero: lets key generation select on secret bits without branching.
+#[inline]
+pub(crate) const fn mask64(bit: bool) -> u64 {
+    0u64.wrapping_sub(bit as u64)
+}
+
+#[inline]
+pub(crate) const fn mask128(bit: bool) -> u128 {
+    0u128.wrapping_sub(bit as u128)
+}
+
+/// `if bit { b } else { a }` without a branch.
+#[inline]
+pub(crate) const fn select128(a: u128, b: u128, bit: bool) -> u128 {
+    a ^ ((a ^ b) & mask128(bit))
+}
+
+/// `if bit { b } else { a }` without a branch.
+#[inline]
+pub(crate) const fn select64(a: u64, b: u64, bit: bool) -> u64 {
+    a ^ ((a ^ b) & mask64(bit))
+}
+
+/// `if bit { b } else { a }` without a branch.
+#[inline]
+pub(crate) const fn select_bit(a: bool, b: bool, bit: bool) -> bool {
+    (a & !bit) | (b & bit)
+}
+
+/// (-1)^bit · x in Z_2^64 without a branch.
+#[inline]
+pub(crate) const fn cond_neg(x: u64, bit: bool) -> u64 {
+    let m = mask64(bit);
+    (x ^ m).wrapping_sub(m)
+}
+
+/// Maps a leaf seed to the output group: its high 64 bits (the low bit of a seed is the cleared
+/// control bit, so the high half is the uniform part), reduced to Z_2^l.
+#[inline]
+pub(crate) const fn convert(seed: u128, out: BitWidth) -> u64 {
+    out.reduce((seed >> 64) as u64)
+}
+
+/// Bit i (0 = most significant) of the n-bit value x.
+#[inline]
+pub(crate) const fn bit_msb_first(x: u64, n: u32, i: u32) -> bool {
+    (x >> (n - 1 - i)) & 1 == 1
+}
+
+pub(crate) fn check_in_ring(x: u64, width: BitWidth) -> Result<(), Error> {
+    if width.contains(x) {
+        Ok(())
+    } else {
+        Err(Error::ValueOutOfRange { bits: width.bits() })
+    }
+}
+
+pub(crate) fn check_full_domain(in_bits: BitWidth) -> Result<usize, Error> {
+    if in_bits.bits() > MAX_FULL_DOMAIN_BITS {
+        return Err(Error::DomainTooLarge {
+            bits: in_bits.bits(),
+            max: MAX_FULL_DOMAIN_BITS,
+        });
+    }
+    Ok(1usize << in_bits.bits())
+}

@@ -1,0 +1,119 @@
+//! The dealer's seed-compressed correlations reconstruct to valid correlations, and each server
+//! rebuilds its part from its own seed plus (for P1 only) the dealer's corrections.
+
+use securerouter_core::Error;
+use securerouter_core::dealer::{Dealer, PartyCorrelations};
+use securerouter_core::fss::{Dcf, Dpf};
+use securerouter_core::prg::Seed;
+use securerouter_core::ring::BitWidth;
+use securerouter_core::share::Party;
+
+fn setup() -> (Dealer, PartyCorrelations, PartyCorrelations) {
+    let master = Seed::from_bytes(*b"dealer-master-01");
+    let p0 = PartyCorrelations::new(Party::P0, &Dealer::party_seed(&master, Party::P0));
+    let p1 = PartyCorrelations::new(Party::P1, &Dealer::party_seed(&master, Party::P1));
+    (Dealer::new(&master), p0, p1)
+}
+
+#[test]
+fn a_session_of_mixed_correlations_reconstructs() {
+    let (mut dealer, mut p0, mut p1) = setup();
+    let dcf = Dcf::new();
+    let dpf = Dpf::new();
+    let w12 = BitWidth::new(12).unwrap();
+
+    // Masks: r = share0 + share1, nothing sent.
+    let mut r = [0u64; 9];
+    dealer.masks(&mut r);
+    let (mut r0, mut r1) = ([0u64; 9], [0u64; 9]);
+    p0.mask_shares(&mut r0);
+    p1.mask_shares(&mut r1);
+    for i in 0..9 {
+        assert_eq!(r0[i].wrapping_add(r1[i]), r[i]);
+    }
+    assert_ne!(r0, r1);
+
+    // Beaver triples: only P1's c-shares travel.
+    let c1 = dealer.beaver_triples(50);
+    let t0 = p0.beaver_triples(50, None).unwrap();
+    let t1 = p1.beaver_triples(50, Some(&c1)).unwrap();
+    for i in 0..50 {
+        let a = t0.a[i].wrapping_add(t1.a[i]);
+        let b = t0.b[i].wrapping_add(t1.b[i]);
+        assert_eq!(t0.c[i].wrapping_add(t1.c[i]), a.wrapping_mul(b));
+    }
+
+    // DCF with a dealer-private α.
+    let alpha = w12.reduce(dealer.private_u64());
+    let corr = dealer.dcf(w12, BitWidth::FULL, alpha, 1).unwrap();
+    let k0 = p0.dcf_key(corr.clone());
+    let k1 = p1.dcf_key(corr);
+    for x in [0, alpha, alpha.saturating_sub(1), 4095, 1234] {
+        let v = dcf.eval(&k0, x).unwrap().wrapping_add(dcf.eval(&k1, x).unwrap());
+        assert_eq!(v, (x < alpha) as u64);
+    }
+
+    // A matrix triple (3×4)·(4×2).
+    let (m, k, n) = (3, 4, 2);
+    let cm = dealer.matrix_triple(m, k, n);
+    assert_eq!(cm.len(), m * n);
+    let a = p0.matrix_triple(m, k, n, None).unwrap();
+    let b = p1.matrix_triple(m, k, n, Some(&cm)).unwrap();
+    let add = |x: &[u64], y: &[u64]| -> Vec<u64> {
+        x.iter().zip(y).map(|(p, q)| p.wrapping_add(*q)).collect()
+    };
+    let (am, bm, cmat) = (add(&a.a, &b.a), add(&a.b, &b.b), add(&a.c, &b.c));
+    for i in 0..m {
+        for j in 0..n {
+            let want = (0..k).fold(0u64, |s, p| {
+                s.wrapping_add(am[i * k + p].wrapping_mul(bm[p * n + j]))
+            });
+            assert_eq!(cmat[i * n + j], want);
+        }
+    }
+
+    // A DPF after everything else: the streams stayed in step.
+    let corr = dealer.dpf(w12, BitWidth::FULL, 77, 5).unwrap();
+    let f0 = dpf.eval_full_domain(&p0.dpf_key(corr.clone())).unwrap();
+    let f1 = dpf.eval_full_domain(&p1.dpf_key(corr)).unwrap();
+    for x in 0..4096usize {
+        assert_eq!(f0[x].wrapping_add(f1[x]), if x == 77 { 5 } else { 0 });
+    }
+}
+
+#[test]
+fn misuse_is_an_error() {
+    let (mut dealer, mut p0, mut p1) = setup();
+    let c1 = dealer.beaver_triples(4);
+    assert!(matches!(
+        p0.beaver_triples(4, Some(&c1)),
+        Err(Error::ProtocolMisuse(_))
+    ));
+    assert!(matches!(
+        p1.beaver_triples(4, None),
+        Err(Error::ProtocolMisuse(_))
+    ));
+    assert_eq!(
+        p1.beaver_triples(4, Some(&c1[..3])),
+        Err(Error::LengthMismatch {
+            expected: 4,
+            got: 3
+        })
+    );
+}
+
+#[test]
+fn party_seeds_differ_and_sessions_differ() {
+    let m1 = Seed::from_bytes([1; 16]);
+    let m2 = Seed::from_bytes([2; 16]);
+    assert_ne!(
+        Dealer::party_seed(&m1, Party::P0),
+        Dealer::party_seed(&m1, Party::P1)
+    );
+    assert_ne!(
+        Dealer::party_seed(&m1, Party::P0),
+        Dealer::party_seed(&m2, Party::P0)
+    );
+    let (mut a, mut b) = (Dealer::new(&m1), Dealer::new(&m2));
+    assert_ne!(a.beaver_triples(3), b.beaver_triples(3));
+}

@@ -1,0 +1,213 @@
+//! DPF and DCF correctness: exhaustive on small domains, random at n = 64, and the key encoding.
+
+use securerouter_core::Error;
+use securerouter_core::fss::{Dcf, DcfCorrections, DcfKey, Dpf, DpfKey};
+use securerouter_core::prg::{AesCtr, Domain, Seed};
+use securerouter_core::ring::BitWidth;
+
+fn rng(tag: u64) -> AesCtr {
+    AesCtr::new(&Seed::from_bytes([0x42; 16]), Domain(tag))
+}
+
+fn w(bits: u32) -> BitWidth {
+    BitWidth::new(bits).unwrap()
+}
+
+/// For every n ≤ 8 (and n = 10 on a sample of α), every α and every x: the two DCF shares add
+/// up to β·[x < α] in Z_2^l, at several output widths.
+#[test]
+fn dcf_exhaustive_small_domains() {
+    let dcf = Dcf::new();
+    let mut r = rng(1);
+    for n in 1..=10u32 {
+        let inw = w(n);
+        let alphas: Vec<u64> = if n <= 8 {
+            (0..1u64 << n).collect()
+        } else {
+            // Every x is still checked; α covers both ends and a spread of the middle.
+            let max = (1u64 << n) - 1;
+            let mut a = vec![0, 1, max - 1, max];
+            a.extend((0..12).map(|_| r.next_u64() & max));
+            a
+        };
+        for &out in &[1u32, 7, 32, 64] {
+            let outw = w(out);
+            for &alpha in &alphas {
+                let beta = outw.reduce(r.next_u64()) | 1; // never 0, so a bug can't hide
+                let (k0, k1) = dcf.gen_keys(inw, outw, alpha, beta, &mut r).unwrap();
+                let f0 = dcf.eval_full_domain(&k0).unwrap();
+                let f1 = dcf.eval_full_domain(&k1).unwrap();
+                for x in 0..1u64 << n {
+                    let want = if x < alpha { beta } else { 0 };
+                    let got = outw.add(f0[x as usize], f1[x as usize]);
+                    assert_eq!(got, want, "n={n} l={out} alpha={alpha} x={x}");
+                    // Single-point evaluation agrees with the full-domain walk.
+                    if x % 7 == 0 || x == alpha {
+                        assert_eq!(dcf.eval(&k0, x).unwrap(), f0[x as usize]);
+                        assert_eq!(dcf.eval(&k1, x).unwrap(), f1[x as usize]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dpf_exhaustive_small_domains() {
+    let dpf = Dpf::new();
+    let mut r = rng(2);
+    for n in 1..=10u32 {
+        let inw = w(n);
+        let alphas: Vec<u64> = if n <= 8 {
+            (0..1u64 << n).collect()
+        } else {
+            let max = (1u64 << n) - 1;
+            let mut a = vec![0, max];
+            a.extend((0..12).map(|_| r.next_u64() & max));
+            a
+        };
+        for &out in &[1u32, 16, 64] {
+            let outw = w(out);
+            for &alpha in &alphas {
+                let beta = outw.reduce(r.next_u64()) | 1;
+                let (k0, k1) = dpf.gen_keys(inw, outw, alpha, beta, &mut r).unwrap();
+                let f0 = dpf.eval_full_domain(&k0).unwrap();
+                let f1 = dpf.eval_full_domain(&k1).unwrap();
+                for x in 0..1u64 << n {
+                    let want = if x == alpha { beta } else { 0 };
+                    assert_eq!(outw.add(f0[x as usize], f1[x as usize]), want);
+                    if x % 5 == 0 || x == alpha {
+                        assert_eq!(dpf.eval(&k0, x).unwrap(), f0[x as usize]);
+                        assert_eq!(dpf.eval(&k1, x).unwrap(), f1[x as usize]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// n = 64: random α and x, plus x at α-1, α, α+1 and the domain ends.
+#[test]
+fn dcf_and_dpf_random_64_bit() {
+    let dcf = Dcf::new();
+    let dpf = Dpf::new();
+    let mut r = rng(3);
+    let full = BitWidth::FULL;
+    for round in 0..200 {
+        let alpha = match round {
+            0 => 0,
+            1 => u64::MAX,
+            2 => 1 << 63,
+            _ => r.next_u64(),
+        };
+        let beta = r.next_u64() | 1;
+        let (c0, c1) = dcf.gen_keys(full, full, alpha, beta, &mut r).unwrap();
+        let (p0, p1) = dpf.gen_keys(full, full, alpha, beta, &mut r).unwrap();
+        let mut xs = vec![0, u64::MAX, alpha, alpha.wrapping_sub(1), alpha.wrapping_add(1)];
+        xs.extend((0..20).map(|_| r.next_u64()));
+        for x in xs {
+            let lt = dcf.eval(&c0, x).unwrap().wrapping_add(dcf.eval(&c1, x).unwrap());
+            assert_eq!(lt, if x < alpha { beta } else { 0 }, "alpha={alpha} x={x}");
+            let eq = dpf.eval(&p0, x).unwrap().wrapping_add(dpf.eval(&p1, x).unwrap());
+            assert_eq!(eq, if x == alpha { beta } else { 0 });
+        }
+    }
+}
+
+#[test]
+fn out_of_range_inputs_are_errors() {
+    let dcf = Dcf::new();
+    let mut r = rng(4);
+    assert_eq!(
+        dcf.gen_keys(w(8), w(8), 256, 1, &mut r).err(),
+        Some(Error::ValueOutOfRange { bits: 8 })
+    );
+    assert!(dcf.gen_keys(w(8), w(4), 3, 16, &mut r).is_err());
+    let (k0, _) = dcf.gen_keys(w(8), w(8), 3, 1, &mut r).unwrap();
+    assert_eq!(dcf.eval(&k0, 256), Err(Error::ValueOutOfRange { bits: 8 }));
+    let (big, _) = dcf.gen_keys(w(21), w(8), 3, 1, &mut r).unwrap();
+    assert_eq!(
+        dcf.eval_full_domain(&big).err(),
+        Some(Error::DomainTooLarge { bits: 21, max: 20 })
+    );
+}
+
+#[test]
+fn key_encoding_round_trips_with_exact_sizes() {
+    let dcf = Dcf::new();
+    let dpf = Dpf::new();
+    let mut r = rng(5);
+    for (n, l) in [(1, 1), (16, 64), (32, 64), (64, 64), (12, 20), (64, 1)] {
+        let (k0, k1) = dcf.gen_keys(w(n), w(l), 1, 1, &mut r).unwrap();
+        for k in [&k0, &k1] {
+            let b = k.to_bytes();
+            assert_eq!(b.len(), DcfKey::encoded_len(w(n), w(l)));
+            assert_eq!(&DcfKey::from_bytes(&b).unwrap(), k);
+            let via_postcard: DcfKey =
+                postcard::from_bytes(&postcard::to_allocvec(k).unwrap()).unwrap();
+            assert_eq!(&via_postcard, k);
+        }
+        let c = k0.corrections().to_bytes();
+        assert_eq!(DcfCorrections::from_bytes(&c).unwrap(), *k0.corrections());
+        let (p0, _) = dpf.gen_keys(w(n), w(l), 0, 1, &mut r).unwrap();
+        let b = p0.to_bytes();
+        assert_eq!(b.len(), DpfKey::encoded_len(w(n), w(l)));
+        assert_eq!(DpfKey::from_bytes(&b).unwrap(), p0);
+    }
+    // The sizes the README reports: 17 + 2 + n·(16 + 8) + ⌈2n/8⌉ + 8 at l = 64.
+    assert_eq!(DcfKey::encoded_len(w(16), BitWidth::FULL), 415);
+    assert_eq!(DcfKey::encoded_len(w(32), BitWidth::FULL), 803);
+    assert_eq!(DcfKey::encoded_len(w(64), BitWidth::FULL), 1579);
+}
+
+#[test]
+fn malformed_key_bytes_are_rejected() {
+    let dcf = Dcf::new();
+    let mut r = rng(6);
+    let (k0, _) = dcf.gen_keys(w(12), w(20), 77, 5, &mut r).unwrap();
+    let good = k0.to_bytes();
+    // Every truncation fails, and so does any extension.
+    for len in 0..good.len() {
+        assert!(matches!(
+            DcfKey::from_bytes(&good[..len]),
+            Err(Error::MalformedKey(_))
+        ));
+    }
+    let mut longer = good.clone();
+    longer.push(0);
+    assert_eq!(
+        DcfKey::from_bytes(&longer),
+        Err(Error::MalformedKey("trailing bytes after the key"))
+    );
+    let corrupt = |i: usize, v: u8| {
+        let mut b = good.clone();
+        b[i] = v;
+        DcfKey::from_bytes(&b)
+    };
+    assert!(corrupt(0, 2).is_err(), "party byte 2");
+    assert!(corrupt(17, 0).is_err(), "input width 0");
+    assert!(corrupt(17, 65).is_err(), "input width 65");
+    assert!(corrupt(18, 0).is_err(), "output width 0");
+    // A changed input width changes the expected length.
+    assert!(corrupt(17, 13).is_err());
+    // Seed correction with its control bit set.
+    assert!(corrupt(19, good[19] | 1).is_err());
+    // A 20-bit value word with bits above bit 19 set (third byte of the first value word).
+    let first_value = 19 + 12 * 16;
+    assert!(corrupt(first_value + 2, 0xff).is_err());
+    // Padding bits of the control bits (24 bits used of 24: none) — use n = 3 for padding.
+    let (k3, _) = dcf.gen_keys(w(3), w(8), 5, 1, &mut r).unwrap();
+    let mut b3 = k3.to_bytes();
+    let ctl = 19 + 3 * 16 + 3;
+    b3[ctl] |= 0x80;
+    assert_eq!(
+        DcfKey::from_bytes(&b3),
+        Err(Error::MalformedKey("padding of the control bits is not zero"))
+    );
+    // postcard with garbage inside the byte string is a deserialisation error, not a panic.
+    let mut pc = postcard::to_allocvec(&k0).unwrap();
+    let last = pc.len() - 1;
+    pc[last] = 0xff;
+    assert!(postcard::from_bytes::<DcfKey>(&pc).is_err());
+    assert!(postcard::from_bytes::<DcfKey>(&[0xff, 0xff, 0xff]).is_err());
+}

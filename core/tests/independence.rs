@@ -1,0 +1,166 @@
+//! Statistical tests that what one server holds does not depend on the secret.
+//!
+//! Each test draws many samples for two very different secrets and compares byte histograms:
+//! against the uniform distribution and against each other (two-sample chi-square). All
+//! randomness comes from fixed seeds, so the tests are deterministic. Thresholds sit at a
+//! p-value of about 1e-4 for 255 degrees of freedom (chi-square > 360); each test also runs a
+//! deliberately leaky variant as a control and asserts that it is caught.
+
+use securerouter_core::fss::{Dcf, Dpf};
+use securerouter_core::prg::{AesCtr, Domain, Seed};
+use securerouter_core::ring::BitWidth;
+use securerouter_core::share::{SeededShareStream, split};
+
+const SAMPLES: usize = 20_000;
+/// Chi-square critical value for 255 degrees of freedom at p ≈ 1e-4.
+const CRITICAL: f64 = 360.0;
+
+/// Histograms of each of the 8 byte positions of a u64.
+struct ByteHistograms([[u32; 256]; 8]);
+
+impl ByteHistograms {
+    fn of(values: impl Iterator<Item = u64>) -> Self {
+        let mut h = [[0u32; 256]; 8];
+        for v in values {
+            for (pos, byte) in v.to_le_bytes().iter().enumerate() {
+                h[pos][*byte as usize] += 1;
+            }
+        }
+        ByteHistograms(h)
+    }
+
+    /// Largest chi-square against uniform over the 8 positions.
+    fn max_chi2_uniform(&self) -> f64 {
+        self.0
+            .iter()
+            .map(|h| {
+                let n: u32 = h.iter().sum();
+                let e = n as f64 / 256.0;
+                h.iter().map(|&o| (o as f64 - e).powi(2) / e).sum::<f64>()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Largest two-sample chi-square (equal sample sizes) over the 8 positions.
+    fn max_chi2_against(&self, other: &Self) -> f64 {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| {
+                a.iter()
+                    .zip(b)
+                    .filter(|(x, y)| **x + **y > 0)
+                    .map(|(&x, &y)| (x as f64 - y as f64).powi(2) / (x + y) as f64)
+                    .sum::<f64>()
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+fn rng(tag: u64) -> AesCtr {
+    AesCtr::new(&Seed::from_bytes(*b"stat-tests-seed!"), Domain(tag))
+}
+
+const SECRET_A: u64 = 0;
+const SECRET_B: u64 = 0xdead_beef_0bad_f00d;
+
+#[test]
+fn a_single_seeded_share_is_independent_of_the_secret() {
+    let mut seeds = rng(1);
+    let mut p1_share = |x: u64| {
+        let mut s = [0u64];
+        SeededShareStream::new(&seeds.next_seed()).split_row(&[x], &mut s).unwrap();
+        s[0]
+    };
+    let a = ByteHistograms::of((0..SAMPLES).map(|_| p1_share(SECRET_A)));
+    let b = ByteHistograms::of((0..SAMPLES).map(|_| p1_share(SECRET_B)));
+    assert!(a.max_chi2_uniform() < CRITICAL, "{}", a.max_chi2_uniform());
+    assert!(b.max_chi2_uniform() < CRITICAL, "{}", b.max_chi2_uniform());
+    assert!(a.max_chi2_against(&b) < CRITICAL, "{}", a.max_chi2_against(&b));
+
+    // Control: a share masked with only 32 random bits leaks the secret's high bytes.
+    let mut r = rng(2);
+    let leaky = |x: u64, r: &mut AesCtr| x.wrapping_sub(r.next_u64() >> 32);
+    let la = ByteHistograms::of((0..SAMPLES).map(|_| leaky(SECRET_A, &mut r)));
+    let lb = ByteHistograms::of((0..SAMPLES).map(|_| leaky(SECRET_B, &mut r)));
+    assert!(la.max_chi2_against(&lb) > 10.0 * CRITICAL);
+}
+
+/// The seeded split and the plain split (fresh randomness) give P1 the same distribution.
+#[test]
+fn seeded_and_plain_split_have_the_same_distribution() {
+    let mut seeds = rng(3);
+    let seeded = ByteHistograms::of((0..SAMPLES).map(|_| {
+        let mut s = [0u64];
+        SeededShareStream::new(&seeds.next_seed()).split_row(&[SECRET_B], &mut s).unwrap();
+        s[0]
+    }));
+    let mut fresh = rng(4);
+    let plain = ByteHistograms::of((0..SAMPLES).map(|_| {
+        let (mut s0, mut s1) = ([0u64], [0u64]);
+        split(&[SECRET_B], &mut fresh, &mut s0, &mut s1).unwrap();
+        s1[0]
+    }));
+    assert!(seeded.max_chi2_against(&plain) < CRITICAL);
+}
+
+/// One DCF key's evaluations (what a server computes) look the same for very different α.
+#[test]
+fn a_single_dcf_keys_evaluation_is_independent_of_alpha() {
+    let dcf = Dcf::new();
+    let n = BitWidth::FULL;
+    let mut r = rng(5);
+    let x = 1u64 << 62;
+    let mut p1_output = |alpha: u64| {
+        let (_, k1) = dcf.gen_keys(n, n, alpha, 1, &mut r).unwrap();
+        dcf.eval(&k1, x).unwrap()
+    };
+    // α = 0 makes f(x) = 0 everywhere; α = 2^64 - 1 makes f(x) = 1 at x.
+    let a = ByteHistograms::of((0..SAMPLES).map(|_| p1_output(0)));
+    let b = ByteHistograms::of((0..SAMPLES).map(|_| p1_output(u64::MAX)));
+    assert!(a.max_chi2_uniform() < CRITICAL, "{}", a.max_chi2_uniform());
+    assert!(b.max_chi2_uniform() < CRITICAL, "{}", b.max_chi2_uniform());
+    assert!(a.max_chi2_against(&b) < CRITICAL);
+
+    // Control: reconstructing (both keys) does depend on α, and the statistic sees it.
+    let mut r = rng(6);
+    let mut both = |alpha: u64| {
+        let (k0, k1) = dcf.gen_keys(n, n, alpha, 1, &mut r).unwrap();
+        dcf.eval(&k0, x).unwrap().wrapping_add(dcf.eval(&k1, x).unwrap())
+    };
+    let ca = ByteHistograms::of((0..2000).map(|_| both(0)));
+    let cb = ByteHistograms::of((0..2000).map(|_| both(u64::MAX)));
+    assert!(ca.max_chi2_against(&cb) > 10.0 * CRITICAL);
+}
+
+/// A single key's correction words (what the dealer sends) look the same for very different α.
+#[test]
+fn dcf_and_dpf_key_bytes_are_independent_of_alpha() {
+    let dcf = Dcf::new();
+    let dpf = Dpf::new();
+    let n = BitWidth::FULL;
+    let mut r = rng(7);
+    // Sample the first value correction and the final correction of the DCF (uniform words),
+    // and the final correction of the DPF.
+    let mut sample = |alpha: u64| {
+        let (k0, _) = dcf.gen_keys(n, n, alpha, 1, &mut r).unwrap();
+        let (p0, _) = dpf.gen_keys(n, n, alpha, 1, &mut r).unwrap();
+        let kb = k0.to_bytes();
+        let pb = p0.to_bytes();
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
+        let values_at = 19 + 64 * 16;
+        [
+            word(&kb[values_at..values_at + 8]),
+            word(&kb[kb.len() - 8..]),
+            word(&pb[pb.len() - 8..]),
+        ]
+    };
+    let a: Vec<[u64; 3]> = (0..SAMPLES / 2).map(|_| sample(0)).collect();
+    let b: Vec<[u64; 3]> = (0..SAMPLES / 2).map(|_| sample(u64::MAX - 12345)).collect();
+    for i in 0..3 {
+        let ha = ByteHistograms::of(a.iter().map(|s| s[i]));
+        let hb = ByteHistograms::of(b.iter().map(|s| s[i]));
+        assert!(ha.max_chi2_uniform() < CRITICAL, "word {i}: {}", ha.max_chi2_uniform());
+        assert!(ha.max_chi2_against(&hb) < CRITICAL, "word {i}");
+    }
+}
