@@ -75,7 +75,10 @@ impl Dealer {
     /// The dealer for one session, from its master seed.
     pub fn new(master: &Seed) -> Self {
         Dealer {
-            private: AesCtr::new(&master.derive(Domain::DEALER_PRIVATE, 0), Domain::DEALER_PRIVATE),
+            private: AesCtr::new(
+                &master.derive(Domain::DEALER_PRIVATE, 0),
+                Domain::DEALER_PRIVATE,
+            ),
             to_p0: AesCtr::new(&Self::party_seed(master, Party::P0), Domain::DEALER_P0),
             to_p1: AesCtr::new(&Self::party_seed(master, Party::P1), Domain::DEALER_P1),
             dpf: Dpf::new(),

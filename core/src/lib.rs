@@ -20,11 +20,12 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
-mod error;
 #[cfg(feature = "alloc")]
 pub mod dealer;
+mod error;
 #[cfg(feature = "alloc")]
 pub mod fss;
+pub mod ot;
 pub mod prg;
 pub mod ring;
 pub mod share;

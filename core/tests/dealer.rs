@@ -49,7 +49,10 @@ fn a_session_of_mixed_correlations_reconstructs() {
     let k0 = p0.dcf_key(corr.clone());
     let k1 = p1.dcf_key(corr);
     for x in [0, alpha, alpha.saturating_sub(1), 4095, 1234] {
-        let v = dcf.eval(&k0, x).unwrap().wrapping_add(dcf.eval(&k1, x).unwrap());
+        let v = dcf
+            .eval(&k0, x)
+            .unwrap()
+            .wrapping_add(dcf.eval(&k1, x).unwrap());
         assert_eq!(v, (x < alpha) as u64);
     }
 

@@ -103,12 +103,24 @@ fn dcf_and_dpf_random_64_bit() {
         let beta = r.next_u64() | 1;
         let (c0, c1) = dcf.gen_keys(full, full, alpha, beta, &mut r).unwrap();
         let (p0, p1) = dpf.gen_keys(full, full, alpha, beta, &mut r).unwrap();
-        let mut xs = vec![0, u64::MAX, alpha, alpha.wrapping_sub(1), alpha.wrapping_add(1)];
+        let mut xs = vec![
+            0,
+            u64::MAX,
+            alpha,
+            alpha.wrapping_sub(1),
+            alpha.wrapping_add(1),
+        ];
         xs.extend((0..20).map(|_| r.next_u64()));
         for x in xs {
-            let lt = dcf.eval(&c0, x).unwrap().wrapping_add(dcf.eval(&c1, x).unwrap());
+            let lt = dcf
+                .eval(&c0, x)
+                .unwrap()
+                .wrapping_add(dcf.eval(&c1, x).unwrap());
             assert_eq!(lt, if x < alpha { beta } else { 0 }, "alpha={alpha} x={x}");
-            let eq = dpf.eval(&p0, x).unwrap().wrapping_add(dpf.eval(&p1, x).unwrap());
+            let eq = dpf
+                .eval(&p0, x)
+                .unwrap()
+                .wrapping_add(dpf.eval(&p1, x).unwrap());
             assert_eq!(eq, if x == alpha { beta } else { 0 });
         }
     }
@@ -202,7 +214,9 @@ fn malformed_key_bytes_are_rejected() {
     b3[ctl] |= 0x80;
     assert_eq!(
         DcfKey::from_bytes(&b3),
-        Err(Error::MalformedKey("padding of the control bits is not zero"))
+        Err(Error::MalformedKey(
+            "padding of the control bits is not zero"
+        ))
     );
     // postcard with garbage inside the byte string is a deserialisation error, not a panic.
     let mut pc = postcard::to_allocvec(&k0).unwrap();

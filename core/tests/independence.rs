@@ -69,14 +69,20 @@ fn a_single_seeded_share_is_independent_of_the_secret() {
     let mut seeds = rng(1);
     let mut p1_share = |x: u64| {
         let mut s = [0u64];
-        SeededShareStream::new(&seeds.next_seed()).split_row(&[x], &mut s).unwrap();
+        SeededShareStream::new(&seeds.next_seed())
+            .split_row(&[x], &mut s)
+            .unwrap();
         s[0]
     };
     let a = ByteHistograms::of((0..SAMPLES).map(|_| p1_share(SECRET_A)));
     let b = ByteHistograms::of((0..SAMPLES).map(|_| p1_share(SECRET_B)));
     assert!(a.max_chi2_uniform() < CRITICAL, "{}", a.max_chi2_uniform());
     assert!(b.max_chi2_uniform() < CRITICAL, "{}", b.max_chi2_uniform());
-    assert!(a.max_chi2_against(&b) < CRITICAL, "{}", a.max_chi2_against(&b));
+    assert!(
+        a.max_chi2_against(&b) < CRITICAL,
+        "{}",
+        a.max_chi2_against(&b)
+    );
 
     // Control: a share masked with only 32 random bits leaks the secret's high bytes.
     let mut r = rng(2);
@@ -92,7 +98,9 @@ fn seeded_and_plain_split_have_the_same_distribution() {
     let mut seeds = rng(3);
     let seeded = ByteHistograms::of((0..SAMPLES).map(|_| {
         let mut s = [0u64];
-        SeededShareStream::new(&seeds.next_seed()).split_row(&[SECRET_B], &mut s).unwrap();
+        SeededShareStream::new(&seeds.next_seed())
+            .split_row(&[SECRET_B], &mut s)
+            .unwrap();
         s[0]
     }));
     let mut fresh = rng(4);
@@ -126,7 +134,9 @@ fn a_single_dcf_keys_evaluation_is_independent_of_alpha() {
     let mut r = rng(6);
     let mut both = |alpha: u64| {
         let (k0, k1) = dcf.gen_keys(n, n, alpha, 1, &mut r).unwrap();
-        dcf.eval(&k0, x).unwrap().wrapping_add(dcf.eval(&k1, x).unwrap())
+        dcf.eval(&k0, x)
+            .unwrap()
+            .wrapping_add(dcf.eval(&k1, x).unwrap())
     };
     let ca = ByteHistograms::of((0..2000).map(|_| both(0)));
     let cb = ByteHistograms::of((0..2000).map(|_| both(u64::MAX)));
@@ -160,7 +170,11 @@ fn dcf_and_dpf_key_bytes_are_independent_of_alpha() {
     for i in 0..3 {
         let ha = ByteHistograms::of(a.iter().map(|s| s[i]));
         let hb = ByteHistograms::of(b.iter().map(|s| s[i]));
-        assert!(ha.max_chi2_uniform() < CRITICAL, "word {i}: {}", ha.max_chi2_uniform());
+        assert!(
+            ha.max_chi2_uniform() < CRITICAL,
+            "word {i}: {}",
+            ha.max_chi2_uniform()
+        );
         assert!(ha.max_chi2_against(&hb) < CRITICAL, "word {i}");
     }
 }

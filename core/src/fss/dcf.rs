@@ -158,7 +158,10 @@ impl DcfKey {
 #[cfg(feature = "serde")]
 super::encoding::serde_via_bytes!(DcfKey, "a DCF key in its canonical byte encoding");
 #[cfg(feature = "serde")]
-super::encoding::serde_via_bytes!(DcfCorrections, "DCF corrections in their canonical encoding");
+super::encoding::serde_via_bytes!(
+    DcfCorrections,
+    "DCF corrections in their canonical encoding"
+);
 
 /// The DCF scheme: holds the GGM PRG's key schedules; create once, use for many keys.
 #[derive(Debug, Default)]
@@ -286,9 +289,7 @@ impl Dcf {
             let i_ = i as usize;
             let right = bit_msb_first(x, n, i);
             let value = self.ggm.value(s, right);
-            v = v
-                .wrapping_add(value)
-                .wrapping_add(c.values[i_] & mask64(t));
+            v = v.wrapping_add(value).wrapping_add(c.values[i_] & mask64(t));
             let (child, tc) = self.ggm.child(s, right);
             s = child ^ (c.seeds[i_] & mask128(t));
             t = tc ^ (t & c.controls[i_][right as usize]);

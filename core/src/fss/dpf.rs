@@ -148,7 +148,10 @@ impl DpfKey {
 #[cfg(feature = "serde")]
 super::encoding::serde_via_bytes!(DpfKey, "a DPF key in its canonical byte encoding");
 #[cfg(feature = "serde")]
-super::encoding::serde_via_bytes!(DpfCorrections, "DPF corrections in their canonical encoding");
+super::encoding::serde_via_bytes!(
+    DpfCorrections,
+    "DPF corrections in their canonical encoding"
+);
 
 /// The DPF scheme: holds the GGM PRG's key schedules; create once, use for many keys.
 #[derive(Debug, Default)]

@@ -86,7 +86,9 @@ impl<'a> Reader<'a> {
     pub fn seed_word(&mut self) -> Result<u128, Error> {
         let s = self.u128("truncated inside the seed corrections")?;
         if s & 1 != 0 {
-            return Err(Error::MalformedKey("seed correction has its control bit set"));
+            return Err(Error::MalformedKey(
+                "seed correction has its control bit set",
+            ));
         }
         Ok(s)
     }
@@ -97,7 +99,9 @@ impl<'a> Reader<'a> {
         a[..b.len()].copy_from_slice(b);
         let v = u64::from_le_bytes(a);
         if !out.contains(v) {
-            return Err(Error::MalformedKey("output word exceeds the output bit-width"));
+            return Err(Error::MalformedKey(
+                "output word exceeds the output bit-width",
+            ));
         }
         Ok(v)
     }
@@ -105,8 +109,10 @@ impl<'a> Reader<'a> {
     pub fn control_bits(&mut self, levels: usize) -> Result<Vec<[bool; 2]>, Error> {
         let b = self.take(control_bytes(levels), "truncated inside the control bits")?;
         let used = 2 * levels;
-        if used % 8 != 0 && b[b.len() - 1] >> (used % 8) != 0 {
-            return Err(Error::MalformedKey("padding of the control bits is not zero"));
+        if !used.is_multiple_of(8) && b[b.len() - 1] >> (used % 8) != 0 {
+            return Err(Error::MalformedKey(
+                "padding of the control bits is not zero",
+            ));
         }
         Ok((0..levels)
             .map(|i| {
