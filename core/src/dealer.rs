@@ -156,7 +156,7 @@ impl Dealer {
             .gen_corrections(in_bits, out_bits, alpha, beta, roots)
     }
 
-    /// A DCF key pair for β·[x < α]; the roots come from the party streams, the returned
+    /// A DCF key pair for β if x < α, else 0; the roots come from the party streams, the returned
     /// corrections must reach both servers.
     pub fn dcf(
         &mut self,
