@@ -107,6 +107,23 @@ impl Dealer {
         }
     }
 
+    /// Values v in Z_2^width whose shares are both pseudorandom (v = PRG_P0 + PRG_P1): the
+    /// dealer learns v, the servers draw their shares with
+    /// [`PartyCorrelations::pseudorandom_shares`]; nothing is sent.
+    pub fn pseudorandom_pair(&mut self, out: &mut [u64], width: BitWidth) {
+        self.masks(out);
+        out.iter_mut().for_each(|v| *v = width.reduce(*v));
+    }
+
+    /// Shares chosen values v in Z_2^width: P0's share is PRG_P0, P1's share v - PRG_P0 is
+    /// returned (the correction to send to P1). Servers call
+    /// [`PartyCorrelations::value_shares`].
+    pub fn share_values(&mut self, v: &[u64], width: BitWidth) -> Vec<u64> {
+        v.iter()
+            .map(|&x| width.sub(x, self.to_p0.next_u64()))
+            .collect()
+    }
+
     /// `count` Beaver triples; returns P1's c-shares, the only data to send.
     pub fn beaver_triples(&mut self, count: usize) -> Vec<u64> {
         (0..count)
@@ -135,7 +152,8 @@ impl Dealer {
         self.to_p0.fill_u64(&mut c0);
         add_stream(&mut self.to_p1, &mut a);
         add_stream(&mut self.to_p1, &mut b);
-        let mut c1 = matmul(&a, &b, m, k, n);
+        let mut c1 = vec![0u64; m * n];
+        crate::ring::matmul(&a, &b, m, k, n, &mut c1);
         for (x, c) in c1.iter_mut().zip(&c0) {
             *x = x.wrapping_sub(*c);
         }
@@ -177,21 +195,6 @@ fn add_stream(stream: &mut AesCtr, xs: &mut [u64]) {
     }
 }
 
-/// Row-major wrapping matmul, the portable reference (servers use faster kernels).
-fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize) -> Vec<u64> {
-    let mut c = vec![0u64; m * n];
-    for i in 0..m {
-        for p in 0..k {
-            let aip = a[i * k + p];
-            let row = &b[p * n..(p + 1) * n];
-            for (cij, &bpj) in c[i * n..(i + 1) * n].iter_mut().zip(row) {
-                *cij = cij.wrapping_add(aip.wrapping_mul(bpj));
-            }
-        }
-    }
-    c
-}
-
 /// A server's side: expands its correlations from the seed the dealer gave it, in the same
 /// order as the dealer's calls, combining them with the corrections it receives.
 pub struct PartyCorrelations {
@@ -228,6 +231,28 @@ impl PartyCorrelations {
     /// This party's shares of the masks of [`Dealer::masks`].
     pub fn mask_shares(&mut self, out: &mut [u64]) {
         self.stream.fill_u64(out);
+    }
+
+    /// This party's shares of [`Dealer::pseudorandom_pair`] values, in Z_2^width.
+    pub fn pseudorandom_shares(&mut self, out: &mut [u64], width: BitWidth) {
+        self.stream.fill_u64(out);
+        out.iter_mut().for_each(|v| *v = width.reduce(*v));
+    }
+
+    /// This party's shares of [`Dealer::share_values`] values in Z_2^width: P0 draws `count`
+    /// words from its stream (passing `None`), P1 passes the correction it received.
+    pub fn value_shares(
+        &mut self,
+        count: usize,
+        width: BitWidth,
+        p1_correction: Option<&[u64]>,
+    ) -> Result<Vec<u64>, Error> {
+        match self.expect_correction(p1_correction, count)? {
+            Some(c) => Ok(c.to_vec()),
+            None => Ok((0..count)
+                .map(|_| width.reduce(self.stream.next_u64()))
+                .collect()),
+        }
     }
 
     /// This party's Beaver triples. P0 passes `None`; P1 passes the c-shares it received,

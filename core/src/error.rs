@@ -54,6 +54,10 @@ pub enum Error {
     MalformedMessage(&'static str),
     /// A protocol step called with the wrong number of items or out of order.
     ProtocolMisuse(&'static str),
+    /// Tensor shapes or bit-widths that an operation cannot combine.
+    ShapeMismatch(&'static str),
+    /// The peer or the dealer's stream ended or failed (the adapter's error is logged there).
+    ChannelClosed(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -84,6 +88,8 @@ impl fmt::Display for Error {
             ),
             Error::MalformedMessage(what) => write!(f, "malformed protocol message: {what}"),
             Error::ProtocolMisuse(what) => write!(f, "protocol misuse: {what}"),
+            Error::ShapeMismatch(what) => write!(f, "shape mismatch: {what}"),
+            Error::ChannelClosed(what) => write!(f, "channel closed: {what}"),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`prg`]: AES-128 counter-mode streams and the GGM-tree PRG.
 //! - [`fss`]: distributed point and comparison functions (DPF, DCF).
 //! - [`dealer`]: correlated randomness for the servers, seed-compressed.
+//! - [`gate`]: the two-party gate engine (masked wires, written once for dealer and servers).
 //! - [`ot`]: oblivious transfer traits and a base OT.
 //!
 //! The threat model and constant-time notes are in `SECURITY.md` beside this crate.
@@ -25,6 +26,8 @@ pub mod dealer;
 mod error;
 #[cfg(feature = "alloc")]
 pub mod fss;
+#[cfg(feature = "alloc")]
+pub mod gate;
 pub mod ot;
 pub mod prg;
 pub mod ring;

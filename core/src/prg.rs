@@ -73,6 +73,8 @@ impl Domain {
     pub const DEALER_P0: Domain = Domain(0x4445_414c_5f50_3030); // "DEAL_P00"
     /// The stream the dealer shares with server P1.
     pub const DEALER_P1: Domain = Domain(0x4445_414c_5f50_3031); // "DEAL_P01"
+    /// P1's additive share of a model's weights, expanded from the deployment seed.
+    pub const WEIGHTS: Domain = Domain(0x5745_4947_4854_5331); // "WEIGHTS1"
     /// Key derivation inside oblivious transfer.
     pub const OT: Domain = Domain(0x4f54_5f4b_4559_5330); // "OT_KEYS0"
 }

@@ -81,6 +81,25 @@ impl BitWidth {
     }
 }
 
+/// Wrapping matrix product in Z_2^64, row-major: out (m×n) = a (m×k) · b (k×n).
+///
+/// The portable reference every backend must match bit for bit. The i-p-j loop order streams
+/// rows of `b` so the inner loop vectorises. Lengths must match the shape (checked by callers
+/// that take untrusted shapes); a mismatch here is a programming error and panics.
+pub fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
+    assert!(a.len() == m * k && b.len() == k * n && out.len() == m * n);
+    out.iter_mut().for_each(|x| *x = 0);
+    for i in 0..m {
+        let row = &mut out[i * n..(i + 1) * n];
+        for p in 0..k {
+            let aip = a[i * k + p];
+            for (o, &bpj) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                *o = o.wrapping_add(aip.wrapping_mul(bpj));
+            }
+        }
+    }
+}
+
 /// Fixed-point encoding of reals as two's-complement integers with `frac_bits` fractional bits,
 /// inside a ring of `width` bits.
 ///

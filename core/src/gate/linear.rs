@@ -1,0 +1,191 @@
+//! Linear layers with secret weights, and the output gate.
+//!
+//! Weights are shared once at deployment: P1's share is the expansion of a seed, P0's share is
+//! W minus it (with W^ = W + R_W public and R_W = −(P1's share), this is the design's
+//! "P0 precomputes W^ − [R_W]_0"). The dealer keeps W. Per query, y = xW + b costs one local
+//! matmul per server and one opening:
+//!
+//!   [y^]_b = x^ · W_b + bias_b + s_b,   r_y = x-mask · W + (s_0 + s_1),
+//!
+//! where s_b comes from server b's seed stream, so the dealer sends nothing for it.
+
+use super::channel::{Channel, KeySink, KeySource};
+use super::kernels::Kernels;
+use super::roles::{DealerSide, ServerSide};
+use super::tensor::Tensor;
+use crate::Error;
+use crate::prg::{AesCtr, Domain, Seed};
+use crate::ring::{BitWidth, matmul};
+use crate::share::Party;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// The dealer's copy of a linear layer: the plaintext weights (k×n), needed to move the
+/// input mask through the layer.
+#[derive(Clone, Debug)]
+pub struct DealerWeights {
+    k: usize,
+    n: usize,
+    w: Vec<u64>,
+}
+
+/// A server's share of a linear layer: weights (k×n) and bias (n), additively shared.
+#[derive(Clone, Debug)]
+pub struct ServerWeights {
+    k: usize,
+    n: usize,
+    w: Vec<u64>,
+    bias: Vec<u64>,
+}
+
+impl ServerWeights {
+    /// Input features k.
+    pub fn inputs(&self) -> usize {
+        self.k
+    }
+    /// Output features n.
+    pub fn outputs(&self) -> usize {
+        self.n
+    }
+}
+
+impl DealerWeights {
+    /// Input features k.
+    pub fn inputs(&self) -> usize {
+        self.k
+    }
+    /// Output features n.
+    pub fn outputs(&self) -> usize {
+        self.n
+    }
+}
+
+/// Shares a layer's weights `w` (k×n, row-major, ring elements) and `bias` (n) for deployment:
+/// P1's share comes from `seed` (all P1 needs), P0's is the rest. Returns the dealer's copy and
+/// the two servers' shares.
+pub fn share_weights(
+    w: &[u64],
+    bias: &[u64],
+    k: usize,
+    n: usize,
+    seed: &Seed,
+) -> Result<(DealerWeights, ServerWeights, ServerWeights), Error> {
+    if w.len() != k * n {
+        return Err(Error::LengthMismatch {
+            expected: k * n,
+            got: w.len(),
+        });
+    }
+    if bias.len() != n {
+        return Err(Error::LengthMismatch {
+            expected: n,
+            got: bias.len(),
+        });
+    }
+    let p1 = server_weights_from_seed(seed, k, n);
+    let p0 = ServerWeights {
+        k,
+        n,
+        w: w.iter()
+            .zip(&p1.w)
+            .map(|(&a, &b)| a.wrapping_sub(b))
+            .collect(),
+        bias: bias
+            .iter()
+            .zip(&p1.bias)
+            .map(|(&a, &b)| a.wrapping_sub(b))
+            .collect(),
+    };
+    let dealer = DealerWeights {
+        k,
+        n,
+        w: w.to_vec(),
+    };
+    Ok((dealer, p0, p1))
+}
+
+/// P1's share of a k×n layer, expanded from its deployment seed.
+pub fn server_weights_from_seed(seed: &Seed, k: usize, n: usize) -> ServerWeights {
+    let mut prg = AesCtr::new(seed, Domain::WEIGHTS);
+    let mut w = vec![0u64; k * n];
+    let mut bias = vec![0u64; n];
+    prg.fill_u64(&mut w);
+    prg.fill_u64(&mut bias);
+    ServerWeights { k, n, w, bias }
+}
+
+/// Rows m of an input [.., m, k] for a layer with k inputs.
+fn rows_for(x: &Tensor, k: usize) -> Result<usize, Error> {
+    if x.last_dim() != k || x.width() != BitWidth::FULL {
+        return Err(Error::ShapeMismatch(
+            "linear layer input must be 64-bit with last axis = the layer's inputs",
+        ));
+    }
+    Ok(x.len() / k.max(1))
+}
+
+fn out_shape(x: &Tensor, n: usize) -> Vec<usize> {
+    let mut s = x.shape().to_vec();
+    if let Some(l) = s.last_mut() {
+        *l = n;
+    }
+    s
+}
+
+pub(super) fn deal_linear<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    w: &DealerWeights,
+) -> Result<Tensor, Error> {
+    let m = rows_for(x, w.k)?;
+    let mut r = vec![0u64; m * w.n];
+    matmul(x.data(), &w.w, m, w.k, w.n, &mut r);
+    let s = d.pair(m * w.n, BitWidth::FULL);
+    r.iter_mut()
+        .zip(&s)
+        .for_each(|(a, b)| *a = a.wrapping_add(*b));
+    Ok(Tensor::from_parts(&out_shape(x, w.n), BitWidth::FULL, r))
+}
+
+pub(super) async fn eval_linear<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    w: &ServerWeights,
+) -> Result<Tensor, Error> {
+    let m = rows_for(x, w.k)?;
+    let mut y = vec![0u64; m * w.n];
+    srv.kernels().matmul(x.data(), &w.w, m, w.k, w.n, &mut y);
+    let s = srv.pair(m * w.n, BitWidth::FULL);
+    for (i, v) in y.iter_mut().enumerate() {
+        *v = v.wrapping_add(w.bias[i % w.n]).wrapping_add(s[i]);
+    }
+    let opened = srv.open(&y, BitWidth::FULL).await?;
+    Ok(Tensor::from_parts(
+        &out_shape(x, w.n),
+        BitWidth::FULL,
+        opened,
+    ))
+}
+
+/// Output: the dealer shares the wire's mask; each server sends the client
+/// (x^ if P0) − [r]_b, which the client adds up. No P0–P1 round.
+pub(super) fn deal_output<S: KeySink>(d: &mut DealerSide<S>, x: &Tensor) {
+    d.share(x.data(), x.width());
+}
+
+pub(super) async fn eval_output<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+) -> Result<Vec<u64>, Error> {
+    let w = x.width();
+    let r = srv.share(x.len(), w).await?;
+    Ok(match srv.party() {
+        Party::P0 => x
+            .data()
+            .iter()
+            .zip(&r)
+            .map(|(&v, &m)| w.sub(v, m))
+            .collect(),
+        Party::P1 => r.iter().map(|&m| w.neg(m)).collect(),
+    })
+}

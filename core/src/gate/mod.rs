@@ -1,0 +1,184 @@
+//! The two-party gate engine: masked wires with a dealer, in the style of SIGMA and Orca.
+//!
+//! Every secret x on a wire is held by both servers as the public masked value x^ = x + r; only
+//! the dealer knows r. Linear operations are local ([`Tensor`] methods act on masked values
+//! and masks alike). Each non-linear gate is local evaluation of dealer key material on x^,
+//! giving shares of f(x) + r_out, then one opening: one round, about one ring element per
+//! output per server.
+//!
+//! A computation is written once, generic over [`Protocol`]: run on a [`DealerSide`] it works
+//! on masks and emits every key in the order the gates consume them; run on a [`ServerSide`] it
+//! works on masked values and consumes those keys. Dealer and servers cannot drift apart,
+//! because they execute the same code.
+//!
+//! The outside world enters through three traits implemented by adapters: [`Channel`] (the
+//! P0–P1 link), [`KeySink`]/[`KeySource`] (the dealer's streams) and [`Kernels`] (local heavy
+//! math). [`memory`] has in-process versions for tests.
+//!
+//! | gate | rounds | bytes sent per server per element | dealer → P1 per element |
+//! |---|---|---|---|
+//! | input | 1 | l/8 | 0 |
+//! | output (to the client) | 0 | 0 | l/8 |
+//! | linear (secret weights) | 1 | l/8 per output | 0 |
+//! | truncate by f | 1 | l/8 | f/8 |
+//! | DReLU on n bits | 1 | 1/8 | 0 (plus an (n−1)-bit DCF key to both) |
+//! | bit × value | 1 | l/8 per value | l/8 per bit + 2·l/8 per value |
+//! | product, element-wise | 1 | l/8 | 2·l/8 |
+//! | lookup table on n bits | 1 | out/8 | 0 (plus an n-bit DPF key to both) |
+
+pub mod channel;
+mod compare;
+mod compose;
+pub mod kernels;
+mod linear;
+mod lookup;
+pub mod memory;
+mod multiply;
+mod roles;
+mod tensor;
+mod truncate;
+
+pub use channel::{Channel, KeySink, KeySource, Traffic, pack, packed_len, unpack};
+pub use compare::drelu_key_bytes;
+pub use compose::{argmax, less_than, max, relu, select};
+pub use kernels::{CpuKernels, Kernels};
+pub use linear::{DealerWeights, ServerWeights, server_weights_from_seed, share_weights};
+pub use lookup::{LookupTable, MAX_TABLE_BITS};
+pub use roles::{DealerSide, ServerSide};
+pub use tensor::Tensor;
+
+use crate::Error;
+use crate::ring::BitWidth;
+use alloc::vec::Vec;
+
+/// The gates, generic over the role that runs them. Circuit code takes `&mut impl Protocol`
+/// and is thereby written once for the dealer and both servers.
+#[allow(async_fn_in_trait)] // adapters choose their executor; Send bounds are theirs
+pub trait Protocol {
+    /// A linear layer's weights as this role holds them.
+    type Weights;
+
+    /// A public constant as a wire (servers hold the values; the dealer's mask is 0).
+    fn public(&self, shape: &[usize], width: BitWidth, values: &[u64]) -> Result<Tensor, Error>;
+
+    /// Adds public constants (same broadcast as [`Tensor::mul_public`]); masks are unchanged.
+    fn add_public(&self, x: &Tensor, c: &[u64]) -> Result<Tensor, Error>;
+
+    /// y = x·W + b with secret weights; x is [.., k], 64-bit.
+    async fn linear(&mut self, x: &Tensor, w: &Self::Weights) -> Result<Tensor, Error>;
+
+    /// Batched product of two secret matrices [.., m, k] · [.., k, n].
+    async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error>;
+
+    /// Element-wise product of two secret tensors.
+    async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error>;
+
+    /// Arithmetic shift right by f bits (|x| < 2^(width−2)); exact or one more.
+    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error>;
+
+    /// [x ≥ 0] for x read as signed in its width, as a 1-bit wire.
+    async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error>;
+
+    /// d·z for a 1-bit wire d and a value z of d's shape, or of d's shape plus one axis
+    /// (each bit multiplies a row).
+    async fn mul_bit(&mut self, d: &Tensor, z: &Tensor) -> Result<Tensor, Error>;
+
+    /// T(x) for a public table over x's width.
+    async fn lookup(&mut self, x: &Tensor, table: &LookupTable) -> Result<Tensor, Error>;
+
+    /// Ends a wire: a server returns its additive share of the value for the client; the
+    /// dealer returns nothing (it shares the wire's mask).
+    async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error>;
+}
+
+impl<S: KeySink> Protocol for DealerSide<S> {
+    type Weights = DealerWeights;
+
+    fn public(&self, shape: &[usize], width: BitWidth, values: &[u64]) -> Result<Tensor, Error> {
+        // Validate exactly as the servers do, so both sides fail alike.
+        Tensor::new(shape, width, values.to_vec())?;
+        Ok(Tensor::zeros(shape, width))
+    }
+
+    fn add_public(&self, x: &Tensor, c: &[u64]) -> Result<Tensor, Error> {
+        x.check_broadcast(c)?; // fail exactly where the servers fail
+        Ok(x.clone())
+    }
+
+    async fn linear(&mut self, x: &Tensor, w: &DealerWeights) -> Result<Tensor, Error> {
+        linear::deal_linear(self, x, w)
+    }
+
+    async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
+        multiply::deal_matmul(self, x, y)
+    }
+
+    async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
+        multiply::deal_mul(self, x, y)
+    }
+
+    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error> {
+        truncate::deal(self, x, f)
+    }
+
+    async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {
+        compare::deal(self, x)
+    }
+
+    async fn mul_bit(&mut self, d: &Tensor, z: &Tensor) -> Result<Tensor, Error> {
+        multiply::deal_mul_bit(self, d, z)
+    }
+
+    async fn lookup(&mut self, x: &Tensor, table: &LookupTable) -> Result<Tensor, Error> {
+        lookup::deal(self, x, table)
+    }
+
+    async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
+        linear::deal_output(self, x);
+        Ok(Vec::new())
+    }
+}
+
+impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
+    type Weights = ServerWeights;
+
+    fn public(&self, shape: &[usize], width: BitWidth, values: &[u64]) -> Result<Tensor, Error> {
+        Tensor::new(shape, width, values.to_vec())
+    }
+
+    fn add_public(&self, x: &Tensor, c: &[u64]) -> Result<Tensor, Error> {
+        x.add_public_to_values(c)
+    }
+
+    async fn linear(&mut self, x: &Tensor, w: &ServerWeights) -> Result<Tensor, Error> {
+        linear::eval_linear(self, x, w).await
+    }
+
+    async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
+        multiply::eval_matmul(self, x, y).await
+    }
+
+    async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
+        multiply::eval_mul(self, x, y).await
+    }
+
+    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error> {
+        truncate::eval(self, x, f).await
+    }
+
+    async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {
+        compare::eval(self, x).await
+    }
+
+    async fn mul_bit(&mut self, d: &Tensor, z: &Tensor) -> Result<Tensor, Error> {
+        multiply::eval_mul_bit(self, d, z).await
+    }
+
+    async fn lookup(&mut self, x: &Tensor, table: &LookupTable) -> Result<Tensor, Error> {
+        lookup::eval(self, x, table).await
+    }
+
+    async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
+        linear::eval_output(self, x).await
+    }
+}

@@ -1,0 +1,228 @@
+//! Products of two secret wires: element-wise, matrix (QK^T, PV), and a secret bit times a
+//! secret value (the select behind ReLU and argmax). One opening each.
+//!
+//! With x^ = x + r_x and y^ = y + r_y public,
+//!   x·y = x^·y^ − x^·r_y − r_x·y^ + r_x·r_y,
+//! so the dealer shares r_x and r_y (P1 gets corrections) and a pseudorandom pair
+//! s = r_x·r_y + r_z, which fixes the output mask r_z = s − r_x·r_y at no cost.
+//!
+//! For a bit d with 1-bit mask (d^ = d ⊕ r_d) and a value z: d = d^ + (1 − 2d^)·r_d, so
+//!   d·z = d^·z^ − d^·r_z + (1 − 2d^)·(r_d·z^ − r_d·r_z),
+//! and the dealer shares r_z, r_d and r_d·r_z in Z_2^l; the output mask is a free pair.
+
+use super::channel::{Channel, KeySink, KeySource};
+use super::kernels::Kernels;
+use super::roles::{DealerSide, ServerSide};
+use super::tensor::Tensor;
+use crate::Error;
+use crate::ring::matmul;
+use alloc::vec;
+use alloc::vec::Vec;
+
+fn check_elementwise(x: &Tensor, y: &Tensor) -> Result<(), Error> {
+    if x.shape() != y.shape() || x.width() != y.width() {
+        return Err(Error::ShapeMismatch(
+            "element-wise product needs equal shapes and widths",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn deal_mul<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor, Error> {
+    check_elementwise(x, y)?;
+    let w = x.width();
+    d.share(x.data(), w);
+    d.share(y.data(), w);
+    let s = d.pair(x.len(), w);
+    let rz = s
+        .iter()
+        .zip(x.data().iter().zip(y.data()))
+        .map(|(&s, (&a, &b))| w.sub(s, a.wrapping_mul(b)))
+        .collect();
+    Ok(Tensor::from_parts(x.shape(), w, rz))
+}
+
+pub(super) async fn eval_mul<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor, Error> {
+    check_elementwise(x, y)?;
+    let w = x.width();
+    let rx = srv.share(x.len(), w).await?;
+    let ry = srv.share(y.len(), w).await?;
+    let s = srv.pair(x.len(), w);
+    let p0 = srv.is_p0() as u64;
+    let mine: Vec<u64> = (0..x.len())
+        .map(|i| {
+            let (a, b) = (x.data()[i], y.data()[i]);
+            (p0.wrapping_mul(a.wrapping_mul(b)))
+                .wrapping_sub(a.wrapping_mul(ry[i]))
+                .wrapping_sub(rx[i].wrapping_mul(b))
+                .wrapping_add(s[i])
+        })
+        .map(|v| w.reduce(v))
+        .collect();
+    let opened = srv.open(&mine, w).await?;
+    Ok(Tensor::from_parts(x.shape(), w, opened))
+}
+
+/// Batch, m, k, n of a batched product [.., m, k] · [.., k, n].
+fn matmul_dims(x: &Tensor, y: &Tensor) -> Result<(usize, usize, usize, usize, Vec<usize>), Error> {
+    let (xs, ys) = (x.shape(), y.shape());
+    if xs.len() < 2 || xs.len() != ys.len() || xs[..xs.len() - 2] != ys[..ys.len() - 2] {
+        return Err(Error::ShapeMismatch(
+            "matmul needs [.., m, k] and [.., k, n] with equal batch axes",
+        ));
+    }
+    let d = xs.len();
+    let (m, k, n) = (xs[d - 2], xs[d - 1], ys[d - 1]);
+    if ys[d - 2] != k || x.width() != y.width() {
+        return Err(Error::ShapeMismatch(
+            "matmul inner dimensions or widths differ",
+        ));
+    }
+    let batch = xs[..d - 2].iter().product();
+    let mut shape = xs.to_vec();
+    shape[d - 1] = n;
+    Ok((batch, m, k, n, shape))
+}
+
+fn batched(
+    a: &[u64],
+    b: &[u64],
+    (batch, m, k, n): (usize, usize, usize, usize),
+    mm: impl Fn(&[u64], &[u64], &mut [u64]),
+) -> Vec<u64> {
+    let mut out = vec![0u64; batch * m * n];
+    for t in 0..batch {
+        mm(
+            &a[t * m * k..(t + 1) * m * k],
+            &b[t * k * n..(t + 1) * k * n],
+            &mut out[t * m * n..(t + 1) * m * n],
+        );
+    }
+    out
+}
+
+pub(super) fn deal_matmul<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor, Error> {
+    let (batch, m, k, n, shape) = matmul_dims(x, y)?;
+    let w = x.width();
+    d.share(x.data(), w);
+    d.share(y.data(), w);
+    let rr = batched(x.data(), y.data(), (batch, m, k, n), |a, b, o| {
+        matmul(a, b, m, k, n, o)
+    });
+    let s = d.pair(batch * m * n, w);
+    let rz = s.iter().zip(&rr).map(|(&s, &p)| w.sub(s, p)).collect();
+    Ok(Tensor::from_parts(&shape, w, rz))
+}
+
+pub(super) async fn eval_matmul<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Tensor, Error> {
+    let (batch, m, k, n, shape) = matmul_dims(x, y)?;
+    let w = x.width();
+    let rx = srv.share(x.len(), w).await?;
+    let ry = srv.share(y.len(), w).await?;
+    let s = srv.pair(batch * m * n, w);
+    let dims = (batch, m, k, n);
+    let kern = srv.kernels();
+    let mm = |a: &[u64], b: &[u64], o: &mut [u64]| kern.matmul(a, b, m, k, n, o);
+    let x_ry = batched(x.data(), &ry, dims, mm);
+    let rx_y = batched(&rx, y.data(), dims, mm);
+    let xy = if srv.is_p0() {
+        batched(x.data(), y.data(), dims, mm)
+    } else {
+        vec![0u64; batch * m * n]
+    };
+    let mine: Vec<u64> = (0..batch * m * n)
+        .map(|i| {
+            w.reduce(
+                xy[i]
+                    .wrapping_sub(x_ry[i])
+                    .wrapping_sub(rx_y[i])
+                    .wrapping_add(s[i]),
+            )
+        })
+        .collect();
+    let opened = srv.open(&mine, w).await?;
+    Ok(Tensor::from_parts(&shape, w, opened))
+}
+
+/// How many values each bit multiplies: z's shape is d's, or d's with one more axis.
+fn bit_fanout(d: &Tensor, z: &Tensor) -> Result<usize, Error> {
+    if d.width().bits() != 1 {
+        return Err(Error::ShapeMismatch("the selector must be a 1-bit wire"));
+    }
+    let (ds, zs) = (d.shape(), z.shape());
+    if zs == ds {
+        Ok(1)
+    } else if zs.len() == ds.len() + 1 && zs[..ds.len()] == *ds {
+        Ok(zs[ds.len()])
+    } else {
+        Err(Error::ShapeMismatch(
+            "the value must have the selector's shape, optionally with one more axis",
+        ))
+    }
+}
+
+pub(super) fn deal_mul_bit<S: KeySink>(
+    dl: &mut DealerSide<S>,
+    d: &Tensor,
+    z: &Tensor,
+) -> Result<Tensor, Error> {
+    let k = bit_fanout(d, z)?;
+    let w = z.width();
+    let rd = d.data();
+    dl.share(z.data(), w);
+    dl.share(rd, w);
+    let rdrz: Vec<u64> = z
+        .data()
+        .iter()
+        .enumerate()
+        .map(|(i, &rz)| w.mul(rd[i / k], rz))
+        .collect();
+    dl.share(&rdrz, w);
+    let out = dl.pair(z.len(), w);
+    Ok(Tensor::from_parts(z.shape(), w, out))
+}
+
+pub(super) async fn eval_mul_bit<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    d: &Tensor,
+    z: &Tensor,
+) -> Result<Tensor, Error> {
+    let k = bit_fanout(d, z)?;
+    let w = z.width();
+    let rz = srv.share(z.len(), w).await?;
+    let rd = srv.share(d.len(), w).await?;
+    let rdrz = srv.share(z.len(), w).await?;
+    let s = srv.pair(z.len(), w);
+    let p0 = srv.is_p0() as u64;
+    let mine: Vec<u64> = (0..z.len())
+        .map(|i| {
+            let dh = d.data()[i / k];
+            let zh = z.data()[i];
+            // 1 − 2d^ as a ring element: 1 or −1.
+            let sign = 1u64.wrapping_sub(dh << 1);
+            let v = (p0.wrapping_mul(dh).wrapping_mul(zh))
+                .wrapping_sub(dh.wrapping_mul(rz[i]))
+                .wrapping_add(sign.wrapping_mul(zh.wrapping_mul(rd[i / k]).wrapping_sub(rdrz[i])))
+                .wrapping_add(s[i]);
+            w.reduce(v)
+        })
+        .collect();
+    let opened = srv.open(&mine, w).await?;
+    Ok(Tensor::from_parts(z.shape(), w, opened))
+}

@@ -1,0 +1,239 @@
+//! The two roles a circuit runs in: [`DealerSide`] (works on masks, writes keys) and
+//! [`ServerSide`] (works on masked values, reads keys, talks to the other server), with the
+//! few primitives every gate is built from. Each primitive has a dealer half and a server half
+//! that consume the seed streams in the same order.
+
+use super::channel::{Channel, KeySink, KeySource, Traffic, pack, packed_len, unpack};
+use super::kernels::Kernels;
+use super::tensor::Tensor;
+use crate::Error;
+use crate::dealer::{Dealer, PartyCorrelations};
+use crate::fss::{DcfCorrections, DcfKey, DpfCorrections, DpfKey};
+use crate::prg::Seed;
+use crate::ring::BitWidth;
+use crate::share::Party;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// The dealer running a circuit: tensors hold masks; every gate appends its keys to the sink.
+pub struct DealerSide<S: KeySink> {
+    dealer: Dealer,
+    sink: S,
+}
+
+impl<S: KeySink> DealerSide<S> {
+    /// The dealer of one session from its master seed, writing into `sink`.
+    pub fn new(master: &Seed, sink: S) -> Self {
+        DealerSide {
+            dealer: Dealer::new(master),
+            sink,
+        }
+    }
+
+    /// The keys written so far.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Ends the session, returning the sink.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+
+    /// The client's input enters: a fresh mask whose shares both servers draw from their
+    /// seeds, so the input opening needs no key material.
+    pub fn input(&mut self, shape: &[usize], width: BitWidth) -> Tensor {
+        let r = self.pair(shape.iter().product(), width);
+        Tensor::from_parts(shape, width, r)
+    }
+
+    /// v = s0 + s1 with s_b from party b's stream: both shares free.
+    pub(crate) fn pair(&mut self, count: usize, width: BitWidth) -> Vec<u64> {
+        let mut v = vec![0u64; count];
+        self.dealer.pseudorandom_pair(&mut v, width);
+        v
+    }
+
+    /// Shares chosen values: P0 draws, P1 receives v − s0 (packed, `width` bits each).
+    pub(crate) fn share(&mut self, values: &[u64], width: BitWidth) {
+        let corrections = self.dealer.share_values(values, width);
+        self.sink.to_p1(&pack(&corrections, width));
+    }
+
+    /// One DCF key pair per (α, β); corrections go to both servers.
+    pub(crate) fn dcf(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alphas: &[u64],
+        beta: u64,
+    ) -> Result<(), Error> {
+        for &a in alphas {
+            let c = self.dealer.dcf(in_bits, out_bits, a, beta)?;
+            self.sink.to_both(&c.to_bytes());
+        }
+        Ok(())
+    }
+
+    /// One DPF key pair per α with β; corrections go to both servers.
+    pub(crate) fn dpf(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alphas: &[u64],
+        beta: u64,
+    ) -> Result<(), Error> {
+        for &a in alphas {
+            let c = self.dealer.dpf(in_bits, out_bits, a, beta)?;
+            self.sink.to_both(&c.to_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// A server running a circuit: tensors hold masked values.
+pub struct ServerSide<C, K, X> {
+    party: Party,
+    correlations: PartyCorrelations,
+    channel: C,
+    keys: K,
+    kernels: X,
+}
+
+impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
+    /// Server `party` of a session: `seed` is what the dealer gave it, `channel` the link to
+    /// the other server, `keys` the dealer's streams, `kernels` its local math.
+    pub fn new(party: Party, seed: &Seed, channel: C, keys: K, kernels: X) -> Self {
+        ServerSide {
+            party,
+            correlations: PartyCorrelations::new(party, seed),
+            channel,
+            keys,
+            kernels,
+        }
+    }
+
+    /// Which server this is.
+    pub fn party(&self) -> Party {
+        self.party
+    }
+
+    /// Bytes and rounds sent to the other server so far.
+    pub fn traffic(&self) -> Traffic {
+        self.channel.traffic()
+    }
+
+    /// The dealer's streams (to check they were consumed exactly).
+    pub fn keys(&self) -> &K {
+        &self.keys
+    }
+
+    pub(crate) fn kernels(&self) -> &X {
+        &self.kernels
+    }
+
+    pub(crate) fn is_p0(&self) -> bool {
+        self.party == Party::P0
+    }
+
+    /// The client's input enters: `share` is this server's additive share (Z_2^width) of the
+    /// input; adding its share of the dealer's mask and opening gives the masked input.
+    pub async fn input(
+        &mut self,
+        shape: &[usize],
+        width: BitWidth,
+        share: &[u64],
+    ) -> Result<Tensor, Error> {
+        let n: usize = shape.iter().product();
+        if share.len() != n {
+            return Err(Error::LengthMismatch {
+                expected: n,
+                got: share.len(),
+            });
+        }
+        let r = self.pair(n, width);
+        let mine: Vec<u64> = share
+            .iter()
+            .zip(&r)
+            .map(|(&x, &m)| width.add(x, m))
+            .collect();
+        Tensor::new(shape, width, self.open(&mine, width).await?)
+    }
+
+    /// This server's share of a [`DealerSide::pair`] value.
+    pub(crate) fn pair(&mut self, count: usize, width: BitWidth) -> Vec<u64> {
+        let mut v = vec![0u64; count];
+        self.correlations.pseudorandom_shares(&mut v, width);
+        v
+    }
+
+    /// This server's share of a [`DealerSide::share`] value.
+    pub(crate) async fn share(&mut self, count: usize, width: BitWidth) -> Result<Vec<u64>, Error> {
+        match self.party {
+            Party::P0 => self.correlations.value_shares(count, width, None),
+            Party::P1 => {
+                let mut bytes = vec![0u8; packed_len(count, width)];
+                self.keys.read_p1_stream(&mut bytes).await?;
+                let c = unpack(&bytes, count, width)?;
+                self.correlations.value_shares(count, width, Some(&c))
+            }
+        }
+    }
+
+    /// `count` DCF keys from the shared stream, each with this server's root.
+    pub(crate) async fn dcf_keys(
+        &mut self,
+        count: usize,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+    ) -> Result<Vec<DcfKey>, Error> {
+        let len = DcfCorrections::encoded_len(in_bits, out_bits);
+        let mut bytes = vec![0u8; len * count];
+        self.keys.read_shared_stream(&mut bytes).await?;
+        bytes
+            .chunks(len)
+            .map(|b| {
+                let c = DcfCorrections::from_bytes(b)?;
+                if c.in_bits() != in_bits || c.out_bits() != out_bits {
+                    return Err(Error::MalformedKey("DCF key widths differ from the gate's"));
+                }
+                Ok(self.correlations.dcf_key(c))
+            })
+            .collect()
+    }
+
+    /// `count` DPF keys from the shared stream, each with this server's root.
+    pub(crate) async fn dpf_keys(
+        &mut self,
+        count: usize,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+    ) -> Result<Vec<DpfKey>, Error> {
+        let len = DpfCorrections::encoded_len(in_bits, out_bits);
+        let mut bytes = vec![0u8; len * count];
+        self.keys.read_shared_stream(&mut bytes).await?;
+        bytes
+            .chunks(len)
+            .map(|b| {
+                let c = DpfCorrections::from_bytes(b)?;
+                if c.in_bits() != in_bits || c.out_bits() != out_bits {
+                    return Err(Error::MalformedKey("DPF key widths differ from the gate's"));
+                }
+                Ok(self.correlations.dpf_key(c))
+            })
+            .collect()
+    }
+
+    /// Opens additive shares: one round, ⌈count·width/8⌉ bytes each way.
+    pub(crate) async fn open(&mut self, mine: &[u64], width: BitWidth) -> Result<Vec<u64>, Error> {
+        let send = pack(mine, width);
+        let mut recv = vec![0u8; send.len()];
+        self.channel.exchange(&send, &mut recv).await?;
+        let theirs = unpack(&recv, mine.len(), width)?;
+        Ok(mine
+            .iter()
+            .zip(&theirs)
+            .map(|(&a, &b)| width.add(a, b))
+            .collect())
+    }
+}

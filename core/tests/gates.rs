@@ -1,0 +1,572 @@
+//! Every gate, run as dealer + two concurrent servers over the in-memory link, checked three
+//! ways: correctness against the plaintext function (random and edge inputs), the opened
+//! values a server receives (uniform, and the same for two very different inputs), and the
+//! communication it uses (bytes, rounds and key bytes equal the gate's formula).
+
+mod common;
+
+use common::*;
+use securerouter_core::Error;
+use securerouter_core::fss::{DcfCorrections, DpfCorrections};
+use securerouter_core::gate::{
+    self, LookupTable, Protocol, Tensor, drelu_key_bytes, packed_len, unpack,
+};
+use securerouter_core::prg::Seed;
+use securerouter_core::ring::BitWidth;
+use securerouter_core::share::Party;
+
+const L: BitWidth = BitWidth::FULL;
+
+fn master(i: u64) -> Seed {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&i.to_le_bytes());
+    b[8..].copy_from_slice(b"gatetest");
+    Seed::from_bytes(b)
+}
+
+/// One gate applied to the inputs.
+#[derive(Clone)]
+enum Gate {
+    Identity,
+    Truncate(u32),
+    Drelu(BitWidth),
+    Relu(BitWidth),
+    /// d from DReLU of input 0 (reduced), then select(d, input 1, input 2).
+    Select(BitWidth),
+    Mul,
+    MatMul,
+    Lookup(LookupTable),
+    LessThan(BitWidth),
+    Argmax(BitWidth),
+    Max(BitWidth),
+}
+
+impl Circuit for Gate {
+    async fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        x: Vec<Tensor>,
+        _: &[P::Weights],
+    ) -> Result<Vec<Tensor>, Error> {
+        Ok(match self {
+            Gate::Identity => x,
+            Gate::Truncate(f) => vec![p.truncate(&x[0], *f).await?],
+            Gate::Drelu(n) => vec![p.drelu(&x[0].reduce(*n)?).await?],
+            Gate::Relu(n) => vec![gate::relu(p, &x[0], *n).await?],
+            Gate::Select(n) => {
+                let d = p.drelu(&x[0].reduce(*n)?).await?;
+                vec![gate::select(p, &d, &x[1], &x[2]).await?]
+            }
+            Gate::Mul => vec![p.mul(&x[0], &x[1]).await?],
+            Gate::MatMul => vec![p.matmul(&x[0], &x[1]).await?],
+            Gate::Lookup(t) => vec![p.lookup(&x[0].reduce(t.in_bits())?, t).await?],
+            Gate::LessThan(n) => vec![gate::less_than(p, &x[0], &x[1], *n).await?],
+            Gate::Argmax(n) => {
+                let (m, onehot) = gate::argmax(p, &x[0], *n).await?;
+                vec![m, onehot]
+            }
+            Gate::Max(n) => vec![gate::max(p, &x[0], *n).await?],
+        })
+    }
+}
+
+fn run(g: &Gate, inputs: &[Input], seed: u64) -> Outcome {
+    run_session(g, inputs, &Weights::none(), &master(seed)).unwrap()
+}
+
+fn signed(w: BitWidth, x: u64) -> i64 {
+    w.to_signed(x)
+}
+
+/// Traffic of the input openings alone.
+fn input_bytes(inputs: &[Input]) -> u64 {
+    inputs
+        .iter()
+        .map(|i| packed_len(i.values.len(), i.width) as u64)
+        .sum()
+}
+
+fn assert_traffic(o: &Outcome, inputs: &[Input], gate_bytes: u64, gate_rounds: u64) {
+    for t in o.traffic {
+        assert_eq!(t.bytes_sent, input_bytes(inputs) + gate_bytes, "bytes");
+        assert_eq!(t.rounds, inputs.len() as u64 + gate_rounds, "rounds");
+    }
+}
+
+/// The gate's opened values as P0 received them, skipping the input openings.
+fn opened_after_inputs(o: &Outcome, inputs: &[Input], widths: &[(usize, BitWidth)]) -> Vec<u64> {
+    let msgs = o.link.received(Party::P0);
+    assert_eq!(msgs.len(), inputs.len() + widths.len());
+    msgs[inputs.len()..]
+        .iter()
+        .zip(widths)
+        .flat_map(|(m, &(count, w))| unpack(m, count, w).unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------- input / output
+
+#[test]
+fn input_then_output_round_trips_and_costs_one_opening() {
+    let mut r = rng(1);
+    let mut values: Vec<u64> = (0..100).map(|_| r.next_u64()).collect();
+    values.extend([0, u64::MAX, 1 << 63]);
+    let inputs = [Input::new(&[values.len()], L, values.clone())];
+    let o = run(&Gate::Identity, &inputs, 1);
+    assert_eq!(o.outputs[0], values);
+    assert_traffic(&o, &inputs, 0, 0);
+    // The output mask is the only key material: one 64-bit correction per element, to P1.
+    assert_eq!(o.keys.p1.len(), values.len() * 8);
+    assert!(o.keys.shared.is_empty());
+}
+
+// ---------------------------------------------------------------- truncation
+
+#[test]
+fn truncation_is_exact_up_to_one_ulp_including_edges() {
+    let mut r = rng(2);
+    for f in [1u32, 12, 16, 40] {
+        let mut values = signed_values(&mut r, 500, 63, L);
+        let edge = (1i64 << 62) - 1;
+        values.extend([0, 1, u64::MAX, edge as u64, (-edge) as u64, (1u64 << f) - 1]);
+        let inputs = [Input::new(&[values.len()], L, values.clone())];
+        let o = run(&Gate::Truncate(f), &inputs, f as u64);
+        for (&x, &y) in values.iter().zip(&o.outputs[0]) {
+            let want = signed(L, x) >> f;
+            let got = signed(L, y);
+            assert!(
+                got == want || got == want + 1,
+                "x={} f={f} got={got}",
+                signed(L, x)
+            );
+        }
+        let n = values.len();
+        assert_traffic(&o, &inputs, (n * 8) as u64, 1);
+        // Key: msb(r) shared in Z_2^f, plus the output mask share (64 bits).
+        assert_eq!(o.keys.p1.len(), packed_len(n, w(f)) + n * 8);
+    }
+}
+
+// ---------------------------------------------------------------- DReLU / comparison
+
+#[test]
+fn drelu_matches_sign_at_every_width_with_edges() {
+    let mut r = rng(3);
+    for n in [2u32, 8, 16, 37, 64] {
+        let nw = w(n);
+        let mut values = signed_values(&mut r, 300, n, L);
+        let max = ((1i128 << (n - 1)) - 1) as i64;
+        let min = (-(1i128 << (n - 1))) as i64;
+        values.extend([
+            0,
+            1,
+            L.reduce(-1i64 as u64),
+            max as u64,
+            L.reduce(min as u64),
+        ]);
+        let inputs = [Input::new(&[values.len()], L, values.clone())];
+        let o = run(&Gate::Drelu(nw), &inputs, 100 + n as u64);
+        for (&x, &d) in values.iter().zip(&o.outputs[0]) {
+            assert_eq!(d, (signed(nw, x) >= 0) as u64, "n={n} x={}", signed(nw, x));
+        }
+        let count = values.len();
+        assert_traffic(&o, &inputs, count.div_ceil(8) as u64, 1);
+        assert_eq!(o.keys.shared.len(), count * drelu_key_bytes(nw));
+        assert_eq!(
+            drelu_key_bytes(nw),
+            DcfCorrections::encoded_len(w(n - 1), w(1))
+        );
+    }
+}
+
+#[test]
+fn less_than_compares_signed_values() {
+    let mut r = rng(4);
+    let mut a = signed_values(&mut r, 200, 30, L);
+    let mut b = signed_values(&mut r, 200, 30, L);
+    a.extend([5, 5, L.reduce(-3i64 as u64)]);
+    b.extend([5, 6, 2]);
+    let n = a.len();
+    let inputs = [
+        Input::new(&[n], L, a.clone()),
+        Input::new(&[n], L, b.clone()),
+    ];
+    let o = run(&Gate::LessThan(w(32)), &inputs, 5);
+    for i in 0..n {
+        assert_eq!(
+            o.outputs[0][i],
+            (signed(L, a[i]) < signed(L, b[i])) as u64,
+            "{} < {}",
+            signed(L, a[i]),
+            signed(L, b[i])
+        );
+    }
+}
+
+// ---------------------------------------------------------------- ReLU and select
+
+#[test]
+fn relu_is_exact_and_costs_two_rounds() {
+    let mut r = rng(6);
+    for cmp in [w(64), w(40)] {
+        let mut values = signed_values(&mut r, 400, cmp.bits() - 1, L);
+        values.extend([0, 1, L.reduce(-1i64 as u64)]);
+        let n = values.len();
+        let inputs = [Input::new(&[n], L, values.clone())];
+        let o = run(&Gate::Relu(cmp), &inputs, 6 + cmp.bits() as u64);
+        for (&x, &y) in values.iter().zip(&o.outputs[0]) {
+            assert_eq!(signed(L, y), signed(L, x).max(0));
+        }
+        assert_traffic(&o, &inputs, (n.div_ceil(8) + n * 8) as u64, 2);
+        // bit × value key: r_z, r_d and r_d·r_z (64-bit each) to P1, plus the output mask.
+        assert_eq!(o.keys.p1.len(), 3 * n * 8 + n * 8);
+        assert_eq!(o.keys.shared.len(), n * drelu_key_bytes(cmp));
+    }
+}
+
+#[test]
+fn select_picks_by_a_secret_bit() {
+    let mut r = rng(7);
+    let n = 300;
+    let s = signed_values(&mut r, n, 20, L);
+    let a: Vec<u64> = (0..n).map(|_| r.next_u64()).collect();
+    let b: Vec<u64> = (0..n).map(|_| r.next_u64()).collect();
+    let inputs = [
+        Input::new(&[n], L, s.clone()),
+        Input::new(&[n], L, a.clone()),
+        Input::new(&[n], L, b.clone()),
+    ];
+    let o = run(&Gate::Select(w(24)), &inputs, 7);
+    for i in 0..n {
+        let want = if signed(L, s[i]) >= 0 { a[i] } else { b[i] };
+        assert_eq!(o.outputs[0][i], want);
+    }
+}
+
+// ---------------------------------------------------------------- products
+
+#[test]
+fn elementwise_product_is_exact() {
+    let mut r = rng(8);
+    let n = 257;
+    let a: Vec<u64> = (0..n).map(|_| r.next_u64()).collect();
+    let mut b: Vec<u64> = (0..n).map(|_| r.next_u64()).collect();
+    b[0] = 0;
+    let inputs = [
+        Input::new(&[n], L, a.clone()),
+        Input::new(&[n], L, b.clone()),
+    ];
+    let o = run(&Gate::Mul, &inputs, 8);
+    for i in 0..n {
+        assert_eq!(o.outputs[0][i], a[i].wrapping_mul(b[i]));
+    }
+    assert_traffic(&o, &inputs, (n * 8) as u64, 1);
+    assert_eq!(o.keys.p1.len(), 2 * n * 8 + n * 8);
+}
+
+#[test]
+fn secret_matmul_is_exact_for_a_batch() {
+    let mut r = rng(9);
+    let (batch, m, k, n) = (3, 4, 5, 6);
+    let x: Vec<u64> = (0..batch * m * k).map(|_| r.next_u64()).collect();
+    let y: Vec<u64> = (0..batch * k * n).map(|_| r.next_u64()).collect();
+    let inputs = [
+        Input::new(&[batch, m, k], L, x.clone()),
+        Input::new(&[batch, k, n], L, y.clone()),
+    ];
+    let o = run(&Gate::MatMul, &inputs, 9);
+    for t in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                let want = (0..k).fold(0u64, |s, p| {
+                    s.wrapping_add(x[t * m * k + i * k + p].wrapping_mul(y[t * k * n + p * n + j]))
+                });
+                assert_eq!(o.outputs[0][t * m * n + i * n + j], want);
+            }
+        }
+    }
+    assert_traffic(&o, &inputs, (batch * m * n * 8) as u64, 1);
+    assert_eq!(
+        o.keys.p1.len(),
+        (batch * m * k + batch * k * n) * 8 + batch * m * n * 8
+    );
+}
+
+// ---------------------------------------------------------------- lookup tables
+
+#[test]
+fn lookup_tables_of_8_and_12_bits_cover_every_input() {
+    let mut r = rng(10);
+    for bits in [8u32, 12] {
+        let inw = w(bits);
+        let out = w(bits + 8);
+        let entries: Vec<u64> = (0..1u64 << bits)
+            .map(|_| out.reduce(r.next_u64()))
+            .collect();
+        let t = LookupTable::new(inw, out, entries.clone()).unwrap();
+        // Every input once for 8 bits; a spread plus edges for 12.
+        let values: Vec<u64> = if bits == 8 {
+            (0..256).collect()
+        } else {
+            let mut v: Vec<u64> = (0..200).map(|_| inw.reduce(r.next_u64())).collect();
+            v.extend([0, 4095, 2048]);
+            v
+        };
+        let n = values.len();
+        // The input wire is 64-bit with high garbage; the gate reduces it first.
+        let wide: Vec<u64> = values.iter().map(|&v| v | (r.next_u64() << bits)).collect();
+        let inputs = [Input::new(&[n], L, wide)];
+        let o = run(&Gate::Lookup(t), &inputs, 10 + bits as u64);
+        for (&x, &y) in values.iter().zip(&o.outputs[0]) {
+            assert_eq!(y, entries[x as usize]);
+        }
+        assert_traffic(&o, &inputs, packed_len(n, out) as u64, 1);
+        assert_eq!(
+            o.keys.shared.len(),
+            n * DpfCorrections::encoded_len(inw, out)
+        );
+        assert_eq!(o.keys.p1.len(), packed_len(n, out));
+    }
+    assert!(LookupTable::new(w(17), w(8), vec![0; 1 << 17]).is_err());
+    assert!(LookupTable::new(w(4), w(8), vec![0; 15]).is_err());
+}
+
+// ---------------------------------------------------------------- max and argmax
+
+fn argmax_plain(row: &[i64]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+#[test]
+fn argmax_over_3_and_128_with_ties() {
+    let mut r = rng(11);
+    for k in [3usize, 128, 5] {
+        let rows = 40;
+        let mut values = signed_values(&mut r, rows * k, 20, L);
+        // Ties: row 0 all equal; row 1 maximum at two places; row 2 maximum last.
+        for j in 0..k {
+            values[j] = 7;
+            values[k + j] = L.reduce(-(j as i64) as u64);
+            values[2 * k + j] = j as u64;
+        }
+        values[k + k - 1] = 0;
+        let inputs = [Input::new(&[rows, k], L, values.clone())];
+        let o = run(&Gate::Argmax(w(24)), &inputs, 11 + k as u64);
+        for row in 0..rows {
+            let plain: Vec<i64> = values[row * k..(row + 1) * k]
+                .iter()
+                .map(|&v| signed(L, v))
+                .collect();
+            let best = argmax_plain(&plain);
+            assert_eq!(
+                signed(L, o.outputs[0][row]),
+                plain[best],
+                "max of row {row}"
+            );
+            let onehot = &o.outputs[1][row * k..(row + 1) * k];
+            for (j, &bit) in onehot.iter().enumerate() {
+                assert_eq!(bit, (j == best) as u64, "row {row} k={k} index {j}");
+            }
+        }
+        // Rounds: two per level of the tournament.
+        let levels = (k as f64).log2().ceil() as u64;
+        for t in o.traffic {
+            assert_eq!(t.rounds, 1 + 2 * levels);
+        }
+        // Bytes: each level sends ⌈rows·pairs/8⌉ for DReLU and rows·pairs·(1+k)·8 for select.
+        let (mut c, mut bytes) = (k, 0u64);
+        while c > 1 {
+            let pairs = c / 2;
+            bytes += (rows * pairs).div_ceil(8) as u64 + (rows * pairs * (1 + k) * 8) as u64;
+            c = pairs + c % 2;
+        }
+        assert_traffic(&o, &inputs, bytes, 2 * levels);
+    }
+}
+
+#[test]
+fn max_without_onehot() {
+    let mut r = rng(12);
+    let (rows, k) = (50, 7);
+    let values = signed_values(&mut r, rows * k, 30, L);
+    let inputs = [Input::new(&[rows, k], L, values.clone())];
+    let o = run(&Gate::Max(w(32)), &inputs, 12);
+    for row in 0..rows {
+        let m = values[row * k..(row + 1) * k]
+            .iter()
+            .map(|&v| signed(L, v))
+            .max()
+            .unwrap();
+        assert_eq!(signed(L, o.outputs[0][row]), m);
+    }
+}
+
+// ---------------------------------------------------------------- what a server sees
+
+/// For a gate, the opened values P0 receives when all inputs are `a`, and when all are `b`.
+fn views(g: &Gate, count: usize, a: u64, b: u64, widths: &[(usize, BitWidth)]) -> [Vec<u64>; 2] {
+    [a, b].map(|v| {
+        let inputs = [Input::new(&[count], L, vec![v; count])];
+        let o = run(g, &inputs, 777);
+        opened_after_inputs(&o, &inputs, widths)
+    })
+}
+
+fn assert_view_is_independent(name: &str, views: &[Vec<u64>; 2], width: BitWidth) {
+    let ha = OpenedHistograms::of(&views[0], width);
+    let hb = OpenedHistograms::of(&views[1], width);
+    assert!(ha.uniform_ok(), "{name}: view for input A is not uniform");
+    assert!(hb.uniform_ok(), "{name}: view for input B is not uniform");
+    assert!(ha.same_as(&hb), "{name}: views differ between inputs");
+}
+
+const A: u64 = 0;
+const B: u64 = 0x3fff_ffff_ffff_fff0; // close to the largest allowed magnitude
+
+#[test]
+fn opened_values_are_uniform_and_input_independent() {
+    let n = 20_000;
+    let v = views(&Gate::Identity, n, A, B, &[]);
+    assert!(v[0].is_empty());
+    // The input opening itself.
+    for (name, x) in [("input A", A), ("input B", B)] {
+        let inputs = [Input::new(&[n], L, vec![x; n])];
+        let o = run(&Gate::Identity, &inputs, 778);
+        let m = &o.link.received(Party::P0)[0];
+        let h = OpenedHistograms::of(&unpack(m, n, L).unwrap(), L);
+        assert!(h.uniform_ok(), "{name}");
+    }
+    let v = views(&Gate::Truncate(12), n, A, B, &[(n, L)]);
+    assert_view_is_independent("truncate", &v, L);
+    let v = views(
+        &Gate::Drelu(w(64)),
+        n,
+        A,
+        L.reduce(-5i64 as u64),
+        &[(n, w(1))],
+    );
+    assert_view_is_independent("drelu", &v, w(1));
+    let v = views(
+        &Gate::Relu(w(64)),
+        n,
+        A,
+        L.reduce(-5i64 as u64),
+        &[(n, w(1)), (n, L)],
+    );
+    let (bits, vals) = (
+        &v.clone().map(|x| x[..n].to_vec()),
+        &v.map(|x| x[n..].to_vec()),
+    );
+    assert_view_is_independent("relu: DReLU round", bits, w(1));
+    assert_view_is_independent("relu: select round", vals, L);
+    let t = LookupTable::from_fn(w(8), w(16), |i| i * i).unwrap();
+    let v = views(&Gate::Lookup(t), n, 3, 250, &[(n, w(16))]);
+    assert_view_is_independent("lookup", &v, w(16));
+    // Products take two inputs; run them on (a, a) and (b, b).
+    for (name, g) in [("mul", Gate::Mul), ("less_than", Gate::LessThan(w(64)))] {
+        let per = [A, B].map(|x| {
+            let inputs = [
+                Input::new(&[n], L, vec![x; n]),
+                Input::new(&[n], L, vec![x / 3; n]),
+            ];
+            let o = run(&g, &inputs, 779);
+            let width = if name == "mul" { L } else { w(1) };
+            opened_after_inputs(&o, &inputs, &[(n, width)])
+        });
+        assert_view_is_independent(name, &per, if name == "mul" { L } else { w(1) });
+    }
+}
+
+/// The statistic is able to see a leak: opened values of an *unmasked* input fail it.
+#[test]
+fn the_view_test_detects_a_leak() {
+    let leaky = [vec![A; 2000], vec![B; 2000]];
+    let ha = OpenedHistograms::of(&leaky[0], L);
+    assert!(!ha.uniform_ok());
+    let hb = OpenedHistograms::of(&leaky[1], L);
+    assert!(!ha.same_as(&hb));
+}
+
+// ---------------------------------------------------------------- the dealer's streams
+
+#[test]
+fn p0_receives_nothing_from_the_dealer_but_its_seed() {
+    // The harness gives P0 a reader with no P1 stream at all, so a gate that needed one on P0
+    // would fail; and it checks that each server consumed exactly the bytes meant for it. Run
+    // gates using every kind of key (P1 corrections, DCF keys, DPF keys).
+    let mut r = rng(13);
+    let n = 64;
+    let vals = signed_values(&mut r, n, 20, L);
+    let inputs = [Input::new(&[n], L, vals.clone())];
+    let t = LookupTable::from_fn(w(8), L, |i| i).unwrap();
+    for g in [
+        Gate::Relu(w(32)),
+        Gate::Truncate(8),
+        Gate::Lookup(t),
+        Gate::Mul,
+    ] {
+        let inputs = if matches!(g, Gate::Mul) {
+            vec![inputs[0].clone(), inputs[0].clone()]
+        } else {
+            inputs.to_vec()
+        };
+        let o = run(&g, &inputs, 13);
+        assert!(!o.keys.p1.is_empty(), "P1 does receive corrections");
+    }
+}
+
+#[test]
+fn servers_that_disagree_on_the_circuit_fail_cleanly() {
+    // P1 runs a different gate than P0 and the dealer: an error, not a hang or a panic.
+    let mut r = rng(14);
+    let n = 16;
+    let vals = signed_values(&mut r, n, 20, L);
+    let inputs = [Input::new(&[n], L, vals)];
+    let seed = master(14);
+    let mut dealer = securerouter_core::gate::DealerSide::new(
+        &seed,
+        securerouter_core::gate::memory::MemoryKeys::default(),
+    );
+    let x = dealer.input(&[n], L);
+    block_on_ready(async {
+        let d = dealer.drelu(&x).await.unwrap();
+        dealer.output(&d).await.unwrap();
+    });
+    let keys = dealer.into_sink();
+    let link = securerouter_core::gate::memory::MemoryLink::new();
+    let (c0, c1) = link.endpoints();
+    let p0 = async {
+        let mut s = securerouter_core::gate::ServerSide::new(
+            Party::P0,
+            &securerouter_core::dealer::Dealer::party_seed(&seed, Party::P0),
+            c0,
+            keys.reader(Party::P0),
+            securerouter_core::gate::CpuKernels::new(),
+        );
+        let x = s.input(&[n], L, &inputs[0].values).await?;
+        s.drelu(&x).await
+    };
+    let p1 = async {
+        let mut s = securerouter_core::gate::ServerSide::new(
+            Party::P1,
+            &securerouter_core::dealer::Dealer::party_seed(&seed, Party::P1),
+            c1,
+            keys.reader(Party::P1),
+            securerouter_core::gate::CpuKernels::new(),
+        );
+        let x = s.input(&[n], L, &vec![0; n]).await?;
+        s.truncate(&x, 4).await
+    };
+    let result = link.run(p0, p1);
+    let failed = match result {
+        Err(_) => true,
+        Ok((a, b)) => a.is_err() || b.is_err(),
+    };
+    assert!(failed);
+}
