@@ -39,6 +39,13 @@ enum Gate {
     LessThan(BitWidth),
     Argmax(BitWidth),
     Max(BitWidth),
+    /// x·W + b with the session's weights.
+    Linear,
+    /// Local linear operations only: sum over the last axis of 3·transpose(x) + 5, minus x's
+    /// first column.
+    LocalLinear,
+    /// select(d, a, b) with d given as a 1-bit input.
+    SelectBit,
 }
 
 impl Circuit for Gate {
@@ -46,7 +53,7 @@ impl Circuit for Gate {
         &self,
         p: &mut P,
         x: Vec<Tensor>,
-        _: &[P::Weights],
+        w: &[P::Weights],
     ) -> Result<Vec<Tensor>, Error> {
         Ok(match self {
             Gate::Identity => x,
@@ -66,6 +73,15 @@ impl Circuit for Gate {
                 vec![m, onehot]
             }
             Gate::Max(n) => vec![gate::max(p, &x[0], *n).await?],
+            Gate::Linear => vec![p.linear(&x[0], &w[0]).await?],
+            Gate::LocalLinear => {
+                let t = x[0].transpose()?.scale(3);
+                let t = p.add_public(&t, &[5])?;
+                let s = t.sum_last_axis();
+                let first = x[0].transpose()?.gather_last(&[0])?.reshape(s.shape())?;
+                vec![s.sub(&first)?.neg()]
+            }
+            Gate::SelectBit => vec![gate::select(p, &x[0], &x[1], &x[2]).await?],
         })
     }
 }
@@ -118,6 +134,66 @@ fn input_then_output_round_trips_and_costs_one_opening() {
     // The output mask is the only key material: one 64-bit correction per element, to P1.
     assert_eq!(o.keys.p1.len(), values.len() * 8);
     assert!(o.keys.shared.is_empty());
+}
+
+// ---------------------------------------------------------------- linear layers
+
+fn layer(
+    r: &mut securerouter_core::prg::AesCtr,
+    k: usize,
+    n: usize,
+) -> (Weights, Vec<u64>, Vec<u64>) {
+    let wv: Vec<u64> = (0..k * n).map(|_| r.next_u64()).collect();
+    let bv: Vec<u64> = (0..n).map(|_| r.next_u64()).collect();
+    let (d, s0, s1) = gate::share_weights(&wv, &bv, k, n, &Seed::from_bytes([9; 16])).unwrap();
+    let weights = Weights {
+        dealer: vec![d],
+        servers: [vec![s0], vec![s1]],
+    };
+    (weights, wv, bv)
+}
+
+#[test]
+fn linear_layer_with_secret_weights_is_exact_and_costs_one_opening() {
+    let mut r = rng(20);
+    let (m, k, n) = (5, 7, 3);
+    let (weights, wv, bv) = layer(&mut r, k, n);
+    let mut x: Vec<u64> = (0..2 * m * k).map(|_| r.next_u64()).collect();
+    x[..k].iter_mut().for_each(|v| *v = 0);
+    let inputs = [Input::new(&[2, m, k], L, x.clone())];
+    let o = run_session(&Gate::Linear, &inputs, &weights, &master(20)).unwrap();
+    for row in 0..2 * m {
+        for j in 0..n {
+            let want = (0..k).fold(bv[j], |s, p| {
+                s.wrapping_add(x[row * k + p].wrapping_mul(wv[p * n + j]))
+            });
+            assert_eq!(o.outputs[0][row * n + j], want);
+        }
+    }
+    assert_traffic(&o, &inputs, (2 * m * n * 8) as u64, 1);
+    // The layer needs no per-query key material: only the output mask's share goes to P1.
+    assert_eq!(o.keys.p1.len(), 2 * m * n * 8);
+    assert!(o.keys.shared.is_empty());
+    // Shape errors are errors on both sides, not panics.
+    let bad = [Input::new(&[m, k + 1], L, vec![0; m * (k + 1)])];
+    assert!(run_session(&Gate::Linear, &bad, &weights, &master(21)).is_err());
+}
+
+#[test]
+fn local_linear_operations_follow_the_masks() {
+    let mut r = rng(21);
+    let (rows, cols) = (4, 6);
+    let x: Vec<u64> = (0..rows * cols).map(|_| r.next_u64()).collect();
+    let inputs = [Input::new(&[rows, cols], L, x.clone())];
+    let o = run(&Gate::LocalLinear, &inputs, 21);
+    for c in 0..cols {
+        let s = (0..rows).fold(0u64, |s, i| {
+            s.wrapping_add(x[i * cols + c].wrapping_mul(3).wrapping_add(5))
+        });
+        assert_eq!(o.outputs[0][c], x[c].wrapping_sub(s));
+    }
+    // Local: no communication beyond the input opening.
+    assert_traffic(&o, &inputs, 0, 0);
 }
 
 // ---------------------------------------------------------------- truncation
@@ -481,6 +557,60 @@ fn opened_values_are_uniform_and_input_independent() {
         });
         assert_view_is_independent(name, &per, if name == "mul" { L } else { w(1) });
     }
+    // Linear layer, secret matmul, select and argmax on constant inputs A and B.
+    let mut r = rng(30);
+    let (weights, _, _) = layer(&mut r, 4, 5);
+    let rows = n / 5;
+    let per = [A, B].map(|x| {
+        let inputs = [Input::new(&[rows, 4], L, vec![x; rows * 4])];
+        let o = run_session(&Gate::Linear, &inputs, &weights, &master(31)).unwrap();
+        opened_after_inputs(&o, &inputs, &[(rows * 5, L)])
+    });
+    assert_view_is_independent("linear", &per, L);
+    let per = [A, B].map(|x| {
+        let inputs = [
+            Input::new(&[rows, 2, 2], L, vec![x; rows * 4]),
+            Input::new(&[rows, 2, 3], L, vec![x / 5; rows * 6]),
+        ];
+        let o = run(&Gate::MatMul, &inputs, 32);
+        opened_after_inputs(&o, &inputs, &[(rows * 6, L)])
+    });
+    assert_view_is_independent("matmul", &per, L);
+    let per = [(0, A), (1, B)].map(|(bit, x)| {
+        let inputs = [
+            Input::new(&[n], w(1), vec![bit; n]),
+            Input::new(&[n], L, vec![x; n]),
+            Input::new(&[n], L, vec![!x; n]),
+        ];
+        let o = run(&Gate::SelectBit, &inputs, 33);
+        opened_after_inputs(&o, &inputs, &[(n, L)])
+    });
+    assert_view_is_independent("select", &per, L);
+    // Argmax over 3: the rounds alternate DReLU bits and selected (value, one-hot) rows.
+    let rows = 4000;
+    let per = [[A, 1, 2], [B, 0, B / 2]].map(|v| {
+        let values: Vec<u64> = (0..rows * 3).map(|i| v[i % 3]).collect();
+        let inputs = [Input::new(&[rows, 3], L, values)];
+        let o = run(&Gate::Argmax(w(64)), &inputs, 34);
+        let all = opened_after_inputs(
+            &o,
+            &inputs,
+            &[(rows, w(1)), (rows * 4, L), (rows, w(1)), (rows * 4, L)],
+        );
+        let bits: Vec<u64> = all[..rows]
+            .iter()
+            .chain(&all[5 * rows..6 * rows])
+            .copied()
+            .collect();
+        let vals: Vec<u64> = all[rows..5 * rows]
+            .iter()
+            .chain(&all[6 * rows..])
+            .copied()
+            .collect();
+        (bits, vals)
+    });
+    assert_view_is_independent("argmax bits", &[per[0].0.clone(), per[1].0.clone()], w(1));
+    assert_view_is_independent("argmax values", &[per[0].1.clone(), per[1].1.clone()], L);
 }
 
 /// The statistic is able to see a leak: opened values of an *unmasked* input fail it.

@@ -92,12 +92,11 @@ fn router_head_picks_the_same_expert_as_plaintext_on_1000_inputs() {
             .collect();
         let best = (0..K).fold(0, |b, j| if s[j] > s[b] { j } else { b });
         // Secure scores track the plaintext ones to fixed-point precision.
-        for j in 0..K {
+        for (j, &plain) in s.iter().enumerate() {
             let secure = fp.decode(o.outputs[0][i * K + j]);
             assert!(
-                (secure - s[j]).abs() < 0.02,
-                "input {i} score {j}: {secure} vs {}",
-                s[j]
+                (secure - plain).abs() < 0.02,
+                "input {i} score {j}: {secure} vs {plain}"
             );
         }
         let onehot = &o.outputs[1][i * K..(i + 1) * K];

@@ -78,13 +78,13 @@ pub fn block_on_ready<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
-pub fn run_session<C: Circuit>(
+/// The dealer's offline phase: runs the circuit on masks and returns its key streams.
+pub fn deal_session<C: Circuit>(
     circuit: &C,
     inputs: &[Input],
     weights: &Weights,
     master: &Seed,
-) -> Result<Outcome, Error> {
-    // Dealer: masks through the circuit, keys into memory.
+) -> Result<MemoryKeys, Error> {
     let mut dealer = DealerSide::new(master, MemoryKeys::default());
     let wires: Vec<Tensor> = inputs
         .iter()
@@ -97,9 +97,11 @@ pub fn run_session<C: Circuit>(
         }
         Ok::<_, Error>(())
     })?;
-    let keys = dealer.into_sink();
+    Ok(dealer.into_sink())
+}
 
-    // Client: fresh additive shares of every input.
+/// The client's additive shares of every input (fresh randomness from `master`).
+pub fn client_shares(inputs: &[Input], master: &Seed) -> Result<[Vec<Vec<u64>>; 2], Error> {
     let mut client_rng = AesCtr::new(master, Domain(0xc11e));
     let mut shares: [Vec<Vec<u64>>; 2] = [vec![], vec![]];
     for i in inputs {
@@ -108,8 +110,19 @@ pub fn run_session<C: Circuit>(
         shares[0].push(s0.iter().map(|&v| i.width.reduce(v)).collect());
         shares[1].push(s1.iter().map(|&v| i.width.reduce(v)).collect());
     }
+    Ok(shares)
+}
 
-    // Servers, concurrently over the in-memory link.
+/// The online phase: P0 and P1 run the circuit concurrently over an in-memory link on the
+/// dealer's `keys`; the client recombines the outputs.
+pub fn serve_session<C: Circuit>(
+    circuit: &C,
+    inputs: &[Input],
+    shares: &[Vec<Vec<u64>>; 2],
+    weights: &Weights,
+    master: &Seed,
+    keys: MemoryKeys,
+) -> Result<Outcome, Error> {
     let link = MemoryLink::new();
     let (c0, c1) = link.endpoints();
     let server = |party: Party, chan, my_shares: &Vec<Vec<u64>>, w: &[ServerWeights]| {
@@ -151,6 +164,18 @@ pub fn run_session<C: Circuit>(
         keys,
         link,
     })
+}
+
+/// Dealer, client and both servers, in order.
+pub fn run_session<C: Circuit>(
+    circuit: &C,
+    inputs: &[Input],
+    weights: &Weights,
+    master: &Seed,
+) -> Result<Outcome, Error> {
+    let keys = deal_session(circuit, inputs, weights, master)?;
+    let shares = client_shares(inputs, master)?;
+    serve_session(circuit, inputs, &shares, weights, master, keys)
 }
 
 pub fn rng(tag: u64) -> AesCtr {

@@ -1,0 +1,159 @@
+//! Online cost of the gates: both servers run over the in-memory link on one thread, with the
+//! dealer's keys generated before the timed part. Each benchmark also prints, per element, the
+//! bytes each server sends online, the rounds, and the key bytes (to P1 only / to both).
+//! Input openings and output shares are included in the time, excluded from the per-element
+//! gate figures.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use securerouter_core::Error;
+use securerouter_core::gate::{self, LookupTable, Protocol, Tensor, packed_len, share_weights};
+use securerouter_core::prg::Seed;
+use securerouter_core::ring::BitWidth;
+
+const L: BitWidth = BitWidth::FULL;
+
+enum G {
+    Drelu(u32),
+    Relu,
+    Select,
+    Lookup(LookupTable),
+    Linear,
+    Argmax,
+}
+
+impl Circuit for G {
+    async fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        x: Vec<Tensor>,
+        w: &[P::Weights],
+    ) -> Result<Vec<Tensor>, Error> {
+        let cmp = BitWidth::new(64)?;
+        Ok(match self {
+            G::Drelu(n) => vec![p.drelu(&x[0].reduce(BitWidth::new(*n)?)?).await?],
+            G::Relu => vec![gate::relu(p, &x[0], cmp).await?],
+            G::Select => vec![gate::select(p, &x[0], &x[1], &x[2]).await?],
+            G::Lookup(t) => vec![p.lookup(&x[0].reduce(t.in_bits())?, t).await?],
+            G::Linear => vec![p.linear(&x[0], &w[0]).await?],
+            G::Argmax => {
+                let (_, onehot) = gate::argmax(p, &x[0], BitWidth::new(32)?).await?;
+                vec![onehot]
+            }
+        })
+    }
+}
+
+fn bench_gate(
+    c: &mut Criterion,
+    name: &str,
+    g: &G,
+    inputs: &[Input],
+    weights: &Weights,
+    elements: usize,
+) {
+    let master = Seed::from_bytes(*b"gate-bench-seed!");
+    let keys = deal_session(g, inputs, weights, &master).unwrap();
+    let shares = client_shares(inputs, &master).unwrap();
+    let o = serve_session(g, inputs, &shares, weights, &master, keys.clone()).unwrap();
+    let input_bytes: usize = inputs
+        .iter()
+        .map(|i| packed_len(i.values.len(), i.width))
+        .sum();
+    let out_mask_bytes: usize = o.outputs.iter().map(|v| v.len() * 8).sum::<usize>();
+    let t = o.traffic[0];
+    eprintln!(
+        "{name}: {elements} elements; online per server {:.3} B/element, {} rounds; keys {:.1} B/element to P1, {:.1} B/element to both",
+        (t.bytes_sent as usize - input_bytes) as f64 / elements as f64,
+        t.rounds - inputs.len() as u64,
+        (keys.p1.len().saturating_sub(out_mask_bytes)) as f64 / elements as f64,
+        keys.shared.len() as f64 / elements as f64,
+    );
+    c.bench_function(name, |b| {
+        b.iter_batched(
+            || keys.clone(),
+            |k| serve_session(g, inputs, &shares, weights, &master, k).unwrap(),
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+fn gates(c: &mut Criterion) {
+    let mut r = rng(99);
+    let n = 10_000;
+    let x = |r: &mut securerouter_core::prg::AesCtr, count| signed_values(r, count, 40, L);
+    let none = Weights::none();
+
+    for bits in [64u32, 32] {
+        let inputs = [Input::new(&[n], L, x(&mut r, n))];
+        bench_gate(
+            c,
+            &format!("drelu{bits}_x10k"),
+            &G::Drelu(bits),
+            &inputs,
+            &none,
+            n,
+        );
+    }
+    let inputs = [Input::new(&[n], L, x(&mut r, n))];
+    bench_gate(c, "relu64_x10k", &G::Relu, &inputs, &none, n);
+
+    let bits: Vec<u64> = (0..n).map(|_| r.next_u64() & 1).collect();
+    let inputs = [
+        Input::new(&[n], BitWidth::new(1).unwrap(), bits),
+        Input::new(&[n], L, x(&mut r, n)),
+        Input::new(&[n], L, x(&mut r, n)),
+    ];
+    bench_gate(c, "select64_x10k", &G::Select, &inputs, &none, n);
+
+    for (bits, count) in [(8u32, 1000usize), (12, 100)] {
+        let w = BitWidth::new(bits).unwrap();
+        let t = LookupTable::from_fn(w, L, |i| i * 3).unwrap();
+        let inputs = [Input::new(&[count], L, x(&mut r, count))];
+        bench_gate(
+            c,
+            &format!("lookup{bits}_x{count}"),
+            &G::Lookup(t),
+            &inputs,
+            &none,
+            count,
+        );
+    }
+
+    let (m, k, nn) = (128, 768, 768);
+    let wv: Vec<u64> = (0..k * nn).map(|_| r.next_u64()).collect();
+    let bv: Vec<u64> = (0..nn).map(|_| r.next_u64()).collect();
+    let (d, s0, s1) = share_weights(&wv, &bv, k, nn, &Seed::from_bytes([5; 16])).unwrap();
+    let weights = Weights {
+        dealer: vec![d],
+        servers: [vec![s0], vec![s1]],
+    };
+    let inputs = [Input::new(
+        &[m, k],
+        L,
+        (0..m * k).map(|_| r.next_u64()).collect(),
+    )];
+    bench_gate(
+        c,
+        "linear_128x768x768",
+        &G::Linear,
+        &inputs,
+        &weights,
+        m * nn,
+    );
+
+    for k in [3usize, 128] {
+        let inputs = [Input::new(&[1, k], L, signed_values(&mut r, k, 30, L))];
+        bench_gate(c, &format!("argmax{k}"), &G::Argmax, &inputs, &none, k);
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(4));
+    targets = gates
+}
+criterion_main!(benches);
