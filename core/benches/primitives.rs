@@ -48,6 +48,22 @@ fn dcf(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    let mut g = c.benchmark_group("dcf_eval_batch1024");
+    for n in [16u32, 32, 64] {
+        let w = BitWidth::new(n).unwrap();
+        let mut r = rng();
+        let keys: Vec<_> = (0..1024)
+            .map(|_| dcf.gen_keys(w, out, w.reduce(r.next_u64()), 1, &mut r).unwrap().0)
+            .collect();
+        let xs: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
+        let mut outv = vec![0u64; 1024];
+        g.throughput(Throughput::Elements(1024));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, _| {
+            b.iter(|| dcf.eval_batch(&keys, &xs, black_box(&mut outv)).unwrap())
+        });
+    }
+    g.finish();
 }
 
 fn dpf_full_domain(c: &mut Criterion) {

@@ -309,6 +309,68 @@ impl Ggm {
         split_control_bit(mmo(&self.keys[key], seed))
     }
 
+    /// MMO under one fixed key for a batch of seeds: `out[i] = AES_k(seeds[i]) ⊕ seeds[i]`.
+    /// Batches let AES-NI pipeline many blocks, several times faster than one at a time.
+    fn mmo_batch(&self, key: usize, seeds: &[u128], out: &mut [u128]) {
+        const CHUNK: usize = 32;
+        let mut buf = [aes::Block::default(); CHUNK];
+        for (src, dst) in seeds.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            let blocks = &mut buf[..src.len()];
+            for (b, &s) in blocks.iter_mut().zip(src) {
+                *b = s.to_le_bytes().into();
+            }
+            self.keys[key].encrypt_blocks(blocks);
+            for ((d, b), &s) in dst.iter_mut().zip(blocks.iter()).zip(src) {
+                *d = u128::from_le_bytes((*b).into()) ^ s;
+            }
+        }
+    }
+
+    /// Children of many seeds at once: `left[i]`, `right[i]` (control bits still in the low
+    /// bit; split them with [`Ggm::split_control_bit`]).
+    pub fn children_batch(&self, seeds: &[u128], left: &mut [u128], right: &mut [u128]) {
+        self.mmo_batch(LEFT, seeds, left);
+        self.mmo_batch(RIGHT, seeds, right);
+    }
+
+    /// Raw value blocks of many seeds (low half: left value, high half: right value).
+    pub fn values_batch(&self, seeds: &[u128], out: &mut [u128]) {
+        self.mmo_batch(VALUE, seeds, out);
+    }
+
+    /// Children in the given directions for many seeds: `out[i]` is child `right[i]` of
+    /// `seeds[i]`, control bit still in the low bit. One batched AES pass per direction.
+    pub fn child_batch(&self, seeds: &[u128], right: &[bool], out: &mut [u128]) {
+        const CHUNK: usize = 32;
+        let mut gathered = [0u128; CHUNK];
+        let mut result = [0u128; CHUNK];
+        let mut index = [0usize; CHUNK];
+        for base in (0..seeds.len()).step_by(CHUNK) {
+            let end = (base + CHUNK).min(seeds.len());
+            for dir in [false, true] {
+                let mut m = 0;
+                for i in base..end {
+                    if right[i] == dir {
+                        gathered[m] = seeds[i];
+                        index[m] = i;
+                        m += 1;
+                    }
+                }
+                let key = if dir { RIGHT } else { LEFT };
+                self.mmo_batch(key, &gathered[..m], &mut result[..m]);
+                for j in 0..m {
+                    out[index[j]] = result[j];
+                }
+            }
+        }
+    }
+
+    /// Splits a raw child block into (seed with the low bit cleared, control bit).
+    #[inline]
+    pub fn split_control_bit(block: u128) -> (u128, bool) {
+        split_control_bit(block)
+    }
+
     /// The value word of `seed` in direction `right` (one AES).
     #[inline]
     pub fn value(&self, seed: u128, right: bool) -> u64 {

@@ -225,3 +225,31 @@ fn malformed_key_bytes_are_rejected() {
     assert!(postcard::from_bytes::<DcfKey>(&pc).is_err());
     assert!(postcard::from_bytes::<DcfKey>(&[0xff, 0xff, 0xff]).is_err());
 }
+
+#[test]
+fn batched_dcf_evaluation_equals_single_evaluation() {
+    let dcf = Dcf::new();
+    let mut r = rng(7);
+    let mut keys = Vec::new();
+    let mut xs = Vec::new();
+    // 150 keys: crosses the batch size of 64; the last chunk mixes input widths.
+    for i in 0..150 {
+        let n = if i < 128 { 40 } else { 5 + (i % 7) as u32 };
+        let (k0, k1) = dcf
+            .gen_keys(w(n), w(64), w(n).reduce(r.next_u64()), r.next_u64(), &mut r)
+            .unwrap();
+        keys.push(if i % 2 == 0 { k0 } else { k1 });
+        xs.push(w(n).reduce(r.next_u64()));
+    }
+    let mut batched = vec![0u64; keys.len()];
+    dcf.eval_batch(&keys, &xs, &mut batched).unwrap();
+    for i in 0..keys.len() {
+        assert_eq!(batched[i], dcf.eval(&keys[i], xs[i]).unwrap(), "key {i}");
+    }
+    assert!(dcf.eval_batch(&keys, &xs[1..], &mut batched[1..]).is_err());
+    xs[3] = u64::MAX; // out of Z_2^40
+    assert_eq!(
+        dcf.eval_batch(&keys, &xs, &mut batched),
+        Err(Error::ValueOutOfRange { bits: 40 })
+    );
+}

@@ -300,6 +300,83 @@ impl Dcf {
         Ok(c.out_bits.reduce(cond_neg(v, key.party == Party::P1)))
     }
 
+    /// Evaluates `keys[i]` at `xs[i]` into `out[i]`, walking many keys level by level so that
+    /// AES runs in pipelined batches. Equal to [`Dcf::eval`] on each pair.
+    pub fn eval_batch(&self, keys: &[DcfKey], xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
+        if keys.len() != xs.len() || xs.len() != out.len() {
+            return Err(Error::LengthMismatch {
+                expected: keys.len(),
+                got: if keys.len() != xs.len() {
+                    xs.len()
+                } else {
+                    out.len()
+                },
+            });
+        }
+        const CHUNK: usize = 64;
+        let mut s = [0u128; CHUNK];
+        let mut t = [false; CHUNK];
+        let mut v = [0u64; CHUNK];
+        let mut dirs = [false; CHUNK];
+        let mut raw = [0u128; CHUNK];
+        for ((keys, xs), out) in keys
+            .chunks(CHUNK)
+            .zip(xs.chunks(CHUNK))
+            .zip(out.chunks_mut(CHUNK))
+        {
+            let n = keys[0].corrections.in_bits;
+            if keys.iter().any(|k| k.corrections.in_bits != n) {
+                // Mixed widths walk trees of different depths: evaluate one by one.
+                for ((k, &x), o) in keys.iter().zip(xs).zip(out.iter_mut()) {
+                    *o = self.eval(k, x)?;
+                }
+                continue;
+            }
+            let m = keys.len();
+            for (j, (k, &x)) in keys.iter().zip(xs).enumerate() {
+                check_in_ring(x, n)?;
+                s[j] = k.root;
+                t[j] = k.party == Party::P1;
+                v[j] = 0;
+            }
+            let bits = n.bits();
+            for i in 0..bits {
+                let level = i as usize;
+                for (d, &x) in dirs.iter_mut().zip(xs) {
+                    *d = bit_msb_first(x, bits, i);
+                }
+                self.ggm.values_batch(&s[..m], &mut raw[..m]);
+                for j in 0..m {
+                    let c = &keys[j].corrections;
+                    let word = if dirs[j] {
+                        (raw[j] >> 64) as u64
+                    } else {
+                        raw[j] as u64
+                    };
+                    v[j] = v[j]
+                        .wrapping_add(word)
+                        .wrapping_add(c.values[level] & mask64(t[j]));
+                }
+                self.ggm.child_batch(&s[..m], &dirs[..m], &mut raw[..m]);
+                for j in 0..m {
+                    let c = &keys[j].corrections;
+                    let (child, tc) = Ggm::split_control_bit(raw[j]);
+                    s[j] = child ^ (c.seeds[level] & mask128(t[j]));
+                    t[j] = tc ^ (t[j] & c.controls[level][dirs[j] as usize]);
+                }
+            }
+            for j in 0..m {
+                let k = &keys[j];
+                let c = &k.corrections;
+                let total = v[j]
+                    .wrapping_add(convert(s[j], c.out_bits))
+                    .wrapping_add(c.last & mask64(t[j]));
+                out[j] = c.out_bits.reduce(cond_neg(total, k.party == Party::P1));
+            }
+        }
+        Ok(())
+    }
+
     /// This party's shares of f(x) for every x in Z_2^n, in order of x (n ≤ 20).
     pub fn eval_full_domain(&self, key: &DcfKey) -> Result<Vec<u64>, Error> {
         let c = &key.corrections;

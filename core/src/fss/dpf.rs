@@ -254,21 +254,36 @@ impl Dpf {
     pub fn eval_full_domain(&self, key: &DpfKey) -> Result<Vec<u64>, Error> {
         let c = &key.corrections;
         let size = check_full_domain(c.in_bits)?;
-        let mut level = vec![(key.root, key.party == Party::P1)];
-        level.reserve(size);
-        let mut next = Vec::with_capacity(size);
+        // Level by level, all nodes of a level through one batched AES pass per direction.
+        let mut seeds = Vec::with_capacity(size);
+        let mut bits = Vec::with_capacity(size);
+        seeds.push(key.root);
+        bits.push(key.party == Party::P1);
+        let (mut left, mut right) = (vec![0u128; size / 2], vec![0u128; size / 2]);
+        let (mut next_seeds, mut next_bits) = (Vec::with_capacity(size), Vec::with_capacity(size));
         for i in 0..c.in_bits.bits() as usize {
-            next.clear();
-            for &(s, t) in &level {
-                let (children, tc) = self.ggm.children(s);
+            let width = seeds.len();
+            self.ggm
+                .children_batch(&seeds, &mut left[..width], &mut right[..width]);
+            next_seeds.clear();
+            next_bits.clear();
+            for j in 0..width {
+                let t = bits[j];
                 let cw = c.seeds[i] & mask128(t);
-                for d in 0..2 {
-                    next.push((children[d] ^ cw, tc[d] ^ (t & c.controls[i][d])));
+                for (d, raw) in [left[j], right[j]].into_iter().enumerate() {
+                    let (child, tc) = Ggm::split_control_bit(raw);
+                    next_seeds.push(child ^ cw);
+                    next_bits.push(tc ^ (t & c.controls[i][d]));
                 }
             }
-            core::mem::swap(&mut level, &mut next);
+            core::mem::swap(&mut seeds, &mut next_seeds);
+            core::mem::swap(&mut bits, &mut next_bits);
         }
-        Ok(level.iter().map(|&(s, t)| leaf_output(key, s, t)).collect())
+        Ok(seeds
+            .iter()
+            .zip(&bits)
+            .map(|(&s, &t)| leaf_output(key, s, t))
+            .collect())
     }
 }
 

@@ -57,10 +57,7 @@ impl Kernels for CpuKernels {
 
     fn dcf_eval(&self, keys: &[DcfKey], xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
         check_batch(keys.len(), xs.len(), out.len())?;
-        for ((k, &x), o) in keys.iter().zip(xs).zip(out.iter_mut()) {
-            *o = self.dcf.eval(k, x)?;
-        }
-        Ok(())
+        self.dcf.eval_batch(keys, xs, out)
     }
 
     fn dpf_lookup(
