@@ -54,7 +54,11 @@ fn dcf(c: &mut Criterion) {
         let w = BitWidth::new(n).unwrap();
         let mut r = rng();
         let keys: Vec<_> = (0..1024)
-            .map(|_| dcf.gen_keys(w, out, w.reduce(r.next_u64()), 1, &mut r).unwrap().0)
+            .map(|_| {
+                dcf.gen_keys(w, out, w.reduce(r.next_u64()), 1, &mut r)
+                    .unwrap()
+                    .0
+            })
             .collect();
         let xs: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
         let mut outv = vec![0u64; 1024];
