@@ -57,6 +57,19 @@ impl Seed {
     }
 }
 
+impl Seed {
+    /// A pseudorandom function on 16-byte inputs: AES_seed(input), e.g. a per-session seed from
+    /// a long-term secret and a session id. The seed must be reserved for this use: no
+    /// [`AesCtr`] stream or [`Seed::derive`] may use it too, since their blocks share the
+    /// input space.
+    pub fn prf(&self, input: &[u8; 16]) -> Seed {
+        let cipher = Aes128::new(&self.0.into());
+        let mut block: aes::Block = (*input).into();
+        cipher.encrypt_block(&mut block);
+        Seed(block.into())
+    }
+}
+
 const DERIVE_BIT: u64 = 1 << 63;
 
 /// A domain-separation tag: streams and derived seeds with different domains are independent.

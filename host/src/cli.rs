@@ -1,13 +1,18 @@
 //! Command-line interface of the `securerouter` binary.
 
 use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// One line on what SecureRouter is (the `about` of `--help`).
 pub const ABOUT: &str = "SecureRouter: private inference of Transformer classifiers with \
 two-party computation and an encrypted router over a pool of experts";
 
 const AFTER_HELP: &str = "\
-This build provides the subcommands listed above; further subcommands arrive with later work.
+A deployment: `securerouter keys --out DIR` once, then `securerouter dealer --deployment DIR`,
+`securerouter serve --party 0 --deployment DIR`, `securerouter serve --party 1 --deployment DIR`,
+and clients with `securerouter client --deployment DIR`. Every link is encrypted and mutually
+authenticated (Noise IK with the keys in DIR).
 
 Logging goes to stderr; set RUST_LOG to filter it (default: info), e.g. RUST_LOG=debug.";
 
@@ -36,6 +41,65 @@ pub enum Command {
     /// a CUDA GPU is usable (with the reason when it is not, in which case server kernels run on
     /// the CPU). Exits 0 whenever the report was written; a missing GPU is a fact, not an error.
     Doctor,
+
+    /// Create a deployment: static keys for dealer, P0, P1 and a client, the dealer's session
+    /// secret, and a router head shared for the servers (the model provider's step).
+    Keys {
+        /// Directory to write the deployment into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the dealer will listen.
+        #[arg(long, default_value = "127.0.0.1:7100")]
+        dealer: SocketAddr,
+        /// Where P0 will listen.
+        #[arg(long, default_value = "127.0.0.1:7101")]
+        p0: SocketAddr,
+        /// Where P1 will listen.
+        #[arg(long, default_value = "127.0.0.1:7102")]
+        p1: SocketAddr,
+        /// Replace the keys of an existing deployment in that directory.
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Run the dealer: streams each session's correlated randomness to P0 and P1.
+    Dealer {
+        /// The deployment directory (from `securerouter keys`).
+        #[arg(long)]
+        deployment: PathBuf,
+        /// Seconds a link may stay silent before the session fails.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+
+    /// Run server P0 or P1: accepts client sessions and computes with the other server.
+    Serve {
+        /// Which server: 0 or 1.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+        party: u8,
+        /// The deployment directory (from `securerouter keys`).
+        #[arg(long)]
+        deployment: PathBuf,
+        /// Seconds a link may stay silent (or P0 may wait for P1) before a session fails.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+
+    /// Route feature vectors through the encrypted router head and print the result as JSON.
+    Client {
+        /// The deployment directory (from `securerouter keys`).
+        #[arg(long)]
+        deployment: PathBuf,
+        /// Comma-separated features of one query (as many as the router head takes).
+        #[arg(long, conflicts_with = "random")]
+        input: Option<String>,
+        /// Instead of --input: this many random queries in one batch.
+        #[arg(long)]
+        random: Option<usize>,
+        /// Seconds to wait for a server before failing.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 #[cfg(test)]
@@ -59,8 +123,14 @@ mod tests {
     fn rejects_unknown_input() {
         let err = Cli::try_parse_from(["securerouter", "--frobnicate"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnknownArgument);
-        let err = Cli::try_parse_from(["securerouter", "serve"]).unwrap_err();
+        let err = Cli::try_parse_from(["securerouter", "frobnicate"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidSubcommand);
+        let err = Cli::try_parse_from(["securerouter", "serve"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        let err =
+            Cli::try_parse_from(["securerouter", "serve", "--party", "2", "--deployment", "d"])
+                .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
         let err = Cli::try_parse_from(["securerouter", "doctor", "extra"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnknownArgument);
     }

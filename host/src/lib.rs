@@ -4,20 +4,160 @@
 //! logging with [`logging::init`], and hands over to [`run`]. Everything else lives in this
 //! library so that it can be tested directly.
 
+pub mod circuit;
 pub mod cli;
+pub mod client;
+pub mod dealer;
+pub mod deployment;
 pub mod doctor;
 pub mod logging;
+pub mod net;
+pub mod party;
+pub mod session;
 
 use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::{Context, bail};
 use cli::{Cli, Command};
+use deployment::{DeploymentDir, Role};
+use securerouter_core::share::Party;
 
 /// Runs the parsed command, writing its report to `out`.
 ///
 /// # Errors
 /// Whatever the command fails with (for `doctor`, only a failure to write to `out`).
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
-    match cli.command {
+    match &cli.command {
         Command::Doctor => doctor::run(out),
+        Command::Keys {
+            out: dir,
+            dealer,
+            p0,
+            p1,
+            force,
+        } => {
+            let d = DeploymentDir::create(
+                dir,
+                [*dealer, *p0, *p1],
+                circuit::RouterHeadShape::DEMO,
+                *force,
+            )?;
+            writeln!(out, "deployment written to {}", d.path().display())?;
+            writeln!(
+                out,
+                "dealer {} key {}",
+                d.deployment.dealer.addr, d.deployment.dealer.public_key
+            )?;
+            writeln!(
+                out,
+                "P0     {} key {}",
+                d.deployment.p0.addr, d.deployment.p0.public_key
+            )?;
+            writeln!(
+                out,
+                "P1     {} key {}",
+                d.deployment.p1.addr, d.deployment.p1.public_key
+            )?;
+            Ok(())
+        }
+        Command::Dealer {
+            deployment,
+            timeout,
+        } => runtime()?.block_on(async {
+            let d = DeploymentDir::open(deployment)?;
+            let service = dealer::DealerService::new(
+                d.identity(Role::Dealer)?,
+                [d.deployment.p0.key()?, d.deployment.p1.key()?],
+                d.dealer_secret()?,
+                d.model(Role::Dealer)?,
+                link_config(*timeout),
+            )?;
+            let listener = bind(d.deployment.dealer.addr).await?;
+            Arc::new(service).run(listener).await
+        }),
+        Command::Serve {
+            party,
+            deployment,
+            timeout,
+        } => runtime()?.block_on(async {
+            let d = DeploymentDir::open(deployment)?;
+            let (party, role, addr) = match party {
+                0 => (Party::P0, Role::P0, d.deployment.p0.addr),
+                _ => (Party::P1, Role::P1, d.deployment.p1.addr),
+            };
+            let service = party::ServerService::new(
+                party,
+                d.identity(role)?,
+                d.deployment.clone(),
+                d.client_keys()?,
+                d.model(role)?,
+                link_config(*timeout),
+            )?;
+            let listener = bind(addr).await?;
+            Arc::new(service).run(listener).await
+        }),
+        Command::Client {
+            deployment,
+            input,
+            random,
+            timeout,
+        } => runtime()?.block_on(async {
+            let d = DeploymentDir::open(deployment)?;
+            let features = d
+                .plain_model()
+                .map(|m| m.shape.features)
+                .unwrap_or(circuit::RouterHeadShape::DEMO.features);
+            let x: Vec<f64> = match (input, random) {
+                (Some(text), None) => text
+                    .split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse::<f64>()
+                            .with_context(|| format!("--input value {v:?} is not a number"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                (None, Some(rows)) => {
+                    let seed = deployment::random_seed();
+                    let mut rng = securerouter_core::prg::AesCtr::new(
+                        &seed,
+                        securerouter_core::prg::Domain(1),
+                    );
+                    (0..rows * features)
+                        .map(|_| (rng.next_u64() as f64 / u64::MAX as f64) * 4.0 - 2.0)
+                        .collect()
+                }
+                _ => bail!("give either --input or --random"),
+            };
+            let client = client::Client::new(
+                d.identity(Role::Client)?,
+                d.deployment.clone(),
+                link_config(*timeout),
+            );
+            let result = client.route(features, &x).await?;
+            writeln!(out, "{}", serde_json::to_string(&result)?)?;
+            Ok(())
+        }),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn link_config(timeout_s: u64) -> net::LinkConfig {
+    net::LinkConfig {
+        io_timeout: Duration::from_secs(timeout_s.max(1)),
+        ..net::LinkConfig::default()
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
 }

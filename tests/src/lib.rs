@@ -1,13 +1,133 @@
 //! # securerouter-tests
 //!
-//! End-to-end tests that cross crate (and later process) boundaries: a device client feeding
-//! the servers' side of core, and, as the runtime grows, dealer, P0 and P1 as real processes.
-//! The tests live in `tests/`; this library only holds what they share.
+//! End-to-end tests that cross crate and process boundaries: a device client feeding the
+//! servers' side of core, and dealer, P0 and P1 as real processes on loopback. The tests live
+//! in `tests/`; this library holds what they share.
 #![forbid(unsafe_code)]
 
 use securerouter_core::prg::{AesCtr, Domain, Seed};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A deterministic test RNG: fixed seed per `tag`, so failures reproduce.
 pub fn test_rng(tag: u64) -> AesCtr {
     AesCtr::new(&Seed::from_bytes(*b"securerouter-tst"), Domain(tag))
+}
+
+/// The `securerouter` binary built for this test run (`cargo test --workspace` builds it).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> → target/<profile>/securerouter
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join(format!("securerouter{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p securerouter-host` (or `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
+}
+
+/// A fresh, empty directory under the system's temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "securerouter-{name}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a temp dir");
+    dir
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+    l.local_addr().expect("its address")
+}
+
+/// A service process, killed when dropped.
+pub struct Service {
+    /// What it is, for messages.
+    pub name: String,
+    child: Child,
+}
+
+impl Service {
+    /// Starts `securerouter <args>` and waits until `addr` accepts connections.
+    pub fn start(name: &str, args: &[&str], addr: SocketAddr) -> Service {
+        let child = Command::new(binary())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let mut s = Service {
+            name: name.to_string(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("{name} exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "{name} did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Freezes the process (SIGSTOP): it stops answering without closing its sockets.
+    pub fn freeze(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig} {pid} failed");
+}
+
+/// Runs `securerouter <args>` to completion and returns its stdout, panicking with stderr on
+/// failure.
+pub fn run_cli(args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("running securerouter");
+    assert!(
+        out.status.success(),
+        "securerouter {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

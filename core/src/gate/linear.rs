@@ -39,6 +39,17 @@ pub struct ServerWeights {
 }
 
 impl ServerWeights {
+    /// A server's share from stored parts (k×n weights, n bias), checking the lengths.
+    pub fn from_parts(k: usize, n: usize, w: Vec<u64>, bias: Vec<u64>) -> Result<Self, Error> {
+        check_layer_lengths(k, n, w.len(), bias.len())?;
+        Ok(ServerWeights { k, n, w, bias })
+    }
+
+    /// The weight share (k×n, row-major) and bias share (n).
+    pub fn parts(&self) -> (&[u64], &[u64]) {
+        (&self.w, &self.bias)
+    }
+
     /// Input features k.
     pub fn inputs(&self) -> usize {
         self.k
@@ -50,6 +61,17 @@ impl ServerWeights {
 }
 
 impl DealerWeights {
+    /// The dealer's copy from stored plaintext weights (k×n, row-major), checking the length.
+    pub fn from_parts(k: usize, n: usize, w: Vec<u64>) -> Result<Self, Error> {
+        check_layer_lengths(k, n, w.len(), n)?;
+        Ok(DealerWeights { k, n, w })
+    }
+
+    /// The plaintext weights (k×n, row-major).
+    pub fn weights(&self) -> &[u64] {
+        &self.w
+    }
+
     /// Input features k.
     pub fn inputs(&self) -> usize {
         self.k
@@ -58,6 +80,22 @@ impl DealerWeights {
     pub fn outputs(&self) -> usize {
         self.n
     }
+}
+
+fn check_layer_lengths(k: usize, n: usize, w: usize, bias: usize) -> Result<(), Error> {
+    let expected = k
+        .checked_mul(n)
+        .ok_or(Error::ShapeMismatch("layer size overflows"))?;
+    if w != expected {
+        return Err(Error::LengthMismatch { expected, got: w });
+    }
+    if bias != n {
+        return Err(Error::LengthMismatch {
+            expected: n,
+            got: bias,
+        });
+    }
+    Ok(())
 }
 
 /// Shares a layer's weights `w` (k×n, row-major, ring elements) and `bias` (n) for deployment:
@@ -70,18 +108,7 @@ pub fn share_weights(
     n: usize,
     seed: &Seed,
 ) -> Result<(DealerWeights, ServerWeights, ServerWeights), Error> {
-    if w.len() != k * n {
-        return Err(Error::LengthMismatch {
-            expected: k * n,
-            got: w.len(),
-        });
-    }
-    if bias.len() != n {
-        return Err(Error::LengthMismatch {
-            expected: n,
-            got: bias.len(),
-        });
-    }
+    check_layer_lengths(k, n, w.len(), bias.len())?;
     let p1 = server_weights_from_seed(seed, k, n);
     let p0 = ServerWeights {
         k,

@@ -128,6 +128,11 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         &self.keys
     }
 
+    /// Ends the session, returning the dealer's stream (e.g. to check it is at its end).
+    pub fn into_keys(self) -> K {
+        self.keys
+    }
+
     pub(crate) fn kernels(&self) -> &X {
         &self.kernels
     }

@@ -1,0 +1,158 @@
+//! The std client: fixed-point encodes a batch of feature vectors, splits it with the seeded
+//! split (P0 gets a 16-byte seed, P1 gets x − PRG(seed)), sends both servers their share, and
+//! adds up the output shares they return.
+
+use crate::circuit::{CircuitKind, FRAC_BITS};
+use crate::deployment::{Deployment, random_seed};
+use crate::net::{Identity, LinkConfig, SecureLink};
+use crate::session::{
+    ClientHello, Hello, InputShare, OutputShares, ServerReply, SessionId, SessionStats, decode,
+    encode,
+};
+use anyhow::{Context, anyhow, bail};
+use securerouter_core::ring::{BitWidth, FixedPoint};
+use securerouter_core::share::SeededShareStream;
+use serde::Serialize;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// A client of a deployment.
+pub struct Client {
+    identity: Identity,
+    deployment: Deployment,
+    link: LinkConfig,
+}
+
+/// What the client learns for a batch.
+#[derive(Clone, Debug, Serialize)]
+pub struct Classification {
+    /// The session.
+    pub session: String,
+    /// Scores per query and expert.
+    pub scores: Vec<Vec<f64>>,
+    /// The chosen expert per query (from the secret one-hot vector).
+    pub choice: Vec<usize>,
+    /// Each server's accounting.
+    pub servers: [SessionStats; 2],
+    /// End-to-end wall time in seconds.
+    pub wall_s: f64,
+}
+
+impl Client {
+    /// A client with its identity.
+    pub fn new(identity: Identity, deployment: Deployment, link: LinkConfig) -> Self {
+        Client {
+            identity,
+            deployment,
+            link,
+        }
+    }
+
+    /// Runs the router head on `rows` feature vectors of `features` reals each.
+    pub async fn route(&self, features: usize, x: &[f64]) -> anyhow::Result<Classification> {
+        if features == 0 || x.is_empty() || !x.len().is_multiple_of(features) {
+            bail!(
+                "the input has {} values, not whole rows of {features}",
+                x.len()
+            );
+        }
+        let rows = x.len() / features;
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let mut words = x
+            .iter()
+            .map(|&v| fp.encode(v).with_context(|| format!("input value {v}")))
+            .collect::<anyhow::Result<Vec<u64>>>()?;
+        let seed = random_seed();
+        SeededShareStream::new(&seed).split_row_in_place(&mut words);
+        let session = SessionId::random();
+        let hello = |input| {
+            Hello::Client(ClientHello {
+                session,
+                circuit: CircuitKind::RouterHead,
+                rows: rows as u32,
+                input,
+            })
+        };
+        let started = Instant::now();
+        let (r0, r1) = tokio::join!(
+            self.ask(0, hello(InputShare::Seed(*seed.as_bytes()))),
+            self.ask(1, hello(InputShare::Words(words)))
+        );
+        let (o0, o1) = match (r0, r1) {
+            (Ok(a), Ok(b)) => (a, b),
+            (a, b) => {
+                let why = |r: &anyhow::Result<OutputShares>| match r {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => format!("{e:#}"),
+                };
+                bail!("session {session} failed: P0: {}; P1: {}", why(&a), why(&b));
+            }
+        };
+        if o0.widths != o1.widths || o0.shares.len() != 2 || o1.shares.len() != 2 {
+            bail!("the servers returned outputs of different shapes");
+        }
+        let add = |i: usize| -> anyhow::Result<Vec<u64>> {
+            let w = BitWidth::new(o0.widths[i] as u32)?;
+            if o0.shares[i].len() != o1.shares[i].len() {
+                bail!("output {i} has different lengths at the two servers");
+            }
+            Ok(o0.shares[i]
+                .iter()
+                .zip(&o1.shares[i])
+                .map(|(&a, &b)| w.add(a, b))
+                .collect())
+        };
+        let (scores, onehot) = (add(0)?, add(1)?);
+        let experts = scores.len() / rows;
+        if experts == 0 || scores.len() != rows * experts || onehot.len() != scores.len() {
+            bail!(
+                "the servers returned {} scores for {rows} rows",
+                scores.len()
+            );
+        }
+        let choice = onehot
+            .chunks(experts)
+            .map(|row| {
+                let ones: Vec<usize> = (0..experts).filter(|&j| row[j] == 1).collect();
+                match (ones.as_slice(), row.iter().all(|&b| b <= 1)) {
+                    ([j], true) => Ok(*j),
+                    _ => Err(anyhow!("the reconstructed choice {row:?} is not one-hot")),
+                }
+            })
+            .collect::<anyhow::Result<Vec<usize>>>()?;
+        Ok(Classification {
+            session: session.to_string(),
+            scores: scores
+                .chunks(experts)
+                .map(|r| r.iter().map(|&v| fp.decode(v)).collect())
+                .collect(),
+            choice,
+            servers: [o0.stats, o1.stats],
+            wall_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Sends `hello` to server `i` and waits for its reply.
+    async fn ask(&self, i: usize, hello: Hello) -> anyhow::Result<OutputShares> {
+        let endpoint = if i == 0 {
+            &self.deployment.p0
+        } else {
+            &self.deployment.p1
+        };
+        let stream = TcpStream::connect(endpoint.addr)
+            .await
+            .with_context(|| format!("connecting to P{i} at {}", endpoint.addr))?;
+        let mut link = SecureLink::connect(stream, &self.identity, &endpoint.key()?, &self.link)
+            .await
+            .with_context(|| format!("handshake with P{i}"))?;
+        link.send(&encode(&hello)?).await?;
+        let reply = link
+            .recv()
+            .await
+            .with_context(|| format!("waiting for P{i}'s reply"))?;
+        match decode(&reply, "server reply")? {
+            ServerReply::Ok(out) => Ok(out),
+            ServerReply::Failed(why) => bail!("P{i} reports: {why}"),
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The dealer service and the servers' side of its stream.
+//!
+//! For each request the dealer derives the session's master seed as PRF(secret, session id),
+//! so both servers' requests for a session get consistent keys without the dealer pairing
+//! them, and it refuses a (session, party) it has served before: reusing masks would leak.
+//! Keys are generated on a blocking thread and pass through a channel of [`QUEUE_CHUNKS`]
+//! chunks of at most [`CHUNK_BYTES`] to the socket, so memory stays bounded whatever the
+//! circuit's size: the generator waits whenever the server reads more slowly.
+
+use crate::circuit::{CircuitKind, ModelFile, router_head};
+use crate::net::{LinkConfig, LinkReader, PublicKey, SecureLink};
+use crate::session::{DealerChunk, DealerRequest, SessionId, check_rows, decode, encode};
+use anyhow::{Context, bail};
+use securerouter_core::Error;
+use securerouter_core::dealer::Dealer;
+use securerouter_core::gate::{DealerSide, DealerWeights, KeySink, KeySource, Protocol};
+use securerouter_core::prg::Seed;
+use securerouter_core::ring::BitWidth;
+use securerouter_core::share::Party;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Largest key chunk on the wire.
+pub const CHUNK_BYTES: usize = 1 << 16;
+/// Chunks buffered between the generator and the socket.
+pub const QUEUE_CHUNKS: usize = 16;
+
+/// The dealer's configuration.
+pub struct DealerService {
+    /// Static identity.
+    pub identity: crate::net::Identity,
+    /// P0's and P1's public keys (the only peers it serves).
+    pub servers: [PublicKey; 2],
+    /// Secret from which session seeds are derived.
+    pub secret: Seed,
+    /// The model (plaintext weights) of the router head.
+    pub model: ModelFile,
+    /// Link settings.
+    pub link: LinkConfig,
+    served: Mutex<HashSet<(SessionId, u8)>>,
+    weights: Vec<DealerWeights>,
+}
+
+impl DealerService {
+    /// A dealer serving `servers` with `model`.
+    pub fn new(
+        identity: crate::net::Identity,
+        servers: [PublicKey; 2],
+        secret: Seed,
+        model: ModelFile,
+        link: LinkConfig,
+    ) -> anyhow::Result<Self> {
+        let weights = model.dealer_weights()?;
+        Ok(DealerService {
+            identity,
+            servers,
+            secret,
+            model,
+            link,
+            served: Mutex::new(HashSet::new()),
+            weights,
+        })
+    }
+
+    /// Accepts servers' requests until the listener fails.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        info!(addr = %listener.local_addr()?, "dealer listening");
+        loop {
+            let (stream, addr) = listener.accept().await.context("accepting a connection")?;
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.handle(stream).await {
+                    warn!(%addr, "dealer request failed: {e:#}");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, stream: TcpStream) -> anyhow::Result<()> {
+        let mut link =
+            SecureLink::accept(stream, &self.identity, &self.servers, &self.link).await?;
+        let req: DealerRequest = decode(&link.recv().await?, "dealer request")?;
+        let party = match req.party {
+            0 => Party::P0,
+            1 => Party::P1,
+            p => bail!("request names party {p}"),
+        };
+        if link.peer() != self.servers[party.index() as usize] {
+            let msg = format!("the key of this link is not party {}'s", req.party);
+            link.send(&encode(&DealerChunk::Refused(msg.clone()))?)
+                .await?;
+            bail!(msg);
+        }
+        if let Err(e) = self.check(&req) {
+            link.send(&encode(&DealerChunk::Refused(format!("{e:#}")))?)
+                .await?;
+            return Err(e);
+        }
+        let master = self.secret.prf(&req.session.0);
+        link.send(&encode(&DealerChunk::Seed(
+            *Dealer::party_seed(&master, party).as_bytes(),
+        ))?)
+        .await?;
+
+        let (tx, mut rx) = mpsc::channel(QUEUE_CHUNKS);
+        let weights = self.weights.clone();
+        let features = self.model.shape.features;
+        let rows = req.rows as usize;
+        let generator = tokio::task::spawn_blocking(move || {
+            let sink = StreamingSink::new(party, tx);
+            let mut dealer = DealerSide::new(&master, sink);
+            let x = dealer.input(&[rows, features], BitWidth::FULL);
+            let result = run_ready(async {
+                let outs = router_head(&mut dealer, &x, &weights).await?;
+                for o in &outs {
+                    dealer.output(o).await?;
+                }
+                Ok::<_, Error>(())
+            });
+            let mut sink = dealer.into_sink();
+            match result {
+                Ok(()) => sink.finish(),
+                Err(e) => sink.fail(format!("key generation failed: {e}")),
+            }
+        });
+        let mut sent = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            let bytes = encode(&chunk)?;
+            sent += bytes.len() as u64;
+            link.send(&bytes).await?;
+        }
+        generator.await.context("the key generator panicked")?;
+        info!(session = %req.session, party = req.party, key_bytes = sent, "keys streamed");
+        Ok(())
+    }
+
+    fn check(&self, req: &DealerRequest) -> anyhow::Result<()> {
+        if req.circuit != CircuitKind::RouterHead || self.model.circuit != req.circuit {
+            bail!("this dealer serves only {}", self.model.circuit.name());
+        }
+        check_rows(req.rows)?;
+        let mut served = self
+            .served
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned lock"))?;
+        if !served.insert((req.session, req.party)) {
+            bail!(
+                "session {} was already served to party {}: reusing its masks would leak",
+                req.session,
+                req.party
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Runs the dealer's side of a circuit, which never waits: one poll completes it.
+fn run_ready<F: std::future::Future<Output = Result<(), Error>>>(f: F) -> Result<(), Error> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => Err(Error::ProtocolMisuse("the dealer's circuit waited")),
+    }
+}
+
+/// Batches the dealer's key bytes into chunks and hands them to the socket task, blocking
+/// when the queue is full (back-pressure). Bytes meant only for P1 are dropped on P0's stream.
+struct StreamingSink {
+    party: Party,
+    tx: mpsc::Sender<DealerChunk>,
+    p1: Vec<u8>,
+    shared: Vec<u8>,
+    closed: bool,
+}
+
+impl StreamingSink {
+    fn new(party: Party, tx: mpsc::Sender<DealerChunk>) -> Self {
+        StreamingSink {
+            party,
+            tx,
+            p1: Vec::new(),
+            shared: Vec::new(),
+            closed: false,
+        }
+    }
+
+    fn push(&mut self, chunk: DealerChunk) {
+        // A closed receiver means the server went away: stop sending, finish quietly.
+        if !self.closed && self.tx.blocking_send(chunk).is_err() {
+            self.closed = true;
+        }
+    }
+
+    fn flush_full(&mut self) {
+        while self.p1.len() >= CHUNK_BYTES {
+            let rest = self.p1.split_off(CHUNK_BYTES);
+            let chunk = std::mem::replace(&mut self.p1, rest);
+            self.push(DealerChunk::P1(chunk));
+        }
+        while self.shared.len() >= CHUNK_BYTES {
+            let rest = self.shared.split_off(CHUNK_BYTES);
+            let chunk = std::mem::replace(&mut self.shared, rest);
+            self.push(DealerChunk::Shared(chunk));
+        }
+    }
+
+    fn finish(&mut self) {
+        self.flush_full();
+        if !self.p1.is_empty() {
+            let c = std::mem::take(&mut self.p1);
+            self.push(DealerChunk::P1(c));
+        }
+        if !self.shared.is_empty() {
+            let c = std::mem::take(&mut self.shared);
+            self.push(DealerChunk::Shared(c));
+        }
+        self.push(DealerChunk::End);
+    }
+
+    fn fail(&mut self, why: String) {
+        self.push(DealerChunk::Refused(why));
+    }
+}
+
+impl KeySink for StreamingSink {
+    fn to_p1(&mut self, bytes: &[u8]) {
+        if self.party == Party::P1 {
+            self.p1.extend_from_slice(bytes);
+            self.flush_full();
+        }
+    }
+
+    fn to_both(&mut self, bytes: &[u8]) {
+        self.shared.extend_from_slice(bytes);
+        self.flush_full();
+    }
+}
+
+/// A server's view of the dealer's stream: reads chunks on demand into two buffers.
+pub struct DealerStream {
+    party: Party,
+    reader: LinkReader,
+    p1: Buffer,
+    shared: Buffer,
+    ended: bool,
+    received: u64,
+}
+
+#[derive(Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl Buffer {
+    fn available(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn append(&mut self, more: &[u8]) {
+        if self.pos > 0 && self.pos * 2 >= self.bytes.len() {
+            self.bytes.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.bytes.extend_from_slice(more);
+    }
+
+    fn take(&mut self, out: &mut [u8]) {
+        out.copy_from_slice(&self.bytes[self.pos..self.pos + out.len()]);
+        self.pos += out.len();
+    }
+}
+
+impl DealerStream {
+    /// Connects to the dealer, asks for `request`'s keys and returns the server's seed and the
+    /// stream of the rest.
+    pub async fn open(
+        addr: std::net::SocketAddr,
+        dealer_key: &PublicKey,
+        me: &crate::net::Identity,
+        link: &LinkConfig,
+        request: DealerRequest,
+    ) -> anyhow::Result<(Seed, Self)> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to the dealer at {addr}"))?;
+        let mut link = SecureLink::connect(stream, me, dealer_key, link).await?;
+        link.send(&encode(&request)?).await?;
+        let seed = match decode(&link.recv().await?, "dealer seed")? {
+            DealerChunk::Seed(s) => Seed::from_bytes(s),
+            DealerChunk::Refused(why) => bail!("the dealer refused: {why}"),
+            _ => bail!("the dealer's stream did not start with a seed"),
+        };
+        let party = if request.party == 0 {
+            Party::P0
+        } else {
+            Party::P1
+        };
+        let (_, reader) = link.into_split();
+        Ok((
+            seed,
+            DealerStream {
+                party,
+                reader,
+                p1: Buffer::default(),
+                shared: Buffer::default(),
+                ended: false,
+                received: 0,
+            },
+        ))
+    }
+
+    /// Key bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Reads one more chunk into the buffers.
+    async fn fetch(&mut self) -> Result<(), Error> {
+        if self.ended {
+            return Err(Error::ChannelClosed("the dealer's stream ended early"));
+        }
+        let bytes = self.reader.recv().await.map_err(|e| {
+            warn!("dealer stream: {e}");
+            Error::ChannelClosed("the dealer's stream failed")
+        })?;
+        self.received += bytes.len() as u64;
+        let chunk: DealerChunk = postcard::from_bytes(&bytes)
+            .map_err(|_| Error::MalformedMessage("malformed chunk on the dealer's stream"))?;
+        match chunk {
+            DealerChunk::P1(b) if self.party == Party::P1 => self.p1.append(&b),
+            DealerChunk::P1(_) => {
+                return Err(Error::MalformedMessage(
+                    "the dealer sent P1-only keys to P0",
+                ));
+            }
+            DealerChunk::Shared(b) => self.shared.append(&b),
+            DealerChunk::End => self.ended = true,
+            DealerChunk::Refused(why) => {
+                warn!("dealer: {why}");
+                return Err(Error::ChannelClosed("the dealer aborted the session"));
+            }
+            DealerChunk::Seed(_) => {
+                return Err(Error::MalformedMessage(
+                    "a second seed on the dealer's stream",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KeySource for DealerStream {
+    async fn read_p1_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        if self.party != Party::P1 {
+            return Err(Error::ProtocolMisuse(
+                "P0 receives nothing from the dealer but its seed and shared keys",
+            ));
+        }
+        while self.p1.available() < out.len() {
+            self.fetch().await?;
+        }
+        self.p1.take(out);
+        Ok(())
+    }
+
+    async fn read_shared_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        while self.shared.available() < out.len() {
+            self.fetch().await?;
+        }
+        self.shared.take(out);
+        Ok(())
+    }
+}
+
+impl DealerStream {
+    /// Reads the end marker; an error if keys are left over (dealer and server disagree).
+    pub async fn expect_end(&mut self) -> Result<(), Error> {
+        while !self.ended {
+            self.fetch().await?;
+        }
+        if self.p1.available() + self.shared.available() > 0 {
+            return Err(Error::ProtocolMisuse("dealer keys left unread at the end"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A reader that stops reading makes the generator wait: it never gets more than the
+    /// queue's worth of chunks ahead, however many keys the circuit has.
+    #[test]
+    fn the_generator_waits_for_a_slow_reader() {
+        let (tx, mut rx) = mpsc::channel(QUEUE_CHUNKS);
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        let generator = std::thread::spawn(move || {
+            let mut sink = StreamingSink::new(Party::P1, tx);
+            for _ in 0..(QUEUE_CHUNKS * 10) {
+                sink.to_both(&vec![7u8; CHUNK_BYTES]);
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            sink.finish();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The queue holds QUEUE_CHUNKS chunks; the generator is blocked on the next one.
+        let ahead = produced.load(Ordering::SeqCst);
+        assert!(
+            ahead <= QUEUE_CHUNKS + 1,
+            "{ahead} chunks produced without a reader"
+        );
+        assert!(!generator.is_finished());
+        // Reading drains it to the end marker.
+        let mut chunks = 0;
+        loop {
+            match rx.blocking_recv() {
+                Some(DealerChunk::Shared(b)) => {
+                    assert_eq!(b.len(), CHUNK_BYTES);
+                    chunks += 1;
+                }
+                Some(DealerChunk::End) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(chunks, QUEUE_CHUNKS * 10);
+        generator.join().unwrap();
+    }
+
+    #[test]
+    fn p0s_stream_carries_no_p1_bytes() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut sink = StreamingSink::new(Party::P0, tx);
+        sink.to_p1(&[1, 2, 3]);
+        sink.to_both(&[4, 5]);
+        sink.finish();
+        drop(sink);
+        let mut got = Vec::new();
+        while let Some(c) = rx.blocking_recv() {
+            got.push(c);
+        }
+        assert!(
+            matches!(got.as_slice(), [DealerChunk::Shared(b), DealerChunk::End] if b == &[4, 5])
+        );
+    }
+}

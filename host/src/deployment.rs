@@ -1,0 +1,217 @@
+//! A deployment: who the dealer, P0, P1 and the clients are (static Noise keys), where the
+//! services listen, and the model files. `securerouter keys` writes one into a directory; every
+//! service and client reads it from there.
+//!
+//! Files: `deployment.json` (public: addresses and public keys), `<role>.key` (secret static
+//! keys, mode 0600), `dealer.secret` (the dealer's session secret), and the model files
+//! `dealer.model` (plaintext, the model provider's side), `p0.model`, `p1.model` (shares).
+
+use crate::circuit::{ModelFile, PlainRouterHead, RouterHeadShape};
+use crate::net::{Identity, PublicKey};
+use anyhow::{Context, bail};
+use securerouter_core::prg::Seed;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A service's address and public key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its static public key (hex).
+    pub public_key: String,
+}
+
+impl Endpoint {
+    /// The parsed public key.
+    pub fn key(&self) -> anyhow::Result<PublicKey> {
+        PublicKey::from_hex(&self.public_key)
+            .with_context(|| format!("public key of the service at {}", self.addr))
+    }
+}
+
+/// The public half of a deployment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deployment {
+    /// The dealer.
+    pub dealer: Endpoint,
+    /// Server 0.
+    pub p0: Endpoint,
+    /// Server 1.
+    pub p1: Endpoint,
+    /// Public keys of the clients the servers accept.
+    pub clients: Vec<String>,
+}
+
+/// A role in a deployment, naming its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The dealer.
+    Dealer,
+    /// Server 0.
+    P0,
+    /// Server 1.
+    P1,
+    /// The client.
+    Client,
+}
+
+impl Role {
+    fn stem(self) -> &'static str {
+        match self {
+            Role::Dealer => "dealer",
+            Role::P0 => "p0",
+            Role::P1 => "p1",
+            Role::Client => "client",
+        }
+    }
+}
+
+/// A deployment directory.
+#[derive(Clone, Debug)]
+pub struct DeploymentDir {
+    dir: PathBuf,
+    /// Its public description.
+    pub deployment: Deployment,
+}
+
+impl DeploymentDir {
+    /// Creates a deployment in `dir`: fresh keys for every role, a random router head shared
+    /// for the servers, and the given addresses. Refuses to overwrite unless `force`.
+    pub fn create(
+        dir: &Path,
+        addrs: [SocketAddr; 3],
+        shape: RouterHeadShape,
+        force: bool,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = dir.join("deployment.json");
+        if json.exists() && !force {
+            bail!(
+                "{} already holds a deployment; pass --force to replace its keys",
+                dir.display()
+            );
+        }
+        let ids =
+            [Role::Dealer, Role::P0, Role::P1, Role::Client].map(|r| (r, Identity::generate()));
+        for (role, id) in &ids {
+            id.save(&dir.join(format!("{}.key", role.stem())))?;
+        }
+        let secret = random_seed();
+        write_secret(&dir.join("dealer.secret"), secret.as_bytes())?;
+        let endpoint = |i: usize| Endpoint {
+            addr: addrs[i],
+            public_key: ids[i].1.public().to_hex(),
+        };
+        let deployment = Deployment {
+            dealer: endpoint(0),
+            p0: endpoint(1),
+            p1: endpoint(2),
+            clients: vec![ids[3].1.public().to_hex()],
+        };
+        std::fs::write(&json, serde_json::to_vec_pretty(&deployment)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+        // The model provider's step: share a router head for the servers.
+        let model = PlainRouterHead::random(shape, &random_seed());
+        let files = model.deploy([&random_seed(), &random_seed()])?;
+        for (file, stem) in files.iter().zip(["dealer", "p0", "p1"]) {
+            file.save(&dir.join(format!("{stem}.model")))?;
+        }
+        std::fs::write(
+            dir.join("router-head.plain.json"),
+            serde_json::to_vec(&model)?,
+        )?;
+        Ok(DeploymentDir {
+            dir: dir.to_path_buf(),
+            deployment,
+        })
+    }
+
+    /// Opens a deployment directory, checking its description.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let json = dir.join("deployment.json");
+        let bytes = std::fs::read(&json).with_context(|| {
+            format!(
+                "reading {} (create a deployment with `securerouter keys --out {}`)",
+                json.display(),
+                dir.display()
+            )
+        })?;
+        let deployment: Deployment = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a valid deployment file", json.display()))?;
+        deployment.dealer.key()?;
+        deployment.p0.key()?;
+        deployment.p1.key()?;
+        for c in &deployment.clients {
+            PublicKey::from_hex(c).context("a client public key in deployment.json")?;
+        }
+        Ok(DeploymentDir {
+            dir: dir.to_path_buf(),
+            deployment,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A role's static identity.
+    pub fn identity(&self, role: Role) -> anyhow::Result<Identity> {
+        Ok(Identity::load(
+            &self.dir.join(format!("{}.key", role.stem())),
+        )?)
+    }
+
+    /// A role's model file.
+    pub fn model(&self, role: Role) -> anyhow::Result<ModelFile> {
+        ModelFile::load(&self.dir.join(format!("{}.model", role.stem())))
+    }
+
+    /// The plaintext model (for reference checks by the model provider and tests).
+    pub fn plain_model(&self) -> anyhow::Result<PlainRouterHead> {
+        let p = self.dir.join("router-head.plain.json");
+        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// The dealer's session secret.
+    pub fn dealer_secret(&self) -> anyhow::Result<Seed> {
+        let p = self.dir.join("dealer.secret");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .with_context(|| format!("{} must hold 32 hex characters", p.display()))?;
+        Ok(Seed::from_bytes(bytes))
+    }
+
+    /// Public keys of the accepted clients.
+    pub fn client_keys(&self) -> anyhow::Result<Vec<PublicKey>> {
+        self.deployment
+            .clients
+            .iter()
+            .map(|c| Ok(PublicKey::from_hex(c)?))
+            .collect()
+    }
+}
+
+/// 16 bytes from the operating system's randomness.
+pub fn random_seed() -> Seed {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).expect("the operating system's random source failed");
+    Seed::from_bytes(b)
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, hex::encode(bytes))
+        .with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! The encrypted, mutually authenticated links between SecureRouter's parties (client, P0, P1,
+//! dealer), and core's gate [`Channel`](securerouter_core::gate::Channel) between P0 and P1 on
+//! top of one ([`PeerChannel`]).
+//!
+//! # Handshake
+//!
+//! Every link starts with a Noise handshake, pattern `Noise_IK_25519_ChaChaPoly_BLAKE2s`, with
+//! the prologue [`PROLOGUE`] (`securerouter/1`). Each party has a static X25519 key
+//! ([`Identity`]); the initiator knows ("pins") the responder's public key beforehand, and the
+//! responder learns the initiator's from the first handshake message and accepts it only if it
+//! is in its allow-list. Two messages:
+//!
+//! ```text
+//! initiator -> responder   e, es, s, ss   (+ empty encrypted payload)
+//! responder -> initiator   e, ee, se      (+ empty encrypted payload)
+//! ```
+//!
+//! The responder checks the initiator's key right after message 1 and sends nothing to a peer
+//! it does not know ([`NetError::UnknownPeer`]). The prologue is mixed into the handshake hash,
+//! so peers speaking another protocol version fail the handshake instead of misreading
+//! messages. The whole handshake must finish within [`LinkConfig::io_timeout`].
+//!
+//! # Wire format
+//!
+//! Every Noise message (handshake or transport) travels as a *frame*:
+//!
+//! ```text
+//! frame   = len:u32 (big-endian) || noise_message[len]        16 <= len <= 65535
+//! ```
+//!
+//! A logical message `m` (any length up to [`LinkConfig::max_message`]) is split into
+//! transport chunks, each encrypted as one Noise transport message (16-byte Poly1305 tag):
+//!
+//! ```text
+//! chunk 0 plaintext = total:u64 (big-endian, = |m|) || m[0 .. min(|m|, 65511)]
+//! chunk i plaintext = the next min(remaining, 65519) bytes of m             (i >= 1)
+//! ```
+//!
+//! The chunking is deterministic, so the receiver knows the exact size of every chunk and
+//! rejects any other. An announced total above `max_message` is rejected
+//! ([`NetError::FrameTooLarge`]) before anything is allocated for it, and the buffer for a
+//! message grows only as its authenticated chunks arrive, so a peer cannot make the receiver
+//! allocate more than it actually sent (plus at most 1 MiB). The pure, I/O-free parsing and
+//! reassembly lives in [`frame`] and is fuzzed (`fuzz/fuzz_targets/frame_decoder.rs`).
+//!
+//! # Security properties
+//!
+//! - **Mutual authentication**: the responder is authenticated by its pinned static key (only
+//!   its holder can complete `es`/`se`), the initiator by `ss`/`se` and the allow-list check.
+//! - **Confidentiality and integrity**: ChaCha20-Poly1305 on every chunk; the length prefix is
+//!   not authenticated but is bounds-checked, and any change to it makes the next chunk fail.
+//! - **Forward secrecy**: the transport keys come from the ephemeral-ephemeral DH (`ee`) as
+//!   well as the static keys, so a later theft of static keys does not decrypt recorded
+//!   traffic. (Message 1's payload, which we leave empty, is not forward secret in IK.)
+//! - **Replay, reordering and deletion inside a stream**: Noise's implicit per-direction
+//!   counters nonce every chunk, so a replayed, reordered, dropped or tampered chunk fails
+//!   authentication ([`NetError::Decrypt`]); the link is unusable afterwards. Truncation at a
+//!   message boundary shows up as [`NetError::Closed`], inside a message as
+//!   [`NetError::Truncated`].
+//! - **Robustness**: no input bytes cause a panic; every read has [`LinkConfig::io_timeout`].
+//!
+//! Not hidden: message sizes and timing (an observer sees frame lengths), and who talks to
+//! whom.
+
+mod channel;
+pub mod frame;
+mod identity;
+mod link;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use channel::PeerChannel;
+pub use identity::{Identity, PublicKey};
+pub use link::{LinkReader, LinkWriter, SecureLink};
+
+/// The Noise protocol name every SecureRouter link uses.
+pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+
+/// Bound into every handshake: peers of another protocol or version fail the handshake.
+pub const PROLOGUE: &[u8] = b"securerouter/1";
+
+/// Limits of a link. The defaults fit model-sized messages on a LAN.
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// Largest logical message accepted (and sent), in bytes; default 256 MiB. Bounds the
+    /// memory a peer can make us commit to a single message.
+    pub max_message: usize,
+    /// How long the handshake may take in total, and how long a read or write may wait
+    /// without progress before failing with [`NetError::Timeout`]; default 30 s.
+    pub io_timeout: Duration,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            max_message: 256 << 20,
+            io_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything that can go wrong on a link, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The underlying stream failed.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the link was doing (e.g. "receiving from the peer").
+        context: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No progress within the configured timeout. After a receive timeout the link is still
+    /// usable (nothing is lost); after a send or handshake timeout it is not.
+    #[error("timed out after {after:?} while {what}")]
+    Timeout {
+        /// What was being waited for.
+        what: &'static str,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The peer closed the stream cleanly between two messages.
+    #[error("the peer closed the connection")]
+    Closed,
+    /// The stream ended in the middle of a frame or of a multi-frame message.
+    #[error("the connection ended in the middle of a message")]
+    Truncated,
+    /// A frame or message larger than allowed (the length was announced, not allocated).
+    #[error("frame or message of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The announced or requested length.
+        len: usize,
+        /// The limit it exceeds.
+        max: usize,
+    },
+    /// Bytes on the wire that break the framing rules (e.g. a frame shorter than the AEAD tag,
+    /// a chunk of the wrong size).
+    #[error("malformed frame: {0}")]
+    Malformed(&'static str),
+    /// A transport chunk failed authentication: tampered, replayed, reordered, dropped, or
+    /// encrypted under another key.
+    #[error("a frame failed authentication (tampered, replayed, reordered or wrong key)")]
+    Decrypt,
+    /// The Noise handshake failed (wrong pinned key, other protocol version, peer gone, ...).
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The initiator authenticated with a static key that is not in the allow-list.
+    #[error("peer {0} is not in the list of allowed keys")]
+    UnknownPeer(PublicKey),
+    /// A text that is not a valid public key.
+    #[error("invalid public key: {0}")]
+    InvalidKey(String),
+    /// A key file that cannot be read or written, or whose contents are not a key.
+    #[error("key file {}: {problem}", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// An earlier error (or a cancelled send) left this direction of the link in an unknown
+    /// state; it cannot be used any more.
+    #[error("the link is unusable after an earlier error")]
+    Broken,
+}
+
+impl From<frame::FrameError> for NetError {
+    fn from(e: frame::FrameError) -> Self {
+        match e {
+            frame::FrameError::TooLarge { len, max } => NetError::FrameTooLarge { len, max },
+            frame::FrameError::Malformed(what) => NetError::Malformed(what),
+            frame::FrameError::Decrypt => NetError::Decrypt,
+        }
+    }
+}

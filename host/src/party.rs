@@ -1,0 +1,277 @@
+//! The server service, P0 or P1: accepts clients, pairs each session with the other server by
+//! its id, fetches the session's keys from the dealer, runs the circuit and returns output
+//! shares. Every connection is its own task, so a failing session (a dead peer, a bad frame, a
+//! time-out) ends with an error reply and a log line while the others go on.
+
+use crate::circuit::{CircuitKind, ModelFile, router_head};
+use crate::dealer::DealerStream;
+use crate::deployment::Deployment;
+use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
+use crate::session::{
+    ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, ServerReply, SessionId,
+    SessionStats, check_rows, decode, encode,
+};
+use anyhow::{Context, anyhow, bail};
+use securerouter_core::gate::{CpuKernels, Protocol, ServerSide, ServerWeights};
+use securerouter_core::prg::Seed;
+use securerouter_core::ring::BitWidth;
+use securerouter_core::share::{Party, SeededShareStream};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+/// A server's configuration.
+pub struct ServerService {
+    party: Party,
+    identity: Identity,
+    deployment: Deployment,
+    clients: Vec<PublicKey>,
+    peer_key: PublicKey,
+    dealer_key: PublicKey,
+    model: ModelFile,
+    weights: Vec<ServerWeights>,
+    link: LinkConfig,
+    /// How long P0 waits for P1's link of a session.
+    pair_timeout: Duration,
+    pending: Mutex<HashMap<SessionId, Pending>>,
+}
+
+/// P0's side of pairing: whichever of the client's hello and P1's link comes first waits here.
+enum Pending {
+    PeerArrived(SecureLink, Instant),
+    ClientWaiting(oneshot::Sender<SecureLink>),
+}
+
+impl ServerService {
+    /// Server `party` of `deployment`.
+    pub fn new(
+        party: Party,
+        identity: Identity,
+        deployment: Deployment,
+        clients: Vec<PublicKey>,
+        model: ModelFile,
+        link: LinkConfig,
+    ) -> anyhow::Result<Self> {
+        let peer = match party {
+            Party::P0 => &deployment.p1,
+            Party::P1 => &deployment.p0,
+        };
+        let peer_key = peer.key()?;
+        let dealer_key = deployment.dealer.key()?;
+        let weights = model.server_weights()?;
+        let pair_timeout = link.io_timeout;
+        Ok(ServerService {
+            party,
+            identity,
+            deployment,
+            clients,
+            peer_key,
+            dealer_key,
+            model,
+            weights,
+            link,
+            pair_timeout,
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Serves until the listener fails.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        info!(party = ?self.party, addr = %listener.local_addr()?, "server listening");
+        loop {
+            let (stream, addr) = listener.accept().await.context("accepting a connection")?;
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.handle(stream).await {
+                    warn!(party = ?me.party, %addr, "connection failed: {e:#}");
+                }
+            });
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
+        let mut allowed = self.clients.clone();
+        if self.party == Party::P0 {
+            allowed.push(self.peer_key);
+        }
+        let mut link = SecureLink::accept(stream, &self.identity, &allowed, &self.link).await?;
+        let hello: Hello = decode(&link.recv().await?, "hello")?;
+        match hello {
+            Hello::Peer(PeerHello { session }) => {
+                if self.party != Party::P0 || link.peer() != self.peer_key {
+                    bail!("a peer hello from a key that is not P1's");
+                }
+                self.peer_arrived(session, link)
+            }
+            Hello::Client(hello) => {
+                if !self.clients.contains(&link.peer()) {
+                    bail!("a client hello from a key that is not a client's");
+                }
+                let session = hello.session;
+                let started = Instant::now();
+                let reply = match self.run_session(hello, started).await {
+                    Ok(out) => {
+                        info!(party = ?self.party, %session, wall_s = out.stats.wall_s,
+                              online_bytes = out.stats.online_bytes_sent, rounds = out.stats.rounds,
+                              key_bytes = out.stats.key_bytes_received, "session done");
+                        ServerReply::Ok(out)
+                    }
+                    Err(e) => {
+                        warn!(party = ?self.party, %session, "session failed: {e:#}");
+                        ServerReply::Failed(format!("{e:#}"))
+                    }
+                };
+                link.send(&encode(&reply)?).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// P0: P1's link for `session` arrived.
+    fn peer_arrived(&self, session: SessionId, link: SecureLink) -> anyhow::Result<()> {
+        let mut pending = self.pending.lock().map_err(|_| anyhow!("poisoned lock"))?;
+        // Forget links whose client never came.
+        pending.retain(|_, p| match p {
+            Pending::PeerArrived(_, t) => t.elapsed() < self.pair_timeout,
+            Pending::ClientWaiting(tx) => !tx.is_closed(),
+        });
+        match pending.remove(&session) {
+            Some(Pending::ClientWaiting(tx)) => {
+                tx.send(link)
+                    .map_err(|_| anyhow!("session {session} gave up before P1 arrived"))?;
+            }
+            Some(Pending::PeerArrived(..)) => bail!("P1 opened two links for session {session}"),
+            None => {
+                pending.insert(session, Pending::PeerArrived(link, Instant::now()));
+            }
+        }
+        Ok(())
+    }
+
+    /// P0: waits for P1's link of `session`.
+    async fn wait_for_peer(&self, session: SessionId) -> anyhow::Result<SecureLink> {
+        let rx = {
+            let mut pending = self.pending.lock().map_err(|_| anyhow!("poisoned lock"))?;
+            match pending.remove(&session) {
+                Some(Pending::PeerArrived(link, _)) => return Ok(link),
+                Some(Pending::ClientWaiting(_)) => bail!("two clients sent session {session}"),
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    pending.insert(session, Pending::ClientWaiting(tx));
+                    rx
+                }
+            }
+        };
+        match tokio::time::timeout(self.pair_timeout, rx).await {
+            Ok(Ok(link)) => Ok(link),
+            _ => {
+                if let Ok(mut p) = self.pending.lock() {
+                    p.remove(&session);
+                }
+                bail!(
+                    "P1 did not join session {session} within {:?}",
+                    self.pair_timeout
+                )
+            }
+        }
+    }
+
+    /// P1: opens the link to P0 for `session`.
+    async fn connect_peer(&self, session: SessionId) -> anyhow::Result<SecureLink> {
+        let addr = self.deployment.p0.addr;
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to P0 at {addr}"))?;
+        let mut link =
+            SecureLink::connect(stream, &self.identity, &self.peer_key, &self.link).await?;
+        link.send(&encode(&Hello::Peer(PeerHello { session }))?)
+            .await?;
+        Ok(link)
+    }
+
+    async fn run_session(
+        &self,
+        hello: ClientHello,
+        started: Instant,
+    ) -> anyhow::Result<OutputShares> {
+        if hello.circuit != CircuitKind::RouterHead || hello.circuit != self.model.circuit {
+            bail!("this server runs only {}", self.model.circuit.name());
+        }
+        let rows = check_rows(hello.rows)?;
+        let features = self.model.shape.features;
+        let share = match (self.party, hello.input) {
+            (Party::P0, InputShare::Seed(seed)) => {
+                let mut x = vec![0u64; rows * features];
+                SeededShareStream::new(&Seed::from_bytes(seed)).expand_row(&mut x);
+                x
+            }
+            (Party::P1, InputShare::Words(w)) if w.len() == rows * features => w,
+            (Party::P1, InputShare::Words(w)) => bail!(
+                "input share has {} words, {rows} rows of {features} need {}",
+                w.len(),
+                rows * features
+            ),
+            (Party::P0, _) => bail!("P0 expects its input share as a seed"),
+            (Party::P1, _) => bail!("P1 expects its input share as words"),
+        };
+        let request = DealerRequest {
+            session: hello.session,
+            circuit: hello.circuit,
+            rows: hello.rows,
+            party: self.party.index(),
+        };
+        let dealer = DealerStream::open(
+            self.deployment.dealer.addr,
+            &self.dealer_key,
+            &self.identity,
+            &self.link,
+            request,
+        );
+        let peer = async {
+            match self.party {
+                Party::P0 => self.wait_for_peer(hello.session).await,
+                Party::P1 => self.connect_peer(hello.session).await,
+            }
+        };
+        let (dealer, peer) = tokio::join!(dealer, peer);
+        let (seed, keys) = dealer?;
+        let peer = peer?;
+
+        let online = Instant::now();
+        let mut server = ServerSide::new(
+            self.party,
+            &seed,
+            PeerChannel::new(peer),
+            keys,
+            CpuKernels::new(),
+        );
+        let x = server
+            .input(&[rows, features], BitWidth::FULL, &share)
+            .await?;
+        let outs = router_head(&mut server, &x, &self.weights).await?;
+        let mut widths = Vec::new();
+        let mut shares = Vec::new();
+        for o in &outs {
+            widths.push(o.width().bits() as u8);
+            shares.push(server.output(o).await?);
+        }
+        let traffic = server.traffic();
+        let online_s = online.elapsed().as_secs_f64();
+        let mut keys = server.into_keys();
+        keys.expect_end().await?;
+        Ok(OutputShares {
+            widths,
+            shares,
+            stats: SessionStats {
+                online_bytes_sent: traffic.bytes_sent,
+                rounds: traffic.rounds,
+                key_bytes_received: keys.received(),
+                wall_s: started.elapsed().as_secs_f64(),
+                online_s,
+            },
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! The messages of a session, carried as postcard inside the encrypted links, and the
+//! per-session accounting.
+//!
+//! A session: the client picks a random id and sends each server a [`ClientHello`] (P0 gets a
+//! 16-byte seed as its input share, P1 gets x − PRG(seed)). Each server asks the dealer for the
+//! session's correlations ([`DealerRequest`]); the dealer answers with the server's seed and
+//! streams key chunks ([`DealerChunk`]). P1 opens the P0–P1 link with a [`PeerHello`]. After the
+//! circuit, each server sends the client a [`ServerReply`] with its output shares.
+
+use crate::circuit::CircuitKind;
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A session id: 16 random bytes chosen by the client.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub [u8; 16]);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        SessionId(*crate::deployment::random_seed().as_bytes())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", hex::encode(&self.0[..6]))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The largest batch of queries one session may carry (bounds every allocation it causes).
+pub const MAX_ROWS: u32 = 4096;
+
+/// Checks a batch size from the wire: 1 ≤ rows ≤ [`MAX_ROWS`].
+pub fn check_rows(rows: u32) -> anyhow::Result<usize> {
+    if rows == 0 || rows > MAX_ROWS {
+        bail!("{rows} rows is outside 1..={MAX_ROWS}");
+    }
+    Ok(rows as usize)
+}
+
+/// A server's input share.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum InputShare {
+    /// P0: the seed of the client's seeded split.
+    Seed([u8; 16]),
+    /// P1: x − PRG(seed), one word per input element.
+    Words(Vec<u64>),
+}
+
+/// The first message on a client's link to a server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// The session.
+    pub session: SessionId,
+    /// What to run.
+    pub circuit: CircuitKind,
+    /// Queries in the batch.
+    pub rows: u32,
+    /// This server's share of the input.
+    pub input: InputShare,
+}
+
+/// The first message P1 sends P0 on the link it opens for a session.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// The session this link serves.
+    pub session: SessionId,
+}
+
+/// What a server's listener can receive first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Hello {
+    /// From a client.
+    Client(ClientHello),
+    /// From the other server.
+    Peer(PeerHello),
+}
+
+/// A server's request for a session's correlations.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct DealerRequest {
+    /// The session (the dealer derives the session's randomness from it).
+    pub session: SessionId,
+    /// What will run.
+    pub circuit: CircuitKind,
+    /// Queries in the batch.
+    pub rows: u32,
+    /// 0 or 1.
+    pub party: u8,
+}
+
+/// The dealer's stream to a server: the seed first, then key chunks, then `End`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DealerChunk {
+    /// The server's 16-byte seed for the session.
+    Seed([u8; 16]),
+    /// Bytes of the P1-only stream.
+    P1(Vec<u8>),
+    /// Bytes of the stream both servers receive.
+    Shared(Vec<u8>),
+    /// All keys sent.
+    End,
+    /// The dealer refuses the request.
+    Refused(String),
+}
+
+/// Cost of one session as one server saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionStats {
+    /// Bytes this server sent to the other server.
+    pub online_bytes_sent: u64,
+    /// Rounds with the other server.
+    pub rounds: u64,
+    /// Key bytes received from the dealer.
+    pub key_bytes_received: u64,
+    /// Wall time from the client's hello to the reply, in seconds.
+    pub wall_s: f64,
+    /// Time spent in the circuit (after setup), in seconds.
+    pub online_s: f64,
+}
+
+/// The result of a session, per output wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutputShares {
+    /// Bit-width of each output.
+    pub widths: Vec<u8>,
+    /// This server's additive shares of each output.
+    pub shares: Vec<Vec<u64>>,
+    /// What it cost.
+    pub stats: SessionStats,
+}
+
+/// A server's answer to the client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ServerReply {
+    /// Output shares.
+    Ok(OutputShares),
+    /// The session failed; the reason, for the operator.
+    Failed(String),
+}
+
+/// Encodes a message for a link.
+pub fn encode<T: Serialize>(msg: &T) -> anyhow::Result<Vec<u8>> {
+    postcard::to_allocvec(msg).context("encoding a session message")
+}
+
+/// Decodes a message from a link, naming what was expected when it is malformed.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> anyhow::Result<T> {
+    if bytes.is_empty() {
+        bail!("empty message where a {what} was expected");
+    }
+    postcard::from_bytes(bytes).with_context(|| format!("malformed {what} ({} bytes)", bytes.len()))
+}

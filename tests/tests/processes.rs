@@ -1,0 +1,284 @@
+//! Dealer, P0 and P1 as separate `securerouter` processes on loopback, over encrypted links,
+//! with a client running the router head: correctness against plaintext, failures mid-session,
+//! concurrent load, and connections that must be turned away.
+
+use securerouter_host::client::{Classification, Client};
+use securerouter_host::deployment::{DeploymentDir, Role};
+use securerouter_host::net::{Identity, LinkConfig};
+use securerouter_tests::{Service, free_addr, run_cli, temp_dir, test_rng};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    dir: PathBuf,
+    addrs: [SocketAddr; 3],
+    timeout: u64,
+    dealer: Option<Service>,
+    p0: Option<Service>,
+    p1: Option<Service>,
+}
+
+impl Cluster {
+    fn start(name: &str, timeout: u64) -> Cluster {
+        let dir = temp_dir(name);
+        let addrs = [free_addr(), free_addr(), free_addr()];
+        let (d, a, b) = (
+            addrs[0].to_string(),
+            addrs[1].to_string(),
+            addrs[2].to_string(),
+        );
+        let dir_s = dir.to_str().unwrap().to_string();
+        run_cli(&[
+            "keys", "--out", &dir_s, "--dealer", &d, "--p0", &a, "--p1", &b,
+        ]);
+        let mut c = Cluster {
+            dir,
+            addrs,
+            timeout,
+            dealer: None,
+            p0: None,
+            p1: None,
+        };
+        c.dealer = Some(c.service("dealer"));
+        c.p0 = Some(c.service("p0"));
+        c.p1 = Some(c.service("p1"));
+        c
+    }
+
+    fn service(&self, which: &str) -> Service {
+        let dir = self.dir.to_str().unwrap().to_string();
+        let t = self.timeout.to_string();
+        match which {
+            "dealer" => Service::start(
+                "dealer",
+                &["dealer", "--deployment", &dir, "--timeout", &t],
+                self.addrs[0],
+            ),
+            "p0" | "p1" => {
+                let party = if which == "p0" { "0" } else { "1" };
+                let addr = self.addrs[if which == "p0" { 1 } else { 2 }];
+                Service::start(
+                    which,
+                    &[
+                        "serve",
+                        "--party",
+                        party,
+                        "--deployment",
+                        &dir,
+                        "--timeout",
+                        &t,
+                    ],
+                    addr,
+                )
+            }
+            other => panic!("no service {other}"),
+        }
+    }
+
+    fn client(&self) -> Client {
+        let d = DeploymentDir::open(&self.dir).unwrap();
+        Client::new(
+            d.identity(Role::Client).unwrap(),
+            d.deployment.clone(),
+            link(self.timeout),
+        )
+    }
+
+    fn features(&self) -> usize {
+        DeploymentDir::open(&self.dir)
+            .unwrap()
+            .plain_model()
+            .unwrap()
+            .shape
+            .features
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn link(timeout: u64) -> LinkConfig {
+    LinkConfig {
+        io_timeout: Duration::from_secs(timeout),
+        ..LinkConfig::default()
+    }
+}
+
+fn random_queries(tag: u64, rows: usize, features: usize) -> Vec<f64> {
+    let mut r = test_rng(tag);
+    (0..rows * features)
+        .map(|_| r.next_u64() as f64 / u64::MAX as f64 * 4.0 - 2.0)
+        .collect()
+}
+
+/// Checks a result against the plaintext router head: scores close, same choice unless the
+/// top two scores are within fixed-point error of each other.
+fn check_against_plaintext(c: &Cluster, x: &[f64], got: &Classification) {
+    let model = DeploymentDir::open(&c.dir).unwrap().plain_model().unwrap();
+    let f = model.shape.features;
+    for (row, q) in x.chunks(f).enumerate() {
+        let s = model.scores(q);
+        for (a, b) in s.iter().zip(&got.scores[row]) {
+            assert!((a - b).abs() < 0.02, "row {row}: plaintext {a}, secure {b}");
+        }
+        let best = (0..s.len()).fold(0, |b, j| if s[j] > s[b] { j } else { b });
+        if got.choice[row] != best {
+            let mut sorted = s.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            assert!(
+                sorted[0] - sorted[1] < 0.02,
+                "row {row}: chose {} not {best}",
+                got.choice[row]
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_head_across_processes_matches_plaintext() {
+    let c = Cluster::start("e2e", 20);
+    let x = random_queries(1, 20, c.features());
+    let got = c.client().route(c.features(), &x).await.unwrap();
+    check_against_plaintext(&c, &x, &got);
+    for s in got.servers {
+        // input, linear, truncate, ReLU (2), linear, truncate, argmax over 3 (2 levels × 2).
+        assert_eq!(s.rounds, 11);
+        assert!(s.online_bytes_sent > 0 && s.key_bytes_received > 0);
+    }
+    // Latency of one single-query session at a time (all five links set up per session).
+    let mut lat = Vec::new();
+    for i in 0..10 {
+        let x = random_queries(50 + i, 1, c.features());
+        let t = Instant::now();
+        let got = c.client().route(c.features(), &x).await.unwrap();
+        lat.push(t.elapsed().as_secs_f64());
+        check_against_plaintext(&c, &x, &got);
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "one router-head session at a time: p50 {:.1} ms, max {:.1} ms",
+        lat[5] * 1e3,
+        lat[9] * 1e3
+    );
+    // The same through the command-line client.
+    let dir = c.dir.to_str().unwrap();
+    let out = run_cli(&["client", "--deployment", dir, "--random", "3"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["choice"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_p1_fails_the_session_in_time_and_p0_keeps_serving() {
+    let mut c = Cluster::start("kill-p1", 3);
+    let f = c.features();
+    // P1 stops answering while the session starts, then dies.
+    c.p1.as_ref().unwrap().freeze();
+    let client = c.client();
+    let x = random_queries(2, 4, f);
+    let started = Instant::now();
+    let session = tokio::spawn(async move { client.route(f, &x).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.p1.take().unwrap().kill();
+    let result = tokio::time::timeout(Duration::from_secs(20), session)
+        .await
+        .expect("the client must give up within its time-out")
+        .unwrap();
+    let err = format!(
+        "{:#}",
+        result.expect_err("the session cannot succeed without P1")
+    );
+    assert!(
+        err.contains("P1"),
+        "the error names the failed server: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // P1 comes back; the next session succeeds, so P0 kept serving.
+    c.p1 = Some(c.service("p1"));
+    let x = random_queries(3, 4, f);
+    let got = c.client().route(f, &x).await.unwrap();
+    check_against_plaintext(&c, &x, &got);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_dealer_fails_the_session_in_time_and_servers_recover() {
+    let mut c = Cluster::start("kill-dealer", 3);
+    let f = c.features();
+    c.dealer.as_ref().unwrap().freeze();
+    let x = random_queries(4, 4, f);
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(20), c.client().route(f, &x))
+        .await
+        .expect("the client must give up within its time-out");
+    let err = format!("{:#}", result.expect_err("no session without the dealer"));
+    assert!(err.contains("P0") && err.contains("P1"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    c.dealer.take().unwrap().kill();
+    c.dealer = Some(c.service("dealer"));
+    let got = c.client().route(f, &x).await.unwrap();
+    check_against_plaintext(&c, &x, &got);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_sessions_all_complete_correctly() {
+    let c = Cluster::start("load", 30);
+    let f = c.features();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..32u64 {
+        let client = c.client();
+        let x = random_queries(100 + i, 1, f);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client.route(f, &x).await;
+            (x, r, t.elapsed())
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        let (x, r, lat) = t.await.unwrap();
+        check_against_plaintext(&c, &x, &r.unwrap());
+        latencies.push(lat.as_secs_f64());
+    }
+    let total = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "32 concurrent router-head sessions: {:.1} sessions/s, p50 {:.0} ms, p99 {:.0} ms",
+        32.0 / total,
+        latencies[15] * 1e3,
+        latencies[31] * 1e3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_garbage_are_turned_away() {
+    let c = Cluster::start("reject", 5);
+    let f = c.features();
+    // Raw garbage instead of a handshake, then a closed connection.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(c.addrs[1]).await.unwrap();
+        s.write_all(&[0xff; 4096]).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(c.addrs[2]).await.unwrap();
+        s.write_all(&[0, 0, 0, 3, 1, 2]).await.unwrap();
+    }
+    // A client whose key is not in the deployment.
+    let d = DeploymentDir::open(&c.dir).unwrap();
+    let stranger = Client::new(Identity::generate(), d.deployment.clone(), link(5));
+    let err = stranger
+        .route(f, &random_queries(5, 1, f))
+        .await
+        .expect_err("unknown clients are refused");
+    assert!(format!("{err:#}").contains("P0"), "{err:#}");
+    // The services still serve the real client.
+    let x = random_queries(6, 2, f);
+    check_against_plaintext(&c, &x, &c.client().route(f, &x).await.unwrap());
+}
