@@ -21,7 +21,7 @@
 //! the order of calls is the protocol and both sides must follow it exactly.
 
 use crate::Error;
-use crate::fss::{Dcf, DcfCorrections, DcfKey, Dpf, DpfCorrections, DpfKey};
+use crate::fss::{Corrections, Dcf, DcfCorrections, Dpf, DpfCorrections, FssKey};
 use crate::prg::{AesCtr, Domain, Seed};
 use crate::ring::BitWidth;
 use crate::share::Party;
@@ -304,16 +304,11 @@ impl PartyCorrelations {
         Ok(MatrixTripleShares { m, k, n, a, b, c })
     }
 
-    /// This party's DPF key: its root from the stream, the shared corrections as received.
-    pub fn dpf_key(&mut self, corrections: DpfCorrections) -> DpfKey {
+    /// This party's DPF or DCF key: its root from the stream, the shared corrections as
+    /// received.
+    pub fn fss_key<C: Corrections>(&mut self, corrections: C) -> FssKey<C> {
         let root = self.stream.next_u128();
-        DpfKey::new(self.party, root, corrections)
-    }
-
-    /// This party's DCF key: its root from the stream, the shared corrections as received.
-    pub fn dcf_key(&mut self, corrections: DcfCorrections) -> DcfKey {
-        let root = self.stream.next_u128();
-        DcfKey::new(self.party, root, corrections)
+        FssKey::new(self.party, root, corrections)
     }
 
     /// P1 must bring exactly `len` words from the dealer; P0 must bring none.

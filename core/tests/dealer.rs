@@ -46,8 +46,8 @@ fn a_session_of_mixed_correlations_reconstructs() {
     // DCF with a dealer-private α.
     let alpha = w12.reduce(dealer.private_u64());
     let corr = dealer.dcf(w12, BitWidth::FULL, alpha, 1).unwrap();
-    let k0 = p0.dcf_key(corr.clone());
-    let k1 = p1.dcf_key(corr);
+    let k0 = p0.fss_key(corr.clone());
+    let k1 = p1.fss_key(corr);
     for x in [0, alpha, alpha.saturating_sub(1), 4095, 1234] {
         let v = dcf
             .eval(&k0, x)
@@ -77,8 +77,8 @@ fn a_session_of_mixed_correlations_reconstructs() {
 
     // A DPF after everything else: the streams stayed in step.
     let corr = dealer.dpf(w12, BitWidth::FULL, 77, 5).unwrap();
-    let f0 = dpf.eval_full_domain(&p0.dpf_key(corr.clone())).unwrap();
-    let f1 = dpf.eval_full_domain(&p1.dpf_key(corr)).unwrap();
+    let f0 = dpf.eval_full_domain(&p0.fss_key(corr.clone())).unwrap();
+    let f1 = dpf.eval_full_domain(&p1.fss_key(corr)).unwrap();
     for x in 0..4096usize {
         assert_eq!(f0[x].wrapping_add(f1[x]), if x == 77 { 5 } else { 0 });
     }

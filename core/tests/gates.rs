@@ -626,7 +626,7 @@ fn the_view_test_detects_a_leak() {
 // ---------------------------------------------------------------- the dealer's streams
 
 #[test]
-fn p0_receives_nothing_from_the_dealer_but_its_seed() {
+fn p0_needs_only_its_seed_and_the_shared_fss_words() {
     // The harness gives P0 a reader with no P1 stream at all, so a gate that needed one on P0
     // would fail; and it checks that each server consumed exactly the bytes meant for it. Run
     // gates using every kind of key (P1 corrections, DCF keys, DPF keys).

@@ -130,14 +130,10 @@ impl ServerService {
         }
     }
 
-    /// P0: P1's link for `session` arrived.
-    fn peer_arrived(&self, session: SessionId, link: SecureLink) -> anyhow::Result<()> {
+    /// P0: P1's link for `session` arrived. If no client asks for the session within the
+    /// pairing time-out, the link is dropped (closing it) with a warning.
+    fn peer_arrived(self: &Arc<Self>, session: SessionId, link: SecureLink) -> anyhow::Result<()> {
         let mut pending = self.pending.lock().map_err(|_| anyhow!("poisoned lock"))?;
-        // Forget links whose client never came.
-        pending.retain(|_, p| match p {
-            Pending::PeerArrived(_, t) => t.elapsed() < self.pair_timeout,
-            Pending::ClientWaiting(tx) => !tx.is_closed(),
-        });
         match pending.remove(&session) {
             Some(Pending::ClientWaiting(tx)) => {
                 tx.send(link)
@@ -145,7 +141,20 @@ impl ServerService {
             }
             Some(Pending::PeerArrived(..)) => bail!("P1 opened two links for session {session}"),
             None => {
-                pending.insert(session, Pending::PeerArrived(link, Instant::now()));
+                let arrived = Instant::now();
+                pending.insert(session, Pending::PeerArrived(link, arrived));
+                let me = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(me.pair_timeout).await;
+                    let Ok(mut pending) = me.pending.lock() else {
+                        return;
+                    };
+                    if matches!(pending.get(&session), Some(Pending::PeerArrived(_, t)) if *t == arrived)
+                    {
+                        pending.remove(&session);
+                        warn!(%session, "P1 opened session {session} but no client asked for it; link closed");
+                    }
+                });
             }
         }
         Ok(())

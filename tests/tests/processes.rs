@@ -77,11 +77,17 @@ impl Cluster {
     }
 
     fn client(&self) -> Client {
+        self.client_waiting(self.timeout)
+    }
+
+    /// A client that waits `timeout` seconds for a server (longer than the servers' own
+    /// time-outs lets a server's failure report reach it).
+    fn client_waiting(&self, timeout: u64) -> Client {
         let d = DeploymentDir::open(&self.dir).unwrap();
         Client::new(
             d.identity(Role::Client).unwrap(),
             d.deployment.clone(),
-            link(self.timeout),
+            link(timeout),
         )
     }
 
@@ -177,7 +183,7 @@ async fn a_dead_p1_fails_the_session_in_time_and_p0_keeps_serving() {
     let f = c.features();
     // P1 stops answering while the session starts, then dies.
     c.p1.as_ref().unwrap().freeze();
-    let client = c.client();
+    let client = c.client_waiting(8);
     let x = random_queries(2, 4, f);
     let started = Instant::now();
     let session = tokio::spawn(async move { client.route(f, &x).await });
@@ -278,6 +284,31 @@ async fn strangers_and_garbage_are_turned_away() {
         .await
         .expect_err("unknown clients are refused");
     assert!(format!("{err:#}").contains("P0"), "{err:#}");
+    // P1's key with a session id no client ever sent: P0 closes that link once its pairing
+    // time-out has passed.
+    {
+        use securerouter_host::net::{NetError, SecureLink};
+        use securerouter_host::session::{Hello, PeerHello, SessionId, encode};
+        let p1 = d.identity(Role::P1).unwrap();
+        let p0_key = d.deployment.p0.key().unwrap();
+        let cfg = link(15);
+        let stream = tokio::net::TcpStream::connect(c.addrs[1]).await.unwrap();
+        let mut l = SecureLink::connect(stream, &p1, &p0_key, &cfg)
+            .await
+            .unwrap();
+        let hello = Hello::Peer(PeerHello {
+            session: SessionId::random(),
+        });
+        l.send(&encode(&hello).unwrap()).await.unwrap();
+        let t = Instant::now();
+        let r = l.recv().await;
+        assert!(matches!(r, Err(NetError::Closed)), "{r:?}");
+        assert!(
+            t.elapsed() >= Duration::from_secs(4) && t.elapsed() < Duration::from_secs(12),
+            "{:?}",
+            t.elapsed()
+        );
+    }
     // The services still serve the real client.
     let x = random_queries(6, 2, f);
     check_against_plaintext(&c, &x, &c.client().route(f, &x).await.unwrap());

@@ -8,6 +8,7 @@
 
 use super::dpf::random_u128;
 use super::encoding::{Reader, Writer, control_bytes, word_bytes};
+use super::key::{Corrections, FssKey};
 use super::{
     bit_msb_first, check_full_domain, check_in_ring, cond_neg, convert, mask64, mask128,
     select_bit, select64, select128,
@@ -16,6 +17,9 @@ use crate::Error;
 use crate::prg::Ggm;
 use crate::ring::BitWidth;
 use crate::share::Party;
+
+/// One party's DCF key: its root seed and the shared corrections.
+pub type DcfKey = FssKey<DcfCorrections>;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -28,14 +32,6 @@ pub struct DcfCorrections {
     values: Vec<u64>,
     controls: Vec<[bool; 2]>,
     last: u64,
-}
-
-/// One party's DCF key: its root seed and the shared corrections.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DcfKey {
-    party: Party,
-    root: u128,
-    corrections: DcfCorrections,
 }
 
 impl DcfCorrections {
@@ -104,64 +100,29 @@ impl DcfCorrections {
     }
 }
 
-impl DcfKey {
-    /// Assembles a key from a party's root seed and the shared corrections.
-    pub fn new(party: Party, root: u128, corrections: DcfCorrections) -> Self {
-        DcfKey {
-            party,
-            root,
-            corrections,
-        }
-    }
-
-    /// The party that holds this key.
-    pub fn party(&self) -> Party {
-        self.party
-    }
-
-    /// The shared corrections.
-    pub fn corrections(&self) -> &DcfCorrections {
-        &self.corrections
-    }
-
-    /// Encoded size in bytes for widths n and l (17 bytes of party and root, then corrections).
-    pub const fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
-        17 + DcfCorrections::encoded_len(in_bits, out_bits)
-    }
-
-    /// The canonical byte encoding.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let c = &self.corrections;
-        let mut v = Vec::with_capacity(Self::encoded_len(c.in_bits, c.out_bits));
-        let mut w = Writer(&mut v);
-        w.u8(self.party.index());
-        w.u128(self.root);
-        c.write(&mut w);
-        v
-    }
-
-    /// Decodes and checks the canonical encoding.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let mut r = Reader::new(bytes);
-        let party = r.party()?;
-        let root = r.u128("truncated inside the root seed")?;
-        let corrections = DcfCorrections::read(&mut r)?;
-        r.finish()?;
-        Ok(DcfKey {
-            party,
-            root,
-            corrections,
-        })
-    }
-}
-
-#[cfg(feature = "serde")]
-super::encoding::serde_via_bytes!(DcfKey, "a DCF key in its canonical byte encoding");
 #[cfg(feature = "serde")]
 super::encoding::serde_via_bytes!(
     DcfCorrections,
     "DCF corrections in their canonical encoding"
 );
+
+impl Corrections for DcfCorrections {
+    fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
+        DcfCorrections::encoded_len(in_bits, out_bits)
+    }
+    fn in_bits(&self) -> BitWidth {
+        self.in_bits
+    }
+    fn out_bits(&self) -> BitWidth {
+        self.out_bits
+    }
+    fn to_bytes(&self) -> Vec<u8> {
+        DcfCorrections::to_bytes(self)
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        DcfCorrections::from_bytes(bytes)
+    }
+}
 
 /// The DCF scheme: holds the GGM PRG's key schedules; create once, use for many keys.
 #[derive(Debug, Default)]

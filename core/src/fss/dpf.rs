@@ -6,6 +6,7 @@
 //! into β.
 
 use super::encoding::{Reader, Writer, control_bytes, word_bytes};
+use super::key::{Corrections, FssKey};
 use super::{
     bit_msb_first, check_full_domain, check_in_ring, cond_neg, convert, mask128, select_bit,
     select128,
@@ -14,6 +15,9 @@ use crate::Error;
 use crate::prg::Ggm;
 use crate::ring::BitWidth;
 use crate::share::Party;
+
+/// One party's DPF key: its root seed and the shared corrections.
+pub type DpfKey = FssKey<DpfCorrections>;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -25,14 +29,6 @@ pub struct DpfCorrections {
     seeds: Vec<u128>,
     controls: Vec<[bool; 2]>,
     last: u64,
-}
-
-/// One party's DPF key: its root seed and the shared corrections.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DpfKey {
-    party: Party,
-    root: u128,
-    corrections: DpfCorrections,
 }
 
 impl DpfCorrections {
@@ -94,64 +90,29 @@ impl DpfCorrections {
     }
 }
 
-impl DpfKey {
-    /// Assembles a key from a party's root seed and the shared corrections.
-    pub fn new(party: Party, root: u128, corrections: DpfCorrections) -> Self {
-        DpfKey {
-            party,
-            root,
-            corrections,
-        }
-    }
-
-    /// The party that holds this key.
-    pub fn party(&self) -> Party {
-        self.party
-    }
-
-    /// The shared corrections.
-    pub fn corrections(&self) -> &DpfCorrections {
-        &self.corrections
-    }
-
-    /// Encoded size in bytes for widths n and l.
-    pub const fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
-        17 + DpfCorrections::encoded_len(in_bits, out_bits)
-    }
-
-    /// The canonical byte encoding.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let c = &self.corrections;
-        let mut v = Vec::with_capacity(Self::encoded_len(c.in_bits, c.out_bits));
-        let mut w = Writer(&mut v);
-        w.u8(self.party.index());
-        w.u128(self.root);
-        c.write(&mut w);
-        v
-    }
-
-    /// Decodes and checks the canonical encoding.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let mut r = Reader::new(bytes);
-        let party = r.party()?;
-        let root = r.u128("truncated inside the root seed")?;
-        let corrections = DpfCorrections::read(&mut r)?;
-        r.finish()?;
-        Ok(DpfKey {
-            party,
-            root,
-            corrections,
-        })
-    }
-}
-
-#[cfg(feature = "serde")]
-super::encoding::serde_via_bytes!(DpfKey, "a DPF key in its canonical byte encoding");
 #[cfg(feature = "serde")]
 super::encoding::serde_via_bytes!(
     DpfCorrections,
     "DPF corrections in their canonical encoding"
 );
+
+impl Corrections for DpfCorrections {
+    fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
+        DpfCorrections::encoded_len(in_bits, out_bits)
+    }
+    fn in_bits(&self) -> BitWidth {
+        self.in_bits
+    }
+    fn out_bits(&self) -> BitWidth {
+        self.out_bits
+    }
+    fn to_bytes(&self) -> Vec<u8> {
+        DpfCorrections::to_bytes(self)
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        DpfCorrections::from_bytes(bytes)
+    }
+}
 
 /// The DPF scheme: holds the GGM PRG's key schedules; create once, use for many keys.
 #[derive(Debug, Default)]

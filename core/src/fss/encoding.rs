@@ -134,6 +134,39 @@ impl<'a> Reader<'a> {
 /// serde support through the canonical byte encoding, so serde formats (postcard on the wire)
 /// carry exactly the checked layout.
 #[cfg(feature = "serde")]
+pub(crate) fn deserialize_via_bytes<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&[u8]) -> Result<T, Error>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct V<T> {
+        expecting: &'static str,
+        parse: fn(&[u8]) -> Result<T, Error>,
+    }
+    impl<'de, T> serde::de::Visitor<'de> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<T, E> {
+            (self.parse)(v).map_err(E::custom)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+            let mut bytes = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                bytes.push(b);
+            }
+            (self.parse)(&bytes).map_err(serde::de::Error::custom)
+        }
+    }
+    d.deserialize_bytes(V { expecting, parse })
+}
+
+/// Implements serde for a type with `to_bytes`/`from_bytes` through [`deserialize_via_bytes`].
+#[cfg(feature = "serde")]
 macro_rules! serde_via_bytes {
     ($ty:ty, $expecting:literal) => {
         impl serde::Serialize for $ty {
@@ -144,27 +177,7 @@ macro_rules! serde_via_bytes {
 
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> serde::de::Visitor<'de> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<$ty, E> {
-                        <$ty>::from_bytes(v).map_err(E::custom)
-                    }
-                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                        self,
-                        mut seq: A,
-                    ) -> Result<$ty, A::Error> {
-                        let mut bytes = alloc::vec::Vec::new();
-                        while let Some(b) = seq.next_element::<u8>()? {
-                            bytes.push(b);
-                        }
-                        <$ty>::from_bytes(&bytes).map_err(serde::de::Error::custom)
-                    }
-                }
-                d.deserialize_bytes(V)
+                super::encoding::deserialize_via_bytes(d, $expecting, <$ty>::from_bytes)
             }
         }
     };

@@ -18,9 +18,11 @@
 pub mod dcf;
 pub mod dpf;
 mod encoding;
+mod key;
 
 pub use dcf::{Dcf, DcfCorrections, DcfKey};
 pub use dpf::{Dpf, DpfCorrections, DpfKey};
+pub use key::{Corrections, FssKey, KEY_HEADER_LEN};
 
 use crate::Error;
 use crate::ring::BitWidth;

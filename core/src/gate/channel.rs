@@ -30,8 +30,9 @@ pub trait Channel {
 }
 
 /// The dealer's output for one session: correction words only P1 receives, and FSS
-/// correction words both servers need (relayed to P0 through P1, so the dealer's stream to P0
-/// is its seed alone).
+/// correction words both servers need. P0's own material is its seed alone; the shared words
+/// are common to both keys of a pair, so P1 learns nothing from them that it lacks, and a
+/// runtime may deliver them to P0 directly (the host does) or relay them through P1.
 pub trait KeySink {
     /// Appends bytes for P1 only.
     fn to_p1(&mut self, bytes: &[u8]);

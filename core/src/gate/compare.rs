@@ -59,7 +59,9 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
 ) -> Result<Tensor, Error> {
     let low = low_bits(x)?;
     let w = x.width();
-    let keys = srv.dcf_keys(x.len(), low, BIT).await?;
+    let keys = srv
+        .fss_keys::<crate::fss::DcfCorrections>(x.len(), low, BIT)
+        .await?;
     let s = srv.pair(x.len(), BIT);
     let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();
     let mut borrow = vec![0u64; x.len()];

@@ -108,7 +108,9 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     t: &LookupTable,
 ) -> Result<Tensor, Error> {
     t.check(x)?;
-    let keys = srv.dpf_keys(x.len(), t.in_bits, t.out_width).await?;
+    let keys = srv
+        .fss_keys::<crate::fss::DpfCorrections>(x.len(), t.in_bits, t.out_width)
+        .await?;
     let s = srv.pair(x.len(), t.out_width);
     let mut y = vec![0u64; x.len()];
     srv.kernels()

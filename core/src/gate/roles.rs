@@ -8,7 +8,7 @@ use super::kernels::Kernels;
 use super::tensor::Tensor;
 use crate::Error;
 use crate::dealer::{Dealer, PartyCorrelations};
-use crate::fss::{DcfCorrections, DcfKey, DpfCorrections, DpfKey};
+use crate::fss::{Corrections, FssKey};
 use crate::prg::Seed;
 use crate::ring::BitWidth;
 use crate::share::Party;
@@ -185,46 +185,24 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         }
     }
 
-    /// `count` DCF keys from the shared stream, each with this server's root.
-    pub(crate) async fn dcf_keys(
+    /// `count` FSS keys (DCF or DPF) from the shared stream, each with this server's root.
+    pub(crate) async fn fss_keys<Cw: Corrections>(
         &mut self,
         count: usize,
         in_bits: BitWidth,
         out_bits: BitWidth,
-    ) -> Result<Vec<DcfKey>, Error> {
-        let len = DcfCorrections::encoded_len(in_bits, out_bits);
+    ) -> Result<Vec<FssKey<Cw>>, Error> {
+        let len = Cw::encoded_len(in_bits, out_bits);
         let mut bytes = vec![0u8; len * count];
         self.keys.read_shared_stream(&mut bytes).await?;
         bytes
             .chunks(len)
             .map(|b| {
-                let c = DcfCorrections::from_bytes(b)?;
+                let c = Cw::from_bytes(b)?;
                 if c.in_bits() != in_bits || c.out_bits() != out_bits {
-                    return Err(Error::MalformedKey("DCF key widths differ from the gate's"));
+                    return Err(Error::MalformedKey("FSS key widths differ from the gate's"));
                 }
-                Ok(self.correlations.dcf_key(c))
-            })
-            .collect()
-    }
-
-    /// `count` DPF keys from the shared stream, each with this server's root.
-    pub(crate) async fn dpf_keys(
-        &mut self,
-        count: usize,
-        in_bits: BitWidth,
-        out_bits: BitWidth,
-    ) -> Result<Vec<DpfKey>, Error> {
-        let len = DpfCorrections::encoded_len(in_bits, out_bits);
-        let mut bytes = vec![0u8; len * count];
-        self.keys.read_shared_stream(&mut bytes).await?;
-        bytes
-            .chunks(len)
-            .map(|b| {
-                let c = DpfCorrections::from_bytes(b)?;
-                if c.in_bits() != in_bits || c.out_bits() != out_bits {
-                    return Err(Error::MalformedKey("DPF key widths differ from the gate's"));
-                }
-                Ok(self.correlations.dpf_key(c))
+                Ok(self.correlations.fss_key(c))
             })
             .collect()
     }
