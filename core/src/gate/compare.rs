@@ -43,7 +43,7 @@ pub(super) fn deal<S: KeySink>(d: &mut DealerSide<S>, x: &Tensor) -> Result<Tens
     let low = low_bits(x)?;
     let w = x.width();
     let alphas: Vec<u64> = x.data().iter().map(|&r| low.reduce(r)).collect();
-    d.dcf(low, BIT, &alphas, 1)?;
+    d.fss(&alphas, |dealer, a| dealer.dcf(low, BIT, a, 1))?;
     let s = d.pair(x.len(), BIT);
     let rd = s
         .iter()

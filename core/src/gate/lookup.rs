@@ -97,7 +97,9 @@ pub(super) fn deal<S: KeySink>(
     t: &LookupTable,
 ) -> Result<Tensor, Error> {
     t.check(x)?;
-    d.dpf(t.in_bits, t.out_width, x.data(), 1)?;
+    d.fss(x.data(), |dealer, a| {
+        dealer.dpf(t.in_bits, t.out_width, a, 1)
+    })?;
     let r = d.pair(x.len(), t.out_width);
     Ok(Tensor::from_parts(x.shape(), t.out_width, r))
 }

@@ -60,31 +60,15 @@ impl<S: KeySink> DealerSide<S> {
         self.sink.to_p1(&pack(&corrections, width));
     }
 
-    /// One DCF key pair per (α, β); corrections go to both servers.
-    pub(crate) fn dcf(
+    /// One FSS key pair per α (with β), made by `generate` (the dealer's DCF or DPF generator);
+    /// the corrections go to both servers.
+    pub(crate) fn fss<Cw: Corrections>(
         &mut self,
-        in_bits: BitWidth,
-        out_bits: BitWidth,
         alphas: &[u64],
-        beta: u64,
+        generate: impl Fn(&mut Dealer, u64) -> Result<Cw, Error>,
     ) -> Result<(), Error> {
         for &a in alphas {
-            let c = self.dealer.dcf(in_bits, out_bits, a, beta)?;
-            self.sink.to_both(&c.to_bytes());
-        }
-        Ok(())
-    }
-
-    /// One DPF key pair per α with β; corrections go to both servers.
-    pub(crate) fn dpf(
-        &mut self,
-        in_bits: BitWidth,
-        out_bits: BitWidth,
-        alphas: &[u64],
-        beta: u64,
-    ) -> Result<(), Error> {
-        for &a in alphas {
-            let c = self.dealer.dpf(in_bits, out_bits, a, beta)?;
+            let c = generate(&mut self.dealer, a)?;
             self.sink.to_both(&c.to_bytes());
         }
         Ok(())
