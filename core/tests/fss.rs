@@ -1,7 +1,7 @@
 //! DPF and DCF correctness: exhaustive on small domains, random at n = 64, and the key encoding.
 
 use securerouter_core::Error;
-use securerouter_core::fss::{Dcf, DcfCorrections, DcfKey, Dpf, DpfKey};
+use securerouter_core::fss::{Corrections, Dcf, DcfCorrections, DcfKey, Dpf, DpfKey};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
 

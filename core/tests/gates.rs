@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use securerouter_core::Error;
-use securerouter_core::fss::{DcfCorrections, DpfCorrections};
+use securerouter_core::fss::{Corrections, DcfCorrections, DpfCorrections};
 use securerouter_core::gate::{
     self, LookupTable, Protocol, Tensor, drelu_key_bytes, packed_len, unpack,
 };

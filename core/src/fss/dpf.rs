@@ -32,29 +32,7 @@ pub struct DpfCorrections {
 }
 
 impl DpfCorrections {
-    /// Input bit-width n.
-    pub fn in_bits(&self) -> BitWidth {
-        self.in_bits
-    }
-
-    /// Output bit-width l.
-    pub fn out_bits(&self) -> BitWidth {
-        self.out_bits
-    }
-
-    /// Encoded size in bytes for widths n and l.
-    pub const fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
-        let n = in_bits.bits() as usize;
-        2 + 16 * n + control_bytes(n) + word_bytes(out_bits)
-    }
-
-    /// The canonical byte encoding.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(Self::encoded_len(self.in_bits, self.out_bits));
-        self.write(&mut Writer(&mut v));
-        v
-    }
-
+    /// Appends the canonical encoding (see `encoding`).
     fn write(&self, w: &mut Writer<'_>) {
         w.u8(self.in_bits.bits() as u8);
         w.u8(self.out_bits.bits() as u8);
@@ -65,14 +43,7 @@ impl DpfCorrections {
         w.word(self.last, self.out_bits);
     }
 
-    /// Decodes and checks the canonical encoding.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let mut r = Reader::new(bytes);
-        let c = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(c)
-    }
-
+    /// Parses the canonical encoding, checking every field.
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
         let in_bits = r.width("input bit-width must be in 1..=64")?;
         let out_bits = r.width("output bit-width must be in 1..=64")?;
@@ -97,20 +68,34 @@ super::encoding::serde_via_bytes!(
 );
 
 impl Corrections for DpfCorrections {
-    fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
-        DpfCorrections::encoded_len(in_bits, out_bits)
-    }
     fn in_bits(&self) -> BitWidth {
         self.in_bits
     }
+
+    /// Output bit-width l.
     fn out_bits(&self) -> BitWidth {
         self.out_bits
     }
-    fn to_bytes(&self) -> Vec<u8> {
-        DpfCorrections::to_bytes(self)
+
+    /// Encoded size in bytes for widths n and l.
+    fn encoded_len(in_bits: BitWidth, out_bits: BitWidth) -> usize {
+        let n = in_bits.bits() as usize;
+        2 + 16 * n + control_bytes(n) + word_bytes(out_bits)
     }
+
+    /// The canonical byte encoding.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::encoded_len(self.in_bits, self.out_bits));
+        self.write(&mut Writer(&mut v));
+        v
+    }
+
+    /// Decodes and checks the canonical encoding.
     fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        DpfCorrections::from_bytes(bytes)
+        let mut r = Reader::new(bytes);
+        let c = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(c)
     }
 }
 

@@ -13,6 +13,7 @@ use super::kernels::Kernels;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
+use crate::fss::Corrections;
 use crate::ring::BitWidth;
 use alloc::vec;
 use alloc::vec::Vec;

@@ -3,7 +3,7 @@
 //! portable reference every backend must match bit for bit.
 
 use crate::Error;
-use crate::fss::{Dcf, DcfKey, Dpf, DpfKey};
+use crate::fss::{Corrections, Dcf, DcfKey, Dpf, DpfKey};
 use crate::ring::BitWidth;
 
 /// Local computation a server performs between communication rounds.
