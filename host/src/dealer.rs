@@ -158,7 +158,9 @@ impl DealerService {
 }
 
 /// Runs the dealer's side of a circuit, which never waits: one poll completes it.
-fn run_ready<F: std::future::Future<Output = Result<(), Error>>>(f: F) -> Result<(), Error> {
+pub(crate) fn run_ready<F: std::future::Future<Output = Result<(), Error>>>(
+    f: F,
+) -> Result<(), Error> {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match f.as_mut().poll(&mut cx) {

@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod logging;
 pub mod model;
 pub mod net;
+pub mod nn;
 pub mod party;
 pub mod session;
 

@@ -194,6 +194,57 @@ pub(super) async fn eval_linear<C: Channel, K: KeySource, X: Kernels>(
     ))
 }
 
+// Element-wise affine map with secret per-feature weights: `w` is a layer with one input
+// (k = 1) whose n weights γ and biases β act on the last axis, y = x ⊙ γ + β. Key-free like
+// the linear layer: [y^]_b = x^ ⊙ γ_b + β_b + s_b and r_y = r_x ⊙ γ + (s_0 + s_1).
+fn affine_rows(x: &Tensor, n: usize, k: usize) -> Result<(), Error> {
+    if k != 1 || x.last_dim() != n || x.width() != BitWidth::FULL {
+        return Err(Error::ShapeMismatch(
+            "affine needs a 64-bit input whose last axis equals a one-input layer's outputs",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn deal_affine<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    w: &DealerWeights,
+) -> Result<Tensor, Error> {
+    affine_rows(x, w.n, w.k)?;
+    let s = d.pair(x.len(), BitWidth::FULL);
+    let r = x
+        .data()
+        .iter()
+        .zip(&s)
+        .enumerate()
+        .map(|(i, (&r, &s))| r.wrapping_mul(w.w[i % w.n]).wrapping_add(s))
+        .collect();
+    Ok(Tensor::from_parts(x.shape(), BitWidth::FULL, r))
+}
+
+pub(super) async fn eval_affine<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    w: &ServerWeights,
+) -> Result<Tensor, Error> {
+    affine_rows(x, w.n, w.k)?;
+    let s = srv.pair(x.len(), BitWidth::FULL);
+    let y: Vec<u64> = x
+        .data()
+        .iter()
+        .zip(&s)
+        .enumerate()
+        .map(|(i, (&v, &s))| {
+            v.wrapping_mul(w.w[i % w.n])
+                .wrapping_add(w.bias[i % w.n])
+                .wrapping_add(s)
+        })
+        .collect();
+    let opened = srv.open(&y, BitWidth::FULL).await?;
+    Ok(Tensor::from_parts(x.shape(), BitWidth::FULL, opened))
+}
+
 /// Output: the dealer shares the wire's mask; each server sends the client
 /// (x^ if P0) − [r]_b, which the client adds up. No P0–P1 round.
 pub(super) fn deal_output<S: KeySink>(d: &mut DealerSide<S>, x: &Tensor) {

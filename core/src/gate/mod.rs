@@ -58,6 +58,10 @@ pub trait Protocol {
     /// A linear layer's weights as this role holds them.
     type Weights;
 
+    /// Marks the start of a named part of a circuit (e.g. "softmax") so that adapters can
+    /// account time and traffic per part; gates ignore it.
+    fn phase(&mut self, _name: &'static str) {}
+
     /// A public constant as a wire (servers hold the values; the dealer's mask is 0).
     fn public(&self, shape: &[usize], width: BitWidth, values: &[u64]) -> Result<Tensor, Error>;
 
@@ -66,6 +70,10 @@ pub trait Protocol {
 
     /// y = x·W + b with secret weights; x is [.., k], 64-bit.
     async fn linear(&mut self, x: &Tensor, w: &Self::Weights) -> Result<Tensor, Error>;
+
+    /// y = x ⊙ γ + β along the last axis, with secret per-feature γ, β given as a layer with
+    /// one input (k = 1): LayerNorm's scale and shift. One round, like [`Protocol::linear`].
+    async fn affine(&mut self, x: &Tensor, w: &Self::Weights) -> Result<Tensor, Error>;
 
     /// Batched product of two secret matrices [.., m, k] · [.., k, n].
     async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error>;
@@ -107,6 +115,10 @@ impl<S: KeySink> Protocol for DealerSide<S> {
 
     async fn linear(&mut self, x: &Tensor, w: &DealerWeights) -> Result<Tensor, Error> {
         linear::deal_linear(self, x, w)
+    }
+
+    async fn affine(&mut self, x: &Tensor, w: &DealerWeights) -> Result<Tensor, Error> {
+        linear::deal_affine(self, x, w)
     }
 
     async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
@@ -152,6 +164,10 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
 
     async fn linear(&mut self, x: &Tensor, w: &ServerWeights) -> Result<Tensor, Error> {
         linear::eval_linear(self, x, w).await
+    }
+
+    async fn affine(&mut self, x: &Tensor, w: &ServerWeights) -> Result<Tensor, Error> {
+        linear::eval_affine(self, x, w).await
     }
 
     async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {

@@ -246,6 +246,44 @@ impl Tensor {
         })
     }
 
+    /// Reorders the axes: axis i of the result is axis `axes[i]` of `self` (e.g. `[1, 0, 2]`
+    /// turns [tokens, heads, d] into [heads, tokens, d]).
+    pub fn permute(&self, axes: &[usize]) -> Result<Tensor, Error> {
+        let d = self.shape.len();
+        let mut seen = vec![false; d];
+        if axes.len() != d
+            || axes
+                .iter()
+                .any(|&a| a >= d || core::mem::replace(&mut seen[a], true))
+        {
+            return Err(Error::ShapeMismatch("permute needs each axis exactly once"));
+        }
+        let shape: Vec<usize> = axes.iter().map(|&a| self.shape[a]).collect();
+        // Row-major strides of the source, read in the result's axis order.
+        let mut strides = vec![1usize; d];
+        for i in (0..d.saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * self.shape[i + 1];
+        }
+        let src: Vec<usize> = axes.iter().map(|&a| strides[a]).collect();
+        let mut data = Vec::with_capacity(self.len());
+        let mut index = vec![0usize; d];
+        for _ in 0..self.len() {
+            data.push(self.data[index.iter().zip(&src).map(|(i, s)| i * s).sum::<usize>()]);
+            for ax in (0..d).rev() {
+                index[ax] += 1;
+                if index[ax] < shape[ax] {
+                    break;
+                }
+                index[ax] = 0;
+            }
+        }
+        Ok(Tensor {
+            shape,
+            width: self.width,
+            data,
+        })
+    }
+
     /// Reduces to the narrower ring Z_2^width: free on masked values, since
     /// (x + r) mod 2^n = (x mod 2^n) + (r mod 2^n).
     pub fn reduce(&self, width: BitWidth) -> Result<Tensor, Error> {
@@ -349,6 +387,13 @@ mod tests {
             &[2, 0, 3, 8, 0, 255]
         );
         assert_eq!(a.repeat_last(2).shape(), &[2, 3, 2]);
+        assert_eq!(a.permute(&[1, 0]).unwrap(), a.transpose().unwrap());
+        let c = t(&[2, 3, 2], &(0..12).collect::<alloc::vec::Vec<_>>());
+        let p = c.permute(&[1, 0, 2]).unwrap();
+        assert_eq!(p.shape(), &[3, 2, 2]);
+        assert_eq!(p.data(), &[0, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11]);
+        assert!(c.permute(&[0, 0, 1]).is_err());
+        assert!(c.permute(&[0, 1]).is_err());
         assert!(a.add(&t(&[3, 2], &[0; 6])).is_err());
         assert!(a.reshape(&[5]).is_err());
         assert!(a.gather_last(&[3]).is_err());

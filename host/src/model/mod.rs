@@ -1,12 +1,14 @@
-//! BERT models from Hugging Face files: `config.json`, `model.safetensors` and the WordPiece
-//! `vocab.txt`, with a plaintext f64 reference of the encoder the servers run under MPC.
+//! BERT-style models: Hugging Face config and safetensors loading, the WordPiece tokenizer,
+//! the f64 reference encoder that secure results are measured against, and classifier heads.
 
 pub mod config;
+pub mod head;
 pub mod reference;
 pub mod tokenizer;
 pub mod weights;
 
 pub use config::BertConfig;
-pub use reference::Matrix;
+pub use head::ClassifierHead;
+pub use reference::{Matrix, mean_pool};
 pub use tokenizer::{Encoding, WordPiece};
 pub use weights::{BertWeights, Embeddings, EncoderLayer, LayerNorm, Linear};

@@ -207,3 +207,57 @@ impl BertWeights {
         })
     }
 }
+
+/// Draws uniform values centre ± a.
+fn draw(rng: &mut securerouter_core::prg::AesCtr, n: usize, centre: f64, a: f64) -> Vec<f64> {
+    (0..n)
+        .map(|_| centre + ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * a)
+        .collect()
+}
+
+impl BertWeights {
+    /// Random weights of the given config (for benchmarks of a shape without a checkpoint):
+    /// weights uniform with BERT's initialisation spread (std 0.02), LayerNorm γ near 1, small
+    /// biases and β, so activations stay in the ranges of a trained model.
+    pub fn random(config: BertConfig, seed: &securerouter_core::prg::Seed) -> anyhow::Result<Self> {
+        config.validate()?;
+        let rng =
+            &mut securerouter_core::prg::AesCtr::new(seed, securerouter_core::prg::Domain(11));
+        // Uniform on ±a has std a/√3: a = 0.02·√3 gives BERT's 0.02.
+        let a = 0.02 * 3f64.sqrt();
+        let (h, f) = (config.hidden_size, config.intermediate_size);
+        let matrix = |rng: &mut _, r: usize, c: usize| Matrix::new(r, c, draw(rng, r * c, 0.0, a));
+        let linear = |rng: &mut _, out: usize, inp: usize| Linear {
+            weight: matrix(rng, out, inp),
+            bias: draw(rng, out, 0.0, 0.02),
+        };
+        let norm = |rng: &mut _| LayerNorm {
+            gamma: draw(rng, h, 1.0, 0.1),
+            beta: draw(rng, h, 0.0, 0.05),
+            eps: config.layer_norm_eps,
+        };
+        let embeddings = Embeddings {
+            word: matrix(rng, config.vocab_size, h),
+            position: matrix(rng, config.max_position_embeddings, h),
+            token_type: matrix(rng, config.type_vocab_size, h),
+            norm: norm(rng),
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| EncoderLayer {
+                query: linear(rng, h, h),
+                key: linear(rng, h, h),
+                value: linear(rng, h, h),
+                attention_out: linear(rng, h, h),
+                attention_norm: norm(rng),
+                ffn_in: linear(rng, f, h),
+                ffn_out: linear(rng, h, f),
+                ffn_norm: norm(rng),
+            })
+            .collect();
+        Ok(BertWeights {
+            config,
+            embeddings,
+            layers,
+        })
+    }
+}

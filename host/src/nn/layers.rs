@@ -1,0 +1,259 @@
+//! The non-linear layers of a Transformer as secure circuits, written once over
+//! [`Protocol`] for the dealer and both servers (DESIGN §3): GeLU, softmax and LayerNorm,
+//! built from comparisons (DCF), selects and lookup tables (DPF) on clipped, truncated inputs.
+//!
+//! All values are fixed point with [`FRAC`] fractional bits in Z_2^64. Comparisons run on
+//! activations reduced to [`ACT_BITS`] bits, so every activation they see must satisfy
+//! |x| < 2^(ACT_BITS − 1 − FRAC) = 2^19 in real terms; the circuits stay far inside that.
+//!
+//! | layer | rounds | approximation |
+//! |---|---|---|
+//! | GeLU | 6 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
+//! | softmax over n | 2⌈log2 n⌉ + 14 | max tree; exp(−t) as a product of two 9-bit tables on t clipped to [0, 16); reciprocal from a 12-bit table and one Newton step |
+//! | LayerNorm | 13 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
+
+use securerouter_core::Error;
+use securerouter_core::gate::{self, LookupTable, Protocol, Tensor};
+use securerouter_core::ring::BitWidth;
+use std::sync::OnceLock;
+
+/// Fractional bits of every activation.
+pub const FRAC: u32 = 12;
+/// Bits on which activations are compared.
+pub const ACT_BITS: u32 = 32;
+/// Index bits of the GeLU correction table: |x| in [0, 4) at steps of 4/2^GELU_BITS.
+pub const GELU_BITS: u32 = 10;
+/// exp(−t) is computed for t < 16; beyond it the result is exp(−16) ≈ 1e−7, i.e. 0.
+const EXP_CLIP: u64 = (16 << FRAC) - 1;
+/// Range of the LayerNorm variance the normaliser handles: 2^V_MIN ≤ v < 2^(V_MAX + 1).
+const V_MIN: i32 = -(FRAC as i32);
+const V_MAX: i32 = 17;
+
+fn width(bits: u32) -> Result<BitWidth, Error> {
+    BitWidth::new(bits)
+}
+
+fn act() -> Result<BitWidth, Error> {
+    width(ACT_BITS)
+}
+
+/// round(v · 2^scale) as a ring element (v is a small public constant).
+fn fixed(v: f64, scale: u32) -> u64 {
+    (v * (1u64 << scale) as f64).round() as i64 as u64
+}
+
+/// A table built once per process.
+fn table(
+    cell: &'static OnceLock<LookupTable>,
+    build: impl FnOnce() -> Result<LookupTable, Error>,
+) -> Result<&'static LookupTable, Error> {
+    if let Some(t) = cell.get() {
+        return Ok(t);
+    }
+    let t = build()?;
+    Ok(cell.get_or_init(|| t))
+}
+
+/// min(t, c) for public c: 2 rounds (one comparison, one bit × value).
+pub async fn clip_above<P: Protocol>(p: &mut P, t: &Tensor, c: u64) -> Result<Tensor, Error> {
+    let below = p.add_public(&t.neg(), &[c])?; // c − t ≥ 0 ⇔ t ≤ c
+    let keep = p.drelu(&below.reduce(act()?)?).await?;
+    let over = p.add_public(t, &[c.wrapping_neg()])?; // t − c
+    let kept = p.mul_bit(&keep, &over).await?;
+    p.add_public(&kept, &[c])
+}
+
+/// Multiplies by a public real `c` (|c| < 2^11) with `shift` bits of precision, then truncates:
+/// 2^shift · c must be an integer to within the precision the caller needs.
+pub async fn scale_by<P: Protocol>(
+    p: &mut P,
+    x: &Tensor,
+    c: f64,
+    shift: u32,
+) -> Result<Tensor, Error> {
+    p.truncate(&x.scale(fixed(c, shift)), shift).await
+}
+
+// ------------------------------------------------------------------------------------ GeLU
+
+/// d(y) = ReLU(y) − GeLU(y) = |y|·Φ(−|y|) on |y| = i/2^(GELU_BITS − 2), in fixed point.
+fn gelu_table() -> Result<&'static LookupTable, Error> {
+    static CELL: OnceLock<LookupTable> = OnceLock::new();
+    table(&CELL, || {
+        let step = 4.0 / (1u64 << GELU_BITS) as f64;
+        LookupTable::from_fn(width(GELU_BITS)?, BitWidth::FULL, |i| {
+            let y = i as f64 * step;
+            let d = y * 0.5 * libm::erfc(y / std::f64::consts::SQRT_2);
+            fixed(d, FRAC)
+        })
+    })
+}
+
+/// GeLU(x) = ReLU(x) − d(|x|): sign (1), ReLU (1), |x| truncated to the table's step (1),
+/// clipped to the table (2), looked up (1). Six rounds.
+pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
+    let positive = p.drelu(&x.reduce(act()?)?).await?;
+    let relu = p.mul_bit(&positive, x).await?;
+    let abs = relu.scale(2).sub(x)?;
+    // |x| · 2^(GELU_BITS − 2): the table index, before clipping.
+    let index = p.truncate(&abs, FRAC + 2 - GELU_BITS).await?;
+    let index = clip_above(p, &index, (1 << GELU_BITS) - 1).await?;
+    let d = p
+        .lookup(&index.reduce(width(GELU_BITS)?)?, gelu_table()?)
+        .await?;
+    relu.sub(&d)
+}
+
+// --------------------------------------------------------------------------------- softmax
+
+/// exp(−t) for t = hi·2^8 + lo: entries 256 + hi (hi in 0..=256) hold exp(−hi·2^8 / 2^FRAC),
+/// entries lo mod 2^10 (lo in −256..256) hold exp(−lo / 2^FRAC); both in fixed point.
+fn exp_table() -> Result<&'static LookupTable, Error> {
+    static CELL: OnceLock<LookupTable> = OnceLock::new();
+    table(&CELL, || {
+        let unit = (1u64 << FRAC) as f64;
+        LookupTable::from_fn(width(10)?, BitWidth::FULL, |i| {
+            let t = match i {
+                256..=512 => ((i - 256) << 8) as f64,
+                0..=255 => i as f64,
+                _ => i as f64 - 1024.0, // lo < 0
+            };
+            fixed((-t / unit).exp(), FRAC)
+        })
+    })
+}
+
+/// exp(−t) for t ≥ 0: clip to [0, 16) (2 rounds), split t into high and low bytes (1),
+/// two table lookups in one round (1), their product (1) and truncation (1). Six rounds.
+pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error> {
+    let shape = t.shape().to_vec();
+    let n = t.len();
+    let t = clip_above(p, t, EXP_CLIP).await?;
+    // hi = ⌊t / 2^8⌋ or one more, so lo = t − 2^8·hi lies in [−2^8, 2^8).
+    let hi = p.truncate(&t, 8).await?;
+    let lo = t.sub(&hi.scale(1 << 8))?;
+    let both = lo.reshape(&[n, 1])?.concat_last(&hi.reshape(&[n, 1])?)?;
+    let both = p.add_public(&both, &[0, 256])?;
+    let e = p.lookup(&both.reduce(width(10)?)?, exp_table()?).await?;
+    let prod = p.mul(&e.gather_last(&[0])?, &e.gather_last(&[1])?).await?;
+    p.truncate(&prod, FRAC).await?.reshape(&shape)
+}
+
+/// 1/s for sums of exponentials, s in [1, n]: a 12-bit table on s·2^(12 − k) with
+/// 2^k ≥ n (2 rounds), then one Newton step y(2 − s·y) (4 rounds).
+pub async fn reciprocal<P: Protocol>(p: &mut P, s: &Tensor, n: usize) -> Result<Tensor, Error> {
+    let k = (usize::BITS - n.max(2).saturating_sub(1).leading_zeros()).max(1);
+    if k > FRAC {
+        return Err(Error::ShapeMismatch("softmax over more than 4096 entries"));
+    }
+    let lut = reciprocal_table(k)?;
+    let index = p.truncate(s, k).await?;
+    let y = p.lookup(&index.reduce(width(12)?)?, &lut).await?;
+    let sy = p.mul(s, &y).await?;
+    let sy = p.truncate(&sy, FRAC).await?;
+    let two_minus = p.add_public(&sy.neg(), &[2 << FRAC])?;
+    let y = p.mul(&y, &two_minus).await?;
+    p.truncate(&y, FRAC).await
+}
+
+/// Entry i ≈ 1 / (i · 2^(k − 12)), the reciprocal of the sum an index stands for; index 0
+/// stands for 2^12 (the sum n = 2^k wraps).
+fn reciprocal_table(k: u32) -> Result<LookupTable, Error> {
+    LookupTable::from_fn(width(12)?, BitWidth::FULL, |i| {
+        let i = if i == 0 { 4096 } else { i };
+        let s = i as f64 * (1u64 << k) as f64 / 4096.0;
+        fixed(1.0 / s, FRAC)
+    })
+}
+
+/// softmax along the last axis of x ([rows, n]): subtract the row maximum (2⌈log2 n⌉ rounds),
+/// exponentiate (6), sum, reciprocal (6), multiply (2).
+pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
+    let n = x.last_dim();
+    let max = gate::max(p, x, act()?).await?;
+    let t = max.repeat_last(n).reshape(x.shape())?.sub(x)?;
+    let e = neg_exp(p, &t).await?;
+    let inv = reciprocal(p, &e.sum_last_axis(), n).await?;
+    let prod = p.mul(&e, &inv.repeat_last(n).reshape(x.shape())?).await?;
+    p.truncate(&prod, FRAC).await
+}
+
+// ------------------------------------------------------------------------------- LayerNorm
+
+/// Entry i ≈ 2^FRAC / √(i / 2^8) for mantissas i/2^8 in [1, 2); index 0 stands for 2^9.
+fn rsqrt_table() -> Result<&'static LookupTable, Error> {
+    static CELL: OnceLock<LookupTable> = OnceLock::new();
+    table(&CELL, || {
+        LookupTable::from_fn(width(9)?, BitWidth::FULL, |i| match i {
+            0 => fixed(0.5f64.sqrt(), FRAC),
+            256.. => fixed(1.0 / (i as f64 / 256.0).sqrt(), FRAC),
+            _ => 0, // never indexed: mantissas are at least 1
+        })
+    })
+}
+
+/// 1/√v for v in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0): the exponent e = ⌊log2 v⌋ from
+/// comparisons with every power of two (1 round); 2^(V_MAX − e) and 2^(−e/2) as sums of the
+/// comparison bits times public differences (1); the mantissa v·2^(−e) in [1, 2) (2); its table
+/// (1); times 2^(−e/2) (2). Seven rounds.
+pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> {
+    let shape = v.shape().to_vec();
+    let rows = v.len();
+    let powers: Vec<i32> = (V_MIN..=V_MAX).collect();
+    let count = powers.len();
+    let thresholds: Vec<u64> = powers
+        .iter()
+        .map(|&j| (1u64 << (j + FRAC as i32)).wrapping_neg())
+        .collect();
+    let above = p.add_public(&v.reshape(&[rows])?.repeat_last(count), &thresholds)?;
+    let bits = p.drelu(&above.reduce(act()?)?).await?; // b_j = [v ≥ 2^j], monotone in j
+    // With b monotone, Σ_j b_j (c_j − c_{j−1}) = c_e: two coefficient series at once.
+    // c_j: 2^(V_MAX − j) (exact) and 2^(−j/2) at scale 24, as differences of neighbours.
+    let series = |f: &dyn Fn(i32) -> u64| -> Vec<u64> {
+        let c: Vec<u64> = powers.iter().map(|&j| f(j)).collect();
+        (0..count)
+            .map(|i| c[i].wrapping_sub(if i == 0 { 0 } else { c[i - 1] }))
+            .collect()
+    };
+    let up = series(&|j| 1u64 << (V_MAX - j));
+    let down = series(&|j| 2f64.powf(24.0 - j as f64 / 2.0).round() as u64);
+    let coef: Vec<u64> = (0..rows)
+        .flat_map(|_| (0..count).flat_map(|i| [up[i], down[i]]))
+        .collect();
+    let coef = p.public(&[rows, count, 2], BitWidth::FULL, &coef)?;
+    let picked = p.mul_bit(&bits, &coef).await?;
+    let sums = picked.permute(&[0, 2, 1])?.sum_last_axis(); // [rows, 2]
+    let up = sums.gather_last(&[0])?.reshape(&[rows])?;
+    let down = sums.gather_last(&[1])?.reshape(&[rows])?;
+    let v = v.reshape(&[rows])?;
+    // v · 2^(V_MAX − e) = mantissa · 2^(FRAC + V_MAX); keep 8 fractional bits of the mantissa.
+    let mantissa = p.mul(&v, &up).await?;
+    let mantissa = p.truncate(&mantissa, FRAC + V_MAX as u32 - 8).await?;
+    let r = p
+        .lookup(&mantissa.reduce(width(9)?)?, rsqrt_table()?)
+        .await?;
+    let r = p.mul(&r, &down).await?;
+    p.truncate(&r, 24).await?.reshape(&shape)
+}
+
+/// LayerNorm over the last axis with secret scale and shift (`affine`: γ at scale FRAC, β at
+/// scale 3·FRAC): mean (1 round), variance (2), 1/√v (7), normalise and scale (2), truncate (1).
+pub async fn layer_norm<P: Protocol>(
+    p: &mut P,
+    x: &Tensor,
+    affine: &P::Weights,
+) -> Result<Tensor, Error> {
+    let h = x.last_dim();
+    let inv_h = 1.0 / h as f64;
+    let mean = scale_by(p, &x.sum_last_axis(), inv_h, 20).await?;
+    let centred = x.sub(&mean.repeat_last(h).reshape(x.shape())?)?;
+    let sq = p.mul(&centred, &centred).await?;
+    let sq = p.truncate(&sq, FRAC).await?;
+    let var = scale_by(p, &sq.sum_last_axis(), inv_h, 20).await?;
+    let r = rsqrt(p, &var).await?;
+    let y = p
+        .mul(&centred, &r.repeat_last(h).reshape(x.shape())?)
+        .await?; // scale 2·FRAC
+    let y = p.affine(&y, affine).await?; // scale 3·FRAC
+    p.truncate(&y, 2 * FRAC).await
+}

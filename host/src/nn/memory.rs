@@ -1,0 +1,112 @@
+//! One secure BERT session in one process: the dealer runs the circuit on masks into memory,
+//! the client splits its input, and P0 and P1 run as two tasks over an in-memory link. Tests
+//! and quick checks use it; deployments use the services over encrypted links.
+
+use super::bert::{BertShape, SharedModel, bert_classifier};
+use super::layers::FRAC;
+use crate::dealer::run_ready;
+use securerouter_core::Error;
+use securerouter_core::dealer::Dealer;
+use securerouter_core::gate::memory::{MemoryKeys, MemoryLink};
+use securerouter_core::gate::{CpuKernels, DealerSide, Protocol, ServerSide, Tensor, Traffic};
+use securerouter_core::prg::Seed;
+use securerouter_core::ring::{BitWidth, FixedPoint};
+use securerouter_core::share::{Party, SeededShareStream};
+
+/// What a session produced and cost.
+#[derive(Clone, Debug)]
+pub struct MemoryRun {
+    /// The outputs the client reconstructed (decoded at FRAC bits).
+    pub outputs: Vec<f64>,
+    /// Traffic each server sent the other.
+    pub traffic: [Traffic; 2],
+    /// Key bytes each server read from the dealer.
+    pub key_bytes: [usize; 2],
+}
+
+/// A computation on one fixed-point input tensor, written once for every role.
+#[allow(async_fn_in_trait)]
+pub trait Circuit {
+    /// Runs on `p` (dealer or server): one input wire, weights, one output wire.
+    async fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        x: &Tensor,
+        w: &[P::Weights],
+    ) -> Result<Tensor, Error>;
+}
+
+impl Circuit for BertShape {
+    async fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        x: &Tensor,
+        w: &[P::Weights],
+    ) -> Result<Tensor, Error> {
+        bert_classifier(p, self, x, w).await
+    }
+}
+
+/// Runs `circuit` on `input` (reals of shape `in_shape`, encoded at FRAC bits) with session
+/// seed `master`; for BERT the input comes from [`super::bert::client_input`].
+pub fn run_circuit<C: Circuit>(
+    circuit: &C,
+    in_shape: &[usize],
+    input: &[f64],
+    model: &SharedModel,
+    master: &Seed,
+) -> Result<MemoryRun, Error> {
+    if in_shape.iter().product::<usize>() != input.len() {
+        return Err(Error::ShapeMismatch("input does not match its shape"));
+    }
+    let mut dealer = DealerSide::new(master, MemoryKeys::default());
+    let x = dealer.input(in_shape, BitWidth::FULL);
+    run_ready(async {
+        let y = circuit.run(&mut dealer, &x, &model.dealer).await?;
+        dealer.output(&y).await?;
+        Ok(())
+    })?;
+    let keys = dealer.into_sink();
+
+    let fp = FixedPoint::new(FRAC, BitWidth::FULL)?;
+    let mut words = input
+        .iter()
+        .map(|&v| fp.encode(v))
+        .collect::<Result<Vec<u64>, Error>>()?;
+    let client_seed = master.derive(securerouter_core::prg::Domain::INPUT_SHARE, 1);
+    SeededShareStream::new(&client_seed).split_row_in_place(&mut words);
+    let mut p0_share = vec![0u64; words.len()];
+    SeededShareStream::new(&client_seed).expand_row(&mut p0_share);
+
+    let link = MemoryLink::new();
+    let (c0, c1) = link.endpoints();
+    let server = |party: Party, chan, share: Vec<u64>| {
+        let keys = &keys;
+        let w = &model.servers[party.index() as usize];
+        async move {
+            let seed = Dealer::party_seed(master, party);
+            let mut s = ServerSide::new(party, &seed, chan, keys.reader(party), CpuKernels::new());
+            let x = s.input(in_shape, BitWidth::FULL, &share).await?;
+            let y = circuit.run(&mut s, &x, w).await?;
+            let out = s.output(&y).await?;
+            if !s.keys().is_exhausted() {
+                return Err(Error::ProtocolMisuse("server left dealer keys unread"));
+            }
+            Ok::<_, Error>((out, s.traffic()))
+        }
+    };
+    let (r0, r1) = link.run(
+        server(Party::P0, c0, p0_share),
+        server(Party::P1, c1, words),
+    )?;
+    let ((o0, t0), (o1, t1)) = (r0?, r1?);
+    Ok(MemoryRun {
+        outputs: o0
+            .iter()
+            .zip(&o1)
+            .map(|(&a, &b)| fp.decode(a.wrapping_add(b)))
+            .collect(),
+        traffic: [t0, t1],
+        key_bytes: [keys.shared.len(), keys.shared.len() + keys.p1.len()],
+    })
+}

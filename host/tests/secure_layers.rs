@@ -1,0 +1,156 @@
+//! The secure non-linear layers (GeLU, softmax, 1/√v, LayerNorm) against exact f64 math, on
+//! random and edge inputs, through the dealer and both servers in one process.
+
+use securerouter_core::Error;
+use securerouter_core::gate::{Protocol, Tensor};
+use securerouter_core::prg::{AesCtr, Domain, Seed};
+use securerouter_host::model::reference::gelu;
+use securerouter_host::nn::bert::{RingLayer, SharedModel, share_layers};
+use securerouter_host::nn::layers;
+use securerouter_host::nn::memory::{Circuit, run_circuit};
+
+enum Layer {
+    Gelu,
+    Softmax,
+    Rsqrt,
+    LayerNorm,
+}
+
+impl Circuit for Layer {
+    async fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        x: &Tensor,
+        w: &[P::Weights],
+    ) -> Result<Tensor, Error> {
+        match self {
+            Layer::Gelu => layers::gelu(p, x).await,
+            Layer::Softmax => layers::softmax(p, x).await,
+            Layer::Rsqrt => layers::rsqrt(p, x).await,
+            Layer::LayerNorm => layers::layer_norm(p, x, &w[0]).await,
+        }
+    }
+}
+
+fn rng(tag: u64) -> AesCtr {
+    AesCtr::new(&Seed::from_bytes(*b"secure-layers-t!"), Domain(tag))
+}
+
+fn uniform(r: &mut AesCtr, lo: f64, hi: f64) -> f64 {
+    lo + (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * (hi - lo)
+}
+
+fn no_weights() -> SharedModel {
+    share_layers(&[], &Seed::from_bytes([1; 16])).unwrap()
+}
+
+fn run(layer: &Layer, shape: &[usize], x: &[f64], model: &SharedModel) -> Vec<f64> {
+    run_circuit(layer, shape, x, model, &Seed::from_bytes([7; 16]))
+        .unwrap()
+        .outputs
+}
+
+#[test]
+fn gelu_matches_erf_gelu() {
+    let mut r = rng(1);
+    let mut x: Vec<f64> = (0..2000).map(|_| uniform(&mut r, -6.0, 6.0)).collect();
+    x.extend([
+        0.0, -0.0001, 0.0001, 3.99, 4.0, 4.01, -4.0, 100.0, -100.0, 4000.0, -4000.0,
+    ]);
+    let y = run(&Layer::Gelu, &[x.len()], &x, &no_weights());
+    let worst = x
+        .iter()
+        .zip(&y)
+        .map(|(&a, &b)| (gelu(a) - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 4e-3, "max |error| {worst}");
+}
+
+fn softmax(row: &[f64]) -> Vec<f64> {
+    let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|v| v / s).collect()
+}
+
+#[test]
+fn softmax_matches_exact_rows_including_padding() {
+    let mut r = rng(2);
+    for n in [1usize, 5, 16, 128] {
+        let rows = 6;
+        let mut x: Vec<f64> = (0..rows * n)
+            .map(|_| uniform(&mut r, -10.0, 10.0))
+            .collect();
+        // Row 1 is constant; row 2 has padded columns (bias −256) after the first.
+        x[n..2 * n].iter_mut().for_each(|v| *v = 1.5);
+        x[2 * n + 1..3 * n].iter_mut().for_each(|v| *v -= 256.0);
+        let y = run(&Layer::Softmax, &[rows, n], &x, &no_weights());
+        for i in 0..rows {
+            let want = softmax(&x[i * n..(i + 1) * n]);
+            for (j, w) in want.iter().enumerate() {
+                let got = y[i * n + j];
+                assert!(
+                    (got - w).abs() < 3e-3,
+                    "n={n} row {i} col {j}: {got} vs {w}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rsqrt_holds_relative_precision_over_its_range() {
+    let mut r = rng(3);
+    let mut v: Vec<f64> = (0..500)
+        .map(|_| 2f64.powf(uniform(&mut r, -11.0, 17.9)))
+        .collect();
+    v.extend([1.0, 2.0, 0.5, 4096.0, 65536.0, 0.01]);
+    let y = run(&Layer::Rsqrt, &[v.len()], &v, &no_weights());
+    let q = (1u64 << layers::FRAC) as f64;
+    for (a, b) in v.iter().zip(&y) {
+        // Against the input as the fixed-point encoding holds it.
+        let want = 1.0 / ((a * q).round() / q).sqrt();
+        // Relative error of the table and products, plus the output's own rounding unit.
+        assert!(
+            (b - want).abs() < 6e-3 * want + 2.0 / q,
+            "1/sqrt({a}) = {want}, got {b}"
+        );
+    }
+}
+
+#[test]
+fn layer_norm_matches_exact_with_secret_scale_and_shift() {
+    let mut r = rng(4);
+    let (rows, h) = (8, 64);
+    let gamma: Vec<f64> = (0..h).map(|_| uniform(&mut r, 0.5, 1.5)).collect();
+    let beta: Vec<f64> = (0..h).map(|_| uniform(&mut r, -0.5, 0.5)).collect();
+    let q = |v: f64, f: u32| (v * (1u64 << f) as f64).round() as i64 as u64;
+    let layer = RingLayer {
+        k: 1,
+        n: h,
+        w: gamma.iter().map(|&g| q(g, 12)).collect(),
+        bias: beta.iter().map(|&b| q(b, 36)).collect(),
+    };
+    let model = share_layers(&[layer], &Seed::from_bytes([3; 16])).unwrap();
+    let mut x = Vec::new();
+    for i in 0..rows {
+        // Rows of very different spread, from 0.05 to 40.
+        let spread = [0.05, 0.3, 1.0, 3.0, 10.0, 40.0, 0.1, 2.0][i];
+        let offset = uniform(&mut r, -5.0, 5.0);
+        x.extend((0..h).map(|_| offset + uniform(&mut r, -spread, spread)));
+    }
+    let y = run(&Layer::LayerNorm, &[rows, h], &x, &model);
+    for i in 0..rows {
+        let row = &x[i * h..(i + 1) * h];
+        let mean = row.iter().sum::<f64>() / h as f64;
+        let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / h as f64;
+        for j in 0..h {
+            let want = (row[j] - mean) / var.sqrt() * gamma[j] + beta[j];
+            let got = y[i * h + j];
+            assert!(
+                (got - want).abs() < 2e-2,
+                "row {i} col {j}: {got} vs {want}"
+            );
+        }
+    }
+}
