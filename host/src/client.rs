@@ -1,4 +1,4 @@
-//! The std client: fixed-point encodes a batch of feature vectors, splits it with the seeded
+//! The std client: fixed-point encodes a batch of rows, splits it with the seeded
 //! split (P0 gets a 16-byte seed, P1 gets x − PRG(seed)), sends both servers their share, and
 //! adds up the output shares they return.
 
@@ -38,6 +38,21 @@ pub struct Classification {
     pub wall_s: f64,
 }
 
+/// The reconstructed outputs of one session.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionOutputs {
+    /// The session.
+    pub session: String,
+    /// Rows in the batch.
+    pub rows: usize,
+    /// Each output wire's values (ring elements).
+    pub outputs: Vec<Vec<u64>>,
+    /// Each server's accounting.
+    pub servers: [SessionStats; 2],
+    /// End-to-end wall time in seconds.
+    pub wall_s: f64,
+}
+
 impl Client {
     /// A client with its identity.
     pub fn new(identity: Identity, deployment: Deployment, link: LinkConfig) -> Self {
@@ -48,15 +63,18 @@ impl Client {
         }
     }
 
-    /// Runs the router head on `rows` feature vectors of `features` reals each.
-    pub async fn route(&self, features: usize, x: &[f64]) -> anyhow::Result<Classification> {
-        if features == 0 || x.is_empty() || !x.len().is_multiple_of(features) {
-            bail!(
-                "the input has {} values, not whole rows of {features}",
-                x.len()
-            );
+    /// Runs `circuit` on `x` (rows of `cols` reals): encodes, splits, asks both servers and
+    /// adds up their output shares.
+    pub async fn run(
+        &self,
+        circuit: CircuitKind,
+        cols: usize,
+        x: &[f64],
+    ) -> anyhow::Result<SessionOutputs> {
+        if cols == 0 || x.is_empty() || !x.len().is_multiple_of(cols) {
+            bail!("the input has {} values, not whole rows of {cols}", x.len());
         }
-        let rows = x.len() / features;
+        let rows = x.len() / cols;
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
         let mut words = x
             .iter()
@@ -68,7 +86,7 @@ impl Client {
         let hello = |input| {
             Hello::Client(ClientHello {
                 session,
-                circuit: CircuitKind::RouterHead,
+                circuit,
                 rows: rows as u32,
                 input,
             })
@@ -88,21 +106,42 @@ impl Client {
                 bail!("session {session} failed: P0: {}; P1: {}", why(&a), why(&b));
             }
         };
-        if o0.widths != o1.widths || o0.shares.len() != 2 || o1.shares.len() != 2 {
+        if o0.widths != o1.widths || o0.shares.len() != o1.shares.len() {
             bail!("the servers returned outputs of different shapes");
         }
-        let add = |i: usize| -> anyhow::Result<Vec<u64>> {
-            let w = BitWidth::new(o0.widths[i] as u32)?;
-            if o0.shares[i].len() != o1.shares[i].len() {
-                bail!("output {i} has different lengths at the two servers");
-            }
-            Ok(o0.shares[i]
-                .iter()
-                .zip(&o1.shares[i])
-                .map(|(&a, &b)| w.add(a, b))
-                .collect())
+        let outputs = (0..o0.shares.len())
+            .map(|i| -> anyhow::Result<Vec<u64>> {
+                let w = BitWidth::new(o0.widths[i] as u32)?;
+                if o0.shares[i].len() != o1.shares[i].len() {
+                    bail!("output {i} has different lengths at the two servers");
+                }
+                Ok(o0.shares[i]
+                    .iter()
+                    .zip(&o1.shares[i])
+                    .map(|(&a, &b)| w.add(a, b))
+                    .collect())
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(SessionOutputs {
+            session: session.to_string(),
+            rows,
+            outputs,
+            servers: [o0.stats, o1.stats],
+            wall_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs the router head on `rows` feature vectors of `features` reals each.
+    pub async fn route(&self, features: usize, x: &[f64]) -> anyhow::Result<Classification> {
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let out = self.run(CircuitKind::RouterHead, features, x).await?;
+        let rows = out.rows;
+        let [scores, onehot] = out.outputs.as_slice() else {
+            bail!(
+                "the servers returned {} outputs, the router head has 2",
+                out.outputs.len()
+            );
         };
-        let (scores, onehot) = (add(0)?, add(1)?);
         let experts = scores.len() / rows;
         if experts == 0 || scores.len() != rows * experts || onehot.len() != scores.len() {
             bail!(
@@ -121,15 +160,34 @@ impl Client {
             })
             .collect::<anyhow::Result<Vec<usize>>>()?;
         Ok(Classification {
-            session: session.to_string(),
+            session: out.session,
             scores: scores
                 .chunks(experts)
                 .map(|r| r.iter().map(|&v| fp.decode(v)).collect())
                 .collect(),
             choice,
-            servers: [o0.stats, o1.stats],
-            wall_s: started.elapsed().as_secs_f64(),
+            servers: out.servers,
+            wall_s: out.wall_s,
         })
+    }
+
+    /// Runs a BERT classifier on one padded sequence ([tokens, hidden + 2], from
+    /// [`crate::nn::bert::client_input`]); returns the logits.
+    pub async fn classify(
+        &self,
+        cols: usize,
+        x: &[f64],
+    ) -> anyhow::Result<(Vec<f64>, SessionOutputs)> {
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let out = self.run(CircuitKind::Bert, cols, x).await?;
+        let [logits] = out.outputs.as_slice() else {
+            bail!(
+                "the servers returned {} outputs, a classifier has 1",
+                out.outputs.len()
+            );
+        };
+        let logits = logits.iter().map(|&v| fp.decode(v)).collect();
+        Ok((logits, out))
     }
 
     /// Sends `hello` to server `i` and waits for its reply.

@@ -7,7 +7,7 @@
 //! chunks of at most [`CHUNK_BYTES`] to the socket, so memory stays bounded whatever the
 //! circuit's size: the generator waits whenever the server reads more slowly.
 
-use crate::circuit::{CircuitKind, ModelFile, router_head};
+use crate::circuit::{ModelFile, run_model};
 use crate::net::{LinkConfig, LinkReader, PublicKey, SecureLink};
 use crate::session::{DealerChunk, DealerRequest, SessionId, check_rows, decode, encode};
 use anyhow::{Context, bail};
@@ -107,14 +107,14 @@ impl DealerService {
 
         let (tx, mut rx) = mpsc::channel(QUEUE_CHUNKS);
         let weights = self.weights.clone();
-        let features = self.model.shape.features;
+        let spec = self.model.spec;
         let rows = req.rows as usize;
         let generator = tokio::task::spawn_blocking(move || {
             let sink = StreamingSink::new(party, tx);
             let mut dealer = DealerSide::new(&master, sink);
-            let x = dealer.input(&[rows, features], BitWidth::FULL);
+            let x = dealer.input(&[rows, spec.input_cols()], BitWidth::FULL);
             let result = run_ready(async {
-                let outs = router_head(&mut dealer, &x, &weights).await?;
+                let outs = run_model(&mut dealer, &spec, &x, &weights).await?;
                 for o in &outs {
                     dealer.output(o).await?;
                 }
@@ -138,8 +138,8 @@ impl DealerService {
     }
 
     fn check(&self, req: &DealerRequest) -> anyhow::Result<()> {
-        if req.circuit != CircuitKind::RouterHead || self.model.circuit != req.circuit {
-            bail!("this dealer serves only {}", self.model.circuit.name());
+        if self.model.circuit() != req.circuit {
+            bail!("this dealer serves only {}", self.model.circuit().name());
         }
         check_rows(req.rows)?;
         let mut served = self
@@ -242,14 +242,50 @@ impl KeySink for StreamingSink {
     }
 }
 
-/// A server's view of the dealer's stream: reads chunks on demand into two buffers.
+/// A server's view of the dealer's stream: reads chunks on demand into two buffers, or, after
+/// [`DealerStream::prefetch`], from two spill files holding the whole stream.
 pub struct DealerStream {
     party: Party,
     reader: LinkReader,
     p1: Buffer,
     shared: Buffer,
+    spilled: Option<[Spill; 2]>,
     ended: bool,
     received: u64,
+}
+
+/// One stream of a prefetched session, in an unlinked temporary file (so memory stays bounded
+/// however large the keys are, and nothing is left on disk).
+struct Spill {
+    file: std::io::BufReader<std::fs::File>,
+    remaining: u64,
+}
+
+impl Spill {
+    fn create() -> std::io::Result<std::fs::File> {
+        let mut name = [0u8; 8];
+        getrandom::fill(&mut name).map_err(std::io::Error::other)?;
+        let path = std::env::temp_dir().join(format!("securerouter-keys-{}", hex::encode(name)));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(file)
+    }
+
+    fn take(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        use std::io::Read;
+        if (out.len() as u64) > self.remaining {
+            return Err(Error::ChannelClosed("the dealer's stream ended early"));
+        }
+        self.file
+            .read_exact(out)
+            .map_err(|_| Error::ChannelClosed("reading prefetched keys failed"))?;
+        self.remaining -= out.len() as u64;
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -310,6 +346,7 @@ impl DealerStream {
                 reader,
                 p1: Buffer::default(),
                 shared: Buffer::default(),
+                spilled: None,
                 ended: false,
                 received: 0,
             },
@@ -319,6 +356,43 @@ impl DealerStream {
     /// Key bytes received so far.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Receives the whole stream before the online phase (benchmarks time the online phase
+    /// alone this way), writing it to spill files instead of memory.
+    pub async fn prefetch(&mut self) -> anyhow::Result<()> {
+        use std::io::{Seek, Write};
+        let mut files = [Spill::create()?, Spill::create()?]
+            .map(|f| std::io::BufWriter::with_capacity(1 << 20, f));
+        let mut written = [0u64; 2];
+        for (i, buf) in [&mut self.p1, &mut self.shared].into_iter().enumerate() {
+            files[i].write_all(&buf.bytes[buf.pos..])?;
+            written[i] += buf.available() as u64;
+            *buf = Buffer::default();
+        }
+        while !self.ended {
+            self.fetch().await?;
+            for (i, buf) in [&mut self.p1, &mut self.shared].into_iter().enumerate() {
+                files[i].write_all(&buf.bytes[buf.pos..])?;
+                written[i] += buf.available() as u64;
+                buf.bytes.clear();
+                buf.pos = 0;
+            }
+        }
+        let mut spills = Vec::new();
+        for (f, n) in files.into_iter().zip(written) {
+            let mut f = f.into_inner().map_err(|e| e.into_error())?;
+            f.seek(std::io::SeekFrom::Start(0))?;
+            spills.push(Spill {
+                file: std::io::BufReader::with_capacity(1 << 20, f),
+                remaining: n,
+            });
+        }
+        let [p1, shared]: [Spill; 2] = spills
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("two spills"))?;
+        self.spilled = Some([p1, shared]);
+        Ok(())
     }
 
     /// Reads one more chunk into the buffers.
@@ -363,6 +437,9 @@ impl KeySource for DealerStream {
                 "P0 receives nothing from the dealer but its seed and shared keys",
             ));
         }
+        if let Some([p1, _]) = &mut self.spilled {
+            return p1.take(out);
+        }
         while self.p1.available() < out.len() {
             self.fetch().await?;
         }
@@ -371,6 +448,9 @@ impl KeySource for DealerStream {
     }
 
     async fn read_shared_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        if let Some([_, shared]) = &mut self.spilled {
+            return shared.take(out);
+        }
         while self.shared.available() < out.len() {
             self.fetch().await?;
         }
@@ -385,7 +465,11 @@ impl DealerStream {
         while !self.ended {
             self.fetch().await?;
         }
-        if self.p1.available() + self.shared.available() > 0 {
+        let spilled = self
+            .spilled
+            .as_ref()
+            .map_or(0, |[a, b]| a.remaining + b.remaining);
+        if self.p1.available() + self.shared.available() > 0 || spilled > 0 {
             return Err(Error::ProtocolMisuse("dealer keys left unread at the end"));
         }
         Ok(())

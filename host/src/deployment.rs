@@ -6,7 +6,7 @@
 //! keys, mode 0600), `dealer.secret` (the dealer's session secret), and the model files
 //! `dealer.model` (plaintext, the model provider's side), `p0.model`, `p1.model` (shares).
 
-use crate::circuit::{ModelFile, PlainRouterHead, RouterHeadShape};
+use crate::circuit::{ModelFile, ModelSpec, PlainRouterHead, RouterHeadShape};
 use crate::net::{Identity, PublicKey};
 use anyhow::{Context, bail};
 use securerouter_core::prg::Seed;
@@ -85,6 +85,29 @@ impl DeploymentDir {
         shape: RouterHeadShape,
         force: bool,
     ) -> anyhow::Result<Self> {
+        // The model provider's step: share a router head for the servers.
+        let model = PlainRouterHead::random(shape, &random_seed());
+        let files = ModelFile::deploy(
+            ModelSpec::RouterHead(shape),
+            &model.ring_layers()?,
+            &random_seed(),
+        )?;
+        let d = Self::create_with(dir, addrs, &files, force)?;
+        std::fs::write(
+            dir.join("router-head.plain.json"),
+            serde_json::to_vec(&model)?,
+        )?;
+        Ok(d)
+    }
+
+    /// Creates a deployment in `dir` serving the given model files (dealer, P0, P1): fresh keys
+    /// for every role and the dealer's secret. Refuses to overwrite unless `force`.
+    pub fn create_with(
+        dir: &Path,
+        addrs: [SocketAddr; 3],
+        models: &[ModelFile; 3],
+        force: bool,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let json = dir.join("deployment.json");
         if json.exists() && !force {
@@ -112,16 +135,9 @@ impl DeploymentDir {
         };
         std::fs::write(&json, serde_json::to_vec_pretty(&deployment)?)
             .with_context(|| format!("writing {}", json.display()))?;
-        // The model provider's step: share a router head for the servers.
-        let model = PlainRouterHead::random(shape, &random_seed());
-        let files = model.deploy([&random_seed(), &random_seed()])?;
-        for (file, stem) in files.iter().zip(["dealer", "p0", "p1"]) {
+        for (file, stem) in models.iter().zip(["dealer", "p0", "p1"]) {
             file.save(&dir.join(format!("{stem}.model")))?;
         }
-        std::fs::write(
-            dir.join("router-head.plain.json"),
-            serde_json::to_vec(&model)?,
-        )?;
         Ok(DeploymentDir {
             dir: dir.to_path_buf(),
             deployment,

@@ -5,9 +5,11 @@
 //! library so that it can be tested directly.
 
 pub mod assets;
+pub mod bench;
 pub mod circuit;
 pub mod cli;
 pub mod client;
+pub mod data;
 pub mod dealer;
 pub mod deployment;
 pub mod doctor;
@@ -101,6 +103,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             party,
             deployment,
             timeout,
+            prefetch_keys,
         } => runtime()?.block_on(async {
             let d = DeploymentDir::open(deployment)?;
             let (party, role, addr) = match party {
@@ -114,10 +117,48 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 d.client_keys()?,
                 d.model(role)?,
                 link_config(*timeout),
-            )?;
+            )?
+            .with_prefetch_keys(*prefetch_keys);
             let listener = bind(addr).await?;
             Arc::new(service).run(listener).await
         }),
+        Command::Bench {
+            json,
+            breakdown,
+            minilm_layers,
+            layers,
+            hidden,
+            heads,
+            ffn,
+            seq,
+            queries,
+            cache_dir,
+            timeout,
+        } => {
+            let model = match (layers, hidden, heads, ffn) {
+                (Some(layers), Some(hidden), Some(heads), Some(ffn)) => {
+                    bench::BenchModel::Random(nn::BertShape {
+                        layers: *layers,
+                        hidden: *hidden,
+                        heads: *heads,
+                        ffn: *ffn,
+                        classes: 2,
+                    })
+                }
+                _ => bench::BenchModel::MiniLm {
+                    layers: *minilm_layers,
+                },
+            };
+            let opts = bench::BenchOptions {
+                model,
+                seq_len: *seq,
+                queries: *queries,
+                breakdown: *breakdown,
+                cache: cache_dir.clone(),
+                timeout_s: *timeout,
+            };
+            bench::run(&opts, *json, out).map(|_| ())
+        }
         Command::Client {
             deployment,
             input,

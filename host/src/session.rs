@@ -112,8 +112,21 @@ pub enum DealerChunk {
     Refused(String),
 }
 
+/// Online cost of one named part of a circuit (e.g. "softmax") at one server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStats {
+    /// The part.
+    pub name: String,
+    /// Seconds spent in it.
+    pub online_s: f64,
+    /// Bytes sent to the other server in it.
+    pub bytes_sent: u64,
+    /// Rounds in it.
+    pub rounds: u64,
+}
+
 /// Cost of one session as one server saw it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionStats {
     /// Bytes this server sent to the other server.
     pub online_bytes_sent: u64,
@@ -125,6 +138,13 @@ pub struct SessionStats {
     pub wall_s: f64,
     /// Time spent in the circuit (after setup), in seconds.
     pub online_s: f64,
+    /// Seconds spent receiving the whole key stream before the online phase (0 unless the
+    /// server prefetches keys).
+    pub offline_s: f64,
+    /// The server process's peak resident memory so far, in MiB (0 where unknown).
+    pub peak_rss_mb: f64,
+    /// Online cost per circuit part.
+    pub phases: Vec<PhaseStats>,
 }
 
 /// The result of a session, per output wire.

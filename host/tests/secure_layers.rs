@@ -9,14 +9,14 @@ use securerouter_host::nn::bert::{RingLayer, SharedModel, share_layers};
 use securerouter_host::nn::layers;
 use securerouter_host::nn::memory::{Circuit, run_circuit};
 
-enum Layer {
+enum Nonlinear {
     Gelu,
     Softmax,
     Rsqrt,
     LayerNorm,
 }
 
-impl Circuit for Layer {
+impl Circuit for Nonlinear {
     async fn run<P: Protocol>(
         &self,
         p: &mut P,
@@ -24,10 +24,10 @@ impl Circuit for Layer {
         w: &[P::Weights],
     ) -> Result<Tensor, Error> {
         match self {
-            Layer::Gelu => layers::gelu(p, x).await,
-            Layer::Softmax => layers::softmax(p, x).await,
-            Layer::Rsqrt => layers::rsqrt(p, x).await,
-            Layer::LayerNorm => layers::layer_norm(p, x, &w[0]).await,
+            Nonlinear::Gelu => layers::gelu(p, x).await,
+            Nonlinear::Softmax => layers::softmax(p, x).await,
+            Nonlinear::Rsqrt => layers::rsqrt(p, x).await,
+            Nonlinear::LayerNorm => layers::layer_norm(p, x, &w[0]).await,
         }
     }
 }
@@ -44,7 +44,7 @@ fn no_weights() -> SharedModel {
     share_layers(&[], &Seed::from_bytes([1; 16])).unwrap()
 }
 
-fn run(layer: &Layer, shape: &[usize], x: &[f64], model: &SharedModel) -> Vec<f64> {
+fn run(layer: &Nonlinear, shape: &[usize], x: &[f64], model: &SharedModel) -> Vec<f64> {
     run_circuit(layer, shape, x, model, &Seed::from_bytes([7; 16]))
         .unwrap()
         .outputs
@@ -57,7 +57,7 @@ fn gelu_matches_erf_gelu() {
     x.extend([
         0.0, -0.0001, 0.0001, 3.99, 4.0, 4.01, -4.0, 100.0, -100.0, 4000.0, -4000.0,
     ]);
-    let y = run(&Layer::Gelu, &[x.len()], &x, &no_weights());
+    let y = run(&Nonlinear::Gelu, &[x.len()], &x, &no_weights());
     let worst = x
         .iter()
         .zip(&y)
@@ -84,7 +84,7 @@ fn softmax_matches_exact_rows_including_padding() {
         // Row 1 is constant; row 2 has padded columns (bias −256) after the first.
         x[n..2 * n].iter_mut().for_each(|v| *v = 1.5);
         x[2 * n + 1..3 * n].iter_mut().for_each(|v| *v -= 256.0);
-        let y = run(&Layer::Softmax, &[rows, n], &x, &no_weights());
+        let y = run(&Nonlinear::Softmax, &[rows, n], &x, &no_weights());
         for i in 0..rows {
             let want = softmax(&x[i * n..(i + 1) * n]);
             for (j, w) in want.iter().enumerate() {
@@ -105,7 +105,7 @@ fn rsqrt_holds_relative_precision_over_its_range() {
         .map(|_| 2f64.powf(uniform(&mut r, -11.0, 17.9)))
         .collect();
     v.extend([1.0, 2.0, 0.5, 4096.0, 65536.0, 0.01]);
-    let y = run(&Layer::Rsqrt, &[v.len()], &v, &no_weights());
+    let y = run(&Nonlinear::Rsqrt, &[v.len()], &v, &no_weights());
     let q = (1u64 << layers::FRAC) as f64;
     for (a, b) in v.iter().zip(&y) {
         // Against the input as the fixed-point encoding holds it.
@@ -139,7 +139,7 @@ fn layer_norm_matches_exact_with_secret_scale_and_shift() {
         let offset = uniform(&mut r, -5.0, 5.0);
         x.extend((0..h).map(|_| offset + uniform(&mut r, -spread, spread)));
     }
-    let y = run(&Layer::LayerNorm, &[rows, h], &x, &model);
+    let y = run(&Nonlinear::LayerNorm, &[rows, h], &x, &model);
     for i in 0..rows {
         let row = &x[i * h..(i + 1) * h];
         let mean = row.iter().sum::<f64>() / h as f64;

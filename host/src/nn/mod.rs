@@ -5,5 +5,6 @@
 pub mod bert;
 pub mod layers;
 pub mod memory;
+pub mod profile;
 
 pub use bert::{BertShape, bert_classifier};

@@ -1,0 +1,474 @@
+//! `securerouter bench`: a BERT classifier under MPC with the dealer, P0 and P1 as separate
+//! processes on loopback over the encrypted links, measured against the f64 reference.
+//!
+//! The bench writes a throw-away deployment (fresh keys, the model shared for the servers),
+//! starts `securerouter dealer` and `securerouter serve --prefetch-keys` for P0 and P1, and
+//! runs the client in this process. The servers receive each session's whole key stream
+//! before its online phase, so `offline_s` (dealer generation and transfer) and `online_s`
+//! (the two servers computing) are timed apart. Figures are per query, averaged.
+
+use crate::assets;
+use crate::circuit::{ModelFile, ModelSpec};
+use crate::client::Client;
+use crate::data;
+use crate::deployment::{DeploymentDir, Role, random_seed};
+use crate::model::head::{argmax, reference_logits};
+use crate::model::{BertConfig, BertWeights, ClassifierHead, Linear, Matrix, WordPiece};
+use crate::net::LinkConfig;
+use crate::nn::bert::{BertShape, client_input, ring_layers, shape_of};
+use crate::party::peak_rss_mb;
+use crate::session::PhaseStats;
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Which model to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BenchModel {
+    /// MiniLM-L6 from the asset cache (optionally cut to its first `layers`), with a head
+    /// fitted on Rotten Tomatoes sentences, run on held-out sentences.
+    MiniLm {
+        /// Layers kept (all 6 when `None`).
+        layers: Option<usize>,
+    },
+    /// Random weights of a shape, on random tokens filling the whole sequence.
+    Random(BertShape),
+}
+
+/// What to run and how.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The model.
+    pub model: BenchModel,
+    /// Tokens per sequence (sentences are padded to it).
+    pub seq_len: usize,
+    /// Queries to run (held-out sentences, or random sequences).
+    pub queries: usize,
+    /// Print the per-part breakdown.
+    pub breakdown: bool,
+    /// Asset cache.
+    pub cache: Option<PathBuf>,
+    /// Seconds any link may stay silent.
+    pub timeout_s: u64,
+}
+
+/// One bench run, as the JSON line prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchLine {
+    /// Model name.
+    pub model: String,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Feed-forward size.
+    pub ffn: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Queries run.
+    pub queries: usize,
+    /// Online seconds per query (the slower server).
+    pub online_s: f64,
+    /// Offline seconds per query: the dealer generating and streaming the keys.
+    pub offline_s: f64,
+    /// Bytes each server sent the other per query (the larger).
+    pub online_bytes_per_server: u64,
+    /// Key bytes each server received per query (the larger, P1's).
+    pub key_bytes_per_server: u64,
+    /// Rounds per query.
+    pub rounds: u64,
+    /// Peak resident memory of the largest process (dealer, P0, P1 or this client), MiB.
+    pub peak_rss_mb: f64,
+    /// Peak resident memory per process: dealer, P0, P1, client.
+    pub peak_rss_mb_by_process: [f64; 4],
+    /// Largest |secure logit − f64 reference logit| over all queries.
+    pub max_abs_logit_err: f64,
+    /// Share of queries whose secure label equals the reference label.
+    pub label_agreement: f64,
+    /// End-to-end seconds per query as the client saw it.
+    pub wall_s: f64,
+    /// Online cost per circuit part, per query, at the slower server (with --breakdown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Vec<PhaseStats>>,
+}
+
+/// A prepared model with its inputs: token ids per query.
+struct Prepared {
+    name: String,
+    weights: BertWeights,
+    head: ClassifierHead,
+    queries: Vec<Vec<u32>>,
+}
+
+const HEAD_TRAIN_SENTENCES: usize = 400;
+
+fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
+    match opts.model {
+        BenchModel::Random(shape) => {
+            shape.validate()?;
+            let vocab = 1000;
+            let config = BertConfig {
+                vocab_size: vocab,
+                hidden_size: shape.hidden,
+                num_hidden_layers: shape.layers,
+                num_attention_heads: shape.heads,
+                intermediate_size: shape.ffn,
+                hidden_act: "gelu".into(),
+                max_position_embeddings: opts.seq_len,
+                type_vocab_size: 2,
+                layer_norm_eps: 1e-12,
+            };
+            let seed = random_seed();
+            let weights = BertWeights::random(config, &seed)?;
+            let mut rng =
+                securerouter_core::prg::AesCtr::new(&seed, securerouter_core::prg::Domain(12));
+            let mut unit = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            let head = ClassifierHead {
+                linear: Linear {
+                    weight: Matrix::new(
+                        shape.classes,
+                        shape.hidden,
+                        (0..shape.classes * shape.hidden).map(|_| unit()).collect(),
+                    ),
+                    bias: (0..shape.classes).map(|_| unit() * 0.1).collect(),
+                },
+            };
+            let queries = (0..opts.queries)
+                .map(|_| {
+                    (0..opts.seq_len)
+                        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                        .collect()
+                })
+                .collect();
+            Ok(Prepared {
+                name: format!(
+                    "random-{}x{}-h{}-f{}",
+                    shape.layers, shape.hidden, shape.heads, shape.ffn
+                ),
+                weights,
+                head,
+                queries,
+            })
+        }
+        BenchModel::MiniLm { layers } => {
+            let cache = assets::cache_dir(opts.cache.as_deref())?;
+            let dir = assets::MINILM_L6.path(&cache)?;
+            let weights = BertWeights::load(&dir, layers)?;
+            let tokenizer = WordPiece::from_vocab_file(&dir.join("vocab.txt"))?;
+            let sentences = data::rotten_tomatoes(&cache)?;
+            let (train, test) = data::split(sentences, 0.2, &data::SPLIT_SEED)?;
+            let kept = weights.layers.len();
+            let head = sentiment_head(&cache, &weights, &tokenizer, &train, kept)?;
+            let queries = test
+                .iter()
+                .take(opts.queries)
+                .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
+                .collect();
+            Ok(Prepared {
+                name: if kept == 6 {
+                    "minilm-l6".into()
+                } else {
+                    format!("minilm-l6-first-{kept}")
+                },
+                weights,
+                head,
+                queries,
+            })
+        }
+    }
+}
+
+/// A positive/negative head on mean-pooled features, fitted once on training sentences and
+/// cached beside the assets.
+fn sentiment_head(
+    cache: &Path,
+    model: &BertWeights,
+    tokenizer: &WordPiece,
+    train: &[data::LabelledSentence],
+    layers: usize,
+) -> anyhow::Result<ClassifierHead> {
+    let path = cache
+        .join("heads")
+        .join(format!("minilm-l6-first-{layers}-rotten-tomatoes.json"));
+    if path.exists() {
+        return ClassifierHead::load(&path);
+    }
+    let take = train.len().min(HEAD_TRAIN_SENTENCES);
+    let bar = indicatif::ProgressBar::new(take as u64);
+    bar.set_message("pooled features for the sentiment head");
+    let mut features = Vec::with_capacity(take);
+    for s in &train[..take] {
+        let e = tokenizer.encode(&s.text, 128);
+        features.push(crate::model::mean_pool(
+            &model.forward(&e.ids, &e.type_ids)?,
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let labels: Vec<usize> = train[..take].iter().map(|s| s.label as usize).collect();
+    let head = ClassifierHead::fit(&features, &labels, 2, 300, 1e-3)?;
+    std::fs::create_dir_all(path.parent().unwrap_or(cache))?;
+    head.save(&path)?;
+    Ok(head)
+}
+
+/// The three services of a bench deployment, killed on drop.
+struct Services {
+    children: Vec<Child>,
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn peak_rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?)
+}
+
+fn start_services(dir: &Path, addrs: [SocketAddr; 3], timeout_s: u64) -> anyhow::Result<Services> {
+    let exe = std::env::current_exe().context("locating the securerouter binary")?;
+    let d = dir.to_string_lossy().to_string();
+    let t = timeout_s.to_string();
+    let roles: [(&str, Vec<&str>); 3] = [
+        (
+            "dealer",
+            vec!["dealer", "--deployment", &d, "--timeout", &t],
+        ),
+        (
+            "p0",
+            vec![
+                "serve",
+                "--party",
+                "0",
+                "--deployment",
+                &d,
+                "--timeout",
+                &t,
+                "--prefetch-keys",
+            ],
+        ),
+        (
+            "p1",
+            vec![
+                "serve",
+                "--party",
+                "1",
+                "--deployment",
+                &d,
+                "--timeout",
+                &t,
+                "--prefetch-keys",
+            ],
+        ),
+    ];
+    let mut services = Services {
+        children: Vec::new(),
+    };
+    for (name, args) in roles {
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = Command::new(&exe)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the {name} process"))?;
+        services.children.push(child);
+    }
+    // Ready when each listens (loading a big model takes a while).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    for (i, addr) in addrs.iter().enumerate() {
+        loop {
+            if let Some(status) = services.children[i].try_wait()? {
+                bail!(
+                    "service {i} exited ({status}) before listening; see {}",
+                    dir.display()
+                );
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("service at {addr} did not start listening within 300 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(services)
+}
+
+/// Runs the bench and writes its JSON line (and, with `breakdown`, a table) to `out`.
+pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<BenchLine> {
+    if opts.seq_len == 0 || opts.seq_len > 512 || opts.queries == 0 {
+        bail!("--seq must be in 1..=512 and --queries at least 1");
+    }
+    let prepared = prepare(opts)?;
+    if prepared.queries.is_empty() {
+        bail!("no queries to run");
+    }
+    let shape = shape_of(&prepared.weights, &prepared.head);
+    let spec = ModelSpec::Bert(shape);
+    let files = ModelFile::deploy(
+        spec,
+        &ring_layers(&prepared.weights, &prepared.head)?,
+        &random_seed(),
+    )?;
+    let dir = std::env::temp_dir().join(format!(
+        "securerouter-bench-{}",
+        hex::encode(random_seed().as_bytes())
+    ));
+    let addrs = [free_addr()?, free_addr()?, free_addr()?];
+    let deployment = DeploymentDir::create_with(&dir, addrs, &files, true)?;
+    drop(files);
+    let services = start_services(&dir, addrs, opts.timeout_s)?;
+    let link = LinkConfig {
+        io_timeout: Duration::from_secs(opts.timeout_s),
+        ..LinkConfig::default()
+    };
+    let client = Client::new(
+        deployment.identity(Role::Client)?,
+        deployment.deployment.clone(),
+        link,
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (mut online, mut offline, mut wall) = (0.0, 0.0, 0.0);
+    let (mut bytes, mut keys, mut rounds) = (0u64, 0u64, 0u64);
+    let (mut worst, mut agree) = (0.0f64, 0usize);
+    let mut phases: Vec<PhaseStats> = Vec::new();
+    let bar = indicatif::ProgressBar::new(prepared.queries.len() as u64);
+    bar.set_message(format!("{} under MPC", prepared.name));
+    for ids in &prepared.queries {
+        let types = vec![0; ids.len()];
+        let embedded = prepared.weights.embed(ids, &types)?;
+        let x = client_input(&embedded.data, shape.hidden, opts.seq_len)?;
+        let (logits, session) = runtime.block_on(client.classify(shape.input_cols(), &x))?;
+        let want = reference_logits(&prepared.weights, &prepared.head, ids, &types)?;
+        worst = want
+            .iter()
+            .zip(&logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(worst, f64::max);
+        agree += (argmax(&want) == argmax(&logits)) as usize;
+        let [s0, s1] = &session.servers;
+        online += s0.online_s.max(s1.online_s);
+        offline += s0.offline_s.max(s1.offline_s);
+        wall += session.wall_s;
+        bytes += s0.online_bytes_sent.max(s1.online_bytes_sent);
+        keys += s0.key_bytes_received.max(s1.key_bytes_received);
+        rounds = s0.rounds.max(s1.rounds);
+        let slower = if s0.online_s >= s1.online_s { s0 } else { s1 };
+        for p in &slower.phases {
+            match phases.iter_mut().find(|q| q.name == p.name) {
+                Some(q) => {
+                    q.online_s += p.online_s;
+                    q.bytes_sent += p.bytes_sent;
+                    q.rounds += p.rounds;
+                }
+                None => phases.push(p.clone()),
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let rss: Vec<f64> = services
+        .children
+        .iter()
+        .map(|c| peak_rss_of(c.id()))
+        .collect();
+    drop(services);
+    let _ = std::fs::remove_dir_all(&dir);
+    let q = prepared.queries.len();
+    let per = |v: f64| v / q as f64;
+    for p in &mut phases {
+        p.online_s /= q as f64;
+        p.bytes_sent /= q as u64;
+        p.rounds /= q as u64;
+    }
+    let rss_all = [rss[0], rss[1], rss[2], peak_rss_mb()];
+    let line = BenchLine {
+        model: prepared.name,
+        layers: shape.layers,
+        hidden: shape.hidden,
+        heads: shape.heads,
+        ffn: shape.ffn,
+        seq_len: opts.seq_len,
+        queries: q,
+        online_s: per(online),
+        offline_s: per(offline),
+        online_bytes_per_server: bytes / q as u64,
+        key_bytes_per_server: keys / q as u64,
+        rounds,
+        peak_rss_mb: rss_all.iter().cloned().fold(0.0, f64::max),
+        peak_rss_mb_by_process: rss_all,
+        max_abs_logit_err: worst,
+        label_agreement: agree as f64 / q as f64,
+        wall_s: per(wall),
+        breakdown: opts.breakdown.then_some(phases),
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} layers, hidden {}, {} tokens, {} queries\n  online {:.3} s, {:.1} MB and {} rounds per server; offline {:.3} s, {:.1} MB keys per server\n  peak memory {:.0} MiB; max |logit error| {:.4}; label agreement {:.1}%",
+            line.model,
+            line.layers,
+            line.hidden,
+            line.seq_len,
+            line.queries,
+            line.online_s,
+            line.online_bytes_per_server as f64 / 1e6,
+            line.rounds,
+            line.offline_s,
+            line.key_bytes_per_server as f64 / 1e6,
+            line.peak_rss_mb,
+            line.max_abs_logit_err,
+            100.0 * line.label_agreement
+        )?;
+    }
+    if let Some(parts) = &line.breakdown {
+        writeln!(
+            out,
+            "{:<10} {:>9} {:>7} {:>12} {:>7}",
+            "part", "online_s", "share", "bytes", "rounds"
+        )?;
+        let total: f64 = parts.iter().map(|p| p.online_s).sum();
+        for p in parts {
+            writeln!(
+                out,
+                "{:<10} {:>9.3} {:>6.1}% {:>12} {:>7}",
+                p.name,
+                p.online_s,
+                100.0 * p.online_s / total.max(1e-12),
+                p.bytes_sent,
+                p.rounds
+            )?;
+        }
+    }
+    Ok(line)
+}

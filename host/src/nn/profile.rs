@@ -1,0 +1,115 @@
+//! Per-part accounting of a server's online phase: a [`Protocol`] adapter that forwards every
+//! gate to a [`ServerSide`] and charges time, bytes and rounds to the part the circuit named
+//! last with [`Protocol::phase`] (e.g. "softmax"). `bench --breakdown` prints the totals.
+
+use crate::session::PhaseStats;
+use securerouter_core::Error;
+use securerouter_core::gate::{
+    Channel, Kernels, KeySource, LookupTable, Protocol, ServerSide, ServerWeights, Tensor, Traffic,
+};
+use securerouter_core::ring::BitWidth;
+use std::time::Instant;
+
+/// A server that accounts per circuit part.
+pub struct Profiled<'a, C, K, X> {
+    inner: &'a mut ServerSide<C, K, X>,
+    current: &'static str,
+    since: Instant,
+    at: Traffic,
+    totals: Vec<PhaseStats>,
+}
+
+impl<'a, C: Channel, K: KeySource, X: Kernels> Profiled<'a, C, K, X> {
+    /// Starts accounting on `inner`, charging to "other" until the circuit names a part.
+    pub fn new(inner: &'a mut ServerSide<C, K, X>) -> Self {
+        let at = inner.traffic();
+        Profiled {
+            inner,
+            current: "other",
+            since: Instant::now(),
+            at,
+            totals: Vec::new(),
+        }
+    }
+
+    fn close(&mut self) {
+        let now = Instant::now();
+        let t = self.inner.traffic();
+        let entry = match self.totals.iter().position(|p| p.name == self.current) {
+            Some(i) => &mut self.totals[i],
+            None => {
+                self.totals.push(PhaseStats {
+                    name: self.current.to_string(),
+                    ..PhaseStats::default()
+                });
+                self.totals.last_mut().expect("just pushed")
+            }
+        };
+        entry.online_s += (now - self.since).as_secs_f64();
+        entry.bytes_sent += t.bytes_sent - self.at.bytes_sent;
+        entry.rounds += t.rounds - self.at.rounds;
+        self.since = now;
+        self.at = t;
+    }
+
+    /// The totals per part, in order of first appearance.
+    pub fn finish(mut self) -> Vec<PhaseStats> {
+        self.close();
+        self.totals
+    }
+}
+
+impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
+    type Weights = ServerWeights;
+
+    fn phase(&mut self, name: &'static str) {
+        if name != self.current {
+            self.close();
+            self.current = name;
+        }
+    }
+
+    fn public(&self, shape: &[usize], width: BitWidth, values: &[u64]) -> Result<Tensor, Error> {
+        self.inner.public(shape, width, values)
+    }
+
+    fn add_public(&self, x: &Tensor, c: &[u64]) -> Result<Tensor, Error> {
+        self.inner.add_public(x, c)
+    }
+
+    async fn linear(&mut self, x: &Tensor, w: &ServerWeights) -> Result<Tensor, Error> {
+        self.inner.linear(x, w).await
+    }
+
+    async fn affine(&mut self, x: &Tensor, w: &ServerWeights) -> Result<Tensor, Error> {
+        self.inner.affine(x, w).await
+    }
+
+    async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
+        self.inner.matmul(x, y).await
+    }
+
+    async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
+        self.inner.mul(x, y).await
+    }
+
+    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error> {
+        self.inner.truncate(x, f).await
+    }
+
+    async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {
+        self.inner.drelu(x).await
+    }
+
+    async fn mul_bit(&mut self, d: &Tensor, z: &Tensor) -> Result<Tensor, Error> {
+        self.inner.mul_bit(d, z).await
+    }
+
+    async fn lookup(&mut self, x: &Tensor, table: &LookupTable) -> Result<Tensor, Error> {
+        self.inner.lookup(x, table).await
+    }
+
+    async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
+        self.inner.output(x).await
+    }
+}
