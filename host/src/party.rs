@@ -286,7 +286,7 @@ impl ServerService {
         let x = server
             .input(&[rows, features], BitWidth::FULL, &share)
             .await?;
-        let mut profiled = Profiled::new(&mut server);
+        let mut profiled = Profiled::new(&mut server, online);
         let outs = run_model(&mut profiled, &self.model.spec, &x, &self.weights).await?;
         let phases = profiled.finish();
         let mut widths = Vec::new();

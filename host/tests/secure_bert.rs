@@ -82,3 +82,68 @@ fn random_tiny_bert_matches_the_reference_with_padding() {
     assert!(err < 0.05, "max |logit error| {err}");
     assert_eq!(argmax(&want), argmax(&got));
 }
+
+/// The asset cache, or `None` (with the reason printed) when the test cannot run here; under
+/// CI (where `assets fetch` runs first) a missing asset is a failure.
+fn cache_with_assets() -> Option<std::path::PathBuf> {
+    let cache = securerouter_host::assets::cache_dir(None).ok()?;
+    let ok = securerouter_host::assets::MINILM_L6.path(&cache).is_ok()
+        && securerouter_host::data::rotten_tomatoes(&cache).is_ok();
+    if ok {
+        return Some(cache);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "MiniLM-L6 or the VADER data is missing from {}: run `securerouter assets fetch`",
+        cache.display()
+    );
+    println!("SKIPPED: assets missing from {}", cache.display());
+    None
+}
+
+#[test]
+fn minilm_cut_to_two_layers_classifies_real_sentences_like_the_reference() {
+    use securerouter_host::{assets, data, model::WordPiece};
+    let Some(cache) = cache_with_assets() else {
+        return;
+    };
+    let dir = assets::MINILM_L6.path(&cache).unwrap();
+    let model = BertWeights::load(&dir, Some(2)).unwrap();
+    let tok = WordPiece::from_vocab_file(&dir.join("vocab.txt")).unwrap();
+    let (train, test) = data::split(
+        data::rotten_tomatoes(&cache).unwrap(),
+        0.2,
+        &data::SPLIT_SEED,
+    )
+    .unwrap();
+    // A sentiment head on pooled features of 40 training sentences.
+    let feats: Vec<Vec<f64>> = train[..40]
+        .iter()
+        .map(|s| {
+            let e = tok.encode(&s.text, 32);
+            securerouter_host::model::mean_pool(&model.forward(&e.ids, &e.type_ids).unwrap())
+        })
+        .collect();
+    let labels: Vec<usize> = train[..40].iter().map(|s| s.label as usize).collect();
+    let head = ClassifierHead::fit(&feats, &labels, 2, 200, 1e-3).unwrap();
+    let seq_len = 32;
+    let mut worst = 0.0f64;
+    for (i, s) in test.iter().take(3).enumerate() {
+        let e = tok.encode(&s.text, seq_len);
+        let want = reference_logits(&model, &head, &e.ids, &e.type_ids).unwrap();
+        let got = secure_logits(&model, &head, &e.ids, seq_len, 10 + i as u8);
+        worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(worst, f64::max);
+        assert_eq!(
+            argmax(&want),
+            argmax(&got),
+            "{:?}: {want:?} vs {got:?}",
+            s.text
+        );
+    }
+    println!("max |logit error| {worst}");
+    assert!(worst < 0.1, "max |logit error| {worst}");
+}

@@ -20,14 +20,14 @@ pub struct Profiled<'a, C, K, X> {
 }
 
 impl<'a, C: Channel, K: KeySource, X: Kernels> Profiled<'a, C, K, X> {
-    /// Starts accounting on `inner`, charging to "other" until the circuit names a part.
-    pub fn new(inner: &'a mut ServerSide<C, K, X>) -> Self {
-        let at = inner.traffic();
+    /// Starts accounting on `inner`, charging what happened since `started` (e.g. the input
+    /// opening) and everything until the circuit names a part to "other".
+    pub fn new(inner: &'a mut ServerSide<C, K, X>, started: Instant) -> Self {
         Profiled {
             inner,
             current: "other",
-            since: Instant::now(),
-            at,
+            since: started,
+            at: Traffic::default(),
             totals: Vec::new(),
         }
     }
