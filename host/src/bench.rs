@@ -13,7 +13,9 @@ use crate::client::Client;
 use crate::data;
 use crate::deployment::{DeploymentDir, Role, random_seed};
 use crate::model::head::{argmax, reference_logits};
-use crate::model::{BertConfig, BertWeights, ClassifierHead, Linear, Matrix, WordPiece};
+use crate::model::{
+    BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix, WordPiece,
+};
 use crate::net::LinkConfig;
 use crate::nn::bert::{BertShape, client_input, ring_layers, shape_of};
 use crate::party::peak_rss_mb;
@@ -101,6 +103,8 @@ pub struct BenchLine {
 /// A prepared model with its inputs: token ids per query.
 struct Prepared {
     name: String,
+    /// The vocabulary (one token per line) for the client bundle.
+    vocab: String,
     weights: BertWeights,
     head: ClassifierHead,
     queries: Vec<Vec<u32>>,
@@ -146,7 +150,15 @@ fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
                         .collect()
                 })
                 .collect();
+            // Random token ids stand for text; the vocabulary only names them.
+            let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                .into_iter()
+                .map(String::from)
+                .chain((5..vocab).map(|i| format!("token{i}")))
+                .collect::<Vec<_>>()
+                .join("\n");
             Ok(Prepared {
+                vocab,
                 name: format!(
                     "random-{}x{}-h{}-f{}",
                     shape.layers, shape.hidden, shape.heads, shape.ffn
@@ -170,7 +182,9 @@ fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
                 .take(opts.queries)
                 .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
                 .collect();
+            let vocab = std::fs::read_to_string(dir.join("vocab.txt"))?;
             Ok(Prepared {
+                vocab,
                 name: if kept == 6 {
                     "minilm-l6".into()
                 } else {
@@ -343,6 +357,10 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
     let addrs = [free_addr()?, free_addr()?, free_addr()?];
     let deployment = DeploymentDir::create_with(&dir, addrs, &files, true)?;
     drop(files);
+    // The client works from its bundle alone (tokenizer and embeddings, no encoder weights).
+    let bundle_path = dir.join("client.bundle");
+    ClientBundle::save(&prepared.weights, &prepared.vocab, &bundle_path)?;
+    let bundle = ClientBundle::load(&bundle_path)?;
     let services = start_services(&dir, addrs, opts.timeout_s)?;
     let link = LinkConfig {
         io_timeout: Duration::from_secs(opts.timeout_s),
@@ -364,7 +382,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
     bar.set_message(format!("{} under MPC", prepared.name));
     for ids in &prepared.queries {
         let types = vec![0; ids.len()];
-        let embedded = prepared.weights.embed(ids, &types)?;
+        let embedded = bundle.embeddings.embed(ids, &types)?;
         let x = client_input(&embedded.data, shape.hidden, opts.seq_len)?;
         let (logits, session) = runtime.block_on(client.classify(shape.input_cols(), &x))?;
         let want = reference_logits(&prepared.weights, &prepared.head, ids, &types)?;

@@ -3,7 +3,7 @@
 //! per-head softmax(QKᵀ/√d)·V, output projection, residual and LayerNorm, GeLU feed-forward,
 //! residual and LayerNorm), with exact non-linearities. Secure results are measured against it.
 
-use super::weights::{BertWeights, LayerNorm, Linear};
+use super::weights::{BertWeights, Embeddings, LayerNorm, Linear};
 use anyhow::bail;
 
 /// A row-major f64 matrix.
@@ -82,6 +82,38 @@ impl LayerNorm {
     }
 }
 
+impl Embeddings {
+    /// LayerNorm(word + position + token type) for each token: what the client computes
+    /// from its bundle before sharing.
+    pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> anyhow::Result<Matrix> {
+        let max_len = self.position.rows;
+        if ids.is_empty() || ids.len() > max_len || ids.len() != type_ids.len() {
+            bail!(
+                "{} tokens with {} type ids; the model takes 1..={max_len} tokens",
+                ids.len(),
+                type_ids.len(),
+            );
+        }
+        let h = self.word.cols;
+        let mut x = Matrix::new(ids.len(), h, vec![0.0; ids.len() * h]);
+        for (p, (&id, &t)) in ids.iter().zip(type_ids).enumerate() {
+            if id as usize >= self.word.rows || t as usize >= self.token_type.rows {
+                bail!("token {id} / type {t} at position {p} is outside the vocabulary");
+            }
+            let (w, pos, ty) = (
+                self.word.row(id as usize),
+                self.position.row(p),
+                self.token_type.row(t as usize),
+            );
+            for (j, v) in x.row_mut(p).iter_mut().enumerate() {
+                *v = w[j] + pos[j] + ty[j];
+            }
+        }
+        self.norm.apply(&mut x);
+        Ok(x)
+    }
+}
+
 /// GeLU as BERT defines it: x·Φ(x) with the exact normal CDF.
 pub fn gelu(x: f64) -> f64 {
     0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
@@ -90,33 +122,7 @@ pub fn gelu(x: f64) -> f64 {
 impl BertWeights {
     /// The client's part: LayerNorm(word + position + token type) for each token.
     pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> anyhow::Result<Matrix> {
-        let c = &self.config;
-        let e = &self.embeddings;
-        if ids.is_empty() || ids.len() > c.max_position_embeddings || ids.len() != type_ids.len() {
-            bail!(
-                "{} tokens with {} type ids; the model takes 1..={} tokens",
-                ids.len(),
-                type_ids.len(),
-                c.max_position_embeddings
-            );
-        }
-        let h = c.hidden_size;
-        let mut x = Matrix::new(ids.len(), h, vec![0.0; ids.len() * h]);
-        for (p, (&id, &t)) in ids.iter().zip(type_ids).enumerate() {
-            if id as usize >= c.vocab_size || t as usize >= c.type_vocab_size {
-                bail!("token {id} / type {t} at position {p} is outside the vocabulary");
-            }
-            let (w, pos, ty) = (
-                e.word.row(id as usize),
-                e.position.row(p),
-                e.token_type.row(t as usize),
-            );
-            for (j, v) in x.row_mut(p).iter_mut().enumerate() {
-                *v = w[j] + pos[j] + ty[j];
-            }
-        }
-        e.norm.apply(&mut x);
-        Ok(x)
+        self.embeddings.embed(ids, type_ids)
     }
 
     /// The servers' part: every encoder layer on the embedded tokens.

@@ -1,0 +1,172 @@
+//! The client bundle: what a client needs to turn text into its private input, and nothing
+//! more (DESIGN §1: the client never needs the model). It holds the WordPiece vocabulary and
+//! the embedding tables with their LayerNorm; the encoder weights stay with the servers.
+
+use super::reference::Matrix;
+use super::tokenizer::WordPiece;
+use super::weights::{BertWeights, Embeddings, LayerNorm};
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Tokenizer and embeddings of one model.
+pub struct ClientBundle {
+    /// The tokenizer.
+    pub tokenizer: WordPiece,
+    /// Token, position and type embeddings with their LayerNorm.
+    pub embeddings: Embeddings,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMatrix {
+    rows: usize,
+    cols: usize,
+    /// f32, little-endian (the checkpoint's own precision).
+    data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredBundle {
+    vocab: String,
+    word: StoredMatrix,
+    position: StoredMatrix,
+    token_type: StoredMatrix,
+    gamma: Vec<f64>,
+    beta: Vec<f64>,
+    eps: f64,
+}
+
+fn store(m: &Matrix) -> StoredMatrix {
+    StoredMatrix {
+        rows: m.rows,
+        cols: m.cols,
+        data: m
+            .data
+            .iter()
+            .flat_map(|&v| (v as f32).to_le_bytes())
+            .collect(),
+    }
+}
+
+fn restore(m: StoredMatrix, what: &str) -> anyhow::Result<Matrix> {
+    if m.rows.checked_mul(m.cols).and_then(|n| n.checked_mul(4)) != Some(m.data.len()) {
+        bail!("the bundle's {what} table does not match its shape");
+    }
+    let data: Vec<f64> = m
+        .data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+        .collect();
+    if data.iter().any(|v| !v.is_finite()) {
+        bail!("the bundle's {what} table holds NaN or infinity");
+    }
+    Ok(Matrix::new(m.rows, m.cols, data))
+}
+
+impl ClientBundle {
+    /// Writes the bundle of `model` with the vocabulary text `vocab` (one token per line).
+    pub fn save(model: &BertWeights, vocab: &str, path: &Path) -> anyhow::Result<()> {
+        let e = &model.embeddings;
+        let s = StoredBundle {
+            vocab: vocab.to_string(),
+            word: store(&e.word),
+            position: store(&e.position),
+            token_type: store(&e.token_type),
+            gamma: e.norm.gamma.clone(),
+            beta: e.norm.beta.clone(),
+            eps: e.norm.eps,
+        };
+        std::fs::write(path, postcard::to_allocvec(&s)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Reads and checks a bundle.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let s: StoredBundle = postcard::from_bytes(&bytes)
+            .with_context(|| format!("{} is not a client bundle", path.display()))?;
+        let tokenizer = WordPiece::from_vocab_text(&s.vocab)
+            .with_context(|| format!("the vocabulary in {}", path.display()))?;
+        let (word, position, token_type) = (
+            restore(s.word, "word")?,
+            restore(s.position, "position")?,
+            restore(s.token_type, "token type")?,
+        );
+        let h = word.cols;
+        if position.cols != h
+            || token_type.cols != h
+            || s.gamma.len() != h
+            || s.beta.len() != h
+            || word.rows != tokenizer.vocab_size()
+        {
+            bail!(
+                "{}: the embedding tables, LayerNorm and vocabulary disagree in size",
+                path.display()
+            );
+        }
+        if !(s.eps > 0.0 && s.eps < 1.0) {
+            bail!(
+                "{}: LayerNorm epsilon {} is outside (0, 1)",
+                path.display(),
+                s.eps
+            );
+        }
+        Ok(ClientBundle {
+            tokenizer,
+            embeddings: Embeddings {
+                word,
+                position,
+                token_type,
+                norm: LayerNorm {
+                    gamma: s.gamma,
+                    beta: s.beta,
+                    eps: s.eps,
+                },
+            },
+        })
+    }
+
+    /// Tokenises `text` (at most `max_len` tokens) and embeds it: rows of the hidden size.
+    pub fn embed_text(&self, text: &str, max_len: usize) -> anyhow::Result<Matrix> {
+        let e = self.tokenizer.encode(text, max_len);
+        self.embeddings.embed(&e.ids, &e.type_ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BertConfig;
+    use securerouter_core::prg::Seed;
+
+    #[test]
+    fn a_bundle_embeds_like_the_model_and_rejects_damage() {
+        let config = BertConfig {
+            vocab_size: 6,
+            hidden_size: 4,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 8,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 8,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+        };
+        let model = BertWeights::random(config, &Seed::from_bytes([2; 16])).unwrap();
+        let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nworld";
+        let dir = std::env::temp_dir().join(format!("bundle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("client.bundle");
+        ClientBundle::save(&model, vocab, &path).unwrap();
+        let b = ClientBundle::load(&path).unwrap();
+        let got = b.embed_text("hello world", 8).unwrap();
+        let want = model.embed(&[2, 4, 5, 3], &[0; 4]).unwrap();
+        // The bundle keeps the checkpoint's f32 precision.
+        assert!(got.max_abs_diff(&want) < 1e-5);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let e = ClientBundle::load(&path).err().unwrap();
+        assert!(format!("{e:#}").contains("not a client bundle"), "{e:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
