@@ -36,12 +36,13 @@ pub struct DealerService {
     pub servers: [PublicKey; 2],
     /// Secret from which session seeds are derived.
     pub secret: Seed,
-    /// The model (plaintext weights) of the router head.
+    /// The model file (its spec names the circuit the dealer serves).
     pub model: ModelFile,
     /// Link settings.
     pub link: LinkConfig,
     served: Mutex<HashSet<(SessionId, u8)>>,
-    weights: Vec<DealerWeights>,
+    /// The plaintext weights, shared by the sessions being generated.
+    weights: Arc<Vec<DealerWeights>>,
 }
 
 impl DealerService {
@@ -53,7 +54,7 @@ impl DealerService {
         model: ModelFile,
         link: LinkConfig,
     ) -> anyhow::Result<Self> {
-        let weights = model.dealer_weights()?;
+        let weights = Arc::new(model.dealer_weights()?);
         Ok(DealerService {
             identity,
             servers,
