@@ -1,9 +1,11 @@
 //! Benchmarks of the core primitives: DCF key generation and evaluation per element at
-//! n = 16, 32, 64 (64-bit outputs), DPF full-domain evaluation, and AES-CTR PRG throughput.
+//! n = 16, 32, 64 (64-bit outputs), DPF and one-bit DPF full-domain evaluation, the lookup
+//! kernel, and AES-CTR PRG throughput.
 //! Key sizes are printed alongside (they are exact, asserted in `tests/fss.rs`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use securerouter_core::fss::{Dcf, DcfKey, Dpf};
+use securerouter_core::fss::{BitDpf, Dcf, DcfKey, Dpf};
+use securerouter_core::gate::{CpuKernels, Kernels};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
 use std::hint::black_box;
@@ -85,6 +87,51 @@ fn dpf_full_domain(c: &mut Criterion) {
     g.finish();
 }
 
+fn bit_dpf_full_domain(c: &mut Criterion) {
+    let dpf = BitDpf::new();
+    let mut g = c.benchmark_group("bit_dpf_full_domain");
+    for n in [8u32, 12, 16] {
+        let w = BitWidth::new(n).unwrap();
+        let mut r = rng();
+        let count = (1usize << 16 >> n).max(4);
+        let keys: Vec<_> = (0..count)
+            .map(|_| dpf.gen_keys(w, w.reduce(r.next_u64()), &mut r).unwrap().0)
+            .collect();
+        let mut out = vec![0u64; count * BitDpf::full_domain_words(w)];
+        g.throughput(Throughput::Elements((count as u64) << n));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &keys, |b, k| {
+            b.iter(|| dpf.eval_full_domain_batch(k, black_box(&mut out)).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// The lookup gate's local work per element: full-domain bits and the masked dot product.
+fn lookup_kernel(c: &mut Criterion) {
+    let dpf = BitDpf::new();
+    let kernels = CpuKernels::new();
+    let mut g = c.benchmark_group("lookup_kernel");
+    for (n, count) in [(8u32, 1000usize), (12, 100)] {
+        let w = BitWidth::new(n).unwrap();
+        let mut r = rng();
+        let keys: Vec<_> = (0..count)
+            .map(|_| dpf.gen_keys(w, w.reduce(r.next_u64()), &mut r).unwrap().0)
+            .collect();
+        let xs: Vec<u64> = (0..count).map(|_| w.reduce(r.next_u64())).collect();
+        let table: Vec<u64> = (0..1u64 << n).map(|i| i * 3).collect();
+        let (mut dot, mut ones) = (vec![0u64; count], vec![0u64; count]);
+        g.throughput(Throughput::Elements(count as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &keys, |b, k| {
+            b.iter(|| {
+                kernels
+                    .dpf_lookup(k, &xs, &table, BitWidth::FULL, &mut dot, &mut ones)
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 fn prg(c: &mut Criterion) {
     let mut g = c.benchmark_group("aes_ctr");
     let mut buf = vec![0u8; 1 << 20];
@@ -101,6 +148,6 @@ fn prg(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = dcf, dpf_full_domain, prg
+    targets = dcf, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg
 }
 criterion_main!(benches);

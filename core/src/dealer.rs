@@ -11,7 +11,7 @@
 //! | mask r with shares | its share, from its stream | its share, from its stream |
 //! | Beaver triple (a, b, c = ab) | a0, b0, c0 from its stream | a1, b1 from its stream; c1 sent |
 //! | matrix triple (A, B, C = AB) | A0, B0, C0 from its stream | A1, B1 from its stream; C1 sent |
-//! | DPF/DCF key pair | root seed from its stream | root seed from its stream |
+//! | DPF/DCF key pair (also one-bit DPF) | root seed from its stream | root seed from its stream |
 //!
 //! FSS correction words are shared by both keys and must reach both servers. P1 holds them
 //! anyway, so a runtime may deliver them to P0 directly or relay them through P1 without
@@ -21,7 +21,9 @@
 //! the order of calls is the protocol and both sides must follow it exactly.
 
 use crate::Error;
-use crate::fss::{Corrections, Dcf, DcfCorrections, Dpf, DpfCorrections, FssKey};
+use crate::fss::{
+    BitDpf, BitDpfCorrections, Corrections, Dcf, DcfCorrections, Dpf, DpfCorrections, FssKey,
+};
 use crate::prg::{AesCtr, Domain, Seed};
 use crate::ring::BitWidth;
 use crate::share::Party;
@@ -34,6 +36,7 @@ pub struct Dealer {
     to_p0: AesCtr,
     to_p1: AesCtr,
     dpf: Dpf,
+    bit_dpf: BitDpf,
     dcf: Dcf,
 }
 
@@ -82,6 +85,7 @@ impl Dealer {
             to_p0: AesCtr::new(&Self::party_seed(master, Party::P0), Domain::DEALER_P0),
             to_p1: AesCtr::new(&Self::party_seed(master, Party::P1), Domain::DEALER_P1),
             dpf: Dpf::new(),
+            bit_dpf: BitDpf::new(),
             dcf: Dcf::new(),
         }
     }
@@ -172,6 +176,18 @@ impl Dealer {
         let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
         self.dpf
             .gen_corrections(in_bits, out_bits, alpha, beta, roots)
+    }
+
+    /// A one-bit DPF key pair for the point α (see [`BitDpf::gen_corrections`]); the roots come
+    /// from the party streams, the returned corrections must reach both servers, and the
+    /// returned bit (P1's output at α) stays with the dealer.
+    pub fn bit_dpf(
+        &mut self,
+        in_bits: BitWidth,
+        alpha: u64,
+    ) -> Result<(BitDpfCorrections, bool), Error> {
+        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
+        self.bit_dpf.gen_corrections(in_bits, alpha, roots)
     }
 
     /// A DCF key pair for β if x < α, else 0; the roots come from the party streams, the returned

@@ -3,7 +3,7 @@
 
 use securerouter_core::Error;
 use securerouter_core::dealer::{Dealer, PartyCorrelations};
-use securerouter_core::fss::{Dcf, Dpf};
+use securerouter_core::fss::{BitDpf, Dcf, Dpf};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::Party;
@@ -81,6 +81,19 @@ fn a_session_of_mixed_correlations_reconstructs() {
     let f1 = dpf.eval_full_domain(&p1.fss_key(corr)).unwrap();
     for x in 0..4096usize {
         assert_eq!(f0[x].wrapping_add(f1[x]), if x == 77 { 5 } else { 0 });
+    }
+
+    // A one-bit DPF: the bit the dealer keeps is P1's output at α.
+    let (corr, p1_at_alpha) = dealer.bit_dpf(w12, 1234).unwrap();
+    let bits = BitDpf::new();
+    let e0 = bits.eval_full_domain(&p0.fss_key(corr.clone())).unwrap();
+    let e1 = bits.eval_full_domain(&p1.fss_key(corr)).unwrap();
+    for x in 0..4096usize {
+        let (b0, b1) = ((e0[x / 64] >> (x % 64)) & 1, (e1[x / 64] >> (x % 64)) & 1);
+        assert_eq!(b0 ^ b1, (x == 1234) as u64);
+        if x == 1234 {
+            assert_eq!(b1 == 1, p1_at_alpha);
+        }
     }
 }
 

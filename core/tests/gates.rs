@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use securerouter_core::Error;
-use securerouter_core::fss::{Corrections, DcfCorrections, DpfCorrections};
+use securerouter_core::fss::{BitDpfCorrections, Corrections, DcfCorrections};
 use securerouter_core::gate::{
     self, LookupTable, Protocol, Tensor, drelu_key_bytes, packed_len, unpack,
 };
@@ -396,15 +396,99 @@ fn lookup_tables_of_8_and_12_bits_cover_every_input() {
         for (&x, &y) in values.iter().zip(&o.outputs[0]) {
             assert_eq!(y, entries[x as usize]);
         }
-        assert_traffic(&o, &inputs, packed_len(n, out) as u64, 1);
-        assert_eq!(
-            o.keys.shared.len(),
-            n * DpfCorrections::encoded_len(inw, out)
-        );
+        // Two openings of out bits each (s·T(x) + m, then T(x) + ρ).
+        assert_traffic(&o, &inputs, 2 * packed_len(n, out) as u64, 2);
+        // A one-bit DPF per element, 1 + 16(n−7) + ⌈(n−7)/4⌉ + 16 bytes, to both servers;
+        // P1 gets only the output gate's mask shares.
+        let key_len = BitDpfCorrections::encoded_len(inw, BitDpfCorrections::OUT_BITS);
+        assert_eq!(key_len, if bits == 8 { 34 } else { 99 });
+        assert_eq!(o.keys.shared.len(), n * key_len);
         assert_eq!(o.keys.p1.len(), packed_len(n, out));
     }
     assert!(LookupTable::new(w(17), w(8), vec![0; 1 << 17]).is_err());
     assert!(LookupTable::new(w(4), w(8), vec![0; 15]).is_err());
+}
+
+/// Narrow domains (one partial leaf block, n < 7), a single full leaf (n = 7), several leaves,
+/// the largest table (n = 16), and one-bit outputs (where the sign s = ±1 is 1 mod 2).
+#[test]
+fn lookup_tables_of_small_and_large_domains_and_one_bit_outputs() {
+    let mut r = rng(15);
+    for (bits, out_bits) in [(1u32, 64u32), (3, 1), (6, 64), (7, 5), (9, 1), (16, 64)] {
+        let (inw, out) = (w(bits), w(out_bits));
+        let t =
+            LookupTable::from_fn(inw, out, |i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7).unwrap();
+        let max = inw.mask();
+        let mut values: Vec<u64> = if bits <= 7 {
+            (0..=max).collect()
+        } else {
+            (0..40).map(|_| r.next_u64() & max).collect()
+        };
+        values.extend([0, max, max / 2, max / 2 + 1]);
+        let n = values.len();
+        let inputs = [Input::new(&[n], L, values.clone())];
+        let o = run(&Gate::Lookup(t.clone()), &inputs, 20 + bits as u64);
+        for (&x, &y) in values.iter().zip(&o.outputs[0]) {
+            assert_eq!(y, t.get(x), "n={bits} out={out_bits} x={x}");
+        }
+        assert_traffic(&o, &inputs, 2 * packed_len(n, out) as u64, 2);
+        let key_len = BitDpfCorrections::encoded_len(inw, BitDpfCorrections::OUT_BITS);
+        assert_eq!(o.keys.shared.len(), n * key_len);
+    }
+}
+
+/// The CPU lookup kernel against its definition, computed from the keys' full-domain bits.
+#[test]
+fn lookup_kernel_matches_its_definition() {
+    use securerouter_core::fss::BitDpf;
+    use securerouter_core::gate::{CpuKernels, Kernels};
+    let dpf = BitDpf::new();
+    let kernels = CpuKernels::new();
+    let mut r = rng(16);
+    for (bits, out_bits) in [(2u32, 64u32), (6, 13), (8, 64), (11, 40)] {
+        let (inw, out) = (w(bits), w(out_bits));
+        let size = 1usize << bits;
+        let table: Vec<u64> = (0..size).map(|_| out.reduce(r.next_u64())).collect();
+        let keys: Vec<_> = (0..70)
+            .map(|i| {
+                let (k0, k1) = dpf.gen_keys(inw, inw.reduce(r.next_u64()), &mut r).unwrap();
+                if i % 3 == 0 { k1 } else { k0 }
+            })
+            .collect();
+        let mut xs: Vec<u64> = (0..70).map(|_| inw.reduce(r.next_u64())).collect();
+        xs[0] = 0;
+        xs[1] = inw.mask();
+        let (mut dot, mut ones) = (vec![0u64; 70], vec![0u64; 70]);
+        kernels
+            .dpf_lookup(&keys, &xs, &table, out, &mut dot, &mut ones)
+            .unwrap();
+        for i in 0..70 {
+            let e = dpf.eval_full_domain(&keys[i]).unwrap();
+            let (mut want_dot, mut want_ones) = (0u64, 0u64);
+            for j in 0..size {
+                if (e[j / 64] >> (j % 64)) & 1 == 1 {
+                    want_dot = want_dot.wrapping_add(table[inw.sub(xs[i], j as u64) as usize]);
+                    want_ones += 1;
+                }
+            }
+            assert_eq!(dot[i], out.reduce(want_dot), "n={bits} key {i}");
+            assert_eq!(ones[i], out.reduce(want_ones), "n={bits} key {i}");
+        }
+        // Errors, not panics: a table of the wrong size, an input outside Z_2^n, short outputs.
+        assert!(matches!(
+            kernels.dpf_lookup(&keys, &xs, &table[1..], out, &mut dot, &mut ones),
+            Err(Error::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            kernels.dpf_lookup(&keys, &xs, &table, out, &mut dot[1..], &mut ones),
+            Err(Error::LengthMismatch { .. })
+        ));
+        xs[5] = 1 << bits;
+        assert_eq!(
+            kernels.dpf_lookup(&keys, &xs, &table, out, &mut dot, &mut ones),
+            Err(Error::ValueOutOfRange { bits })
+        );
+    }
 }
 
 // ---------------------------------------------------------------- max and argmax
@@ -542,8 +626,13 @@ fn opened_values_are_uniform_and_input_independent() {
     assert_view_is_independent("relu: DReLU round", bits, w(1));
     assert_view_is_independent("relu: select round", vals, L);
     let t = LookupTable::from_fn(w(8), w(16), |i| i * i).unwrap();
-    let v = views(&Gate::Lookup(t), n, 3, 250, &[(n, w(16))]);
-    assert_view_is_independent("lookup", &v, w(16));
+    let v = views(&Gate::Lookup(t), n, 3, 250, &[(n, w(16)), (n, w(16))]);
+    let (first, second) = (
+        &v.clone().map(|x| x[..n].to_vec()),
+        &v.map(|x| x[n..].to_vec()),
+    );
+    assert_view_is_independent("lookup: s·T(x) + m round", first, w(16));
+    assert_view_is_independent("lookup: T(x) + ρ round", second, w(16));
     // Products take two inputs; run them on (a, a) and (b, b).
     for (name, g) in [("mul", Gate::Mul), ("less_than", Gate::LessThan(w(64)))] {
         let per = [A, B].map(|x| {

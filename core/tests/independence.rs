@@ -6,7 +6,7 @@
 //! p-value of about 1e-4 for 255 degrees of freedom (chi-square > 360); each test also runs a
 //! deliberately leaky variant as a control and asserts that it is caught.
 
-use securerouter_core::fss::{Dcf, Dpf};
+use securerouter_core::fss::{BitDpf, Corrections, Dcf, Dpf};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::{SeededShareStream, split};
@@ -177,4 +177,39 @@ fn dcf_and_dpf_key_bytes_are_independent_of_alpha() {
         );
         assert!(ha.max_chi2_against(&hb) < CRITICAL, "word {i}");
     }
+}
+
+/// One-bit DPF corrections (what the lookup gate's dealer sends): the first seed correction and
+/// the final 128-bit block, which carries α's low bits, look the same for very different α; a
+/// control without P1's conversion in the final block is caught.
+#[test]
+fn bit_dpf_key_bytes_are_independent_of_alpha() {
+    let dpf = BitDpf::new();
+    let n = BitWidth::new(12).unwrap();
+    let mut r = rng(8);
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
+    let mut sample = |alpha: u64| {
+        let (k0, _) = dpf.gen_keys(n, alpha, &mut r).unwrap();
+        let b = k0.corrections().to_bytes();
+        let end = b.len();
+        [
+            // Seed correction bytes 1..=8 (byte 0 holds the cleared control-bit position).
+            word(&b[2..10]),
+            word(&b[end - 16..end - 8]),
+            word(&b[end - 8..]),
+        ]
+    };
+    let a: Vec<[u64; 3]> = (0..SAMPLES / 2).map(|_| sample(0)).collect();
+    let b: Vec<[u64; 3]> = (0..SAMPLES / 2).map(|_| sample(4095)).collect();
+    for i in 0..3 {
+        let ha = ByteHistograms::of(a.iter().map(|s| s[i]));
+        let hb = ByteHistograms::of(b.iter().map(|s| s[i]));
+        assert!(ha.max_chi2_uniform() < CRITICAL, "word {i}");
+        assert!(ha.max_chi2_against(&hb) < CRITICAL, "word {i}");
+    }
+    // Leaky control: the final block's α bit without the pseudorandom conversions.
+    let leak = |alpha: u64| 1u64 << (alpha % 64);
+    let ha = ByteHistograms::of((0..2000).map(|_| leak(0)));
+    let hb = ByteHistograms::of((0..2000).map(|_| leak(63)));
+    assert!(ha.max_chi2_against(&hb) > 10.0 * CRITICAL);
 }

@@ -1,7 +1,7 @@
 //! Algebraic laws of the ring, the shares and the FSS schemes, as property tests.
 
 use proptest::prelude::*;
-use securerouter_core::fss::{Dcf, Dpf};
+use securerouter_core::fss::{BitDpf, Dcf, Dpf};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::{SeededShareStream, reconstruct, split};
@@ -94,6 +94,19 @@ proptest! {
         for x in [x, alpha] {
             let got = outw.add(dpf.eval(&k0, x).unwrap(), dpf.eval(&k1, x).unwrap());
             prop_assert_eq!(got, if x == alpha { beta } else { 0 });
+        }
+    }
+
+    #[test]
+    fn bit_dpf_shares_xor_to_the_point(n in 1u32..=64, a in any::<u64>(), x in any::<u64>(), seed in seed_strategy()) {
+        let inw = BitWidth::new(n).unwrap();
+        let (alpha, x) = (inw.reduce(a), inw.reduce(x));
+        let dpf = BitDpf::new();
+        let mut rng = AesCtr::new(&seed, Domain(3));
+        let (k0, k1) = dpf.gen_keys(inw, alpha, &mut rng).unwrap();
+        for x in [x, alpha, alpha ^ 1] {
+            let got = dpf.eval(&k0, x).unwrap() ^ dpf.eval(&k1, x).unwrap();
+            prop_assert_eq!(got, x == alpha);
         }
     }
 }

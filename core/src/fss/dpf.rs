@@ -8,8 +8,8 @@
 use super::encoding::{Reader, Writer, control_bytes, word_bytes};
 use super::key::{Corrections, FssKey};
 use super::{
-    bit_msb_first, check_full_domain, check_in_ring, cond_neg, convert, mask128, select_bit,
-    select128,
+    bit_msb_first, check_full_domain, check_in_ring, cond_neg, convert, mask128, opaque_mask128,
+    select_bit, select128,
 };
 use crate::Error;
 use crate::prg::Ggm;
@@ -125,30 +125,12 @@ impl Dpf {
     ) -> Result<DpfCorrections, Error> {
         check_in_ring(alpha, in_bits)?;
         check_in_ring(beta, out_bits)?;
-        let n = in_bits.bits();
-        let mut s = roots;
-        let mut t = [false, true];
-        let mut seeds = Vec::with_capacity(n as usize);
-        let mut controls = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let a = bit_msb_first(alpha, n, i);
-            let (c0, t0) = self.ggm.children(s[0]);
-            let (c1, t1) = self.ggm.children(s[1]);
-            // Keep = the side of α (index a), Lose = the other side.
-            let lose0 = select128(c0[1], c0[0], a);
-            let lose1 = select128(c1[1], c1[0], a);
-            let s_cw = lose0 ^ lose1;
-            let t_cw = [t0[0] ^ t1[0] ^ a ^ true, t0[1] ^ t1[1] ^ a];
-            let t_cw_keep = select_bit(t_cw[0], t_cw[1], a);
-            for (b, (c, tc)) in [(c0, t0), (c1, t1)].into_iter().enumerate() {
-                let keep = select128(c[0], c[1], a);
-                let t_keep = select_bit(tc[0], tc[1], a);
-                s[b] = keep ^ (s_cw & mask128(t[b]));
-                t[b] = t_keep ^ (t[b] & t_cw_keep);
-            }
-            seeds.push(s_cw);
-            controls.push(t_cw);
-        }
+        let Path {
+            seeds,
+            controls,
+            s,
+            t,
+        } = gen_path(&self.ggm, in_bits.bits(), alpha, roots);
         let diff = beta
             .wrapping_sub(convert(s[0], out_bits))
             .wrapping_add(convert(s[1], out_bits));
@@ -183,16 +165,7 @@ impl Dpf {
     pub fn eval(&self, key: &DpfKey, x: u64) -> Result<u64, Error> {
         let c = &key.corrections;
         check_in_ring(x, c.in_bits)?;
-        let n = c.in_bits.bits();
-        let mut s = key.root;
-        let mut t = key.party == Party::P1;
-        for i in 0..n {
-            let right = bit_msb_first(x, n, i);
-            let (child, tc) = self.ggm.child(s, right);
-            let t_cw = c.controls[i as usize][right as usize];
-            s = child ^ (c.seeds[i as usize] & mask128(t));
-            t = tc ^ (t & t_cw);
-        }
+        let (s, t) = walk(&self.ggm, key, &c.seeds, &c.controls, x, c.in_bits.bits());
         Ok(leaf_output(key, s, t))
     }
 
@@ -209,19 +182,14 @@ impl Dpf {
         let (mut next_seeds, mut next_bits) = (Vec::with_capacity(size), Vec::with_capacity(size));
         for i in 0..c.in_bits.bits() as usize {
             let width = seeds.len();
-            self.ggm
-                .children_batch(&seeds, &mut left[..width], &mut right[..width]);
-            next_seeds.clear();
-            next_bits.clear();
-            for j in 0..width {
-                let t = bits[j];
-                let cw = c.seeds[i] & mask128(t);
-                for (d, raw) in [left[j], right[j]].into_iter().enumerate() {
-                    let (child, tc) = Ggm::split_control_bit(raw);
-                    next_seeds.push(child ^ cw);
-                    next_bits.push(tc ^ (t & c.controls[i][d]));
-                }
-            }
+            expand_level(
+                &self.ggm,
+                &seeds,
+                &bits,
+                |_| (c.seeds[i], c.controls[i]),
+                (&mut left[..width], &mut right[..width]),
+                (&mut next_seeds, &mut next_bits),
+            );
             core::mem::swap(&mut seeds, &mut next_seeds);
             core::mem::swap(&mut bits, &mut next_bits);
         }
@@ -230,6 +198,102 @@ impl Dpf {
             .zip(&bits)
             .map(|(&s, &t)| leaf_output(key, s, t))
             .collect())
+    }
+}
+
+/// The GGM path of a key pair: the correction words of `levels` tree levels for the top bits
+/// of α (`alpha` holds them in its low `levels` bits, most significant first), and both parties'
+/// seeds and control bits where α's path leaves the tree.
+pub(super) struct Path {
+    pub seeds: Vec<u128>,
+    pub controls: Vec<[bool; 2]>,
+    pub s: [u128; 2],
+    pub t: [bool; 2],
+}
+
+/// The tree part of DPF key generation (BGI Fig. 1 up to the final correction), without
+/// branching on α.
+pub(super) fn gen_path(ggm: &Ggm, levels: u32, alpha: u64, roots: [u128; 2]) -> Path {
+    let mut s = roots;
+    let mut t = [false, true];
+    let mut seeds = Vec::with_capacity(levels as usize);
+    let mut controls = Vec::with_capacity(levels as usize);
+    for i in 0..levels {
+        let a = bit_msb_first(alpha, levels, i);
+        let (c0, t0) = ggm.children(s[0]);
+        let (c1, t1) = ggm.children(s[1]);
+        // Keep = the side of α (index a), Lose = the other side.
+        let lose0 = select128(c0[1], c0[0], a);
+        let lose1 = select128(c1[1], c1[0], a);
+        let s_cw = lose0 ^ lose1;
+        let t_cw = [t0[0] ^ t1[0] ^ a ^ true, t0[1] ^ t1[1] ^ a];
+        let t_cw_keep = select_bit(t_cw[0], t_cw[1], a);
+        for (b, (c, tc)) in [(c0, t0), (c1, t1)].into_iter().enumerate() {
+            let keep = select128(c[0], c[1], a);
+            let t_keep = select_bit(tc[0], tc[1], a);
+            s[b] = keep ^ (s_cw & mask128(t[b]));
+            t[b] = t_keep ^ (t[b] & t_cw_keep);
+        }
+        seeds.push(s_cw);
+        controls.push(t_cw);
+    }
+    Path {
+        seeds,
+        controls,
+        s,
+        t,
+    }
+}
+
+/// One party's walk down `levels` tree levels along the top bits of x (held in the low
+/// `levels` bits of `x`): the seed and control bit where it ends.
+pub(super) fn walk<C>(
+    ggm: &Ggm,
+    key: &FssKey<C>,
+    seeds: &[u128],
+    controls: &[[bool; 2]],
+    x: u64,
+    levels: u32,
+) -> (u128, bool) {
+    let mut s = key.root;
+    let mut t = key.party == Party::P1;
+    for i in 0..levels {
+        let right = bit_msb_first(x, levels, i);
+        let (child, tc) = ggm.child(s, right);
+        let t_cw = controls[i as usize][right as usize];
+        s = child ^ (seeds[i as usize] & opaque_mask128(t));
+        t = tc ^ (t & t_cw);
+    }
+    (s, t)
+}
+
+/// One level of full-domain expansion for many nodes through one batched AES pass per
+/// direction: node j's children become nodes 2j and 2j + 1 of the next level, corrected with
+/// `cw(j)` (seed word, control words). `children` is scratch of at least `seeds.len()` blocks.
+pub(super) fn expand_level(
+    ggm: &Ggm,
+    seeds: &[u128],
+    bits: &[bool],
+    cw: impl Fn(usize) -> (u128, [bool; 2]),
+    children: (&mut [u128], &mut [u128]),
+    next: (&mut Vec<u128>, &mut Vec<bool>),
+) {
+    let width = seeds.len();
+    let (left, right) = (&mut children.0[..width], &mut children.1[..width]);
+    ggm.children_batch(seeds, left, right);
+    next.0.resize(2 * width, 0);
+    next.1.resize(2 * width, false);
+    let pairs = next.0.chunks_exact_mut(2).zip(next.1.chunks_exact_mut(2));
+    let parents = bits.iter().zip(left.iter().zip(right.iter()));
+    for (j, ((s, b), (&t, (&l, &r)))) in pairs.zip(parents).enumerate() {
+        let (seed_cw, control_cw) = cw(j);
+        let scw = seed_cw & opaque_mask128(t);
+        let (l, tl) = Ggm::split_control_bit(l);
+        let (r, tr) = Ggm::split_control_bit(r);
+        s[0] = l ^ scw;
+        s[1] = r ^ scw;
+        b[0] = tl ^ (t & control_cw[0]);
+        b[1] = tr ^ (t & control_cw[1]);
     }
 }
 

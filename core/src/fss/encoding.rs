@@ -2,7 +2,9 @@
 //!
 //! Corrections: `in_bits u8 | out_bits u8 | n seed words (16 B, LE) | [n value words] |
 //! control bits (2 per level, packed LSB first) | last word`, where value and last words take
-//! ceil(l/8) bytes little-endian. A key is `party u8 | root (16 B) | corrections`.
+//! ceil(l/8) bytes little-endian. One-bit DPF corrections (see `bit_dpf`): `in_bits u8 | ν seed
+//! words | control bits | last block`, the last block taking ceil(2^k/8) bytes little-endian for
+//! 2^k leaf bits. A key is `party u8 | root (16 B) | corrections`.
 //! Every field is checked on decode: widths in range, words inside Z_2^l, unused bits zero, the
 //! cleared low bit of seed words zero, and no trailing bytes. The encoding is thus canonical.
 
@@ -33,6 +35,11 @@ impl Writer<'_> {
     pub fn word(&mut self, v: u64, out: BitWidth) {
         self.0
             .extend_from_slice(&v.to_le_bytes()[..word_bytes(out)]);
+    }
+    /// The low `bits` bits of `v` (1 ≤ bits ≤ 128) in ⌈bits/8⌉ bytes, little-endian.
+    pub fn block(&mut self, v: u128, bits: u32) {
+        self.0
+            .extend_from_slice(&v.to_le_bytes()[..bits.div_ceil(8) as usize]);
     }
     /// Packs two control bits per level.
     pub fn control_bits(&mut self, bits: &[[bool; 2]]) {
@@ -101,6 +108,21 @@ impl<'a> Reader<'a> {
         if !out.contains(v) {
             return Err(Error::MalformedKey(
                 "output word exceeds the output bit-width",
+            ));
+        }
+        Ok(v)
+    }
+
+    /// A block of `bits` bits (1 ≤ bits ≤ 128) written by [`Writer::block`]; bits above must be
+    /// zero.
+    pub fn block(&mut self, bits: u32, what: &'static str) -> Result<u128, Error> {
+        let b = self.take(bits.div_ceil(8) as usize, what)?;
+        let mut a = [0u8; 16];
+        a[..b.len()].copy_from_slice(b);
+        let v = u128::from_le_bytes(a);
+        if bits < 128 && v >> bits != 0 {
+            return Err(Error::MalformedKey(
+                "padding of the final block is not zero",
             ));
         }
         Ok(v)

@@ -2,7 +2,9 @@
 //! random, and the two parties' evaluations at any public x are additive shares of f(x).
 //!
 //! - [`dpf`]: distributed point functions f_{α,β}(x) = β if x = α else 0 (Boyle–Gilboa–Ishai,
-//!   CCS 2016), with single-point and full-domain evaluation; lookup tables are built on them.
+//!   CCS 2016), with single-point and full-domain evaluation.
+//! - [`bit_dpf`]: DPFs with one-bit (XOR-shared) outputs and early termination, 128 outputs per
+//!   tree leaf; lookup tables are built on them (SIGMA).
 //! - [`dcf`]: distributed comparison functions f_{α,β}(x) = β if x < α else 0 (Boyle et al.,
 //!   "FSS for mixed-mode and fixed-point secure computation", EUROCRYPT 2021); comparisons,
 //!   ReLU and truncation are built on them.
@@ -15,11 +17,13 @@
 //! Keys have a compact, canonical byte encoding (`to_bytes`/`from_bytes`, and serde through it):
 //! decoding checks every field and rejects anything non-canonical with [`Error::MalformedKey`].
 
+pub mod bit_dpf;
 pub mod dcf;
 pub mod dpf;
 mod encoding;
 mod key;
 
+pub use bit_dpf::{BitDpf, BitDpfCorrections, BitDpfKey};
 pub use dcf::{Dcf, DcfCorrections, DcfKey};
 pub use dpf::{Dpf, DpfCorrections, DpfKey};
 pub use key::{Corrections, FssKey, KEY_HEADER_LEN};
@@ -39,6 +43,14 @@ pub(crate) const fn mask64(bit: bool) -> u64 {
 #[inline]
 pub(crate) const fn mask128(bit: bool) -> u128 {
     0u128.wrapping_sub(bit as u128)
+}
+
+/// [`mask128`] hidden from the optimiser, for key-derived bits in evaluation loops: given a
+/// visible 0/−1 mask, LLVM may compile `x & mask` into a branch on the bit (it did for the
+/// leaf control bits of full-domain evaluation); an opaque mask stays an AND.
+#[inline(always)]
+pub(crate) fn opaque_mask128(bit: bool) -> u128 {
+    core::hint::black_box(mask128(bit))
 }
 
 /// `if bit { b } else { a }` without a branch.

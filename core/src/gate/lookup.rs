@@ -1,15 +1,52 @@
-//! Lookup tables on an n-bit masked input through DPF full-domain evaluation (SIGMA's
-//! method): with a DPF key for the point r (the input mask) and β = 1,
-//!   Σ_j [δ_{j=r}]_b · T[(x^ − j) mod 2^n] = [T(x)]_b,
-//! plus a pseudorandom pair for the output mask; one round, one output element each way.
-//! Table indices depend only on the public x^ and the loop counter, never on a secret.
+//! Lookup tables on an n-bit masked input x^ = x + r through a one-bit DPF (SIGMA's method,
+//! Gupta et al., PoPETs 2024): two rounds, out/8 bytes each way per element per round, and one
+//! one-bit DPF key per element to both servers (1 + 16(n−7) + ⌈(n−7)/4⌉ + 16 bytes for n ≥ 7,
+//! 34 at n = 8); nothing to P1 alone.
+//!
+//! **Keys.** The dealer makes a one-bit DPF key pair for the point r ([`crate::fss::bit_dpf`]):
+//! full-domain evaluation gives server b bits t_b^j, j ∈ Z_2^n, with t_0^j ⊕ t_1^j = [j = r].
+//! It also learns e = t_1^r (pseudorandom, kept secret) and sets s = 1 − 2e = (−1)^e. Two
+//! pseudorandom pairs cost nothing to send: m (the mask of the first opening) and c; the output
+//! mask is ρ = c + s·m.
+//!
+//! **Online**, in Z_2^out, with x^ reduced to n bits:
+//!   u_b = (−1)^b Σ_j t_b^j · T[(x^ − j) mod 2^n],   σ_b = (−1)^b Σ_j t_b^j;
+//!   round 1 opens v^ = Σ_b (u_b + m_b);   round 2 opens y^ = Σ_b (v^·σ_b + c_b).
+//! The output wire is y^ with mask ρ.
+//!
+//! **Correctness.** For j ≠ r the bits are equal, t_0^j − t_1^j = 0; at r they differ, so
+//! t_0^r − t_1^r = 1 − 2t_1^r = s. Hence Σ_b u_b = s·T[x^ − r] = s·T(x) and Σ_b σ_b = s, so
+//! v^ = s·T(x) + m and y^ = v^·s + c = s²·T(x) + s·m + c = T(x) + ρ, since s² = 1. Every step is
+//! a ring operation, so reducing to Z_2^out anywhere is harmless.
+//!
+//! **Privacy.** Server b's view is its DPF key (pseudorandom, hides r), its stream shares m_b,
+//! c_b, the public x^, and the two openings. m_{1−b} and c_{1−b} come from the other server's
+//! stream and are independent of all of that: v^ = s·T(x) + m_b + m_{1−b} is uniform given the
+//! rest of the view, and y^ = T(x) + c_b + c_{1−b} + s·m is uniform given the rest including v^.
+//! So the transcript is uniform whatever x. The output mask ρ contains c_{1−b} too, so it is
+//! uniform given the view, as a wire mask must be. s itself is never revealed: it would tell
+//! server b its own bit at r, i.e. that r lies among the j where t_b^j has that value (about
+//! half the domain).
+//!
+//! **Why two rounds.** Lifted to integers the XOR bits give s·T(x), not T(x), and s is secret;
+//! removing it multiplies two shared values (s and s·T(x)), which takes one opening before the
+//! output can be opened. In one round the servers' local values would have to add up to
+//! T(x) + ρ directly: an FSS scheme with *additive* outputs in Z_2^out for the shifted table,
+//! i.e. a DPF over Z_2^out, whose leaves need out bits of PRG output per table entry. That is
+//! the arithmetic DPF (about 2^(n+1) AES per element, 2^(n−1) at best with wide leaves) this
+//! gate replaced; with one-bit outputs, 128 per leaf, full-domain evaluation takes about
+//! 3·2^(n−7) AES.
+//!
+//! Table positions depend only on the public x^ and the loop counter; key bits select table
+//! entries through masks (see [`Kernels::dpf_lookup`]), and the dealer multiplies by s without
+//! branching on it.
 
 use super::channel::{Channel, KeySink, KeySource};
 use super::kernels::Kernels;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
-use crate::fss::MAX_FULL_DOMAIN_BITS;
+use crate::fss::{BitDpfCorrections, MAX_FULL_DOMAIN_BITS, cond_neg};
 use crate::ring::BitWidth;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -97,11 +134,26 @@ pub(super) fn deal<S: KeySink>(
     t: &LookupTable,
 ) -> Result<Tensor, Error> {
     t.check(x)?;
+    let out = t.out_width;
+    // P1's bit at r for each key: the sign s = (−1)^e the servers' sums carry.
+    let mut signs = Vec::with_capacity(x.len());
     d.fss(x.data(), |dealer, a| {
-        dealer.dpf(t.in_bits, t.out_width, a, 1)
+        let (c, e) = dealer.bit_dpf(t.in_bits, a)?;
+        signs.push(e);
+        Ok(c)
     })?;
-    let r = d.pair(x.len(), t.out_width);
-    Ok(Tensor::from_parts(x.shape(), t.out_width, r))
+    let m = d.pair(x.len(), out);
+    let c = d.pair(x.len(), out);
+    // ρ = c + s·m, multiplying by an opaque s = 1 − 2e so that no branch on e is compiled.
+    let rho: Vec<u64> = signs
+        .iter()
+        .zip(m.iter().zip(&c))
+        .map(|(&e, (&m, &c))| {
+            let s = core::hint::black_box(1u64.wrapping_sub(2 * e as u64));
+            out.add(c, out.mul(s, m))
+        })
+        .collect();
+    Ok(Tensor::from_parts(x.shape(), out, rho))
 }
 
 pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
@@ -110,18 +162,28 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     t: &LookupTable,
 ) -> Result<Tensor, Error> {
     t.check(x)?;
+    let out = t.out_width;
     let keys = srv
-        .fss_keys::<crate::fss::DpfCorrections>(x.len(), t.in_bits, t.out_width)
+        .fss_keys::<BitDpfCorrections>(x.len(), t.in_bits, BitDpfCorrections::OUT_BITS)
         .await?;
-    let s = srv.pair(x.len(), t.out_width);
-    let mut y = vec![0u64; x.len()];
+    let m = srv.pair(x.len(), out);
+    let c = srv.pair(x.len(), out);
+    let (mut dot, mut ones) = (vec![0u64; x.len()], vec![0u64; x.len()]);
     srv.kernels()
-        .dpf_lookup(&keys, x.data(), &t.entries, t.out_width, &mut y)?;
-    let mine: Vec<u64> = y
+        .dpf_lookup(&keys, x.data(), &t.entries, out, &mut dot, &mut ones)?;
+    // P1 negates its sums: u_b = (−1)^b·dot, σ_b = (−1)^b·ones.
+    let p1 = !srv.is_p0();
+    let mine: Vec<u64> = dot
         .iter()
-        .zip(&s)
-        .map(|(&a, &b)| t.out_width.add(a, b))
+        .zip(&m)
+        .map(|(&u, &m)| out.add(cond_neg(u, p1), m))
         .collect();
-    let opened = srv.open(&mine, t.out_width).await?;
-    Ok(Tensor::from_parts(x.shape(), t.out_width, opened))
+    let v = srv.open(&mine, out).await?;
+    let mine: Vec<u64> = v
+        .iter()
+        .zip(ones.iter().zip(&c))
+        .map(|(&v, (&o, &c))| out.add(out.mul(v, cond_neg(o, p1)), c))
+        .collect();
+    let y = srv.open(&mine, out).await?;
+    Ok(Tensor::from_parts(x.shape(), out, y))
 }

@@ -65,7 +65,7 @@ impl<S: KeySink> DealerSide<S> {
     pub(crate) fn fss<Cw: Corrections>(
         &mut self,
         alphas: &[u64],
-        generate: impl Fn(&mut Dealer, u64) -> Result<Cw, Error>,
+        mut generate: impl FnMut(&mut Dealer, u64) -> Result<Cw, Error>,
     ) -> Result<(), Error> {
         for &a in alphas {
             let c = generate(&mut self.dealer, a)?;

@@ -8,9 +8,9 @@
 //!
 //! | layer | rounds | approximation |
 //! |---|---|---|
-//! | GeLU | 6 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
-//! | softmax over n | 2⌈log2 n⌉ + 14 | max tree; exp(−t) as a product of two 9-bit tables on t clipped to [0, 16); reciprocal from a 12-bit table and one Newton step |
-//! | LayerNorm | 13 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
+//! | GeLU | 7 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
+//! | softmax over n | 2⌈log2 n⌉ + 16 | max tree; exp(−t) as a product of two 9-bit tables on t clipped to [0, 16); reciprocal from a 12-bit table and one Newton step |
+//! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
 
 use securerouter_core::Error;
 use securerouter_core::gate::{self, LookupTable, Protocol, Tensor};
@@ -90,7 +90,7 @@ fn gelu_table() -> Result<&'static LookupTable, Error> {
 }
 
 /// GeLU(x) = ReLU(x) − d(|x|): sign (1), ReLU (1), |x| truncated to the table's step (1),
-/// clipped to the table (2), looked up (1). Six rounds.
+/// clipped to the table (2), looked up (2). Seven rounds.
 pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let positive = p.drelu(&x.reduce(act()?)?).await?;
     let relu = p.mul_bit(&positive, x).await?;
@@ -124,7 +124,7 @@ fn exp_table() -> Result<&'static LookupTable, Error> {
 }
 
 /// exp(−t) for t ≥ 0: clip to [0, 16) (2 rounds), split t into high and low bytes (1),
-/// two table lookups in one round (1), their product (1) and truncation (1). Six rounds.
+/// two table lookups at once (2), their product (1) and truncation (1). Seven rounds.
 pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error> {
     let shape = t.shape().to_vec();
     let n = t.len();
@@ -140,7 +140,7 @@ pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error
 }
 
 /// 1/s for sums of exponentials, s in [1, n]: a 12-bit table on s·2^(12 − k) with
-/// 2^k ≥ n (2 rounds), then one Newton step y(2 − s·y) (4 rounds).
+/// 2^k ≥ n (3 rounds), then one Newton step y(2 − s·y) (4 rounds).
 pub async fn reciprocal<P: Protocol>(p: &mut P, s: &Tensor, n: usize) -> Result<Tensor, Error> {
     let k = (usize::BITS - n.max(2).saturating_sub(1).leading_zeros()).max(1);
     if k > FRAC {
@@ -167,7 +167,7 @@ fn reciprocal_table(k: u32) -> Result<LookupTable, Error> {
 }
 
 /// softmax along the last axis of x ([rows, n]): subtract the row maximum (2⌈log2 n⌉ rounds),
-/// exponentiate (6), sum, reciprocal (6), multiply (2).
+/// exponentiate (7), sum, reciprocal (7), multiply (2).
 pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let n = x.last_dim();
     let max = gate::max(p, x, act()?).await?;
@@ -195,7 +195,7 @@ fn rsqrt_table() -> Result<&'static LookupTable, Error> {
 /// 1/√v for v in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0): the exponent e = ⌊log2 v⌋ from
 /// comparisons with every power of two (1 round); 2^(V_MAX − e) and 2^(−e/2) as sums of the
 /// comparison bits times public differences (1); the mantissa v·2^(−e) in [1, 2) (2); its table
-/// (1); times 2^(−e/2) (2). Seven rounds.
+/// (2); times 2^(−e/2) (2). Eight rounds.
 pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> {
     let shape = v.shape().to_vec();
     let rows = v.len();
@@ -237,7 +237,7 @@ pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> 
 }
 
 /// LayerNorm over the last axis with secret scale and shift (`affine`: γ at scale FRAC, β at
-/// scale 3·FRAC): mean (1 round), variance (2), 1/√v (7), normalise and scale (2), truncate (1).
+/// scale 3·FRAC): mean (1 round), variance (2), 1/√v (8), normalise and scale (2), truncate (1).
 pub async fn layer_norm<P: Protocol>(
     p: &mut P,
     x: &Tensor,

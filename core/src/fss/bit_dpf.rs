@@ -1,0 +1,321 @@
+//! Distributed point functions with one-bit outputs and early termination (Boyle–Gilboa–Ishai,
+//! CCS 2016, Fig. 1 over G = Z_2 with their early-termination optimisation), the DPF that
+//! SIGMA's lookup tables use.
+//!
+//! f_α(x) = 1 if x = α else 0, shared as XOR bits: e_0(x) ⊕ e_1(x) = f_α(x).
+//!
+//! With k = min(n, 7) and ν = n − k, the GGM tree of [`super::dpf`] is walked along the top ν
+//! bits of x only; each of its 2^ν leaves is converted into a block of 2^k output bits, one per
+//! value of x's low k bits: Convert(s) = G_v(s) (one fixed-key AES, the value key of
+//! [`crate::prg::Ggm`]) cut to 2^k bits. Party b's block at leaf s_b with control bit t_b is
+//! Convert(s_b) ⊕ t_b·CW, with the final correction
+//!   CW = Convert(s_0^α) ⊕ Convert(s_1^α) ⊕ u(α mod 2^k),
+//! u(i) the block with only bit i set, s_b^α the seeds where α's path ends.
+//!
+//! *Correctness.* Off α's path the tree corrections make the two parties' seeds and control bits
+//! equal (as in any BGI DPF), so their blocks are equal and every XOR is 0. On α's path
+//! t_0 ⊕ t_1 = 1, so the XOR of the blocks is Convert(s_0^α) ⊕ Convert(s_1^α) ⊕ CW = u(α mod 2^k):
+//! exactly output α is set. *Security* is BGI's: one key is a root seed, ν seed/control
+//! corrections and CW, each masked by a PRG output the key's holder cannot compute.
+//!
+//! Full-domain evaluation costs 2^(ν+1) − 2 AES for the tree plus 2^ν for the conversions, about
+//! 3·2^(n−7) AES for 2^n outputs (n ≥ 7; 4 at n = 8) instead of 2^(n+1) for [`super::dpf`].
+
+use super::dpf::{Path, expand_level, gen_path, random_u128, walk};
+use super::encoding::{Reader, Writer, control_bytes};
+use super::key::{Corrections, FssKey};
+use super::{check_full_domain, check_in_ring, mask64, mask128, opaque_mask128, select64};
+use crate::Error;
+use crate::prg::Ggm;
+use crate::ring::BitWidth;
+use crate::share::Party;
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// One party's one-bit DPF key: its root seed and the shared corrections.
+pub type BitDpfKey = FssKey<BitDpfCorrections>;
+
+/// log2 of the outputs one leaf of the tree holds (a 128-bit block), at most.
+pub const LEAF_BITS: u32 = 7;
+
+/// Leaf bits k = min(n, 7) and tree levels ν = n − k for n input bits.
+const fn split(in_bits: BitWidth) -> (u32, u32) {
+    let n = in_bits.bits();
+    let k = if n < LEAF_BITS { n } else { LEAF_BITS };
+    (k, n - k)
+}
+
+/// The low 2^k bits of a block.
+const fn block_mask(k: u32) -> u128 {
+    if k >= LEAF_BITS {
+        u128::MAX
+    } else {
+        (1u128 << (1u32 << k)) - 1
+    }
+}
+
+/// The block with only bit `pos` (< 128) set, without branching on `pos`.
+fn unit(pos: u64) -> u128 {
+    let high = (pos >> 6) & 1 == 1;
+    let w = 1u64 << (pos & 63);
+    ((w & !mask64(high)) as u128) | (((w & mask64(high)) as u128) << 64)
+}
+
+/// Bit `pos` (< 128) of a block, without branching on `pos`.
+fn bit_of(v: u128, pos: u64) -> bool {
+    let word = select64(v as u64, (v >> 64) as u64, (pos >> 6) & 1 == 1);
+    (word >> (pos & 63)) & 1 == 1
+}
+
+/// The part of a one-bit DPF key pair that both keys share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BitDpfCorrections {
+    in_bits: BitWidth,
+    seeds: Vec<u128>,
+    controls: Vec<[bool; 2]>,
+    last: u128,
+}
+
+impl BitDpfCorrections {
+    /// The output width: one bit.
+    pub const OUT_BITS: BitWidth = match BitWidth::new(1) {
+        Ok(w) => w,
+        Err(_) => panic!("1 is a valid bit-width"),
+    };
+
+    fn write(&self, w: &mut Writer<'_>) {
+        let (k, _) = split(self.in_bits);
+        w.u8(self.in_bits.bits() as u8);
+        for &s in &self.seeds {
+            w.u128(s);
+        }
+        w.control_bits(&self.controls);
+        w.block(self.last, 1 << k);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
+        let in_bits = r.width("input bit-width must be in 1..=64")?;
+        let (k, levels) = split(in_bits);
+        let seeds = (0..levels)
+            .map(|_| r.seed_word())
+            .collect::<Result<_, _>>()?;
+        let controls = r.control_bits(levels as usize)?;
+        let last = r.block(1 << k, "truncated before the final correction")?;
+        Ok(BitDpfCorrections {
+            in_bits,
+            seeds,
+            controls,
+            last,
+        })
+    }
+}
+
+#[cfg(feature = "serde")]
+super::encoding::serde_via_bytes!(
+    BitDpfCorrections,
+    "one-bit DPF corrections in their canonical encoding"
+);
+
+impl Corrections for BitDpfCorrections {
+    fn in_bits(&self) -> BitWidth {
+        self.in_bits
+    }
+
+    /// Always 1.
+    fn out_bits(&self) -> BitWidth {
+        Self::OUT_BITS
+    }
+
+    /// Encoded size in bytes for n input bits (the output width is 1 whatever `out_bits` says):
+    /// 1 + 16ν + ⌈2ν/8⌉ + ⌈2^k/8⌉ with k = min(n, 7), ν = n − k; 34 bytes at n = 8.
+    fn encoded_len(in_bits: BitWidth, _out_bits: BitWidth) -> usize {
+        let (k, levels) = split(in_bits);
+        let levels = levels as usize;
+        1 + 16 * levels + control_bytes(levels) + (1usize << k).div_ceil(8)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::encoded_len(self.in_bits, Self::OUT_BITS));
+        self.write(&mut Writer(&mut v));
+        v
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let mut r = Reader::new(bytes);
+        let c = Self::read(&mut r)?;
+        r.finish()?;
+        Ok(c)
+    }
+}
+
+/// Leaves converted per batched AES pass in full-domain evaluation (keys are grouped to reach it).
+const GROUP_LEAVES: usize = 256;
+
+/// The one-bit DPF scheme: holds the GGM PRG's key schedules; create once, use for many keys.
+#[derive(Debug, Default)]
+pub struct BitDpf {
+    ggm: Ggm,
+}
+
+impl BitDpf {
+    /// A one-bit DPF scheme instance.
+    pub fn new() -> Self {
+        BitDpf { ggm: Ggm::new() }
+    }
+
+    fn convert(&self, seed: u128, k: u32) -> u128 {
+        let mut out = [0u128];
+        self.ggm.values_batch(&[seed], &mut out);
+        out[0] & block_mask(k)
+    }
+
+    /// Key generation for f(x) = [x = α], from the two parties' root seeds; α in Z_2^n.
+    ///
+    /// Also returns e_1(α), the bit P1's key outputs at α (P0's is its complement): it is
+    /// pseudorandom and must stay with the dealer (see the lookup gate). Roots must be
+    /// independent uniform seeds. Runs without branching on α.
+    pub fn gen_corrections(
+        &self,
+        in_bits: BitWidth,
+        alpha: u64,
+        roots: [u128; 2],
+    ) -> Result<(BitDpfCorrections, bool), Error> {
+        check_in_ring(alpha, in_bits)?;
+        let (k, levels) = split(in_bits);
+        let Path {
+            seeds,
+            controls,
+            s,
+            t,
+        } = gen_path(&self.ggm, levels, alpha >> k, roots);
+        let low = alpha & ((1u64 << k) - 1);
+        let conv = [self.convert(s[0], k), self.convert(s[1], k)];
+        let last = conv[0] ^ conv[1] ^ unit(low);
+        let p1_at_alpha = bit_of(conv[1] ^ (last & mask128(t[1])), low);
+        Ok((
+            BitDpfCorrections {
+                in_bits,
+                seeds,
+                controls,
+                last,
+            },
+            p1_at_alpha,
+        ))
+    }
+
+    /// Key generation with fresh root seeds from `rng`; returns (P0's key, P1's key).
+    pub fn gen_keys<R: rand_core::CryptoRng + ?Sized>(
+        &self,
+        in_bits: BitWidth,
+        alpha: u64,
+        rng: &mut R,
+    ) -> Result<(BitDpfKey, BitDpfKey), Error> {
+        let roots = [random_u128(rng), random_u128(rng)];
+        let (c, _) = self.gen_corrections(in_bits, alpha, roots)?;
+        Ok((
+            BitDpfKey::new(Party::P0, roots[0], c.clone()),
+            BitDpfKey::new(Party::P1, roots[1], c),
+        ))
+    }
+
+    /// This party's bit e_b(x), for x in Z_2^n.
+    pub fn eval(&self, key: &BitDpfKey, x: u64) -> Result<bool, Error> {
+        let c = &key.corrections;
+        check_in_ring(x, c.in_bits)?;
+        let (k, levels) = split(c.in_bits);
+        let (s, t) = walk(&self.ggm, key, &c.seeds, &c.controls, x >> k, levels);
+        let block = self.convert(s, k) ^ (c.last & opaque_mask128(t));
+        Ok((block >> (x & ((1 << k) - 1))) & 1 == 1)
+    }
+
+    /// Words a full-domain evaluation of an n-bit key takes: ⌈2^n / 64⌉ (`usize::MAX` where
+    /// 2^n does not fit a `usize`; full-domain evaluation stops at n = 20 anyway).
+    pub const fn full_domain_words(in_bits: BitWidth) -> usize {
+        match 1usize.checked_shl(in_bits.bits()) {
+            Some(size) => size.div_ceil(64),
+            None => usize::MAX,
+        }
+    }
+
+    /// This party's bits e_b(x) for every x in Z_2^n (n ≤ 20), packed: bit x is bit x mod 64
+    /// of word x / 64.
+    pub fn eval_full_domain(&self, key: &BitDpfKey) -> Result<Vec<u64>, Error> {
+        check_full_domain(key.corrections.in_bits)?;
+        let mut out = vec![0u64; Self::full_domain_words(key.corrections.in_bits)];
+        self.eval_full_domain_batch(core::slice::from_ref(key), &mut out)?;
+        Ok(out)
+    }
+
+    /// [`BitDpf::eval_full_domain`] of many keys of one input width n ≤ 20, key i's words at
+    /// `out[i·w..(i+1)·w]` with w = [`BitDpf::full_domain_words`]. Keys are expanded together,
+    /// level by level, so that AES runs in long pipelined batches.
+    pub fn eval_full_domain_batch(&self, keys: &[BitDpfKey], out: &mut [u64]) -> Result<(), Error> {
+        let Some(first) = keys.first() else {
+            return match out.len() {
+                0 => Ok(()),
+                got => Err(Error::LengthMismatch { expected: 0, got }),
+            };
+        };
+        let in_bits = first.corrections.in_bits;
+        check_full_domain(in_bits)?;
+        if keys.iter().any(|k| k.corrections.in_bits != in_bits) {
+            return Err(Error::ShapeMismatch(
+                "batched full-domain evaluation needs keys of one input width",
+            ));
+        }
+        let words = Self::full_domain_words(in_bits);
+        if out.len() != keys.len() * words {
+            return Err(Error::LengthMismatch {
+                expected: keys.len() * words,
+                got: out.len(),
+            });
+        }
+        let (k, levels) = split(in_bits);
+        let leaves = 1usize << levels;
+        let group = (GROUP_LEAVES >> levels).max(1);
+        let cap = group * leaves;
+        let (mut seeds, mut bits) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
+        let (mut next_seeds, mut next_bits) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
+        let (mut left, mut right) = (vec![0u128; cap.div_ceil(2)], vec![0u128; cap.div_ceil(2)]);
+        let mut conv = vec![0u128; cap];
+        let mask = block_mask(k);
+        for (keys, out) in keys.chunks(group).zip(out.chunks_mut(group * words)) {
+            seeds.clear();
+            bits.clear();
+            for key in keys {
+                seeds.push(key.root);
+                bits.push(key.party == Party::P1);
+            }
+            for i in 0..levels as usize {
+                // Node j of this level belongs to key j >> i.
+                expand_level(
+                    &self.ggm,
+                    &seeds,
+                    &bits,
+                    |j| {
+                        let c = &keys[j >> i].corrections;
+                        (c.seeds[i], c.controls[i])
+                    },
+                    (&mut left, &mut right),
+                    (&mut next_seeds, &mut next_bits),
+                );
+                core::mem::swap(&mut seeds, &mut next_seeds);
+                core::mem::swap(&mut bits, &mut next_bits);
+            }
+            let conv = &mut conv[..seeds.len()];
+            self.ggm.values_batch(&seeds, conv);
+            for (j, (&raw, &t)) in conv.iter().zip(&bits).enumerate() {
+                let last = keys[j >> levels].corrections.last;
+                let block = (raw & mask) ^ (last & opaque_mask128(t));
+                if k == LEAF_BITS {
+                    // Key g's words start at g·2^(ν+1); its leaf B fills words 2B and 2B + 1.
+                    out[2 * j] = block as u64;
+                    out[2 * j + 1] = (block >> 64) as u64;
+                } else {
+                    out[j] = block as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
