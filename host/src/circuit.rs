@@ -229,8 +229,8 @@ impl ModelSpec {
     }
 }
 
-/// Runs a model's circuit on one batch: the router head's [scores, one-hot] or BERT's
-/// [logits]. Written once for every role.
+/// Runs a model's circuit on one batch: the router head's `[scores, one-hot]` or BERT's
+/// `[logits]`. Written once for every role.
 pub async fn run_model<P: Protocol>(
     p: &mut P,
     spec: &ModelSpec,
