@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | GeLU | 7 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
 //! | softmax over n | 2⌈log2 n⌉ + 16 | max tree; exp(−t) as a product of two 9-bit tables on t clipped to [0, 16); reciprocal from a 12-bit table and one Newton step |
-//! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
+//! | LayerNorm | 15 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
 
 use securerouter_core::Error;
 use securerouter_core::gate::{self, LookupTable, Protocol, Tensor};
@@ -237,7 +237,7 @@ pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> 
 }
 
 /// LayerNorm over the last axis with secret scale and shift (`affine`: γ at scale FRAC, β at
-/// scale 3·FRAC): mean (1 round), variance (2), 1/√v (8), normalise and scale (2), truncate (1).
+/// scale 3·FRAC): mean (1 round), variance (3), 1/√v (8), normalise and scale (2), truncate (1).
 pub async fn layer_norm<P: Protocol>(
     p: &mut P,
     x: &Tensor,
