@@ -4,7 +4,7 @@
 //! Key sizes are printed alongside (they are exact, asserted in `tests/fss.rs`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use securerouter_core::fss::{BitDpf, Dcf, DcfKey, Dpf};
+use securerouter_core::fss::{BitDpf, BitDpfKeys, Dcf, DcfKey, DcfKeys, Dpf};
 use securerouter_core::gate::{CpuKernels, Kernels};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
@@ -37,6 +37,27 @@ fn dcf(c: &mut Criterion) {
     }
     g.finish();
 
+    // The dealer's path: many keys generated together and written as encodings.
+    let mut g = c.benchmark_group("dcf_gen_batch1024");
+    for n in [16u32, 32, 64] {
+        let w = BitWidth::new(n).unwrap();
+        let mut r = rng();
+        let alphas: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
+        let roots: Vec<[u128; 2]> = (0..1024)
+            .map(|_| [r.next_u64() as u128, r.next_u64() as u128])
+            .collect();
+        let mut bytes = Vec::new();
+        g.throughput(Throughput::Elements(1024));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, &w| {
+            b.iter(|| {
+                bytes.clear();
+                dcf.gen_encoded(w, out, &alphas, 1, &roots, black_box(&mut bytes))
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("dcf_eval");
     for n in [16u32, 32, 64] {
         let w = BitWidth::new(n).unwrap();
@@ -62,6 +83,7 @@ fn dcf(c: &mut Criterion) {
                     .0
             })
             .collect();
+        let keys = DcfKeys::from_keys(&keys).unwrap();
         let xs: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
         let mut outv = vec![0u64; 1024];
         g.throughput(Throughput::Elements(1024));
@@ -97,6 +119,7 @@ fn bit_dpf_full_domain(c: &mut Criterion) {
         let keys: Vec<_> = (0..count)
             .map(|_| dpf.gen_keys(w, w.reduce(r.next_u64()), &mut r).unwrap().0)
             .collect();
+        let keys = BitDpfKeys::from_keys(&keys).unwrap();
         let mut out = vec![0u64; count * BitDpf::full_domain_words(w)];
         g.throughput(Throughput::Elements((count as u64) << n));
         g.bench_with_input(BenchmarkId::from_parameter(n), &keys, |b, k| {
@@ -117,6 +140,7 @@ fn lookup_kernel(c: &mut Criterion) {
         let keys: Vec<_> = (0..count)
             .map(|_| dpf.gen_keys(w, w.reduce(r.next_u64()), &mut r).unwrap().0)
             .collect();
+        let keys = BitDpfKeys::from_keys(&keys).unwrap();
         let xs: Vec<u64> = (0..count).map(|_| w.reduce(r.next_u64())).collect();
         let table: Vec<u64> = (0..1u64 << n).map(|i| i * 3).collect();
         let (mut dot, mut ones) = (vec![0u64; count], vec![0u64; count]);

@@ -178,6 +178,27 @@ impl Dealer {
             .gen_corrections(in_bits, out_bits, alpha, beta, roots)
     }
 
+    /// DCF key pairs for β if x < α, one per α, generated together (much faster than one
+    /// [`Dealer::dcf`] call each); the roots come from the party streams in the same order as
+    /// that many [`Dealer::dcf`] calls would draw them. Returns the concatenated canonical
+    /// encodings of the corrections, which must reach both servers.
+    pub fn dcf_batch(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alphas: &[u64],
+        beta: u64,
+    ) -> Result<Vec<u8>, Error> {
+        let roots: Vec<[u128; 2]> = alphas
+            .iter()
+            .map(|_| [self.to_p0.next_u128(), self.to_p1.next_u128()])
+            .collect();
+        let mut out = Vec::new();
+        self.dcf
+            .gen_encoded(in_bits, out_bits, alphas, beta, &roots, &mut out)?;
+        Ok(out)
+    }
+
     /// A one-bit DPF key pair for the point α (see [`BitDpf::gen_corrections`]); the roots come
     /// from the party streams, the returned corrections must reach both servers, and the
     /// returned bit (P1's output at α) stays with the dealer.
@@ -323,8 +344,12 @@ impl PartyCorrelations {
     /// This party's DPF or DCF key: its root from the stream, the shared corrections as
     /// received.
     pub fn fss_key<C: Corrections>(&mut self, corrections: C) -> FssKey<C> {
-        let root = self.stream.next_u128();
-        FssKey::new(self.party, root, corrections)
+        FssKey::new(self.party, self.fss_root(), corrections)
+    }
+
+    /// The root of this party's next DPF or DCF key (what [`PartyCorrelations::fss_key`] uses).
+    pub fn fss_root(&mut self) -> u128 {
+        self.stream.next_u128()
     }
 
     /// P1 must bring exactly `len` words from the dealer; P0 must bring none.

@@ -229,7 +229,7 @@ impl rand_core::SeedableRng for AesCtr {
 
 /// One node's expansion in a GGM tree: two child seeds with their control bits, and two
 /// pseudorandom words used as value shares by DCF.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Expansion {
     /// Child seeds (left, right); the low bit is cleared (it became the control bit).
     pub seeds: [u128; 2],
@@ -325,7 +325,7 @@ impl Ggm {
     /// MMO under one fixed key for a batch of seeds: `out[i] = AES_k(seeds[i]) ⊕ seeds[i]`.
     /// Batches let AES-NI pipeline many blocks, several times faster than one at a time.
     fn mmo_batch(&self, key: usize, seeds: &[u128], out: &mut [u128]) {
-        const CHUNK: usize = 32;
+        const CHUNK: usize = 128;
         let mut buf = [aes::Block::default(); CHUNK];
         for (src, dst) in seeds.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
             let blocks = &mut buf[..src.len()];
@@ -335,6 +335,27 @@ impl Ggm {
             self.keys[key].encrypt_blocks(blocks);
             for ((d, b), &s) in dst.iter_mut().zip(blocks.iter()).zip(src) {
                 *d = u128::from_le_bytes((*b).into()) ^ s;
+            }
+        }
+    }
+
+    /// [`Ggm::expand`] of every seed, through one batched AES pass per fixed key.
+    pub fn expand_batch(&self, seeds: &[u128], out: &mut [Expansion]) {
+        const CHUNK: usize = 64;
+        let (mut l, mut r, mut v) = ([0u128; CHUNK], [0u128; CHUNK], [0u128; CHUNK]);
+        for (src, dst) in seeds.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+            let m = src.len();
+            self.mmo_batch(LEFT, src, &mut l[..m]);
+            self.mmo_batch(RIGHT, src, &mut r[..m]);
+            self.mmo_batch(VALUE, src, &mut v[..m]);
+            for (k, e) in dst.iter_mut().enumerate() {
+                let (ls, lt) = split_control_bit(l[k]);
+                let (rs, rt) = split_control_bit(r[k]);
+                *e = Expansion {
+                    seeds: [ls, rs],
+                    bits: [lt, rt],
+                    values: [v[k] as u64, (v[k] >> 64) as u64],
+                };
             }
         }
     }
@@ -354,7 +375,7 @@ impl Ggm {
     /// Children in the given directions for many seeds: `out[i]` is child `right[i]` of
     /// `seeds[i]`, control bit still in the low bit. One batched AES pass per direction.
     pub fn child_batch(&self, seeds: &[u128], right: &[bool], out: &mut [u128]) {
-        const CHUNK: usize = 32;
+        const CHUNK: usize = 128;
         let mut gathered = [0u128; CHUNK];
         let mut result = [0u128; CHUNK];
         let mut index = [0usize; CHUNK];

@@ -3,10 +3,12 @@
 
 use securerouter_core::Error;
 use securerouter_core::fss::{
-    BitDpf, BitDpfCorrections, BitDpfKey, Corrections, Dcf, DcfCorrections, DcfKey, Dpf, DpfKey,
+    BitDpf, BitDpfCorrections, BitDpfKey, BitDpfKeys, Corrections, Dcf, DcfCorrections, DcfKey,
+    DcfKeys, Dpf, DpfKey, KeyBatch,
 };
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
+use securerouter_core::share::Party;
 
 fn rng(tag: u64) -> AesCtr {
     AesCtr::new(&Seed::from_bytes([0x42; 16]), Domain(tag))
@@ -233,28 +235,113 @@ fn malformed_key_bytes_are_rejected() {
 fn batched_dcf_evaluation_equals_single_evaluation() {
     let dcf = Dcf::new();
     let mut r = rng(7);
-    let mut keys = Vec::new();
+    // 300 key pairs: crosses the evaluation chunk of 128 and leaves a partial one.
+    let n = w(40);
+    let mut pairs = Vec::new();
     let mut xs = Vec::new();
-    // 150 keys: crosses the batch size of 64; the last chunk mixes input widths.
-    for i in 0..150 {
-        let n = if i < 128 { 40 } else { 5 + (i % 7) as u32 };
-        let (k0, k1) = dcf
-            .gen_keys(w(n), w(64), w(n).reduce(r.next_u64()), r.next_u64(), &mut r)
+    for _ in 0..300 {
+        let alpha = n.reduce(r.next_u64());
+        pairs.push(dcf.gen_keys(n, w(64), alpha, r.next_u64(), &mut r).unwrap());
+        // Half the points at α or next to it, where the comparison flips.
+        xs.push(match r.next_u64() % 4 {
+            0 => alpha,
+            1 => n.reduce(alpha.wrapping_sub(1)),
+            _ => n.reduce(r.next_u64()),
+        });
+    }
+    for party in [0, 1] {
+        let keys: Vec<DcfKey> = pairs
+            .iter()
+            .map(|p| if party == 0 { p.0.clone() } else { p.1.clone() })
+            .collect();
+        let batch = DcfKeys::from_keys(&keys).unwrap();
+        let mut batched = vec![0u64; keys.len()];
+        dcf.eval_batch(&batch, &xs, &mut batched).unwrap();
+        for i in 0..keys.len() {
+            assert_eq!(batched[i], dcf.eval(&keys[i], xs[i]).unwrap(), "key {i}");
+        }
+        assert!(dcf.eval_batch(&batch, &xs[1..], &mut batched[1..]).is_err());
+        let mut bad = xs.clone();
+        bad[3] = u64::MAX; // out of Z_2^40
+        assert_eq!(
+            dcf.eval_batch(&batch, &bad, &mut batched),
+            Err(Error::ValueOutOfRange { bits: 40 })
+        );
+    }
+    // A batch holds one party and one pair of widths.
+    let (a, b) = pairs[0].clone();
+    assert!(matches!(
+        DcfKeys::from_keys(&[a.clone(), b]),
+        Err(Error::ShapeMismatch(_))
+    ));
+    let (other, _) = dcf.gen_keys(w(12), w(64), 5, 1, &mut r).unwrap();
+    assert!(matches!(
+        DcfKeys::from_keys(&[a, other]),
+        Err(Error::ShapeMismatch(_))
+    ));
+    assert!(DcfKeys::from_keys(&[]).is_err());
+}
+
+/// The dealer's batched generation writes exactly the encodings of single generation, and a
+/// server's batch decoding of them equals gathering the single keys.
+#[test]
+fn batched_dcf_generation_and_decoding_match_single_keys() {
+    let dcf = Dcf::new();
+    let mut r = rng(8);
+    for (n, l, count) in [(31u32, 1u32, 300usize), (12, 64, 5), (1, 7, 3)] {
+        let (inw, outw) = (w(n), w(l));
+        let beta = outw.reduce(r.next_u64());
+        let alphas: Vec<u64> = (0..count).map(|_| inw.reduce(r.next_u64())).collect();
+        let roots: Vec<[u128; 2]> = (0..count)
+            .map(|_| {
+                [
+                    (r.next_u64() as u128) << 64 | r.next_u64() as u128,
+                    (r.next_u64() as u128) << 64 | r.next_u64() as u128,
+                ]
+            })
+            .collect();
+        let mut encoded = Vec::new();
+        dcf.gen_encoded(inw, outw, &alphas, beta, &roots, &mut encoded)
             .unwrap();
-        keys.push(if i % 2 == 0 { k0 } else { k1 });
-        xs.push(w(n).reduce(r.next_u64()));
+        let singles: Vec<DcfCorrections> = alphas
+            .iter()
+            .zip(&roots)
+            .map(|(&a, &rt)| dcf.gen_corrections(inw, outw, a, beta, rt).unwrap())
+            .collect();
+        let concatenated: Vec<u8> = singles.iter().flat_map(|c| c.to_bytes()).collect();
+        assert_eq!(encoded, concatenated, "n={n} l={l}");
+
+        let p1_roots: Vec<u128> = roots.iter().map(|r| r[1]).collect();
+        let decoded = DcfKeys::decode(Party::P1, p1_roots.clone(), &encoded, inw, outw).unwrap();
+        let keys: Vec<DcfKey> = singles
+            .into_iter()
+            .zip(&p1_roots)
+            .map(|(c, &root)| DcfKey::new(Party::P1, root, c))
+            .collect();
+        assert_eq!(decoded, DcfKeys::from_keys(&keys).unwrap());
+
+        // Malformed batches: short, long, or keys of another width.
+        let len = DcfCorrections::encoded_len(inw, outw);
+        assert!(matches!(
+            DcfKeys::decode(Party::P1, p1_roots.clone(), &encoded[1..], inw, outw),
+            Err(Error::LengthMismatch { .. })
+        ));
+        let mut long = encoded.clone();
+        long.push(0);
+        assert!(DcfKeys::decode(Party::P1, p1_roots.clone(), &long, inw, outw).is_err());
+        if n > 1 {
+            let narrower = w(n - 1);
+            assert!(
+                DcfKeys::decode(Party::P1, p1_roots.clone(), &encoded, narrower, outw).is_err()
+            );
+        }
+        let mut flipped = encoded.clone();
+        flipped[(count - 1) * len] ^= 0x40; // the last key's input width
+        assert!(matches!(
+            DcfKeys::decode(Party::P1, p1_roots, &flipped, inw, outw),
+            Err(Error::MalformedKey(_))
+        ));
     }
-    let mut batched = vec![0u64; keys.len()];
-    dcf.eval_batch(&keys, &xs, &mut batched).unwrap();
-    for i in 0..keys.len() {
-        assert_eq!(batched[i], dcf.eval(&keys[i], xs[i]).unwrap(), "key {i}");
-    }
-    assert!(dcf.eval_batch(&keys, &xs[1..], &mut batched[1..]).is_err());
-    xs[3] = u64::MAX; // out of Z_2^40
-    assert_eq!(
-        dcf.eval_batch(&keys, &xs, &mut batched),
-        Err(Error::ValueOutOfRange { bits: 40 })
-    );
 }
 
 // ---------------------------------------------------------------- one-bit DPF
@@ -368,14 +455,16 @@ fn batched_bit_dpf_full_domain_equals_single() {
     for (n, count) in [(3u32, 5usize), (7, 300), (8, 300), (12, 21), (16, 3)] {
         let inw = w(n);
         let keys: Vec<BitDpfKey> = (0..count)
-            .map(|i| {
+            .map(|_| {
                 let (k0, k1) = dpf.gen_keys(inw, inw.reduce(r.next_u64()), &mut r).unwrap();
-                if i % 2 == 0 { k0 } else { k1 }
+                // A batch is one party's: P0's for even n, P1's for odd.
+                if n % 2 == 0 { k0 } else { k1 }
             })
             .collect();
         let words = BitDpf::full_domain_words(inw);
         let mut out = vec![0u64; count * words];
-        dpf.eval_full_domain_batch(&keys, &mut out).unwrap();
+        let batch = BitDpfKeys::from_keys(&keys).unwrap();
+        dpf.eval_full_domain_batch(&batch, &mut out).unwrap();
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(
                 out[i * words..(i + 1) * words],
@@ -384,18 +473,49 @@ fn batched_bit_dpf_full_domain_equals_single() {
             );
         }
         assert!(matches!(
-            dpf.eval_full_domain_batch(&keys, &mut out[1..]),
+            dpf.eval_full_domain_batch(&batch, &mut out[1..]),
             Err(Error::LengthMismatch { .. })
         ));
+        // A range of the batch equals the same keys' slice of the whole.
+        let (lo, hi) = (count / 3, count - count / 4);
+        let mut part = vec![0u64; (hi - lo) * words];
+        dpf.eval_full_domain_range(&batch, lo..hi, &mut part)
+            .unwrap();
+        assert_eq!(part[..], out[lo * words..hi * words]);
+        assert!(
+            dpf.eval_full_domain_range(&batch, lo..count + 1, &mut part)
+                .is_err()
+        );
+        // The servers' decoding of the encoded corrections gives the same batch.
+        let roots: Vec<u128> = (0..count).map(|_| r.next_u64() as u128).collect();
+        let singles: Vec<BitDpfKey> = roots
+            .iter()
+            .map(|&root| {
+                let alpha = inw.reduce(r.next_u64());
+                let (c, _) = dpf
+                    .gen_corrections(inw, alpha, [root, r.next_u64() as u128])
+                    .unwrap();
+                BitDpfKey::new(Party::P0, root, c)
+            })
+            .collect();
+        let encoded: Vec<u8> = singles
+            .iter()
+            .flat_map(|k| k.corrections().to_bytes())
+            .collect();
+        let one = BitDpfCorrections::OUT_BITS;
+        assert_eq!(
+            BitDpfKeys::decode(Party::P0, roots.clone(), &encoded, inw, one).unwrap(),
+            BitDpfKeys::from_keys(&singles).unwrap()
+        );
+        assert!(BitDpfKeys::decode(Party::P0, roots.clone(), &encoded[1..], inw, one).is_err());
+        assert!(BitDpfKeys::decode(Party::P0, roots, &encoded, inw, w(2)).is_err());
     }
     let (a, _) = dpf.gen_keys(w(8), 1, &mut r).unwrap();
     let (b, _) = dpf.gen_keys(w(9), 1, &mut r).unwrap();
-    let mut out = vec![0u64; 12];
     assert!(matches!(
-        dpf.eval_full_domain_batch(&[a, b], &mut out),
+        BitDpfKeys::from_keys(&[a, b]),
         Err(Error::ShapeMismatch(_))
     ));
-    assert_eq!(dpf.eval_full_domain_batch(&[], &mut []), Ok(()));
     let (big, _) = dpf.gen_keys(w(21), 3, &mut r).unwrap();
     assert_eq!(
         dpf.eval_full_domain(&big).err(),

@@ -440,7 +440,7 @@ fn lookup_tables_of_small_and_large_domains_and_one_bit_outputs() {
 /// The CPU lookup kernel against its definition, computed from the keys' full-domain bits.
 #[test]
 fn lookup_kernel_matches_its_definition() {
-    use securerouter_core::fss::BitDpf;
+    use securerouter_core::fss::{BitDpf, BitDpfKeys};
     use securerouter_core::gate::{CpuKernels, Kernels};
     let dpf = BitDpf::new();
     let kernels = CpuKernels::new();
@@ -450,17 +450,19 @@ fn lookup_kernel_matches_its_definition() {
         let size = 1usize << bits;
         let table: Vec<u64> = (0..size).map(|_| out.reduce(r.next_u64())).collect();
         let keys: Vec<_> = (0..70)
-            .map(|i| {
+            .map(|_| {
                 let (k0, k1) = dpf.gen_keys(inw, inw.reduce(r.next_u64()), &mut r).unwrap();
-                if i % 3 == 0 { k1 } else { k0 }
+                // One party per batch: P1's keys for some table sizes, P0's for others.
+                if bits % 2 == 0 { k1 } else { k0 }
             })
             .collect();
         let mut xs: Vec<u64> = (0..70).map(|_| inw.reduce(r.next_u64())).collect();
         xs[0] = 0;
         xs[1] = inw.mask();
         let (mut dot, mut ones) = (vec![0u64; 70], vec![0u64; 70]);
+        let batch = BitDpfKeys::from_keys(&keys).unwrap();
         kernels
-            .dpf_lookup(&keys, &xs, &table, out, &mut dot, &mut ones)
+            .dpf_lookup(&batch, &xs, &table, out, &mut dot, &mut ones)
             .unwrap();
         for i in 0..70 {
             let e = dpf.eval_full_domain(&keys[i]).unwrap();
@@ -476,16 +478,16 @@ fn lookup_kernel_matches_its_definition() {
         }
         // Errors, not panics: a table of the wrong size, an input outside Z_2^n, short outputs.
         assert!(matches!(
-            kernels.dpf_lookup(&keys, &xs, &table[1..], out, &mut dot, &mut ones),
+            kernels.dpf_lookup(&batch, &xs, &table[1..], out, &mut dot, &mut ones),
             Err(Error::LengthMismatch { .. })
         ));
         assert!(matches!(
-            kernels.dpf_lookup(&keys, &xs, &table, out, &mut dot[1..], &mut ones),
+            kernels.dpf_lookup(&batch, &xs, &table, out, &mut dot[1..], &mut ones),
             Err(Error::LengthMismatch { .. })
         ));
         xs[5] = 1 << bits;
         assert_eq!(
-            kernels.dpf_lookup(&keys, &xs, &table, out, &mut dot, &mut ones),
+            kernels.dpf_lookup(&batch, &xs, &table, out, &mut dot, &mut ones),
             Err(Error::ValueOutOfRange { bits })
         );
     }

@@ -198,15 +198,12 @@ impl StreamingSink {
         }
     }
 
+    /// Sends every full chunk; the remainder stays buffered.
     fn flush_full(&mut self) {
-        while self.p1.len() >= CHUNK_BYTES {
-            let rest = self.p1.split_off(CHUNK_BYTES);
-            let chunk = std::mem::replace(&mut self.p1, rest);
+        for chunk in split_full(&mut self.p1) {
             self.push(DealerChunk::P1(chunk));
         }
-        while self.shared.len() >= CHUNK_BYTES {
-            let rest = self.shared.split_off(CHUNK_BYTES);
-            let chunk = std::mem::replace(&mut self.shared, rest);
+        for chunk in split_full(&mut self.shared) {
             self.push(DealerChunk::Shared(chunk));
         }
     }
@@ -241,6 +238,21 @@ impl KeySink for StreamingSink {
         self.shared.extend_from_slice(bytes);
         self.flush_full();
     }
+}
+
+/// Takes the full chunks off the front of `buffer`, leaving the remainder. Copies each byte
+/// once however much a gate wrote at a time (a batch of comparisons writes ~100 MB at once).
+fn split_full(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let full = buffer.len() / CHUNK_BYTES * CHUNK_BYTES;
+    if full == 0 {
+        return Vec::new();
+    }
+    let chunks = buffer[..full]
+        .chunks_exact(CHUNK_BYTES)
+        .map(<[u8]>::to_vec)
+        .collect();
+    buffer.drain(..full);
+    chunks
 }
 
 /// A server's view of the dealer's stream: reads chunks on demand into two buffers, or, after
@@ -519,6 +531,19 @@ mod tests {
         }
         assert_eq!(chunks, QUEUE_CHUNKS * 10);
         generator.join().unwrap();
+    }
+
+    #[test]
+    fn full_chunks_leave_in_order_and_the_rest_stays() {
+        let bytes: Vec<u8> = (0..5 * CHUNK_BYTES / 2).map(|i| (i % 251) as u8).collect();
+        let mut buffer = bytes.clone();
+        let chunks = split_full(&mut buffer);
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(|c| c.len() == CHUNK_BYTES));
+        assert_eq!(chunks.concat(), bytes[..2 * CHUNK_BYTES]);
+        assert_eq!(buffer, bytes[2 * CHUNK_BYTES..]);
+        assert!(split_full(&mut buffer).is_empty());
+        assert_eq!(buffer.len(), CHUNK_BYTES / 2);
     }
 
     #[test]

@@ -23,7 +23,7 @@
 
 use super::dpf::{Path, expand_level, gen_path, random_u128, walk};
 use super::encoding::{Reader, Writer, control_bytes};
-use super::key::{Corrections, FssKey};
+use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
 use super::{check_full_domain, check_in_ring, mask64, mask128, opaque_mask128, select64};
 use crate::Error;
 use crate::prg::Ggm;
@@ -94,19 +94,126 @@ impl BitDpfCorrections {
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
-        let in_bits = r.width("input bit-width must be in 1..=64")?;
-        let (k, levels) = split(in_bits);
-        let seeds = (0..levels)
-            .map(|_| r.seed_word())
-            .collect::<Result<_, _>>()?;
-        let controls = r.control_bits(levels as usize)?;
-        let last = r.block(1 << k, "truncated before the final correction")?;
+        let (mut seeds, mut controls) = (Vec::new(), Vec::new());
+        let (in_bits, last) = read_fields(r, &mut seeds, &mut controls)?;
         Ok(BitDpfCorrections {
             in_bits,
             seeds,
             controls,
             last,
         })
+    }
+}
+
+/// Parses one encoding of corrections, appending its ν levels to the two arrays; returns the
+/// input width and the final correction.
+fn read_fields(
+    r: &mut Reader<'_>,
+    seeds: &mut Vec<u128>,
+    controls: &mut Vec<[bool; 2]>,
+) -> Result<(BitWidth, u128), Error> {
+    let in_bits = r.width("input bit-width must be in 1..=64")?;
+    let (k, levels) = split(in_bits);
+    for _ in 0..levels {
+        seeds.push(r.seed_word()?);
+    }
+    r.control_bits_into(levels as usize, controls)?;
+    let last = r.block(1 << k, "truncated before the final correction")?;
+    Ok((in_bits, last))
+}
+
+/// Many one-bit DPF keys of one party and one input width, stored flat for batched full-domain
+/// evaluation: level i of key j sits at index j·ν + i.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BitDpfKeys {
+    party: Party,
+    in_bits: BitWidth,
+    roots: Vec<u128>,
+    seeds: Vec<u128>,
+    controls: Vec<[bool; 2]>,
+    last: Vec<u128>,
+}
+
+impl BitDpfKeys {
+    fn empty(party: Party, in_bits: BitWidth, count: usize) -> Self {
+        let levels = count * split(in_bits).1 as usize;
+        BitDpfKeys {
+            party,
+            in_bits,
+            roots: Vec::with_capacity(count),
+            seeds: Vec::with_capacity(levels),
+            controls: Vec::with_capacity(levels),
+            last: Vec::with_capacity(count),
+        }
+    }
+
+    /// Gathers single keys; all must belong to one party and have one input width.
+    pub fn from_keys(keys: &[BitDpfKey]) -> Result<Self, Error> {
+        let first = keys.first().ok_or(Error::ShapeMismatch(
+            "a batch of DPF keys needs at least one key",
+        ))?;
+        let mut batch = Self::empty(first.party, first.corrections.in_bits, keys.len());
+        for k in keys {
+            let c = &k.corrections;
+            if k.party != first.party || c.in_bits != batch.in_bits {
+                return Err(Error::ShapeMismatch(
+                    "a batch of DPF keys needs one party and one input width",
+                ));
+            }
+            batch.roots.push(k.root);
+            batch.seeds.extend_from_slice(&c.seeds);
+            batch.controls.extend_from_slice(&c.controls);
+            batch.last.push(c.last);
+        }
+        Ok(batch)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.roots.len()
+    }
+
+    /// Whether the batch holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    /// Input bit-width n.
+    pub fn in_bits(&self) -> BitWidth {
+        self.in_bits
+    }
+}
+
+impl KeyBatch for BitDpfKeys {
+    type Corrections = BitDpfCorrections;
+
+    /// `out_bits` must be 1.
+    fn decode(
+        party: Party,
+        roots: Vec<u128>,
+        bytes: &[u8],
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+    ) -> Result<Self, Error> {
+        if out_bits != BitDpfCorrections::OUT_BITS {
+            return Err(Error::MalformedKey("one-bit DPF keys have one output bit"));
+        }
+        let len = BitDpfCorrections::encoded_len(in_bits, out_bits);
+        let chunks = batch_chunks(bytes, roots.len(), len)?;
+        let mut batch = Self::empty(party, in_bits, roots.len());
+        for chunk in chunks {
+            let mut r = Reader::new(chunk);
+            let (n, last) = read_fields(&mut r, &mut batch.seeds, &mut batch.controls)?;
+            r.finish()?;
+            if n != in_bits {
+                return Err(Error::MalformedKey(
+                    "DPF key input width differs from the gate's",
+                ));
+            }
+            batch.last.push(last);
+        }
+        batch.roots = roots;
+        Ok(batch)
     }
 }
 
@@ -242,33 +349,43 @@ impl BitDpf {
     pub fn eval_full_domain(&self, key: &BitDpfKey) -> Result<Vec<u64>, Error> {
         check_full_domain(key.corrections.in_bits)?;
         let mut out = vec![0u64; Self::full_domain_words(key.corrections.in_bits)];
-        self.eval_full_domain_batch(core::slice::from_ref(key), &mut out)?;
+        let batch = BitDpfKeys::from_keys(core::slice::from_ref(key))?;
+        self.eval_full_domain_batch(&batch, &mut out)?;
         Ok(out)
     }
 
-    /// [`BitDpf::eval_full_domain`] of many keys of one input width n ≤ 20, key i's words at
-    /// `out[i·w..(i+1)·w]` with w = [`BitDpf::full_domain_words`]. Keys are expanded together,
-    /// level by level, so that AES runs in long pipelined batches.
-    pub fn eval_full_domain_batch(&self, keys: &[BitDpfKey], out: &mut [u64]) -> Result<(), Error> {
-        let Some(first) = keys.first() else {
-            return match out.len() {
-                0 => Ok(()),
-                got => Err(Error::LengthMismatch { expected: 0, got }),
-            };
-        };
-        let in_bits = first.corrections.in_bits;
+    /// [`BitDpf::eval_full_domain`] of every key of a batch (input width n ≤ 20), key i's words
+    /// at `out[i·w..(i+1)·w]` with w = [`BitDpf::full_domain_words`]. Keys are expanded
+    /// together, level by level, so that AES runs in long pipelined batches.
+    pub fn eval_full_domain_batch(&self, keys: &BitDpfKeys, out: &mut [u64]) -> Result<(), Error> {
+        self.eval_full_domain_range(keys, 0..keys.len(), out)
+    }
+
+    /// [`BitDpf::eval_full_domain_batch`] of the keys in `range` only (so callers can work
+    /// through a large batch in bounded scratch), key `range.start + i` at `out[i·w..]`.
+    pub fn eval_full_domain_range(
+        &self,
+        keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        let in_bits = keys.in_bits;
         check_full_domain(in_bits)?;
-        if keys.iter().any(|k| k.corrections.in_bits != in_bits) {
-            return Err(Error::ShapeMismatch(
-                "batched full-domain evaluation needs keys of one input width",
-            ));
-        }
         let words = Self::full_domain_words(in_bits);
-        if out.len() != keys.len() * words {
+        let Some(roots) = keys.roots.get(range.clone()) else {
             return Err(Error::LengthMismatch {
-                expected: keys.len() * words,
+                expected: keys.len(),
+                got: range.end,
+            });
+        };
+        if out.len() != roots.len() * words {
+            return Err(Error::LengthMismatch {
+                expected: roots.len() * words,
                 got: out.len(),
             });
+        }
+        if roots.is_empty() {
+            return Ok(());
         }
         let (k, levels) = split(in_bits);
         let leaves = 1usize << levels;
@@ -279,22 +396,27 @@ impl BitDpf {
         let (mut left, mut right) = (vec![0u128; cap.div_ceil(2)], vec![0u128; cap.div_ceil(2)]);
         let mut conv = vec![0u128; cap];
         let mask = block_mask(k);
-        for (keys, out) in keys.chunks(group).zip(out.chunks_mut(group * words)) {
+        let nu = levels as usize;
+        let p1 = keys.party == Party::P1;
+        for (g, (roots, out)) in roots
+            .chunks(group)
+            .zip(out.chunks_mut(group * words))
+            .enumerate()
+        {
+            let first = range.start + g * group;
             seeds.clear();
             bits.clear();
-            for key in keys {
-                seeds.push(key.root);
-                bits.push(key.party == Party::P1);
-            }
-            for i in 0..levels as usize {
-                // Node j of this level belongs to key j >> i.
+            seeds.extend_from_slice(roots);
+            bits.resize(roots.len(), p1);
+            for i in 0..nu {
+                // Node j of this level belongs to key first + (j >> i).
                 expand_level(
                     &self.ggm,
                     &seeds,
                     &bits,
                     |j| {
-                        let c = &keys[j >> i].corrections;
-                        (c.seeds[i], c.controls[i])
+                        let at = (first + (j >> i)) * nu + i;
+                        (keys.seeds[at], keys.controls[at])
                     },
                     (&mut left, &mut right),
                     (&mut next_seeds, &mut next_bits),
@@ -305,7 +427,7 @@ impl BitDpf {
             let conv = &mut conv[..seeds.len()];
             self.ggm.values_batch(&seeds, conv);
             for (j, (&raw, &t)) in conv.iter().zip(&bits).enumerate() {
-                let last = keys[j >> levels].corrections.last;
+                let last = keys.last[first + (j >> levels)];
                 let block = (raw & mask) ^ (last & opaque_mask128(t));
                 if k == LEAF_BITS {
                     // Key g's words start at g·2^(ν+1); its leaf B fills words 2B and 2B + 1.

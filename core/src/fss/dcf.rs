@@ -8,13 +8,13 @@
 
 use super::dpf::random_u128;
 use super::encoding::{Reader, Writer, control_bytes, word_bytes};
-use super::key::{Corrections, FssKey};
+use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
 use super::{
     bit_msb_first, check_full_domain, check_in_ring, cond_neg, convert, mask64, mask128,
-    select_bit, select64, select128,
+    opaque_mask64, opaque_mask128, select_bit, select64, select128,
 };
 use crate::Error;
-use crate::prg::Ggm;
+use crate::prg::{Expansion, Ggm};
 use crate::ring::BitWidth;
 use crate::share::Party;
 
@@ -51,23 +51,148 @@ impl DcfCorrections {
 
     /// Parses the canonical encoding, checking every field.
     fn read(r: &mut Reader<'_>) -> Result<Self, Error> {
-        let in_bits = r.width("input bit-width must be in 1..=64")?;
-        let out_bits = r.width("output bit-width must be in 1..=64")?;
-        let n = in_bits.bits() as usize;
-        let seeds = (0..n).map(|_| r.seed_word()).collect::<Result<_, _>>()?;
-        let values = (0..n)
-            .map(|_| r.word(out_bits, "truncated inside the value corrections"))
-            .collect::<Result<_, _>>()?;
-        let controls = r.control_bits(n)?;
-        let last = r.word(out_bits, "truncated before the final correction")?;
-        Ok(DcfCorrections {
+        let mut c = DcfCorrections {
+            in_bits: BitWidth::FULL,
+            out_bits: BitWidth::FULL,
+            seeds: Vec::new(),
+            values: Vec::new(),
+            controls: Vec::new(),
+            last: 0,
+        };
+        let (in_bits, out_bits, last) =
+            read_fields(r, &mut c.seeds, &mut c.values, &mut c.controls)?;
+        c.in_bits = in_bits;
+        c.out_bits = out_bits;
+        c.last = last;
+        Ok(c)
+    }
+}
+
+/// Parses one encoding of corrections, appending its n levels to the three arrays; returns the
+/// widths and the final correction.
+fn read_fields(
+    r: &mut Reader<'_>,
+    seeds: &mut Vec<u128>,
+    values: &mut Vec<u64>,
+    controls: &mut Vec<[bool; 2]>,
+) -> Result<(BitWidth, BitWidth, u64), Error> {
+    let in_bits = r.width("input bit-width must be in 1..=64")?;
+    let out_bits = r.width("output bit-width must be in 1..=64")?;
+    let n = in_bits.bits() as usize;
+    for _ in 0..n {
+        seeds.push(r.seed_word()?);
+    }
+    for _ in 0..n {
+        values.push(r.word(out_bits, "truncated inside the value corrections")?);
+    }
+    r.control_bits_into(n, controls)?;
+    let last = r.word(out_bits, "truncated before the final correction")?;
+    Ok((in_bits, out_bits, last))
+}
+
+/// Many DCF keys of one party and one pair of widths, stored flat for batch evaluation
+/// ([`Dcf::eval_batch`]): level i of key j sits at index j·n + i.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DcfKeys {
+    party: Party,
+    in_bits: BitWidth,
+    out_bits: BitWidth,
+    roots: Vec<u128>,
+    seeds: Vec<u128>,
+    values: Vec<u64>,
+    controls: Vec<[bool; 2]>,
+    last: Vec<u64>,
+}
+
+impl DcfKeys {
+    fn empty(party: Party, in_bits: BitWidth, out_bits: BitWidth, count: usize) -> Self {
+        let levels = count * in_bits.bits() as usize;
+        DcfKeys {
+            party,
             in_bits,
             out_bits,
-            seeds,
-            values,
-            controls,
-            last,
-        })
+            roots: Vec::with_capacity(count),
+            seeds: Vec::with_capacity(levels),
+            values: Vec::with_capacity(levels),
+            controls: Vec::with_capacity(levels),
+            last: Vec::with_capacity(count),
+        }
+    }
+
+    /// Gathers single keys; all must belong to one party and have one pair of widths.
+    pub fn from_keys(keys: &[DcfKey]) -> Result<Self, Error> {
+        let first = keys.first().ok_or(Error::ShapeMismatch(
+            "a batch of DCF keys needs at least one key",
+        ))?;
+        let c = &first.corrections;
+        let mut batch = Self::empty(first.party, c.in_bits, c.out_bits, keys.len());
+        for k in keys {
+            let c = &k.corrections;
+            if k.party != first.party || c.in_bits != batch.in_bits || c.out_bits != batch.out_bits
+            {
+                return Err(Error::ShapeMismatch(
+                    "a batch of DCF keys needs one party and one pair of widths",
+                ));
+            }
+            batch.roots.push(k.root);
+            batch.seeds.extend_from_slice(&c.seeds);
+            batch.values.extend_from_slice(&c.values);
+            batch.controls.extend_from_slice(&c.controls);
+            batch.last.push(c.last);
+        }
+        Ok(batch)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.roots.len()
+    }
+
+    /// Whether the batch holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    /// Input bit-width n.
+    pub fn in_bits(&self) -> BitWidth {
+        self.in_bits
+    }
+
+    /// Output bit-width l.
+    pub fn out_bits(&self) -> BitWidth {
+        self.out_bits
+    }
+}
+
+impl KeyBatch for DcfKeys {
+    type Corrections = DcfCorrections;
+
+    fn decode(
+        party: Party,
+        roots: Vec<u128>,
+        bytes: &[u8],
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+    ) -> Result<Self, Error> {
+        let len = DcfCorrections::encoded_len(in_bits, out_bits);
+        let chunks = batch_chunks(bytes, roots.len(), len)?;
+        let mut batch = Self::empty(party, in_bits, out_bits, roots.len());
+        for chunk in chunks {
+            let mut r = Reader::new(chunk);
+            let (n, l, last) = read_fields(
+                &mut r,
+                &mut batch.seeds,
+                &mut batch.values,
+                &mut batch.controls,
+            )?;
+            r.finish()?;
+            if n != in_bits || l != out_bits {
+                return Err(Error::MalformedKey("DCF key widths differ from the gate's"));
+            }
+            batch.last.push(last);
+        }
+        batch.roots = roots;
+        Ok(batch)
     }
 }
 
@@ -133,77 +258,151 @@ impl Dcf {
         beta: u64,
         roots: [u128; 2],
     ) -> Result<DcfCorrections, Error> {
-        check_in_ring(alpha, in_bits)?;
-        check_in_ring(beta, out_bits)?;
-        let n = in_bits.bits();
-        let conv = |v: u64| out_bits.reduce(v);
-        let mut s = roots;
-        let mut t = [false, true];
-        // The sum of both parties' value shares along α's path so far (V_α in the paper).
-        let mut v_alpha = 0u64;
-        let mut seeds = Vec::with_capacity(n as usize);
-        let mut values = Vec::with_capacity(n as usize);
-        let mut controls = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let a = bit_msb_first(alpha, n, i);
-            let e0 = self.ggm.expand(s[0]);
-            let e1 = self.ggm.expand(s[1]);
-            // Keep = α's side (index a); Lose = the other.
-            let lose_s = [
-                select128(e0.seeds[1], e0.seeds[0], a),
-                select128(e1.seeds[1], e1.seeds[0], a),
-            ];
-            let lose_v = [
-                select64(e0.values[1], e0.values[0], a),
-                select64(e1.values[1], e1.values[0], a),
-            ];
-            let keep_v = [
-                select64(e0.values[0], e0.values[1], a),
-                select64(e1.values[0], e1.values[1], a),
-            ];
-            let s_cw = lose_s[0] ^ lose_s[1];
-            // When the lost side is the left one (α_i = 1), every x there is below α: add β.
-            let beta_here = beta & mask64(a);
-            let v_cw = cond_neg(
-                conv(lose_v[1])
-                    .wrapping_sub(conv(lose_v[0]))
-                    .wrapping_sub(v_alpha)
-                    .wrapping_add(beta_here),
-                t[1],
-            );
-            v_alpha = v_alpha
-                .wrapping_sub(conv(keep_v[1]))
-                .wrapping_add(conv(keep_v[0]))
-                .wrapping_add(cond_neg(v_cw, t[1]));
-            let t_cw = [
-                e0.bits[0] ^ e1.bits[0] ^ a ^ true,
-                e0.bits[1] ^ e1.bits[1] ^ a,
-            ];
-            let t_cw_keep = select_bit(t_cw[0], t_cw[1], a);
-            for (b, e) in [e0, e1].iter().enumerate() {
-                let keep = select128(e.seeds[0], e.seeds[1], a);
-                let t_keep = select_bit(e.bits[0], e.bits[1], a);
-                s[b] = keep ^ (s_cw & mask128(t[b]));
-                t[b] = t_keep ^ (t[b] & t_cw_keep);
-            }
-            seeds.push(s_cw);
-            values.push(out_bits.reduce(v_cw));
-            controls.push(t_cw);
-        }
-        let last = cond_neg(
-            convert(s[1], out_bits)
-                .wrapping_sub(convert(s[0], out_bits))
-                .wrapping_sub(v_alpha),
-            t[1],
-        );
-        Ok(DcfCorrections {
+        let mut c = DcfCorrections {
             in_bits,
             out_bits,
-            seeds,
-            values,
-            controls,
-            last: out_bits.reduce(last),
-        })
+            seeds: Vec::new(),
+            values: Vec::new(),
+            controls: Vec::new(),
+            last: 0,
+        };
+        let mut last = [0u64];
+        self.gen_into(
+            in_bits,
+            out_bits,
+            &[alpha],
+            beta,
+            &[roots],
+            (&mut c.seeds, &mut c.values, &mut c.controls),
+            &mut last,
+        )?;
+        c.last = last[0];
+        Ok(c)
+    }
+
+    /// [`Dcf::gen_corrections`] for many α with one β, appending the canonical encodings of the
+    /// corrections (key i from `roots[i]`) to `out`. Keys are generated together, level by
+    /// level, so AES runs in long batches.
+    pub fn gen_encoded(
+        &self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alphas: &[u64],
+        beta: u64,
+        roots: &[[u128; 2]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        const GROUP: usize = 256;
+        let n = in_bits.bits() as usize;
+        let (mut seeds, mut values, mut controls) = (Vec::new(), Vec::new(), Vec::new());
+        let mut last = [0u64; GROUP];
+        out.reserve(alphas.len() * DcfCorrections::encoded_len(in_bits, out_bits));
+        for (alphas, roots) in alphas.chunks(GROUP).zip(roots.chunks(GROUP)) {
+            seeds.clear();
+            values.clear();
+            controls.clear();
+            let last = &mut last[..alphas.len()];
+            self.gen_into(
+                in_bits,
+                out_bits,
+                alphas,
+                beta,
+                roots,
+                (&mut seeds, &mut values, &mut controls),
+                last,
+            )?;
+            for (j, &l) in last.iter().enumerate() {
+                let levels = j * n..(j + 1) * n;
+                let mut w = Writer(out);
+                w.u8(in_bits.bits() as u8);
+                w.u8(out_bits.bits() as u8);
+                for &s in &seeds[levels.clone()] {
+                    w.u128(s);
+                }
+                for &v in &values[levels.clone()] {
+                    w.word(v, out_bits);
+                }
+                w.control_bits(&controls[levels]);
+                w.word(l, out_bits);
+            }
+        }
+        Ok(())
+    }
+
+    /// The key generation of Boyle et al. (Fig. 3) for every α at once: appends key j's n
+    /// levels of corrections, in order, to the three arrays and writes its final correction to
+    /// `last[j]`.
+    #[allow(clippy::too_many_arguments)]
+    fn gen_into(
+        &self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alphas: &[u64],
+        beta: u64,
+        roots: &[[u128; 2]],
+        (seeds, values, controls): (&mut Vec<u128>, &mut Vec<u64>, &mut Vec<[bool; 2]>),
+        last: &mut [u64],
+    ) -> Result<(), Error> {
+        let m = alphas.len();
+        if roots.len() != m || last.len() != m {
+            return Err(Error::LengthMismatch {
+                expected: m,
+                got: if roots.len() != m {
+                    roots.len()
+                } else {
+                    last.len()
+                },
+            });
+        }
+        check_in_ring(beta, out_bits)?;
+        for &a in alphas {
+            check_in_ring(a, in_bits)?;
+        }
+        let n = in_bits.bits();
+        let base = seeds.len();
+        let levels = n as usize;
+        seeds.resize(base + m * levels, 0);
+        values.resize(base + m * levels, 0);
+        controls.resize(base + m * levels, [false; 2]);
+        // Per key: both parties' seeds, control bits, and V_α (the sum of both parties' value
+        // shares along α's path so far).
+        let mut s: Vec<[u128; 2]> = roots.to_vec();
+        let mut t = vec![[false, true]; m];
+        let mut v_alpha = vec![0u64; m];
+        let mut flat = vec![0u128; 2 * m];
+        let mut expanded = vec![Expansion::default(); 2 * m];
+        for i in 0..n {
+            for (f, s) in flat.chunks_exact_mut(2).zip(&s) {
+                f.copy_from_slice(s);
+            }
+            self.ggm.expand_batch(&flat, &mut expanded);
+            for j in 0..m {
+                let a = bit_msb_first(alphas[j], n, i);
+                let (s_cw, v_cw, t_cw) = level_corrections(
+                    a,
+                    beta,
+                    out_bits,
+                    [expanded[2 * j], expanded[2 * j + 1]],
+                    &mut s[j],
+                    &mut t[j],
+                    &mut v_alpha[j],
+                );
+                let at = base + j * levels + i as usize;
+                seeds[at] = s_cw;
+                values[at] = v_cw;
+                controls[at] = t_cw;
+            }
+        }
+        for j in 0..m {
+            let l = cond_neg(
+                convert(s[j][1], out_bits)
+                    .wrapping_sub(convert(s[j][0], out_bits))
+                    .wrapping_sub(v_alpha[j]),
+                t[j][1],
+            );
+            last[j] = out_bits.reduce(l);
+        }
+        Ok(())
     }
 
     /// Key generation with fresh root seeds from `rng`; returns (P0's key, P1's key).
@@ -246,9 +445,9 @@ impl Dcf {
         Ok(c.out_bits.reduce(cond_neg(v, key.party == Party::P1)))
     }
 
-    /// Evaluates `keys[i]` at `xs[i]` into `out[i]`, walking many keys level by level so that
-    /// AES runs in pipelined batches. Equal to [`Dcf::eval`] on each pair.
-    pub fn eval_batch(&self, keys: &[DcfKey], xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
+    /// Evaluates key i of the batch at `xs[i]` into `out[i]`, walking many keys level by level
+    /// so that AES runs in pipelined batches. Equal to [`Dcf::eval`] on each key.
+    pub fn eval_batch(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
         if keys.len() != xs.len() || xs.len() != out.len() {
             return Err(Error::LengthMismatch {
                 expected: keys.len(),
@@ -259,33 +458,24 @@ impl Dcf {
                 },
             });
         }
-        const CHUNK: usize = 64;
+        for &x in xs {
+            check_in_ring(x, keys.in_bits)?;
+        }
+        const CHUNK: usize = 128;
+        let bits = keys.in_bits.bits();
+        let n = bits as usize;
+        let p1 = keys.party == Party::P1;
         let mut s = [0u128; CHUNK];
         let mut t = [false; CHUNK];
         let mut v = [0u64; CHUNK];
         let mut dirs = [false; CHUNK];
         let mut raw = [0u128; CHUNK];
-        for ((keys, xs), out) in keys
-            .chunks(CHUNK)
-            .zip(xs.chunks(CHUNK))
-            .zip(out.chunks_mut(CHUNK))
-        {
-            let n = keys[0].corrections.in_bits;
-            if keys.iter().any(|k| k.corrections.in_bits != n) {
-                // Mixed widths walk trees of different depths: evaluate one by one.
-                for ((k, &x), o) in keys.iter().zip(xs).zip(out.iter_mut()) {
-                    *o = self.eval(k, x)?;
-                }
-                continue;
-            }
-            let m = keys.len();
-            for (j, (k, &x)) in keys.iter().zip(xs).enumerate() {
-                check_in_ring(x, n)?;
-                s[j] = k.root;
-                t[j] = k.party == Party::P1;
-                v[j] = 0;
-            }
-            let bits = n.bits();
+        for (chunk, (xs, out)) in xs.chunks(CHUNK).zip(out.chunks_mut(CHUNK)).enumerate() {
+            let first = chunk * CHUNK;
+            let m = xs.len();
+            s[..m].copy_from_slice(&keys.roots[first..first + m]);
+            t[..m].fill(p1);
+            v[..m].fill(0);
             for i in 0..bits {
                 let level = i as usize;
                 for (d, &x) in dirs.iter_mut().zip(xs) {
@@ -293,7 +483,8 @@ impl Dcf {
                 }
                 self.ggm.values_batch(&s[..m], &mut raw[..m]);
                 for j in 0..m {
-                    let c = &keys[j].corrections;
+                    let at = (first + j) * n + level;
+                    // The direction is x's bit: public, so selecting on it may branch.
                     let word = if dirs[j] {
                         (raw[j] >> 64) as u64
                     } else {
@@ -301,23 +492,21 @@ impl Dcf {
                     };
                     v[j] = v[j]
                         .wrapping_add(word)
-                        .wrapping_add(c.values[level] & mask64(t[j]));
+                        .wrapping_add(keys.values[at] & opaque_mask64(t[j]));
                 }
                 self.ggm.child_batch(&s[..m], &dirs[..m], &mut raw[..m]);
                 for j in 0..m {
-                    let c = &keys[j].corrections;
+                    let at = (first + j) * n + level;
                     let (child, tc) = Ggm::split_control_bit(raw[j]);
-                    s[j] = child ^ (c.seeds[level] & mask128(t[j]));
-                    t[j] = tc ^ (t[j] & c.controls[level][dirs[j] as usize]);
+                    s[j] = child ^ (keys.seeds[at] & opaque_mask128(t[j]));
+                    t[j] = tc ^ (t[j] & keys.controls[at][dirs[j] as usize]);
                 }
             }
             for j in 0..m {
-                let k = &keys[j];
-                let c = &k.corrections;
                 let total = v[j]
-                    .wrapping_add(convert(s[j], c.out_bits))
-                    .wrapping_add(c.last & mask64(t[j]));
-                out[j] = c.out_bits.reduce(cond_neg(total, k.party == Party::P1));
+                    .wrapping_add(convert(s[j], keys.out_bits))
+                    .wrapping_add(keys.last[first + j] & opaque_mask64(t[j]));
+                out[j] = keys.out_bits.reduce(cond_neg(total, p1));
             }
         }
         Ok(())
@@ -358,4 +547,58 @@ impl Dcf {
             })
             .collect())
     }
+}
+
+/// One level of DCF key generation (Boyle et al., Fig. 3) for α's bit `a` at this level, given
+/// both parties' expansions of their current seeds: returns the level's seed, value and control
+/// corrections and advances both parties' seeds, control bits and V_α. Branch-free in α and β.
+fn level_corrections(
+    a: bool,
+    beta: u64,
+    out_bits: BitWidth,
+    [e0, e1]: [Expansion; 2],
+    s: &mut [u128; 2],
+    t: &mut [bool; 2],
+    v_alpha: &mut u64,
+) -> (u128, u64, [bool; 2]) {
+    let conv = |v: u64| out_bits.reduce(v);
+    // Keep = α's side (index a); Lose = the other.
+    let lose_s = [
+        select128(e0.seeds[1], e0.seeds[0], a),
+        select128(e1.seeds[1], e1.seeds[0], a),
+    ];
+    let lose_v = [
+        select64(e0.values[1], e0.values[0], a),
+        select64(e1.values[1], e1.values[0], a),
+    ];
+    let keep_v = [
+        select64(e0.values[0], e0.values[1], a),
+        select64(e1.values[0], e1.values[1], a),
+    ];
+    let s_cw = lose_s[0] ^ lose_s[1];
+    // When the lost side is the left one (α_i = 1), every x there is below α: add β.
+    let beta_here = beta & mask64(a);
+    let v_cw = cond_neg(
+        conv(lose_v[1])
+            .wrapping_sub(conv(lose_v[0]))
+            .wrapping_sub(*v_alpha)
+            .wrapping_add(beta_here),
+        t[1],
+    );
+    *v_alpha = v_alpha
+        .wrapping_sub(conv(keep_v[1]))
+        .wrapping_add(conv(keep_v[0]))
+        .wrapping_add(cond_neg(v_cw, t[1]));
+    let t_cw = [
+        e0.bits[0] ^ e1.bits[0] ^ a ^ true,
+        e0.bits[1] ^ e1.bits[1] ^ a,
+    ];
+    let t_cw_keep = select_bit(t_cw[0], t_cw[1], a);
+    for (b, e) in [e0, e1].iter().enumerate() {
+        let keep = select128(e.seeds[0], e.seeds[1], a);
+        let t_keep = select_bit(e.bits[0], e.bits[1], a);
+        s[b] = keep ^ (s_cw & mask128(t[b]));
+        t[b] = t_keep ^ (t[b] & t_cw_keep);
+    }
+    (s_cw, out_bits.reduce(v_cw), t_cw)
 }

@@ -129,6 +129,18 @@ impl<'a> Reader<'a> {
     }
 
     pub fn control_bits(&mut self, levels: usize) -> Result<Vec<[bool; 2]>, Error> {
+        let mut out = Vec::with_capacity(levels);
+        self.control_bits_into(levels, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the control bits of `levels` levels to `out` (batches decode without allocating
+    /// per key).
+    pub fn control_bits_into(
+        &mut self,
+        levels: usize,
+        out: &mut Vec<[bool; 2]>,
+    ) -> Result<(), Error> {
         let b = self.take(control_bytes(levels), "truncated inside the control bits")?;
         let used = 2 * levels;
         if !used.is_multiple_of(8) && b[b.len() - 1] >> (used % 8) != 0 {
@@ -136,12 +148,9 @@ impl<'a> Reader<'a> {
                 "padding of the control bits is not zero",
             ));
         }
-        Ok((0..levels)
-            .map(|i| {
-                let bit = |k: usize| (b[k / 8] >> (k % 8)) & 1 == 1;
-                [bit(2 * i), bit(2 * i + 1)]
-            })
-            .collect())
+        let bit = |k: usize| (b[k / 8] >> (k % 8)) & 1 == 1;
+        out.extend((0..levels).map(|i| [bit(2 * i), bit(2 * i + 1)]));
+        Ok(())
     }
 
     pub fn finish(self) -> Result<(), Error> {

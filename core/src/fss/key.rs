@@ -21,6 +21,40 @@ pub trait Corrections: Clone + core::fmt::Debug + PartialEq + Eq + Sized {
     fn from_bytes(bytes: &[u8]) -> Result<Self, Error>;
 }
 
+/// Many keys of one scheme, one party and one pair of widths, decoded into flat arrays: a batch
+/// allocates once per field, never per key (a server decodes ~10^5 keys per gate, and per-key
+/// allocation once cost more than evaluating them).
+pub trait KeyBatch: Sized {
+    /// The scheme's shared corrections.
+    type Corrections: Corrections;
+
+    /// Decodes `roots.len()` concatenated canonical encodings of corrections from `bytes`, key i
+    /// with root `roots[i]`, checking every field and that every key has widths `in_bits` and
+    /// `out_bits`.
+    fn decode(
+        party: Party,
+        roots: Vec<u128>,
+        bytes: &[u8],
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+    ) -> Result<Self, Error>;
+}
+
+/// Splits `bytes` into `count` encodings of `len` bytes each, or says how they differ.
+pub(crate) fn batch_chunks(
+    bytes: &[u8],
+    count: usize,
+    len: usize,
+) -> Result<core::slice::ChunksExact<'_, u8>, Error> {
+    if bytes.len() != count * len {
+        return Err(Error::LengthMismatch {
+            expected: count * len,
+            got: bytes.len(),
+        });
+    }
+    Ok(bytes.chunks_exact(len.max(1)))
+}
+
 /// Bytes before the corrections in an encoded key: the party (1) and the root seed (16).
 pub const KEY_HEADER_LEN: usize = 17;
 

@@ -23,10 +23,10 @@ pub mod dpf;
 mod encoding;
 mod key;
 
-pub use bit_dpf::{BitDpf, BitDpfCorrections, BitDpfKey};
-pub use dcf::{Dcf, DcfCorrections, DcfKey};
+pub use bit_dpf::{BitDpf, BitDpfCorrections, BitDpfKey, BitDpfKeys};
+pub use dcf::{Dcf, DcfCorrections, DcfKey, DcfKeys};
 pub use dpf::{Dpf, DpfCorrections, DpfKey};
-pub use key::{Corrections, FssKey, KEY_HEADER_LEN};
+pub use key::{Corrections, FssKey, KEY_HEADER_LEN, KeyBatch};
 
 use crate::Error;
 use crate::ring::BitWidth;
@@ -51,6 +51,12 @@ pub(crate) const fn mask128(bit: bool) -> u128 {
 #[inline(always)]
 pub(crate) fn opaque_mask128(bit: bool) -> u128 {
     core::hint::black_box(mask128(bit))
+}
+
+/// [`mask64`] hidden from the optimiser, like [`opaque_mask128`].
+#[inline(always)]
+pub(crate) fn opaque_mask64(bit: bool) -> u64 {
+    core::hint::black_box(mask64(bit))
 }
 
 /// `if bit { b } else { a }` without a branch.

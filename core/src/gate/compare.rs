@@ -44,7 +44,7 @@ pub(super) fn deal<S: KeySink>(d: &mut DealerSide<S>, x: &Tensor) -> Result<Tens
     let low = low_bits(x)?;
     let w = x.width();
     let alphas: Vec<u64> = x.data().iter().map(|&r| low.reduce(r)).collect();
-    d.fss(&alphas, |dealer, a| dealer.dcf(low, BIT, a, 1))?;
+    d.dcf_keys(low, BIT, &alphas, 1)?;
     let s = d.pair(x.len(), BIT);
     let rd = s
         .iter()
@@ -61,7 +61,7 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     let low = low_bits(x)?;
     let w = x.width();
     let keys = srv
-        .fss_keys::<crate::fss::DcfCorrections>(x.len(), low, BIT)
+        .fss_keys::<crate::fss::DcfKeys>(x.len(), low, BIT)
         .await?;
     let s = srv.pair(x.len(), BIT);
     let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();

@@ -3,7 +3,7 @@
 //! portable reference every backend must match bit for bit.
 
 use crate::Error;
-use crate::fss::{BitDpf, BitDpfKey, Corrections, Dcf, DcfKey, MAX_FULL_DOMAIN_BITS};
+use crate::fss::{BitDpf, BitDpfKeys, Dcf, DcfKeys, MAX_FULL_DOMAIN_BITS};
 use crate::ring::BitWidth;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -13,11 +13,11 @@ pub trait Kernels {
     /// Wrapping matrix product in Z_2^64, row-major: out (m×n) = a (m×k) · b (k×n).
     fn matmul(&self, a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]);
 
-    /// Evaluates `keys[i]` at `xs[i]` into `out[i]`.
-    fn dcf_eval(&self, keys: &[DcfKey], xs: &[u64], out: &mut [u64]) -> Result<(), Error>;
+    /// Evaluates key i of the batch at `xs[i]` into `out[i]`.
+    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error>;
 
     /// Table lookup on one-bit DPF keys of n input bits, for a table of 2^n entries: with
-    /// e_i ∈ {0,1}^(2^n) the full-domain evaluation of `keys[i]` (read as integers 0 and 1),
+    /// e_i ∈ {0,1}^(2^n) the full-domain evaluation of key i (read as integers 0 and 1),
     /// writes in Z_2^out
     ///   `dot[i]  = Σ_j e_i(j) · table[(xs[i] − j) mod 2^n]` and `ones[i] = Σ_j e_i(j)`.
     ///
@@ -26,7 +26,7 @@ pub trait Kernels {
     /// the public `xs[i]` and on j.
     fn dpf_lookup(
         &self,
-        keys: &[BitDpfKey],
+        keys: &BitDpfKeys,
         xs: &[u64],
         table: &[u64],
         out_width: BitWidth,
@@ -64,14 +64,14 @@ impl Kernels for CpuKernels {
         crate::ring::matmul(a, b, m, k, n, out);
     }
 
-    fn dcf_eval(&self, keys: &[DcfKey], xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
+    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
         check_batch(keys.len(), xs.len(), out.len())?;
         self.dcf.eval_batch(keys, xs, out)
     }
 
     fn dpf_lookup(
         &self,
-        keys: &[BitDpfKey],
+        keys: &BitDpfKeys,
         xs: &[u64],
         table: &[u64],
         out_width: BitWidth,
@@ -80,10 +80,10 @@ impl Kernels for CpuKernels {
     ) -> Result<(), Error> {
         check_batch(keys.len(), xs.len(), dot.len())?;
         check_batch(keys.len(), xs.len(), ones.len())?;
-        let Some(first) = keys.first() else {
+        if keys.is_empty() {
             return Ok(());
-        };
-        let n = first.corrections().in_bits();
+        }
+        let n = keys.in_bits();
         if n.bits() > MAX_FULL_DOMAIN_BITS {
             return Err(Error::DomainTooLarge {
                 bits: n.bits(),
@@ -106,14 +106,16 @@ impl Kernels for CpuKernels {
         // Enough keys per full-domain batch for long AES passes, in bounded scratch.
         let chunk = (LOOKUP_SCRATCH_WORDS / words).max(1);
         let mut bits = vec![0u64; chunk.min(keys.len()) * words];
-        for (((keys, xs), dot), ones) in keys
+        for (c, ((xs, dot), ones)) in xs
             .chunks(chunk)
-            .zip(xs.chunks(chunk))
             .zip(dot.chunks_mut(chunk))
             .zip(ones.chunks_mut(chunk))
+            .enumerate()
         {
-            let bits = &mut bits[..keys.len() * words];
-            self.bit_dpf.eval_full_domain_batch(keys, bits)?;
+            let bits = &mut bits[..xs.len() * words];
+            let first = c * chunk;
+            self.bit_dpf
+                .eval_full_domain_range(keys, first..first + xs.len(), bits)?;
             for (((&x, e), d), o) in xs
                 .iter()
                 .zip(bits.chunks(words))

@@ -46,7 +46,7 @@ use super::kernels::Kernels;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
-use crate::fss::{BitDpfCorrections, MAX_FULL_DOMAIN_BITS, cond_neg};
+use crate::fss::{BitDpfCorrections, BitDpfKeys, MAX_FULL_DOMAIN_BITS, cond_neg};
 use crate::ring::BitWidth;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -164,7 +164,7 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     t.check(x)?;
     let out = t.out_width;
     let keys = srv
-        .fss_keys::<BitDpfCorrections>(x.len(), t.in_bits, BitDpfCorrections::OUT_BITS)
+        .fss_keys::<BitDpfKeys>(x.len(), t.in_bits, BitDpfCorrections::OUT_BITS)
         .await?;
     let m = srv.pair(x.len(), out);
     let c = srv.pair(x.len(), out);

@@ -8,7 +8,7 @@ use super::kernels::Kernels;
 use super::tensor::Tensor;
 use crate::Error;
 use crate::dealer::{Dealer, PartyCorrelations};
-use crate::fss::{Corrections, FssKey};
+use crate::fss::{Corrections, KeyBatch};
 use crate::prg::Seed;
 use crate::ring::BitWidth;
 use crate::share::Party;
@@ -58,6 +58,20 @@ impl<S: KeySink> DealerSide<S> {
     pub(crate) fn share(&mut self, values: &[u64], width: BitWidth) {
         let corrections = self.dealer.share_values(values, width);
         self.sink.to_p1(&pack(&corrections, width));
+    }
+
+    /// One DCF key pair per α for β if x < α, generated together; the corrections go to both
+    /// servers.
+    pub(crate) fn dcf_keys(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alphas: &[u64],
+        beta: u64,
+    ) -> Result<(), Error> {
+        let bytes = self.dealer.dcf_batch(in_bits, out_bits, alphas, beta)?;
+        self.sink.to_both(&bytes);
+        Ok(())
     }
 
     /// One FSS key pair per α (with β), made by `generate` (the dealer's DCF or DPF generator);
@@ -169,26 +183,19 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         }
     }
 
-    /// `count` FSS keys (DCF or DPF) from the shared stream, each with this server's root.
-    pub(crate) async fn fss_keys<Cw: Corrections>(
+    /// `count` FSS keys of one scheme (DCF or DPF) from the shared stream, each with this
+    /// server's root from its seed, decoded into one batch.
+    pub(crate) async fn fss_keys<B: KeyBatch>(
         &mut self,
         count: usize,
         in_bits: BitWidth,
         out_bits: BitWidth,
-    ) -> Result<Vec<FssKey<Cw>>, Error> {
-        let len = Cw::encoded_len(in_bits, out_bits);
+    ) -> Result<B, Error> {
+        let len = B::Corrections::encoded_len(in_bits, out_bits);
         let mut bytes = vec![0u8; len * count];
         self.keys.read_shared_stream(&mut bytes).await?;
-        bytes
-            .chunks(len)
-            .map(|b| {
-                let c = Cw::from_bytes(b)?;
-                if c.in_bits() != in_bits || c.out_bits() != out_bits {
-                    return Err(Error::MalformedKey("FSS key widths differ from the gate's"));
-                }
-                Ok(self.correlations.fss_key(c))
-            })
-            .collect()
+        let roots = (0..count).map(|_| self.correlations.fss_root()).collect();
+        B::decode(self.party, roots, &bytes, in_bits, out_bits)
     }
 
     /// Opens additive shares: one round, ⌈count·width/8⌉ bytes each way.
