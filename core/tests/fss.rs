@@ -312,7 +312,7 @@ fn batched_dcf_generation_and_decoding_match_single_keys() {
         assert_eq!(encoded, concatenated, "n={n} l={l}");
 
         let p1_roots: Vec<u128> = roots.iter().map(|r| r[1]).collect();
-        let decoded = DcfKeys::decode(Party::P1, p1_roots.clone(), &encoded, inw, outw).unwrap();
+        let decoded = DcfKeys::decode(Party::P1, &p1_roots, &encoded, inw, outw).unwrap();
         let keys: Vec<DcfKey> = singles
             .into_iter()
             .zip(&p1_roots)
@@ -323,22 +323,20 @@ fn batched_dcf_generation_and_decoding_match_single_keys() {
         // Malformed batches: short, long, or keys of another width.
         let len = DcfCorrections::encoded_len(inw, outw);
         assert!(matches!(
-            DcfKeys::decode(Party::P1, p1_roots.clone(), &encoded[1..], inw, outw),
+            DcfKeys::decode(Party::P1, &p1_roots, &encoded[1..], inw, outw),
             Err(Error::LengthMismatch { .. })
         ));
         let mut long = encoded.clone();
         long.push(0);
-        assert!(DcfKeys::decode(Party::P1, p1_roots.clone(), &long, inw, outw).is_err());
+        assert!(DcfKeys::decode(Party::P1, &p1_roots, &long, inw, outw).is_err());
         if n > 1 {
             let narrower = w(n - 1);
-            assert!(
-                DcfKeys::decode(Party::P1, p1_roots.clone(), &encoded, narrower, outw).is_err()
-            );
+            assert!(DcfKeys::decode(Party::P1, &p1_roots, &encoded, narrower, outw).is_err());
         }
         let mut flipped = encoded.clone();
         flipped[(count - 1) * len] ^= 0x40; // the last key's input width
         assert!(matches!(
-            DcfKeys::decode(Party::P1, p1_roots, &flipped, inw, outw),
+            DcfKeys::decode(Party::P1, &p1_roots, &flipped, inw, outw),
             Err(Error::MalformedKey(_))
         ));
     }
@@ -504,11 +502,11 @@ fn batched_bit_dpf_full_domain_equals_single() {
             .collect();
         let one = BitDpfCorrections::OUT_BITS;
         assert_eq!(
-            BitDpfKeys::decode(Party::P0, roots.clone(), &encoded, inw, one).unwrap(),
+            BitDpfKeys::decode(Party::P0, &roots, &encoded, inw, one).unwrap(),
             BitDpfKeys::from_keys(&singles).unwrap()
         );
-        assert!(BitDpfKeys::decode(Party::P0, roots.clone(), &encoded[1..], inw, one).is_err());
-        assert!(BitDpfKeys::decode(Party::P0, roots, &encoded, inw, w(2)).is_err());
+        assert!(BitDpfKeys::decode(Party::P0, &roots, &encoded[1..], inw, one).is_err());
+        assert!(BitDpfKeys::decode(Party::P0, &roots, &encoded, inw, w(2)).is_err());
     }
     let (a, _) = dpf.gen_keys(w(8), 1, &mut r).unwrap();
     let (b, _) = dpf.gen_keys(w(9), 1, &mut r).unwrap();

@@ -9,7 +9,7 @@ use common::*;
 use securerouter_core::Error;
 use securerouter_core::fss::{BitDpfCorrections, Corrections, DcfCorrections};
 use securerouter_core::gate::{
-    self, LookupTable, Protocol, Tensor, drelu_key_bytes, packed_len, unpack,
+    self, KEY_CHUNK, LookupTable, Protocol, Tensor, drelu_key_bytes, packed_len, unpack,
 };
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
@@ -252,6 +252,27 @@ fn drelu_matches_sign_at_every_width_with_edges() {
             drelu_key_bytes(nw),
             DcfCorrections::encoded_len(w(n - 1), w(1))
         );
+    }
+}
+
+/// Servers decode and evaluate keys in chunks of `KEY_CHUNK`: a gate over more elements than
+/// two chunks (with a partial third) still matches plaintext element by element.
+#[test]
+fn comparisons_and_lookups_span_several_key_chunks() {
+    let mut r = rng(33);
+    let n = 2 * KEY_CHUNK + KEY_CHUNK / 2 + 1;
+    let values = signed_values(&mut r, n, 20, L);
+    let inputs = [Input::new(&[n], L, values.clone())];
+    let o = run(&Gate::Drelu(w(21)), &inputs, 34);
+    for (i, (&x, &d)) in values.iter().zip(&o.outputs[0]).enumerate() {
+        assert_eq!(d, (signed(w(21), x) >= 0) as u64, "element {i}");
+    }
+    let inw = w(9);
+    let entries: Vec<u64> = (0..1u64 << 9).map(|_| r.next_u64()).collect();
+    let t = LookupTable::new(inw, L, entries.clone()).unwrap();
+    let o = run(&Gate::Lookup(t), &inputs, 35);
+    for (i, (&x, &y)) in values.iter().zip(&o.outputs[0]).enumerate() {
+        assert_eq!(y, entries[inw.reduce(x) as usize], "element {i}");
     }
 }
 

@@ -103,9 +103,9 @@ pub enum DealerChunk {
     /// The server's 16-byte seed for the session.
     Seed([u8; 16]),
     /// Bytes of the P1-only stream.
-    P1(Vec<u8>),
+    P1(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Bytes of the stream both servers receive.
-    Shared(Vec<u8>),
+    Shared(#[serde(with = "serde_bytes")] Vec<u8>),
     /// All keys sent.
     End,
     /// The dealer refuses the request.

@@ -128,6 +128,8 @@ fn read_fields(
 pub struct BitDpfKeys {
     party: Party,
     in_bits: BitWidth,
+    /// The width a gate asked for; decoding rejects anything but 1.
+    out_bits: BitWidth,
     roots: Vec<u128>,
     seeds: Vec<u128>,
     controls: Vec<[bool; 2]>,
@@ -140,6 +142,7 @@ impl BitDpfKeys {
         BitDpfKeys {
             party,
             in_bits,
+            out_bits: BitDpfCorrections::OUT_BITS,
             roots: Vec::with_capacity(count),
             seeds: Vec::with_capacity(levels),
             controls: Vec::with_capacity(levels),
@@ -187,33 +190,36 @@ impl BitDpfKeys {
 impl KeyBatch for BitDpfKeys {
     type Corrections = BitDpfCorrections;
 
-    /// `out_bits` must be 1.
-    fn decode(
-        party: Party,
-        roots: Vec<u128>,
-        bytes: &[u8],
-        in_bits: BitWidth,
-        out_bits: BitWidth,
-    ) -> Result<Self, Error> {
-        if out_bits != BitDpfCorrections::OUT_BITS {
+    /// `out_bits` is always 1 for one-bit DPF keys; [`KeyBatch::decode_into`] checks it.
+    fn new(party: Party, in_bits: BitWidth, out_bits: BitWidth) -> Self {
+        let mut batch = Self::empty(party, in_bits, 0);
+        batch.out_bits = out_bits;
+        batch
+    }
+
+    fn decode_into(&mut self, roots: &[u128], bytes: &[u8]) -> Result<(), Error> {
+        if self.out_bits != BitDpfCorrections::OUT_BITS {
             return Err(Error::MalformedKey("one-bit DPF keys have one output bit"));
         }
-        let len = BitDpfCorrections::encoded_len(in_bits, out_bits);
+        let len = BitDpfCorrections::encoded_len(self.in_bits, self.out_bits);
         let chunks = batch_chunks(bytes, roots.len(), len)?;
-        let mut batch = Self::empty(party, in_bits, roots.len());
+        self.roots.clear();
+        self.seeds.clear();
+        self.controls.clear();
+        self.last.clear();
         for chunk in chunks {
             let mut r = Reader::new(chunk);
-            let (n, last) = read_fields(&mut r, &mut batch.seeds, &mut batch.controls)?;
+            let (n, last) = read_fields(&mut r, &mut self.seeds, &mut self.controls)?;
             r.finish()?;
-            if n != in_bits {
+            if n != self.in_bits {
                 return Err(Error::MalformedKey(
                     "DPF key input width differs from the gate's",
                 ));
             }
-            batch.last.push(last);
+            self.last.push(last);
         }
-        batch.roots = roots;
-        Ok(batch)
+        self.roots.extend_from_slice(roots);
+        Ok(())
     }
 }
 

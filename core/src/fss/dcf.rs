@@ -167,32 +167,34 @@ impl DcfKeys {
 impl KeyBatch for DcfKeys {
     type Corrections = DcfCorrections;
 
-    fn decode(
-        party: Party,
-        roots: Vec<u128>,
-        bytes: &[u8],
-        in_bits: BitWidth,
-        out_bits: BitWidth,
-    ) -> Result<Self, Error> {
-        let len = DcfCorrections::encoded_len(in_bits, out_bits);
+    fn new(party: Party, in_bits: BitWidth, out_bits: BitWidth) -> Self {
+        Self::empty(party, in_bits, out_bits, 0)
+    }
+
+    fn decode_into(&mut self, roots: &[u128], bytes: &[u8]) -> Result<(), Error> {
+        let len = DcfCorrections::encoded_len(self.in_bits, self.out_bits);
         let chunks = batch_chunks(bytes, roots.len(), len)?;
-        let mut batch = Self::empty(party, in_bits, out_bits, roots.len());
+        self.roots.clear();
+        self.seeds.clear();
+        self.values.clear();
+        self.controls.clear();
+        self.last.clear();
         for chunk in chunks {
             let mut r = Reader::new(chunk);
             let (n, l, last) = read_fields(
                 &mut r,
-                &mut batch.seeds,
-                &mut batch.values,
-                &mut batch.controls,
+                &mut self.seeds,
+                &mut self.values,
+                &mut self.controls,
             )?;
             r.finish()?;
-            if n != in_bits || l != out_bits {
+            if n != self.in_bits || l != self.out_bits {
                 return Err(Error::MalformedKey("DCF key widths differ from the gate's"));
             }
-            batch.last.push(last);
+            self.last.push(last);
         }
-        batch.roots = roots;
-        Ok(batch)
+        self.roots.extend_from_slice(roots);
+        Ok(())
     }
 }
 

@@ -28,16 +28,26 @@ pub trait KeyBatch: Sized {
     /// The scheme's shared corrections.
     type Corrections: Corrections;
 
-    /// Decodes `roots.len()` concatenated canonical encodings of corrections from `bytes`, key i
-    /// with root `roots[i]`, checking every field and that every key has widths `in_bits` and
-    /// `out_bits`.
+    /// An empty batch of `party`'s keys with widths `in_bits` and `out_bits`.
+    fn new(party: Party, in_bits: BitWidth, out_bits: BitWidth) -> Self;
+
+    /// Replaces the batch's keys by `roots.len()` keys: key i has root `roots[i]` and the
+    /// corrections of the i-th of the concatenated canonical encodings in `bytes`. Checks every
+    /// field and that every key has the batch's widths. Reuses the batch's memory.
+    fn decode_into(&mut self, roots: &[u128], bytes: &[u8]) -> Result<(), Error>;
+
+    /// A new batch decoded as by [`KeyBatch::decode_into`].
     fn decode(
         party: Party,
-        roots: Vec<u128>,
+        roots: &[u128],
         bytes: &[u8],
         in_bits: BitWidth,
         out_bits: BitWidth,
-    ) -> Result<Self, Error>;
+    ) -> Result<Self, Error> {
+        let mut batch = Self::new(party, in_bits, out_bits);
+        batch.decode_into(roots, bytes)?;
+        Ok(batch)
+    }
 }
 
 /// Splits `bytes` into `count` encodings of `len` bytes each, or says how they differ.

@@ -13,7 +13,7 @@ use super::kernels::Kernels;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
-use crate::fss::Corrections;
+use crate::fss::{Corrections, DcfKeys};
 use crate::ring::BitWidth;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -60,13 +60,13 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
 ) -> Result<Tensor, Error> {
     let low = low_bits(x)?;
     let w = x.width();
-    let keys = srv
-        .fss_keys::<crate::fss::DcfKeys>(x.len(), low, BIT)
-        .await?;
-    let s = srv.pair(x.len(), BIT);
     let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();
     let mut borrow = vec![0u64; x.len()];
-    srv.kernels().dcf_eval(&keys, &xs, &mut borrow)?;
+    srv.with_fss_keys::<DcfKeys>(x.len(), low, BIT, |kernels, keys, range| {
+        kernels.dcf_eval(keys, &xs[range.clone()], &mut borrow[range])
+    })
+    .await?;
+    let s = srv.pair(x.len(), BIT);
     let p0 = srv.is_p0();
     let mine: Vec<u64> = (0..x.len())
         .map(|i| {

@@ -163,14 +163,15 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
 ) -> Result<Tensor, Error> {
     t.check(x)?;
     let out = t.out_width;
-    let keys = srv
-        .fss_keys::<BitDpfKeys>(x.len(), t.in_bits, BitDpfCorrections::OUT_BITS)
-        .await?;
+    let (mut dot, mut ones) = (vec![0u64; x.len()], vec![0u64; x.len()]);
+    let one = BitDpfCorrections::OUT_BITS;
+    srv.with_fss_keys::<BitDpfKeys>(x.len(), t.in_bits, one, |kernels, keys, r| {
+        let (xs, entries) = (&x.data()[r.clone()], &t.entries);
+        kernels.dpf_lookup(keys, xs, entries, out, &mut dot[r.clone()], &mut ones[r])
+    })
+    .await?;
     let m = srv.pair(x.len(), out);
     let c = srv.pair(x.len(), out);
-    let (mut dot, mut ones) = (vec![0u64; x.len()], vec![0u64; x.len()]);
-    srv.kernels()
-        .dpf_lookup(&keys, x.data(), &t.entries, out, &mut dot, &mut ones)?;
     // P1 negates its sums: u_b = (−1)^b·dot, σ_b = (−1)^b·ones.
     let p1 = !srv.is_p0();
     let mine: Vec<u64> = dot

@@ -44,7 +44,7 @@ pub use compose::{argmax, less_than, max, relu, select};
 pub use kernels::{CpuKernels, Kernels};
 pub use linear::{DealerWeights, ServerWeights, server_weights_from_seed, share_weights};
 pub use lookup::{LookupTable, MAX_TABLE_BITS};
-pub use roles::{DealerSide, ServerSide};
+pub use roles::{DealerSide, KEY_CHUNK, ServerSide};
 pub use tensor::Tensor;
 
 use crate::Error;

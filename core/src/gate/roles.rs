@@ -15,6 +15,9 @@ use crate::share::Party;
 use alloc::vec;
 use alloc::vec::Vec;
 
+/// Keys a server decodes and evaluates at a time: a few MB of key bytes, reused across chunks.
+pub const KEY_CHUNK: usize = 4096;
+
 /// The dealer running a circuit: tensors hold masks; every gate appends its keys to the sink.
 pub struct DealerSide<S: KeySink> {
     dealer: Dealer,
@@ -183,19 +186,31 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         }
     }
 
-    /// `count` FSS keys of one scheme (DCF or DPF) from the shared stream, each with this
-    /// server's root from its seed, decoded into one batch.
-    pub(crate) async fn fss_keys<B: KeyBatch>(
+    /// Streams `count` FSS keys of one scheme (DCF or DPF) from the shared stream, each with
+    /// this server's root from its seed, through `each` in batches of at most [`KEY_CHUNK`]
+    /// keys: `each(kernels, batch, range)` gets the keys for elements `range`. Chunks keep the
+    /// key bytes in bounded, reused buffers (a gate's keys can take hundreds of MB).
+    pub(crate) async fn with_fss_keys<B: KeyBatch>(
         &mut self,
         count: usize,
         in_bits: BitWidth,
         out_bits: BitWidth,
-    ) -> Result<B, Error> {
+        mut each: impl FnMut(&X, &B, core::ops::Range<usize>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let len = B::Corrections::encoded_len(in_bits, out_bits);
-        let mut bytes = vec![0u8; len * count];
-        self.keys.read_shared_stream(&mut bytes).await?;
-        let roots = (0..count).map(|_| self.correlations.fss_root()).collect();
-        B::decode(self.party, roots, &bytes, in_bits, out_bits)
+        let mut bytes = vec![0u8; len * count.min(KEY_CHUNK)];
+        let mut roots = Vec::with_capacity(count.min(KEY_CHUNK));
+        let mut batch = B::new(self.party, in_bits, out_bits);
+        for start in (0..count).step_by(KEY_CHUNK) {
+            let end = (start + KEY_CHUNK).min(count);
+            let bytes = &mut bytes[..len * (end - start)];
+            self.keys.read_shared_stream(bytes).await?;
+            roots.clear();
+            roots.extend((start..end).map(|_| self.correlations.fss_root()));
+            batch.decode_into(&roots, bytes)?;
+            each(&self.kernels, &batch, start..end)?;
+        }
+        Ok(())
     }
 
     /// Opens additive shares: one round, ⌈count·width/8⌉ bytes each way.
