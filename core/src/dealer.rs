@@ -180,23 +180,22 @@ impl Dealer {
 
     /// DCF key pairs for β if x < α, one per α, generated together (much faster than one
     /// [`Dealer::dcf`] call each); the roots come from the party streams in the same order as
-    /// that many [`Dealer::dcf`] calls would draw them. Returns the concatenated canonical
-    /// encodings of the corrections, which must reach both servers.
+    /// that many [`Dealer::dcf`] calls would draw them. Appends the concatenated canonical
+    /// encodings of the corrections, which must reach both servers, to `out`.
     pub fn dcf_batch(
         &mut self,
         in_bits: BitWidth,
         out_bits: BitWidth,
         alphas: &[u64],
         beta: u64,
-    ) -> Result<Vec<u8>, Error> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
         let roots: Vec<[u128; 2]> = alphas
             .iter()
             .map(|_| [self.to_p0.next_u128(), self.to_p1.next_u128()])
             .collect();
-        let mut out = Vec::new();
         self.dcf
-            .gen_encoded(in_bits, out_bits, alphas, beta, &roots, &mut out)?;
-        Ok(out)
+            .gen_encoded(in_bits, out_bits, alphas, beta, &roots, out)
     }
 
     /// A one-bit DPF key pair for the point α (see [`BitDpf::gen_corrections`]); the roots come

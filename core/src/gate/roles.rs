@@ -72,8 +72,14 @@ impl<S: KeySink> DealerSide<S> {
         alphas: &[u64],
         beta: u64,
     ) -> Result<(), Error> {
-        let bytes = self.dealer.dcf_batch(in_bits, out_bits, alphas, beta)?;
-        self.sink.to_both(&bytes);
+        // In chunks, through one reused buffer: a gate's keys can take hundreds of MB.
+        let mut bytes = Vec::new();
+        for alphas in alphas.chunks(KEY_CHUNK) {
+            bytes.clear();
+            self.dealer
+                .dcf_batch(in_bits, out_bits, alphas, beta, &mut bytes)?;
+            self.sink.to_both(&bytes);
+        }
         Ok(())
     }
 
