@@ -1,11 +1,12 @@
 //! The dealer service and the servers' side of its stream.
 //!
-//! For each request the dealer derives the session's master seed as PRF(secret, session id),
-//! so both servers' requests for a session get consistent keys without the dealer pairing
-//! them, and it refuses a (session, party) it has served before: reusing masks would leak.
-//! Keys are generated on a blocking thread and pass through a channel of [`QUEUE_CHUNKS`]
-//! chunks of at most [`CHUNK_BYTES`] to the socket, so memory stays bounded whatever the
-//! circuit's size: the generator waits whenever the server reads more slowly.
+//! For each session the dealer derives the master seed as PRF(secret, session id) and runs the
+//! circuit once, on a blocking thread, for both servers: the first server's request starts the
+//! generation, the second one's claims the other stream (within [`CLAIM_TIMEOUT`]; after that
+//! the generator stops feeding it). It refuses a (session, party) it has served before:
+//! reusing masks would leak. Each stream passes through a channel of [`QUEUE_CHUNKS`] chunks of
+//! at most [`CHUNK_BYTES`] to its socket, so memory stays bounded whatever the circuit's size:
+//! the generator waits whenever a server reads more slowly.
 
 use crate::circuit::{ModelFile, run_model};
 use crate::net::{LinkConfig, LinkReader, PublicKey, SecureLink};
@@ -17,16 +18,20 @@ use securerouter_core::gate::{DealerSide, DealerWeights, KeySink, KeySource, Pro
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::Party;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Largest key chunk on the wire.
 pub const CHUNK_BYTES: usize = 1 << 16;
-/// Chunks buffered between the generator and the socket.
+/// Chunks buffered between the generator and each socket.
 pub const QUEUE_CHUNKS: usize = 16;
+/// How long a session's second stream waits for its server once the first server's request
+/// has started the generation.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The dealer's configuration.
 pub struct DealerService {
@@ -41,6 +46,10 @@ pub struct DealerService {
     /// Link settings.
     pub link: LinkConfig,
     served: Mutex<HashSet<(SessionId, u8)>>,
+    /// Streams whose generation has started and whose server has not asked yet.
+    unclaimed: Mutex<HashMap<(SessionId, u8), mpsc::Receiver<DealerChunk>>>,
+    /// Circuit runs started (one per session when both servers ask).
+    generations: std::sync::atomic::AtomicU64,
     /// The plaintext weights, shared by the sessions being generated.
     weights: Arc<Vec<DealerWeights>>,
 }
@@ -62,6 +71,8 @@ impl DealerService {
             model,
             link,
             served: Mutex::new(HashSet::new()),
+            unclaimed: Mutex::new(HashMap::new()),
+            generations: Default::default(),
             weights,
         })
     }
@@ -80,7 +91,7 @@ impl DealerService {
         }
     }
 
-    async fn handle(&self, stream: TcpStream) -> anyhow::Result<()> {
+    async fn handle(self: &Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
         let mut link =
             SecureLink::accept(stream, &self.identity, &self.servers, &self.link).await?;
         let req: DealerRequest = decode(&link.recv().await?, "dealer request")?;
@@ -106,12 +117,60 @@ impl DealerService {
         ))?)
         .await?;
 
-        let (tx, mut rx) = mpsc::channel(QUEUE_CHUNKS);
+        let mut rx = self.stream(&req, party, master)?;
+        let mut sent = 0u64;
+        while let Some(chunk) = rx.recv().await {
+            let bytes = encode(&chunk)?;
+            sent += bytes.len() as u64;
+            link.send(&bytes).await?;
+        }
+        info!(session = %req.session, party = req.party, key_bytes = sent, "keys streamed");
+        Ok(())
+    }
+
+    /// `party`'s key stream for the session: the one an earlier request of the other server
+    /// started, or a new generation for both (whose other stream then waits to be claimed).
+    fn stream(
+        self: &Arc<Self>,
+        req: &DealerRequest,
+        party: Party,
+        master: Seed,
+    ) -> anyhow::Result<mpsc::Receiver<DealerChunk>> {
+        let mut unclaimed = self
+            .unclaimed
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned lock"))?;
+        if let Some(rx) = unclaimed.remove(&(req.session, party.index())) {
+            return Ok(rx);
+        }
+        let (tx0, rx0) = mpsc::channel(QUEUE_CHUNKS);
+        let (tx1, rx1) = mpsc::channel(QUEUE_CHUNKS);
+        let (mine, other) = match party {
+            Party::P0 => (rx0, rx1),
+            Party::P1 => (rx1, rx0),
+        };
+        let other_party = 1 - party.index();
+        unclaimed.insert((req.session, other_party), other);
+        drop(unclaimed);
+        // Unclaimed after the timeout: dropping the receiver makes the generator stop feeding it.
+        let me = Arc::downgrade(self);
+        let key = (req.session, other_party);
+        tokio::spawn(async move {
+            tokio::time::sleep(CLAIM_TIMEOUT).await;
+            if let Some(me) = me.upgrade()
+                && let Ok(mut unclaimed) = me.unclaimed.lock()
+                && unclaimed.remove(&key).is_some()
+            {
+                warn!(session = %key.0, party = key.1, "key stream never claimed; dropped");
+            }
+        });
+        self.generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let weights = self.weights.clone();
         let spec = self.model.spec;
         let rows = req.rows as usize;
-        let generator = tokio::task::spawn_blocking(move || {
-            let sink = StreamingSink::new(party, tx);
+        tokio::task::spawn_blocking(move || {
+            let sink = StreamingSink::new([tx0, tx1]);
             let mut dealer = DealerSide::new(&master, sink);
             let x = dealer.input(&[rows, spec.input_cols()], BitWidth::FULL);
             let result = run_ready(async {
@@ -127,15 +186,12 @@ impl DealerService {
                 Err(e) => sink.fail(format!("key generation failed: {e}")),
             }
         });
-        let mut sent = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            let bytes = encode(&chunk)?;
-            sent += bytes.len() as u64;
-            link.send(&bytes).await?;
-        }
-        generator.await.context("the key generator panicked")?;
-        info!(session = %req.session, party = req.party, key_bytes = sent, "keys streamed");
-        Ok(())
+        Ok(mine)
+    }
+
+    /// Circuit runs started so far.
+    pub fn generations(&self) -> u64 {
+        self.generations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn check(&self, req: &DealerRequest) -> anyhow::Result<()> {
@@ -170,41 +226,45 @@ pub(crate) fn run_ready<F: std::future::Future<Output = Result<(), Error>>>(
     }
 }
 
-/// Batches the dealer's key bytes into chunks and hands them to the socket task, blocking
-/// when the queue is full (back-pressure). Bytes meant only for P1 are dropped on P0's stream.
+/// Batches the dealer's key bytes into chunks and hands them to the two servers' socket tasks
+/// (P1-only bytes to P1's alone), blocking when a queue is full (back-pressure). A stream whose
+/// receiver is gone (its server left, or never came) is no longer fed.
 struct StreamingSink {
-    party: Party,
-    tx: mpsc::Sender<DealerChunk>,
+    /// P0's and P1's queues.
+    txs: [Option<mpsc::Sender<DealerChunk>>; 2],
     p1: Vec<u8>,
     shared: Vec<u8>,
-    closed: bool,
 }
 
 impl StreamingSink {
-    fn new(party: Party, tx: mpsc::Sender<DealerChunk>) -> Self {
+    fn new([tx0, tx1]: [mpsc::Sender<DealerChunk>; 2]) -> Self {
         StreamingSink {
-            party,
-            tx,
+            txs: [Some(tx0), Some(tx1)],
             p1: Vec::new(),
             shared: Vec::new(),
-            closed: false,
         }
     }
 
-    fn push(&mut self, chunk: DealerChunk) {
-        // A closed receiver means the server went away: stop sending, finish quietly.
-        if !self.closed && self.tx.blocking_send(chunk).is_err() {
-            self.closed = true;
+    fn push(&mut self, party: usize, chunk: DealerChunk) {
+        if let Some(tx) = &self.txs[party]
+            && tx.blocking_send(chunk).is_err()
+        {
+            self.txs[party] = None;
         }
+    }
+
+    fn push_both(&mut self, chunk: DealerChunk) {
+        self.push(0, chunk.clone());
+        self.push(1, chunk);
     }
 
     /// Sends every full chunk; the remainder stays buffered.
     fn flush_full(&mut self) {
         for chunk in split_full(&mut self.p1) {
-            self.push(DealerChunk::P1(chunk));
+            self.push(1, DealerChunk::P1(chunk));
         }
         for chunk in split_full(&mut self.shared) {
-            self.push(DealerChunk::Shared(chunk));
+            self.push_both(DealerChunk::Shared(chunk));
         }
     }
 
@@ -212,26 +272,24 @@ impl StreamingSink {
         self.flush_full();
         if !self.p1.is_empty() {
             let c = std::mem::take(&mut self.p1);
-            self.push(DealerChunk::P1(c));
+            self.push(1, DealerChunk::P1(c));
         }
         if !self.shared.is_empty() {
             let c = std::mem::take(&mut self.shared);
-            self.push(DealerChunk::Shared(c));
+            self.push_both(DealerChunk::Shared(c));
         }
-        self.push(DealerChunk::End);
+        self.push_both(DealerChunk::End);
     }
 
     fn fail(&mut self, why: String) {
-        self.push(DealerChunk::Refused(why));
+        self.push_both(DealerChunk::Refused(why));
     }
 }
 
 impl KeySink for StreamingSink {
     fn to_p1(&mut self, bytes: &[u8]) {
-        if self.party == Party::P1 {
-            self.p1.extend_from_slice(bytes);
-            self.flush_full();
-        }
+        self.p1.extend_from_slice(bytes);
+        self.flush_full();
     }
 
     fn to_both(&mut self, bytes: &[u8]) {
@@ -496,21 +554,32 @@ mod tests {
 
     /// A reader that stops reading makes the generator wait: it never gets more than the
     /// queue's worth of chunks ahead, however many keys the circuit has.
+    /// A reader that stops reading makes the generator wait: it never gets more than the
+    /// queue's worth of chunks ahead, however many keys the circuit has.
     #[test]
     fn the_generator_waits_for_a_slow_reader() {
-        let (tx, mut rx) = mpsc::channel(QUEUE_CHUNKS);
+        let (tx0, mut rx0) = mpsc::channel(QUEUE_CHUNKS);
+        let (tx1, mut rx1) = mpsc::channel(QUEUE_CHUNKS);
         let produced = Arc::new(AtomicUsize::new(0));
         let counter = produced.clone();
         let generator = std::thread::spawn(move || {
-            let mut sink = StreamingSink::new(Party::P1, tx);
+            let mut sink = StreamingSink::new([tx0, tx1]);
             for _ in 0..(QUEUE_CHUNKS * 10) {
                 sink.to_both(&vec![7u8; CHUNK_BYTES]);
                 counter.fetch_add(1, Ordering::SeqCst);
             }
             sink.finish();
         });
+        // P0 reads everything; P1 reads nothing yet.
+        let p0 = std::thread::spawn(move || {
+            let mut chunks = 0;
+            while let Some(c) = rx0.blocking_recv() {
+                chunks += matches!(c, DealerChunk::Shared(_)) as usize;
+            }
+            chunks
+        });
         std::thread::sleep(std::time::Duration::from_millis(300));
-        // The queue holds QUEUE_CHUNKS chunks; the generator is blocked on the next one.
+        // P1's queue holds QUEUE_CHUNKS chunks; the generator is blocked on the next one.
         let ahead = produced.load(Ordering::SeqCst);
         assert!(
             ahead <= QUEUE_CHUNKS + 1,
@@ -520,7 +589,7 @@ mod tests {
         // Reading drains it to the end marker.
         let mut chunks = 0;
         loop {
-            match rx.blocking_recv() {
+            match rx1.blocking_recv() {
                 Some(DealerChunk::Shared(b)) => {
                     assert_eq!(b.len(), CHUNK_BYTES);
                     chunks += 1;
@@ -530,6 +599,92 @@ mod tests {
             }
         }
         assert_eq!(chunks, QUEUE_CHUNKS * 10);
+        generator.join().unwrap();
+        assert_eq!(p0.join().unwrap(), QUEUE_CHUNKS * 10);
+    }
+
+    /// Both servers' requests for a session share one circuit run: P0's stream is P1's without
+    /// the P1-only bytes, and a second session starts a second run.
+    #[tokio::test]
+    async fn one_generation_serves_both_servers_of_a_session() {
+        use crate::circuit::{ModelSpec, PlainRouterHead, RouterHeadShape};
+        let shape = RouterHeadShape::DEMO;
+        let layers = PlainRouterHead::random(shape, &Seed::from_bytes([1; 16]))
+            .ring_layers()
+            .unwrap();
+        let [model, _, _] = ModelFile::deploy(
+            ModelSpec::RouterHead(shape),
+            &layers,
+            &Seed::from_bytes([2; 16]),
+        )
+        .unwrap();
+        let peers = [
+            crate::net::Identity::generate().public(),
+            crate::net::Identity::generate().public(),
+        ];
+        let service = Arc::new(
+            DealerService::new(
+                crate::net::Identity::generate(),
+                peers,
+                Seed::from_bytes([3; 16]),
+                model,
+                LinkConfig::default(),
+            )
+            .unwrap(),
+        );
+        let drain = |mut rx: mpsc::Receiver<DealerChunk>| async move {
+            let (mut p1, mut shared) = (Vec::new(), Vec::new());
+            while let Some(c) = rx.recv().await {
+                match c {
+                    DealerChunk::P1(b) => p1.extend(b),
+                    DealerChunk::Shared(b) => shared.extend(b),
+                    DealerChunk::End => return (p1, shared),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            panic!("stream ended without End");
+        };
+        for (n, session) in [SessionId([7; 16]), SessionId([8; 16])]
+            .into_iter()
+            .enumerate()
+        {
+            let req = |party| DealerRequest {
+                session,
+                circuit: service.model.circuit(),
+                rows: 2,
+                party,
+            };
+            let master = service.secret.prf(&session.0);
+            let first = service.stream(&req(1), Party::P1, master.clone()).unwrap();
+            let second = service.stream(&req(0), Party::P0, master).unwrap();
+            assert_eq!(service.generations(), n as u64 + 1);
+            let ((p1_only, p1_shared), (p0_only, p0_shared)) =
+                tokio::join!(drain(first), drain(second));
+            assert!(p0_only.is_empty());
+            assert!(!p1_only.is_empty());
+            assert_eq!(p0_shared, p1_shared);
+        }
+        assert!(service.unclaimed.lock().unwrap().is_empty());
+    }
+
+    /// A stream nobody reads (its receiver dropped) does not stop the other one.
+    #[test]
+    fn a_dropped_stream_does_not_block_the_other() {
+        let (tx0, rx0) = mpsc::channel(1);
+        let (tx1, mut rx1) = mpsc::channel(QUEUE_CHUNKS);
+        drop(rx0);
+        let generator = std::thread::spawn(move || {
+            let mut sink = StreamingSink::new([tx0, tx1]);
+            for _ in 0..4 {
+                sink.to_both(&vec![1u8; CHUNK_BYTES]);
+            }
+            sink.finish();
+        });
+        let mut chunks = 0;
+        while let Some(c) = rx1.blocking_recv() {
+            chunks += matches!(c, DealerChunk::Shared(_)) as usize;
+        }
+        assert_eq!(chunks, 4);
         generator.join().unwrap();
     }
 
@@ -548,18 +703,28 @@ mod tests {
 
     #[test]
     fn p0s_stream_carries_no_p1_bytes() {
-        let (tx, mut rx) = mpsc::channel(4);
-        let mut sink = StreamingSink::new(Party::P0, tx);
+        let (tx0, mut rx0) = mpsc::channel(4);
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let mut sink = StreamingSink::new([tx0, tx1]);
         sink.to_p1(&[1, 2, 3]);
         sink.to_both(&[4, 5]);
         sink.finish();
         drop(sink);
-        let mut got = Vec::new();
-        while let Some(c) = rx.blocking_recv() {
-            got.push(c);
-        }
-        assert!(
-            matches!(got.as_slice(), [DealerChunk::Shared(b), DealerChunk::End] if b == &[4, 5])
-        );
+        let drain = |rx: &mut mpsc::Receiver<DealerChunk>| {
+            let mut got = Vec::new();
+            while let Some(c) = rx.blocking_recv() {
+                got.push(c);
+            }
+            got
+        };
+        assert!(matches!(
+            drain(&mut rx0).as_slice(),
+            [DealerChunk::Shared(b), DealerChunk::End] if b == &[4, 5]
+        ));
+        assert!(matches!(
+            drain(&mut rx1).as_slice(),
+            [DealerChunk::P1(a), DealerChunk::Shared(b), DealerChunk::End]
+                if a == &[1, 2, 3] && b == &[4, 5]
+        ));
     }
 }
