@@ -198,6 +198,25 @@ impl Dealer {
             .gen_encoded(in_bits, out_bits, alphas, beta, &roots, out)
     }
 
+    /// One-bit DPF key pairs for the points α, generated together (see [`Dealer::bit_dpf`] for
+    /// one; the roots are drawn in the same order). Appends the concatenated encodings of the
+    /// corrections, which must reach both servers, to `out`, and P1's bit at each α (which stays
+    /// with the dealer) to `p1_at_alpha`.
+    pub fn bit_dpf_batch(
+        &mut self,
+        in_bits: BitWidth,
+        alphas: &[u64],
+        out: &mut Vec<u8>,
+        p1_at_alpha: &mut Vec<bool>,
+    ) -> Result<(), Error> {
+        let roots: Vec<[u128; 2]> = alphas
+            .iter()
+            .map(|_| [self.to_p0.next_u128(), self.to_p1.next_u128()])
+            .collect();
+        self.bit_dpf
+            .gen_encoded(in_bits, alphas, &roots, out, p1_at_alpha)
+    }
+
     /// A one-bit DPF key pair for the point α (see [`BitDpf::gen_corrections`]); the roots come
     /// from the party streams, the returned corrections must reach both servers, and the
     /// returned bit (P1's output at α) stays with the dealer.

@@ -344,6 +344,41 @@ fn batched_dcf_generation_and_decoding_match_single_keys() {
 
 // ---------------------------------------------------------------- one-bit DPF
 
+/// The dealer's batched one-bit DPF generation writes exactly the encodings (and P1's bits at
+/// α) of single generation, at every split of leaf bits and tree levels.
+#[test]
+fn batched_bit_dpf_generation_matches_single_keys() {
+    let dpf = BitDpf::new();
+    let mut r = rng(24);
+    for (n, count) in [(3u32, 4usize), (7, 3), (8, 300), (12, 5), (16, 2)] {
+        let inw = w(n);
+        let alphas: Vec<u64> = (0..count).map(|_| inw.reduce(r.next_u64())).collect();
+        let roots: Vec<[u128; 2]> = (0..count)
+            .map(|_| [r.next_u64() as u128 * 3, r.next_u64() as u128 * 5])
+            .collect();
+        let (mut encoded, mut bits) = (Vec::new(), Vec::new());
+        dpf.gen_encoded(inw, &alphas, &roots, &mut encoded, &mut bits)
+            .unwrap();
+        let (mut want, mut want_bits) = (Vec::new(), Vec::new());
+        for (&a, &rt) in alphas.iter().zip(&roots) {
+            let (c, bit) = dpf.gen_corrections(inw, a, rt).unwrap();
+            want.extend(c.to_bytes());
+            want_bits.push(bit);
+        }
+        assert_eq!(encoded, want, "n={n}");
+        assert_eq!(bits, want_bits, "n={n}");
+    }
+    let (mut out, mut bits) = (Vec::new(), Vec::new());
+    assert!(
+        dpf.gen_encoded(w(8), &[1, 2], &[[1, 2]], &mut out, &mut bits)
+            .is_err()
+    );
+    assert!(
+        dpf.gen_encoded(w(8), &[256], &[[1, 2]], &mut out, &mut bits)
+            .is_err()
+    );
+}
+
 fn bit(words: &[u64], x: u64) -> bool {
     (words[(x / 64) as usize] >> (x % 64)) & 1 == 1
 }

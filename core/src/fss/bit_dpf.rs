@@ -21,10 +21,12 @@
 //! Full-domain evaluation costs 2^(ν+1) − 2 AES for the tree plus 2^ν for the conversions, about
 //! 3·2^(n−7) AES for 2^n outputs (n ≥ 7; 4 at n = 8) instead of 2^(n+1) for [`super::dpf`].
 
-use super::dpf::{Path, expand_level, gen_path, random_u128, walk};
+use super::dpf::{Path, expand_level, gen_path, path_step, random_u128, walk};
 use super::encoding::{Reader, Writer, control_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
-use super::{check_full_domain, check_in_ring, mask64, mask128, opaque_mask128, select64};
+use super::{
+    bit_msb_first, check_full_domain, check_in_ring, mask64, mask128, opaque_mask128, select64,
+};
 use crate::Error;
 use crate::prg::Ggm;
 use crate::ring::BitWidth;
@@ -314,6 +316,75 @@ impl BitDpf {
             },
             p1_at_alpha,
         ))
+    }
+
+    /// [`BitDpf::gen_corrections`] for many α at once, level by level so that AES runs in long
+    /// batches: appends the canonical encodings of the corrections (key i from `roots[i]`) to
+    /// `out` and P1's bit at each α to `p1_at_alpha`.
+    pub fn gen_encoded(
+        &self,
+        in_bits: BitWidth,
+        alphas: &[u64],
+        roots: &[[u128; 2]],
+        out: &mut Vec<u8>,
+        p1_at_alpha: &mut Vec<bool>,
+    ) -> Result<(), Error> {
+        if roots.len() != alphas.len() {
+            return Err(Error::LengthMismatch {
+                expected: alphas.len(),
+                got: roots.len(),
+            });
+        }
+        for &a in alphas {
+            check_in_ring(a, in_bits)?;
+        }
+        let (k, levels) = split(in_bits);
+        let m = alphas.len();
+        let nu = levels as usize;
+        let mut s: Vec<[u128; 2]> = roots.to_vec();
+        let mut t = vec![[false, true]; m];
+        let mut seeds = vec![0u128; m * nu];
+        let mut controls = vec![[false; 2]; m * nu];
+        let mut flat = vec![0u128; 2 * m];
+        let (mut left, mut right) = (vec![0u128; 2 * m], vec![0u128; 2 * m]);
+        for i in 0..levels {
+            for (f, s) in flat.chunks_exact_mut(2).zip(&s) {
+                f.copy_from_slice(s);
+            }
+            self.ggm.children_batch(&flat, &mut left, &mut right);
+            for j in 0..m {
+                let child = |b: usize| {
+                    let (l, tl) = Ggm::split_control_bit(left[2 * j + b]);
+                    let (r, tr) = Ggm::split_control_bit(right[2 * j + b]);
+                    ([l, r], [tl, tr])
+                };
+                let a = bit_msb_first(alphas[j] >> k, levels, i);
+                let (s_cw, t_cw) = path_step(a, [child(0), child(1)], &mut s[j], &mut t[j]);
+                seeds[j * nu + i as usize] = s_cw;
+                controls[j * nu + i as usize] = t_cw;
+            }
+        }
+        for (f, s) in flat.chunks_exact_mut(2).zip(&s) {
+            f.copy_from_slice(s);
+        }
+        self.ggm.values_batch(&flat, &mut left);
+        let one = BitDpfCorrections::OUT_BITS;
+        out.reserve(m * BitDpfCorrections::encoded_len(in_bits, one));
+        for j in 0..m {
+            let conv = [left[2 * j] & block_mask(k), left[2 * j + 1] & block_mask(k)];
+            let low = alphas[j] & ((1u64 << k) - 1);
+            let last = conv[0] ^ conv[1] ^ unit(low);
+            p1_at_alpha.push(bit_of(conv[1] ^ (last & mask128(t[j][1])), low));
+            // The layout of `BitDpfCorrections::write`.
+            let mut w = Writer(out);
+            w.u8(in_bits.bits() as u8);
+            for &s in &seeds[j * nu..(j + 1) * nu] {
+                w.u128(s);
+            }
+            w.control_bits(&controls[j * nu..(j + 1) * nu]);
+            w.block(last, 1 << k);
+        }
+        Ok(())
     }
 
     /// Key generation with fresh root seeds from `rng`; returns (P0's key, P1's key).

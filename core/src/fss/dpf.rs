@@ -220,20 +220,8 @@ pub(super) fn gen_path(ggm: &Ggm, levels: u32, alpha: u64, roots: [u128; 2]) -> 
     let mut controls = Vec::with_capacity(levels as usize);
     for i in 0..levels {
         let a = bit_msb_first(alpha, levels, i);
-        let (c0, t0) = ggm.children(s[0]);
-        let (c1, t1) = ggm.children(s[1]);
-        // Keep = the side of α (index a), Lose = the other side.
-        let lose0 = select128(c0[1], c0[0], a);
-        let lose1 = select128(c1[1], c1[0], a);
-        let s_cw = lose0 ^ lose1;
-        let t_cw = [t0[0] ^ t1[0] ^ a ^ true, t0[1] ^ t1[1] ^ a];
-        let t_cw_keep = select_bit(t_cw[0], t_cw[1], a);
-        for (b, (c, tc)) in [(c0, t0), (c1, t1)].into_iter().enumerate() {
-            let keep = select128(c[0], c[1], a);
-            let t_keep = select_bit(tc[0], tc[1], a);
-            s[b] = keep ^ (s_cw & mask128(t[b]));
-            t[b] = t_keep ^ (t[b] & t_cw_keep);
-        }
+        let children = [ggm.children(s[0]), ggm.children(s[1])];
+        let (s_cw, t_cw) = path_step(a, children, &mut s, &mut t);
         seeds.push(s_cw);
         controls.push(t_cw);
     }
@@ -243,6 +231,30 @@ pub(super) fn gen_path(ggm: &Ggm, levels: u32, alpha: u64, roots: [u128; 2]) -> 
         s,
         t,
     }
+}
+
+/// One level of [`gen_path`] for α's bit `a`: from both parties' children (seeds with control
+/// bits) returns the level's seed and control corrections and moves both parties to α's side.
+/// Branch-free in `a`.
+pub(super) fn path_step(
+    a: bool,
+    [(c0, t0), (c1, t1)]: [([u128; 2], [bool; 2]); 2],
+    s: &mut [u128; 2],
+    t: &mut [bool; 2],
+) -> (u128, [bool; 2]) {
+    // Keep = the side of α (index a), Lose = the other side.
+    let lose0 = select128(c0[1], c0[0], a);
+    let lose1 = select128(c1[1], c1[0], a);
+    let s_cw = lose0 ^ lose1;
+    let t_cw = [t0[0] ^ t1[0] ^ a ^ true, t0[1] ^ t1[1] ^ a];
+    let t_cw_keep = select_bit(t_cw[0], t_cw[1], a);
+    for (b, (c, tc)) in [(c0, t0), (c1, t1)].into_iter().enumerate() {
+        let keep = select128(c[0], c[1], a);
+        let t_keep = select_bit(tc[0], tc[1], a);
+        s[b] = keep ^ (s_cw & mask128(t[b]));
+        t[b] = t_keep ^ (t[b] & t_cw_keep);
+    }
+    (s_cw, t_cw)
 }
 
 /// One party's walk down `levels` tree levels along the top bits of x (held in the low

@@ -136,12 +136,7 @@ pub(super) fn deal<S: KeySink>(
     t.check(x)?;
     let out = t.out_width;
     // P1's bit at r for each key: the sign s = (−1)^e the servers' sums carry.
-    let mut signs = Vec::with_capacity(x.len());
-    d.fss(x.data(), |dealer, a| {
-        let (c, e) = dealer.bit_dpf(t.in_bits, a)?;
-        signs.push(e);
-        Ok(c)
-    })?;
+    let signs = d.bit_dpf_keys(t.in_bits, x.data())?;
     let m = d.pair(x.len(), out);
     let c = d.pair(x.len(), out);
     // ρ = c + s·m, multiplying by an opaque s = 1 − 2e so that no branch on e is compiled.

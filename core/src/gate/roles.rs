@@ -83,18 +83,22 @@ impl<S: KeySink> DealerSide<S> {
         Ok(())
     }
 
-    /// One FSS key pair per α (with β), made by `generate` (the dealer's DCF or DPF generator);
-    /// the corrections go to both servers.
-    pub(crate) fn fss<Cw: Corrections>(
+    /// One one-bit DPF key pair per point α, generated together; the corrections go to both
+    /// servers. Returns P1's bit at each α (the dealer's secret).
+    pub(crate) fn bit_dpf_keys(
         &mut self,
+        in_bits: BitWidth,
         alphas: &[u64],
-        mut generate: impl FnMut(&mut Dealer, u64) -> Result<Cw, Error>,
-    ) -> Result<(), Error> {
-        for &a in alphas {
-            let c = generate(&mut self.dealer, a)?;
-            self.sink.to_both(&c.to_bytes());
+    ) -> Result<Vec<bool>, Error> {
+        let mut bytes = Vec::new();
+        let mut p1_at_alpha = Vec::with_capacity(alphas.len());
+        for alphas in alphas.chunks(KEY_CHUNK) {
+            bytes.clear();
+            self.dealer
+                .bit_dpf_batch(in_bits, alphas, &mut bytes, &mut p1_at_alpha)?;
+            self.sink.to_both(&bytes);
         }
-        Ok(())
+        Ok(p1_at_alpha)
     }
 }
 
