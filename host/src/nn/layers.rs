@@ -3,8 +3,11 @@
 //! built from comparisons (DCF), selects and lookup tables (DPF) on clipped, truncated inputs.
 //!
 //! All values are fixed point with [`FRAC`] fractional bits in Z_2^64. Comparisons run on
-//! activations reduced to [`ACT_BITS`] bits, so every activation they see must satisfy
-//! |x| < 2^(ACT_BITS − 1 − FRAC) = 2^19 in real terms; the circuits stay far inside that.
+//! activations reduced to [`ACT_BITS`] bits (a DCF of ACT_BITS − 1 levels each), so every value
+//! they see (GeLU inputs, attention scores and their differences, padding bias included) must
+//! satisfy |x| < 2^(ACT_BITS − 1 − FRAC) = 8192 in real terms; BERT-style activations at these
+//! points stay below a few hundred. LayerNorm variances, which grow with the residual stream,
+//! are compared on [`NORM_BITS`] bits.
 //!
 //! | layer | rounds | approximation |
 //! |---|---|---|
@@ -20,7 +23,9 @@ use std::sync::OnceLock;
 /// Fractional bits of every activation.
 pub const FRAC: u32 = 12;
 /// Bits on which activations are compared.
-pub const ACT_BITS: u32 = 32;
+pub const ACT_BITS: u32 = 26;
+/// Bits on which LayerNorm variances are compared: up to 2^(V_MAX + 1) = 2^18 in real terms.
+pub const NORM_BITS: u32 = 32;
 /// Index bits of the GeLU correction table: |x| in [0, 4) at steps of 4/2^GELU_BITS.
 pub const GELU_BITS: u32 = 10;
 /// exp(−t) is computed for t < 16; beyond it the result is exp(−16) ≈ 1e−7, i.e. 0.
@@ -206,7 +211,7 @@ pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> 
         .map(|&j| (1u64 << (j + FRAC as i32)).wrapping_neg())
         .collect();
     let above = p.add_public(&v.reshape(&[rows])?.repeat_last(count), &thresholds)?;
-    let bits = p.drelu(&above.reduce(act()?)?).await?; // b_j = [v ≥ 2^j], monotone in j
+    let bits = p.drelu(&above.reduce(width(NORM_BITS)?)?).await?; // b_j = [v ≥ 2^j], monotone
     // With b monotone, Σ_j b_j (c_j − c_{j−1}) = c_e: two coefficient series at once.
     // c_j: 2^(V_MAX − j) (exact) and 2^(−j/2) at scale 24, as differences of neighbours.
     let series = |f: &dyn Fn(i32) -> u64| -> Vec<u64> {
