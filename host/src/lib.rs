@@ -13,6 +13,7 @@ pub mod data;
 pub mod dealer;
 pub mod deployment;
 pub mod doctor;
+pub mod kernels;
 pub mod logging;
 pub mod model;
 pub mod net;

@@ -6,6 +6,7 @@
 use crate::circuit::{ModelFile, run_model};
 use crate::dealer::DealerStream;
 use crate::deployment::Deployment;
+use crate::kernels::HostKernels;
 use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
 use crate::nn::profile::Profiled;
 use crate::session::{
@@ -13,7 +14,7 @@ use crate::session::{
     SessionStats, check_rows, decode, encode,
 };
 use anyhow::{Context, anyhow, bail};
-use securerouter_core::gate::{CpuKernels, Protocol, ServerSide, ServerWeights};
+use securerouter_core::gate::{Protocol, ServerSide, ServerWeights};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::{Party, SeededShareStream};
@@ -281,7 +282,7 @@ impl ServerService {
             &seed,
             PeerChannel::new(peer),
             keys,
-            CpuKernels::new(),
+            HostKernels::new(),
         );
         let x = server
             .input(&[rows, features], BitWidth::FULL, &share)

@@ -59,17 +59,13 @@ fn check_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
     Ok(())
 }
 
-impl Kernels for CpuKernels {
-    fn matmul(&self, a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
-        crate::ring::matmul(a, b, m, k, n, out);
-    }
-
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
-        check_batch(keys.len(), xs.len(), out.len())?;
-        self.dcf.eval_batch(keys, xs, out)
-    }
-
-    fn dpf_lookup(
+impl CpuKernels {
+    /// [`Kernels::dpf_lookup`] with the masked dot product Σ_j bit_j(e)·entries[j] in Z_2^64
+    /// supplied by the caller (e holds ⌈len/64⌉ words, bits beyond `entries.len()` zero): a
+    /// backend that speeds up only that product, e.g. with SIMD, reuses the rest. `masked_dot`
+    /// must not branch on the bits of e nor use them as indices.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dpf_lookup_with(
         &self,
         keys: &BitDpfKeys,
         xs: &[u64],
@@ -77,6 +73,7 @@ impl Kernels for CpuKernels {
         out_width: BitWidth,
         dot: &mut [u64],
         ones: &mut [u64],
+        masked_dot: impl Fn(&[u64], &[u64]) -> u64,
     ) -> Result<(), Error> {
         check_batch(keys.len(), xs.len(), dot.len())?;
         check_batch(keys.len(), xs.len(), ones.len())?;
@@ -129,6 +126,29 @@ impl Kernels for CpuKernels {
             }
         }
         Ok(())
+    }
+}
+
+impl Kernels for CpuKernels {
+    fn matmul(&self, a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
+        crate::ring::matmul(a, b, m, k, n, out);
+    }
+
+    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
+        check_batch(keys.len(), xs.len(), out.len())?;
+        self.dcf.eval_batch(keys, xs, out)
+    }
+
+    fn dpf_lookup(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        dot: &mut [u64],
+        ones: &mut [u64],
+    ) -> Result<(), Error> {
+        self.dpf_lookup_with(keys, xs, table, out_width, dot, ones, masked_dot)
     }
 }
 

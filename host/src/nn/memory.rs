@@ -5,10 +5,11 @@
 use super::bert::{BertShape, SharedModel, bert_classifier};
 use super::layers::FRAC;
 use crate::dealer::run_ready;
+use crate::kernels::HostKernels;
 use securerouter_core::Error;
 use securerouter_core::dealer::Dealer;
 use securerouter_core::gate::memory::{MemoryKeys, MemoryLink};
-use securerouter_core::gate::{CpuKernels, DealerSide, Protocol, ServerSide, Tensor, Traffic};
+use securerouter_core::gate::{DealerSide, Protocol, ServerSide, Tensor, Traffic};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::{Party, SeededShareStream};
@@ -85,7 +86,7 @@ pub fn run_circuit<C: Circuit>(
         let w = &model.servers[party.index() as usize];
         async move {
             let seed = Dealer::party_seed(master, party);
-            let mut s = ServerSide::new(party, &seed, chan, keys.reader(party), CpuKernels::new());
+            let mut s = ServerSide::new(party, &seed, chan, keys.reader(party), HostKernels::new());
             let x = s.input(in_shape, BitWidth::FULL, &share).await?;
             let y = circuit.run(&mut s, &x, w).await?;
             let out = s.output(&y).await?;
