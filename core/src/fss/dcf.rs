@@ -11,7 +11,7 @@ use super::encoding::{Reader, Writer, control_bytes, word_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
 use super::{
     bit_msb_first, check_full_domain, check_in_ring, cond_neg, convert, mask64, mask128,
-    opaque_mask64, opaque_mask128, select_bit, select64, select128,
+    opaque_mask64, select_bit, select64, select128,
 };
 use crate::Error;
 use crate::prg::{Expansion, Ggm};
@@ -472,6 +472,7 @@ impl Dcf {
         let mut v = [0u64; CHUNK];
         let mut dirs = [false; CHUNK];
         let mut raw = [0u128; CHUNK];
+        let mut masks = [0u128; CHUNK];
         for (chunk, (xs, out)) in xs.chunks(CHUNK).zip(out.chunks_mut(CHUNK)).enumerate() {
             let first = chunk * CHUNK;
             let m = xs.len();
@@ -483,6 +484,12 @@ impl Dcf {
                 for (d, &x) in dirs.iter_mut().zip(xs) {
                     *d = bit_msb_first(x, bits, i);
                 }
+                // The control bits are key material: select with all-ones/zero masks, hidden
+                // from the optimiser (one opaque array per level, not one per key).
+                for (mask, &t) in masks.iter_mut().zip(&t[..m]) {
+                    *mask = mask128(t);
+                }
+                let masks = core::hint::black_box(&masks);
                 self.ggm.values_batch(&s[..m], &mut raw[..m]);
                 for j in 0..m {
                     let at = (first + j) * n + level;
@@ -494,13 +501,13 @@ impl Dcf {
                     };
                     v[j] = v[j]
                         .wrapping_add(word)
-                        .wrapping_add(keys.values[at] & opaque_mask64(t[j]));
+                        .wrapping_add(keys.values[at] & masks[j] as u64);
                 }
                 self.ggm.child_batch(&s[..m], &dirs[..m], &mut raw[..m]);
                 for j in 0..m {
                     let at = (first + j) * n + level;
                     let (child, tc) = Ggm::split_control_bit(raw[j]);
-                    s[j] = child ^ (keys.seeds[at] & opaque_mask128(t[j]));
+                    s[j] = child ^ (keys.seeds[at] & masks[j]);
                     t[j] = tc ^ (t[j] & keys.controls[at][dirs[j] as usize]);
                 }
             }
