@@ -60,7 +60,7 @@ fn check_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
 }
 
 impl CpuKernels {
-    /// [`Kernels::dpf_lookup`] with the masked dot product Σ_j bit_j(e)·entries[j] in Z_2^64
+    /// [`Kernels::dpf_lookup`] with the masked dot product `Σ_j bit_j(e)·entries[j]` in Z_2^64
     /// supplied by the caller (e holds ⌈len/64⌉ words, bits beyond `entries.len()` zero): a
     /// backend that speeds up only that product, e.g. with SIMD, reuses the rest. `masked_dot`
     /// must not branch on the bits of e nor use them as indices.
