@@ -39,6 +39,13 @@ pub enum BenchModel {
     },
     /// Random weights of a shape, on random tokens filling the whole sequence.
     Random(BertShape),
+    /// An expert of a pool (`securerouter train pool`), run on the pool's held-out sentences.
+    PoolExpert {
+        /// The pool directory.
+        pool: PathBuf,
+        /// The expert's name in the manifest.
+        name: String,
+    },
 }
 
 /// What to run and how.
@@ -113,7 +120,7 @@ struct Prepared {
 const HEAD_TRAIN_SENTENCES: usize = 400;
 
 fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
-    match opts.model {
+    match &opts.model {
         BenchModel::Random(shape) => {
             shape.validate()?;
             let vocab = 1000;
@@ -168,10 +175,30 @@ fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
                 queries,
             })
         }
+        BenchModel::PoolExpert { pool, name } => {
+            let cache = assets::cache_dir(opts.cache.as_deref())?;
+            let manifest = crate::model::PoolManifest::load(pool)?;
+            let (weights, head) = manifest.load_expert(pool, &cache, manifest.index_of(name)?)?;
+            let base = manifest.base_asset()?.path(&cache)?;
+            let tokenizer = WordPiece::from_vocab_file(&base.join("vocab.txt"))?;
+            let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
+            let queries = test
+                .iter()
+                .take(opts.queries)
+                .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
+                .collect();
+            Ok(Prepared {
+                vocab: std::fs::read_to_string(base.join("vocab.txt"))?,
+                name: name.clone(),
+                weights,
+                head,
+                queries,
+            })
+        }
         BenchModel::MiniLm { layers } => {
             let cache = assets::cache_dir(opts.cache.as_deref())?;
             let dir = assets::MINILM_L6.path(&cache)?;
-            let weights = BertWeights::load(&dir, layers)?;
+            let weights = BertWeights::load(&dir, *layers)?;
             let tokenizer = WordPiece::from_vocab_file(&dir.join("vocab.txt"))?;
             let sentences = data::rotten_tomatoes(&cache)?;
             let (train, test) = data::split(sentences, 0.2, &data::SPLIT_SEED)?;

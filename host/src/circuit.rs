@@ -4,7 +4,10 @@
 //! The router head (a 2-layer MLP with ReLU and a secure argmax over the expert scores) and
 //! BERT classifiers ([`crate::nn::bert`]).
 
-use crate::nn::bert::{BertShape, RingLayer, bert_classifier, share_layers};
+use crate::nn::bert::{
+    BertShape, PARTS_PER_LAYER, RingLayer, bert_classifier, bert_pooled, classifier_head,
+    share_layers,
+};
 use anyhow::{Context, bail};
 use securerouter_core::Error;
 use securerouter_core::gate::{self, DealerWeights, Protocol, ServerWeights, Tensor};
@@ -26,6 +29,10 @@ pub enum CircuitKind {
     RouterHead,
     /// A BERT classifier: embedded tokens → encoder layers → pooled → logits.
     Bert,
+    /// The encrypted router: embedded tokens → the summary encoder (the pool's cheapest
+    /// expert) → pooled → that expert's logits, and the router head's scores and secret
+    /// one-hot choice.
+    Router,
 }
 
 impl CircuitKind {
@@ -34,6 +41,7 @@ impl CircuitKind {
         match self {
             CircuitKind::RouterHead => "router-head",
             CircuitKind::Bert => "bert",
+            CircuitKind::Router => "router",
         }
     }
 
@@ -42,7 +50,8 @@ impl CircuitKind {
         match name {
             "router-head" => Ok(CircuitKind::RouterHead),
             "bert" => Ok(CircuitKind::Bert),
-            other => bail!("unknown circuit {other:?}; known: router-head, bert"),
+            "router" => Ok(CircuitKind::Router),
+            other => bail!("unknown circuit {other:?}; known: router-head, bert, router"),
         }
     }
 }
@@ -195,6 +204,14 @@ pub enum ModelSpec {
     RouterHead(RouterHeadShape),
     /// A BERT classifier.
     Bert(BertShape),
+    /// The encrypted router: a summary encoder with its classifier head, and a router head
+    /// on the encoder's pooled states (`head.features` = `encoder.hidden`).
+    Router {
+        /// The summary encoder and its classifier head.
+        encoder: BertShape,
+        /// The router head.
+        head: RouterHeadShape,
+    },
 }
 
 impl ModelSpec {
@@ -203,6 +220,7 @@ impl ModelSpec {
         match self {
             ModelSpec::RouterHead(_) => CircuitKind::RouterHead,
             ModelSpec::Bert(_) => CircuitKind::Bert,
+            ModelSpec::Router { .. } => CircuitKind::Router,
         }
     }
 
@@ -211,6 +229,7 @@ impl ModelSpec {
         match self {
             ModelSpec::RouterHead(s) => s.features,
             ModelSpec::Bert(s) => s.input_cols(),
+            ModelSpec::Router { encoder, .. } => encoder.input_cols(),
         }
     }
 
@@ -218,6 +237,18 @@ impl ModelSpec {
         match self {
             ModelSpec::RouterHead(s) => s.validate(),
             ModelSpec::Bert(s) => s.validate(),
+            ModelSpec::Router { encoder, head } => {
+                encoder.validate()?;
+                head.validate()?;
+                if head.features != encoder.hidden {
+                    bail!(
+                        "the router head reads {} features, the summary encoder pools {}",
+                        head.features,
+                        encoder.hidden
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
@@ -225,12 +256,18 @@ impl ModelSpec {
         match self {
             ModelSpec::RouterHead(s) => vec![(s.features, s.hidden), (s.hidden, s.experts)],
             ModelSpec::Bert(s) => s.layer_shapes(),
+            ModelSpec::Router { encoder, head } => {
+                let mut v = encoder.layer_shapes();
+                v.extend([(head.features, head.hidden), (head.hidden, head.experts)]);
+                v
+            }
         }
     }
 }
 
-/// Runs a model's circuit on one batch: the router head's `[scores, one-hot]` or BERT's
-/// `[logits]`. Written once for every role.
+/// Runs a model's circuit on one batch: the router head's `[scores, one-hot]`, BERT's
+/// `[logits]`, or the router's `[summary expert's logits, scores, one-hot]`. Written once for
+/// every role.
 pub async fn run_model<P: Protocol>(
     p: &mut P,
     spec: &ModelSpec,
@@ -240,6 +277,19 @@ pub async fn run_model<P: Protocol>(
     match spec {
         ModelSpec::RouterHead(_) => router_head(p, x, weights).await,
         ModelSpec::Bert(shape) => Ok(vec![bert_classifier(p, shape, x, weights).await?]),
+        ModelSpec::Router { encoder, .. } => {
+            let l = encoder.layers * PARTS_PER_LAYER;
+            if weights.len() != l + 3 {
+                return Err(Error::ShapeMismatch(
+                    "the weights do not match the router's shape",
+                ));
+            }
+            let pooled = bert_pooled(p, encoder, x, &weights[..l]).await?;
+            let logits = classifier_head(p, &pooled, &weights[l]).await?;
+            let mut out = vec![logits];
+            out.extend(router_head(p, &pooled, &weights[l + 1..]).await?);
+            Ok(out)
+        }
     }
 }
 

@@ -17,7 +17,7 @@ authenticated (Noise IK with the keys in DIR).
 Logging goes to stderr; set RUST_LOG to filter it (default: info), e.g. RUST_LOG=debug.";
 
 /// The `securerouter` command line.
-#[derive(Debug, Parser, PartialEq, Eq)]
+#[derive(Debug, Parser, PartialEq)]
 #[command(
     name = "securerouter",
     version,
@@ -33,7 +33,7 @@ pub struct Cli {
 }
 
 /// The subcommands.
-#[derive(Debug, Subcommand, PartialEq, Eq)]
+#[derive(Debug, Subcommand, PartialEq)]
 pub enum Command {
     /// Report the environment facts that matter for running SecureRouter.
     ///
@@ -96,6 +96,13 @@ pub enum Command {
         prefetch_keys: bool,
     },
 
+    /// Offline training: fine-tune the pool's experts, then train the router.
+    Train {
+        /// What to train.
+        #[command(subcommand)]
+        action: TrainAction,
+    },
+
     /// Benchmark a BERT classifier under MPC: dealer, P0 and P1 run as separate processes on
     /// loopback over the encrypted links; prints online/offline time, bytes, rounds, memory and
     /// the error against the f64 reference.
@@ -115,6 +122,13 @@ pub enum Command {
         /// MiniLM-L6 cut to its first K layers (default: all 6).
         #[arg(long, conflicts_with_all = ["layers", "hidden", "heads", "ffn"])]
         minilm_layers: Option<usize>,
+        /// Instead: the pool expert of this name (`securerouter train pool`), on the pool's
+        /// held-out sentences.
+        #[arg(long, conflicts_with_all = ["minilm_layers", "layers", "hidden", "heads", "ffn"])]
+        expert: Option<String>,
+        /// The pool directory for --expert (default: the cache directory's `pool`).
+        #[arg(long, requires = "expert")]
+        pool_dir: Option<PathBuf>,
         /// Random-weight shape: encoder layers.
         #[arg(long, requires_all = ["hidden", "heads", "ffn"])]
         layers: Option<usize>,
@@ -155,6 +169,76 @@ pub enum Command {
         /// Seconds to wait for a server before failing.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+    },
+}
+
+/// What `securerouter train` does.
+#[derive(Debug, Subcommand, PartialEq)]
+pub enum TrainAction {
+    /// Build the pool: MiniLM-L6 cut to each of --experts layers, its top layer and a head
+    /// fine-tuned on Rotten Tomatoes sentences, held-out accuracy, MPC cost measured with
+    /// `bench`, and a manifest. A built pool is reused unless --force.
+    Pool {
+        /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Pool directory (default: the cache directory's `pool`).
+        #[arg(long)]
+        pool_dir: Option<PathBuf>,
+        /// Layers each expert keeps, comma-separated, cheapest first.
+        #[arg(long, value_delimiter = ',', default_value = "1,3,6")]
+        experts: Vec<usize>,
+        /// Tokens per sequence under MPC.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..=512))]
+        seq: u64,
+        /// Fine-tuning epochs.
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Use at most this many sentences of each split (quick runs).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Queries `bench` averages to measure each expert's cost (0 skips the measurement).
+        #[arg(long, default_value_t = 2)]
+        cost_queries: usize,
+        /// Rebuild an existing pool.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Train the router on a built pool: straight-through Gumbel-Softmax with task,
+    /// load-balancing and cost losses; prints the route distribution and accuracy on
+    /// held-out sentences as JSON and stores the router in the pool.
+    Router {
+        /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Pool directory (default: the cache directory's `pool`).
+        #[arg(long)]
+        pool_dir: Option<PathBuf>,
+        /// Weight of the task loss.
+        #[arg(long, default_value_t = 1.0)]
+        task_weight: f64,
+        /// Weight of the load-balancing loss.
+        #[arg(long, default_value_t = 0.02)]
+        balance_weight: f64,
+        /// Weight of the cost loss.
+        #[arg(long, default_value_t = 0.3)]
+        cost_weight: f64,
+        /// Expert costs, comma-separated, cheapest expert first (default: the measured online
+        /// seconds in the manifest).
+        #[arg(long, value_delimiter = ',')]
+        costs: Option<Vec<f64>>,
+        /// Gumbel-Softmax temperature.
+        #[arg(long, default_value_t = 1.0)]
+        tau: f64,
+        /// Training epochs.
+        #[arg(long, default_value_t = 60)]
+        epochs: usize,
+        /// Hidden units of the router MLP.
+        #[arg(long, default_value_t = 32)]
+        hidden: usize,
+        /// Report only; keep the stored router.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -270,15 +270,19 @@ pub fn split<T>(
     if !(0.0..=1.0).contains(&test_fraction) {
         bail!("the test fraction {test_fraction} is not in [0, 1]");
     }
-    let mut rng = AesCtr::new(seed, SPLIT_DOMAIN);
-    for i in (1..data.len()).rev() {
-        let j = below(&mut rng, i as u64 + 1) as usize;
-        data.swap(i, j);
-    }
+    shuffle(&mut data, &mut AesCtr::new(seed, SPLIT_DOMAIN));
     // In [0, len] since the fraction is in [0, 1]; the cast saturates in any case.
     let n_test = ((data.len() as f64 * test_fraction).round() as usize).min(data.len());
     let train = data.split_off(n_test);
     Ok((train, data))
+}
+
+/// Fisher–Yates shuffle driven by `rng` (deterministic for a given seed and domain).
+pub fn shuffle<T>(data: &mut [T], rng: &mut AesCtr) {
+    for i in (1..data.len()).rev() {
+        let j = below(rng, i as u64 + 1) as usize;
+        data.swap(i, j);
+    }
 }
 
 /// A uniform draw from [0, n), n > 0, by rejection (no modulo bias).

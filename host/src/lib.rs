@@ -20,6 +20,7 @@ pub mod net;
 pub mod nn;
 pub mod party;
 pub mod session;
+pub mod train;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -123,10 +124,13 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             let listener = bind(addr).await?;
             Arc::new(service).run(listener).await
         }),
+        Command::Train { action } => train::run(action, out),
         Command::Bench {
             json,
             breakdown,
             minilm_layers,
+            expert,
+            pool_dir,
             layers,
             hidden,
             heads,
@@ -137,6 +141,10 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             timeout,
         } => {
             let model = match (layers, hidden, heads, ffn) {
+                _ if expert.is_some() => bench::BenchModel::PoolExpert {
+                    pool: train::pool::pool_dir(pool_dir.as_deref(), cache_dir.as_deref())?,
+                    name: expert.clone().unwrap_or_default(),
+                },
                 (Some(layers), Some(hidden), Some(heads), Some(ffn)) => {
                     bench::BenchModel::Random(nn::BertShape {
                         layers: *layers,

@@ -22,13 +22,14 @@ impl Circuit for Nonlinear {
         p: &mut P,
         x: &Tensor,
         w: &[P::Weights],
-    ) -> Result<Tensor, Error> {
-        match self {
+    ) -> Result<Vec<Tensor>, Error> {
+        let y = match self {
             Nonlinear::Gelu => layers::gelu(p, x).await,
             Nonlinear::Softmax => layers::softmax(p, x).await,
             Nonlinear::Rsqrt => layers::rsqrt(p, x).await,
             Nonlinear::LayerNorm => layers::layer_norm(p, x, &w[0]).await,
-        }
+        };
+        Ok(vec![y?])
     }
 }
 

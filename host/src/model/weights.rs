@@ -139,6 +139,139 @@ impl<'a> TensorFile<'a> {
     }
 }
 
+/// The checkpoint names of layer `index`'s parts, in [`EncoderLayer`]'s field order: four
+/// linear layers of attention, its LayerNorm, two feed-forward linears, their LayerNorm.
+fn layer_part_names(index: usize) -> [String; 8] {
+    let p = format!("encoder.layer.{index}");
+    [
+        format!("{p}.attention.self.query"),
+        format!("{p}.attention.self.key"),
+        format!("{p}.attention.self.value"),
+        format!("{p}.attention.output.dense"),
+        format!("{p}.attention.output.LayerNorm"),
+        format!("{p}.intermediate.dense"),
+        format!("{p}.output.dense"),
+        format!("{p}.output.LayerNorm"),
+    ]
+}
+
+impl TensorFile<'_> {
+    fn layer(&self, index: usize, config: &BertConfig) -> anyhow::Result<EncoderLayer> {
+        let (h, i, eps) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.layer_norm_eps,
+        );
+        let [q, k, v, ao, an, fi, fo, fnorm] = layer_part_names(index);
+        Ok(EncoderLayer {
+            query: self.linear(&q, h, h)?,
+            key: self.linear(&k, h, h)?,
+            value: self.linear(&v, h, h)?,
+            attention_out: self.linear(&ao, h, h)?,
+            attention_norm: self.norm(&an, h, eps)?,
+            ffn_in: self.linear(&fi, i, h)?,
+            ffn_out: self.linear(&fo, h, i)?,
+            ffn_norm: self.norm(&fnorm, h, eps)?,
+        })
+    }
+}
+
+impl EncoderLayer {
+    /// The layer's tensors under the checkpoint names of layer `index`: (name, shape, values).
+    fn named_tensors(&self, index: usize) -> Vec<(String, Vec<usize>, &[f64])> {
+        let names = layer_part_names(index);
+        let mut tensors = Vec::with_capacity(16);
+        for (name, l) in [
+            (&names[0], &self.query),
+            (&names[1], &self.key),
+            (&names[2], &self.value),
+            (&names[3], &self.attention_out),
+            (&names[5], &self.ffn_in),
+            (&names[6], &self.ffn_out),
+        ] {
+            tensors.push((
+                format!("{name}.weight"),
+                vec![l.weight.rows, l.weight.cols],
+                l.weight.data.as_slice(),
+            ));
+            tensors.push((
+                format!("{name}.bias"),
+                vec![l.bias.len()],
+                l.bias.as_slice(),
+            ));
+        }
+        for (name, n) in [
+            (&names[4], &self.attention_norm),
+            (&names[7], &self.ffn_norm),
+        ] {
+            tensors.push((
+                format!("{name}.weight"),
+                vec![n.gamma.len()],
+                n.gamma.as_slice(),
+            ));
+            tensors.push((
+                format!("{name}.bias"),
+                vec![n.beta.len()],
+                n.beta.as_slice(),
+            ));
+        }
+        tensors
+    }
+}
+
+impl BertWeights {
+    /// Writes the top `count` encoder layers as a safetensors file (f32) under their
+    /// checkpoint names, so that [`BertWeights::load_top_layers`] or any BERT loader can read
+    /// them. Fine-tuned experts store only the layers they changed.
+    pub fn save_top_layers(&self, count: usize, path: &Path) -> anyhow::Result<()> {
+        let first =
+            self.layers.len().checked_sub(count).with_context(|| {
+                format!("the model has {} layers, not {count}", self.layers.len())
+            })?;
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self.layers[first..]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.named_tensors(first + i))
+            .map(|(name, shape, v)| {
+                let bytes = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
+                (name, shape, bytes)
+            })
+            .collect();
+        let views = tensors
+            .iter()
+            .map(|(name, shape, data)| {
+                Ok((
+                    name.clone(),
+                    safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+        let bytes = safetensors::serialize(views, None)?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Replaces the top `count` encoder layers with those in a safetensors file (a whole
+    /// checkpoint or one written by [`BertWeights::save_top_layers`]), every tensor checked.
+    pub fn load_top_layers(&mut self, count: usize, path: &Path) -> anyhow::Result<()> {
+        let first =
+            self.layers.len().checked_sub(count).with_context(|| {
+                format!("the model has {} layers, not {count}", self.layers.len())
+            })?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let f = TensorFile {
+            st,
+            prefix: "",
+            path,
+        };
+        for i in first..self.layers.len() {
+            self.layers[i] = f.layer(i, &self.config)?;
+        }
+        Ok(())
+    }
+}
+
 impl BertWeights {
     /// Loads `config.json` and `model.safetensors` from `dir`, keeping the first `layers`
     /// encoder layers (all when `None`).
@@ -166,11 +299,7 @@ impl BertWeights {
             prefix,
             path: &path,
         };
-        let (h, i, eps) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.layer_norm_eps,
-        );
+        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
         let embeddings = Embeddings {
             word: f.matrix("embeddings.word_embeddings.weight", config.vocab_size, h)?,
             position: f.matrix(
@@ -186,19 +315,7 @@ impl BertWeights {
             norm: f.norm("embeddings.LayerNorm", h, eps)?,
         };
         let layers = (0..keep)
-            .map(|l| {
-                let p = format!("encoder.layer.{l}");
-                Ok(EncoderLayer {
-                    query: f.linear(&format!("{p}.attention.self.query"), h, h)?,
-                    key: f.linear(&format!("{p}.attention.self.key"), h, h)?,
-                    value: f.linear(&format!("{p}.attention.self.value"), h, h)?,
-                    attention_out: f.linear(&format!("{p}.attention.output.dense"), h, h)?,
-                    attention_norm: f.norm(&format!("{p}.attention.output.LayerNorm"), h, eps)?,
-                    ffn_in: f.linear(&format!("{p}.intermediate.dense"), i, h)?,
-                    ffn_out: f.linear(&format!("{p}.output.dense"), h, i)?,
-                    ffn_norm: f.norm(&format!("{p}.output.LayerNorm"), h, eps)?,
-                })
-            })
+            .map(|l| f.layer(l, &config))
             .collect::<anyhow::Result<_>>()?;
         Ok(BertWeights {
             config,
@@ -259,5 +376,54 @@ impl BertWeights {
             embeddings,
             layers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_top_layers_load_back_and_errors_name_the_problem() {
+        let config = BertConfig {
+            vocab_size: 20,
+            hidden_size: 8,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 16,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 8,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+        };
+        let model = BertWeights::random(
+            config.clone(),
+            &securerouter_core::prg::Seed::from_bytes([5; 16]),
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("layer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("layer.safetensors");
+        model.save_top_layers(1, &path).unwrap();
+        let mut back = model.clone();
+        back.layers[1] = back.layers[0].clone();
+        back.load_top_layers(1, &path).unwrap();
+        // Stored as f32: equal to f32 precision; the layer below is untouched.
+        let diff = |a: &Linear, b: &Linear| a.weight.max_abs_diff(&b.weight);
+        assert!(diff(&back.layers[1].query, &model.layers[1].query) < 1e-7);
+        assert!(diff(&back.layers[1].ffn_out, &model.layers[1].ffn_out) < 1e-7);
+        assert_eq!(back.layers[0].query.weight, model.layers[0].query.weight);
+        assert!(model.save_top_layers(3, &path).is_err());
+        // The file holds layer 1 only: asking for two layers names the missing tensor.
+        let e = format!("{:#}", back.load_top_layers(2, &path).unwrap_err());
+        assert!(
+            e.contains("encoder.layer.0.attention.self.query.weight is missing"),
+            "{e}"
+        );
+        let mut wide = model.clone();
+        wide.config.hidden_size = 16;
+        let e = format!("{:#}", wide.load_top_layers(1, &path).unwrap_err());
+        assert!(e.contains("shape"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -123,8 +123,37 @@ pub async fn bert_classifier<P: Protocol>(
     x: &Tensor,
     weights: &[P::Weights],
 ) -> Result<Tensor, Error> {
+    let [encoder @ .., head] = weights else {
+        return Err(Error::ShapeMismatch(
+            "the weights do not match the BERT shape",
+        ));
+    };
+    let pooled = bert_pooled(p, shape, x, encoder).await?;
+    classifier_head(p, &pooled, head).await
+}
+
+/// The classifier head on pooled features [1, hidden]: logits [1, classes].
+pub async fn classifier_head<P: Protocol>(
+    p: &mut P,
+    pooled: &Tensor,
+    head: &P::Weights,
+) -> Result<Tensor, Error> {
+    let logits = dense(p, pooled, head).await?;
+    p.phase(phase::OTHER);
+    Ok(logits)
+}
+
+/// Runs the encoder layers (`weights`: [`PARTS_PER_LAYER`] per layer, no head) on one sequence
+/// `x` ([tokens, hidden + 2]); returns the mean of the real tokens' last hidden states
+/// [1, hidden], the features both a classifier head and the router read.
+pub async fn bert_pooled<P: Protocol>(
+    p: &mut P,
+    shape: &BertShape,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Tensor, Error> {
     let (h, heads, d) = (shape.hidden, shape.heads, shape.head_dim());
-    if weights.len() != shape.layers * PARTS_PER_LAYER + 1 {
+    if weights.len() != shape.layers * PARTS_PER_LAYER {
         return Err(Error::ShapeMismatch(
             "the weights do not match the BERT shape",
         ));
@@ -144,7 +173,7 @@ pub async fn bert_classifier<P: Protocol>(
         .repeat_last(heads * n)
         .transpose()?;
     let pool = x.gather_last(&[h + 1])?.reshape(&[1, n])?;
-    for w in weights[..weights.len() - 1].chunks(PARTS_PER_LAYER) {
+    for w in weights.chunks(PARTS_PER_LAYER) {
         let [qkv_w, out_w, norm1, ffn_in, ffn_out, norm2] = w else {
             unreachable!("chunks of PARTS_PER_LAYER");
         };
@@ -181,10 +210,7 @@ pub async fn bert_classifier<P: Protocol>(
     }
     p.phase(phase::OTHER);
     let pooled = p.matmul(&pool, &hidden).await?;
-    let pooled = p.truncate(&pooled, FRAC).await?;
-    let logits = dense(p, &pooled, &weights[weights.len() - 1]).await?;
-    p.phase(phase::OTHER);
-    Ok(logits)
+    p.truncate(&pooled, FRAC).await
 }
 
 /// One weight layer in the ring: k×n weights (row-major, inputs × outputs) and n biases.

@@ -4,6 +4,7 @@
 
 use super::bert::{BertShape, SharedModel, bert_classifier};
 use super::layers::FRAC;
+use crate::circuit::{ModelSpec, run_model};
 use crate::dealer::run_ready;
 use crate::kernels::HostKernels;
 use securerouter_core::Error;
@@ -17,7 +18,8 @@ use securerouter_core::share::{Party, SeededShareStream};
 /// What a session produced and cost.
 #[derive(Clone, Debug)]
 pub struct MemoryRun {
-    /// The outputs the client reconstructed (decoded at FRAC bits).
+    /// The outputs the client reconstructed (decoded at FRAC bits), every output tensor's
+    /// values in circuit order.
     pub outputs: Vec<f64>,
     /// Traffic each server sent the other.
     pub traffic: [Traffic; 2],
@@ -28,13 +30,13 @@ pub struct MemoryRun {
 /// A computation on one fixed-point input tensor, written once for every role.
 #[allow(async_fn_in_trait)]
 pub trait Circuit {
-    /// Runs on `p` (dealer or server): one input wire, weights, one output wire.
+    /// Runs on `p` (dealer or server): one input wire, weights, the output wires.
     async fn run<P: Protocol>(
         &self,
         p: &mut P,
         x: &Tensor,
         w: &[P::Weights],
-    ) -> Result<Tensor, Error>;
+    ) -> Result<Vec<Tensor>, Error>;
 }
 
 impl Circuit for BertShape {
@@ -43,8 +45,19 @@ impl Circuit for BertShape {
         p: &mut P,
         x: &Tensor,
         w: &[P::Weights],
-    ) -> Result<Tensor, Error> {
-        bert_classifier(p, self, x, w).await
+    ) -> Result<Vec<Tensor>, Error> {
+        Ok(vec![bert_classifier(p, self, x, w).await?])
+    }
+}
+
+impl Circuit for ModelSpec {
+    async fn run<P: Protocol>(
+        &self,
+        p: &mut P,
+        x: &Tensor,
+        w: &[P::Weights],
+    ) -> Result<Vec<Tensor>, Error> {
+        run_model(p, self, x, w).await
     }
 }
 
@@ -63,8 +76,9 @@ pub fn run_circuit<C: Circuit>(
     let mut dealer = DealerSide::new(master, MemoryKeys::default());
     let x = dealer.input(in_shape, BitWidth::FULL);
     run_ready(async {
-        let y = circuit.run(&mut dealer, &x, &model.dealer).await?;
-        dealer.output(&y).await?;
+        for y in circuit.run(&mut dealer, &x, &model.dealer).await? {
+            dealer.output(&y).await?;
+        }
         Ok(())
     })?;
     let keys = dealer.into_sink();
@@ -88,8 +102,10 @@ pub fn run_circuit<C: Circuit>(
             let seed = Dealer::party_seed(master, party);
             let mut s = ServerSide::new(party, &seed, chan, keys.reader(party), HostKernels::new());
             let x = s.input(in_shape, BitWidth::FULL, &share).await?;
-            let y = circuit.run(&mut s, &x, w).await?;
-            let out = s.output(&y).await?;
+            let mut out = Vec::new();
+            for y in circuit.run(&mut s, &x, w).await? {
+                out.extend(s.output(&y).await?);
+            }
             if !s.keys().is_exhausted() {
                 return Err(Error::ProtocolMisuse("server left dealer keys unread"));
             }

@@ -1,0 +1,133 @@
+//! `securerouter train pool`, `train router` and `bench --expert` end to end on the real assets:
+//! a small pool (MiniLM-L6 cut to 1 and 2 layers) fine-tuned on a few Rotten Tomatoes sentences,
+//! each expert's cost measured under MPC with dealer, P0 and P1 as processes, then the router.
+
+use securerouter_tests::{binary, temp_dir};
+use std::process::Command;
+
+/// Skips (saying so) when the assets are missing, except under CI where that is a failure.
+fn assets_present() -> bool {
+    let cache = securerouter_host::assets::cache_dir(None).expect("a cache directory");
+    let ok = securerouter_host::assets::MINILM_L6.path(&cache).is_ok()
+        && securerouter_host::data::rotten_tomatoes(&cache).is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "assets missing from {}: run `securerouter assets fetch`",
+            cache.display()
+        );
+        println!("SKIPPED: assets missing from {}", cache.display());
+    }
+    ok
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("running securerouter");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "securerouter {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn a_small_pool_is_built_measured_and_routed() {
+    if !assets_present() {
+        return;
+    }
+    let dir = temp_dir("pool");
+    let d = dir.to_string_lossy().to_string();
+    let stdout = run(&[
+        "train",
+        "pool",
+        "--pool-dir",
+        &d,
+        "--experts",
+        "2,1",
+        "--limit",
+        "48",
+        "--epochs",
+        "1",
+        "--seq",
+        "16",
+        "--cost-queries",
+        "1",
+    ]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("the manifest line")).expect("JSON");
+    let experts = manifest["experts"].as_array().expect("experts");
+    let names: Vec<&str> = experts
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["minilm-l6-first-1", "minilm-l6-first-2"],
+        "cheapest first"
+    );
+    let cost = |i: usize, k: &str| {
+        experts[i]["cost"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} of expert {i}"))
+    };
+    // A second layer costs more of everything that does not depend on timing.
+    for k in ["online_bytes_per_server", "key_bytes_per_server", "rounds"] {
+        assert!(
+            cost(1, k) > cost(0, k),
+            "{k}: {} vs {}",
+            cost(1, k),
+            cost(0, k)
+        );
+    }
+    for e in experts {
+        let acc = e["held_out_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        assert!(dir.join(e["tuned_file"].as_str().unwrap()).exists());
+    }
+    // The bench runs a stored expert on its own, and its secure logits match the reference.
+    let line = run(&[
+        "bench",
+        "--expert",
+        "minilm-l6-first-2",
+        "--pool-dir",
+        &d,
+        "--seq",
+        "16",
+        "--json",
+        "--timeout",
+        "120",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(v["model"], "minilm-l6-first-2");
+    assert_eq!(v["layers"], 2);
+    assert!(v["max_abs_logit_err"].as_f64().unwrap() < 0.05, "{line}");
+    // A built pool is reused, not rebuilt.
+    assert!(run(&["train", "pool", "--pool-dir", &d, "--experts", "1,2"]).contains("is built"));
+    // The router trains on the stored signals and reports on the held-out sentences.
+    let report: serde_json::Value =
+        serde_json::from_str(run(&["train", "router", "--pool-dir", &d, "--epochs", "5"]).trim())
+            .expect("a JSON report");
+    let dist: Vec<f64> = report["route_distribution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(dist.len(), 2);
+    assert!((dist.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{dist:?}");
+    assert_eq!(report["inputs"], 48);
+    assert!(dir.join("router.json").exists());
+    // Bad options are clear errors.
+    let out = Command::new(binary())
+        .args(["train", "router", "--pool-dir", &d, "--costs", "1,2,3"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 costs given for a pool of 2 experts"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
