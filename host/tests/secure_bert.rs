@@ -1,6 +1,8 @@
 //! Secure BERT classifiers against the f64 reference of the same graph: a random-weight
 //! shape, and the real MiniLM-L6 (cut to two layers) on real sentences.
 
+mod common;
+
 use securerouter_core::prg::Seed;
 use securerouter_host::model::head::{argmax, reference_logits};
 use securerouter_host::model::{BertConfig, BertWeights, ClassifierHead, Linear, Matrix};
@@ -83,55 +85,17 @@ fn random_tiny_bert_matches_the_reference_with_padding() {
     assert_eq!(argmax(&want), argmax(&got));
 }
 
-/// The asset cache, or `None` (with the reason printed) when the test cannot run here; under
-/// CI (where `assets fetch` runs first) a missing asset is a failure.
-fn cache_with_assets() -> Option<std::path::PathBuf> {
-    let cache = securerouter_host::assets::cache_dir(None).ok()?;
-    let ok = securerouter_host::assets::MINILM_L6.path(&cache).is_ok()
-        && securerouter_host::data::rotten_tomatoes(&cache).is_ok();
-    if ok {
-        return Some(cache);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "MiniLM-L6 or the VADER data is missing from {}: run `securerouter assets fetch`",
-        cache.display()
-    );
-    println!("SKIPPED: assets missing from {}", cache.display());
-    None
-}
-
 #[test]
 fn minilm_cut_to_two_layers_classifies_real_sentences_like_the_reference() {
-    use securerouter_host::{assets, data, model::WordPiece};
-    let Some(cache) = cache_with_assets() else {
+    let Some(real) = common::real_minilm(2, 32) else {
         return;
     };
-    let dir = assets::MINILM_L6.path(&cache).unwrap();
-    let model = BertWeights::load(&dir, Some(2)).unwrap();
-    let tok = WordPiece::from_vocab_file(&dir.join("vocab.txt")).unwrap();
-    let (train, test) = data::split(
-        data::rotten_tomatoes(&cache).unwrap(),
-        0.2,
-        &data::SPLIT_SEED,
-    )
-    .unwrap();
-    // A sentiment head on pooled features of 40 training sentences.
-    let feats: Vec<Vec<f64>> = train[..40]
-        .iter()
-        .map(|s| {
-            let e = tok.encode(&s.text, 32);
-            securerouter_host::model::mean_pool(&model.forward(&e.ids, &e.type_ids).unwrap())
-        })
-        .collect();
-    let labels: Vec<usize> = train[..40].iter().map(|s| s.label as usize).collect();
-    let head = ClassifierHead::fit(&feats, &labels, 2, 200, 1e-3).unwrap();
-    let seq_len = 32;
+    let (model, head, seq_len) = (&real.model, &real.head, real.seq_len);
     let mut worst = 0.0f64;
-    for (i, s) in test.iter().take(3).enumerate() {
-        let e = tok.encode(&s.text, seq_len);
-        let want = reference_logits(&model, &head, &e.ids, &e.type_ids).unwrap();
-        let got = secure_logits(&model, &head, &e.ids, seq_len, 10 + i as u8);
+    for (i, s) in real.test.iter().take(3).enumerate() {
+        let e = real.encode(&s.text);
+        let want = reference_logits(model, head, &e.ids, &e.type_ids).unwrap();
+        let got = secure_logits(model, head, &e.ids, seq_len, 10 + i as u8);
         worst = want
             .iter()
             .zip(&got)

@@ -2,52 +2,21 @@
 //! scores and secret one-hot choice) against the plaintext computation, on the real MiniLM-L6
 //! cut to one layer and real sentences.
 
+mod common;
+
 use securerouter_core::prg::Seed;
 use securerouter_host::circuit::{ModelSpec, PlainRouterHead, RouterHeadShape};
 use securerouter_host::model::head::{argmax, reference_logits};
-use securerouter_host::model::{BertWeights, ClassifierHead, WordPiece, mean_pool};
+
 use securerouter_host::nn::bert::{client_input, ring_layers, shape_of, share_layers};
 use securerouter_host::nn::memory::run_circuit;
-use securerouter_host::{assets, data};
-
-/// The asset cache, or `None` (with the reason printed) when the test cannot run here; under
-/// CI a missing asset is a failure.
-fn cache_with_assets() -> Option<std::path::PathBuf> {
-    let cache = assets::cache_dir(None).ok()?;
-    if assets::MINILM_L6.path(&cache).is_ok() && data::rotten_tomatoes(&cache).is_ok() {
-        return Some(cache);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "assets missing from {}: run `securerouter assets fetch`",
-        cache.display()
-    );
-    println!("SKIPPED: assets missing from {}", cache.display());
-    None
-}
 
 #[test]
 fn the_secure_router_picks_what_the_plaintext_router_picks() {
-    let Some(cache) = cache_with_assets() else {
+    let Some(real) = common::real_minilm(1, 32) else {
         return;
     };
-    let dir = assets::MINILM_L6.path(&cache).unwrap();
-    let model = BertWeights::load(&dir, Some(1)).unwrap();
-    let tok = WordPiece::from_vocab_file(&dir.join("vocab.txt")).unwrap();
-    let (train, test) = data::split(
-        data::rotten_tomatoes(&cache).unwrap(),
-        0.2,
-        &data::SPLIT_SEED,
-    )
-    .unwrap();
-    let seq_len = 32;
-    let pooled = |text: &str| {
-        let e = tok.encode(text, seq_len);
-        mean_pool(&model.forward(&e.ids, &e.type_ids).unwrap())
-    };
-    let feats: Vec<Vec<f64>> = train[..40].iter().map(|s| pooled(&s.text)).collect();
-    let labels: Vec<usize> = train[..40].iter().map(|s| s.label as usize).collect();
-    let head = ClassifierHead::fit(&feats, &labels, 2, 200, 1e-3).unwrap();
+    let (model, head, seq_len) = (&real.model, &real.head, real.seq_len);
     let router = PlainRouterHead::random(
         RouterHeadShape {
             features: 384,
@@ -57,15 +26,15 @@ fn the_secure_router_picks_what_the_plaintext_router_picks() {
         &Seed::from_bytes([8; 16]),
     );
     let spec = ModelSpec::Router {
-        encoder: shape_of(&model, &head),
+        encoder: shape_of(model, head),
         head: router.shape,
     };
-    let mut layers = ring_layers(&model, &head).unwrap();
+    let mut layers = ring_layers(model, head).unwrap();
     layers.extend(router.ring_layers().unwrap());
     let shared = share_layers(&layers, &Seed::from_bytes([2; 16])).unwrap();
     let mut routes = [0usize; 3];
-    for (i, s) in test.iter().take(6).enumerate() {
-        let e = tok.encode(&s.text, seq_len);
+    for (i, s) in real.test.iter().take(6).enumerate() {
+        let e = real.encode(&s.text);
         let x = client_input(
             &model.embed(&e.ids, &e.type_ids).unwrap().data,
             384,
@@ -84,8 +53,8 @@ fn the_secure_router_picks_what_the_plaintext_router_picks() {
         assert_eq!(run.outputs.len(), 8);
         let (logits, rest) = run.outputs.split_at(2);
         let (scores, onehot) = rest.split_at(3);
-        let want_logits = reference_logits(&model, &head, &e.ids, &e.type_ids).unwrap();
-        let want_scores = router.scores(&pooled(&s.text));
+        let want_logits = reference_logits(model, head, &e.ids, &e.type_ids).unwrap();
+        let want_scores = router.scores(&real.pooled(&s.text));
         for (w, g) in want_logits
             .iter()
             .zip(logits)

@@ -271,27 +271,11 @@ fn to_f64(t: &Tensor) -> anyhow::Result<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BertConfig, BertWeights};
-    use securerouter_core::prg::Seed;
-
-    fn tiny() -> BertWeights {
-        let config = BertConfig {
-            vocab_size: 40,
-            hidden_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            intermediate_size: 32,
-            hidden_act: "gelu".into(),
-            max_position_embeddings: 16,
-            type_vocab_size: 2,
-            layer_norm_eps: 1e-12,
-        };
-        BertWeights::random(config, &Seed::from_bytes([7; 16])).unwrap()
-    }
+    use crate::train::testing::{embed, tiny};
 
     #[test]
     fn a_padded_batch_computes_the_reference_of_each_sentence() {
-        let model = tiny();
+        let model = tiny(2, 7);
         let dev = Device::Cpu;
         let layers: Vec<CandleLayer> = model
             .layers
@@ -299,13 +283,7 @@ mod tests {
             .map(|l| CandleLayer::from_layer(l, 4, &dev).unwrap())
             .collect();
         let sentences: [&[u32]; 3] = [&[2, 9, 17, 3], &[2, 5, 3], &[2, 30, 31, 32, 33, 3]];
-        let embedded: Vec<Vec<f32>> = sentences
-            .iter()
-            .map(|ids| {
-                let e = model.embed(ids, &vec![0; ids.len()]).unwrap();
-                e.data.iter().map(|&v| v as f32).collect()
-            })
-            .collect();
+        let embedded: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
         let rows: Vec<&[f32]> = embedded.iter().map(Vec::as_slice).collect();
         let batch = Batch::new(&rows, 16, &dev).unwrap();
         let mut h = batch.x.clone();
@@ -336,7 +314,7 @@ mod tests {
 
     #[test]
     fn layers_round_trip_to_f64() {
-        let model = tiny();
+        let model = tiny(2, 7);
         let l = CandleLayer::from_layer(&model.layers[1], 4, &Device::Cpu).unwrap();
         let back = l.to_layer().unwrap();
         let err = back

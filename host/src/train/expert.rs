@@ -316,22 +316,7 @@ pub fn accuracy(logits: &[Vec<f32>], labels: &[usize]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::BertConfig;
-
-    fn tiny(layers: usize) -> BertWeights {
-        let config = BertConfig {
-            vocab_size: 40,
-            hidden_size: 16,
-            num_hidden_layers: layers,
-            num_attention_heads: 4,
-            intermediate_size: 32,
-            hidden_act: "gelu".into(),
-            max_position_embeddings: 16,
-            type_vocab_size: 2,
-            layer_norm_eps: 1e-12,
-        };
-        BertWeights::random(config, &Seed::from_bytes([3; 16])).unwrap()
-    }
+    use crate::train::testing::{embed, tiny};
 
     #[test]
     fn batches_cover_every_index_once() {
@@ -350,7 +335,7 @@ mod tests {
     /// must equal the f64 reference of the weights it returns.
     #[test]
     fn fine_tuning_learns_a_token_task_and_returns_the_weights_it_trained() {
-        let model = tiny(2);
+        let model = tiny(2, 3);
         let rng = &mut AesCtr::new(&Seed::from_bytes([9; 16]), Domain(1));
         let sentences: Vec<Vec<u32>> = (0..160)
             .map(|i| {
@@ -363,13 +348,7 @@ mod tests {
             })
             .collect();
         let labels: Vec<usize> = sentences.iter().map(|s| s.contains(&7) as usize).collect();
-        let inputs: Vec<Vec<f32>> = sentences
-            .iter()
-            .map(|ids| {
-                let e = model.embed(ids, &vec![0; ids.len()]).unwrap();
-                e.data.iter().map(|&v| v as f32).collect()
-            })
-            .collect();
+        let inputs: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
         let opts = FineTuneOptions {
             epochs: 30,
             batch_size: 16,
@@ -409,7 +388,7 @@ mod tests {
 
     #[test]
     fn bad_labels_are_errors() {
-        let model = tiny(1);
+        let model = tiny(1, 3);
         let x = vec![vec![0.0f32; 16]];
         let opts = FineTuneOptions::default();
         assert!(fine_tune(&model, 1, &x, &[2], 2, &opts).is_err());
