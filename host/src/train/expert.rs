@@ -293,7 +293,12 @@ impl Expert {
     }
 }
 
-/// Share of `logits` whose argmax is the label.
+/// The predicted class of `logits`: the index of the largest (the first on ties).
+pub fn predicted(logits: &[f32]) -> usize {
+    (0..logits.len()).fold(0, |b, c| if logits[c] > logits[b] { c } else { b })
+}
+
+/// Share of `logits` whose prediction is the label.
 pub fn accuracy(logits: &[Vec<f32>], labels: &[usize]) -> f64 {
     if logits.is_empty() {
         return 0.0;
@@ -301,14 +306,7 @@ pub fn accuracy(logits: &[Vec<f32>], labels: &[usize]) -> f64 {
     let right = logits
         .iter()
         .zip(labels)
-        .filter(|(l, y)| {
-            let best =
-                l.iter().enumerate().fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-                );
-            best.0 == **y
-        })
+        .filter(|(l, y)| predicted(l) == **y)
         .count();
     right as f64 / logits.len() as f64
 }

@@ -10,6 +10,7 @@
 //! The result is a [`PlainRouterHead`] (features are standardised during training and the
 //! standardisation is folded into the first layer), so the secure router head runs it as is.
 
+use super::expert::predicted;
 use crate::circuit::{PlainRouterHead, RouterHeadShape};
 use crate::data::shuffle;
 use anyhow::bail;
@@ -279,11 +280,7 @@ pub fn evaluate(
     let experts = costs.len();
     data.check(experts)?;
     let n = data.labels.len();
-    let right = |k: usize, i: usize| {
-        let l = &data.expert_logits[k][i];
-        let best = (0..l.len()).fold(0, |b, c| if l[c] > l[b] { c } else { b });
-        best == data.labels[i]
-    };
+    let right = |k: usize, i: usize| predicted(&data.expert_logits[k][i]) == data.labels[i];
     let chosen = routes(head, data.features);
     let mut dist = vec![0.0; experts];
     let (mut correct, mut cost) = (0usize, 0.0);
