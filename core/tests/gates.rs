@@ -46,6 +46,8 @@ enum Gate {
     LocalLinear,
     /// select(d, a, b) with d given as a 1-bit input.
     SelectBit,
+    /// Reveals input 0 to both servers; outputs the public wire it becomes.
+    Reveal,
 }
 
 impl Circuit for Gate {
@@ -82,6 +84,7 @@ impl Circuit for Gate {
                 vec![s.sub(&first)?.neg()]
             }
             Gate::SelectBit => vec![gate::select(p, &x[0], &x[1], &x[2]).await?],
+            Gate::Reveal => vec![p.reveal(&x[0]).await?],
         })
     }
 }
@@ -134,6 +137,25 @@ fn input_then_output_round_trips_and_costs_one_opening() {
     // The output mask is the only key material: one 64-bit correction per element, to P1.
     assert_eq!(o.keys.p1.len(), values.len() * 8);
     assert!(o.keys.shared.is_empty());
+}
+
+#[test]
+fn reveal_gives_both_servers_the_value_and_costs_only_the_dealer_mask() {
+    let mut r = rng(41);
+    for width in [w(1), w(13), L] {
+        let mut values: Vec<u64> = (0..77).map(|_| width.reduce(r.next_u64())).collect();
+        values.extend([0, width.reduce(u64::MAX)]);
+        let inputs = [Input::new(&[values.len()], width, values.clone())];
+        let o = run(&Gate::Reveal, &inputs, 41);
+        // The revealed wire is public (the servers hold the values, the mask is 0), so the
+        // client's output equals the servers' values.
+        assert_eq!(o.outputs[0], values);
+        // Nothing passes between the servers beyond the input's opening; the dealer sends its
+        // mask to both (packed at the wire's width) and the output mask to P1.
+        assert_traffic(&o, &inputs, 0, 0);
+        assert_eq!(o.keys.shared.len(), packed_len(values.len(), width));
+        assert_eq!(o.keys.p1.len(), packed_len(values.len(), width));
+    }
 }
 
 // ---------------------------------------------------------------- linear layers

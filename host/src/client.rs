@@ -2,14 +2,16 @@
 //! split (P0 gets a 16-byte seed, P1 gets x − PRG(seed)), sends both servers their share, and
 //! adds up the output shares they return.
 
+use crate::circuit::pool::route_of;
 use crate::circuit::{CircuitKind, FRAC_BITS};
 use crate::deployment::{Deployment, random_seed};
+use crate::model::head::argmax;
 use crate::net::{Identity, LinkConfig, SecureLink};
 use crate::session::{
     ClientHello, Hello, InputShare, OutputShares, ServerReply, SessionId, SessionStats, decode,
     encode,
 };
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::SeededShareStream;
 use serde::Serialize;
@@ -36,6 +38,19 @@ pub struct Classification {
     pub servers: [SessionStats; 2],
     /// End-to-end wall time in seconds.
     pub wall_s: f64,
+}
+
+/// What the client learns from a query to a pool.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolAnswer {
+    /// The answering expert's logits.
+    pub logits: Vec<f64>,
+    /// Their argmax.
+    pub label: usize,
+    /// The expert that answered (the router's choice for a routed query).
+    pub route: usize,
+    /// The session's outputs and costs.
+    pub outputs: SessionOutputs,
 }
 
 /// The reconstructed outputs of one session.
@@ -151,13 +166,7 @@ impl Client {
         }
         let choice = onehot
             .chunks(experts)
-            .map(|row| {
-                let ones: Vec<usize> = (0..experts).filter(|&j| row[j] == 1).collect();
-                match (ones.as_slice(), row.iter().all(|&b| b <= 1)) {
-                    ([j], true) => Ok(*j),
-                    _ => Err(anyhow!("the reconstructed choice {row:?} is not one-hot")),
-                }
-            })
+            .map(route_of)
             .collect::<anyhow::Result<Vec<usize>>>()?;
         Ok(Classification {
             session: out.session,
@@ -188,6 +197,30 @@ impl Client {
         };
         let logits = logits.iter().map(|&v| fp.decode(v)).collect();
         Ok((logits, out))
+    }
+
+    /// Runs a query through a pool: a routed query ([`CircuitKind::Routed`]) or one expert
+    /// alone ([`CircuitKind::Expert`]), on one padded sequence ([tokens, hidden + 2]).
+    pub async fn ask_pool(
+        &self,
+        circuit: CircuitKind,
+        cols: usize,
+        x: &[f64],
+    ) -> anyhow::Result<PoolAnswer> {
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let out = self.run(circuit, cols, x).await?;
+        let (logits, route) = match (circuit, out.outputs.as_slice()) {
+            (CircuitKind::Routed(_), [logits, onehot]) => (logits, route_of(onehot)?),
+            (CircuitKind::Expert(k), [logits]) => (logits, usize::from(k)),
+            (_, o) => bail!("the servers returned {} outputs for {circuit}", o.len()),
+        };
+        let logits: Vec<f64> = logits.iter().map(|&v| fp.decode(v)).collect();
+        Ok(PoolAnswer {
+            label: argmax(&logits),
+            logits,
+            route,
+            outputs: out,
+        })
     }
 
     /// Sends `hello` to server `i` and waits for its reply.

@@ -8,7 +8,7 @@
 //! at most [`CHUNK_BYTES`] to its socket, so memory stays bounded whatever the circuit's size:
 //! the generator waits whenever a server reads more slowly.
 
-use crate::circuit::{ModelFile, run_model};
+use crate::circuit::{self, CircuitKind, ModelFile, check_serves};
 use crate::net::{LinkConfig, LinkReader, PublicKey, SecureLink};
 use crate::session::{DealerChunk, DealerRequest, SessionId, check_rows, decode, encode};
 use anyhow::{Context, bail};
@@ -47,7 +47,7 @@ pub struct DealerService {
     pub link: LinkConfig,
     served: Mutex<HashSet<(SessionId, u8)>>,
     /// Streams whose generation has started and whose server has not asked yet.
-    unclaimed: Mutex<HashMap<(SessionId, u8), mpsc::Receiver<DealerChunk>>>,
+    unclaimed: Mutex<HashMap<(SessionId, u8), Unclaimed>>,
     /// Circuit runs started (one per session when both servers ask).
     generations: std::sync::atomic::AtomicU64,
     /// The plaintext weights, shared by the sessions being generated.
@@ -140,8 +140,18 @@ impl DealerService {
             .unclaimed
             .lock()
             .map_err(|_| anyhow::anyhow!("poisoned lock"))?;
-        if let Some(rx) = unclaimed.remove(&(req.session, party.index())) {
-            return Ok(rx);
+        if let Some(u) = unclaimed.remove(&(req.session, party.index())) {
+            if (u.circuit, u.rows) != (req.circuit, req.rows) {
+                bail!(
+                    "the servers asked for different circuits in session {}: {} on {} rows and {} on {} rows",
+                    req.session,
+                    u.circuit,
+                    u.rows,
+                    req.circuit,
+                    req.rows
+                );
+            }
+            return Ok(u.rx);
         }
         let (tx0, rx0) = mpsc::channel(QUEUE_CHUNKS);
         let (tx1, rx1) = mpsc::channel(QUEUE_CHUNKS);
@@ -150,7 +160,14 @@ impl DealerService {
             Party::P1 => (rx1, rx0),
         };
         let other_party = 1 - party.index();
-        unclaimed.insert((req.session, other_party), other);
+        unclaimed.insert(
+            (req.session, other_party),
+            Unclaimed {
+                circuit: req.circuit,
+                rows: req.rows,
+                rx: other,
+            },
+        );
         drop(unclaimed);
         // Unclaimed after the timeout: dropping the receiver makes the generator stop feeding it.
         let me = Arc::downgrade(self);
@@ -167,15 +184,16 @@ impl DealerService {
         self.generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let weights = self.weights.clone();
-        let spec = self.model.spec;
+        let spec = self.model.spec.clone();
+        let kind = req.circuit;
         let rows = req.rows as usize;
         tokio::task::spawn_blocking(move || {
             let sink = StreamingSink::new([tx0, tx1]);
             let mut dealer = DealerSide::new(&master, sink);
             let x = dealer.input(&[rows, spec.input_cols()], BitWidth::FULL);
             let result = run_ready(async {
-                let outs = run_model(&mut dealer, &spec, &x, &weights).await?;
-                for o in &outs {
+                let stage = circuit::run(&mut dealer, &spec, kind, &x, &weights).await?;
+                for o in &stage.outputs {
                     dealer.output(o).await?;
                 }
                 Ok::<_, Error>(())
@@ -195,9 +213,7 @@ impl DealerService {
     }
 
     fn check(&self, req: &DealerRequest) -> anyhow::Result<()> {
-        if self.model.circuit() != req.circuit {
-            bail!("this dealer serves only {}", self.model.circuit().name());
-        }
+        check_serves(&self.model.spec, req.circuit)?;
         check_rows(req.rows)?;
         let mut served = self
             .served
@@ -212,6 +228,14 @@ impl DealerService {
         }
         Ok(())
     }
+}
+
+/// A stream whose generation the other server's request started: what that request asked for
+/// (the second request must ask the same) and the keys.
+struct Unclaimed {
+    circuit: CircuitKind,
+    rows: u32,
+    rx: mpsc::Receiver<DealerChunk>,
 }
 
 /// Runs the dealer's side of a circuit, which never waits: one poll completes it.
@@ -286,13 +310,29 @@ impl StreamingSink {
     }
 }
 
+/// Bytes are held back only while the same stream goes on: switching streams first sends what
+/// the other one holds. Otherwise P1 could wait for P1-only bytes held here while the generator
+/// blocks on P0's full queue, and P0 waits for P1 online: a deadlock of servers that stream
+/// their keys alongside the online phase.
 impl KeySink for StreamingSink {
     fn to_p1(&mut self, bytes: &[u8]) {
+        if !self.shared.is_empty() {
+            let c = std::mem::take(&mut self.shared);
+            for chunk in c.chunks(CHUNK_BYTES) {
+                self.push_both(DealerChunk::Shared(chunk.to_vec()));
+            }
+        }
         self.p1.extend_from_slice(bytes);
         self.flush_full();
     }
 
     fn to_both(&mut self, bytes: &[u8]) {
+        if !self.p1.is_empty() {
+            let c = std::mem::take(&mut self.p1);
+            for chunk in c.chunks(CHUNK_BYTES) {
+                self.push(1, DealerChunk::P1(chunk.to_vec()));
+            }
+        }
         self.shared.extend_from_slice(bytes);
         self.flush_full();
     }
@@ -552,8 +592,36 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A reader that stops reading makes the generator wait: it never gets more than the
-    /// queue's worth of chunks ahead, however many keys the circuit has.
+    /// Nothing is held back once the other stream moves on: P1 gets its few P1-only bytes
+    /// before the shared bytes generated after them, and P0 its shared remainder before P1 gets
+    /// later P1-only bytes (otherwise servers that stream keys online can deadlock).
+    #[test]
+    fn the_streams_keep_generation_order() {
+        let (tx0, mut rx0) = mpsc::channel(64);
+        let (tx1, mut rx1) = mpsc::channel(64);
+        let mut sink = StreamingSink::new([tx0, tx1]);
+        sink.to_p1(&[1; 10]);
+        sink.to_both(&vec![2; 2 * CHUNK_BYTES + 5]);
+        sink.to_p1(&[3; 7]);
+        let kinds = |rx: &mut mpsc::Receiver<DealerChunk>| {
+            let mut v = Vec::new();
+            while let Ok(c) = rx.try_recv() {
+                v.push(match c {
+                    DealerChunk::P1(b) => format!("p1:{}", b.len()),
+                    DealerChunk::Shared(b) => format!("shared:{}", b.len()),
+                    _ => "other".into(),
+                });
+            }
+            v
+        };
+        let full = format!("shared:{CHUNK_BYTES}");
+        assert_eq!(kinds(&mut rx1), ["p1:10", &full, &full, "shared:5"]);
+        assert_eq!(kinds(&mut rx0), [&full, &full, "shared:5"]);
+        // The last P1-only bytes wait for more (or the end).
+        sink.finish();
+        assert_eq!(kinds(&mut rx1), ["p1:7", "other"]);
+    }
+
     /// A reader that stops reading makes the generator wait: it never gets more than the
     /// queue's worth of chunks ahead, however many keys the circuit has.
     #[test]
@@ -650,7 +718,7 @@ mod tests {
         {
             let req = |party| DealerRequest {
                 session,
-                circuit: service.model.circuit(),
+                circuit: CircuitKind::RouterHead,
                 rows: 2,
                 party,
             };

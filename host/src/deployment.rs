@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// The client bundle's file name inside a deployment (tokenizer and embedding tables, for
+/// deployments of BERT models and pools).
+pub const CLIENT_BUNDLE: &str = "client.bundle";
+
 /// A service's address and public key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Endpoint {

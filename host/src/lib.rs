@@ -11,14 +11,17 @@ pub mod cli;
 pub mod client;
 pub mod data;
 pub mod dealer;
+pub mod demo;
 pub mod deployment;
 pub mod doctor;
 pub mod kernels;
+pub mod local_cluster;
 pub mod logging;
 pub mod model;
 pub mod net;
 pub mod nn;
 pub mod party;
+pub mod served_pool;
 pub mod session;
 pub mod train;
 
@@ -38,6 +41,22 @@ use securerouter_core::share::Party;
 pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
     match &cli.command {
         Command::Doctor => doctor::run(out),
+        Command::Demo {
+            text,
+            route,
+            cache_dir,
+            pool_dir,
+            timeout,
+        } => demo::run(
+            &demo::DemoOptions {
+                cache: cache_dir.clone(),
+                pool_dir: pool_dir.clone(),
+                mode: *route,
+                texts: text.clone(),
+                timeout_s: *timeout,
+            },
+            out,
+        ),
         Command::Assets {
             action: cli::AssetsAction::Fetch { cache_dir },
         } => {
@@ -130,6 +149,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             breakdown,
             minilm_layers,
             expert,
+            pool,
+            route,
             pool_dir,
             layers,
             hidden,
@@ -140,6 +161,19 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             cache_dir,
             timeout,
         } => {
+            if *pool {
+                let opts = bench::pool::PoolBenchOptions {
+                    pool_dir: pool_dir.clone(),
+                    cache: cache_dir.clone(),
+                    mode: *route,
+                    queries: *queries,
+                    timeout_s: *timeout,
+                };
+                return bench::pool::run(&opts, *json, out).map(|_| ());
+            }
+            if pool_dir.is_some() && expert.is_none() {
+                anyhow::bail!("--pool-dir goes with --expert or --pool");
+            }
             let model = match (layers, hidden, heads, ffn) {
                 _ if expert.is_some() => bench::BenchModel::PoolExpert {
                     pool: train::pool::pool_dir(pool_dir.as_deref(), cache_dir.as_deref())?,

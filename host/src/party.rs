@@ -3,18 +3,19 @@
 //! shares. Every connection is its own task, so a failing session (a dead peer, a bad frame, a
 //! time-out) ends with an error reply and a log line while the others go on.
 
-use crate::circuit::{ModelFile, run_model};
+use crate::circuit::pool::route_of;
+use crate::circuit::{self, CircuitKind, ModelFile, check_serves};
 use crate::dealer::DealerStream;
 use crate::deployment::Deployment;
 use crate::kernels::HostKernels;
 use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
 use crate::nn::profile::Profiled;
 use crate::session::{
-    ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, ServerReply, SessionId,
-    SessionStats, check_rows, decode, encode,
+    ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, PhaseStats,
+    ServerReply, SessionId, SessionStats, add_phases, check_rows, decode, encode,
 };
 use anyhow::{Context, anyhow, bail};
-use securerouter_core::gate::{Protocol, ServerSide, ServerWeights};
+use securerouter_core::gate::{Channel, Protocol, ServerSide, ServerWeights};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::{Party, SeededShareStream};
@@ -218,9 +219,7 @@ impl ServerService {
         hello: ClientHello,
         started: Instant,
     ) -> anyhow::Result<OutputShares> {
-        if hello.circuit != self.model.circuit() {
-            bail!("this server runs only {}", self.model.circuit().name());
-        }
+        check_serves(&self.model.spec, hello.circuit)?;
         let rows = check_rows(hello.rows)?;
         let features = self.model.spec.input_cols();
         let share = match (self.party, hello.input) {
@@ -238,93 +237,152 @@ impl ServerService {
             (Party::P0, _) => bail!("P0 expects its input share as a seed"),
             (Party::P1, _) => bail!("P1 expects its input share as words"),
         };
-        let request = DealerRequest {
-            session: hello.session,
-            circuit: hello.circuit,
-            rows: hello.rows,
-            party: self.party.index(),
+        let input = StageInput {
+            rows,
+            features,
+            share: &share,
         };
-        let dealer = DealerStream::open(
-            self.deployment.dealer.addr,
-            &self.dealer_key,
-            &self.identity,
-            &self.link,
-            request,
-        );
         let peer = async {
             match self.party {
                 Party::P0 => self.wait_for_peer(hello.session).await,
                 Party::P1 => self.connect_peer(hello.session).await,
             }
         };
-        let (dealer, peer) = tokio::join!(dealer, peer);
-        let (seed, mut keys) = dealer?;
-        let mut peer = peer?;
+        let (dealer, peer) = tokio::join!(
+            self.open_dealer(hello.session, hello.circuit, hello.rows),
+            peer
+        );
+        let mut peer = PeerChannel::new(peer?);
+        let mut stats = SessionStats::default();
+        let first = self
+            .stage(dealer?, &mut peer, hello.circuit, &input, &mut stats)
+            .await?;
+        let mut out = first.outputs;
+        if let Some(revealed) = &first.revealed {
+            // reveal-route: the route is known to both servers. Expert 0's logits came with the
+            // router; any other expert runs as a second stage, under keys for that expert.
+            let route = route_of(revealed).context("the revealed route")?;
+            if route > 0 {
+                let kind = CircuitKind::Expert(route as u8);
+                let dealer = self
+                    .open_dealer(hello.session.stage(route as u8), kind, hello.rows)
+                    .await?;
+                let second = self
+                    .stage(dealer, &mut peer, kind, &input, &mut stats)
+                    .await?;
+                out[0] = second
+                    .outputs
+                    .into_iter()
+                    .next()
+                    .context("an expert's logits")?;
+            }
+        }
+        let traffic = peer.traffic();
+        stats.online_bytes_sent = traffic.bytes_sent;
+        stats.rounds = traffic.rounds;
+        stats.wall_s = started.elapsed().as_secs_f64();
+        stats.peak_rss_mb = peak_rss_mb();
+        let (widths, shares) = out.into_iter().unzip();
+        Ok(OutputShares {
+            widths,
+            shares,
+            stats,
+        })
+    }
+
+    /// Asks the dealer for `circuit`'s keys in `session`.
+    async fn open_dealer(
+        &self,
+        session: SessionId,
+        circuit: CircuitKind,
+        rows: u32,
+    ) -> anyhow::Result<(Seed, DealerStream)> {
+        let request = DealerRequest {
+            session,
+            circuit,
+            rows,
+            party: self.party.index(),
+        };
+        DealerStream::open(
+            self.deployment.dealer.addr,
+            &self.dealer_key,
+            &self.identity,
+            &self.link,
+            request,
+        )
+        .await
+    }
+
+    /// Runs one circuit of a session on the client's input over the P0–P1 link, adding its cost
+    /// to `stats`; returns this server's output shares (width, words) and the values of the
+    /// wire revealed to the servers, if any.
+    async fn stage(
+        &self,
+        (seed, mut keys): (Seed, DealerStream),
+        peer: &mut PeerChannel,
+        kind: CircuitKind,
+        input: &StageInput<'_>,
+        stats: &mut SessionStats,
+    ) -> anyhow::Result<StageShares> {
         let offline = Instant::now();
         if self.prefetch_keys {
             keys.prefetch()
                 .await
                 .context("prefetching the dealer's keys")?;
-        }
-        let offline_s = if self.prefetch_keys {
-            // Start the online clocks together: a barrier outside the counted traffic.
-            peer.send(b"ready").await?;
-            peer.recv()
+            // Start the online clocks together.
+            peer.barrier()
                 .await
                 .context("waiting for the other server's keys")?;
-            offline.elapsed().as_secs_f64()
-        } else {
-            0.0
-        };
+            stats.offline_s += offline.elapsed().as_secs_f64();
+        }
         let online = Instant::now();
-        let mut server = ServerSide::new(
-            self.party,
-            &seed,
-            PeerChannel::new(peer),
-            keys,
-            HostKernels::new(),
-        );
+        let before = peer.traffic();
+        let mut server = ServerSide::new(self.party, &seed, &mut *peer, keys, HostKernels::new());
         let x = server
-            .input(&[rows, features], BitWidth::FULL, &share)
+            .input(&[input.rows, input.features], BitWidth::FULL, input.share)
             .await?;
         let mut profiled = Profiled::new(&mut server, online);
-        let outs = run_model(&mut profiled, &self.model.spec, &x, &self.weights).await?;
-        let phases = profiled.finish();
-        let mut widths = Vec::new();
-        let mut shares = Vec::new();
-        for o in &outs {
-            widths.push(o.width().bits() as u8);
-            shares.push(server.output(o).await?);
+        let stage = circuit::run(&mut profiled, &self.model.spec, kind, &x, &self.weights).await?;
+        add_phases(&mut stats.phases, &profiled.finish());
+        let mut outputs = Vec::new();
+        for o in &stage.outputs {
+            outputs.push((o.width().bits() as u8, server.output(o).await?));
         }
-        let traffic = server.traffic();
-        let online_s = online.elapsed().as_secs_f64();
         let mut keys = server.into_keys();
         keys.expect_end().await?;
-        Ok(OutputShares {
-            widths,
-            shares,
-            stats: SessionStats {
-                online_bytes_sent: traffic.bytes_sent,
-                rounds: traffic.rounds,
-                key_bytes_received: keys.received(),
-                wall_s: started.elapsed().as_secs_f64(),
-                online_s,
-                offline_s,
-                peak_rss_mb: peak_rss_mb(),
-                phases,
-            },
+        let online_s = online.elapsed().as_secs_f64();
+        let after = peer.traffic();
+        stats.online_s += online_s;
+        stats.key_bytes_received += keys.received();
+        stats.stages.push(PhaseStats {
+            name: kind.to_string(),
+            online_s,
+            bytes_sent: after.bytes_sent - before.bytes_sent,
+            rounds: after.rounds - before.rounds,
+        });
+        Ok(StageShares {
+            outputs,
+            revealed: stage.revealed.map(|t| t.into_data()),
         })
     }
 }
 
+/// The client's input share as every stage of a session reads it.
+struct StageInput<'a> {
+    rows: usize,
+    features: usize,
+    share: &'a [u64],
+}
+
+/// One stage's result at a server.
+struct StageShares {
+    /// (bit-width, this server's shares) per output wire.
+    outputs: Vec<(u8, Vec<u64>)>,
+    /// The values revealed to the servers, if the stage revealed a wire.
+    revealed: Option<Vec<u64>>,
+}
+
 /// This process's peak resident memory in MiB (Linux `VmHWM`; 0 elsewhere).
 pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::local_cluster::peak_rss_of(std::process::id())
 }

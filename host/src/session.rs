@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A session id: 16 random bytes chosen by the client.
+/// A session id: 16 random bytes chosen by the client (a later stage of a session runs
+/// under an id derived from it, [`SessionId::stage`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionId(pub [u8; 16]);
 
@@ -20,6 +21,18 @@ impl SessionId {
     /// A fresh random id.
     pub fn random() -> Self {
         SessionId(*crate::deployment::random_seed().as_bytes())
+    }
+
+    /// The id of stage `k` of this session (the dealer derives fresh randomness for it and
+    /// serves it once, like any session).
+    pub fn stage(&self, k: u8) -> SessionId {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"securerouter session stage");
+        h.update(self.0);
+        h.update([k]);
+        let d = h.finalize();
+        SessionId(d[..16].try_into().unwrap_or_default())
     }
 }
 
@@ -125,6 +138,20 @@ pub struct PhaseStats {
     pub rounds: u64,
 }
 
+/// Adds `more` to `total`, part by part (parts keep their order of first appearance).
+pub fn add_phases(total: &mut Vec<PhaseStats>, more: &[PhaseStats]) {
+    for p in more {
+        match total.iter_mut().find(|q| q.name == p.name) {
+            Some(q) => {
+                q.online_s += p.online_s;
+                q.bytes_sent += p.bytes_sent;
+                q.rounds += p.rounds;
+            }
+            None => total.push(p.clone()),
+        }
+    }
+}
+
 /// Cost of one session as one server saw it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionStats {
@@ -145,6 +172,9 @@ pub struct SessionStats {
     pub peak_rss_mb: f64,
     /// Online cost per circuit part.
     pub phases: Vec<PhaseStats>,
+    /// Online cost per stage (one circuit each: a routed query in reveal-route mode runs the
+    /// router, then the chosen expert unless it is expert 0).
+    pub stages: Vec<PhaseStats>,
 }
 
 /// The result of a session, per output wire.

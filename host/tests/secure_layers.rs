@@ -4,6 +4,7 @@
 use securerouter_core::Error;
 use securerouter_core::gate::{Protocol, Tensor};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
+use securerouter_host::circuit::Stage;
 use securerouter_host::model::reference::gelu;
 use securerouter_host::nn::bert::{RingLayer, SharedModel, share_layers};
 use securerouter_host::nn::layers;
@@ -22,14 +23,14 @@ impl Circuit for Nonlinear {
         p: &mut P,
         x: &Tensor,
         w: &[P::Weights],
-    ) -> Result<Vec<Tensor>, Error> {
+    ) -> Result<Stage, Error> {
         let y = match self {
             Nonlinear::Gelu => layers::gelu(p, x).await,
             Nonlinear::Softmax => layers::softmax(p, x).await,
             Nonlinear::Rsqrt => layers::rsqrt(p, x).await,
             Nonlinear::LayerNorm => layers::layer_norm(p, x, &w[0]).await,
         };
-        Ok(vec![y?])
+        Ok(vec![y?].into())
     }
 }
 

@@ -122,6 +122,48 @@ fn a_small_pool_is_built_measured_and_routed() {
     assert!((dist.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{dist:?}");
     assert_eq!(report["inputs"], 48);
     assert!(dir.join("router.json").exists());
+    // The trained pool serves routed queries under MPC in both routing privacy modes.
+    let bench = |mode: &str| -> serde_json::Value {
+        let line = run(&[
+            "bench",
+            "--pool",
+            "--pool-dir",
+            &d,
+            "--route",
+            mode,
+            "--queries",
+            "3",
+            "--json",
+            "--timeout",
+            "120",
+        ]);
+        serde_json::from_str(line.trim()).expect("a JSON line")
+    };
+    let reveal = bench("reveal-route");
+    let hide = bench("hide-route");
+    for v in [&reveal, &hide] {
+        let dist: Vec<f64> = v["route_distribution"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_f64().unwrap())
+            .collect();
+        assert_eq!(dist.len(), 2);
+        assert!((dist.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{v}");
+        // The secure router and the secure experts answer as the plaintext pool does.
+        assert_eq!(v["router_agreement"], 1.0, "{v}");
+        assert_eq!(v["label_agreement"], 1.0, "{v}");
+        assert!(v["measured_speedup"].as_f64().unwrap() > 0.0);
+    }
+    // reveal-route runs the router and at most one more expert; hide-route runs every expert
+    // on every query, so it always costs more rounds than the largest expert alone.
+    let rounds = |v: &serde_json::Value, k: &str| v[k]["rounds"].as_f64().unwrap();
+    assert!(rounds(&hide, "routed") > rounds(&hide, "largest"), "{hide}");
+    assert!(
+        reveal["router_overhead"].as_f64().unwrap() > 0.0,
+        "{reveal}"
+    );
+    assert!(hide.get("router_overhead").is_none(), "{hide}");
     // Bad options are clear errors.
     let out = Command::new(binary())
         .args(["train", "router", "--pool-dir", &d, "--costs", "1,2,3"])

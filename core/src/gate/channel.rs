@@ -29,6 +29,17 @@ pub trait Channel {
     fn traffic(&self) -> Traffic;
 }
 
+/// A borrowed link is a link: consecutive stages of one session share it.
+impl<C: Channel> Channel for &mut C {
+    async fn exchange(&mut self, send: &[u8], recv: &mut [u8]) -> Result<(), Error> {
+        (**self).exchange(send, recv).await
+    }
+
+    fn traffic(&self) -> Traffic {
+        (**self).traffic()
+    }
+}
+
 /// The dealer's output for one session: correction words only P1 receives, and FSS
 /// correction words both servers need. P0's own material is its seed alone; the shared words
 /// are common to both keys of a pair, so P1 learns nothing from them that it lacks, and a

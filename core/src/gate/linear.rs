@@ -1,4 +1,5 @@
-//! Linear layers with secret weights, and the output gate.
+//! Linear layers with secret weights, and the gates that end a wire: output (to the client)
+//! and reveal (to both servers).
 //!
 //! Weights are shared once at deployment: P1's share is the expansion of a seed, P0's share is
 //! W minus it (with W^ = W + R_W public and R_W = −(P1's share), this is the design's
@@ -9,7 +10,7 @@
 //!
 //! where s_b comes from server b's seed stream, so the dealer sends nothing for it.
 
-use super::channel::{Channel, KeySink, KeySource};
+use super::channel::{Channel, KeySink, KeySource, pack, packed_len, unpack};
 use super::kernels::Kernels;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
@@ -266,4 +267,27 @@ pub(super) async fn eval_output<C: Channel, K: KeySource, X: Kernels>(
             .collect(),
         Party::P1 => r.iter().map(|&m| w.neg(m)).collect(),
     })
+}
+
+/// The dealer sends its mask to both servers: they learn the value, it learns nothing.
+pub(super) fn deal_reveal<S: KeySink>(d: &mut DealerSide<S>, x: &Tensor) -> Tensor {
+    d.send_to_both(&pack(x.data(), x.width()));
+    Tensor::zeros(x.shape(), x.width())
+}
+
+pub(super) async fn eval_reveal<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+) -> Result<Tensor, Error> {
+    let w = x.width();
+    let mut bytes = vec![0u8; packed_len(x.len(), w)];
+    srv.read_shared(&mut bytes).await?;
+    let r = unpack(&bytes, x.len(), w)?;
+    let values = x
+        .data()
+        .iter()
+        .zip(&r)
+        .map(|(&v, &m)| w.sub(v, m))
+        .collect();
+    Tensor::new(x.shape(), w, values)
 }

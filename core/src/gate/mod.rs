@@ -19,6 +19,7 @@
 //! |---|---|---|---|
 //! | input | 1 | l/8 | 0 |
 //! | output (to the client) | 0 | 0 | l/8 |
+//! | reveal (to both servers) | 0 | 0 | l/8 to both |
 //! | linear (secret weights) | 1 | l/8 per output | 0 |
 //! | truncate by f | 1 | l/8 | f/8 |
 //! | DReLU on n bits | 1 | 1/8 | 0 (plus an (n−1)-bit DCF key to both) |
@@ -97,6 +98,12 @@ pub trait Protocol {
     /// Ends a wire: a server returns its additive share of the value for the client; the
     /// dealer returns nothing (it shares the wire's mask).
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error>;
+
+    /// Opens a wire to both servers (not to the client): the dealer sends them its mask, so
+    /// each computes x = x^ − r alone. Returns x as a public wire: servers hold the values,
+    /// the dealer a zero mask (it learns nothing). No round between the servers. Use it only
+    /// where the protocol decides that the servers may learn x (e.g. `reveal-route`).
+    async fn reveal(&mut self, x: &Tensor) -> Result<Tensor, Error>;
 }
 
 impl<S: KeySink> Protocol for DealerSide<S> {
@@ -149,6 +156,10 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         linear::deal_output(self, x);
         Ok(Vec::new())
     }
+
+    async fn reveal(&mut self, x: &Tensor) -> Result<Tensor, Error> {
+        Ok(linear::deal_reveal(self, x))
+    }
 }
 
 impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
@@ -196,5 +207,9 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
 
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
         linear::eval_output(self, x).await
+    }
+
+    async fn reveal(&mut self, x: &Tensor) -> Result<Tensor, Error> {
+        linear::eval_reveal(self, x).await
     }
 }

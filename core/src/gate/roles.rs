@@ -63,6 +63,11 @@ impl<S: KeySink> DealerSide<S> {
         self.sink.to_p1(&pack(&corrections, width));
     }
 
+    /// Bytes both servers receive as they are (e.g. a mask being revealed).
+    pub(crate) fn send_to_both(&mut self, bytes: &[u8]) {
+        self.sink.to_both(bytes);
+    }
+
     /// One DCF key pair per α for β if x < α, generated together; the corrections go to both
     /// servers.
     pub(crate) fn dcf_keys(
@@ -194,6 +199,11 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
                 self.correlations.value_shares(count, width, Some(&c))
             }
         }
+    }
+
+    /// Reads bytes the dealer sent both servers ([`DealerSide::send_to_both`]).
+    pub(crate) async fn read_shared(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        self.keys.read_shared_stream(out).await
     }
 
     /// Streams `count` FSS keys of one scheme (DCF or DPF) from the shared stream, each with

@@ -43,6 +43,17 @@ impl PeerChannel {
         self.reader.peer()
     }
 
+    /// Waits until the other server reaches its barrier too: a one-byte exchange outside the
+    /// counted traffic (benchmarks start the online clocks together with it).
+    pub async fn barrier(&mut self) -> Result<(), NetError> {
+        let (sent, got) = tokio::join!(self.writer.send(b"ready"), self.reader.recv());
+        sent?;
+        match got? {
+            m if m == b"ready" => Ok(()),
+            _ => Err(NetError::Malformed("expected the other server's barrier")),
+        }
+    }
+
     /// Gives the halves back (e.g. to close the link).
     pub fn into_halves(self) -> (LinkWriter, LinkReader) {
         (self.writer, self.reader)

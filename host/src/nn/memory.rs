@@ -4,7 +4,7 @@
 
 use super::bert::{BertShape, SharedModel, bert_classifier};
 use super::layers::FRAC;
-use crate::circuit::{ModelSpec, run_model};
+use crate::circuit::{self, CircuitKind, ModelSpec, Stage};
 use crate::dealer::run_ready;
 use crate::kernels::HostKernels;
 use securerouter_core::Error;
@@ -25,18 +25,21 @@ pub struct MemoryRun {
     pub traffic: [Traffic; 2],
     /// Key bytes each server read from the dealer.
     pub key_bytes: [usize; 2],
+    /// The values of the wire the circuit revealed to both servers (empty if none).
+    pub revealed: Vec<u64>,
 }
 
 /// A computation on one fixed-point input tensor, written once for every role.
 #[allow(async_fn_in_trait)]
 pub trait Circuit {
-    /// Runs on `p` (dealer or server): one input wire, weights, the output wires.
+    /// Runs on `p` (dealer or server): one input wire, weights; the output wires and the
+    /// wire revealed to the servers, if any.
     async fn run<P: Protocol>(
         &self,
         p: &mut P,
         x: &Tensor,
         w: &[P::Weights],
-    ) -> Result<Vec<Tensor>, Error>;
+    ) -> Result<Stage, Error>;
 }
 
 impl Circuit for BertShape {
@@ -45,19 +48,27 @@ impl Circuit for BertShape {
         p: &mut P,
         x: &Tensor,
         w: &[P::Weights],
-    ) -> Result<Vec<Tensor>, Error> {
-        Ok(vec![bert_classifier(p, self, x, w).await?])
+    ) -> Result<Stage, Error> {
+        Ok(vec![bert_classifier(p, self, x, w).await?].into())
     }
 }
 
-impl Circuit for ModelSpec {
+/// Circuit `kind` of a deployed model, as the services run it.
+pub struct Served<'a> {
+    /// The model.
+    pub spec: &'a ModelSpec,
+    /// The circuit.
+    pub kind: CircuitKind,
+}
+
+impl Circuit for Served<'_> {
     async fn run<P: Protocol>(
         &self,
         p: &mut P,
         x: &Tensor,
         w: &[P::Weights],
-    ) -> Result<Vec<Tensor>, Error> {
-        run_model(p, self, x, w).await
+    ) -> Result<Stage, Error> {
+        circuit::run(p, self.spec, self.kind, x, w).await
     }
 }
 
@@ -76,7 +87,7 @@ pub fn run_circuit<C: Circuit>(
     let mut dealer = DealerSide::new(master, MemoryKeys::default());
     let x = dealer.input(in_shape, BitWidth::FULL);
     run_ready(async {
-        for y in circuit.run(&mut dealer, &x, &model.dealer).await? {
+        for y in circuit.run(&mut dealer, &x, &model.dealer).await?.outputs {
             dealer.output(&y).await?;
         }
         Ok(())
@@ -103,20 +114,27 @@ pub fn run_circuit<C: Circuit>(
             let mut s = ServerSide::new(party, &seed, chan, keys.reader(party), HostKernels::new());
             let x = s.input(in_shape, BitWidth::FULL, &share).await?;
             let mut out = Vec::new();
-            for y in circuit.run(&mut s, &x, w).await? {
-                out.extend(s.output(&y).await?);
+            let stage = circuit.run(&mut s, &x, w).await?;
+            for y in &stage.outputs {
+                out.extend(s.output(y).await?);
             }
             if !s.keys().is_exhausted() {
                 return Err(Error::ProtocolMisuse("server left dealer keys unread"));
             }
-            Ok::<_, Error>((out, s.traffic()))
+            let revealed = stage.revealed.map(|t| t.into_data()).unwrap_or_default();
+            Ok::<_, Error>((out, s.traffic(), revealed))
         }
     };
     let (r0, r1) = link.run(
         server(Party::P0, c0, p0_share),
         server(Party::P1, c1, words),
     )?;
-    let ((o0, t0), (o1, t1)) = (r0?, r1?);
+    let ((o0, t0, v0), (o1, t1, v1)) = (r0?, r1?);
+    if v0 != v1 {
+        return Err(Error::ProtocolMisuse(
+            "the servers revealed different values",
+        ));
+    }
     Ok(MemoryRun {
         outputs: o0
             .iter()
@@ -125,5 +143,6 @@ pub fn run_circuit<C: Circuit>(
             .collect(),
         traffic: [t0, t1],
         key_bytes: [keys.shared.len(), keys.shared.len() + keys.p1.len()],
+        revealed: v0,
     })
 }

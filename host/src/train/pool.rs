@@ -429,6 +429,32 @@ pub struct StoredRouter {
     pub costs: Vec<f64>,
 }
 
+impl StoredRouter {
+    /// Reads and checks the router stored in the pool directory `dir` for a pool of `experts`.
+    pub fn load(dir: &Path, experts: usize) -> anyhow::Result<Self> {
+        let path = dir.join(ROUTER);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "reading {} (train it with `securerouter train router`)",
+                path.display()
+            )
+        })?;
+        let r: StoredRouter = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a stored router", path.display()))?;
+        r.head
+            .validate()
+            .with_context(|| format!("in {}", path.display()))?;
+        if r.head.shape.experts != experts || r.costs.len() != experts {
+            bail!(
+                "{} routes over {} experts; the pool holds {experts}",
+                path.display(),
+                r.head.shape.experts
+            );
+        }
+        Ok(r)
+    }
+}
+
 /// Trains the router of the pool in `dir` on its signals with `opts`, costs from the manifest
 /// (or `costs` when given), stores it unless `store` is false, and reports how it routes the
 /// held-out sentences.

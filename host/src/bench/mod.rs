@@ -7,26 +7,24 @@
 //! before its online phase, so `offline_s` (dealer generation and transfer) and `online_s`
 //! (the two servers computing) are timed apart. Figures are per query, averaged.
 
+pub mod pool;
+
 use crate::assets;
 use crate::circuit::{ModelFile, ModelSpec};
-use crate::client::Client;
 use crate::data;
-use crate::deployment::{DeploymentDir, Role, random_seed};
+use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
+use crate::local_cluster::LocalCluster;
 use crate::model::head::{argmax, reference_logits};
 use crate::model::{
     BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix, WordPiece,
 };
-use crate::net::LinkConfig;
 use crate::nn::bert::{BertShape, client_input, ring_layers, shape_of};
 use crate::party::peak_rss_mb;
-use crate::session::PhaseStats;
-use anyhow::{Context, bail};
+use crate::session::{PhaseStats, add_phases};
+use anyhow::bail;
 use serde::Serialize;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// Which model to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,108 +257,6 @@ fn sentiment_head(
     Ok(head)
 }
 
-/// The three services of a bench deployment, killed on drop.
-struct Services {
-    children: Vec<Child>,
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn peak_rss_of(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?)
-}
-
-fn start_services(dir: &Path, addrs: [SocketAddr; 3], timeout_s: u64) -> anyhow::Result<Services> {
-    let exe = std::env::current_exe().context("locating the securerouter binary")?;
-    let d = dir.to_string_lossy().to_string();
-    let t = timeout_s.to_string();
-    let roles: [(&str, Vec<&str>); 3] = [
-        (
-            "dealer",
-            vec!["dealer", "--deployment", &d, "--timeout", &t],
-        ),
-        (
-            "p0",
-            vec![
-                "serve",
-                "--party",
-                "0",
-                "--deployment",
-                &d,
-                "--timeout",
-                &t,
-                "--prefetch-keys",
-            ],
-        ),
-        (
-            "p1",
-            vec![
-                "serve",
-                "--party",
-                "1",
-                "--deployment",
-                &d,
-                "--timeout",
-                &t,
-                "--prefetch-keys",
-            ],
-        ),
-    ];
-    let mut services = Services {
-        children: Vec::new(),
-    };
-    for (name, args) in roles {
-        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
-        let child = Command::new(&exe)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting the {name} process"))?;
-        services.children.push(child);
-    }
-    // Ready when each listens (loading a big model takes a while).
-    let deadline = Instant::now() + Duration::from_secs(300);
-    for (i, addr) in addrs.iter().enumerate() {
-        loop {
-            if let Some(status) = services.children[i].try_wait()? {
-                bail!(
-                    "service {i} exited ({status}) before listening; see {}",
-                    dir.display()
-                );
-            }
-            if std::net::TcpStream::connect(addr).is_ok() {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("service at {addr} did not start listening within 300 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    Ok(services)
-}
-
 /// Runs the bench and writes its JSON line (and, with `breakdown`, a table) to `out`.
 pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<BenchLine> {
     if opts.seq_len == 0 || opts.seq_len > 512 || opts.queries == 0 {
@@ -377,27 +273,15 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         &ring_layers(&prepared.weights, &prepared.head)?,
         &random_seed(),
     )?;
-    let dir = std::env::temp_dir().join(format!(
-        "securerouter-bench-{}",
-        hex::encode(random_seed().as_bytes())
-    ));
-    let addrs = [free_addr()?, free_addr()?, free_addr()?];
-    let deployment = DeploymentDir::create_with(&dir, addrs, &files, true)?;
+    let dir = LocalCluster::fresh_dir("bench");
+    let deployment = DeploymentDir::create_with(&dir, LocalCluster::free_addrs()?, &files, true)?;
     drop(files);
     // The client works from its bundle alone (tokenizer and embeddings, no encoder weights).
-    let bundle_path = dir.join("client.bundle");
+    let bundle_path = dir.join(CLIENT_BUNDLE);
     ClientBundle::save(&prepared.weights, &prepared.vocab, &bundle_path)?;
     let bundle = ClientBundle::load(&bundle_path)?;
-    let services = start_services(&dir, addrs, opts.timeout_s)?;
-    let link = LinkConfig {
-        io_timeout: Duration::from_secs(opts.timeout_s),
-        ..LinkConfig::default()
-    };
-    let client = Client::new(
-        deployment.identity(Role::Client)?,
-        deployment.deployment.clone(),
-        link,
-    );
+    let cluster = LocalCluster::start(deployment, opts.timeout_s, true)?;
+    let client = cluster.client()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -427,26 +311,12 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         keys += s0.key_bytes_received.max(s1.key_bytes_received);
         rounds = s0.rounds.max(s1.rounds);
         let slower = if s0.online_s >= s1.online_s { s0 } else { s1 };
-        for p in &slower.phases {
-            match phases.iter_mut().find(|q| q.name == p.name) {
-                Some(q) => {
-                    q.online_s += p.online_s;
-                    q.bytes_sent += p.bytes_sent;
-                    q.rounds += p.rounds;
-                }
-                None => phases.push(p.clone()),
-            }
-        }
+        add_phases(&mut phases, &slower.phases);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let rss: Vec<f64> = services
-        .children
-        .iter()
-        .map(|c| peak_rss_of(c.id()))
-        .collect();
-    drop(services);
-    let _ = std::fs::remove_dir_all(&dir);
+    let rss = cluster.peak_rss_mb();
+    drop(cluster);
     let q = prepared.queries.len();
     let per = |v: f64| v / q as f64;
     for p in &mut phases {

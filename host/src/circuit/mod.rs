@@ -1,0 +1,168 @@
+//! The circuits the services can run, written once for dealer and servers over core's
+//! [`Protocol`], with the model files each role loads.
+//!
+//! - the router head alone ([`router_head`]: a 2-layer MLP with ReLU and a secure argmax);
+//! - a BERT classifier ([`crate::nn::bert`]);
+//! - a pool ([`pool`]): the encrypted router (summary encoder, its head, the router head), the
+//!   experts, and the routed query in each routing privacy mode.
+
+mod file;
+pub mod pool;
+mod router_head;
+
+pub use file::ModelFile;
+pub use pool::{PoolShape, RouteMode};
+pub use router_head::{PlainRouterHead, RouterHeadShape, router_head};
+
+use crate::nn::bert::{BertShape, bert_classifier};
+use anyhow::bail;
+use securerouter_core::Error;
+use securerouter_core::gate::{Protocol, Tensor};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Fractional bits of the fixed-point encoding used by the circuits.
+pub const FRAC_BITS: u32 = 12;
+
+/// A circuit known to the services, named on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CircuitKind {
+    /// Router head: features → hidden (ReLU) → expert scores → secure argmax.
+    RouterHead,
+    /// A BERT classifier: embedded tokens → encoder layers → pooled → logits.
+    Bert,
+    /// A pool's encrypted router alone: embedded tokens → the summary encoder (the pool's
+    /// cheapest expert) → pooled → that expert's logits, and the router head's scores and
+    /// secret one-hot choice.
+    Router,
+    /// A routed query through a pool: the router, then the chosen expert, in a routing
+    /// privacy mode. Outputs the chosen expert's logits and the one-hot route.
+    Routed(RouteMode),
+    /// One expert of a pool alone (0 is the summary encoder with its head): its logits.
+    Expert(u8),
+}
+
+impl fmt::Display for CircuitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CircuitKind::RouterHead => write!(f, "router-head"),
+            CircuitKind::Bert => write!(f, "bert"),
+            CircuitKind::Router => write!(f, "router"),
+            CircuitKind::Routed(mode) => write!(f, "routed ({})", mode.name()),
+            CircuitKind::Expert(k) => write!(f, "expert {k}"),
+        }
+    }
+}
+
+/// What a model file holds: which circuits and their shapes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelSpec {
+    /// The router head.
+    RouterHead(RouterHeadShape),
+    /// A BERT classifier.
+    Bert(BertShape),
+    /// A pool: the encrypted router and the experts.
+    Pool(PoolShape),
+}
+
+impl ModelSpec {
+    /// Whether a model of this spec runs `kind`.
+    pub fn serves(&self, kind: CircuitKind) -> bool {
+        match (self, kind) {
+            (ModelSpec::RouterHead(_), CircuitKind::RouterHead)
+            | (ModelSpec::Bert(_), CircuitKind::Bert)
+            | (ModelSpec::Pool(_), CircuitKind::Router) => true,
+            (ModelSpec::Pool(p), CircuitKind::Routed(_)) => p.experts() > 1,
+            (ModelSpec::Pool(p), CircuitKind::Expert(k)) => usize::from(k) < p.experts(),
+            _ => false,
+        }
+    }
+
+    /// The circuits a model of this spec runs, for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSpec::RouterHead(_) => "the router head".into(),
+            ModelSpec::Bert(_) => "a BERT classifier".into(),
+            ModelSpec::Pool(p) => format!(
+                "a pool of {} experts (router, routed queries, experts 0..{})",
+                p.experts(),
+                p.experts() - 1
+            ),
+        }
+    }
+
+    /// Input values per row (per query for the router head, per token for BERT and pools).
+    pub fn input_cols(&self) -> usize {
+        match self {
+            ModelSpec::RouterHead(s) => s.features,
+            ModelSpec::Bert(s) => s.input_cols(),
+            ModelSpec::Pool(p) => p.summary.input_cols(),
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        match self {
+            ModelSpec::RouterHead(s) => s.validate(),
+            ModelSpec::Bert(s) => s.validate(),
+            ModelSpec::Pool(p) => p.validate(),
+        }
+    }
+
+    fn layer_shapes(&self) -> Vec<(usize, usize)> {
+        match self {
+            ModelSpec::RouterHead(s) => s.layer_shapes(),
+            ModelSpec::Bert(s) => s.layer_shapes(),
+            ModelSpec::Pool(p) => p.layer_shapes(),
+        }
+    }
+}
+
+/// What one run of a circuit yields for its role.
+pub struct Stage {
+    /// Wires that end at the client (the caller passes each through [`Protocol::output`]).
+    pub outputs: Vec<Tensor>,
+    /// A wire revealed to both servers, if the circuit opens one (the servers hold its values;
+    /// the dealer a zero mask).
+    pub revealed: Option<Tensor>,
+}
+
+impl From<Vec<Tensor>> for Stage {
+    fn from(outputs: Vec<Tensor>) -> Self {
+        Stage {
+            outputs,
+            revealed: None,
+        }
+    }
+}
+
+/// Runs circuit `kind` of a model on one input: the router head's `[scores, one-hot]`, BERT's
+/// `[logits]`, or a pool's circuits ([`pool`]). Written once for every role.
+pub async fn run<P: Protocol>(
+    p: &mut P,
+    spec: &ModelSpec,
+    kind: CircuitKind,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Stage, Error> {
+    if !spec.serves(kind) {
+        return Err(Error::ProtocolMisuse("the model does not run this circuit"));
+    }
+    match (spec, kind) {
+        (ModelSpec::RouterHead(_), _) => Ok(router_head(p, x, weights).await?.into()),
+        (ModelSpec::Bert(shape), _) => {
+            Ok(vec![bert_classifier(p, shape, x, weights).await?].into())
+        }
+        (ModelSpec::Pool(pool), kind) => pool::run(p, pool, kind, x, weights).await,
+    }
+}
+
+/// Checks a circuit request against a model, naming both when they do not match.
+pub fn check_serves(spec: &ModelSpec, kind: CircuitKind) -> anyhow::Result<()> {
+    if !spec.serves(kind) {
+        bail!(
+            "{kind} is not served here; this model is {}",
+            spec.describe()
+        );
+    }
+    Ok(())
+}

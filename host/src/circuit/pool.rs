@@ -1,0 +1,243 @@
+//! A pool under MPC: the encrypted router, the experts, and the routed query in each routing
+//! privacy mode, written once for dealer and servers.
+//!
+//! Weights in circuit order: the summary encoder (expert 0) with its classifier head, the
+//! router head's two layers, then every further expert's encoder and head.
+//!
+//! - [`CircuitKind::Router`]: pooled = summary(x); outputs `[logits₀, scores, one-hot]`.
+//! - [`CircuitKind::Routed`] with [`RouteMode::Reveal`], the first stage: the router, then its
+//!   one-hot choice (as K bits) revealed to both servers; outputs `[logits₀, one-hot]`. The
+//!   servers read the route k and, unless k = 0 (whose logits the summary encoder already
+//!   computed), run [`CircuitKind::Expert`] k as a second stage with keys the dealer deals
+//!   for that expert: the servers and the dealer learn k.
+//! - [`CircuitKind::Routed`] with [`RouteMode::Hide`]: the router, every further expert, then
+//!   an oblivious select of the chosen logits with the one-hot bits; outputs
+//!   `[chosen logits, one-hot]`. Nothing depends on the data, so the transcript is the same
+//!   whichever expert wins, and it costs the sum of the experts.
+//! - [`CircuitKind::Expert`] k: one expert alone, `[logits]` (e.g. always-largest).
+
+use super::router_head::{RouterHeadShape, router_head};
+use super::{CircuitKind, Stage};
+use crate::nn::bert::{BertShape, PARTS_PER_LAYER, bert_classifier, bert_pooled, classifier_head};
+use anyhow::bail;
+use securerouter_core::Error;
+use securerouter_core::gate::{Protocol, Tensor};
+use securerouter_core::ring::BitWidth;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// The most experts a pool may hold (an expert index travels as one byte).
+pub const MAX_EXPERTS: usize = 16;
+
+/// How a routed query treats the route (`--route`). The client always learns the route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum RouteMode {
+    /// The route index is opened to both servers and to the dealer (it deals keys for the
+    /// chosen expert only), and the chosen expert's size shows in time and traffic; inputs,
+    /// scores and outputs stay hidden. Fastest: the router plus one expert.
+    #[value(name = "reveal-route")]
+    Reveal,
+    /// The route stays hidden from the servers and the dealer: every expert runs and an
+    /// oblivious select picks the chosen one's output, so time and traffic do not depend on
+    /// the route. Costs the sum of the experts.
+    #[value(name = "hide-route")]
+    Hide,
+}
+
+impl RouteMode {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteMode::Reveal => "reveal-route",
+            RouteMode::Hide => "hide-route",
+        }
+    }
+}
+
+/// The shape of a pool: expert 0 (whose encoder is the router's summary encoder), the router
+/// head, and the further experts, cheapest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolShape {
+    /// Expert 0: the summary encoder and its classifier head.
+    pub summary: BertShape,
+    /// The router head on the summary encoder's pooled states.
+    pub router: RouterHeadShape,
+    /// Experts 1, 2, … (all read the same embedded input and give the same classes).
+    pub others: Vec<BertShape>,
+}
+
+impl PoolShape {
+    /// Experts in the pool, expert 0 included.
+    pub fn experts(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// Expert `k`'s shape.
+    pub fn expert(&self, k: usize) -> Option<&BertShape> {
+        if k == 0 {
+            Some(&self.summary)
+        } else {
+            self.others.get(k - 1)
+        }
+    }
+
+    /// Checks the pool is consistent (model files are untrusted input).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.summary.validate()?;
+        self.router.validate()?;
+        if self.experts() > MAX_EXPERTS {
+            bail!(
+                "a pool holds at most {MAX_EXPERTS} experts, not {}",
+                self.experts()
+            );
+        }
+        if self.router.features != self.summary.hidden {
+            bail!(
+                "the router head reads {} features, the summary encoder pools {}",
+                self.router.features,
+                self.summary.hidden
+            );
+        }
+        if self.router.experts != self.experts() {
+            bail!(
+                "the router head scores {} experts, the pool holds {}",
+                self.router.experts,
+                self.experts()
+            );
+        }
+        for (k, e) in self.others.iter().enumerate() {
+            e.validate()?;
+            if e.hidden != self.summary.hidden || e.classes != self.summary.classes {
+                bail!(
+                    "expert {} has hidden size {} and {} classes; expert 0 has {} and {}",
+                    k + 1,
+                    e.hidden,
+                    e.classes,
+                    self.summary.hidden,
+                    self.summary.classes
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// (inputs, outputs) of every weight layer in circuit order.
+    pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
+        let mut v = self.summary.layer_shapes();
+        v.extend(self.router.layer_shapes());
+        for e in &self.others {
+            v.extend(e.layer_shapes());
+        }
+        v
+    }
+
+    /// The weight layers of expert 0 (encoder and head), the router head, and each further
+    /// expert, as ranges into the circuit-order list.
+    fn parts(&self) -> (Range<usize>, Range<usize>, Vec<Range<usize>>) {
+        let size = |s: &BertShape| s.layers * PARTS_PER_LAYER + 1;
+        let summary = 0..size(&self.summary);
+        let router = summary.end..summary.end + 2;
+        let mut at = router.end;
+        let others = self
+            .others
+            .iter()
+            .map(|e| {
+                let r = at..at + size(e);
+                at = r.end;
+                r
+            })
+            .collect();
+        (summary, router, others)
+    }
+}
+
+/// Runs circuit `kind` of `pool` (see the module documentation).
+pub(super) async fn run<P: Protocol>(
+    p: &mut P,
+    pool: &PoolShape,
+    kind: CircuitKind,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Stage, Error> {
+    let (summary, router, others) = pool.parts();
+    if weights.len() != others.last().unwrap_or(&router).end {
+        return Err(Error::ShapeMismatch("the weights do not match the pool"));
+    }
+    let expert_weights = |k: usize| -> &[P::Weights] {
+        if k == 0 {
+            &weights[summary.clone()]
+        } else {
+            &weights[others[k - 1].clone()]
+        }
+    };
+    match kind {
+        CircuitKind::Expert(k) => {
+            let k = usize::from(k);
+            let shape = pool
+                .expert(k)
+                .ok_or(Error::ShapeMismatch("no such expert in the pool"))?;
+            Ok(vec![bert_classifier(p, shape, x, expert_weights(k)).await?].into())
+        }
+        CircuitKind::Router => {
+            let [logits, scores, onehot] = route(p, pool, x, weights).await?;
+            Ok(vec![logits, scores, onehot].into())
+        }
+        CircuitKind::Routed(RouteMode::Reveal) => {
+            let [logits, _, onehot] = route(p, pool, x, weights).await?;
+            let revealed = p.reveal(&onehot.reduce(BitWidth::new(1)?)?).await?;
+            Ok(Stage {
+                outputs: vec![logits, onehot],
+                revealed: Some(revealed),
+            })
+        }
+        CircuitKind::Routed(RouteMode::Hide) => {
+            let [mut stacked, _, onehot] = route(p, pool, x, weights).await?;
+            for k in 1..pool.experts() {
+                let shape = &pool.others[k - 1];
+                let logits = bert_classifier(p, shape, x, expert_weights(k)).await?;
+                stacked = stacked.concat_last(&logits)?;
+            }
+            let (rows, classes) = (onehot.len() / pool.experts(), pool.summary.classes);
+            let stacked = stacked.reshape(&[rows, pool.experts(), classes])?;
+            let bits = onehot.reduce(BitWidth::new(1)?)?;
+            // Each expert's logits times its bit, summed over the experts.
+            let chosen = p
+                .mul_bit(&bits, &stacked)
+                .await?
+                .permute(&[0, 2, 1])?
+                .sum_last_axis();
+            Ok(vec![chosen, onehot].into())
+        }
+        CircuitKind::RouterHead | CircuitKind::Bert => Err(Error::ProtocolMisuse(
+            "a pool runs its router, routed queries and experts",
+        )),
+    }
+}
+
+/// The encrypted router: the summary encoder's logits (expert 0's answer, reused when it
+/// wins), the router head's scores and its secret one-hot choice.
+async fn route<P: Protocol>(
+    p: &mut P,
+    pool: &PoolShape,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<[Tensor; 3], Error> {
+    let (summary, router, _) = pool.parts();
+    let encoder = &weights[summary.start..summary.end - 1];
+    let pooled = bert_pooled(p, &pool.summary, x, encoder).await?;
+    let logits = classifier_head(p, &pooled, &weights[summary.end - 1]).await?;
+    let [scores, onehot]: [Tensor; 2] = router_head(p, &pooled, &weights[router])
+        .await?
+        .try_into()
+        .map_err(|_| Error::ShapeMismatch("the router head gives scores and a one-hot"))?;
+    Ok([logits, scores, onehot])
+}
+
+/// The index of the single 1 in a reconstructed or revealed one-hot row.
+pub fn route_of(onehot: &[u64]) -> anyhow::Result<usize> {
+    let ones: Vec<usize> = (0..onehot.len()).filter(|&j| onehot[j] == 1).collect();
+    match ones.as_slice() {
+        [j] if onehot.iter().all(|&b| b <= 1) => Ok(*j),
+        _ => bail!("the choice {onehot:?} is not one-hot"),
+    }
+}

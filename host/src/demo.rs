@@ -1,0 +1,163 @@
+//! `securerouter demo`: the whole job on this machine. Fetches the assets, builds and trains the
+//! pool and its router if the cache lacks them, starts the dealer, P0 and P1 as processes on
+//! loopback over the encrypted links, and classifies a few held-out sentences (and any
+//! `--text`) twice under MPC: routed, and through the largest expert alone.
+
+use crate::assets;
+use crate::circuit::{CircuitKind, RouteMode};
+use crate::client::PoolAnswer;
+use crate::data;
+use crate::model::pool::MANIFEST;
+use crate::served_pool::{ServedPool, embed_query};
+use crate::train::pool::{PoolOptions, ROUTER, build_pool, pool_dir, train_pool_router};
+use crate::train::router::RouterOptions;
+use anyhow::bail;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Held-out sentences the demo classifies besides `--text`.
+pub const DEMO_SENTENCES: usize = 3;
+
+/// What `securerouter demo` runs.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Asset cache.
+    pub cache: Option<PathBuf>,
+    /// The pool directory (default: the cache's `pool`).
+    pub pool_dir: Option<PathBuf>,
+    /// Routing privacy mode.
+    pub mode: RouteMode,
+    /// Sentences of the user's to classify too.
+    pub texts: Vec<String>,
+    /// Seconds any link may stay silent.
+    pub timeout_s: u64,
+}
+
+const LABELS: [&str; 2] = ["negative", "positive"];
+
+/// Runs the demo, writing its report to `out`.
+pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Some(t) = opts.texts.iter().find(|t| t.trim().is_empty()) {
+        bail!("--text {t:?} is empty");
+    }
+    let cache = assets::cache_dir(opts.cache.as_deref())?;
+    for a in assets::ALL {
+        a.fetch(&cache)?;
+    }
+    let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
+    if !dir.join(MANIFEST).exists() {
+        writeln!(
+            out,
+            "building the pool in {} (once; about 10 minutes on 2 cores)",
+            dir.display()
+        )?;
+        build_pool(
+            &PoolOptions {
+                cache: Some(cache.clone()),
+                dir: Some(dir.clone()),
+                ..PoolOptions::default()
+            },
+            out,
+        )?;
+    }
+    if !dir.join(ROUTER).exists() {
+        writeln!(out, "training the router")?;
+        train_pool_router(&dir, &RouterOptions::default(), None, true)?;
+    }
+    let pool = ServedPool::load(&dir, &cache)?;
+    let names: Vec<&str> = pool
+        .manifest
+        .experts
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    let k = names.len();
+    let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
+    let mut queries: Vec<(String, Option<u8>)> = test
+        .iter()
+        .take(DEMO_SENTENCES)
+        .map(|s| (s.text.clone(), Some(s.label)))
+        .collect();
+    queries.extend(opts.texts.iter().map(|t| (t.trim().to_string(), None)));
+
+    writeln!(
+        out,
+        "pool: {} (cheapest first); {}: {}",
+        names.join(", "),
+        opts.mode.name(),
+        match opts.mode {
+            RouteMode::Reveal => "the servers and the dealer learn each query's route",
+            RouteMode::Hide => "every expert runs; nobody but the client learns the route",
+        }
+    )?;
+    writeln!(
+        out,
+        "starting the dealer, P0 and P1 on loopback (encrypted, mutually authenticated links)"
+    )?;
+    let (cluster, bundle) = pool.start_local(opts.timeout_s, false)?;
+    let client = cluster.client()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cols = pool.shape().summary.input_cols();
+    let ask = |kind: CircuitKind, text: &str| -> anyhow::Result<PoolAnswer> {
+        let x = embed_query(&bundle, text, pool.seq_len())?;
+        runtime.block_on(client.ask_pool(kind, cols, &x))
+    };
+    let mb = |a: &PoolAnswer| {
+        let [s0, s1] = &a.outputs.servers;
+        s0.online_bytes_sent.max(s1.online_bytes_sent) as f64 / 1e6
+    };
+    let label = |l: usize| LABELS.get(l).copied().unwrap_or("?");
+    let (mut routed_s, mut routed_mb, mut largest_s, mut largest_mb) = (0.0, 0.0, 0.0, 0.0);
+    for (text, truth) in &queries {
+        let routed = ask(CircuitKind::Routed(opts.mode), text)?;
+        let largest = ask(CircuitKind::Expert((k - 1) as u8), text)?;
+        let shown: String = if text.chars().count() > 72 {
+            text.chars().take(69).chain("...".chars()).collect()
+        } else {
+            text.clone()
+        };
+        writeln!(out, "\n\"{shown}\"")?;
+        if let Some(t) = truth {
+            writeln!(out, "  truth           {}", label(usize::from(*t)))?;
+        }
+        writeln!(
+            out,
+            "  routed          {:<9} via {:<18} {:>6.2} s  {:>6.1} MB per server",
+            label(routed.label),
+            names[routed.route],
+            routed.outputs.wall_s,
+            mb(&routed)
+        )?;
+        writeln!(
+            out,
+            "  always-largest  {:<9} via {:<18} {:>6.2} s  {:>6.1} MB per server",
+            label(largest.label),
+            names[k - 1],
+            largest.outputs.wall_s,
+            mb(&largest)
+        )?;
+        routed_s += routed.outputs.wall_s;
+        routed_mb += mb(&routed);
+        largest_s += largest.outputs.wall_s;
+        largest_mb += mb(&largest);
+    }
+    writeln!(
+        out,
+        "\n{} queries: routed {:.1} s and {:.0} MB per server; always-largest {:.1} s and {:.0} MB \
+         per server ({:.2}x the time)",
+        queries.len(),
+        routed_s,
+        routed_mb,
+        largest_s,
+        largest_mb,
+        largest_s / routed_s
+    )?;
+    writeln!(
+        out,
+        "times are end to end at the client (keys streamed alongside); `securerouter bench \
+         --pool` measures accuracy and the online speed-up on many sentences"
+    )?;
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! A deployment on this machine for `bench` and `demo`: the dealer, P0 and P1 as child
+//! processes of this binary on loopback, over the encrypted links. The processes are killed and
+//! the throw-away deployment directory removed on drop.
+
+use crate::client::Client;
+use crate::deployment::{DeploymentDir, Role, random_seed};
+use crate::net::LinkConfig;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a service may take to start listening (loading a big model takes a while).
+const START_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Dealer, P0 and P1 running a deployment in a directory of their own.
+pub struct LocalCluster {
+    deployment: DeploymentDir,
+    /// Dealer, P0, P1.
+    children: Vec<Child>,
+    timeout_s: u64,
+}
+
+impl LocalCluster {
+    /// A fresh, unique deployment directory under the system's temporary directory.
+    pub fn fresh_dir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "securerouter-{tag}-{}",
+            hex::encode(random_seed().as_bytes())
+        ))
+    }
+
+    /// Three free loopback addresses: dealer, P0, P1.
+    pub fn free_addrs() -> anyhow::Result<[SocketAddr; 3]> {
+        let free = || -> anyhow::Result<SocketAddr> {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+            Ok(l.local_addr()?)
+        };
+        Ok([free()?, free()?, free()?])
+    }
+
+    /// Starts the dealer and both servers of `deployment` (its addresses must be free) and waits
+    /// until each listens. `timeout_s` bounds every silent link; with `prefetch_keys` the
+    /// servers receive a session's whole key stream before its online phase (benchmarks time
+    /// the online phase alone so). Each service logs warnings to `NAME.log` in the directory.
+    pub fn start(
+        deployment: DeploymentDir,
+        timeout_s: u64,
+        prefetch_keys: bool,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the securerouter binary")?;
+        let d = deployment.path().to_string_lossy().to_string();
+        let t = timeout_s.to_string();
+        let common = ["--deployment", &d, "--timeout", &t];
+        let mut roles: [(&str, Vec<&str>); 3] = [
+            ("dealer", vec!["dealer"]),
+            ("p0", vec!["serve", "--party", "0"]),
+            ("p1", vec!["serve", "--party", "1"]),
+        ];
+        for (i, (_, args)) in roles.iter_mut().enumerate() {
+            args.extend(common);
+            if i > 0 && prefetch_keys {
+                args.push("--prefetch-keys");
+            }
+        }
+        let mut cluster = LocalCluster {
+            deployment,
+            children: Vec::new(),
+            timeout_s,
+        };
+        for (name, args) in roles {
+            let log = std::fs::File::create(cluster.dir().join(format!("{name}.log")))?;
+            let child = Command::new(&exe)
+                .args(args)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting the {name} process"))?;
+            cluster.children.push(child);
+        }
+        let d = &cluster.deployment.deployment;
+        let addrs = [d.dealer.addr, d.p0.addr, d.p1.addr];
+        let deadline = Instant::now() + START_TIMEOUT;
+        for (i, addr) in addrs.iter().enumerate() {
+            loop {
+                if let Some(status) = cluster.children[i].try_wait()? {
+                    let log = cluster.dir().join(["dealer.log", "p0.log", "p1.log"][i]);
+                    let why = std::fs::read_to_string(&log).unwrap_or_default();
+                    bail!(
+                        "service {i} exited ({status}) before listening: {}",
+                        why.trim()
+                    );
+                }
+                if std::net::TcpStream::connect(addr).is_ok() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "the service at {addr} did not start listening within {} s",
+                        START_TIMEOUT.as_secs()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The deployment directory.
+    pub fn dir(&self) -> &Path {
+        self.deployment.path()
+    }
+
+    /// A client of the deployment with its identity.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let link = LinkConfig {
+            io_timeout: Duration::from_secs(self.timeout_s),
+            ..LinkConfig::default()
+        };
+        Ok(Client::new(
+            self.deployment.identity(Role::Client)?,
+            self.deployment.deployment.clone(),
+            link,
+        ))
+    }
+
+    /// Peak resident memory of the dealer, P0 and P1 so far, in MiB (0 where unknown).
+    pub fn peak_rss_mb(&self) -> [f64; 3] {
+        [0, 1, 2].map(|i| peak_rss_of(self.children[i].id()))
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(self.dir());
+    }
+}
+
+/// A process's peak resident memory in MiB (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
