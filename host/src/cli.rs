@@ -158,6 +158,22 @@ pub enum Command {
         /// always-largest and the router's overhead.
         #[arg(long, conflicts_with_all = ["minilm_layers", "expert", "layers", "hidden", "heads", "ffn", "breakdown"])]
         pool: bool,
+        /// With --pool: retrain the router for each --cost-weights value, measure its routed
+        /// queries and every expert alone under MPC on --queries held-out sentences, and draw
+        /// held-out accuracy against measured online time per query (SVG at --plot).
+        #[arg(long, requires = "pool")]
+        sweep: bool,
+        /// Cost-loss weights of --sweep, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0,0.1,0.2,0.3,0.6,1",
+            requires = "sweep"
+        )]
+        cost_weights: Vec<f64>,
+        /// Where --sweep writes its plot.
+        #[arg(long, default_value = "pool-sweep.svg", requires = "sweep")]
+        plot: PathBuf,
         /// Routing privacy mode of --pool's routed queries.
         #[arg(long, value_enum, default_value = "reveal-route")]
         route: RouteMode,

@@ -150,6 +150,9 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             minilm_layers,
             expert,
             pool,
+            sweep,
+            cost_weights,
+            plot,
             route,
             pool_dir,
             layers,
@@ -161,6 +164,18 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             cache_dir,
             timeout,
         } => {
+            if *sweep {
+                let opts = bench::sweep::SweepOptions {
+                    pool_dir: pool_dir.clone(),
+                    cache: cache_dir.clone(),
+                    mode: *route,
+                    queries: *queries,
+                    weights: cost_weights.clone(),
+                    plot: plot.clone(),
+                    timeout_s: *timeout,
+                };
+                return bench::sweep::run(&opts, out).map(|_| ());
+            }
             if *pool {
                 let opts = bench::pool::PoolBenchOptions {
                     pool_dir: pool_dir.clone(),

@@ -8,6 +8,7 @@
 //! (the two servers computing) are timed apart. Figures are per query, averaged.
 
 pub mod pool;
+pub mod sweep;
 
 use crate::assets;
 use crate::circuit::{ModelFile, ModelSpec};
