@@ -68,6 +68,26 @@ pub struct SessionOutputs {
     pub wall_s: f64,
 }
 
+impl SessionOutputs {
+    /// The session's cost as benchmarks report it: the larger of each server's figures, with
+    /// the slower server's per-part and per-stage breakdown.
+    pub fn worst_server(&self) -> SessionStats {
+        let [a, b] = &self.servers;
+        let slower = if a.online_s >= b.online_s { a } else { b };
+        SessionStats {
+            online_bytes_sent: a.online_bytes_sent.max(b.online_bytes_sent),
+            rounds: a.rounds.max(b.rounds),
+            key_bytes_received: a.key_bytes_received.max(b.key_bytes_received),
+            wall_s: a.wall_s.max(b.wall_s),
+            online_s: slower.online_s,
+            offline_s: a.offline_s.max(b.offline_s),
+            peak_rss_mb: a.peak_rss_mb.max(b.peak_rss_mb),
+            phases: slower.phases.clone(),
+            stages: slower.stages.clone(),
+        }
+    }
+}
+
 impl Client {
     /// A client with its identity.
     pub fn new(identity: Identity, deployment: Deployment, link: LinkConfig) -> Self {

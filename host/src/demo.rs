@@ -104,10 +104,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<()> {
         let x = embed_query(&bundle, text, pool.seq_len())?;
         runtime.block_on(client.ask_pool(kind, cols, &x))
     };
-    let mb = |a: &PoolAnswer| {
-        let [s0, s1] = &a.outputs.servers;
-        s0.online_bytes_sent.max(s1.online_bytes_sent) as f64 / 1e6
-    };
+    let mb = |a: &PoolAnswer| a.outputs.worst_server().online_bytes_sent as f64 / 1e6;
     let label = |l: usize| LABELS.get(l).copied().unwrap_or("?");
     let (mut routed_s, mut routed_mb, mut largest_s, mut largest_mb) = (0.0, 0.0, 0.0, 0.0);
     for (text, truth) in &queries {

@@ -35,6 +35,18 @@ fn run(args: &[&str]) -> String {
     stdout
 }
 
+/// The report's route distribution covers the 2 experts and sums to 1.
+fn assert_two_way_distribution(report: &serde_json::Value) {
+    let dist: Vec<f64> = report["route_distribution"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(dist.len(), 2);
+    assert!((dist.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{report}");
+}
+
 #[test]
 fn a_small_pool_is_built_measured_and_routed() {
     if !assets_present() {
@@ -112,14 +124,7 @@ fn a_small_pool_is_built_measured_and_routed() {
     let report: serde_json::Value =
         serde_json::from_str(run(&["train", "router", "--pool-dir", &d, "--epochs", "5"]).trim())
             .expect("a JSON report");
-    let dist: Vec<f64> = report["route_distribution"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    assert_eq!(dist.len(), 2);
-    assert!((dist.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{dist:?}");
+    assert_two_way_distribution(&report);
     assert_eq!(report["inputs"], 48);
     assert!(dir.join("router.json").exists());
     // The trained pool serves routed queries under MPC in both routing privacy modes.
@@ -142,14 +147,7 @@ fn a_small_pool_is_built_measured_and_routed() {
     let reveal = bench("reveal-route");
     let hide = bench("hide-route");
     for v in [&reveal, &hide] {
-        let dist: Vec<f64> = v["route_distribution"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_f64().unwrap())
-            .collect();
-        assert_eq!(dist.len(), 2);
-        assert!((dist.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{v}");
+        assert_two_way_distribution(v);
         // The secure router and the secure experts answer as the plaintext pool does.
         assert_eq!(v["router_agreement"], 1.0, "{v}");
         assert_eq!(v["label_agreement"], 1.0, "{v}");

@@ -304,15 +304,14 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
             .map(|(a, b)| (a - b).abs())
             .fold(worst, f64::max);
         agree += (argmax(&want) == argmax(&logits)) as usize;
-        let [s0, s1] = &session.servers;
-        online += s0.online_s.max(s1.online_s);
-        offline += s0.offline_s.max(s1.offline_s);
+        let cost = session.worst_server();
+        online += cost.online_s;
+        offline += cost.offline_s;
         wall += session.wall_s;
-        bytes += s0.online_bytes_sent.max(s1.online_bytes_sent);
-        keys += s0.key_bytes_received.max(s1.key_bytes_received);
-        rounds = s0.rounds.max(s1.rounds);
-        let slower = if s0.online_s >= s1.online_s { s0 } else { s1 };
-        add_phases(&mut phases, &slower.phases);
+        bytes += cost.online_bytes_sent;
+        keys += cost.key_bytes_received;
+        rounds = cost.rounds;
+        add_phases(&mut phases, &cost.phases);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -9,7 +9,6 @@ use crate::circuit::{CircuitKind, RouteMode};
 use crate::client::PoolAnswer;
 use crate::data;
 use crate::served_pool::{ServedPool, embed_query};
-use crate::session::SessionStats;
 use crate::train::pool::pool_dir;
 use anyhow::bail;
 use serde::Serialize;
@@ -50,15 +49,13 @@ pub struct QueryCost {
 
 impl QueryCost {
     fn add(&mut self, a: &PoolAnswer) {
-        let [s0, s1] = &a.outputs.servers;
-        let slower = if s0.online_s >= s1.online_s { s0 } else { s1 };
-        let max = |f: fn(&SessionStats) -> u64| f(s0).max(f(s1)) as f64;
-        self.online_s += slower.online_s;
-        self.offline_s += s0.offline_s.max(s1.offline_s);
+        let cost = a.outputs.worst_server();
+        self.online_s += cost.online_s;
+        self.offline_s += cost.offline_s;
         self.wall_s += a.outputs.wall_s;
-        self.online_bytes_per_server += max(|s| s.online_bytes_sent);
-        self.key_bytes_per_server += max(|s| s.key_bytes_received);
-        self.rounds += max(|s| s.rounds);
+        self.online_bytes_per_server += cost.online_bytes_sent as f64;
+        self.key_bytes_per_server += cost.key_bytes_received as f64;
+        self.rounds += cost.rounds as f64;
     }
 
     fn mean(mut self, n: usize) -> Self {

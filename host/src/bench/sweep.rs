@@ -141,8 +141,7 @@ fn measure(
         let x = embed_query(&bundle, t, pool.seq_len())?;
         for (i, &kind) in kinds.iter().enumerate() {
             let a: PoolAnswer = runtime.block_on(client.ask_pool(kind, cols, &x))?;
-            let [s0, s1] = &a.outputs.servers;
-            online[i] += s0.online_s.max(s1.online_s);
+            online[i] += a.outputs.worst_server().online_s;
             bar.inc(1);
         }
     }
