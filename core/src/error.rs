@@ -58,6 +58,8 @@ pub enum Error {
     ShapeMismatch(&'static str),
     /// The peer or the dealer's stream ended or failed (the adapter's error is logged there).
     ChannelClosed(&'static str),
+    /// A kernel backend (e.g. a GPU) failed; the backend logs its own error in detail.
+    KernelFailed(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -90,6 +92,7 @@ impl fmt::Display for Error {
             Error::ProtocolMisuse(what) => write!(f, "protocol misuse: {what}"),
             Error::ShapeMismatch(what) => write!(f, "shape mismatch: {what}"),
             Error::ChannelClosed(what) => write!(f, "channel closed: {what}"),
+            Error::KernelFailed(what) => write!(f, "kernel backend failed: {what}"),
         }
     }
 }

@@ -261,8 +261,9 @@ impl Default for Ggm {
     }
 }
 
-/// Public, fixed AES keys of the GGM PRG (nothing-up-my-sleeve: ASCII labels).
-const GGM_KEYS: [[u8; 16]; 3] = [
+/// Public, fixed AES keys of the GGM PRG (nothing-up-my-sleeve: ASCII labels), in the order
+/// left child, right child, value words. Public so that other backends (the GPU) use the same.
+pub const GGM_KEYS: [[u8; 16]; 3] = [
     *b"SecureRouterGGML",
     *b"SecureRouterGGMR",
     *b"SecureRouterGGMV",

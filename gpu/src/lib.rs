@@ -1,9 +1,11 @@
 //! GPU support for the SecureRouter MPC servers.
 //!
-//! The servers' heavy share arithmetic will later run as CUDA kernels compiled at run time with
-//! NVRTC. For now this crate provides the piece everything else depends on: **runtime GPU
-//! detection** ([`detect`]), which tells the host whether a usable CUDA device is present or, if
-//! not, exactly why not, so the host can log one clear line and run the kernels on the CPU.
+//! - [`CudaKernels`]: core's [`Kernels`](securerouter_core::gate::Kernels) (wrapping u64
+//!   matrix products, DCF evaluation, DPF table lookups) as CUDA kernels compiled at run time
+//!   with NVRTC, equal to the CPU kernels bit for bit, with weights resident on the device.
+//! - **Runtime GPU detection** ([`detect`]), which tells the host whether a usable CUDA device
+//!   is present or, if not, exactly why not, so the host can log one clear line and run the
+//!   kernels on the CPU.
 //!
 //! The crate builds on machines with no CUDA installed at all: [`cudarc`] is used with
 //! `dynamic-loading`, so `libcuda` and `libnvrtc` are opened with `dlopen` only when asked for.
@@ -19,6 +21,10 @@
 //! ```
 
 #![warn(missing_docs)]
+
+mod kernels;
+
+pub use kernels::{CudaKernels, Thresholds};
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};

@@ -119,6 +119,11 @@ pub enum Command {
         /// online phase, so that the online phase is timed alone (benchmarks use this).
         #[arg(long)]
         prefetch_keys: bool,
+        /// Run the local heavy math (matrix products, FSS evaluation) on the first CUDA GPU,
+        /// keeping the weights on it. Without a usable GPU the server says why in one log line
+        /// and uses the CPU.
+        #[arg(long)]
+        gpu: bool,
     },
 
     /// Offline training: fine-tune the pool's experts, then train the router.
@@ -204,6 +209,10 @@ pub enum Command {
         /// Seconds any link may stay silent (key generation for big models takes minutes).
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
+        /// Run both servers' kernels on the GPU (`serve --gpu`; the CPU where none is usable).
+        /// The JSON line's `kernels` says what the servers really ran on.
+        #[arg(long, conflicts_with = "sweep")]
+        gpu: bool,
     },
 
     /// Route feature vectors through the encrypted router head and print the result as JSON.

@@ -80,9 +80,17 @@ impl SessionOutputs {
             key_bytes_received: a.key_bytes_received.max(b.key_bytes_received),
             wall_s: a.wall_s.max(b.wall_s),
             online_s: slower.online_s,
+            kernel_s: slower.kernel_s,
+            key_read_s: slower.key_read_s,
+            exchange_s: slower.exchange_s,
             offline_s: a.offline_s.max(b.offline_s),
             peak_rss_mb: a.peak_rss_mb.max(b.peak_rss_mb),
             phases: slower.phases.clone(),
+            kernels: if a.kernels == b.kernels {
+                a.kernels.clone()
+            } else {
+                format!("P0 {}, P1 {}", a.kernels, b.kernels)
+            },
             stages: slower.stages.clone(),
         }
     }

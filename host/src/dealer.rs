@@ -363,6 +363,8 @@ pub struct DealerStream {
     spilled: Option<[Spill; 2]>,
     ended: bool,
     received: u64,
+    /// Seconds spent in the reads of the key stream (waiting for the dealer or the disk).
+    read_s: f64,
 }
 
 /// One stream of a prefetched session, in an unlinked temporary file (so memory stays bounded
@@ -460,6 +462,7 @@ impl DealerStream {
                 spilled: None,
                 ended: false,
                 received: 0,
+                read_s: 0.0,
             },
         ))
     }
@@ -467,6 +470,12 @@ impl DealerStream {
     /// Key bytes received so far.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Seconds the server spent reading keys (from the dealer's link, or from the spill files
+    /// of a prefetched stream).
+    pub fn read_seconds(&self) -> f64 {
+        self.read_s
     }
 
     /// Receives the whole stream before the online phase (benchmarks time the online phase
@@ -543,6 +552,22 @@ impl DealerStream {
 
 impl KeySource for DealerStream {
     async fn read_p1_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        let start = std::time::Instant::now();
+        let read = self.read_p1(out).await;
+        self.read_s += start.elapsed().as_secs_f64();
+        read
+    }
+
+    async fn read_shared_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        let start = std::time::Instant::now();
+        let read = self.read_shared(out).await;
+        self.read_s += start.elapsed().as_secs_f64();
+        read
+    }
+}
+
+impl DealerStream {
+    async fn read_p1(&mut self, out: &mut [u8]) -> Result<(), Error> {
         if self.party != Party::P1 {
             return Err(Error::ProtocolMisuse(
                 "P0 receives nothing from the dealer but its seed and shared keys",
@@ -558,7 +583,7 @@ impl KeySource for DealerStream {
         Ok(())
     }
 
-    async fn read_shared_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
+    async fn read_shared(&mut self, out: &mut [u8]) -> Result<(), Error> {
         if let Some([_, shared]) = &mut self.spilled {
             return shared.take(out);
         }

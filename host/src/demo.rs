@@ -7,6 +7,7 @@ use crate::assets;
 use crate::circuit::{CircuitKind, RouteMode};
 use crate::client::PoolAnswer;
 use crate::data;
+use crate::local_cluster::ServerFlags;
 use crate::model::pool::MANIFEST;
 use crate::served_pool::{ServedPool, embed_query};
 use crate::train::pool::{PoolOptions, ROUTER, build_pool, pool_dir, train_pool_router};
@@ -94,7 +95,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<()> {
         out,
         "starting the dealer, P0 and P1 on loopback (encrypted, mutually authenticated links)"
     )?;
-    let (cluster, bundle) = pool.start_local(opts.timeout_s, false)?;
+    let (cluster, bundle) = pool.start_local(opts.timeout_s, ServerFlags::default())?;
     let client = cluster.client()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

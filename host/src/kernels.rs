@@ -1,12 +1,120 @@
 //! The servers' local math: core's portable kernels, with the lookup gate's masked dot product
-//! in AVX-512 where the CPU has it (that product is most of a table lookup's local work).
+//! in AVX-512 where the CPU has it (that product is most of a table lookup's local work), or
+//! the gpu crate's CUDA kernels when a server is started with `--gpu` and a GPU is usable.
 //!
 //! Results are identical to [`CpuKernels`] bit for bit (tested); only speed differs.
 
 use securerouter_core::Error;
 use securerouter_core::fss::{BitDpfKeys, DcfKeys};
-use securerouter_core::gate::{CpuKernels, Kernels};
+use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights};
 use securerouter_core::ring::BitWidth;
+use securerouter_gpu::CudaKernels;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// The kernels a server runs its sessions on: this CPU's, or a CUDA device's.
+#[derive(Clone, Debug)]
+pub enum ServerKernels {
+    /// [`HostKernels`] on this CPU.
+    Cpu(Arc<HostKernels>),
+    /// [`CudaKernels`] on a GPU.
+    Gpu(CudaKernels),
+}
+
+impl ServerKernels {
+    /// The CPU kernels, or with `gpu` the first CUDA device's; when that is unusable, the CPU
+    /// kernels after one log line that says why.
+    pub fn select(gpu: bool) -> Self {
+        let cpu = || ServerKernels::Cpu(Arc::new(HostKernels::new()));
+        if !gpu {
+            return cpu();
+        }
+        match CudaKernels::open(0) {
+            Ok(k) => {
+                tracing::info!("server kernels run on the GPU: {}", k.info());
+                ServerKernels::Gpu(k)
+            }
+            Err(why) => {
+                tracing::warn!("{}", securerouter_gpu::cpu_fallback_message(&why));
+                cpu()
+            }
+        }
+    }
+
+    /// Keeps a server's weights on the GPU for the server's life (nothing to do on the CPU);
+    /// returns the bytes copied.
+    ///
+    /// # Errors
+    /// When the copy to the GPU fails.
+    pub fn keep_resident(&self, weights: &Arc<Vec<ServerWeights>>) -> Result<usize, Error> {
+        match self {
+            ServerKernels::Cpu(_) => Ok(0),
+            ServerKernels::Gpu(k) => k.keep_resident(weights.clone()),
+        }
+    }
+}
+
+impl fmt::Display for ServerKernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerKernels::Cpu(k) if k.uses_avx512() => f.write_str("cpu (avx512)"),
+            ServerKernels::Cpu(_) => f.write_str("cpu"),
+            ServerKernels::Gpu(k) => write!(f, "cuda: {}", k.info().name),
+        }
+    }
+}
+
+impl ServerKernels {
+    fn backend(&self) -> &dyn Kernels {
+        match self {
+            ServerKernels::Cpu(k) => &**k,
+            ServerKernels::Gpu(k) => k,
+        }
+    }
+}
+
+impl Kernels for ServerKernels {
+    fn matmul(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend().matmul(a, b, m, k, n, out)
+    }
+
+    fn matmul_batch(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        dims: (usize, usize, usize, usize),
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend().matmul_batch(a, b, dims, out)
+    }
+
+    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
+        self.backend().dcf_eval(keys, xs, out)
+    }
+
+    fn dpf_lookup(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        dot: &mut [u64],
+        ones: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend()
+            .dpf_lookup(keys, xs, table, out_width, dot, ones)
+    }
+}
 
 /// [`CpuKernels`] with SIMD where this CPU supports it, detected once at construction.
 #[derive(Debug, Default)]
@@ -30,6 +138,88 @@ impl HostKernels {
     }
 }
 
+/// Kernels that add the time spent in them to a clock: a session reports it as `kernel_s`,
+/// the part of its online time the kernels (CPU or GPU, copies included) took.
+#[derive(Debug)]
+pub struct TimedKernels<K> {
+    inner: K,
+    nanos: Arc<AtomicU64>,
+}
+
+impl<K: Kernels> TimedKernels<K> {
+    /// `inner`, timed from zero.
+    pub fn new(inner: K) -> Self {
+        TimedKernels {
+            inner,
+            nanos: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A reading of the clock that stays valid after the kernels are handed on.
+    pub fn clock(&self) -> KernelClock {
+        KernelClock(self.nanos.clone())
+    }
+
+    fn timed<T>(&self, f: impl FnOnce(&K) -> T) -> T {
+        let start = Instant::now();
+        let out = f(&self.inner);
+        let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(spent, Ordering::Relaxed);
+        out
+    }
+}
+
+/// The time [`TimedKernels`] have spent so far.
+#[derive(Clone, Debug)]
+pub struct KernelClock(Arc<AtomicU64>);
+
+impl KernelClock {
+    /// Seconds spent in the kernels.
+    pub fn seconds(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+impl<K: Kernels> Kernels for TimedKernels<K> {
+    fn matmul(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.matmul(a, b, m, k, n, out))
+    }
+
+    fn matmul_batch(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        dims: (usize, usize, usize, usize),
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.matmul_batch(a, b, dims, out))
+    }
+
+    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
+        self.timed(|x| x.dcf_eval(keys, xs, out))
+    }
+
+    fn dpf_lookup(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        dot: &mut [u64],
+        ones: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.dpf_lookup(keys, xs, table, out_width, dot, ones))
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn avx512_available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -41,7 +231,15 @@ fn avx512_available() -> bool {
 }
 
 impl Kernels for HostKernels {
-    fn matmul(&self, a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
+    fn matmul(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
         self.cpu.matmul(a, b, m, k, n, out)
     }
 

@@ -125,6 +125,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             deployment,
             timeout,
             prefetch_keys,
+            gpu,
         } => runtime()?.block_on(async {
             let d = DeploymentDir::open(deployment)?;
             let (party, role, addr) = match party {
@@ -139,7 +140,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 d.model(role)?,
                 link_config(*timeout),
             )?
-            .with_prefetch_keys(*prefetch_keys);
+            .with_prefetch_keys(*prefetch_keys)
+            .with_kernels(kernels::ServerKernels::select(*gpu))?;
             let listener = bind(addr).await?;
             Arc::new(service).run(listener).await
         }),
@@ -163,6 +165,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             queries,
             cache_dir,
             timeout,
+            gpu,
         } => {
             if *sweep {
                 let opts = bench::sweep::SweepOptions {
@@ -183,6 +186,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     mode: *route,
                     queries: *queries,
                     timeout_s: *timeout,
+                    gpu: *gpu,
                 };
                 return bench::pool::run(&opts, *json, out).map(|_| ());
             }
@@ -214,6 +218,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 breakdown: *breakdown,
                 cache: cache_dir.clone(),
                 timeout_s: *timeout,
+                gpu: *gpu,
             };
             bench::run(&opts, *json, out).map(|_| ())
         }

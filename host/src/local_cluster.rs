@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 /// How long a service may take to start listening (loading a big model takes a while).
 const START_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How the two servers of a [`LocalCluster`] run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerFlags {
+    /// Receive a session's whole key stream before its online phase (`--prefetch-keys`):
+    /// benchmarks time the online phase alone so.
+    pub prefetch_keys: bool,
+    /// Run the servers' kernels on the GPU where one is usable (`--gpu`).
+    pub gpu: bool,
+}
+
 /// Dealer, P0 and P1 running a deployment in a directory of their own.
 pub struct LocalCluster {
     deployment: DeploymentDir,
@@ -41,13 +51,12 @@ impl LocalCluster {
     }
 
     /// Starts the dealer and both servers of `deployment` (its addresses must be free) and waits
-    /// until each listens. `timeout_s` bounds every silent link; with `prefetch_keys` the
-    /// servers receive a session's whole key stream before its online phase (benchmarks time
-    /// the online phase alone so). Each service logs warnings to `NAME.log` in the directory.
+    /// until each listens. `timeout_s` bounds every silent link; `servers` says how the two
+    /// servers run. Each service logs warnings to `NAME.log` in the directory.
     pub fn start(
         deployment: DeploymentDir,
         timeout_s: u64,
-        prefetch_keys: bool,
+        servers: ServerFlags,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the securerouter binary")?;
         let d = deployment.path().to_string_lossy().to_string();
@@ -60,8 +69,11 @@ impl LocalCluster {
         ];
         for (i, (_, args)) in roles.iter_mut().enumerate() {
             args.extend(common);
-            if i > 0 && prefetch_keys {
+            if i > 0 && servers.prefetch_keys {
                 args.push("--prefetch-keys");
+            }
+            if i > 0 && servers.gpu {
+                args.push("--gpu");
             }
         }
         let mut cluster = LocalCluster {

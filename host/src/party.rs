@@ -7,7 +7,7 @@ use crate::circuit::pool::route_of;
 use crate::circuit::{self, CircuitKind, ModelFile, check_serves};
 use crate::dealer::DealerStream;
 use crate::deployment::Deployment;
-use crate::kernels::HostKernels;
+use crate::kernels::{ServerKernels, TimedKernels};
 use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
 use crate::nn::profile::Profiled;
 use crate::session::{
@@ -35,7 +35,9 @@ pub struct ServerService {
     peer_key: PublicKey,
     dealer_key: PublicKey,
     model: ModelFile,
-    weights: Vec<ServerWeights>,
+    /// The model's weight shares, shared with the kernels when they keep them on a GPU.
+    weights: Arc<Vec<ServerWeights>>,
+    kernels: ServerKernels,
     link: LinkConfig,
     /// How long P0 waits for P1's link of a session.
     pair_timeout: Duration,
@@ -66,7 +68,7 @@ impl ServerService {
         };
         let peer_key = peer.key()?;
         let dealer_key = deployment.dealer.key()?;
-        let weights = model.server_weights()?;
+        let weights = Arc::new(model.server_weights()?);
         let pair_timeout = link.io_timeout;
         Ok(ServerService {
             party,
@@ -77,11 +79,27 @@ impl ServerService {
             dealer_key,
             model,
             weights,
+            kernels: ServerKernels::select(false),
             link,
             pair_timeout,
             prefetch_keys: false,
             pending: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Runs sessions on `kernels`, with this server's weights kept on its GPU if it has one.
+    ///
+    /// # Errors
+    /// When the weights cannot be copied to the GPU.
+    pub fn with_kernels(mut self, kernels: ServerKernels) -> anyhow::Result<Self> {
+        let bytes = kernels
+            .keep_resident(&self.weights)
+            .context("copying the weights to the GPU")?;
+        if bytes > 0 {
+            info!(party = ?self.party, mb = bytes as f64 / 1e6, "weights resident on the GPU");
+        }
+        self.kernels = kernels;
+        Ok(self)
     }
 
     /// Receives each session's whole key stream (into spill files) before its online phase,
@@ -282,6 +300,7 @@ impl ServerService {
         stats.rounds = traffic.rounds;
         stats.wall_s = started.elapsed().as_secs_f64();
         stats.peak_rss_mb = peak_rss_mb();
+        stats.kernels = self.kernels.to_string();
         let (widths, shares) = out.into_iter().unzip();
         Ok(OutputShares {
             widths,
@@ -337,7 +356,10 @@ impl ServerService {
         }
         let online = Instant::now();
         let before = peer.traffic();
-        let mut server = ServerSide::new(self.party, &seed, &mut *peer, keys, HostKernels::new());
+        let exchange_before = peer.exchange_seconds();
+        let kernels = TimedKernels::new(self.kernels.clone());
+        let kernel_clock = kernels.clock();
+        let mut server = ServerSide::new(self.party, &seed, &mut *peer, keys, kernels);
         let x = server
             .input(&[input.rows, input.features], BitWidth::FULL, input.share)
             .await?;
@@ -354,6 +376,9 @@ impl ServerService {
         let after = peer.traffic();
         stats.online_s += online_s;
         stats.key_bytes_received += keys.received();
+        stats.kernel_s += kernel_clock.seconds();
+        stats.exchange_s += peer.exchange_seconds() - exchange_before;
+        stats.key_read_s += keys.read_seconds();
         stats.stages.push(PhaseStats {
             name: kind.to_string(),
             online_s,

@@ -5,7 +5,7 @@
 
 use crate::circuit::{ModelFile, ModelSpec, PoolShape};
 use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
-use crate::local_cluster::LocalCluster;
+use crate::local_cluster::{LocalCluster, ServerFlags};
 use crate::model::head::{argmax, reference_logits};
 use crate::model::pool::{LoadedExpert, PoolManifest};
 use crate::model::{ClientBundle, Encoding, WordPiece, mean_pool};
@@ -99,15 +99,12 @@ impl ServedPool {
     pub fn start_local(
         &self,
         timeout_s: u64,
-        prefetch_keys: bool,
+        servers: ServerFlags,
     ) -> anyhow::Result<(LocalCluster, ClientBundle)> {
         let dir = LocalCluster::fresh_dir("pool");
         let deployment = self.deploy(&dir, LocalCluster::free_addrs()?)?;
         let bundle = ClientBundle::load(&dir.join(CLIENT_BUNDLE))?;
-        Ok((
-            LocalCluster::start(deployment, timeout_s, prefetch_keys)?,
-            bundle,
-        ))
+        Ok((LocalCluster::start(deployment, timeout_s, servers)?, bundle))
     }
 
     /// Tokens per sequence under MPC.

@@ -172,6 +172,16 @@ pub struct SessionStats {
     pub peak_rss_mb: f64,
     /// Online cost per circuit part.
     pub phases: Vec<PhaseStats>,
+    /// Online seconds spent in the kernels (matrix products, FSS evaluation; GPU copies
+    /// included).
+    pub kernel_s: f64,
+    /// Online seconds spent exchanging messages with the other server (encryption, network,
+    /// waiting for it).
+    pub exchange_s: f64,
+    /// Online seconds spent reading the dealer's keys (from the link or the prefetch spill).
+    pub key_read_s: f64,
+    /// The kernels this server ran on ("cpu", "cpu (avx512)" or "cuda: DEVICE").
+    pub kernels: String,
     /// Online cost per stage (one circuit each: a routed query in reveal-route mode runs the
     /// router, then the chosen expert unless it is expert 0).
     pub stages: Vec<PhaseStats>,

@@ -187,6 +187,41 @@ impl BitDpfKeys {
     pub fn in_bits(&self) -> BitWidth {
         self.in_bits
     }
+
+    /// The batch's flat arrays, for a backend that evaluates it elsewhere (a GPU).
+    pub fn parts(&self) -> BitDpfKeyParts<'_> {
+        let (leaf_bits, levels) = split(self.in_bits);
+        BitDpfKeyParts {
+            party: self.party,
+            leaf_bits,
+            levels,
+            roots: &self.roots,
+            seeds: &self.seeds,
+            controls: &self.controls,
+            last: &self.last,
+        }
+    }
+}
+
+/// A [`BitDpfKeys`] batch as flat arrays. The tree has `levels` levels and 2^`leaf_bits`
+/// outputs per leaf block (the low bits of the block's 128); key i's correction words for
+/// level j sit at index i·levels + j of `seeds` and `controls`.
+#[derive(Clone, Copy, Debug)]
+pub struct BitDpfKeyParts<'a> {
+    /// The party whose keys these are.
+    pub party: Party,
+    /// Output bits per leaf block: 2^leaf_bits of them (leaf_bits ≤ 7).
+    pub leaf_bits: u32,
+    /// Tree levels above the leaf blocks.
+    pub levels: u32,
+    /// Root seed per key.
+    pub roots: &'a [u128],
+    /// Seed correction word per key and level.
+    pub seeds: &'a [u128],
+    /// Control-bit corrections (left, right) per key and level.
+    pub controls: &'a [[bool; 2]],
+    /// The leaf block correction per key.
+    pub last: &'a [u128],
 }
 
 impl KeyBatch for BitDpfKeys {

@@ -162,6 +162,36 @@ impl DcfKeys {
     pub fn out_bits(&self) -> BitWidth {
         self.out_bits
     }
+
+    /// The batch's flat arrays, for a backend that evaluates it elsewhere (a GPU).
+    pub fn parts(&self) -> DcfKeyParts<'_> {
+        DcfKeyParts {
+            party: self.party,
+            roots: &self.roots,
+            seeds: &self.seeds,
+            values: &self.values,
+            controls: &self.controls,
+            last: &self.last,
+        }
+    }
+}
+
+/// A [`DcfKeys`] batch as flat arrays: key i's correction words for level j (0 = the input's
+/// most significant bit) sit at index i·n + j of `seeds`, `values` and `controls`.
+#[derive(Clone, Copy, Debug)]
+pub struct DcfKeyParts<'a> {
+    /// The party whose keys these are.
+    pub party: Party,
+    /// Root seed per key.
+    pub roots: &'a [u128],
+    /// Seed correction word per key and level.
+    pub seeds: &'a [u128],
+    /// Value correction word per key and level.
+    pub values: &'a [u64],
+    /// Control-bit corrections (left, right) per key and level.
+    pub controls: &'a [[bool; 2]],
+    /// The final value correction per key.
+    pub last: &'a [u64],
 }
 
 impl KeyBatch for DcfKeys {

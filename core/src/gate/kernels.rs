@@ -11,7 +11,42 @@ use alloc::vec::Vec;
 /// Local computation a server performs between communication rounds.
 pub trait Kernels {
     /// Wrapping matrix product in Z_2^64, row-major: out (m×n) = a (m×k) · b (k×n).
-    fn matmul(&self, a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]);
+    ///
+    /// Fails only where the backend does (e.g. a GPU error), or on slice lengths that do not
+    /// match the dimensions.
+    fn matmul(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [u64],
+    ) -> Result<(), Error>;
+
+    /// `batch` independent products, operands and results stacked: `out[t] = a[t] · b[t]` with
+    /// `a[t]` m×k and `b[t]` k×n (attention's per-head products). Backends with a launch cost override
+    /// this to do all of them at once.
+    fn matmul_batch(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        (batch, m, k, n): (usize, usize, usize, usize),
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        check_matmul(a, b, (batch, m, k, n), out)?;
+        for t in 0..batch {
+            self.matmul(
+                &a[t * m * k..(t + 1) * m * k],
+                &b[t * k * n..(t + 1) * k * n],
+                m,
+                k,
+                n,
+                &mut out[t * m * n..(t + 1) * m * n],
+            )?;
+        }
+        Ok(())
+    }
 
     /// Evaluates key i of the batch at `xs[i]` into `out[i]`.
     fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error>;
@@ -47,6 +82,28 @@ impl CpuKernels {
     pub fn new() -> Self {
         Self::default()
     }
+}
+
+/// Checks the operand lengths of `batch` stacked m×k by k×n products.
+pub fn check_matmul(
+    a: &[u64],
+    b: &[u64],
+    (batch, m, k, n): (usize, usize, usize, usize),
+    out: &[u64],
+) -> Result<(), Error> {
+    for (len, want) in [
+        (a.len(), batch * m * k),
+        (b.len(), batch * k * n),
+        (out.len(), batch * m * n),
+    ] {
+        if len != want {
+            return Err(Error::LengthMismatch {
+                expected: want,
+                got: len,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
@@ -130,8 +187,18 @@ impl CpuKernels {
 }
 
 impl Kernels for CpuKernels {
-    fn matmul(&self, a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
+    fn matmul(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        check_matmul(a, b, (1, m, k, n), out)?;
         crate::ring::matmul(a, b, m, k, n, out);
+        Ok(())
     }
 
     fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {

@@ -182,7 +182,7 @@ pub(super) async fn eval_linear<C: Channel, K: KeySource, X: Kernels>(
 ) -> Result<Tensor, Error> {
     let m = rows_for(x, w.k)?;
     let mut y = vec![0u64; m * w.n];
-    srv.kernels().matmul(x.data(), &w.w, m, w.k, w.n, &mut y);
+    srv.kernels().matmul(x.data(), &w.w, m, w.k, w.n, &mut y)?;
     let s = srv.pair(m * w.n, BitWidth::FULL);
     for (i, v) in y.iter_mut().enumerate() {
         *v = v.wrapping_add(w.bias[i % w.n]).wrapping_add(s[i]);

@@ -138,11 +138,15 @@ pub(super) async fn eval_matmul<C: Channel, K: KeySource, X: Kernels>(
     let s = srv.pair(batch * m * n, w);
     let dims = (batch, m, k, n);
     let kern = srv.kernels();
-    let mm = |a: &[u64], b: &[u64], o: &mut [u64]| kern.matmul(a, b, m, k, n, o);
-    let x_ry = batched(x.data(), &ry, dims, mm);
-    let rx_y = batched(&rx, y.data(), dims, mm);
+    let product = |a: &[u64], b: &[u64]| -> Result<Vec<u64>, Error> {
+        let mut out = vec![0u64; batch * m * n];
+        kern.matmul_batch(a, b, dims, &mut out)?;
+        Ok(out)
+    };
+    let x_ry = product(x.data(), &ry)?;
+    let rx_y = product(&rx, y.data())?;
     let xy = if srv.is_p0() {
-        batched(x.data(), y.data(), dims, mm)
+        product(x.data(), y.data())?
     } else {
         vec![0u64; batch * m * n]
     };

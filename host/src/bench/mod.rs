@@ -14,7 +14,7 @@ use crate::assets;
 use crate::circuit::{ModelFile, ModelSpec};
 use crate::data;
 use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
-use crate::local_cluster::LocalCluster;
+use crate::local_cluster::{LocalCluster, ServerFlags};
 use crate::model::head::{argmax, reference_logits};
 use crate::model::{
     BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix, WordPiece,
@@ -62,6 +62,8 @@ pub struct BenchOptions {
     pub cache: Option<PathBuf>,
     /// Seconds any link may stay silent.
     pub timeout_s: u64,
+    /// Ask the servers to run their kernels on the GPU.
+    pub gpu: bool,
 }
 
 /// One bench run, as the JSON line prints it.
@@ -101,6 +103,18 @@ pub struct BenchLine {
     pub label_agreement: f64,
     /// End-to-end seconds per query as the client saw it.
     pub wall_s: f64,
+    /// The kernels the servers ran on, as they reported them ("cpu", "cpu (avx512)" or
+    /// "cuda: DEVICE").
+    pub kernels: String,
+    /// Of `online_s`, the seconds the slower server spent in its kernels (matrix products,
+    /// FSS evaluation; GPU copies included).
+    pub kernel_s: f64,
+    /// Of `online_s`, the seconds the slower server spent reading the dealer's keys.
+    pub key_read_s: f64,
+    /// Of `online_s`, the seconds the slower server spent exchanging messages with the other
+    /// (encryption, network, waiting for it); the rest of `online_s` is local protocol work
+    /// (key decoding, packing, element-wise ring arithmetic).
+    pub exchange_s: f64,
     /// Online cost per circuit part, per query, at the slower server (with --breakdown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<Vec<PhaseStats>>,
@@ -281,7 +295,14 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
     let bundle_path = dir.join(CLIENT_BUNDLE);
     ClientBundle::save(&prepared.weights, &prepared.vocab, &bundle_path)?;
     let bundle = ClientBundle::load(&bundle_path)?;
-    let cluster = LocalCluster::start(deployment, opts.timeout_s, true)?;
+    let cluster = LocalCluster::start(
+        deployment,
+        opts.timeout_s,
+        ServerFlags {
+            prefetch_keys: true,
+            gpu: opts.gpu,
+        },
+    )?;
     let client = cluster.client()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -289,6 +310,8 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
     let (mut online, mut offline, mut wall) = (0.0, 0.0, 0.0);
     let (mut bytes, mut keys, mut rounds) = (0u64, 0u64, 0u64);
     let (mut worst, mut agree) = (0.0f64, 0usize);
+    let mut kernels = String::new();
+    let (mut kernel_s, mut key_read_s, mut exchange_s) = (0.0, 0.0, 0.0);
     let mut phases: Vec<PhaseStats> = Vec::new();
     let bar = indicatif::ProgressBar::new(prepared.queries.len() as u64);
     bar.set_message(format!("{} under MPC", prepared.name));
@@ -311,6 +334,10 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         bytes += cost.online_bytes_sent;
         keys += cost.key_bytes_received;
         rounds = cost.rounds;
+        kernels = cost.kernels;
+        kernel_s += cost.kernel_s;
+        key_read_s += cost.key_read_s;
+        exchange_s += cost.exchange_s;
         add_phases(&mut phases, &cost.phases);
         bar.inc(1);
     }
@@ -343,6 +370,10 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         max_abs_logit_err: worst,
         label_agreement: agree as f64 / q as f64,
         wall_s: per(wall),
+        kernels,
+        kernel_s: per(kernel_s),
+        key_read_s: per(key_read_s),
+        exchange_s: per(exchange_s),
         breakdown: opts.breakdown.then_some(phases),
     };
     if json {

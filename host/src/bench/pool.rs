@@ -8,6 +8,7 @@ use crate::assets;
 use crate::circuit::{CircuitKind, RouteMode};
 use crate::client::PoolAnswer;
 use crate::data;
+use crate::local_cluster::ServerFlags;
 use crate::served_pool::{ServedPool, embed_query};
 use crate::train::pool::pool_dir;
 use anyhow::bail;
@@ -28,6 +29,8 @@ pub struct PoolBenchOptions {
     pub queries: usize,
     /// Seconds any link may stay silent.
     pub timeout_s: u64,
+    /// Ask the servers to run their kernels on the GPU.
+    pub gpu: bool,
 }
 
 /// Cost per query of one way of answering, averaged over the sentences.
@@ -130,7 +133,13 @@ pub fn run(
     let sentences = &test[..opts.queries.min(test.len())];
     let k = pool.experts.len();
     let largest_kind = CircuitKind::Expert((k - 1) as u8);
-    let (cluster, bundle) = pool.start_local(opts.timeout_s, true)?;
+    let (cluster, bundle) = pool.start_local(
+        opts.timeout_s,
+        ServerFlags {
+            prefetch_keys: true,
+            gpu: opts.gpu,
+        },
+    )?;
     let client = cluster.client()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

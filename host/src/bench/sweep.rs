@@ -11,6 +11,7 @@ use crate::assets;
 use crate::circuit::{CircuitKind, RouteMode};
 use crate::client::PoolAnswer;
 use crate::data;
+use crate::local_cluster::ServerFlags;
 use crate::served_pool::{ServedPool, embed_query};
 use crate::train::pool::{SIGNALS, Signals, pool_dir};
 use crate::train::router::{RouterOptions, evaluate, train_router};
@@ -129,7 +130,13 @@ fn measure(
     texts: &[&str],
     timeout_s: u64,
 ) -> anyhow::Result<Vec<f64>> {
-    let (cluster, bundle) = pool.start_local(timeout_s, true)?;
+    let (cluster, bundle) = pool.start_local(
+        timeout_s,
+        ServerFlags {
+            prefetch_keys: true,
+            gpu: false,
+        },
+    )?;
     let client = cluster.client()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -20,6 +20,8 @@ pub struct PeerChannel {
     writer: LinkWriter,
     reader: LinkReader,
     traffic: Traffic,
+    /// Seconds spent in exchanges: encrypting, sending, and waiting for the other server.
+    exchange_s: f64,
 }
 
 impl PeerChannel {
@@ -35,6 +37,7 @@ impl PeerChannel {
             writer,
             reader,
             traffic: Traffic::default(),
+            exchange_s: 0.0,
         }
     }
 
@@ -54,6 +57,12 @@ impl PeerChannel {
         }
     }
 
+    /// Seconds spent in exchanges so far (encryption, the network, and waiting for the other
+    /// server to reach the same round).
+    pub fn exchange_seconds(&self) -> f64 {
+        self.exchange_s
+    }
+
     /// Gives the halves back (e.g. to close the link).
     pub fn into_halves(self) -> (LinkWriter, LinkReader) {
         (self.writer, self.reader)
@@ -70,10 +79,12 @@ impl Channel for PeerChannel {
                 got: recv.len(),
             });
         }
+        let start = std::time::Instant::now();
         let Self {
             writer,
             reader,
             traffic,
+            exchange_s,
         } = self;
         let sending = async {
             writer.send(send).await?;
@@ -82,7 +93,9 @@ impl Channel for PeerChannel {
             Ok::<_, NetError>(())
         };
         // On the first error the other half is dropped: the link is unusable anyway.
-        let ((), message) = tokio::try_join!(sending, reader.recv()).map_err(|e| to_core(&e))?;
+        let joined = tokio::try_join!(sending, reader.recv());
+        *exchange_s += start.elapsed().as_secs_f64();
+        let ((), message) = joined.map_err(|e| to_core(&e))?;
         if message.len() != recv.len() {
             warn!(
                 expected = recv.len(),

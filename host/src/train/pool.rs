@@ -259,6 +259,7 @@ fn measure_costs(
                 breakdown: false,
                 cache: opts.cache.clone(),
                 timeout_s: 600,
+                gpu: false,
             },
             false,
             out,
