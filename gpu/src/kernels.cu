@@ -116,6 +116,20 @@ __device__ __forceinline__ void mmo(const Aes* a, int key, u64 lo, u64 hi, u64* 
     *ohi = ((u64)o2 | ((u64)o3 << 32)) ^ hi;
 }
 
+// One step down an FSS tree: the child of seed (slo, shi) with control bit t in direction
+// `dir`, corrected by the key's words for its level `at` (seed word masked by t, control bit
+// correction of that direction).
+__device__ __forceinline__ void ggm_step(const Aes* a, u32 dir, u64 at, const u64* seeds,
+                                         const u8* controls, u64* slo, u64* shi, u64* t) {
+    const u64 mask = 0 - *t;
+    u64 clo, chi;
+    mmo(a, dir ? GGM_RIGHT : GGM_LEFT, *slo, *shi, &clo, &chi);
+    const u64 tc = clo & 1;
+    *slo = (clo & ~1ull) ^ (seeds[2 * at] & mask);
+    *shi = chi ^ (seeds[2 * at + 1] & mask);
+    *t = tc ^ (*t & controls[2 * at + dir]);
+}
+
 // AES-128 of one block under the first GGM key, for the host's self-check of the tables.
 extern "C" __global__ void aes_left(const u64* in, u64* out, u32 count) {
     __shared__ Aes a;
@@ -204,13 +218,7 @@ extern "C" __global__ void dcf_eval(const u64* roots, const u64* seeds, const u6
         u64 vlo, vhi;
         mmo(&a, GGM_VALUE, slo, shi, &vlo, &vhi);
         v += (dir ? vhi : vlo) + (values[at] & mask);
-        u64 clo, chi;
-        mmo(&a, dir ? GGM_RIGHT : GGM_LEFT, slo, shi, &clo, &chi);
-        const u64 tc = clo & 1;
-        clo &= ~1ull;
-        slo = clo ^ (seeds[2 * at] & mask);
-        shi = chi ^ (seeds[2 * at + 1] & mask);
-        t = tc ^ (t & controls[2 * at + dir]);
+        ggm_step(&a, dir, at, seeds, controls, &slo, &shi, &t);
     }
     u64 total = v + shi + (last[i] & (0 - t));
     const u64 neg = 0 - (u64)p1;
@@ -235,15 +243,7 @@ extern "C" __global__ void dpf_lookup(const u64* roots, const u64* seeds, const 
     for (u32 level = 0; level < levels; level++) {
         // The path to this thread's leaf is public (its index), like x's bits in dcf_eval.
         const u32 dir = (leaf >> (levels - 1 - level)) & 1;
-        const u64 at = key * levels + level;
-        const u64 mask = 0 - t;
-        u64 clo, chi;
-        mmo(&a, dir ? GGM_RIGHT : GGM_LEFT, slo, shi, &clo, &chi);
-        const u64 tc = clo & 1;
-        clo &= ~1ull;
-        slo = clo ^ (seeds[2 * at] & mask);
-        shi = chi ^ (seeds[2 * at + 1] & mask);
-        t = tc ^ (t & controls[2 * at + dir]);
+        ggm_step(&a, dir, key * levels + level, seeds, controls, &slo, &shi, &t);
     }
     u64 blo, bhi;
     mmo(&a, GGM_VALUE, slo, shi, &blo, &bhi);

@@ -17,7 +17,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use securerouter_core::Error;
 use securerouter_core::fss::{BitDpfKeys, DcfKeys, MAX_FULL_DOMAIN_BITS};
-use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights, check_matmul};
+use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights, check_key_batch, check_matmul};
 use securerouter_core::prg::{GGM_KEYS, Ggm};
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::Party;
@@ -290,16 +290,6 @@ fn check_inputs(xs: &[u64], width: BitWidth) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
-    if keys != xs || xs != out {
-        return Err(Error::LengthMismatch {
-            expected: keys,
-            got: if keys != xs { xs } else { out },
-        });
-    }
-    Ok(())
-}
-
 impl Kernels for CudaKernels {
     fn matmul(
         &self,
@@ -369,7 +359,7 @@ impl Kernels for CudaKernels {
     }
 
     fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
-        check_batch(keys.len(), xs.len(), out.len())?;
+        check_key_batch(keys.len(), xs.len(), out.len())?;
         if keys.len() < self.cpu_below.fss_keys.max(1) {
             return self.inner.cpu.dcf_eval(keys, xs, out);
         }
@@ -419,8 +409,8 @@ impl Kernels for CudaKernels {
         dot: &mut [u64],
         ones: &mut [u64],
     ) -> Result<(), Error> {
-        check_batch(keys.len(), xs.len(), dot.len())?;
-        check_batch(keys.len(), xs.len(), ones.len())?;
+        check_key_batch(keys.len(), xs.len(), dot.len())?;
+        check_key_batch(keys.len(), xs.len(), ones.len())?;
         if keys.len() < self.cpu_below.fss_keys.max(1) {
             return self
                 .inner

@@ -163,6 +163,11 @@ pub enum Command {
         /// always-largest and the router's overhead.
         #[arg(long, conflicts_with_all = ["minilm_layers", "expert", "layers", "hidden", "heads", "ffn", "breakdown"])]
         pool: bool,
+        /// With --pool: run only the router under MPC (no expert) on --queries held-out
+        /// sentences and report how often its choice equals the plaintext router's, with a
+        /// one-sided 95% lower confidence bound.
+        #[arg(long, requires = "pool", conflicts_with = "sweep")]
+        router_only: bool,
         /// With --pool: retrain the router for each --cost-weights value, measure its routed
         /// queries and every expert alone under MPC on --queries held-out sentences, and draw
         /// held-out accuracy against measured online time per query (SVG at --plot).
@@ -323,6 +328,27 @@ mod tests {
     #[test]
     fn definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `--help` of every command with `--route` states what each routing mode leaks.
+    #[test]
+    fn route_help_states_the_leakage() {
+        for name in ["demo", "bench"] {
+            let mut cli = Cli::command();
+            let help = cli
+                .find_subcommand_mut(name)
+                .expect("the command exists")
+                .render_long_help()
+                .to_string();
+            for needle in [
+                "reveal-route",
+                "The route index is opened to both servers and to the dealer",
+                "hide-route",
+                "The route stays hidden from the servers and the dealer",
+            ] {
+                assert!(help.contains(needle), "`{name} --help` lacks {needle:?}");
+            }
+        }
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             minilm_layers,
             expert,
             pool,
+            router_only,
             sweep,
             cost_weights,
             plot,
@@ -188,6 +189,9 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     timeout_s: *timeout,
                     gpu: *gpu,
                 };
+                if *router_only {
+                    return bench::router_agreement::run(&opts, *json, out).map(|_| ());
+                }
                 return bench::pool::run(&opts, *json, out).map(|_| ());
             }
             if pool_dir.is_some() && expert.is_none() {

@@ -106,7 +106,8 @@ pub fn check_matmul(
     Ok(())
 }
 
-fn check_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
+/// Checks that a batch of `keys` FSS keys comes with as many inputs and outputs.
+pub fn check_key_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
     if keys != xs || xs != out {
         return Err(Error::LengthMismatch {
             expected: keys,
@@ -132,8 +133,8 @@ impl CpuKernels {
         ones: &mut [u64],
         masked_dot: impl Fn(&[u64], &[u64]) -> u64,
     ) -> Result<(), Error> {
-        check_batch(keys.len(), xs.len(), dot.len())?;
-        check_batch(keys.len(), xs.len(), ones.len())?;
+        check_key_batch(keys.len(), xs.len(), dot.len())?;
+        check_key_batch(keys.len(), xs.len(), ones.len())?;
         if keys.is_empty() {
             return Ok(());
         }
@@ -202,7 +203,7 @@ impl Kernels for CpuKernels {
     }
 
     fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
-        check_batch(keys.len(), xs.len(), out.len())?;
+        check_key_batch(keys.len(), xs.len(), out.len())?;
         self.dcf.eval_batch(keys, xs, out)
     }
 

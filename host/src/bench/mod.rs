@@ -8,6 +8,7 @@
 //! (the two servers computing) are timed apart. Figures are per query, averaged.
 
 pub mod pool;
+pub mod router_agreement;
 pub mod sweep;
 
 use crate::assets;

@@ -6,9 +6,11 @@
 
 use crate::assets;
 use crate::circuit::{CircuitKind, RouteMode};
-use crate::client::PoolAnswer;
+use crate::client::{Client, PoolAnswer};
 use crate::data;
+use crate::local_cluster::LocalCluster;
 use crate::local_cluster::ServerFlags;
+use crate::model::ClientBundle;
 use crate::served_pool::{ServedPool, embed_query};
 use crate::train::pool::pool_dir;
 use anyhow::bail;
@@ -117,33 +119,65 @@ pub struct PoolBenchLine {
     pub peak_rss_mb: [f64; 3],
 }
 
+/// The trained pool served on loopback (keys prefetched), with the first `opts.queries`
+/// held-out sentences and a client: what every held-out pool benchmark starts from.
+pub(crate) struct HeldOutRun {
+    pub pool: ServedPool,
+    pub sentences: Vec<data::LabelledSentence>,
+    pub cluster: LocalCluster,
+    pub bundle: ClientBundle,
+    pub client: Client,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl HeldOutRun {
+    pub fn start(opts: &PoolBenchOptions) -> anyhow::Result<Self> {
+        if opts.queries == 0 {
+            bail!("--queries must be at least 1");
+        }
+        let cache = assets::cache_dir(opts.cache.as_deref())?;
+        let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
+        let pool = ServedPool::load(&dir, &cache)?;
+        let (_, mut sentences) =
+            data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
+        sentences.truncate(opts.queries);
+        let servers = ServerFlags {
+            prefetch_keys: true,
+            gpu: opts.gpu,
+        };
+        let (cluster, bundle) = pool.start_local(opts.timeout_s, servers)?;
+        let client = cluster.client()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        Ok(HeldOutRun {
+            pool,
+            sentences,
+            cluster,
+            bundle,
+            client,
+            runtime,
+        })
+    }
+}
+
 /// Runs the pool bench and writes its JSON line (or a summary) to `out`.
 pub fn run(
     opts: &PoolBenchOptions,
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<PoolBenchLine> {
-    if opts.queries == 0 {
-        bail!("--queries must be at least 1");
-    }
-    let cache = assets::cache_dir(opts.cache.as_deref())?;
-    let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
-    let pool = ServedPool::load(&dir, &cache)?;
-    let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
-    let sentences = &test[..opts.queries.min(test.len())];
+    let HeldOutRun {
+        pool,
+        sentences,
+        cluster,
+        bundle,
+        client,
+        runtime,
+    } = HeldOutRun::start(opts)?;
+    let sentences = &sentences[..];
     let k = pool.experts.len();
     let largest_kind = CircuitKind::Expert((k - 1) as u8);
-    let (cluster, bundle) = pool.start_local(
-        opts.timeout_s,
-        ServerFlags {
-            prefetch_keys: true,
-            gpu: opts.gpu,
-        },
-    )?;
-    let client = cluster.client()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let (mut routed, mut largest) = (QueryCost::default(), QueryCost::default());
     let (mut right, mut largest_right, mut agree_route, mut agree_label) = (0, 0, 0, 0);
     let mut routes = vec![0usize; k];

@@ -1,0 +1,245 @@
+//! Example firmware for QEMU's `mps2-an386` board (Cortex-M4, `thumbv7em-none-eabihf`).
+//!
+//! It streams P1's share of three embeddings of 128 tokens — 128 wide (BERT-tiny), 384
+//! (MiniLM) and 768 (BERT-base) — with `securerouter-device`, exactly as a client would before
+//! sending each row, and checks every row: P0's share, expanded from the seed alone, plus the
+//! streamed row gives back the encoded input. For each shape it prints the peak stack, the
+//! static RAM, the flash image size, the bytes a query uploads and the instructions spent.
+//!
+//! RAM is limited to 64 KiB by `memory.x` (the device budget), so the linker refuses more
+//! static data, and the stack is painted before each run and measured after it. Run it with
+//! `cargo run --release` in this directory (QEMU's `-icount shift=0` makes one instruction one
+//! nanosecond of virtual time, so SysTick, clocked at 25 MHz, counts 40 instructions a tick).
+//! It exits through semihosting: status 0 when every check passes, 1 otherwise.
+
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+use cortex_m::peripheral::SYST;
+use cortex_m::peripheral::syst::SystClkSource;
+use cortex_m_rt::{entry, exception};
+use cortex_m_semihosting::{debug, hprintln};
+use securerouter_core::prg::Seed;
+use securerouter_core::share::{SeededShareStream, reconstruct};
+use securerouter_device::{EmbeddingSource, ShareStreamer};
+
+/// Tokens per sequence.
+const ROWS: usize = 128;
+/// The stack paint.
+const PAINT: u32 = 0xA5A5_A5A5;
+/// QEMU's MPS2 system clock, which drives SysTick; with `-icount shift=0` one tick is 40
+/// instructions.
+const INSTRUCTIONS_PER_TICK: u64 = 1_000_000_000 / 25_000_000;
+
+/// SysTick wraps (every 2^24 ticks).
+static WRAPS: AtomicU32 = AtomicU32::new(0);
+
+unsafe extern "C" {
+    static __sdata: u32;
+    static __edata: u32;
+    static __sbss: u32;
+    static __ebss: u32;
+    static __sidata: u32;
+    static __sheap: u32;
+    static _stack_start: u32;
+}
+
+/// A deterministic synthetic embedding in [−4, 4), already in fixed point (a multiple of
+/// 2^−12, as a quantised flash table or a sensor pipeline would supply it), so the instruction
+/// counts are those of share generation, not of soft-float encoding (the M4 has no f64 unit).
+struct Synthetic {
+    width: usize,
+}
+
+impl Synthetic {
+    fn value(&self, row: usize, col: usize) -> u64 {
+        let h = ((row * self.width + col) as u32).wrapping_mul(2_654_435_761) >> 16;
+        // h / 8192 − 4 with 12 fractional bits: h / 2 − 4 · 4096, as a ring element.
+        (i64::from(h / 2) - 4 * 4096) as u64
+    }
+}
+
+impl EmbeddingSource for Synthetic {
+    fn rows(&self) -> usize {
+        ROWS
+    }
+
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    fn read_row(&mut self, index: usize, out: &mut [u64]) -> Result<(), securerouter_core::Error> {
+        for (col, o) in out.iter_mut().enumerate() {
+            *o = self.value(index, col);
+        }
+        Ok(())
+    }
+}
+
+#[exception]
+fn SysTick() {
+    WRAPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// SysTick ticks since it was started (it counts down from 2^24 − 1).
+fn ticks() -> u64 {
+    loop {
+        let before = WRAPS.load(Ordering::Relaxed);
+        let current = SYST::get_current();
+        if WRAPS.load(Ordering::Relaxed) == before {
+            return u64::from(before) * (1 << 24) + u64::from(0x00FF_FFFF - current);
+        }
+    }
+}
+
+fn addr(sym: &u32) -> usize {
+    sym as *const u32 as usize
+}
+
+/// Paints the free stack between the end of static data and just below the current stack
+/// pointer, so a later scan finds how deep the stack went.
+fn paint_stack() {
+    let bottom = addr(unsafe { &__sheap });
+    let sp = cortex_m::register::msp::read() as usize - 256;
+    let mut p = bottom;
+    while p < sp {
+        // SAFETY: [bottom, sp) is RAM that neither static data (below `__sheap`) nor the live
+        // stack (above sp − 256) uses; painting it changes no live value.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+}
+
+/// Bytes of stack used at the deepest point since [`paint_stack`].
+fn peak_stack() -> usize {
+    let bottom = addr(unsafe { &__sheap });
+    let top = addr(unsafe { &_stack_start });
+    let mut p = bottom;
+    // SAFETY: reads of RAM words between the end of static data and the stack top.
+    while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+        p += 4;
+    }
+    top - p
+}
+
+#[inline(never)]
+/// Streams P1's share of a 128 × `width` embedding with a `W`-word buffer; returns a wrapping
+/// sum of every streamed word, or `None` if the stream failed.
+fn stream<const W: usize>(width: usize, seed: &Seed) -> Option<u64> {
+    let mut streamer = ShareStreamer::<_, W>::new(Synthetic { width }, seed).ok()?;
+    let mut sum = 0u64;
+    while let Some(row) = streamer.next_p1_row() {
+        // A client would send `row` to P1 here.
+        sum = row.ok()?.iter().fold(sum, |s, &w| s.wrapping_add(w));
+    }
+    Some(sum)
+}
+
+#[inline(never)]
+/// Streams the same shares again and checks every row against P0's expansion of the seed and
+/// the encoded input; the streamed words must also sum to `sum`.
+fn verify<const W: usize>(width: usize, seed: &Seed, sum: u64) -> bool {
+    let Ok(mut streamer) = ShareStreamer::<_, W>::new(Synthetic { width }, seed) else {
+        return false;
+    };
+    let mut p0 = SeededShareStream::new(seed);
+    let source = Synthetic { width };
+    let (mut s0, mut x) = ([0u64; W], [0u64; W]);
+    let (mut rows, mut total) = (0, 0u64);
+    while let Some(row) = streamer.next_p1_row() {
+        let Ok(p1) = row else { return false };
+        total = p1.iter().fold(total, |s, &w| s.wrapping_add(w));
+        p0.expand_row(&mut s0[..width]);
+        if reconstruct(&s0[..width], p1, &mut x[..width]).is_err() {
+            return false;
+        }
+        for (col, &v) in x[..width].iter().enumerate() {
+            if v != source.value(rows, col) {
+                return false;
+            }
+        }
+        rows += 1;
+    }
+    rows == ROWS && total == sum
+}
+
+#[inline(never)]
+/// Streams, measures and verifies one shape; prints its line and returns whether it passed.
+fn run<const W: usize>(name: &str, seed: &Seed) -> bool {
+    paint_stack();
+    let start = ticks();
+    let sum = stream::<W>(W, seed);
+    let spent = ticks() - start;
+    let stack = peak_stack();
+    let Some(sum) = sum else {
+        hprintln!("{}: the share stream failed", name);
+        return false;
+    };
+    let ok = verify::<W>(W, seed, sum);
+    let upload = ROWS * W * 8;
+    hprintln!(
+        "{} (128 x {}): peak stack {} B; upload {} B to P1 + 16 B seed to P0; \
+         {} instructions ({} per row); reconstruction {}",
+        name,
+        W,
+        stack,
+        upload,
+        spent * INSTRUCTIONS_PER_TICK,
+        spent * INSTRUCTIONS_PER_TICK / ROWS as u64,
+        if ok { "ok" } else { "FAILED" }
+    );
+    ok
+}
+
+#[entry]
+fn main() -> ! {
+    let mut core = cortex_m::Peripherals::take().expect("core peripherals, taken once");
+    core.SYST.set_clock_source(SystClkSource::Core);
+    core.SYST.set_reload(0x00FF_FFFF);
+    core.SYST.clear_current();
+    core.SYST.enable_interrupt();
+    core.SYST.enable_counter();
+
+    // A real device draws this from its TRNG; a fixed seed keeps the run reproducible.
+    let seed = Seed::from_bytes(*b"mps2-an386-seed!");
+    let data = addr(unsafe { &__edata }) - addr(unsafe { &__sdata });
+    let bss = addr(unsafe { &__ebss }) - addr(unsafe { &__sbss });
+    let flash = addr(unsafe { &__sidata }) + data;
+    hprintln!(
+        "securerouter-device on mps2-an386 (Cortex-M4): flash image {} B, static RAM {} B \
+         (.data {}, .bss {})",
+        flash,
+        data + bss,
+        data,
+        bss
+    );
+    let passed = [
+        run::<128>("BERT-tiny", &seed),
+        run::<384>("MiniLM", &seed),
+        run::<768>("BERT-base", &seed),
+    ];
+    let total_ram = 64 * 1024;
+    if passed.iter().all(|&p| p) {
+        hprintln!(
+            "success: every streamed share reconstructs; RAM budget {} B",
+            total_ram
+        );
+        debug::exit(debug::EXIT_SUCCESS);
+    } else {
+        hprintln!("FAILURE: a share did not reconstruct");
+        debug::exit(debug::EXIT_FAILURE);
+    }
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    hprintln!("panic: {}", info);
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
