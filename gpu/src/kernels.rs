@@ -16,8 +16,10 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use securerouter_core::Error;
-use securerouter_core::fss::{BitDpfKeys, DcfKeys, MAX_FULL_DOMAIN_BITS};
-use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights, check_key_batch, check_matmul};
+use securerouter_core::fss::{BitDpfKeys, DcfKeys};
+use securerouter_core::gate::{
+    CpuKernels, Kernels, ServerWeights, check_key_batch, check_lookup_table, check_matmul,
+};
 use securerouter_core::prg::{GGM_KEYS, Ggm};
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::Party;
@@ -418,18 +420,7 @@ impl Kernels for CudaKernels {
                 .dpf_lookup(keys, xs, table, out_width, dot, ones);
         }
         let in_bits = keys.in_bits();
-        if in_bits.bits() > MAX_FULL_DOMAIN_BITS {
-            return Err(Error::DomainTooLarge {
-                bits: in_bits.bits(),
-                max: MAX_FULL_DOMAIN_BITS,
-            });
-        }
-        if table.len() != 1 << in_bits.bits() {
-            return Err(Error::LengthMismatch {
-                expected: 1 << in_bits.bits(),
-                got: table.len(),
-            });
-        }
+        check_lookup_table(in_bits, table.len())?;
         check_inputs(xs, in_bits)?;
         let p = keys.parts();
         let count = to_u32(keys.len(), "lookup batch too large")?;

@@ -106,6 +106,25 @@ pub fn check_matmul(
     Ok(())
 }
 
+/// Checks that a lookup on `in_bits`-bit keys can evaluate its full domain and that the table
+/// has one entry per input; returns the table size 2^in_bits.
+pub fn check_lookup_table(in_bits: BitWidth, table: usize) -> Result<usize, Error> {
+    if in_bits.bits() > MAX_FULL_DOMAIN_BITS {
+        return Err(Error::DomainTooLarge {
+            bits: in_bits.bits(),
+            max: MAX_FULL_DOMAIN_BITS,
+        });
+    }
+    let size = 1usize << in_bits.bits();
+    if table != size {
+        return Err(Error::LengthMismatch {
+            expected: size,
+            got: table,
+        });
+    }
+    Ok(size)
+}
+
 /// Checks that a batch of `keys` FSS keys comes with as many inputs and outputs.
 pub fn check_key_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
     if keys != xs || xs != out {
@@ -139,19 +158,7 @@ impl CpuKernels {
             return Ok(());
         }
         let n = keys.in_bits();
-        if n.bits() > MAX_FULL_DOMAIN_BITS {
-            return Err(Error::DomainTooLarge {
-                bits: n.bits(),
-                max: MAX_FULL_DOMAIN_BITS,
-            });
-        }
-        let size = 1usize << n.bits();
-        if table.len() != size {
-            return Err(Error::LengthMismatch {
-                expected: size,
-                got: table.len(),
-            });
-        }
+        let size = check_lookup_table(n, table.len())?;
         // rev[m] = table[(−m) mod 2^n] over two periods, so that table[(x − j) mod 2^n] =
         // rev[2^n − x + j]: one contiguous slice per input, indexed by j alone.
         let rev: Vec<u64> = (0..2 * size)
