@@ -137,7 +137,7 @@ impl Client {
         let started = Instant::now();
         let (r0, r1) = tokio::join!(
             self.ask(0, hello(InputShare::Seed(*seed.as_bytes()))),
-            self.ask(1, hello(InputShare::Words(words)))
+            self.ask(1, hello(InputShare::words(&words)))
         );
         let (o0, o1) = match (r0, r1) {
             (Ok(a), Ok(b)) => (a, b),

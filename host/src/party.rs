@@ -246,12 +246,7 @@ impl ServerService {
                 SeededShareStream::new(&Seed::from_bytes(seed)).expand_row(&mut x);
                 x
             }
-            (Party::P1, InputShare::Words(w)) if w.len() == rows * features => w,
-            (Party::P1, InputShare::Words(w)) => bail!(
-                "input share has {} words, {rows} rows of {features} need {}",
-                w.len(),
-                rows * features
-            ),
+            (Party::P1, input @ InputShare::Words(_)) => input.into_words(rows * features)?,
             (Party::P0, _) => bail!("P0 expects its input share as a seed"),
             (Party::P1, _) => bail!("P1 expects its input share as words"),
         };

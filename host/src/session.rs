@@ -64,11 +64,41 @@ pub fn check_rows(rows: u32) -> anyhow::Result<usize> {
 pub enum InputShare {
     /// P0: the seed of the client's seeded split.
     Seed([u8; 16]),
-    /// P1: x − PRG(seed), one word per input element.
-    Words(Vec<u64>),
+    /// P1: x − PRG(seed), 8 little-endian bytes per input element ([`InputShare::words`]):
+    /// a streaming client (the device) knows the message's length before it has made the
+    /// words, and random words take 8 bytes instead of postcard's 10-byte varints.
+    Words(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
-/// The first message on a client's link to a server.
+impl InputShare {
+    /// P1's share as it travels.
+    pub fn words(words: &[u64]) -> Self {
+        InputShare::Words(words.iter().flat_map(|w| w.to_le_bytes()).collect())
+    }
+
+    /// The words of a [`InputShare::Words`] share of `expected` words.
+    ///
+    /// # Errors
+    /// When the share is a seed or holds another number of words (the count is named).
+    pub fn into_words(self, expected: usize) -> anyhow::Result<Vec<u64>> {
+        let bytes = match self {
+            InputShare::Words(b) => b,
+            InputShare::Seed(_) => bail!("expected the input share as words, got a seed"),
+        };
+        if bytes.len() != expected * 8 {
+            bail!(
+                "the input share has {} bytes, {expected} words need {}",
+                bytes.len(),
+                expected * 8
+            );
+        }
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            .collect())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClientHello {
     /// The session.
@@ -218,4 +248,35 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> anyhow::Re
         bail!("empty message where a {what} was expected");
     }
     postcard::from_bytes(bytes).with_context(|| format!("malformed {what} ({} bytes)", bytes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_words_travel_as_eight_little_endian_bytes() {
+        let hello = Hello::Client(ClientHello {
+            session: SessionId([3; 16]),
+            circuit: CircuitKind::Bert,
+            rows: 1,
+            input: InputShare::words(&[1, u64::MAX]),
+        });
+        let bytes = encode(&hello).unwrap();
+        let mut words = vec![1, 0, 0, 0, 0, 0, 0, 0];
+        words.extend([0xff; 8]);
+        // Hello::Client, session, Bert, rows, Words, 16 bytes, the words.
+        let mut want = vec![0];
+        want.extend([3; 16]);
+        want.extend([1, 1, 1, 16]);
+        want.extend(&words);
+        assert_eq!(bytes, want);
+        let Hello::Client(back) = decode::<Hello>(&bytes, "hello").unwrap() else {
+            panic!("not a client hello")
+        };
+        assert_eq!(back.input.clone().into_words(2).unwrap(), [1, u64::MAX]);
+        // Another size is refused, naming it.
+        let err = format!("{:#}", back.input.into_words(3).unwrap_err());
+        assert!(err.contains("16 bytes, 3 words need 24"), "{err}");
+    }
 }

@@ -177,6 +177,67 @@ async fn router_head_across_processes_matches_plaintext() {
     assert_eq!(v["choice"].as_array().unwrap().len(), 3);
 }
 
+/// The no_std device client (`securerouter-device`) against the same processes, over TCP
+/// through `embedded-io-adapters`: the servers accept its links and hellos, and its answer
+/// matches the plaintext router head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_client_queries_the_processes() {
+    use embedded_io_adapters::tokio_1::FromTokio;
+    use securerouter_core::ring::{BitWidth, FixedPoint};
+    use securerouter_device::session::{Circuit, ServerKeys};
+    use securerouter_device::{FixedPointRows, StaticKey, query};
+    use tokio::net::TcpStream;
+
+    let c = Cluster::start("device", 20);
+    let d = DeploymentDir::open(&c.dir).unwrap();
+    let me = StaticKey::from_secret(*d.identity(Role::Client).unwrap().secret());
+    let keys = ServerKeys {
+        p0: d.deployment.p0.key().unwrap().0,
+        p1: d.deployment.p1.key().unwrap().0,
+    };
+    let f = c.features();
+    let fp = FixedPoint::new(12, BitWidth::FULL).unwrap();
+    for tag in 0..3 {
+        // Rows of f32, as a device holds them (the plaintext check reads the same values).
+        let x: Vec<f32> = random_queries(70 + tag, 4, f)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        let to_p0 = TcpStream::connect(d.deployment.p0.addr).await.unwrap();
+        let to_p1 = TcpStream::connect(d.deployment.p1.addr).await.unwrap();
+        let out = query::<_, _, _, _, 1024>(
+            FromTokio::new(to_p0),
+            FromTokio::new(to_p1),
+            &me,
+            &keys,
+            Circuit::RouterHead,
+            FixedPointRows::new(&x, f, fp).unwrap(),
+            &mut test_rng(90 + tag),
+        )
+        .await
+        .unwrap();
+        let [scores, onehot] = &out.values[..] else {
+            panic!("{} outputs", out.values.len())
+        };
+        let experts = scores.len() / 4;
+        let got = Classification {
+            session: String::new(),
+            scores: scores
+                .chunks(experts)
+                .map(|r| r.iter().map(|&v| fp.decode(v)).collect())
+                .collect(),
+            choice: onehot
+                .chunks(experts)
+                .map(|r| securerouter_host::circuit::pool::route_of(r).unwrap())
+                .collect(),
+            servers: Default::default(),
+            wall_s: 0.0,
+        };
+        check_against_plaintext(&c, &x64, &got);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_p1_fails_the_session_in_time_and_p0_keeps_serving() {
     let mut c = Cluster::start("kill-p1", 3);

@@ -87,8 +87,9 @@ impl Identity {
         self.public
     }
 
-    /// The secret key bytes, for the Noise handshake.
-    pub(crate) fn secret(&self) -> &[u8; 32] {
+    /// The secret key bytes: for the Noise handshake, and for handing a client's identity to
+    /// a device (`securerouter_device::StaticKey::from_secret`).
+    pub fn secret(&self) -> &[u8; 32] {
         &self.secret
     }
 
