@@ -59,6 +59,17 @@ impl LocalCluster {
         servers: ServerFlags,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the securerouter binary")?;
+        Self::start_with(&exe, deployment, timeout_s, servers)
+    }
+
+    /// [`start`](Self::start), with the services run by the `securerouter` binary at `exe`
+    /// (for programs other than `securerouter` itself, such as test harnesses).
+    pub fn start_with(
+        exe: &Path,
+        deployment: DeploymentDir,
+        timeout_s: u64,
+        servers: ServerFlags,
+    ) -> anyhow::Result<Self> {
         let d = deployment.path().to_string_lossy().to_string();
         let t = timeout_s.to_string();
         let common = ["--deployment", &d, "--timeout", &t];
@@ -83,7 +94,7 @@ impl LocalCluster {
         };
         for (name, args) in roles {
             let log = std::fs::File::create(cluster.dir().join(format!("{name}.log")))?;
-            let child = Command::new(&exe)
+            let child = Command::new(exe)
                 .args(args)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())

@@ -453,26 +453,24 @@ async fn server_failures_and_bad_replies_are_error_values() {
     };
     let x = [0.5f32; 8];
     let fp = FixedPoint::new(12, BitWidth::FULL).unwrap();
-    let run = |r0: Vec<u8>, r1: Vec<u8>| {
-        async move {
-            let (a0, a1) = (duplex(1 << 16), duplex(1 << 16));
-            let mut rng = test_rng(8);
-            let me = device_key();
-            let (out, _, _) = tokio::join!(
-                query::<_, _, _, _, 8>(
-                    FromTokio::new(a0.0),
-                    FromTokio::new(a1.0),
-                    &me,
-                    &keys,
-                    Circuit::Bert,
-                    FixedPointRows::new(&x, 8, fp).unwrap(),
-                    &mut rng,
-                ),
-                fake_server(a0.1, P0, |_| r0),
-                fake_server(a1.1, P1, |_| r1),
-            );
-            out
-        }
+    let run = |r0: Vec<u8>, r1: Vec<u8>| async move {
+        let (a0, a1) = (duplex(1 << 16), duplex(1 << 16));
+        let mut rng = test_rng(8);
+        let me = device_key();
+        let (out, _, _) = tokio::join!(
+            query::<_, _, _, _, 8>(
+                FromTokio::new(a0.0),
+                FromTokio::new(a1.0),
+                &me,
+                &keys,
+                Circuit::Bert,
+                FixedPointRows::new(&x, 8, fp).unwrap(),
+                &mut rng,
+            ),
+            fake_server(a0.1, P0, |_| r0),
+            fake_server(a1.1, P1, |_| r1),
+        );
+        out
     };
     let good = ok_reply(vec![64], vec![vec![1, 2]]);
     let long_reason = "the dealer refused: ".to_string() + &"x".repeat(5000);

@@ -1,6 +1,7 @@
 //! `securerouter train pool`, `train router` and `bench --expert` end to end on the real assets:
 //! a small pool (MiniLM-L6 cut to 1 and 2 layers) fine-tuned on a few Rotten Tomatoes sentences,
-//! each expert's cost measured under MPC with dealer, P0 and P1 as processes, then the router.
+//! each expert's cost measured under MPC with dealer, P0 and P1 as processes, then the router;
+//! then the no_std device client asks the routed pool over embassy-net on a TAP interface.
 
 use securerouter_tests::{binary, temp_dir};
 use std::process::Command;
@@ -45,6 +46,64 @@ fn assert_two_way_distribution(report: &serde_json::Value) {
         .collect();
     assert_eq!(dist.len(), 2);
     assert!((dist.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{report}");
+}
+
+/// Runs `device_over_tap` (the no_std device client on embassy-net over a TAP interface, see
+/// `tests/src/bin/device_over_tap.rs`) in a private network namespace against the pool in
+/// `pool_dir`, and checks that the device gets the plaintext pool's route and label.
+fn device_over_tap(pool_dir: &str) {
+    // As root, a plain network namespace; otherwise one inside a user namespace.
+    let flags = ["-n", "-rn"].into_iter().find(|f| {
+        Command::new("unshare")
+            .args([f, "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    let Some(flags) = flags else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`unshare -n` is not available: the TAP test needs a private network namespace"
+        );
+        println!("SKIPPED: device over TAP (no `unshare -n` here)");
+        return;
+    };
+    let bin = binary();
+    let out = Command::new("unshare")
+        .args([flags, env!("CARGO_BIN_EXE_device_over_tap")])
+        .args(["--securerouter", bin.to_str().unwrap()])
+        .args(["--pool-dir", pool_dir, "--queries", "3"])
+        .output()
+        .expect("running device_over_tap");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "device_over_tap failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for v in &lines {
+        // The router's choice is exact; the label follows the plaintext logits.
+        assert_eq!(v["route"], v["plain_route"], "{v}");
+        let f = |k: &str| -> Vec<f64> {
+            v[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        };
+        let (got, plain) = (f("logits"), f("plain_logits"));
+        for (a, b) in got.iter().zip(&plain) {
+            assert!((a - b).abs() < 0.1, "{v}");
+        }
+        let margin = (plain[0] - plain[1]).abs();
+        assert!(v["label"] == v["plain_label"] || margin < 0.1, "{v}");
+        assert!(v["upload_bytes_p1"].as_u64().unwrap() > 0);
+    }
+    println!("device over TAP: {stdout}");
 }
 
 #[test]
@@ -162,6 +221,7 @@ fn a_small_pool_is_built_measured_and_routed() {
         "{reveal}"
     );
     assert!(hide.get("router_overhead").is_none(), "{hide}");
+    device_over_tap(&d);
     // Bad options are clear errors.
     let out = Command::new(binary())
         .args(["train", "router", "--pool-dir", &d, "--costs", "1,2,3"])
