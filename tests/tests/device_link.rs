@@ -503,3 +503,196 @@ async fn server_failures_and_bad_replies_are_error_values() {
     let out = run(good.clone(), good).await.unwrap();
     assert_eq!(out.values[0][..], [2, 4]);
 }
+
+/// The firmware (`device/firmware`) runs a whole query on the emulated Cortex-M4 against this
+/// recording of two servers' side of a session: with the device's key and random generator
+/// fixed, what the servers send does not depend on the device's input, so the recording
+/// replays for any embedding. This checks that the recording still replays against the
+/// current protocol; `SECUREROUTER_WRITE_TRANSCRIPT=1` records it afresh.
+const TRANSCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../device/firmware/transcript.bin"
+);
+const TRANSCRIPT_MAGIC: &[u8; 8] = b"SRTRANS1";
+const TRANSCRIPT_DEVICE_SECRET: [u8; 32] = *b"firmware device static secret!!!";
+const TRANSCRIPT_RNG_SEED: [u8; 16] = *b"firmware rng 001";
+const TRANSCRIPT_LOGITS: [u64; 2] = [0xffff_ffff_ffff_f800, 0x1800]; // -0.5, 1.5 at 12 bits
+const TRANSCRIPT_ROUTE: [u64; 3] = [0, 1, 0];
+
+/// Copies both ways between `device` and `server` until both close; returns what the server
+/// sent.
+async fn recording_relay(device: DuplexStream, server: DuplexStream) -> Vec<u8> {
+    let (mut dr, mut dw) = tokio::io::split(device);
+    let (mut sr, mut sw) = tokio::io::split(server);
+    let up = async {
+        tokio::io::copy(&mut dr, &mut sw).await.unwrap();
+        sw.shutdown().await.unwrap();
+    };
+    let down = async {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = sr.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            // The device may be gone already; the recording is what matters.
+            let _ = dw.write_all(&buf[..n]).await;
+        }
+        let _ = dw.shutdown().await;
+        seen
+    };
+    let ((), seen) = tokio::join!(up, down);
+    seen
+}
+
+/// A stream that plays back `incoming` and drops what is written to it.
+struct Replay<'a> {
+    incoming: &'a [u8],
+}
+
+impl embedded_io_async::ErrorType for Replay<'_> {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_io_async::Read for Replay<'_> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let n = buf.len().min(self.incoming.len());
+        buf[..n].copy_from_slice(&self.incoming[..n]);
+        self.incoming = &self.incoming[n..];
+        Ok(n)
+    }
+}
+
+impl embedded_io_async::Write for Replay<'_> {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        Ok(buf.len())
+    }
+
+    async fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+fn transcript_keys() -> ([u8; 32], [u8; 32]) {
+    (
+        *Identity::from_secret([4; 32]).public().as_bytes(),
+        *Identity::from_secret([5; 32]).public().as_bytes(),
+    )
+}
+
+async fn record_transcript() -> Vec<u8> {
+    let (p0, p1) = transcript_keys();
+    let keys = ServerKeys { p0, p1 };
+    let me = StaticKey::from_secret(TRANSCRIPT_DEVICE_SECRET);
+    let allowed = [PublicKey(me.public())];
+    let server = |stream: DuplexStream, secret: [u8; 32], shares: Vec<u64>| {
+        async move {
+            let id = Identity::from_secret(secret);
+            let mut link = SecureLink::accept(stream, &id, &allowed, &LinkConfig::default())
+                .await
+                .unwrap();
+            let _hello: Hello = decode(&link.recv().await.unwrap(), "hello").unwrap();
+            let reply = encode(&ServerReply::Ok(OutputShares {
+                widths: vec![64, 64],
+                shares: vec![shares[..2].to_vec(), shares[2..].to_vec()],
+                stats: SessionStats::default(),
+            }))
+            .unwrap();
+            link.send(&reply).await.unwrap();
+        }
+    };
+    // P0 sends a random-looking mask, P1 the values minus it.
+    let mask = [0x0123_4567_89ab_cdefu64, 99, 7, 8, 9];
+    let values: Vec<u64> = TRANSCRIPT_LOGITS
+        .iter()
+        .chain(&TRANSCRIPT_ROUTE)
+        .copied()
+        .collect();
+    let s1: Vec<u64> = values
+        .iter()
+        .zip(&mask)
+        .map(|(v, m)| v.wrapping_sub(*m))
+        .collect();
+    let ((d0, r0), (s0_end, r0b)) = (duplex(1 << 16), duplex(1 << 16));
+    let ((d1, r1), (s1_end, r1b)) = (duplex(1 << 16), duplex(1 << 16));
+    let x = [0.25f32; 4 * 8];
+    let fp = FixedPoint::new(12, BitWidth::FULL).unwrap();
+    let mut rng = securerouter_core::prg::AesCtr::new(
+        &Seed::from_bytes(TRANSCRIPT_RNG_SEED),
+        securerouter_core::prg::Domain(0),
+    );
+    let (out, (), (), seen0, seen1) = tokio::join!(
+        query::<_, _, _, _, 8>(
+            FromTokio::new(d0),
+            FromTokio::new(d1),
+            &me,
+            &keys,
+            Circuit::Routed(RouteMode::Reveal),
+            FixedPointRows::new(&x, 8, fp).unwrap(),
+            &mut rng,
+        ),
+        server(s0_end, [4; 32], mask.to_vec()),
+        server(s1_end, [5; 32], s1),
+        recording_relay(r0, r0b),
+        recording_relay(r1, r1b),
+    );
+    let out = out.unwrap();
+    assert_eq!(out.values[0][..], TRANSCRIPT_LOGITS);
+    let mut file = TRANSCRIPT_MAGIC.to_vec();
+    file.extend(TRANSCRIPT_DEVICE_SECRET);
+    file.extend(TRANSCRIPT_RNG_SEED);
+    file.extend(p0);
+    file.extend(p1);
+    for v in values {
+        file.extend(v.to_le_bytes());
+    }
+    for seen in [seen0, seen1] {
+        file.extend((seen.len() as u32).to_le_bytes());
+        file.extend(seen);
+    }
+    file
+}
+
+#[tokio::test]
+async fn the_firmwares_recorded_servers_still_replay() {
+    if std::env::var_os("SECUREROUTER_WRITE_TRANSCRIPT").is_some() {
+        std::fs::write(TRANSCRIPT, record_transcript().await).unwrap();
+    }
+    let file = std::fs::read(TRANSCRIPT).expect("device/firmware/transcript.bin");
+    assert_eq!(&file[..8], TRANSCRIPT_MAGIC);
+    let (p0, p1) = transcript_keys();
+    assert_eq!(file[8..40], TRANSCRIPT_DEVICE_SECRET);
+    assert_eq!(file[40..56], TRANSCRIPT_RNG_SEED);
+    assert_eq!((&file[56..88], &file[88..120]), (&p0[..], &p1[..]));
+    let mut at = 120 + 5 * 8;
+    let mut stream = || {
+        let len = u32::from_le_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+        let s = &file[at + 4..at + 4 + len];
+        at += 4 + len;
+        s
+    };
+    let (in0, in1) = (stream(), stream());
+    // Replays for an input of another size than the recording's (a BERT-base-sized one).
+    let x = vec![-1.75f32; 16 * 770];
+    let fp = FixedPoint::new(12, BitWidth::FULL).unwrap();
+    let mut rng = securerouter_core::prg::AesCtr::new(
+        &Seed::from_bytes(TRANSCRIPT_RNG_SEED),
+        securerouter_core::prg::Domain(0),
+    );
+    let out = query::<_, _, _, _, 770>(
+        Replay { incoming: in0 },
+        Replay { incoming: in1 },
+        &StaticKey::from_secret(TRANSCRIPT_DEVICE_SECRET),
+        &ServerKeys { p0, p1 },
+        Circuit::Routed(RouteMode::Reveal),
+        FixedPointRows::new(&x, 770, fp).unwrap(),
+        &mut rng,
+    )
+    .await
+    .expect("the recording no longer replays: record it again (SECUREROUTER_WRITE_TRANSCRIPT=1)");
+    assert_eq!(out.values[0][..], TRANSCRIPT_LOGITS);
+    assert_eq!(out.route().unwrap(), 1);
+    assert_eq!(out.label().unwrap(), 1);
+}

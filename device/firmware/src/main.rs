@@ -15,14 +15,17 @@
 #![no_std]
 #![no_main]
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, Ordering};
+use core::task::{Context, Poll, Waker};
 use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
-use securerouter_core::prg::Seed;
+use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::share::{SeededShareStream, reconstruct};
-use securerouter_device::{EmbeddingSource, ShareStreamer};
+use securerouter_device::session::{Circuit, RouteMode, ServerKeys};
+use securerouter_device::{EmbeddingSource, ShareStreamer, StaticKey, query};
 
 /// Tokens per sequence.
 const ROWS: usize = 128;
@@ -192,6 +195,148 @@ fn run<const W: usize>(name: &str, seed: &Seed) -> bool {
     ok
 }
 
+/// Two servers' side of a recorded session (`tests/tests/device_link.rs` records it and checks
+/// that it still replays): the device's key and random seed, the servers' keys, the values the
+/// servers' output shares add up to, and each server's bytes to the device.
+const TRANSCRIPT: &[u8] = include_bytes!("../transcript.bin");
+
+/// A stream that plays back a server's recorded bytes and counts what the device sends.
+struct Replay<'a> {
+    incoming: &'a [u8],
+    sent: &'a Cell<usize>,
+}
+
+impl embedded_io_async::ErrorType for Replay<'_> {
+    type Error = core::convert::Infallible;
+}
+
+impl embedded_io_async::Read for Replay<'_> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let n = buf.len().min(self.incoming.len());
+        buf[..n].copy_from_slice(&self.incoming[..n]);
+        self.incoming = &self.incoming[n..];
+        Ok(n)
+    }
+}
+
+impl embedded_io_async::Write for Replay<'_> {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.sent.set(self.sent.get() + buf.len());
+        Ok(buf.len())
+    }
+
+    async fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Polls `f` to completion (replayed streams never make it wait).
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = core::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn array<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at + N)?.try_into().ok()
+}
+
+/// A server's recorded stream at `*at` (a little-endian u32 length, then the bytes).
+fn recorded_stream<'a>(bytes: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let len = u32::from_le_bytes(array(bytes, *at)?) as usize;
+    let s = bytes.get(*at + 4..*at + 4 + len)?;
+    *at += 4 + len;
+    Some(s)
+}
+
+#[inline(never)]
+/// A whole query as a device makes it: Noise handshakes with both servers, P1's share of a
+/// 128 × 770 input (BERT-base's 768 columns and the 2 the client adds) streamed through the
+/// link's encryption, P0's seed, and both replies read and added up, against the recorded
+/// servers. Prints its RAM, upload and instruction figures; returns whether it passed.
+fn session() -> bool {
+    const WIDTH: usize = 770;
+    let t = TRANSCRIPT;
+    let (Some(secret), Some(rng_seed), Some(p0), Some(p1)) = (
+        array::<32>(t, 8),
+        array::<16>(t, 40),
+        array::<32>(t, 56),
+        array::<32>(t, 88),
+    ) else {
+        hprintln!("session: the transcript is truncated");
+        return false;
+    };
+    let mut want = [0u64; 5];
+    for (i, w) in want.iter_mut().enumerate() {
+        *w = u64::from_le_bytes(array(t, 120 + 8 * i).unwrap_or_default());
+    }
+    let mut at = 160;
+    let (Some(in0), Some(in1)) = (recorded_stream(t, &mut at), recorded_stream(t, &mut at)) else {
+        hprintln!("session: the transcript is truncated");
+        return false;
+    };
+    if t.get(..8) != Some(b"SRTRANS1".as_slice()) {
+        hprintln!("session: not a transcript");
+        return false;
+    }
+    let me = StaticKey::from_secret(secret);
+    let keys = ServerKeys { p0, p1 };
+    let mut rng = AesCtr::new(&Seed::from_bytes(rng_seed), Domain(0));
+    let (sent0, sent1) = (Cell::new(0), Cell::new(0));
+
+    paint_stack();
+    let start = ticks();
+    let future = query::<_, _, _, _, WIDTH>(
+        Replay {
+            incoming: in0,
+            sent: &sent0,
+        },
+        Replay {
+            incoming: in1,
+            sent: &sent1,
+        },
+        &me,
+        &keys,
+        Circuit::Routed(RouteMode::Reveal),
+        Synthetic { width: WIDTH },
+        &mut rng,
+    );
+    let future_bytes = core::mem::size_of_val(&future);
+    let out = block_on(future);
+    let spent = ticks() - start;
+    let stack = peak_stack();
+    let ok = match &out {
+        Ok(o) => {
+            o.values.first().map(|v| &v[..]) == Some(&want[..2])
+                && o.values.get(1).map(|v| &v[..]) == Some(&want[2..])
+        }
+        Err(_) => false,
+    };
+    let share = ROWS * WIDTH * 8;
+    hprintln!(
+        "session (128 x {}, routed query): peak stack {} B (the query's future {} B); \
+         upload {} B to P1 (share {} B + {} B handshake, hello and framing), {} B to P0; \
+         {} instructions; outputs {}",
+        WIDTH,
+        stack,
+        future_bytes,
+        sent1.get(),
+        share,
+        sent1.get() - share.min(sent1.get()),
+        sent0.get(),
+        spent * INSTRUCTIONS_PER_TICK,
+        if ok { "ok" } else { "FAILED" }
+    );
+    if let Err(e) = out {
+        hprintln!("session failed: {}", e);
+    }
+    ok
+}
+
 #[entry]
 fn main() -> ! {
     let mut core = cortex_m::Peripherals::take().expect("core peripherals, taken once");
@@ -218,16 +363,17 @@ fn main() -> ! {
         run::<128>("BERT-tiny", &seed),
         run::<384>("MiniLM", &seed),
         run::<768>("BERT-base", &seed),
+        session(),
     ];
     let total_ram = 64 * 1024;
     if passed.iter().all(|&p| p) {
         hprintln!(
-            "success: every streamed share reconstructs; RAM budget {} B",
+            "success: every streamed share reconstructs and the whole session adds up; RAM budget {} B",
             total_ram
         );
         debug::exit(debug::EXIT_SUCCESS);
     } else {
-        hprintln!("FAILURE: a share did not reconstruct");
+        hprintln!("FAILURE: a share did not reconstruct or the session failed");
         debug::exit(debug::EXIT_FAILURE);
     }
     loop {
