@@ -14,6 +14,7 @@
 //!   `TcpSocket`, or a tokio stream in host tests); messages are sealed and opened as they
 //!   stream.
 //! - [`session`]: one query to P0 and P1 in the host's session messages (postcard).
+//! - [`replay`]: a recorded peer, for measuring the protocol without a network.
 //!
 //! No allocator is needed anywhere; peak RAM is one row, a few hundred bytes of link buffers
 //! and a 1 KiB reply buffer, whatever the number of rows. Every failure, including tampered or
@@ -24,6 +25,7 @@
 
 pub mod link;
 pub mod noise;
+pub mod replay;
 pub mod session;
 pub mod shares;
 

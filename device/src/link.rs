@@ -15,8 +15,8 @@
 use embedded_io_async::{ErrorKind, Read, Write};
 
 use crate::noise::{
-    ChunkCipher, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN, StaticKey, TAG_LEN,
-    Transport,
+    ChunkCipher, CipherState, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN, StaticKey,
+    TAG_LEN, Transport,
 };
 
 /// Largest Noise message, so largest frame body.
@@ -129,6 +129,11 @@ async fn read_frame_len<T: Read>(stream: &mut T, at_boundary: bool) -> Result<us
     Ok(len)
 }
 
+/// The cipher of a direction's next message.
+fn next_cipher(direction: &mut CipherState) -> Result<ChunkCipher, LinkError> {
+    direction.next_message().ok_or(LinkError::NoncesExhausted)
+}
+
 /// An authenticated, encrypted link from a device (the initiator) to a server.
 pub struct DeviceLink<T> {
     io: T,
@@ -231,11 +236,7 @@ impl<T: Read + Write> DeviceLink<T> {
         if len < TAG_LEN + 8 {
             return Err(LinkError::Malformed("first chunk shorter than its header"));
         }
-        let mut cipher = self
-            .transport
-            .recv
-            .next_message()
-            .ok_or(LinkError::NoncesExhausted)?;
+        let mut cipher = next_cipher(&mut self.transport.recv)?;
         let mut header = [0u8; 8];
         read_exact(&mut self.io, &mut header).await?;
         cipher.open(&mut header);
@@ -257,11 +258,7 @@ impl<T: Read + Write> DeviceLink<T> {
             if len != want + TAG_LEN {
                 return Err(LinkError::Malformed("chunk of the wrong size"));
             }
-            let mut cipher = self
-                .transport
-                .recv
-                .next_message()
-                .ok_or(LinkError::NoncesExhausted)?;
+            let mut cipher = next_cipher(&mut self.transport.recv)?;
             self.open_data(&mut cipher, want, buf, &mut kept).await?;
             self.check_tag(cipher).await?;
             remaining -= want as u64;
@@ -374,13 +371,7 @@ impl<T: Read + Write> MessageWriter<'_, T> {
             .write_all(&frame_len.to_be_bytes())
             .await
             .map_err(io_error)?;
-        self.chunk = Some(
-            self.link
-                .transport
-                .send
-                .next_message()
-                .ok_or(LinkError::NoncesExhausted)?,
-        );
+        self.chunk = Some(next_cipher(&mut self.link.transport.send)?);
         self.chunk_left = plaintext;
         if !self.started {
             self.started = true;

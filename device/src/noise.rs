@@ -137,7 +137,12 @@ pub struct ChunkCipher {
 impl ChunkCipher {
     /// Starts a message under `key` and nonce counter `n`, with associated data `ad`.
     pub fn new(key: &[u8; 32], n: u64, ad: &[u8]) -> Self {
-        let mut stream = ChaCha20::new(key.into(), &nonce(n).into());
+        Self::with_nonce(key, &nonce(n), ad)
+    }
+
+    /// Starts a message under `key` and the 96-bit `nonce` (RFC 8439's).
+    fn with_nonce(key: &[u8; 32], nonce: &[u8; 12], ad: &[u8]) -> Self {
+        let mut stream = ChaCha20::new(key.into(), nonce.into());
         // Block 0 of the keystream keys Poly1305; the message starts at block 1.
         let mut block0 = [0u8; 64];
         stream.apply_keystream(&mut block0);
@@ -378,24 +383,8 @@ mod tests {
             0x06, 0x91,
         ];
         let want_ct_start = [0xd3, 0x1a, 0x8d, 0x34, 0x64, 0x8e, 0x60, 0xdb];
-        // The RFC's nonce is not a Noise nonce; build the cipher the same way by hand.
-        let build = || {
-            let mut stream = ChaCha20::new((&key).into(), (&nonce_bytes).into());
-            let mut block0 = [0u8; 64];
-            stream.apply_keystream(&mut block0);
-            let mut pk = [0u8; 32];
-            pk.copy_from_slice(&block0[..32]);
-            let mut mac = Poly1305::new(&pk.into());
-            mac.update_padded(&ad);
-            ChunkCipher {
-                stream,
-                mac,
-                partial: [0; 16],
-                filled: 0,
-                ad_len: ad.len() as u64,
-                ct_len: 0,
-            }
-        };
+        // The RFC's nonce is not a Noise nonce.
+        let build = || ChunkCipher::with_nonce(&key, &nonce_bytes, &ad);
         for split in [1usize, 5, 16, 17, 40] {
             let mut buf = *text;
             let mut c = build();

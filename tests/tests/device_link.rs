@@ -9,6 +9,7 @@ use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::SeededShareStream;
 use securerouter_device::link::{DeviceLink, LinkError, Received};
 use securerouter_device::noise::{HandshakeError, StaticKey};
+use securerouter_device::replay::Replay;
 use securerouter_device::session::{Circuit, RouteMode, Server, ServerKeys, SessionError};
 use securerouter_device::{FixedPointRows, query};
 use securerouter_host::circuit::CircuitKind;
@@ -18,6 +19,7 @@ use securerouter_host::session::{
     Hello, OutputShares, PhaseStats, ServerReply, SessionStats, decode, encode,
 };
 use securerouter_tests::test_rng;
+use std::cell::Cell;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
 type Device = DeviceLink<FromTokio<DuplexStream>>;
@@ -547,34 +549,6 @@ async fn recording_relay(device: DuplexStream, server: DuplexStream) -> Vec<u8> 
     seen
 }
 
-/// A stream that plays back `incoming` and drops what is written to it.
-struct Replay<'a> {
-    incoming: &'a [u8],
-}
-
-impl embedded_io_async::ErrorType for Replay<'_> {
-    type Error = core::convert::Infallible;
-}
-
-impl embedded_io_async::Read for Replay<'_> {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let n = buf.len().min(self.incoming.len());
-        buf[..n].copy_from_slice(&self.incoming[..n]);
-        self.incoming = &self.incoming[n..];
-        Ok(n)
-    }
-}
-
-impl embedded_io_async::Write for Replay<'_> {
-    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        Ok(buf.len())
-    }
-
-    async fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
 fn transcript_keys() -> ([u8; 32], [u8; 32]) {
     (
         *Identity::from_secret([4; 32]).public().as_bytes(),
@@ -587,21 +561,19 @@ async fn record_transcript() -> Vec<u8> {
     let keys = ServerKeys { p0, p1 };
     let me = StaticKey::from_secret(TRANSCRIPT_DEVICE_SECRET);
     let allowed = [PublicKey(me.public())];
-    let server = |stream: DuplexStream, secret: [u8; 32], shares: Vec<u64>| {
-        async move {
-            let id = Identity::from_secret(secret);
-            let mut link = SecureLink::accept(stream, &id, &allowed, &LinkConfig::default())
-                .await
-                .unwrap();
-            let _hello: Hello = decode(&link.recv().await.unwrap(), "hello").unwrap();
-            let reply = encode(&ServerReply::Ok(OutputShares {
-                widths: vec![64, 64],
-                shares: vec![shares[..2].to_vec(), shares[2..].to_vec()],
-                stats: SessionStats::default(),
-            }))
+    let server = |stream: DuplexStream, secret: [u8; 32], shares: Vec<u64>| async move {
+        let id = Identity::from_secret(secret);
+        let mut link = SecureLink::accept(stream, &id, &allowed, &LinkConfig::default())
+            .await
             .unwrap();
-            link.send(&reply).await.unwrap();
-        }
+        let _hello: Hello = decode(&link.recv().await.unwrap(), "hello").unwrap();
+        let reply = encode(&ServerReply::Ok(OutputShares {
+            widths: vec![64, 64],
+            shares: vec![shares[..2].to_vec(), shares[2..].to_vec()],
+            stats: SessionStats::default(),
+        }))
+        .unwrap();
+        link.send(&reply).await.unwrap();
     };
     // P0 sends a random-looking mask, P1 the values minus it.
     let mask = [0x0123_4567_89ab_cdefu64, 99, 7, 8, 9];
@@ -681,9 +653,10 @@ async fn the_firmwares_recorded_servers_still_replay() {
         &Seed::from_bytes(TRANSCRIPT_RNG_SEED),
         securerouter_core::prg::Domain(0),
     );
+    let (sent0, sent1) = (Cell::new(0), Cell::new(0));
     let out = query::<_, _, _, _, 770>(
-        Replay { incoming: in0 },
-        Replay { incoming: in1 },
+        Replay::new(in0, &sent0),
+        Replay::new(in1, &sent1),
         &StaticKey::from_secret(TRANSCRIPT_DEVICE_SECRET),
         &ServerKeys { p0, p1 },
         Circuit::Routed(RouteMode::Reveal),
@@ -695,4 +668,12 @@ async fn the_firmwares_recorded_servers_still_replay() {
     assert_eq!(out.values[0][..], TRANSCRIPT_LOGITS);
     assert_eq!(out.route().unwrap(), 1);
     assert_eq!(out.label().unwrap(), 1);
+    // P1 got the share and a few hundred bytes of handshake, hello and framing.
+    let share = 16 * 770 * 8;
+    assert!(
+        sent1.get() > share && sent1.get() < share + 1024,
+        "{}",
+        sent1.get()
+    );
+    assert!(sent0.get() < 256, "{}", sent0.get());
 }

@@ -24,6 +24,7 @@ use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::share::{SeededShareStream, reconstruct};
+use securerouter_device::replay::Replay;
 use securerouter_device::session::{Circuit, RouteMode, ServerKeys};
 use securerouter_device::{EmbeddingSource, ShareStreamer, StaticKey, query};
 
@@ -200,36 +201,6 @@ fn run<const W: usize>(name: &str, seed: &Seed) -> bool {
 /// servers' output shares add up to, and each server's bytes to the device.
 const TRANSCRIPT: &[u8] = include_bytes!("../transcript.bin");
 
-/// A stream that plays back a server's recorded bytes and counts what the device sends.
-struct Replay<'a> {
-    incoming: &'a [u8],
-    sent: &'a Cell<usize>,
-}
-
-impl embedded_io_async::ErrorType for Replay<'_> {
-    type Error = core::convert::Infallible;
-}
-
-impl embedded_io_async::Read for Replay<'_> {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        let n = buf.len().min(self.incoming.len());
-        buf[..n].copy_from_slice(&self.incoming[..n]);
-        self.incoming = &self.incoming[n..];
-        Ok(n)
-    }
-}
-
-impl embedded_io_async::Write for Replay<'_> {
-    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        self.sent.set(self.sent.get() + buf.len());
-        Ok(buf.len())
-    }
-
-    async fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
 /// Polls `f` to completion (replayed streams never make it wait).
 fn block_on<F: Future>(f: F) -> F::Output {
     let mut f = core::pin::pin!(f);
@@ -291,14 +262,8 @@ fn session() -> bool {
     paint_stack();
     let start = ticks();
     let future = query::<_, _, _, _, WIDTH>(
-        Replay {
-            incoming: in0,
-            sent: &sent0,
-        },
-        Replay {
-            incoming: in1,
-            sent: &sent1,
-        },
+        Replay::new(in0, &sent0),
+        Replay::new(in1, &sent1),
         &me,
         &keys,
         Circuit::Routed(RouteMode::Reveal),
