@@ -3,7 +3,7 @@
 //!
 //! The host speaks it through `snow`; this is the same protocol written out for a device, from
 //! the Noise specification (revision 34): the symmetric state (§5.2), the IK pattern (§7.5)
-//! with the prologue `securerouter/1`, and ChaChaPoly as §12.3 defines it (a 96-bit nonce of 4
+//! with the prologue `securerouter/2`, and ChaChaPoly as §12.3 defines it (a 96-bit nonce of 4
 //! zero bytes and the little-endian counter). The host tests check it against `snow` byte for
 //! byte.
 //!
@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 /// The Noise protocol name of every SecureRouter link.
 pub const PROTOCOL_NAME: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// Bound into every handshake, as the host's links do.
-pub const PROLOGUE: &[u8] = b"securerouter/1";
+pub const PROLOGUE: &[u8] = b"securerouter/2";
 /// Bytes of a Poly1305 tag.
 pub const TAG_LEN: usize = 16;
 /// Bytes of an X25519 public key.

@@ -5,7 +5,7 @@
 //! # Handshake
 //!
 //! Every link starts with a Noise handshake, pattern `Noise_IK_25519_ChaChaPoly_BLAKE2s`, with
-//! the prologue [`PROLOGUE`] (`securerouter/1`). Each party has a static X25519 key
+//! the prologue [`PROLOGUE`] (`securerouter/2`). Each party has a static X25519 key
 //! ([`Identity`]); the initiator knows ("pins") the responder's public key beforehand, and the
 //! responder learns the initiator's from the first handshake message and accepts it only if it
 //! is in its allow-list. Two messages:
@@ -78,7 +78,10 @@ pub use link::{LinkReader, LinkWriter, SecureLink};
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 
 /// Bound into every handshake: peers of another protocol or version fail the handshake.
-pub const PROLOGUE: &[u8] = b"securerouter/1";
+/// Version 2: P1's input share travels as 8-byte little-endian words. The device crate has the
+/// same constant (`securerouter_device::noise::PROLOGUE`); `tests/tests/device_link.rs`
+/// handshakes one with the other.
+pub const PROLOGUE: &[u8] = b"securerouter/2";
 
 /// Limits of a link. The defaults fit model-sized messages on a LAN.
 #[derive(Clone, Debug)]
