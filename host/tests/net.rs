@@ -778,7 +778,7 @@ async fn prologue_mismatch_fails_the_handshake() {
             .await
             .map(|_| ())
     });
-    assert_ne!(PROLOGUE, b"securerouter/2");
+    assert_ne!(PROLOGUE, b"securerouter/1");
     let mut client_secret = [0u8; 32];
     let path = temp_path("prologue.key");
     client.save(&path).unwrap();
@@ -793,7 +793,7 @@ async fn prologue_mismatch_fails_the_handshake() {
         .unwrap()
         .remote_public_key(&server_pub.0)
         .unwrap()
-        .prologue(b"securerouter/2")
+        .prologue(b"securerouter/1")
         .unwrap()
         .build_initiator()
         .unwrap();
