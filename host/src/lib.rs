@@ -21,6 +21,7 @@ pub mod model;
 pub mod net;
 pub mod nn;
 pub mod party;
+pub mod progress;
 pub mod served_pool;
 pub mod session;
 pub mod train;

@@ -255,8 +255,7 @@ fn sentiment_head(
         return ClassifierHead::load(&path);
     }
     let take = train.len().min(HEAD_TRAIN_SENTENCES);
-    let bar = indicatif::ProgressBar::new(take as u64);
-    bar.set_message("pooled features for the sentiment head");
+    let bar = crate::progress::Progress::new(take, "pooled features for the sentiment head");
     let mut features = Vec::with_capacity(take);
     for s in &train[..take] {
         let e = tokenizer.encode(&s.text, 128);
@@ -314,8 +313,10 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
     let mut kernels = String::new();
     let (mut kernel_s, mut key_read_s, mut exchange_s) = (0.0, 0.0, 0.0);
     let mut phases: Vec<PhaseStats> = Vec::new();
-    let bar = indicatif::ProgressBar::new(prepared.queries.len() as u64);
-    bar.set_message(format!("{} under MPC", prepared.name));
+    let bar = crate::progress::Progress::new(
+        prepared.queries.len(),
+        format!("{} under MPC", prepared.name),
+    );
     for ids in &prepared.queries {
         let types = vec![0; ids.len()];
         let embedded = bundle.embeddings.embed(ids, &types)?;

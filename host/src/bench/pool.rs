@@ -183,9 +183,9 @@ pub fn run(
     let mut routes = vec![0usize; k];
     let mut router_s = 0.0;
     let cols = pool.shape().summary.input_cols();
-    let bar = indicatif::ProgressBar::new(sentences.len() as u64);
-    bar.set_message("routed and always-largest under MPC");
-    for s in sentences {
+    let bar =
+        crate::progress::Progress::new(sentences.len(), "routed and always-largest under MPC");
+    for (i, s) in sentences.iter().enumerate() {
         let x = embed_query(&bundle, &s.text, pool.seq_len())?;
         let a = runtime.block_on(client.ask_pool(CircuitKind::Routed(opts.mode), cols, &x))?;
         let b = runtime.block_on(client.ask_pool(largest_kind, cols, &x))?;
@@ -203,6 +203,10 @@ pub fn run(
         largest_right += usize::from(b.label == s.label as usize);
         agree_route += usize::from(a.route == plain.route);
         agree_label += usize::from(a.label == crate::model::head::argmax(&plain.logits));
+        let done = i + 1;
+        bar.set_message(format!(
+            "under MPC: routed {right}/{done} right, always-largest {largest_right}/{done}"
+        ));
         bar.inc(1);
     }
     bar.finish_and_clear();

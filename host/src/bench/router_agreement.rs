@@ -57,8 +57,7 @@ pub fn run(
     let mut routes = vec![0usize; k];
     let mut disagreements = Vec::new();
     let (mut online_s, mut wall_s) = (0.0, 0.0);
-    let bar = indicatif::ProgressBar::new(sentences.len() as u64);
-    bar.set_message("the router under MPC");
+    let bar = crate::progress::Progress::new(sentences.len(), "the router under MPC");
     for (i, s) in sentences.iter().enumerate() {
         let x = embed_query(&bundle, &s.text, pool.seq_len())?;
         let session = runtime.block_on(client.run(CircuitKind::Router, cols, &x))?;
@@ -75,6 +74,11 @@ pub fn run(
         }
         online_s += session.worst_server().online_s;
         wall_s += session.wall_s;
+        bar.set_message(format!(
+            "the router under MPC ({} of {} as in plaintext)",
+            i + 1 - disagreements.len(),
+            i + 1
+        ));
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -142,7 +142,10 @@ fn measure(
         .enable_all()
         .build()?;
     let cols = pool.shape().summary.input_cols();
-    let bar = indicatif::ProgressBar::new((kinds.len() * texts.len()) as u64);
+    let bar = crate::progress::Progress::new(
+        kinds.len() * texts.len(),
+        "the routers and experts under MPC",
+    );
     let mut online = vec![0.0; kinds.len()];
     for t in texts {
         let x = embed_query(&bundle, t, pool.seq_len())?;

@@ -6,6 +6,7 @@
 use super::encoder::{Batch, CandleLayer, CandleLinear};
 use crate::data::shuffle;
 use crate::model::{BertWeights, ClassifierHead, WordPiece};
+use crate::progress::Progress;
 use anyhow::bail;
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -101,16 +102,6 @@ fn batches(lens: &[usize], size: usize, rng: Option<&mut AesCtr>) -> Vec<Vec<usi
     out
 }
 
-fn progress(len: usize, msg: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:40} {bar:30} {pos}/{len} [{elapsed}<{eta}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message(msg.to_string());
-    bar
-}
-
 fn batch_of<'a>(inputs: &'a [Vec<f32>], idx: &[usize]) -> Vec<&'a [f32]> {
     idx.iter().map(|&i| inputs[i].as_slice()).collect()
 }
@@ -131,7 +122,7 @@ pub fn run_frozen(
     let lens: Vec<usize> = inputs.iter().map(|r| r.len() / hidden.max(1)).collect();
     let mut out = vec![Vec::new(); inputs.len()];
     let plan = batches(&lens, batch_size, None);
-    let bar = progress(inputs.len(), msg);
+    let bar = Progress::new(inputs.len(), msg);
     for idx in plan {
         let batch = Batch::new(&batch_of(inputs, &idx), hidden, &dev)?;
         let mut h = batch.x.clone();
@@ -205,7 +196,7 @@ pub fn fine_tune(
     let lens: Vec<usize> = below.iter().map(|r| r.len() / hidden).collect();
     let rng = &mut AesCtr::new(&opts.seed, SHUFFLE_DOMAIN);
     let steps = inputs.len().div_ceil(opts.batch_size.max(1)) * opts.epochs;
-    let bar = progress(steps, "fine-tuning");
+    let bar = Progress::new(steps, "fine-tuning");
     for epoch in 0..opts.epochs {
         let mut loss_sum = 0.0;
         let mut seen = 0usize;
@@ -269,7 +260,7 @@ impl Expert {
             pooled: vec![Vec::new(); inputs.len()],
             logits: vec![Vec::new(); inputs.len()],
         };
-        let bar = progress(inputs.len(), msg);
+        let bar = Progress::new(inputs.len(), msg);
         for idx in batches(&lens, batch_size, None) {
             let batch = Batch::new(&batch_of(inputs, &idx), c.hidden_size, &dev)?;
             let mut h = batch.x.clone();
