@@ -8,6 +8,9 @@
 //!   its share itself; P1 receives x − PRG(seed), streamed from a fixed [`heapless::Vec`] of
 //!   `W` words. Rows come from an [`EmbeddingSource`] the application supplies (a sensor
 //!   pipeline, a flash-resident table); [`FixedPointRows`] adapts a real matrix.
+//! - [`embedding`]: for devices that can hold it, an int8 embedding table in flash and the
+//!   WordPiece-ids path: [`TokenEmbedder`] computes the rows the host client would send
+//!   (LayerNorm of the summed embeddings, attention bias, pooling weight) from token ids.
 //! - [`noise`]: the initiator's side of the links' Noise IK handshake and a streamed
 //!   ChaCha20-Poly1305, without an allocator.
 //! - [`link`]: the links' framing over any `embedded_io_async` stream (embassy-net's
@@ -23,12 +26,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod log;
+
+pub mod embedding;
 pub mod link;
 pub mod noise;
 pub mod replay;
 pub mod session;
 pub mod shares;
 
+pub use embedding::{EmbeddingError, EmbeddingTable, TokenEmbedder};
 pub use link::{DeviceLink, LinkError};
 pub use noise::StaticKey;
 pub use session::{Circuit, Outputs, RouteMode, ServerKeys, SessionError, query};

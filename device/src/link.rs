@@ -181,6 +181,7 @@ impl<T: Read + Write> DeviceLink<T> {
         let mut message2 = [0u8; MESSAGE2_LEN];
         read_exact(&mut io, &mut message2).await?;
         let transport = initiator.finish(&message2).map_err(LinkError::Handshake)?;
+        crate::log::debug!("link: handshake done");
         Ok(DeviceLink {
             io,
             transport,

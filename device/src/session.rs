@@ -15,6 +15,7 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::link::{DeviceLink, LinkError};
+use crate::log;
 use crate::noise::StaticKey;
 use crate::shares::{DeviceError, EmbeddingSource, ShareStreamer};
 use securerouter_core::prg::Seed;
@@ -201,6 +202,36 @@ where
     S: EmbeddingSource,
     R: CryptoRng + ?Sized,
 {
+    log::debug!(
+        "query {}: {} rows of {} words",
+        circuit,
+        source.rows(),
+        source.width()
+    );
+    let result =
+        run_query::<T0, T1, S, R, W>(to_p0, to_p1, me, servers, circuit, source, rng).await;
+    match &result {
+        Ok(out) => log::debug!("query: {} outputs", out.values.len()),
+        Err(e) => log::warning!("query failed: {}", e),
+    }
+    result
+}
+
+async fn run_query<T0, T1, S, R, const W: usize>(
+    to_p0: T0,
+    to_p1: T1,
+    me: &StaticKey,
+    servers: &ServerKeys,
+    circuit: Circuit,
+    source: S,
+    rng: &mut R,
+) -> Result<Outputs, SessionError>
+where
+    T0: Read + Write,
+    T1: Read + Write,
+    S: EmbeddingSource,
+    R: CryptoRng + ?Sized,
+{
     let mut session = [0u8; 16];
     rng.fill_bytes(&mut session);
     let seed = Seed::random(rng);
@@ -254,6 +285,7 @@ where
         }
     }
     msg.finish().await.map_err(link_err(Server::P1))?;
+    log::debug!("query: {} share bytes sent to P1", share_bytes);
 
     let mut p0 = DeviceLink::connect(to_p0, me, &servers.p0, random_key(rng))
         .await
@@ -262,6 +294,7 @@ where
     let bytes = postcard::to_slice(&hello(InputShare::Seed(*seed.as_bytes())), &mut buf)
         .map_err(|_| SessionError::TooLarge)?;
     p0.send(bytes).await.map_err(link_err(Server::P0))?;
+    log::debug!("query: seed sent to P0; waiting for the replies");
 
     let mut reply = [0u8; REPLY_BUF];
     let o0 = read_reply(&mut p0, Server::P0, &mut reply).await?;

@@ -220,6 +220,18 @@ pub enum Command {
         gpu: bool,
     },
 
+    /// Write a deployment's embeddings as the device client's flash table: int8 with a scale
+    /// per row (about a quarter of the f32 size), read in place by
+    /// `securerouter_device::EmbeddingTable`, so a device can embed WordPiece ids itself.
+    DeviceTable {
+        /// The client bundle to convert (a deployment's `client.bundle`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Where to write the table.
+        #[arg(long)]
+        out: PathBuf,
+    },
+
     /// Route feature vectors through the encrypted router head and print the result as JSON.
     Client {
         /// The deployment directory (from `securerouter keys`).

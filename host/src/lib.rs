@@ -227,6 +227,12 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             };
             bench::run(&opts, *json, out).map(|_| ())
         }
+        Command::DeviceTable { bundle, out: path } => {
+            let table = model::ClientBundle::load(bundle)?.device_table()?;
+            std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+            writeln!(out, "wrote {} ({} bytes)", path.display(), table.len())?;
+            Ok(())
+        }
         Command::Client {
             deployment,
             input,

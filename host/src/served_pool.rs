@@ -8,7 +8,7 @@ use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use crate::local_cluster::{LocalCluster, ServerFlags};
 use crate::model::head::{argmax, reference_logits};
 use crate::model::pool::{LoadedExpert, PoolManifest};
-use crate::model::{ClientBundle, Encoding, WordPiece, mean_pool};
+use crate::model::{ClientBundle, Encoding, Matrix, WordPiece, mean_pool};
 use crate::nn::bert::{client_input, ring_layers, shape_of};
 use crate::train::pool::StoredRouter;
 use anyhow::{Context, bail};
@@ -120,14 +120,29 @@ impl ServedPool {
     /// The plaintext router and chosen expert on `text` (f64 reference of the circuit's graph).
     pub fn answer(&self, text: &str) -> anyhow::Result<PlainAnswer> {
         let e = self.encode(text);
+        self.answer_embedded(self.experts[0].0.embed(&e.ids, &e.type_ids)?)
+    }
+
+    /// The plaintext router and chosen expert on embedded tokens (rows of the hidden size, real
+    /// tokens only, after the embedding LayerNorm): for inputs the client embedded itself.
+    pub fn answer_embedded(&self, embedded: Matrix) -> anyhow::Result<PlainAnswer> {
         let (w0, h0) = &self.experts[0];
-        let pooled = mean_pool(&w0.forward(&e.ids, &e.type_ids)?);
+        if embedded.cols != w0.config.hidden_size || embedded.rows == 0 {
+            bail!(
+                "{} embedded tokens of width {}; the pool takes rows of {}",
+                embedded.rows,
+                embedded.cols,
+                w0.config.hidden_size
+            );
+        }
+        let pooled = mean_pool(&w0.encode(embedded.clone()));
         let scores = self.router.head.scores(&pooled);
         let route = argmax(&scores);
         let logits = if route == 0 {
             h0.logits(&pooled)
         } else {
-            self.expert_logits(route, text)?
+            let (w, h) = &self.experts[route];
+            h.logits(&mean_pool(&w.encode(embedded)))
         };
         Ok(PlainAnswer {
             scores,

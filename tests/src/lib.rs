@@ -33,6 +33,23 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Whether the real model and data assets are cached. Skips (saying so) when they are
+/// missing, except under CI, where that is a failure.
+pub fn assets_present() -> bool {
+    let cache = securerouter_host::assets::cache_dir(None).expect("a cache directory");
+    let ok = securerouter_host::assets::MINILM_L6.path(&cache).is_ok()
+        && securerouter_host::data::rotten_tomatoes(&cache).is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "assets missing from {}: run `securerouter assets fetch`",
+            cache.display()
+        );
+        println!("SKIPPED: assets missing from {}", cache.display());
+    }
+    ok
+}
+
 /// A fresh, empty directory under the system's temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -3,24 +3,8 @@
 //! each expert's cost measured under MPC with dealer, P0 and P1 as processes, then the router;
 //! then the no_std device client asks the routed pool over embassy-net on a TAP interface.
 
-use securerouter_tests::{binary, temp_dir};
+use securerouter_tests::{assets_present, binary, temp_dir};
 use std::process::Command;
-
-/// Skips (saying so) when the assets are missing, except under CI where that is a failure.
-fn assets_present() -> bool {
-    let cache = securerouter_host::assets::cache_dir(None).expect("a cache directory");
-    let ok = securerouter_host::assets::MINILM_L6.path(&cache).is_ok()
-        && securerouter_host::data::rotten_tomatoes(&cache).is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "assets missing from {}: run `securerouter assets fetch`",
-            cache.display()
-        );
-        println!("SKIPPED: assets missing from {}", cache.display());
-    }
-    ok
-}
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(binary())
@@ -50,7 +34,8 @@ fn assert_two_way_distribution(report: &serde_json::Value) {
 
 /// Runs `device_over_tap` (the no_std device client on embassy-net over a TAP interface, see
 /// `tests/src/bin/device_over_tap.rs`) in a private network namespace against the pool in
-/// `pool_dir`, and checks that the device gets the plaintext pool's route and label.
+/// `pool_dir`, and checks that the device, embedding each sentence itself from the
+/// deployment's int8 table, gets the plaintext pool's route and label on the same rows.
 fn device_over_tap(pool_dir: &str) {
     // As root, a plain network namespace; otherwise one inside a user namespace.
     let flags = ["-n", "-rn"].into_iter().find(|f| {

@@ -5,6 +5,8 @@
 //! sending each row, and checks every row: P0's share, expanded from the seed alone, plus the
 //! streamed row gives back the encoded input. For each shape it prints the peak stack, the
 //! static RAM, the flash image size, the bytes a query uploads and the instructions spent.
+//! Then it does the same for rows it embeds itself from WordPiece ids and an int8 table in
+//! flash, and runs a whole query against recorded servers.
 //!
 //! RAM is limited to 64 KiB by `memory.x` (the device budget), so the linker refuses more
 //! static data, and the stack is painted before each run and measured after it. Run it with
@@ -23,10 +25,13 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
+use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::{SeededShareStream, reconstruct};
 use securerouter_device::replay::Replay;
 use securerouter_device::session::{Circuit, RouteMode, ServerKeys};
-use securerouter_device::{EmbeddingSource, ShareStreamer, StaticKey, query};
+use securerouter_device::{
+    EmbeddingError, EmbeddingSource, EmbeddingTable, ShareStreamer, StaticKey, TokenEmbedder, query,
+};
 
 /// Tokens per sequence.
 const ROWS: usize = 128;
@@ -128,10 +133,10 @@ fn peak_stack() -> usize {
 }
 
 #[inline(never)]
-/// Streams P1's share of a 128 × `width` embedding with a `W`-word buffer; returns a wrapping
+/// Streams P1's share of `source`'s rows with a `W`-word buffer; returns a wrapping
 /// sum of every streamed word, or `None` if the stream failed.
-fn stream<const W: usize>(width: usize, seed: &Seed) -> Option<u64> {
-    let mut streamer = ShareStreamer::<_, W>::new(Synthetic { width }, seed).ok()?;
+fn stream<S: EmbeddingSource, const W: usize>(source: S, seed: &Seed) -> Option<u64> {
+    let mut streamer = ShareStreamer::<_, W>::new(source, seed).ok()?;
     let mut sum = 0u64;
     while let Some(row) = streamer.next_p1_row() {
         // A client would send `row` to P1 here.
@@ -173,7 +178,7 @@ fn verify<const W: usize>(width: usize, seed: &Seed, sum: u64) -> bool {
 fn run<const W: usize>(name: &str, seed: &Seed) -> bool {
     paint_stack();
     let start = ticks();
-    let sum = stream::<W>(W, seed);
+    let sum = stream::<_, W>(Synthetic { width: W }, seed);
     let spent = ticks() - start;
     let stack = peak_stack();
     let Some(sum) = sum else {
@@ -194,6 +199,99 @@ fn run<const W: usize>(name: &str, seed: &Seed) -> bool {
         if ok { "ok" } else { "FAILED" }
     );
     ok
+}
+
+/// An int8 embedding table in flash, read in place (`tests/tests/device_embedding.rs` checks it
+/// is what the host's `device-table` writes): MiniLM-shaped (hidden 384, 128 positions), with a
+/// 32-word vocabulary so that it stays small.
+const TABLE: &[u8] = include_bytes!("../table.bin");
+/// Real tokens in the table run (the rest of the 128 rows are padding).
+const TOKENS: usize = 100;
+
+/// The table run's WordPiece ids: [CLS], words drawn from the table's vocabulary, [SEP].
+fn token_ids() -> [u32; TOKENS] {
+    core::array::from_fn(|i| match i {
+        0 => 2,
+        i if i == TOKENS - 1 => 3,
+        i => 4 + (i as u32 * 7919) % 28,
+    })
+}
+
+#[inline(never)]
+/// The WordPiece-ids path: 128 rows computed from the flash table (LayerNorm of the summed
+/// int8 rows, attention bias, pooling weight) while P1's share is streamed, then streamed again
+/// and checked row by row against P0's expansion and the embedder's own rows. Prints its RAM
+/// and instruction figures; returns whether it passed.
+fn table_path(seed: &Seed) -> bool {
+    const WIDTH: usize = 386;
+    let fp = match FixedPoint::new(12, BitWidth::FULL) {
+        Ok(fp) => fp,
+        Err(_) => return false,
+    };
+    let table = match EmbeddingTable::parse(TABLE) {
+        Ok(t) => t,
+        Err(e) => {
+            hprintln!("table: {}", e);
+            return false;
+        }
+    };
+    let ids = token_ids();
+    let types = [0u32; TOKENS];
+    let embedder = || TokenEmbedder::new(table, &ids, &types, ROWS, fp);
+    let Ok(source) = embedder() else {
+        hprintln!("table: the token ids were refused");
+        return false;
+    };
+    paint_stack();
+    let start = ticks();
+    let sum = stream::<_, WIDTH>(source, seed);
+    let spent = ticks() - start;
+    let stack = peak_stack();
+    let ok = sum.is_some_and(|sum| verify_table::<WIDTH>(embedder, seed, sum));
+    hprintln!(
+        "table path (128 x {}, {} tokens from a {} B int8 table in flash): peak stack {} B; \
+         {} instructions ({} per row); reconstruction {}",
+        WIDTH,
+        TOKENS,
+        TABLE.len(),
+        stack,
+        spent * INSTRUCTIONS_PER_TICK,
+        spent * INSTRUCTIONS_PER_TICK / ROWS as u64,
+        if ok { "ok" } else { "FAILED" }
+    );
+    ok
+}
+
+#[inline(never)]
+/// Streams the table path's shares again and checks every row: P0's expansion of the seed plus
+/// the streamed row gives back the embedder's own row; the streamed words sum to `sum`.
+fn verify_table<'t, 'i, const W: usize>(
+    embedder: impl Fn() -> Result<TokenEmbedder<'t, 'i>, EmbeddingError>,
+    seed: &Seed,
+    sum: u64,
+) -> bool {
+    let (Ok(source), Ok(mut direct)) = (embedder(), embedder()) else {
+        return false;
+    };
+    let Ok(mut streamer) = ShareStreamer::<_, W>::new(source, seed) else {
+        return false;
+    };
+    let mut p0 = SeededShareStream::new(seed);
+    let (mut s0, mut x, mut want) = ([0u64; W], [0u64; W], [0u64; W]);
+    let (mut rows, mut total) = (0, 0u64);
+    while let Some(row) = streamer.next_p1_row() {
+        let Ok(p1) = row else { return false };
+        total = p1.iter().fold(total, |s, &w| s.wrapping_add(w));
+        p0.expand_row(&mut s0);
+        if reconstruct(&s0, p1, &mut x).is_err() || direct.read_row(rows, &mut want).is_err() {
+            return false;
+        }
+        if x != want {
+            return false;
+        }
+        rows += 1;
+    }
+    rows == ROWS && total == sum
 }
 
 /// Two servers' side of a recorded session (`tests/tests/device_link.rs` records it and checks
@@ -328,6 +426,7 @@ fn main() -> ! {
         run::<128>("BERT-tiny", &seed),
         run::<384>("MiniLM", &seed),
         run::<768>("BERT-base", &seed),
+        table_path(&seed),
         session(),
     ];
     let total_ram = 64 * 1024;

@@ -126,6 +126,46 @@ impl ClientBundle {
         })
     }
 
+    /// The embedding tables as the device's flash-resident int8 table (format 1 of
+    /// `securerouter_device::embedding`, written here because host does not depend on device;
+    /// a test ties the two): each row quantised with its own scale, max |v| / 127.
+    pub fn device_table(&self) -> anyhow::Result<Vec<u8>> {
+        let e = &self.embeddings;
+        let h = e.word.cols;
+        let narrow = |n: usize, what: &str| {
+            u16::try_from(n).with_context(|| format!("{n} {what} do not fit the device table"))
+        };
+        let vocab = u32::try_from(e.word.rows).context("the vocabulary is too large")?;
+        let mut out = Vec::with_capacity(
+            24 + (e.word.rows + e.position.rows + e.token_type.rows) * (h + 4) + 8 * h,
+        );
+        out.extend_from_slice(b"SRDEVEMB");
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&narrow(h, "hidden units")?.to_le_bytes());
+        out.extend_from_slice(&vocab.to_le_bytes());
+        out.extend_from_slice(&narrow(e.position.rows, "positions")?.to_le_bytes());
+        out.extend_from_slice(&narrow(e.token_type.rows, "token types")?.to_le_bytes());
+        out.extend_from_slice(&(e.norm.eps as f32).to_le_bytes());
+        for table in [&e.word, &e.position, &e.token_type] {
+            let scales: Vec<f64> = (0..table.rows)
+                .map(|r| table.row(r).iter().fold(0.0f64, |m, v| m.max(v.abs())) / 127.0)
+                .collect();
+            for s in &scales {
+                out.extend_from_slice(&(*s as f32).to_le_bytes());
+            }
+            for (r, s) in scales.iter().enumerate() {
+                out.extend(table.row(r).iter().map(|v| {
+                    let q = if *s > 0.0 { (v / s).round() } else { 0.0 };
+                    q.clamp(-127.0, 127.0) as i8 as u8
+                }));
+            }
+        }
+        for v in e.norm.gamma.iter().chain(&e.norm.beta) {
+            out.extend_from_slice(&(*v as f32).to_le_bytes());
+        }
+        Ok(out)
+    }
+
     /// Tokenises `text` (at most `max_len` tokens) and embeds it: rows of the hidden size.
     pub fn embed_text(&self, text: &str, max_len: usize) -> anyhow::Result<Matrix> {
         let e = self.tokenizer.encode(text, max_len);

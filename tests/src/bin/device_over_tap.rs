@@ -7,10 +7,13 @@
 //! ```
 //!
 //! It opens `tap0` (192.168.69.1/24 on the kernel's side, where the services listen), serves
-//! the pool, and for each of the first N held-out Rotten Tomatoes sentences embeds the text
-//! with the client's bundle and runs `securerouter_device::query` on an embassy-net stack at
-//! 192.168.69.2 (smoltcp, driven by the embassy executor). It prints one JSON line per query:
-//! the device's label and route next to the plaintext pool's, and the bytes it uploaded.
+//! the pool, and for each of the first N held-out Rotten Tomatoes sentences runs
+//! `securerouter_device::query` on an embassy-net stack at 192.168.69.2 (smoltcp, driven by the
+//! embassy executor). The device embeds the sentence itself, as one holding the deployment's
+//! int8 table in flash would: WordPiece ids through `TokenEmbedder` over the table that
+//! `securerouter device-table` writes. It prints one JSON line per query: the device's label
+//! and route next to the plaintext pool's on the same embedded rows (and on the host client's
+//! f32 rows), and the bytes it uploaded.
 
 use embassy_executor::{Executor, Spawner};
 use embassy_net::tcp::TcpSocket;
@@ -19,13 +22,13 @@ use embassy_net_tuntap::TunTapDevice;
 use securerouter_core::prg::{AesCtr, Domain};
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_device::session::{Circuit, RouteMode, ServerKeys};
-use securerouter_device::{FixedPointRows, StaticKey, query};
+use securerouter_device::{EmbeddingSource, EmbeddingTable, StaticKey, TokenEmbedder, query};
 use securerouter_host::assets;
 use securerouter_host::data;
 use securerouter_host::deployment::{CLIENT_BUNDLE, Role, random_seed};
 use securerouter_host::local_cluster::{LocalCluster, ServerFlags};
-use securerouter_host::model::ClientBundle;
-use securerouter_host::served_pool::{ServedPool, embed_query};
+use securerouter_host::model::{ClientBundle, Matrix};
+use securerouter_host::served_pool::ServedPool;
 use static_cell::StaticCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,12 +41,15 @@ const DEVICE_IP: [u8; 4] = [192, 168, 69, 2];
 /// Widest row the device buffers, in words (hidden + 2 of a BERT-base-sized expert).
 const ROW_WORDS: usize = 770;
 
-/// One query for the device: the sentence's rows and what the plaintext pool answers.
+/// One query for the device: the sentence's WordPiece ids and what the plaintext pool answers
+/// on the rows the device embeds from them.
 struct Query {
     text: String,
-    rows: Vec<f32>,
-    cols: usize,
+    ids: Vec<u32>,
+    type_ids: Vec<u32>,
     plain_label: usize,
+    /// The plaintext pool's label on the host client's f32 rows.
+    host_rows_label: usize,
     plain_route: usize,
     plain_logits: Vec<f64>,
 }
@@ -51,6 +57,9 @@ struct Query {
 /// What the device task needs, prepared before the executor starts.
 struct Plan {
     queries: Vec<Query>,
+    /// The device's flash table.
+    table: Vec<u8>,
+    seq_len: usize,
     me: StaticKey,
     keys: ServerKeys,
     p0: SocketAddr,
@@ -131,16 +140,23 @@ fn run() -> anyhow::Result<()> {
 
     let (_, mut sentences) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
     sentences.truncate(n);
+    let table = bundle.device_table()?;
+    let fp = fixed_point().map_err(anyhow::Error::msg)?;
+    let seq_len = pool.seq_len();
     let queries = sentences
         .iter()
         .map(|s| {
-            let x = embed_query(&bundle, &s.text, pool.seq_len())?;
-            let plain = pool.answer(&s.text)?;
+            let e = bundle.tokenizer.encode(&s.text, seq_len);
+            let rows = device_rows(&table, &e.ids, &e.type_ids, seq_len, fp)?;
+            let plain = pool.answer_embedded(rows)?;
             Ok(Query {
                 text: s.text.clone(),
-                cols: x.len() / pool.seq_len(),
-                rows: x.iter().map(|&v| v as f32).collect(),
+                ids: e.ids,
+                type_ids: e.type_ids,
                 plain_label: securerouter_host::model::head::argmax(&plain.logits),
+                host_rows_label: securerouter_host::model::head::argmax(
+                    &pool.answer(&s.text)?.logits,
+                ),
                 plain_route: plain.route,
                 plain_logits: plain.logits,
             })
@@ -148,6 +164,8 @@ fn run() -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let plan = Plan {
         queries,
+        table,
+        seq_len,
         me,
         keys,
         p0: addrs[1],
@@ -190,6 +208,32 @@ async fn device_task(stack: Stack<'static>, plan: Plan) {
     std::process::exit(code);
 }
 
+/// The client's fixed-point format (the servers' input encoding).
+fn fixed_point() -> Result<FixedPoint, String> {
+    FixedPoint::new(12, BitWidth::FULL).map_err(|e| e.to_string())
+}
+
+/// The real tokens' rows the device computes from `table` (hidden size, client columns
+/// dropped), decoded: the input the plaintext pool checks the device's answer on.
+fn device_rows(
+    table: &[u8],
+    ids: &[u32],
+    type_ids: &[u32],
+    seq_len: usize,
+    fp: FixedPoint,
+) -> anyhow::Result<Matrix> {
+    let table = EmbeddingTable::parse(table)?;
+    let mut rows = TokenEmbedder::new(table, ids, type_ids, seq_len, fp)?;
+    let h = table.hidden();
+    let mut row = vec![0u64; h + 2];
+    let mut data = Vec::with_capacity(ids.len() * h);
+    for t in 0..ids.len() {
+        rows.read_row(t, &mut row)?;
+        data.extend(row[..h].iter().map(|&v| fp.decode(v)));
+    }
+    Ok(Matrix::new(ids.len(), h, data))
+}
+
 async fn connect<'a>(
     stack: Stack<'a>,
     rx: &'a mut [u8],
@@ -210,7 +254,8 @@ async fn connect<'a>(
 
 async fn queries(stack: Stack<'static>, plan: &Plan) -> Result<(), String> {
     stack.wait_config_up().await;
-    let fp = FixedPoint::new(12, BitWidth::FULL).map_err(|e| e.to_string())?;
+    let fp = fixed_point()?;
+    let table = EmbeddingTable::parse(&plan.table).map_err(|e| e.to_string())?;
     let mut rng = AesCtr::new(&random_seed(), Domain(0));
     for q in &plan.queries {
         let (mut rx0, mut tx0, mut rx1, mut tx1) =
@@ -218,7 +263,9 @@ async fn queries(stack: Stack<'static>, plan: &Plan) -> Result<(), String> {
         let started = Instant::now();
         let to_p0 = connect(stack, &mut rx0, &mut tx0, plan.p0).await?;
         let to_p1 = connect(stack, &mut rx1, &mut tx1, plan.p1).await?;
-        let rows = FixedPointRows::new(&q.rows, q.cols, fp).map_err(|e| e.to_string())?;
+        let rows = TokenEmbedder::new(table, &q.ids, &q.type_ids, plan.seq_len, fp)
+            .map_err(|e| e.to_string())?;
+        let upload = rows.rows() * rows.width() * 8;
         let out = query::<_, _, _, _, ROW_WORDS>(
             to_p0,
             to_p1,
@@ -239,7 +286,8 @@ async fn queries(stack: Stack<'static>, plan: &Plan) -> Result<(), String> {
             "plain_label": q.plain_label,
             "plain_route": q.plain_route,
             "plain_logits": q.plain_logits,
-            "upload_bytes_p1": q.rows.len() * 8,
+            "host_rows_label": q.host_rows_label,
+            "upload_bytes_p1": upload,
             "wall_s": started.elapsed().as_secs_f64(),
         });
         println!("{line}");
