@@ -1,11 +1,11 @@
 //! Benchmarks of the core primitives: DCF key generation and evaluation per element at
 //! n = 16, 32, 64 (64-bit outputs), DPF and one-bit DPF full-domain evaluation, the lookup
-//! kernel, and AES-CTR PRG throughput.
+//! kernel, AES-CTR PRG throughput, and the packing of opened elements.
 //! Key sizes are printed alongside (they are exact, asserted in `tests/fss.rs`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use securerouter_core::fss::{BitDpf, BitDpfKeys, Dcf, DcfKey, DcfKeys, Dpf};
-use securerouter_core::gate::{CpuKernels, Kernels};
+use securerouter_core::gate::{CpuKernels, Kernels, pack, unpack};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
 use std::hint::black_box;
@@ -169,9 +169,29 @@ fn prg(c: &mut Criterion) {
     g.finish();
 }
 
+/// Packing and unpacking the elements an opening sends (64 Ki of them) at a full, an odd and a
+/// byte width.
+fn packing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pack");
+    let mut r = rng();
+    let values: Vec<u64> = (0..1 << 16).map(|_| r.next_u64()).collect();
+    g.throughput(Throughput::Elements(values.len() as u64));
+    for bits in [64u32, 37, 8] {
+        let w = BitWidth::new(bits).unwrap();
+        let packed = pack(&values, w);
+        g.bench_with_input(BenchmarkId::new("pack", bits), &w, |b, &w| {
+            b.iter(|| black_box(pack(black_box(&values), w)))
+        });
+        g.bench_with_input(BenchmarkId::new("unpack", bits), &w, |b, &w| {
+            b.iter(|| black_box(unpack(black_box(&packed), values.len(), w).unwrap()))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = dcf, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg
+    targets = dcf, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg, packing
 }
 criterion_main!(benches);

@@ -69,52 +69,71 @@ pub const fn packed_len(count: usize, width: BitWidth) -> usize {
 pub fn pack(values: &[u64], width: BitWidth) -> Vec<u8> {
     let w = width.bits();
     let mut out = vec![0u8; packed_len(values.len(), width)];
+    // Whole 8-byte words leave the accumulator at once (an element is at most 64 bits, so
+    // fewer than 128 are ever pending).
     let mut acc: u128 = 0;
     let mut bits = 0u32;
     let mut pos = 0;
     for &v in values {
         acc |= (width.reduce(v) as u128) << bits;
         bits += w;
-        while bits >= 8 {
-            out[pos] = acc as u8;
-            pos += 1;
-            acc >>= 8;
-            bits -= 8;
+        if bits >= 64 {
+            out[pos..pos + 8].copy_from_slice(&(acc as u64).to_le_bytes());
+            pos += 8;
+            acc >>= 64;
+            bits -= 64;
         }
     }
-    if bits > 0 {
-        out[pos] = acc as u8;
-    }
+    let rest = bits.div_ceil(8) as usize;
+    out[pos..pos + rest].copy_from_slice(&acc.to_le_bytes()[..rest]);
     out
+}
+
+/// Bytes read at once when unpacking: an element of at most 64 bits starting at any bit of
+/// its first byte lies inside them.
+const WINDOW: usize = 16;
+
+/// The little-endian window of [`WINDOW`] bytes at `at`.
+fn window(bytes: &[u8], at: usize) -> u128 {
+    let mut a = [0u8; WINDOW];
+    a.copy_from_slice(&bytes[at..at + WINDOW]);
+    u128::from_le_bytes(a)
 }
 
 /// Unpacks `count` elements of `width` bits; the length must be exact and padding bits zero.
 pub fn unpack(bytes: &[u8], count: usize, width: BitWidth) -> Result<Vec<u64>, Error> {
-    if bytes.len() != packed_len(count, width) {
+    let len = packed_len(count, width);
+    if bytes.len() != len {
         return Err(Error::LengthMismatch {
-            expected: packed_len(count, width),
+            expected: len,
             got: bytes.len(),
         });
     }
-    let w = width.bits();
-    let mut out = Vec::with_capacity(count);
-    let mut acc: u128 = 0;
-    let mut bits = 0u32;
-    let mut it = bytes.iter();
-    for _ in 0..count {
-        while bits < w {
-            // The exact-length check above guarantees enough bytes.
-            acc |= (*it.next().unwrap_or(&0) as u128) << bits;
-            bits += 8;
-        }
-        out.push(width.reduce(acc as u64));
-        acc >>= w;
-        bits -= w;
-    }
-    if acc != 0 {
+    let (w, mask) = (width.bits() as usize, width.mask());
+    let used = count * w;
+    if !used.is_multiple_of(8) && bytes[len - 1] >> (used % 8) != 0 {
         return Err(Error::MalformedMessage(
             "padding bits of packed elements are not zero",
         ));
+    }
+    let mut out = Vec::with_capacity(count);
+    // Elements whose window fits read it in place; the last few read a zero-padded copy of the
+    // final bytes.
+    let in_place = len.saturating_sub(WINDOW - 1);
+    let mut i = 0;
+    while i < count && i * w / 8 < in_place {
+        let bit = i * w;
+        out.push((window(bytes, bit / 8) >> (bit % 8)) as u64 & mask);
+        i += 1;
+    }
+    if i < count {
+        let start = i * w / 8;
+        let mut tail = [0u8; 2 * WINDOW];
+        tail[..len - start].copy_from_slice(&bytes[start..]);
+        for j in i..count {
+            let bit = j * w - 8 * start;
+            out.push((window(&tail, bit / 8) >> (bit % 8)) as u64 & mask);
+        }
     }
     Ok(out)
 }
@@ -138,5 +157,48 @@ mod tests {
         let one = BitWidth::new(1).unwrap();
         assert_eq!(pack(&[1, 0, 1], one), [0b101]);
         assert!(unpack(&[0b1101], 3, one).is_err());
+    }
+
+    /// Bit `k` of a packed string, read one bit at a time: the layout's definition.
+    fn bit(bytes: &[u8], k: usize) -> u64 {
+        u64::from(bytes[k / 8] >> (k % 8) & 1)
+    }
+
+    #[test]
+    fn packing_matches_the_bit_layout_at_every_width_and_length() {
+        let mut x = 0x0123_4567_89ab_cdefu64;
+        for w in 1..=64u32 {
+            let width = BitWidth::new(w).unwrap();
+            for count in [0usize, 1, 2, 3, 7, 8, 15, 16, 17, 31, 64, 129, 300] {
+                let values: Vec<u64> = (0..count)
+                    .map(|_| {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        x
+                    })
+                    .collect();
+                let p = pack(&values, width);
+                for (i, &v) in values.iter().enumerate() {
+                    let got = (0..w as usize)
+                        .map(|b| bit(&p, i * w as usize + b) << b)
+                        .sum::<u64>();
+                    assert_eq!(got, width.reduce(v), "width {w}, element {i} of {count}");
+                }
+                let back = unpack(&p, count, width).unwrap();
+                assert!(
+                    back.iter()
+                        .zip(&values)
+                        .all(|(&b, &v)| b == width.reduce(v))
+                );
+                assert_eq!(back.len(), count);
+                let used = count * w as usize;
+                if !used.is_multiple_of(8) {
+                    let mut bad = p.clone();
+                    *bad.last_mut().unwrap() |= 0x80;
+                    assert!(unpack(&bad, count, width).is_err(), "width {w}, {count}");
+                }
+            }
+        }
     }
 }
