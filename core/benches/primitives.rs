@@ -4,10 +4,11 @@
 //! Key sizes are printed alongside (they are exact, asserted in `tests/fss.rs`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use securerouter_core::fss::{BitDpf, BitDpfKeys, Dcf, DcfKey, DcfKeys, Dpf};
+use securerouter_core::fss::{BitDpf, BitDpfKeys, Dcf, DcfKey, DcfKeys, Dpf, KeyBatch};
 use securerouter_core::gate::{CpuKernels, Kernels, pack, unpack};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
+use securerouter_core::share::Party;
 use std::hint::black_box;
 
 fn rng() -> AesCtr {
@@ -54,6 +55,27 @@ fn dcf(c: &mut Criterion) {
                 dcf.gen_encoded(w, out, &alphas, 1, &roots, black_box(&mut bytes))
                     .unwrap()
             })
+        });
+    }
+    g.finish();
+
+    // The servers' path: a gate's 1024 encodings decoded into the flat batch.
+    let mut g = c.benchmark_group("dcf_decode_batch1024");
+    for n in [16u32, 32, 64] {
+        let w = BitWidth::new(n).unwrap();
+        let mut r = rng();
+        let alphas: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
+        let roots: Vec<[u128; 2]> = (0..1024)
+            .map(|_| [r.next_u64() as u128 & !1, r.next_u64() as u128 | 1])
+            .collect();
+        let mut bytes = Vec::new();
+        dcf.gen_encoded(w, out, &alphas, 1, &roots, &mut bytes)
+            .unwrap();
+        let p0_roots: Vec<u128> = roots.iter().map(|r| r[0]).collect();
+        let mut batch = DcfKeys::new(Party::P0, w, out);
+        g.throughput(Throughput::Elements(1024));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, _| {
+            b.iter(|| batch.decode_into(&p0_roots, black_box(&bytes)).unwrap())
         });
     }
     g.finish();

@@ -116,9 +116,7 @@ fn read_fields(
 ) -> Result<(BitWidth, u128), Error> {
     let in_bits = r.width("input bit-width must be in 1..=64")?;
     let (k, levels) = split(in_bits);
-    for _ in 0..levels {
-        seeds.push(r.seed_word()?);
-    }
+    r.seed_words_into(levels as usize, seeds)?;
     r.control_bits_into(levels as usize, controls)?;
     let last = r.block(1 << k, "truncated before the final correction")?;
     Ok((in_bits, last))

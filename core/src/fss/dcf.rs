@@ -79,12 +79,13 @@ fn read_fields(
     let in_bits = r.width("input bit-width must be in 1..=64")?;
     let out_bits = r.width("output bit-width must be in 1..=64")?;
     let n = in_bits.bits() as usize;
-    for _ in 0..n {
-        seeds.push(r.seed_word()?);
-    }
-    for _ in 0..n {
-        values.push(r.word(out_bits, "truncated inside the value corrections")?);
-    }
+    r.seed_words_into(n, seeds)?;
+    r.words_into(
+        n,
+        out_bits,
+        values,
+        "truncated inside the value corrections",
+    )?;
     r.control_bits_into(n, controls)?;
     let last = r.word(out_bits, "truncated before the final correction")?;
     Ok((in_bits, out_bits, last))

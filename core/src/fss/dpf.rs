@@ -48,7 +48,8 @@ impl DpfCorrections {
         let in_bits = r.width("input bit-width must be in 1..=64")?;
         let out_bits = r.width("output bit-width must be in 1..=64")?;
         let n = in_bits.bits() as usize;
-        let seeds = (0..n).map(|_| r.seed_word()).collect::<Result<_, _>>()?;
+        let mut seeds = Vec::with_capacity(n);
+        r.seed_words_into(n, &mut seeds)?;
         let controls = r.control_bits(n)?;
         let last = r.word(out_bits, "truncated before the final correction")?;
         Ok(DpfCorrections {

@@ -89,15 +89,49 @@ impl<'a> Reader<'a> {
         Ok(u128::from_le_bytes(a))
     }
 
-    /// A correction seed: its low bit (the control-bit position) must be zero.
-    pub fn seed_word(&mut self) -> Result<u128, Error> {
-        let s = self.u128("truncated inside the seed corrections")?;
-        if s & 1 != 0 {
+    /// Appends `n` correction seeds to `out`, read in one piece: the low bit of each (the
+    /// control-bit position) must be zero.
+    pub fn seed_words_into(&mut self, n: usize, out: &mut Vec<u128>) -> Result<(), Error> {
+        let b = self.take(16 * n, "truncated inside the seed corrections")?;
+        let mut low_bits = 0u8;
+        out.extend(b.chunks_exact(16).map(|c| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(c);
+            low_bits |= a[0];
+            u128::from_le_bytes(a)
+        }));
+        if low_bits & 1 != 0 {
             return Err(Error::MalformedKey(
                 "seed correction has its control bit set",
             ));
         }
-        Ok(s)
+        Ok(())
+    }
+
+    /// Appends `n` words of width `width` (see [`Reader::word`]) to `out`, read in one piece.
+    pub fn words_into(
+        &mut self,
+        n: usize,
+        width: BitWidth,
+        out: &mut Vec<u64>,
+        what: &'static str,
+    ) -> Result<(), Error> {
+        let wb = word_bytes(width);
+        let b = self.take(wb * n, what)?;
+        let mut high = 0u64;
+        out.extend(b.chunks_exact(wb).map(|c| {
+            let mut a = [0u8; 8];
+            a[..wb].copy_from_slice(c);
+            let v = u64::from_le_bytes(a);
+            high |= v & !width.mask();
+            v
+        }));
+        if high != 0 {
+            return Err(Error::MalformedKey(
+                "output word exceeds the output bit-width",
+            ));
+        }
+        Ok(())
     }
 
     pub fn word(&mut self, out: BitWidth, what: &'static str) -> Result<u64, Error> {
