@@ -208,98 +208,83 @@ where
         source.rows(),
         source.width()
     );
-    let result =
-        run_query::<T0, T1, S, R, W>(to_p0, to_p1, me, servers, circuit, source, rng).await;
+    let result = async {
+        let mut session = [0u8; 16];
+        rng.fill_bytes(&mut session);
+        let seed = Seed::random(rng);
+        let rows = u32::try_from(source.rows()).map_err(|_| SessionError::TooLarge)?;
+        let share_bytes = (source.rows() as u64) * (source.width() as u64) * 8;
+        let hello = |input| {
+            Hello::Client(ClientHello {
+                session,
+                circuit,
+                rows,
+                input,
+            })
+        };
+
+        // P1 first: the long upload. P0 then gets its seed at once (a server that is first to
+        // arrive waits for its peer).
+        let link_err = |s| move |e| SessionError::Link(s, e);
+        let mut p1 = DeviceLink::connect(to_p1, me, &servers.p1, random_key(rng))
+            .await
+            .map_err(link_err(Server::P1))?;
+        // The header is the message with no words, whose trailing length (one zero byte) is then
+        // replaced by the real length's varint; the words follow.
+        let mut header = [0u8; 64];
+        let empty = postcard::to_slice(&hello(InputShare::Words(&[])), &mut header)
+            .map_err(|_| SessionError::TooLarge)?
+            .len();
+        let mut len_varint = [0u8; 10];
+        let len_varint = varint(share_bytes, &mut len_varint);
+        let head_len = empty - 1 + len_varint.len();
+        if head_len > header.len() {
+            return Err(SessionError::TooLarge);
+        }
+        header[empty - 1..head_len].copy_from_slice(len_varint);
+        let mut msg = p1
+            .start_message(head_len as u64 + share_bytes)
+            .map_err(link_err(Server::P1))?;
+        msg.write(&header[..head_len])
+            .await
+            .map_err(link_err(Server::P1))?;
+        let mut streamer =
+            ShareStreamer::<S, W>::new(source, &seed).map_err(SessionError::Device)?;
+        while let Some(row) = streamer.next_p1_row() {
+            let row = row.map_err(SessionError::Device)?;
+            let mut bytes = [0u8; 256];
+            for words in row.chunks(bytes.len() / 8) {
+                for (b, w) in bytes.chunks_exact_mut(8).zip(words) {
+                    b.copy_from_slice(&w.to_le_bytes());
+                }
+                msg.write(&bytes[..words.len() * 8])
+                    .await
+                    .map_err(link_err(Server::P1))?;
+            }
+        }
+        msg.finish().await.map_err(link_err(Server::P1))?;
+        log::debug!("query: {} share bytes sent to P1", share_bytes);
+
+        let mut p0 = DeviceLink::connect(to_p0, me, &servers.p0, random_key(rng))
+            .await
+            .map_err(link_err(Server::P0))?;
+        let mut buf = [0u8; 64];
+        let bytes = postcard::to_slice(&hello(InputShare::Seed(*seed.as_bytes())), &mut buf)
+            .map_err(|_| SessionError::TooLarge)?;
+        p0.send(bytes).await.map_err(link_err(Server::P0))?;
+        log::debug!("query: seed sent to P0; waiting for the replies");
+
+        let mut reply = [0u8; REPLY_BUF];
+        let o0 = read_reply(&mut p0, Server::P0, &mut reply).await?;
+        let o1 = read_reply(&mut p1, Server::P1, &mut reply).await?;
+        combine(o0, o1)
+    }
+    .await;
     match &result {
         Ok(out) => log::debug!("query: {} outputs", out.values.len()),
         Err(e) => log::warning!("query failed: {}", e),
     }
     result
-}
-
-async fn run_query<T0, T1, S, R, const W: usize>(
-    to_p0: T0,
-    to_p1: T1,
-    me: &StaticKey,
-    servers: &ServerKeys,
-    circuit: Circuit,
-    source: S,
-    rng: &mut R,
-) -> Result<Outputs, SessionError>
-where
-    T0: Read + Write,
-    T1: Read + Write,
-    S: EmbeddingSource,
-    R: CryptoRng + ?Sized,
-{
-    let mut session = [0u8; 16];
-    rng.fill_bytes(&mut session);
-    let seed = Seed::random(rng);
-    let rows = u32::try_from(source.rows()).map_err(|_| SessionError::TooLarge)?;
-    let share_bytes = (source.rows() as u64) * (source.width() as u64) * 8;
-    let hello = |input| {
-        Hello::Client(ClientHello {
-            session,
-            circuit,
-            rows,
-            input,
-        })
-    };
-
-    // P1 first: the long upload. P0 then gets its seed at once (a server that is first to
-    // arrive waits for its peer).
-    let link_err = |s| move |e| SessionError::Link(s, e);
-    let mut p1 = DeviceLink::connect(to_p1, me, &servers.p1, random_key(rng))
-        .await
-        .map_err(link_err(Server::P1))?;
-    // The header is the message with no words, whose trailing length (one zero byte) is then
-    // replaced by the real length's varint; the words follow.
-    let mut header = [0u8; 64];
-    let empty = postcard::to_slice(&hello(InputShare::Words(&[])), &mut header)
-        .map_err(|_| SessionError::TooLarge)?
-        .len();
-    let mut len_varint = [0u8; 10];
-    let len_varint = varint(share_bytes, &mut len_varint);
-    let head_len = empty - 1 + len_varint.len();
-    if head_len > header.len() {
-        return Err(SessionError::TooLarge);
-    }
-    header[empty - 1..head_len].copy_from_slice(len_varint);
-    let mut msg = p1
-        .start_message(head_len as u64 + share_bytes)
-        .map_err(link_err(Server::P1))?;
-    msg.write(&header[..head_len])
-        .await
-        .map_err(link_err(Server::P1))?;
-    let mut streamer = ShareStreamer::<S, W>::new(source, &seed).map_err(SessionError::Device)?;
-    while let Some(row) = streamer.next_p1_row() {
-        let row = row.map_err(SessionError::Device)?;
-        let mut bytes = [0u8; 256];
-        for words in row.chunks(bytes.len() / 8) {
-            for (b, w) in bytes.chunks_exact_mut(8).zip(words) {
-                b.copy_from_slice(&w.to_le_bytes());
-            }
-            msg.write(&bytes[..words.len() * 8])
-                .await
-                .map_err(link_err(Server::P1))?;
-        }
-    }
-    msg.finish().await.map_err(link_err(Server::P1))?;
-    log::debug!("query: {} share bytes sent to P1", share_bytes);
-
-    let mut p0 = DeviceLink::connect(to_p0, me, &servers.p0, random_key(rng))
-        .await
-        .map_err(link_err(Server::P0))?;
-    let mut buf = [0u8; 64];
-    let bytes = postcard::to_slice(&hello(InputShare::Seed(*seed.as_bytes())), &mut buf)
-        .map_err(|_| SessionError::TooLarge)?;
-    p0.send(bytes).await.map_err(link_err(Server::P0))?;
-    log::debug!("query: seed sent to P0; waiting for the replies");
-
-    let mut reply = [0u8; REPLY_BUF];
-    let o0 = read_reply(&mut p0, Server::P0, &mut reply).await?;
-    let o1 = read_reply(&mut p1, Server::P1, &mut reply).await?;
-    combine(o0, o1)
 }
 
 fn random_key<R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; 32] {
