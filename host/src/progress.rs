@@ -20,6 +20,11 @@ pub struct Progress {
 impl Progress {
     /// A bar of `len` steps showing `msg`.
     pub fn new(len: usize, msg: impl Into<String>) -> Self {
+        Self::logging(len, msg, !std::io::stderr().is_terminal())
+    }
+
+    /// A bar that also logs its progress when `log` is set.
+    fn logging(len: usize, msg: impl Into<String>, log: bool) -> Self {
         let bar = indicatif::ProgressBar::new(len as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -28,7 +33,7 @@ impl Progress {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_message(msg.into());
-        let log = (!std::io::stderr().is_terminal()).then(|| {
+        let log = log.then(|| {
             let now = Instant::now();
             Mutex::new((now, now))
         });
@@ -75,5 +80,50 @@ impl Progress {
             "{}: {pos}/{len} after {elapsed:.0} s{left}",
             self.bar.message()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log sink the test can read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn without_a_terminal_progress_goes_to_the_log() {
+        let sink = Captured::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let p = Progress::logging(3, "queries", true);
+            p.inc(1);
+            p.set_message("queries (1 right)");
+            p.inc(1);
+            // Within LOG_EVERY of the start nothing is logged until the end.
+            assert!(sink.0.lock().unwrap().is_empty());
+            p.finish_and_clear();
+            let quiet = Progress::logging(3, "on a terminal", false);
+            quiet.inc(3);
+            quiet.finish_and_clear();
+        });
+        let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("queries (1 right): 2/3 after 0 s"), "{log}");
+        assert_eq!(log.lines().count(), 1, "{log}");
     }
 }
