@@ -10,7 +10,7 @@ use crate::data;
 use crate::local_cluster::ServerFlags;
 use crate::model::pool::MANIFEST;
 use crate::served_pool::{ServedPool, embed_query};
-use crate::train::pool::{PoolOptions, ROUTER, build_pool, pool_dir, train_pool_router};
+use crate::train::pool::{PoolOptions, build_pool, pool_dir, router_is_current, train_pool_router};
 use crate::train::router::RouterOptions;
 use anyhow::bail;
 use std::io::Write;
@@ -61,7 +61,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<()> {
             out,
         )?;
     }
-    if !dir.join(ROUTER).exists() {
+    if !router_is_current(&dir)? {
         writeln!(out, "training the router")?;
         train_pool_router(&dir, &RouterOptions::default(), None, true)?;
     }

@@ -3,6 +3,7 @@
 //! [`crate::circuit::pool`]) with the client's bundle; and the plaintext computation of the same
 //! route and logits, which checks what comes back.
 
+use crate::circuit::pool::{router_feature_count, router_features};
 use crate::circuit::{ModelFile, ModelSpec, PoolShape};
 use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use crate::local_cluster::{LocalCluster, ServerFlags};
@@ -48,10 +49,13 @@ impl ServedPool {
             .map(|k| manifest.load_expert(dir, cache, k))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let hidden = experts[0].0.config.hidden_size;
-        if router.head.shape.features != hidden {
+        if router.head.shape.features != router_feature_count(hidden) {
             bail!(
-                "the stored router reads {} features; the summary encoder pools {hidden}",
-                router.head.shape.features
+                "the stored router reads {} features, not the {} this version's router reads \
+                 (the summary encoder's {hidden} pooled states and its margin): retrain it with \
+                 `securerouter train router`",
+                router.head.shape.features,
+                router_feature_count(hidden)
             );
         }
         let base = manifest.base_asset()?.path(cache)?;
@@ -136,10 +140,14 @@ impl ServedPool {
             );
         }
         let pooled = mean_pool(&w0.encode(embedded.clone()));
-        let scores = self.router.head.scores(&pooled);
+        let summary_logits = h0.logits(&pooled);
+        let scores = self
+            .router
+            .head
+            .scores(&router_features(&pooled, &summary_logits));
         let route = argmax(&scores);
         let logits = if route == 0 {
-            h0.logits(&pooled)
+            summary_logits
         } else {
             let (w, h) = &self.experts[route];
             h.logits(&mean_pool(&w.encode(embedded)))

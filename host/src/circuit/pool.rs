@@ -4,7 +4,9 @@
 //! Weights in circuit order: the summary encoder (expert 0) with its classifier head, the
 //! router head's two layers, then every further expert's encoder and head.
 //!
-//! - [`CircuitKind::Router`]: pooled = summary(x); outputs `[logits₀, scores, one-hot]`.
+//! - [`CircuitKind::Router`]: pooled = summary(x); the router head reads pooled and the summary
+//!   expert's confidence, the margin |logit₀ − logit₁| of its head ([`router_features`]); outputs
+//!   `[logits₀, scores, one-hot]`.
 //! - [`CircuitKind::Routed`] with [`RouteMode::Reveal`], the first stage: the router, then its
 //!   one-hot choice (as K bits) revealed to both servers; outputs `[logits₀, one-hot]`. The
 //!   servers read the route k and, unless k = 0 (whose logits the summary encoder already
@@ -21,7 +23,7 @@ use super::{CircuitKind, Stage};
 use crate::nn::bert::{BertShape, PARTS_PER_LAYER, bert_classifier, bert_pooled, classifier_head};
 use anyhow::bail;
 use securerouter_core::Error;
-use securerouter_core::gate::{Protocol, Tensor};
+use securerouter_core::gate::{self, Protocol, Tensor};
 use securerouter_core::ring::BitWidth;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -60,7 +62,8 @@ impl RouteMode {
 pub struct PoolShape {
     /// Expert 0: the summary encoder and its classifier head.
     pub summary: BertShape,
-    /// The router head on the summary encoder's pooled states.
+    /// The router head on the summary encoder's pooled states and the summary expert's margin
+    /// ([`router_features`]).
     pub router: RouterHeadShape,
     /// Experts 1, 2, … (all read the same embedded input and give the same classes).
     pub others: Vec<BertShape>,
@@ -91,9 +94,16 @@ impl PoolShape {
                 self.experts()
             );
         }
-        if self.router.features != self.summary.hidden {
+        if self.summary.classes != 2 {
             bail!(
-                "the router head reads {} features, the summary encoder pools {}",
+                "the router reads the summary expert's margin between 2 classes; it has {}",
+                self.summary.classes
+            );
+        }
+        if self.router.features != router_feature_count(self.summary.hidden) {
+            bail!(
+                "the router head reads {} features, not the summary encoder's {} pooled states \
+                 and its margin",
                 self.router.features,
                 self.summary.hidden
             );
@@ -226,12 +236,55 @@ async fn route<P: Protocol>(
     let encoder = &weights[summary.start..summary.end - 1];
     let pooled = bert_pooled(p, &pool.summary, x, encoder).await?;
     let logits = classifier_head(p, &pooled, &weights[summary.end - 1]).await?;
-    let [scores, onehot]: [Tensor; 2] = router_head(p, &pooled, &weights[router])
+    let features = secure_router_features(p, &pooled, &logits).await?;
+    let [scores, onehot]: [Tensor; 2] = router_head(p, &features, &weights[router])
         .await?
         .try_into()
         .map_err(|_| Error::ShapeMismatch("the router head gives scores and a one-hot"))?;
     Ok([logits, scores, onehot])
 }
+
+/// The router's input width for a summary encoder of `hidden` units: the pooled states and the
+/// margin.
+pub fn router_feature_count(hidden: usize) -> usize {
+    hidden + 1
+}
+
+/// What the router head reads (plaintext): the summary encoder's pooled states, then the
+/// summary expert's confidence, the margin |logit₀ − logit₁| of its two-class head. Inputs the
+/// small expert is sure of stand out in the margin, which the pooled states show only through
+/// the head; with it the router keeps more of them on the small expert at the same accuracy.
+pub fn router_features(pooled: &[f64], summary_logits: &[f64]) -> Vec<f64> {
+    let margin = match summary_logits {
+        [a, b] => (a - b).abs(),
+        _ => f64::NAN,
+    };
+    pooled.iter().copied().chain([margin]).collect()
+}
+
+/// [`router_features`] under MPC: the margin is 2·ReLU(d) − d for d = logit₀ − logit₁ (one
+/// comparison per query, two rounds).
+async fn secure_router_features<P: Protocol>(
+    p: &mut P,
+    pooled: &Tensor,
+    logits: &Tensor,
+) -> Result<Tensor, Error> {
+    if logits.last_dim() != 2 {
+        return Err(Error::ShapeMismatch(
+            "the router reads a two-class summary expert",
+        ));
+    }
+    let rows = logits.len() / 2;
+    let d = logits
+        .mul_public(&[1, u64::MAX])?
+        .sum_last_axis()
+        .reshape(&[rows, 1])?;
+    let positive = gate::relu(p, &d, BitWidth::new(MARGIN_COMPARE_BITS)?).await?;
+    pooled.concat_last(&positive.scale(2).sub(&d)?)
+}
+
+/// Bits the margin's sign is taken on: logits in fixed point (|logit| < 2^27).
+const MARGIN_COMPARE_BITS: u32 = 40;
 
 /// The index of the single 1 in a reconstructed or revealed one-hot row.
 pub fn route_of(onehot: &[u64]) -> anyhow::Result<usize> {

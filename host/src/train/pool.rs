@@ -14,6 +14,7 @@ use super::router::{RouteReport, RouterData, RouterOptions, evaluate, train_rout
 use crate::assets;
 use crate::bench::{self, BenchModel, BenchOptions};
 use crate::circuit::PlainRouterHead;
+use crate::circuit::pool::router_features;
 use crate::data::{self, LabelledSentence};
 use crate::model::pool::{ExpertEntry, MeasuredCost, PoolManifest};
 use crate::model::{BertWeights, WordPiece};
@@ -302,7 +303,7 @@ impl Signals {
     /// The router's training data.
     pub fn router_data(&self) -> RouterData<'_> {
         RouterData {
-            features: &self.router_features,
+            features: router_inputs(&self.router_features, &self.router_logits),
             expert_logits: &self.router_logits,
             labels: &self.router_labels,
         }
@@ -311,7 +312,7 @@ impl Signals {
     /// The held-out data.
     pub fn test_data(&self) -> RouterData<'_> {
         RouterData {
-            features: &self.test_features,
+            features: router_inputs(&self.test_features, &self.test_logits),
             expert_logits: &self.test_logits,
             labels: &self.test_labels,
         }
@@ -419,6 +420,23 @@ impl Signals {
     }
 }
 
+/// The router's features per sentence from the summary encoder's pooled states and the summary
+/// expert's logits (expert 0's, `logits[0]`), as the secure router computes them.
+fn router_inputs(pooled: &[Vec<f32>], logits: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
+    let to_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+    let summary = logits.first().map_or(&[][..], Vec::as_slice);
+    pooled
+        .iter()
+        .zip(summary)
+        .map(|(p, l)| {
+            router_features(&to_f64(p), &to_f64(l))
+                .into_iter()
+                .map(|x| x as f32)
+                .collect()
+        })
+        .collect()
+}
+
 /// A trained router as stored in the pool (`router.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredRouter {
@@ -454,6 +472,26 @@ impl StoredRouter {
         }
         Ok(r)
     }
+}
+
+/// Whether the pool in `dir` has a stored router that reads the features this version's router
+/// computes ([`router_features`]); a router trained by an older version (without the margin)
+/// does not, and must be retrained.
+pub fn router_is_current(dir: &Path) -> anyhow::Result<bool> {
+    if !dir.join(ROUTER).exists() {
+        return Ok(false);
+    }
+    let manifest = PoolManifest::load(dir)?;
+    let summary = manifest
+        .experts
+        .first()
+        .context("the pool has no experts")?;
+    let hidden = crate::model::ClassifierHead::load(&dir.join(&summary.head))?
+        .linear
+        .weight
+        .cols;
+    let router = StoredRouter::load(dir, manifest.experts.len())?;
+    Ok(router.head.shape.features == crate::circuit::pool::router_feature_count(hidden))
 }
 
 /// Trains the router of the pool in `dir` on its signals with `opts`, costs from the manifest

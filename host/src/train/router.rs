@@ -60,11 +60,11 @@ impl Default for RouterOptions {
     }
 }
 
-/// What the router learns from: per input, the summary features, every expert's logits, the
-/// label.
+/// What the router learns from: per input, the router's features (see
+/// [`crate::circuit::pool::router_features`]), every expert's logits, the label.
 pub struct RouterData<'a> {
-    /// Summary features per input.
-    pub features: &'a [Vec<f32>],
+    /// The router's features per input.
+    pub features: Vec<Vec<f32>>,
     /// Logits per expert, per input: `expert_logits[k][i]`.
     pub expert_logits: &'a [Vec<Vec<f32>>],
     /// Label per input.
@@ -281,7 +281,7 @@ pub fn evaluate(
     data.check(experts)?;
     let n = data.labels.len();
     let right = |k: usize, i: usize| predicted(&data.expert_logits[k][i]) == data.labels[i];
-    let chosen = routes(head, data.features);
+    let chosen = routes(head, &data.features);
     let mut dist = vec![0.0; experts];
     let (mut correct, mut cost) = (0usize, 0.0);
     for (i, &k) in chosen.iter().enumerate() {
@@ -341,7 +341,7 @@ mod tests {
     fn the_route_follows_the_cost_vector() {
         let (f, l, y) = synthetic(600, true);
         let data = RouterData {
-            features: &f,
+            features: f.clone(),
             expert_logits: &l,
             labels: &y,
         };
@@ -364,7 +364,7 @@ mod tests {
     fn the_task_loss_learns_which_expert_is_right() {
         let (f, l, y) = synthetic(900, false);
         let data = RouterData {
-            features: &f,
+            features: f.clone(),
             expert_logits: &l,
             labels: &y,
         };
@@ -387,7 +387,7 @@ mod tests {
     fn bad_data_and_costs_are_errors() {
         let (f, l, y) = synthetic(10, true);
         let data = RouterData {
-            features: &f,
+            features: f.clone(),
             expert_logits: &l,
             labels: &y,
         };
@@ -395,7 +395,7 @@ mod tests {
         assert!(train_router(&data, &[1.0, 0.0, 1.0], &opts).is_err());
         assert!(train_router(&data, &[1.0, 1.0], &opts).is_err());
         let short = RouterData {
-            features: &f,
+            features: f.clone(),
             expert_logits: &l,
             labels: &y[..5],
         };
