@@ -531,3 +531,67 @@ pub fn train_pool_router(
     }
     Ok((stored, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit::RouterHeadShape;
+    use crate::model::pool::ExpertEntry;
+    use crate::model::{ClassifierHead, Linear, Matrix};
+    use securerouter_core::prg::Seed;
+
+    #[test]
+    fn a_router_of_another_feature_layout_is_not_current() {
+        let dir = std::env::temp_dir().join(format!("router-current-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(!router_is_current(&dir).unwrap(), "no router at all");
+        let entry = |name: &str| ExpertEntry {
+            name: name.into(),
+            layers: 1,
+            tuned_layers: 1,
+            tuned_file: format!("{name}.safetensors"),
+            head: format!("{name}.head.json"),
+            held_out_accuracy: 0.5,
+            cost: None,
+        };
+        PoolManifest {
+            base: "base".into(),
+            task: "task".into(),
+            classes: 2,
+            seq_len: 8,
+            experts: vec![entry("small"), entry("large")],
+        }
+        .save(&dir)
+        .unwrap();
+        // The summary expert pools 4 states.
+        ClassifierHead {
+            linear: Linear {
+                weight: Matrix::new(2, 4, vec![0.5; 8]),
+                bias: vec![0.0; 2],
+            },
+        }
+        .save(&dir.join("small.head.json"))
+        .unwrap();
+        let store = |features| {
+            let shape = RouterHeadShape {
+                features,
+                hidden: 3,
+                experts: 2,
+            };
+            let router = StoredRouter {
+                head: PlainRouterHead::random(shape, &Seed::from_bytes([4; 16])),
+                loss_weights: [1.0, 0.0, 0.3],
+                costs: vec![1.0, 2.0],
+            };
+            std::fs::write(dir.join(ROUTER), serde_json::to_vec(&router).unwrap()).unwrap();
+        };
+        store(4);
+        assert!(!router_is_current(&dir).unwrap(), "pooled states only");
+        store(5);
+        assert!(
+            router_is_current(&dir).unwrap(),
+            "pooled states and the margin"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
