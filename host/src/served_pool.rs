@@ -144,7 +144,7 @@ impl ServedPool {
         let scores = self
             .router
             .head
-            .scores(&router_features(&pooled, &summary_logits));
+            .scores(&router_features(&pooled, &summary_logits)?);
         let route = argmax(&scores);
         let logits = if route == 0 {
             summary_logits

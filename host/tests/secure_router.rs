@@ -115,7 +115,7 @@ impl TestPool {
 /// What the router reads for `text`: the summary encoder's pooled states and its margin.
 fn router_input(summary: &common::RealMiniLm, text: &str) -> Vec<f64> {
     let pooled = summary.pooled(text);
-    router_features(&pooled, &summary.head.logits(&pooled))
+    router_features(&pooled, &summary.head.logits(&pooled)).unwrap()
 }
 
 /// A router head (2 hidden units) that scores the projection p of the router's features on one

@@ -99,8 +99,8 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> anyhow::Result<Vec<Sweep
             cost_weight: w,
             ..RouterOptions::default()
         };
-        pool.router.head = train_router(&signals.router_data(), &costs, &ropts)?;
-        let report = evaluate(&pool.router.head, &signals.test_data(), &costs)?;
+        pool.router.head = train_router(&signals.router_data()?, &costs, &ropts)?;
+        let report = evaluate(&pool.router.head, &signals.test_data()?, &costs)?;
         let online = measure(
             &pool,
             &[CircuitKind::Routed(opts.mode)],

@@ -254,12 +254,14 @@ pub fn router_feature_count(hidden: usize) -> usize {
 /// summary expert's confidence, the margin |logit₀ − logit₁| of its two-class head. Inputs the
 /// small expert is sure of stand out in the margin, which the pooled states show only through
 /// the head; with it the router keeps more of them on the small expert at the same accuracy.
-pub fn router_features(pooled: &[f64], summary_logits: &[f64]) -> Vec<f64> {
-    let margin = match summary_logits {
-        [a, b] => (a - b).abs(),
-        _ => f64::NAN,
+pub fn router_features(pooled: &[f64], summary_logits: &[f64]) -> anyhow::Result<Vec<f64>> {
+    let [a, b] = summary_logits else {
+        bail!(
+            "the router reads the margin of a two-class summary expert; it gave {} logits",
+            summary_logits.len()
+        );
     };
-    pooled.iter().copied().chain([margin]).collect()
+    Ok(pooled.iter().copied().chain([(a - b).abs()]).collect())
 }
 
 /// [`router_features`] under MPC: the margin is 2·ReLU(d) − d for d = logit₀ − logit₁ (one
@@ -292,5 +294,19 @@ pub fn route_of(onehot: &[u64]) -> anyhow::Result<usize> {
     match ones.as_slice() {
         [j] if onehot.iter().all(|&b| b <= 1) => Ok(*j),
         _ => bail!("the choice {onehot:?} is not one-hot"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_router_reads_the_pooled_states_and_the_summary_margin() {
+        let f = router_features(&[0.25, -1.0], &[0.5, 2.0]).unwrap();
+        assert_eq!(f, [0.25, -1.0, 1.5]);
+        assert_eq!(f.len(), router_feature_count(2));
+        let e = router_features(&[0.25], &[0.1, 0.2, 0.3]).unwrap_err();
+        assert!(e.to_string().contains("two-class"), "{e}");
     }
 }

@@ -301,21 +301,21 @@ impl Signals {
     }
 
     /// The router's training data.
-    pub fn router_data(&self) -> RouterData<'_> {
-        RouterData {
-            features: router_inputs(&self.router_features, &self.router_logits),
+    pub fn router_data(&self) -> anyhow::Result<RouterData<'_>> {
+        Ok(RouterData {
+            features: router_inputs(&self.router_features, &self.router_logits)?,
             expert_logits: &self.router_logits,
             labels: &self.router_labels,
-        }
+        })
     }
 
     /// The held-out data.
-    pub fn test_data(&self) -> RouterData<'_> {
-        RouterData {
-            features: router_inputs(&self.test_features, &self.test_logits),
+    pub fn test_data(&self) -> anyhow::Result<RouterData<'_>> {
+        Ok(RouterData {
+            features: router_inputs(&self.test_features, &self.test_logits)?,
             expert_logits: &self.test_logits,
             labels: &self.test_labels,
-        }
+        })
     }
 
     fn save(&self, path: &Path) -> anyhow::Result<()> {
@@ -422,17 +422,15 @@ impl Signals {
 
 /// The router's features per sentence from the summary encoder's pooled states and the summary
 /// expert's logits (expert 0's, `logits[0]`), as the secure router computes them.
-fn router_inputs(pooled: &[Vec<f32>], logits: &[Vec<Vec<f32>>]) -> Vec<Vec<f32>> {
+fn router_inputs(pooled: &[Vec<f32>], logits: &[Vec<Vec<f32>>]) -> anyhow::Result<Vec<Vec<f32>>> {
     let to_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
     let summary = logits.first().map_or(&[][..], Vec::as_slice);
     pooled
         .iter()
         .zip(summary)
         .map(|(p, l)| {
-            router_features(&to_f64(p), &to_f64(l))
-                .into_iter()
-                .map(|x| x as f32)
-                .collect()
+            let features = router_features(&to_f64(p), &to_f64(l))?;
+            Ok(features.into_iter().map(|x| x as f32).collect())
         })
         .collect()
 }
@@ -517,8 +515,8 @@ pub fn train_pool_router(
         ),
         None => manifest.online_costs()?,
     };
-    let head = train_router(&signals.router_data(), &costs, opts)?;
-    let report = evaluate(&head, &signals.test_data(), &costs)?;
+    let head = train_router(&signals.router_data()?, &costs, opts)?;
+    let report = evaluate(&head, &signals.test_data()?, &costs)?;
     let stored = StoredRouter {
         head,
         loss_weights: [opts.task_weight, opts.balance_weight, opts.cost_weight],
