@@ -30,7 +30,7 @@ use securerouter_core::share::{SeededShareStream, reconstruct};
 use securerouter_device::replay::Replay;
 use securerouter_device::session::{Circuit, RouteMode, ServerKeys};
 use securerouter_device::{
-    EmbeddingError, EmbeddingSource, EmbeddingTable, ShareStreamer, StaticKey, TokenEmbedder, query,
+    EmbeddingSource, EmbeddingTable, ShareStreamer, StaticKey, TokenEmbedder, query,
 };
 
 /// Tokens per sequence.
@@ -146,27 +146,32 @@ fn stream<S: EmbeddingSource, const W: usize>(source: S, seed: &Seed) -> Option<
 }
 
 #[inline(never)]
-/// Streams the same shares again and checks every row against P0's expansion of the seed and
-/// the encoded input; the streamed words must also sum to `sum`.
-fn verify<const W: usize>(width: usize, seed: &Seed, sum: u64) -> bool {
-    let Ok(mut streamer) = ShareStreamer::<_, W>::new(Synthetic { width }, seed) else {
+/// Streams `source`'s shares again and checks every row: P0's expansion of the seed plus the
+/// streamed row gives back `reference`'s row (the same input, read directly); the streamed
+/// words must also sum to `sum`.
+fn verify<S: EmbeddingSource, R: EmbeddingSource, const W: usize>(
+    source: S,
+    mut reference: R,
+    seed: &Seed,
+    sum: u64,
+) -> bool {
+    let width = source.width();
+    let Ok(mut streamer) = ShareStreamer::<_, W>::new(source, seed) else {
         return false;
     };
     let mut p0 = SeededShareStream::new(seed);
-    let source = Synthetic { width };
-    let (mut s0, mut x) = ([0u64; W], [0u64; W]);
+    let (mut s0, mut x, mut want) = ([0u64; W], [0u64; W], [0u64; W]);
     let (mut rows, mut total) = (0, 0u64);
     while let Some(row) = streamer.next_p1_row() {
         let Ok(p1) = row else { return false };
         total = p1.iter().fold(total, |s, &w| s.wrapping_add(w));
-        p0.expand_row(&mut s0[..width]);
-        if reconstruct(&s0[..width], p1, &mut x[..width]).is_err() {
+        let (s0, x, want) = (&mut s0[..width], &mut x[..width], &mut want[..width]);
+        p0.expand_row(s0);
+        if reconstruct(s0, p1, x).is_err() || reference.read_row(rows, want).is_err() {
             return false;
         }
-        for (col, &v) in x[..width].iter().enumerate() {
-            if v != source.value(rows, col) {
-                return false;
-            }
+        if x != want {
+            return false;
         }
         rows += 1;
     }
@@ -185,7 +190,7 @@ fn run<const W: usize>(name: &str, seed: &Seed) -> bool {
         hprintln!("{}: the share stream failed", name);
         return false;
     };
-    let ok = verify::<W>(W, seed, sum);
+    let ok = verify::<_, _, W>(Synthetic { width: W }, Synthetic { width: W }, seed, sum);
     let upload = ROWS * W * 8;
     hprintln!(
         "{} (128 x {}): peak stack {} B; upload {} B to P1 + 16 B seed to P0; \
@@ -247,7 +252,10 @@ fn table_path(seed: &Seed) -> bool {
     let sum = stream::<_, WIDTH>(source, seed);
     let spent = ticks() - start;
     let stack = peak_stack();
-    let ok = sum.is_some_and(|sum| verify_table::<WIDTH>(embedder, seed, sum));
+    let ok = sum.is_some_and(|sum| match (embedder(), embedder()) {
+        (Ok(source), Ok(reference)) => verify::<_, _, WIDTH>(source, reference, seed, sum),
+        _ => false,
+    });
     hprintln!(
         "table path (128 x {}, {} tokens from a {} B int8 table in flash): peak stack {} B; \
          {} instructions ({} per row); reconstruction {}",
@@ -260,38 +268,6 @@ fn table_path(seed: &Seed) -> bool {
         if ok { "ok" } else { "FAILED" }
     );
     ok
-}
-
-#[inline(never)]
-/// Streams the table path's shares again and checks every row: P0's expansion of the seed plus
-/// the streamed row gives back the embedder's own row; the streamed words sum to `sum`.
-fn verify_table<'t, 'i, const W: usize>(
-    embedder: impl Fn() -> Result<TokenEmbedder<'t, 'i>, EmbeddingError>,
-    seed: &Seed,
-    sum: u64,
-) -> bool {
-    let (Ok(source), Ok(mut direct)) = (embedder(), embedder()) else {
-        return false;
-    };
-    let Ok(mut streamer) = ShareStreamer::<_, W>::new(source, seed) else {
-        return false;
-    };
-    let mut p0 = SeededShareStream::new(seed);
-    let (mut s0, mut x, mut want) = ([0u64; W], [0u64; W], [0u64; W]);
-    let (mut rows, mut total) = (0, 0u64);
-    while let Some(row) = streamer.next_p1_row() {
-        let Ok(p1) = row else { return false };
-        total = p1.iter().fold(total, |s, &w| s.wrapping_add(w));
-        p0.expand_row(&mut s0);
-        if reconstruct(&s0, p1, &mut x).is_err() || direct.read_row(rows, &mut want).is_err() {
-            return false;
-        }
-        if x != want {
-            return false;
-        }
-        rows += 1;
-    }
-    rows == ROWS && total == sum
 }
 
 /// Two servers' side of a recorded session (`tests/tests/device_link.rs` records it and checks

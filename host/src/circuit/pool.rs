@@ -18,7 +18,7 @@
 //!   whichever expert wins, and it costs the sum of the experts.
 //! - [`CircuitKind::Expert`] k: one expert alone, `[logits]` (e.g. always-largest).
 
-use super::router_head::{RouterHeadShape, router_head};
+use super::router_head::{COMPARE_BITS, RouterHeadShape, router_head};
 use super::{CircuitKind, Stage};
 use crate::nn::bert::{BertShape, PARTS_PER_LAYER, bert_classifier, bert_pooled, classifier_head};
 use anyhow::bail;
@@ -281,12 +281,9 @@ async fn secure_router_features<P: Protocol>(
         .mul_public(&[1, u64::MAX])?
         .sum_last_axis()
         .reshape(&[rows, 1])?;
-    let positive = gate::relu(p, &d, BitWidth::new(MARGIN_COMPARE_BITS)?).await?;
+    let positive = gate::relu(p, &d, BitWidth::new(COMPARE_BITS)?).await?;
     pooled.concat_last(&positive.scale(2).sub(&d)?)
 }
-
-/// Bits the margin's sign is taken on: logits in fixed point (|logit| < 2^27).
-const MARGIN_COMPARE_BITS: u32 = 40;
 
 /// The index of the single 1 in a reconstructed or revealed one-hot row.
 pub fn route_of(onehot: &[u64]) -> anyhow::Result<usize> {

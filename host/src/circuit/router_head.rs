@@ -11,8 +11,9 @@ use securerouter_core::prg::Seed;
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use serde::{Deserialize, Serialize};
 
-/// Width at which signs are compared inside the router head (scores stay far below 2^39).
-const COMPARE_BITS: u32 = 40;
+/// Width at which signs are compared in the router (scores and the summary expert's logits stay
+/// far below 2^39 in fixed point).
+pub(crate) const COMPARE_BITS: u32 = 40;
 
 /// The router head's shape: features in, hidden units, experts out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

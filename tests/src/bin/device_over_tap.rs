@@ -141,13 +141,14 @@ fn run() -> anyhow::Result<()> {
     let (_, mut sentences) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
     sentences.truncate(n);
     let table = bundle.device_table()?;
+    let parsed = EmbeddingTable::parse(&table)?;
     let fp = fixed_point().map_err(anyhow::Error::msg)?;
     let seq_len = pool.seq_len();
     let queries = sentences
         .iter()
         .map(|s| {
             let e = bundle.tokenizer.encode(&s.text, seq_len);
-            let rows = device_rows(&table, &e.ids, &e.type_ids, seq_len, fp)?;
+            let rows = device_rows(parsed, &e.ids, &e.type_ids, seq_len, fp)?;
             let plain = pool.answer_embedded(rows)?;
             Ok(Query {
                 text: s.text.clone(),
@@ -216,13 +217,12 @@ fn fixed_point() -> Result<FixedPoint, String> {
 /// The real tokens' rows the device computes from `table` (hidden size, client columns
 /// dropped), decoded: the input the plaintext pool checks the device's answer on.
 fn device_rows(
-    table: &[u8],
+    table: EmbeddingTable<'_>,
     ids: &[u32],
     type_ids: &[u32],
     seq_len: usize,
     fp: FixedPoint,
 ) -> anyhow::Result<Matrix> {
-    let table = EmbeddingTable::parse(table)?;
     let mut rows = TokenEmbedder::new(table, ids, type_ids, seq_len, fp)?;
     let h = table.hidden();
     let mut row = vec![0u64; h + 2];
