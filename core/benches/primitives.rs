@@ -116,6 +116,31 @@ fn dcf(c: &mut Criterion) {
     g.finish();
 }
 
+/// SIGMA's comparison: the prefix parity of one-bit DPF keys at the widths DReLU uses (n − 1 for
+/// 26- and 32-bit wires), beside `dcf_eval_batch1024` for the DCF it replaced.
+fn dpf_compare(c: &mut Criterion) {
+    let dpf = BitDpf::new();
+    let mut g = c.benchmark_group("dpf_compare_batch1024");
+    for n in [16u32, 25, 31] {
+        let w = BitWidth::new(n).unwrap();
+        let mut r = rng();
+        let keys: Vec<_> = (0..1024)
+            .map(|_| dpf.gen_keys(w, w.reduce(r.next_u64()), &mut r).unwrap().0)
+            .collect();
+        let keys = BitDpfKeys::from_keys(&keys).unwrap();
+        let xs: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
+        let mut outv = vec![0u64; 1024];
+        g.throughput(Throughput::Elements(1024));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, _| {
+            b.iter(|| {
+                dpf.eval_prefix_parity_batch(&keys, &xs, black_box(&mut outv))
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 fn dpf_full_domain(c: &mut Criterion) {
     let dpf = Dpf::new();
     let mut g = c.benchmark_group("dpf_full_domain");
@@ -214,6 +239,6 @@ fn packing(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = dcf, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg, packing
+    targets = dcf, dpf_compare, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg, packing
 }
 criterion_main!(benches);

@@ -480,6 +480,76 @@ fn bit_dpf_random_64_bit() {
     }
 }
 
+/// The prefix parity of a one-bit DPF key pair (SIGMA's comparison): for every n ≤ 8, every α
+/// and every x (n = 9..=11, 14 and 25 on sampled α and x), the XOR of the two parties' bits is
+/// [α ≤ x]; the batch evaluation (with chunks crossing 256 keys, both parties) equals the single
+/// one, and inputs outside Z_2^n or mismatched lengths are errors.
+#[test]
+fn bit_dpf_prefix_parity_is_comparison() {
+    let dpf = BitDpf::new();
+    let mut r = rng(25);
+    for n in (1..=11u32).chain([14, 25]) {
+        let inw = w(n);
+        let max = (1u64 << n) - 1;
+        let sample = |r: &mut AesCtr| -> Vec<u64> {
+            if n <= 8 {
+                (0..=max).collect()
+            } else {
+                let mut a = vec![0, 1, 127, 128, max - 1, max];
+                a.extend((0..10).map(|_| r.next_u64() & max));
+                a
+            }
+        };
+        for alpha in sample(&mut r) {
+            let rt = roots(&mut r);
+            let (c, _) = dpf.gen_corrections(inw, alpha, rt).unwrap();
+            let k0 = BitDpfKey::new(Party::P0, rt[0], c.clone());
+            let k1 = BitDpfKey::new(Party::P1, rt[1], c);
+            let mut xs = sample(&mut r);
+            xs.extend([alpha, alpha.saturating_sub(1), (alpha + 1).min(max)]);
+            for x in xs {
+                let got = dpf.eval_prefix_parity(&k0, x).unwrap()
+                    ^ dpf.eval_prefix_parity(&k1, x).unwrap();
+                assert_eq!(got, alpha <= x, "n={n} alpha={alpha} x={x}");
+            }
+        }
+    }
+    for (n, count) in [(4u32, 7usize), (8, 300), (25, 600)] {
+        let inw = w(n);
+        for party in [Party::P0, Party::P1] {
+            let keys: Vec<BitDpfKey> = (0..count)
+                .map(|_| {
+                    let (k0, k1) = dpf.gen_keys(inw, inw.reduce(r.next_u64()), &mut r).unwrap();
+                    if party == Party::P0 { k0 } else { k1 }
+                })
+                .collect();
+            let xs: Vec<u64> = (0..count).map(|_| inw.reduce(r.next_u64())).collect();
+            let batch = BitDpfKeys::from_keys(&keys).unwrap();
+            let mut out = vec![7u64; count];
+            dpf.eval_prefix_parity_batch(&batch, &xs, &mut out).unwrap();
+            for (i, (k, &x)) in keys.iter().zip(&xs).enumerate() {
+                let want = dpf.eval_prefix_parity(k, x).unwrap() as u64;
+                assert_eq!(out[i], want, "n={n} key {i}");
+            }
+            assert!(matches!(
+                dpf.eval_prefix_parity_batch(&batch, &xs[1..], &mut out[1..]),
+                Err(Error::LengthMismatch { .. })
+            ));
+            let mut bad = xs.clone();
+            bad[count / 2] = max_plus_one(n);
+            assert!(matches!(
+                dpf.eval_prefix_parity_batch(&batch, &bad, &mut out),
+                Err(Error::ValueOutOfRange { .. })
+            ));
+            assert!(dpf.eval_prefix_parity(&keys[0], max_plus_one(n)).is_err());
+        }
+    }
+}
+
+fn max_plus_one(n: u32) -> u64 {
+    1u64 << n
+}
+
 #[test]
 fn batched_bit_dpf_full_domain_equals_single() {
     let dpf = BitDpf::new();

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use securerouter_core::Error;
-use securerouter_core::fss::{BitDpfCorrections, Corrections, DcfCorrections};
+use securerouter_core::fss::{BitDpfCorrections, Corrections};
 use securerouter_core::gate::{
     self, KEY_CHUNK, LookupTable, Protocol, Tensor, drelu_key_bytes, packed_len, unpack,
 };
@@ -272,7 +272,15 @@ fn drelu_matches_sign_at_every_width_with_edges() {
         assert_eq!(o.keys.shared.len(), count * drelu_key_bytes(nw));
         assert_eq!(
             drelu_key_bytes(nw),
-            DcfCorrections::encoded_len(w(n - 1), w(1))
+            BitDpfCorrections::encoded_len(w(n - 1), w(1))
+        );
+        // A one-bit DPF on n − 1 bits: n − 8 levels of 16-byte seeds and two control bits,
+        // a 2^min(n−1, 7)-bit leaf correction and the width byte.
+        let levels = (n as usize - 1).saturating_sub(7);
+        let leaf = (1usize << (n - 1).min(7)).div_ceil(8);
+        assert_eq!(
+            drelu_key_bytes(nw),
+            1 + 16 * levels + (2 * levels).div_ceil(8) + leaf
         );
     }
 }

@@ -1,11 +1,11 @@
 //! The server kernels on the CPU (core's portable ones) and on the GPU, on the sizes BERT-base
 //! gives them at 128 tokens: a 768×768 and a 768×3072 layer (weights resident on the GPU), the
-//! 12 heads' score products, a batch of comparison (DCF) keys and a batch of table lookups.
+//! 12 heads' score products, a batch of comparison (one-bit DPF, 25-bit) keys and a batch of table lookups.
 //! Each GPU figure includes copying the operands to the device and the result back. Without a
 //! GPU only the CPU figures are measured, after a line saying why.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use securerouter_core::fss::{BitDpf, BitDpfKey, BitDpfKeys, Dcf, DcfKey, DcfKeys};
+use securerouter_core::fss::{BitDpf, BitDpfKey, BitDpfKeys};
 use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
@@ -46,18 +46,13 @@ fn kernels(c: &mut Criterion) {
     );
     let x768 = random(&mut r, 128 * 768);
     let (q, kt) = (random(&mut r, 12 * 128 * 64), random(&mut r, 12 * 64 * 128));
-    let dcf = Dcf::new();
-    let w = |b| BitWidth::new(b).unwrap();
-    let dcf_keys: Vec<DcfKey> = (0..KEYS)
-        .map(|_| {
-            dcf.gen_keys(w(40), w(64), r.next_u64() >> 24, 1, &mut r)
-                .unwrap()
-                .1
-        })
-        .collect();
-    let dcf_keys = DcfKeys::from_keys(&dcf_keys).unwrap();
-    let dcf_xs: Vec<u64> = (0..KEYS).map(|_| r.next_u64() >> 24).collect();
     let dpf = BitDpf::new();
+    let w = |b| BitWidth::new(b).unwrap();
+    let compare_keys: Vec<BitDpfKey> = (0..KEYS)
+        .map(|_| dpf.gen_keys(w(25), r.next_u64() >> 39, &mut r).unwrap().1)
+        .collect();
+    let compare_keys = BitDpfKeys::from_keys(&compare_keys).unwrap();
+    let compare_xs: Vec<u64> = (0..KEYS).map(|_| r.next_u64() >> 39).collect();
     let lookup_keys: Vec<BitDpfKey> = (0..KEYS)
         .map(|_| dpf.gen_keys(w(8), r.next_u64() >> 56, &mut r).unwrap().1)
         .collect();
@@ -87,8 +82,11 @@ fn kernels(c: &mut Criterion) {
             })
         });
         let mut out = vec![0u64; KEYS];
-        g.bench_function(format!("{name}/dcf 2^17 keys 40-bit"), |b| {
-            b.iter(|| k.dcf_eval(&dcf_keys, black_box(&dcf_xs), &mut out).unwrap())
+        g.bench_function(format!("{name}/comparison 2^17 keys 25-bit"), |b| {
+            b.iter(|| {
+                k.dpf_prefix_parity(&compare_keys, black_box(&compare_xs), &mut out)
+                    .unwrap()
+            })
         });
         let (mut dot, mut ones) = (vec![0u64; KEYS], vec![0u64; KEYS]);
         g.bench_function(format!("{name}/lookup 2^17 keys 8-bit table"), |b| {

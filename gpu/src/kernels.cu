@@ -2,7 +2,8 @@
 //
 // Each kernel reproduces a CPU kernel of securerouter-core bit for bit:
 // - matmul_u64:  core::ring::matmul (wrapping u64 products), batched over blockIdx.z;
-// - dcf_eval:    core::fss::Dcf::eval_batch, one thread per key;
+// - dpf_prefix_parity: core::fss::BitDpf::eval_prefix_parity_batch (comparison), one thread
+//                per key;
 // - dpf_lookup:  CpuKernels::dpf_lookup, one thread per (key, leaf block), partial sums
 //                added with 64-bit atomics (addition mod 2^64 is associative, so the order
 //                does not change the result).
@@ -197,32 +198,56 @@ extern "C" __global__ void matmul_u64(const u64* A, const u64* B, u64* C, u32 m,
     }
 }
 
-// DCF evaluation, one thread per key (core::fss::Dcf::eval_batch). Seeds are (lo, hi) pairs;
-// key i's corrections for level j sit at i * n + j; controls are (left, right) bytes of 0/1.
-extern "C" __global__ void dcf_eval(const u64* roots, const u64* seeds, const u64* values,
-                                    const u8* controls, const u64* last, const u64* xs,
-                                    u64* out, u32 count, u32 n, u32 p1, u64 out_mask) {
+// Comparison on one-bit DPF keys, one thread per key (core::fss::BitDpf::eval_prefix_parity_batch):
+// the prefix parity of key i at xs[i], this party's XOR share of [alpha <= x]. Walking x's top
+// `levels` bits, every level where x turns right adds the left child's corrected control bit;
+// the leaf adds the parity of its block's bits 0..=(x mod 2^leaf_bits).
+extern "C" __global__ void dpf_prefix_parity(const u64* roots, const u64* seeds,
+                                             const u8* controls, const u64* last, const u64* xs,
+                                             u64* out, u32 count, u32 levels, u32 leaf_bits,
+                                             u32 p1) {
     __shared__ Aes a;
     aes_setup(&a);
     u32 i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
     u64 slo = roots[2 * i], shi = roots[2 * i + 1];
     u64 t = p1;
-    u64 v = 0;
+    u64 parity = 0;
     const u64 x = xs[i];
-    for (u32 level = 0; level < n; level++) {
-        // The direction is the input's bit: public, so the key choice may branch on it.
-        const u32 dir = (u32)(x >> (n - 1 - level)) & 1;
-        const u64 at = (u64)i * n + level;
-        const u64 mask = 0 - t;
-        u64 vlo, vhi;
-        mmo(&a, GGM_VALUE, slo, shi, &vlo, &vhi);
-        v += (dir ? vhi : vlo) + (values[at] & mask);
+    const u64 top = x >> leaf_bits;
+    for (u32 level = 0; level < levels; level++) {
+        // The direction is the input's bit: public, so the work may branch on it.
+        const u32 dir = (u32)(top >> (levels - 1 - level)) & 1;
+        const u64 at = (u64)i * levels + level;
+        if (dir) {
+            u64 llo, lhi;
+            mmo(&a, GGM_LEFT, slo, shi, &llo, &lhi);
+            parity ^= (llo & 1) ^ (t & controls[2 * at]);
+        }
         ggm_step(&a, dir, at, seeds, controls, &slo, &shi, &t);
     }
-    u64 total = v + shi + (last[i] & (0 - t));
-    const u64 neg = 0 - (u64)p1;
-    out[i] = ((total ^ neg) - neg) & out_mask;
+    u64 blo, bhi;
+    mmo(&a, GGM_VALUE, slo, shi, &blo, &bhi);
+    const u32 per_leaf = 1u << leaf_bits;
+    if (per_leaf < 128) {
+        bhi = 0;
+        blo &= (per_leaf == 64) ? ~0ull : ((1ull << per_leaf) - 1);
+    }
+    const u64 tmask = 0 - t;
+    blo ^= last[2 * i] & tmask;
+    bhi ^= last[2 * i + 1] & tmask;
+    // Bits 0..=low of the block (low < per_leaf <= 128 is public).
+    const u32 low = (u32)(x & (per_leaf - 1));
+    u64 mlo, mhi;
+    if (low >= 64) {
+        mlo = ~0ull;
+        mhi = (low == 127) ? ~0ull : ((1ull << (low - 63)) - 1);
+    } else {
+        mlo = (low == 63) ? ~0ull : ((1ull << (low + 1)) - 1);
+        mhi = 0;
+    }
+    parity ^= (u64)(__popcll(blo & mlo) + __popcll(bhi & mhi));
+    out[i] = parity & 1;
 }
 
 // Table lookup on one-bit DPF keys (CpuKernels::dpf_lookup): thread (key, leaf) walks from the
@@ -241,7 +266,7 @@ extern "C" __global__ void dpf_lookup(const u64* roots, const u64* seeds, const 
     u64 slo = roots[2 * key], shi = roots[2 * key + 1];
     u64 t = p1;
     for (u32 level = 0; level < levels; level++) {
-        // The path to this thread's leaf is public (its index), like x's bits in dcf_eval.
+        // The path to this thread's leaf is public (its index), like x's bits in a comparison.
         const u32 dir = (leaf >> (levels - 1 - level)) & 1;
         ggm_step(&a, dir, key * levels + level, seeds, controls, &slo, &shi, &t);
     }

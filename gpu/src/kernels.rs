@@ -16,7 +16,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use securerouter_core::Error;
-use securerouter_core::fss::{BitDpfKeys, DcfKeys};
+use securerouter_core::fss::BitDpfKeys;
 use securerouter_core::gate::{
     CpuKernels, Kernels, ServerWeights, check_key_batch, check_lookup_table, check_matmul,
 };
@@ -75,7 +75,7 @@ struct Inner {
 struct Device {
     stream: Arc<CudaStream>,
     matmul: CudaFunction,
-    dcf: CudaFunction,
+    compare: CudaFunction,
     lookup: CudaFunction,
     /// Device copies of resident matrices, by the address of their host buffer.
     resident: HashMap<usize, CudaSlice<u64>>,
@@ -226,7 +226,7 @@ impl Device {
         let device = Device {
             stream: ctx.default_stream(),
             matmul: function("matmul_u64")?,
-            dcf: function("dcf_eval")?,
+            compare: function("dpf_prefix_parity")?,
             lookup: function("dpf_lookup")?,
             resident: HashMap::new(),
             owners: Vec::new(),
@@ -360,42 +360,43 @@ impl Kernels for CudaKernels {
         })
     }
 
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
         check_key_batch(keys.len(), xs.len(), out.len())?;
         if keys.len() < self.cpu_below.fss_keys.max(1) {
-            return self.inner.cpu.dcf_eval(keys, xs, out);
+            return self.inner.cpu.dpf_prefix_parity(keys, xs, out);
         }
         check_inputs(xs, keys.in_bits())?;
         let p = keys.parts();
-        let count = to_u32(keys.len(), "DCF batch too large")?;
-        let n = keys.in_bits().bits();
+        let count = to_u32(keys.len(), "comparison batch too large")?;
         let p1 = u32::from(p.party == Party::P1);
-        let out_mask = keys.out_bits().mask();
         let cfg = blocks(keys.len(), FSS_THREADS)?;
-        self.on_device("evaluating DCF keys", |d| {
+        self.on_device("evaluating comparison keys", |d| {
             let roots = d.stream.clone_htod(p.roots)?;
             let seeds = d.stream.clone_htod(p.seeds)?;
-            let values = d.stream.clone_htod(p.values)?;
             let controls = d.stream.clone_htod(control_bytes(p.controls))?;
             let last = d.stream.clone_htod(p.last)?;
             let xs_dev = d.stream.clone_htod(xs)?;
             let mut out_dev = d.stream.alloc_zeros::<u64>(out.len())?;
-            let mut launch = d.stream.launch_builder(&d.dcf);
+            let mut launch = d.stream.launch_builder(&d.compare);
             launch
                 .arg(&roots)
                 .arg(&seeds)
-                .arg(&values)
                 .arg(&controls)
                 .arg(&last)
                 .arg(&xs_dev)
                 .arg(&mut out_dev)
                 .arg(&count)
-                .arg(&n)
-                .arg(&p1)
-                .arg(&out_mask);
-            // SAFETY: thread i < count reads key i's root, its n levels of corrections and
-            // xs[i], and writes out[i]; every array holds count (× n) entries (checked by the
-            // batch's construction and above).
+                .arg(&p.levels)
+                .arg(&p.leaf_bits)
+                .arg(&p1);
+            // SAFETY: thread i < count reads key i's root, its `levels` corrections, last block
+            // and xs[i], and writes out[i]; every array holds count (× levels) entries (checked
+            // by the batch's construction and above).
             unsafe { launch.launch(cfg) }?;
             d.stream.memcpy_dtoh(&out_dev, out)?;
             d.stream.synchronize()

@@ -1,7 +1,7 @@
 //! GPU support for the SecureRouter MPC servers.
 //!
 //! - [`CudaKernels`]: core's [`Kernels`](securerouter_core::gate::Kernels) (wrapping u64
-//!   matrix products, DCF evaluation, DPF table lookups) as CUDA kernels compiled at run time
+//!   matrix products, DPF comparisons, DPF table lookups) as CUDA kernels compiled at run time
 //!   with NVRTC, equal to the CPU kernels bit for bit, with weights resident on the device.
 //! - **Runtime GPU detection** ([`detect`]), which tells the host whether a usable CUDA device
 //!   is present or, if not, exactly why not, so the host can log one clear line and run the

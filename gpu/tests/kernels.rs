@@ -1,10 +1,10 @@
 //! The CUDA kernels equal core's CPU kernels bit for bit on random inputs: products (single,
-//! batched, odd shapes, resident weights), DCF batches of every width class, and table lookups
+//! batched, odd shapes, resident weights), comparisons on one-bit DPF keys of every width class, and table lookups
 //! from a partial leaf block to many blocks, for both parties. Without a GPU every test says
 //! that it skipped and why.
 
 use securerouter_core::Error;
-use securerouter_core::fss::{BitDpf, BitDpfKey, BitDpfKeys, Dcf, DcfKey, DcfKeys};
+use securerouter_core::fss::{BitDpf, BitDpfKey, BitDpfKeys};
 use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
@@ -100,41 +100,31 @@ fn resident_weights_give_the_same_products() {
     }
 }
 
-fn dcf_batch(r: &mut AesCtr, count: usize, inw: BitWidth, outw: BitWidth, party: Party) -> DcfKeys {
-    let dcf = Dcf::new();
-    let keys: Vec<DcfKey> = (0..count)
-        .map(|_| {
-            let alpha = inw.reduce(r.next_u64());
-            let beta = outw.reduce(r.next_u64());
-            let (k0, k1) = dcf.gen_keys(inw, outw, alpha, beta, r).unwrap();
-            if party == Party::P0 { k0 } else { k1 }
-        })
-        .collect();
-    DcfKeys::from_keys(&keys).unwrap()
-}
-
 #[test]
-fn dcf_evaluation_equals_the_cpu() {
-    let Some(gpu) = gpu("dcf_evaluation_equals_the_cpu") else {
+fn comparisons_equal_the_cpu() {
+    let Some(gpu) = gpu("comparisons_equal_the_cpu") else {
         return;
     };
     let cpu = CpuKernels::new();
     let mut r = rng(3);
-    let w = |b| BitWidth::new(b).unwrap();
-    for (inb, outb, count) in [
-        (1, 1, 300),
-        (8, 16, 1000),
-        (16, 64, 777),
-        (37, 40, 2000),
-        (64, 64, 513),
+    // Narrow leaves (n < 7), one leaf (7), and the widths DReLU uses (25, 31), up to 64.
+    for (bits, count) in [
+        (1u32, 300usize),
+        (5, 600),
+        (7, 1000),
+        (16, 777),
+        (25, 2000),
+        (31, 513),
+        (64, 600),
     ] {
         for party in [Party::P0, Party::P1] {
-            let keys = dcf_batch(&mut r, count, w(inb), w(outb), party);
-            let xs: Vec<u64> = (0..count).map(|_| w(inb).reduce(r.next_u64())).collect();
+            let inw = BitWidth::new(bits).unwrap();
+            let keys = lookup_batch(&mut r, count, inw, party);
+            let xs: Vec<u64> = (0..count).map(|_| inw.reduce(r.next_u64())).collect();
             let (mut want, mut got) = (vec![0; count], vec![0; count]);
-            cpu.dcf_eval(&keys, &xs, &mut want).unwrap();
-            gpu.dcf_eval(&keys, &xs, &mut got).unwrap();
-            assert_eq!(got, want, "{inb}-bit DCF → Z_2^{outb}, {party:?}");
+            cpu.dpf_prefix_parity(&keys, &xs, &mut want).unwrap();
+            gpu.dpf_prefix_parity(&keys, &xs, &mut got).unwrap();
+            assert_eq!(got, want, "{bits}-bit comparison, {party:?}");
         }
     }
 }
@@ -190,12 +180,11 @@ fn bad_inputs_are_errors_not_panics() {
     ));
     let mut r = rng(5);
     let w8 = BitWidth::new(8).unwrap();
-    let keys = dcf_batch(&mut r, 4, w8, w8, Party::P0);
+    let keys = lookup_batch(&mut r, 4, w8, Party::P1);
     assert!(matches!(
-        gpu.dcf_eval(&keys, &[1, 2, 300, 4], &mut out),
+        gpu.dpf_prefix_parity(&keys, &[1, 2, 300, 4], &mut out),
         Err(Error::ValueOutOfRange { bits: 8 })
     ));
-    let keys = lookup_batch(&mut r, 4, w8, Party::P1);
     let (mut dot, mut ones) = (vec![0u64; 4], vec![0u64; 4]);
     assert!(matches!(
         gpu.dpf_lookup(&keys, &[1, 2, 3, 4], &[0; 255], w8, &mut dot, &mut ones),

@@ -5,7 +5,7 @@
 //! Results are identical to [`CpuKernels`] bit for bit (tested); only speed differs.
 
 use securerouter_core::Error;
-use securerouter_core::fss::{BitDpfKeys, DcfKeys};
+use securerouter_core::fss::BitDpfKeys;
 use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights};
 use securerouter_core::ring::BitWidth;
 use securerouter_gpu::CudaKernels;
@@ -98,8 +98,13 @@ impl Kernels for ServerKernels {
         self.backend().matmul_batch(a, b, dims, out)
     }
 
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
-        self.backend().dcf_eval(keys, xs, out)
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend().dpf_prefix_parity(keys, xs, out)
     }
 
     fn dpf_lookup(
@@ -203,8 +208,13 @@ impl<K: Kernels> Kernels for TimedKernels<K> {
         self.timed(|x| x.matmul_batch(a, b, dims, out))
     }
 
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
-        self.timed(|x| x.dcf_eval(keys, xs, out))
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.dpf_prefix_parity(keys, xs, out))
     }
 
     fn dpf_lookup(
@@ -243,8 +253,13 @@ impl Kernels for HostKernels {
         self.cpu.matmul(a, b, m, k, n, out)
     }
 
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
-        self.cpu.dcf_eval(keys, xs, out)
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.cpu.dpf_prefix_parity(keys, xs, out)
     }
 
     fn dpf_lookup(

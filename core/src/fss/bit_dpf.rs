@@ -25,7 +25,8 @@ use super::dpf::{Path, expand_level, gen_path, path_step, random_u128, walk};
 use super::encoding::{Reader, Writer, control_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
 use super::{
-    bit_msb_first, check_full_domain, check_in_ring, mask64, mask128, opaque_mask128, select64,
+    bit_msb_first, check_full_domain, check_in_ring, mask64, mask128, opaque_mask128, select_bit,
+    select64, select128,
 };
 use crate::Error;
 use crate::prg::Ggm;
@@ -296,6 +297,29 @@ impl Corrections for BitDpfCorrections {
     }
 }
 
+/// One level of a prefix-parity walk: corrects both children of the current node (control bit
+/// `t`) with the level's words and returns the child on x's side (`right`, public), its control
+/// bit, and the left child's control bit. Key-derived bits only mask; `right` may select.
+#[inline(always)]
+fn prefix_step(
+    (l, tl): (u128, bool),
+    (r, tr): (u128, bool),
+    (seed_cw, control_cw): (u128, [bool; 2]),
+    t: bool,
+    right: bool,
+) -> (u128, bool, bool) {
+    let scw = seed_cw & opaque_mask128(t);
+    let tl = tl ^ (t & control_cw[0]);
+    let tr = tr ^ (t & control_cw[1]);
+    (select128(l, r, right) ^ scw, select_bit(tl, tr, right), tl)
+}
+
+/// The parity of bits 0..=low of a leaf block (`low` < 128, public).
+#[inline(always)]
+fn leaf_prefix_parity(block: u128, low: u64) -> bool {
+    (block & (u128::MAX >> (127 - low))).count_ones() & 1 == 1
+}
+
 /// Leaves converted per batched AES pass in full-domain evaluation (keys are grouped to reach it).
 const GROUP_LEAVES: usize = 256;
 
@@ -443,6 +467,107 @@ impl BitDpf {
         let (s, t) = walk(&self.ggm, key, &c.seeds, &c.controls, x >> k, levels);
         let block = self.convert(s, k) ^ (c.last & opaque_mask128(t));
         Ok((block >> (x & ((1 << k) - 1))) & 1 == 1)
+    }
+
+    /// This party's share of the prefix parity ⊕_{j ≤ x} f_α(j) = [α ≤ x] (SIGMA's DPF-based
+    /// comparison), for x in Z_2^n: the XOR of both parties' bits is 1 exactly when α ≤ x.
+    ///
+    /// Walking x's path, every level where x turns right adds the left sibling's control bit
+    /// (the two parties' bits differ exactly when α lies in that subtree, which holds only
+    /// smaller inputs), and the leaf adds the parity of its block's bits 0..=x mod 2^k. Both
+    /// children are expanded at every level (two AES), so nothing depends on x but the public
+    /// choice of child; key-derived bits only ever mask.
+    pub fn eval_prefix_parity(&self, key: &BitDpfKey, x: u64) -> Result<bool, Error> {
+        let c = &key.corrections;
+        check_in_ring(x, c.in_bits)?;
+        let (k, levels) = split(c.in_bits);
+        let mut s = key.root;
+        let mut t = key.party == Party::P1;
+        let mut parity = false;
+        for i in 0..levels {
+            let level = i as usize;
+            let right = bit_msb_first(x >> k, levels, i);
+            let ([l, r], [tl, tr]) = self.ggm.children(s);
+            let (s_next, t_next, left_t) = prefix_step(
+                (l, tl),
+                (r, tr),
+                (c.seeds[level], c.controls[level]),
+                t,
+                right,
+            );
+            parity ^= left_t & right;
+            s = s_next;
+            t = t_next;
+        }
+        let block = self.convert(s, k) ^ (c.last & opaque_mask128(t));
+        Ok(parity ^ leaf_prefix_parity(block, x & ((1 << k) - 1)))
+    }
+
+    /// [`BitDpf::eval_prefix_parity`] of key i of the batch at `xs[i]` into `out[i]` (0 or 1),
+    /// walking many keys level by level so that AES runs in long batches.
+    pub fn eval_prefix_parity_batch(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        if keys.len() != xs.len() || xs.len() != out.len() {
+            return Err(Error::LengthMismatch {
+                expected: keys.len(),
+                got: if keys.len() != xs.len() {
+                    xs.len()
+                } else {
+                    out.len()
+                },
+            });
+        }
+        for &x in xs {
+            check_in_ring(x, keys.in_bits)?;
+        }
+        const CHUNK: usize = 256;
+        let (k, levels) = split(keys.in_bits);
+        let nu = levels as usize;
+        let p1 = keys.party == Party::P1;
+        let mut s = [0u128; CHUNK];
+        let mut t = [false; CHUNK];
+        let mut parity = [false; CHUNK];
+        let (mut left, mut right) = ([0u128; CHUNK], [0u128; CHUNK]);
+        for (chunk, (xs, out)) in xs.chunks(CHUNK).zip(out.chunks_mut(CHUNK)).enumerate() {
+            let first = chunk * CHUNK;
+            let m = xs.len();
+            s[..m].copy_from_slice(&keys.roots[first..first + m]);
+            t[..m].fill(p1);
+            parity[..m].fill(false);
+            for i in 0..levels {
+                let level = i as usize;
+                self.ggm
+                    .children_batch(&s[..m], &mut left[..m], &mut right[..m]);
+                for j in 0..m {
+                    let at = (first + j) * nu + level;
+                    let (l, tl) = Ggm::split_control_bit(left[j]);
+                    let (r, tr) = Ggm::split_control_bit(right[j]);
+                    let go_right = bit_msb_first(xs[j] >> k, levels, i);
+                    let (s_next, t_next, left_t) = prefix_step(
+                        (l, tl),
+                        (r, tr),
+                        (keys.seeds[at], keys.controls[at]),
+                        t[j],
+                        go_right,
+                    );
+                    parity[j] ^= left_t & go_right;
+                    s[j] = s_next;
+                    t[j] = t_next;
+                }
+            }
+            self.ggm.values_batch(&s[..m], &mut left[..m]);
+            let mask = block_mask(k);
+            for j in 0..m {
+                let block = (left[j] & mask) ^ (keys.last[first + j] & opaque_mask128(t[j]));
+                let low = xs[j] & ((1 << k) - 1);
+                out[j] = (parity[j] ^ leaf_prefix_parity(block, low)) as u64;
+            }
+        }
+        Ok(())
     }
 
     /// Words a full-domain evaluation of an n-bit key takes: ⌈2^n / 64⌉ (`usize::MAX` where

@@ -48,9 +48,14 @@ pub(crate) const fn mask128(bit: bool) -> u128 {
 /// [`mask128`] hidden from the optimiser, for key-derived bits in evaluation loops: given a
 /// visible 0/−1 mask, LLVM may compile `x & mask` into a branch on the bit (it did for the
 /// leaf control bits of full-domain evaluation); an opaque mask stays an AND.
+///
+/// The opaque value is one 64-bit word, widened after: a black-boxed u128 goes through memory
+/// as two 8-byte stores and one 16-byte load, which stalls store forwarding (it was half the
+/// time of a DPF comparison).
 #[inline(always)]
 pub(crate) fn opaque_mask128(bit: bool) -> u128 {
-    core::hint::black_box(mask128(bit))
+    let m = core::hint::black_box(mask64(bit));
+    ((m as u128) << 64) | m as u128
 }
 
 /// [`mask64`] hidden from the optimiser, like [`opaque_mask128`].

@@ -3,7 +3,7 @@
 //! portable reference every backend must match bit for bit.
 
 use crate::Error;
-use crate::fss::{BitDpf, BitDpfKeys, Dcf, DcfKeys, MAX_FULL_DOMAIN_BITS};
+use crate::fss::{BitDpf, BitDpfKeys, MAX_FULL_DOMAIN_BITS};
 use crate::ring::BitWidth;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -48,8 +48,15 @@ pub trait Kernels {
         Ok(())
     }
 
-    /// Evaluates key i of the batch at `xs[i]` into `out[i]`.
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error>;
+    /// Comparison on one-bit DPF keys: writes to `out[i]` this party's bit of the prefix
+    /// parity of key i at `xs[i]`, i.e. its XOR share of [α_i ≤ xs[i]]
+    /// ([`BitDpf::eval_prefix_parity`]).
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error>;
 
     /// Table lookup on one-bit DPF keys of n input bits, for a table of 2^n entries: with
     /// e_i ∈ {0,1}^(2^n) the full-domain evaluation of key i (read as integers 0 and 1),
@@ -73,7 +80,6 @@ pub trait Kernels {
 /// The portable single-threaded reference implementation.
 #[derive(Debug, Default)]
 pub struct CpuKernels {
-    dcf: Dcf,
     bit_dpf: BitDpf,
 }
 
@@ -209,9 +215,14 @@ impl Kernels for CpuKernels {
         Ok(())
     }
 
-    fn dcf_eval(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
         check_key_batch(keys.len(), xs.len(), out.len())?;
-        self.dcf.eval_batch(keys, xs, out)
+        self.bit_dpf.eval_prefix_parity_batch(keys, xs, out)
     }
 
     fn dpf_lookup(

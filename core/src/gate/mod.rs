@@ -22,7 +22,7 @@
 //! | reveal (to both servers) | 0 | 0 | l/8 to both |
 //! | linear (secret weights) | 1 | l/8 per output | 0 |
 //! | truncate by f | 1 | l/8 | f/8 |
-//! | DReLU on n bits | 1 | 1/8 | 0 (plus an (n−1)-bit DCF key to both) |
+//! | DReLU on n bits | 1 | 1/8 | 0 (plus an (n−1)-bit one-bit DPF key to both) |
 //! | bit × value | 1 | l/8 per value | l/8 per bit + 2·l/8 per value |
 //! | product, element-wise | 1 | l/8 | 2·l/8 |
 //! | lookup table on n bits | 2 | 2·out/8 | 0 (plus a one-bit DPF key to both: 1 + 16(n−7) + ⌈(n−7)/4⌉ + 16 bytes for n ≥ 7) |

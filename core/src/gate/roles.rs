@@ -68,26 +68,6 @@ impl<S: KeySink> DealerSide<S> {
         self.sink.to_both(bytes);
     }
 
-    /// One DCF key pair per α for β if x < α, generated together; the corrections go to both
-    /// servers.
-    pub(crate) fn dcf_keys(
-        &mut self,
-        in_bits: BitWidth,
-        out_bits: BitWidth,
-        alphas: &[u64],
-        beta: u64,
-    ) -> Result<(), Error> {
-        // In chunks, through one reused buffer: a gate's keys can take hundreds of MB.
-        let mut bytes = Vec::new();
-        for alphas in alphas.chunks(KEY_CHUNK) {
-            bytes.clear();
-            self.dealer
-                .dcf_batch(in_bits, out_bits, alphas, beta, &mut bytes)?;
-            self.sink.to_both(&bytes);
-        }
-        Ok(())
-    }
-
     /// One one-bit DPF key pair per point α, generated together; the corrections go to both
     /// servers. Returns P1's bit at each α (the dealer's secret).
     pub(crate) fn bit_dpf_keys(
