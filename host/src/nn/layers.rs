@@ -12,7 +12,7 @@
 //! | layer | rounds | approximation |
 //! |---|---|---|
 //! | GeLU | 7 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
-//! | softmax over n | 2⌈log2 n⌉ + 16 | max tree; exp(−t) as a product of two 9-bit tables on t clipped to [0, 16); reciprocal from a 12-bit table and one Newton step |
+//! | softmax over n | 2⌈log2 n⌉ + 16 | max tree; exp(−t) as a product of two entries of one 8-bit table on t clipped to [0, 16) in steps of 2^−8; reciprocal from a 12-bit table and one Newton step |
 //! | LayerNorm | 15 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
 
 use securerouter_core::Error;
@@ -111,35 +111,48 @@ pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
 
 // --------------------------------------------------------------------------------- softmax
 
-/// exp(−t) for t = hi·2^8 + lo: entries 256 + hi (hi in 0..=256) hold exp(−hi·2^8 / 2^FRAC),
-/// entries lo mod 2^10 (lo in −256..256) hold exp(−lo / 2^FRAC); both in fixed point.
+/// Fractional bits of the exponential's argument: exp(−t) is read for t in steps of 2^−8
+/// (relative error below 0.4 %, unbiased), which keeps its table at 2^8 entries.
+const EXP_FRAC: u32 = 8;
+
+/// exp(−u / 2^EXP_FRAC) for u = 2^6·hi + lo: entries 96 + hi (hi in 0..=65) hold
+/// exp(−2^6·hi / 2^EXP_FRAC), entries lo mod 2^8 (lo in −64..=64) hold exp(−lo / 2^EXP_FRAC);
+/// both in fixed point with FRAC fractional bits.
 fn exp_table() -> Result<&'static LookupTable, Error> {
     static CELL: OnceLock<LookupTable> = OnceLock::new();
     table(&CELL, || {
-        let unit = (1u64 << FRAC) as f64;
-        LookupTable::from_fn(width(10)?, BitWidth::FULL, |i| {
-            let t = match i {
-                256..=512 => ((i - 256) << 8) as f64,
-                0..=255 => i as f64,
-                _ => i as f64 - 1024.0, // lo < 0
+        let unit = (1u64 << EXP_FRAC) as f64;
+        LookupTable::from_fn(width(8)?, BitWidth::FULL, |i| {
+            let u = match i {
+                96..=161 => ((i - 96) << 6) as f64,
+                0..=64 => i as f64,
+                192.. => i as f64 - 256.0, // lo < 0
+                _ => return 0,             // never indexed
             };
-            fixed((-t / unit).exp(), FRAC)
+            fixed((-u / unit).exp(), FRAC)
         })
     })
 }
 
-/// exp(−t) for t ≥ 0: clip to [0, 16) (2 rounds), split t into high and low bytes (1),
-/// two table lookups at once (2), their product (1) and truncation (1). Seven rounds.
+/// exp(−t) for t ≥ 0: clip to [0, 16) (2 rounds); u = t / 2^(FRAC − EXP_FRAC) and
+/// hi = t / 2^(FRAC − 2) truncated together (1), so that lo = u − 2^6·hi lies in [−64, 64];
+/// two lookups in one 2^8 table at once (2), their product (1) and truncation (1). Seven rounds.
 pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error> {
     let shape = t.shape().to_vec();
     let n = t.len();
     let t = clip_above(p, t, EXP_CLIP).await?;
-    // hi = ⌊t / 2^8⌋ or one more, so lo = t − 2^8·hi lies in [−2^8, 2^8).
-    let hi = p.truncate(&t, 8).await?;
-    let lo = t.sub(&hi.scale(1 << 8))?;
-    let both = lo.reshape(&[n, 1])?.concat_last(&hi.reshape(&[n, 1])?)?;
-    let both = p.add_public(&both, &[0, 256])?;
-    let e = p.lookup(&both.reduce(width(10)?)?, exp_table()?).await?;
+    // Both truncations by FRAC − 2 bits: t·2^(EXP_FRAC − 2) gives u, t itself gives hi.
+    let shift = FRAC - 2;
+    let both = t
+        .scale(1 << (EXP_FRAC - 2))
+        .reshape(&[n, 1])?
+        .concat_last(&t.reshape(&[n, 1])?)?;
+    let both = p.truncate(&both, shift).await?;
+    let (u, hi) = (both.gather_last(&[0])?, both.gather_last(&[1])?);
+    let lo = u.sub(&hi.scale(1 << 6))?;
+    let index = lo.concat_last(&hi)?;
+    let index = p.add_public(&index, &[0, 96])?;
+    let e = p.lookup(&index.reduce(width(8)?)?, exp_table()?).await?;
     let prod = p.mul(&e.gather_last(&[0])?, &e.gather_last(&[1])?).await?;
     p.truncate(&prod, FRAC).await?.reshape(&shape)
 }
