@@ -6,7 +6,8 @@
 //! - [`ring`]: Z_2^64 and Z_2^n arithmetic, fixed-point encoding.
 //! - [`share`]: additive secret shares, including the seeded split where P0's share is a seed.
 //! - [`prg`]: AES-128 counter-mode streams and the GGM-tree PRG.
-//! - [`fss`]: distributed point and comparison functions (DPF, DCF).
+//! - [`fss`]: distributed point and comparison functions (DPF, DCF, and comparison by the prefix
+//!   parity of a one-bit DPF).
 //! - [`dealer`]: correlated randomness for the servers, seed-compressed.
 //! - [`gate`]: the two-party gate engine (masked wires, written once for dealer and servers).
 //! - [`ot`]: oblivious transfer traits and a base OT.

@@ -143,6 +143,37 @@ fn a_single_dcf_keys_evaluation_is_independent_of_alpha() {
     assert!(ca.max_chi2_against(&cb) > 10.0 * CRITICAL);
 }
 
+/// One server's comparison bits (the prefix parity of its one-bit DPF key, what DReLU opens
+/// after masking) look the same for very different α: 64 evaluations at one x per sample are
+/// packed into a word, so the byte histograms see the bits of many keys.
+#[test]
+fn a_single_comparison_keys_evaluation_is_independent_of_alpha() {
+    let dpf = BitDpf::new();
+    let n = BitWidth::new(25).unwrap();
+    let x = 1u64 << 23;
+    let sample = |r: &mut AesCtr, alpha: u64, both: bool| -> u64 {
+        (0..64).fold(0u64, |word, i| {
+            let (k0, k1) = dpf.gen_keys(n, alpha, r).unwrap();
+            let mut bit = dpf.eval_prefix_parity(&k1, x).unwrap();
+            if both {
+                bit ^= dpf.eval_prefix_parity(&k0, x).unwrap();
+            }
+            word | (bit as u64) << i
+        })
+    };
+    // α = 0 makes [α ≤ x] = 1; α = 2^25 − 1 makes it 0.
+    let mut r = rng(9);
+    let a = ByteHistograms::of((0..SAMPLES / 8).map(|_| sample(&mut r, 0, false)));
+    let b = ByteHistograms::of((0..SAMPLES / 8).map(|_| sample(&mut r, (1 << 25) - 1, false)));
+    assert!(a.max_chi2_uniform() < CRITICAL, "{}", a.max_chi2_uniform());
+    assert!(b.max_chi2_uniform() < CRITICAL, "{}", b.max_chi2_uniform());
+    assert!(a.max_chi2_against(&b) < CRITICAL);
+    // Control: both servers' bits together reveal the comparison, and the statistic sees it.
+    let ca = ByteHistograms::of((0..2000).map(|_| sample(&mut r, 0, true)));
+    let cb = ByteHistograms::of((0..2000).map(|_| sample(&mut r, (1 << 25) - 1, true)));
+    assert!(ca.max_chi2_against(&cb) > 10.0 * CRITICAL);
+}
+
 /// A single key's correction words (what the dealer sends) look the same for very different α.
 #[test]
 fn dcf_and_dpf_key_bytes_are_independent_of_alpha() {
