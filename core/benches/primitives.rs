@@ -141,6 +141,31 @@ fn dpf_compare(c: &mut Criterion) {
     g.finish();
 }
 
+/// The servers' path for comparison and lookup keys: 1024 encodings of one-bit DPF keys
+/// decoded into the flat batch (at DReLU's 25 bits and a lookup's 8).
+fn bit_dpf_decode(c: &mut Criterion) {
+    let dpf = BitDpf::new();
+    let mut g = c.benchmark_group("bit_dpf_decode_batch1024");
+    for n in [8u32, 25] {
+        let w = BitWidth::new(n).unwrap();
+        let mut r = rng();
+        let alphas: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
+        let roots: Vec<[u128; 2]> = (0..1024)
+            .map(|_| [r.next_u64() as u128 & !1, r.next_u64() as u128 | 1])
+            .collect();
+        let (mut bytes, mut signs) = (Vec::new(), Vec::new());
+        dpf.gen_encoded(w, &alphas, &roots, &mut bytes, &mut signs)
+            .unwrap();
+        let p0_roots: Vec<u128> = roots.iter().map(|r| r[0]).collect();
+        let mut batch = BitDpfKeys::new(Party::P0, w, BitWidth::new(1).unwrap());
+        g.throughput(Throughput::Elements(1024));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, _| {
+            b.iter(|| batch.decode_into(&p0_roots, black_box(&bytes)).unwrap())
+        });
+    }
+    g.finish();
+}
+
 fn dpf_full_domain(c: &mut Criterion) {
     let dpf = Dpf::new();
     let mut g = c.benchmark_group("dpf_full_domain");
@@ -239,6 +264,6 @@ fn packing(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = dcf, dpf_compare, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg, packing
+    targets = dcf, dpf_compare, bit_dpf_decode, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg, packing
 }
 criterion_main!(benches);
