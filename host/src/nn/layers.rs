@@ -59,10 +59,16 @@ fn table(
     Ok(cell.get_or_init(|| t))
 }
 
-/// min(t, c) for public c: 2 rounds (one comparison, one bit × value).
-pub async fn clip_above<P: Protocol>(p: &mut P, t: &Tensor, c: u64) -> Result<Tensor, Error> {
+/// min(t, c) for public c, comparing c − t on `cmp` bits (which must hold it as a signed
+/// value): 2 rounds (one comparison, one bit × value).
+pub async fn clip_above<P: Protocol>(
+    p: &mut P,
+    t: &Tensor,
+    c: u64,
+    cmp: BitWidth,
+) -> Result<Tensor, Error> {
     let below = p.add_public(&t.neg(), &[c])?; // c − t ≥ 0 ⇔ t ≤ c
-    let keep = p.drelu(&below.reduce(act()?)?).await?;
+    let keep = p.drelu(&below.reduce(cmp)?).await?;
     let over = p.add_public(t, &[c.wrapping_neg()])?; // t − c
     let kept = p.mul_bit(&keep, &over).await?;
     p.add_public(&kept, &[c])
@@ -100,9 +106,11 @@ pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let positive = p.drelu(&x.reduce(act()?)?).await?;
     let relu = p.mul_bit(&positive, x).await?;
     let abs = relu.scale(2).sub(x)?;
-    // |x| · 2^(GELU_BITS − 2): the table index, before clipping.
-    let index = p.truncate(&abs, FRAC + 2 - GELU_BITS).await?;
-    let index = clip_above(p, &index, (1 << GELU_BITS) - 1).await?;
+    // |x| · 2^(GELU_BITS − 2): the table index, before clipping. With |x| < 2^(ACT_BITS − 1)
+    // it is at most 2^(ACT_BITS − 1 − shift), so the clip compares on ACT_BITS − shift bits.
+    let shift = FRAC + 2 - GELU_BITS;
+    let index = p.truncate(&abs, shift).await?;
+    let index = clip_above(p, &index, (1 << GELU_BITS) - 1, width(ACT_BITS - shift)?).await?;
     let d = p
         .lookup(&index.reduce(width(GELU_BITS)?)?, gelu_table()?)
         .await?;
@@ -140,7 +148,7 @@ fn exp_table() -> Result<&'static LookupTable, Error> {
 pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error> {
     let shape = t.shape().to_vec();
     let n = t.len();
-    let t = clip_above(p, t, EXP_CLIP).await?;
+    let t = clip_above(p, t, EXP_CLIP, act()?).await?;
     // Both truncations by FRAC − 2 bits: t·2^(EXP_FRAC − 2) gives u, t itself gives hi.
     let shift = FRAC - 2;
     let both = t
