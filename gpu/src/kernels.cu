@@ -131,6 +131,22 @@ __device__ __forceinline__ void ggm_step(const Aes* a, u32 dir, u64 at, const u6
     *t = tc ^ (*t & controls[2 * at + dir]);
 }
 
+// A one-bit DPF key's leaf block at seed (slo, shi) with control bit t: Convert(s) (the value
+// key's MMO) cut to its 2^leaf_bits outputs (fewer than 128 only when there are no levels),
+// corrected by the key's last block (lo, hi at last[0], last[1]) when t is set.
+__device__ __forceinline__ void leaf_block(const Aes* a, u64 slo, u64 shi, u64 t, u32 leaf_bits,
+                                           const u64* last, u64* blo, u64* bhi) {
+    mmo(a, GGM_VALUE, slo, shi, blo, bhi);
+    const u32 per_leaf = 1u << leaf_bits;
+    if (per_leaf < 128) {
+        *bhi = 0;
+        *blo &= (per_leaf == 64) ? ~0ull : ((1ull << per_leaf) - 1);
+    }
+    const u64 tmask = 0 - t;
+    *blo ^= last[0] & tmask;
+    *bhi ^= last[1] & tmask;
+}
+
 // AES-128 of one block under the first GGM key, for the host's self-check of the tables.
 extern "C" __global__ void aes_left(const u64* in, u64* out, u32 count) {
     __shared__ Aes a;
@@ -227,15 +243,8 @@ extern "C" __global__ void dpf_prefix_parity(const u64* roots, const u64* seeds,
         ggm_step(&a, dir, at, seeds, controls, &slo, &shi, &t);
     }
     u64 blo, bhi;
-    mmo(&a, GGM_VALUE, slo, shi, &blo, &bhi);
+    leaf_block(&a, slo, shi, t, leaf_bits, &last[2 * i], &blo, &bhi);
     const u32 per_leaf = 1u << leaf_bits;
-    if (per_leaf < 128) {
-        bhi = 0;
-        blo &= (per_leaf == 64) ? ~0ull : ((1ull << per_leaf) - 1);
-    }
-    const u64 tmask = 0 - t;
-    blo ^= last[2 * i] & tmask;
-    bhi ^= last[2 * i + 1] & tmask;
     // Bits 0..=low of the block (low < per_leaf <= 128 is public).
     const u32 low = (u32)(x & (per_leaf - 1));
     u64 mlo, mhi;
@@ -271,16 +280,8 @@ extern "C" __global__ void dpf_lookup(const u64* roots, const u64* seeds, const 
         ggm_step(&a, dir, key * levels + level, seeds, controls, &slo, &shi, &t);
     }
     u64 blo, bhi;
-    mmo(&a, GGM_VALUE, slo, shi, &blo, &bhi);
+    leaf_block(&a, slo, shi, t, leaf_bits, &last[2 * key], &blo, &bhi);
     const u32 per_leaf = 1u << leaf_bits;
-    if (per_leaf < 128) {
-        // Fewer than 128 outputs (then levels = 0): only the low per_leaf bits count.
-        bhi = 0;
-        blo &= (per_leaf == 64) ? ~0ull : ((1ull << per_leaf) - 1);
-    }
-    const u64 tmask = 0 - t;
-    blo ^= last[2 * key] & tmask;
-    bhi ^= last[2 * key + 1] & tmask;
     const u64 size_mask = (1ull << (levels + leaf_bits)) - 1;
     const u64 x = xs[key];
     const u64 first = (u64)leaf * per_leaf;
