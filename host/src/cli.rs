@@ -102,6 +102,10 @@ pub enum Command {
         /// Seconds a link may stay silent before the session fails.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Exit when standard input closes: a supervising process that holds the other end of
+        /// the pipe takes this service with it when it ends, even when it is killed.
+        #[arg(long)]
+        exit_with_stdin: bool,
     },
 
     /// Run server P0 or P1: accepts client sessions and computes with the other server.
@@ -124,6 +128,10 @@ pub enum Command {
         /// and uses the CPU.
         #[arg(long)]
         gpu: bool,
+        /// Exit when standard input closes: a supervising process that holds the other end of
+        /// the pipe takes this server with it when it ends, even when it is killed.
+        #[arg(long)]
+        exit_with_stdin: bool,
     },
 
     /// Offline training: fine-tune the pool's experts, then train the router.

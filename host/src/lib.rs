@@ -109,7 +109,8 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Dealer {
             deployment,
             timeout,
-        } => runtime()?.block_on(async {
+            exit_with_stdin,
+        } => runtime()?.block_on(until_stdin_closes(*exit_with_stdin, async {
             let d = DeploymentDir::open(deployment)?;
             let service = dealer::DealerService::new(
                 d.identity(Role::Dealer)?,
@@ -120,14 +121,15 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             )?;
             let listener = bind(d.deployment.dealer.addr).await?;
             Arc::new(service).run(listener).await
-        }),
+        })),
         Command::Serve {
             party,
             deployment,
             timeout,
             prefetch_keys,
             gpu,
-        } => runtime()?.block_on(async {
+            exit_with_stdin,
+        } => runtime()?.block_on(until_stdin_closes(*exit_with_stdin, async {
             let d = DeploymentDir::open(deployment)?;
             let (party, role, addr) = match party {
                 0 => (Party::P0, Role::P0, d.deployment.p0.addr),
@@ -145,7 +147,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             .with_kernels(kernels::ServerKernels::select(*gpu))?;
             let listener = bind(addr).await?;
             Arc::new(service).run(listener).await
-        }),
+        })),
         Command::Train { action } => train::run(action, out),
         Command::Bench {
             json,
@@ -274,6 +276,30 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             writeln!(out, "{}", serde_json::to_string(&result)?)?;
             Ok(())
         }),
+    }
+}
+
+/// Runs a service; with `watch`, only until standard input reaches its end or fails (the
+/// supervisor that holds the pipe has gone), then returns, ending the process.
+async fn until_stdin_closes(
+    watch: bool,
+    service: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    if !watch {
+        return service.await;
+    }
+    let closed = async {
+        use tokio::io::AsyncReadExt;
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        served = service => served,
+        () = closed => {
+            tracing::warn!("standard input closed (the supervising process ended): exiting");
+            Ok(())
+        }
     }
 }
 

@@ -72,7 +72,9 @@ impl LocalCluster {
     ) -> anyhow::Result<Self> {
         let d = deployment.path().to_string_lossy().to_string();
         let t = timeout_s.to_string();
-        let common = ["--deployment", &d, "--timeout", &t];
+        // Each service exits when its standard input, a pipe this process holds, closes: so
+        // the services end with this process even when it is killed without running `Drop`.
+        let common = ["--deployment", &d, "--timeout", &t, "--exit-with-stdin"];
         let mut roles: [(&str, Vec<&str>); 3] = [
             ("dealer", vec!["dealer"]),
             ("p0", vec!["serve", "--party", "0"]),
@@ -97,6 +99,7 @@ impl LocalCluster {
             let child = Command::new(exe)
                 .args(args)
                 .env("RUST_LOG", "warn")
+                .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

@@ -63,3 +63,91 @@ fn bench_runs_a_random_bert_across_processes_and_reports_consistent_figures() {
     assert_eq!(bytes, num("online_bytes_per_server"));
     assert_eq!(rounds, num("rounds"));
 }
+
+/// The processes whose parent is `pid` (from /proc; Linux only).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                // pid (comm) state ppid …: the comm may hold spaces, so split after ')'.
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// Whether `pid` still runs (gone, or a zombie waiting to be reaped, counts as ended).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Killing `bench` (SIGTERM, so no destructor runs) takes its dealer, P0 and P1 with it: they
+/// watch their standard input, a pipe the bench holds, and exit when it closes.
+#[test]
+fn services_end_when_the_bench_is_killed() {
+    if !std::path::Path::new("/proc/self/stat").exists() {
+        eprintln!("SKIPPED services_end_when_the_bench_is_killed: no /proc on this system");
+        return;
+    }
+    let mut bench = Command::new(binary())
+        .args([
+            "bench",
+            "--layers",
+            "1",
+            "--hidden",
+            "16",
+            "--heads",
+            "2",
+            "--ffn",
+            "32",
+            "--seq",
+            "8",
+            "--queries",
+            "100000",
+            "--json",
+            "--timeout",
+            "120",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting securerouter bench");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let services = loop {
+        let c = children_of(bench.id());
+        if c.len() >= 3 {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bench started {c:?} only"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // Let a session start, so the services are busy when their supervisor goes.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-TERM", &bench.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(killed.success());
+    bench.wait().expect("reaping the bench");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while services.iter().any(|&p| running(p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "services still running 20 s after the bench was killed: {:?}",
+            services.iter().filter(|&&p| running(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
