@@ -318,7 +318,7 @@ mod avx512 {
             }
         }
         // Tables of fewer than 64 entries: one partial word, lanes past the end masked off.
-        if let Some(&word) = e.get(full).filter(|_| entries.len() % 64 != 0) {
+        if let Some(&word) = e.get(full).filter(|_| !entries.len().is_multiple_of(64)) {
             for group in 0..8 {
                 let start = 64 * full + 8 * group;
                 if start >= entries.len() {
@@ -458,7 +458,7 @@ mod tests {
             fast.matmul(&a, &b, m, k, n, &mut got).unwrap();
             assert_eq!(got, want, "{m}x{k}x{n}");
         }
-        let mut out = vec![0u64; 4];
+        let mut out = [0u64; 4];
         assert!(
             fast.matmul(&[1; 6], &[1; 6], 2, 3, 2, &mut out[..3])
                 .is_err()
