@@ -49,7 +49,7 @@ pub trait Kernels {
     }
 
     /// Comparison on one-bit DPF keys: writes to `out[i]` this party's bit of the prefix
-    /// parity of key i at `xs[i]`, i.e. its XOR share of [α_i ≤ xs[i]]
+    /// parity of key i at `xs[i]`, i.e. its XOR share of `[α_i ≤ xs[i]]`
     /// ([`BitDpf::eval_prefix_parity`]).
     fn dpf_prefix_parity(
         &self,
