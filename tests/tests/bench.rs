@@ -4,21 +4,17 @@
 use securerouter_tests::binary;
 use std::process::Command;
 
+/// A one-layer random BERT shape on 8 tokens: a whole bench run in seconds.
+const TINY: [&str; 10] = [
+    "--layers", "1", "--hidden", "16", "--heads", "2", "--ffn", "32", "--seq", "8",
+];
+
 #[test]
 fn bench_runs_a_random_bert_across_processes_and_reports_consistent_figures() {
     let out = Command::new(binary())
+        .arg("bench")
+        .args(TINY)
         .args([
-            "bench",
-            "--layers",
-            "1",
-            "--hidden",
-            "16",
-            "--heads",
-            "2",
-            "--ffn",
-            "32",
-            "--seq",
-            "8",
             "--queries",
             "2",
             "--json",
@@ -99,24 +95,9 @@ fn services_end_when_the_bench_is_killed() {
         return;
     }
     let mut bench = Command::new(binary())
-        .args([
-            "bench",
-            "--layers",
-            "1",
-            "--hidden",
-            "16",
-            "--heads",
-            "2",
-            "--ffn",
-            "32",
-            "--seq",
-            "8",
-            "--queries",
-            "100000",
-            "--json",
-            "--timeout",
-            "120",
-        ])
+        .arg("bench")
+        .args(TINY)
+        .args(["--queries", "100000", "--json", "--timeout", "120"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -25,8 +25,8 @@ use super::dpf::{Path, expand_level, gen_path, path_step, random_u128, walk};
 use super::encoding::{Reader, Writer, control_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
 use super::{
-    bit_msb_first, check_full_domain, check_in_ring, mask64, mask128, opaque_mask128, select_bit,
-    select64, select128,
+    bit_msb_first, check_full_domain, check_in_ring, check_key_batch, mask64, mask128,
+    opaque_mask128, select_bit, select64, select128,
 };
 use crate::Error;
 use crate::prg::Ggm;
@@ -511,16 +511,7 @@ impl BitDpf {
         xs: &[u64],
         out: &mut [u64],
     ) -> Result<(), Error> {
-        if keys.len() != xs.len() || xs.len() != out.len() {
-            return Err(Error::LengthMismatch {
-                expected: keys.len(),
-                got: if keys.len() != xs.len() {
-                    xs.len()
-                } else {
-                    out.len()
-                },
-            });
-        }
+        check_key_batch(keys.len(), xs.len(), out.len())?;
         for &x in xs {
             check_in_ring(x, keys.in_bits)?;
         }

@@ -10,8 +10,8 @@ use super::dpf::random_u128;
 use super::encoding::{Reader, Writer, control_bytes, word_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
 use super::{
-    bit_msb_first, check_full_domain, check_in_ring, cond_neg, convert, mask64, mask128,
-    opaque_mask64, select_bit, select64, select128,
+    bit_msb_first, check_full_domain, check_in_ring, check_key_batch, cond_neg, convert, mask64,
+    mask128, opaque_mask64, select_bit, select64, select128,
 };
 use crate::Error;
 use crate::prg::{Expansion, Ggm};
@@ -481,16 +481,7 @@ impl Dcf {
     /// Evaluates key i of the batch at `xs[i]` into `out[i]`, walking many keys level by level
     /// so that AES runs in pipelined batches. Equal to [`Dcf::eval`] on each key.
     pub fn eval_batch(&self, keys: &DcfKeys, xs: &[u64], out: &mut [u64]) -> Result<(), Error> {
-        if keys.len() != xs.len() || xs.len() != out.len() {
-            return Err(Error::LengthMismatch {
-                expected: keys.len(),
-                got: if keys.len() != xs.len() {
-                    xs.len()
-                } else {
-                    out.len()
-                },
-            });
-        }
+        check_key_batch(keys.len(), xs.len(), out.len())?;
         for &x in xs {
             check_in_ring(x, keys.in_bits)?;
         }

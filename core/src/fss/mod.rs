@@ -102,6 +102,17 @@ pub(crate) const fn bit_msb_first(x: u64, n: u32, i: u32) -> bool {
     (x >> (n - 1 - i)) & 1 == 1
 }
 
+/// Checks that a batch of `keys` FSS keys comes with as many inputs and outputs.
+pub fn check_key_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
+    if keys != xs || xs != out {
+        return Err(Error::LengthMismatch {
+            expected: keys,
+            got: if keys != xs { xs } else { out },
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn check_in_ring(x: u64, width: BitWidth) -> Result<(), Error> {
     if width.contains(x) {
         Ok(())

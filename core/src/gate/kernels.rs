@@ -3,6 +3,7 @@
 //! portable reference every backend must match bit for bit.
 
 use crate::Error;
+pub use crate::fss::check_key_batch;
 use crate::fss::{BitDpf, BitDpfKeys, MAX_FULL_DOMAIN_BITS};
 use crate::ring::BitWidth;
 use alloc::vec;
@@ -129,17 +130,6 @@ pub fn check_lookup_table(in_bits: BitWidth, table: usize) -> Result<usize, Erro
         });
     }
     Ok(size)
-}
-
-/// Checks that a batch of `keys` FSS keys comes with as many inputs and outputs.
-pub fn check_key_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> {
-    if keys != xs || xs != out {
-        return Err(Error::LengthMismatch {
-            expected: keys,
-            got: if keys != xs { xs } else { out },
-        });
-    }
-    Ok(())
 }
 
 impl CpuKernels {
