@@ -171,10 +171,17 @@ fn key_encoding_round_trips_with_exact_sizes() {
         assert_eq!(b.len(), DpfKey::encoded_len(w(n), w(l)));
         assert_eq!(DpfKey::from_bytes(&b).unwrap(), p0);
     }
-    // The sizes the README reports: 17 + 2 + n·(16 + 8) + ⌈2n/8⌉ + 8 at l = 64.
+    // A whole key: 17 + 2 + n·(16 + 8) + ⌈2n/8⌉ + 8 at l = 64; the README reports the shared
+    // corrections (all but the 17 bytes of party and root), and the DPF comparison's beside them.
     assert_eq!(DcfKey::encoded_len(w(16), BitWidth::FULL), 415);
     assert_eq!(DcfKey::encoded_len(w(32), BitWidth::FULL), 803);
     assert_eq!(DcfKey::encoded_len(w(64), BitWidth::FULL), 1579);
+    for (n, shared) in [(16, 398), (32, 786), (64, 1562)] {
+        assert_eq!(DcfCorrections::encoded_len(w(n), BitWidth::FULL), shared);
+    }
+    for (n, shared) in [(16, 164), (25, 310), (31, 407)] {
+        assert_eq!(BitDpfCorrections::encoded_len(w(n), w(1)), shared);
+    }
 }
 
 #[test]
