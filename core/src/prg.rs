@@ -100,8 +100,12 @@ fn counter_block(domain: Domain, counter: u64) -> aes::Block {
 }
 
 /// Blocks generated per AES call: enough to keep VAES pipelines (4 blocks per instruction)
-/// full.
+/// full on x86-64; elsewhere 8, so that a constrained device's stream stays small (its
+/// software AES gains nothing from longer batches).
+#[cfg(target_arch = "x86_64")]
 const CTR_BATCH: usize = 32;
+#[cfg(not(target_arch = "x86_64"))]
+const CTR_BATCH: usize = 8;
 
 /// AES-128 in counter mode: block i of the stream is AES_seed(domain || i).
 ///
