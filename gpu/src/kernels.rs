@@ -189,8 +189,9 @@ fn describe(e: &DriverError) -> String {
     }
 }
 
-/// The kernel source with the GGM keys defined as little-endian 32-bit words.
-fn source() -> String {
+/// The CUDA C text NVRTC compiles: `kernels.cu` after the GGM keys, defined as little-endian
+/// 32-bit words (public so that a test can run the same text on the CPU).
+pub fn kernel_source() -> String {
     let words: Vec<String> = GGM_KEYS
         .iter()
         .flat_map(|k| k.chunks_exact(4))
@@ -210,10 +211,11 @@ impl Device {
             name: Some("securerouter_kernels.cu".into()),
             ..Default::default()
         };
-        let ptx = compile_ptx_with_opts(source(), opts).map_err(|e| GpuUnavailable::Driver {
-            during: "compiling the kernels with NVRTC",
-            message: e.to_string(),
-        })?;
+        let ptx =
+            compile_ptx_with_opts(kernel_source(), opts).map_err(|e| GpuUnavailable::Driver {
+                during: "compiling the kernels with NVRTC",
+                message: e.to_string(),
+            })?;
         let driver = |during| move |e: DriverError| GpuUnavailable::driver(during, e);
         let module = ctx
             .load_module(ptx)

@@ -24,7 +24,7 @@
 
 mod kernels;
 
-pub use kernels::{CudaKernels, Thresholds};
+pub use kernels::{CudaKernels, Thresholds, kernel_source};
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};

@@ -9,7 +9,7 @@
 
 use securerouter_core::fss::{BitDpf, BitDpfKey, BitDpfKeys};
 use securerouter_core::gate::{CpuKernels, Kernels};
-use securerouter_core::prg::{AesCtr, Domain, GGM_KEYS, Seed};
+use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::Party;
 use std::fmt::Write as _;
@@ -152,16 +152,7 @@ fn input(cases: &[Case]) -> String {
 
 /// Compiles the kernels with the shim and driver; `None` (after saying why) without a compiler.
 fn build(dir: &Path) -> Option<std::path::PathBuf> {
-    let words: Vec<String> = GGM_KEYS
-        .iter()
-        .flat_map(|k| k.chunks_exact(4))
-        .map(|c| format!("0x{:08x}u", u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-        .collect();
-    let source = format!(
-        "{SHIM}\n#define GGM_KEY_WORDS {{{}}}\n{}\n{DRIVER}",
-        words.join(", "),
-        include_str!("../src/kernels.cu")
-    );
+    let source = format!("{SHIM}\n{}\n{DRIVER}", securerouter_gpu::kernel_source());
     let src = dir.join("kernels_on_cpu.cpp");
     let exe = dir.join("kernels_on_cpu");
     std::fs::write(&src, source).unwrap();

@@ -211,7 +211,6 @@ impl Kernels for CpuKernels {
         xs: &[u64],
         out: &mut [u64],
     ) -> Result<(), Error> {
-        check_key_batch(keys.len(), xs.len(), out.len())?;
         self.bit_dpf.eval_prefix_parity_batch(keys, xs, out)
     }
 
