@@ -29,6 +29,10 @@ fn master(i: u64) -> Seed {
 enum Gate {
     Identity,
     Truncate(u32),
+    /// Truncation by f with the result in a (wider) ring.
+    TruncateTo(u32, BitWidth),
+    /// The local shift into Z_2^(width − f).
+    ShiftDown(u32),
     Drelu(BitWidth),
     Relu(BitWidth),
     /// d from DReLU of input 0 (reduced), then select(d, input 1, input 2).
@@ -39,6 +43,8 @@ enum Gate {
     LessThan(BitWidth),
     Argmax(BitWidth),
     Max(BitWidth),
+    /// The maximum up to 2^drop per tournament level, comparing on `bits`.
+    MaxWithin(BitWidth, u32),
     /// x·W + b with the session's weights.
     Linear,
     /// Local linear operations only: sum over the last axis of 3·transpose(x) + 5, minus x's
@@ -60,6 +66,8 @@ impl Circuit for Gate {
         Ok(match self {
             Gate::Identity => x,
             Gate::Truncate(f) => vec![p.truncate(&x[0], *f).await?],
+            Gate::TruncateTo(f, out) => vec![p.truncate_to(&x[0], *f, *out).await?],
+            Gate::ShiftDown(f) => vec![x[0].shift_down(*f)?],
             Gate::Drelu(n) => vec![p.drelu(&x[0].reduce(*n)?).await?],
             Gate::Relu(n) => vec![gate::relu(p, &x[0], *n).await?],
             Gate::Select(n) => {
@@ -75,6 +83,7 @@ impl Circuit for Gate {
                 vec![m, onehot]
             }
             Gate::Max(n) => vec![gate::max(p, &x[0], *n).await?],
+            Gate::MaxWithin(n, drop) => vec![gate::max_within(p, &x[0], *n, *drop).await?],
             Gate::Linear => vec![p.linear(&x[0], &w[0]).await?],
             Gate::LocalLinear => {
                 let t = x[0].transpose()?.scale(3);
@@ -242,6 +251,81 @@ fn truncation_is_exact_up_to_one_ulp_including_edges() {
         assert_traffic(&o, &inputs, (n * 8) as u64, 1);
         // Key: msb(r) shared in Z_2^f, plus the output mask share (64 bits).
         assert_eq!(o.keys.p1.len(), packed_len(n, w(f)) + n * 8);
+    }
+}
+
+#[test]
+fn truncation_into_a_wider_ring_is_exact_up_to_one_ulp() {
+    let mut r = rng(3);
+    let narrow = w(32);
+    for (f, out) in [(0u32, L), (1, L), (12, L), (12, w(48)), (20, w(40))] {
+        let mut values = signed_values(&mut r, 500, 31, narrow);
+        let edge = (1i64 << 30) - 1;
+        values.extend([
+            0,
+            1,
+            narrow.reduce(u64::MAX),
+            edge as u64,
+            narrow.reduce((-edge) as u64),
+        ]);
+        let inputs = [Input::new(&[values.len()], narrow, values.clone())];
+        let o = run(&Gate::TruncateTo(f, out), &inputs, 40 + f as u64);
+        for (&x, &y) in values.iter().zip(&o.outputs[0]) {
+            let want = signed(narrow, x) >> f;
+            let got = signed(out, y);
+            assert!(
+                got == want || got == want + 1,
+                "x={} f={f} out={} got={got}",
+                signed(narrow, x),
+                out.bits()
+            );
+        }
+        let n = values.len();
+        assert_traffic(&o, &inputs, packed_len(n, out) as u64, 1);
+        // Key: msb(r) shared in Z_2^(out − 32 + f), plus the output mask share.
+        assert_eq!(
+            o.keys.p1.len(),
+            packed_len(n, w(out.bits() - 32 + f)) + packed_len(n, out)
+        );
+    }
+}
+
+#[test]
+fn shift_down_is_local_and_exact_up_to_one_ulp() {
+    let mut r = rng(4);
+    for f in [1u32, 12, 38] {
+        let mut values = signed_values(&mut r, 500, 63, L);
+        values.extend([0, 1, u64::MAX, 1 << 62, (1u64 << f) - 1]);
+        let inputs = [Input::new(&[values.len()], L, values.clone())];
+        let o = run(&Gate::ShiftDown(f), &inputs, 50 + f as u64);
+        let out = w(64 - f);
+        for (&x, &y) in values.iter().zip(&o.outputs[0]) {
+            let want = out.reduce((signed(L, x) >> f) as u64);
+            assert!(
+                y == want || y == out.add(want, 1),
+                "x={} f={f} got={y}",
+                signed(L, x)
+            );
+        }
+        // No opening: only the inputs' and the output mask's costs.
+        assert_traffic(&o, &inputs, 0, 0);
+        assert_eq!(o.keys.p1.len(), packed_len(values.len(), out));
+    }
+}
+
+#[test]
+fn truncation_rejects_widths_it_cannot_serve() {
+    let inputs = [Input::new(&[4], w(32), vec![1; 4])];
+    for g in [
+        Gate::TruncateTo(12, w(20)), // narrower than width − f: the local shift's job
+        Gate::TruncateTo(0, w(32)),  // nothing to do
+        Gate::TruncateTo(30, L),     // no room for the shift by 2^(width−2)
+        Gate::ShiftDown(32),
+    ] {
+        assert!(matches!(
+            run_session(&g, &inputs, &Weights::none(), &master(60)),
+            Err(Error::ShapeMismatch(_))
+        ));
     }
 }
 
@@ -620,6 +704,45 @@ fn max_without_onehot() {
     }
 }
 
+#[test]
+fn max_within_picks_an_element_near_the_maximum_with_shorter_keys() {
+    let mut r = rng(13);
+    let (rows, k, drop) = (400, 128, 8u32);
+    let act = w(26);
+    // Rows clustered within a few 2^drop of each other, so that coarse comparisons matter.
+    let values: Vec<u64> = (0..rows * k)
+        .map(|_| act.reduce(((r.next_u64() % 2048) as i64 - 1024 + (1 << 20)) as u64))
+        .collect();
+    let inputs = [Input::new(&[rows, k], act, values.clone())];
+    let o = run(&Gate::MaxWithin(w(26 - drop), drop), &inputs, 13);
+    let levels = 7; // ⌈log2 128⌉
+    let mut inexact = 0;
+    for row in 0..rows {
+        let vals: Vec<i64> = values[row * k..(row + 1) * k]
+            .iter()
+            .map(|&v| signed(act, v))
+            .collect();
+        let m = *vals.iter().max().unwrap();
+        let got = signed(act, o.outputs[0][row]);
+        assert!(vals.contains(&got), "row {row}: {got} is not an element");
+        assert!(
+            got <= m && got >= m - levels * (1 << drop),
+            "row {row}: {got} vs max {m}"
+        );
+        inexact += (got != m) as usize;
+    }
+    assert!(
+        inexact > 0,
+        "the coarse comparisons never erred: the test shows nothing"
+    );
+    // One DReLU key per comparison, on 26 − drop bits.
+    assert_eq!(
+        o.keys.shared.len(),
+        rows * (k - 1) * drelu_key_bytes(w(26 - drop))
+    );
+    assert!(drelu_key_bytes(w(26 - drop)) < drelu_key_bytes(act));
+}
+
 // ---------------------------------------------------------------- what a server sees
 
 /// For a gate, the opened values P0 receives when all inputs are `a`, and when all are `b`.
@@ -657,6 +780,12 @@ fn opened_values_are_uniform_and_input_independent() {
     }
     let v = views(&Gate::Truncate(12), n, A, B, &[(n, L)]);
     assert_view_is_independent("truncate", &v, L);
+    let per = [0u64, (1 << 29) + 5].map(|x| {
+        let inputs = [Input::new(&[n], w(32), vec![x; n])];
+        let o = run(&Gate::TruncateTo(12, L), &inputs, 780);
+        opened_after_inputs(&o, &inputs, &[(n, L)])
+    });
+    assert_view_is_independent("truncate into a wider ring", &per, L);
     let v = views(
         &Gate::Drelu(w(64)),
         n,

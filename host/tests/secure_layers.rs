@@ -78,14 +78,18 @@ fn softmax(row: &[f64]) -> Vec<f64> {
 #[test]
 fn softmax_matches_exact_rows_including_padding() {
     let mut r = rng(2);
-    for n in [1usize, 5, 16, 128] {
+    for n in [1usize, 5, 16, 128, 512] {
         let rows = 6;
         let mut x: Vec<f64> = (0..rows * n)
             .map(|_| uniform(&mut r, -10.0, 10.0))
             .collect();
-        // Row 1 is constant; row 2 has padded columns (bias −256) after the first.
+        // Row 1 is constant; row 2 has padded columns (bias −256) after the first; row 3 is
+        // clustered within the max tree's coarse comparisons (1/16 at n = 128).
         x[n..2 * n].iter_mut().for_each(|v| *v = 1.5);
         x[2 * n + 1..3 * n].iter_mut().for_each(|v| *v -= 256.0);
+        x[3 * n..4 * n]
+            .iter_mut()
+            .for_each(|v| *v = 3.0 + *v / 200.0);
         let y = run(&Nonlinear::Softmax, &[rows, n], &x, &no_weights());
         let mut worst = 0f64;
         for i in 0..rows {

@@ -37,7 +37,22 @@ pub async fn less_than<P: Protocol>(
 
 /// The maximum along the last axis: 2·⌈log2 K⌉ rounds.
 pub async fn max<P: Protocol>(p: &mut P, x: &Tensor, cmp_bits: BitWidth) -> Result<Tensor, Error> {
-    Ok(tournament(p, x, cmp_bits, false).await?.0)
+    Ok(tournament(p, x, cmp_bits, 0, false).await?.0)
+}
+
+/// An element of each row within ⌈log2 K⌉·2^drop of the row's maximum (never above it), in
+/// 2·⌈log2 K⌉ rounds: each comparison reads the difference shifted down by `drop` bits
+/// ([`Tensor::shift_down`]) and reduced to `cmp_bits` ≤ width − drop, so its one-bit DPF is
+/// `drop` levels shorter and may prefer a value at most 2^drop below the other. Enough where
+/// any value near the maximum serves, as for the shift that keeps a softmax's exponentials
+/// small.
+pub async fn max_within<P: Protocol>(
+    p: &mut P,
+    x: &Tensor,
+    cmp_bits: BitWidth,
+    drop: u32,
+) -> Result<Tensor, Error> {
+    Ok(tournament(p, x, cmp_bits, drop, false).await?.0)
 }
 
 /// The maximum along the last axis and the position of the first maximum as a secret one-hot
@@ -47,16 +62,18 @@ pub async fn argmax<P: Protocol>(
     x: &Tensor,
     cmp_bits: BitWidth,
 ) -> Result<(Tensor, Tensor), Error> {
-    let (m, onehot) = tournament(p, x, cmp_bits, true).await?;
+    let (m, onehot) = tournament(p, x, cmp_bits, 0, true).await?;
     Ok((m, onehot.reshape(x.shape())?))
 }
 
 /// Runs the tournament over candidates laid out as [rows, c, e]: entry 0 of each candidate is
-/// its value, entries 1.. its one-hot vector (when carried).
+/// its value, entries 1.. its one-hot vector (when carried). Differences are shifted down by
+/// `drop` bits before they are compared (0: exact).
 async fn tournament<P: Protocol>(
     p: &mut P,
     x: &Tensor,
     cmp_bits: BitWidth,
+    drop: u32,
     carry_onehot: bool,
 ) -> Result<(Tensor, Tensor), Error> {
     let k = x.last_dim();
@@ -90,9 +107,13 @@ async fn tournament<P: Protocol>(
             let idx: Vec<usize> = (0..pairs).map(|j| j * e).collect();
             t.reshape(&[rows, pairs * e])?.gather_last(&idx)
         };
-        let d = p
-            .drelu(&values(&left)?.sub(&values(&right)?)?.reduce(cmp_bits)?)
-            .await?;
+        let diff = values(&left)?.sub(&values(&right)?)?;
+        let diff = if drop > 0 {
+            diff.shift_down(drop)?
+        } else {
+            diff
+        };
+        let d = p.drelu(&diff.reduce(cmp_bits)?).await?;
         let winners = select(p, &d, &left, &right).await?;
         cand = if c % 2 == 1 {
             let last: Vec<usize> = ((c - 1) * e..c * e).collect();

@@ -21,7 +21,8 @@
 //! | output (to the client) | 0 | 0 | l/8 |
 //! | reveal (to both servers) | 0 | 0 | l/8 to both |
 //! | linear (secret weights) | 1 | l/8 per output | 0 |
-//! | truncate by f | 1 | l/8 | f/8 |
+//! | truncate by f from Z_2^l into Z_2^L (L = l, or wider) | 1 | L/8 | (L − l + f)/8 |
+//! | shift down by f into Z_2^(l−f) ([`Tensor::shift_down`]) | 0 | 0 | 0 |
 //! | DReLU on n bits | 1 | 1/8 | 0 (plus an (n−1)-bit one-bit DPF key to both) |
 //! | bit × value | 1 | l/8 per value | l/8 per bit + 2·l/8 per value |
 //! | product, element-wise | 1 | l/8 | 2·l/8 |
@@ -41,7 +42,7 @@ mod truncate;
 
 pub use channel::{Channel, KeySink, KeySource, Traffic, pack, packed_len, unpack};
 pub use compare::drelu_key_bytes;
-pub use compose::{argmax, less_than, max, relu, select};
+pub use compose::{argmax, less_than, max, max_within, relu, select};
 pub use kernels::{CpuKernels, Kernels, check_key_batch, check_lookup_table, check_matmul};
 pub use linear::{DealerWeights, ServerWeights, server_weights_from_seed, share_weights};
 pub use lookup::{LookupTable, MAX_TABLE_BITS};
@@ -83,7 +84,13 @@ pub trait Protocol {
     async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error>;
 
     /// Arithmetic shift right by f bits (|x| < 2^(width−2)); exact or one more.
-    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error>;
+    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error> {
+        self.truncate_to(x, f, x.width()).await
+    }
+
+    /// [`Protocol::truncate`] with the result in Z_2^out, out > width − f: out above the
+    /// input's width carries a value from a narrow ring into a wide one (f = 0 only widens).
+    async fn truncate_to(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Tensor, Error>;
 
     /// [x ≥ 0] for x read as signed in its width, as a 1-bit wire.
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error>;
@@ -136,8 +143,8 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         multiply::deal_mul(self, x, y)
     }
 
-    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error> {
-        truncate::deal(self, x, f)
+    async fn truncate_to(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Tensor, Error> {
+        truncate::deal(self, x, f, out)
     }
 
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {
@@ -189,8 +196,8 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
         multiply::eval_mul(self, x, y).await
     }
 
-    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error> {
-        truncate::eval(self, x, f).await
+    async fn truncate_to(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Tensor, Error> {
+        truncate::eval(self, x, f, out).await
     }
 
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {

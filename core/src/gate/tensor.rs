@@ -297,6 +297,25 @@ impl Tensor {
         })
     }
 
+    /// ⌊x / 2^f⌋ in the narrower ring Z_2^(width − f), with no communication and no key.
+    /// On a masked value, (x + r) >> f is a masked value of ⌊x / 2^f⌋ or one more (the carry
+    /// out of the low f bits of x + r) under the mask r >> f; x may be read as signed or
+    /// unsigned, since the bits where the two shifts differ are dropped. Use it where the
+    /// result is only needed modulo 2^(width − f) (a table index, a comparison, a product read
+    /// in a narrow ring); [`super::Protocol::truncate_to`] keeps or widens the ring.
+    pub fn shift_down(&self, f: u32) -> Result<Tensor, Error> {
+        if f == 0 || f >= self.width.bits() {
+            return Err(Error::ShapeMismatch(
+                "shift_down needs 0 < f < the tensor's width",
+            ));
+        }
+        Ok(Tensor {
+            shape: self.shape.clone(),
+            width: BitWidth::new(self.width.bits() - f)?,
+            data: self.data.iter().map(|&x| x >> f).collect(),
+        })
+    }
+
     /// Picks columns of the last axis: `out[.., j] = self[.., columns[j]]`.
     pub fn gather_last(&self, columns: &[usize]) -> Result<Tensor, Error> {
         let last = self.last_dim();
@@ -398,5 +417,9 @@ mod tests {
         assert!(a.reshape(&[5]).is_err());
         assert!(a.gather_last(&[3]).is_err());
         assert!(Tensor::new(&[1], BitWidth::new(8).unwrap(), alloc::vec![256]).is_err());
+        let s = a.shift_down(3).unwrap();
+        assert_eq!(s.width().bits(), 5);
+        assert_eq!(s.data(), &[0, 0, 0, 0, 0, 31]);
+        assert!(a.shift_down(0).is_err() && a.shift_down(8).is_err());
     }
 }

@@ -1,13 +1,17 @@
 //! Truncation by f bits (fixed-point rescaling) with the known-MSB trick: exact up to one unit
-//! in the last place, and never the catastrophic wrap of local share truncation.
+//! in the last place, and never the catastrophic wrap of local share truncation. The same gate
+//! can widen the ring, so that a value computed in a narrow ring continues in a wide one.
 //!
-//! For a signed x with |x| < 2^(l−2), z = x + 2^(l−2) lies in [0, 2^(l−1)). With z^ = z + r, the
-//! wrap w = [z + r ≥ 2^l] equals msb(r) ∧ ¬msb(z^). Hence, over the integers,
+//! For a signed x in Z_2^l with |x| < 2^(l−2), z = x + 2^(l−2) lies in [0, 2^(l−1)). With
+//! z^ = z + r, the wrap w = [z + r ≥ 2^l] equals msb(r) ∧ ¬msb(z^). Hence, over the integers,
 //!   z >> f ∈ { (z^ >> f) − (r >> f) + w·2^(l−f) − c : c ∈ {0, 1} }
-//! and x >> f = (z >> f) − 2^(l−2−f). The dealer shares msb(r) (in Z_2^f, which suffices after
-//! the multiplication by 2^(l−f)) and a pseudorandom pair s = r_y − (r >> f), so
-//!   [y^]_b = P0·((z^ >> f) − 2^(l−2−f)) + (1 − msb(z^))·[msb r]_b·2^(l−f) + s_b.
-//! The result is ⌊x / 2^f⌋ or one more.
+//! and x >> f = (z >> f) − 2^(l−2−f). The result lives in Z_2^L for an output width
+//! L > l − f (L = l keeps the ring, L > l widens it). The dealer shares msb(r) in Z_2^(L−l+f)
+//! (which suffices after the multiplication by 2^(l−f)) and a pseudorandom pair
+//! s = r_y − (r >> f) in Z_2^L, so
+//!   [y^]_b = P0·((z^ >> f) − 2^(l−2−f)) + (1 − msb(z^))·[msb r]_b·2^(l−f) + s_b  (mod 2^L).
+//! The result is ⌊x / 2^f⌋ or one more. For L ≤ l − f the wrap term vanishes and no gate is
+//! needed: that is the local [`Tensor::shift_down`].
 
 use super::channel::{Channel, KeySink, KeySource};
 use super::kernels::Kernels;
@@ -17,40 +21,52 @@ use crate::Error;
 use crate::ring::BitWidth;
 use alloc::vec::Vec;
 
-fn check(x: &Tensor, f: u32) -> Result<BitWidth, Error> {
+/// The width of the shared msb(r), after checking the gate's bounds.
+fn check(x: &Tensor, f: u32, out: BitWidth) -> Result<BitWidth, Error> {
     let l = x.width().bits();
-    if f == 0 || f + 2 >= l {
+    if f + 2 >= l {
         return Err(Error::ShapeMismatch(
-            "truncation needs 0 < f < width − 2 (inputs must satisfy |x| < 2^(width−2))",
+            "truncation needs f < width − 2 (inputs must satisfy |x| < 2^(width−2))",
         ));
     }
-    BitWidth::new(f)
+    if out.bits() + f <= l {
+        return Err(Error::ShapeMismatch(
+            "truncation needs an output wider than width − f (narrower is the local shift_down)",
+        ));
+    }
+    BitWidth::new(out.bits() + f - l)
 }
 
-pub(super) fn deal<S: KeySink>(d: &mut DealerSide<S>, x: &Tensor, f: u32) -> Result<Tensor, Error> {
-    let fw = check(x, f)?;
+pub(super) fn deal<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    f: u32,
+    out: BitWidth,
+) -> Result<Tensor, Error> {
+    let msb_width = check(x, f, out)?;
     let w = x.width();
     let msbs: Vec<u64> = x.data().iter().map(|&r| w.msb(r) as u64).collect();
-    d.share(&msbs, fw);
-    let s = d.pair(x.len(), w);
+    d.share(&msbs, msb_width);
+    let s = d.pair(x.len(), out);
     let ry = s
         .iter()
         .zip(x.data())
-        .map(|(&s, &r)| w.add(s, r >> f))
+        .map(|(&s, &r)| out.add(s, r >> f))
         .collect();
-    Ok(Tensor::from_parts(x.shape(), w, ry))
+    Ok(Tensor::from_parts(x.shape(), out, ry))
 }
 
 pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     srv: &mut ServerSide<C, K, X>,
     x: &Tensor,
     f: u32,
+    out: BitWidth,
 ) -> Result<Tensor, Error> {
-    let fw = check(x, f)?;
+    let msb_width = check(x, f, out)?;
     let w = x.width();
     let l = w.bits();
-    let msb_r = srv.share(x.len(), fw).await?;
-    let s = srv.pair(x.len(), w);
+    let msb_r = srv.share(x.len(), msb_width).await?;
+    let s = srv.pair(x.len(), out);
     let p0 = srv.is_p0();
     let shift = 1u64 << (l - 2);
     let mine: Vec<u64> = (0..x.len())
@@ -62,9 +78,9 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
                 0
             };
             let wrap = if w.msb(z) { 0 } else { msb_r[i] << (l - f) };
-            w.reduce(public.wrapping_add(wrap).wrapping_add(s[i]))
+            out.reduce(public.wrapping_add(wrap).wrapping_add(s[i]))
         })
         .collect();
-    let opened = srv.open(&mine, w).await?;
-    Ok(Tensor::from_parts(x.shape(), w, opened))
+    let opened = srv.open(&mine, out).await?;
+    Ok(Tensor::from_parts(x.shape(), out, opened))
 }

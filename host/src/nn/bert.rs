@@ -11,7 +11,7 @@
 //! LayerNorm shift at 3·FRAC. The attention scale 1/√d is folded into the query projection,
 //! and Q, K, V are one linear layer.
 
-use super::layers::{self, FRAC};
+use super::layers::{self, ACT_BITS, FRAC};
 use crate::model::{BertWeights, ClassifierHead, LayerNorm, Linear};
 use anyhow::{Context, bail};
 use securerouter_core::Error;
@@ -170,6 +170,7 @@ pub async fn bert_pooled<P: Protocol>(
     let key_bias = x
         .gather_last(&[h])?
         .reshape(&[n])?
+        .reduce(BitWidth::new(ACT_BITS)?)?
         .repeat_last(heads * n)
         .transpose()?;
     let pool = x.gather_last(&[h + 1])?.reshape(&[1, n])?;
@@ -177,20 +178,25 @@ pub async fn bert_pooled<P: Protocol>(
         let [qkv_w, out_w, norm1, ffn_in, ffn_out, norm2] = w else {
             unreachable!("chunks of PARTS_PER_LAYER");
         };
-        let qkv = dense(p, &hidden, qkv_w).await?;
-        p.phase(phase::ATTENTION);
+        p.phase(phase::LINEAR);
+        let qkv = p.linear(&hidden, qkv_w).await?;
         let split = |i: usize, axes: &[usize]| -> Result<Tensor, Error> {
             qkv.gather_last(&cols(i * h..(i + 1) * h))?
                 .reshape(&[n, heads, d])?
                 .permute(axes)
         };
-        let (q, k, v) = (
-            split(0, &[1, 0, 2])?,
-            split(1, &[1, 2, 0])?,
-            split(2, &[1, 0, 2])?,
+        // Q and K only meet in the scores, which the softmax reads on ACT_BITS bits: their
+        // product is needed modulo 2^(ACT_BITS + FRAC) alone, so Q and K are rescaled by the
+        // local shift and multiplied in that ring. V keeps the full ring.
+        let score_ring = BitWidth::new(ACT_BITS + FRAC)?;
+        let narrow = |t: Tensor| t.shift_down(FRAC)?.reduce(score_ring);
+        let (q, k) = (
+            narrow(split(0, &[1, 0, 2])?)?,
+            narrow(split(1, &[1, 2, 0])?)?,
         );
-        let scores = p.matmul(&q, &k).await?;
-        let scores = p.truncate(&scores, FRAC).await?;
+        let v = p.truncate(&split(2, &[1, 0, 2])?, FRAC).await?;
+        p.phase(phase::ATTENTION);
+        let scores = p.matmul(&q, &k).await?.shift_down(FRAC)?;
         let scores = scores.reshape(&[heads * n, n])?.add(&key_bias)?;
         p.phase(phase::SOFTMAX);
         let probs = layers::softmax(p, &scores).await?;

@@ -11,9 +11,15 @@
 //!
 //! | layer | rounds | approximation |
 //! |---|---|---|
-//! | GeLU | 7 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
-//! | softmax over n | 2⌈log2 n⌉ + 16 | max tree; exp(−t) as a product of two entries of one 8-bit table on t clipped to [0, 16) in steps of 2^−8; reciprocal from a 12-bit table and one Newton step |
-//! | LayerNorm | 15 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
+//! | GeLU | 6 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
+//! | softmax over n | 2⌈log2 n⌉ + 14 | max tree; exp(−t) as a product of two entries of one 8-bit table on t clipped to [0, 16) in steps of 2^−8; reciprocal from a 12-bit table and one Newton step |
+//! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
+//!
+//! Values that only feed a table index or a comparison are rescaled by the local
+//! [`Tensor::shift_down`] instead of the truncation gate, and the softmax works in narrow rings
+//! (its maximum and clip on [`ACT_BITS`] bits, its exponentials, sums and reciprocals on
+//! [`SOFTMAX_BITS`]), widening only its result: every opened element costs as many bytes as
+//! its ring has bits.
 
 use securerouter_core::Error;
 use securerouter_core::gate::{self, LookupTable, Protocol, Tensor};
@@ -24,6 +30,11 @@ use std::sync::OnceLock;
 pub const FRAC: u32 = 12;
 /// Bits on which activations are compared.
 pub const ACT_BITS: u32 = 26;
+/// Ring of the softmax's exponentials, their sums and reciprocals: the sums stay below
+/// 2^(2·FRAC + 1) for rows of up to 4096, and every product the softmax truncates (entry ×
+/// entry, sum × its reciprocal, value × reciprocal) is about 2^(2·FRAC) at most, below
+/// 2^(SOFTMAX_BITS − 2) as truncation requires.
+pub const SOFTMAX_BITS: u32 = 32;
 /// Bits on which LayerNorm variances are compared: up to 2^(V_MAX + 1) = 2^18 in real terms.
 pub const NORM_BITS: u32 = 32;
 /// Index bits of the GeLU correction table: |x| in [0, 4) at steps of 4/2^GELU_BITS.
@@ -59,15 +70,26 @@ fn table(
     Ok(cell.get_or_init(|| t))
 }
 
-/// min(t, c) for public c, comparing c − t on `cmp` bits (which must hold it as a signed
-/// value): 2 rounds (one comparison, one bit × value).
+/// min(t, c) for public c ≥ 0, or c for some t in the top bucket (c + 1 − 2^coarse, c]: 2 rounds
+/// (one comparison, one bit × value). The comparison reads t shifted down by `coarse` bits
+/// (0: exact) on `cmp` bits, which must hold T − (t >> coarse) as a signed value for
+/// T = ⌊(c + 1) / 2^coarse⌋ − 1: the shift may add one, so t is kept exactly when the
+/// shifted t is at most T, which holds for every t below the top bucket and for no t above c.
+/// A coarse clip suits functions that are nearly constant on that bucket; its DPF is
+/// `coarse` levels shorter.
 pub async fn clip_above<P: Protocol>(
     p: &mut P,
     t: &Tensor,
     c: u64,
+    coarse: u32,
     cmp: BitWidth,
 ) -> Result<Tensor, Error> {
-    let below = p.add_public(&t.neg(), &[c])?; // c − t ≥ 0 ⇔ t ≤ c
+    let (high, limit) = if coarse == 0 {
+        (t.clone(), c)
+    } else {
+        (t.shift_down(coarse)?, ((c + 1) >> coarse) - 1)
+    };
+    let below = p.add_public(&high.neg(), &[limit])?; // limit − t ≥ 0 ⇔ keep t
     let keep = p.drelu(&below.reduce(cmp)?).await?;
     let over = p.add_public(t, &[c.wrapping_neg()])?; // t − c
     let kept = p.mul_bit(&keep, &over).await?;
@@ -100,17 +122,20 @@ fn gelu_table() -> Result<&'static LookupTable, Error> {
     })
 }
 
-/// GeLU(x) = ReLU(x) − d(|x|): sign (1), ReLU (1), |x| truncated to the table's step (1),
-/// clipped to the table (2), looked up (2). Seven rounds.
+/// GeLU(x) = ReLU(x) − d(|x|): sign (1), ReLU (1), |x| shifted down to the table's step
+/// (local), clipped to the table (2), looked up (2). Six rounds.
 pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let positive = p.drelu(&x.reduce(act()?)?).await?;
     let relu = p.mul_bit(&positive, x).await?;
-    let abs = relu.scale(2).sub(x)?;
+    let abs = relu.scale(2).sub(x)?.reduce(act()?)?;
     // |x| · 2^(GELU_BITS − 2): the table index, before clipping. With |x| < 2^(ACT_BITS − 1)
-    // it is at most 2^(ACT_BITS − 1 − shift), so the clip compares on ACT_BITS − shift bits.
+    // it is below 2^(ACT_BITS − 1 − shift). The clip may also cut |x| in [3.875, 4), where
+    // d(|x|) < 2.2e−4 and d(4) ≈ 1.3e−4.
     let shift = FRAC + 2 - GELU_BITS;
-    let index = p.truncate(&abs, shift).await?;
-    let index = clip_above(p, &index, (1 << GELU_BITS) - 1, width(ACT_BITS - shift)?).await?;
+    let index = abs.shift_down(shift)?;
+    let coarse = GELU_BITS - 5;
+    let cmp = width(ACT_BITS - shift - coarse)?;
+    let index = clip_above(p, &index, (1 << GELU_BITS) - 1, coarse, cmp).await?;
     let d = p
         .lookup(&index.reduce(width(GELU_BITS)?)?, gelu_table()?)
         .await?;
@@ -123,16 +148,16 @@ pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
 /// (relative error below 0.4 %, unbiased), which keeps its table at 2^8 entries.
 const EXP_FRAC: u32 = 8;
 
-/// exp(−u / 2^EXP_FRAC) for u = 2^6·hi + lo: entries 96 + hi (hi in 0..=65) hold
+/// exp(−u / 2^EXP_FRAC) for u = 2^6·hi + lo: entries 96 + hi (hi in −2..=65) hold
 /// exp(−2^6·hi / 2^EXP_FRAC), entries lo mod 2^8 (lo in −64..=64) hold exp(−lo / 2^EXP_FRAC);
-/// both in fixed point with FRAC fractional bits.
+/// both in fixed point with FRAC fractional bits, in Z_2^SOFTMAX_BITS.
 fn exp_table() -> Result<&'static LookupTable, Error> {
     static CELL: OnceLock<LookupTable> = OnceLock::new();
     table(&CELL, || {
         let unit = (1u64 << EXP_FRAC) as f64;
-        LookupTable::from_fn(width(8)?, BitWidth::FULL, |i| {
+        LookupTable::from_fn(width(8)?, width(SOFTMAX_BITS)?, |i| {
             let u = match i {
-                96..=161 => ((i - 96) << 6) as f64,
+                94..=161 => (i as f64 - 96.0) * 64.0,
                 0..=64 => i as f64,
                 192.. => i as f64 - 256.0, // lo < 0
                 _ => return 0,             // never indexed
@@ -142,20 +167,23 @@ fn exp_table() -> Result<&'static LookupTable, Error> {
     })
 }
 
-/// exp(−t) for t ≥ 0: clip to [0, 16) (2 rounds); u = t / 2^(FRAC − EXP_FRAC) and
-/// hi = t / 2^(FRAC − 2) truncated together (1), so that lo = u − 2^6·hi lies in [−64, 64];
-/// two lookups in one 2^8 table at once (2), their product (1) and truncation (1). Seven rounds.
+/// exp(−t) for t ≥ −1/2 (read on ACT_BITS bits), in Z_2^SOFTMAX_BITS: clip to [−1/2, 16)
+/// (2 rounds; t from 15 on may become 16 − 2^−FRAC, which changes exp(−t) by less than 4e−7);
+/// u = t / 2^(FRAC − EXP_FRAC) and hi = t / 2^(FRAC − 2) shifted down (local), so that
+/// lo = u − 2^6·hi lies in [−64, 64] whichever of the two is one more; two lookups in one 2^8
+/// table at once (2), their product (1) and truncation (1). Six rounds.
 pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error> {
     let shape = t.shape().to_vec();
     let n = t.len();
-    let t = clip_above(p, t, EXP_CLIP, act()?).await?;
-    // Both truncations by FRAC − 2 bits: t·2^(EXP_FRAC − 2) gives u, t itself gives hi.
+    let cmp = width(ACT_BITS - FRAC)?;
+    let t = clip_above(p, &t.reduce(act()?)?, EXP_CLIP, FRAC, cmp).await?;
+    // Both shifts by FRAC − 2 bits: t·2^(EXP_FRAC − 2) gives u, t itself gives hi.
     let shift = FRAC - 2;
     let both = t
         .scale(1 << (EXP_FRAC - 2))
         .reshape(&[n, 1])?
         .concat_last(&t.reshape(&[n, 1])?)?;
-    let both = p.truncate(&both, shift).await?;
+    let both = both.shift_down(shift)?;
     let (u, hi) = (both.gather_last(&[0])?, both.gather_last(&[1])?);
     let lo = u.sub(&hi.scale(1 << 6))?;
     let index = lo.concat_last(&hi)?;
@@ -165,16 +193,22 @@ pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error
     p.truncate(&prod, FRAC).await?.reshape(&shape)
 }
 
-/// 1/s for sums of exponentials, s in [1, n]: a 12-bit table on s·2^(12 − k) with
-/// 2^k ≥ n (3 rounds), then one Newton step y(2 − s·y) (4 rounds).
+/// Index bits of the reciprocal table.
+const RECIPROCAL_BITS: u32 = 13;
+
+/// 1/s for sums of exponentials, s in [1, 2n) (each term is below 2), in s's ring: a 13-bit
+/// table on s·2^(12 − k) with 2^k ≥ 2n (2 rounds; the index is shifted down locally and never
+/// wraps), then one Newton step y(2 − s·y) (4 rounds).
 pub async fn reciprocal<P: Protocol>(p: &mut P, s: &Tensor, n: usize) -> Result<Tensor, Error> {
-    let k = (usize::BITS - n.max(2).saturating_sub(1).leading_zeros()).max(1);
+    let k = usize::BITS - (2 * n.max(1) - 1).leading_zeros();
     if k > FRAC {
-        return Err(Error::ShapeMismatch("softmax over more than 4096 entries"));
+        return Err(Error::ShapeMismatch("softmax over more than 2048 entries"));
     }
-    let lut = reciprocal_table(k)?;
-    let index = p.truncate(s, k).await?;
-    let y = p.lookup(&index.reduce(width(12)?)?, &lut).await?;
+    let lut = reciprocal_table(k, s.width())?;
+    let index = s.shift_down(k)?;
+    let y = p
+        .lookup(&index.reduce(width(RECIPROCAL_BITS)?)?, &lut)
+        .await?;
     let sy = p.mul(s, &y).await?;
     let sy = p.truncate(&sy, FRAC).await?;
     let two_minus = p.add_public(&sy.neg(), &[2 << FRAC])?;
@@ -182,26 +216,41 @@ pub async fn reciprocal<P: Protocol>(p: &mut P, s: &Tensor, n: usize) -> Result<
     p.truncate(&y, FRAC).await
 }
 
-/// Entry i ≈ 1 / (i · 2^(k − 12)), the reciprocal of the sum an index stands for; index 0
-/// stands for 2^12 (the sum n = 2^k wraps).
-fn reciprocal_table(k: u32) -> Result<LookupTable, Error> {
-    LookupTable::from_fn(width(12)?, BitWidth::FULL, |i| {
-        let i = if i == 0 { 4096 } else { i };
-        let s = i as f64 * (1u64 << k) as f64 / 4096.0;
+/// Entry i ≈ 1 / (i · 2^(k − FRAC)), the reciprocal of the sum an index stands for (index 0,
+/// never reached by a sum of at least 1, holds the entry of index 1).
+fn reciprocal_table(k: u32, out: BitWidth) -> Result<LookupTable, Error> {
+    LookupTable::from_fn(width(RECIPROCAL_BITS)?, out, |i| {
+        let s = i.max(1) as f64 * (1u64 << k) as f64 / (1u64 << FRAC) as f64;
         fixed(1.0 / s, FRAC)
     })
 }
 
-/// softmax along the last axis of x ([rows, n]): subtract the row maximum (2⌈log2 n⌉ rounds),
-/// exponentiate (7), sum, reciprocal (7), multiply (2).
+/// Bits the max tree of a softmax over n drops from each difference it compares: the largest
+/// (up to 8) with ⌈log2 n⌉·2^drop ≤ 2^(FRAC − 1), so that the value it finds lies within 1/2
+/// of the row maximum (7/16 at n = 128), which the exponential's table absorbs.
+fn max_drop(n: usize) -> u32 {
+    let levels = u64::from(usize::BITS - n.saturating_sub(1).leading_zeros()); // ⌈log2 n⌉
+    if levels == 0 {
+        return 0;
+    }
+    let room = (1u64 << (FRAC - 1)) / levels;
+    (63 - room.leading_zeros()).min(8)
+}
+
+/// softmax along the last axis of x ([rows, n ≤ 2048], read on ACT_BITS bits), as a 64-bit
+/// wire: subtract a value within 1/2 of the row maximum (2⌈log2 n⌉ rounds; the softmax does
+/// not depend on it), exponentiate (6), sum, reciprocal (6), multiply (1) and truncate into
+/// the full ring (1).
 pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let n = x.last_dim();
-    let max = gate::max(p, x, act()?).await?;
-    let t = max.repeat_last(n).reshape(x.shape())?.sub(x)?;
+    let x = x.reduce(act()?)?;
+    let drop = max_drop(n);
+    let max = gate::max_within(p, &x, width(ACT_BITS - drop)?, drop).await?;
+    let t = max.repeat_last(n).reshape(x.shape())?.sub(&x)?;
     let e = neg_exp(p, &t).await?;
     let inv = reciprocal(p, &e.sum_last_axis(), n).await?;
     let prod = p.mul(&e, &inv.repeat_last(n).reshape(x.shape())?).await?;
-    p.truncate(&prod, FRAC).await
+    p.truncate_to(&prod, FRAC, BitWidth::FULL).await
 }
 
 // ------------------------------------------------------------------------------- LayerNorm
@@ -220,8 +269,8 @@ fn rsqrt_table() -> Result<&'static LookupTable, Error> {
 
 /// 1/√v for v in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0): the exponent e = ⌊log2 v⌋ from
 /// comparisons with every power of two (1 round); 2^(V_MAX − e) and 2^(−e/2) as sums of the
-/// comparison bits times public differences (1); the mantissa v·2^(−e) in [1, 2) (2); its table
-/// (2); times 2^(−e/2) (2). Eight rounds.
+/// comparison bits times public differences (1); the mantissa v·2^(−e) in [1, 2) (1, shifted
+/// down locally); its table (2); times 2^(−e/2) (2). Seven rounds.
 pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> {
     let shape = v.shape().to_vec();
     let rows = v.len();
@@ -254,7 +303,7 @@ pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> 
     let v = v.reshape(&[rows])?;
     // v · 2^(V_MAX − e) = mantissa · 2^(FRAC + V_MAX); keep 8 fractional bits of the mantissa.
     let mantissa = p.mul(&v, &up).await?;
-    let mantissa = p.truncate(&mantissa, FRAC + V_MAX as u32 - 8).await?;
+    let mantissa = mantissa.shift_down(FRAC + V_MAX as u32 - 8)?;
     let r = p
         .lookup(&mantissa.reduce(width(9)?)?, rsqrt_table()?)
         .await?;
@@ -263,7 +312,7 @@ pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> 
 }
 
 /// LayerNorm over the last axis with secret scale and shift (`affine`: γ at scale FRAC, β at
-/// scale 3·FRAC): mean (1 round), variance (3), 1/√v (8), normalise and scale (2), truncate (1).
+/// scale 3·FRAC): mean (1 round), variance (3), 1/√v (7), normalise and scale (2), truncate (1).
 pub async fn layer_norm<P: Protocol>(
     p: &mut P,
     x: &Tensor,

@@ -93,8 +93,8 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
         self.inner.mul(x, y).await
     }
 
-    async fn truncate(&mut self, x: &Tensor, f: u32) -> Result<Tensor, Error> {
-        self.inner.truncate(x, f).await
+    async fn truncate_to(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Tensor, Error> {
+        self.inner.truncate_to(x, f, out).await
     }
 
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {
