@@ -317,7 +317,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         prepared.queries.len(),
         format!("{} under MPC", prepared.name),
     );
-    for ids in &prepared.queries {
+    for (i, ids) in prepared.queries.iter().enumerate() {
         let types = vec![0; ids.len()];
         let embedded = bundle.embeddings.embed(ids, &types)?;
         let x = client_input(&embedded.data, shape.hidden, opts.seq_len)?;
@@ -328,7 +328,26 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
             .zip(&logits)
             .map(|(a, b)| (a - b).abs())
             .fold(worst, f64::max);
-        agree += (argmax(&want) == argmax(&logits)) as usize;
+        if argmax(&want) == argmax(&logits) {
+            agree += 1;
+        } else {
+            // Say how close the call was: a flip within the logit error is a near-tie.
+            let mut sorted = want.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let margin = sorted
+                .first()
+                .zip(sorted.get(1))
+                .map_or(0.0, |(a, b)| a - b);
+            let error = want
+                .iter()
+                .zip(&logits)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            tracing::warn!(
+                "query {i}: the secure label differs from the reference's (reference margin \
+                 between its top two logits {margin:.4}, largest logit error {error:.4})"
+            );
+        }
         let cost = session.worst_server();
         online += cost.online_s;
         offline += cost.offline_s;

@@ -1,25 +1,28 @@
 //! The non-linear layers of a Transformer as secure circuits, written once over
 //! [`Protocol`] for the dealer and both servers (DESIGN §3): GeLU, softmax and LayerNorm,
-//! built from comparisons (DCF), selects and lookup tables (DPF) on clipped, truncated inputs.
+//! built from comparisons (one-bit DPF), selects and lookup tables (DPF) on clipped, rescaled
+//! inputs.
 //!
-//! All values are fixed point with [`FRAC`] fractional bits in Z_2^64. Comparisons run on
-//! activations reduced to [`ACT_BITS`] bits (a DCF of ACT_BITS − 1 levels each), so every value
-//! they see (GeLU inputs, attention scores and their differences, padding bias included) must
-//! satisfy |x| < 2^(ACT_BITS − 1 − FRAC) = 8192 in real terms; BERT-style activations at these
-//! points stay below a few hundred. LayerNorm variances, which grow with the residual stream,
-//! are compared on [`NORM_BITS`] bits.
+//! All values are fixed point with [`FRAC`] fractional bits, in Z_2^64 between layers.
+//! Comparisons run on activations reduced to [`ACT_BITS`] bits (or fewer, see below), so every
+//! value they see (GeLU inputs, attention scores and their differences, padding bias included)
+//! must satisfy |x| < 2^(ACT_BITS − 1 − FRAC) = 8192 in real terms; BERT-style activations at
+//! these points stay below a few hundred. LayerNorm variances, which grow with the residual
+//! stream, are compared on [`NORM_BITS`] bits.
 //!
 //! | layer | rounds | approximation |
 //! |---|---|---|
 //! | GeLU | 6 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
-//! | softmax over n | 2⌈log2 n⌉ + 14 | max tree; exp(−t) as a product of two entries of one 8-bit table on t clipped to [0, 16) in steps of 2^−8; reciprocal from a 12-bit table and one Newton step |
+//! | softmax over n | 2⌈log2 n⌉ + 14 | max tree to within 1/2; exp(−t) as a product of two entries of one 8-bit table on t clipped to [−1/2, 16) in steps of 2^−8; reciprocal from a 13-bit table and one Newton step |
 //! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
 //!
-//! Values that only feed a table index or a comparison are rescaled by the local
-//! [`Tensor::shift_down`] instead of the truncation gate, and the softmax works in narrow rings
-//! (its maximum and clip on [`ACT_BITS`] bits, its exponentials, sums and reciprocals on
-//! [`SOFTMAX_BITS`]), widening only its result: every opened element costs as many bytes as
-//! its ring has bits.
+//! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
+//! per bit compared, so: values that only feed a table index or a comparison are rescaled by the
+//! local [`Tensor::shift_down`] instead of the truncation gate; the softmax works in narrow
+//! rings (its maximum and clip on [`ACT_BITS`] bits, its exponentials, sums and reciprocals on
+//! [`SOFTMAX_BITS`]) and widens only its result; and comparisons whose result may be off near
+//! the threshold (the max tree, clips of functions that are flat there) read shifted values
+//! ([`gate::max_within`], [`clip_above`]).
 
 use securerouter_core::Error;
 use securerouter_core::gate::{self, LookupTable, Protocol, Tensor};

@@ -1,0 +1,53 @@
+//! The servers' matrix products on this machine's kernels (AVX-512 where the CPU has it, else
+//! core's portable ones), at the shapes BERT-base and MiniLM-L6 give them at 128 tokens: every
+//! linear layer of a block (Q‖K‖V, output, FFN in and out). Throughput counts multiply-adds
+//! (criterion's "elem/s").
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use securerouter_core::gate::Kernels;
+use securerouter_core::prg::{AesCtr, Domain, Seed};
+use securerouter_host::kernels::HostKernels;
+use std::hint::black_box;
+
+fn random(r: &mut AesCtr, n: usize) -> Vec<u64> {
+    (0..n).map(|_| r.next_u64()).collect()
+}
+
+fn matmul(c: &mut Criterion) {
+    let kernels = HostKernels::new();
+    eprintln!(
+        "kernels: {}",
+        if kernels.uses_avx512() {
+            "AVX-512"
+        } else {
+            "portable (no AVX-512 on this CPU)"
+        }
+    );
+    let mut r = AesCtr::new(&Seed::from_bytes([4; 16]), Domain(1));
+    let mut group = c.benchmark_group("matmul");
+    group.sample_size(10);
+    let tokens = 128;
+    for (model, k, n) in [
+        ("bert-base qkv", 768, 2304),
+        ("bert-base out", 768, 768),
+        ("bert-base ffn-in", 768, 3072),
+        ("bert-base ffn-out", 3072, 768),
+        ("minilm qkv", 384, 1152),
+        ("minilm ffn-out", 1536, 384),
+    ] {
+        let (a, b) = (random(&mut r, tokens * k), random(&mut r, k * n));
+        let mut out = vec![0u64; tokens * n];
+        group.throughput(Throughput::Elements((tokens * k * n) as u64));
+        group.bench_function(format!("{model} {tokens}x{k}x{n}"), |bench| {
+            bench.iter(|| {
+                kernels
+                    .matmul(black_box(&a), black_box(&b), tokens, k, n, &mut out)
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul);
+criterion_main!(benches);
