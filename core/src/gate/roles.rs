@@ -218,11 +218,11 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         let send = pack(mine, width);
         let mut recv = vec![0u8; send.len()];
         self.channel.exchange(&send, &mut recv).await?;
-        let theirs = unpack(&recv, mine.len(), width)?;
-        Ok(mine
-            .iter()
-            .zip(&theirs)
-            .map(|(&a, &b)| width.add(a, b))
-            .collect())
+        // Their values, then ours added in place: one vector, not two.
+        let mut opened = unpack(&recv, mine.len(), width)?;
+        for (o, &a) in opened.iter_mut().zip(mine) {
+            *o = width.add(*o, a);
+        }
+        Ok(opened)
     }
 }
