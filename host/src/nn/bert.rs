@@ -199,10 +199,10 @@ pub async fn bert_pooled<P: Protocol>(
         let scores = p.matmul(&q, &k).await?.shift_down(FRAC)?;
         let scores = scores.reshape(&[heads * n, n])?.add(&key_bias)?;
         p.phase(phase::SOFTMAX);
-        let probs = layers::softmax(p, &scores).await?;
+        let probs = layers::softmax_double_scale(p, &scores).await?;
         p.phase(phase::ATTENTION);
         let context = p.matmul(&probs.reshape(&[heads, n, n])?, &v).await?;
-        let context = p.truncate(&context, FRAC).await?;
+        let context = p.truncate(&context, 2 * FRAC).await?;
         let context = context.permute(&[1, 0, 2])?.reshape(&[n, h])?;
         let attn = dense(p, &context, out_w).await?.add(&hidden)?;
         p.phase(phase::LAYER_NORM);

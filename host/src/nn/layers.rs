@@ -13,7 +13,7 @@
 //! | layer | rounds | approximation |
 //! |---|---|---|
 //! | GeLU | 6 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
-//! | softmax over n | 2⌈log2 n⌉ + 14 | max tree to within 1/2; exp(−t) as a product of two entries of one 8-bit table on t clipped to [−1/2, 16) in steps of 2^−8; reciprocal from a 13-bit table and one Newton step |
+//! | softmax over n | 2⌈log2 n⌉ + 14 (13 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) as a product of two entries of one 8-bit table on t clipped to [−1/2, 16) in steps of 2^−8; reciprocal from a 13-bit table and one Newton step |
 //! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
 //!
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
@@ -177,12 +177,13 @@ fn exp_table() -> Result<&'static LookupTable, Error> {
     })
 }
 
-/// exp(−t) for t ≥ −1/2 (read on ACT_BITS bits), in Z_2^SOFTMAX_BITS: clip to [−1/2, 16)
+/// exp(−t) for t ≥ −1/2 (read on ACT_BITS bits), in Z_2^out (out ≥ SOFTMAX_BITS; the
+/// table and the product stay in Z_2^SOFTMAX_BITS, the truncation widens): clip to [−1/2, 16)
 /// (2 rounds; t from 15 on may become 16 − 2^−FRAC, which changes exp(−t) by less than 4e−7);
 /// u = t / 2^(FRAC − EXP_FRAC) and hi = t / 2^(FRAC − 2) shifted down (local), so that
 /// lo = u − 2^6·hi lies in [−64, 64] whichever of the two is one more; two lookups in one 2^8
 /// table at once (2), their product (1) and truncation (1). Six rounds.
-pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error> {
+pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor, out: BitWidth) -> Result<Tensor, Error> {
     let shape = t.shape().to_vec();
     let n = t.len();
     let cmp = width(ACT_BITS - FRAC)?;
@@ -200,7 +201,7 @@ pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor) -> Result<Tensor, Error
     let index = p.add_public(&index, &[0, 96])?;
     let e = p.lookup(&index.reduce(width(8)?)?, exp_table()?).await?;
     let prod = p.mul(&e.gather_last(&[0])?, &e.gather_last(&[1])?).await?;
-    p.truncate(&prod, FRAC).await?.reshape(&shape)
+    p.truncate_to(&prod, FRAC, out).await?.reshape(&shape)
 }
 
 /// Index bits of the reciprocal table.
@@ -247,20 +248,39 @@ fn max_drop(n: usize) -> u32 {
     (63 - room.leading_zeros()).min(8)
 }
 
-/// softmax along the last axis of x ([rows, n ≤ 2048], read on ACT_BITS bits), as a 64-bit
-/// wire: subtract a value within 1/2 of the row maximum (2⌈log2 n⌉ rounds; the softmax does
-/// not depend on it), exponentiate (6), sum, reciprocal (6), multiply (1) and truncate into
-/// the full ring (1).
-pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
+/// exp(x − m) for m within 1/2 of each row's maximum (the softmax does not depend on which),
+/// and the reciprocal of each row's sum, repeated along the row: both in Z_2^ring at scale
+/// 2^FRAC. 2⌈log2 n⌉ rounds for m, 6 for the exponentials, 6 for the reciprocals.
+async fn exps_and_reciprocals<P: Protocol>(
+    p: &mut P,
+    x: &Tensor,
+    ring: BitWidth,
+) -> Result<(Tensor, Tensor), Error> {
     let n = x.last_dim();
     let x = x.reduce(act()?)?;
     let drop = max_drop(n);
     let max = gate::max_within(p, &x, width(ACT_BITS - drop)?, drop).await?;
     let t = max.repeat_last(n).reshape(x.shape())?.sub(&x)?;
-    let e = neg_exp(p, &t).await?;
+    let e = neg_exp(p, &t, ring).await?;
     let inv = reciprocal(p, &e.sum_last_axis(), n).await?;
-    let prod = p.mul(&e, &inv.repeat_last(n).reshape(x.shape())?).await?;
+    Ok((e, inv.repeat_last(n).reshape(x.shape())?))
+}
+
+/// softmax along the last axis of x ([rows, n ≤ 2048], read on ACT_BITS bits), as a 64-bit
+/// wire at scale 2^FRAC: exponentials and reciprocals in Z_2^SOFTMAX_BITS
+/// (2⌈log2 n⌉ + 12 rounds), their product (1), truncated into the full ring (1).
+pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
+    let (e, inv) = exps_and_reciprocals(p, x, width(SOFTMAX_BITS)?).await?;
+    let prod = p.mul(&e, &inv).await?;
     p.truncate_to(&prod, FRAC, BitWidth::FULL).await
+}
+
+/// [`softmax`] left at scale 2^(2·FRAC), for a consumer that truncates anyway (P·V then drops
+/// 2·FRAC bits): the exponentials' own truncation widens them to 64 bits, so the product needs
+/// no truncation of its own, one round less (2⌈log2 n⌉ + 13).
+pub async fn softmax_double_scale<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
+    let (e, inv) = exps_and_reciprocals(p, x, BitWidth::FULL).await?;
+    p.mul(&e, &inv).await
 }
 
 // ------------------------------------------------------------------------------- LayerNorm
