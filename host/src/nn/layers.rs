@@ -19,8 +19,9 @@
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
 //! per bit compared, so: values that only feed a table index or a comparison are rescaled by the
 //! local [`Tensor::shift_down`] instead of the truncation gate; the softmax works in narrow
-//! rings (its maximum and clip on [`ACT_BITS`] bits, its exponentials, sums and reciprocals on
-//! [`SOFTMAX_BITS`]) and widens only its result; and comparisons whose result may be off near
+//! rings (its maximum and clip on [`ACT_BITS`] bits, its exponentials' tables and products on
+//! [`SOFTMAX_BITS`]) and widens once, either its result ([`softmax`]) or, for P·V, its
+//! exponentials ([`softmax_double_scale`]); and comparisons whose result may be off near
 //! the threshold (the max tree, clips of functions that are flat there) read shifted values
 //! ([`gate::max_within`], [`clip_above`]).
 
