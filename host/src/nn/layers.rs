@@ -34,8 +34,9 @@ use std::sync::OnceLock;
 pub const FRAC: u32 = 12;
 /// Bits on which activations are compared.
 pub const ACT_BITS: u32 = 26;
-/// Ring of the softmax's exponentials, their sums and reciprocals: the sums stay below
-/// 2^(2·FRAC + 1) for rows of up to 4096, and every product the softmax truncates (entry ×
+/// Ring of the softmax's exponentials, their sums and reciprocals: each exponential is below 2
+/// (its argument is at least −1/2), so the sums stay below 2^(2·FRAC) for rows of up to 2048,
+/// and every product the softmax truncates (entry ×
 /// entry, sum × its reciprocal, value × reciprocal) is about 2^(2·FRAC) at most, below
 /// 2^(SOFTMAX_BITS − 2) as truncation requires.
 pub const SOFTMAX_BITS: u32 = 32;
@@ -74,9 +75,9 @@ fn table(
     Ok(cell.get_or_init(|| t))
 }
 
-/// min(t, c) for public c ≥ 0, or c for some t in the top bucket (c + 1 − 2^coarse, c]: 2 rounds
-/// (one comparison, one bit × value). The comparison reads t shifted down by `coarse` bits
-/// (0: exact) on `cmp` bits, which must hold T − (t >> coarse) as a signed value for
+/// min(t, c) for public c ≥ 2^coarse − 1, or c for some t in the top bucket [2^coarse·T, c]:
+/// 2 rounds (one comparison, one bit × value). The comparison reads t shifted down by `coarse`
+/// bits (0: exact) on `cmp` bits, which must hold T − (t >> coarse) as a signed value for
 /// T = ⌊(c + 1) / 2^coarse⌋ − 1: the shift may add one, so t is kept exactly when the
 /// shifted t is at most T, which holds for every t below the top bucket and for no t above c.
 /// A coarse clip suits functions that are nearly constant on that bucket; its DPF is
@@ -91,7 +92,16 @@ pub async fn clip_above<P: Protocol>(
     let (high, limit) = if coarse == 0 {
         (t.clone(), c)
     } else {
-        (t.shift_down(coarse)?, ((c + 1) >> coarse) - 1)
+        let buckets = c
+            .checked_add(1)
+            .and_then(|c1| c1.checked_shr(coarse))
+            .unwrap_or(0);
+        if buckets == 0 {
+            return Err(Error::ShapeMismatch(
+                "a coarse clip needs a bound of at least one bucket (c ≥ 2^coarse − 1)",
+            ));
+        }
+        (t.shift_down(coarse)?, buckets - 1)
     };
     let below = p.add_public(&high.neg(), &[limit])?; // limit − t ≥ 0 ⇔ keep t
     let keep = p.drelu(&below.reduce(cmp)?).await?;
