@@ -1,12 +1,12 @@
-//! The servers' matrix products on this machine's kernels (AVX-512 where the CPU has it, else
-//! core's portable ones), at the shapes BERT-base and MiniLM-L6 give them at 128 tokens: every
-//! linear layer of a block (Q‖K‖V, output, FFN in and out). Throughput counts multiply-adds
-//! (criterion's "elem/s").
+//! The servers' matrix products on each kernel path this CPU has (core's portable one, AVX2,
+//! AVX-512), at the shapes BERT-base and MiniLM-L6 give them at 128 tokens: every linear layer
+//! of a block (Q‖K‖V, output, FFN in and out). Throughput counts multiply-adds (criterion's
+//! "elem/s").
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use securerouter_core::gate::Kernels;
 use securerouter_core::prg::{AesCtr, Domain, Seed};
-use securerouter_host::kernels::HostKernels;
+use securerouter_host::kernels::{HostKernels, Simd};
 use std::hint::black_box;
 
 fn random(r: &mut AesCtr, n: usize) -> Vec<u64> {
@@ -14,15 +14,12 @@ fn random(r: &mut AesCtr, n: usize) -> Vec<u64> {
 }
 
 fn matmul(c: &mut Criterion) {
-    let kernels = HostKernels::new();
-    eprintln!(
-        "kernels: {}",
-        if kernels.uses_avx512() {
-            "AVX-512"
-        } else {
-            "portable (no AVX-512 on this CPU)"
-        }
-    );
+    let best = HostKernels::new().simd();
+    let paths: Vec<Simd> = [Simd::None, Simd::Avx2, Simd::Avx512]
+        .into_iter()
+        .filter(|&s| HostKernels::with_simd(s).simd() == s)
+        .collect();
+    eprintln!("kernels: {} (the best of {paths:?})", best.name());
     let mut r = AesCtr::new(&Seed::from_bytes([4; 16]), Domain(1));
     let mut group = c.benchmark_group("matmul");
     group.sample_size(10);
@@ -38,13 +35,17 @@ fn matmul(c: &mut Criterion) {
         let (a, b) = (random(&mut r, tokens * k), random(&mut r, k * n));
         let mut out = vec![0u64; tokens * n];
         group.throughput(Throughput::Elements((tokens * k * n) as u64));
-        group.bench_function(format!("{model} {tokens}x{k}x{n}"), |bench| {
-            bench.iter(|| {
-                kernels
-                    .matmul(black_box(&a), black_box(&b), tokens, k, n, &mut out)
-                    .unwrap()
-            })
-        });
+        for &simd in &paths {
+            let kernels = HostKernels::with_simd(simd);
+            let name = format!("{model} {tokens}x{k}x{n} {}", simd.name());
+            group.bench_function(name, |bench| {
+                bench.iter(|| {
+                    kernels
+                        .matmul(black_box(&a), black_box(&b), tokens, k, n, &mut out)
+                        .unwrap()
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -1,0 +1,97 @@
+//! AVX-512 kernels (F and DQ): 64-bit lane products (`vpmullq`) and masked adds.
+
+use std::arch::x86_64::*;
+
+/// Σ_j bit_j(e)·entries[j] in Z_2^64 (bit j = bit j mod 64 of word j / 64; bits of e beyond
+/// `entries.len()` are zero). Each byte of e is the lane mask of one masked add of eight
+/// entries: key bits only ever select lanes, never a branch or an address.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn masked_dot(e: &[u64], entries: &[u64]) -> u64 {
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let full = entries.len() / 64;
+    // Whole words: 64 entries, eight masked adds into four independent sums.
+    for (k, &word) in e[..full].iter().enumerate() {
+        let base = entries[64 * k..64 * (k + 1)].as_ptr();
+        for group in 0..8 {
+            let keep = (word >> (8 * group)) as u8;
+            // SAFETY: entries 64k + 8·group .. +8 lie inside the slice (k < full).
+            let v = unsafe { _mm512_loadu_epi64(base.add(8 * group).cast()) };
+            let a = &mut acc[group % 4];
+            *a = _mm512_mask_add_epi64(*a, keep, *a, v);
+        }
+    }
+    // Tables of fewer than 64 entries: one partial word, lanes past the end masked off.
+    if let Some(&word) = e.get(full).filter(|_| !entries.len().is_multiple_of(64)) {
+        for group in 0..8 {
+            let start = 64 * full + 8 * group;
+            if start >= entries.len() {
+                break; // a public length
+            }
+            let valid = (entries.len() - start).min(8);
+            let lanes: __mmask8 = if valid == 8 { 0xff } else { (1u8 << valid) - 1 };
+            let keep = (word >> (8 * group)) as u8 & lanes;
+            // SAFETY: lanes outside `valid` are masked off, so nothing beyond the slice
+            // is read (masked loads do not touch masked-off lanes).
+            let v = unsafe { _mm512_maskz_loadu_epi64(lanes, entries.as_ptr().add(start).cast()) };
+            acc[0] = _mm512_mask_add_epi64(acc[0], keep, acc[0], v);
+        }
+    }
+    let sum = _mm512_add_epi64(
+        _mm512_add_epi64(acc[0], acc[1]),
+        _mm512_add_epi64(acc[2], acc[3]),
+    );
+    _mm512_reduce_add_epi64(sum) as u64
+}
+
+/// Rows of `out` a matmul block holds in registers.
+const ROWS: usize = 4;
+
+/// Wrapping out (m×n) = a (m×k) · b (k×n), row-major, with 64-bit lane products
+/// (`vpmullq`): blocks of 4 rows × 16 columns of `out` in eight registers. Column blocks
+/// are outermost, and each block's 16 columns of b are first copied into one contiguous
+/// panel (k × 16): read in place, every step of the inner loop would touch another row of
+/// b, n·8 bytes on, and a wide b (n = 3072) misses the TLB on nearly every step (the panel
+/// made such products 2.7 to 3.3 times faster here).
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512DQ; the slices must hold m·k, k·n and m·n
+/// elements.
+#[target_feature(enable = "avx512f,avx512dq")]
+pub(super) unsafe fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
+    let lanes = |count: usize| -> __mmask8 { if count >= 8 { 0xff } else { (1u8 << count) - 1 } };
+    let mut panel = vec![0u64; k * 16];
+    for j in (0..n).step_by(16) {
+        let cols = (n - j).min(16);
+        let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(8)));
+        // Columns beyond `cols` keep stale values; their lanes are never stored.
+        for (p, row) in panel.chunks_exact_mut(16).enumerate() {
+            row[..cols].copy_from_slice(&b[p * n + j..p * n + j + cols]);
+        }
+        for i in (0..m).step_by(ROWS) {
+            let rows = (m - i).min(ROWS);
+            let mut acc = [[_mm512_setzero_si512(); 2]; ROWS];
+            for (p, row) in panel.chunks_exact(16).enumerate() {
+                // SAFETY: a panel row holds 16 elements, two full registers.
+                let b0 = unsafe { _mm512_loadu_si512(row.as_ptr().cast()) };
+                let b1 = unsafe { _mm512_loadu_si512(row.as_ptr().add(8).cast()) };
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let x = _mm512_set1_epi64(a[(i + r) * k + p] as i64);
+                    acc[0] = _mm512_add_epi64(acc[0], _mm512_mullo_epi64(x, b0));
+                    acc[1] = _mm512_add_epi64(acc[1], _mm512_mullo_epi64(x, b1));
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let op = out.as_mut_ptr().wrapping_add((i + r) * n + j);
+                // SAFETY: lanes m0 (m1) of out's row i + r, columns j.. (j + 8..), lie
+                // inside out; masked-off lanes are not written.
+                unsafe {
+                    _mm512_mask_storeu_epi64(op.cast(), m0, acc[0]);
+                    _mm512_mask_storeu_epi64(op.wrapping_add(8).cast(), m1, acc[1]);
+                }
+            }
+        }
+    }
+}

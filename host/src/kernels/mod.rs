@@ -1,0 +1,441 @@
+//! The servers' local math: core's portable kernels, with matrix products and the lookup gate's
+//! masked dot product in AVX-512 or AVX2 where the CPU has it (they are most of a server's local
+//! work), or
+//! the gpu crate's CUDA kernels when a server is started with `--gpu` and a GPU is usable.
+//!
+//! Results are identical to [`CpuKernels`] bit for bit (tested); only speed differs.
+
+use securerouter_core::Error;
+use securerouter_core::fss::BitDpfKeys;
+use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights, check_matmul};
+use securerouter_core::ring::BitWidth;
+use securerouter_gpu::CudaKernels;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// The kernels a server runs its sessions on: this CPU's, or a CUDA device's.
+#[derive(Clone, Debug)]
+pub enum ServerKernels {
+    /// [`HostKernels`] on this CPU.
+    Cpu(Arc<HostKernels>),
+    /// [`CudaKernels`] on a GPU.
+    Gpu(CudaKernels),
+}
+
+impl ServerKernels {
+    /// The CPU kernels, or with `gpu` the first CUDA device's; when that is unusable, the CPU
+    /// kernels after one log line that says why.
+    pub fn select(gpu: bool) -> Self {
+        let cpu = || ServerKernels::Cpu(Arc::new(HostKernels::new()));
+        if !gpu {
+            return cpu();
+        }
+        match CudaKernels::open(0) {
+            Ok(k) => {
+                tracing::info!("server kernels run on the GPU: {}", k.info());
+                ServerKernels::Gpu(k)
+            }
+            Err(why) => {
+                tracing::warn!("{}", securerouter_gpu::cpu_fallback_message(&why));
+                cpu()
+            }
+        }
+    }
+
+    /// Keeps a server's weights on the GPU for the server's life (nothing to do on the CPU);
+    /// returns the bytes copied.
+    ///
+    /// # Errors
+    /// When the copy to the GPU fails.
+    pub fn keep_resident(&self, weights: &Arc<Vec<ServerWeights>>) -> Result<usize, Error> {
+        match self {
+            ServerKernels::Cpu(_) => Ok(0),
+            ServerKernels::Gpu(k) => k.keep_resident(weights.clone()),
+        }
+    }
+}
+
+impl fmt::Display for ServerKernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerKernels::Cpu(k) if k.simd() == Simd::None => f.write_str("cpu"),
+            ServerKernels::Cpu(k) => write!(f, "cpu ({})", k.simd().name()),
+            ServerKernels::Gpu(k) => write!(f, "cuda: {}", k.info().name),
+        }
+    }
+}
+
+impl ServerKernels {
+    fn backend(&self) -> &dyn Kernels {
+        match self {
+            ServerKernels::Cpu(k) => &**k,
+            ServerKernels::Gpu(k) => k,
+        }
+    }
+}
+
+impl Kernels for ServerKernels {
+    fn matmul(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend().matmul(a, b, m, k, n, out)
+    }
+
+    fn matmul_batch(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        dims: (usize, usize, usize, usize),
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend().matmul_batch(a, b, dims, out)
+    }
+
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend().dpf_prefix_parity(keys, xs, out)
+    }
+
+    fn dpf_lookup(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        dot: &mut [u64],
+        ones: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend()
+            .dpf_lookup(keys, xs, table, out_width, dot, ones)
+    }
+}
+
+/// The SIMD extension the host kernels use for matrix products and lookups' masked dot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Simd {
+    /// Core's portable kernels.
+    #[default]
+    None,
+    /// AVX2: 64-bit products from 32-bit halves.
+    Avx2,
+    /// AVX-512 F and DQ: 64-bit lane products.
+    Avx512,
+}
+
+impl Simd {
+    /// The best this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                return Simd::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::None
+    }
+
+    /// "avx512", "avx2" or "portable".
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::None => "portable",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+        }
+    }
+}
+
+/// [`CpuKernels`] with SIMD where this CPU supports it, detected once at construction.
+#[derive(Debug, Default)]
+pub struct HostKernels {
+    cpu: CpuKernels,
+    simd: Simd,
+}
+
+impl HostKernels {
+    /// Kernels for this CPU.
+    pub fn new() -> Self {
+        Self::with_simd(Simd::detect())
+    }
+
+    /// Kernels with `simd`, or the best this CPU has below it (tests compare the paths).
+    pub fn with_simd(simd: Simd) -> Self {
+        let simd = match (simd, Simd::detect()) {
+            (Simd::Avx512, Simd::Avx512) => Simd::Avx512,
+            (Simd::Avx512 | Simd::Avx2, Simd::Avx512 | Simd::Avx2) => Simd::Avx2,
+            _ => Simd::None,
+        };
+        HostKernels {
+            cpu: CpuKernels::new(),
+            simd,
+        }
+    }
+
+    /// The SIMD extension in use.
+    pub fn simd(&self) -> Simd {
+        self.simd
+    }
+}
+
+/// Kernels that add the time spent in them to a clock: a session reports it as `kernel_s`,
+/// the part of its online time the kernels (CPU or GPU, copies included) took.
+#[derive(Debug)]
+pub struct TimedKernels<K> {
+    inner: K,
+    nanos: Arc<AtomicU64>,
+}
+
+impl<K: Kernels> TimedKernels<K> {
+    /// `inner`, timed from zero.
+    pub fn new(inner: K) -> Self {
+        TimedKernels {
+            inner,
+            nanos: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A reading of the clock that stays valid after the kernels are handed on.
+    pub fn clock(&self) -> KernelClock {
+        KernelClock(self.nanos.clone())
+    }
+
+    fn timed<T>(&self, f: impl FnOnce(&K) -> T) -> T {
+        let start = Instant::now();
+        let out = f(&self.inner);
+        let spent = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(spent, Ordering::Relaxed);
+        out
+    }
+}
+
+/// The time [`TimedKernels`] have spent so far.
+#[derive(Clone, Debug)]
+pub struct KernelClock(Arc<AtomicU64>);
+
+impl KernelClock {
+    /// Seconds spent in the kernels.
+    pub fn seconds(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+impl<K: Kernels> Kernels for TimedKernels<K> {
+    fn matmul(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.matmul(a, b, m, k, n, out))
+    }
+
+    fn matmul_batch(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        dims: (usize, usize, usize, usize),
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.matmul_batch(a, b, dims, out))
+    }
+
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.dpf_prefix_parity(keys, xs, out))
+    }
+
+    fn dpf_lookup(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        dot: &mut [u64],
+        ones: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.dpf_lookup(keys, xs, table, out_width, dot, ones))
+    }
+}
+
+impl Kernels for HostKernels {
+    fn matmul(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        m: usize,
+        k: usize,
+        n: usize,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        #[cfg(target_arch = "x86_64")]
+        if self.simd != Simd::None {
+            check_matmul(a, b, (1, m, k, n), out)?;
+            // SAFETY: the extension was detected on this CPU at construction; the lengths
+            // match the dimensions (checked above).
+            match self.simd {
+                Simd::Avx512 => unsafe { avx512::matmul(a, b, m, k, n, out) },
+                _ => unsafe { avx2::matmul(a, b, m, k, n, out) },
+            }
+            return Ok(());
+        }
+        self.cpu.matmul(a, b, m, k, n, out)
+    }
+
+    fn dpf_prefix_parity(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.cpu.dpf_prefix_parity(keys, xs, out)
+    }
+
+    fn dpf_lookup(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        dot: &mut [u64],
+        ones: &mut [u64],
+    ) -> Result<(), Error> {
+        #[cfg(target_arch = "x86_64")]
+        match self.simd {
+            Simd::Avx512 => {
+                // SAFETY: AVX-512F was detected on this CPU at construction.
+                let dot_simd = |e: &[u64], t: &[u64]| unsafe { avx512::masked_dot(e, t) };
+                return (self.cpu).dpf_lookup_with(keys, xs, table, out_width, dot, ones, dot_simd);
+            }
+            Simd::Avx2 => {
+                // SAFETY: AVX2 was detected on this CPU at construction.
+                let dot_simd = |e: &[u64], t: &[u64]| unsafe { avx2::masked_dot(e, t) };
+                return (self.cpu).dpf_lookup_with(keys, xs, table, out_width, dot, ones, dot_simd);
+            }
+            Simd::None => {}
+        }
+        self.cpu.dpf_lookup(keys, xs, table, out_width, dot, ones)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use securerouter_core::fss::{BitDpf, BitDpfKey};
+    use securerouter_core::prg::{AesCtr, Domain, Seed};
+
+    /// Same dot and ones as the portable kernel for every domain size from a partial word to
+    /// several words, on random tables, points and inputs.
+    #[test]
+    fn matches_the_portable_kernel_exactly() {
+        let cpu = CpuKernels::new();
+        for fast in simd_kernels() {
+            let dpf = BitDpf::new();
+            let mut r = AesCtr::new(&Seed::from_bytes([9; 16]), Domain(1));
+            for bits in [1u32, 2, 3, 5, 6, 7, 8, 10, 12] {
+                let inw = BitWidth::new(bits).unwrap();
+                let out = BitWidth::new(13 + bits).unwrap();
+                let table: Vec<u64> = (0..1usize << bits)
+                    .map(|_| out.reduce(r.next_u64()))
+                    .collect();
+                let keys: Vec<BitDpfKey> = (0..40)
+                    .map(|_| {
+                        dpf.gen_keys(inw, inw.reduce(r.next_u64()), &mut r)
+                            .unwrap()
+                            .1
+                    })
+                    .collect();
+                let keys = BitDpfKeys::from_keys(&keys).unwrap();
+                let xs: Vec<u64> = (0..40).map(|_| inw.reduce(r.next_u64())).collect();
+                let run = |k: &dyn Kernels| {
+                    let (mut dot, mut ones) = (vec![0u64; 40], vec![0u64; 40]);
+                    k.dpf_lookup(&keys, &xs, &table, out, &mut dot, &mut ones)
+                        .unwrap();
+                    (dot, ones)
+                };
+                assert_eq!(run(&fast), run(&cpu), "{:?}, {bits}-bit table", fast.simd());
+            }
+        }
+    }
+
+    /// The SIMD products equal core's on random operands of shapes with and without
+    /// remainders (rows not a multiple of the block's, columns not of 8 or 16, narrow and
+    /// single columns).
+    #[test]
+    fn matmul_matches_the_portable_kernel_exactly() {
+        let cpu = CpuKernels::new();
+        for fast in simd_kernels() {
+            let mut r = AesCtr::new(&Seed::from_bytes([10; 16]), Domain(2));
+            for (m, k, n) in [
+                (1, 1, 1),
+                (3, 5, 7),
+                (4, 16, 16),
+                (9, 33, 17),
+                (128, 64, 40),
+                (5, 2, 130),
+                (3, 7, 8),
+                (2, 3, 9),
+            ] {
+                let mut rand =
+                    |len: usize| -> Vec<u64> { (0..len).map(|_| r.next_u64()).collect() };
+                let (a, b) = (rand(m * k), rand(k * n));
+                let (mut want, mut got) = (vec![0u64; m * n], vec![7u64; m * n]);
+                cpu.matmul(&a, &b, m, k, n, &mut want).unwrap();
+                fast.matmul(&a, &b, m, k, n, &mut got).unwrap();
+                assert_eq!(got, want, "{:?}, {m}x{k}x{n}", fast.simd());
+            }
+            let mut out = [0u64; 4];
+            assert!(
+                fast.matmul(&[1; 6], &[1; 6], 2, 3, 2, &mut out[..3])
+                    .is_err()
+            );
+        }
+    }
+
+    /// Host kernels for each SIMD path this CPU has (none on a CPU with neither, said so).
+    fn simd_kernels() -> Vec<HostKernels> {
+        let have: Vec<HostKernels> = [Simd::Avx2, Simd::Avx512]
+            .into_iter()
+            .map(HostKernels::with_simd)
+            .filter(|k| k.simd() != Simd::None)
+            .collect();
+        if have.is_empty() {
+            eprintln!("neither AVX2 nor AVX-512 on this CPU: only the portable kernels run");
+        }
+        let mut seen = Vec::new();
+        have.into_iter()
+            .filter(|k| {
+                let new = !seen.contains(&k.simd());
+                seen.push(k.simd());
+                new
+            })
+            .collect()
+    }
+}
