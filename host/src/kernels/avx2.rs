@@ -83,8 +83,13 @@ pub(super) unsafe fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, 
     for j in (0..n).step_by(COLS) {
         let cols = (n - j).min(COLS);
         // Columns beyond `cols` keep stale values; they are never stored.
-        for (p, row) in panel.chunks_exact_mut(COLS).enumerate() {
-            row[..cols].copy_from_slice(&b[p * n + j..p * n + j + cols]);
+        for (p, row) in panel.as_chunks_mut::<COLS>().0.iter_mut().enumerate() {
+            let from = &b[p * n + j..p * n + j + cols];
+            // A whole block copies as one fixed-size move, not a call to memcpy per row.
+            match <&[u64; COLS]>::try_from(from) {
+                Ok(whole) => *row = *whole,
+                Err(_) => row[..cols].copy_from_slice(from),
+            }
         }
         for i in (0..m).step_by(ROWS) {
             // A last block past row m - 1 recomputes row m - 1 and stores nothing for it.

@@ -67,8 +67,13 @@ pub(super) unsafe fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, 
         let cols = (n - j).min(16);
         let (m0, m1) = (lanes(cols), lanes(cols.saturating_sub(8)));
         // Columns beyond `cols` keep stale values; their lanes are never stored.
-        for (p, row) in panel.chunks_exact_mut(16).enumerate() {
-            row[..cols].copy_from_slice(&b[p * n + j..p * n + j + cols]);
+        for (p, row) in panel.as_chunks_mut::<16>().0.iter_mut().enumerate() {
+            let from = &b[p * n + j..p * n + j + cols];
+            // A whole block copies as one fixed-size move, not a call to memcpy per row.
+            match <&[u64; 16]>::try_from(from) {
+                Ok(whole) => *row = *whole,
+                Err(_) => row[..cols].copy_from_slice(from),
+            }
         }
         for i in (0..m).step_by(ROWS) {
             let rows = (m - i).min(ROWS);
