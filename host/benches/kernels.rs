@@ -1,5 +1,5 @@
 //! The servers' matrix products on each kernel path this CPU has (core's portable one, AVX2,
-//! AVX-512), at the shapes BERT-base and MiniLM-L6 give them at 128 tokens: every linear layer
+//! AVX-512) on one thread, and on the best path split between all cores, at the shapes BERT-base and MiniLM-L6 give them at 128 tokens: every linear layer
 //! of a block (Q‖K‖V, output, FFN in and out). Throughput counts multiply-adds (criterion's
 //! "elem/s").
 
@@ -35,9 +35,15 @@ fn matmul(c: &mut Criterion) {
         let (a, b) = (random(&mut r, tokens * k), random(&mut r, k * n));
         let mut out = vec![0u64; tokens * n];
         group.throughput(Throughput::Elements((tokens * k * n) as u64));
-        for &simd in &paths {
-            let kernels = HostKernels::with_simd(simd);
-            let name = format!("{model} {tokens}x{k}x{n} {}", simd.name());
+        // Every path on one thread, and the best on every core as a server runs it.
+        let cores = HostKernels::new().threads();
+        let runs = paths
+            .iter()
+            .map(|&s| (s, 1))
+            .chain((cores > 1).then_some((best, cores)));
+        for (simd, threads) in runs {
+            let kernels = HostKernels::with_simd(simd).with_threads(threads);
+            let name = format!("{model} {tokens}x{k}x{n} {} x{threads}", simd.name());
             group.bench_function(name, |bench| {
                 bench.iter(|| {
                     kernels

@@ -128,6 +128,10 @@ pub enum Command {
         /// and uses the CPU.
         #[arg(long)]
         gpu: bool,
+        /// Threads the CPU kernels (matrix products, comparisons, lookups) split large calls
+        /// between; 0, the default, means one per core.
+        #[arg(long, default_value_t = 0)]
+        kernel_threads: usize,
         /// Exit when standard input closes: a supervising process that holds the other end of
         /// the pipe takes this server with it when it ends, even when it is killed.
         #[arg(long)]

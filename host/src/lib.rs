@@ -128,6 +128,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             timeout,
             prefetch_keys,
             gpu,
+            kernel_threads,
             exit_with_stdin,
         } => runtime()?.block_on(until_stdin_closes(*exit_with_stdin, async {
             let d = DeploymentDir::open(deployment)?;
@@ -144,7 +145,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 link_config(*timeout),
             )?
             .with_prefetch_keys(*prefetch_keys)
-            .with_kernels(kernels::ServerKernels::select(*gpu))?;
+            .with_kernels(kernels::ServerKernels::select(*gpu, *kernel_threads))?;
             let listener = bind(addr).await?;
             Arc::new(service).run(listener).await
         })),

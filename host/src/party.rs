@@ -79,7 +79,7 @@ impl ServerService {
             dealer_key,
             model,
             weights,
-            kernels: ServerKernels::select(false),
+            kernels: ServerKernels::select(false, 0),
             link,
             pair_timeout,
             prefetch_keys: false,

@@ -210,7 +210,7 @@ pub struct SessionStats {
     pub exchange_s: f64,
     /// Online seconds spent reading the dealer's keys (from the link or the prefetch spill).
     pub key_read_s: f64,
-    /// The kernels this server ran on ("cpu", "cpu (avx2)", "cpu (avx512)" or "cuda: DEVICE").
+    /// The kernels this server ran on (e.g. "cpu", "cpu (avx2, 2 threads)" or "cuda: DEVICE").
     pub kernels: String,
     /// Online cost per stage (one circuit each: a routed query in reveal-route mode runs the
     /// router, then the chosen expert unless it is expert 0).

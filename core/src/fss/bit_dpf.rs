@@ -512,6 +512,25 @@ impl BitDpf {
         out: &mut [u64],
     ) -> Result<(), Error> {
         check_key_batch(keys.len(), xs.len(), out.len())?;
+        self.eval_prefix_parity_range(keys, 0..keys.len(), xs, out)
+    }
+
+    /// [`BitDpf::eval_prefix_parity_batch`] of the keys in `range` only (so that callers can
+    /// split a batch, e.g. between threads): key `range.start + i` at `xs[i]` into `out[i]`.
+    pub fn eval_prefix_parity_range(
+        &self,
+        keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        if range.end > keys.len() || range.start > range.end {
+            return Err(Error::LengthMismatch {
+                expected: keys.len(),
+                got: range.end,
+            });
+        }
+        check_key_batch(range.len(), xs.len(), out.len())?;
         for &x in xs {
             check_in_ring(x, keys.in_bits)?;
         }
@@ -524,7 +543,7 @@ impl BitDpf {
         let mut parity = [false; CHUNK];
         let (mut left, mut right) = ([0u128; CHUNK], [0u128; CHUNK]);
         for (chunk, (xs, out)) in xs.chunks(CHUNK).zip(out.chunks_mut(CHUNK)).enumerate() {
-            let first = chunk * CHUNK;
+            let first = range.start + chunk * CHUNK;
             let m = xs.len();
             s[..m].copy_from_slice(&keys.roots[first..first + m]);
             t[..m].fill(p1);

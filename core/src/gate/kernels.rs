@@ -137,10 +137,14 @@ impl CpuKernels {
     /// supplied by the caller (e holds ⌈len/64⌉ words, bits beyond `entries.len()` zero): a
     /// backend that speeds up only that product, e.g. with SIMD, reuses the rest. `masked_dot`
     /// must not branch on the bits of e nor use them as indices.
+    ///
+    /// Only the keys in `range` are evaluated, key `range.start + i` at `xs[i]` into `dot[i]`
+    /// and `ones[i]` (so that a backend can split a batch between threads).
     #[allow(clippy::too_many_arguments)]
     pub fn dpf_lookup_with(
         &self,
         keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
         xs: &[u64],
         table: &[u64],
         out_width: BitWidth,
@@ -148,9 +152,15 @@ impl CpuKernels {
         ones: &mut [u64],
         masked_dot: impl Fn(&[u64], &[u64]) -> u64,
     ) -> Result<(), Error> {
-        check_key_batch(keys.len(), xs.len(), dot.len())?;
-        check_key_batch(keys.len(), xs.len(), ones.len())?;
-        if keys.is_empty() {
+        if range.end > keys.len() || range.start > range.end {
+            return Err(Error::LengthMismatch {
+                expected: keys.len(),
+                got: range.end,
+            });
+        }
+        check_key_batch(range.len(), xs.len(), dot.len())?;
+        check_key_batch(range.len(), xs.len(), ones.len())?;
+        if range.is_empty() {
             return Ok(());
         }
         let n = keys.in_bits();
@@ -163,7 +173,7 @@ impl CpuKernels {
         let words = BitDpf::full_domain_words(n);
         // Enough keys per full-domain batch for long AES passes, in bounded scratch.
         let chunk = (LOOKUP_SCRATCH_WORDS / words).max(1);
-        let mut bits = vec![0u64; chunk.min(keys.len()) * words];
+        let mut bits = vec![0u64; chunk.min(range.len()) * words];
         for (c, ((xs, dot), ones)) in xs
             .chunks(chunk)
             .zip(dot.chunks_mut(chunk))
@@ -171,7 +181,7 @@ impl CpuKernels {
             .enumerate()
         {
             let bits = &mut bits[..xs.len() * words];
-            let first = c * chunk;
+            let first = range.start + c * chunk;
             self.bit_dpf
                 .eval_full_domain_range(keys, first..first + xs.len(), bits)?;
             for (((&x, e), d), o) in xs
@@ -187,6 +197,20 @@ impl CpuKernels {
             }
         }
         Ok(())
+    }
+}
+
+impl CpuKernels {
+    /// [`Kernels::dpf_prefix_parity`] of the keys in `range` only, key `range.start + i` at
+    /// `xs[i]` into `out[i]`.
+    pub fn dpf_prefix_parity_range(
+        &self,
+        keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.bit_dpf.eval_prefix_parity_range(keys, range, xs, out)
     }
 }
 
@@ -223,7 +247,8 @@ impl Kernels for CpuKernels {
         dot: &mut [u64],
         ones: &mut [u64],
     ) -> Result<(), Error> {
-        self.dpf_lookup_with(keys, xs, table, out_width, dot, ones, masked_dot)
+        let all = 0..keys.len();
+        self.dpf_lookup_with(keys, all, xs, table, out_width, dot, ones, masked_dot)
     }
 }
 
@@ -236,7 +261,7 @@ const LOOKUP_SCRATCH_WORDS: usize = 1 << 15;
 /// The bits select entries through all-ones/all-zero masks. The masks of each word pass through
 /// [`core::hint::black_box`]: without it the optimiser may recognise `entry & −bit` as a select
 /// and compile it into a branch on the key bit (it did, for one lane in four).
-fn masked_dot(e: &[u64], entries: &[u64]) -> u64 {
+pub fn masked_dot(e: &[u64], entries: &[u64]) -> u64 {
     let mut acc = [0u64; 8];
     let mut masks = [0u64; 64];
     let mut full = entries.chunks_exact(64);

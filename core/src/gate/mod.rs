@@ -43,7 +43,9 @@ mod truncate;
 pub use channel::{Channel, KeySink, KeySource, Traffic, pack, packed_len, unpack};
 pub use compare::drelu_key_bytes;
 pub use compose::{argmax, less_than, max, max_within, relu, select};
-pub use kernels::{CpuKernels, Kernels, check_key_batch, check_lookup_table, check_matmul};
+pub use kernels::{
+    CpuKernels, Kernels, check_key_batch, check_lookup_table, check_matmul, masked_dot,
+};
 pub use linear::{DealerWeights, ServerWeights, server_weights_from_seed, share_weights};
 pub use lookup::{LookupTable, MAX_TABLE_BITS};
 pub use roles::{DealerSide, KEY_CHUNK, ServerSide};

@@ -104,8 +104,8 @@ pub struct BenchLine {
     pub label_agreement: f64,
     /// End-to-end seconds per query as the client saw it.
     pub wall_s: f64,
-    /// The kernels the servers ran on, as they reported them ("cpu", "cpu (avx2)",
-    /// "cpu (avx512)" or "cuda: DEVICE").
+    /// The kernels the servers ran on, as they reported them (e.g. "cpu",
+    /// "cpu (avx2, 2 threads)" or "cuda: DEVICE").
     pub kernels: String,
     /// Of `online_s`, the seconds the slower server spent in its kernels (matrix products,
     /// FSS evaluation; GPU copies included).

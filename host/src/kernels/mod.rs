@@ -7,7 +7,7 @@
 
 use securerouter_core::Error;
 use securerouter_core::fss::BitDpfKeys;
-use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights, check_matmul};
+use securerouter_core::gate::{CpuKernels, Kernels, ServerWeights, check_key_batch, check_matmul};
 use securerouter_core::ring::BitWidth;
 use securerouter_gpu::CudaKernels;
 use std::fmt;
@@ -25,10 +25,17 @@ pub enum ServerKernels {
 }
 
 impl ServerKernels {
-    /// The CPU kernels, or with `gpu` the first CUDA device's; when that is unusable, the CPU
-    /// kernels after one log line that says why.
-    pub fn select(gpu: bool) -> Self {
-        let cpu = || ServerKernels::Cpu(Arc::new(HostKernels::new()));
+    /// The CPU kernels on `threads` threads (0: one per core), or with `gpu` the first CUDA
+    /// device's; when that is unusable, the CPU kernels after one log line that says why.
+    pub fn select(gpu: bool, threads: usize) -> Self {
+        let cpu = || {
+            let kernels = HostKernels::new();
+            let kernels = match threads {
+                0 => kernels,
+                n => kernels.with_threads(n),
+            };
+            ServerKernels::Cpu(Arc::new(kernels))
+        };
         if !gpu {
             return cpu();
         }
@@ -60,8 +67,15 @@ impl ServerKernels {
 impl fmt::Display for ServerKernels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServerKernels::Cpu(k) if k.simd() == Simd::None => f.write_str("cpu"),
-            ServerKernels::Cpu(k) => write!(f, "cpu ({})", k.simd().name()),
+            ServerKernels::Cpu(k) => {
+                let simd = (k.simd() != Simd::None).then(|| k.simd().name().to_string());
+                let threads = (k.threads() > 1).then(|| format!("{} threads", k.threads()));
+                let notes: Vec<String> = simd.into_iter().chain(threads).collect();
+                match notes.is_empty() {
+                    true => f.write_str("cpu"),
+                    false => write!(f, "cpu ({})", notes.join(", ")),
+                }
+            }
             ServerKernels::Gpu(k) => write!(f, "cuda: {}", k.info().name),
         }
     }
@@ -161,36 +175,148 @@ impl Simd {
     }
 }
 
-/// [`CpuKernels`] with SIMD where this CPU supports it, detected once at construction.
-#[derive(Debug, Default)]
+/// [`CpuKernels`] with SIMD where this CPU supports it, detected once at construction, and
+/// large calls split between threads (one per core by default): a server's gates are
+/// sequential, so its kernels are where more cores help.
+#[derive(Debug)]
 pub struct HostKernels {
     cpu: CpuKernels,
     simd: Simd,
+    threads: usize,
 }
 
+impl Default for HostKernels {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Multiply-adds a matrix product needs per thread before it is split.
+const MIN_PRODUCTS_PER_THREAD: usize = 1 << 20;
+/// DPF keys a comparison or lookup needs per thread before it is split.
+const MIN_KEYS_PER_THREAD: usize = 4096;
+
 impl HostKernels {
-    /// Kernels for this CPU.
+    /// Kernels for this CPU, on as many threads as it has cores.
     pub fn new() -> Self {
         Self::with_simd(Simd::detect())
     }
 
-    /// Kernels with `simd`, or the best this CPU has below it (tests compare the paths).
+    /// Kernels with `simd`, or the best this CPU has below it (tests compare the paths), on as
+    /// many threads as the CPU has cores.
     pub fn with_simd(simd: Simd) -> Self {
         let simd = match (simd, Simd::detect()) {
             (Simd::Avx512, Simd::Avx512) => Simd::Avx512,
             (Simd::Avx512 | Simd::Avx2, Simd::Avx512 | Simd::Avx2) => Simd::Avx2,
             _ => Simd::None,
         };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         HostKernels {
             cpu: CpuKernels::new(),
             simd,
+            threads,
         }
+    }
+
+    /// The same kernels on at most `threads` threads (at least one).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
     }
 
     /// The SIMD extension in use.
     pub fn simd(&self) -> Simd {
         self.simd
     }
+
+    /// The most threads one call uses.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// How many pieces `work` units split into, each at least `min` units.
+    fn pieces(&self, work: usize, min: usize) -> usize {
+        (work / min.max(1)).clamp(1, self.threads)
+    }
+
+    /// One thread's matrix product.
+    fn matmul_on_one(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        (m, k, n): (usize, usize, usize),
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        #[cfg(target_arch = "x86_64")]
+        if self.simd != Simd::None {
+            check_matmul(a, b, (1, m, k, n), out)?;
+            // SAFETY: the extension was detected on this CPU at construction; the lengths
+            // match the dimensions (checked above).
+            match self.simd {
+                Simd::Avx512 => unsafe { avx512::matmul(a, b, m, k, n, out) },
+                _ => unsafe { avx2::matmul(a, b, m, k, n, out) },
+            }
+            return Ok(());
+        }
+        self.cpu.matmul(a, b, m, k, n, out)
+    }
+
+    /// One thread's lookups, for the keys in `range`.
+    #[allow(clippy::too_many_arguments)]
+    fn dpf_lookup_on_one(
+        &self,
+        keys: &BitDpfKeys,
+        range: std::ops::Range<usize>,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        dot: &mut [u64],
+        ones: &mut [u64],
+    ) -> Result<(), Error> {
+        let cpu = &self.cpu;
+        #[cfg(target_arch = "x86_64")]
+        match self.simd {
+            Simd::Avx512 => {
+                // SAFETY: AVX-512F was detected on this CPU at construction.
+                let simd = |e: &[u64], t: &[u64]| unsafe { avx512::masked_dot(e, t) };
+                return cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, simd);
+            }
+            Simd::Avx2 => {
+                // SAFETY: AVX2 was detected on this CPU at construction.
+                let simd = |e: &[u64], t: &[u64]| unsafe { avx2::masked_dot(e, t) };
+                return cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, simd);
+            }
+            Simd::None => {}
+        }
+        let portable = |e: &[u64], t: &[u64]| securerouter_core::gate::masked_dot(e, t);
+        cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, portable)
+    }
+}
+
+/// Runs `work` on every piece, all but the last on threads of their own, and returns the first
+/// error (a panicking thread is an error too).
+fn on_threads<P: Send>(
+    mut pieces: Vec<P>,
+    work: impl Fn(P) -> Result<(), Error> + Sync,
+) -> Result<(), Error> {
+    let Some(last) = pieces.pop() else {
+        return Ok(());
+    };
+    let work = &work;
+    std::thread::scope(|scope| {
+        let spawned: Vec<_> = pieces
+            .into_iter()
+            .map(|piece| scope.spawn(move || work(piece)))
+            .collect();
+        let mut result = work(last);
+        for handle in spawned {
+            let joined = handle
+                .join()
+                .unwrap_or(Err(Error::KernelFailed("a kernel thread panicked")));
+            result = result.and(joined);
+        }
+        result
+    })
 }
 
 /// Kernels that add the time spent in them to a clock: a session reports it as `kernel_s`,
@@ -290,18 +416,20 @@ impl Kernels for HostKernels {
         n: usize,
         out: &mut [u64],
     ) -> Result<(), Error> {
-        #[cfg(target_arch = "x86_64")]
-        if self.simd != Simd::None {
-            check_matmul(a, b, (1, m, k, n), out)?;
-            // SAFETY: the extension was detected on this CPU at construction; the lengths
-            // match the dimensions (checked above).
-            match self.simd {
-                Simd::Avx512 => unsafe { avx512::matmul(a, b, m, k, n, out) },
-                _ => unsafe { avx2::matmul(a, b, m, k, n, out) },
-            }
-            return Ok(());
+        check_matmul(a, b, (1, m, k, n), out)?;
+        let pieces = self.pieces(
+            m.saturating_mul(k).saturating_mul(n),
+            MIN_PRODUCTS_PER_THREAD,
+        );
+        if pieces == 1 || n == 0 || k == 0 {
+            return self.matmul_on_one(a, b, (m, k, n), out);
         }
-        self.cpu.matmul(a, b, m, k, n, out)
+        // Row blocks of a and out; every thread reads all of b.
+        let rows = m.div_ceil(pieces);
+        let blocks: Vec<_> = a.chunks(rows * k).zip(out.chunks_mut(rows * n)).collect();
+        on_threads(blocks, |(a, out)| {
+            self.matmul_on_one(a, b, (a.len() / k, k, n), out)
+        })
     }
 
     fn dpf_prefix_parity(
@@ -310,7 +438,20 @@ impl Kernels for HostKernels {
         xs: &[u64],
         out: &mut [u64],
     ) -> Result<(), Error> {
-        self.cpu.dpf_prefix_parity(keys, xs, out)
+        check_key_batch(keys.len(), xs.len(), out.len())?;
+        let per = xs
+            .len()
+            .div_ceil(self.pieces(xs.len(), MIN_KEYS_PER_THREAD))
+            .max(1);
+        let blocks: Vec<_> = xs
+            .chunks(per)
+            .zip(out.chunks_mut(per))
+            .enumerate()
+            .collect();
+        on_threads(blocks, |(i, (xs, out))| {
+            let range = i * per..i * per + xs.len();
+            self.cpu.dpf_prefix_parity_range(keys, range, xs, out)
+        })
     }
 
     fn dpf_lookup(
@@ -322,21 +463,21 @@ impl Kernels for HostKernels {
         dot: &mut [u64],
         ones: &mut [u64],
     ) -> Result<(), Error> {
-        #[cfg(target_arch = "x86_64")]
-        match self.simd {
-            Simd::Avx512 => {
-                // SAFETY: AVX-512F was detected on this CPU at construction.
-                let dot_simd = |e: &[u64], t: &[u64]| unsafe { avx512::masked_dot(e, t) };
-                return (self.cpu).dpf_lookup_with(keys, xs, table, out_width, dot, ones, dot_simd);
-            }
-            Simd::Avx2 => {
-                // SAFETY: AVX2 was detected on this CPU at construction.
-                let dot_simd = |e: &[u64], t: &[u64]| unsafe { avx2::masked_dot(e, t) };
-                return (self.cpu).dpf_lookup_with(keys, xs, table, out_width, dot, ones, dot_simd);
-            }
-            Simd::None => {}
-        }
-        self.cpu.dpf_lookup(keys, xs, table, out_width, dot, ones)
+        check_key_batch(keys.len(), xs.len(), dot.len())?;
+        check_key_batch(keys.len(), xs.len(), ones.len())?;
+        let per = xs
+            .len()
+            .div_ceil(self.pieces(xs.len(), MIN_KEYS_PER_THREAD))
+            .max(1);
+        let blocks: Vec<_> = xs
+            .chunks(per)
+            .zip(dot.chunks_mut(per).zip(ones.chunks_mut(per)))
+            .enumerate()
+            .collect();
+        on_threads(blocks, |(i, (xs, (dot, ones)))| {
+            let range = i * per..i * per + xs.len();
+            self.dpf_lookup_on_one(keys, range, xs, table, out_width, dot, ones)
+        })
     }
 }
 
@@ -416,6 +557,55 @@ mod tests {
                 fast.matmul(&[1; 6], &[1; 6], 2, 3, 2, &mut out[..3])
                     .is_err()
             );
+        }
+    }
+
+    /// Calls large enough to be split between threads give what one thread gives: matrix
+    /// products with row blocks of unequal size, comparisons and lookups with a key batch
+    /// that does not divide evenly.
+    #[test]
+    fn threads_split_calls_without_changing_results() {
+        let one = HostKernels::new().with_threads(1);
+        let three = HostKernels::new().with_threads(3);
+        let mut r = AesCtr::new(&Seed::from_bytes([11; 16]), Domain(3));
+        let (m, k, n) = (130, 160, 151); // 3.1 M products: three row blocks, 44, 44, 42
+        let a: Vec<u64> = (0..m * k).map(|_| r.next_u64()).collect();
+        let b: Vec<u64> = (0..k * n).map(|_| r.next_u64()).collect();
+        let (mut want, mut got) = (vec![0u64; m * n], vec![0u64; m * n]);
+        one.matmul(&a, &b, m, k, n, &mut want).unwrap();
+        three.matmul(&a, &b, m, k, n, &mut got).unwrap();
+        assert_eq!(got, want);
+
+        let dpf = BitDpf::new();
+        let count = 3 * MIN_KEYS_PER_THREAD + 17;
+        for bits in [8u32, 20] {
+            let inw = BitWidth::new(bits).unwrap();
+            let keys: Vec<BitDpfKey> = (0..count)
+                .map(|_| {
+                    dpf.gen_keys(inw, inw.reduce(r.next_u64()), &mut r)
+                        .unwrap()
+                        .0
+                })
+                .collect();
+            let keys = BitDpfKeys::from_keys(&keys).unwrap();
+            let xs: Vec<u64> = (0..count).map(|_| inw.reduce(r.next_u64())).collect();
+            let parity = |kern: &HostKernels| {
+                let mut out = vec![9u64; count];
+                kern.dpf_prefix_parity(&keys, &xs, &mut out).unwrap();
+                out
+            };
+            assert_eq!(parity(&three), parity(&one), "{bits}-bit comparison");
+            if bits == 8 {
+                let out = BitWidth::new(40).unwrap();
+                let table: Vec<u64> = (0..256).map(|_| out.reduce(r.next_u64())).collect();
+                let lookup = |kern: &HostKernels| {
+                    let (mut dot, mut ones) = (vec![0u64; count], vec![0u64; count]);
+                    kern.dpf_lookup(&keys, &xs, &table, out, &mut dot, &mut ones)
+                        .unwrap();
+                    (dot, ones)
+                };
+                assert_eq!(lookup(&three), lookup(&one));
+            }
         }
     }
 
