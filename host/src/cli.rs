@@ -230,6 +230,9 @@ pub enum Command {
         /// The JSON line's `kernels` says what the servers really ran on.
         #[arg(long, conflicts_with = "sweep")]
         gpu: bool,
+        /// Threads each server's CPU kernels use (`serve --kernel-threads`; 0: one per core).
+        #[arg(long, default_value_t = 0, conflicts_with = "sweep")]
+        kernel_threads: usize,
     },
 
     /// Write a deployment's embeddings as the device client's flash table: int8 with a scale

@@ -171,6 +171,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             cache_dir,
             timeout,
             gpu,
+            kernel_threads,
         } => {
             if *sweep {
                 let opts = bench::sweep::SweepOptions {
@@ -192,6 +193,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                     queries: *queries,
                     timeout_s: *timeout,
                     gpu: *gpu,
+                    kernel_threads: *kernel_threads,
                 };
                 if *router_only {
                     return bench::router_agreement::run(&opts, *json, out).map(|_| ());
@@ -227,6 +229,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 cache: cache_dir.clone(),
                 timeout_s: *timeout,
                 gpu: *gpu,
+                kernel_threads: *kernel_threads,
             };
             bench::run(&opts, *json, out).map(|_| ())
         }

@@ -22,6 +22,8 @@ pub struct ServerFlags {
     pub prefetch_keys: bool,
     /// Run the servers' kernels on the GPU where one is usable (`--gpu`).
     pub gpu: bool,
+    /// Threads each server's CPU kernels use (`--kernel-threads`; 0: one per core).
+    pub kernel_threads: usize,
 }
 
 /// Dealer, P0 and P1 running a deployment in a directory of their own.
@@ -72,6 +74,7 @@ impl LocalCluster {
     ) -> anyhow::Result<Self> {
         let d = deployment.path().to_string_lossy().to_string();
         let t = timeout_s.to_string();
+        let threads = servers.kernel_threads.to_string();
         // Each service exits when its standard input, a pipe this process holds, closes: so
         // the services end with this process even when it is killed without running `Drop`.
         let common = ["--deployment", &d, "--timeout", &t, "--exit-with-stdin"];
@@ -87,6 +90,9 @@ impl LocalCluster {
             }
             if i > 0 && servers.gpu {
                 args.push("--gpu");
+            }
+            if i > 0 && servers.kernel_threads > 0 {
+                args.extend(["--kernel-threads", &threads]);
             }
         }
         let mut cluster = LocalCluster {

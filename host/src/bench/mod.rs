@@ -65,6 +65,8 @@ pub struct BenchOptions {
     pub timeout_s: u64,
     /// Ask the servers to run their kernels on the GPU.
     pub gpu: bool,
+    /// Threads each server's CPU kernels use (0: one per core).
+    pub kernel_threads: usize,
 }
 
 /// One bench run, as the JSON line prints it.
@@ -301,6 +303,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         ServerFlags {
             prefetch_keys: true,
             gpu: opts.gpu,
+            kernel_threads: opts.kernel_threads,
         },
     )?;
     let client = cluster.client()?;

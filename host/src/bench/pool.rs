@@ -33,6 +33,8 @@ pub struct PoolBenchOptions {
     pub timeout_s: u64,
     /// Ask the servers to run their kernels on the GPU.
     pub gpu: bool,
+    /// Threads each server's CPU kernels use (0: one per core).
+    pub kernel_threads: usize,
 }
 
 /// Cost per query of one way of answering, averaged over the sentences.
@@ -144,6 +146,7 @@ impl HeldOutRun {
         let servers = ServerFlags {
             prefetch_keys: true,
             gpu: opts.gpu,
+            kernel_threads: opts.kernel_threads,
         };
         let (cluster, bundle) = pool.start_local(opts.timeout_s, servers)?;
         let client = cluster.client()?;

@@ -134,7 +134,7 @@ fn measure(
         timeout_s,
         ServerFlags {
             prefetch_keys: true,
-            gpu: false,
+            ..ServerFlags::default()
         },
     )?;
     let client = cluster.client()?;

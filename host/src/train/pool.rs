@@ -261,6 +261,7 @@ fn measure_costs(
                 cache: opts.cache.clone(),
                 timeout_s: 600,
                 gpu: false,
+                kernel_threads: 0,
             },
             false,
             out,
