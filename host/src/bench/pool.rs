@@ -206,6 +206,22 @@ pub fn run(
         largest_right += usize::from(b.label == s.label as usize);
         agree_route += usize::from(a.route == plain.route);
         agree_label += usize::from(a.label == crate::model::head::argmax(&plain.logits));
+        // Name each disagreement with the plaintext pool and how close its call was.
+        if a.route != plain.route {
+            tracing::warn!(
+                "query {i}: the secure route (expert {}) differs from the plaintext router's \
+                 (expert {}; margin between its top two scores {:.4})",
+                a.route,
+                plain.route,
+                super::top_two_margin(&plain.scores)
+            );
+        } else if a.label != crate::model::head::argmax(&plain.logits) {
+            tracing::warn!(
+                "query {i}: the secure label differs from the plaintext pool's (margin between \
+                 its top two logits {:.4})",
+                super::top_two_margin(&plain.logits)
+            );
+        }
         let done = i + 1;
         bar.set_message(format!(
             "under MPC: routed {right}/{done} right, always-largest {largest_right}/{done}"
