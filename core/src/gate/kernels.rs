@@ -255,7 +255,7 @@ impl Kernels for CpuKernels {
 /// Words of full-domain bits [`CpuKernels::dpf_lookup`] holds at once (256 KiB).
 const LOOKUP_SCRATCH_WORDS: usize = 1 << 15;
 
-/// Σ_j bit_j(e) · entries[j] in Z_2^64, bit j being bit j mod 64 of word j / 64 (`entries` has
+/// `Σ_j bit_j(e) · entries[j]` in Z_2^64, bit j being bit j mod 64 of word j / 64 (`entries` has
 /// at most 64 entries per word of `e`).
 ///
 /// The bits select entries through all-ones/all-zero masks. The masks of each word pass through
