@@ -549,6 +549,21 @@ fn bit_dpf_prefix_parity_is_comparison() {
                 Err(Error::ValueOutOfRange { .. })
             ));
             assert!(dpf.eval_prefix_parity(&keys[0], max_plus_one(n)).is_err());
+            // A part of the batch gives the whole batch's bits for its keys; ranges outside
+            // the batch, reversed, or of another length than the inputs are errors.
+            let part = count / 3..count;
+            let mut some = vec![7u64; part.len()];
+            dpf.eval_prefix_parity_range(&batch, part.clone(), &xs[part.clone()], &mut some)
+                .unwrap();
+            assert_eq!(some, out[part.clone()], "n={n} keys {part:?}");
+            let reversed = core::ops::Range { start: 2, end: 1 };
+            for (range, len) in [(count - 1..count + 1, 2), (reversed, 1), (0..2, 3)] {
+                let mut o = vec![0u64; len];
+                assert!(matches!(
+                    dpf.eval_prefix_parity_range(&batch, range, &xs[..len], &mut o),
+                    Err(Error::LengthMismatch { .. })
+                ));
+            }
         }
     }
 }

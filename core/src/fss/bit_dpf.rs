@@ -25,8 +25,8 @@ use super::dpf::{Path, expand_level, gen_path, path_step, random_u128, walk};
 use super::encoding::{Reader, Writer, control_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
 use super::{
-    bit_msb_first, check_full_domain, check_in_ring, check_key_batch, mask64, mask128,
-    opaque_mask128, select_bit, select64, select128,
+    bit_msb_first, check_full_domain, check_in_ring, check_key_batch, check_key_range, mask64,
+    mask128, opaque_mask128, select_bit, select64, select128,
 };
 use crate::Error;
 use crate::prg::Ggm;
@@ -524,13 +524,7 @@ impl BitDpf {
         xs: &[u64],
         out: &mut [u64],
     ) -> Result<(), Error> {
-        if range.end > keys.len() || range.start > range.end {
-            return Err(Error::LengthMismatch {
-                expected: keys.len(),
-                got: range.end,
-            });
-        }
-        check_key_batch(range.len(), xs.len(), out.len())?;
+        check_key_range(keys.len(), &range, xs.len(), out.len())?;
         for &x in xs {
             check_in_ring(x, keys.in_bits)?;
         }

@@ -113,6 +113,23 @@ pub fn check_key_batch(keys: usize, xs: usize, out: usize) -> Result<(), Error> 
     Ok(())
 }
 
+/// Checks that `range` lies inside a batch of `keys` keys and comes with as many inputs and
+/// outputs (for evaluating part of a batch).
+pub fn check_key_range(
+    keys: usize,
+    range: &core::ops::Range<usize>,
+    xs: usize,
+    out: usize,
+) -> Result<(), Error> {
+    if range.end > keys || range.start > range.end {
+        return Err(Error::LengthMismatch {
+            expected: keys,
+            got: range.end,
+        });
+    }
+    check_key_batch(range.len(), xs, out)
+}
+
 pub(crate) fn check_in_ring(x: u64, width: BitWidth) -> Result<(), Error> {
     if width.contains(x) {
         Ok(())

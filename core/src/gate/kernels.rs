@@ -3,8 +3,8 @@
 //! portable reference every backend must match bit for bit.
 
 use crate::Error;
-pub use crate::fss::check_key_batch;
 use crate::fss::{BitDpf, BitDpfKeys, MAX_FULL_DOMAIN_BITS};
+pub use crate::fss::{check_key_batch, check_key_range};
 use crate::ring::BitWidth;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -152,14 +152,8 @@ impl CpuKernels {
         ones: &mut [u64],
         masked_dot: impl Fn(&[u64], &[u64]) -> u64,
     ) -> Result<(), Error> {
-        if range.end > keys.len() || range.start > range.end {
-            return Err(Error::LengthMismatch {
-                expected: keys.len(),
-                got: range.end,
-            });
-        }
-        check_key_batch(range.len(), xs.len(), dot.len())?;
-        check_key_batch(range.len(), xs.len(), ones.len())?;
+        check_key_range(keys.len(), &range, xs.len(), dot.len())?;
+        check_key_range(keys.len(), &range, xs.len(), ones.len())?;
         if range.is_empty() {
             return Ok(());
         }
