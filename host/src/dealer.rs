@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Largest key chunk on the wire.
 pub const CHUNK_BYTES: usize = 1 << 16;
@@ -84,8 +84,10 @@ impl DealerService {
             let (stream, addr) = listener.accept().await.context("accepting a connection")?;
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.handle(stream).await {
-                    warn!(%addr, "dealer request failed: {e:#}");
+                match me.handle(stream).await {
+                    Err(e) if crate::net::is_probe(&e) => debug!(%addr, "connection probe: {e}"),
+                    Err(e) => warn!(%addr, "dealer request failed: {e:#}"),
+                    Ok(()) => {}
                 }
             });
         }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// A server's configuration.
 pub struct ServerService {
@@ -116,8 +116,12 @@ impl ServerService {
             let (stream, addr) = listener.accept().await.context("accepting a connection")?;
             let me = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = me.handle(stream).await {
-                    warn!(party = ?me.party, %addr, "connection failed: {e:#}");
+                match me.handle(stream).await {
+                    Err(e) if crate::net::is_probe(&e) => {
+                        debug!(party = ?me.party, %addr, "connection probe: {e}");
+                    }
+                    Err(e) => warn!(party = ?me.party, %addr, "connection failed: {e:#}"),
+                    Ok(()) => {}
                 }
             });
         }

@@ -856,6 +856,28 @@ async fn garbage_instead_of_a_handshake_is_an_error_not_a_panic() {
 }
 
 #[tokio::test]
+async fn a_connection_closed_before_a_byte_is_a_probe_not_a_failed_handshake() {
+    let server = Identity::generate();
+    let client = Identity::generate();
+    let (mut a, b) = tokio::io::duplex(1 << 16);
+    a.shutdown().await.unwrap();
+    let r = SecureLink::accept(b, &server, &[client.public()], &short(500)).await;
+    assert!(matches!(r, Err(NetError::NoHandshake)), "{:?}", r.err());
+    assert!(securerouter_host::net::is_probe(&anyhow::Error::from(
+        r.err().unwrap()
+    )));
+    // One byte and then nothing is a broken handshake, not a probe.
+    let (mut a, b) = tokio::io::duplex(1 << 16);
+    a.write_all(&[0]).await.unwrap();
+    a.shutdown().await.unwrap();
+    let r = SecureLink::accept(b, &server, &[client.public()], &short(500)).await;
+    assert!(matches!(r, Err(NetError::Handshake(_))), "{:?}", r.err());
+    assert!(!securerouter_host::net::is_probe(&anyhow::Error::from(
+        r.err().unwrap()
+    )));
+}
+
+#[tokio::test]
 async fn silent_peer_times_out_the_handshake() {
     let (_a, b) = tokio::io::duplex(1 << 16);
     let server = Identity::generate();

@@ -99,7 +99,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> SecureLink<S> {
     /// # Errors
     /// [`NetError::UnknownPeer`] for a well-formed handshake from a key not in `allowed`
     /// (nothing is sent back); [`NetError::Handshake`] for a handshake that does not
-    /// authenticate or parse; [`NetError::Timeout`] after `cfg.io_timeout`.
+    /// authenticate or parse; [`NetError::NoHandshake`] when the initiator closes before its
+    /// first byte; [`NetError::Timeout`] after `cfg.io_timeout`.
     pub async fn accept(
         mut stream: S,
         me: &Identity,
@@ -451,9 +452,10 @@ async fn responder_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let mut hs = builder(me)?
         .build_responder()
         .map_err(|e| NetError::Handshake(format!("cannot start the handshake: {e}")))?;
-    let first = read_handshake_frame(stream)
-        .await
-        .map_err(|e| in_handshake("reading handshake message 1", e))?;
+    let first = read_handshake_frame(stream).await.map_err(|e| match e {
+        NetError::Closed => NetError::NoHandshake,
+        e => in_handshake("reading handshake message 1", e),
+    })?;
     let mut payload = vec![0u8; frame::MAX_FRAME];
     hs.read_message(&first, &mut payload).map_err(|e| {
         NetError::Handshake(format!(

@@ -150,6 +150,10 @@ pub enum NetError {
     /// The Noise handshake failed (wrong pinned key, other protocol version, peer gone, ...).
     #[error("handshake failed: {0}")]
     Handshake(String),
+    /// The initiator closed the connection before sending a byte: a readiness probe or a port
+    /// scan, not a failed peer (services log it at debug level).
+    #[error("the connection closed before the handshake began")]
+    NoHandshake,
     /// The initiator authenticated with a static key that is not in the allow-list.
     #[error("peer {0} is not in the list of allowed keys")]
     UnknownPeer(PublicKey),
@@ -178,4 +182,10 @@ impl From<frame::FrameError> for NetError {
             frame::FrameError::Decrypt => NetError::Decrypt,
         }
     }
+}
+
+/// Whether a connection ended only because its initiator connected and closed without a byte
+/// ([`NetError::NoHandshake`]): services answer such probes with a debug line, not a warning.
+pub fn is_probe(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref::<NetError>(), Some(NetError::NoHandshake))
 }
