@@ -239,6 +239,11 @@ impl HostKernels {
         (work / min.max(1)).clamp(1, self.threads)
     }
 
+    /// Keys each thread takes of a comparison or lookup batch of `keys`.
+    fn keys_per_thread(&self, keys: usize) -> usize {
+        keys.div_ceil(self.pieces(keys, MIN_KEYS_PER_THREAD)).max(1)
+    }
+
     /// One thread's matrix product.
     fn matmul_on_one(
         &self,
@@ -439,10 +444,7 @@ impl Kernels for HostKernels {
         out: &mut [u64],
     ) -> Result<(), Error> {
         check_key_batch(keys.len(), xs.len(), out.len())?;
-        let per = xs
-            .len()
-            .div_ceil(self.pieces(xs.len(), MIN_KEYS_PER_THREAD))
-            .max(1);
+        let per = self.keys_per_thread(xs.len());
         let blocks: Vec<_> = xs
             .chunks(per)
             .zip(out.chunks_mut(per))
@@ -465,10 +467,7 @@ impl Kernels for HostKernels {
     ) -> Result<(), Error> {
         check_key_batch(keys.len(), xs.len(), dot.len())?;
         check_key_batch(keys.len(), xs.len(), ones.len())?;
-        let per = xs
-            .len()
-            .div_ceil(self.pieces(xs.len(), MIN_KEYS_PER_THREAD))
-            .max(1);
+        let per = self.keys_per_thread(xs.len());
         let blocks: Vec<_> = xs
             .chunks(per)
             .zip(dot.chunks_mut(per).zip(ones.chunks_mut(per)))
