@@ -9,9 +9,10 @@ use common::*;
 use securerouter_core::Error;
 use securerouter_core::fss::{BitDpfCorrections, Corrections};
 use securerouter_core::gate::{
-    self, KEY_CHUNK, LookupTable, Protocol, Tensor, drelu_key_bytes, packed_len, unpack,
+    self, KEY_CHUNK, LookupTable, Protocol, Tensor, WindowTable, drelu_key_bytes, packed_len,
+    unpack,
 };
-use securerouter_core::prg::Seed;
+use securerouter_core::prg::{AesCtr, Seed};
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::Party;
 
@@ -40,6 +41,8 @@ enum Gate {
     Mul,
     MatMul,
     Lookup(LookupTable),
+    /// [x ≥ 0] and a window table's T(x), x reduced to the width.
+    DreluLookup(BitWidth, WindowTable),
     LessThan(BitWidth),
     Argmax(BitWidth),
     Max(BitWidth),
@@ -77,6 +80,10 @@ impl Circuit for Gate {
             Gate::Mul => vec![p.mul(&x[0], &x[1]).await?],
             Gate::MatMul => vec![p.matmul(&x[0], &x[1]).await?],
             Gate::Lookup(t) => vec![p.lookup(&x[0].reduce(t.in_bits())?, t).await?],
+            Gate::DreluLookup(n, t) => {
+                let (d, y) = p.drelu_lookup(&x[0].reduce(*n)?, t).await?;
+                vec![d, y]
+            }
             Gate::LessThan(n) => vec![gate::less_than(p, &x[0], &x[1], *n).await?],
             Gate::Argmax(n) => {
                 let (m, onehot) = gate::argmax(p, &x[0], *n).await?;
@@ -628,6 +635,165 @@ fn lookup_kernel_matches_its_definition() {
     }
 }
 
+// ---------------------------------------------------------------- sign and window table
+
+/// Signed values of an n-bit wire with |v| < 2^(n−2): the window's edges, just outside it,
+/// zero, the extremes, and a random spread.
+fn window_inputs(r: &mut AesCtr, nw: BitWidth, window_bits: u32) -> Vec<i64> {
+    let (half, max) = (1i64 << (window_bits - 1), (1i64 << (nw.bits() - 2)) - 1);
+    let mut v: Vec<i64> = vec![0, -1, 1, -half, half - 1, -half - 1, half, max, -max];
+    v.extend((0..200).map(|_| (r.next_u64() % (2 * half as u64 + 41)) as i64 - half - 20));
+    v.extend((0..60).map(|_| nw.to_signed(nw.reduce(r.next_u64())) / 2));
+    v
+}
+
+#[test]
+fn drelu_lookup_reads_the_sign_and_a_window_table_off_one_key() {
+    let mut r = rng(17);
+    for (bits, window_bits, out_bits) in [(9u32, 7u32, 64u32), (12, 10, 20), (22, 10, 64)] {
+        let (nw, out) = (w(bits), w(out_bits));
+        let t = WindowTable::from_fn(window_bits, out, |v| (v * v * 3 + v + 7) as u64).unwrap();
+        let values = window_inputs(&mut r, nw, window_bits);
+        let n = values.len();
+        // A 64-bit wire with high garbage; the gate reduces it first.
+        let wide: Vec<u64> = values
+            .iter()
+            .map(|&v| nw.reduce(v as u64) | (r.next_u64() << bits))
+            .collect();
+        let inputs = [Input::new(&[n], L, wide)];
+        let o = run(&Gate::DreluLookup(nw, t.clone()), &inputs, 40 + bits as u64);
+        for (i, &v) in values.iter().enumerate() {
+            assert_eq!(o.outputs[0][i], (v >= 0) as u64, "n={bits} v={v}: sign");
+            assert_eq!(o.outputs[1][i], t.get(v), "n={bits} v={v}: table");
+        }
+        // Round 1: the bit and s·T(x) + m in one message; round 2: T(x) + ρ.
+        let bytes = packed_len(n, w(1)) + 2 * packed_len(n, out);
+        assert_traffic(&o, &inputs, bytes as u64, 2);
+        // DReLU's key alone to both servers; P1 also gets its shares of the sign s (besides
+        // the output gate's mask shares of both outputs).
+        assert_eq!(o.keys.shared.len(), n * drelu_key_bytes(nw));
+        let outputs = packed_len(n, w(1)) + packed_len(n, out);
+        assert_eq!(o.keys.p1.len(), outputs + packed_len(n, out));
+    }
+    // A window must leave the DPF's domain a bit more than itself, and hold 7 to 16 bits.
+    let t = WindowTable::from_fn(10, w(64), |v| v as u64).unwrap();
+    let inputs = [Input::new(&[4], L, vec![1, 2, 3, 4])];
+    for bits in [2u32, 11] {
+        let g = Gate::DreluLookup(w(bits), t.clone());
+        assert!(run_session(&g, &inputs, &Weights::none(), &master(49)).is_err());
+    }
+    assert!(WindowTable::from_fn(6, w(8), |_| 0).is_err());
+    assert!(WindowTable::from_fn(17, w(8), |_| 0).is_err());
+}
+
+/// The CPU kernel against its definition: the comparison's prefix parity (the two parties'
+/// XOR to [α ≤ x]), and the window's dot product from the keys' full-domain bits.
+#[test]
+fn sign_window_kernel_matches_its_definition() {
+    use securerouter_core::fss::{BitDpf, BitDpfKeys};
+    use securerouter_core::gate::{CpuKernels, Kernels};
+    let dpf = BitDpf::new();
+    let kernels = CpuKernels::new();
+    let mut r = rng(18);
+    for (bits, window_bits, out_bits) in
+        [(8u32, 7u32, 64u32), (12, 7, 13), (12, 11, 64), (16, 10, 40)]
+    {
+        let (inw, out) = (w(bits), w(out_bits));
+        let size = 1usize << window_bits;
+        let half = size as u64 / 2;
+        let table: Vec<u64> = (0..size).map(|_| out.reduce(r.next_u64())).collect();
+        let count = 150;
+        let mut xs: Vec<u64> = (0..count).map(|_| inw.reduce(r.next_u64())).collect();
+        // The domain's ends and window-sized block boundaries on either side of x.
+        xs[..6].copy_from_slice(&[
+            0,
+            inw.mask(),
+            half - 1,
+            half,
+            size as u64,
+            inw.mask() - half,
+        ]);
+        let mut alphas = Vec::with_capacity(count);
+        let (mut keys0, mut keys1) = (Vec::new(), Vec::new());
+        for (i, &x) in xs.iter().enumerate() {
+            // Every other point inside x's window or just beside it, the rest anywhere.
+            let alpha = if i % 2 == 0 {
+                let v = r.next_u64() % (size as u64 + 4);
+                inw.reduce(x.wrapping_add(half + 2).wrapping_sub(v))
+            } else {
+                inw.reduce(r.next_u64())
+            };
+            let (k0, k1) = dpf.gen_keys(inw, alpha, &mut r).unwrap();
+            alphas.push(alpha);
+            keys0.push(k0);
+            keys1.push(k1);
+        }
+        let mut parities = Vec::new();
+        for keys in [&keys0, &keys1] {
+            let (mut parity, mut dot) = (vec![0u64; count], vec![0u64; count]);
+            let batch = BitDpfKeys::from_keys(keys).unwrap();
+            kernels
+                .dpf_sign_window(&batch, &xs, &table, out, &mut parity, &mut dot)
+                .unwrap();
+            for i in 0..count {
+                let e = dpf.eval_full_domain(&keys[i]).unwrap();
+                let bit = |p: u64| (e[(p / 64) as usize] >> (p % 64)) & 1;
+                let want_dot = (0..size as u64).fold(0u64, |acc, k| {
+                    // v = k − H, position x − v.
+                    let p = inw.reduce(xs[i].wrapping_sub(k).wrapping_add(half));
+                    acc.wrapping_add(bit(p) * table[k as usize])
+                });
+                let at = format!("n={bits} w={window_bits} key {i}");
+                assert_eq!(dot[i], out.reduce(want_dot), "{at}: dot");
+                let want_parity = dpf.eval_prefix_parity(&keys[i], xs[i]).unwrap() as u64;
+                assert_eq!(parity[i], want_parity, "{at}: parity");
+            }
+            parities.push(parity);
+        }
+        // The two parties' parities are XOR shares of the comparison.
+        for i in 0..count {
+            let want = (alphas[i] <= xs[i]) as u64;
+            assert_eq!(
+                parities[0][i] ^ parities[1][i],
+                want,
+                "n={bits} key {i}: [α ≤ x]"
+            );
+        }
+        let batch = BitDpfKeys::from_keys(&keys0).unwrap();
+        let (mut parity, mut dot) = (vec![0u64; count], vec![0u64; count]);
+        // Errors, not panics: a table of no power-of-two size, an input outside Z_2^n, short
+        // outputs.
+        assert!(
+            kernels
+                .dpf_sign_window(&batch, &xs, &table[1..], out, &mut parity, &mut dot)
+                .is_err()
+        );
+        assert!(matches!(
+            kernels.dpf_sign_window(&batch, &xs, &table, out, &mut parity[1..], &mut dot),
+            Err(Error::LengthMismatch { .. })
+        ));
+        xs[5] = 1 << bits;
+        assert_eq!(
+            kernels.dpf_sign_window(&batch, &xs, &table, out, &mut parity, &mut dot),
+            Err(Error::ValueOutOfRange { bits })
+        );
+    }
+    // Windows of fewer than 7 bits, or not narrower than the domain.
+    let keys: Vec<_> = (0..3)
+        .map(|_| dpf.gen_keys(w(10), 5, &mut r).unwrap().0)
+        .collect();
+    let batch = BitDpfKeys::from_keys(&keys).unwrap();
+    let (mut parity, mut dot) = (vec![0u64; 3], vec![0u64; 3]);
+    for size in [64usize, 1024, 2048] {
+        let table = vec![1u64; size];
+        let res = kernels.dpf_sign_window(&batch, &[1, 2, 3], &table, w(64), &mut parity, &mut dot);
+        assert!(
+            matches!(res, Err(Error::ShapeMismatch(_))),
+            "window of {size}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- max and argmax
 
 fn argmax_plain(row: &[i64]) -> usize {
@@ -815,6 +981,27 @@ fn opened_values_are_uniform_and_input_independent() {
     );
     assert_view_is_independent("lookup: s·T(x) + m round", first, w(16));
     assert_view_is_independent("lookup: T(x) + ρ round", second, w(16));
+    // DReLU and a window table: the bit and s·T(x) + m in one message, then T(x) + ρ; inputs
+    // inside the window (3) and outside it (−200, a zero entry).
+    let t = WindowTable::from_fn(7, w(16), |v| (v * v) as u64).unwrap();
+    let g = Gate::DreluLookup(w(12), t);
+    let [first, second] = [3u64, w(12).reduce(-200i64 as u64)].map(|x| {
+        let inputs = [Input::new(&[n], L, vec![x; n])];
+        let o = run(&g, &inputs, 781);
+        let msgs = o.link.received(Party::P0);
+        assert_eq!(msgs.len(), 3);
+        let round1 = &msgs[1];
+        let split = packed_len(n, w(1));
+        let bits = unpack(&round1[..split], n, w(1)).unwrap();
+        let values = unpack(&round1[split..], n, w(16)).unwrap();
+        (bits, values, unpack(&msgs[2], n, w(16)).unwrap())
+    });
+    let bits = [first.0.clone(), second.0.clone()];
+    assert_view_is_independent("drelu_lookup: DReLU bit", &bits, w(1));
+    let values = [first.1.clone(), second.1.clone()];
+    assert_view_is_independent("drelu_lookup: s·T(x) + m", &values, w(16));
+    let outs = [first.2, second.2];
+    assert_view_is_independent("drelu_lookup: T(x) + ρ", &outs, w(16));
     // Products take two inputs; run them on (a, a) and (b, b).
     for (name, g) in [("mul", Gate::Mul), ("less_than", Gate::LessThan(w(64)))] {
         let per = [A, B].map(|x| {

@@ -465,6 +465,21 @@ impl Kernels for CudaKernels {
         }
         Ok(())
     }
+
+    /// On the CPU: no CUDA kernel evaluates windows yet.
+    fn dpf_sign_window(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        parity: &mut [u64],
+        dot: &mut [u64],
+    ) -> Result<(), Error> {
+        self.inner
+            .cpu
+            .dpf_sign_window(keys, xs, table, out_width, parity, dot)
+    }
 }
 
 #[cfg(test)]

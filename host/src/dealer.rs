@@ -370,9 +370,10 @@ pub struct DealerStream {
 }
 
 /// One stream of a prefetched session, in an unlinked temporary file (so memory stays bounded
-/// however large the keys are, and nothing is left on disk).
+/// however large the keys are, and nothing is left on disk). Read unbuffered: gates read whole
+/// key chunks (hundreds of KB), and a buffer would copy each of them twice.
 struct Spill {
-    file: std::io::BufReader<std::fs::File>,
+    file: std::fs::File,
     remaining: u64,
 }
 
@@ -506,7 +507,7 @@ impl DealerStream {
             let mut f = f.into_inner().map_err(|e| e.into_error())?;
             f.seek(std::io::SeekFrom::Start(0))?;
             spills.push(Spill {
-                file: std::io::BufReader::with_capacity(1 << 20, f),
+                file: f,
                 remaining: n,
             });
         }

@@ -60,10 +60,15 @@ fn gelu_matches_erf_gelu() {
     let mut r = rng(1);
     let mut x: Vec<f64> = (0..2000).map(|_| uniform(&mut r, -6.0, 6.0)).collect();
     x.extend([
-        0.0, -0.0001, 0.0001, 3.99, 4.0, 4.01, -4.0, 100.0, -100.0, 4000.0, -4000.0,
+        0.0, -0.0001, 0.0001, 3.99, 4.0, 4.01, -4.0, -4.01, -3.99, 100.0, -100.0, 4000.0, -4000.0,
+        4096.0, -4096.0, 8191.0, -8191.0,
     ]);
-    // Small negatives, where the sign comparison reads x shifted down by 4 bits.
+    // Small negatives, where the sign is read off x shifted down by 5 bits.
     x.extend((1..=40).map(|i| -(i as f64) / 4096.0));
+    // Either side of the table's window, and far outside it where the DPF's domain wraps.
+    for edge in [-4.0, 4.0, 4.0 - 8192.0, 8188.0] {
+        x.extend((-8..8).map(|i| edge + i as f64 / 1024.0));
+    }
     let y = run(&Nonlinear::Gelu, &[x.len()], &x, &no_weights());
     let worst = x
         .iter()

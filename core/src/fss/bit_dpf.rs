@@ -25,8 +25,8 @@ use super::dpf::{Path, expand_level, gen_path, path_step, random_u128, walk};
 use super::encoding::{Reader, Writer, control_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
 use super::{
-    bit_msb_first, check_full_domain, check_in_ring, check_key_batch, check_key_range, mask64,
-    mask128, opaque_mask128, select_bit, select64, select128,
+    MAX_FULL_DOMAIN_BITS, bit_msb_first, check_full_domain, check_in_ring, check_key_batch,
+    check_key_range, mask64, mask128, opaque_mask128, select_bit, select64, select128,
 };
 use crate::Error;
 use crate::prg::Ggm;
@@ -314,6 +314,24 @@ fn prefix_step(
     (select128(l, r, right) ^ scw, select_bit(tl, tr, right), tl)
 }
 
+/// Both children of a node (raw AES outputs, control bit in the low bit) corrected with the
+/// level's words under the node's control bit `t`: [(left seed, bit), (right seed, bit)].
+#[inline(always)]
+fn corrected_children(
+    left: u128,
+    right: u128,
+    (seed_cw, control_cw): (u128, [bool; 2]),
+    t: bool,
+) -> [(u128, bool); 2] {
+    let scw = seed_cw & opaque_mask128(t);
+    let (l, tl) = Ggm::split_control_bit(left);
+    let (r, tr) = Ggm::split_control_bit(right);
+    [
+        (l ^ scw, tl ^ (t & control_cw[0])),
+        (r ^ scw, tr ^ (t & control_cw[1])),
+    ]
+}
+
 /// The parity of bits 0..=low of a leaf block (`low` < 128, public).
 #[inline(always)]
 fn leaf_prefix_parity(block: u128, low: u64) -> bool {
@@ -569,6 +587,247 @@ impl BitDpf {
                 let block = (left[j] & mask) ^ (keys.last[first + j] & opaque_mask128(t[j]));
                 let low = xs[j] & ((1 << k) - 1);
                 out[j] = (parity[j] ^ leaf_prefix_parity(block, low)) as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Window bits and prefix parity from one key each, for the gate that reads a comparison
+    /// and a table of bounded support off the same DPF (`gate::Protocol::drelu_lookup`).
+    ///
+    /// For key `range.start + i`, x = `xs[i]` and H = 2^(w−1): writes its prefix parity at x
+    /// ([`BitDpf::eval_prefix_parity`]) to `parity[i]`, and to `window[i·2^(w−6)..]` its bits
+    /// at the 2^w positions p in (x − H, x + H] (mod 2^n), bit o holding the one p ≡ o
+    /// (mod 2^w). Needs 7 ≤ w < n.
+    ///
+    /// The walk runs down x's path, both children per level as in the comparison, to the
+    /// subtree X of 2^w positions that holds x; the neighbouring subtree on the window's
+    /// other side branches off that path at its last turn the other way (its sibling there,
+    /// then straight down). Below, each level keeps only the nodes above the window's
+    /// 2^(w−7) + 1 leaf blocks, which give the window bits and the parity's last levels.
+    /// About 2(n − w) + 3·2^(w−7) + few AES per key. Paths depend on the public x only;
+    /// key-derived bits only mask.
+    pub fn eval_sign_window_range(
+        &self,
+        keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
+        window_bits: u32,
+        xs: &[u64],
+        parity: &mut [u64],
+        window: &mut [u64],
+    ) -> Result<(), Error> {
+        check_key_range(keys.len(), &range, xs.len(), parity.len())?;
+        let n = keys.in_bits.bits();
+        let w = window_bits;
+        if w < LEAF_BITS || w >= n || w > MAX_FULL_DOMAIN_BITS {
+            return Err(Error::ShapeMismatch(
+                "a window needs at least 7 bits, fewer than the keys' input bits",
+            ));
+        }
+        let words = 1usize << (w - 6);
+        if window.len() != xs.len() * words {
+            return Err(Error::LengthMismatch {
+                expected: xs.len() * words,
+                got: window.len(),
+            });
+        }
+        for &x in xs {
+            check_in_ring(x, keys.in_bits)?;
+        }
+        let (k, levels) = split(keys.in_bits); // k = 7 since n > w ≥ 7
+        let nu = levels as usize;
+        let below = w - k; // levels inside a window-sized subtree
+        let top = levels - below; // levels above it (≥ 1)
+        let half = 1u64 << (w - 1);
+        let p1 = keys.party == Party::P1;
+        // Keys per pass: as many as the comparison walks at once (their correction words stay
+        // in cache), fewer for wide windows (2^below + 1 leaves each, 2048 in all at most).
+        let chunk = (2048usize >> below).clamp(1, 256);
+        let mut s = vec![0u128; chunk];
+        let mut t = vec![false; chunk];
+        let mut par = vec![false; chunk];
+        let (mut left, mut right) = (vec![0u128; chunk], vec![0u128; chunk]);
+        let (mut ys, mut yt, mut ydepth) =
+            (vec![0u128; chunk], vec![false; chunk], vec![0u32; chunk]);
+        let (mut gather, mut ydir) = (vec![0u128; chunk], vec![false; chunk]);
+        // Whether x lies in the upper half of its window-sized subtree X (then the window
+        // reaches into X + 1, else into X − 1).
+        let upper = |x: u64| x & ((1 << w) - 1) >= half;
+        let cap = chunk * ((1usize << below) + 1);
+        let (mut seeds, mut bits) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
+        let (mut next_seeds, mut next_bits) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
+        let (mut cl, mut cr) = (vec![0u128; cap], vec![0u128; cap]);
+        let (mut bl, mut br) = (vec![false; cap], vec![false; cap]);
+        let mut conv = vec![0u128; cap];
+        let mut run = vec![0u64; 2 * ((1usize << below) + 1)];
+        let (mut first_leaf, mut local_x) = (vec![0usize; chunk], vec![0usize; chunk]);
+        for (c, ((xs, parity), window)) in xs
+            .chunks(chunk)
+            .zip(parity.chunks_mut(chunk))
+            .zip(window.chunks_mut(chunk * words))
+            .enumerate()
+        {
+            let first = range.start + c * chunk;
+            let m = xs.len();
+            let cw = |key: usize, level: u32| {
+                let at = key * nu + level as usize;
+                (keys.seeds[at], keys.controls[at])
+            };
+            // x's path down to its window-sized subtree X, with the comparison's parity. The
+            // neighbour Y on the window's other side (X + 1 if x is in X's upper half, else
+            // X − 1) leaves that path at its last turn the other way: the sibling there, then
+            // straight down the opposite side. Keep that sibling and its depth.
+            s[..m].copy_from_slice(&keys.roots[first..first + m]);
+            t[..m].fill(p1);
+            par[..m].fill(false);
+            ys[..m].copy_from_slice(&keys.roots[first..first + m]);
+            yt[..m].fill(p1);
+            // Y = X ± 1 leaves X's path where X's lowest 0 bit (X + 1) or lowest 1 bit (X − 1)
+            // is: the sibling below that level, then straight down; where X is all ones (all
+            // zeros) Y wraps to 0 (all ones), straight down from the root.
+            for (d, &x) in ydepth[..m].iter_mut().zip(xs) {
+                let block = x >> w;
+                let run = if upper(x) {
+                    block.trailing_ones()
+                } else {
+                    block.trailing_zeros()
+                };
+                *d = top.saturating_sub(run);
+            }
+            {
+                // Slices of length m, so that the loop below indexes without bounds checks.
+                let (s, t, par) = (&mut s[..m], &mut t[..m], &mut par[..m]);
+                let (ys, yt, yd) = (&mut ys[..m], &mut yt[..m], &ydepth[..m]);
+                let (left, right) = (&mut left[..m], &mut right[..m]);
+                for i in 0..top {
+                    self.ggm.children_batch(s, left, right);
+                    for j in 0..m {
+                        // Both children corrected once: x's side goes on, the other may be
+                        // Y's branch (kept without a branch: the turns are random).
+                        let [(l, tl), (r, tr)] =
+                            corrected_children(left[j], right[j], cw(first + j, i), t[j]);
+                        let go_right = bit_msb_first(xs[j] >> w, top, i);
+                        if i + 1 == yd[j] {
+                            ys[j] = select128(r, l, go_right);
+                            yt[j] = select_bit(tr, tl, go_right);
+                        }
+                        par[j] ^= tl & go_right;
+                        s[j] = select128(l, r, go_right);
+                        t[j] = select_bit(tl, tr, go_right);
+                    }
+                }
+            }
+            // Down from the branch: all left towards X + 1, all right towards X − 1. Depths
+            // differ per key (public: they follow x), so the keys still going walk together.
+            let mut going: Vec<usize> = (0..m).filter(|&j| ydepth[j] < top).collect();
+            while !going.is_empty() {
+                for (g, &j) in going.iter().enumerate() {
+                    gather[g] = ys[j];
+                    ydir[g] = !upper(xs[j]);
+                }
+                let n_going = going.len();
+                self.ggm
+                    .child_batch(&gather[..n_going], &ydir[..n_going], &mut left[..n_going]);
+                for (g, &j) in going.iter().enumerate() {
+                    let (child, tc) = Ggm::split_control_bit(left[g]);
+                    let (seed_cw, control_cw) = cw(first + j, ydepth[j]);
+                    ys[j] = child ^ (seed_cw & opaque_mask128(yt[j]));
+                    yt[j] = tc ^ (yt[j] & control_cw[ydir[g] as usize]);
+                    ydepth[j] += 1;
+                }
+                going.retain(|&j| ydepth[j] < top);
+            }
+            // The two subtrees B0 = the lower one, B1, as local nodes 0 and 1 at height
+            // `below`; the window's 2^below + 1 leaves from local leaf l0 on, each height keeping
+            // only the nodes above them (a fixed number, so keys expand together).
+            let per = |h: u32| (1usize << (below - h)) + 1;
+            seeds.clear();
+            bits.clear();
+            for j in 0..m {
+                let (x_node, y_node) = ((s[j], t[j]), (ys[j], yt[j]));
+                let (b0, b1) = if upper(xs[j]) {
+                    (x_node, y_node)
+                } else {
+                    (y_node, x_node)
+                };
+                seeds.extend_from_slice(&[b0.0, b1.0]);
+                bits.extend_from_slice(&[b0.1, b1.1]);
+                let zo = (xs[j].wrapping_add(half) & ((1 << w) - 1)) as usize;
+                first_leaf[j] = ((zo + 1) >> k).min((1 << below) - 1);
+                // x's position among B0's and B1's.
+                local_x[j] =
+                    (xs[j] & ((1 << w) - 1)) as usize + if upper(xs[j]) { 0 } else { 1 << w };
+            }
+            for h in (1..=below).rev() {
+                let (parents, children) = (per(h), per(h - 1));
+                let width = m * parents;
+                self.ggm
+                    .children_batch(&seeds[..width], &mut cl[..width], &mut cr[..width]);
+                let depth = top + below - h;
+                next_seeds.resize(m * children, 0);
+                next_bits.resize(m * children, false);
+                for j in 0..m {
+                    let key_cw = cw(first + j, depth);
+                    let lo = first_leaf[j] >> h;
+                    let off = (first_leaf[j] >> (h - 1)) - 2 * lo;
+                    // Children of this key's parents, corrected: child c is at 2·(c >> 1) + c&1.
+                    for p in j * parents..(j + 1) * parents {
+                        let [(l, tl), (r, tr)] = corrected_children(cl[p], cr[p], key_cw, bits[p]);
+                        (cl[p], cr[p], bl[p], br[p]) = (l, r, tl, tr);
+                    }
+                    for (i, c) in (off..off + children).enumerate() {
+                        let (p, right) = (j * parents + (c >> 1), c & 1 == 1);
+                        next_seeds[j * children + i] = select128(cl[p], cr[p], right);
+                        next_bits[j * children + i] = select_bit(bl[p], br[p], right);
+                    }
+                    // The comparison's parity along x's path inside the subtrees.
+                    let px = j * parents + (local_x[j] >> (k + h)) - lo;
+                    let go_right = (local_x[j] >> (k + h - 1)) & 1 == 1;
+                    par[j] ^= bl[px] & go_right;
+                }
+                core::mem::swap(&mut seeds, &mut next_seeds);
+                core::mem::swap(&mut bits, &mut next_bits);
+            }
+            let leaves = per(0);
+            let conv = &mut conv[..m * leaves];
+            self.ggm.values_batch(&seeds[..m * leaves], conv);
+            for j in 0..m {
+                let last = keys.last[first + j];
+                for (i, (&raw, &tb)) in conv[j * leaves..(j + 1) * leaves]
+                    .iter()
+                    .zip(&bits[j * leaves..(j + 1) * leaves])
+                    .enumerate()
+                {
+                    let block = raw ^ (last & opaque_mask128(tb));
+                    run[2 * i] = block as u64;
+                    run[2 * i + 1] = (block >> 64) as u64;
+                }
+                let run = &run[..2 * leaves];
+                let x = xs[j];
+                let l0 = first_leaf[j];
+                // The parity's last part: x's leaf up to x.
+                let at = (local_x[j] >> k) - l0;
+                let block = run[2 * at] as u128 | (run[2 * at + 1] as u128) << 64;
+                parity[j] = (par[j] ^ leaf_prefix_parity(block, x & ((1 << k) - 1))) as u64;
+                // Window bit o is local position o + 2^w where o ≤ zo (in B1), else o (in B0);
+                // run word i holds local positions 64(i + 2·l0)...
+                let zo = (x.wrapping_add(half) & ((1 << w) - 1)) as usize;
+                let word = |local_word: usize| {
+                    local_word
+                        .checked_sub(2 * l0)
+                        .and_then(|i| run.get(i))
+                        .copied()
+                        .unwrap_or(0)
+                };
+                let out = &mut window[j * words..(j + 1) * words];
+                for (q, o) in out.iter_mut().enumerate() {
+                    let from_b1 = match (zo + 1).saturating_sub(64 * q) {
+                        0 => 0,
+                        r if r >= 64 => u64::MAX,
+                        r => (1u64 << r) - 1,
+                    };
+                    *o = (word(q + words) & from_b1) | (word(q) & !from_b1);
+                }
             }
         }
         Ok(())

@@ -23,7 +23,7 @@ pub mod dpf;
 mod encoding;
 mod key;
 
-pub use bit_dpf::{BitDpf, BitDpfCorrections, BitDpfKey, BitDpfKeyParts, BitDpfKeys};
+pub use bit_dpf::{BitDpf, BitDpfCorrections, BitDpfKey, BitDpfKeyParts, BitDpfKeys, LEAF_BITS};
 pub use dcf::{Dcf, DcfCorrections, DcfKey, DcfKeyParts, DcfKeys};
 pub use dpf::{Dpf, DpfCorrections, DpfKey};
 pub use key::{Corrections, FssKey, KEY_HEADER_LEN, KeyBatch};

@@ -76,6 +76,24 @@ pub trait Kernels {
         dot: &mut [u64],
         ones: &mut [u64],
     ) -> Result<(), Error>;
+
+    /// DReLU's comparison bits and a lookup in a table of bounded support from the same
+    /// one-bit DPF keys of n input bits, for a table of 2^w entries (7 ≤ w < n) standing for
+    /// inputs v in [−2^(w−1), 2^(w−1)): with e_i the full-domain bits of key i (integers 0 and
+    /// 1, positions mod 2^n) and x = `xs[i]`, writes
+    ///   `parity[i]` = its prefix parity at x ([`Kernels::dpf_prefix_parity`]) and
+    ///   `dot[i] = Σ_v e_i(x − v) · table[v + 2^(w−1)]` in Z_2^out.
+    /// The same rules on key bits as [`Kernels::dpf_lookup`].
+    #[allow(clippy::too_many_arguments)]
+    fn dpf_sign_window(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        parity: &mut [u64],
+        dot: &mut [u64],
+    ) -> Result<(), Error>;
 }
 
 /// The portable single-threaded reference implementation.
@@ -159,11 +177,7 @@ impl CpuKernels {
         }
         let n = keys.in_bits();
         let size = check_lookup_table(n, table.len())?;
-        // rev[m] = table[(−m) mod 2^n] over two periods, so that table[(x − j) mod 2^n] =
-        // rev[2^n − x + j]: one contiguous slice per input, indexed by j alone.
-        let rev: Vec<u64> = (0..2 * size)
-            .map(|m| table[(size - m % size) % size])
-            .collect();
+        let rev = rotations(table);
         let words = BitDpf::full_domain_words(n);
         // Enough keys per full-domain batch for long AES passes, in bounded scratch.
         let chunk = (LOOKUP_SCRATCH_WORDS / words).max(1);
@@ -188,6 +202,80 @@ impl CpuKernels {
                 let start = size - x as usize;
                 *d = out_width.reduce(masked_dot(e, &rev[start..start + size]));
                 *o = out_width.reduce(e.iter().map(|w| w.count_ones() as u64).sum());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// rev[m] = table[(−m) mod 2^n] over two periods, so that table[(x − j) mod 2^n] =
+/// rev[2^n − x + j]: one contiguous slice per input, indexed by j alone.
+fn rotations(table: &[u64]) -> Vec<u64> {
+    let size = table.len();
+    (0..2 * size)
+        .map(|m| table[(size - m % size) % size])
+        .collect()
+}
+
+/// The window bits w of a window table of 2^w entries (the DPF evaluation checks 7 ≤ w < n).
+pub fn check_window_table(table: usize) -> Result<u32, Error> {
+    if !table.is_power_of_two() {
+        return Err(Error::ShapeMismatch(
+            "a window table needs a power-of-two number of entries",
+        ));
+    }
+    Ok(table.trailing_zeros())
+}
+
+impl CpuKernels {
+    /// [`Kernels::dpf_sign_window`] of the keys in `range` only, with the masked dot product
+    /// supplied by the caller (as in [`CpuKernels::dpf_lookup_with`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dpf_sign_window_with(
+        &self,
+        keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        parity: &mut [u64],
+        dot: &mut [u64],
+        masked_dot: impl Fn(&[u64], &[u64]) -> u64,
+    ) -> Result<(), Error> {
+        check_key_range(keys.len(), &range, xs.len(), parity.len())?;
+        check_key_range(keys.len(), &range, xs.len(), dot.len())?;
+        if range.is_empty() {
+            return Ok(());
+        }
+        let w = check_window_table(table.len())?;
+        let size = table.len();
+        let half = size as u64 / 2;
+        let rev = rotations(table);
+        let words = size.div_ceil(64);
+        let chunk = (LOOKUP_SCRATCH_WORDS / words).max(1);
+        let mut bits = vec![0u64; chunk.min(range.len()) * words];
+        for (c, ((xs, parity), dot)) in xs
+            .chunks(chunk)
+            .zip(parity.chunks_mut(chunk))
+            .zip(dot.chunks_mut(chunk))
+            .enumerate()
+        {
+            let bits = &mut bits[..xs.len() * words];
+            let first = range.start + c * chunk;
+            self.bit_dpf.eval_sign_window_range(
+                keys,
+                first..first + xs.len(),
+                w,
+                xs,
+                parity,
+                bits,
+            )?;
+            // Window bit o is position p ≡ o, and table[v + H] = table[(zo − o) mod 2^w] for
+            // v = x − p and zo = (x + H) mod 2^w.
+            for ((&x, e), d) in xs.iter().zip(bits.chunks(words)).zip(dot.iter_mut()) {
+                let zo = (x.wrapping_add(half) as usize) & (size - 1);
+                let start = size - zo;
+                *d = out_width.reduce(masked_dot(e, &rev[start..start + size]));
             }
         }
         Ok(())
@@ -243,6 +331,19 @@ impl Kernels for CpuKernels {
     ) -> Result<(), Error> {
         let all = 0..keys.len();
         self.dpf_lookup_with(keys, all, xs, table, out_width, dot, ones, masked_dot)
+    }
+
+    fn dpf_sign_window(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        parity: &mut [u64],
+        dot: &mut [u64],
+    ) -> Result<(), Error> {
+        let all = 0..keys.len();
+        self.dpf_sign_window_with(keys, all, xs, table, out_width, parity, dot, masked_dot)
     }
 }
 

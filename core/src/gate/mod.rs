@@ -27,6 +27,7 @@
 //! | bit × value | 1 | l/8 per value | l/8 per bit + 2·l/8 per value |
 //! | product, element-wise | 1 | l/8 | 2·l/8 |
 //! | lookup table on n bits | 2 | 2·out/8 | 0 (plus a one-bit DPF key to both: 1 + 16(n−7) + ⌈(n−7)/4⌉ + 16 bytes for n ≥ 7) |
+//! | DReLU and a window table on n bits | 2 | 1/8 + 2·out/8 | out/8 (plus DReLU's (n−1)-bit key to both) |
 
 pub mod channel;
 mod compare;
@@ -39,17 +40,20 @@ mod multiply;
 mod roles;
 mod tensor;
 mod truncate;
+mod window;
 
 pub use channel::{Channel, KeySink, KeySource, Traffic, pack, packed_len, unpack};
 pub use compare::drelu_key_bytes;
 pub use compose::{argmax, less_than, max, max_within, relu, select};
 pub use kernels::{
-    CpuKernels, Kernels, check_key_batch, check_lookup_table, check_matmul, masked_dot,
+    CpuKernels, Kernels, check_key_batch, check_lookup_table, check_matmul, check_window_table,
+    masked_dot,
 };
 pub use linear::{DealerWeights, ServerWeights, server_weights_from_seed, share_weights};
 pub use lookup::{LookupTable, MAX_TABLE_BITS};
 pub use roles::{DealerSide, KEY_CHUNK, ServerSide};
 pub use tensor::Tensor;
+pub use window::WindowTable;
 
 use crate::Error;
 use crate::ring::BitWidth;
@@ -103,6 +107,15 @@ pub trait Protocol {
 
     /// T(x) for a public table over x's width.
     async fn lookup(&mut self, x: &Tensor, table: &LookupTable) -> Result<Tensor, Error>;
+
+    /// [x ≥ 0] as a 1-bit wire and T(x) for a table that is zero outside a window around 0,
+    /// both from one DPF key, in two rounds; x read as signed in its width, which must exceed
+    /// the window's bits by two. T(x) is exact for |x| < 2^(width − 2).
+    async fn drelu_lookup(
+        &mut self,
+        x: &Tensor,
+        table: &WindowTable,
+    ) -> Result<(Tensor, Tensor), Error>;
 
     /// Ends a wire: a server returns its additive share of the value for the client; the
     /// dealer returns nothing (it shares the wire's mask).
@@ -161,6 +174,14 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         lookup::deal(self, x, table)
     }
 
+    async fn drelu_lookup(
+        &mut self,
+        x: &Tensor,
+        table: &WindowTable,
+    ) -> Result<(Tensor, Tensor), Error> {
+        window::deal(self, x, table)
+    }
+
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
         linear::deal_output(self, x);
         Ok(Vec::new())
@@ -212,6 +233,14 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
 
     async fn lookup(&mut self, x: &Tensor, table: &LookupTable) -> Result<Tensor, Error> {
         lookup::eval(self, x, table).await
+    }
+
+    async fn drelu_lookup(
+        &mut self,
+        x: &Tensor,
+        table: &WindowTable,
+    ) -> Result<(Tensor, Tensor), Error> {
+        window::eval(self, x, table).await
     }
 
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {

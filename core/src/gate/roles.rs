@@ -225,4 +225,26 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         }
         Ok(opened)
     }
+
+    /// Opens two vectors of additive shares, of two widths, in one round (each packed apart:
+    /// ⌈count·width/8⌉ bytes per vector each way).
+    pub(crate) async fn open_two(
+        &mut self,
+        (a, wa): (&[u64], BitWidth),
+        (b, wb): (&[u64], BitWidth),
+    ) -> Result<(Vec<u64>, Vec<u64>), Error> {
+        let mut send = pack(a, wa);
+        let split = send.len();
+        send.extend_from_slice(&pack(b, wb));
+        let mut recv = vec![0u8; send.len()];
+        self.channel.exchange(&send, &mut recv).await?;
+        let add = |recv: &[u8], mine: &[u64], w: BitWidth| -> Result<Vec<u64>, Error> {
+            let mut opened = unpack(recv, mine.len(), w)?;
+            for (o, &m) in opened.iter_mut().zip(mine) {
+                *o = w.add(*o, m);
+            }
+            Ok(opened)
+        };
+        Ok((add(&recv[..split], a, wa)?, add(&recv[split..], b, wb)?))
+    }
 }

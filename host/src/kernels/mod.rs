@@ -134,6 +134,19 @@ impl Kernels for ServerKernels {
         self.backend()
             .dpf_lookup(keys, xs, table, out_width, dot, ones)
     }
+
+    fn dpf_sign_window(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        parity: &mut [u64],
+        dot: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend()
+            .dpf_sign_window(keys, xs, table, out_width, parity, dot)
+    }
 }
 
 /// The SIMD extension the host kernels use for matrix products and lookups' masked dot.
@@ -266,35 +279,17 @@ impl HostKernels {
         self.cpu.matmul(a, b, m, k, n, out)
     }
 
-    /// One thread's lookups, for the keys in `range`.
-    #[allow(clippy::too_many_arguments)]
-    fn dpf_lookup_on_one(
-        &self,
-        keys: &BitDpfKeys,
-        range: std::ops::Range<usize>,
-        xs: &[u64],
-        table: &[u64],
-        out_width: BitWidth,
-        dot: &mut [u64],
-        ones: &mut [u64],
-    ) -> Result<(), Error> {
-        let cpu = &self.cpu;
+    /// The lookups' masked dot product on this CPU's best extension.
+    fn masked_dot(&self) -> fn(&[u64], &[u64]) -> u64 {
         #[cfg(target_arch = "x86_64")]
         match self.simd {
-            Simd::Avx512 => {
-                // SAFETY: AVX-512F was detected on this CPU at construction.
-                let simd = |e: &[u64], t: &[u64]| unsafe { avx512::masked_dot(e, t) };
-                return cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, simd);
-            }
-            Simd::Avx2 => {
-                // SAFETY: AVX2 was detected on this CPU at construction.
-                let simd = |e: &[u64], t: &[u64]| unsafe { avx2::masked_dot(e, t) };
-                return cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, simd);
-            }
+            // SAFETY (both): the extension was detected on this CPU at construction, and the
+            // pointer never leaves this kernel set.
+            Simd::Avx512 => return |e, t| unsafe { avx512::masked_dot(e, t) },
+            Simd::Avx2 => return |e, t| unsafe { avx2::masked_dot(e, t) },
             Simd::None => {}
         }
-        let portable = |e: &[u64], t: &[u64]| securerouter_core::gate::masked_dot(e, t);
-        cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, portable)
+        securerouter_core::gate::masked_dot
     }
 }
 
@@ -409,6 +404,18 @@ impl<K: Kernels> Kernels for TimedKernels<K> {
     ) -> Result<(), Error> {
         self.timed(|x| x.dpf_lookup(keys, xs, table, out_width, dot, ones))
     }
+
+    fn dpf_sign_window(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        parity: &mut [u64],
+        dot: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.dpf_sign_window(keys, xs, table, out_width, parity, dot))
+    }
 }
 
 impl Kernels for HostKernels {
@@ -475,7 +482,34 @@ impl Kernels for HostKernels {
             .collect();
         on_threads(blocks, |(i, (xs, (dot, ones)))| {
             let range = i * per..i * per + xs.len();
-            self.dpf_lookup_on_one(keys, range, xs, table, out_width, dot, ones)
+            let simd = self.masked_dot();
+            let cpu = &self.cpu;
+            cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, simd)
+        })
+    }
+
+    fn dpf_sign_window(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        table: &[u64],
+        out_width: BitWidth,
+        parity: &mut [u64],
+        dot: &mut [u64],
+    ) -> Result<(), Error> {
+        check_key_batch(keys.len(), xs.len(), parity.len())?;
+        check_key_batch(keys.len(), xs.len(), dot.len())?;
+        let per = self.keys_per_thread(xs.len());
+        let blocks: Vec<_> = xs
+            .chunks(per)
+            .zip(parity.chunks_mut(per).zip(dot.chunks_mut(per)))
+            .enumerate()
+            .collect();
+        on_threads(blocks, |(i, (xs, (parity, dot)))| {
+            let range = i * per..i * per + xs.len();
+            let simd = self.masked_dot();
+            let cpu = &self.cpu;
+            cpu.dpf_sign_window_with(keys, range, xs, table, out_width, parity, dot, simd)
         })
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! | layer | rounds | approximation |
 //! |---|---|---|
-//! | GeLU | 6 | ReLU(x) − d(|x|), d from a 2^GELU_BITS table on |x| clipped to [0, 4) |
+//! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4), zero outside, read with the sign off one key |
 //! | softmax over n | 2⌈log2 n⌉ + 14 (13 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) as a product of two entries of one 8-bit table on t clipped to [−1/2, 16) in steps of 2^−8; reciprocal from a 13-bit table and one Newton step |
 //! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
 //!
@@ -26,7 +26,7 @@
 //! ([`gate::max_within`], [`clip_above`]).
 
 use securerouter_core::Error;
-use securerouter_core::gate::{self, LookupTable, Protocol, Tensor};
+use securerouter_core::gate::{self, LookupTable, Protocol, Tensor, WindowTable};
 use securerouter_core::ring::BitWidth;
 use std::sync::OnceLock;
 
@@ -42,7 +42,7 @@ pub const ACT_BITS: u32 = 26;
 pub const SOFTMAX_BITS: u32 = 32;
 /// Bits on which LayerNorm variances are compared: up to 2^(V_MAX + 1) = 2^18 in real terms.
 pub const NORM_BITS: u32 = 32;
-/// Index bits of the GeLU correction table: |x| in [0, 4) at steps of 4/2^GELU_BITS.
+/// Window bits of the GeLU correction table: x in [−4, 4) at steps of 8/2^GELU_BITS.
 pub const GELU_BITS: u32 = 10;
 /// exp(−t) is computed for t < 16; beyond it the result is exp(−16) ≈ 1e−7, i.e. 0.
 const EXP_CLIP: u64 = (16 << FRAC) - 1;
@@ -64,10 +64,10 @@ fn fixed(v: f64, scale: u32) -> u64 {
 }
 
 /// A table built once per process.
-fn table(
-    cell: &'static OnceLock<LookupTable>,
-    build: impl FnOnce() -> Result<LookupTable, Error>,
-) -> Result<&'static LookupTable, Error> {
+fn table<T: Send + Sync>(
+    cell: &'static OnceLock<T>,
+    build: impl FnOnce() -> Result<T, Error>,
+) -> Result<&'static T, Error> {
     if let Some(t) = cell.get() {
         return Ok(t);
     }
@@ -123,43 +123,33 @@ pub async fn scale_by<P: Protocol>(
 
 // ------------------------------------------------------------------------------------ GeLU
 
-/// d(y) = ReLU(y) − GeLU(y) = |y|·Φ(−|y|) on |y| = i/2^(GELU_BITS − 2), in fixed point.
-fn gelu_table() -> Result<&'static LookupTable, Error> {
-    static CELL: OnceLock<LookupTable> = OnceLock::new();
+/// d(y) = ReLU(y) − GeLU(y) = |y|·Φ(−|y|) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point;
+/// zero beyond (d(4) ≈ 1.3e−4).
+fn gelu_table() -> Result<&'static WindowTable, Error> {
+    static CELL: OnceLock<WindowTable> = OnceLock::new();
     table(&CELL, || {
-        let step = 4.0 / (1u64 << GELU_BITS) as f64;
-        LookupTable::from_fn(width(GELU_BITS)?, BitWidth::FULL, |i| {
-            let y = i as f64 * step;
+        let step = 8.0 / (1u64 << GELU_BITS) as f64;
+        WindowTable::from_fn(GELU_BITS, BitWidth::FULL, |v| {
+            let y = (v as f64 * step).abs();
             let d = y * 0.5 * libm::erfc(y / std::f64::consts::SQRT_2);
             fixed(d, FRAC)
         })
     })
 }
 
-/// Bits the GeLU's sign comparison drops: it reads x shifted down by them, so x in
-/// [−2^GELU_SIGN_DROP, 0) units may pass as positive, giving x − d(≈4) for GeLU(x) ≈ x/2, an
-/// error of at most 9 units (2.2e−3) on values that small; its DPF is 4 levels shorter.
-const GELU_SIGN_DROP: u32 = 4;
-
-/// GeLU(x) = ReLU(x) − d(|x|): sign (1), ReLU (1), |x| shifted down to the table's step
-/// (local), clipped to the table (2), looked up (2). Six rounds.
+/// GeLU(x) = ReLU(x) − d(x): x read at the table's step (local shift), its sign and d(x) from
+/// one DPF key (2 rounds, [`Protocol::drelu_lookup`]), then ReLU (1). Three rounds.
+///
+/// The shift may round x in [−2^(3 − GELU_BITS), 0) up to 0, which passes as positive and gives
+/// x − d(0) = x for GeLU(x) ≈ x/2: an error below 2^(2 − GELU_BITS) (3.9e−3) on values that
+/// small, as large as the table's own step error.
 pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
-    let positive = p
-        .drelu(&x.reduce(act()?)?.shift_down(GELU_SIGN_DROP)?)
-        .await?;
+    // |x| < 2^(ACT_BITS − 1) units, read on ACT_BITS + 1 bits and shifted to the table's
+    // step: below 2^(ACT_BITS − 1 − shift), a quarter of its ring, so the table is exact.
+    let shift = FRAC + 3 - GELU_BITS;
+    let v = x.reduce(width(ACT_BITS + 1)?)?.shift_down(shift)?;
+    let (positive, d) = p.drelu_lookup(&v, gelu_table()?).await?;
     let relu = p.mul_bit(&positive, x).await?;
-    let abs = relu.scale(2).sub(x)?.reduce(act()?)?;
-    // |x| · 2^(GELU_BITS − 2): the table index, before clipping. With |x| < 2^(ACT_BITS − 1)
-    // it is below 2^(ACT_BITS − 1 − shift). The clip may also cut |x| in [3.875, 4), where
-    // d(|x|) < 2.2e−4 and d(4) ≈ 1.3e−4.
-    let shift = FRAC + 2 - GELU_BITS;
-    let index = abs.shift_down(shift)?;
-    let coarse = GELU_BITS - 5;
-    let cmp = width(ACT_BITS - shift - coarse)?;
-    let index = clip_above(p, &index, (1 << GELU_BITS) - 1, coarse, cmp).await?;
-    let d = p
-        .lookup(&index.reduce(width(GELU_BITS)?)?, gelu_table()?)
-        .await?;
     relu.sub(&d)
 }
 

@@ -6,6 +6,7 @@ use crate::session::PhaseStats;
 use securerouter_core::Error;
 use securerouter_core::gate::{
     Channel, Kernels, KeySource, LookupTable, Protocol, ServerSide, ServerWeights, Tensor, Traffic,
+    WindowTable,
 };
 use securerouter_core::ring::BitWidth;
 use std::time::Instant;
@@ -107,6 +108,14 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
 
     async fn lookup(&mut self, x: &Tensor, table: &LookupTable) -> Result<Tensor, Error> {
         self.inner.lookup(x, table).await
+    }
+
+    async fn drelu_lookup(
+        &mut self,
+        x: &Tensor,
+        table: &WindowTable,
+    ) -> Result<(Tensor, Tensor), Error> {
+        self.inner.drelu_lookup(x, table).await
     }
 
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {

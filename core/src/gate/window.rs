@@ -1,0 +1,182 @@
+//! A comparison and a lookup in a table of bounded support, read off one one-bit DPF key:
+//! [x ≥ 0] and T(x), where T is zero outside a window [−2^(w−1), 2^(w−1)) around 0. Two
+//! rounds. GeLU needs exactly this (ReLU(x) − d(x), d vanishing beyond |x| ≥ 4), and it
+//! replaces a sign comparison, a clip (comparison and product) and a lookup: one key instead of
+//! three, two rounds instead of five.
+//!
+//! **Keys.** x^ = x + r in Z_2^n. As for DReLU ([`super::Protocol::drelu`]), the dealer makes a
+//! one-bit DPF key pair on n − 1 bits for α = r mod 2^(n−1). For the table it also keeps
+//! e = t_1^α (P1's bit at α) and sets s = 1 − 2e; it deals additive shares of s in Z_2^out
+//! (P0's from its seed, out/8 bytes per element to P1) and two pseudorandom pairs m, c; the
+//! output masks are r_d = s_d ⊕ msb(r) for the bit (s_d a pseudorandom bit pair) and
+//! ρ = c + s·m for the table's value.
+//!
+//! **Online**, with x^_low = x^ mod 2^(n−1) and the window of positions x^_low − v,
+//! v ∈ [−2^(w−1), 2^(w−1)):
+//!   bit:   [d^]_b = P0·msb(x^) ⊕ [α ≤ x^_low]_b ⊕ s_{d,b}        (the comparison's parity);
+//!   value: u_b = (−1)^b Σ_v t_b(x^_low − v) · T(v);
+//!   round 1 opens d^ and v^ = Σ_b (u_b + m_b); round 2 opens y^ = Σ_b (v^·[s]_b + c_b).
+//!
+//! **Correctness.** The bit is DReLU's. For the value, the two parties' bits differ only at
+//! position α, which lies in the window exactly when v = x^_low − α = x mod 2^(n−1) is in it;
+//! then Σ_b u_b = s·T(x) (for |x| < 2^(n−2), where x mod 2^(n−1) read as signed is x), and
+//! otherwise 0 = T(x). So v^ = s·T(x) + m and y^ = s²·T(x) + s·m + c = T(x) + ρ.
+//!
+//! **Privacy.** As the lookup gate's: the bit is masked by s_{d,1−b}, v^ by m_{1−b} and y^ by
+//! c_{1−b}, all drawn from the other server's stream, so each opening is uniform given the rest
+//! of a server's view. P1's share of s is s − [s]_0 with [s]_0 from P0's seed: uniform to P1.
+//! Unlike the full-domain lookup, the servers cannot sum their bits over the whole domain to
+//! obtain shares of s for free, hence the dealt shares.
+
+use super::channel::{KeySink, KeySource};
+use super::kernels::Kernels;
+use super::roles::{DealerSide, ServerSide};
+use super::tensor::Tensor;
+use super::{Channel, check_window_table};
+use crate::Error;
+use crate::fss::{BitDpfCorrections, BitDpfKeys, cond_neg};
+use crate::ring::BitWidth;
+use alloc::vec;
+use alloc::vec::Vec;
+
+const BIT: BitWidth = BitDpfCorrections::OUT_BITS;
+
+/// A public table T over signed inputs that is zero outside [−2^(w−1), 2^(w−1)): 2^w entries,
+/// entry k standing for v = k − 2^(w−1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowTable {
+    window_bits: u32,
+    out_width: BitWidth,
+    entries: Vec<u64>,
+}
+
+impl WindowTable {
+    /// The table of `f(v)` for v in [−2^(w−1), 2^(w−1)) (7 ≤ w ≤ 16), values reduced to
+    /// Z_2^out.
+    pub fn from_fn(
+        window_bits: u32,
+        out_width: BitWidth,
+        f: impl Fn(i64) -> u64,
+    ) -> Result<Self, Error> {
+        if !(crate::fss::LEAF_BITS..=super::MAX_TABLE_BITS).contains(&window_bits) {
+            return Err(Error::ShapeMismatch(
+                "a window table needs between 7 and 16 window bits",
+            ));
+        }
+        let half = 1i64 << (window_bits - 1);
+        Ok(WindowTable {
+            window_bits,
+            out_width,
+            entries: (-half..half).map(|v| out_width.reduce(f(v))).collect(),
+        })
+    }
+
+    /// Window bits w.
+    pub fn window_bits(&self) -> u32 {
+        self.window_bits
+    }
+
+    /// Output width.
+    pub fn out_width(&self) -> BitWidth {
+        self.out_width
+    }
+
+    /// T(v): the entry inside the window, 0 outside.
+    pub fn get(&self, v: i64) -> u64 {
+        let half = 1i64 << (self.window_bits - 1);
+        if (-half..half).contains(&v) {
+            self.entries[(v + half) as usize]
+        } else {
+            0
+        }
+    }
+
+    /// The DPF input width for an n-bit input, which must exceed the window by a bit.
+    fn dpf_bits(&self, x: &Tensor) -> Result<BitWidth, Error> {
+        let n = x.width().bits();
+        if n < self.window_bits + 2 {
+            return Err(Error::ShapeMismatch(
+                "a window lookup's input needs at least two bits more than its window",
+            ));
+        }
+        BitWidth::new(n - 1)
+    }
+}
+
+pub(super) fn deal<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    t: &WindowTable,
+) -> Result<(Tensor, Tensor), Error> {
+    let low = t.dpf_bits(x)?;
+    let (w, out) = (x.width(), t.out_width);
+    let alphas: Vec<u64> = x.data().iter().map(|&r| low.reduce(r)).collect();
+    let e = d.bit_dpf_keys(low, &alphas)?;
+    let sd = d.pair(x.len(), BIT);
+    let rd = sd
+        .iter()
+        .zip(x.data())
+        .map(|(&s, &r)| s ^ w.msb(r) as u64)
+        .collect();
+    let m = d.pair(x.len(), out);
+    let c = d.pair(x.len(), out);
+    // s = 1 − 2e, multiplied without a branch on e (as in the lookup gate).
+    let s: Vec<u64> = e
+        .iter()
+        .map(|&e| out.reduce(core::hint::black_box(1u64.wrapping_sub(2 * e as u64))))
+        .collect();
+    d.share(&s, out);
+    let rho = s
+        .iter()
+        .zip(m.iter().zip(&c))
+        .map(|(&s, (&m, &c))| out.add(c, out.mul(s, m)))
+        .collect();
+    Ok((
+        Tensor::from_parts(x.shape(), BIT, rd),
+        Tensor::from_parts(x.shape(), out, rho),
+    ))
+}
+
+pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    t: &WindowTable,
+) -> Result<(Tensor, Tensor), Error> {
+    let low = t.dpf_bits(x)?;
+    check_window_table(t.entries.len())?;
+    let (w, out) = (x.width(), t.out_width);
+    let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();
+    let (mut at_most, mut dot) = (vec![0u64; x.len()], vec![0u64; x.len()]);
+    srv.with_fss_keys::<BitDpfKeys>(x.len(), low, BIT, |kernels, keys, r| {
+        let (parity, dot) = (&mut at_most[r.clone()], &mut dot[r.clone()]);
+        kernels.dpf_sign_window(keys, &xs[r], &t.entries, out, parity, dot)
+    })
+    .await?;
+    let sd = srv.pair(x.len(), BIT);
+    let m = srv.pair(x.len(), out);
+    let c = srv.pair(x.len(), out);
+    let s = srv.share(x.len(), out).await?;
+    let p0 = srv.is_p0();
+    let bits: Vec<u64> = (0..x.len())
+        .map(|i| {
+            let public = if p0 { w.msb(x.data()[i]) as u64 } else { 0 };
+            public ^ at_most[i] ^ sd[i]
+        })
+        .collect();
+    let values: Vec<u64> = dot
+        .iter()
+        .zip(&m)
+        .map(|(&u, &m)| out.add(cond_neg(u, !p0), m))
+        .collect();
+    let (bit, v) = srv.open_two((&bits, BIT), (&values, out)).await?;
+    let mine: Vec<u64> = v
+        .iter()
+        .zip(s.iter().zip(&c))
+        .map(|(&v, (&s, &c))| out.add(out.mul(v, s), c))
+        .collect();
+    let y = srv.open(&mine, out).await?;
+    Ok((
+        Tensor::from_parts(x.shape(), BIT, bit),
+        Tensor::from_parts(x.shape(), out, y),
+    ))
+}
