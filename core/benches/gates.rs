@@ -10,7 +10,9 @@ mod common;
 use common::*;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use securerouter_core::Error;
-use securerouter_core::gate::{self, LookupTable, Protocol, Tensor, packed_len, share_weights};
+use securerouter_core::gate::{
+    self, LookupTable, Protocol, Tensor, WindowTable, packed_len, share_weights,
+};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
 
@@ -21,6 +23,8 @@ enum G {
     Relu,
     Select,
     Lookup(LookupTable),
+    /// DReLU and a window table on one key, on `bits`-bit inputs.
+    DreluLookup(u32, WindowTable),
     Linear,
     Argmax,
 }
@@ -38,6 +42,10 @@ impl Circuit for G {
             G::Relu => vec![gate::relu(p, &x[0], cmp).await?],
             G::Select => vec![gate::select(p, &x[0], &x[1], &x[2]).await?],
             G::Lookup(t) => vec![p.lookup(&x[0].reduce(t.in_bits())?, t).await?],
+            G::DreluLookup(n, t) => {
+                let (d, y) = p.drelu_lookup(&x[0].reduce(BitWidth::new(*n)?)?, t).await?;
+                vec![d, y]
+            }
             G::Linear => vec![p.linear(&x[0], &w[0]).await?],
             G::Argmax => {
                 let (_, onehot) = gate::argmax(p, &x[0], BitWidth::new(32)?).await?;
@@ -122,6 +130,19 @@ fn gates(c: &mut Criterion) {
             count,
         );
     }
+
+    // GeLU's: the sign of a 22-bit input and a 2^10-entry table on one key.
+    let count = 1000;
+    let t = WindowTable::from_fn(10, L, |v| (v * v) as u64).unwrap();
+    let inputs = [Input::new(&[count], L, signed_values(&mut r, count, 12, L))];
+    bench_gate(
+        c,
+        "drelu_lookup22_window10_x1000",
+        &G::DreluLookup(22, t),
+        &inputs,
+        &none,
+        count,
+    );
 
     let (m, k, nn) = (128, 768, 768);
     let wv: Vec<u64> = (0..k * nn).map(|_| r.next_u64()).collect();

@@ -118,25 +118,61 @@ fn dcf(c: &mut Criterion) {
 
 /// SIGMA's comparison: the prefix parity of one-bit DPF keys at the widths DReLU uses (n − 1 for
 /// 26- and 32-bit wires), beside `dcf_eval_batch1024` for the DCF it replaced.
+/// P0's one-bit DPF keys of n bits at random points, batched, and random inputs.
+fn p0_keys_and_inputs(dpf: &BitDpf, n: u32, count: usize) -> (BitDpfKeys, Vec<u64>) {
+    let w = BitWidth::new(n).unwrap();
+    let mut r = rng();
+    let keys: Vec<_> = (0..count)
+        .map(|_| dpf.gen_keys(w, w.reduce(r.next_u64()), &mut r).unwrap().0)
+        .collect();
+    let xs = (0..count).map(|_| w.reduce(r.next_u64())).collect();
+    (BitDpfKeys::from_keys(&keys).unwrap(), xs)
+}
+
 fn dpf_compare(c: &mut Criterion) {
     let dpf = BitDpf::new();
     let mut g = c.benchmark_group("dpf_compare_batch1024");
-    for n in [16u32, 25, 31] {
-        let w = BitWidth::new(n).unwrap();
-        let mut r = rng();
-        let keys: Vec<_> = (0..1024)
-            .map(|_| dpf.gen_keys(w, w.reduce(r.next_u64()), &mut r).unwrap().0)
-            .collect();
-        let keys = BitDpfKeys::from_keys(&keys).unwrap();
-        let xs: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
+    for n in [16u32, 21, 25, 31] {
+        let (keys, xs) = p0_keys_and_inputs(&dpf, n, 1024);
         let mut outv = vec![0u64; 1024];
         g.throughput(Throughput::Elements(1024));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, _| {
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 dpf.eval_prefix_parity_batch(&keys, &xs, black_box(&mut outv))
                     .unwrap()
             })
         });
+    }
+    g.finish();
+}
+
+/// GeLU's kernel: a 21-bit comparison and a window of 2^7 or 2^10 positions off one key each
+/// (the comparison alone: `dpf_compare_batch1024/21`).
+fn sign_window(c: &mut Criterion) {
+    let dpf = BitDpf::new();
+    let mut g = c.benchmark_group("sign_window_batch1024");
+    let (keys, xs) = p0_keys_and_inputs(&dpf, 21, 1024);
+    let mut parity = vec![0u64; 1024];
+    g.throughput(Throughput::Elements(1024));
+    for window_bits in [7u32, 10] {
+        let mut bits = vec![0u64; 1024 << (window_bits - 6)];
+        g.bench_with_input(
+            BenchmarkId::new("n21_window", window_bits),
+            &window_bits,
+            |b, &wb| {
+                b.iter(|| {
+                    dpf.eval_sign_window_range(
+                        &keys,
+                        0..1024,
+                        wb,
+                        &xs,
+                        &mut parity,
+                        black_box(&mut bits),
+                    )
+                    .unwrap()
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -264,6 +300,6 @@ fn packing(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = dcf, dpf_compare, bit_dpf_decode, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg, packing
+    targets = dcf, dpf_compare, sign_window, bit_dpf_decode, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg, packing
 }
 criterion_main!(benches);

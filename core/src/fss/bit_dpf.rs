@@ -659,7 +659,8 @@ impl BitDpf {
         let (mut cl, mut cr) = (vec![0u128; cap], vec![0u128; cap]);
         let (mut bl, mut br) = (vec![false; cap], vec![false; cap]);
         let mut conv = vec![0u128; cap];
-        let mut run = vec![0u64; 2 * ((1usize << below) + 1)];
+        // Both subtrees' words (the window's leaves end at or before their end).
+        let mut span = vec![0u64; 2 * words];
         let (mut first_leaf, mut local_x) = (vec![0usize; chunk], vec![0usize; chunk]);
         for (c, ((xs, parity), window)) in xs
             .chunks(chunk)
@@ -793,40 +794,30 @@ impl BitDpf {
             self.ggm.values_batch(&seeds[..m * leaves], conv);
             for j in 0..m {
                 let last = keys.last[first + j];
-                for (i, (&raw, &tb)) in conv[j * leaves..(j + 1) * leaves]
-                    .iter()
+                let (x, l0) = (xs[j], first_leaf[j]);
+                // The leaves' words at their local positions: span word i holds local
+                // positions 64i.. (words outside the leaves are stale and always masked off).
+                let leaf_words = &mut span[2 * l0..2 * (l0 + leaves)];
+                for ((pair, &raw), &tb) in leaf_words
+                    .chunks_exact_mut(2)
+                    .zip(&conv[j * leaves..(j + 1) * leaves])
                     .zip(&bits[j * leaves..(j + 1) * leaves])
-                    .enumerate()
                 {
                     let block = raw ^ (last & opaque_mask128(tb));
-                    run[2 * i] = block as u64;
-                    run[2 * i + 1] = (block >> 64) as u64;
+                    pair[0] = block as u64;
+                    pair[1] = (block >> 64) as u64;
                 }
-                let run = &run[..2 * leaves];
-                let x = xs[j];
-                let l0 = first_leaf[j];
                 // The parity's last part: x's leaf up to x.
-                let at = (local_x[j] >> k) - l0;
-                let block = run[2 * at] as u128 | (run[2 * at + 1] as u128) << 64;
+                let at = 2 * (local_x[j] >> k);
+                let block = span[at] as u128 | (span[at + 1] as u128) << 64;
                 parity[j] = (par[j] ^ leaf_prefix_parity(block, x & ((1 << k) - 1))) as u64;
-                // Window bit o is local position o + 2^w where o ≤ zo (in B1), else o (in B0);
-                // run word i holds local positions 64(i + 2·l0)...
+                // Window bit o is local position o + 2^w where o ≤ zo (in B1), else o (in B0).
                 let zo = (x.wrapping_add(half) & ((1 << w) - 1)) as usize;
-                let word = |local_word: usize| {
-                    local_word
-                        .checked_sub(2 * l0)
-                        .and_then(|i| run.get(i))
-                        .copied()
-                        .unwrap_or(0)
-                };
                 let out = &mut window[j * words..(j + 1) * words];
-                for (q, o) in out.iter_mut().enumerate() {
-                    let from_b1 = match (zo + 1).saturating_sub(64 * q) {
-                        0 => 0,
-                        r if r >= 64 => u64::MAX,
-                        r => (1u64 << r) - 1,
-                    };
-                    *o = (word(q + words) & from_b1) | (word(q) & !from_b1);
+                let (b0, b1) = span.split_at(words);
+                for (q, ((o, &lo), &hi)) in out.iter_mut().zip(b0).zip(b1).enumerate() {
+                    let from_b1 = ((1u128 << (zo + 1).saturating_sub(64 * q).min(64)) - 1) as u64;
+                    *o = (hi & from_b1) | (lo & !from_b1);
                 }
             }
         }

@@ -42,17 +42,40 @@ pub fn drelu_key_bytes(n: BitWidth) -> usize {
 
 pub(super) fn deal<S: KeySink>(d: &mut DealerSide<S>, x: &Tensor) -> Result<Tensor, Error> {
     let low = low_bits(x)?;
-    let w = x.width();
     let alphas: Vec<u64> = x.data().iter().map(|&r| low.reduce(r)).collect();
     // P1's bit at α (the lookup gate's secret sign) plays no part in a comparison.
     d.bit_dpf_keys(low, &alphas)?;
+    Ok(deal_output(d, x))
+}
+
+/// The output wire's mask r_d = s ⊕ msb(r), s a pseudorandom bit pair (after the DPF keys).
+pub(super) fn deal_output<S: KeySink>(d: &mut DealerSide<S>, x: &Tensor) -> Tensor {
+    let w = x.width();
     let s = d.pair(x.len(), BIT);
     let rd = s
         .iter()
         .zip(x.data())
         .map(|(&s, &r)| s ^ w.msb(r) as u64)
         .collect();
-    Ok(Tensor::from_parts(x.shape(), BIT, rd))
+    Tensor::from_parts(x.shape(), BIT, rd)
+}
+
+/// This server's share of the masked bit, P0·msb(x^) ⊕ [α ≤ x^_low]_b ⊕ s_b, from its prefix
+/// parities (consumes s, as [`deal_output`] deals it).
+pub(super) fn masked_bit_shares<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    at_most: &[u64],
+) -> Vec<u64> {
+    let w = x.width();
+    let s = srv.pair(x.len(), BIT);
+    let p0 = srv.is_p0();
+    (0..x.len())
+        .map(|i| {
+            let public = if p0 { w.msb(x.data()[i]) as u64 } else { 0 };
+            public ^ at_most[i] ^ s[i]
+        })
+        .collect()
 }
 
 pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
@@ -60,21 +83,13 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     x: &Tensor,
 ) -> Result<Tensor, Error> {
     let low = low_bits(x)?;
-    let w = x.width();
     let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();
     let mut at_most = vec![0u64; x.len()];
     srv.with_fss_keys::<BitDpfKeys>(x.len(), low, BIT, |kernels, keys, range| {
         kernels.dpf_prefix_parity(keys, &xs[range.clone()], &mut at_most[range])
     })
     .await?;
-    let s = srv.pair(x.len(), BIT);
-    let p0 = srv.is_p0();
-    let mine: Vec<u64> = (0..x.len())
-        .map(|i| {
-            let public = if p0 { w.msb(x.data()[i]) as u64 } else { 0 };
-            public ^ at_most[i] ^ s[i]
-        })
-        .collect();
+    let mine = masked_bit_shares(srv, x, &at_most);
     let opened = srv.open(&mine, BIT).await?;
     Ok(Tensor::from_parts(x.shape(), BIT, opened))
 }

@@ -32,7 +32,7 @@ use super::channel::{KeySink, KeySource};
 use super::kernels::Kernels;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
-use super::{Channel, check_window_table};
+use super::{Channel, check_window_table, compare};
 use crate::Error;
 use crate::fss::{BitDpfCorrections, BitDpfKeys, cond_neg};
 use crate::ring::BitWidth;
@@ -109,15 +109,10 @@ pub(super) fn deal<S: KeySink>(
     t: &WindowTable,
 ) -> Result<(Tensor, Tensor), Error> {
     let low = t.dpf_bits(x)?;
-    let (w, out) = (x.width(), t.out_width);
+    let out = t.out_width;
     let alphas: Vec<u64> = x.data().iter().map(|&r| low.reduce(r)).collect();
     let e = d.bit_dpf_keys(low, &alphas)?;
-    let sd = d.pair(x.len(), BIT);
-    let rd = sd
-        .iter()
-        .zip(x.data())
-        .map(|(&s, &r)| s ^ w.msb(r) as u64)
-        .collect();
+    let bit = compare::deal_output(d, x);
     let m = d.pair(x.len(), out);
     let c = d.pair(x.len(), out);
     // s = 1 − 2e, multiplied without a branch on e (as in the lookup gate).
@@ -131,10 +126,7 @@ pub(super) fn deal<S: KeySink>(
         .zip(m.iter().zip(&c))
         .map(|(&s, (&m, &c))| out.add(c, out.mul(s, m)))
         .collect();
-    Ok((
-        Tensor::from_parts(x.shape(), BIT, rd),
-        Tensor::from_parts(x.shape(), out, rho),
-    ))
+    Ok((bit, Tensor::from_parts(x.shape(), out, rho)))
 }
 
 pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
@@ -144,7 +136,7 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
 ) -> Result<(Tensor, Tensor), Error> {
     let low = t.dpf_bits(x)?;
     check_window_table(t.entries.len())?;
-    let (w, out) = (x.width(), t.out_width);
+    let out = t.out_width;
     let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();
     let (mut at_most, mut dot) = (vec![0u64; x.len()], vec![0u64; x.len()]);
     srv.with_fss_keys::<BitDpfKeys>(x.len(), low, BIT, |kernels, keys, r| {
@@ -152,17 +144,11 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
         kernels.dpf_sign_window(keys, &xs[r], &t.entries, out, parity, dot)
     })
     .await?;
-    let sd = srv.pair(x.len(), BIT);
+    let bits = compare::masked_bit_shares(srv, x, &at_most);
     let m = srv.pair(x.len(), out);
     let c = srv.pair(x.len(), out);
     let s = srv.share(x.len(), out).await?;
     let p0 = srv.is_p0();
-    let bits: Vec<u64> = (0..x.len())
-        .map(|i| {
-            let public = if p0 { w.msb(x.data()[i]) as u64 } else { 0 };
-            public ^ at_most[i] ^ sd[i]
-        })
-        .collect();
     let values: Vec<u64> = dot
         .iter()
         .zip(&m)

@@ -257,6 +257,28 @@ impl HostKernels {
         keys.div_ceil(self.pieces(keys, MIN_KEYS_PER_THREAD)).max(1)
     }
 
+    /// Splits a key batch with two outputs per key between threads: `work(range, xs, outs)`
+    /// for each thread's keys.
+    fn split_keys(
+        &self,
+        keys: &BitDpfKeys,
+        xs: &[u64],
+        [a, b]: [&mut [u64]; 2],
+        work: impl Fn(std::ops::Range<usize>, &[u64], [&mut [u64]; 2]) -> Result<(), Error> + Sync,
+    ) -> Result<(), Error> {
+        check_key_batch(keys.len(), xs.len(), a.len())?;
+        check_key_batch(keys.len(), xs.len(), b.len())?;
+        let per = self.keys_per_thread(xs.len());
+        let blocks: Vec<_> = xs
+            .chunks(per)
+            .zip(a.chunks_mut(per).zip(b.chunks_mut(per)))
+            .enumerate()
+            .collect();
+        on_threads(blocks, |(i, (xs, (a, b)))| {
+            work(i * per..i * per + xs.len(), xs, [a, b])
+        })
+    }
+
     /// One thread's matrix product.
     fn matmul_on_one(
         &self,
@@ -472,17 +494,8 @@ impl Kernels for HostKernels {
         dot: &mut [u64],
         ones: &mut [u64],
     ) -> Result<(), Error> {
-        check_key_batch(keys.len(), xs.len(), dot.len())?;
-        check_key_batch(keys.len(), xs.len(), ones.len())?;
-        let per = self.keys_per_thread(xs.len());
-        let blocks: Vec<_> = xs
-            .chunks(per)
-            .zip(dot.chunks_mut(per).zip(ones.chunks_mut(per)))
-            .enumerate()
-            .collect();
-        on_threads(blocks, |(i, (xs, (dot, ones)))| {
-            let range = i * per..i * per + xs.len();
-            let simd = self.masked_dot();
+        let simd = self.masked_dot();
+        self.split_keys(keys, xs, [dot, ones], |range, xs, [dot, ones]| {
             let cpu = &self.cpu;
             cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, simd)
         })
@@ -497,17 +510,8 @@ impl Kernels for HostKernels {
         parity: &mut [u64],
         dot: &mut [u64],
     ) -> Result<(), Error> {
-        check_key_batch(keys.len(), xs.len(), parity.len())?;
-        check_key_batch(keys.len(), xs.len(), dot.len())?;
-        let per = self.keys_per_thread(xs.len());
-        let blocks: Vec<_> = xs
-            .chunks(per)
-            .zip(parity.chunks_mut(per).zip(dot.chunks_mut(per)))
-            .enumerate()
-            .collect();
-        on_threads(blocks, |(i, (xs, (parity, dot)))| {
-            let range = i * per..i * per + xs.len();
-            let simd = self.masked_dot();
+        let simd = self.masked_dot();
+        self.split_keys(keys, xs, [parity, dot], |range, xs, [parity, dot]| {
             let cpu = &self.cpu;
             cpu.dpf_sign_window_with(keys, range, xs, table, out_width, parity, dot, simd)
         })
