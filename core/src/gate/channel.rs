@@ -68,6 +68,15 @@ pub const fn packed_len(count: usize, width: BitWidth) -> usize {
 /// Packs elements of Z_2^width as a little-endian bit string, `width` bits each.
 pub fn pack(values: &[u64], width: BitWidth) -> Vec<u8> {
     let w = width.bits();
+    if matches!(w, 8 | 16 | 32 | 64) {
+        // Whole bytes per element: each element's low bytes, in order.
+        let size = w as usize / 8;
+        let mut out = Vec::with_capacity(values.len() * size);
+        for &v in values {
+            out.extend_from_slice(&v.to_le_bytes()[..size]);
+        }
+        return out;
+    }
     let mut out = vec![0u8; packed_len(values.len(), width)];
     // Whole 8-byte words leave the accumulator at once (an element is at most 64 bits, so
     // fewer than 128 are ever pending).
@@ -115,6 +124,19 @@ pub fn unpack(bytes: &[u8], count: usize, width: BitWidth) -> Result<Vec<u64>, E
         return Err(Error::MalformedMessage(
             "padding bits of packed elements are not zero",
         ));
+    }
+    if matches!(w, 8 | 16 | 32 | 64) {
+        // Whole bytes per element (no padding to check).
+        let size = w / 8;
+        let out = bytes
+            .chunks_exact(size)
+            .map(|c| {
+                let mut word = [0u8; 8];
+                word[..size].copy_from_slice(c);
+                u64::from_le_bytes(word)
+            })
+            .collect();
+        return Ok(out);
     }
     let mut out = Vec::with_capacity(count);
     // Elements whose window fits read it in place; the last few read a zero-padded copy of the
