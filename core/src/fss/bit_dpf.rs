@@ -621,7 +621,7 @@ impl BitDpf {
         let w = window_bits;
         if w < LEAF_BITS || w >= n || w > MAX_FULL_DOMAIN_BITS {
             return Err(Error::ShapeMismatch(
-                "a window needs at least 7 bits, fewer than the keys' input bits",
+                "a window needs 7 to 20 bits, fewer than the keys' input bits",
             ));
         }
         let words = 1usize << (w - 6);
@@ -674,18 +674,16 @@ impl BitDpf {
                 let at = key * nu + level as usize;
                 (keys.seeds[at], keys.controls[at])
             };
-            // x's path down to its window-sized subtree X, with the comparison's parity. The
-            // neighbour Y on the window's other side (X + 1 if x is in X's upper half, else
-            // X − 1) leaves that path at its last turn the other way: the sibling there, then
-            // straight down the opposite side. Keep that sibling and its depth.
+            // x's path down to its window-sized subtree X, with the comparison's parity.
             s[..m].copy_from_slice(&keys.roots[first..first + m]);
             t[..m].fill(p1);
             par[..m].fill(false);
             ys[..m].copy_from_slice(&keys.roots[first..first + m]);
             yt[..m].fill(p1);
-            // Y = X ± 1 leaves X's path where X's lowest 0 bit (X + 1) or lowest 1 bit (X − 1)
-            // is: the sibling below that level, then straight down; where X is all ones (all
-            // zeros) Y wraps to 0 (all ones), straight down from the root.
+            // The neighbour Y on the window's other side (X + 1 if x is in X's upper half, else
+            // X − 1) leaves X's path where X's lowest 0 bit (X + 1) or lowest 1 bit (X − 1) is:
+            // the sibling there (at depth `ydepth`), then straight down the opposite side; where
+            // X is all ones (all zeros) Y wraps to 0 (all ones), straight down from the root.
             for (d, &x) in ydepth[..m].iter_mut().zip(xs) {
                 let block = x >> w;
                 let run = if upper(x) {
@@ -703,8 +701,8 @@ impl BitDpf {
                 for i in 0..top {
                     self.ggm.children_batch(s, left, right);
                     for j in 0..m {
-                        // Both children corrected once: x's side goes on, the other may be
-                        // Y's branch (kept without a branch: the turns are random).
+                        // Both children corrected once: x's side goes on; at Y's branch
+                        // level the other one is Y's (a public, once-per-key condition).
                         let [(l, tl), (r, tr)] =
                             corrected_children(left[j], right[j], cw(first + j, i), t[j]);
                         let go_right = bit_msb_first(xs[j] >> w, top, i);
