@@ -32,7 +32,7 @@ use super::channel::{KeySink, KeySource};
 use super::kernels::Kernels;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
-use super::{Channel, check_window_table, compare};
+use super::{Channel, compare};
 use crate::Error;
 use crate::fss::{BitDpfCorrections, BitDpfKeys, cond_neg};
 use crate::ring::BitWidth;
@@ -135,7 +135,6 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     t: &WindowTable,
 ) -> Result<(Tensor, Tensor), Error> {
     let low = t.dpf_bits(x)?;
-    check_window_table(t.entries.len())?;
     let out = t.out_width;
     let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();
     let (mut at_most, mut dot) = (vec![0u64; x.len()], vec![0u64; x.len()]);
