@@ -71,7 +71,13 @@ fn bench_gate(
         .iter()
         .map(|i| packed_len(i.values.len(), i.width))
         .sum();
-    let out_mask_bytes: usize = o.outputs.iter().map(|v| v.len() * 8).sum::<usize>();
+    // The output gate's mask shares to P1: packed at each output's width.
+    let out_mask_bytes: usize = o
+        .outputs
+        .iter()
+        .zip(&o.output_widths)
+        .map(|(v, &w)| packed_len(v.len(), w))
+        .sum();
     let t = o.traffic[0];
     eprintln!(
         "{name}: {elements} elements; online per server {:.3} B/element, {} rounds; keys {:.1} B/element to P1, {:.1} B/element to both",

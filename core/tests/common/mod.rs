@@ -46,6 +46,8 @@ impl Input {
 pub struct Outcome {
     /// The outputs the client reconstructs.
     pub outputs: Vec<Vec<u64>>,
+    /// Each output's ring width.
+    pub output_widths: Vec<BitWidth>,
     /// Traffic each server sent to the other.
     pub traffic: [Traffic; 2],
     /// The dealer's streams.
@@ -153,6 +155,7 @@ pub fn serve_session<C: Circuit>(
     )?;
     let (o0, t0) = r0?;
     let (o1, t1) = r1?;
+    let output_widths = o0.iter().map(|(w, _)| *w).collect();
     let outputs = o0
         .iter()
         .zip(&o1)
@@ -160,6 +163,7 @@ pub fn serve_session<C: Circuit>(
         .collect();
     Ok(Outcome {
         outputs,
+        output_widths,
         traffic: [t0, t1],
         keys,
         link,
