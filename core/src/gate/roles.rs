@@ -218,12 +218,7 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         let send = pack(mine, width);
         let mut recv = vec![0u8; send.len()];
         self.channel.exchange(&send, &mut recv).await?;
-        // Their values, then ours added in place: one vector, not two.
-        let mut opened = unpack(&recv, mine.len(), width)?;
-        for (o, &a) in opened.iter_mut().zip(mine) {
-            *o = width.add(*o, a);
-        }
-        Ok(opened)
+        add_to_theirs(&recv, mine, width)
     }
 
     /// Opens two vectors of additive shares, of two widths, in one round (each packed apart:
@@ -238,13 +233,18 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         send.extend_from_slice(&pack(b, wb));
         let mut recv = vec![0u8; send.len()];
         self.channel.exchange(&send, &mut recv).await?;
-        let add = |recv: &[u8], mine: &[u64], w: BitWidth| -> Result<Vec<u64>, Error> {
-            let mut opened = unpack(recv, mine.len(), w)?;
-            for (o, &m) in opened.iter_mut().zip(mine) {
-                *o = w.add(*o, m);
-            }
-            Ok(opened)
-        };
-        Ok((add(&recv[..split], a, wa)?, add(&recv[split..], b, wb)?))
+        Ok((
+            add_to_theirs(&recv[..split], a, wa)?,
+            add_to_theirs(&recv[split..], b, wb)?,
+        ))
     }
+}
+
+/// The other server's packed shares plus ours: the opened values (one vector, not two).
+fn add_to_theirs(theirs: &[u8], mine: &[u64], width: BitWidth) -> Result<Vec<u64>, Error> {
+    let mut opened = unpack(theirs, mine.len(), width)?;
+    for (o, &a) in opened.iter_mut().zip(mine) {
+        *o = width.add(*o, a);
+    }
+    Ok(opened)
 }
