@@ -69,11 +69,15 @@ pub const fn packed_len(count: usize, width: BitWidth) -> usize {
 pub fn pack(values: &[u64], width: BitWidth) -> Vec<u8> {
     let w = width.bits();
     if matches!(w, 8 | 16 | 32 | 64) {
-        // Whole bytes per element: each element's low bytes, in order.
+        // Whole bytes per element: each element's low bytes, in order (fixed-size chunks, so
+        // the copy vectorises).
         let size = w as usize / 8;
-        let mut out = Vec::with_capacity(values.len() * size);
-        for &v in values {
-            out.extend_from_slice(&v.to_le_bytes()[..size]);
+        let mut out = vec![0u8; values.len() * size];
+        match size {
+            1 => out.iter_mut().zip(values).for_each(|(o, &v)| *o = v as u8),
+            2 => put_low_bytes::<2>(&mut out, values),
+            4 => put_low_bytes::<4>(&mut out, values),
+            _ => put_low_bytes::<8>(&mut out, values),
         }
         return out;
     }
@@ -98,15 +102,61 @@ pub fn pack(values: &[u64], width: BitWidth) -> Vec<u8> {
     out
 }
 
-/// Bytes read at once when unpacking: an element of at most 64 bits starting at any bit of
-/// its first byte lies inside them.
-const WINDOW: usize = 16;
+/// Writes each value's `N` low bytes, little-endian, into consecutive `N`-byte chunks.
+fn put_low_bytes<const N: usize>(out: &mut [u8], values: &[u64]) {
+    for (chunk, &v) in out.chunks_exact_mut(N).zip(values) {
+        chunk.copy_from_slice(&v.to_le_bytes()[..N]);
+    }
+}
 
-/// The little-endian window of [`WINDOW`] bytes at `at`.
-fn window(bytes: &[u8], at: usize) -> u128 {
-    let mut a = [0u8; WINDOW];
-    a.copy_from_slice(&bytes[at..at + WINDOW]);
-    u128::from_le_bytes(a)
+/// Reads consecutive little-endian `N`-byte chunks as elements.
+fn get_low_bytes<const N: usize>(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(N)
+        .map(|chunk| {
+            let mut word = [0u8; 8];
+            word[..N].copy_from_slice(chunk);
+            u64::from_le_bytes(word)
+        })
+        .collect()
+}
+
+/// The element of `mask`'s width at bit `bit` of `bytes`, read through the little-endian
+/// window of `N` bytes (8 or 16) at its first byte.
+fn read_bits<const N: usize>(bytes: &[u8], bit: usize, mask: u64) -> u64 {
+    let at = bit / 8;
+    let window = if N == 8 {
+        // An element of at most 57 bits starting at any bit of its first byte lies in 8 bytes.
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&bytes[at..at + 8]);
+        u128::from(u64::from_le_bytes(a))
+    } else {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&bytes[at..at + 16]);
+        u128::from_le_bytes(a)
+    };
+    (window >> (bit % 8)) as u64 & mask
+}
+
+/// `count` elements of `w` bits through windows of `N` bytes: those whose window fits read it
+/// in place, the last few read a zero-padded copy of the final bytes.
+fn unpack_bits<const N: usize>(bytes: &[u8], count: usize, w: usize, mask: u64) -> Vec<u64> {
+    let len = bytes.len();
+    // Element i fits while ⌊i·w/8⌋ + N ≤ len.
+    let fits = match len.checked_sub(N) {
+        Some(last) => ((8 * last + 7) / w + 1).min(count),
+        None => 0,
+    };
+    let mut out: Vec<u64> = (0..fits)
+        .map(|i| read_bits::<N>(bytes, i * w, mask))
+        .collect();
+    if fits < count {
+        let start = fits * w / 8;
+        let mut tail = [0u8; 32];
+        tail[..len - start].copy_from_slice(&bytes[start..]);
+        out.extend((fits..count).map(|j| read_bits::<N>(&tail, j * w - 8 * start, mask)));
+    }
+    out
 }
 
 /// Unpacks `count` elements of `width` bits; the length must be exact and padding bits zero.
@@ -127,37 +177,18 @@ pub fn unpack(bytes: &[u8], count: usize, width: BitWidth) -> Result<Vec<u64>, E
     }
     if matches!(w, 8 | 16 | 32 | 64) {
         // Whole bytes per element (no padding to check).
-        let size = w / 8;
-        let out = bytes
-            .chunks_exact(size)
-            .map(|c| {
-                let mut word = [0u8; 8];
-                word[..size].copy_from_slice(c);
-                u64::from_le_bytes(word)
-            })
-            .collect();
-        return Ok(out);
+        return Ok(match w {
+            8 => bytes.iter().map(|&b| u64::from(b)).collect(),
+            16 => get_low_bytes::<2>(bytes),
+            32 => get_low_bytes::<4>(bytes),
+            _ => get_low_bytes::<8>(bytes),
+        });
     }
-    let mut out = Vec::with_capacity(count);
-    // Elements whose window fits read it in place; the last few read a zero-padded copy of the
-    // final bytes.
-    let in_place = len.saturating_sub(WINDOW - 1);
-    let mut i = 0;
-    while i < count && i * w / 8 < in_place {
-        let bit = i * w;
-        out.push((window(bytes, bit / 8) >> (bit % 8)) as u64 & mask);
-        i += 1;
-    }
-    if i < count {
-        let start = i * w / 8;
-        let mut tail = [0u8; 2 * WINDOW];
-        tail[..len - start].copy_from_slice(&bytes[start..]);
-        for j in i..count {
-            let bit = j * w - 8 * start;
-            out.push((window(&tail, bit / 8) >> (bit % 8)) as u64 & mask);
-        }
-    }
-    Ok(out)
+    Ok(if w <= 57 {
+        unpack_bits::<8>(bytes, count, w, mask)
+    } else {
+        unpack_bits::<16>(bytes, count, w, mask)
+    })
 }
 
 #[cfg(test)]
