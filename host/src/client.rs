@@ -83,6 +83,7 @@ impl SessionOutputs {
             kernel_s: slower.kernel_s,
             key_read_s: slower.key_read_s,
             exchange_s: slower.exchange_s,
+            online_cpu_s: slower.online_cpu_s,
             offline_s: a.offline_s.max(b.offline_s),
             peak_rss_mb: a.peak_rss_mb.max(b.peak_rss_mb),
             phases: slower.phases.clone(),

@@ -354,6 +354,7 @@ impl ServerService {
             stats.offline_s += offline.elapsed().as_secs_f64();
         }
         let online = Instant::now();
+        let cpu_before = process_cpu_seconds();
         let before = peer.traffic();
         let exchange_before = peer.exchange_seconds();
         let kernels = TimedKernels::new(self.kernels.clone());
@@ -374,6 +375,7 @@ impl ServerService {
         let online_s = online.elapsed().as_secs_f64();
         let after = peer.traffic();
         stats.online_s += online_s;
+        stats.online_cpu_s += process_cpu_seconds() - cpu_before;
         stats.key_bytes_received += keys.received();
         stats.kernel_s += kernel_clock.seconds();
         stats.exchange_s += peer.exchange_seconds() - exchange_before;
@@ -409,4 +411,23 @@ struct StageShares {
 /// This process's peak resident memory in MiB (Linux `VmHWM`; 0 elsewhere).
 pub fn peak_rss_mb() -> f64 {
     crate::local_cluster::peak_rss_of(std::process::id())
+}
+
+/// User and system CPU seconds this process has used, all threads (0 where unknown).
+#[cfg(unix)]
+fn process_cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `rusage` into the pointer it is given, which is valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return 0.0;
+    }
+    // SAFETY: getrusage succeeded, so it filled the struct (and it was zeroed before).
+    let usage = unsafe { usage.assume_init() };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+#[cfg(not(unix))]
+fn process_cpu_seconds() -> f64 {
+    0.0
 }

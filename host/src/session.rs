@@ -210,6 +210,10 @@ pub struct SessionStats {
     pub exchange_s: f64,
     /// Online seconds spent reading the dealer's keys (from the link or the prefetch spill).
     pub key_read_s: f64,
+    /// CPU seconds the server process used during the online phase, all its threads together
+    /// (and any session it served at the same time); 0 where unknown. Against `online_s` it
+    /// says whether the server computed or waited.
+    pub online_cpu_s: f64,
     /// The kernels this server ran on (e.g. "cpu", "cpu (avx2, 2 threads)" or "cuda: DEVICE").
     pub kernels: String,
     /// Online cost per stage (one circuit each: a routed query in reveal-route mode runs the

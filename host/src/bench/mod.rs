@@ -118,6 +118,9 @@ pub struct BenchLine {
     /// (encryption, network, waiting for it); the rest of `online_s` is local protocol work
     /// (key decoding, packing, element-wise ring arithmetic).
     pub exchange_s: f64,
+    /// CPU seconds the slower server's process used in `online_s` (all its threads): near
+    /// `online_s` when it computed throughout, lower when it waited for the other server.
+    pub online_cpu_s: f64,
     /// Online cost per circuit part, per query, at the slower server (with --breakdown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<Vec<PhaseStats>>,
@@ -314,7 +317,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
     let (mut bytes, mut keys, mut rounds) = (0u64, 0u64, 0u64);
     let (mut worst, mut agree) = (0.0f64, 0usize);
     let mut kernels = String::new();
-    let (mut kernel_s, mut key_read_s, mut exchange_s) = (0.0, 0.0, 0.0);
+    let (mut kernel_s, mut key_read_s, mut exchange_s, mut cpu_s) = (0.0, 0.0, 0.0, 0.0);
     let mut phases: Vec<PhaseStats> = Vec::new();
     let bar = crate::progress::Progress::new(
         prepared.queries.len(),
@@ -353,6 +356,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         kernel_s += cost.kernel_s;
         key_read_s += cost.key_read_s;
         exchange_s += cost.exchange_s;
+        cpu_s += cost.online_cpu_s;
         add_phases(&mut phases, &cost.phases);
         bar.inc(1);
     }
@@ -389,6 +393,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         kernel_s: per(kernel_s),
         key_read_s: per(key_read_s),
         exchange_s: per(exchange_s),
+        online_cpu_s: per(cpu_s),
         breakdown: opts.breakdown.then_some(phases),
     };
     if json {
