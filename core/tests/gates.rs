@@ -196,22 +196,28 @@ fn linear_layer_with_secret_weights_is_exact_and_costs_one_opening() {
     let mut r = rng(20);
     let (m, k, n) = (5, 7, 3);
     let (weights, wv, bv) = layer(&mut r, k, n);
-    let mut x: Vec<u64> = (0..2 * m * k).map(|_| r.next_u64()).collect();
-    x[..k].iter_mut().for_each(|v| *v = 0);
-    let inputs = [Input::new(&[2, m, k], L, x.clone())];
-    let o = run_session(&Gate::Linear, &inputs, &weights, &master(20)).unwrap();
-    for row in 0..2 * m {
-        for j in 0..n {
-            let want = (0..k).fold(bv[j], |s, p| {
-                s.wrapping_add(x[row * k + p].wrapping_mul(wv[p * n + j]))
-            });
-            assert_eq!(o.outputs[0][row * n + j], want);
+    // In the full ring and in narrower ones (the layer runs in its input's ring, the weights
+    // taken modulo it: 52 bits is what the host's linear layers use).
+    for bits in [64u32, 52, 37, 9] {
+        let ring = BitWidth::new(bits).unwrap();
+        let mut x: Vec<u64> = (0..2 * m * k).map(|_| ring.reduce(r.next_u64())).collect();
+        x[..k].iter_mut().for_each(|v| *v = 0);
+        let inputs = [Input::new(&[2, m, k], ring, x.clone())];
+        let o = run_session(&Gate::Linear, &inputs, &weights, &master(20)).unwrap();
+        for row in 0..2 * m {
+            for j in 0..n {
+                let want = (0..k).fold(bv[j], |s, p| {
+                    s.wrapping_add(x[row * k + p].wrapping_mul(wv[p * n + j]))
+                });
+                assert_eq!(o.outputs[0][row * n + j], ring.reduce(want), "{bits} bits");
+            }
         }
+        let bytes = packed_len(2 * m * n, ring);
+        assert_traffic(&o, &inputs, bytes as u64, 1);
+        // The layer needs no per-query key material: only the output mask's share goes to P1.
+        assert_eq!(o.keys.p1.len(), bytes);
+        assert!(o.keys.shared.is_empty());
     }
-    assert_traffic(&o, &inputs, (2 * m * n * 8) as u64, 1);
-    // The layer needs no per-query key material: only the output mask's share goes to P1.
-    assert_eq!(o.keys.p1.len(), 2 * m * n * 8);
-    assert!(o.keys.shared.is_empty());
     // Shape errors are errors on both sides, not panics.
     let bad = [Input::new(&[m, k + 1], L, vec![0; m * (k + 1)])];
     assert!(run_session(&Gate::Linear, &bad, &weights, &master(21)).is_err());

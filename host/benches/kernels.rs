@@ -1,11 +1,13 @@
 //! The servers' matrix products on each kernel path this CPU has (core's portable one, AVX2,
 //! AVX-512) on one thread, and on the best path split between all cores, at the shapes BERT-base and MiniLM-L6 give them at 128 tokens: every linear layer
-//! of a block (Q‖K‖V, output, FFN in and out). Throughput counts multiply-adds (criterion's
-//! "elem/s").
+//! of a block (Q‖K‖V, output, FFN in and out), in Z_2^64 and reduced to the 52 bits the
+//! linear layers keep (AVX-512 IFMA where the CPU has it). Throughput counts multiply-adds
+//! (criterion's "elem/s").
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use securerouter_core::gate::Kernels;
 use securerouter_core::prg::{AesCtr, Domain, Seed};
+use securerouter_core::ring::BitWidth;
 use securerouter_host::kernels::{HostKernels, Simd};
 use std::hint::black_box;
 
@@ -52,6 +54,24 @@ fn matmul(c: &mut Criterion) {
                 })
             });
         }
+        // The linear layers' ring, on the best path and one thread.
+        let kernels = HostKernels::new().with_threads(1);
+        let ring = BitWidth::new(52).unwrap();
+        let ifma = if kernels.ifma() { " ifma" } else { "" };
+        let name = format!("{model} {tokens}x{k}x{n} mod 2^52 {}{ifma} x1", best.name());
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                kernels
+                    .matmul_reduced(
+                        black_box(&a),
+                        black_box(&b),
+                        (1, tokens, k, n),
+                        ring,
+                        &mut out,
+                    )
+                    .unwrap()
+            })
+        });
     }
     group.finish();
 }

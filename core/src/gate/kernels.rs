@@ -49,6 +49,22 @@ pub trait Kernels {
         Ok(())
     }
 
+    /// [`Kernels::matmul_batch`] reduced modulo 2^`width`, all a gate keeps of a product in
+    /// Z_2^width. Backends with a cheaper product for narrow rings (52-bit multiply-adds)
+    /// override it; the result is the same.
+    fn matmul_reduced(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        dims: (usize, usize, usize, usize),
+        width: BitWidth,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.matmul_batch(a, b, dims, out)?;
+        out.iter_mut().for_each(|v| *v = width.reduce(*v));
+        Ok(())
+    }
+
     /// Comparison on one-bit DPF keys: writes to `out[i]` this party's bit of the prefix
     /// parity of key i at `xs[i]`, i.e. its XOR share of `[α_i ≤ xs[i]]`
     /// ([`BitDpf::eval_prefix_parity`]).

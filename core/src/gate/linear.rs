@@ -8,7 +8,10 @@
 //!
 //!   [y^]_b = x^ · W_b + bias_b + s_b,   r_y = x-mask · W + (s_0 + s_1),
 //!
-//! where s_b comes from server b's seed stream, so the dealer sends nothing for it.
+//! where s_b comes from server b's seed stream, so the dealer sends nothing for it. All of it
+//! runs in the input's ring Z_2^w: a layer whose output fits in fewer than 64 bits (before its
+//! truncation) takes its input reduced to them, opens fewer bytes, and may use a cheaper
+//! product ([`Kernels::matmul_reduced`]).
 
 use super::channel::{Channel, KeySink, KeySource, pack, packed_len, unpack};
 use super::kernels::Kernels;
@@ -144,9 +147,9 @@ pub fn server_weights_from_seed(seed: &Seed, k: usize, n: usize) -> ServerWeight
 
 /// Rows m of an input [.., m, k] for a layer with k inputs.
 fn rows_for(x: &Tensor, k: usize) -> Result<usize, Error> {
-    if x.last_dim() != k || x.width() != BitWidth::FULL {
+    if x.last_dim() != k {
         return Err(Error::ShapeMismatch(
-            "linear layer input must be 64-bit with last axis = the layer's inputs",
+            "linear layer input's last axis must equal the layer's inputs",
         ));
     }
     Ok(x.len() / k.max(1))
@@ -166,13 +169,14 @@ pub(super) fn deal_linear<S: KeySink>(
     w: &DealerWeights,
 ) -> Result<Tensor, Error> {
     let m = rows_for(x, w.k)?;
+    let ring = x.width();
     let mut r = vec![0u64; m * w.n];
     matmul(x.data(), &w.w, m, w.k, w.n, &mut r);
-    let s = d.pair(m * w.n, BitWidth::FULL);
+    let s = d.pair(m * w.n, ring);
     r.iter_mut()
         .zip(&s)
-        .for_each(|(a, b)| *a = a.wrapping_add(*b));
-    Ok(Tensor::from_parts(&out_shape(x, w.n), BitWidth::FULL, r))
+        .for_each(|(a, &b)| *a = ring.add(*a, b));
+    Ok(Tensor::from_parts(&out_shape(x, w.n), ring, r))
 }
 
 pub(super) async fn eval_linear<C: Channel, K: KeySource, X: Kernels>(
@@ -181,18 +185,16 @@ pub(super) async fn eval_linear<C: Channel, K: KeySource, X: Kernels>(
     w: &ServerWeights,
 ) -> Result<Tensor, Error> {
     let m = rows_for(x, w.k)?;
+    let ring = x.width();
     let mut y = vec![0u64; m * w.n];
-    srv.kernels().matmul(x.data(), &w.w, m, w.k, w.n, &mut y)?;
-    let s = srv.pair(m * w.n, BitWidth::FULL);
+    srv.kernels()
+        .matmul_reduced(x.data(), &w.w, (1, m, w.k, w.n), ring, &mut y)?;
+    let s = srv.pair(m * w.n, ring);
     for (i, v) in y.iter_mut().enumerate() {
-        *v = v.wrapping_add(w.bias[i % w.n]).wrapping_add(s[i]);
+        *v = ring.add(ring.add(*v, w.bias[i % w.n]), s[i]);
     }
-    let opened = srv.open(&y, BitWidth::FULL).await?;
-    Ok(Tensor::from_parts(
-        &out_shape(x, w.n),
-        BitWidth::FULL,
-        opened,
-    ))
+    let opened = srv.open(&y, ring).await?;
+    Ok(Tensor::from_parts(&out_shape(x, w.n), ring, opened))
 }
 
 // Element-wise affine map with secret per-feature weights: `w` is a layer with one input

@@ -76,7 +76,7 @@ pub trait Protocol {
     /// Adds public constants (same broadcast as [`Tensor::mul_public`]); masks are unchanged.
     fn add_public(&self, x: &Tensor, c: &[u64]) -> Result<Tensor, Error>;
 
-    /// y = x·W + b with secret weights; x is [.., k], 64-bit.
+    /// y = x·W + b with secret weights; x is [.., k] in any ring, and y in the same one.
     async fn linear(&mut self, x: &Tensor, w: &Self::Weights) -> Result<Tensor, Error>;
 
     /// y = x ⊙ γ + β along the last axis, with secret per-feature γ, β given as a layer with

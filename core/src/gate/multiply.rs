@@ -140,7 +140,7 @@ pub(super) async fn eval_matmul<C: Channel, K: KeySource, X: Kernels>(
     let kern = srv.kernels();
     let product = |a: &[u64], b: &[u64]| -> Result<Vec<u64>, Error> {
         let mut out = vec![0u64; batch * m * n];
-        kern.matmul_batch(a, b, dims, &mut out)?;
+        kern.matmul_reduced(a, b, dims, w, &mut out)?;
         Ok(out)
     };
     let x_ry = product(x.data(), &ry)?;

@@ -69,8 +69,9 @@ impl fmt::Display for ServerKernels {
         match self {
             ServerKernels::Cpu(k) => {
                 let simd = (k.simd() != Simd::None).then(|| k.simd().name().to_string());
+                let ifma = k.ifma().then(|| "ifma".to_string());
                 let threads = (k.threads() > 1).then(|| format!("{} threads", k.threads()));
-                let notes: Vec<String> = simd.into_iter().chain(threads).collect();
+                let notes: Vec<String> = simd.into_iter().chain(ifma).chain(threads).collect();
                 match notes.is_empty() {
                     true => f.write_str("cpu"),
                     false => write!(f, "cpu ({})", notes.join(", ")),
@@ -111,6 +112,17 @@ impl Kernels for ServerKernels {
         out: &mut [u64],
     ) -> Result<(), Error> {
         self.backend().matmul_batch(a, b, dims, out)
+    }
+
+    fn matmul_reduced(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        dims: (usize, usize, usize, usize),
+        width: BitWidth,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.backend().matmul_reduced(a, b, dims, width, out)
     }
 
     fn dpf_prefix_parity(
@@ -195,6 +207,8 @@ impl Simd {
 pub struct HostKernels {
     cpu: CpuKernels,
     simd: Simd,
+    /// AVX-512 IFMA's 52-bit multiply-adds, for products in rings of up to 52 bits.
+    ifma: bool,
     threads: usize,
 }
 
@@ -224,9 +238,14 @@ impl HostKernels {
             _ => Simd::None,
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        #[cfg(target_arch = "x86_64")]
+        let ifma = simd == Simd::Avx512 && std::arch::is_x86_feature_detected!("avx512ifma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let ifma = false;
         HostKernels {
             cpu: CpuKernels::new(),
             simd,
+            ifma,
             threads,
         }
     }
@@ -240,6 +259,11 @@ impl HostKernels {
     /// The SIMD extension in use.
     pub fn simd(&self) -> Simd {
         self.simd
+    }
+
+    /// Whether products in rings of up to 52 bits use AVX-512 IFMA.
+    pub fn ifma(&self) -> bool {
+        self.ifma
     }
 
     /// The most threads one call uses.
@@ -279,8 +303,58 @@ impl HostKernels {
         })
     }
 
-    /// One thread's matrix product.
-    fn matmul_on_one(
+    /// A matrix product (reduced to `ring` if given), its rows split between threads when it
+    /// is large.
+    fn product(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        (m, k, n): (usize, usize, usize),
+        ring: Option<BitWidth>,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        check_matmul(a, b, (1, m, k, n), out)?;
+        let pieces = self.pieces(
+            m.saturating_mul(k).saturating_mul(n),
+            MIN_PRODUCTS_PER_THREAD,
+        );
+        if pieces == 1 || n == 0 || k == 0 {
+            return self.product_on_one(a, b, (m, k, n), ring, out);
+        }
+        // Row blocks of a and out; every thread reads all of b.
+        let rows = m.div_ceil(pieces);
+        let blocks: Vec<_> = a.chunks(rows * k).zip(out.chunks_mut(rows * n)).collect();
+        on_threads(blocks, |(a, out)| {
+            self.product_on_one(a, b, (a.len() / k, k, n), ring, out)
+        })
+    }
+
+    /// One thread's matrix product, reduced to `ring` if given.
+    fn product_on_one(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        (m, k, n): (usize, usize, usize),
+        ring: Option<BitWidth>,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(ring) = ring.filter(|r| self.ifma && r.bits() <= 52) {
+            check_matmul(a, b, (1, m, k, n), out)?;
+            // SAFETY: AVX-512F and IFMA were detected on this CPU at construction; the
+            // lengths match the dimensions (checked above).
+            unsafe { avx512::matmul52(a, b, (m, k, n), ring.mask(), out) };
+            return Ok(());
+        }
+        self.full_product_on_one(a, b, (m, k, n), out)?;
+        if let Some(ring) = ring {
+            out.iter_mut().for_each(|v| *v = ring.reduce(*v));
+        }
+        Ok(())
+    }
+
+    /// One thread's wrapping matrix product in Z_2^64.
+    fn full_product_on_one(
         &self,
         a: &[u64],
         b: &[u64],
@@ -406,6 +480,17 @@ impl<K: Kernels> Kernels for TimedKernels<K> {
         self.timed(|x| x.matmul_batch(a, b, dims, out))
     }
 
+    fn matmul_reduced(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        dims: (usize, usize, usize, usize),
+        width: BitWidth,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        self.timed(|x| x.matmul_reduced(a, b, dims, width, out))
+    }
+
     fn dpf_prefix_parity(
         &self,
         keys: &BitDpfKeys,
@@ -450,20 +535,28 @@ impl Kernels for HostKernels {
         n: usize,
         out: &mut [u64],
     ) -> Result<(), Error> {
-        check_matmul(a, b, (1, m, k, n), out)?;
-        let pieces = self.pieces(
-            m.saturating_mul(k).saturating_mul(n),
-            MIN_PRODUCTS_PER_THREAD,
-        );
-        if pieces == 1 || n == 0 || k == 0 {
-            return self.matmul_on_one(a, b, (m, k, n), out);
+        self.product(a, b, (m, k, n), None, out)
+    }
+
+    fn matmul_reduced(
+        &self,
+        a: &[u64],
+        b: &[u64],
+        (batch, m, k, n): (usize, usize, usize, usize),
+        width: BitWidth,
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        check_matmul(a, b, (batch, m, k, n), out)?;
+        for t in 0..batch {
+            self.product(
+                &a[t * m * k..(t + 1) * m * k],
+                &b[t * k * n..(t + 1) * k * n],
+                (m, k, n),
+                Some(width),
+                &mut out[t * m * n..(t + 1) * m * n],
+            )?;
         }
-        // Row blocks of a and out; every thread reads all of b.
-        let rows = m.div_ceil(pieces);
-        let blocks: Vec<_> = a.chunks(rows * k).zip(out.chunks_mut(rows * n)).collect();
-        on_threads(blocks, |(a, out)| {
-            self.matmul_on_one(a, b, (a.len() / k, k, n), out)
-        })
+        Ok(())
     }
 
     fn dpf_prefix_parity(
@@ -592,6 +685,41 @@ mod tests {
             let mut out = [0u64; 4];
             assert!(
                 fast.matmul(&[1; 6], &[1; 6], 2, 3, 2, &mut out[..3])
+                    .is_err()
+            );
+        }
+    }
+
+    /// Products reduced to a ring of at most 52 bits (AVX-512 IFMA where the CPU has it) and
+    /// of more equal core's reduced product, on shapes with and without remainders, in batches,
+    /// on one thread and split between threads.
+    #[test]
+    fn reduced_matmul_matches_the_portable_kernel_exactly() {
+        let cpu = CpuKernels::new();
+        let mut r = AesCtr::new(&Seed::from_bytes([12; 16]), Domain(4));
+        let mut kernels = simd_kernels();
+        kernels.push(HostKernels::new().with_threads(3));
+        for fast in kernels {
+            eprintln!("{:?}, ifma: {}", fast.simd(), fast.ifma());
+            for bits in [1u32, 26, 38, 52, 53, 64] {
+                let ring = BitWidth::new(bits).unwrap();
+                for (batch, m, k, n) in [(1, 3, 5, 7), (2, 9, 33, 17), (1, 130, 160, 151)] {
+                    let mut rand =
+                        |len: usize| -> Vec<u64> { (0..len).map(|_| r.next_u64()).collect() };
+                    let (a, b) = (rand(batch * m * k), rand(batch * k * n));
+                    let (mut want, mut got) =
+                        (vec![0u64; batch * m * n], vec![7u64; batch * m * n]);
+                    let dims = (batch, m, k, n);
+                    cpu.matmul_reduced(&a, &b, dims, ring, &mut want).unwrap();
+                    fast.matmul_reduced(&a, &b, dims, ring, &mut got).unwrap();
+                    assert!(want.iter().all(|&v| ring.contains(v)));
+                    assert_eq!(got, want, "{:?}, {bits} bits, {dims:?}", fast.simd());
+                }
+            }
+            let mut out = [0u64; 4];
+            let ring = BitWidth::new(52).unwrap();
+            assert!(
+                fast.matmul_reduced(&[1; 6], &[1; 6], (1, 2, 3, 2), ring, &mut out[..3])
                     .is_err()
             );
         }

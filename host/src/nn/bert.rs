@@ -11,7 +11,7 @@
 //! LayerNorm shift at 3·FRAC. The attention scale 1/√d is folded into the query projection,
 //! and Q, K, V are one linear layer.
 
-use super::layers::{self, ACT_BITS, FRAC};
+use super::layers::{self, ACT_BITS, FRAC, LINEAR_BITS};
 use crate::model::{BertWeights, ClassifierHead, LayerNorm, Linear};
 use anyhow::{Context, bail};
 use securerouter_core::Error;
@@ -108,11 +108,15 @@ pub mod phase {
     pub const ALL: [&str; 6] = [LINEAR, ATTENTION, SOFTMAX, GELU, LAYER_NORM, OTHER];
 }
 
-/// y = linear(x) truncated back to FRAC bits.
+/// y = linear(x) in the linear layers' ring, truncated back to FRAC bits in the full ring.
 async fn dense<P: Protocol>(p: &mut P, x: &Tensor, w: &P::Weights) -> Result<Tensor, Error> {
     p.phase(phase::LINEAR);
-    let y = p.linear(x, w).await?;
-    p.truncate(&y, FRAC).await
+    let y = p.linear(&x.reduce(linear_ring()?)?, w).await?;
+    p.truncate_to(&y, FRAC, BitWidth::FULL).await
+}
+
+fn linear_ring() -> Result<BitWidth, Error> {
+    BitWidth::new(LINEAR_BITS)
 }
 
 /// Runs the classifier on one sequence `x` ([tokens, hidden + 2]); returns the logits
@@ -179,7 +183,7 @@ pub async fn bert_pooled<P: Protocol>(
             unreachable!("chunks of PARTS_PER_LAYER");
         };
         p.phase(phase::LINEAR);
-        let qkv = p.linear(&hidden, qkv_w).await?;
+        let qkv = p.linear(&hidden.reduce(linear_ring()?)?, qkv_w).await?;
         let split = |i: usize, axes: &[usize]| -> Result<Tensor, Error> {
             qkv.gather_last(&cols(i * h..(i + 1) * h))?
                 .reshape(&[n, heads, d])?
@@ -194,7 +198,9 @@ pub async fn bert_pooled<P: Protocol>(
             narrow(split(0, &[1, 0, 2])?)?,
             narrow(split(1, &[1, 2, 0])?)?,
         );
-        let v = p.truncate(&split(2, &[1, 0, 2])?, FRAC).await?;
+        let v = p
+            .truncate_to(&split(2, &[1, 0, 2])?, FRAC, BitWidth::FULL)
+            .await?;
         p.phase(phase::ATTENTION);
         let scores = p.matmul(&q, &k).await?.shift_down(FRAC)?;
         let scores = scores.reshape(&[heads * n, n])?.add(&key_bias)?;

@@ -40,6 +40,11 @@ pub const ACT_BITS: u32 = 26;
 /// entry, sum × its reciprocal, value × reciprocal) is about 2^(2·FRAC) at most, below
 /// 2^(SOFTMAX_BITS − 2) as truncation requires.
 pub const SOFTMAX_BITS: u32 = 32;
+/// Ring of the linear layers: their outputs, at scale 2^(2·FRAC) before truncation, stay below
+/// 2^(LINEAR_BITS − 2 − 2·FRAC) = 2^26 in real terms as the truncation requires; products modulo
+/// 2^52 are what one 52-bit multiply-add computes ([`gate::Kernels::matmul_reduced`]), and the
+/// layers' openings take 52 bits an element instead of 64.
+pub const LINEAR_BITS: u32 = 52;
 /// Bits on which LayerNorm variances are compared: up to 2^(V_MAX + 1) = 2^18 in real terms.
 pub const NORM_BITS: u32 = 32;
 /// Window bits of the GeLU correction table: x in [−4, 4) at steps of 8/2^GELU_BITS.
