@@ -809,13 +809,17 @@ impl BitDpf {
                 let at = 2 * (local_x[j] >> k);
                 let block = span[at] as u128 | (span[at + 1] as u128) << 64;
                 parity[j] = (par[j] ^ leaf_prefix_parity(block, x & ((1 << k) - 1))) as u64;
-                // Window bit o is local position o + 2^w where o ≤ zo (in B1), else o (in B0).
-                let zo = (x.wrapping_add(half) & ((1 << w) - 1)) as usize;
+                // Window bit o is local position o + 2^w where o ≤ zo (in B1), else o (in B0):
+                // whole words below bit zo + 1 from B1, whole words above it from B0.
+                let cut = (x.wrapping_add(half) & ((1 << w) - 1)) as usize + 1;
+                let (full, part) = (cut / 64, cut % 64);
                 let out = &mut window[j * words..(j + 1) * words];
                 let (b0, b1) = span.split_at(words);
-                for (q, ((o, &lo), &hi)) in out.iter_mut().zip(b0).zip(b1).enumerate() {
-                    let from_b1 = ((1u128 << (zo + 1).saturating_sub(64 * q).min(64)) - 1) as u64;
-                    *o = (hi & from_b1) | (lo & !from_b1);
+                out[..full].copy_from_slice(&b1[..full]);
+                if full < words {
+                    let from_b1 = (1u64 << part) - 1;
+                    out[full] = (b1[full] & from_b1) | (b0[full] & !from_b1);
+                    out[full + 1..].copy_from_slice(&b0[full + 1..words]);
                 }
             }
         }
