@@ -182,8 +182,19 @@ impl<'a> Reader<'a> {
                 "padding of the control bits is not zero",
             ));
         }
-        let bit = |k: usize| (b[k / 8] >> (k % 8)) & 1 == 1;
-        out.extend((0..levels).map(|i| [bit(2 * i), bit(2 * i + 1)]));
+        // Four levels a byte, two bits each (low bits first).
+        let pairs = |byte: u8| {
+            let bit = |k: u32| (byte >> k) & 1 == 1;
+            [[bit(0), bit(1)], [bit(2), bit(3)], [bit(4), bit(5)], [bit(6), bit(7)]]
+        };
+        out.reserve(levels);
+        let (whole, rest) = (levels / 4, levels % 4);
+        for &byte in &b[..whole] {
+            out.extend_from_slice(&pairs(byte));
+        }
+        if rest > 0 {
+            out.extend_from_slice(&pairs(b[whole])[..rest]);
+        }
         Ok(())
     }
 
