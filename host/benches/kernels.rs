@@ -5,6 +5,7 @@
 //! (criterion's "elem/s").
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use securerouter_core::fss::{BitDpf, BitDpfKeys};
 use securerouter_core::gate::Kernels;
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
@@ -76,5 +77,40 @@ fn matmul(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul);
+/// GeLU's kernel as a server runs it: 4096 one-bit DPF keys of 21 bits (a key chunk), each
+/// giving its comparison and a 2^10-entry window table's masked dot product, on one thread.
+fn sign_window(c: &mut Criterion) {
+    let (n, count) = (BitWidth::new(21).unwrap(), 4096);
+    let dpf = BitDpf::new();
+    let mut r = AesCtr::new(&Seed::from_bytes([5; 16]), Domain(1));
+    let keys: Vec<_> = (0..count)
+        .map(|_| dpf.gen_keys(n, n.reduce(r.next_u64()), &mut r).unwrap().0)
+        .collect();
+    let keys = BitDpfKeys::from_keys(&keys).unwrap();
+    let xs: Vec<u64> = (0..count).map(|_| n.reduce(r.next_u64())).collect();
+    let table = random(&mut r, 1 << 10);
+    let (mut parity, mut dot) = (vec![0u64; count], vec![0u64; count]);
+    let mut group = c.benchmark_group("sign_window");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(count as u64));
+    let kernels = HostKernels::new().with_threads(1);
+    let name = format!("n21 window10 x{count} {}", kernels.simd().name());
+    group.bench_function(name, |bench| {
+        bench.iter(|| {
+            kernels
+                .dpf_sign_window(
+                    &keys,
+                    &xs,
+                    &table,
+                    BitWidth::FULL,
+                    &mut parity,
+                    black_box(&mut dot),
+                )
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, matmul, sign_window);
 criterion_main!(benches);

@@ -185,7 +185,12 @@ impl<'a> Reader<'a> {
         // Four levels a byte, two bits each (low bits first).
         let pairs = |byte: u8| {
             let bit = |k: u32| (byte >> k) & 1 == 1;
-            [[bit(0), bit(1)], [bit(2), bit(3)], [bit(4), bit(5)], [bit(6), bit(7)]]
+            [
+                [bit(0), bit(1)],
+                [bit(2), bit(3)],
+                [bit(4), bit(5)],
+                [bit(6), bit(7)],
+            ]
         };
         out.reserve(levels);
         let (whole, rest) = (levels / 4, levels % 4);
