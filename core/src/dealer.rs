@@ -304,9 +304,11 @@ impl PartyCorrelations {
     ) -> Result<Vec<u64>, Error> {
         match self.expect_correction(p1_correction, count)? {
             Some(c) => Ok(c.to_vec()),
-            None => Ok((0..count)
-                .map(|_| width.reduce(self.stream.next_u64()))
-                .collect()),
+            None => {
+                let mut v = vec![0u64; count];
+                self.pseudorandom_shares(&mut v, width);
+                Ok(v)
+            }
         }
     }
 
@@ -368,6 +370,12 @@ impl PartyCorrelations {
     /// The root of this party's next DPF or DCF key (what [`PartyCorrelations::fss_key`] uses).
     pub fn fss_root(&mut self) -> u128 {
         self.stream.next_u128()
+    }
+
+    /// The roots of this party's next `out.len()` keys, in order (as many
+    /// [`PartyCorrelations::fss_root`] calls).
+    pub fn fss_roots(&mut self, out: &mut [u128]) {
+        self.stream.fill_u128(out);
     }
 
     /// P1 must bring exactly `len` words from the dealer; P0 must bring none.

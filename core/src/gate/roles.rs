@@ -205,8 +205,8 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
             let end = (start + KEY_CHUNK).min(count);
             let bytes = &mut bytes[..len * (end - start)];
             self.keys.read_shared_stream(bytes).await?;
-            roots.clear();
-            roots.extend((start..end).map(|_| self.correlations.fss_root()));
+            roots.resize(end - start, 0);
+            self.correlations.fss_roots(&mut roots);
             batch.decode_into(&roots, bytes)?;
             each(&self.kernels, &batch, start..end)?;
         }
