@@ -193,7 +193,7 @@ impl CpuKernels {
         }
         let n = keys.in_bits();
         let size = check_lookup_table(n, table.len())?;
-        let rev = rotations(table);
+        let rev = table_rotations(table);
         let words = BitDpf::full_domain_words(n);
         // Enough keys per full-domain batch for long AES passes, in bounded scratch.
         let chunk = (LOOKUP_SCRATCH_WORDS / words).max(1);
@@ -226,7 +226,7 @@ impl CpuKernels {
 
 /// rev[m] = table[(−m) mod 2^n] over two periods, so that table[(x − j) mod 2^n] =
 /// rev[2^n − x + j]: one contiguous slice per input, indexed by j alone.
-fn rotations(table: &[u64]) -> Vec<u64> {
+pub fn table_rotations(table: &[u64]) -> Vec<u64> {
     let size = table.len();
     (0..2 * size)
         .map(|m| table[(size - m % size) % size])
@@ -245,7 +245,9 @@ pub fn check_window_table(table: usize) -> Result<u32, Error> {
 
 impl CpuKernels {
     /// [`Kernels::dpf_sign_window`] of the keys in `range` only, with the masked dot product
-    /// supplied by the caller (as in [`CpuKernels::dpf_lookup_with`]).
+    /// supplied by the caller: `masked_dot(e, start)` is Σ_j bit_j(e) · rev[start + j] for
+    /// rev = [`table_rotations`]`(table)`, which the caller keeps in whatever form its dot
+    /// product reads fastest.
     #[allow(clippy::too_many_arguments)]
     pub fn dpf_sign_window_with(
         &self,
@@ -256,7 +258,7 @@ impl CpuKernels {
         out_width: BitWidth,
         parity: &mut [u64],
         dot: &mut [u64],
-        masked_dot: impl Fn(&[u64], &[u64]) -> u64,
+        masked_dot: impl Fn(&[u64], usize) -> u64,
     ) -> Result<(), Error> {
         check_key_range(keys.len(), &range, xs.len(), parity.len())?;
         check_key_range(keys.len(), &range, xs.len(), dot.len())?;
@@ -266,7 +268,6 @@ impl CpuKernels {
         let w = check_window_table(table.len())?;
         let size = table.len();
         let half = size as u64 / 2;
-        let rev = rotations(table);
         let words = size.div_ceil(64);
         let chunk = (LOOKUP_SCRATCH_WORDS / words).max(1);
         let mut bits = vec![0u64; chunk.min(range.len()) * words];
@@ -290,8 +291,7 @@ impl CpuKernels {
             // v = x − p and zo = (x + H) mod 2^w.
             for ((&x, e), d) in xs.iter().zip(bits.chunks(words)).zip(dot.iter_mut()) {
                 let zo = (x.wrapping_add(half) as usize) & (size - 1);
-                let start = size - zo;
-                *d = out_width.reduce(masked_dot(e, &rev[start..start + size]));
+                *d = out_width.reduce(masked_dot(e, size - zo));
             }
         }
         Ok(())
@@ -358,8 +358,9 @@ impl Kernels for CpuKernels {
         parity: &mut [u64],
         dot: &mut [u64],
     ) -> Result<(), Error> {
-        let all = 0..keys.len();
-        self.dpf_sign_window_with(keys, all, xs, table, out_width, parity, dot, masked_dot)
+        let (all, rev, size) = (0..keys.len(), table_rotations(table), table.len());
+        let dot_at = |e: &[u64], start: usize| masked_dot(e, &rev[start..start + size]);
+        self.dpf_sign_window_with(keys, all, xs, table, out_width, parity, dot, dot_at)
     }
 }
 
