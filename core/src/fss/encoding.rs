@@ -151,9 +151,16 @@ impl<'a> Reader<'a> {
     /// zero.
     pub fn block(&mut self, bits: u32, what: &'static str) -> Result<u128, Error> {
         let b = self.take(bits.div_ceil(8) as usize, what)?;
-        let mut a = [0u8; 16];
-        a[..b.len()].copy_from_slice(b);
-        let v = u128::from_le_bytes(a);
+        // A whole block (the usual leaf of 2^7 bits) converts in place; a variable-length
+        // copy is a call per key.
+        let v = match <[u8; 16]>::try_from(b) {
+            Ok(whole) => u128::from_le_bytes(whole),
+            Err(_) => {
+                let mut a = [0u8; 16];
+                a[..b.len()].copy_from_slice(b);
+                u128::from_le_bytes(a)
+            }
+        };
         if bits < 128 && v >> bits != 0 {
             return Err(Error::MalformedKey(
                 "padding of the final block is not zero",
@@ -198,7 +205,10 @@ impl<'a> Reader<'a> {
             out.extend_from_slice(&pairs(byte));
         }
         if rest > 0 {
-            out.extend_from_slice(&pairs(b[whole])[..rest]);
+            // Pushed one by one: a slice of variable length would be a copy call per key.
+            for &pair in &pairs(b[whole])[..rest] {
+                out.push(pair);
+            }
         }
         Ok(())
     }
