@@ -95,12 +95,21 @@ fn softmax_matches_exact_rows_including_padding() {
             .map(|_| uniform(&mut r, -10.0, 10.0))
             .collect();
         // Row 1 is constant; row 2 has padded columns (bias −256) after the first; row 3 is
-        // clustered within the max tree's coarse comparisons (1/16 at n = 128).
+        // clustered within the max tree's coarse comparisons (1/16 at n = 128); row 4 spans
+        // nearly the whole range (distances to the maximum up to 8000, where the exponential's
+        // window lookup reads its input past the quarter of its ring) with entries on either
+        // side of the exponential's clip at distance 16.
         x[n..2 * n].iter_mut().for_each(|v| *v = 1.5);
         x[2 * n + 1..3 * n].iter_mut().for_each(|v| *v -= 256.0);
         x[3 * n..4 * n]
             .iter_mut()
             .for_each(|v| *v = 3.0 + *v / 200.0);
+        let far = [
+            4000.0, -4000.0, 3984.1, 3983.9, 3992.0, -3000.0, 100.0, 3999.0,
+        ];
+        for (j, v) in x[4 * n..5 * n].iter_mut().enumerate() {
+            *v = far[j % far.len()] - (j / far.len()) as f64 / 64.0;
+        }
         let y = run(&Nonlinear::Softmax, &[rows, n], &x, &no_weights());
         // Read at scale 2^FRAC, the double-scale result is 2^FRAC times the probabilities.
         let unit = (1u64 << layers::FRAC) as f64;

@@ -13,17 +13,18 @@
 //! | layer | rounds | approximation |
 //! |---|---|---|
 //! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4), zero outside, read with the sign off one key |
-//! | softmax over n | 2⌈log2 n⌉ + 14 (13 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) as a product of two entries of one 8-bit table on t clipped to [−1/2, 16) in steps of 2^−8; reciprocal from a 13-bit table and one Newton step |
+//! | softmax over n | 2⌈log2 n⌉ + 14 (13 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's; reciprocal from a 13-bit table and one Newton step |
 //! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
 //!
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
 //! per bit compared, so: values that only feed a table index or a comparison are rescaled by the
 //! local [`Tensor::shift_down`] instead of the truncation gate; the softmax works in narrow
-//! rings (its maximum and clip on [`ACT_BITS`] bits, its exponentials' tables and products on
+//! rings (its maximum on [`ACT_BITS`] bits, its exponentials' tables and products on
 //! [`SOFTMAX_BITS`]) and widens once, either its result ([`softmax`]) or, for P·V, its
-//! exponentials ([`softmax_double_scale`]); and comparisons whose result may be off near
-//! the threshold (the max tree, clips of functions that are flat there) read shifted values
-//! ([`gate::max_within`], [`clip_above`]).
+//! exponentials ([`softmax_double_scale`]); comparisons whose result may be off near the
+//! threshold (the max tree) read shifted values ([`gate::max_within`]); and functions that
+//! vanish outside a window (GeLU's correction, the exponential's clip) read their sign or
+//! clip off their table's key ([`Protocol::drelu_lookup`]).
 
 use securerouter_core::Error;
 use securerouter_core::gate::{self, LookupTable, Protocol, Tensor, WindowTable};
@@ -49,8 +50,6 @@ pub const LINEAR_BITS: u32 = 52;
 pub const NORM_BITS: u32 = 32;
 /// Window bits of the GeLU correction table: x in [−4, 4) at steps of 8/2^GELU_BITS.
 pub const GELU_BITS: u32 = 10;
-/// exp(−t) is computed for t < 16; beyond it the result is exp(−16) ≈ 1e−7, i.e. 0.
-const EXP_CLIP: u64 = (16 << FRAC) - 1;
 /// Range of the LayerNorm variance the normaliser handles: 2^V_MIN ≤ v < 2^(V_MAX + 1).
 const V_MIN: i32 = -(FRAC as i32);
 const V_MAX: i32 = 17;
@@ -78,41 +77,6 @@ fn table<T: Send + Sync>(
     }
     let t = build()?;
     Ok(cell.get_or_init(|| t))
-}
-
-/// min(t, c) for public c ≥ 2^coarse − 1, or c for some t in the top bucket [2^coarse·T, c]:
-/// 2 rounds (one comparison, one bit × value). The comparison reads t shifted down by `coarse`
-/// bits (0: exact) on `cmp` bits, which must hold T − (t >> coarse) as a signed value for
-/// T = ⌊(c + 1) / 2^coarse⌋ − 1: the shift may add one, so t is kept exactly when the
-/// shifted t is at most T, which holds for every t below the top bucket and for no t above c.
-/// A coarse clip suits functions that are nearly constant on that bucket; its DPF is
-/// `coarse` levels shorter.
-pub async fn clip_above<P: Protocol>(
-    p: &mut P,
-    t: &Tensor,
-    c: u64,
-    coarse: u32,
-    cmp: BitWidth,
-) -> Result<Tensor, Error> {
-    let (high, limit) = if coarse == 0 {
-        (t.clone(), c)
-    } else {
-        let buckets = c
-            .checked_add(1)
-            .and_then(|c1| c1.checked_shr(coarse))
-            .unwrap_or(0);
-        if buckets == 0 {
-            return Err(Error::ShapeMismatch(
-                "a coarse clip needs a bound of at least one bucket (c ≥ 2^coarse − 1)",
-            ));
-        }
-        (t.shift_down(coarse)?, buckets - 1)
-    };
-    let below = p.add_public(&high.neg(), &[limit])?; // limit − t ≥ 0 ⇔ keep t
-    let keep = p.drelu(&below.reduce(cmp)?).await?;
-    let over = p.add_public(t, &[c.wrapping_neg()])?; // t − c
-    let kept = p.mul_bit(&keep, &over).await?;
-    p.add_public(&kept, &[c])
 }
 
 /// Multiplies by a public real `c` (|c| < 2^11) with `shift` bits of precision, then truncates:
@@ -164,36 +128,50 @@ pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
 /// (relative error below 0.4 %, unbiased), which keeps its table at 2^8 entries.
 const EXP_FRAC: u32 = 8;
 
-/// exp(−u / 2^EXP_FRAC) for u = 2^6·hi + lo: entries 96 + hi (hi in −2..=65) hold
-/// exp(−2^6·hi / 2^EXP_FRAC), entries lo mod 2^8 (lo in −64..=64) hold exp(−lo / 2^EXP_FRAC);
-/// both in fixed point with FRAC fractional bits, in Z_2^SOFTMAX_BITS.
-fn exp_table() -> Result<&'static LookupTable, Error> {
+/// exp(−u / 2^EXP_FRAC) for u = 2^6·hi + lo, in fixed point with FRAC fractional bits in
+/// Z_2^SOFTMAX_BITS: the high part's window table, exp(−2^6·hi / 2^EXP_FRAC) = exp(−hi/4) for
+/// hi in −2..64 (t in [−1/2, 16) at steps of 1/4) and zero elsewhere in its window [−64, 64)
+/// and outside it, which is the clip of t to [−1/2, 16) (exp(−16) ≈ 1e−7 is 0 here);
+fn exp_high_table() -> Result<&'static WindowTable, Error> {
+    static CELL: OnceLock<WindowTable> = OnceLock::new();
+    table(&CELL, || {
+        let unit = (1u64 << EXP_FRAC) as f64;
+        WindowTable::from_fn(7, width(SOFTMAX_BITS)?, |hi| match hi {
+            -2..64 => fixed((-(hi as f64) * 64.0 / unit).exp(), FRAC),
+            _ => 0,
+        })
+    })
+}
+
+/// and the low part's table, entries lo mod 2^8 (lo in −64..=64) holding
+/// exp(−lo / 2^EXP_FRAC).
+fn exp_low_table() -> Result<&'static LookupTable, Error> {
     static CELL: OnceLock<LookupTable> = OnceLock::new();
     table(&CELL, || {
         let unit = (1u64 << EXP_FRAC) as f64;
         LookupTable::from_fn(width(8)?, width(SOFTMAX_BITS)?, |i| {
-            let u = match i {
-                94..=161 => (i as f64 - 96.0) * 64.0,
+            let lo = match i {
                 0..=64 => i as f64,
                 192.. => i as f64 - 256.0, // lo < 0
                 _ => return 0,             // never indexed
             };
-            fixed((-u / unit).exp(), FRAC)
+            fixed((-lo / unit).exp(), FRAC)
         })
     })
 }
 
 /// exp(−t) for t ≥ −1/2 (read on ACT_BITS bits), in Z_2^out (out ≥ SOFTMAX_BITS; the
-/// table and the product stay in Z_2^SOFTMAX_BITS, the truncation widens): clip to [−1/2, 16)
-/// (2 rounds; t from 15 on may become 16 − 2^−FRAC, which changes exp(−t) by less than 4e−7);
+/// tables and the product stay in Z_2^SOFTMAX_BITS, the truncation widens):
 /// u = t / 2^(FRAC − EXP_FRAC) and hi = t / 2^(FRAC − 2) shifted down (local), so that
-/// lo = u − 2^6·hi lies in [−64, 64] whichever of the two is one more; two lookups in one 2^8
-/// table at once (2), their product (1) and truncation (1). Six rounds.
+/// lo = u − 2^6·hi lies in [−64, 64] whichever of the two is one more, for any t; exp(−hi/4)
+/// from a window lookup (2 rounds), which is zero from t ≥ 16 on and so clips t (hi, in a
+/// ring of ACT_BITS − FRAC + 2 bits, is read right up to t < 2^(ACT_BITS − 1 − FRAC) − 16,
+/// the bound t has anyway); exp(−lo / 2^EXP_FRAC) from a 2^8 table (2); their product (1)
+/// and truncation (1). Six rounds.
 pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor, out: BitWidth) -> Result<Tensor, Error> {
     let shape = t.shape().to_vec();
     let n = t.len();
-    let cmp = width(ACT_BITS - FRAC)?;
-    let t = clip_above(p, &t.reduce(act()?)?, EXP_CLIP, FRAC, cmp).await?;
+    let t = t.reduce(act()?)?;
     // Both shifts by FRAC − 2 bits: t·2^(EXP_FRAC − 2) gives u, t itself gives hi.
     let shift = FRAC - 2;
     let both = t
@@ -203,10 +181,9 @@ pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor, out: BitWidth) -> Resul
     let both = both.shift_down(shift)?;
     let (u, hi) = (both.gather_last(&[0])?, both.gather_last(&[1])?);
     let lo = u.sub(&hi.scale(1 << 6))?;
-    let index = lo.concat_last(&hi)?;
-    let index = p.add_public(&index, &[0, 96])?;
-    let e = p.lookup(&index.reduce(width(8)?)?, exp_table()?).await?;
-    let prod = p.mul(&e.gather_last(&[0])?, &e.gather_last(&[1])?).await?;
+    let (_, high) = p.drelu_lookup(&hi, exp_high_table()?).await?;
+    let low = p.lookup(&lo.reduce(width(8)?)?, exp_low_table()?).await?;
+    let prod = p.mul(&high, &low).await?;
     p.truncate_to(&prod, FRAC, out).await?.reshape(&shape)
 }
 
