@@ -35,18 +35,9 @@ pub trait Kernels {
         (batch, m, k, n): (usize, usize, usize, usize),
         out: &mut [u64],
     ) -> Result<(), Error> {
-        check_matmul(a, b, (batch, m, k, n), out)?;
-        for t in 0..batch {
-            self.matmul(
-                &a[t * m * k..(t + 1) * m * k],
-                &b[t * k * n..(t + 1) * k * n],
-                m,
-                k,
-                n,
-                &mut out[t * m * n..(t + 1) * m * n],
-            )?;
-        }
-        Ok(())
+        each_product(a, b, (batch, m, k, n), out, |a, b, out| {
+            self.matmul(a, b, m, k, n, out)
+        })
     }
 
     /// [`Kernels::matmul_batch`] reduced modulo 2^`width`, all a gate keeps of a product in
@@ -123,6 +114,26 @@ impl CpuKernels {
     pub fn new() -> Self {
         Self::default()
     }
+}
+
+/// Checks the lengths of `batch` stacked m×k by k×n products, then runs
+/// `product(a[t], b[t], out[t])` on each one's operands and result in turn.
+pub fn each_product(
+    a: &[u64],
+    b: &[u64],
+    (batch, m, k, n): (usize, usize, usize, usize),
+    out: &mut [u64],
+    mut product: impl FnMut(&[u64], &[u64], &mut [u64]) -> Result<(), Error>,
+) -> Result<(), Error> {
+    check_matmul(a, b, (batch, m, k, n), out)?;
+    for t in 0..batch {
+        product(
+            &a[t * m * k..(t + 1) * m * k],
+            &b[t * k * n..(t + 1) * k * n],
+            &mut out[t * m * n..(t + 1) * m * n],
+        )?;
+    }
+    Ok(())
 }
 
 /// Checks the operand lengths of `batch` stacked m×k by k×n products.

@@ -11,7 +11,7 @@
 //! and the dealer shares r_z, r_d and r_d·r_z in Z_2^l; the output mask is a free pair.
 
 use super::channel::{Channel, KeySink, KeySource};
-use super::kernels::Kernels;
+use super::kernels::{Kernels, each_product};
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
@@ -92,23 +92,6 @@ fn matmul_dims(x: &Tensor, y: &Tensor) -> Result<(usize, usize, usize, usize, Ve
     Ok((batch, m, k, n, shape))
 }
 
-fn batched(
-    a: &[u64],
-    b: &[u64],
-    (batch, m, k, n): (usize, usize, usize, usize),
-    mm: impl Fn(&[u64], &[u64], &mut [u64]),
-) -> Vec<u64> {
-    let mut out = vec![0u64; batch * m * n];
-    for t in 0..batch {
-        mm(
-            &a[t * m * k..(t + 1) * m * k],
-            &b[t * k * n..(t + 1) * k * n],
-            &mut out[t * m * n..(t + 1) * m * n],
-        );
-    }
-    out
-}
-
 pub(super) fn deal_matmul<S: KeySink>(
     d: &mut DealerSide<S>,
     x: &Tensor,
@@ -118,9 +101,11 @@ pub(super) fn deal_matmul<S: KeySink>(
     let w = x.width();
     d.share(x.data(), w);
     d.share(y.data(), w);
-    let rr = batched(x.data(), y.data(), (batch, m, k, n), |a, b, o| {
-        matmul(a, b, m, k, n, o)
-    });
+    let mut rr = vec![0u64; batch * m * n];
+    each_product(x.data(), y.data(), (batch, m, k, n), &mut rr, |a, b, o| {
+        matmul(a, b, m, k, n, o);
+        Ok(())
+    })?;
     let s = d.pair(batch * m * n, w);
     let rz = s.iter().zip(&rr).map(|(&s, &p)| w.sub(s, p)).collect();
     Ok(Tensor::from_parts(&shape, w, rz))

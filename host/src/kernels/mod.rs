@@ -8,7 +8,8 @@
 use securerouter_core::Error;
 use securerouter_core::fss::BitDpfKeys;
 use securerouter_core::gate::{
-    CpuKernels, Kernels, ServerWeights, check_key_batch, check_matmul, table_rotations,
+    CpuKernels, Kernels, ServerWeights, check_key_batch, check_matmul, each_product,
+    table_rotations,
 };
 use securerouter_core::ring::BitWidth;
 use securerouter_gpu::CudaKernels;
@@ -548,17 +549,9 @@ impl Kernels for HostKernels {
         width: BitWidth,
         out: &mut [u64],
     ) -> Result<(), Error> {
-        check_matmul(a, b, (batch, m, k, n), out)?;
-        for t in 0..batch {
-            self.product(
-                &a[t * m * k..(t + 1) * m * k],
-                &b[t * k * n..(t + 1) * k * n],
-                (m, k, n),
-                Some(width),
-                &mut out[t * m * n..(t + 1) * m * n],
-            )?;
-        }
-        Ok(())
+        each_product(a, b, (batch, m, k, n), out, |a, b, out| {
+            self.product(a, b, (m, k, n), Some(width), out)
+        })
     }
 
     fn dpf_prefix_parity(
