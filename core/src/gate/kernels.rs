@@ -235,8 +235,9 @@ impl CpuKernels {
     }
 }
 
-/// rev[m] = table[(−m) mod 2^n] over two periods, so that table[(x − j) mod 2^n] =
-/// rev[2^n − x + j]: one contiguous slice per input, indexed by j alone.
+/// The table reversed and repeated over two periods, `rev[m] = table[(−m) mod 2^n]`, so that
+/// `table[(x − j) mod 2^n] = rev[2^n − x + j]`: one contiguous slice per input, indexed by j
+/// alone.
 pub fn table_rotations(table: &[u64]) -> Vec<u64> {
     let size = table.len();
     (0..2 * size)
