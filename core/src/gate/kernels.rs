@@ -255,11 +255,19 @@ pub fn check_window_table(table: usize) -> Result<u32, Error> {
     Ok(table.trailing_zeros())
 }
 
+/// A window evaluator with [`BitDpf::eval_sign_window_range`]'s output for one key batch:
+/// `(keys, window_bits, xs, parity, window)`.
+pub type WindowBits<'a> = &'a (
+        dyn Fn(core::ops::Range<usize>, u32, &[u64], &mut [u64], &mut [u64]) -> Result<(), Error>
+            + Sync
+    );
+
 impl CpuKernels {
     /// [`Kernels::dpf_sign_window`] of the keys in `range` only, with the masked dot product
     /// supplied by the caller: `masked_dot(e, start)` is Σ_j bit_j(e) · rev[start + j] for
     /// rev = [`table_rotations`]`(table)`, which the caller keeps in whatever form its dot
-    /// product reads fastest.
+    /// product reads fastest. `window` replaces [`BitDpf::eval_sign_window_range`] where the
+    /// caller has a faster one with the same output (None: core's).
     #[allow(clippy::too_many_arguments)]
     pub fn dpf_sign_window_with(
         &self,
@@ -271,6 +279,7 @@ impl CpuKernels {
         parity: &mut [u64],
         dot: &mut [u64],
         masked_dot: impl Fn(&[u64], usize) -> u64,
+        window: Option<WindowBits<'_>>,
     ) -> Result<(), Error> {
         check_key_range(keys.len(), &range, xs.len(), parity.len())?;
         check_key_range(keys.len(), &range, xs.len(), dot.len())?;
@@ -291,14 +300,13 @@ impl CpuKernels {
         {
             let bits = &mut bits[..xs.len() * words];
             let first = range.start + c * chunk;
-            self.bit_dpf.eval_sign_window_range(
-                keys,
-                first..first + xs.len(),
-                w,
-                xs,
-                parity,
-                bits,
-            )?;
+            let keys_here = first..first + xs.len();
+            match window {
+                Some(eval) => eval(keys_here, w, xs, parity, bits)?,
+                None => self
+                    .bit_dpf
+                    .eval_sign_window_range(keys, keys_here, w, xs, parity, bits)?,
+            }
             // Window bit o is position p ≡ o, and table[v + H] = table[(zo − o) mod 2^w] for
             // v = x − p and zo = (x + H) mod 2^w.
             for ((&x, e), d) in xs.iter().zip(bits.chunks(words)).zip(dot.iter_mut()) {
@@ -372,7 +380,7 @@ impl Kernels for CpuKernels {
     ) -> Result<(), Error> {
         let (all, rev, size) = (0..keys.len(), table_rotations(table), table.len());
         let dot_at = |e: &[u64], start: usize| masked_dot(e, &rev[start..start + size]);
-        self.dpf_sign_window_with(keys, all, xs, table, out_width, parity, dot, dot_at)
+        self.dpf_sign_window_with(keys, all, xs, table, out_width, parity, dot, dot_at, None)
     }
 }
 

@@ -46,8 +46,8 @@ pub use channel::{Channel, KeySink, KeySource, Traffic, pack, packed_len, unpack
 pub use compare::drelu_key_bytes;
 pub use compose::{argmax, less_than, max, max_within, relu, select};
 pub use kernels::{
-    CpuKernels, Kernels, check_key_batch, check_lookup_table, check_matmul, check_window_table,
-    each_product, masked_dot, table_rotations,
+    CpuKernels, Kernels, WindowBits, check_key_batch, check_lookup_table, check_matmul,
+    check_window_table, each_product, masked_dot, table_rotations,
 };
 pub use linear::{DealerWeights, ServerWeights, server_weights_from_seed, share_weights};
 pub use lookup::{LookupTable, MAX_TABLE_BITS};

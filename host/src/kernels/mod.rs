@@ -1,6 +1,7 @@
 //! The servers' local math: core's portable kernels, with matrix products and the lookups'
 //! masked dot products in AVX-512 or AVX2 where the CPU has it (they are most of a server's local
-//! work; products in rings of up to 52 bits with AVX-512 IFMA's 52-bit multiply-adds) and large
+//! work; products in rings of up to 52 bits with AVX-512 IFMA's 52-bit multiply-adds), the
+//! sign-and-window DPF walk four AES blocks to a register with VAES, and large
 //! calls split between the CPU's cores, or the gpu crate's CUDA kernels when a server is started
 //! with `--gpu` and a GPU is usable.
 //!
@@ -9,7 +10,7 @@
 use securerouter_core::Error;
 use securerouter_core::fss::BitDpfKeys;
 use securerouter_core::gate::{
-    CpuKernels, Kernels, ServerWeights, check_key_batch, check_matmul, each_product,
+    CpuKernels, Kernels, ServerWeights, WindowBits, check_key_batch, check_matmul, each_product,
     table_rotations,
 };
 use securerouter_core::ring::BitWidth;
@@ -213,6 +214,9 @@ pub struct HostKernels {
     simd: Simd,
     /// AVX-512 IFMA's 52-bit multiply-adds, for products in rings of up to 52 bits.
     ifma: bool,
+    /// The GGM's round keys for the VAES window kernel, where the CPU has VAES and AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    vaes: Option<vaes_window::VaesWindow>,
     threads: usize,
 }
 
@@ -246,10 +250,20 @@ impl HostKernels {
         let ifma = simd == Simd::Avx512 && std::arch::is_x86_feature_detected!("avx512ifma");
         #[cfg(not(target_arch = "x86_64"))]
         let ifma = false;
+        #[cfg(target_arch = "x86_64")]
+        let vaes = (simd == Simd::Avx512
+            && std::arch::is_x86_feature_detected!("vaes")
+            && std::arch::is_x86_feature_detected!("aes"))
+        .then(|| {
+            // SAFETY: AVX-512F (Simd::Avx512), AES-NI and VAES were just detected.
+            unsafe { vaes_window::VaesWindow::new() }
+        });
         HostKernels {
             cpu: CpuKernels::new(),
             simd,
             ifma,
+            #[cfg(target_arch = "x86_64")]
+            vaes,
             threads,
         }
     }
@@ -600,6 +614,23 @@ impl Kernels for HostKernels {
         dot: &mut [u64],
     ) -> Result<(), Error> {
         let (rev, size) = (table_rotations(table), table.len());
+        let w = size.trailing_zeros();
+        #[cfg(target_arch = "x86_64")]
+        let vaes = self
+            .vaes
+            .as_ref()
+            .filter(|_| w <= vaes_window::MAX_WINDOW_BITS && w < keys.in_bits().bits())
+            .map(|vaes| {
+                move |range, w, xs: &[u64], parity: &mut [u64], window: &mut [u64]| {
+                    // SAFETY: the kernel exists only where AVX-512F, AES-NI and VAES were
+                    // detected.
+                    unsafe { vaes.eval_sign_window_range(keys, range, w, xs, parity, window) }
+                }
+            });
+        #[cfg(target_arch = "x86_64")]
+        let window: Option<WindowBits<'_>> = vaes.as_ref().map(|f| f as WindowBits<'_>);
+        #[cfg(not(target_arch = "x86_64"))]
+        let window: Option<WindowBits<'_>> = None;
         // Window bits select at most `size` entries: entries below 2^32 / size sum within 32
         // bits, so AVX-512 adds them 16 to a register.
         #[cfg(target_arch = "x86_64")]
@@ -616,14 +647,18 @@ impl Kernels for HostKernels {
                 |e: &[u64], s: usize| unsafe { avx512::masked_dot32(e, &rev[s..s + size]) };
             return self.split_keys(keys, xs, [parity, dot], |range, xs, [parity, dot]| {
                 let cpu = &self.cpu;
-                cpu.dpf_sign_window_with(keys, range, xs, table, out_width, parity, dot, dot_at)
+                cpu.dpf_sign_window_with(
+                    keys, range, xs, table, out_width, parity, dot, dot_at, window,
+                )
             });
         }
         let simd = self.masked_dot();
         let dot_at = |e: &[u64], s: usize| simd(e, &rev[s..s + size]);
         self.split_keys(keys, xs, [parity, dot], |range, xs, [parity, dot]| {
             let cpu = &self.cpu;
-            cpu.dpf_sign_window_with(keys, range, xs, table, out_width, parity, dot, dot_at)
+            cpu.dpf_sign_window_with(
+                keys, range, xs, table, out_width, parity, dot, dot_at, window,
+            )
         })
     }
 }
@@ -632,6 +667,8 @@ impl Kernels for HostKernels {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod vaes_window;
 
 #[cfg(test)]
 mod tests {
