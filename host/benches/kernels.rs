@@ -1,8 +1,10 @@
-//! The servers' matrix products on each kernel path this CPU has (core's portable one, AVX2,
-//! AVX-512) on one thread, and on the best path split between all cores, at the shapes BERT-base and MiniLM-L6 give them at 128 tokens: every linear layer
-//! of a block (Q‖K‖V, output, FFN in and out), in Z_2^64 and reduced to the 52 bits the
-//! linear layers keep (AVX-512 IFMA where the CPU has it). Throughput counts multiply-adds
-//! (criterion's "elem/s").
+//! The servers' local kernels on each path this CPU has, on one thread:
+//! - matrix products (core's portable path, AVX2, AVX-512; and the best path split between all
+//!   cores) at the shapes BERT-base and MiniLM-L6 give them at 128 tokens: every linear layer
+//!   of a block (Q‖K‖V, output, FFN in and out), in Z_2^64 and reduced to the 52 bits the
+//!   linear layers keep (AVX-512 IFMA where the CPU has it); throughput counts multiply-adds;
+//! - the DPF walks (portable and the best path, VAES where the CPU has it): the comparison's
+//!   prefix parity and GeLU's sign-and-window lookup; throughput counts keys.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use securerouter_core::fss::{BitDpf, BitDpfKeys};
@@ -95,24 +97,55 @@ fn sign_window(c: &mut Criterion) {
     let mut group = c.benchmark_group("sign_window");
     group.sample_size(20);
     group.throughput(Throughput::Elements(count as u64));
-    let kernels = HostKernels::new().with_threads(1);
-    let name = format!("n21 window10 x{count} {}", kernels.simd().name());
-    group.bench_function(name, |bench| {
-        bench.iter(|| {
-            kernels
-                .dpf_sign_window(
-                    &keys,
-                    &xs,
-                    &table,
-                    BitWidth::FULL,
-                    &mut parity,
-                    black_box(&mut dot),
-                )
-                .unwrap()
-        })
-    });
+    for simd in [Simd::None, HostKernels::new().simd()] {
+        let kernels = HostKernels::with_simd(simd).with_threads(1);
+        let name = format!("n21 window10 x{count} {}", kernels.simd().name());
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                kernels
+                    .dpf_sign_window(
+                        &keys,
+                        &xs,
+                        &table,
+                        BitWidth::FULL,
+                        &mut parity,
+                        black_box(&mut dot),
+                    )
+                    .unwrap()
+            })
+        });
+    }
     group.finish();
 }
 
-criterion_group!(benches, matmul, sign_window);
+/// The comparison's DPF walk: 4096 keys of 37 bits (a 64-bit value's comparison after
+/// reduction), one AES pair a level.
+fn prefix_parity(c: &mut Criterion) {
+    let (n, count) = (BitWidth::new(37).unwrap(), 4096);
+    let dpf = BitDpf::new();
+    let mut r = AesCtr::new(&Seed::from_bytes([6; 16]), Domain(1));
+    let keys: Vec<_> = (0..count)
+        .map(|_| dpf.gen_keys(n, n.reduce(r.next_u64()), &mut r).unwrap().0)
+        .collect();
+    let keys = BitDpfKeys::from_keys(&keys).unwrap();
+    let xs: Vec<u64> = (0..count).map(|_| n.reduce(r.next_u64())).collect();
+    let mut out = vec![0u64; count];
+    let mut group = c.benchmark_group("prefix_parity");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(count as u64));
+    for simd in [Simd::None, HostKernels::new().simd()] {
+        let kernels = HostKernels::with_simd(simd).with_threads(1);
+        let name = format!("n37 x{count} {}", kernels.simd().name());
+        group.bench_function(name, |bench| {
+            bench.iter(|| {
+                kernels
+                    .dpf_prefix_parity(&keys, &xs, black_box(&mut out))
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, sign_window, prefix_parity);
 criterion_main!(benches);

@@ -582,8 +582,15 @@ impl Kernels for HostKernels {
             .zip(out.chunks_mut(per))
             .enumerate()
             .collect();
+        #[cfg(target_arch = "x86_64")]
+        let vaes = self.vaes.as_ref().filter(|_| keys.in_bits().bits() > 7);
         on_threads(blocks, |(i, (xs, out))| {
             let range = i * per..i * per + xs.len();
+            #[cfg(target_arch = "x86_64")]
+            if let Some(vaes) = vaes {
+                // SAFETY: the kernel exists only where AVX-512F, AES-NI and VAES were detected.
+                return unsafe { vaes.eval_prefix_parity_range(keys, range, xs, out) };
+            }
             self.cpu.dpf_prefix_parity_range(keys, range, xs, out)
         })
     }

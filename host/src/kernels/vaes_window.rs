@@ -184,6 +184,52 @@ fn broadcast(v: &u128) -> __m512i {
     _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128((v as *const u128).cast()) })
 }
 
+/// Two u128s as lanes [a, a, b, b].
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pair(a: &u128, b: &u128) -> __m512i {
+    // SAFETY: 16-byte unaligned loads of one u128 each.
+    let (a, b) = unsafe {
+        (
+            _mm_loadu_si128((a as *const u128).cast()),
+            _mm_loadu_si128((b as *const u128).cast()),
+        )
+    };
+    let a = _mm512_castsi256_si512(_mm256_broadcastsi128_si256(a));
+    _mm512_inserti64x4::<1>(a, _mm256_broadcastsi128_si256(b))
+}
+
+/// The four 128-bit lanes of a register.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn unlanes(v: __m512i) -> [u128; 4] {
+    let mut out = [0u128; 4];
+    // SAFETY: a 64-byte unaligned store into a 64-byte array.
+    unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), v) };
+    out
+}
+
+/// [`corrections`] of two keys' levels `at`: [a's left, a's right, b's left, b's right].
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pair_corrections(keys: &BitDpfKeyParts<'_>, at: [usize; 2]) -> __m512i {
+    let seeds = pair(&keys.seeds[at[0]], &keys.seeds[at[1]]);
+    let ([la, ra], [lb, rb]) = (keys.controls[at[0]], keys.controls[at[1]]);
+    let bits = la as u8 | (ra as u8) << 2 | (lb as u8) << 4 | (rb as u8) << 6;
+    _mm512_or_si512(seeds, _mm512_maskz_mov_epi64(bits, low_bits()))
+}
+
+/// Starts loading the correction words a few levels past `at` into the cache: the keys in
+/// lockstep read as many separate streams, too many for the hardware prefetcher.
+#[inline]
+#[target_feature(enable = "sse")]
+fn prefetch_corrections(keys: &BitDpfKeyParts<'_>, at: usize) {
+    // Four words a cache line: the line after the current one. A prefetch never faults, and
+    // `wrapping_add` only computes the address.
+    let ahead = keys.seeds.as_ptr().wrapping_add(at + 4);
+    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+}
+
 /// Per-key scratch of one lockstep group.
 type Regs = [[__m512i; MAX_LEVEL_REGS]; GROUP];
 
@@ -279,6 +325,7 @@ impl VaesWindow {
                         0 => root_mask,
                         _ => control_mask(state[j]),
                     };
+                    prefetch_corrections(&parts, base[j] + i as usize);
                     let cw = corrections(&parts, base[j] + i as usize);
                     let c = _mm512_mask_xor_epi64(raw[j], t, raw[j], cw);
                     let gx = (x[j] >> (w + top - 1 - i)) & 1;
@@ -372,6 +419,91 @@ impl VaesWindow {
     }
 }
 
+impl VaesWindow {
+    /// `eval_prefix_parity_range` of core's [`BitDpf`](securerouter_core::fss::BitDpf) (the
+    /// comparison) for inputs of more than 7 bits: the same bits. Two keys to a register
+    /// ([a, a, b, b] gives both children of each), eight registers in lockstep.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, AES-NI and VAES (as for [`VaesWindow::new`]).
+    #[target_feature(enable = "avx512f,vaes,aes")]
+    pub(super) unsafe fn eval_prefix_parity_range(
+        &self,
+        keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        check_key_range(keys.len(), &range, xs.len(), out.len())?;
+        let n = keys.in_bits();
+        if n.bits() <= LEAF_BITS {
+            return Err(Error::ShapeMismatch(
+                "the VAES comparison kernel takes inputs of more than 7 bits",
+            ));
+        }
+        if xs.iter().any(|&x| !n.contains(x)) {
+            return Err(Error::ValueOutOfRange { bits: n.bits() });
+        }
+        const PAIRS: usize = GROUP;
+        let parts = keys.parts();
+        let levels = parts.levels;
+        let nu = levels as usize;
+        let root_mask: __mmask8 = if parts.party == Party::P1 { 0xff } else { 0 };
+        for (g, (xs, out)) in xs
+            .chunks(2 * PAIRS)
+            .zip(out.chunks_mut(2 * PAIRS))
+            .enumerate()
+        {
+            let first = range.start + g * 2 * PAIRS;
+            let m = xs.len();
+            // A short last group repeats its first key in the empty slots (results dropped).
+            let key = |i: usize| first + if i < m { i } else { 0 };
+            let x: [u64; 2 * PAIRS] = core::array::from_fn(|i| xs[key(i) - first]);
+            let mut par = [0u64; 2 * PAIRS];
+            let mut state: [__m512i; PAIRS] = core::array::from_fn(|p| {
+                pair(&parts.roots[key(2 * p)], &parts.roots[key(2 * p + 1)])
+            });
+            for i in 0..levels {
+                let input = match i {
+                    0 => state, // a root's bit 0 is part of its seed; its control bit is the party
+                    _ => state.map(|v| seeds(v)),
+                };
+                let raw = mmo(&self.children, &input);
+                for p in 0..PAIRS {
+                    let t = match i {
+                        0 => root_mask,
+                        _ => control_mask(state[p]),
+                    };
+                    let at = [key(2 * p) * nu, key(2 * p + 1) * nu].map(|b| b + i as usize);
+                    at.map(|at| prefetch_corrections(&parts, at));
+                    let cw = pair_corrections(&parts, at);
+                    let c = _mm512_mask_xor_epi64(raw[p], t, raw[p], cw);
+                    let shift = LEAF_BITS + levels - 1 - i;
+                    let (ga, gb) = ((x[2 * p] >> shift) & 1, (x[2 * p + 1] >> shift) & 1);
+                    let bits = _mm512_test_epi64_mask(c, low_bits()) as u64;
+                    par[2 * p] ^= bits & 1 & ga;
+                    par[2 * p + 1] ^= (bits >> 4) & 1 & gb;
+                    state[p] = _mm512_permutexvar_epi64(self.pick[(ga * 4 + 2 + gb) as usize], c);
+                }
+            }
+            let raw = mmo(&self.values, &state.map(|v| seeds(v)));
+            for p in 0..PAIRS {
+                let last = pair(&parts.last[key(2 * p)], &parts.last[key(2 * p + 1)]);
+                let block = _mm512_mask_xor_epi64(raw[p], control_mask(state[p]), raw[p], last);
+                let [a, _, b, _] = unlanes(block);
+                for (j, block) in [(2 * p, a), (2 * p + 1, b)] {
+                    if j < m {
+                        let low = x[j] & ((1 << LEAF_BITS) - 1);
+                        let prefix = (block & (u128::MAX >> (127 - low))).count_ones() as u64;
+                        out[j] = par[j] ^ (prefix & 1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,6 +589,53 @@ mod tests {
                     };
                     assert_eq!(run(true), run(false), "w = {w}, n = {n:?}, party {party}");
                 }
+            }
+        }
+    }
+
+    /// The comparison equals core's for both parties, input widths from 8 to 64 bits, and
+    /// inputs at the ends and around the leaf blocks' edges.
+    #[test]
+    fn prefix_parity_equals_core_bit_for_bit() {
+        if !supported() {
+            eprintln!("skipped: this CPU has no AVX-512 with VAES");
+            return;
+        }
+        // SAFETY: the features were just detected.
+        let vaes = unsafe { VaesWindow::new() };
+        let dpf = BitDpf::new();
+        let mut r = AesCtr::new(&Seed::from_bytes([23; 16]), Domain(9));
+        for n in [8u32, 9, 13, 21, 37, 64] {
+            let n = BitWidth::new(n).unwrap();
+            let mut xs: Vec<u64> = (0..29).map(|_| n.reduce(r.next_u64())).collect();
+            let top = n.reduce(u64::MAX);
+            xs.extend([0, 1, 127, 128, top, top - 127, top - 128]);
+            let pairs: Vec<(BitDpfKey, BitDpfKey)> = xs
+                .iter()
+                .map(|&x| {
+                    // Some keys at or next to their input, so both outcomes occur.
+                    let alpha = match r.next_u64() % 3 {
+                        0 => x,
+                        1 => n.reduce(x.wrapping_add(1)),
+                        _ => n.reduce(r.next_u64()),
+                    };
+                    dpf.gen_keys(n, alpha, &mut r).unwrap()
+                })
+                .collect();
+            for party in 0..2 {
+                let keys: Vec<BitDpfKey> = pairs
+                    .iter()
+                    .map(|p| if party == 0 { p.0.clone() } else { p.1.clone() })
+                    .collect();
+                let keys = BitDpfKeys::from_keys(&keys).unwrap();
+                let (mut fast, mut want) = (vec![7; xs.len()], vec![0; xs.len()]);
+                let all = 0..xs.len();
+                // SAFETY: the features were detected above.
+                unsafe { vaes.eval_prefix_parity_range(&keys, all.clone(), &xs, &mut fast) }
+                    .unwrap();
+                dpf.eval_prefix_parity_range(&keys, all, &xs, &mut want)
+                    .unwrap();
+                assert_eq!(fast, want, "n = {n:?}, party {party}");
             }
         }
     }
