@@ -475,7 +475,9 @@ impl VaesWindow {
                         _ => control_mask(state[p]),
                     };
                     let at = [key(2 * p) * nu, key(2 * p + 1) * nu].map(|b| b + i as usize);
-                    at.map(|at| prefetch_corrections(&parts, at));
+                    for at in at {
+                        prefetch_corrections(&parts, at);
+                    }
                     let cw = pair_corrections(&parts, at);
                     let c = _mm512_mask_xor_epi64(raw[p], t, raw[p], cw);
                     let shift = LEAF_BITS + levels - 1 - i;
