@@ -280,6 +280,11 @@ impl VaesWindow {
         ];
         let swap = qwords(lane_index(2, 2, 0, 0));
         let ends = qwords(lane_index(0, 2, 2, 2));
+        // A pair register's key a (lane 0) or b (lane 2) in all four lanes.
+        let spread = [
+            qwords(lane_index(0, 0, 0, 0)),
+            qwords(lane_index(2, 2, 2, 2)),
+        ];
         let zero = _mm512_setzero_si512();
         let mut span = [[0u64; 4 * 2 * MAX_LEVEL_REGS]; GROUP];
         let mut nodes: Regs = [[zero; MAX_LEVEL_REGS]; GROUP];
@@ -310,11 +315,27 @@ impl VaesWindow {
             let local_x: [usize; GROUP] = core::array::from_fn(|i| {
                 (x[i] & ((1 << w) - 1)) as usize + if upper(x[i]) { 0 } else { 1 << w }
             });
-            let mut par = [0u64; GROUP];
-            // Down to the window-sized subtrees: state [X, X, Y, Y], roots first.
+            // Down to the window-sized subtrees. Until the first level where some key's Y
+            // leaves X's path, X alone, two keys to a register; then state [X, X, Y, Y].
+            let split = ydepth.iter().min().map_or(0, |d| d.saturating_sub(1));
+            let mut pairs: [__m512i; GROUP / 2] = core::array::from_fn(|p| {
+                pair(
+                    &parts.roots[first + slot(2 * p)],
+                    &parts.roots[first + slot(2 * p + 1)],
+                )
+            });
+            let mut pair_par = [[0u64; 2]; GROUP / 2];
+            let walk = PairWalk {
+                base: core::array::from_fn(|p| [base[2 * p], base[2 * p + 1]]),
+                path: core::array::from_fn(|p| [x[2 * p], x[2 * p + 1]].map(|x| x >> w)),
+                path_bits: top,
+                root_mask,
+            };
+            self.walk_pairs(&parts, &walk, 0..split, &mut pairs, &mut pair_par);
+            let mut par: [u64; GROUP] = core::array::from_fn(|j| pair_par[j / 2][j % 2]);
             let mut state: [__m512i; GROUP] =
-                core::array::from_fn(|i| broadcast(&parts.roots[first + slot(i)]));
-            for i in 0..top {
+                core::array::from_fn(|j| _mm512_permutexvar_epi64(spread[j % 2], pairs[j / 2]));
+            for i in split..top {
                 let input = match i {
                     0 => state, // a root's bit 0 is part of its seed; its control bit is the party
                     _ => state.map(|v| seeds(v)),
@@ -419,7 +440,55 @@ impl VaesWindow {
     }
 }
 
+/// What a walk of two keys to a register needs per pair: the keys' first correction index,
+/// the public bits that steer them (most significant first), and the roots' control mask.
+struct PairWalk<const P: usize> {
+    base: [[usize; 2]; P],
+    path: [[u64; 2]; P],
+    path_bits: u32,
+    root_mask: __mmask8,
+}
+
 impl VaesWindow {
+    /// Walks P registers of two keys each ([a, a, b, b]) down tree levels `levels` along
+    /// their paths, each level's both children corrected and the comparison's parity
+    /// collected: where the path turns right, the left child's control bit.
+    #[inline]
+    #[target_feature(enable = "avx512f,vaes")]
+    fn walk_pairs<const P: usize>(
+        &self,
+        parts: &BitDpfKeyParts<'_>,
+        walk: &PairWalk<P>,
+        levels: core::ops::Range<u32>,
+        state: &mut [__m512i; P],
+        par: &mut [[u64; 2]; P],
+    ) {
+        for i in levels {
+            let input = match i {
+                0 => *state, // a root's bit 0 is part of its seed; its control bit is the party
+                _ => state.map(|v| seeds(v)),
+            };
+            let raw = mmo(&self.children, &input);
+            for p in 0..P {
+                let t = match i {
+                    0 => walk.root_mask,
+                    _ => control_mask(state[p]),
+                };
+                let at = walk.base[p].map(|b| b + i as usize);
+                for at in at {
+                    prefetch_corrections(parts, at);
+                }
+                let cw = pair_corrections(parts, at);
+                let c = _mm512_mask_xor_epi64(raw[p], t, raw[p], cw);
+                let [ga, gb] = walk.path[p].map(|x| (x >> (walk.path_bits - 1 - i)) & 1);
+                let bits = _mm512_test_epi64_mask(c, low_bits()) as u64;
+                par[p][0] ^= bits & 1 & ga;
+                par[p][1] ^= (bits >> 4) & 1 & gb;
+                state[p] = _mm512_permutexvar_epi64(self.pick[(ga * 4 + 2 + gb) as usize], c);
+            }
+        }
+    }
+
     /// `eval_prefix_parity_range` of core's [`BitDpf`](securerouter_core::fss::BitDpf) (the
     /// comparison) for inputs of more than 7 bits: the same bits. Two keys to a register
     /// ([a, a, b, b] gives both children of each), eight registers in lockstep.
@@ -459,45 +528,28 @@ impl VaesWindow {
             // A short last group repeats its first key in the empty slots (results dropped).
             let key = |i: usize| first + if i < m { i } else { 0 };
             let x: [u64; 2 * PAIRS] = core::array::from_fn(|i| xs[key(i) - first]);
-            let mut par = [0u64; 2 * PAIRS];
+            let mut par = [[0u64; 2]; PAIRS];
             let mut state: [__m512i; PAIRS] = core::array::from_fn(|p| {
                 pair(&parts.roots[key(2 * p)], &parts.roots[key(2 * p + 1)])
             });
-            for i in 0..levels {
-                let input = match i {
-                    0 => state, // a root's bit 0 is part of its seed; its control bit is the party
-                    _ => state.map(|v| seeds(v)),
-                };
-                let raw = mmo(&self.children, &input);
-                for p in 0..PAIRS {
-                    let t = match i {
-                        0 => root_mask,
-                        _ => control_mask(state[p]),
-                    };
-                    let at = [key(2 * p) * nu, key(2 * p + 1) * nu].map(|b| b + i as usize);
-                    for at in at {
-                        prefetch_corrections(&parts, at);
-                    }
-                    let cw = pair_corrections(&parts, at);
-                    let c = _mm512_mask_xor_epi64(raw[p], t, raw[p], cw);
-                    let shift = LEAF_BITS + levels - 1 - i;
-                    let (ga, gb) = ((x[2 * p] >> shift) & 1, (x[2 * p + 1] >> shift) & 1);
-                    let bits = _mm512_test_epi64_mask(c, low_bits()) as u64;
-                    par[2 * p] ^= bits & 1 & ga;
-                    par[2 * p + 1] ^= (bits >> 4) & 1 & gb;
-                    state[p] = _mm512_permutexvar_epi64(self.pick[(ga * 4 + 2 + gb) as usize], c);
-                }
-            }
+            let walk = PairWalk {
+                base: core::array::from_fn(|p| [key(2 * p) * nu, key(2 * p + 1) * nu]),
+                path: core::array::from_fn(|p| [x[2 * p], x[2 * p + 1]].map(|x| x >> LEAF_BITS)),
+                path_bits: levels,
+                root_mask,
+            };
+            self.walk_pairs(&parts, &walk, 0..levels, &mut state, &mut par);
             let raw = mmo(&self.values, &state.map(|v| seeds(v)));
             for p in 0..PAIRS {
                 let last = pair(&parts.last[key(2 * p)], &parts.last[key(2 * p + 1)]);
                 let block = _mm512_mask_xor_epi64(raw[p], control_mask(state[p]), raw[p], last);
                 let [a, _, b, _] = unlanes(block);
-                for (j, block) in [(2 * p, a), (2 * p + 1, b)] {
+                for (h, block) in [a, b].into_iter().enumerate() {
+                    let j = 2 * p + h;
                     if j < m {
                         let low = x[j] & ((1 << LEAF_BITS) - 1);
                         let prefix = (block & (u128::MAX >> (127 - low))).count_ones() as u64;
-                        out[j] = par[j] ^ (prefix & 1);
+                        out[j] = par[p][h] ^ (prefix & 1);
                     }
                 }
             }
