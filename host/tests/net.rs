@@ -17,7 +17,8 @@ use securerouter_core::Error as CoreError;
 use securerouter_core::gate::{Channel, Traffic};
 use securerouter_host::net::frame::{self, FrameDecoder, FrameError, PlainCodec};
 use securerouter_host::net::{
-    Identity, LinkConfig, NetError, PROLOGUE, PeerChannel, PublicKey, SecureLink,
+    Identity, LinkCipher, LinkConfig, NOISE_PARAMS, NOISE_PARAMS_AESGCM, NetError, PROLOGUE,
+    PeerChannel, PublicKey, SecureLink,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -304,6 +305,33 @@ async fn small_empty_and_large_messages_round_trip_both_ways() {
         sent.unwrap();
         assert_eq!(got.unwrap(), message);
     }
+}
+
+/// Each initiator picks its cipher and one responder accepts both: ChaCha20-Poly1305 (what
+/// the device speaks) and AES-256-GCM; both sides report the initiator's choice.
+#[tokio::test]
+async fn responder_accepts_either_cipher_and_both_carry_messages() {
+    for cipher in [LinkCipher::ChaChaPoly, LinkCipher::AesGcm] {
+        let client_cfg = LinkConfig { cipher, ..cfg() };
+        // The responder's own preference does not matter.
+        for server_cipher in [LinkCipher::ChaChaPoly, LinkCipher::AesGcm] {
+            let server_cfg = LinkConfig {
+                cipher: server_cipher,
+                ..cfg()
+            };
+            let (mut c, mut s) = duplex_pair(&client_cfg, &server_cfg).await;
+            assert_eq!((c.cipher(), s.cipher()), (cipher, cipher));
+            let message = pattern(200_000, 9);
+            let (sent, got) = tokio::join!(c.send(&message), s.recv());
+            sent.unwrap();
+            assert_eq!(got.unwrap(), message);
+            let (sent, got) = tokio::join!(s.send(&message), c.recv());
+            sent.unwrap();
+            assert_eq!(got.unwrap(), message);
+        }
+    }
+    assert_eq!(LinkCipher::AesGcm.noise_params(), NOISE_PARAMS_AESGCM);
+    assert_eq!(LinkCipher::ChaChaPoly.noise_params(), NOISE_PARAMS);
 }
 
 #[tokio::test]
@@ -807,6 +835,58 @@ async fn prologue_mismatch_fails_the_handshake() {
     let mut rest = Vec::new();
     a.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty());
+}
+
+/// A plain Noise `IK_25519_AESGCM_BLAKE2s` initiator (snow, nothing of ours) completes the
+/// handshake with a SecureLink responder, which then opens its AES-256-GCM transport message:
+/// the link really speaks the standard protocol of that name.
+#[tokio::test]
+async fn standard_aesgcm_initiator_interoperates() {
+    let (mut a, b) = tokio::io::duplex(1 << 16);
+    let (client, server) = (Identity::generate(), Identity::generate());
+    let (server_pub, client_pub) = (server.public(), client.public());
+    let accept = tokio::spawn(async move {
+        let mut link = SecureLink::accept(b, &server, &[client_pub], &cfg()).await?;
+        let cipher = link.cipher();
+        link.recv().await.map(|m| (cipher, m))
+    });
+    let mut client_secret = [0u8; 32];
+    let path = temp_path("aesgcm.key");
+    client.save(&path).unwrap();
+    hex::decode_to_slice(
+        std::fs::read_to_string(&path).unwrap().trim(),
+        &mut client_secret,
+    )
+    .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut hs = snow::Builder::new(NOISE_PARAMS_AESGCM.parse().unwrap())
+        .local_private_key(&client_secret)
+        .unwrap()
+        .remote_public_key(&server_pub.0)
+        .unwrap()
+        .prologue(PROLOGUE)
+        .unwrap()
+        .build_initiator()
+        .unwrap();
+    let mut msg = vec![0u8; 1024];
+    let n = hs.write_message(&[], &mut msg).unwrap();
+    a.write_all(&(n as u32).to_be_bytes()).await.unwrap();
+    a.write_all(&msg[..n]).await.unwrap();
+    let mut len = [0u8; 4];
+    a.read_exact(&mut len).await.unwrap();
+    let mut reply = vec![0u8; u32::from_be_bytes(len) as usize];
+    a.read_exact(&mut reply).await.unwrap();
+    hs.read_message(&reply, &mut msg).unwrap();
+    let mut transport = hs.into_transport_mode().unwrap();
+    // One message in one chunk: its total length (u64, big-endian), then the bytes.
+    let mut plain = 5u64.to_be_bytes().to_vec();
+    plain.extend_from_slice(b"hello");
+    let n = transport.write_message(&plain, &mut msg).unwrap();
+    a.write_all(&(n as u32).to_be_bytes()).await.unwrap();
+    a.write_all(&msg[..n]).await.unwrap();
+    let (cipher, got) = accept.await.unwrap().unwrap();
+    assert_eq!(cipher, LinkCipher::AesGcm);
+    assert_eq!(got, b"hello");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::frame::{self, FrameDecoder, FrameError, MessageEncoder, Opener, Sealer};
-use super::{Identity, LinkConfig, NOISE_PARAMS, NetError, PROLOGUE, PublicKey};
+use super::{Identity, LinkCipher, LinkConfig, NetError, PROLOGUE, PublicKey};
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
@@ -31,6 +31,7 @@ const READ_BUF: usize = 64 << 10;
 pub struct SecureLink<S = TcpStream> {
     /// Boxed so that a link is one pointer wide (cheap to move through channels and enums).
     halves: Box<(LinkWriter, LinkReader)>,
+    cipher: LinkCipher,
     _stream: PhantomData<fn() -> S>,
 }
 
@@ -86,11 +87,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> SecureLink<S> {
         let transport = with_timeout(
             cfg.io_timeout,
             "running the handshake (initiator)",
-            initiator_handshake(&mut stream, me, responder),
+            initiator_handshake(&mut stream, me, responder, cfg.cipher),
         )
         .await?;
-        debug!(peer = %responder, "secure link established (initiator)");
-        Ok(Self::new(stream, transport, *responder, cfg))
+        debug!(peer = %responder, cipher = ?cfg.cipher, "secure link established (initiator)");
+        Ok(Self::new(stream, transport, *responder, cfg, cfg.cipher))
     }
 
     /// Runs the handshake as responder over `stream`, accepting the initiator only if its
@@ -107,14 +108,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> SecureLink<S> {
         allowed: &[PublicKey],
         cfg: &LinkConfig,
     ) -> Result<Self, NetError> {
-        let (transport, peer) = with_timeout(
+        let (transport, peer, cipher) = with_timeout(
             cfg.io_timeout,
             "running the handshake (responder)",
             responder_handshake(&mut stream, me, allowed),
         )
         .await?;
-        debug!(%peer, "secure link established (responder)");
-        Ok(Self::new(stream, transport, peer, cfg))
+        debug!(%peer, ?cipher, "secure link established (responder)");
+        Ok(Self::new(stream, transport, peer, cfg, cipher))
     }
 
     fn new(
@@ -122,6 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> SecureLink<S> {
         transport: StatelessTransportState,
         peer: PublicKey,
         cfg: &LinkConfig,
+        cipher: LinkCipher,
     ) -> Self {
         let transport = Arc::new(transport);
         let (read, write) = tokio::io::split(stream);
@@ -155,6 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> SecureLink<S> {
         );
         Self {
             halves: Box::new(halves),
+            cipher,
             _stream: PhantomData,
         }
     }
@@ -164,6 +167,11 @@ impl<S> SecureLink<S> {
     /// The peer's authenticated static key.
     pub fn peer(&self) -> PublicKey {
         self.halves.1.peer
+    }
+
+    /// The link's cipher (the initiator's choice).
+    pub fn cipher(&self) -> LinkCipher {
+        self.cipher
     }
 
     /// Sends one message; see [`LinkWriter::send`].
@@ -192,6 +200,7 @@ impl<S> fmt::Debug for SecureLink<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecureLink")
             .field("peer", &self.halves.1.peer)
+            .field("cipher", &self.cipher)
             .finish_non_exhaustive()
     }
 }
@@ -403,8 +412,9 @@ async fn with_timeout<T>(
         .unwrap_or(Err(NetError::Timeout { what, after }))
 }
 
-fn builder(me: &Identity) -> Result<snow::Builder<'_>, NetError> {
-    let params: snow::params::NoiseParams = NOISE_PARAMS
+fn builder(me: &Identity, cipher: LinkCipher) -> Result<snow::Builder<'_>, NetError> {
+    let params: snow::params::NoiseParams = cipher
+        .noise_params()
         .parse()
         .map_err(|e| NetError::Handshake(format!("bad Noise parameters: {e}")))?;
     snow::Builder::new(params)
@@ -417,8 +427,9 @@ async fn initiator_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: &Identity,
     responder: &PublicKey,
+    cipher: LinkCipher,
 ) -> Result<StatelessTransportState, NetError> {
-    let mut hs = builder(me)?
+    let mut hs = builder(me, cipher)?
         .remote_public_key(&responder.0)
         .and_then(|b| b.build_initiator())
         .map_err(|e| NetError::Handshake(format!("cannot start the handshake: {e}")))?;
@@ -448,21 +459,35 @@ async fn responder_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     me: &Identity,
     allowed: &[PublicKey],
-) -> Result<(StatelessTransportState, PublicKey), NetError> {
-    let mut hs = builder(me)?
-        .build_responder()
-        .map_err(|e| NetError::Handshake(format!("cannot start the handshake: {e}")))?;
+) -> Result<(StatelessTransportState, PublicKey, LinkCipher), NetError> {
     let first = read_handshake_frame(stream).await.map_err(|e| match e {
         NetError::Closed => NetError::NoHandshake,
         e => in_handshake("reading handshake message 1", e),
     })?;
     let mut payload = vec![0u8; frame::MAX_FRAME];
-    hs.read_message(&first, &mut payload).map_err(|e| {
-        NetError::Handshake(format!(
+    // The initiator's cipher: the one under which message 1 authenticates (its protocol name
+    // is in the handshake hash, so it cannot authenticate under the other).
+    let mut accepted = None;
+    let mut failure = None;
+    for cipher in [LinkCipher::AesGcm, LinkCipher::ChaChaPoly] {
+        let mut hs = builder(me, cipher)?
+            .build_responder()
+            .map_err(|e| NetError::Handshake(format!("cannot start the handshake: {e}")))?;
+        match hs.read_message(&first, &mut payload) {
+            Ok(_) => {
+                accepted = Some((hs, cipher));
+                break;
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    let Some((mut hs, cipher)) = accepted else {
+        let e = failure.map_or_else(String::new, |e| e.to_string());
+        return Err(NetError::Handshake(format!(
             "initiator's first message does not authenticate ({e}): it expects another \
              responder key or protocol version, or is not a SecureRouter peer"
-        ))
-    })?;
+        )));
+    };
     let peer = hs
         .get_remote_static()
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
@@ -481,7 +506,7 @@ async fn responder_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let transport = hs
         .into_stateless_transport_mode()
         .map_err(|e| NetError::Handshake(format!("cannot finish the handshake: {e}")))?;
-    Ok((transport, peer))
+    Ok((transport, peer, cipher))
 }
 
 /// Reports any failure during the handshake as [`NetError::Handshake`] (timeouts stay
