@@ -423,16 +423,15 @@ impl VaesWindow {
                 // whole words below bit zo + 1 from B1, whole words above it from B0.
                 let cut = (x.wrapping_add(half) & ((1 << w) - 1)) as usize + 1;
                 let (full, part) = (cut / 64, cut % 64);
-                // (A word loop: a window is a few words, too short for a copy call.)
+                // Per word a mask of the bits from B1 (all, the low `part`, none): a loop without
+                // branches, which the compiler vectorises (a window is a few words).
                 let out = &mut window[j * words..(j + 1) * words];
                 let (b0, b1) = span[..2 * words].split_at(words);
                 let from_b1 = (1u64 << part) - 1;
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = match i.cmp(&full) {
-                        core::cmp::Ordering::Less => b1[i],
-                        core::cmp::Ordering::Equal => (b1[i] & from_b1) | (b0[i] & !from_b1),
-                        core::cmp::Ordering::Greater => b0[i],
-                    };
+                for (i, ((o, &w0), &w1)) in out.iter_mut().zip(b0).zip(b1).enumerate() {
+                    let m = ((i < full) as u64).wrapping_neg()
+                        | (from_b1 & ((i == full) as u64).wrapping_neg());
+                    *o = (w1 & m) | (w0 & !m);
                 }
             }
         }
