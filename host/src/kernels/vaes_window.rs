@@ -287,7 +287,7 @@ impl VaesWindow {
         ];
         let zero = _mm512_setzero_si512();
         let mut span = [[0u64; 4 * 2 * MAX_LEVEL_REGS]; GROUP];
-        let mut nodes: Regs = [[zero; MAX_LEVEL_REGS]; GROUP];
+        let mut nodes: [Regs; 2] = [[[zero; MAX_LEVEL_REGS]; GROUP]; 2];
         let mut kids: Regs = [[zero; MAX_LEVEL_REGS]; GROUP];
         for (g, ((xs, parity), window)) in xs
             .chunks(GROUP)
@@ -359,44 +359,51 @@ impl VaesWindow {
                     state[j] = _mm512_permutexvar_epi64(self.pick[(gx * 4 + ys) as usize], c);
                 }
             }
-            // The subtrees B0 (lower) and B1 as [B0, B0, B1, B1], expanded whole.
+            // The subtrees B0 (lower) and B1 as [B0, B0, B1, B1], expanded whole: each level's
+            // corrected children go straight into the next level's inputs (two registers each).
+            let mut flip = 0;
             for j in 0..GROUP {
-                nodes[j][0] = match upper(x[j]) {
+                nodes[0][j][0] = match upper(x[j]) {
                     true => state[j],
                     false => _mm512_permutexvar_epi64(swap, state[j]),
                 };
-                kids[j][0] = _mm512_permutexvar_epi64(ends, nodes[j][0]); // [B0, B1, ..] if below = 0
+                kids[j][0] = _mm512_permutexvar_epi64(ends, nodes[0][j][0]); // [B0, B1, ..] if below = 0
             }
             let mut regs = 1;
             for h in (1..=below).rev() {
                 let depth = top + below - h;
+                let cw: [__m512i; GROUP] =
+                    core::array::from_fn(|j| corrections(&parts, base[j] + depth as usize));
+                // The comparison's parity along x's path: its node's left child at this level.
+                let left: [usize; GROUP] =
+                    core::array::from_fn(|j| 2 * (local_x[j] >> (LEAF_BITS + h)));
+                let (a, b) = nodes.split_at_mut(1);
+                let (cur, next) = match flip {
+                    0 => (&a[0], &mut b[0]),
+                    _ => (&b[0], &mut a[0]),
+                };
                 for r in 0..regs {
-                    let input: [__m512i; GROUP] = core::array::from_fn(|j| seeds(nodes[j][r]));
+                    let input: [__m512i; GROUP] = core::array::from_fn(|j| seeds(cur[j][r]));
                     let raw = mmo(&self.children, &input);
                     for j in 0..GROUP {
-                        kids[j][r] = raw[j];
-                    }
-                }
-                for j in 0..GROUP {
-                    let cw = corrections(&parts, base[j] + depth as usize);
-                    for r in 0..regs {
-                        let t = control_mask(nodes[j][r]);
-                        kids[j][r] = _mm512_mask_xor_epi64(kids[j][r], t, kids[j][r], cw);
-                    }
-                    // The comparison's parity along x's path: its node's left child here.
-                    let left = 2 * (local_x[j] >> (LEAF_BITS + h));
-                    let go_right = (local_x[j] >> (LEAF_BITS + h - 1)) as u64 & 1;
-                    let bits = _mm512_test_epi64_mask(kids[j][left / 4], low_bits()) as u64;
-                    par[j] ^= (bits >> (2 * (left % 4))) & 1 & go_right;
-                    if h > 1 {
-                        for r in (0..regs).rev() {
-                            nodes[j][2 * r + 1] = _mm512_permutexvar_epi64(dup[1], kids[j][r]);
-                            nodes[j][2 * r] = _mm512_permutexvar_epi64(dup[0], kids[j][r]);
+                        let t = control_mask(cur[j][r]);
+                        let c = _mm512_mask_xor_epi64(raw[j], t, raw[j], cw[j]);
+                        if r == left[j] / 4 {
+                            let go_right = (local_x[j] >> (LEAF_BITS + h - 1)) as u64 & 1;
+                            let bits = _mm512_test_epi64_mask(c, low_bits()) as u64;
+                            par[j] ^= (bits >> (2 * (left[j] % 4))) & 1 & go_right;
+                        }
+                        if h > 1 {
+                            next[j][2 * r] = _mm512_permutexvar_epi64(dup[0], c);
+                            next[j][2 * r + 1] = _mm512_permutexvar_epi64(dup[1], c);
+                        } else {
+                            kids[j][r] = c;
                         }
                     }
                 }
                 if h > 1 {
                     regs *= 2;
+                    flip ^= 1;
                 }
             }
             // Leaf blocks: the value key's output, corrected with `last` under the control bit.
