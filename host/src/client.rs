@@ -262,6 +262,7 @@ impl Client {
         let stream = TcpStream::connect(endpoint.addr)
             .await
             .with_context(|| format!("connecting to P{i} at {}", endpoint.addr))?;
+        crate::net::tune_tcp(&stream)?;
         let mut link = SecureLink::connect(stream, &self.identity, &endpoint.key()?, &self.link)
             .await
             .with_context(|| format!("handshake with P{i}"))?;

@@ -94,6 +94,7 @@ impl DealerService {
     }
 
     async fn handle(self: &Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
+        crate::net::tune_tcp(&stream)?;
         let mut link =
             SecureLink::accept(stream, &self.identity, &self.servers, &self.link).await?;
         let req: DealerRequest = decode(&link.recv().await?, "dealer request")?;
@@ -442,6 +443,7 @@ impl DealerStream {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to the dealer at {addr}"))?;
+        crate::net::tune_tcp(&stream)?;
         let mut link = SecureLink::connect(stream, me, dealer_key, link).await?;
         link.send(&encode(&request)?).await?;
         let seed = match decode(&link.recv().await?, "dealer seed")? {

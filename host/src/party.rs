@@ -132,6 +132,7 @@ impl ServerService {
         if self.party == Party::P0 {
             allowed.push(self.peer_key);
         }
+        crate::net::tune_tcp(&stream)?;
         let mut link = SecureLink::accept(stream, &self.identity, &allowed, &self.link).await?;
         let hello: Hello = decode(&link.recv().await?, "hello")?;
         match hello {
@@ -229,6 +230,7 @@ impl ServerService {
         let stream = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to P0 at {addr}"))?;
+        crate::net::tune_tcp(&stream)?;
         let mut link =
             SecureLink::connect(stream, &self.identity, &self.peer_key, &self.link).await?;
         link.send(&encode(&Hello::Peer(PeerHello { session }))?)

@@ -162,7 +162,25 @@ async fn tcp_streams() -> (TcpStream, TcpStream) {
 
 async fn tcp_pair() -> (SecureLink, SecureLink) {
     let (c, s) = tcp_streams().await;
+    for stream in [&c, &s] {
+        securerouter_host::net::tune_tcp(stream).unwrap();
+    }
     establish(c, s, &cfg(), &cfg()).await
+}
+
+/// Services ready every TCP stream with `tune_tcp`: Nagle's algorithm off, so a round's last
+/// small segment is not held back for an acknowledgement.
+#[tokio::test]
+async fn tuned_tcp_streams_send_without_delay() {
+    let (c, s) = tcp_streams().await;
+    assert!(
+        !c.nodelay().unwrap() && !s.nodelay().unwrap(),
+        "the default has Nagle on"
+    );
+    for stream in [&c, &s] {
+        securerouter_host::net::tune_tcp(stream).unwrap();
+        assert!(stream.nodelay().unwrap());
+    }
 }
 
 /// What the relay does with the client's `index`-th frame (0 is handshake message 1).

@@ -1,6 +1,6 @@
-//! The sign-and-window DPF evaluation ([`BitDpf::eval_sign_window_range`]) with AVX-512 and
-//! VAES, four AES blocks to a register: GeLU's and the exponential's lookups spend most of a
-//! server's key work here.
+//! The sign-and-window DPF evaluation ([`BitDpf::eval_sign_window_range`]) and the
+//! comparison's prefix parity with AVX-512 and VAES, four AES blocks to a register: GeLU's and
+//! the exponential's lookups and the softmax's max tree spend most of a server's key work here.
 //!
 //! Same walk, same output bit for bit (tested against core); the differences are in layout:
 //! - a node is one 128-bit lane holding its seed with its control bit in bit 0 (correction
@@ -13,7 +13,9 @@
 //!   one lane permutation whose index follows the public x;
 //! - the two window-sized subtrees are expanded whole (2^(w−6) leaf blocks instead of core's
 //!   2^(w−7) + 1), so every level is whole registers;
-//! - eight keys walk in lockstep, eight independent registers for the AES pipeline.
+//! - eight keys walk in lockstep, eight independent registers for the AES pipeline; while
+//!   every key's Y still lies on X's path, two keys share a register ([a, a, b, b]), as in
+//!   the comparison's walk, which never needs Y.
 //!
 //! Key-derived bits only ever feed masks and XORs; branches, lane indexes and memory indexes
 //! follow x alone.

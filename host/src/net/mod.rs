@@ -239,3 +239,14 @@ impl From<frame::FrameError> for NetError {
 pub fn is_probe(e: &anyhow::Error) -> bool {
     matches!(e.downcast_ref::<NetError>(), Some(NetError::NoHandshake))
 }
+
+/// Readies a connected or accepted TCP stream for a link: Nagle's algorithm off. A link
+/// writes each message whole and then flushes, so holding a message's last small segment back
+/// until the previous one is acknowledged only delays the round (2 to 3 ms a round on
+/// loopback, a third of BERT-base's online phase).
+pub fn tune_tcp(stream: &tokio::net::TcpStream) -> Result<(), NetError> {
+    stream.set_nodelay(true).map_err(|source| NetError::Io {
+        context: "turning off Nagle's algorithm",
+        source,
+    })
+}
