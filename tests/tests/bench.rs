@@ -1,7 +1,8 @@
 //! `securerouter bench` end to end: dealer, P0 and P1 as processes on loopback, a random BERT
-//! shape, the JSON line's figures checked against each other and the reference.
+//! shape and the real MiniLM-L6, the JSON line's figures checked against each other and the
+//! reference.
 
-use securerouter_tests::binary;
+use securerouter_tests::{assets_present, binary};
 use std::process::Command;
 
 /// A one-layer random BERT shape on 8 tokens: a whole bench run in seconds.
@@ -61,6 +62,43 @@ fn bench_runs_a_random_bert_across_processes_and_reports_consistent_figures() {
 }
 
 /// The processes whose parent is `pid` (from /proc; Linux only).
+/// The label agreement of the README's 200 sentences, on a smaller sample: the real MiniLM-L6
+/// (all six layers) with its sentiment head, on the first 8 held-out Rotten Tomatoes sentences
+/// at 64 tokens, every secure label equal to the f64 reference's.
+#[test]
+fn bench_real_minilm_labels_held_out_sentences_like_the_reference() {
+    if !assets_present() {
+        return;
+    }
+    let out = Command::new(binary())
+        .args([
+            "bench",
+            "--seq",
+            "64",
+            "--queries",
+            "8",
+            "--json",
+            "--timeout",
+            "300",
+        ])
+        .output()
+        .expect("running securerouter bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().next().expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+    assert_eq!(v["model"], "minilm-l6", "{line}");
+    assert_eq!(v["layers"], 6, "{line}");
+    assert_eq!(v["queries"], 8, "{line}");
+    assert_eq!(v["label_agreement"], 1.0, "{line}");
+    let err = v["max_abs_logit_err"].as_f64().expect("max_abs_logit_err");
+    assert!(err < 0.15, "{line}");
+}
+
 fn children_of(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
