@@ -299,6 +299,16 @@ fn recorder<S>(inner: S) -> (Recorder<S>, Tape, Tape) {
     (rec, read, written)
 }
 
+/// An identity's X25519 secret key, read back from its saved file (hex), for a plain snow peer.
+fn secret_key(id: &Identity, name: &str) -> [u8; 32] {
+    let path = temp_path(name);
+    id.save(&path).unwrap();
+    let mut secret = [0u8; 32];
+    hex::decode_to_slice(std::fs::read_to_string(&path).unwrap().trim(), &mut secret).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    secret
+}
+
 fn temp_path(name: &str) -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -825,15 +835,7 @@ async fn prologue_mismatch_fails_the_handshake() {
             .map(|_| ())
     });
     assert_ne!(PROLOGUE, b"securerouter/1");
-    let mut client_secret = [0u8; 32];
-    let path = temp_path("prologue.key");
-    client.save(&path).unwrap();
-    hex::decode_to_slice(
-        std::fs::read_to_string(&path).unwrap().trim(),
-        &mut client_secret,
-    )
-    .unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let client_secret = secret_key(&client, "prologue.key");
     let mut hs = snow::Builder::new("Noise_IK_25519_ChaChaPoly_BLAKE2s".parse().unwrap())
         .local_private_key(&client_secret)
         .unwrap()
@@ -868,15 +870,7 @@ async fn standard_aesgcm_initiator_interoperates() {
         let cipher = link.cipher();
         link.recv().await.map(|m| (cipher, m))
     });
-    let mut client_secret = [0u8; 32];
-    let path = temp_path("aesgcm.key");
-    client.save(&path).unwrap();
-    hex::decode_to_slice(
-        std::fs::read_to_string(&path).unwrap().trim(),
-        &mut client_secret,
-    )
-    .unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let client_secret = secret_key(&client, "aesgcm.key");
     let mut hs = snow::Builder::new(NOISE_PARAMS_AESGCM.parse().unwrap())
         .local_private_key(&client_secret)
         .unwrap()

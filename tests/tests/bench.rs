@@ -10,19 +10,12 @@ const TINY: [&str; 10] = [
     "--layers", "1", "--hidden", "16", "--heads", "2", "--ffn", "32", "--seq", "8",
 ];
 
-#[test]
-fn bench_runs_a_random_bert_across_processes_and_reports_consistent_figures() {
+/// Runs `securerouter bench ARGS` (with `--json`) to success and returns its JSON line, as
+/// text and parsed.
+fn bench_json(args: &[&str]) -> (String, serde_json::Value) {
     let out = Command::new(binary())
         .arg("bench")
-        .args(TINY)
-        .args([
-            "--queries",
-            "2",
-            "--json",
-            "--breakdown",
-            "--timeout",
-            "120",
-        ])
+        .args(args)
         .output()
         .expect("running securerouter bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -31,8 +24,22 @@ fn bench_runs_a_random_bert_across_processes_and_reports_consistent_figures() {
         "bench failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = stdout.lines().next().expect("a JSON line");
-    let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+    let line = stdout.lines().next().expect("a JSON line").to_string();
+    let v = serde_json::from_str(&line).expect("valid JSON");
+    (line, v)
+}
+
+#[test]
+fn bench_runs_a_random_bert_across_processes_and_reports_consistent_figures() {
+    let args = [
+        "--queries",
+        "2",
+        "--json",
+        "--breakdown",
+        "--timeout",
+        "120",
+    ];
+    let (line, v) = bench_json(&[&TINY[..], &args[..]].concat());
     let num = |k: &str| {
         v[k].as_f64()
             .unwrap_or_else(|| panic!("{k} missing in {line}"))
@@ -70,27 +77,15 @@ fn bench_real_minilm_labels_held_out_sentences_like_the_reference() {
     if !assets_present() {
         return;
     }
-    let out = Command::new(binary())
-        .args([
-            "bench",
-            "--seq",
-            "64",
-            "--queries",
-            "8",
-            "--json",
-            "--timeout",
-            "300",
-        ])
-        .output()
-        .expect("running securerouter bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout.lines().next().expect("a JSON line");
-    let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+    let (line, v) = bench_json(&[
+        "--seq",
+        "64",
+        "--queries",
+        "8",
+        "--json",
+        "--timeout",
+        "300",
+    ]);
     assert_eq!(v["model"], "minilm-l6", "{line}");
     assert_eq!(v["layers"], 6, "{line}");
     assert_eq!(v["queries"], 8, "{line}");

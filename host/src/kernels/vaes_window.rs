@@ -573,10 +573,17 @@ mod tests {
     use securerouter_core::prg::{AesCtr, Domain, Seed};
     use securerouter_core::ring::BitWidth;
 
-    fn supported() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
+    /// The kernel, or `None` (saying so) on a CPU without AVX-512, VAES and AES-NI.
+    fn kernel() -> Option<VaesWindow> {
+        let supported = std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("vaes")
-            && std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("aes");
+        if !supported {
+            eprintln!("skipped: this CPU has no AVX-512 with VAES");
+            return None;
+        }
+        // SAFETY: the features were just detected.
+        Some(unsafe { VaesWindow::new() })
     }
 
     /// Equal to core's evaluation for both parties, every window width it takes, input widths
@@ -585,12 +592,9 @@ mod tests {
     /// and a batch that is not a whole number of lockstep groups.
     #[test]
     fn equals_core_bit_for_bit() {
-        if !supported() {
-            eprintln!("skipped: this CPU has no AVX-512 with VAES");
+        let Some(vaes) = kernel() else {
             return;
-        }
-        // SAFETY: the features were just detected.
-        let vaes = unsafe { VaesWindow::new() };
+        };
         let dpf = BitDpf::new();
         let mut r = AesCtr::new(&Seed::from_bytes([21; 16]), Domain(7));
         for w in LEAF_BITS..=MAX_WINDOW_BITS {
@@ -659,12 +663,9 @@ mod tests {
     /// inputs at the ends and around the leaf blocks' edges.
     #[test]
     fn prefix_parity_equals_core_bit_for_bit() {
-        if !supported() {
-            eprintln!("skipped: this CPU has no AVX-512 with VAES");
+        let Some(vaes) = kernel() else {
             return;
-        }
-        // SAFETY: the features were just detected.
-        let vaes = unsafe { VaesWindow::new() };
+        };
         let dpf = BitDpf::new();
         let mut r = AesCtr::new(&Seed::from_bytes([23; 16]), Domain(9));
         for n in [8u32, 9, 13, 21, 37, 64] {
@@ -705,12 +706,9 @@ mod tests {
     /// Bad shapes and inputs are errors, as in core.
     #[test]
     fn rejects_what_core_rejects() {
-        if !supported() {
-            eprintln!("skipped: this CPU has no AVX-512 with VAES");
+        let Some(vaes) = kernel() else {
             return;
-        }
-        // SAFETY: the features were just detected.
-        let vaes = unsafe { VaesWindow::new() };
+        };
         let dpf = BitDpf::new();
         let mut r = AesCtr::new(&Seed::from_bytes([22; 16]), Domain(8));
         let n = BitWidth::new(12).unwrap();
