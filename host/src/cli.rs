@@ -1,7 +1,8 @@
 //! Command-line interface of the `securerouter` binary.
 
 use crate::circuit::RouteMode;
-use clap::{Parser, Subcommand};
+use crate::service::ServiceLimits;
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -74,12 +75,18 @@ pub enum Command {
         action: AssetsAction,
     },
 
-    /// Create a deployment: static keys for dealer, P0, P1 and a client, the dealer's session
-    /// secret, and a router head shared for the servers (the model provider's step).
+    /// Create a deployment: static keys for dealer, P0, P1 and a client named `client`, and a
+    /// router head shared for the servers (the model provider's step). `keys add-client` and
+    /// `keys revoke-client` manage further clients, each with its own key (servers read the list
+    /// when they start: restart them after a change).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Keys {
+        /// Manage the clients of an existing deployment instead.
+        #[command(subcommand)]
+        action: Option<KeysAction>,
         /// Directory to write the deployment into.
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required = true)]
+        out: Option<PathBuf>,
         /// Where the dealer will listen.
         #[arg(long, default_value = "127.0.0.1:7100")]
         dealer: SocketAddr,
@@ -99,9 +106,13 @@ pub enum Command {
         /// The deployment directory (from `securerouter keys`).
         #[arg(long)]
         deployment: PathBuf,
-        /// Seconds a link may stay silent before the session fails.
+        /// Seconds a link may stay silent before the session fails (and a server's request
+        /// waits for the other server's).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Caps and deadlines against floods (--max-sessions caps key generations in flight).
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Exit when standard input closes: a supervising process that holds the other end of
         /// the pipe takes this service with it when it ends, even when it is killed.
         #[arg(long)]
@@ -132,6 +143,9 @@ pub enum Command {
         /// between; 0, the default, means one per core.
         #[arg(long, default_value_t = 0)]
         kernel_threads: usize,
+        /// Caps and deadlines against floods.
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Exit when standard input closes: a supervising process that holds the other end of
         /// the pipe takes this server with it when it ends, even when it is killed.
         #[arg(long)]
@@ -258,10 +272,69 @@ pub enum Command {
         /// Instead of --input: this many random queries in one batch.
         #[arg(long)]
         random: Option<usize>,
+        /// The client whose key to use (`keys add-client`).
+        #[arg(long, default_value = "client")]
+        name: String,
         /// Seconds to wait for a server before failing.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
+}
+
+/// What `securerouter keys` does to an existing deployment.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum KeysAction {
+    /// Add a client with a key of its own (`client-NAME.key` in the deployment directory, to
+    /// hand to that client); the servers' caps on sessions in flight apply per client key.
+    AddClient {
+        /// The client's name: 1 to 32 of a-z, 0-9, '-' and '_'.
+        name: String,
+        /// The deployment directory.
+        #[arg(long)]
+        deployment: PathBuf,
+    },
+    /// Remove a client: the servers refuse its key once restarted; its key file is deleted.
+    RevokeClient {
+        /// The client's name.
+        name: String,
+        /// The deployment directory.
+        #[arg(long)]
+        deployment: PathBuf,
+    },
+}
+
+/// A service's caps and deadlines against floods of connections and sessions
+/// ([`ServiceLimits`]).
+#[derive(Debug, Args, PartialEq, Eq, Clone)]
+pub struct LimitArgs {
+    /// Connections open at once, handshakes included; more are closed on arrival.
+    #[arg(long, default_value_t = ServiceLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Sessions in flight (at the dealer: key generations in flight); more are refused.
+    #[arg(long, default_value_t = ServiceLimits::default().max_sessions)]
+    pub max_sessions: usize,
+    /// Sessions in flight per client key (servers only).
+    #[arg(long, default_value_t = ServiceLimits::default().max_sessions_per_client)]
+    pub max_sessions_per_client: usize,
+    /// Seconds from accepting a connection to its first message, handshake included.
+    #[arg(long, default_value_t = ServiceLimits::default().handshake_timeout.as_secs())]
+    pub handshake_timeout: u64,
+    /// Seconds a whole session may take at a server.
+    #[arg(long, default_value_t = ServiceLimits::default().session_timeout.as_secs())]
+    pub session_timeout: u64,
+}
+
+impl LimitArgs {
+    /// The limits these options say.
+    pub fn limits(&self) -> ServiceLimits {
+        ServiceLimits {
+            max_connections: self.max_connections,
+            max_sessions: self.max_sessions,
+            max_sessions_per_client: self.max_sessions_per_client,
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout),
+            session_timeout: std::time::Duration::from_secs(self.session_timeout),
+        }
+    }
 }
 
 /// What `securerouter train` does.

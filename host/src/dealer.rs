@@ -1,37 +1,44 @@
 //! The dealer service and the servers' side of its stream.
 //!
-//! For each session the dealer derives the master seed as PRF(secret, session id) and runs the
-//! circuit once, on a blocking thread, for both servers: the first server's request starts the
-//! generation, the second one's claims the other stream (within [`CLAIM_TIMEOUT`]; after that
-//! the generator stops feeding it). It refuses a (session, party) it has served before:
-//! reusing masks would leak. Each stream passes through a channel of [`QUEUE_CHUNKS`] chunks of
-//! at most [`CHUNK_BYTES`] to its socket, so memory stays bounded whatever the circuit's size:
-//! the generator waits whenever a server reads more slowly.
+//! A session's correlations come from a master seed drawn fresh from the operating system when
+//! both servers have asked for the session: the first request waits (within the pairing
+//! deadline) for the other server's, then one circuit run on a blocking thread feeds both
+//! streams. Session ids are only names: a replayed id is refused while the dealer remembers it,
+//! and even after a restart it gets new masks, so no mask is ever dealt twice. Key generations
+//! in flight are capped; past the cap a session is refused at once. Each stream passes through
+//! a channel of [`QUEUE_CHUNKS`] chunks of at most [`CHUNK_BYTES`] to its socket, so memory
+//! stays bounded whatever the circuit's size: the generator waits whenever a server reads more
+//! slowly.
 
 use crate::circuit::{self, CircuitKind, ModelFile, check_serves};
+use crate::deployment::fresh_seed;
 use crate::net::{LinkConfig, LinkReader, PublicKey, SecureLink};
+use crate::service::{ServiceLimits, accept_loop, within};
 use crate::session::{DealerChunk, DealerRequest, SessionId, check_rows, decode, encode};
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use securerouter_core::Error;
 use securerouter_core::dealer::Dealer;
 use securerouter_core::gate::{DealerSide, DealerWeights, KeySink, KeySource, Protocol};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::Party;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 /// Largest key chunk on the wire.
 pub const CHUNK_BYTES: usize = 1 << 16;
 /// Chunks buffered between the generator and each socket.
 pub const QUEUE_CHUNKS: usize = 16;
-/// How long a session's second stream waits for its server once the first server's request
-/// has started the generation.
-pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the dealer refuses a session id it has served (a replay within that time is an
+/// error; after it, the id gets fresh masks like any other).
+pub const SERVED_MEMORY: Duration = Duration::from_secs(3600);
+/// Most session ids remembered as served (the oldest are forgotten first).
+pub const SERVED_IDS: usize = 1 << 20;
 
 /// The dealer's configuration.
 pub struct DealerService {
@@ -39,88 +46,152 @@ pub struct DealerService {
     pub identity: crate::net::Identity,
     /// P0's and P1's public keys (the only peers it serves).
     pub servers: [PublicKey; 2],
-    /// Secret from which session seeds are derived.
-    pub secret: Seed,
     /// The model file (its spec names the circuit the dealer serves).
     pub model: ModelFile,
     /// Link settings.
     pub link: LinkConfig,
-    served: Mutex<HashSet<(SessionId, u8)>>,
-    /// Streams whose generation has started and whose server has not asked yet.
-    unclaimed: Mutex<HashMap<(SessionId, u8), Unclaimed>>,
+    /// Caps and deadlines; `max_sessions` caps the key generations in flight.
+    limits: ServiceLimits,
+    /// How long a server's request waits for the other server's.
+    pair_timeout: Duration,
+    sessions: Mutex<Sessions>,
+    /// Key generations in flight.
+    generating: Arc<Semaphore>,
     /// Circuit runs started (one per session when both servers ask).
-    generations: std::sync::atomic::AtomicU64,
+    generations: AtomicU64,
     /// The plaintext weights, shared by the sessions being generated.
     weights: Arc<Vec<DealerWeights>>,
 }
 
+/// The dealer's memory of sessions: requests waiting for the other server, and ids served.
+#[derive(Default)]
+struct Sessions {
+    waiting: HashMap<SessionId, Waiting>,
+    served: HashSet<SessionId>,
+    /// `served` in the order it was filled, to forget the oldest.
+    served_order: VecDeque<(Instant, SessionId)>,
+    next_ticket: u64,
+}
+
+/// A server's request waiting for the other server's: what it asked for (the other must ask
+/// the same) and where its seed and stream go once the generation starts.
+struct Waiting {
+    party: Party,
+    circuit: CircuitKind,
+    rows: u32,
+    ticket: u64,
+    reply: oneshot::Sender<anyhow::Result<(Seed, mpsc::Receiver<DealerChunk>)>>,
+}
+
+impl Sessions {
+    /// Remembers `session` as served, forgetting ids older than [`SERVED_MEMORY`] or beyond
+    /// [`SERVED_IDS`]. False if it is remembered already.
+    fn mark_served(&mut self, session: SessionId, now: Instant) -> bool {
+        while let Some(&(t, id)) = self.served_order.front() {
+            if now.duration_since(t) < SERVED_MEMORY && self.served_order.len() < SERVED_IDS {
+                break;
+            }
+            self.served_order.pop_front();
+            self.served.remove(&id);
+        }
+        if !self.served.insert(session) {
+            return false;
+        }
+        self.served_order.push_back((now, session));
+        true
+    }
+}
+
+/// What the first of a session's two requests got: wait for the other server, or go.
+enum Pairing {
+    Wait(
+        u64,
+        oneshot::Receiver<anyhow::Result<(Seed, mpsc::Receiver<DealerChunk>)>>,
+    ),
+    Go(Seed, mpsc::Receiver<DealerChunk>),
+}
+
 impl DealerService {
-    /// A dealer serving `servers` with `model`.
+    /// A dealer serving `servers` with `model`, under `limits`; a server's request waits up to
+    /// `link.io_timeout` for the other server's.
     pub fn new(
         identity: crate::net::Identity,
         servers: [PublicKey; 2],
-        secret: Seed,
         model: ModelFile,
         link: LinkConfig,
+        limits: ServiceLimits,
     ) -> anyhow::Result<Self> {
+        limits.check()?;
         let weights = Arc::new(model.dealer_weights()?);
         Ok(DealerService {
             identity,
             servers,
-            secret,
             model,
+            pair_timeout: link.io_timeout,
             link,
-            served: Mutex::new(HashSet::new()),
-            unclaimed: Mutex::new(HashMap::new()),
-            generations: Default::default(),
+            generating: Arc::new(Semaphore::new(limits.max_sessions)),
+            limits,
+            sessions: Mutex::new(Sessions::default()),
+            generations: AtomicU64::new(0),
             weights,
         })
     }
 
-    /// Accepts servers' requests until the listener fails.
-    pub async fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
-        info!(addr = %listener.local_addr()?, "dealer listening");
-        loop {
-            let (stream, addr) = listener.accept().await.context("accepting a connection")?;
+    /// Accepts servers' requests forever (accept errors are logged, not fatal).
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        crate::service::raise_open_file_limit();
+        let max = self.limits.max_connections;
+        accept_loop("dealer", listener, max, move |stream, addr, slot| {
             let me = self.clone();
-            tokio::spawn(async move {
-                match me.handle(stream).await {
-                    Err(e) if crate::net::is_probe(&e) => debug!(%addr, "connection probe: {e}"),
+            async move {
+                match me.handle(stream, slot).await {
+                    Err(e) if crate::service::is_unauthenticated_noise(&e) => {
+                        debug!(%addr, "connection probe: {e}")
+                    }
                     Err(e) => warn!(%addr, "dealer request failed: {e:#}"),
                     Ok(()) => {}
                 }
-            });
-        }
+            }
+        })
+        .await;
     }
 
-    async fn handle(self: &Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
+    async fn handle(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        _slot: OwnedSemaphorePermit,
+    ) -> anyhow::Result<()> {
         crate::net::tune_tcp(&stream)?;
-        let mut link =
-            SecureLink::accept(stream, &self.identity, &self.servers, &self.link).await?;
-        let req: DealerRequest = decode(&link.recv().await?, "dealer request")?;
+        let (mut link, req) = within(self.limits.handshake_timeout, "a server's request", async {
+            let mut link =
+                SecureLink::accept(stream, &self.identity, &self.servers, &self.link).await?;
+            let req: DealerRequest = decode(&link.recv().await?, "dealer request")?;
+            Ok((link, req))
+        })
+        .await?;
         let party = match req.party {
             0 => Party::P0,
             1 => Party::P1,
             p => bail!("request names party {p}"),
         };
-        if link.peer() != self.servers[party.index() as usize] {
-            let msg = format!("the key of this link is not party {}'s", req.party);
-            link.send(&encode(&DealerChunk::Refused(msg.clone()))?)
-                .await?;
-            bail!(msg);
-        }
-        if let Err(e) = self.check(&req) {
-            link.send(&encode(&DealerChunk::Refused(format!("{e:#}")))?)
-                .await?;
-            return Err(e);
-        }
-        let master = self.secret.prf(&req.session.0);
-        link.send(&encode(&DealerChunk::Seed(
-            *Dealer::party_seed(&master, party).as_bytes(),
-        ))?)
-        .await?;
-
-        let mut rx = self.stream(&req, party, master)?;
+        let answer = if link.peer() != self.servers[party.index() as usize] {
+            Err(anyhow!("the key of this link is not party {}'s", req.party))
+        } else {
+            match self.check(&req) {
+                Ok(()) => self.pair(&req, party).await,
+                Err(e) => Err(e),
+            }
+        };
+        let (seed, mut rx) = match answer {
+            Ok(v) => v,
+            Err(e) => {
+                link.send(&encode(&DealerChunk::Refused(format!("{e:#}")))?)
+                    .await?;
+                return Err(e);
+            }
+        };
+        link.send(&encode(&DealerChunk::Seed(*seed.as_bytes()))?)
+            .await?;
         let mut sent = 0u64;
         while let Some(chunk) = rx.recv().await {
             let bytes = encode(&chunk)?;
@@ -131,66 +202,128 @@ impl DealerService {
         Ok(())
     }
 
-    /// `party`'s key stream for the session: the one an earlier request of the other server
-    /// started, or a new generation for both (whose other stream then waits to be claimed).
-    fn stream(
+    /// `party`'s seed and key stream for the session, once both servers have asked for it.
+    async fn pair(
         self: &Arc<Self>,
         req: &DealerRequest,
         party: Party,
-        master: Seed,
-    ) -> anyhow::Result<mpsc::Receiver<DealerChunk>> {
-        let mut unclaimed = self
-            .unclaimed
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned lock"))?;
-        if let Some(u) = unclaimed.remove(&(req.session, party.index())) {
-            if (u.circuit, u.rows) != (req.circuit, req.rows) {
+    ) -> anyhow::Result<(Seed, mpsc::Receiver<DealerChunk>)> {
+        match self.request(req, party)? {
+            Pairing::Go(seed, rx) => Ok((seed, rx)),
+            Pairing::Wait(ticket, rx) => match tokio::time::timeout(self.pair_timeout, rx).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => bail!("session {} was dropped", req.session),
+                Err(_) => {
+                    let mut sessions = self.lock()?;
+                    if sessions
+                        .waiting
+                        .get(&req.session)
+                        .is_some_and(|w| w.ticket == ticket)
+                    {
+                        sessions.waiting.remove(&req.session);
+                    }
+                    bail!(
+                        "the other server did not ask for session {} within {:?}",
+                        req.session,
+                        self.pair_timeout
+                    )
+                }
+            },
+        }
+    }
+
+    /// Registers `party`'s request: it waits for the other server's, or, if that one is
+    /// waiting, draws the session's master seed, starts the generation for both and answers
+    /// both.
+    fn request(self: &Arc<Self>, req: &DealerRequest, party: Party) -> anyhow::Result<Pairing> {
+        let mut sessions = self.lock()?;
+        let Some(first) = sessions.waiting.remove(&req.session) else {
+            if sessions.served.contains(&req.session) {
                 bail!(
-                    "the servers asked for different circuits in session {}: {} on {} rows and {} on {} rows",
-                    req.session,
-                    u.circuit,
-                    u.rows,
-                    req.circuit,
-                    req.rows
+                    "session {} was already served: the dealer never deals a session twice",
+                    req.session
                 );
             }
-            return Ok(u.rx);
+            if sessions.waiting.len() >= self.limits.max_sessions {
+                bail!(
+                    "the dealer is busy: {} sessions wait for their other server",
+                    sessions.waiting.len()
+                );
+            }
+            let (reply, rx) = oneshot::channel();
+            let ticket = sessions.next_ticket;
+            sessions.next_ticket += 1;
+            sessions.waiting.insert(
+                req.session,
+                Waiting {
+                    party,
+                    circuit: req.circuit,
+                    rows: req.rows,
+                    ticket,
+                    reply,
+                },
+            );
+            return Ok(Pairing::Wait(ticket, rx));
+        };
+        let refuse = |first: Waiting, why: String| {
+            let _ = first.reply.send(Err(anyhow!("{why}")));
+            Err(anyhow!("{why}"))
+        };
+        if first.party == party {
+            let why = format!(
+                "party {} asked twice for session {}",
+                req.party, req.session
+            );
+            return refuse(first, why);
         }
-        let (tx0, rx0) = mpsc::channel(QUEUE_CHUNKS);
-        let (tx1, rx1) = mpsc::channel(QUEUE_CHUNKS);
+        if (first.circuit, first.rows) != (req.circuit, req.rows) {
+            let why = format!(
+                "the servers asked for different circuits in session {}: {} on {} rows and {} on {} rows",
+                req.session, first.circuit, first.rows, req.circuit, req.rows
+            );
+            return refuse(first, why);
+        }
+        sessions.mark_served(req.session, Instant::now());
+        drop(sessions);
+        let Ok(permit) = self.generating.clone().try_acquire_owned() else {
+            let why = format!(
+                "the dealer is busy: {} key generations in flight",
+                self.limits.max_sessions
+            );
+            return refuse(first, why);
+        };
+        let master = match fresh_seed() {
+            Ok(s) => s,
+            Err(e) => return refuse(first, format!("{e:#}")),
+        };
+        let [rx0, rx1] = self.generate(req, master.clone(), permit);
         let (mine, other) = match party {
             Party::P0 => (rx0, rx1),
             Party::P1 => (rx1, rx0),
         };
-        let other_party = 1 - party.index();
-        unclaimed.insert(
-            (req.session, other_party),
-            Unclaimed {
-                circuit: req.circuit,
-                rows: req.rows,
-                rx: other,
-            },
-        );
-        drop(unclaimed);
-        // Unclaimed after the timeout: dropping the receiver makes the generator stop feeding it.
-        let me = Arc::downgrade(self);
-        let key = (req.session, other_party);
-        tokio::spawn(async move {
-            tokio::time::sleep(CLAIM_TIMEOUT).await;
-            if let Some(me) = me.upgrade()
-                && let Ok(mut unclaimed) = me.unclaimed.lock()
-                && unclaimed.remove(&key).is_some()
-            {
-                warn!(session = %key.0, party = key.1, "key stream never claimed; dropped");
-            }
-        });
-        self.generations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let other_seed = Dealer::party_seed(&master, first.party);
+        // The other request may have timed out meanwhile: its stream then goes unread and the
+        // generator stops feeding it.
+        let _ = first.reply.send(Ok((other_seed, other)));
+        Ok(Pairing::Go(Dealer::party_seed(&master, party), mine))
+    }
+
+    /// Starts the circuit's run under `master` on a blocking thread; P0's and P1's streams.
+    fn generate(
+        &self,
+        req: &DealerRequest,
+        master: Seed,
+        permit: OwnedSemaphorePermit,
+    ) -> [mpsc::Receiver<DealerChunk>; 2] {
+        let (tx0, rx0) = mpsc::channel(QUEUE_CHUNKS);
+        let (tx1, rx1) = mpsc::channel(QUEUE_CHUNKS);
+        self.generations.fetch_add(1, Ordering::Relaxed);
         let weights = self.weights.clone();
         let spec = self.model.spec.clone();
         let kind = req.circuit;
         let rows = req.rows as usize;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let sink = StreamingSink::new([tx0, tx1]);
             let mut dealer = DealerSide::new(&master, sink);
             let x = dealer.input(&[rows, spec.input_cols()], BitWidth::FULL);
@@ -207,38 +340,23 @@ impl DealerService {
                 Err(e) => sink.fail(format!("key generation failed: {e}")),
             }
         });
-        Ok(mine)
+        [rx0, rx1]
+    }
+
+    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Sessions>> {
+        self.sessions.lock().map_err(|_| anyhow!("poisoned lock"))
     }
 
     /// Circuit runs started so far.
     pub fn generations(&self) -> u64 {
-        self.generations.load(std::sync::atomic::Ordering::Relaxed)
+        self.generations.load(Ordering::Relaxed)
     }
 
     fn check(&self, req: &DealerRequest) -> anyhow::Result<()> {
         check_serves(&self.model.spec, req.circuit)?;
         check_rows(req.rows)?;
-        let mut served = self
-            .served
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned lock"))?;
-        if !served.insert((req.session, req.party)) {
-            bail!(
-                "session {} was already served to party {}: reusing its masks would leak",
-                req.session,
-                req.party
-            );
-        }
         Ok(())
     }
-}
-
-/// A stream whose generation the other server's request started: what that request asked for
-/// (the second request must ask the same) and the keys.
-struct Unclaimed {
-    circuit: CircuitKind,
-    rows: u32,
-    rx: mpsc::Receiver<DealerChunk>,
 }
 
 /// Runs the dealer's side of a circuit, which never waits: one poll completes it.
@@ -701,10 +819,11 @@ mod tests {
         assert_eq!(p0.join().unwrap(), QUEUE_CHUNKS * 10);
     }
 
-    /// Both servers' requests for a session share one circuit run: P0's stream is P1's without
-    /// the P1-only bytes, and a second session starts a second run.
-    #[tokio::test]
-    async fn one_generation_serves_both_servers_of_a_session() {
+    fn router_head_dealer() -> Arc<DealerService> {
+        router_head_dealer_pairing_within(LinkConfig::default().io_timeout)
+    }
+
+    fn router_head_dealer_pairing_within(pair_timeout: Duration) -> Arc<DealerService> {
         use crate::circuit::{ModelSpec, PlainRouterHead, RouterHeadShape};
         let shape = RouterHeadShape::DEMO;
         let layers = PlainRouterHead::random(shape, &Seed::from_bytes([1; 16]))
@@ -720,49 +839,142 @@ mod tests {
             crate::net::Identity::generate().public(),
             crate::net::Identity::generate().public(),
         ];
-        let service = Arc::new(
+        Arc::new(
             DealerService::new(
                 crate::net::Identity::generate(),
                 peers,
-                Seed::from_bytes([3; 16]),
                 model,
-                LinkConfig::default(),
+                LinkConfig {
+                    io_timeout: pair_timeout,
+                    ..LinkConfig::default()
+                },
+                ServiceLimits::default(),
             )
             .unwrap(),
-        );
-        let drain = |mut rx: mpsc::Receiver<DealerChunk>| async move {
-            let (mut p1, mut shared) = (Vec::new(), Vec::new());
-            while let Some(c) = rx.recv().await {
-                match c {
-                    DealerChunk::P1(b) => p1.extend(b),
-                    DealerChunk::Shared(b) => shared.extend(b),
-                    DealerChunk::End => return (p1, shared),
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-            panic!("stream ended without End");
+        )
+    }
+
+    fn request(session: SessionId, party: u8) -> DealerRequest {
+        DealerRequest {
+            session,
+            circuit: CircuitKind::RouterHead,
+            rows: 2,
+            party,
+        }
+    }
+
+    /// Both servers' seeds and streams for a session, P1 asking first.
+    async fn pair_both(
+        service: &Arc<DealerService>,
+        session: SessionId,
+    ) -> [(Seed, mpsc::Receiver<DealerChunk>); 2] {
+        let Pairing::Wait(_, waiting) = service.request(&request(session, 1), Party::P1).unwrap()
+        else {
+            panic!("the first request must wait for the other server");
         };
+        let Pairing::Go(seed0, rx0) = service.request(&request(session, 0), Party::P0).unwrap()
+        else {
+            panic!("the second request starts the generation");
+        };
+        let (seed1, rx1) = waiting.await.unwrap().unwrap();
+        [(seed0, rx0), (seed1, rx1)]
+    }
+
+    async fn drain(mut rx: mpsc::Receiver<DealerChunk>) -> (Vec<u8>, Vec<u8>) {
+        let (mut p1, mut shared) = (Vec::new(), Vec::new());
+        while let Some(c) = rx.recv().await {
+            match c {
+                DealerChunk::P1(b) => p1.extend(b),
+                DealerChunk::Shared(b) => shared.extend(b),
+                DealerChunk::End => return (p1, shared),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        panic!("stream ended without End");
+    }
+
+    /// Both servers' requests for a session share one circuit run, started only once both
+    /// have asked: P0's stream is P1's without the P1-only bytes, and a second session starts
+    /// a second run.
+    #[tokio::test]
+    async fn one_generation_serves_both_servers_of_a_session() {
+        let service = router_head_dealer();
         for (n, session) in [SessionId([7; 16]), SessionId([8; 16])]
             .into_iter()
             .enumerate()
         {
-            let req = |party| DealerRequest {
-                session,
-                circuit: CircuitKind::RouterHead,
-                rows: 2,
-                party,
-            };
-            let master = service.secret.prf(&session.0);
-            let first = service.stream(&req(1), Party::P1, master.clone()).unwrap();
-            let second = service.stream(&req(0), Party::P0, master).unwrap();
+            let [(seed0, rx0), (seed1, rx1)] = pair_both(&service, session).await;
+            assert_ne!(seed0, seed1);
             assert_eq!(service.generations(), n as u64 + 1);
-            let ((p1_only, p1_shared), (p0_only, p0_shared)) =
-                tokio::join!(drain(first), drain(second));
+            let ((p0_only, p0_shared), (p1_only, p1_shared)) = tokio::join!(drain(rx0), drain(rx1));
             assert!(p0_only.is_empty());
             assert!(!p1_only.is_empty());
             assert_eq!(p0_shared, p1_shared);
         }
-        assert!(service.unclaimed.lock().unwrap().is_empty());
+        assert!(service.sessions.lock().unwrap().waiting.is_empty());
+    }
+
+    /// Masks never repeat: a replayed session id is refused while the dealer remembers it, the
+    /// same id dealt by a restarted dealer gets other seeds (and other keys), and two sessions
+    /// never share a seed.
+    #[tokio::test]
+    async fn session_seeds_are_fresh_and_ids_are_only_names() {
+        let id = SessionId([9; 16]);
+        let dealer = router_head_dealer();
+        let [(a0, rx0), (a1, rx1)] = pair_both(&dealer, id).await;
+        let (_, keys_a) = drain(rx0).await;
+        drop(rx1);
+        for party in [0, 1] {
+            let err = dealer
+                .request(&request(id, party), Party::from_index(party).unwrap())
+                .err()
+                .expect("a replayed id is refused");
+            assert!(format!("{err}").contains("already served"), "{err}");
+        }
+        let restarted = router_head_dealer();
+        let [(b0, rx0), (b1, _)] = pair_both(&restarted, id).await;
+        let (_, keys_b) = drain(rx0).await;
+        assert_ne!(a0, b0);
+        assert_ne!(a1, b1);
+        assert_ne!(
+            keys_a, keys_b,
+            "the same id after a restart must get new keys"
+        );
+        let mut seen = HashSet::new();
+        for seed in [&a0, &a1, &b0, &b1] {
+            assert!(seen.insert(*seed.as_bytes()));
+        }
+        for n in 0..20u8 {
+            let [(s0, _), (s1, _)] = pair_both(&dealer, SessionId([n + 20; 16])).await;
+            assert!(seen.insert(*s0.as_bytes()) && seen.insert(*s1.as_bytes()));
+        }
+    }
+
+    /// A request whose other server never asks fails after the pairing deadline without
+    /// starting a generation, and leaves nothing behind.
+    #[tokio::test]
+    async fn a_lone_request_starts_nothing_and_expires() {
+        let dealer = router_head_dealer_pairing_within(Duration::from_millis(200));
+        let err = dealer
+            .pair(&request(SessionId([3; 16]), 0), Party::P0)
+            .await
+            .expect_err("no other server");
+        assert!(format!("{err}").contains("did not ask"), "{err}");
+        assert_eq!(dealer.generations(), 0);
+        assert!(dealer.sessions.lock().unwrap().waiting.is_empty());
+    }
+
+    /// The served ids are forgotten after [`SERVED_MEMORY`] (then an id would get fresh seeds
+    /// anyway), so the dealer's memory stays bounded.
+    #[test]
+    fn served_ids_expire() {
+        let mut s = Sessions::default();
+        let t0 = Instant::now();
+        assert!(s.mark_served(SessionId([1; 16]), t0));
+        assert!(!s.mark_served(SessionId([1; 16]), t0));
+        assert!(s.mark_served(SessionId([2; 16]), t0 + SERVED_MEMORY));
+        assert!(!s.served.contains(&SessionId([1; 16])));
+        assert_eq!(s.served.len(), 1);
     }
 
     /// A stream nobody reads (its receiver dropped) does not stop the other one.

@@ -3,7 +3,7 @@
 //! service and client reads it from there.
 //!
 //! Files: `deployment.json` (public: addresses and public keys), `<role>.key` (secret static
-//! keys, mode 0600), `dealer.secret` (the dealer's session secret), and the model files
+//! keys, mode 0600), and the model files
 //! `dealer.model` (plaintext, the model provider's side), `p0.model`, `p1.model` (shares).
 
 use crate::circuit::{ModelFile, ModelSpec, PlainRouterHead, RouterHeadShape};
@@ -44,8 +44,49 @@ pub struct Deployment {
     pub p0: Endpoint,
     /// Server 1.
     pub p1: Endpoint,
-    /// Public keys of the clients the servers accept.
-    pub clients: Vec<String>,
+    /// The clients the servers accept, each with a key of its own.
+    #[serde(deserialize_with = "clients_of_any_version")]
+    pub clients: Vec<ClientEntry>,
+}
+
+/// The name of the client every deployment starts with (its key file is `client.key`).
+pub const FIRST_CLIENT: &str = "client";
+
+/// A client of a deployment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientEntry {
+    /// Its name (`keys add-client NAME`).
+    pub name: String,
+    /// Its static public key (hex).
+    pub public_key: String,
+}
+
+/// Reads the clients as written now (name and key) or as bare keys (deployments written
+/// before clients had names: the first is [`FIRST_CLIENT`], the others `client-2`, ...).
+fn clients_of_any_version<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ClientEntry>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Any {
+        Named(ClientEntry),
+        Bare(String),
+    }
+    let all = Vec::<Any>::deserialize(d)?;
+    Ok(all
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| match c {
+            Any::Named(c) => c,
+            Any::Bare(public_key) => ClientEntry {
+                name: match i {
+                    0 => FIRST_CLIENT.to_string(),
+                    n => format!("client-{}", n + 1),
+                },
+                public_key,
+            },
+        })
+        .collect())
 }
 
 /// A role in a deployment, naming its files.
@@ -105,7 +146,7 @@ impl DeploymentDir {
     }
 
     /// Creates a deployment in `dir` serving the given model files (dealer, P0, P1): fresh keys
-    /// for every role and the dealer's secret. Refuses to overwrite unless `force`.
+    /// for every role. Refuses to overwrite unless `force`.
     pub fn create_with(
         dir: &Path,
         addrs: [SocketAddr; 3],
@@ -125,8 +166,6 @@ impl DeploymentDir {
         for (role, id) in &ids {
             id.save(&dir.join(format!("{}.key", role.stem())))?;
         }
-        let secret = random_seed();
-        write_secret(&dir.join("dealer.secret"), secret.as_bytes())?;
         let endpoint = |i: usize| Endpoint {
             addr: addrs[i],
             public_key: ids[i].1.public().to_hex(),
@@ -135,17 +174,98 @@ impl DeploymentDir {
             dealer: endpoint(0),
             p0: endpoint(1),
             p1: endpoint(2),
-            clients: vec![ids[3].1.public().to_hex()],
+            clients: vec![ClientEntry {
+                name: FIRST_CLIENT.to_string(),
+                public_key: ids[3].1.public().to_hex(),
+            }],
         };
-        std::fs::write(&json, serde_json::to_vec_pretty(&deployment)?)
-            .with_context(|| format!("writing {}", json.display()))?;
+        let d = DeploymentDir {
+            dir: dir.to_path_buf(),
+            deployment,
+        };
+        d.save()?;
         for (file, stem) in models.iter().zip(["dealer", "p0", "p1"]) {
             file.save(&dir.join(format!("{stem}.model")))?;
         }
-        Ok(DeploymentDir {
-            dir: dir.to_path_buf(),
-            deployment,
-        })
+        Ok(d)
+    }
+
+    fn save(&self) -> anyhow::Result<()> {
+        let json = self.dir.join("deployment.json");
+        std::fs::write(&json, serde_json::to_vec_pretty(&self.deployment)?)
+            .with_context(|| format!("writing {}", json.display()))
+    }
+
+    /// Adds a client named `name` with a fresh key (written to [`Self::client_key_path`]).
+    ///
+    /// # Errors
+    /// A name that is not 1 to 32 of `a-z 0-9 - _`, or one the deployment has already.
+    pub fn add_client(&mut self, name: &str) -> anyhow::Result<PathBuf> {
+        let valid = (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            bail!("a client name is 1 to 32 of a-z, 0-9, '-' and '_'; {name:?} is not");
+        }
+        if self.deployment.clients.iter().any(|c| c.name == name) {
+            bail!("the deployment has a client named {name:?} already");
+        }
+        let id = Identity::generate();
+        let path = self.client_key_path(name);
+        id.save(&path)?;
+        self.deployment.clients.push(ClientEntry {
+            name: name.to_string(),
+            public_key: id.public().to_hex(),
+        });
+        self.save()?;
+        Ok(path)
+    }
+
+    /// Removes the client named `name` and deletes its key file.
+    ///
+    /// # Errors
+    /// When the deployment has no such client.
+    pub fn revoke_client(&mut self, name: &str) -> anyhow::Result<()> {
+        let before = self.deployment.clients.len();
+        self.deployment.clients.retain(|c| c.name != name);
+        if self.deployment.clients.len() == before {
+            let names: Vec<&str> = self
+                .deployment
+                .clients
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            bail!("the deployment has no client named {name:?} (it has {names:?})");
+        }
+        self.save()?;
+        let path = self.client_key_path(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("deleting {}", path.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the key of the client named `name` is kept.
+    pub fn client_key_path(&self, name: &str) -> PathBuf {
+        match name {
+            FIRST_CLIENT => self.dir.join("client.key"),
+            other => self.dir.join(format!("client-{other}.key")),
+        }
+    }
+
+    /// The static identity of the client named `name`.
+    ///
+    /// # Errors
+    /// When the deployment has no such client or its key file cannot be read.
+    pub fn client_identity(&self, name: &str) -> anyhow::Result<Identity> {
+        if !self.deployment.clients.iter().any(|c| c.name == name) {
+            bail!("the deployment has no client named {name:?}");
+        }
+        let path = self.client_key_path(name);
+        Identity::load(&path).with_context(|| format!("the key of client {name:?}"))
     }
 
     /// Opens a deployment directory, checking its description.
@@ -164,7 +284,8 @@ impl DeploymentDir {
         deployment.p0.key()?;
         deployment.p1.key()?;
         for c in &deployment.clients {
-            PublicKey::from_hex(c).context("a client public key in deployment.json")?;
+            PublicKey::from_hex(&c.public_key)
+                .with_context(|| format!("client {:?}'s public key in deployment.json", c.name))?;
         }
         Ok(DeploymentDir {
             dir: dir.to_path_buf(),
@@ -196,42 +317,32 @@ impl DeploymentDir {
         Ok(serde_json::from_slice(&bytes)?)
     }
 
-    /// The dealer's session secret.
-    pub fn dealer_secret(&self) -> anyhow::Result<Seed> {
-        let p = self.dir.join("dealer.secret");
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let bytes = hex::decode(text.trim())
-            .ok()
-            .and_then(|b| <[u8; 16]>::try_from(b).ok())
-            .with_context(|| format!("{} must hold 32 hex characters", p.display()))?;
-        Ok(Seed::from_bytes(bytes))
-    }
-
     /// Public keys of the accepted clients.
     pub fn client_keys(&self) -> anyhow::Result<Vec<PublicKey>> {
         self.deployment
             .clients
             .iter()
-            .map(|c| Ok(PublicKey::from_hex(c)?))
+            .map(|c| Ok(PublicKey::from_hex(&c.public_key)?))
             .collect()
     }
 }
 
 /// 16 bytes from the operating system's randomness.
+///
+/// # Panics
+/// When the operating system has no randomness to give (then nothing secure can run); services
+/// use [`fresh_seed`], which returns that as an error.
 pub fn random_seed() -> Seed {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("the operating system's random source failed");
-    Seed::from_bytes(b)
+    fresh_seed().expect("the operating system's random source failed")
 }
 
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, hex::encode(bytes))
-        .with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
+/// 16 bytes from the operating system's randomness, or an error saying it failed.
+///
+/// # Errors
+/// When the operating system's random source fails.
+pub fn fresh_seed() -> anyhow::Result<Seed> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
+    Ok(Seed::from_bytes(b))
 }

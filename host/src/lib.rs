@@ -23,6 +23,7 @@ pub mod nn;
 pub mod party;
 pub mod progress;
 pub mod served_pool;
+pub mod service;
 pub mod session;
 pub mod train;
 
@@ -76,12 +77,38 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys {
+            action: Some(action),
+            ..
+        } => match action {
+            cli::KeysAction::AddClient { name, deployment } => {
+                let path = DeploymentDir::open(deployment)?.add_client(name)?;
+                writeln!(
+                    out,
+                    "client {name:?} added; its key is {} (hand it to that client only; restart P0 and P1 to accept it)",
+                    path.display()
+                )?;
+                Ok(())
+            }
+            cli::KeysAction::RevokeClient { name, deployment } => {
+                DeploymentDir::open(deployment)?.revoke_client(name)?;
+                writeln!(
+                    out,
+                    "client {name:?} revoked; restart P0 and P1 to refuse its key"
+                )?;
+                Ok(())
+            }
+        },
+        Command::Keys {
+            action: None,
             out: dir,
             dealer,
             p0,
             p1,
             force,
         } => {
+            let dir = dir
+                .as_deref()
+                .context("--out names the directory to write into")?;
             let d = DeploymentDir::create(
                 dir,
                 [*dealer, *p0, *p1],
@@ -109,18 +136,20 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Dealer {
             deployment,
             timeout,
+            limits,
             exit_with_stdin,
         } => runtime()?.block_on(until_stdin_closes(*exit_with_stdin, async {
             let d = DeploymentDir::open(deployment)?;
             let service = dealer::DealerService::new(
                 d.identity(Role::Dealer)?,
                 [d.deployment.p0.key()?, d.deployment.p1.key()?],
-                d.dealer_secret()?,
                 d.model(Role::Dealer)?,
                 link_config(*timeout),
+                limits.limits(),
             )?;
             let listener = bind(d.deployment.dealer.addr).await?;
-            Arc::new(service).run(listener).await
+            Arc::new(service).run(listener).await;
+            Ok(())
         })),
         Command::Serve {
             party,
@@ -129,6 +158,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             prefetch_keys,
             gpu,
             kernel_threads,
+            limits,
             exit_with_stdin,
         } => runtime()?.block_on(until_stdin_closes(*exit_with_stdin, async {
             let d = DeploymentDir::open(deployment)?;
@@ -145,9 +175,11 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 link_config(*timeout),
             )?
             .with_prefetch_keys(*prefetch_keys)
+            .with_limits(limits.limits())?
             .with_kernels(kernels::ServerKernels::select(*gpu, *kernel_threads))?;
             let listener = bind(addr).await?;
-            Arc::new(service).run(listener).await
+            Arc::new(service).run(listener).await;
+            Ok(())
         })),
         Command::Train { action } => train::run(action, out),
         Command::Bench {
@@ -243,6 +275,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             deployment,
             input,
             random,
+            name,
             timeout,
         } => runtime()?.block_on(async {
             let d = DeploymentDir::open(deployment)?;
@@ -272,7 +305,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 _ => bail!("give either --input or --random"),
             };
             let client = client::Client::new(
-                d.identity(Role::Client)?,
+                d.client_identity(name)?,
                 d.deployment.clone(),
                 link_config(*timeout),
             );

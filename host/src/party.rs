@@ -2,6 +2,10 @@
 //! its id, fetches the session's keys from the dealer, runs the circuit and returns output
 //! shares. Every connection is its own task, so a failing session (a dead peer, a bad frame, a
 //! time-out) ends with an error reply and a log line while the others go on.
+//!
+//! Clients are untrusted: a session is admitted only under the caps of [`ServiceLimits`] (in
+//! flight in all and per client key), runs within its deadline, and takes no input memory and
+//! no dealer work until both servers have joined it.
 
 use crate::circuit::pool::route_of;
 use crate::circuit::{self, CircuitKind, ModelFile, check_serves};
@@ -10,8 +14,9 @@ use crate::deployment::Deployment;
 use crate::kernels::{ServerKernels, TimedKernels};
 use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
 use crate::nn::profile::Profiled;
+use crate::service::{ServiceLimits, accept_loop, within};
 use crate::session::{
-    ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, PhaseStats,
+    ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, PeerReady, PhaseStats,
     ServerReply, SessionId, SessionStats, add_phases, check_rows, decode, encode,
 };
 use anyhow::{Context, anyhow, bail};
@@ -23,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tracing::{debug, info, warn};
 
 /// A server's configuration.
@@ -44,12 +49,38 @@ pub struct ServerService {
     /// Receive each session's whole key stream before its online phase.
     prefetch_keys: bool,
     pending: Mutex<HashMap<SessionId, Pending>>,
+    limits: ServiceLimits,
+    /// Sessions in flight (permits of `limits.max_sessions`).
+    sessions: Arc<Semaphore>,
+    /// Sessions in flight per client key.
+    per_client: Arc<Mutex<HashMap<PublicKey, usize>>>,
 }
 
 /// P0's side of pairing: whichever of the client's hello and P1's link comes first waits here.
 enum Pending {
-    PeerArrived(SecureLink, Instant),
-    ClientWaiting(oneshot::Sender<SecureLink>),
+    PeerArrived(SecureLink, PeerHello, Instant),
+    ClientWaiting(oneshot::Sender<(SecureLink, PeerHello)>),
+}
+
+/// A session's admission: its slot among the sessions in flight and its client's count, both
+/// given back on drop.
+struct Admission {
+    _slot: OwnedSemaphorePermit,
+    client: PublicKey,
+    per_client: Arc<Mutex<HashMap<PublicKey, usize>>>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.per_client.lock()
+            && let Some(n) = counts.get_mut(&self.client)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl ServerService {
@@ -70,6 +101,7 @@ impl ServerService {
         let dealer_key = deployment.dealer.key()?;
         let weights = Arc::new(model.server_weights()?);
         let pair_timeout = link.io_timeout;
+        let limits = ServiceLimits::default();
         Ok(ServerService {
             party,
             identity,
@@ -84,7 +116,21 @@ impl ServerService {
             pair_timeout,
             prefetch_keys: false,
             pending: Mutex::new(HashMap::new()),
+            sessions: Arc::new(Semaphore::new(limits.max_sessions)),
+            limits,
+            per_client: Arc::default(),
         })
+    }
+
+    /// Serves under `limits` instead of the defaults.
+    ///
+    /// # Errors
+    /// When a cap or deadline is zero.
+    pub fn with_limits(mut self, limits: ServiceLimits) -> anyhow::Result<Self> {
+        limits.check()?;
+        self.sessions = Arc::new(Semaphore::new(limits.max_sessions));
+        self.limits = limits;
+        Ok(self)
     }
 
     /// Runs sessions on `kernels`, with this server's weights kept on its GPU if it has one.
@@ -109,46 +155,77 @@ impl ServerService {
         self
     }
 
-    /// Serves until the listener fails.
-    pub async fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
-        info!(party = ?self.party, addr = %listener.local_addr()?, "server listening");
-        loop {
-            let (stream, addr) = listener.accept().await.context("accepting a connection")?;
+    /// Serves forever (accept errors are logged, not fatal).
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        crate::service::raise_open_file_limit();
+        let name = match self.party {
+            Party::P0 => "P0",
+            Party::P1 => "P1",
+        };
+        let max = self.limits.max_connections;
+        accept_loop(name, listener, max, move |stream, addr, slot| {
             let me = self.clone();
-            tokio::spawn(async move {
-                match me.handle(stream).await {
-                    Err(e) if crate::net::is_probe(&e) => {
+            async move {
+                match me.handle(stream, slot).await {
+                    Err(e) if crate::service::is_unauthenticated_noise(&e) => {
                         debug!(party = ?me.party, %addr, "connection probe: {e}");
                     }
                     Err(e) => warn!(party = ?me.party, %addr, "connection failed: {e:#}"),
                     Ok(()) => {}
                 }
-            });
-        }
+            }
+        })
+        .await;
     }
 
-    async fn handle(self: &Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
+    async fn handle(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        _slot: OwnedSemaphorePermit,
+    ) -> anyhow::Result<()> {
         let mut allowed = self.clients.clone();
         if self.party == Party::P0 {
             allowed.push(self.peer_key);
         }
         crate::net::tune_tcp(&stream)?;
-        let mut link = SecureLink::accept(stream, &self.identity, &allowed, &self.link).await?;
-        let hello: Hello = decode(&link.recv().await?, "hello")?;
+        let (mut link, hello) = within(self.limits.handshake_timeout, "a hello", async {
+            let mut link = SecureLink::accept(stream, &self.identity, &allowed, &self.link).await?;
+            let hello: Hello = decode(&link.recv().await?, "hello")?;
+            Ok((link, hello))
+        })
+        .await?;
         match hello {
-            Hello::Peer(PeerHello { session }) => {
+            Hello::Peer(peer) => {
                 if self.party != Party::P0 || link.peer() != self.peer_key {
                     bail!("a peer hello from a key that is not P1's");
                 }
-                self.peer_arrived(session, link)
+                self.peer_arrived(peer, link)
             }
             Hello::Client(hello) => {
-                if !self.clients.contains(&link.peer()) {
+                let client = link.peer();
+                if !self.clients.contains(&client) {
                     bail!("a client hello from a key that is not a client's");
                 }
                 let session = hello.session;
                 let started = Instant::now();
-                let reply = match self.run_session(hello, started).await {
+                let outcome = match self.admit(client) {
+                    Ok(admission) => {
+                        let run = tokio::time::timeout(
+                            self.limits.session_timeout,
+                            self.run_session(hello, started),
+                        )
+                        .await;
+                        drop(admission);
+                        run.unwrap_or_else(|_| {
+                            Err(anyhow!(
+                                "session {session} ran past its deadline of {:?}",
+                                self.limits.session_timeout
+                            ))
+                        })
+                    }
+                    Err(e) => Err(e),
+                };
+                let reply = match outcome {
                     Ok(out) => {
                         info!(party = ?self.party, %session, wall_s = out.stats.wall_s,
                               online_bytes = out.stats.online_bytes_sent, rounds = out.stats.rounds,
@@ -166,26 +243,60 @@ impl ServerService {
         }
     }
 
-    /// P0: P1's link for `session` arrived. If no client asks for the session within the
+    /// Admits a session of `client` under the caps, or says which cap it hit.
+    fn admit(&self, client: PublicKey) -> anyhow::Result<Admission> {
+        let slot = self.sessions.clone().try_acquire_owned().map_err(|_| {
+            anyhow!(
+                "the server is busy: {} sessions in flight",
+                self.limits.max_sessions
+            )
+        })?;
+        let mut counts = self
+            .per_client
+            .lock()
+            .map_err(|_| anyhow!("poisoned lock"))?;
+        let n = counts.entry(client).or_insert(0);
+        if *n >= self.limits.max_sessions_per_client {
+            bail!(
+                "this client has {} sessions in flight, the most it may",
+                self.limits.max_sessions_per_client
+            );
+        }
+        *n += 1;
+        Ok(Admission {
+            _slot: slot,
+            client,
+            per_client: self.per_client.clone(),
+        })
+    }
+
+    /// P0: P1's link for a session arrived. If no client asks for the session within the
     /// pairing time-out, the link is dropped (closing it) with a warning.
-    fn peer_arrived(self: &Arc<Self>, session: SessionId, link: SecureLink) -> anyhow::Result<()> {
+    fn peer_arrived(self: &Arc<Self>, peer: PeerHello, link: SecureLink) -> anyhow::Result<()> {
+        let session = peer.session;
         let mut pending = self.pending.lock().map_err(|_| anyhow!("poisoned lock"))?;
         match pending.remove(&session) {
             Some(Pending::ClientWaiting(tx)) => {
-                tx.send(link)
+                tx.send((link, peer))
                     .map_err(|_| anyhow!("session {session} gave up before P1 arrived"))?;
             }
             Some(Pending::PeerArrived(..)) => bail!("P1 opened two links for session {session}"),
             None => {
+                if pending.len() >= 2 * self.limits.max_sessions {
+                    bail!(
+                        "{} sessions wait for their pairing; refusing P1's link",
+                        pending.len()
+                    );
+                }
                 let arrived = Instant::now();
-                pending.insert(session, Pending::PeerArrived(link, arrived));
+                pending.insert(session, Pending::PeerArrived(link, peer, arrived));
                 let me = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(me.pair_timeout).await;
                     let Ok(mut pending) = me.pending.lock() else {
                         return;
                     };
-                    if matches!(pending.get(&session), Some(Pending::PeerArrived(_, t)) if *t == arrived)
+                    if matches!(pending.get(&session), Some(Pending::PeerArrived(_, _, t)) if *t == arrived)
                     {
                         pending.remove(&session);
                         warn!(%session, "P1 opened session {session} but no client asked for it; link closed");
@@ -196,13 +307,16 @@ impl ServerService {
         Ok(())
     }
 
-    /// P0: waits for P1's link of `session`.
-    async fn wait_for_peer(&self, session: SessionId) -> anyhow::Result<SecureLink> {
+    /// P0: waits for P1's link of `session` and what P1 says the session runs.
+    async fn wait_for_peer(&self, session: SessionId) -> anyhow::Result<(SecureLink, PeerHello)> {
         let rx = {
             let mut pending = self.pending.lock().map_err(|_| anyhow!("poisoned lock"))?;
             match pending.remove(&session) {
-                Some(Pending::PeerArrived(link, _)) => return Ok(link),
-                Some(Pending::ClientWaiting(_)) => bail!("two clients sent session {session}"),
+                Some(Pending::PeerArrived(link, peer, _)) => return Ok((link, peer)),
+                Some(Pending::ClientWaiting(tx)) => {
+                    pending.insert(session, Pending::ClientWaiting(tx));
+                    bail!("two clients sent session {session}")
+                }
                 None => {
                     let (tx, rx) = oneshot::channel();
                     pending.insert(session, Pending::ClientWaiting(tx));
@@ -211,9 +325,11 @@ impl ServerService {
             }
         };
         match tokio::time::timeout(self.pair_timeout, rx).await {
-            Ok(Ok(link)) => Ok(link),
+            Ok(Ok(joined)) => Ok(joined),
             _ => {
-                if let Ok(mut p) = self.pending.lock() {
+                if let Ok(mut p) = self.pending.lock()
+                    && matches!(p.get(&session), Some(Pending::ClientWaiting(tx)) if tx.is_closed())
+                {
                     p.remove(&session);
                 }
                 bail!(
@@ -224,8 +340,8 @@ impl ServerService {
         }
     }
 
-    /// P1: opens the link to P0 for `session`.
-    async fn connect_peer(&self, session: SessionId) -> anyhow::Result<SecureLink> {
+    /// P1: opens the link to P0 for a session, saying what it runs.
+    async fn connect_peer(&self, hello: PeerHello) -> anyhow::Result<SecureLink> {
         let addr = self.deployment.p0.addr;
         let stream = TcpStream::connect(addr)
             .await
@@ -233,9 +349,55 @@ impl ServerService {
         crate::net::tune_tcp(&stream)?;
         let mut link =
             SecureLink::connect(stream, &self.identity, &self.peer_key, &self.link).await?;
-        link.send(&encode(&Hello::Peer(PeerHello { session }))?)
-            .await?;
+        link.send(&encode(&Hello::Peer(hello))?).await?;
         Ok(link)
+    }
+
+    /// Pairs with the other server for `hello`'s session: P0 waits for P1's link, P1 opens it
+    /// and waits for P0's confirmation, so neither goes on until both hold the client's hello.
+    /// Both must run the same circuit on the same batch.
+    async fn join_peer(&self, hello: &ClientHello) -> anyhow::Result<SecureLink> {
+        let mine = PeerHello {
+            session: hello.session,
+            circuit: hello.circuit,
+            rows: hello.rows,
+        };
+        let ready = PeerReady {
+            session: hello.session,
+        };
+        match self.party {
+            Party::P1 => {
+                let mut link = self.connect_peer(mine).await?;
+                let answer = tokio::time::timeout(self.pair_timeout, link.recv())
+                    .await
+                    .map_err(|_| {
+                        anyhow!(
+                            "P0 did not confirm session {} within {:?}",
+                            hello.session,
+                            self.pair_timeout
+                        )
+                    })?
+                    .with_context(|| format!("P0 refused session {}", hello.session))?;
+                if decode::<PeerReady>(&answer, "P0's confirmation")? != ready {
+                    bail!("P0 confirmed another session than {}", hello.session);
+                }
+                Ok(link)
+            }
+            Party::P0 => {
+                let (mut link, theirs) = self.wait_for_peer(hello.session).await?;
+                if (theirs.circuit, theirs.rows) != (mine.circuit, mine.rows) {
+                    bail!(
+                        "the client asked P0 for {} on {} rows and P1 for {} on {} rows",
+                        mine.circuit,
+                        mine.rows,
+                        theirs.circuit,
+                        theirs.rows
+                    );
+                }
+                link.send(&encode(&ready)?).await?;
+                Ok(link)
+            }
+        }
     }
 
     async fn run_session(
@@ -246,32 +408,40 @@ impl ServerService {
         check_serves(&self.model.spec, hello.circuit)?;
         let rows = check_rows(hello.rows)?;
         let features = self.model.spec.input_cols();
-        let share = match (self.party, hello.input) {
-            (Party::P0, InputShare::Seed(seed)) => {
-                let mut x = vec![0u64; rows * features];
+        let words = rows
+            .checked_mul(features)
+            .filter(|w| w.saturating_mul(8) <= self.link.max_message)
+            .with_context(|| {
+                format!(
+                    "{rows} rows of {features} inputs exceed the largest message of {} bytes",
+                    self.link.max_message
+                )
+            })?;
+        match (self.party, &hello.input) {
+            (Party::P0, InputShare::Seed(_)) | (Party::P1, InputShare::Words(_)) => {}
+            (Party::P0, _) => bail!("P0 expects its input share as a seed"),
+            (Party::P1, _) => bail!("P1 expects its input share as words"),
+        }
+        // Nothing is allocated and the dealer is not asked until the other server has joined:
+        // a client that speaks to one server alone costs it a waiting task, no more.
+        let peer = self.join_peer(&hello).await?;
+        let share = match hello.input {
+            InputShare::Seed(seed) => {
+                let mut x = vec![0u64; words];
                 SeededShareStream::new(&Seed::from_bytes(seed)).expand_row(&mut x);
                 x
             }
-            (Party::P1, input @ InputShare::Words(_)) => input.into_words(rows * features)?,
-            (Party::P0, _) => bail!("P0 expects its input share as a seed"),
-            (Party::P1, _) => bail!("P1 expects its input share as words"),
+            input @ InputShare::Words(_) => input.into_words(words)?,
         };
         let input = StageInput {
             rows,
             features,
             share: &share,
         };
-        let peer = async {
-            match self.party {
-                Party::P0 => self.wait_for_peer(hello.session).await,
-                Party::P1 => self.connect_peer(hello.session).await,
-            }
-        };
-        let (dealer, peer) = tokio::join!(
-            self.open_dealer(hello.session, hello.circuit, hello.rows),
-            peer
-        );
-        let mut peer = PeerChannel::new(peer?);
+        let dealer = self
+            .open_dealer(hello.session, hello.circuit, hello.rows)
+            .await;
+        let mut peer = PeerChannel::new(peer);
         let mut stats = SessionStats::default();
         let first = self
             .stage(dealer?, &mut peer, hello.circuit, &input, &mut stats)

@@ -23,8 +23,7 @@ impl SessionId {
         SessionId(*crate::deployment::random_seed().as_bytes())
     }
 
-    /// The id of stage `k` of this session (the dealer derives fresh randomness for it and
-    /// serves it once, like any session).
+    /// The id of stage `k` of this session (the dealer deals it once, like any session).
     pub fn stage(&self, k: u8) -> SessionId {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
@@ -111,10 +110,23 @@ pub struct ClientHello {
     pub input: InputShare,
 }
 
-/// The first message P1 sends P0 on the link it opens for a session.
+/// The first message P1 sends P0 on the link it opens for a session, with what the client
+/// asked P1 to run (P0 refuses a session whose two hellos disagree).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct PeerHello {
     /// The session this link serves.
+    pub session: SessionId,
+    /// What will run.
+    pub circuit: CircuitKind,
+    /// Queries in the batch.
+    pub rows: u32,
+}
+
+/// P0's answer to a [`PeerHello`] once the client's hello for the same session is in and agrees:
+/// only then does either server take the session's input or ask the dealer.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerReady {
+    /// The session both servers now run.
     pub session: SessionId,
 }
 
@@ -130,7 +142,7 @@ pub enum Hello {
 /// A server's request for a session's correlations.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct DealerRequest {
-    /// The session (the dealer derives the session's randomness from it).
+    /// The session (a name only: the dealer draws each session's randomness fresh).
     pub session: SessionId,
     /// What will run.
     pub circuit: CircuitKind,

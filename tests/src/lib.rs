@@ -78,7 +78,28 @@ pub struct Service {
 impl Service {
     /// Starts `securerouter <args>` and waits until `addr` accepts connections.
     pub fn start(name: &str, args: &[&str], addr: SocketAddr) -> Service {
-        let child = Command::new(binary())
+        Self::start_with_open_files(name, args, addr, None)
+    }
+
+    /// [`Service::start`], with at most `open_files` descriptors (soft and hard limit) when
+    /// given: the process runs out of them as a busy host would.
+    pub fn start_with_open_files(
+        name: &str,
+        args: &[&str],
+        addr: SocketAddr,
+        open_files: Option<u64>,
+    ) -> Service {
+        let mut command = match open_files {
+            None => Command::new(binary()),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary());
+                c
+            }
+        };
+        let child = command
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -104,6 +125,11 @@ impl Service {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Freezes the process (SIGSTOP): it stops answering without closing its sockets.

@@ -2,9 +2,11 @@
 //! with a client running the router head: correctness against plaintext, failures mid-session,
 //! concurrent load, and connections that must be turned away.
 
+use securerouter_host::circuit::CircuitKind;
 use securerouter_host::client::{Classification, Client};
 use securerouter_host::deployment::{DeploymentDir, Role};
 use securerouter_host::net::{Identity, LinkConfig};
+use securerouter_host::session::{DealerRequest, SessionId};
 use securerouter_tests::{Service, free_addr, run_cli, temp_dir, test_rng};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +16,10 @@ struct Cluster {
     dir: PathBuf,
     addrs: [SocketAddr; 3],
     timeout: u64,
+    /// Options every service gets besides the deployment and time-out.
+    extra: Vec<String>,
+    /// A cap on P0's open files, if any.
+    open_files: Option<u64>,
     dealer: Option<Service>,
     p0: Option<Service>,
     p1: Option<Service>,
@@ -21,6 +27,17 @@ struct Cluster {
 
 impl Cluster {
     fn start(name: &str, timeout: u64) -> Cluster {
+        Self::start_with(name, timeout, &[], |_| None)
+    }
+
+    /// A cluster whose services get `extra` options, after `prepare` has changed the fresh
+    /// deployment directory; P0 may open as many files as `prepare` says, if it says.
+    fn start_with(
+        name: &str,
+        timeout: u64,
+        extra: &[&str],
+        prepare: impl FnOnce(&std::path::Path) -> Option<u64>,
+    ) -> Cluster {
         let dir = temp_dir(name);
         let addrs = [free_addr(), free_addr(), free_addr()];
         let (d, a, b) = (
@@ -32,10 +49,13 @@ impl Cluster {
         run_cli(&[
             "keys", "--out", &dir_s, "--dealer", &d, "--p0", &a, "--p1", &b,
         ]);
+        let open_files = prepare(&dir);
         let mut c = Cluster {
             dir,
             addrs,
             timeout,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            open_files,
             dealer: None,
             p0: None,
             p1: None,
@@ -49,31 +69,16 @@ impl Cluster {
     fn service(&self, which: &str) -> Service {
         let dir = self.dir.to_str().unwrap().to_string();
         let t = self.timeout.to_string();
-        match which {
-            "dealer" => Service::start(
-                "dealer",
-                &["dealer", "--deployment", &dir, "--timeout", &t],
-                self.addrs[0],
-            ),
-            "p0" | "p1" => {
-                let party = if which == "p0" { "0" } else { "1" };
-                let addr = self.addrs[if which == "p0" { 1 } else { 2 }];
-                Service::start(
-                    which,
-                    &[
-                        "serve",
-                        "--party",
-                        party,
-                        "--deployment",
-                        &dir,
-                        "--timeout",
-                        &t,
-                    ],
-                    addr,
-                )
-            }
+        let (mut args, addr) = match which {
+            "dealer" => (vec!["dealer"], self.addrs[0]),
+            "p0" => (vec!["serve", "--party", "0"], self.addrs[1]),
+            "p1" => (vec!["serve", "--party", "1"], self.addrs[2]),
             other => panic!("no service {other}"),
-        }
+        };
+        args.extend(["--deployment", &dir, "--timeout", &t]);
+        args.extend(self.extra.iter().map(String::as_str));
+        let open_files = self.open_files.filter(|_| which == "p0");
+        Service::start_with_open_files(which, &args, addr, open_files)
     }
 
     fn client(&self) -> Client {
@@ -349,7 +354,7 @@ async fn strangers_and_garbage_are_turned_away() {
     // time-out has passed.
     {
         use securerouter_host::net::{NetError, SecureLink};
-        use securerouter_host::session::{Hello, PeerHello, SessionId, encode};
+        use securerouter_host::session::{Hello, PeerHello, encode};
         let p1 = d.identity(Role::P1).unwrap();
         let p0_key = d.deployment.p0.key().unwrap();
         let cfg = link(15);
@@ -359,6 +364,8 @@ async fn strangers_and_garbage_are_turned_away() {
             .unwrap();
         let hello = Hello::Peer(PeerHello {
             session: SessionId::random(),
+            circuit: CircuitKind::RouterHead,
+            rows: 1,
         });
         l.send(&encode(&hello).unwrap()).await.unwrap();
         let t = Instant::now();
@@ -372,5 +379,236 @@ async fn strangers_and_garbage_are_turned_away() {
     }
     // The services still serve the real client.
     let x = random_queries(6, 2, f);
+    check_against_plaintext(&c, &x, &c.client().route(f, &x).await.unwrap());
+}
+
+/// Asks the dealer process for `session`'s keys as both servers at once; each server's seed,
+/// or the dealer's refusal.
+async fn dealer_seeds(c: &Cluster, session: SessionId) -> [anyhow::Result<[u8; 16]>; 2] {
+    use securerouter_host::dealer::DealerStream;
+    let d = DeploymentDir::open(&c.dir).unwrap();
+    let dealer_key = d.deployment.dealer.key().unwrap();
+    let ask = |party: u8| {
+        let me = d.identity([Role::P0, Role::P1][party as usize]).unwrap();
+        let addr = c.addrs[0];
+        async move {
+            let request = DealerRequest {
+                session,
+                circuit: CircuitKind::RouterHead,
+                rows: 1,
+                party,
+            };
+            let (seed, _keys) =
+                DealerStream::open(addr, &dealer_key, &me, &link(5), request).await?;
+            Ok(*seed.as_bytes())
+        }
+    };
+    let (a, b) = tokio::join!(ask(0), ask(1));
+    [a, b]
+}
+
+/// Masks never repeat (issue: a client that replays a session id after a dealer restart got
+/// the same masks and keys): the dealer refuses a replayed id while it runs, and after a
+/// restart the same id gets other seeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_session_id_never_gets_the_same_masks() {
+    let mut c = Cluster::start("replay", 10);
+    let id = SessionId::random();
+    let [a0, a1] = dealer_seeds(&c, id).await.map(Result::unwrap);
+    assert_ne!(a0, a1);
+    for refused in dealer_seeds(&c, id).await {
+        let err = format!("{:#}", refused.expect_err("a replayed id is refused"));
+        assert!(err.contains("already served"), "{err}");
+    }
+    c.dealer.take().unwrap().kill();
+    c.dealer = Some(c.service("dealer"));
+    let [b0, b1] = dealer_seeds(&c, id).await.map(Result::unwrap);
+    assert_ne!(a0, b0, "P0's seed repeated after a restart");
+    assert_ne!(a1, b1, "P1's seed repeated after a restart");
+    // Sessions after the restart still run end to end.
+    let x = random_queries(7, 2, c.features());
+    check_against_plaintext(&c, &x, &c.client().route(c.features(), &x).await.unwrap());
+}
+
+/// Resident memory of a process in MiB (Linux `VmRSS`).
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// No client or stranger can stop a service: 2,000 idle unauthenticated connections to each
+/// server and 1,000 to the dealer, plus a client flooding half-open sessions (hellos to one
+/// server only, beyond its per-client cap), are held open while a legitimate client's query
+/// succeeds; the idle connections are closed at the handshake deadline; memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_connections_and_half_open_sessions_do_not_stop_a_service() {
+    use securerouter_host::net::SecureLink;
+    use securerouter_host::session::{ClientHello, Hello, InputShare, ServerReply, decode, encode};
+    use tokio::io::AsyncReadExt;
+    securerouter_host::service::raise_open_file_limit();
+    let handshake_s = 15;
+    let hs = handshake_s.to_string();
+    let c = Cluster::start_with(
+        "flood",
+        20,
+        &["--handshake-timeout", &hs, "--max-sessions-per-client", "4"],
+        |dir| {
+            let dir = dir.to_str().unwrap();
+            run_cli(&["keys", "add-client", "flood", "--deployment", dir]);
+            None
+        },
+    );
+    let pids = [&c.dealer, &c.p0, &c.p1].map(|s| s.as_ref().unwrap().pid());
+    let before = pids.map(rss_mb);
+    let f = c.features();
+
+    // Idle connections: TCP open, not a byte sent.
+    let opened = Instant::now();
+    let mut idle = Vec::new();
+    for (addr, n) in [(c.addrs[1], 2000), (c.addrs[2], 2000), (c.addrs[0], 1000)] {
+        for _ in 0..n {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+    }
+
+    println!(
+        "{} idle connections opened in {:.1} s",
+        idle.len(),
+        opened.elapsed().as_secs_f64()
+    );
+    // Half-open sessions: the flooding client says hello to one server only and waits.
+    let d = DeploymentDir::open(&c.dir).unwrap();
+    let flood = d.client_identity("flood").unwrap();
+    let mut half_open = Vec::new();
+    for (i, (addr, key)) in [
+        (c.addrs[1], d.deployment.p0.key().unwrap()),
+        (c.addrs[2], d.deployment.p1.key().unwrap()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for _ in 0..12 {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut l = SecureLink::connect(stream, &flood, &key, &link(30))
+                .await
+                .unwrap();
+            let input = if i == 0 {
+                InputShare::Seed([1; 16])
+            } else {
+                InputShare::words(&vec![0u64; f])
+            };
+            let hello = Hello::Client(ClientHello {
+                session: SessionId::random(),
+                circuit: CircuitKind::RouterHead,
+                rows: 1,
+                input,
+            });
+            l.send(&encode(&hello).unwrap()).await.unwrap();
+            half_open.push(l);
+        }
+    }
+
+    // The legitimate client is served meanwhile.
+    let x = random_queries(8, 2, f);
+    let t = Instant::now();
+    let got = c.client().route(f, &x).await.unwrap();
+    check_against_plaintext(&c, &x, &got);
+    println!(
+        "a query while 5,000 idle connections and 24 half-open sessions were held: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let still_open = idle
+        .iter()
+        .filter(|s| {
+            let mut b = [0u8; 1];
+            matches!(s.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count();
+    assert_eq!(
+        still_open,
+        idle.len(),
+        "the query must run while the idle connections are held open"
+    );
+    let during = pids.map(rss_mb);
+
+    // Past its cap of 4 sessions in flight, the flooding client is refused at once.
+    let mut busy = 0;
+    for l in &mut half_open {
+        if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_millis(200), l.recv()).await {
+            match decode::<ServerReply>(&bytes, "reply").unwrap() {
+                ServerReply::Failed(why) => {
+                    assert!(why.contains("sessions in flight"), "{why}");
+                    busy += 1;
+                }
+                ServerReply::Ok(_) => panic!("a half-open session cannot succeed"),
+            }
+        }
+    }
+    assert_eq!(
+        busy,
+        2 * (12 - 4),
+        "each server admits 4 of the 12 and refuses 8"
+    );
+
+    // Idle connections are closed at the handshake deadline.
+    let mut closed = 0;
+    let deadline = opened + Duration::from_secs(handshake_s + 10);
+    for s in &mut idle {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(left, s.read(&mut b)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed,
+        idle.len(),
+        "every idle connection is closed by its service"
+    );
+    let after = pids.map(rss_mb);
+    for (i, name) in ["dealer", "P0", "P1"].iter().enumerate() {
+        println!(
+            "{name}: resident {:.1} MiB before, {:.1} MiB under the flood, {:.1} MiB after",
+            before[i], during[i], after[i]
+        );
+        assert!(
+            during[i] < before[i] + 256.0,
+            "{name} grew by more than 256 MiB"
+        );
+    }
+    drop(idle);
+    drop(half_open);
+    let x = random_queries(9, 1, f);
+    check_against_plaintext(&c, &x, &c.client().route(f, &x).await.unwrap());
+}
+
+/// A server out of file descriptors keeps serving (issue: one failed `accept` ended the
+/// service): P0 may open 64 files and gets 300 connections at once; it logs the failed accepts,
+/// stays up, and serves the next client once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_out_of_descriptors_keeps_serving() {
+    securerouter_host::service::raise_open_file_limit();
+    let mut c = Cluster::start_with("emfile", 10, &["--handshake-timeout", "2"], |_| Some(64));
+    let f = c.features();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(c.addrs[1]).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        c.p0.as_mut().unwrap().is_running(),
+        "P0 died out of descriptors"
+    );
+    drop(idle);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        c.p0.as_mut().unwrap().is_running(),
+        "P0 died out of descriptors"
+    );
+    let x = random_queries(10, 2, f);
     check_against_plaintext(&c, &x, &c.client().route(f, &x).await.unwrap());
 }
