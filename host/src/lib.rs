@@ -24,6 +24,7 @@ pub mod party;
 pub mod progress;
 pub mod served_pool;
 pub mod session;
+pub mod sys;
 pub mod train;
 
 use std::io::Write;
