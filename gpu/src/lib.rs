@@ -19,6 +19,32 @@
 //!     securerouter_gpu::GpuAvailability::Unavailable(why) => println!("GPU: none ({why})"),
 //! }
 //! ```
+//!
+//! # Unsafe code
+//!
+//! Seven `unsafe` blocks, each with its safety argument:
+//! 1. [`driver_library_present`]: cudarc's `is_culib_present` is `unsafe` because loading a
+//!    shared library runs its initialisers; it loads `libcuda` and drops the handle at once,
+//!    touching no state of ours.
+//! 2. [`nvrtc_library_present`]: the same for `libnvrtc`.
+//! 3. The start-up AES check (`check_aes`, in `kernels.rs`): launches `aes_left`, which reads
+//!    `count` blocks of its input and writes as many of its output, both `count` blocks long.
+//! 4. `control_bytes`: views the keys' `&[[bool; 2]]` as `2 · len` bytes: `[bool; 2]` is two
+//!    bytes of alignment 1, each 0 or 1 (a valid `u8`), borrowed as long as the input.
+//! 5. `matmul_batch`: launches `matmul_u64`, whose threads read `a` (batch·m·k words) and `b`
+//!    (batch·k·n) and write `c` (batch·m·n) only at rows below m and columns below n; the
+//!    lengths are checked by `check_matmul` and the dimensions converted to `u32` with checks.
+//! 6. `dpf_prefix_parity`: launches `dpf_prefix_parity`, whose thread i < count reads key i's
+//!    root, `levels` correction words and last block and `xs[i]`, and writes `out[i]`; every
+//!    buffer is copied from a key batch of `count` keys (or allocated for it).
+//! 7. `dpf_lookup`: launches `dpf_lookup`, whose thread (key, leaf) with key < count reads
+//!    that key's words and `xs[key]`, table entries at indexes masked to the table's 2^n
+//!    (its length, checked), and adds into `dot[key]` and `ones[key]`.
+//!
+//! A launch is `unsafe` because the compiler checks neither the argument list against the
+//! CUDA function nor the device code's memory accesses; the arguments above are pushed in the
+//! kernels' order and types (tested against the CPU kernels on a GPU, and the CUDA source
+//! compiled as C++ on the CPU without one).
 
 #![warn(missing_docs)]
 

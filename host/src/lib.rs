@@ -3,6 +3,13 @@
 //! The binary (`src/main.rs`) stays thin: it parses the command line with [`cli::Cli`], sets up
 //! logging with [`logging::init`], and hands over to [`run`]. Everything else lives in this
 //! library so that it can be tested directly.
+//!
+//! The crate denies `unsafe_code`. Two modules allow it, and hold all of the crate's `unsafe`,
+//! each listed with its safety argument in the module's documentation: the SIMD kernels
+//! (`kernels::simd`, private, reached through [`kernels::HostKernels`]) and [`sys`] (two C
+//! library calls).
+
+#![deny(unsafe_code)]
 
 pub mod assets;
 pub mod bench;
@@ -25,6 +32,7 @@ pub mod progress;
 pub mod served_pool;
 pub mod service;
 pub mod session;
+pub mod sys;
 pub mod train;
 
 use std::io::Write;

@@ -19,6 +19,7 @@ use crate::session::{
     ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, PeerReady, PhaseStats,
     ServerReply, SessionId, SessionStats, add_phases, check_rows, decode, encode,
 };
+use crate::sys::process_cpu_seconds;
 use anyhow::{Context, anyhow, bail};
 use securerouter_core::gate::{Channel, Protocol, ServerSide, ServerWeights};
 use securerouter_core::prg::Seed;
@@ -583,23 +584,4 @@ struct StageShares {
 /// This process's peak resident memory in MiB (Linux `VmHWM`; 0 elsewhere).
 pub fn peak_rss_mb() -> f64 {
     crate::local_cluster::peak_rss_of(std::process::id())
-}
-
-/// User and system CPU seconds this process has used, all threads (0 where unknown).
-#[cfg(unix)]
-fn process_cpu_seconds() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a `rusage` into the pointer it is given, which is valid.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
-        return 0.0;
-    }
-    // SAFETY: getrusage succeeded, so it filled the struct (and it was zeroed before).
-    let usage = unsafe { usage.assume_init() };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
-#[cfg(not(unix))]
-fn process_cpu_seconds() -> f64 {
-    0.0
 }

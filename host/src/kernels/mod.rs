@@ -6,6 +6,12 @@
 //! with `--gpu` and a GPU is usable.
 //!
 //! Results are identical to [`CpuKernels`] bit for bit (tested); only speed differs.
+//!
+//! The SIMD kernels, their feature detection and the calls into them live in the private
+//! module `simd`, the only code of this crate besides [`crate::sys`] allowed `unsafe`; its
+//! documentation lists every `unsafe` with its safety argument, and what each kernel branches
+//! on and indexes by (never secret data). This module splits calls between threads and reaches
+//! the SIMD paths only through `simd`'s safe methods.
 
 use securerouter_core::Error;
 use securerouter_core::fss::BitDpfKeys;
@@ -15,10 +21,13 @@ use securerouter_core::gate::{
 };
 use securerouter_core::ring::BitWidth;
 use securerouter_gpu::CudaKernels;
+use simd::SimdKernels;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+pub use simd::Simd;
 
 /// The kernels a server runs its sessions on: this CPU's, or a CUDA device's.
 #[derive(Clone, Debug)]
@@ -166,57 +175,13 @@ impl Kernels for ServerKernels {
     }
 }
 
-/// The SIMD extension the host kernels use for matrix products and lookups' masked dot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Simd {
-    /// Core's portable kernels.
-    #[default]
-    None,
-    /// AVX2: 64-bit products from 32-bit halves.
-    Avx2,
-    /// AVX-512 F and DQ: 64-bit lane products.
-    Avx512,
-}
-
-impl Simd {
-    /// The best this CPU supports.
-    pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-            {
-                return Simd::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Simd::Avx2;
-            }
-        }
-        Simd::None
-    }
-
-    /// "avx512", "avx2" or "portable".
-    pub fn name(self) -> &'static str {
-        match self {
-            Simd::None => "portable",
-            Simd::Avx2 => "avx2",
-            Simd::Avx512 => "avx512",
-        }
-    }
-}
-
 /// [`CpuKernels`] with SIMD where this CPU supports it, detected once at construction, and
 /// large calls split between threads (one per core by default): a server's gates are
 /// sequential, so its kernels are where more cores help.
 #[derive(Debug)]
 pub struct HostKernels {
     cpu: CpuKernels,
-    simd: Simd,
-    /// AVX-512 IFMA's 52-bit multiply-adds, for products in rings of up to 52 bits.
-    ifma: bool,
-    /// The GGM's round keys for the VAES window kernel, where the CPU has VAES and AVX-512.
-    #[cfg(target_arch = "x86_64")]
-    vaes: Option<vaes_window::VaesWindow>,
+    simd: SimdKernels,
     threads: usize,
 }
 
@@ -240,31 +205,10 @@ impl HostKernels {
     /// Kernels with `simd`, or the best this CPU has below it (tests compare the paths), on as
     /// many threads as the CPU has cores.
     pub fn with_simd(simd: Simd) -> Self {
-        let simd = match (simd, Simd::detect()) {
-            (Simd::Avx512, Simd::Avx512) => Simd::Avx512,
-            (Simd::Avx512 | Simd::Avx2, Simd::Avx512 | Simd::Avx2) => Simd::Avx2,
-            _ => Simd::None,
-        };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        #[cfg(target_arch = "x86_64")]
-        let ifma = simd == Simd::Avx512 && std::arch::is_x86_feature_detected!("avx512ifma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let ifma = false;
-        #[cfg(target_arch = "x86_64")]
-        let vaes = (simd == Simd::Avx512
-            && std::arch::is_x86_feature_detected!("vaes")
-            && std::arch::is_x86_feature_detected!("aes"))
-        .then(|| {
-            // SAFETY: AVX-512F (Simd::Avx512), AES-NI and VAES were just detected.
-            unsafe { vaes_window::VaesWindow::new() }
-        });
         HostKernels {
             cpu: CpuKernels::new(),
-            simd,
-            ifma,
-            #[cfg(target_arch = "x86_64")]
-            vaes,
-            threads,
+            simd: SimdKernels::new(simd),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -276,12 +220,17 @@ impl HostKernels {
 
     /// The SIMD extension in use.
     pub fn simd(&self) -> Simd {
-        self.simd
+        self.simd.simd()
     }
 
     /// Whether products in rings of up to 52 bits use AVX-512 IFMA.
     pub fn ifma(&self) -> bool {
-        self.ifma
+        self.simd.ifma()
+    }
+
+    /// Whether comparisons and sign-and-window lookups walk their DPF trees with VAES.
+    pub fn vaes(&self) -> bool {
+        self.simd.vaes()
     }
 
     /// The most threads one call uses.
@@ -337,73 +286,15 @@ impl HostKernels {
             MIN_PRODUCTS_PER_THREAD,
         );
         if pieces == 1 || n == 0 || k == 0 {
-            return self.product_on_one(a, b, (m, k, n), ring, out);
+            return self.simd.product(&self.cpu, a, b, (m, k, n), ring, out);
         }
         // Row blocks of a and out; every thread reads all of b.
         let rows = m.div_ceil(pieces);
         let blocks: Vec<_> = a.chunks(rows * k).zip(out.chunks_mut(rows * n)).collect();
         on_threads(blocks, |(a, out)| {
-            self.product_on_one(a, b, (a.len() / k, k, n), ring, out)
+            self.simd
+                .product(&self.cpu, a, b, (a.len() / k, k, n), ring, out)
         })
-    }
-
-    /// One thread's matrix product, reduced to `ring` if given.
-    fn product_on_one(
-        &self,
-        a: &[u64],
-        b: &[u64],
-        (m, k, n): (usize, usize, usize),
-        ring: Option<BitWidth>,
-        out: &mut [u64],
-    ) -> Result<(), Error> {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(ring) = ring.filter(|r| self.ifma && r.bits() <= 52) {
-            check_matmul(a, b, (1, m, k, n), out)?;
-            // SAFETY: AVX-512F and IFMA were detected on this CPU at construction; the
-            // lengths match the dimensions (checked above).
-            unsafe { avx512::matmul52(a, b, (m, k, n), ring.mask(), out) };
-            return Ok(());
-        }
-        self.full_product_on_one(a, b, (m, k, n), out)?;
-        if let Some(ring) = ring {
-            out.iter_mut().for_each(|v| *v = ring.reduce(*v));
-        }
-        Ok(())
-    }
-
-    /// One thread's wrapping matrix product in Z_2^64.
-    fn full_product_on_one(
-        &self,
-        a: &[u64],
-        b: &[u64],
-        (m, k, n): (usize, usize, usize),
-        out: &mut [u64],
-    ) -> Result<(), Error> {
-        #[cfg(target_arch = "x86_64")]
-        if self.simd != Simd::None {
-            check_matmul(a, b, (1, m, k, n), out)?;
-            // SAFETY: the extension was detected on this CPU at construction; the lengths
-            // match the dimensions (checked above).
-            match self.simd {
-                Simd::Avx512 => unsafe { avx512::matmul(a, b, m, k, n, out) },
-                _ => unsafe { avx2::matmul(a, b, m, k, n, out) },
-            }
-            return Ok(());
-        }
-        self.cpu.matmul(a, b, m, k, n, out)
-    }
-
-    /// The lookups' masked dot product on this CPU's best extension.
-    fn masked_dot(&self) -> fn(&[u64], &[u64]) -> u64 {
-        #[cfg(target_arch = "x86_64")]
-        match self.simd {
-            // SAFETY (both): the extension was detected on this CPU at construction, and the
-            // pointer never leaves this kernel set.
-            Simd::Avx512 => return |e, t| unsafe { avx512::masked_dot(e, t) },
-            Simd::Avx2 => return |e, t| unsafe { avx2::masked_dot(e, t) },
-            Simd::None => {}
-        }
-        securerouter_core::gate::masked_dot
     }
 }
 
@@ -582,16 +473,10 @@ impl Kernels for HostKernels {
             .zip(out.chunks_mut(per))
             .enumerate()
             .collect();
-        #[cfg(target_arch = "x86_64")]
-        let vaes = self.vaes.as_ref().filter(|_| keys.in_bits().bits() > 7);
         on_threads(blocks, |(i, (xs, out))| {
             let range = i * per..i * per + xs.len();
-            #[cfg(target_arch = "x86_64")]
-            if let Some(vaes) = vaes {
-                // SAFETY: the kernel exists only where AVX-512F, AES-NI and VAES were detected.
-                return unsafe { vaes.eval_prefix_parity_range(keys, range, xs, out) };
-            }
-            self.cpu.dpf_prefix_parity_range(keys, range, xs, out)
+            self.simd
+                .prefix_parity_range(&self.cpu, keys, range, xs, out)
         })
     }
 
@@ -604,7 +489,7 @@ impl Kernels for HostKernels {
         dot: &mut [u64],
         ones: &mut [u64],
     ) -> Result<(), Error> {
-        let simd = self.masked_dot();
+        let simd = self.simd.masked_dot();
         self.split_keys(keys, xs, [dot, ones], |range, xs, [dot, ones]| {
             let cpu = &self.cpu;
             cpu.dpf_lookup_with(keys, range, xs, table, out_width, dot, ones, simd)
@@ -621,37 +506,19 @@ impl Kernels for HostKernels {
         dot: &mut [u64],
     ) -> Result<(), Error> {
         let (rev, size) = (table_rotations(table), table.len());
-        let w = size.trailing_zeros();
-        #[cfg(target_arch = "x86_64")]
-        let vaes = self
-            .vaes
-            .as_ref()
-            .filter(|_| w <= vaes_window::MAX_WINDOW_BITS && w < keys.in_bits().bits())
-            .map(|vaes| {
-                move |range, w, xs: &[u64], parity: &mut [u64], window: &mut [u64]| {
-                    // SAFETY: the kernel exists only where AVX-512F, AES-NI and VAES were
-                    // detected.
-                    unsafe { vaes.eval_sign_window_range(keys, range, w, xs, parity, window) }
-                }
-            });
-        #[cfg(target_arch = "x86_64")]
+        let vaes = self.simd.window(keys, size.trailing_zeros());
         let window: Option<WindowBits<'_>> = vaes.as_ref().map(|f| f as WindowBits<'_>);
-        #[cfg(not(target_arch = "x86_64"))]
-        let window: Option<WindowBits<'_>> = None;
         // Window bits select at most `size` entries: entries below 2^32 / size sum within 32
         // bits, so AVX-512 adds them 16 to a register.
-        #[cfg(target_arch = "x86_64")]
-        if self.simd == Simd::Avx512
-            && size.is_multiple_of(64)
-            && table
-                .iter()
-                .all(|&v| (v as u128) * (size as u128) < 1 << 32)
-        {
+        let dot32 = self.simd.masked_dot32().filter(|_| {
+            size.is_multiple_of(64)
+                && table
+                    .iter()
+                    .all(|&v| (v as u128) * (size as u128) < 1 << 32)
+        });
+        if let Some(dot32) = dot32 {
             let rev: Vec<u32> = rev.iter().map(|&v| v as u32).collect();
-            // SAFETY: AVX-512F was detected at construction; every slice holds `size`
-            // entries, a multiple of 64.
-            let dot_at =
-                |e: &[u64], s: usize| unsafe { avx512::masked_dot32(e, &rev[s..s + size]) };
+            let dot_at = |e: &[u64], s: usize| dot32(e, &rev[s..s + size]);
             return self.split_keys(keys, xs, [parity, dot], |range, xs, [parity, dot]| {
                 let cpu = &self.cpu;
                 cpu.dpf_sign_window_with(
@@ -659,7 +526,7 @@ impl Kernels for HostKernels {
                 )
             });
         }
-        let simd = self.masked_dot();
+        let simd = self.simd.masked_dot();
         let dot_at = |e: &[u64], s: usize| simd(e, &rev[s..s + size]);
         self.split_keys(keys, xs, [parity, dot], |range, xs, [parity, dot]| {
             let cpu = &self.cpu;
@@ -670,164 +537,13 @@ impl Kernels for HostKernels {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
-#[cfg(target_arch = "x86_64")]
-mod vaes_window;
+mod simd;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use securerouter_core::fss::{BitDpf, BitDpfKey};
     use securerouter_core::prg::{AesCtr, Domain, Seed};
-
-    /// Same dot and ones as the portable kernel for every domain size from a partial word to
-    /// several words, on random tables, points and inputs.
-    #[test]
-    fn matches_the_portable_kernel_exactly() {
-        let cpu = CpuKernels::new();
-        for fast in simd_kernels() {
-            let dpf = BitDpf::new();
-            let mut r = AesCtr::new(&Seed::from_bytes([9; 16]), Domain(1));
-            for bits in [1u32, 2, 3, 5, 6, 7, 8, 10, 12] {
-                let inw = BitWidth::new(bits).unwrap();
-                let out = BitWidth::new(13 + bits).unwrap();
-                let table: Vec<u64> = (0..1usize << bits)
-                    .map(|_| out.reduce(r.next_u64()))
-                    .collect();
-                let keys: Vec<BitDpfKey> = (0..40)
-                    .map(|_| {
-                        dpf.gen_keys(inw, inw.reduce(r.next_u64()), &mut r)
-                            .unwrap()
-                            .1
-                    })
-                    .collect();
-                let keys = BitDpfKeys::from_keys(&keys).unwrap();
-                let xs: Vec<u64> = (0..40).map(|_| inw.reduce(r.next_u64())).collect();
-                let run = |k: &dyn Kernels| {
-                    let (mut dot, mut ones) = (vec![0u64; 40], vec![0u64; 40]);
-                    k.dpf_lookup(&keys, &xs, &table, out, &mut dot, &mut ones)
-                        .unwrap();
-                    (dot, ones)
-                };
-                assert_eq!(run(&fast), run(&cpu), "{:?}, {bits}-bit table", fast.simd());
-            }
-        }
-    }
-
-    /// The sign-and-window kernel equals the portable one, with tables whose entries sum within
-    /// 32 bits (AVX-512 adds them 16 to a register; entries at the bound's edge included) and
-    /// wider ones, at several window sizes, split between threads or not.
-    #[test]
-    fn sign_window_matches_the_portable_kernel_exactly() {
-        let cpu = CpuKernels::new();
-        let dpf = BitDpf::new();
-        let mut r = AesCtr::new(&Seed::from_bytes([13; 16]), Domain(5));
-        let n = BitWidth::new(21).unwrap();
-        let count = 2 * MIN_KEYS_PER_THREAD + 9;
-        let keys: Vec<BitDpfKey> = (0..count)
-            .map(|_| dpf.gen_keys(n, n.reduce(r.next_u64()), &mut r).unwrap().1)
-            .collect();
-        let keys = BitDpfKeys::from_keys(&keys).unwrap();
-        let xs: Vec<u64> = (0..count).map(|_| n.reduce(r.next_u64())).collect();
-        let mut kernels = simd_kernels();
-        kernels.push(HostKernels::new().with_threads(2));
-        for fast in kernels {
-            for w in [7u32, 10] {
-                let size = 1u64 << w;
-                let bound = (1u64 << 32) / size; // entries below it take the 32-bit sums
-                for (name, top) in [("narrow", bound), ("wide", u64::MAX)] {
-                    let mut table: Vec<u64> = (0..size).map(|_| r.next_u64() % top).collect();
-                    table[3] = top - 1;
-                    let run = |k: &dyn Kernels| {
-                        let (mut parity, mut dot) = (vec![0u64; count], vec![0u64; count]);
-                        k.dpf_sign_window(
-                            &keys,
-                            &xs,
-                            &table,
-                            BitWidth::FULL,
-                            &mut parity,
-                            &mut dot,
-                        )
-                        .unwrap();
-                        (parity, dot)
-                    };
-                    assert_eq!(run(&fast), run(&cpu), "{:?}, w = {w}, {name}", fast.simd());
-                }
-            }
-        }
-    }
-
-    /// The SIMD products equal core's on random operands of shapes with and without
-    /// remainders (rows not a multiple of the block's, columns not of 8 or 16, narrow and
-    /// single columns).
-    #[test]
-    fn matmul_matches_the_portable_kernel_exactly() {
-        let cpu = CpuKernels::new();
-        for fast in simd_kernels() {
-            let mut r = AesCtr::new(&Seed::from_bytes([10; 16]), Domain(2));
-            for (m, k, n) in [
-                (1, 1, 1),
-                (3, 5, 7),
-                (4, 16, 16),
-                (9, 33, 17),
-                (128, 64, 40),
-                (5, 2, 130),
-                (3, 7, 8),
-                (2, 3, 9),
-            ] {
-                let mut rand =
-                    |len: usize| -> Vec<u64> { (0..len).map(|_| r.next_u64()).collect() };
-                let (a, b) = (rand(m * k), rand(k * n));
-                let (mut want, mut got) = (vec![0u64; m * n], vec![7u64; m * n]);
-                cpu.matmul(&a, &b, m, k, n, &mut want).unwrap();
-                fast.matmul(&a, &b, m, k, n, &mut got).unwrap();
-                assert_eq!(got, want, "{:?}, {m}x{k}x{n}", fast.simd());
-            }
-            let mut out = [0u64; 4];
-            assert!(
-                fast.matmul(&[1; 6], &[1; 6], 2, 3, 2, &mut out[..3])
-                    .is_err()
-            );
-        }
-    }
-
-    /// Products reduced to a ring of at most 52 bits (AVX-512 IFMA where the CPU has it) and
-    /// of more equal core's reduced product, on shapes with and without remainders, in batches,
-    /// on one thread and split between threads.
-    #[test]
-    fn reduced_matmul_matches_the_portable_kernel_exactly() {
-        let cpu = CpuKernels::new();
-        let mut r = AesCtr::new(&Seed::from_bytes([12; 16]), Domain(4));
-        let mut kernels = simd_kernels();
-        kernels.push(HostKernels::new().with_threads(3));
-        for fast in kernels {
-            eprintln!("{:?}, ifma: {}", fast.simd(), fast.ifma());
-            for bits in [1u32, 26, 38, 52, 53, 64] {
-                let ring = BitWidth::new(bits).unwrap();
-                for (batch, m, k, n) in [(1, 3, 5, 7), (2, 9, 33, 17), (1, 130, 160, 151)] {
-                    let mut rand =
-                        |len: usize| -> Vec<u64> { (0..len).map(|_| r.next_u64()).collect() };
-                    let (a, b) = (rand(batch * m * k), rand(batch * k * n));
-                    let (mut want, mut got) =
-                        (vec![0u64; batch * m * n], vec![7u64; batch * m * n]);
-                    let dims = (batch, m, k, n);
-                    cpu.matmul_reduced(&a, &b, dims, ring, &mut want).unwrap();
-                    fast.matmul_reduced(&a, &b, dims, ring, &mut got).unwrap();
-                    assert!(want.iter().all(|&v| ring.contains(v)));
-                    assert_eq!(got, want, "{:?}, {bits} bits, {dims:?}", fast.simd());
-                }
-            }
-            let mut out = [0u64; 4];
-            let ring = BitWidth::new(52).unwrap();
-            assert!(
-                fast.matmul_reduced(&[1; 6], &[1; 6], (1, 2, 3, 2), ring, &mut out[..3])
-                    .is_err()
-            );
-        }
-    }
 
     /// Calls large enough to be split between threads give what one thread gives: matrix
     /// products with row blocks of unequal size, comparisons and lookups with a key batch
@@ -876,25 +592,5 @@ mod tests {
                 assert_eq!(lookup(&three), lookup(&one));
             }
         }
-    }
-
-    /// Host kernels for each SIMD path this CPU has (none on a CPU with neither, said so).
-    fn simd_kernels() -> Vec<HostKernels> {
-        let have: Vec<HostKernels> = [Simd::Avx2, Simd::Avx512]
-            .into_iter()
-            .map(HostKernels::with_simd)
-            .filter(|k| k.simd() != Simd::None)
-            .collect();
-        if have.is_empty() {
-            eprintln!("neither AVX2 nor AVX-512 on this CPU: only the portable kernels run");
-        }
-        let mut seen = Vec::new();
-        have.into_iter()
-            .filter(|k| {
-                let new = !seen.contains(&k.simd());
-                seen.push(k.simd());
-                new
-            })
-            .collect()
     }
 }

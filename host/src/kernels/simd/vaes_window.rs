@@ -36,6 +36,8 @@ const GROUP: usize = 8;
 const MAX_LEVEL_REGS: usize = 8;
 
 /// The GGM's fixed AES keys expanded for four blocks to a register, and the lane patterns.
+/// [`VaesWindow::detect`] makes one only where the CPU has AVX-512F, AES-NI and VAES, which
+/// its safe methods rely on.
 pub(super) struct VaesWindow {
     /// Lanes [left, right, left, right]: both children of [p, p, q, q].
     children: [__m512i; 11],
@@ -74,12 +76,46 @@ fn qwords(q: [i64; 8]) -> __m512i {
 }
 
 impl VaesWindow {
+    /// The kernel, where this CPU has AVX-512F, AES-NI and VAES.
+    pub(super) fn detect() -> Option<Self> {
+        let supported = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("vaes")
+            && std::arch::is_x86_feature_detected!("aes");
+        // SAFETY: `new` enables AES-NI and AVX-512F, both just detected.
+        supported.then(|| unsafe { Self::new() })
+    }
+
+    /// [`Self::eval_sign_window_range`], safe: a `VaesWindow` exists only where its features do.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sign_window_range(
+        &self,
+        keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
+        window_bits: u32,
+        xs: &[u64],
+        parity: &mut [u64],
+        window: &mut [u64],
+    ) -> Result<(), Error> {
+        // SAFETY: `self` exists, so `detect` found AVX-512F, VAES and AES-NI.
+        unsafe { self.eval_sign_window_range(keys, range, window_bits, xs, parity, window) }
+    }
+
+    /// [`Self::eval_prefix_parity_range`], safe: a `VaesWindow` exists only where its features
+    /// do.
+    pub(super) fn prefix_parity_range(
+        &self,
+        keys: &BitDpfKeys,
+        range: core::ops::Range<usize>,
+        xs: &[u64],
+        out: &mut [u64],
+    ) -> Result<(), Error> {
+        // SAFETY: `self` exists, so `detect` found AVX-512F, VAES and AES-NI.
+        unsafe { self.eval_prefix_parity_range(keys, range, xs, out) }
+    }
+
     /// The round keys of core's [`GGM_KEYS`] and the permutation table.
-    ///
-    /// # Safety
-    /// The CPU must support AES-NI, VAES and AVX-512F.
     #[target_feature(enable = "aes,avx512f")]
-    pub(super) unsafe fn new() -> Self {
+    fn new() -> Self {
         let [l, r, v] = GGM_KEYS.map(|k| expand_key(&k));
         VaesWindow {
             children: core::array::from_fn(|i| {
@@ -238,11 +274,8 @@ type Regs = [[__m512i; MAX_LEVEL_REGS]; GROUP];
 impl VaesWindow {
     /// `eval_sign_window_range` of core's [`BitDpf`](securerouter_core::fss::BitDpf) for
     /// windows of 7 to [`MAX_WINDOW_BITS`] bits: the same parity and window bits, bit for bit.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F, AES-NI and VAES (as for [`VaesWindow::new`]).
     #[target_feature(enable = "avx512f,vaes,aes")]
-    pub(super) unsafe fn eval_sign_window_range(
+    fn eval_sign_window_range(
         &self,
         keys: &BitDpfKeys,
         range: core::ops::Range<usize>,
@@ -416,8 +449,9 @@ impl VaesWindow {
                     let last = broadcast(&parts.last[first + slot(j)]);
                     let t = control_mask(kids[j][r]);
                     let block = _mm512_mask_xor_epi64(raw[j], t, raw[j], last);
-                    // SAFETY: 8 words at 8r < 8·MAX_LEVEL_REGS of a 64-word array.
-                    unsafe { _mm512_storeu_si512(span[j][8 * r..].as_mut_ptr().cast(), block) };
+                    let to = &mut span[j][8 * r..8 * r + 8];
+                    // SAFETY: a 64-byte unaligned store into 8 words.
+                    unsafe { _mm512_storeu_si512(to.as_mut_ptr().cast(), block) };
                 }
             }
             for j in 0..m {
@@ -500,11 +534,8 @@ impl VaesWindow {
     /// `eval_prefix_parity_range` of core's [`BitDpf`](securerouter_core::fss::BitDpf) (the
     /// comparison) for inputs of more than 7 bits: the same bits. Two keys to a register
     /// ([a, a, b, b] gives both children of each), eight registers in lockstep.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F, AES-NI and VAES (as for [`VaesWindow::new`]).
     #[target_feature(enable = "avx512f,vaes,aes")]
-    pub(super) unsafe fn eval_prefix_parity_range(
+    fn eval_prefix_parity_range(
         &self,
         keys: &BitDpfKeys,
         range: core::ops::Range<usize>,
@@ -569,21 +600,16 @@ impl VaesWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::simd::tests::cpu_runs;
     use securerouter_core::fss::{BitDpf, BitDpfKey};
     use securerouter_core::prg::{AesCtr, Domain, Seed};
     use securerouter_core::ring::BitWidth;
 
-    /// The kernel, or `None` (saying so) on a CPU without AVX-512, VAES and AES-NI.
-    fn kernel() -> Option<VaesWindow> {
-        let supported = std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("vaes")
-            && std::arch::is_x86_feature_detected!("aes");
-        if !supported {
-            eprintln!("skipped: this CPU has no AVX-512 with VAES");
-            return None;
-        }
-        // SAFETY: the features were just detected.
-        Some(unsafe { VaesWindow::new() })
+    /// The kernel for `test`, or `None` on a CPU without its features (each said); a CPU with
+    /// them must give it.
+    fn kernel(test: &str) -> Option<VaesWindow> {
+        cpu_runs(test, "vaes window", &["avx512f", "vaes", "aes"])
+            .then(|| VaesWindow::detect().expect("the CPU has the features: detect must give it"))
     }
 
     /// Equal to core's evaluation for both parties, every window width it takes, input widths
@@ -592,7 +618,7 @@ mod tests {
     /// and a batch that is not a whole number of lockstep groups.
     #[test]
     fn equals_core_bit_for_bit() {
-        let Some(vaes) = kernel() else {
+        let Some(vaes) = kernel("equals_core_bit_for_bit") else {
             return;
         };
         let dpf = BitDpf::new();
@@ -630,17 +656,9 @@ mod tests {
                         let (mut parity, mut window) = (vec![0; xs.len()], vec![0; words]);
                         let all = 0..xs.len();
                         match fast {
-                            // SAFETY: the features were detected above.
-                            true => unsafe {
-                                vaes.eval_sign_window_range(
-                                    &keys,
-                                    all,
-                                    w,
-                                    &xs,
-                                    &mut parity,
-                                    &mut window,
-                                )
-                            },
+                            true => {
+                                vaes.sign_window_range(&keys, all, w, &xs, &mut parity, &mut window)
+                            }
                             false => dpf.eval_sign_window_range(
                                 &keys,
                                 all,
@@ -663,7 +681,7 @@ mod tests {
     /// inputs at the ends and around the leaf blocks' edges.
     #[test]
     fn prefix_parity_equals_core_bit_for_bit() {
-        let Some(vaes) = kernel() else {
+        let Some(vaes) = kernel("prefix_parity_equals_core_bit_for_bit") else {
             return;
         };
         let dpf = BitDpf::new();
@@ -693,8 +711,7 @@ mod tests {
                 let keys = BitDpfKeys::from_keys(&keys).unwrap();
                 let (mut fast, mut want) = (vec![7; xs.len()], vec![0; xs.len()]);
                 let all = 0..xs.len();
-                // SAFETY: the features were detected above.
-                unsafe { vaes.eval_prefix_parity_range(&keys, all.clone(), &xs, &mut fast) }
+                vaes.prefix_parity_range(&keys, all.clone(), &xs, &mut fast)
                     .unwrap();
                 dpf.eval_prefix_parity_range(&keys, all, &xs, &mut want)
                     .unwrap();
@@ -706,7 +723,7 @@ mod tests {
     /// Bad shapes and inputs are errors, as in core.
     #[test]
     fn rejects_what_core_rejects() {
-        let Some(vaes) = kernel() else {
+        let Some(vaes) = kernel("rejects_what_core_rejects") else {
             return;
         };
         let dpf = BitDpf::new();
@@ -714,9 +731,8 @@ mod tests {
         let n = BitWidth::new(12).unwrap();
         let keys = BitDpfKeys::from_keys(&[dpf.gen_keys(n, 5, &mut r).unwrap().0]).unwrap();
         let (mut parity, mut window) = ([0u64; 1], [0u64; 2]);
-        // SAFETY (all four): the features were detected above.
-        let eval = |w: u32, x: u64, parity: &mut [u64], window: &mut [u64]| unsafe {
-            vaes.eval_sign_window_range(&keys, 0..1, w, &[x], parity, window)
+        let eval = |w: u32, x: u64, parity: &mut [u64], window: &mut [u64]| {
+            vaes.sign_window_range(&keys, 0..1, w, &[x], parity, window)
         };
         assert!(eval(7, 1 << 12, &mut parity, &mut window).is_err());
         assert!(eval(6, 0, &mut parity, &mut [0; 1]).is_err());

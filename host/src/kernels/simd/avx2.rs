@@ -7,15 +7,12 @@
 
 use std::arch::x86_64::*;
 
-/// Σ_j bit_j(e)·entries[j] in Z_2^64 (bit j = bit j mod 64 of word j / 64; bits of e beyond
+/// Σ_j bit_j(e)·`entries[j]` in Z_2^64 (bit j = bit j mod 64 of word j / 64; bits of e beyond
 /// `entries.len()` are zero). Each group of four entries is kept or dropped lane by lane by a
 /// blend on the sign bit of the word shifted so that the group's four bits are on top: key bits
 /// only ever select lanes, never a branch or an address.
-///
-/// # Safety
-/// The CPU must support AVX2.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn masked_dot(e: &[u64], entries: &[u64]) -> u64 {
+pub(super) fn masked_dot(e: &[u64], entries: &[u64]) -> u64 {
     // Lane i of (w << (63 − i)) has bit i of w as its sign.
     let tops = _mm256_setr_epi64x(63, 62, 61, 60);
     let zero = _mm256_setzero_pd();
@@ -67,12 +64,10 @@ const COLS: usize = 8;
 /// Wrapping out (m×n) = a (m×k) · b (k×n), row-major: blocks of 2 rows × 8 columns of `out`,
 /// each column register with two sums (a_lo·b_lo in 64-bit lanes, the cross terms in 32-bit
 /// lanes). As in the AVX-512 product, each block's columns of b are first copied into one
-/// contiguous panel (k × 8), so that the inner loop reads b sequentially.
-///
-/// # Safety
-/// The CPU must support AVX2; the slices must hold m·k, k·n and m·n elements.
+/// contiguous panel (k × 8), so that the inner loop reads b sequentially. Slices shorter than
+/// the dimensions make it panic: it reads and writes them only through checked indexes.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
+pub(super) fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
     if m == 0 || n == 0 {
         return;
     }
@@ -98,8 +93,12 @@ pub(super) unsafe fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, 
             let mut cross = [[_mm256_setzero_si256(); 2]; ROWS];
             for (p, row) in panel.chunks_exact(COLS).enumerate() {
                 // SAFETY: a panel row holds 8 elements, two full registers.
-                let b0 = unsafe { _mm256_loadu_si256(row.as_ptr().cast()) };
-                let b1 = unsafe { _mm256_loadu_si256(row.as_ptr().add(4).cast()) };
+                let (b0, b1) = unsafe {
+                    (
+                        _mm256_loadu_si256(row.as_ptr().cast()),
+                        _mm256_loadu_si256(row.as_ptr().add(4).cast()),
+                    )
+                };
                 for r in 0..ROWS {
                     let x = _mm256_set1_epi64x(a[row_of(r) + p] as i64);
                     let xs = _mm256_set1_epi64x(swapped[row_of(r) + p] as i64);

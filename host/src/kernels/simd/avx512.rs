@@ -3,14 +3,11 @@
 
 use std::arch::x86_64::*;
 
-/// Σ_j bit_j(e)·entries[j] in Z_2^64 (bit j = bit j mod 64 of word j / 64; bits of e beyond
+/// Σ_j bit_j(e)·`entries[j]` in Z_2^64 (bit j = bit j mod 64 of word j / 64; bits of e beyond
 /// `entries.len()` are zero). Each byte of e is the lane mask of one masked add of eight
 /// entries: key bits only ever select lanes, never a branch or an address.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn masked_dot(e: &[u64], entries: &[u64]) -> u64 {
+pub(super) fn masked_dot(e: &[u64], entries: &[u64]) -> u64 {
     let mut acc = [_mm512_setzero_si512(); 4];
     let full = entries.len() / 64;
     // Whole words: 64 entries, eight masked adds into four independent sums.
@@ -50,11 +47,8 @@ pub(super) unsafe fn masked_dot(e: &[u64], entries: &[u64]) -> u64 {
 /// [`masked_dot`] over entries of 32 bits, 16 to a register (half the masked adds), for
 /// tables whose selected entries cannot sum past 2^32: the lanes' wrapping 32-bit sums are
 /// then the exact sum. `entries.len()` must be a multiple of 64 (windows are).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn masked_dot32(e: &[u64], entries: &[u32]) -> u64 {
+pub(super) fn masked_dot32(e: &[u64], entries: &[u32]) -> u64 {
     let mut acc = [_mm512_setzero_si512(); 4];
     for (word, block) in e.iter().zip(entries.chunks_exact(64)) {
         for (group, a) in acc.iter_mut().enumerate() {
@@ -73,14 +67,10 @@ pub(super) unsafe fn masked_dot32(e: &[u64], entries: &[u32]) -> u64 {
 
 /// Wrapping out (m×n) = a (m×k) · b (k×n), row-major, with 64-bit lane products
 /// (`vpmullq`): see [`panel_product`].
-///
-/// # Safety
-/// The CPU must support AVX-512F and AVX-512DQ; the slices must hold m·k, k·n and m·n
-/// elements.
 #[target_feature(enable = "avx512f,avx512dq")]
-pub(super) unsafe fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
+pub(super) fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, out: &mut [u64]) {
     let mac = |acc, x, y| _mm512_add_epi64(acc, _mm512_mullo_epi64(x, y));
-    // SAFETY: the caller's guarantees are panel_product's.
+    // SAFETY: this function enables AVX-512F and the DQ that `mac`'s `vpmullq` needs.
     unsafe { panel_product::<4>(a, b, (m, k, n), u64::MAX, mac, out) }
 }
 
@@ -88,12 +78,8 @@ pub(super) unsafe fn matmul(a: &[u64], b: &[u64], m: usize, k: usize, n: usize, 
 /// (`vpmadd52luq`, one instruction where `vpmullq` and its add take four micro-ops): each adds
 /// the low 52 bits of the product of its operands' low 52 bits, which is the product modulo
 /// 2^52. `mask` (2^w − 1 for some w ≤ 52) reduces the result.
-///
-/// # Safety
-/// The CPU must support AVX-512F and AVX-512 IFMA; the slices must hold m·k, k·n and m·n
-/// elements.
 #[target_feature(enable = "avx512f,avx512ifma")]
-pub(super) unsafe fn matmul52(
+pub(super) fn matmul52(
     a: &[u64],
     b: &[u64],
     (m, k, n): (usize, usize, usize),
@@ -101,7 +87,7 @@ pub(super) unsafe fn matmul52(
     out: &mut [u64],
 ) {
     let mac = |acc, x, y| _mm512_madd52lo_epu64(acc, x, y);
-    // SAFETY: the caller's guarantees are panel_product's.
+    // SAFETY: this function enables AVX-512F and the IFMA that `mac`'s `vpmadd52luq` needs.
     unsafe { panel_product::<8>(a, b, (m, k, n), mask, mac, out) }
 }
 
@@ -112,11 +98,10 @@ pub(super) unsafe fn matmul52(
 /// block's 16 columns of b are first copied into one contiguous panel (k × 16): read in place,
 /// every step of the inner loop would touch another row of b, n·8 bytes on, and a wide b
 /// (n = 3072) misses the TLB on nearly every step (the panel made such products 2.7 to 3.3
-/// times faster here).
+/// times faster here). Slices shorter than the dimensions make it panic.
 ///
 /// # Safety
-/// The CPU must support AVX-512F and whatever `mac` uses; the slices must hold m·k, k·n and
-/// m·n elements.
+/// The CPU must support AVX-512F and whatever `mac` uses.
 #[inline(always)]
 unsafe fn panel_product<const ROWS: usize>(
     a: &[u64],
@@ -126,8 +111,11 @@ unsafe fn panel_product<const ROWS: usize>(
     mac: impl Fn(__m512i, __m512i, __m512i) -> __m512i,
     out: &mut [u64],
 ) {
+    // The masked stores below write row i < m, column j < n of `out` at i·n + j.
+    assert_eq!(m.checked_mul(n), Some(out.len()), "out holds m·n elements");
     // SAFETY: inlined only into callers that enable AVX-512F (and `mac`'s extension); every
-    // load reads a full panel row and every store is masked to the columns inside `out`.
+    // load reads a full panel row and every store is masked to the columns inside `out`,
+    // whose rows are all in it (asserted above).
     unsafe {
         let lanes =
             |count: usize| -> __mmask8 { if count >= 8 { 0xff } else { (1u8 << count) - 1 } };
