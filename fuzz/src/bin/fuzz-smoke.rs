@@ -44,7 +44,7 @@ struct Args {
     /// Runs one target (the single name given) on this file once and reports.
     #[arg(long, value_name = "FILE")]
     reproduce: Option<PathBuf>,
-    /// Writes every target's seeds to DIR/<target>/ (a starting corpus for cargo-fuzz).
+    /// Writes every target's seeds to `DIR/<target>/` (a starting corpus for cargo-fuzz).
     #[arg(long, value_name = "DIR")]
     write_corpus: Option<PathBuf>,
 }

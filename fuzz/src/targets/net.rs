@@ -20,9 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The frame decoder (`net::frame`) with a stand-in cipher.
 ///
 /// Input layout: 4 control bytes, then the payload.
-/// - control[0..2]: `max_message` (little-endian u16, times 64: up to 4 MiB)
-/// - control[2]: the size of the pieces the bytes are fed in (1 + 97·k)
-/// - control[3]: bit 0 selects the mode, bits 1.. a repeat count for round trips (127: to
+/// - `control[0..2]`: `max_message` (little-endian u16, times 64: up to 4 MiB)
+/// - `control[2]`: the size of the pieces the bytes are fed in (1 + 97·k)
+/// - `control[3]`: bit 0 selects the mode, bits 1.. a repeat count for round trips (127: to
 ///   ~150 KB, several chunks)
 ///
 /// Mode 0 feeds the payload as raw wire bytes: the decoder must consume bytes or fail with an
