@@ -136,6 +136,24 @@ impl ClientBundle {
             u16::try_from(n).with_context(|| format!("{n} {what} do not fit the device table"))
         };
         let vocab = u32::try_from(e.word.rows).context("the vocabulary is too large")?;
+        // The table stores f32: a bundle's f64 LayerNorm (checked only as f64 on load) must
+        // still be valid after narrowing, or the device would refuse the table.
+        let eps = e.norm.eps as f32;
+        if !(eps > 0.0 && eps < 1.0) {
+            bail!(
+                "LayerNorm epsilon {} is outside (0, 1) as the device table's f32",
+                e.norm.eps
+            );
+        }
+        if let Some(v) = e
+            .norm
+            .gamma
+            .iter()
+            .chain(&e.norm.beta)
+            .find(|v| !(**v as f32).is_finite())
+        {
+            bail!("LayerNorm gain or bias {v} does not fit the device table's f32");
+        }
         let mut out = Vec::with_capacity(
             24 + (e.word.rows + e.position.rows + e.token_type.rows) * (h + 4) + 8 * h,
         );
@@ -145,7 +163,7 @@ impl ClientBundle {
         out.extend_from_slice(&vocab.to_le_bytes());
         out.extend_from_slice(&narrow(e.position.rows, "positions")?.to_le_bytes());
         out.extend_from_slice(&narrow(e.token_type.rows, "token types")?.to_le_bytes());
-        out.extend_from_slice(&(e.norm.eps as f32).to_le_bytes());
+        out.extend_from_slice(&eps.to_le_bytes());
         for table in [&e.word, &e.position, &e.token_type] {
             let scales: Vec<f64> = (0..table.rows)
                 .map(|r| table.row(r).iter().fold(0.0f64, |m, v| m.max(v.abs())) / 127.0)
@@ -208,5 +226,45 @@ mod tests {
         let e = ClientBundle::load(&path).err().unwrap();
         assert!(format!("{e:#}").contains("not a client bundle"), "{e:#}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Found by the `client_bundle` fuzz target: a bundle whose LayerNorm is valid as f64 but
+    /// not as f32 (epsilon rounding to 0 or 1, a gain overflowing) gave a device table the
+    /// device's parser refuses (`BadEpsilon`, `BadReal`); now `device_table` says why instead.
+    #[test]
+    fn a_layer_norm_that_does_not_fit_f32_gives_no_device_table() {
+        let config = BertConfig {
+            vocab_size: 4,
+            hidden_size: 2,
+            num_hidden_layers: 1,
+            num_attention_heads: 1,
+            intermediate_size: 2,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 4,
+            type_vocab_size: 1,
+            layer_norm_eps: 1e-12,
+        };
+        let model = BertWeights::random(config, &Seed::from_bytes([3; 16])).unwrap();
+        let bundle = |eps: f64, gain: f64| ClientBundle {
+            tokenizer: WordPiece::from_vocab_text("[PAD]\n[UNK]\n[CLS]\n[SEP]").unwrap(),
+            embeddings: Embeddings {
+                norm: LayerNorm {
+                    gamma: vec![gain, 1.0],
+                    eps,
+                    ..model.embeddings.norm.clone()
+                },
+                ..model.embeddings.clone()
+            },
+        };
+        let table = bundle(1e-12, 1.0).device_table().unwrap();
+        assert_eq!(&table[20..24], &1e-12f32.to_le_bytes());
+        for (eps, gain, what) in [
+            (1e-50, 1.0, "epsilon"),
+            (1.0 - 1e-12, 1.0, "epsilon"),
+            (1e-12, 1e300, "gain or bias"),
+        ] {
+            let e = bundle(eps, gain).device_table().unwrap_err();
+            assert!(format!("{e:#}").contains(what), "{e:#}");
+        }
     }
 }

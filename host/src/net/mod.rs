@@ -43,8 +43,9 @@
 //! rejects any other. An announced total above `max_message` is rejected
 //! ([`NetError::FrameTooLarge`]) before anything is allocated for it, and the buffer for a
 //! message grows only as its authenticated chunks arrive, so a peer cannot make the receiver
-//! allocate more than it actually sent (plus at most 1 MiB). The pure, I/O-free parsing and
-//! reassembly lives in [`frame`] and is fuzzed (`fuzz/fuzz_targets/frame_decoder.rs`).
+//! allocate more than it actually sent (plus at most 16 MiB, [`frame::PREALLOC_LIMIT`]). The
+//! pure, I/O-free parsing and reassembly lives in [`frame`] and is fuzzed (`fuzz/`: the
+//! `frame_decoder` and `host_link` targets).
 //!
 //! # Security properties
 //!

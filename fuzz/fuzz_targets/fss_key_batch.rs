@@ -1,0 +1,14 @@
+//! cargo-fuzz entry point of the `fss_key_batch` target (`securerouter_fuzz::targets`); see
+//! `fuzz/README.md`. Built without `--cfg fuzzing` (plain cargo) it runs the stable smoke
+//! harness on this one target instead.
+#![cfg_attr(fuzzing, no_main)]
+
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    securerouter_fuzz::targets::fss::fss_key_batch(data);
+});
+
+#[cfg(not(fuzzing))]
+fn main() -> std::process::ExitCode {
+    securerouter_fuzz::smoke_main("fss_key_batch")
+}
