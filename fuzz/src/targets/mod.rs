@@ -34,7 +34,7 @@ pub fn all() -> Vec<Target> {
         },
         Target {
             name: "session_messages",
-            covers: "Hello, ClientHello, PeerHello, DealerRequest, DealerChunk, ServerReply, \
+            covers: "Hello, ClientHello, PeerHello, PeerReady, DealerRequest, DealerChunk, ServerReply, \
                      InputShare (session::decode, InputShare::into_words, check_rows)",
             run: session::session_messages,
             seeds: session::session_messages_seeds,

@@ -5,7 +5,7 @@ use securerouter_host::circuit::CircuitKind;
 use securerouter_host::circuit::pool::RouteMode;
 use securerouter_host::session::{
     ClientHello, DealerChunk, DealerRequest, Hello, InputShare, MAX_ROWS, OutputShares, PeerHello,
-    PhaseStats, ServerReply, SessionId, SessionStats, check_rows, decode, encode,
+    PeerReady, PhaseStats, ServerReply, SessionId, SessionStats, check_rows, decode, encode,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -55,7 +55,7 @@ pub fn session_messages(data: &[u8]) -> bool {
     let Some((&sel, bytes)) = data.split_first() else {
         return false;
     };
-    match sel % 7 {
+    match sel % 8 {
         0 => match check::<Hello>(bytes, "hello") {
             Some(Hello::Client(h)) => {
                 check_input(h.input, h.rows);
@@ -77,6 +77,7 @@ pub fn session_messages(data: &[u8]) -> bool {
             .is_some(),
         4 => check::<DealerChunk>(bytes, "dealer chunk").is_some(),
         5 => check::<ServerReply>(bytes, "server reply").is_some(),
+        6 => check::<PeerReady>(bytes, "P0's confirmation").is_some(),
         _ => check::<InputShare>(bytes, "input share")
             .map(|i| check_input(i, 1))
             .is_some(),
@@ -120,11 +121,14 @@ pub fn session_messages_seeds() -> Vec<Vec<u8>> {
         };
         out.push(with(3, encode(&request).unwrap()));
     }
-    out.push(with(
-        0,
-        encode(&Hello::Peer(PeerHello { session })).unwrap(),
-    ));
-    out.push(with(2, encode(&PeerHello { session }).unwrap()));
+    let peer = PeerHello {
+        session,
+        circuit: CircuitKind::Routed(RouteMode::Reveal),
+        rows: 3,
+    };
+    out.push(with(0, encode(&Hello::Peer(peer)).unwrap()));
+    out.push(with(2, encode(&peer).unwrap()));
+    out.push(with(6, encode(&PeerReady { session }).unwrap()));
     for chunk in [
         DealerChunk::Seed([3; 16]),
         DealerChunk::P1(vec![1, 2, 3, 4, 5]),
