@@ -3,8 +3,11 @@
 //! service and client reads it from there.
 //!
 //! Files: `deployment.json` (public: addresses and public keys), `<role>.key` (secret static
-//! keys, mode 0600), `dealer.secret` (the dealer's session secret), and the model files
-//! `dealer.model` (plaintext, the model provider's side), `p0.model`, `p1.model` (shares).
+//! keys), `dealer.secret` (the dealer's session secret), and the model files `dealer.model`
+//! (plaintext, the model provider's side), `p0.model`, `p1.model` (shares), and for
+//! `securerouter keys` the router head's plaintext `router-head.plain.json`. All but
+//! `deployment.json` and the client bundle are secret: created with mode 0600 and refused on
+//! load when group or others may access them.
 
 use crate::circuit::{ModelFile, ModelSpec, PlainRouterHead, RouterHeadShape};
 use crate::net::{Identity, PublicKey};
@@ -17,6 +20,11 @@ use std::path::{Path, PathBuf};
 /// The client bundle's file name inside a deployment (tokenizer and embedding tables, for
 /// deployments of BERT models and pools).
 pub const CLIENT_BUNDLE: &str = "client.bundle";
+
+/// The dealer's session secret inside a deployment.
+const DEALER_SECRET: &str = "dealer.secret";
+/// The router head's plaintext weights inside a deployment made by [`DeploymentDir::create`].
+const PLAIN_HEAD: &str = "router-head.plain.json";
 
 /// A service's address and public key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -97,10 +105,9 @@ impl DeploymentDir {
             &random_seed(),
         )?;
         let d = Self::create_with(dir, addrs, &files, force)?;
-        std::fs::write(
-            dir.join("router-head.plain.json"),
-            serde_json::to_vec(&model)?,
-        )?;
+        let plain = dir.join(PLAIN_HEAD);
+        crate::secret_file::write(&plain, &serde_json::to_vec(&model)?)
+            .with_context(|| format!("writing {}", plain.display()))?;
         Ok(d)
     }
 
@@ -125,8 +132,9 @@ impl DeploymentDir {
         for (role, id) in &ids {
             id.save(&dir.join(format!("{}.key", role.stem())))?;
         }
-        let secret = random_seed();
-        write_secret(&dir.join("dealer.secret"), secret.as_bytes())?;
+        let secret = dir.join(DEALER_SECRET);
+        crate::secret_file::write(&secret, hex::encode(random_seed().as_bytes()).as_bytes())
+            .with_context(|| format!("writing {}", secret.display()))?;
         let endpoint = |i: usize| Endpoint {
             addr: addrs[i],
             public_key: ids[i].1.public().to_hex(),
@@ -191,17 +199,18 @@ impl DeploymentDir {
 
     /// The plaintext model (for reference checks by the model provider and tests).
     pub fn plain_model(&self) -> anyhow::Result<PlainRouterHead> {
-        let p = self.dir.join("router-head.plain.json");
-        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        let p = self.dir.join(PLAIN_HEAD);
+        let bytes =
+            crate::secret_file::read(&p).with_context(|| format!("reading {}", p.display()))?;
         Ok(serde_json::from_slice(&bytes)?)
     }
 
     /// The dealer's session secret.
     pub fn dealer_secret(&self) -> anyhow::Result<Seed> {
-        let p = self.dir.join("dealer.secret");
+        let p = self.dir.join(DEALER_SECRET);
         let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let bytes = hex::decode(text.trim())
+            crate::secret_file::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        let bytes = hex::decode(text.trim_ascii())
             .ok()
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .with_context(|| format!("{} must hold 32 hex characters", p.display()))?;
@@ -225,13 +234,85 @@ pub fn random_seed() -> Seed {
     Seed::from_bytes(b)
 }
 
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    std::fs::write(path, hex::encode(bytes))
-        .with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const SECRETS: [&str; 9] = [
+        "dealer.key",
+        "p0.key",
+        "p1.key",
+        "client.key",
+        DEALER_SECRET,
+        "dealer.model",
+        "p0.model",
+        "p1.model",
+        PLAIN_HEAD,
+    ];
+
+    fn deployment(name: &str) -> DeploymentDir {
+        let dir = std::env::temp_dir().join(format!(
+            "securerouter-deployment-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        DeploymentDir::create(&dir, [addr; 3], RouterHeadShape::DEMO, false).unwrap()
     }
-    Ok(())
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn every_secret_file_is_created_0600() {
+        let d = deployment("modes");
+        for name in SECRETS {
+            assert_eq!(mode(&d.path().join(name)), 0o600, "{name}");
+        }
+        // Replacing the deployment keeps them private.
+        let again = DeploymentDir::create(
+            d.path(),
+            [d.deployment.dealer.addr; 3],
+            RouterHeadShape::DEMO,
+            true,
+        )
+        .unwrap();
+        for name in SECRETS {
+            assert_eq!(mode(&again.path().join(name)), 0o600, "{name}");
+        }
+        std::fs::remove_dir_all(d.path()).unwrap();
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_refused_naming_it() {
+        let d = deployment("refuse");
+        d.identity(Role::P0).unwrap();
+        d.model(Role::P0).unwrap();
+        d.dealer_secret().unwrap();
+        d.plain_model().unwrap();
+        for name in SECRETS {
+            let path = d.path().join(name);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let errors = [
+            d.identity(Role::P0).map(drop),
+            d.model(Role::P0).map(drop),
+            d.dealer_secret().map(drop),
+            d.plain_model().map(drop),
+        ];
+        for (e, name) in errors
+            .into_iter()
+            .zip(["p0.key", "p0.model", DEALER_SECRET, PLAIN_HEAD])
+        {
+            let text = format!("{:#}", e.unwrap_err());
+            assert!(
+                text.contains(&d.path().join(name).display().to_string()),
+                "{text}"
+            );
+            assert!(text.contains("mode 0644"), "{text}");
+        }
+        std::fs::remove_dir_all(d.path()).unwrap();
+    }
 }

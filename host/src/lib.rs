@@ -22,6 +22,7 @@ pub mod net;
 pub mod nn;
 pub mod party;
 pub mod progress;
+mod secret_file;
 pub mod served_pool;
 pub mod session;
 pub mod train;
