@@ -12,11 +12,31 @@
 use aes::Aes128;
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use core::convert::Infallible;
+use subtle::{Choice, ConstantTimeEq};
 
 /// A 128-bit seed. `Debug` never prints the bytes.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Seed([u8; 16]);
+
+/// Compares all 16 bytes whatever they hold, through `subtle`, which combines the byte
+/// comparisons without branches and hides the result from the optimiser until the end: the
+/// time taken says nothing about where two seeds differ.
+impl ConstantTimeEq for Seed {
+    fn ct_eq(&self, other: &Self) -> Choice {
+        self.0[..].ct_eq(&other.0[..])
+    }
+}
+
+/// `==` on seeds is [`subtle::ConstantTimeEq`]: a derived comparison could stop at the first
+/// differing byte and leak a secret seed's prefix through timing.
+impl PartialEq for Seed {
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other).into()
+    }
+}
+
+impl Eq for Seed {}
 
 impl core::fmt::Debug for Seed {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -496,6 +516,22 @@ mod tests {
             let mut b = counter_block(Domain(3), i as u64);
             cipher.encrypt_block(&mut b);
             assert_eq!(&got[i * 16..i * 16 + 16], &b[..]);
+        }
+    }
+
+    #[test]
+    fn seeds_compare_equal_exactly_when_every_byte_matches() {
+        let a = Seed::from_bytes(*b"0123456789abcdef");
+        assert_eq!(a, a.clone());
+        assert!(bool::from(a.ct_eq(&a.clone())));
+        for i in 0..Seed::LEN {
+            for flip in [0x01, 0x80] {
+                let mut bytes = *a.as_bytes();
+                bytes[i] ^= flip;
+                let b = Seed::from_bytes(bytes);
+                assert_ne!(a, b, "byte {i}");
+                assert!(!bool::from(a.ct_eq(&b)), "byte {i}");
+            }
         }
     }
 
