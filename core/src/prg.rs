@@ -4,7 +4,8 @@
 //! Two generators live here:
 //! - [`AesCtr`]: AES-128 in counter mode keyed by a [`Seed`], with a [`Domain`] in the nonce
 //!   half of the counter block, so one seed yields independent streams for different purposes
-//!   (shares, dealer correlations, ...). It implements the rand_core 0.10 traits.
+//!   (shares, dealer correlations, ...). It implements rand_core 0.10's `TryRng` and
+//!   `TryCryptoRng` (so `Rng` and `CryptoRng`), but not `SeedableRng` (see [`AesCtr`]).
 //! - [`Ggm`]: the length-doubling PRG of a GGM tree used by DPF and DCF, as fixed-key AES in
 //!   Matyas–Meyer–Oseas mode, G_k(s) = AES_k(s) xor s, with one fixed public key per output
 //!   part (left child, right child, values).
@@ -12,11 +13,31 @@
 use aes::Aes128;
 use aes::cipher::{BlockCipherEncrypt, KeyInit};
 use core::convert::Infallible;
+use subtle::{Choice, ConstantTimeEq};
 
 /// A 128-bit seed. `Debug` never prints the bytes.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Seed([u8; 16]);
+
+/// Compares all 16 bytes whatever they hold, through `subtle`, which combines the byte
+/// comparisons without branches and hides the result from the optimiser until the end: the
+/// time taken says nothing about where two seeds differ.
+impl ConstantTimeEq for Seed {
+    fn ct_eq(&self, other: &Self) -> Choice {
+        self.0[..].ct_eq(&other.0[..])
+    }
+}
+
+/// `==` on seeds is [`subtle::ConstantTimeEq`]: a derived comparison could stop at the first
+/// differing byte and leak a secret seed's prefix through timing.
+impl PartialEq for Seed {
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other).into()
+    }
+}
+
+impl Eq for Seed {}
 
 impl core::fmt::Debug for Seed {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -111,6 +132,16 @@ const CTR_BATCH: usize = 8;
 ///
 /// Deterministic for a given seed and domain, so two parties holding the same seed expand the
 /// same stream; this is how P0's shares and P0's dealer correlations travel as a seed only.
+///
+/// It is built from a [`Seed`] only. It does not implement rand_core's `SeedableRng`, whose
+/// provided `seed_from_u64` would key it with a 64-bit number expanded by a non-cryptographic
+/// PCG: a generator anyone can brute-force, looking like a cryptographic one. Tests that want
+/// a fixed stream name their seed's bytes (`Seed::from_bytes([7; 16])`).
+///
+/// ```compile_fail,E0599
+/// use rand_core::SeedableRng;
+/// let _ = securerouter_core::prg::AesCtr::seed_from_u64(7);
+/// ```
 pub struct AesCtr {
     cipher: Aes128,
     domain: Domain,
@@ -243,15 +274,6 @@ impl rand_core::TryRng for AesCtr {
 }
 
 impl rand_core::TryCryptoRng for AesCtr {}
-
-impl rand_core::SeedableRng for AesCtr {
-    type Seed = [u8; 16];
-
-    /// A generic seeded generator: the stream of `seed` under domain 0.
-    fn from_seed(seed: [u8; 16]) -> Self {
-        AesCtr::new(&Seed(seed), Domain(0))
-    }
-}
 
 /// One node's expansion in a GGM tree: two child seeds with their control bits, and two
 /// pseudorandom words used as value shares by DCF.
@@ -496,6 +518,22 @@ mod tests {
             let mut b = counter_block(Domain(3), i as u64);
             cipher.encrypt_block(&mut b);
             assert_eq!(&got[i * 16..i * 16 + 16], &b[..]);
+        }
+    }
+
+    #[test]
+    fn seeds_compare_equal_exactly_when_every_byte_matches() {
+        let a = Seed::from_bytes(*b"0123456789abcdef");
+        assert_eq!(a, a.clone());
+        assert!(bool::from(a.ct_eq(&a.clone())));
+        for i in 0..Seed::LEN {
+            for flip in [0x01, 0x80] {
+                let mut bytes = *a.as_bytes();
+                bytes[i] ^= flip;
+                let b = Seed::from_bytes(bytes);
+                assert_ne!(a, b, "byte {i}");
+                assert!(!bool::from(a.ct_eq(&b)), "byte {i}");
+            }
         }
     }
 

@@ -11,12 +11,14 @@
 //! Messages are sealed and opened as they stream: sending needs a 256-byte scratch buffer,
 //! and receiving keeps only as much of a message as the caller's buffer holds (the rest is
 //! authenticated and dropped), so RAM stays at a few hundred bytes whatever the message size.
+//! A received chunk's ciphertext waits in the caller's buffer until the chunk's tag checks,
+//! and only then is decrypted there.
 
 use embedded_io_async::{ErrorKind, Read, Write};
 
 use crate::noise::{
     ChunkCipher, CipherState, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN, StaticKey,
-    TAG_LEN, Transport,
+    TAG_LEN, Transport, Verified,
 };
 
 /// Largest Noise message, so largest frame body.
@@ -220,18 +222,31 @@ impl<T: Read + Write> DeviceLink<T> {
 
     /// Receives the next message, keeping its first `buf.len()` bytes in `buf`; the rest is
     /// authenticated and dropped. Nothing is returned before every chunk has authenticated.
+    ///
+    /// On an error, every byte of `buf` the message reached is zeroed: a message that fails
+    /// leaves none of its bytes behind, not even the chunks that authenticated before it failed.
+    /// (A receive that is cancelled leaves ciphertext, or plaintext of authenticated chunks.)
     pub async fn recv_into(&mut self, buf: &mut [u8]) -> Result<Received, LinkError> {
         if self.broken {
             return Err(LinkError::Broken);
         }
         self.broken = true;
-        let received = self.recv_chunks(buf).await?;
-        self.broken = false;
-        Ok(received)
+        let mut kept = 0;
+        match self.recv_chunks(buf, &mut kept).await {
+            Ok(total) => {
+                self.broken = false;
+                Ok(Received { total, kept })
+            }
+            Err(e) => {
+                buf[..kept].fill(0);
+                Err(e)
+            }
+        }
     }
 
-    async fn recv_chunks(&mut self, buf: &mut [u8]) -> Result<Received, LinkError> {
-        let mut kept = 0usize;
+    /// Receives a message's chunks into `buf[*kept..]`, advancing `kept` as bytes are written
+    /// (ciphertext first, decrypted in place once its chunk's tag checks); gives the total.
+    async fn recv_chunks(&mut self, buf: &mut [u8], kept: &mut usize) -> Result<u64, LinkError> {
         // Chunk 0: the total, then the first bytes.
         let len = read_frame_len(&mut self.io, true).await?;
         if len < TAG_LEN + 8 {
@@ -240,10 +255,15 @@ impl<T: Read + Write> DeviceLink<T> {
         let mut cipher = next_cipher(&mut self.transport.recv)?;
         let mut header = [0u8; 8];
         read_exact(&mut self.io, &mut header).await?;
-        cipher.open(&mut header);
+        cipher.authenticate(&header);
         let data = len - TAG_LEN - 8;
-        self.open_data(&mut cipher, data, buf, &mut kept).await?;
-        self.check_tag(cipher).await?;
+        let start = *kept;
+        self.read_data(&mut cipher, data, buf, kept).await?;
+        {
+            let mut plain = self.check_tag(cipher).await?;
+            plain.decrypt(&mut header);
+            plain.decrypt(&mut buf[start..*kept]);
+        }
         // Authenticated from here on.
         let total = u64::from_be_bytes(header);
         if total > MAX_MESSAGE {
@@ -260,16 +280,19 @@ impl<T: Read + Write> DeviceLink<T> {
                 return Err(LinkError::Malformed("chunk of the wrong size"));
             }
             let mut cipher = next_cipher(&mut self.transport.recv)?;
-            self.open_data(&mut cipher, want, buf, &mut kept).await?;
-            self.check_tag(cipher).await?;
+            let start = *kept;
+            self.read_data(&mut cipher, want, buf, kept).await?;
+            self.check_tag(cipher)
+                .await?
+                .decrypt(&mut buf[start..*kept]);
             remaining -= want as u64;
         }
-        Ok(Received { total, kept })
+        Ok(total)
     }
 
-    /// Reads `n` ciphertext bytes: those that fit go to `buf[*kept..]` decrypted, the others
-    /// are only authenticated.
-    async fn open_data(
+    /// Reads a chunk's `n` ciphertext bytes and authenticates them: those that fit go to
+    /// `buf[*kept..]` as they are (still encrypted), the others are dropped.
+    async fn read_data(
         &mut self,
         cipher: &mut ChunkCipher,
         mut n: usize,
@@ -277,29 +300,28 @@ impl<T: Read + Write> DeviceLink<T> {
         kept: &mut usize,
     ) -> Result<(), LinkError> {
         let into_buf = n.min(buf.len() - *kept);
-        let piece = &mut buf[*kept..*kept + into_buf];
-        read_exact(&mut self.io, piece).await?;
-        cipher.open(piece);
+        let start = *kept;
+        // Counted before the read: a failed read may have filled part of the piece.
         *kept += into_buf;
+        let piece = &mut buf[start..*kept];
+        read_exact(&mut self.io, piece).await?;
+        cipher.authenticate(piece);
         n -= into_buf;
         let mut drop = [0u8; 64];
         while n > 0 {
             let take = n.min(drop.len());
             read_exact(&mut self.io, &mut drop[..take]).await?;
-            cipher.skip(&drop[..take]);
+            cipher.authenticate(&drop[..take]);
             n -= take;
         }
         Ok(())
     }
 
-    async fn check_tag(&mut self, cipher: ChunkCipher) -> Result<(), LinkError> {
+    /// Reads a chunk's tag and checks it: the chunk's keystream if it matches.
+    async fn check_tag(&mut self, cipher: ChunkCipher) -> Result<Verified, LinkError> {
         let mut tag = [0u8; TAG_LEN];
         read_exact(&mut self.io, &mut tag).await?;
-        if cipher.verify(&tag) {
-            Ok(())
-        } else {
-            Err(LinkError::Decrypt)
-        }
+        cipher.verify(&tag).ok_or(LinkError::Decrypt)
     }
 }
 

@@ -8,7 +8,8 @@
 //! byte.
 //!
 //! The AEAD is streamed ([`ChunkCipher`]): a transport chunk of up to 65,519 bytes is sealed
-//! or opened piece by piece, so a device never holds a whole chunk in RAM.
+//! or authenticated piece by piece, so a device never holds a whole chunk in RAM; a received
+//! chunk's ciphertext is decrypted only after its tag has checked ([`Verified`]).
 
 use blake2::{Blake2s256, Digest};
 use chacha20::ChaCha20;
@@ -166,15 +167,9 @@ impl ChunkCipher {
         self.absorb(piece);
     }
 
-    /// Decrypts the next piece of ciphertext in place.
-    pub fn open(&mut self, piece: &mut [u8]) {
-        self.absorb(piece);
-        self.stream.apply_keystream(piece);
-    }
-
-    /// Authenticates the next piece of ciphertext without decrypting it (for bytes the caller
-    /// drops).
-    pub fn skip(&mut self, piece: &[u8]) {
+    /// Takes the next piece of a received message's ciphertext into the tag. Nothing is
+    /// decrypted before [`ChunkCipher::verify`] has checked the whole message.
+    pub fn authenticate(&mut self, piece: &[u8]) {
         self.absorb(piece);
     }
 
@@ -198,20 +193,41 @@ impl ChunkCipher {
         self.filled = rest.len();
     }
 
-    /// The tag of everything sealed or opened.
-    pub fn tag(mut self) -> [u8; TAG_LEN] {
+    /// The tag of everything sealed or authenticated.
+    pub fn tag(self) -> [u8; TAG_LEN] {
+        self.finish().0
+    }
+
+    /// The tag, and the keystream where the message stopped.
+    fn finish(mut self) -> ([u8; TAG_LEN], ChaCha20) {
         let filled = self.filled;
         self.mac.update_padded(&self.partial[..filled]);
         let mut lengths = [0u8; 16];
         lengths[..8].copy_from_slice(&self.ad_len.to_le_bytes());
         lengths[8..].copy_from_slice(&self.ct_len.to_le_bytes());
         self.mac.update_padded(&lengths);
-        self.mac.finalize().into()
+        (self.mac.finalize().into(), self.stream)
     }
 
-    /// Whether `tag` authenticates everything opened (compared in constant time).
-    pub fn verify(self, tag: &[u8; TAG_LEN]) -> bool {
-        self.tag().ct_eq(tag).into()
+    /// Checks `tag` against everything authenticated (compared in constant time) and, only if
+    /// it matches, gives the keystream that decrypts that ciphertext: a forged message's
+    /// plaintext is never produced.
+    pub fn verify(self, tag: &[u8; TAG_LEN]) -> Option<Verified> {
+        let (expected, stream) = self.finish();
+        bool::from(expected.ct_eq(tag)).then_some(Verified { stream })
+    }
+}
+
+/// The keystream of a message whose tag has been verified: decrypts its ciphertext, in the
+/// order it was authenticated (a prefix of it is enough).
+pub struct Verified {
+    stream: ChaCha20,
+}
+
+impl Verified {
+    /// Decrypts the next piece of the verified ciphertext in place.
+    pub fn decrypt(&mut self, piece: &mut [u8]) {
+        self.stream.apply_keystream(piece);
     }
 }
 
@@ -283,11 +299,9 @@ impl SymmetricState {
         if let Some(k) = &self.k {
             let (ct, tag) = buf.split_at_mut(buf.len() - TAG_LEN);
             let mut c = ChunkCipher::new(k, self.n, &self.h);
-            c.open(ct);
+            c.authenticate(ct);
             let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| HandshakeError::Decrypt)?;
-            if !c.verify(tag) {
-                return Err(HandshakeError::Decrypt);
-            }
+            c.verify(tag).ok_or(HandshakeError::Decrypt)?.decrypt(ct);
             self.n += 1;
         }
         self.h = h_next;
@@ -394,12 +408,35 @@ mod tests {
             assert_eq!(buf[..8], want_ct_start);
             assert_eq!(c.tag(), want_tag, "pieces of {split}");
             let mut c = build();
-            for piece in buf.chunks_mut(split + 3) {
-                c.open(piece);
+            for piece in buf.chunks(split + 3) {
+                c.authenticate(piece);
             }
-            assert!(c.verify(&want_tag));
+            let mut plain = c.verify(&want_tag).unwrap();
+            for piece in buf.chunks_mut(split + 2) {
+                plain.decrypt(piece);
+            }
             assert_eq!(&buf, text);
         }
+    }
+
+    #[test]
+    fn a_wrong_tag_gives_no_keystream() {
+        let key = [5u8; 32];
+        let mut buf = *b"attack at dawn";
+        let mut c = ChunkCipher::new(&key, 0, b"ad");
+        c.seal(&mut buf);
+        let tag = c.tag();
+        for (i, bit) in [(0usize, 1u8), (15, 0x80)] {
+            let mut bad = tag;
+            bad[i] ^= bit;
+            let mut c = ChunkCipher::new(&key, 0, b"ad");
+            c.authenticate(&buf);
+            assert!(c.verify(&bad).is_none());
+        }
+        let mut c = ChunkCipher::new(&key, 0, b"ad");
+        c.authenticate(&buf);
+        c.verify(&tag).unwrap().decrypt(&mut buf);
+        assert_eq!(&buf, b"attack at dawn");
     }
 
     #[test]

@@ -501,11 +501,8 @@ impl Spill {
         let mut name = [0u8; 8];
         getrandom::fill(&mut name).map_err(std::io::Error::other)?;
         let path = std::env::temp_dir().join(format!("securerouter-keys-{}", hex::encode(name)));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        // 0600 from creation: the keys never sit readable by others, even before the unlink.
+        let file = crate::secret_file::create_new(&path)?;
         std::fs::remove_file(&path)?;
         Ok(file)
     }
@@ -1036,5 +1033,14 @@ mod tests {
             [DealerChunk::P1(a), DealerChunk::Shared(b), DealerChunk::End]
                 if a == &[1, 2, 3] && b == &[4, 5]
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_spill_files_are_private_from_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let file = Spill::create().unwrap();
+        let mode = file.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

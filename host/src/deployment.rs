@@ -3,8 +3,11 @@
 //! service and client reads it from there.
 //!
 //! Files: `deployment.json` (public: addresses and public keys), `<role>.key` (secret static
-//! keys, mode 0600), and the model files
-//! `dealer.model` (plaintext, the model provider's side), `p0.model`, `p1.model` (shares).
+//! keys; `client-NAME.key` for clients added later), the model files `dealer.model`
+//! (plaintext, the model provider's side), `p0.model`, `p1.model` (shares), and for
+//! `securerouter keys` the router head's plaintext `router-head.plain.json`. All but
+//! `deployment.json` and the client bundle are secret: created with mode 0600 and refused on
+//! load when group or others may access them.
 
 use crate::circuit::{ModelFile, ModelSpec, PlainRouterHead, RouterHeadShape};
 use crate::net::{Identity, PublicKey};
@@ -17,6 +20,9 @@ use std::path::{Path, PathBuf};
 /// The client bundle's file name inside a deployment (tokenizer and embedding tables, for
 /// deployments of BERT models and pools).
 pub const CLIENT_BUNDLE: &str = "client.bundle";
+
+/// The router head's plaintext weights inside a deployment made by [`DeploymentDir::create`].
+const PLAIN_HEAD: &str = "router-head.plain.json";
 
 /// A service's address and public key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,10 +144,9 @@ impl DeploymentDir {
             &random_seed(),
         )?;
         let d = Self::create_with(dir, addrs, &files, force)?;
-        std::fs::write(
-            dir.join("router-head.plain.json"),
-            serde_json::to_vec(&model)?,
-        )?;
+        let plain = dir.join(PLAIN_HEAD);
+        crate::secret_file::write(&plain, &serde_json::to_vec(&model)?)
+            .with_context(|| format!("writing {}", plain.display()))?;
         Ok(d)
     }
 
@@ -312,8 +317,9 @@ impl DeploymentDir {
 
     /// The plaintext model (for reference checks by the model provider and tests).
     pub fn plain_model(&self) -> anyhow::Result<PlainRouterHead> {
-        let p = self.dir.join("router-head.plain.json");
-        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        let p = self.dir.join(PLAIN_HEAD);
+        let bytes =
+            crate::secret_file::read(&p).with_context(|| format!("reading {}", p.display()))?;
         Ok(serde_json::from_slice(&bytes)?)
     }
 
@@ -345,4 +351,84 @@ pub fn fresh_seed() -> anyhow::Result<Seed> {
     getrandom::fill(&mut b)
         .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
     Ok(Seed::from_bytes(b))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const SECRETS: [&str; 8] = [
+        "dealer.key",
+        "p0.key",
+        "p1.key",
+        "client.key",
+        "dealer.model",
+        "p0.model",
+        "p1.model",
+        PLAIN_HEAD,
+    ];
+
+    fn deployment(name: &str) -> DeploymentDir {
+        let dir = std::env::temp_dir().join(format!(
+            "securerouter-deployment-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        DeploymentDir::create(&dir, [addr; 3], RouterHeadShape::DEMO, false).unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn every_secret_file_is_created_0600() {
+        let d = deployment("modes");
+        for name in SECRETS {
+            assert_eq!(mode(&d.path().join(name)), 0o600, "{name}");
+        }
+        // Replacing the deployment keeps them private.
+        let again = DeploymentDir::create(
+            d.path(),
+            [d.deployment.dealer.addr; 3],
+            RouterHeadShape::DEMO,
+            true,
+        )
+        .unwrap();
+        for name in SECRETS {
+            assert_eq!(mode(&again.path().join(name)), 0o600, "{name}");
+        }
+        std::fs::remove_dir_all(d.path()).unwrap();
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_refused_naming_it() {
+        let d = deployment("refuse");
+        d.identity(Role::P0).unwrap();
+        d.model(Role::P0).unwrap();
+        d.plain_model().unwrap();
+        for name in SECRETS {
+            let path = d.path().join(name);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let errors = [
+            d.identity(Role::P0).map(drop),
+            d.model(Role::P0).map(drop),
+            d.plain_model().map(drop),
+        ];
+        for (e, name) in errors
+            .into_iter()
+            .zip(["p0.key", "p0.model", PLAIN_HEAD])
+        {
+            let text = format!("{:#}", e.unwrap_err());
+            assert!(
+                text.contains(&d.path().join(name).display().to_string()),
+                "{text}"
+            );
+            assert!(text.contains("mode 0644"), "{text}");
+        }
+        std::fs::remove_dir_all(d.path()).unwrap();
+    }
 }

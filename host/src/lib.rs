@@ -29,6 +29,7 @@ pub mod net;
 pub mod nn;
 pub mod party;
 pub mod progress;
+mod secret_file;
 pub mod served_pool;
 pub mod service;
 pub mod session;

@@ -1012,9 +1012,9 @@ fn identity_save_load_round_trip() {
 fn identity_load_errors_name_the_file_and_the_problem() {
     let missing = temp_path("missing.key");
     let short = temp_path("short.key");
-    std::fs::write(&short, "a".repeat(63)).unwrap();
+    write_private(&short, &"a".repeat(63));
     let nonhex = temp_path("nonhex.key");
-    std::fs::write(&nonhex, "g".repeat(64)).unwrap();
+    write_private(&nonhex, &"g".repeat(64));
     for (path, needle) in [
         (&missing, "no such file"),
         (&short, "found 63"),
@@ -1031,6 +1031,38 @@ fn identity_load_errors_name_the_file_and_the_problem() {
     }
     std::fs::remove_file(&short).unwrap();
     std::fs::remove_file(&nonhex).unwrap();
+}
+
+/// Writes a file only its owner may access, as key files must be.
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn identity_load_refuses_a_key_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = temp_path("exposed.key");
+    Identity::generate().save(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    match Identity::load(&path) {
+        Err(e @ NetError::KeyFile { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("mode 0644"), "{text}");
+        }
+        other => panic!("expected KeyFile, got {other:?}"),
+    }
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

@@ -164,9 +164,13 @@ async fn a_wrong_pinned_key_fails_the_handshake() {
 /// Bytes of the handshake answer on the wire (length prefix and message 2).
 const HANDSHAKE2: usize = 4 + 48;
 
+/// What the device's receive buffer holds before each receive.
+const SENTINEL: u8 = 0xa5;
+
 /// The host sends `messages` and closes; `edit` rewrites the host-to-device byte stream
 /// before the device sees it. Returns the device's handshake result and what each receive
-/// gave, up to the first error.
+/// gave, up to the first error. Checks that a failed receive leaves no byte of its message in
+/// the buffer (only the sentinel, or zeros where the message reached).
 async fn through_a_tamperer(
     messages: &[Vec<u8>],
     edit: impl FnOnce(&mut Vec<u8>),
@@ -206,9 +210,12 @@ async fn through_a_tamperer(
         let mut got = Vec::new();
         let mut buf = vec![0u8; 300_000];
         loop {
+            buf.fill(SENTINEL);
             match link.recv_into(&mut buf).await {
                 Ok(r) => got.push(Ok(buf[..r.kept].to_vec())),
                 Err(e) => {
+                    let left = buf.iter().position(|&b| b != SENTINEL && b != 0);
+                    assert_eq!(left, None, "{e:?} left message bytes in the buffer");
                     got.push(Err(e));
                     return Ok(got);
                 }
@@ -322,6 +329,37 @@ async fn tampered_truncated_and_replayed_frames_are_error_values() {
     .await
     .unwrap();
     assert_eq!(got, [Err(LinkError::Malformed("chunk of the wrong size"))]);
+}
+
+#[tokio::test]
+async fn a_failed_receive_leaves_none_of_the_message_in_the_buffer() {
+    // `through_a_tamperer` checks the buffer after each failed receive.
+    let first = HANDSHAKE2;
+    let small = [pattern(1000, 4)];
+    let big = [pattern(150_000, 5)];
+    // A flipped bit in a one-chunk message's ciphertext: its other bytes would decrypt fine.
+    let got = through_a_tamperer(&small, |s| s[first + 4 + 8 + 500] ^= 1)
+        .await
+        .unwrap();
+    assert_eq!(got, [Err(LinkError::Decrypt)]);
+    // A flipped bit in the last byte of the second chunk's tag: the whole chunk arrived
+    // before the failure, and the first chunk had authenticated.
+    let got = through_a_tamperer(&big, |s| {
+        let second = first + frame_len(s, first);
+        let last_tag_byte = second + frame_len(s, second) - 1;
+        s[last_tag_byte] ^= 1;
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, [Err(LinkError::Decrypt)]);
+    // Cut inside the second chunk: the first chunk's authenticated bytes go too.
+    let got = through_a_tamperer(&big, |s| {
+        let end = first + frame_len(s, first) + 1000;
+        s.truncate(end)
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, [Err(LinkError::Truncated)]);
 }
 
 /// A server for one query, with the host's link and session types: decodes the device's

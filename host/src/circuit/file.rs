@@ -84,15 +84,17 @@ impl ModelFile {
         ])
     }
 
-    /// Writes the file (postcard).
+    /// Writes the file (postcard), readable by its owner only: it holds plaintext weights or
+    /// a server's share of them.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let bytes = postcard::to_allocvec(self)?;
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+        crate::secret_file::write(path, &bytes)
+            .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Reads and checks a model file.
+    /// Reads and checks a model file (refused when group or others may access it).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path)
+        let bytes = crate::secret_file::read(path)
             .with_context(|| format!("reading model file {}", path.display()))?;
         let m: ModelFile = postcard::from_bytes(&bytes)
             .with_context(|| format!("{} is not a SecureRouter model file", path.display()))?;

@@ -93,62 +93,32 @@ impl Identity {
         &self.secret
     }
 
-    /// Writes the secret key as 64 hex characters and a newline, readable by the owner only
-    /// (mode 0600 on unix, set before the secret is written).
+    /// Writes the secret key as 64 hex characters and a newline, in a file readable by the
+    /// owner only from its creation (mode 0600; an existing file is replaced).
     pub fn save(&self, path: &Path) -> Result<(), NetError> {
-        use std::io::Write;
-        let err = |what: &str, e: std::io::Error| NetError::KeyFile {
-            path: path.to_path_buf(),
-            problem: format!("cannot {what}: {e}"),
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(path).map_err(|e| err("create", e))?;
-        #[cfg(unix)]
-        {
-            // `mode` applies only to new files; tighten an existing one too.
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| err("set permissions 0600 on", e))?;
-        }
         let mut text = hex::encode(self.secret);
         text.push('\n');
-        file.write_all(text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| err("write", e))?;
-        Ok(())
+        crate::secret_file::write(path, text.as_bytes()).map_err(|e| NetError::KeyFile {
+            path: path.to_path_buf(),
+            problem: format!("cannot write: {e}"),
+        })
     }
 
     /// Reads a key file written by [`save`](Self::save): 64 hex characters, surrounding
-    /// whitespace ignored. Warns when the file is readable by others (unix).
+    /// whitespace ignored. A file that group or others may access is refused (unix).
     pub fn load(path: &Path) -> Result<Self, NetError> {
         let err = |problem: String| NetError::KeyFile {
             path: path.to_path_buf(),
             problem,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        let bytes = crate::secret_file::read(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => err("no such file".into()),
-            std::io::ErrorKind::InvalidData => err("not text (expected 64 hex characters)".into()),
+            std::io::ErrorKind::PermissionDenied => err(e.to_string()),
             _ => err(format!("cannot read: {e}")),
         })?;
-        #[cfg(unix)]
-        if let Ok(meta) = std::fs::metadata(path) {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    path = %path.display(),
-                    "secret key file is accessible by others (mode {:o}); chmod 600 it",
-                    mode & 0o777
-                );
-            }
-        }
-        let secret = decode_key_hex(&text).map_err(err)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| err("not text (expected 64 hex characters)".into()))?;
+        let secret = decode_key_hex(text).map_err(err)?;
         Ok(Self::from_secret(secret))
     }
 }
