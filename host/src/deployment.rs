@@ -418,10 +418,7 @@ mod tests {
             d.model(Role::P0).map(drop),
             d.plain_model().map(drop),
         ];
-        for (e, name) in errors
-            .into_iter()
-            .zip(["p0.key", "p0.model", PLAIN_HEAD])
-        {
+        for (e, name) in errors.into_iter().zip(["p0.key", "p0.model", PLAIN_HEAD]) {
             let text = format!("{:#}", e.unwrap_err());
             assert!(
                 text.contains(&d.path().join(name).display().to_string()),
@@ -429,6 +426,56 @@ mod tests {
             );
             assert!(text.contains("mode 0644"), "{text}");
         }
+        std::fs::remove_dir_all(d.path()).unwrap();
+    }
+
+    /// Clients come and go by name, each with a key of its own; the servers' list follows.
+    #[test]
+    fn clients_are_added_and_revoked_by_name() {
+        let mut d = deployment("clients");
+        let first = d.client_identity(FIRST_CLIENT).unwrap();
+        let path = d.add_client("alice").unwrap();
+        assert!(path.exists());
+        let alice = d.client_identity("alice").unwrap();
+        assert_ne!(alice.public(), first.public());
+        let reopened = DeploymentDir::open(d.path()).unwrap();
+        assert_eq!(
+            reopened.client_keys().unwrap(),
+            [first.public(), alice.public()]
+        );
+        for bad in ["alice", "", "Alice", "a/b", &"x".repeat(33)] {
+            assert!(d.add_client(bad).is_err(), "{bad:?} accepted");
+        }
+        d.revoke_client("alice").unwrap();
+        assert!(!path.exists());
+        let reopened = DeploymentDir::open(d.path()).unwrap();
+        assert_eq!(reopened.client_keys().unwrap(), [first.public()]);
+        let err = reopened.client_identity("alice").unwrap_err();
+        assert!(format!("{err}").contains("no client named"), "{err}");
+        assert!(d.revoke_client("alice").is_err());
+        std::fs::remove_dir_all(d.path()).unwrap();
+    }
+
+    /// A deployment file whose clients are bare keys (as written before clients had names)
+    /// still opens; its first client is `client`.
+    #[test]
+    fn bare_client_keys_still_open() {
+        let d = deployment("bare");
+        let json = d.path().join("deployment.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let key = v["clients"][0]["public_key"].clone();
+        v["clients"] = serde_json::json!([key.clone(), key]);
+        std::fs::write(&json, serde_json::to_vec(&v).unwrap()).unwrap();
+        let reopened = DeploymentDir::open(d.path()).unwrap();
+        let names: Vec<&str> = reopened
+            .deployment
+            .clients
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, [FIRST_CLIENT, "client-2"]);
+        reopened.client_identity(FIRST_CLIENT).unwrap();
         std::fs::remove_dir_all(d.path()).unwrap();
     }
 }
