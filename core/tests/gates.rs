@@ -1,13 +1,15 @@
 //! Every gate, run as dealer + two concurrent servers over the in-memory link, checked three
-//! ways: correctness against the plaintext function (random and edge inputs), the opened
-//! values a server receives (uniform, and the same for two very different inputs), and the
-//! communication it uses (bytes, rounds and key bytes equal the gate's formula).
+//! ways: correctness against the plaintext function (random and edge inputs), what each server
+//! sees (opened values, the other's messages and its dealer streams: uniform, and alike for two
+//! very different inputs), and the communication it uses (bytes, rounds and key bytes equal the
+//! gate's formula).
 
 mod common;
 
 use common::*;
 use securerouter_core::Error;
 use securerouter_core::fss::{BitDpfCorrections, Corrections};
+use securerouter_core::gate::memory::MemoryKeys;
 use securerouter_core::gate::{
     self, KEY_CHUNK, LookupTable, Protocol, Tensor, WindowTable, drelu_key_bytes, packed_len,
     unpack,
@@ -36,6 +38,9 @@ enum Gate {
     ShiftDown(u32),
     Drelu(BitWidth),
     Relu(BitWidth),
+    /// ReLU's two steps as [`gate::relu`] takes them, with the DReLU bit an output too (so a
+    /// test can take that wire's mask off).
+    ReluSteps(BitWidth),
     /// d from DReLU of input 0 (reduced), then select(d, input 1, input 2).
     Select(BitWidth),
     Mul,
@@ -73,6 +78,11 @@ impl Circuit for Gate {
             Gate::ShiftDown(f) => vec![x[0].shift_down(*f)?],
             Gate::Drelu(n) => vec![p.drelu(&x[0].reduce(*n)?).await?],
             Gate::Relu(n) => vec![gate::relu(p, &x[0], *n).await?],
+            Gate::ReluSteps(n) => {
+                let d = p.drelu(&x[0].reduce(*n)?).await?;
+                let y = p.mul_bit(&d, &x[0]).await?;
+                vec![d, y]
+            }
             Gate::Select(n) => {
                 let d = p.drelu(&x[0].reduce(*n)?).await?;
                 vec![gate::select(p, &d, &x[1], &x[2]).await?]
@@ -126,17 +136,6 @@ fn assert_traffic(o: &Outcome, inputs: &[Input], gate_bytes: u64, gate_rounds: u
         assert_eq!(t.bytes_sent, input_bytes(inputs) + gate_bytes, "bytes");
         assert_eq!(t.rounds, inputs.len() as u64 + gate_rounds, "rounds");
     }
-}
-
-/// The gate's opened values as P0 received them, skipping the input openings.
-fn opened_after_inputs(o: &Outcome, inputs: &[Input], widths: &[(usize, BitWidth)]) -> Vec<u64> {
-    let msgs = o.link.received(Party::P0);
-    assert_eq!(msgs.len(), inputs.len() + widths.len());
-    msgs[inputs.len()..]
-        .iter()
-        .zip(widths)
-        .flat_map(|(m, &(count, w))| unpack(m, count, w).unwrap())
-        .collect()
 }
 
 // ---------------------------------------------------------------- input / output
@@ -916,175 +915,435 @@ fn max_within_picks_an_element_near_the_maximum_with_shorter_keys() {
 }
 
 // ---------------------------------------------------------------- what a server sees
+//
+// A server's view of a session is its seed, its dealer streams, and what the other server sends
+// it. Each opening is one message each way: server b receives the other's share and adds its
+// own, so both learn the opened value, the sum of the two messages. A leak in the opened value
+// need not show in either message alone (the sender's share carries its own pseudorandomness
+// whatever is opened), so the tests look at the sum and at each server's message.
 
-/// For a gate, the opened values P0 receives when all inputs are `a`, and when all are `b`.
-fn views(g: &Gate, count: usize, a: u64, b: u64, widths: &[(usize, BitWidth)]) -> [Vec<u64>; 2] {
-    [a, b].map(|v| {
-        let inputs = [Input::new(&[count], L, vec![v; count])];
-        let o = run(g, &inputs, 777);
-        opened_after_inputs(&o, &inputs, widths)
+/// One opened vector as both servers saw it.
+struct Opening {
+    width: BitWidth,
+    /// `received[b]`: what server b received (the other's shares).
+    received: [Vec<u64>; 2],
+    /// The sum of the two: the opened value both servers learn.
+    opened: Vec<u64>,
+}
+
+/// A session's whole transcript, input openings first, split into `parts` (count, width) in
+/// the order the gates open them (a round that opens two vectors holds two parts). Each
+/// server's messages must hold exactly these parts, byte for byte.
+fn openings(o: &Outcome, parts: &[(usize, BitWidth)]) -> Vec<Opening> {
+    let bytes = [Party::P0, Party::P1].map(|p| o.link.received(p).concat());
+    let mut at = 0;
+    let out = parts
+        .iter()
+        .map(|&(count, width)| {
+            let len = packed_len(count, width);
+            let received = [0, 1].map(|b| unpack(&bytes[b][at..at + len], count, width).unwrap());
+            at += len;
+            let opened = received[0]
+                .iter()
+                .zip(&received[1])
+                .map(|(&x, &y)| width.add(x, y))
+                .collect();
+            Opening {
+                width,
+                received,
+                opened,
+            }
+        })
+        .collect();
+    assert_eq!(at, bytes[0].len(), "P0's messages hold more than the parts");
+    assert_eq!(at, bytes[1].len(), "P1's messages hold more than the parts");
+    out
+}
+
+/// The parts the client's inputs open, then the gate's.
+fn with_inputs(inputs: &[Input], gate: &[(usize, BitWidth)]) -> Vec<(usize, BitWidth)> {
+    let ins = inputs.iter().map(|i| (i.values.len(), i.width));
+    ins.chain(gate.iter().copied()).collect()
+}
+
+/// One session as the servers saw it: every opening, and the dealer's streams.
+struct View {
+    openings: Vec<Opening>,
+    keys: MemoryKeys,
+}
+
+/// Sessions of `g` on inputs A and on inputs B with independent seeds (dealer, client and
+/// servers): the two views share no masks, so each is a fresh sample of the view's distribution,
+/// as comparing two distributions needs. `gate_parts` are the gate's openings (after inputs).
+fn views(
+    g: &Gate,
+    weights: &Weights,
+    inputs: [Vec<Input>; 2],
+    seeds: [u64; 2],
+    gate_parts: &[(usize, BitWidth)],
+) -> [View; 2] {
+    assert_ne!(
+        seeds[0], seeds[1],
+        "the two sessions need independent seeds"
+    );
+    [0, 1].map(|s| {
+        let o = run_session(g, &inputs[s], weights, &master(seeds[s])).unwrap();
+        View {
+            openings: openings(&o, &with_inputs(&inputs[s], gate_parts)),
+            keys: o.keys,
+        }
     })
 }
 
-fn assert_view_is_independent(name: &str, views: &[Vec<u64>; 2], width: BitWidth) {
-    let ha = OpenedHistograms::of(&views[0], width);
-    let hb = OpenedHistograms::of(&views[1], width);
-    assert!(ha.uniform_ok(), "{name}: view for input A is not uniform");
-    assert!(hb.uniform_ok(), "{name}: view for input B is not uniform");
-    assert!(ha.same_as(&hb), "{name}: views differ between inputs");
+/// The statistic: is sample A uniform, is sample B uniform, are they alike.
+fn statistic(a: &[u64], b: &[u64], width: BitWidth) -> [bool; 3] {
+    let (ha, hb) = (
+        OpenedHistograms::of(a, width),
+        OpenedHistograms::of(b, width),
+    );
+    [ha.uniform_ok(), hb.uniform_ok(), ha.same_as(&hb)]
+}
+
+fn assert_passes(name: &str, a: &[u64], b: &[u64], width: BitWidth) {
+    let [ua, ub, same] = statistic(a, b, width);
+    assert!(ua, "{name}: not uniform for input A");
+    assert!(ub, "{name}: not uniform for input B");
+    assert!(same, "{name}: differs between inputs A and B");
+}
+
+/// Every opening of both sessions (the input openings too), each as the opened value and as
+/// each server's received message; and each server's dealer stream: P1's own (value shares
+/// under P0's pseudorandom ones: uniform bytes, alike for A and B) and the shared one (FSS
+/// keys: alike for A and B).
+fn assert_views_are_independent(name: &str, v: &[View; 2]) {
+    assert_eq!(v[0].openings.len(), v[1].openings.len());
+    for (i, (a, b)) in v[0].openings.iter().zip(&v[1].openings).enumerate() {
+        let w = a.width;
+        assert_passes(
+            &format!("{name}, opening {i}: opened"),
+            &a.opened,
+            &b.opened,
+            w,
+        );
+        for (s, who) in ["P0", "P1"].iter().enumerate() {
+            let what = format!("{name}, opening {i}: received by {who}");
+            assert_passes(&what, &a.received[s], &b.received[s], w);
+        }
+    }
+    let bytes = |s: &[u8]| s.iter().map(|&x| x as u64).collect::<Vec<u64>>();
+    let (ka, kb) = (&v[0].keys, &v[1].keys);
+    assert_eq!(ka.p1.len(), kb.p1.len());
+    assert_eq!(ka.shared.len(), kb.shared.len());
+    if !ka.p1.is_empty() {
+        let what = format!("{name}: P1's dealer stream");
+        assert_passes(&what, &bytes(&ka.p1), &bytes(&kb.p1), w(8));
+    }
+    // FSS keys hold structured bytes (control bits, lengths), so not uniform: only alike.
+    let [_, _, same] = statistic(&bytes(&ka.shared), &bytes(&kb.shared), w(8));
+    assert!(
+        same,
+        "{name}: the shared dealer stream differs between A and B"
+    );
 }
 
 const A: u64 = 0;
 const B: u64 = 0x3fff_ffff_ffff_fff0; // close to the largest allowed magnitude
 
-#[test]
-fn opened_values_are_uniform_and_input_independent() {
-    let n = 20_000;
-    let v = views(&Gate::Identity, n, A, B, &[]);
-    assert!(v[0].is_empty());
-    // The input opening itself.
-    for (name, x) in [("input A", A), ("input B", B)] {
-        let inputs = [Input::new(&[n], L, vec![x; n])];
-        let o = run(&Gate::Identity, &inputs, 778);
-        let m = &o.link.received(Party::P0)[0];
-        let h = OpenedHistograms::of(&unpack(m, n, L).unwrap(), L);
-        assert!(h.uniform_ok(), "{name}");
-    }
-    let v = views(&Gate::Truncate(12), n, A, B, &[(n, L)]);
-    assert_view_is_independent("truncate", &v, L);
-    let per = [0u64, (1 << 29) + 5].map(|x| {
-        let inputs = [Input::new(&[n], w(32), vec![x; n])];
-        let o = run(&Gate::TruncateTo(12, L), &inputs, 780);
-        opened_after_inputs(&o, &inputs, &[(n, L)])
-    });
-    assert_view_is_independent("truncate into a wider ring", &per, L);
-    let v = views(
-        &Gate::Drelu(w(64)),
-        n,
-        A,
-        L.reduce(-5i64 as u64),
-        &[(n, w(1))],
-    );
-    assert_view_is_independent("drelu", &v, w(1));
-    let v = views(
-        &Gate::Relu(w(64)),
-        n,
-        A,
-        L.reduce(-5i64 as u64),
-        &[(n, w(1)), (n, L)],
-    );
-    let (bits, vals) = (
-        &v.clone().map(|x| x[..n].to_vec()),
-        &v.map(|x| x[n..].to_vec()),
-    );
-    assert_view_is_independent("relu: DReLU round", bits, w(1));
-    assert_view_is_independent("relu: select round", vals, L);
-    let t = LookupTable::from_fn(w(8), w(16), |i| i * i).unwrap();
-    let v = views(&Gate::Lookup(t), n, 3, 250, &[(n, w(16)), (n, w(16))]);
-    let (first, second) = (
-        &v.clone().map(|x| x[..n].to_vec()),
-        &v.map(|x| x[n..].to_vec()),
-    );
-    assert_view_is_independent("lookup: s·T(x) + m round", first, w(16));
-    assert_view_is_independent("lookup: T(x) + ρ round", second, w(16));
-    // DReLU and a window table: the bit and s·T(x) + m in one message, then T(x) + ρ; inputs
-    // inside the window (3) and outside it (−200, a zero entry).
-    let t = WindowTable::from_fn(7, w(16), |v| (v * v) as u64).unwrap();
-    let g = Gate::DreluLookup(w(12), t);
-    let [first, second] = [3u64, w(12).reduce(-200i64 as u64)].map(|x| {
-        let inputs = [Input::new(&[n], L, vec![x; n])];
-        let o = run(&g, &inputs, 781);
-        let msgs = o.link.received(Party::P0);
-        assert_eq!(msgs.len(), 3);
-        let round1 = &msgs[1];
-        let split = packed_len(n, w(1));
-        let bits = unpack(&round1[..split], n, w(1)).unwrap();
-        let values = unpack(&round1[split..], n, w(16)).unwrap();
-        (bits, values, unpack(&msgs[2], n, w(16)).unwrap())
-    });
-    let bits = [first.0.clone(), second.0.clone()];
-    assert_view_is_independent("drelu_lookup: DReLU bit", &bits, w(1));
-    let values = [first.1.clone(), second.1.clone()];
-    assert_view_is_independent("drelu_lookup: s·T(x) + m", &values, w(16));
-    let outs = [first.2, second.2];
-    assert_view_is_independent("drelu_lookup: T(x) + ρ", &outs, w(16));
-    // Products take two inputs; run them on (a, a) and (b, b).
-    for (name, g) in [("mul", Gate::Mul), ("less_than", Gate::LessThan(w(64)))] {
-        let per = [A, B].map(|x| {
-            let inputs = [
-                Input::new(&[n], L, vec![x; n]),
-                Input::new(&[n], L, vec![x / 3; n]),
-            ];
-            let o = run(&g, &inputs, 779);
-            let width = if name == "mul" { L } else { w(1) };
-            opened_after_inputs(&o, &inputs, &[(n, width)])
-        });
-        assert_view_is_independent(name, &per, if name == "mul" { L } else { w(1) });
-    }
-    // Linear layer, secret matmul, select and argmax on constant inputs A and B.
-    let mut r = rng(30);
-    let (weights, _, _) = layer(&mut r, 4, 5);
-    let rows = n / 5;
-    let per = [A, B].map(|x| {
-        let inputs = [Input::new(&[rows, 4], L, vec![x; rows * 4])];
-        let o = run_session(&Gate::Linear, &inputs, &weights, &master(31)).unwrap();
-        opened_after_inputs(&o, &inputs, &[(rows * 5, L)])
-    });
-    assert_view_is_independent("linear", &per, L);
-    let per = [A, B].map(|x| {
-        let inputs = [
-            Input::new(&[rows, 2, 2], L, vec![x; rows * 4]),
-            Input::new(&[rows, 2, 3], L, vec![x / 5; rows * 6]),
-        ];
-        let o = run(&Gate::MatMul, &inputs, 32);
-        opened_after_inputs(&o, &inputs, &[(rows * 6, L)])
-    });
-    assert_view_is_independent("matmul", &per, L);
-    let per = [(0, A), (1, B)].map(|(bit, x)| {
-        let inputs = [
-            Input::new(&[n], w(1), vec![bit; n]),
-            Input::new(&[n], L, vec![x; n]),
-            Input::new(&[n], L, vec![!x; n]),
-        ];
-        let o = run(&Gate::SelectBit, &inputs, 33);
-        opened_after_inputs(&o, &inputs, &[(n, L)])
-    });
-    assert_view_is_independent("select", &per, L);
-    // Argmax over 3: the rounds alternate DReLU bits and selected (value, one-hot) rows.
-    let rows = 4000;
-    let per = [[A, 1, 2], [B, 0, B / 2]].map(|v| {
-        let values: Vec<u64> = (0..rows * 3).map(|i| v[i % 3]).collect();
-        let inputs = [Input::new(&[rows, 3], L, values)];
-        let o = run(&Gate::Argmax(w(64)), &inputs, 34);
-        let all = opened_after_inputs(
-            &o,
-            &inputs,
-            &[(rows, w(1)), (rows * 4, L), (rows, w(1)), (rows * 4, L)],
-        );
-        let bits: Vec<u64> = all[..rows]
-            .iter()
-            .chain(&all[5 * rows..6 * rows])
-            .copied()
-            .collect();
-        let vals: Vec<u64> = all[rows..5 * rows]
-            .iter()
-            .chain(&all[6 * rows..])
-            .copied()
-            .collect();
-        (bits, vals)
-    });
-    assert_view_is_independent("argmax bits", &[per[0].0.clone(), per[1].0.clone()], w(1));
-    assert_view_is_independent("argmax values", &[per[0].1.clone(), per[1].1.clone()], L);
+fn constant(shape: &[usize], width: BitWidth, x: u64) -> Input {
+    Input::new(shape, width, vec![x; shape.iter().product()])
 }
 
-/// The statistic is able to see a leak: opened values of an *unmasked* input fail it.
+/// A gate, its inputs A and B, and its openings after the inputs'.
+type ViewCase = (&'static str, Gate, [Vec<Input>; 2], Vec<(usize, BitWidth)>);
+
+/// What both servers see of every gate is uniform and the same for two very different inputs,
+/// from sessions with independent seeds.
 #[test]
-fn the_view_test_detects_a_leak() {
-    let leaky = [vec![A; 2000], vec![B; 2000]];
-    let ha = OpenedHistograms::of(&leaky[0], L);
-    assert!(!ha.uniform_ok());
-    let hb = OpenedHistograms::of(&leaky[1], L);
-    assert!(!ha.same_as(&hb));
+fn both_servers_views_are_uniform_and_input_independent() {
+    let n = 20_000;
+    let one = |x: u64| vec![constant(&[n], L, x)];
+    let none = Weights::none();
+    let cases: Vec<ViewCase> = vec![
+        // The input openings alone.
+        ("input", Gate::Identity, [one(A), one(B)], vec![]),
+        (
+            "truncate",
+            Gate::Truncate(12),
+            [one(A), one(B)],
+            vec![(n, L)],
+        ),
+        (
+            "truncate into a wider ring",
+            Gate::TruncateTo(12, L),
+            [0, (1 << 29) + 5].map(|x| vec![constant(&[n], w(32), x)]),
+            vec![(n, L)],
+        ),
+        (
+            "drelu",
+            Gate::Drelu(w(64)),
+            [one(A), one(L.reduce(-5i64 as u64))],
+            vec![(n, w(1))],
+        ),
+        // DReLU round, then the select round.
+        (
+            "relu",
+            Gate::Relu(w(64)),
+            [one(A), one(L.reduce(-5i64 as u64))],
+            vec![(n, w(1)), (n, L)],
+        ),
+        // s·T(x) + m, then T(x) + ρ.
+        (
+            "lookup",
+            Gate::Lookup(LookupTable::from_fn(w(8), w(16), |i| i * i).unwrap()),
+            [one(3), one(250)],
+            vec![(n, w(16)), (n, w(16))],
+        ),
+        // The bit and s·T(x) + m in one message, then T(x) + ρ; inputs inside the window (3)
+        // and outside it (−200, a zero entry).
+        (
+            "drelu_lookup",
+            Gate::DreluLookup(
+                w(12),
+                WindowTable::from_fn(7, w(16), |v| (v * v) as u64).unwrap(),
+            ),
+            [one(3), one(w(12).reduce(-200i64 as u64))],
+            vec![(n, w(1)), (n, w(16)), (n, w(16))],
+        ),
+        (
+            "mul",
+            Gate::Mul,
+            [A, B].map(|x| vec![constant(&[n], L, x), constant(&[n], L, x / 3)]),
+            vec![(n, L)],
+        ),
+        (
+            "less_than",
+            Gate::LessThan(w(64)),
+            [A, B].map(|x| vec![constant(&[n], L, x), constant(&[n], L, x / 3)]),
+            vec![(n, w(1))],
+        ),
+        (
+            "matmul",
+            Gate::MatMul,
+            [A, B].map(|x| {
+                vec![
+                    constant(&[n / 5, 2, 2], L, x),
+                    constant(&[n / 5, 2, 3], L, x / 5),
+                ]
+            }),
+            vec![(n / 5 * 6, L)],
+        ),
+        (
+            "select",
+            Gate::SelectBit,
+            [(0, A), (1, B)].map(|(bit, x)| {
+                vec![
+                    constant(&[n], w(1), bit),
+                    constant(&[n], L, x),
+                    constant(&[n], L, !x),
+                ]
+            }),
+            vec![(n, L)],
+        ),
+        // Argmax over 3: DReLU bits, selected (value, one-hot) rows, twice.
+        (
+            "argmax",
+            Gate::Argmax(w(64)),
+            [[A, 1, 2], [B, 0, B / 2]].map(|v| {
+                let values = (0..n / 5 * 3).map(|i| v[i % 3]).collect();
+                vec![Input::new(&[n / 5, 3], L, values)]
+            }),
+            [(n / 5, w(1)), (n / 5 * 4, L)].repeat(2),
+        ),
+    ];
+    for (i, (name, g, inputs, parts)) in cases.into_iter().enumerate() {
+        let seeds = [700 + 2 * i as u64, 701 + 2 * i as u64];
+        let v = views(&g, &none, inputs, seeds, &parts);
+        assert_views_are_independent(name, &v);
+    }
+    // A linear layer with secret weights, on constant rows.
+    let (weights, _, _) = layer(&mut rng(30), 4, 5);
+    let inputs = [A, B].map(|x| vec![constant(&[n / 5, 4], L, x)]);
+    let v = views(&Gate::Linear, &weights, inputs, [31, 32], &[(n, L)]);
+    assert_views_are_independent("linear", &v);
+}
+
+/// A leak control from real gate code: sessions of `g` on inputs A and B (independent seeds);
+/// for each `(part, output)` in `unmask`, opening `part` with the dealer's mask for output wire
+/// `output` taken off, entirely or all but its low bits.
+struct Control {
+    name: &'static str,
+    gate: Gate,
+    weights: Weights,
+    inputs: [Vec<Input>; 2],
+    parts: Vec<(usize, BitWidth)>,
+    unmask: Vec<(usize, usize)>,
+}
+
+/// An opening of the two sessions with the dealer's mask taken off: the plaintext wire `plain`
+/// and the mask `mask`, per session.
+struct Unmasked {
+    width: BitWidth,
+    plain: [Vec<u64>; 2],
+    mask: [Vec<u64>; 2],
+}
+
+impl Unmasked {
+    /// The opening with its mask r replaced by r mod 2^keep (keep = 0: the plaintext; keep =
+    /// width: the real opening).
+    fn masked_on(&self, keep: u32) -> [Vec<u64>; 2] {
+        let low = |r: u64| if keep >= 64 { r } else { r & ((1 << keep) - 1) };
+        [0, 1].map(|s| {
+            let (y, r) = (&self.plain[s], &self.mask[s]);
+            y.iter()
+                .zip(r)
+                .map(|(&y, &r)| self.width.add(y, low(r)))
+                .collect()
+        })
+    }
+}
+
+impl Control {
+    /// Runs the two sessions and takes the dealer's masks off the openings in `unmask`.
+    fn unmasked(&self, seeds: [u64; 2]) -> Vec<Unmasked> {
+        let [a, b] = [0, 1].map(|s| {
+            let (inputs, seed) = (&self.inputs[s], master(seeds[s]));
+            let o = run_session(&self.gate, inputs, &self.weights, &seed).unwrap();
+            let ops = openings(&o, &with_inputs(inputs, &self.parts));
+            let masks = dealer_masks(&self.gate, inputs, &self.weights, &seed).unwrap();
+            self.unmask
+                .iter()
+                .map(|&(part, out)| {
+                    let (op, r) = (&ops[part], masks[out].data().to_vec());
+                    let w = op.width;
+                    assert_eq!(masks[out].width(), w);
+                    let plain: Vec<u64> = op
+                        .opened
+                        .iter()
+                        .zip(&r)
+                        .map(|(&x, &r)| w.sub(x, r))
+                        .collect();
+                    // The mask taken off is the wire's: what is left is what the client gets.
+                    assert_eq!(plain, o.outputs[out], "{}: not the wire's mask", self.name);
+                    (w, plain, r)
+                })
+                .collect::<Vec<_>>()
+        });
+        a.into_iter()
+            .zip(b)
+            .map(|((width, pa, ra), (_, pb, rb))| Unmasked {
+                width,
+                plain: [pa, pb],
+                mask: [ra, rb],
+            })
+            .collect()
+    }
+}
+
+/// The view statistic catches a leak: the real openings of each gate family, with the dealer's
+/// mask taken off (the plaintext wire), fail both uniformity and sameness across inputs; with
+/// the mask kept on all but its top bit, or on only its low 8 bits, they still fail. The same
+/// openings with the mask on pass (checked first), so the statistic can tell them apart at the
+/// sample size the view test uses.
+#[test]
+fn the_view_test_detects_leaks_of_real_gates() {
+    let n = 20_000;
+    let one = |x: i64| vec![constant(&[n], L, L.reduce(x as u64))];
+    let controls = [
+        Control {
+            name: "input",
+            gate: Gate::Identity,
+            weights: Weights::none(),
+            inputs: [one(A as i64), one(B as i64)],
+            parts: vec![],
+            unmask: vec![(0, 0)],
+        },
+        Control {
+            name: "truncate",
+            gate: Gate::Truncate(12),
+            weights: Weights::none(),
+            inputs: [one(A as i64), one(B as i64)],
+            parts: vec![(n, L)],
+            unmask: vec![(1, 0)],
+        },
+        Control {
+            name: "drelu",
+            gate: Gate::Drelu(w(64)),
+            weights: Weights::none(),
+            inputs: [one(5), one(-5)],
+            parts: vec![(n, w(1))],
+            unmask: vec![(1, 0)],
+        },
+        Control {
+            name: "relu",
+            gate: Gate::ReluSteps(w(64)),
+            weights: Weights::none(),
+            inputs: [one(5), one(-5)],
+            parts: vec![(n, w(1)), (n, L)],
+            unmask: vec![(1, 0), (2, 1)],
+        },
+        // Round 2 only: round 1's mask m is the dealer's own, not a wire's.
+        Control {
+            name: "lookup",
+            gate: Gate::Lookup(LookupTable::from_fn(w(8), w(16), |i| i * i).unwrap()),
+            weights: Weights::none(),
+            inputs: [one(3), one(250)],
+            parts: vec![(n, w(16)), (n, w(16))],
+            unmask: vec![(2, 0)],
+        },
+        Control {
+            name: "drelu_lookup",
+            gate: Gate::DreluLookup(
+                w(12),
+                WindowTable::from_fn(7, w(16), |v| (v * v) as u64).unwrap(),
+            ),
+            weights: Weights::none(),
+            inputs: [one(3), one(-20)],
+            parts: vec![(n, w(1)), (n, w(16)), (n, w(16))],
+            unmask: vec![(1, 0), (3, 1)],
+        },
+        Control {
+            name: "mul",
+            gate: Gate::Mul,
+            weights: Weights::none(),
+            inputs: [3, B as i64].map(|x| {
+                vec![
+                    constant(&[n], L, x as u64),
+                    constant(&[n], L, (x / 3) as u64),
+                ]
+            }),
+            parts: vec![(n, L)],
+            unmask: vec![(2, 0)],
+        },
+        Control {
+            name: "linear",
+            gate: Gate::Linear,
+            weights: layer(&mut rng(30), 4, 5).0,
+            inputs: [A, B].map(|x| vec![constant(&[n / 5, 4], L, x)]),
+            parts: vec![(n, L)],
+            unmask: vec![(1, 0)],
+        },
+    ];
+    for (i, c) in controls.iter().enumerate() {
+        let seeds = [900 + 2 * i as u64, 901 + 2 * i as u64];
+        for u in c.unmasked(seeds) {
+            let (name, w) = (c.name, u.width);
+            // With the mask on, the statistic passes.
+            let [a, b] = u.masked_on(w.bits());
+            assert_passes(name, &a, &b, w);
+            // Unmasked: the plaintext, rejected on every count.
+            let [a, b] = u.masked_on(0);
+            assert_eq!(statistic(&a, &b, w), [false; 3], "{name}: unmasked");
+            // Partly masked: neither input's sample passes as uniform.
+            if w.bits() < 16 {
+                continue;
+            }
+            for (keep, what) in [(w.bits() - 1, "all but its top bit"), (8, "its low 8 bits")] {
+                let [a, b] = u.masked_on(keep);
+                let [ua, ub, _] = statistic(&a, &b, w);
+                assert!(!ua && !ub, "{name}: masked on {what} passes");
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------- the dealer's streams

@@ -170,6 +170,23 @@ pub fn serve_session<C: Circuit>(
     })
 }
 
+/// The masks the dealer gives the wires `circuit` returns: its dealer side run again on the
+/// session's seed (the dealer is a function of its seed and the circuit, never of the inputs),
+/// so that a test can take a mask off an opened value.
+pub fn dealer_masks<C: Circuit>(
+    circuit: &C,
+    inputs: &[Input],
+    weights: &Weights,
+    master: &Seed,
+) -> Result<Vec<Tensor>, Error> {
+    let mut dealer = DealerSide::new(master, MemoryKeys::default());
+    let wires: Vec<Tensor> = inputs
+        .iter()
+        .map(|i| dealer.input(&i.shape, i.width))
+        .collect();
+    block_on_ready(circuit.run(&mut dealer, wires, &weights.dealer))
+}
+
 /// Dealer, client and both servers, in order.
 pub fn run_session<C: Circuit>(
     circuit: &C,
@@ -206,22 +223,21 @@ pub fn signed_values(rng: &mut AesCtr, count: usize, bits: u32, width: BitWidth)
 pub struct OpenedHistograms(Vec<Vec<u32>>);
 
 impl OpenedHistograms {
-    /// Histograms of the elements `party` received (all rounds), unpacked at `width`.
+    /// Histograms of `values` (elements of Z_2^width): one per whole byte, and one for the top
+    /// width mod 8 bits, so that every bit of the element is looked at.
     pub fn of(values: &[u64], width: BitWidth) -> Self {
         let bits = width.bits();
-        if bits < 8 {
-            let mut h = vec![0u32; 1 << bits];
-            values.iter().for_each(|&v| h[v as usize] += 1);
-            return OpenedHistograms(vec![h]);
+        let mut hs: Vec<(u32, Vec<u32>)> = (0..bits / 8).map(|p| (8 * p, vec![0; 256])).collect();
+        if !bits.is_multiple_of(8) {
+            hs.push((bits - bits % 8, vec![0; 1 << (bits % 8)]));
         }
-        let positions = (bits / 8) as usize;
-        let mut hs = vec![vec![0u32; 256]; positions];
         for &v in values {
-            for (p, h) in hs.iter_mut().enumerate() {
-                h[((v >> (8 * p)) & 0xff) as usize] += 1;
+            for (shift, h) in hs.iter_mut() {
+                let bins = h.len() as u64;
+                h[((v >> *shift) % bins) as usize] += 1;
             }
         }
-        OpenedHistograms(hs)
+        OpenedHistograms(hs.into_iter().map(|(_, h)| h).collect())
     }
 
     fn critical(bins: usize) -> f64 {
