@@ -328,6 +328,7 @@ impl ServerService {
         match tokio::time::timeout(self.pair_timeout, rx).await {
             Ok(Ok(joined)) => Ok(joined),
             _ => {
+                // Ours (its receiver is gone), not a later client's for the same id.
                 if let Ok(mut p) = self.pending.lock()
                     && matches!(p.get(&session), Some(Pending::ClientWaiting(tx)) if tx.is_closed())
                 {
@@ -584,4 +585,81 @@ struct StageShares {
 /// This process's peak resident memory in MiB (Linux `VmHWM`; 0 elsewhere).
 pub fn peak_rss_mb() -> f64 {
     crate::local_cluster::peak_rss_of(std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::{DeploymentDir, Role};
+
+    /// P0 of a fresh deployment, whose pairing waits `pair` at most.
+    fn p0(pair: Duration) -> (ServerService, DeploymentDir) {
+        let dir = std::env::temp_dir().join(format!(
+            "securerouter-party-{}",
+            hex::encode(crate::deployment::random_seed().as_bytes())
+        ));
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let d = DeploymentDir::create(
+            &dir,
+            [addr; 3],
+            crate::circuit::RouterHeadShape::DEMO,
+            false,
+        )
+        .unwrap();
+        let link = LinkConfig {
+            io_timeout: pair,
+            ..LinkConfig::default()
+        };
+        let service = ServerService::new(
+            Party::P0,
+            d.identity(Role::P0).unwrap(),
+            d.deployment.clone(),
+            d.client_keys().unwrap(),
+            d.model(Role::P0).unwrap(),
+            link,
+        )
+        .unwrap();
+        (service, d)
+    }
+
+    /// A client's hello that P1 never joins leaves nothing behind at P0 once it gives up (a
+    /// flood of them would otherwise grow P0's memory without bound).
+    #[tokio::test]
+    async fn a_session_p1_never_joins_leaves_no_state() {
+        let (service, d) = p0(Duration::from_millis(100));
+        for n in 0..3u8 {
+            let err = service
+                .wait_for_peer(SessionId([n; 16]))
+                .await
+                .expect_err("P1 never comes");
+            assert!(format!("{err}").contains("did not join"), "{err}");
+        }
+        assert!(service.pending.lock().unwrap().is_empty());
+        std::fs::remove_dir_all(d.path()).unwrap();
+    }
+
+    /// Sessions past the caps are refused at once, naming the cap; a finished session gives
+    /// its slot back.
+    #[test]
+    fn admission_follows_the_caps() {
+        let (service, d) = p0(Duration::from_secs(1));
+        let service = service
+            .with_limits(ServiceLimits {
+                max_sessions: 3,
+                max_sessions_per_client: 2,
+                ..ServiceLimits::default()
+            })
+            .unwrap();
+        let [a, b] = [Identity::generate().public(), Identity::generate().public()];
+        let first = service.admit(a).unwrap();
+        let _second = service.admit(a).unwrap();
+        let err = service.admit(a).err().expect("a third for the same client");
+        assert!(format!("{err}").contains("this client has 2"), "{err}");
+        let _third = service.admit(b).unwrap();
+        let err = service.admit(b).err().expect("a fourth in all");
+        assert!(format!("{err}").contains("3 sessions in flight"), "{err}");
+        drop(first);
+        service.admit(a).unwrap();
+        std::fs::remove_dir_all(d.path()).unwrap();
+    }
 }
