@@ -19,9 +19,20 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(format!("{name}-{:?}.bin", std::thread::current().id()))
 }
 
+/// Writes `data` to this thread's scratch file and loads it. The file is private (mode 0600),
+/// as the loaders of secret files require.
 fn through_file<T>(name: &str, data: &[u8], load: impl Fn(&std::path::Path) -> T) -> T {
+    use std::io::Write;
     let path = scratch(name);
-    std::fs::write(&path, data).expect("the scratch file is writable");
+    let _ = std::fs::remove_file(&path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(data))
+        .expect("the scratch file is writable");
     load(&path)
 }
 
