@@ -450,11 +450,14 @@ async fn floods_of_connections_and_half_open_sessions_do_not_stop_a_service() {
     use securerouter_host::session::{ClientHello, Hello, InputShare, ServerReply, decode, encode};
     use tokio::io::AsyncReadExt;
     securerouter_host::service::raise_open_file_limit();
-    let handshake_s = 15;
+    // Long enough for 5,000 connects on a loaded machine (an accept backlog that overflows
+    // makes some wait for SYN retransmits, seconds each).
+    let handshake_s = 30;
     let hs = handshake_s.to_string();
     let c = Cluster::start_with(
         "flood",
-        20,
+        // Above the handshake deadline, which then closes the idle connections.
+        40,
         &["--handshake-timeout", &hs, "--max-sessions-per-client", "4"],
         |dir| {
             let dir = dir.to_str().unwrap();
