@@ -153,7 +153,7 @@ fn gates(c: &mut Criterion) {
     let (m, k, nn) = (128, 768, 768);
     let wv: Vec<u64> = (0..k * nn).map(|_| r.next_u64()).collect();
     let bv: Vec<u64> = (0..nn).map(|_| r.next_u64()).collect();
-    let (d, s0, s1) = share_weights(&wv, &bv, k, nn, &Seed::from_bytes([5; 16])).unwrap();
+    let (d, s0, s1) = share_weights(0, &wv, &bv, (k, nn), &Seed::from_bytes([5; 16])).unwrap();
     let weights = Weights {
         dealer: vec![d],
         servers: [vec![s0], vec![s1]],

@@ -35,6 +35,8 @@ pub struct Dealer {
     private: AesCtr,
     to_p0: AesCtr,
     to_p1: AesCtr,
+    /// P0's stream for the linear layers' correlations (see [`Dealer::share_linear_values`]).
+    linear_p0: AesCtr,
     dpf: Dpf,
     bit_dpf: BitDpf,
     dcf: Dcf,
@@ -84,6 +86,7 @@ impl Dealer {
             ),
             to_p0: AesCtr::new(&Self::party_seed(master, Party::P0), Domain::DEALER_P0),
             to_p1: AesCtr::new(&Self::party_seed(master, Party::P1), Domain::DEALER_P1),
+            linear_p0: AesCtr::new(&Self::party_seed(master, Party::P0), Domain::LINEAR),
             dpf: Dpf::new(),
             bit_dpf: BitDpf::new(),
             dcf: Dcf::new(),
@@ -125,6 +128,15 @@ impl Dealer {
     pub fn share_values(&mut self, v: &[u64], width: BitWidth) -> Vec<u64> {
         v.iter()
             .map(|&x| width.sub(x, self.to_p0.next_u64()))
+            .collect()
+    }
+
+    /// [`Dealer::share_values`] on P0's separate linear stream: the linear layers' offline
+    /// correlations, which a server expands ahead of the gates that use them. Servers call
+    /// [`PartyCorrelations::linear_value_shares`].
+    pub fn share_linear_values(&mut self, v: &[u64], width: BitWidth) -> Vec<u64> {
+        v.iter()
+            .map(|&x| width.sub(x, self.linear_p0.next_u64()))
             .collect()
     }
 
@@ -255,6 +267,7 @@ fn add_stream(stream: &mut AesCtr, xs: &mut [u64]) {
 pub struct PartyCorrelations {
     party: Party,
     stream: AesCtr,
+    linear: AesCtr,
 }
 
 impl core::fmt::Debug for PartyCorrelations {
@@ -275,6 +288,7 @@ impl PartyCorrelations {
         PartyCorrelations {
             party,
             stream: AesCtr::new(seed, domain),
+            linear: AesCtr::new(seed, Domain::LINEAR),
         }
     }
 
@@ -307,6 +321,25 @@ impl PartyCorrelations {
             None => {
                 let mut v = vec![0u64; count];
                 self.pseudorandom_shares(&mut v, width);
+                Ok(v)
+            }
+        }
+    }
+
+    /// This party's shares of [`Dealer::share_linear_values`] values, as
+    /// [`PartyCorrelations::value_shares`] does for [`Dealer::share_values`].
+    pub fn linear_value_shares(
+        &mut self,
+        count: usize,
+        width: BitWidth,
+        p1_correction: Option<&[u64]>,
+    ) -> Result<Vec<u64>, Error> {
+        match self.expect_correction(p1_correction, count)? {
+            Some(c) => Ok(c.to_vec()),
+            None => {
+                let mut v = vec![0u64; count];
+                self.linear.fill_u64(&mut v);
+                v.iter_mut().for_each(|x| *x = width.reduce(*x));
                 Ok(v)
             }
         }

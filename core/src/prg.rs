@@ -107,8 +107,11 @@ impl Domain {
     pub const DEALER_P0: Domain = Domain(0x4445_414c_5f50_3030); // "DEAL_P00"
     /// The stream the dealer shares with server P1.
     pub const DEALER_P1: Domain = Domain(0x4445_414c_5f50_3031); // "DEAL_P01"
-    /// P1's additive share of a model's weights, expanded from the deployment seed.
+    /// A model's weight mask and P1's share of it, expanded from the deployment seed.
     pub const WEIGHTS: Domain = Domain(0x5745_4947_4854_5331); // "WEIGHTS1"
+    /// P0's shares of the linear layers' offline correlations, a stream of their own so that a
+    /// server can expand them ahead of the online phase.
+    pub const LINEAR: Domain = Domain(0x4c49_4e45_4152_5f30); // "LINEAR_0"
     /// Key derivation inside oblivious transfer.
     pub const OT: Domain = Domain(0x4f54_5f4b_4559_5330); // "OT_KEYS0"
 }

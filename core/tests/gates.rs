@@ -55,6 +55,8 @@ enum Gate {
     MaxWithin(BitWidth, u32),
     /// x·W + b with the session's weights.
     Linear,
+    /// x ⊙ γ + β with the session's one-input layer.
+    Affine,
     /// Local linear operations only: sum over the last axis of 3·transpose(x) + 5, minus x's
     /// first column.
     LocalLinear,
@@ -102,6 +104,7 @@ impl Circuit for Gate {
             Gate::Max(n) => vec![gate::max(p, &x[0], *n).await?],
             Gate::MaxWithin(n, drop) => vec![gate::max_within(p, &x[0], *n, *drop).await?],
             Gate::Linear => vec![p.linear(&x[0], &w[0]).await?],
+            Gate::Affine => vec![p.affine(&x[0], &w[0]).await?],
             Gate::LocalLinear => {
                 let t = x[0].transpose()?.scale(3);
                 let t = p.add_public(&t, &[5])?;
@@ -182,13 +185,17 @@ fn layer(
 ) -> (Weights, Vec<u64>, Vec<u64>) {
     let wv: Vec<u64> = (0..k * n).map(|_| r.next_u64()).collect();
     let bv: Vec<u64> = (0..n).map(|_| r.next_u64()).collect();
-    let (d, s0, s1) = gate::share_weights(&wv, &bv, k, n, &Seed::from_bytes([9; 16])).unwrap();
+    let (d, s0, s1) = gate::share_weights(0, &wv, &bv, (k, n), &Seed::from_bytes([9; 16])).unwrap();
     let weights = Weights {
         dealer: vec![d],
         servers: [vec![s0], vec![s1]],
     };
     (weights, wv, bv)
 }
+
+/// Every way the two servers may take the linear layers' offline terms: precomputed before
+/// the circuit, or computed as each layer runs.
+const PRECOMPUTE: [[bool; 2]; 4] = [[true, true], [false, false], [true, false], [false, true]];
 
 #[test]
 fn linear_layer_with_secret_weights_is_exact_and_costs_one_opening() {
@@ -197,12 +204,24 @@ fn linear_layer_with_secret_weights_is_exact_and_costs_one_opening() {
     let (weights, wv, bv) = layer(&mut r, k, n);
     // In the full ring and in narrower ones (the layer runs in its input's ring, the weights
     // taken modulo it: 52 bits is what the host's linear layers use).
-    for bits in [64u32, 52, 37, 9] {
+    for (bits, precompute) in [64u32, 52, 37, 9].into_iter().zip(PRECOMPUTE) {
         let ring = BitWidth::new(bits).unwrap();
         let mut x: Vec<u64> = (0..2 * m * k).map(|_| ring.reduce(r.next_u64())).collect();
         x[..k].iter_mut().for_each(|v| *v = 0);
         let inputs = [Input::new(&[2, m, k], ring, x.clone())];
-        let o = run_session(&Gate::Linear, &inputs, &weights, &master(20)).unwrap();
+        let seed = master(20);
+        let keys = deal_session(&Gate::Linear, &inputs, &weights, &seed).unwrap();
+        let shares = client_shares(&inputs, &seed).unwrap();
+        let o = serve_session_in(
+            &Gate::Linear,
+            &inputs,
+            &shares,
+            &weights,
+            &seed,
+            keys,
+            precompute,
+        )
+        .unwrap();
         for row in 0..2 * m {
             for j in 0..n {
                 let want = (0..k).fold(bv[j], |s, p| {
@@ -213,13 +232,109 @@ fn linear_layer_with_secret_weights_is_exact_and_costs_one_opening() {
         }
         let bytes = packed_len(2 * m * n, ring);
         assert_traffic(&o, &inputs, bytes as u64, 1);
-        // The layer needs no per-query key material: only the output mask's share goes to P1.
+        // Online the layer reads no key: P1's stream holds only the output gate's mask share.
         assert_eq!(o.keys.p1.len(), bytes);
         assert!(o.keys.shared.is_empty());
+        // Offline: one header (and the end record) to both, and P1 gets its shares of the input
+        // mask (m·k) and of the mask's product with the weight mask (m·n).
+        assert_eq!(o.keys.linear[0].len(), 2 * 9);
+        assert_eq!(
+            o.keys.linear[1].len(),
+            2 * 9 + packed_len(2 * m * k, ring) + bytes
+        );
     }
     // Shape errors are errors on both sides, not panics.
     let bad = [Input::new(&[m, k + 1], L, vec![0; m * (k + 1)])];
     assert!(run_session(&Gate::Linear, &bad, &weights, &master(21)).is_err());
+}
+
+#[test]
+fn affine_map_with_secret_scale_and_shift_is_exact() {
+    let mut r = rng(22);
+    let (m, n) = (6, 4);
+    let (weights, g, b) = layer(&mut r, 1, n);
+    let x: Vec<u64> = (0..m * n).map(|_| r.next_u64()).collect();
+    let inputs = [Input::new(&[m, n], L, x.clone())];
+    let o = run_session(&Gate::Affine, &inputs, &weights, &master(22)).unwrap();
+    for (i, &y) in o.outputs[0].iter().enumerate() {
+        assert_eq!(y, x[i].wrapping_mul(g[i % n]).wrapping_add(b[i % n]));
+    }
+    assert_traffic(&o, &inputs, (m * n * 8) as u64, 1);
+    // P1's shares of r_x and r_x ⊙ R_γ, then the output gate's mask share.
+    assert_eq!(o.keys.p1.len(), 3 * m * n * 8);
+}
+
+#[test]
+fn the_dealer_deals_the_same_keys_whatever_the_model() {
+    // Two unrelated models deployed with the same deployment seed: the dealer's parts are the
+    // same, and so is everything it sends the servers in a session; both models still compute
+    // their own function.
+    let mut r = rng(23);
+    let (m, k, n) = (3, 6, 4);
+    let models: Vec<(Vec<u64>, Vec<u64>)> = (0..2)
+        .map(|_| {
+            let wv = (0..k * n).map(|_| r.next_u64()).collect();
+            let bv = (0..n).map(|_| r.next_u64()).collect();
+            (wv, bv)
+        })
+        .collect();
+    let deployed: Vec<Weights> = models
+        .iter()
+        .map(|(wv, bv)| {
+            let (d, s0, s1) =
+                gate::share_weights(7, wv, bv, (k, n), &Seed::from_bytes([4; 16])).unwrap();
+            Weights {
+                dealer: vec![d],
+                servers: [vec![s0], vec![s1]],
+            }
+        })
+        .collect();
+    assert_eq!(deployed[0].dealer[0].mask(), deployed[1].dealer[0].mask());
+    assert_ne!(
+        deployed[0].servers[0][0].masked(),
+        deployed[1].servers[0][0].masked()
+    );
+    let x: Vec<u64> = (0..m * k).map(|_| r.next_u64()).collect();
+    let inputs = [Input::new(&[m, k], L, x.clone())];
+    let keys: Vec<MemoryKeys> = deployed
+        .iter()
+        .map(|w| deal_session(&Gate::Linear, &inputs, w, &master(23)).unwrap())
+        .collect();
+    assert_eq!(keys[0], keys[1]);
+    for (w, (wv, bv)) in deployed.iter().zip(&models) {
+        let shares = client_shares(&inputs, &master(23)).unwrap();
+        // Precomputing looks a layer up by its id (its place in the model), so a one-layer
+        // model whose layer calls itself 7 fails cleanly...
+        let precomputed = serve_session_in(
+            &Gate::Linear,
+            &inputs,
+            &shares,
+            w,
+            &master(23),
+            keys[0].clone(),
+            [true, true],
+        );
+        assert!(matches!(precomputed, Err(Error::MalformedMessage(_))));
+        // ... while computing as the layer runs matches the header against the layer itself.
+        let o = serve_session_in(
+            &Gate::Linear,
+            &inputs,
+            &shares,
+            w,
+            &master(23),
+            keys[0].clone(),
+            [false, false],
+        )
+        .unwrap();
+        for row in 0..m {
+            for j in 0..n {
+                let want = (0..k).fold(bv[j], |s, p| {
+                    s.wrapping_add(x[row * k + p].wrapping_mul(wv[p * n + j]))
+                });
+                assert_eq!(o.outputs[0][row * n + j], want);
+            }
+        }
+    }
 }
 
 #[test]
@@ -1034,6 +1149,15 @@ fn assert_views_are_independent(name: &str, v: &[View; 2]) {
     let (ka, kb) = (&v[0].keys, &v[1].keys);
     assert_eq!(ka.p1.len(), kb.p1.len());
     assert_eq!(ka.shared.len(), kb.shared.len());
+    // The linear streams: headers naming the layers (the same for any input), and on P1's the
+    // value shares between them (uniform, alike for A and B).
+    assert_eq!(ka.linear[0], kb.linear[0], "{name}: P0's linear stream");
+    assert_eq!(ka.linear[1].len(), kb.linear[1].len());
+    if ka.linear[1].len() > ka.linear[0].len() {
+        let shares = |l: &[u8]| bytes(&l[9..l.len() - 9]);
+        let what = format!("{name}: P1's linear stream");
+        assert_passes(&what, &shares(&ka.linear[1]), &shares(&kb.linear[1]), w(8));
+    }
     if !ka.p1.is_empty() {
         let what = format!("{name}: P1's dealer stream");
         assert_passes(&what, &bytes(&ka.p1), &bytes(&kb.p1), w(8));
@@ -1165,6 +1289,11 @@ fn both_servers_views_are_uniform_and_input_independent() {
     let inputs = [A, B].map(|x| vec![constant(&[n / 5, 4], L, x)]);
     let v = views(&Gate::Linear, &weights, inputs, [31, 32], &[(n, L)]);
     assert_views_are_independent("linear", &v);
+    // An affine map (LayerNorm's γ and β), on constant rows.
+    let (weights, _, _) = layer(&mut rng(33), 1, 5);
+    let inputs = [A, B].map(|x| vec![constant(&[n / 5, 5], L, x)]);
+    let v = views(&Gate::Affine, &weights, inputs, [34, 35], &[(n, L)]);
+    assert_views_are_independent("affine", &v);
 }
 
 /// A leak control from real gate code: sessions of `g` on inputs A and B (independent seeds);
@@ -1391,7 +1520,7 @@ fn servers_that_disagree_on_the_circuit_fail_cleanly() {
         let d = dealer.drelu(&x).await.unwrap();
         dealer.output(&d).await.unwrap();
     });
-    let keys = dealer.into_sink();
+    let keys = dealer.finish();
     let link = securerouter_core::gate::memory::MemoryLink::new();
     let (c0, c1) = link.endpoints();
     let p0 = async {

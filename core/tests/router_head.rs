@@ -53,18 +53,18 @@ fn router_head_picks_the_same_expert_as_plaintext_on_1000_inputs() {
         v.iter().map(|&a| f.encode(a).unwrap()).collect()
     };
     let (d1, s1a, s1b) = share_weights(
+        0,
         &enc(fp, &w1),
         &enc(fp2, &b1),
-        D,
-        H,
+        (D, H),
         &Seed::from_bytes([1; 16]),
     )
     .unwrap();
     let (d2, s2a, s2b) = share_weights(
+        1,
         &enc(fp, &w2),
         &enc(fp2, &b2),
-        H,
-        K,
+        (H, K),
         &Seed::from_bytes([2; 16]),
     )
     .unwrap();

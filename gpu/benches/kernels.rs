@@ -39,8 +39,11 @@ fn kernels(c: &mut Criterion) {
     let layers: Arc<Vec<ServerWeights>> = Arc::new(
         [(768, 768), (768, 3072)]
             .iter()
-            .map(|&(k, n)| {
-                ServerWeights::from_parts(k, n, random(&mut r, k * n), random(&mut r, n)).unwrap()
+            .enumerate()
+            .map(|(i, &(k, n))| {
+                let (online, masked) = (random(&mut r, k * n), random(&mut r, k * n));
+                ServerWeights::from_parts(i as u32, (k, n), online, masked, random(&mut r, n))
+                    .unwrap()
             })
             .collect(),
     );

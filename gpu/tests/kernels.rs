@@ -71,8 +71,10 @@ fn resident_weights_give_the_same_products() {
     let mut r = rng(2);
     let layers: Vec<ServerWeights> = [(384, 384), (384, 1536), (1536, 384)]
         .iter()
-        .map(|&(k, n)| {
-            ServerWeights::from_parts(k, n, random(&mut r, k * n), random(&mut r, n)).unwrap()
+        .enumerate()
+        .map(|(i, &(k, n))| {
+            let (online, masked) = (random(&mut r, k * n), random(&mut r, k * n));
+            ServerWeights::from_parts(i as u32, (k, n), online, masked, random(&mut r, n)).unwrap()
         })
         .collect();
     let layers = Arc::new(layers);

@@ -334,7 +334,7 @@ impl DealerService {
                 }
                 Ok::<_, Error>(())
             });
-            let mut sink = dealer.into_sink();
+            let mut sink = dealer.finish();
             match result {
                 Ok(()) => sink.finish(),
                 Err(e) => sink.fail(format!("key generation failed: {e}")),
@@ -413,7 +413,8 @@ impl StreamingSink {
         }
     }
 
-    fn finish(&mut self) {
+    /// Sends everything buffered, full chunks or not.
+    fn send_buffered(&mut self) {
         self.flush_full();
         if !self.p1.is_empty() {
             let c = std::mem::take(&mut self.p1);
@@ -423,6 +424,10 @@ impl StreamingSink {
             let c = std::mem::take(&mut self.shared);
             self.push_both(DealerChunk::Shared(c));
         }
+    }
+
+    fn finish(&mut self) {
+        self.send_buffered();
         self.push_both(DealerChunk::End);
     }
 
@@ -457,6 +462,18 @@ impl KeySink for StreamingSink {
         self.shared.extend_from_slice(bytes);
         self.flush_full();
     }
+
+    /// Linear records go out at once, after whatever the other streams hold (one record per
+    /// layer: a few chunks, never held back).
+    fn to_linear(&mut self, both: &[u8], p1_only: &[u8]) {
+        self.send_buffered();
+        self.push(0, DealerChunk::Linear(both.to_vec()));
+        let mut p1 = both.to_vec();
+        p1.extend_from_slice(p1_only);
+        for chunk in p1.chunks(CHUNK_BYTES) {
+            self.push(1, DealerChunk::Linear(chunk.to_vec()));
+        }
+    }
 }
 
 /// Takes the full chunks off the front of `buffer`, leaving the remainder. Copies each byte
@@ -474,14 +491,22 @@ fn split_full(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
     chunks
 }
 
-/// A server's view of the dealer's stream: reads chunks on demand into two buffers, or, after
-/// [`DealerStream::prefetch`], from two spill files holding the whole stream.
+/// The dealer's three streams as a server receives them, in the order of [`DealerStream`]'s
+/// buffers.
+#[derive(Clone, Copy)]
+enum Stream {
+    P1 = 0,
+    Shared = 1,
+    Linear = 2,
+}
+
+/// A server's view of the dealer's stream: reads chunks on demand into one buffer per stream,
+/// or, after [`DealerStream::prefetch`], from spill files holding the whole streams.
 pub struct DealerStream {
     party: Party,
     reader: LinkReader,
-    p1: Buffer,
-    shared: Buffer,
-    spilled: Option<[Spill; 2]>,
+    buffers: [Buffer; 3],
+    spilled: Option<[Spill; 3]>,
     ended: bool,
     received: u64,
     /// Seconds spent in the reads of the key stream (waiting for the dealer or the disk).
@@ -577,8 +602,7 @@ impl DealerStream {
             DealerStream {
                 party,
                 reader,
-                p1: Buffer::default(),
-                shared: Buffer::default(),
+                buffers: Default::default(),
                 spilled: None,
                 ended: false,
                 received: 0,
@@ -602,22 +626,19 @@ impl DealerStream {
     /// alone this way), writing it to spill files instead of memory.
     pub async fn prefetch(&mut self) -> anyhow::Result<()> {
         use std::io::{Seek, Write};
-        let mut files = [Spill::create()?, Spill::create()?]
+        let mut files = [Spill::create()?, Spill::create()?, Spill::create()?]
             .map(|f| std::io::BufWriter::with_capacity(1 << 20, f));
-        let mut written = [0u64; 2];
-        for (i, buf) in [&mut self.p1, &mut self.shared].into_iter().enumerate() {
-            files[i].write_all(&buf.bytes[buf.pos..])?;
-            written[i] += buf.available() as u64;
-            *buf = Buffer::default();
-        }
-        while !self.ended {
-            self.fetch().await?;
-            for (i, buf) in [&mut self.p1, &mut self.shared].into_iter().enumerate() {
+        let mut written = [0u64; 3];
+        loop {
+            for (i, buf) in self.buffers.iter_mut().enumerate() {
                 files[i].write_all(&buf.bytes[buf.pos..])?;
                 written[i] += buf.available() as u64;
-                buf.bytes.clear();
-                buf.pos = 0;
+                *buf = Buffer::default();
             }
+            if self.ended {
+                break;
+            }
+            self.fetch().await?;
         }
         let mut spills = Vec::new();
         for (f, n) in files.into_iter().zip(written) {
@@ -628,10 +649,10 @@ impl DealerStream {
                 remaining: n,
             });
         }
-        let [p1, shared]: [Spill; 2] = spills
+        let spills: [Spill; 3] = spills
             .try_into()
-            .map_err(|_| anyhow::anyhow!("two spills"))?;
-        self.spilled = Some([p1, shared]);
+            .map_err(|_| anyhow::anyhow!("three spills"))?;
+        self.spilled = Some(spills);
         Ok(())
     }
 
@@ -648,13 +669,16 @@ impl DealerStream {
         let chunk: DealerChunk = postcard::from_bytes(&bytes)
             .map_err(|_| Error::MalformedMessage("malformed chunk on the dealer's stream"))?;
         match chunk {
-            DealerChunk::P1(b) if self.party == Party::P1 => self.p1.append(&b),
+            DealerChunk::P1(b) if self.party == Party::P1 => {
+                self.buffers[Stream::P1 as usize].append(&b)
+            }
             DealerChunk::P1(_) => {
                 return Err(Error::MalformedMessage(
                     "the dealer sent P1-only keys to P0",
                 ));
             }
-            DealerChunk::Shared(b) => self.shared.append(&b),
+            DealerChunk::Shared(b) => self.buffers[Stream::Shared as usize].append(&b),
+            DealerChunk::Linear(b) => self.buffers[Stream::Linear as usize].append(&b),
             DealerChunk::End => self.ended = true,
             DealerChunk::Refused(why) => {
                 warn!("dealer: {why}");
@@ -680,7 +704,14 @@ impl KeySource for DealerStream {
 
     async fn read_shared_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
         let start = std::time::Instant::now();
-        let read = self.read_shared(out).await;
+        let read = self.read(Stream::Shared, out).await;
+        self.read_s += start.elapsed().as_secs_f64();
+        read
+    }
+
+    async fn read_linear_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        let start = std::time::Instant::now();
+        let read = self.read(Stream::Linear, out).await;
         self.read_s += start.elapsed().as_secs_f64();
         read
     }
@@ -693,24 +724,18 @@ impl DealerStream {
                 "P0 receives nothing from the dealer but its seed and shared keys",
             ));
         }
-        if let Some([p1, _]) = &mut self.spilled {
-            return p1.take(out);
-        }
-        while self.p1.available() < out.len() {
-            self.fetch().await?;
-        }
-        self.p1.take(out);
-        Ok(())
+        self.read(Stream::P1, out).await
     }
 
-    async fn read_shared(&mut self, out: &mut [u8]) -> Result<(), Error> {
-        if let Some([_, shared]) = &mut self.spilled {
-            return shared.take(out);
+    async fn read(&mut self, stream: Stream, out: &mut [u8]) -> Result<(), Error> {
+        let i = stream as usize;
+        if let Some(spills) = &mut self.spilled {
+            return spills[i].take(out);
         }
-        while self.shared.available() < out.len() {
+        while self.buffers[i].available() < out.len() {
             self.fetch().await?;
         }
-        self.shared.take(out);
+        self.buffers[i].take(out);
         Ok(())
     }
 }
@@ -721,11 +746,14 @@ impl DealerStream {
         while !self.ended {
             self.fetch().await?;
         }
-        let spilled = self
+        let spilled: u64 = self
             .spilled
-            .as_ref()
-            .map_or(0, |[a, b]| a.remaining + b.remaining);
-        if self.p1.available() + self.shared.available() > 0 || spilled > 0 {
+            .iter()
+            .flatten()
+            .map(|spill| spill.remaining)
+            .sum();
+        let buffered: usize = self.buffers.iter().map(Buffer::available).sum();
+        if buffered > 0 || spilled > 0 {
             return Err(Error::ProtocolMisuse("dealer keys left unread at the end"));
         }
         Ok(())
@@ -877,13 +905,15 @@ mod tests {
         [(seed0, rx0), (seed1, rx1)]
     }
 
-    async fn drain(mut rx: mpsc::Receiver<DealerChunk>) -> (Vec<u8>, Vec<u8>) {
-        let (mut p1, mut shared) = (Vec::new(), Vec::new());
+    /// A server's whole stream: its P1-only, shared and linear bytes.
+    async fn drain(mut rx: mpsc::Receiver<DealerChunk>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let (mut p1, mut shared, mut linear) = (Vec::new(), Vec::new(), Vec::new());
         while let Some(c) = rx.recv().await {
             match c {
                 DealerChunk::P1(b) => p1.extend(b),
                 DealerChunk::Shared(b) => shared.extend(b),
-                DealerChunk::End => return (p1, shared),
+                DealerChunk::Linear(b) => linear.extend(b),
+                DealerChunk::End => return (p1, shared, linear),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -903,10 +933,13 @@ mod tests {
             let [(seed0, rx0), (seed1, rx1)] = pair_both(&service, session).await;
             assert_ne!(seed0, seed1);
             assert_eq!(service.generations(), n as u64 + 1);
-            let ((p0_only, p0_shared), (p1_only, p1_shared)) = tokio::join!(drain(rx0), drain(rx1));
+            let ((p0_only, p0_shared, p0_linear), (p1_only, p1_shared, p1_linear)) =
+                tokio::join!(drain(rx0), drain(rx1));
             assert!(p0_only.is_empty());
             assert!(!p1_only.is_empty());
             assert_eq!(p0_shared, p1_shared);
+            // P0's linear stream is the layers' headers; P1's has its shares between them.
+            assert!(!p0_linear.is_empty() && p1_linear.len() > p0_linear.len());
         }
         assert!(service.sessions.lock().unwrap().waiting.is_empty());
     }
@@ -919,7 +952,7 @@ mod tests {
         let id = SessionId([9; 16]);
         let dealer = router_head_dealer();
         let [(a0, rx0), (a1, rx1)] = pair_both(&dealer, id).await;
-        let (_, keys_a) = drain(rx0).await;
+        let (_, keys_a, _) = drain(rx0).await;
         drop(rx1);
         for party in [0, 1] {
             let err = dealer
@@ -930,7 +963,7 @@ mod tests {
         }
         let restarted = router_head_dealer();
         let [(b0, rx0), (b1, _)] = pair_both(&restarted, id).await;
-        let (_, keys_b) = drain(rx0).await;
+        let (_, keys_b, _) = drain(rx0).await;
         assert_ne!(a0, b0);
         assert_ne!(a1, b1);
         assert_ne!(

@@ -521,19 +521,31 @@ impl ServerService {
             keys.prefetch()
                 .await
                 .context("prefetching the dealer's keys")?;
+        }
+        let kernels = TimedKernels::new(self.kernels.clone());
+        let kernel_clock = kernels.clock();
+        let mut server = ServerSide::new(self.party, &seed, &mut *peer, keys, kernels);
+        if self.prefetch_keys {
+            // With the keys at hand, the linear layers' offline products leave the online
+            // phase (otherwise each is computed as its layer runs).
+            server
+                .precompute_linear(&self.weights)
+                .await
+                .context("computing the linear layers' offline terms")?;
             // Start the online clocks together.
-            peer.barrier()
+            server
+                .channel_mut()
+                .barrier()
                 .await
                 .context("waiting for the other server's keys")?;
             stats.offline_s += offline.elapsed().as_secs_f64();
         }
+        let kernel_offline_s = kernel_clock.seconds();
+        let read_offline_s = server.keys().read_seconds();
         let online = Instant::now();
         let cpu_before = process_cpu_seconds();
-        let before = peer.traffic();
-        let exchange_before = peer.exchange_seconds();
-        let kernels = TimedKernels::new(self.kernels.clone());
-        let kernel_clock = kernels.clock();
-        let mut server = ServerSide::new(self.party, &seed, &mut *peer, keys, kernels);
+        let before = server.traffic();
+        let exchange_before = server.channel_mut().exchange_seconds();
         let x = server
             .input(&[input.rows, input.features], BitWidth::FULL, input.share)
             .await?;
@@ -544,16 +556,16 @@ impl ServerService {
         for o in &stage.outputs {
             outputs.push((o.width().bits() as u8, server.output(o).await?));
         }
-        let mut keys = server.into_keys();
+        let mut keys = server.finish().await?;
         keys.expect_end().await?;
         let online_s = online.elapsed().as_secs_f64();
         let after = peer.traffic();
         stats.online_s += online_s;
         stats.online_cpu_s += process_cpu_seconds() - cpu_before;
         stats.key_bytes_received += keys.received();
-        stats.kernel_s += kernel_clock.seconds();
+        stats.kernel_s += kernel_clock.seconds() - kernel_offline_s;
         stats.exchange_s += peer.exchange_seconds() - exchange_before;
-        stats.key_read_s += keys.read_seconds();
+        stats.key_read_s += keys.read_seconds() - read_offline_s;
         stats.stages.push(PhaseStats {
             name: kind.to_string(),
             online_s,

@@ -161,6 +161,8 @@ pub enum DealerChunk {
     P1(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Bytes of the stream both servers receive.
     Shared(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Bytes of this server's linear stream (the linear layers' offline correlations).
+    Linear(#[serde(with = "serde_bytes")] Vec<u8>),
     /// All keys sent.
     End,
     /// The dealer refuses the request.

@@ -44,11 +44,17 @@ impl<C: Channel> Channel for &mut C {
 /// correction words both servers need. P0's own material is its seed alone; the shared words
 /// are common to both keys of a pair, so P1 learns nothing from them that it lacks, and a
 /// runtime may deliver them to P0 directly (the host does) or relay them through P1.
+///
+/// The linear layers' correlations travel in a third stream of their own, so that a server
+/// holding the whole session's keys can read them ahead of the gates and do its offline
+/// products before the online phase ([`crate::gate::ServerSide::precompute_linear`]).
 pub trait KeySink {
     /// Appends bytes for P1 only.
     fn to_p1(&mut self, bytes: &[u8]);
     /// Appends bytes both servers receive.
     fn to_both(&mut self, bytes: &[u8]);
+    /// Appends `both` to both servers' linear streams, then `p1_only` to P1's.
+    fn to_linear(&mut self, both: &[u8], p1_only: &[u8]);
 }
 
 /// A server's view of the dealer's streams, consumed in gate order.
@@ -58,6 +64,8 @@ pub trait KeySource {
     async fn read_p1_stream(&mut self, out: &mut [u8]) -> Result<(), Error>;
     /// Fills `out` with the next bytes of the stream both servers receive.
     async fn read_shared_stream(&mut self, out: &mut [u8]) -> Result<(), Error>;
+    /// Fills `out` with the next bytes of this server's linear stream.
+    async fn read_linear_stream(&mut self, out: &mut [u8]) -> Result<(), Error>;
 }
 
 /// Bytes that `count` elements of `width` bits take when packed: ⌈count·width/8⌉.

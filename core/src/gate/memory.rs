@@ -138,6 +138,8 @@ pub struct MemoryKeys {
     pub p1: Vec<u8>,
     /// Bytes for both servers.
     pub shared: Vec<u8>,
+    /// P0's and P1's linear streams.
+    pub linear: [Vec<u8>; 2],
 }
 
 impl KeySink for MemoryKeys {
@@ -146,6 +148,11 @@ impl KeySink for MemoryKeys {
     }
     fn to_both(&mut self, bytes: &[u8]) {
         self.shared.extend_from_slice(bytes);
+    }
+    fn to_linear(&mut self, both: &[u8], p1_only: &[u8]) {
+        self.linear[0].extend_from_slice(both);
+        self.linear[1].extend_from_slice(both);
+        self.linear[1].extend_from_slice(p1_only);
     }
 }
 
@@ -158,8 +165,10 @@ impl MemoryKeys {
                 Party::P1 => Some(&self.p1),
             },
             shared: &self.shared,
+            linear: &self.linear[party.index() as usize],
             p1_pos: 0,
             shared_pos: 0,
+            linear_pos: 0,
         }
     }
 }
@@ -168,15 +177,19 @@ impl MemoryKeys {
 pub struct MemoryKeyReader<'a> {
     p1: Option<&'a [u8]>,
     shared: &'a [u8],
+    linear: &'a [u8],
     p1_pos: usize,
     shared_pos: usize,
+    linear_pos: usize,
 }
 
 impl MemoryKeyReader<'_> {
     /// Whether every byte meant for this party was consumed (a check that dealer and server
     /// ran the same circuit).
     pub fn is_exhausted(&self) -> bool {
-        self.p1.is_none_or(|p| self.p1_pos == p.len()) && self.shared_pos == self.shared.len()
+        self.p1.is_none_or(|p| self.p1_pos == p.len())
+            && self.shared_pos == self.shared.len()
+            && self.linear_pos == self.linear.len()
     }
 }
 
@@ -202,5 +215,9 @@ impl KeySource for MemoryKeyReader<'_> {
 
     async fn read_shared_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
         take(self.shared, &mut self.shared_pos, out)
+    }
+
+    async fn read_linear_stream(&mut self, out: &mut [u8]) -> Result<(), Error> {
+        take(self.linear, &mut self.linear_pos, out)
     }
 }

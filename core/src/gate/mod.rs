@@ -20,7 +20,7 @@
 //! | input | 1 | l/8 | 0 |
 //! | output (to the client) | 0 | 0 | l/8 |
 //! | reveal (to both servers) | 0 | 0 | l/8 to both |
-//! | linear (secret weights) | 1 | l/8 per output | 0 |
+//! | linear (secret weights) | 1 | l/8 per output | l/8 per input and per output (on the linear stream) |
 //! | truncate by f from Z_2^l into Z_2^L (L = l, or wider) | 1 | L/8 | (L − l + f)/8 |
 //! | shift down by f into Z_2^(l−f) ([`Tensor::shift_down`]) | 0 | 0 | 0 |
 //! | DReLU on n bits | 1 | 1/8 | 0 (plus an (n−1)-bit one-bit DPF key to both) |
@@ -49,7 +49,7 @@ pub use kernels::{
     CpuKernels, Kernels, WindowBits, check_key_batch, check_lookup_table, check_matmul,
     check_window_table, each_product, masked_dot, table_rotations,
 };
-pub use linear::{DealerWeights, ServerWeights, server_weights_from_seed, share_weights};
+pub use linear::{DealerWeights, MAX_LINEAR_ROWS, ServerWeights, share_weights};
 pub use lookup::{LookupTable, MAX_TABLE_BITS};
 pub use roles::{DealerSide, KEY_CHUNK, ServerSide};
 pub use tensor::Tensor;

@@ -5,6 +5,7 @@
 
 use super::channel::{Channel, KeySink, KeySource, Traffic, pack, packed_len, unpack};
 use super::kernels::Kernels;
+use super::linear::{LINEAR_END, LINEAR_HEADER_LEN, LinearHeader, ServerWeights, offline_term};
 use super::tensor::Tensor;
 use crate::Error;
 use crate::dealer::{Dealer, PartyCorrelations};
@@ -12,6 +13,7 @@ use crate::fss::{Corrections, KeyBatch};
 use crate::prg::Seed;
 use crate::ring::BitWidth;
 use crate::share::Party;
+use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -38,8 +40,9 @@ impl<S: KeySink> DealerSide<S> {
         &self.sink
     }
 
-    /// Ends the session, returning the sink.
-    pub fn into_sink(self) -> S {
+    /// Ends the session: closes the linear stream and returns the sink.
+    pub fn finish(mut self) -> S {
+        self.sink.to_linear(&LINEAR_END, &[]);
         self.sink
     }
 
@@ -61,6 +64,24 @@ impl<S: KeySink> DealerSide<S> {
     pub(crate) fn share(&mut self, values: &[u64], width: BitWidth) {
         let corrections = self.dealer.share_values(values, width);
         self.sink.to_p1(&pack(&corrections, width));
+    }
+
+    /// A linear layer's offline correlation: `header` to both servers' linear streams, then
+    /// shares of its input mask and of the mask's product with the weight mask (P0's from its
+    /// linear stream, P1's as corrections).
+    pub(crate) fn linear_correlation(
+        &mut self,
+        header: &[u8],
+        mask: &[u64],
+        product: &[u64],
+        width: BitWidth,
+    ) {
+        let mut p1 = pack(&self.dealer.share_linear_values(mask, width), width);
+        p1.extend_from_slice(&pack(
+            &self.dealer.share_linear_values(product, width),
+            width,
+        ));
+        self.sink.to_linear(header, &p1);
     }
 
     /// Bytes both servers receive as they are (e.g. a mask being revealed).
@@ -94,6 +115,9 @@ pub struct ServerSide<C, K, X> {
     channel: C,
     keys: K,
     kernels: X,
+    /// The linear layers' offline terms in the order the circuit runs them, after
+    /// [`ServerSide::precompute_linear`]; `None` while they are computed as the layers run.
+    precomputed: Option<VecDeque<(LinearHeader, Vec<u64>)>>,
 }
 
 impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
@@ -106,6 +130,7 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
             channel,
             keys,
             kernels,
+            precomputed: None,
         }
     }
 
@@ -119,14 +144,115 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         self.channel.traffic()
     }
 
+    /// The link to the other server, for an adapter's own messages outside the protocol (e.g.
+    /// a barrier that starts both servers' clocks together).
+    pub fn channel_mut(&mut self) -> &mut C {
+        &mut self.channel
+    }
+
     /// The dealer's streams (to check they were consumed exactly).
     pub fn keys(&self) -> &K {
         &self.keys
     }
 
-    /// Ends the session, returning the dealer's stream (e.g. to check it is at its end).
-    pub fn into_keys(self) -> K {
-        self.keys
+    /// Ends the session: checks that every linear correlation the dealer dealt was used, and
+    /// returns the dealer's stream (e.g. to check it is at its end).
+    pub async fn finish(mut self) -> Result<K, Error> {
+        let unused = match self.precomputed.take() {
+            Some(terms) => !terms.is_empty(),
+            None => self.read_linear_header().await?.is_some(),
+        };
+        if unused {
+            return Err(Error::MalformedMessage(
+                "the dealer dealt more linear layers than the circuit ran",
+            ));
+        }
+        Ok(self.keys)
+    }
+
+    /// Reads the whole linear stream ahead and computes every linear layer's offline term
+    /// ([`super::linear`]), so that online each layer costs one matmul. Call it once, before
+    /// the circuit, when the session's keys are at hand (otherwise the terms are computed as
+    /// the layers run). `weights` is the model's layers, indexed by their ids. Returns the
+    /// layers precomputed.
+    pub async fn precompute_linear(&mut self, weights: &[ServerWeights]) -> Result<usize, Error> {
+        if self.precomputed.is_some() {
+            return Err(Error::ProtocolMisuse("linear layers precomputed twice"));
+        }
+        let mut terms = VecDeque::new();
+        while let Some(header) = self.read_linear_header().await? {
+            let w = weights
+                .get(header.layer as usize)
+                .filter(|w| w.id() == header.layer)
+                .ok_or(Error::MalformedMessage(
+                    "the dealer named a linear layer the model lacks",
+                ))?;
+            let term = self.compute_linear_term(&header, w).await?;
+            terms.push_back((header, term));
+        }
+        let count = terms.len();
+        self.precomputed = Some(terms);
+        Ok(count)
+    }
+
+    /// The offline term of the linear layer the circuit runs now (whose header must be
+    /// `expected`): precomputed, or computed from the linear stream.
+    pub(crate) async fn linear_term(
+        &mut self,
+        expected: &LinearHeader,
+        w: &ServerWeights,
+    ) -> Result<Vec<u64>, Error> {
+        let mismatch = Error::MalformedMessage(
+            "the dealer's linear stream disagrees with the circuit's linear layers",
+        );
+        if let Some(terms) = &mut self.precomputed {
+            return match terms.pop_front() {
+                Some((header, term)) if header == *expected => Ok(term),
+                _ => Err(mismatch),
+            };
+        }
+        match self.read_linear_header().await? {
+            Some(header) if header == *expected => self.compute_linear_term(&header, w).await,
+            _ => Err(mismatch),
+        }
+    }
+
+    async fn read_linear_header(&mut self) -> Result<Option<LinearHeader>, Error> {
+        let mut b = [0u8; LINEAR_HEADER_LEN];
+        self.keys.read_linear_stream(&mut b).await?;
+        LinearHeader::decode(&b)
+    }
+
+    /// Reads this server's shares of a layer's input mask and masked product (P0 expands
+    /// them, P1 reads corrections) and computes its offline term.
+    async fn compute_linear_term(
+        &mut self,
+        header: &LinearHeader,
+        w: &ServerWeights,
+    ) -> Result<Vec<u64>, Error> {
+        let width = header.width;
+        let inputs = header.rows * w.inputs();
+        let outputs = header.rows * w.outputs();
+        let (mask, product) = match self.party {
+            Party::P0 => (
+                self.correlations.linear_value_shares(inputs, width, None)?,
+                self.correlations.linear_value_shares(outputs, width, None)?,
+            ),
+            Party::P1 => {
+                let split = packed_len(inputs, width);
+                let mut bytes = vec![0u8; split + packed_len(outputs, width)];
+                self.keys.read_linear_stream(&mut bytes).await?;
+                let a = unpack(&bytes[..split], inputs, width)?;
+                let b = unpack(&bytes[split..], outputs, width)?;
+                (
+                    self.correlations
+                        .linear_value_shares(inputs, width, Some(&a))?,
+                    self.correlations
+                        .linear_value_shares(outputs, width, Some(&b))?,
+                )
+            }
+        };
+        offline_term(&self.kernels, w, header, &mask, &product)
     }
 
     pub(crate) fn kernels(&self) -> &X {

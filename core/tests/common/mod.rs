@@ -99,7 +99,7 @@ pub fn deal_session<C: Circuit>(
         }
         Ok::<_, Error>(())
     })?;
-    Ok(dealer.into_sink())
+    Ok(dealer.finish())
 }
 
 /// The client's additive shares of every input (fresh randomness from `master`).
@@ -116,7 +116,8 @@ pub fn client_shares(inputs: &[Input], master: &Seed) -> Result<[Vec<Vec<u64>>; 
 }
 
 /// The online phase: P0 and P1 run the circuit concurrently over an in-memory link on the
-/// dealer's `keys`; the client recombines the outputs.
+/// dealer's `keys`; the client recombines the outputs. P0 precomputes its linear layers'
+/// offline terms, P1 computes them as the layers run, so every gate test runs both ways.
 pub fn serve_session<C: Circuit>(
     circuit: &C,
     inputs: &[Input],
@@ -124,6 +125,20 @@ pub fn serve_session<C: Circuit>(
     weights: &Weights,
     master: &Seed,
     keys: MemoryKeys,
+) -> Result<Outcome, Error> {
+    serve_session_in(circuit, inputs, shares, weights, master, keys, [true, false])
+}
+
+/// [`serve_session`], with each server's choice of precomputing its linear layers' offline
+/// terms before the circuit (`precompute[b]`) or computing them as the layers run.
+pub fn serve_session_in<C: Circuit>(
+    circuit: &C,
+    inputs: &[Input],
+    shares: &[Vec<Vec<u64>>; 2],
+    weights: &Weights,
+    master: &Seed,
+    keys: MemoryKeys,
+    precompute: [bool; 2],
 ) -> Result<Outcome, Error> {
     let link = MemoryLink::new();
     let (c0, c1) = link.endpoints();
@@ -134,6 +149,9 @@ pub fn serve_session<C: Circuit>(
         async move {
             let seed = Dealer::party_seed(master, party);
             let mut s = ServerSide::new(party, &seed, chan, keys.reader(party), CpuKernels::new());
+            if precompute[party.index() as usize] {
+                s.precompute_linear(&w).await?;
+            }
             let mut wires = Vec::new();
             for (i, sh) in inputs.iter().zip(&my_shares) {
                 wires.push(s.input(&i.shape, i.width, sh).await?);
@@ -143,10 +161,11 @@ pub fn serve_session<C: Circuit>(
             for o in &outs {
                 out_shares.push((o.width(), s.output(o).await?));
             }
-            if !s.keys().is_exhausted() {
+            let traffic = s.traffic();
+            if !s.finish().await?.is_exhausted() {
                 return Err(Error::ProtocolMisuse("server left dealer keys unread"));
             }
-            Ok::<_, Error>((out_shares, s.traffic()))
+            Ok::<_, Error>((out_shares, traffic))
         }
     };
     let (r0, r1) = link.run(

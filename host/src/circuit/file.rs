@@ -1,6 +1,7 @@
-//! Model files: a role's copy of a deployed model, the dealer's plaintext weights or one
-//! server's shares, with the spec that names its circuits. Loaded files are untrusted input:
-//! every shape is checked against the spec.
+//! Model files: a role's part of a deployed model, the dealer's weight masks or one server's
+//! masked weights and shares, with the spec that names its circuits. No file holds the
+//! plaintext weights (see `securerouter_core::gate::share_weights`). Loaded files are
+//! untrusted input: every shape is checked against the spec.
 
 use super::ModelSpec;
 use crate::nn::bert::{RingLayer, share_layers};
@@ -10,13 +11,48 @@ use securerouter_core::prg::Seed;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// One layer as stored: k×n weights and (for servers) n biases, as little-endian words.
+/// The first field of every model file of this layout ("SRM2"): files of other layouts are
+/// refused by name, not misread.
+const FORMAT: u32 = 0x5352_4d32;
+
+/// One k×n layer as stored, matrices as little-endian words.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct StoredLayer {
-    k: usize,
-    n: usize,
-    w: Vec<u8>,
-    bias: Option<Vec<u8>>,
+enum StoredLayer {
+    /// The dealer's part: the weight mask R_W.
+    Dealer { k: usize, n: usize, mask: Vec<u8> },
+    /// A server's part: its online matrix M_b, the masked weights W^ and its bias share (n).
+    Server {
+        k: usize,
+        n: usize,
+        online: Vec<u8>,
+        masked: Vec<u8>,
+        bias: Vec<u8>,
+    },
+}
+
+impl StoredLayer {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            StoredLayer::Dealer { k, n, .. } | StoredLayer::Server { k, n, .. } => (*k, *n),
+        }
+    }
+
+    /// Whether every matrix has the length its shape says.
+    fn lengths_match(&self) -> bool {
+        let (k, n) = self.shape();
+        let Some(matrix) = k.checked_mul(n).and_then(|c| c.checked_mul(8)) else {
+            return false;
+        };
+        match self {
+            StoredLayer::Dealer { mask, .. } => mask.len() == matrix,
+            StoredLayer::Server {
+                online,
+                masked,
+                bias,
+                ..
+            } => online.len() == matrix && masked.len() == matrix && bias.len() == n * 8,
+        }
+    }
 }
 
 fn to_bytes(words: &[u64]) -> Vec<u8> {
@@ -30,17 +66,18 @@ fn to_words(bytes: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-/// A role's model file: the dealer's plaintext copy or one server's share.
+/// A role's model file: the dealer's part or one server's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelFile {
+    format: u32,
     /// Which circuit and shape.
     pub spec: ModelSpec,
     layers: Vec<StoredLayer>,
 }
 
 impl ModelFile {
-    /// Shares `layers` (P1's shares derived from `seed`) into the dealer's file and the two
-    /// servers' files.
+    /// Deploys `layers` (their masks drawn from `seed`, which must be secret and fresh) into
+    /// the dealer's file and the two servers' files.
     pub fn deploy(spec: ModelSpec, layers: &[RingLayer], seed: &Seed) -> anyhow::Result<[Self; 3]> {
         let want = spec.layer_shapes();
         if layers.len() != want.len()
@@ -52,30 +89,34 @@ impl ModelFile {
             bail!("the layers do not match the model's shape");
         }
         let shared = share_layers(layers, seed)?;
-        let dealer = ModelFile {
+        let file = |layers| ModelFile {
+            format: FORMAT,
             spec: spec.clone(),
-            layers: shared
+            layers,
+        };
+        let dealer = file(
+            shared
                 .dealer
                 .iter()
-                .map(|l| StoredLayer {
+                .map(|l| StoredLayer::Dealer {
                     k: l.inputs(),
                     n: l.outputs(),
-                    w: to_bytes(l.weights()),
-                    bias: None,
+                    mask: to_bytes(l.mask()),
                 })
                 .collect(),
-        };
-        let server = |w: &[ServerWeights]| ModelFile {
-            spec: spec.clone(),
-            layers: w
-                .iter()
-                .map(|l| StoredLayer {
-                    k: l.inputs(),
-                    n: l.outputs(),
-                    w: to_bytes(l.parts().0),
-                    bias: Some(to_bytes(l.parts().1)),
-                })
-                .collect(),
+        );
+        let server = |w: &[ServerWeights]| {
+            file(
+                w.iter()
+                    .map(|l| StoredLayer::Server {
+                        k: l.inputs(),
+                        n: l.outputs(),
+                        online: to_bytes(l.parts().0),
+                        masked: to_bytes(l.masked()),
+                        bias: to_bytes(l.parts().1),
+                    })
+                    .collect(),
+            )
         };
         Ok([
             dealer,
@@ -84,8 +125,8 @@ impl ModelFile {
         ])
     }
 
-    /// Writes the file (postcard), readable by its owner only: it holds plaintext weights or
-    /// a server's share of them.
+    /// Writes the file (postcard), readable by its owner only: it holds a role's secret part
+    /// of the model.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let bytes = postcard::to_allocvec(self)?;
         crate::secret_file::write(path, &bytes)
@@ -97,18 +138,25 @@ impl ModelFile {
         let bytes = crate::secret_file::read(path)
             .with_context(|| format!("reading model file {}", path.display()))?;
         let m: ModelFile = postcard::from_bytes(&bytes)
-            .with_context(|| format!("{} is not a SecureRouter model file", path.display()))?;
+            .ok()
+            .filter(|m: &ModelFile| m.format == FORMAT)
+            .with_context(|| {
+                format!(
+                    "{} is not a SecureRouter model file of this version (deploy the model again)",
+                    path.display()
+                )
+            })?;
         m.spec
             .validate()
             .with_context(|| format!("in {}", path.display()))?;
         let want = m.spec.layer_shapes();
+        let dealer = |l: &StoredLayer| matches!(l, StoredLayer::Dealer { .. });
         let bad = m.layers.len() != want.len()
-            || m.layers.iter().zip(&want).any(|(l, &(k, n))| {
-                l.k != k
-                    || l.n != n
-                    || Some(l.w.len()) != k.checked_mul(n).and_then(|c| c.checked_mul(8))
-                    || l.bias.as_ref().is_some_and(|b| b.len() != n * 8)
-            });
+            || m.layers
+                .iter()
+                .zip(&want)
+                .any(|(l, &shape)| l.shape() != shape || !l.lengths_match())
+            || m.layers.iter().any(|l| dealer(l) != dealer(&m.layers[0]));
         if bad {
             bail!(
                 "{}: layer shapes do not match the model {:?}",
@@ -119,33 +167,46 @@ impl ModelFile {
         Ok(m)
     }
 
-    /// The dealer's weights (fails on a server's file).
+    /// The dealer's weight masks (fails on a server's file).
     pub fn dealer_weights(&self) -> anyhow::Result<Vec<DealerWeights>> {
         self.layers
             .iter()
-            .map(|l| {
-                if l.bias.is_some() {
-                    bail!("this is a server's model share, not the dealer's copy");
+            .enumerate()
+            .map(|(i, l)| match l {
+                StoredLayer::Dealer { k, n, mask } => Ok(DealerWeights::from_parts(
+                    u32::try_from(i)?,
+                    (*k, *n),
+                    to_words(mask),
+                )?),
+                StoredLayer::Server { .. } => {
+                    bail!("this is a server's part of the model, not the dealer's")
                 }
-                Ok(DealerWeights::from_parts(l.k, l.n, to_words(&l.w))?)
             })
             .collect()
     }
 
-    /// A server's weight shares (fails on the dealer's file).
+    /// A server's part of every layer (fails on the dealer's file).
     pub fn server_weights(&self) -> anyhow::Result<Vec<ServerWeights>> {
         self.layers
             .iter()
-            .map(|l| {
-                let Some(bias) = &l.bias else {
-                    bail!("this is the dealer's model copy, not a server's share");
-                };
-                Ok(ServerWeights::from_parts(
-                    l.k,
-                    l.n,
-                    to_words(&l.w),
+            .enumerate()
+            .map(|(i, l)| match l {
+                StoredLayer::Server {
+                    k,
+                    n,
+                    online,
+                    masked,
+                    bias,
+                } => Ok(ServerWeights::from_parts(
+                    u32::try_from(i)?,
+                    (*k, *n),
+                    to_words(online),
+                    to_words(masked),
                     to_words(bias),
-                )?)
+                )?),
+                StoredLayer::Dealer { .. } => {
+                    bail!("this is the dealer's part of the model, not a server's")
+                }
             })
             .collect()
     }

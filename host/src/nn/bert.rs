@@ -327,26 +327,28 @@ pub fn shape_of(model: &BertWeights, head: &ClassifierHead) -> BertShape {
     }
 }
 
-/// Every role's weights of a deployed model.
+/// Every role's part of a deployed model (see `securerouter_core::gate::share_weights`).
 pub struct SharedModel {
-    /// The dealer's copy.
+    /// The dealer's part: the weight masks alone.
     pub dealer: Vec<DealerWeights>,
-    /// P0's and P1's shares.
+    /// P0's and P1's parts: masked weights and shares.
     pub servers: [Vec<ServerWeights>; 2],
 }
 
-/// Shares ring layers for the servers (P1's share of layer i from `seed` derived for i).
+/// Deploys ring layers (layer i's masks from `seed` derived for i; `seed` must be secret and
+/// fresh per deployment).
 pub fn share_layers(layers: &[RingLayer], seed: &Seed) -> anyhow::Result<SharedModel> {
     let mut m = SharedModel {
         dealer: Vec::new(),
         servers: [Vec::new(), Vec::new()],
     };
     for (i, l) in layers.iter().enumerate() {
+        let id = u32::try_from(i).context("too many layers")?;
         let (d, s0, s1) = gate::share_weights(
+            id,
             &l.w,
             &l.bias,
-            l.k,
-            l.n,
+            (l.k, l.n),
             &seed.derive(Domain::WEIGHTS, i as u64),
         )?;
         m.dealer.push(d);

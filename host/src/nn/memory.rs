@@ -92,7 +92,7 @@ pub fn run_circuit<C: Circuit>(
         }
         Ok(())
     })?;
-    let keys = dealer.into_sink();
+    let keys = dealer.finish();
 
     let fp = FixedPoint::new(FRAC, BitWidth::FULL)?;
     let mut words = input
@@ -112,17 +112,21 @@ pub fn run_circuit<C: Circuit>(
         async move {
             let seed = Dealer::party_seed(master, party);
             let mut s = ServerSide::new(party, &seed, chan, keys.reader(party), HostKernels::new());
+            // The keys are all here: take the linear layers' offline terms first, as a server
+            // that prefetches its keys does.
+            s.precompute_linear(w).await?;
             let x = s.input(in_shape, BitWidth::FULL, &share).await?;
             let mut out = Vec::new();
             let stage = circuit.run(&mut s, &x, w).await?;
             for y in &stage.outputs {
                 out.extend(s.output(y).await?);
             }
-            if !s.keys().is_exhausted() {
+            let traffic = s.traffic();
+            if !s.finish().await?.is_exhausted() {
                 return Err(Error::ProtocolMisuse("server left dealer keys unread"));
             }
             let revealed = stage.revealed.map(|t| t.into_data()).unwrap_or_default();
-            Ok::<_, Error>((out, s.traffic(), revealed))
+            Ok::<_, Error>((out, traffic, revealed))
         }
     };
     let (r0, r1) = link.run(
