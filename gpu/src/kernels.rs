@@ -125,17 +125,17 @@ impl CudaKernels {
         self
     }
 
-    /// Copies every weight matrix of `weights` to the device and keeps it there (and `weights`
-    /// alive) as long as this backend lives; returns the bytes copied. Products whose right
-    /// operand is one of these matrices then copy only their left operand.
+    /// Copies every weight matrix of `weights` (the online matrix and the masked weights of the
+    /// offline products) to the device and keeps it there (and `weights` alive) as long as
+    /// this backend lives; returns the bytes copied. Products whose right operand is one of
+    /// these matrices then copy only their left operand.
     ///
     /// # Errors
     /// [`Error::KernelFailed`] if a copy fails (the CUDA error is logged).
     pub fn keep_resident(&self, weights: Arc<Vec<ServerWeights>>) -> Result<usize, Error> {
         self.on_device("keeping weights resident", |d| {
             let mut bytes = 0;
-            for layer in weights.iter() {
-                let w = layer.parts().0;
+            for w in weights.iter().flat_map(|l| [l.parts().0, l.masked()]) {
                 let key = w.as_ptr() as usize;
                 if w.is_empty() || d.resident.contains_key(&key) {
                     continue;

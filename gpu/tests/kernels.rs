@@ -79,7 +79,7 @@ fn resident_weights_give_the_same_products() {
         .collect();
     let layers = Arc::new(layers);
     let bytes = gpu.keep_resident(layers.clone()).unwrap();
-    assert_eq!(bytes, 8 * (384 * 384 + 2 * 384 * 1536));
+    assert_eq!(bytes, 2 * 8 * (384 * 384 + 2 * 384 * 1536));
     // Keeping them again copies nothing.
     assert_eq!(gpu.keep_resident(layers.clone()).unwrap(), 0);
     for layer in layers.iter() {

@@ -301,6 +301,31 @@ pub enum KeysAction {
         #[arg(long)]
         deployment: PathBuf,
     },
+    /// Copy the files one service needs (deployment.json, its key, its model file) into a
+    /// folder of their own, to put on that service's host: the dealer's folder holds no
+    /// weight of the model, only masks independent of it.
+    Export {
+        /// Which service.
+        #[arg(long, value_enum)]
+        role: ServiceRole,
+        /// The deployment directory.
+        #[arg(long)]
+        deployment: PathBuf,
+        /// The folder to write (created; refused if it holds files already).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// A service of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceRole {
+    /// The dealer.
+    Dealer,
+    /// Server P0.
+    P0,
+    /// Server P1.
+    P1,
 }
 
 /// A service's caps and deadlines against floods of connections and sessions

@@ -4,10 +4,12 @@
 //!
 //! Files: `deployment.json` (public: addresses and public keys), `<role>.key` (secret static
 //! keys; `client-NAME.key` for clients added later), the model files `dealer.model`
-//! (plaintext, the model provider's side), `p0.model`, `p1.model` (shares), and for
+//! (the weights' masks, independent of the weights), `p0.model`, `p1.model` (masked weights
+//! and shares), and for
 //! `securerouter keys` the router head's plaintext `router-head.plain.json`. All but
 //! `deployment.json` and the client bundle are secret: created with mode 0600 and refused on
-//! load when group or others may access them.
+//! load when group or others may access them. `securerouter keys export` copies one
+//! service's files into a folder of its own, for that service's host.
 
 use crate::circuit::{ModelFile, ModelSpec, PlainRouterHead, RouterHeadShape};
 use crate::net::{Identity, PublicKey};
@@ -251,6 +253,40 @@ impl DeploymentDir {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Copies what the service `role` needs (the deployment description, its key and its model
+    /// file) into `dest`, a folder for that service's host alone; returns the files' names.
+    ///
+    /// # Errors
+    /// For the client role (it needs the client bundle and key, not a service's files), or
+    /// when `dest` holds files already or a file cannot be copied.
+    pub fn export(&self, role: Role, dest: &Path) -> anyhow::Result<Vec<String>> {
+        if role == Role::Client {
+            bail!("only the dealer's, P0's and P1's folders can be exported");
+        }
+        if std::fs::read_dir(dest).is_ok_and(|mut d| d.next().is_some()) {
+            bail!("{} holds files already", dest.display());
+        }
+        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let stem = role.stem();
+        let names = [
+            "deployment.json".to_string(),
+            format!("{stem}.key"),
+            format!("{stem}.model"),
+        ];
+        for name in &names {
+            let from = self.dir.join(name);
+            if name == "deployment.json" {
+                std::fs::copy(&from, dest.join(name))
+                    .with_context(|| format!("copying {}", from.display()))?;
+            } else {
+                let bytes = crate::secret_file::read(&from)
+                    .with_context(|| format!("reading {}", from.display()))?;
+                crate::secret_file::write(&dest.join(name), &bytes)?;
+            }
+        }
+        Ok(names.to_vec())
     }
 
     /// Where the key of the client named `name` is kept.

@@ -106,6 +106,25 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
                 )?;
                 Ok(())
             }
+            cli::KeysAction::Export {
+                role,
+                deployment,
+                out: dest,
+            } => {
+                let role = match role {
+                    cli::ServiceRole::Dealer => Role::Dealer,
+                    cli::ServiceRole::P0 => Role::P0,
+                    cli::ServiceRole::P1 => Role::P1,
+                };
+                let files = DeploymentDir::open(deployment)?.export(role, dest)?;
+                writeln!(
+                    out,
+                    "wrote {} for the {role:?} host: {}",
+                    dest.display(),
+                    files.join(", ")
+                )?;
+                Ok(())
+            }
         },
         Command::Keys {
             action: None,

@@ -430,6 +430,131 @@ async fn a_replayed_session_id_never_gets_the_same_masks() {
     check_against_plaintext(&c, &x, &c.client().route(c.features(), &x).await.unwrap());
 }
 
+/// The 8-byte little-endian words of a model's weights and biases whose magnitude is at least
+/// 2^8 (smaller ones, such as 0 or 1, occur in any file).
+fn weight_words(layers: &[securerouter_host::nn::bert::RingLayer]) -> Vec<[u8; 8]> {
+    layers
+        .iter()
+        .flat_map(|l| l.w.iter().chain(&l.bias))
+        .filter(|&&v| (v as i64).unsigned_abs() >= 1 << 8)
+        .map(|v| v.to_le_bytes())
+        .collect()
+}
+
+/// The words of `words` that occur anywhere in `bytes`, at any offset.
+fn found_in(bytes: &[u8], words: &[[u8; 8]]) -> usize {
+    let set: std::collections::HashSet<&[u8]> = words.iter().map(|w| &w[..]).collect();
+    bytes.windows(8).filter(|w| set.contains(w)).count()
+}
+
+/// The dealer never holds the model (issue: the dealer's file held every plaintext weight):
+/// its exported folder holds no weight of the model, what it receives from the servers in a
+/// session holds none, and it serves correct sessions from that folder alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dealer_holds_and_receives_no_weight_of_the_model() {
+    use securerouter_host::net::SecureLink;
+    use securerouter_host::session::{DealerChunk, decode, encode};
+    let mut c = Cluster::start("blind-dealer", 10);
+    let dealer_dir = temp_dir("blind-dealer-folder");
+    let _ = std::fs::remove_dir_all(&dealer_dir);
+    run_cli(&[
+        "keys",
+        "export",
+        "--role",
+        "dealer",
+        "--deployment",
+        c.dir.to_str().unwrap(),
+        "--out",
+        dealer_dir.to_str().unwrap(),
+    ]);
+    let d = DeploymentDir::open(&c.dir).unwrap();
+    let words = weight_words(&d.plain_model().unwrap().ring_layers().unwrap());
+    assert!(words.len() > 100, "the model has weights to look for");
+    // The search finds the weights where they are: in the model provider's plaintext (as
+    // ring words) and in no server's file either.
+    let plain: Vec<u8> = words.concat();
+    assert_eq!(found_in(&plain, &words), words.len());
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dealer_dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            found_in(&bytes, &words),
+            0,
+            "{} holds weights",
+            path.display()
+        );
+        names.push(path.file_name().unwrap().to_str().unwrap().to_string());
+    }
+    names.sort();
+    assert_eq!(names, ["dealer.key", "dealer.model", "deployment.json"]);
+    for server in ["p0.model", "p1.model"] {
+        let bytes = std::fs::read(c.dir.join(server)).unwrap();
+        assert_eq!(found_in(&bytes, &words), 0, "{server} holds weights");
+    }
+
+    // In the dealer's place, a recorder with the dealer's key takes every message the two
+    // servers send it for a session, then refuses the session.
+    c.dealer.take().unwrap().kill();
+    let listener = tokio::net::TcpListener::bind(c.addrs[0]).await.unwrap();
+    let dealer_id = DeploymentDir::open(&dealer_dir)
+        .unwrap()
+        .identity(Role::Dealer)
+        .unwrap();
+    let servers = [
+        d.deployment.p0.key().unwrap(),
+        d.deployment.p1.key().unwrap(),
+    ];
+    let recorder = tokio::spawn(async move {
+        let mut received = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut link = SecureLink::accept(stream, &dealer_id, &servers, &link(5))
+                .await
+                .unwrap();
+            let mut frames = vec![link.recv().await.unwrap()];
+            let refused = DealerChunk::Refused("recorded".into());
+            link.send(&encode(&refused).unwrap()).await.unwrap();
+            // Anything more the server sends, until it closes the link.
+            while let Ok(Ok(frame)) =
+                tokio::time::timeout(Duration::from_secs(5), link.recv()).await
+            {
+                frames.push(frame);
+            }
+            received.push(frames);
+        }
+        received
+    });
+    let f = c.features();
+    let x = random_queries(8, 2, f);
+    assert!(c.client().route(f, &x).await.is_err());
+    let received = recorder.await.unwrap();
+    let mut parties = Vec::new();
+    for frames in &received {
+        assert_eq!(frames.len(), 1, "a server sends the dealer one request");
+        assert_eq!(found_in(&frames[0], &words), 0);
+        let request: DealerRequest = decode(&frames[0], "request").unwrap();
+        assert_eq!(request.circuit, CircuitKind::RouterHead);
+        parties.push(request.party);
+    }
+    parties.sort();
+    assert_eq!(parties, [0, 1]);
+
+    // The real dealer, from its folder alone, serves sessions that match the plaintext.
+    let t = c.timeout.to_string();
+    let args = [
+        "dealer",
+        "--deployment",
+        dealer_dir.to_str().unwrap(),
+        "--timeout",
+        &t,
+    ];
+    c.dealer = Some(Service::start("dealer", &args, c.addrs[0]));
+    let x = random_queries(9, 3, f);
+    check_against_plaintext(&c, &x, &c.client().route(f, &x).await.unwrap());
+    let _ = std::fs::remove_dir_all(&dealer_dir);
+}
+
 /// Resident memory of a process in MiB (Linux `VmRSS`).
 fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

@@ -161,7 +161,11 @@ pub fn share_weights(
     prg.fill_u64(&mut mask);
     prg.fill_u64(&mut mask_p1);
     prg.fill_u64(&mut bias_p1);
-    let masked: Vec<u64> = w.iter().zip(&mask).map(|(&a, &r)| a.wrapping_add(r)).collect();
+    let masked: Vec<u64> = w
+        .iter()
+        .zip(&mask)
+        .map(|(&a, &r)| a.wrapping_add(r))
+        .collect();
     // M_0 = W^ − [R_W]_0 = W^ − (R_W − [R_W]_1), M_1 = −[R_W]_1.
     let online_p0 = masked
         .iter()
@@ -272,7 +276,9 @@ pub(crate) const LINEAR_END: [u8; LINEAR_HEADER_LEN] = [0; LINEAR_HEADER_LEN];
 impl LinearHeader {
     pub(crate) fn encode(&self) -> Result<[u8; LINEAR_HEADER_LEN], Error> {
         if self.rows > MAX_LINEAR_ROWS {
-            return Err(Error::ShapeMismatch("a linear layer has too many input rows"));
+            return Err(Error::ShapeMismatch(
+                "a linear layer has too many input rows",
+            ));
         }
         let mut b = [0u8; LINEAR_HEADER_LEN];
         b[..4].copy_from_slice(&self.layer.to_le_bytes());
@@ -287,7 +293,9 @@ impl LinearHeader {
             return if *b == LINEAR_END {
                 Ok(None)
             } else {
-                Err(Error::MalformedMessage("a malformed end of the linear stream"))
+                Err(Error::MalformedMessage(
+                    "a malformed end of the linear stream",
+                ))
             };
         }
         let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);

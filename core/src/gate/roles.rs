@@ -236,7 +236,8 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         let (mask, product) = match self.party {
             Party::P0 => (
                 self.correlations.linear_value_shares(inputs, width, None)?,
-                self.correlations.linear_value_shares(outputs, width, None)?,
+                self.correlations
+                    .linear_value_shares(outputs, width, None)?,
             ),
             Party::P1 => {
                 let split = packed_len(inputs, width);

@@ -126,7 +126,15 @@ pub fn serve_session<C: Circuit>(
     master: &Seed,
     keys: MemoryKeys,
 ) -> Result<Outcome, Error> {
-    serve_session_in(circuit, inputs, shares, weights, master, keys, [true, false])
+    serve_session_in(
+        circuit,
+        inputs,
+        shares,
+        weights,
+        master,
+        keys,
+        [true, false],
+    )
 }
 
 /// [`serve_session`], with each server's choice of precomputing its linear layers' offline
