@@ -528,10 +528,17 @@ impl ServerService {
         if self.prefetch_keys {
             // With the keys at hand, the linear layers' offline products leave the online
             // phase (otherwise each is computed as its layer runs).
-            server
+            let precompute = Instant::now();
+            let layers = server
                 .precompute_linear(&self.weights)
                 .await
                 .context("computing the linear layers' offline terms")?;
+            debug!(
+                party = ?self.party,
+                layers,
+                seconds = precompute.elapsed().as_secs_f64(),
+                "linear layers' offline terms computed"
+            );
             // Start the online clocks together.
             server
                 .channel_mut()

@@ -211,3 +211,57 @@ impl ModelFile {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::circuit::{PlainRouterHead, RouterHeadShape};
+
+    fn deploy(model_seed: u8, deployment_seed: u8) -> [ModelFile; 3] {
+        let shape = RouterHeadShape::DEMO;
+        let model = PlainRouterHead::random(shape, &Seed::from_bytes([model_seed; 16]));
+        ModelFile::deploy(
+            ModelSpec::RouterHead(shape),
+            &model.ring_layers().unwrap(),
+            &Seed::from_bytes([deployment_seed; 16]),
+        )
+        .unwrap()
+    }
+
+    /// The dealer's file is a function of the deployment's randomness alone: two different
+    /// models deployed with the same seed give byte-identical dealer files (and different
+    /// server files), and another seed gives another dealer file.
+    #[test]
+    fn the_dealers_file_does_not_depend_on_the_model() {
+        let bytes = |f: &ModelFile| postcard::to_allocvec(f).unwrap();
+        let [dealer_a, p0_a, _] = deploy(1, 9);
+        let [dealer_b, p0_b, _] = deploy(2, 9);
+        let [dealer_c, _, _] = deploy(1, 10);
+        assert_eq!(bytes(&dealer_a), bytes(&dealer_b));
+        assert_ne!(bytes(&p0_a), bytes(&p0_b));
+        assert_ne!(bytes(&dealer_a), bytes(&dealer_c));
+        assert!(dealer_a.dealer_weights().is_ok() && dealer_a.server_weights().is_err());
+        assert!(p0_a.server_weights().is_ok() && p0_a.dealer_weights().is_err());
+    }
+
+    /// A file of another layout (e.g. from a release whose dealer held the weights) is refused
+    /// by name, not misread.
+    #[test]
+    fn files_of_another_layout_are_refused() {
+        let dir = std::env::temp_dir().join(format!(
+            "securerouter-modelfile-{}",
+            hex::encode(crate::deployment::random_seed().as_bytes())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dealer.model");
+        let [mut dealer, _, _] = deploy(1, 9);
+        dealer.format = 1;
+        dealer.save(&path).unwrap();
+        let err = format!("{:#}", ModelFile::load(&path).unwrap_err());
+        assert!(err.contains("deploy the model again"), "{err}");
+        dealer.format = FORMAT;
+        dealer.save(&path).unwrap();
+        assert!(ModelFile::load(&path).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
