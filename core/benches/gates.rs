@@ -83,7 +83,9 @@ fn bench_gate(
         "{name}: {elements} elements; online per server {:.3} B/element, {} rounds; keys {:.1} B/element to P1, {:.1} B/element to both",
         (t.bytes_sent as usize - input_bytes) as f64 / elements as f64,
         t.rounds - inputs.len() as u64,
-        (keys.p1.len().saturating_sub(out_mask_bytes)) as f64 / elements as f64,
+        // The P1-only stream and P1's linear stream (the linear layers' offline shares).
+        ((keys.p1.len() + keys.linear[1].len()).saturating_sub(out_mask_bytes)) as f64
+            / elements as f64,
         keys.shared.len() as f64 / elements as f64,
     );
     c.bench_function(name, |b| {
