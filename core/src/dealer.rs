@@ -12,6 +12,7 @@
 //! | Beaver triple (a, b, c = ab) | a0, b0, c0 from its stream | a1, b1 from its stream; c1 sent |
 //! | matrix triple (A, B, C = AB) | A0, B0, C0 from its stream | A1, B1 from its stream; C1 sent |
 //! | DPF/DCF key pair (also one-bit DPF) | root seed from its stream | root seed from its stream |
+//! | a linear layer's shares of r_x and r_x·R_W | from its separate linear stream | sent (on the linear stream) |
 //!
 //! FSS correction words are shared by both keys and must reach both servers. P1 holds them
 //! anyway, so a runtime may deliver them to P0 directly or relay them through P1 without

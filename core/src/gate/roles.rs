@@ -171,7 +171,7 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
     }
 
     /// Reads the whole linear stream ahead and computes every linear layer's offline term
-    /// ([`super::linear`]), so that online each layer costs one matmul. Call it once, before
+    /// (see `share_weights`), so that online each layer costs one matmul. Call it once, before
     /// the circuit, when the session's keys are at hand (otherwise the terms are computed as
     /// the layers run). `weights` is the model's layers, indexed by their ids. Returns the
     /// layers precomputed.
