@@ -108,7 +108,8 @@ impl ModelSpec {
         }
     }
 
-    fn layer_shapes(&self) -> Vec<(usize, usize)> {
+    /// (inputs, outputs) of every weight layer, in the order of the model files.
+    pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
         match self {
             ModelSpec::RouterHead(s) => s.layer_shapes(),
             ModelSpec::Bert(s) => s.layer_shapes(),

@@ -146,7 +146,10 @@ pub fn run_circuit<C: Circuit>(
             .map(|(&a, &b)| fp.decode(a.wrapping_add(b)))
             .collect(),
         traffic: [t0, t1],
-        key_bytes: [keys.shared.len(), keys.shared.len() + keys.p1.len()],
+        key_bytes: [
+            keys.shared.len() + keys.linear[0].len(),
+            keys.shared.len() + keys.p1.len() + keys.linear[1].len(),
+        ],
         revealed: v0,
     })
 }
