@@ -3,7 +3,7 @@
 //! adds up the output shares they return.
 
 use crate::circuit::pool::route_of;
-use crate::circuit::{CircuitKind, FRAC_BITS};
+use crate::circuit::{CircuitKind, FRAC_BITS, QueryPlan};
 use crate::deployment::{Deployment, random_seed};
 use crate::model::head::argmax;
 use crate::net::{Identity, LinkConfig, SecureLink};
@@ -238,11 +238,7 @@ impl Client {
     ) -> anyhow::Result<PoolAnswer> {
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
         let out = self.run(circuit, cols, x).await?;
-        let (logits, route) = match (circuit, out.outputs.as_slice()) {
-            (CircuitKind::Routed(_), [logits, onehot]) => (logits, route_of(onehot)?),
-            (CircuitKind::Expert(k), [logits]) => (logits, usize::from(k)),
-            (_, o) => bail!("the servers returned {} outputs for {circuit}", o.len()),
-        };
+        let (logits, route) = QueryPlan::new(circuit).read_pool(&out.outputs)?;
         let logits: Vec<f64> = logits.iter().map(|&v| fp.decode(v)).collect();
         Ok(PoolAnswer {
             label: argmax(&logits),

@@ -7,8 +7,7 @@
 //! flight in all and per client key), runs within its deadline, and takes no input memory and
 //! no dealer work until both servers have joined it.
 
-use crate::circuit::pool::route_of;
-use crate::circuit::{self, CircuitKind, ModelFile, check_serves};
+use crate::circuit::{self, CircuitKind, ModelFile, QueryPlan, check_serves};
 use crate::dealer::DealerStream;
 use crate::deployment::Deployment;
 use crate::kernels::{ServerKernels, TimedKernels};
@@ -445,28 +444,26 @@ impl ServerService {
             .await;
         let mut peer = PeerChannel::new(peer);
         let mut stats = SessionStats::default();
+        let plan = QueryPlan::new(hello.circuit);
         let first = self
-            .stage(dealer?, &mut peer, hello.circuit, &input, &mut stats)
+            .stage(dealer?, &mut peer, plan.first_stage(), &input, &mut stats)
             .await?;
         let mut out = first.outputs;
-        if let Some(revealed) = &first.revealed {
-            // reveal-route: the route is known to both servers. Expert 0's logits came with the
-            // router; any other expert runs as a second stage, under keys for that expert.
-            let route = route_of(revealed).context("the revealed route")?;
-            if route > 0 {
-                let kind = CircuitKind::Expert(route as u8);
-                let dealer = self
-                    .open_dealer(hello.session.stage(route as u8), kind, hello.rows)
-                    .await?;
-                let second = self
-                    .stage(dealer, &mut peer, kind, &input, &mut stats)
-                    .await?;
-                out[0] = second
-                    .outputs
-                    .into_iter()
-                    .next()
-                    .context("an expert's logits")?;
-            }
+        if let Some(next) = plan.next_stage(first.revealed.as_deref())? {
+            let dealer = self
+                .open_dealer(hello.session.stage(next.stage), next.kind, hello.rows)
+                .await?;
+            let second = self
+                .stage(dealer, &mut peer, next.kind, &input, &mut stats)
+                .await?;
+            let replaced = out
+                .get_mut(next.replaces)
+                .context("the output a later stage replaces")?;
+            *replaced = second
+                .outputs
+                .into_iter()
+                .next()
+                .context("a later stage's output")?;
         }
         let traffic = peer.traffic();
         stats.online_bytes_sent = traffic.bytes_sent;

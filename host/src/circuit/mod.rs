@@ -7,10 +7,12 @@
 //!   experts, and the routed query in each routing privacy mode.
 
 mod file;
+mod plan;
 pub mod pool;
 mod router_head;
 
 pub use file::ModelFile;
+pub use plan::{LaterStage, QueryPlan};
 pub use pool::{PoolShape, RouteMode};
 pub use router_head::{PlainRouterHead, RouterHeadShape, router_head};
 

@@ -1,0 +1,116 @@
+//! A query's plan: which circuit runs in each stage and what a stage's revealed values decide
+//! next. The servers follow it and the client reads a pool's answer with it, so the routing
+//! privacy modes' policy lives here alone (the circuits themselves are in [`super::pool`]).
+
+use super::CircuitKind;
+use super::pool::{MAX_EXPERTS, RouteMode, route_of};
+use anyhow::{Context, bail};
+
+/// The stages of one query of circuit `first`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryPlan {
+    first: CircuitKind,
+}
+
+/// A stage after the first: its circuit, run under the session's id for `stage`
+/// (`SessionId::stage`), whose first output replaces the first stage's output `replaces`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaterStage {
+    /// The circuit.
+    pub kind: CircuitKind,
+    /// The stage's number, which names its keys at the dealer.
+    pub stage: u8,
+    /// The output of the first stage it replaces.
+    pub replaces: usize,
+}
+
+impl QueryPlan {
+    /// The plan of a query the client asked for as `first`.
+    pub fn new(first: CircuitKind) -> Self {
+        QueryPlan { first }
+    }
+
+    /// The circuit of the first stage.
+    pub fn first_stage(&self) -> CircuitKind {
+        self.first
+    }
+
+    /// The stage after the first, from what the first revealed to the servers. Only
+    /// reveal-route reveals (the one-hot route of one query): a route k > 0 runs expert k,
+    /// whose logits replace the summary expert's; route 0's logits came with the router.
+    pub fn next_stage(&self, revealed: Option<&[u64]>) -> anyhow::Result<Option<LaterStage>> {
+        match (self.first, revealed) {
+            (CircuitKind::Routed(RouteMode::Reveal), Some(onehot)) => {
+                let route = route_of(onehot).context("the revealed route")?;
+                if route == 0 {
+                    return Ok(None);
+                }
+                let k = u8::try_from(route)
+                    .ok()
+                    .filter(|&k| usize::from(k) < MAX_EXPERTS)
+                    .context("a route past the largest pool")?;
+                Ok(Some(LaterStage {
+                    kind: CircuitKind::Expert(k),
+                    stage: k,
+                    replaces: 0,
+                }))
+            }
+            (CircuitKind::Routed(RouteMode::Reveal), None) => {
+                bail!("a reveal-route query revealed no route")
+            }
+            (kind, Some(_)) => bail!("{kind} reveals nothing to the servers"),
+            (_, None) => Ok(None),
+        }
+    }
+
+    /// A pool query's logits and route from the outputs the client reconstructed: a routed
+    /// query gives [logits, one-hot route], one expert alone [logits].
+    pub fn read_pool<'a>(&self, outputs: &'a [Vec<u64>]) -> anyhow::Result<(&'a [u64], usize)> {
+        match (self.first, outputs) {
+            (CircuitKind::Routed(_), [logits, onehot]) => Ok((logits, route_of(onehot)?)),
+            (CircuitKind::Expert(k), [logits]) => Ok((logits, usize::from(k))),
+            (kind, o) => bail!("the servers returned {} outputs for {kind}", o.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reveal_route_runs_a_second_stage_for_routes_past_the_summary() {
+        let reveal = QueryPlan::new(CircuitKind::Routed(RouteMode::Reveal));
+        assert_eq!(reveal.next_stage(Some(&[1, 0, 0])).unwrap(), None);
+        assert_eq!(
+            reveal.next_stage(Some(&[0, 0, 1])).unwrap(),
+            Some(LaterStage {
+                kind: CircuitKind::Expert(2),
+                stage: 2,
+                replaces: 0
+            })
+        );
+        assert!(reveal.next_stage(None).is_err());
+        assert!(reveal.next_stage(Some(&[1, 1, 0])).is_err());
+        let hide = QueryPlan::new(CircuitKind::Routed(RouteMode::Hide));
+        assert_eq!(hide.next_stage(None).unwrap(), None);
+        assert!(hide.next_stage(Some(&[1, 0])).is_err());
+        assert_eq!(
+            QueryPlan::new(CircuitKind::Bert).next_stage(None).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_client_reads_logits_and_route_by_the_plan() {
+        let outputs = [vec![7, 8], vec![0, 1, 0]];
+        let routed = QueryPlan::new(CircuitKind::Routed(RouteMode::Hide));
+        assert_eq!(routed.read_pool(&outputs).unwrap(), (&[7u64, 8][..], 1));
+        let expert = QueryPlan::new(CircuitKind::Expert(2));
+        assert_eq!(
+            expert.read_pool(&outputs[..1]).unwrap(),
+            (&[7u64, 8][..], 2)
+        );
+        assert!(expert.read_pool(&outputs).is_err());
+    }
+}
