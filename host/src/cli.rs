@@ -50,6 +50,8 @@ pub enum Command {
     /// under MPC, routed and through the largest expert alone: label, route, time and bytes.
     ///
     /// The client learns the route in both modes; --route says what the servers learn.
+    /// Building and training the pool need the `train` feature (the default); a build without
+    /// it serves a pool built before.
     Demo {
         /// A sentence to classify too (repeatable).
         #[arg(long)]
@@ -153,6 +155,8 @@ pub enum Command {
     },
 
     /// Offline training: fine-tune the pool's experts, then train the router.
+    ///
+    /// Needs a build with the `train` feature (the default); a build without it refuses.
     Train {
         /// What to train.
         #[command(subcommand)]
@@ -196,7 +200,8 @@ pub enum Command {
         router_only: bool,
         /// With --pool: retrain the router for each --cost-weights value, measure its routed
         /// queries and every expert alone under MPC on --queries held-out sentences, and draw
-        /// held-out accuracy against measured online time per query (SVG at --plot).
+        /// held-out accuracy against measured online time per query (SVG at --plot). Needs a
+        /// build with the `train` feature (the default).
         #[arg(long, requires = "pool")]
         sweep: bool,
         /// Cost-loss weights of --sweep, comma-separated.

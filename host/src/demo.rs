@@ -2,6 +2,9 @@
 //! pool and its router if the cache lacks them, starts the dealer, P0 and P1 as processes on
 //! loopback over the encrypted links, and classifies a few held-out sentences (and any
 //! `--text`) twice under MPC: routed, and through the largest expert alone.
+//!
+//! Building and training need the `train` feature (on by default); a build without it serves
+//! a pool built before and says so when there is none.
 
 use crate::assets;
 use crate::circuit::{CircuitKind, RouteMode};
@@ -9,12 +12,11 @@ use crate::client::PoolAnswer;
 use crate::data;
 use crate::local_cluster::ServerFlags;
 use crate::model::pool::MANIFEST;
+use crate::pool_format::{pool_dir, router_is_current};
 use crate::served_pool::{ServedPool, embed_query};
-use crate::train::pool::{PoolOptions, build_pool, pool_dir, router_is_current, train_pool_router};
-use crate::train::router::RouterOptions;
 use anyhow::bail;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Held-out sentences the demo classifies besides `--text`.
 pub const DEMO_SENTENCES: usize = 3;
@@ -46,25 +48,7 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<()> {
         a.fetch(&cache)?;
     }
     let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
-    if !dir.join(MANIFEST).exists() {
-        writeln!(
-            out,
-            "building the pool in {} (once; about 10 minutes on 2 cores)",
-            dir.display()
-        )?;
-        build_pool(
-            &PoolOptions {
-                cache: Some(cache.clone()),
-                dir: Some(dir.clone()),
-                ..PoolOptions::default()
-            },
-            out,
-        )?;
-    }
-    if !router_is_current(&dir)? {
-        writeln!(out, "training the router")?;
-        train_pool_router(&dir, &RouterOptions::default(), None, true)?;
-    }
+    prepare_pool(&cache, &dir, out)?;
     let pool = ServedPool::load(&dir, &cache)?;
     let names: Vec<&str> = pool
         .manifest
@@ -157,5 +141,50 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<()> {
         "times are end to end at the client (keys streamed alongside); `securerouter bench \
          --pool` measures accuracy and the online speed-up on many sentences"
     )?;
+    Ok(())
+}
+
+/// Builds the pool in `dir` if it is missing (its experts' costs measured with `bench`) and
+/// trains its router if it has none that this version reads.
+#[cfg(feature = "train")]
+fn prepare_pool(cache: &Path, dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::train::pool::{PoolOptions, build_pool, train_pool_router};
+    use crate::train::router::RouterOptions;
+    if !dir.join(MANIFEST).exists() {
+        writeln!(
+            out,
+            "building the pool in {} (once; about 10 minutes on 2 cores)",
+            dir.display()
+        )?;
+        build_pool(
+            &PoolOptions {
+                cache: Some(cache.to_path_buf()),
+                dir: Some(dir.to_path_buf()),
+                ..PoolOptions::default()
+            },
+            &|req, out| crate::bench::expert_cost(req, Some(cache), out),
+            out,
+        )?;
+    }
+    if !router_is_current(dir)? {
+        writeln!(out, "training the router")?;
+        train_pool_router(dir, &RouterOptions::default(), None, true)?;
+    }
+    Ok(())
+}
+
+/// Without training, the demo serves a pool built and routed before (by a build with the
+/// `train` feature), and refuses to start without one.
+#[cfg(not(feature = "train"))]
+fn prepare_pool(_cache: &Path, dir: &Path, _out: &mut dyn Write) -> anyhow::Result<()> {
+    if !dir.join(MANIFEST).exists() || !router_is_current(dir)? {
+        bail!(
+            "the pool in {} is not built or has no current router, and this securerouter was \
+             built without the `train` feature, so it cannot train them: run `securerouter \
+             train pool` and `securerouter train router` with a default build (or build with \
+             `--features train`)",
+            dir.display()
+        );
+    }
     Ok(())
 }

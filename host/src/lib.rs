@@ -2,7 +2,14 @@
 //!
 //! The binary (`src/main.rs`) stays thin: it parses the command line with [`cli::Cli`], sets up
 //! logging with [`logging::init`], and hands over to [`run`]. Everything else lives in this
-//! library so that it can be tested directly.
+//! library so that it can be tested directly. [`run`] maps the command line's types to the
+//! library's option structs; no library module imports [`cli`].
+//!
+//! The `train` feature (on by default) adds offline training with candle (the `train` module,
+//! `securerouter train`, the pool build of `demo`) and `bench --pool --sweep` with its plot
+//! (plotters). A build without it (`--no-default-features`) has neither dependency and still
+//! creates deployments, serves, runs clients and benchmarks; the commands that train say that
+//! they need the feature.
 //!
 //! The crate denies `unsafe_code`. Two modules allow it, and hold all of the crate's `unsafe`,
 //! each listed with its safety argument in the module's documentation: the SIMD kernels
@@ -28,12 +35,14 @@ pub mod model;
 pub mod net;
 pub mod nn;
 pub mod party;
+pub mod pool_format;
 pub mod progress;
 mod secret_file;
 pub mod served_pool;
 pub mod service;
 pub mod session;
 pub mod sys;
+#[cfg(feature = "train")]
 pub mod train;
 
 use std::io::Write;
@@ -209,7 +218,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             Arc::new(service).run(listener).await;
             Ok(())
         })),
-        Command::Train { action } => train::run(action, out),
+        Command::Train { action } => train_command(action, out),
         Command::Bench {
             json,
             breakdown,
@@ -234,16 +243,27 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             kernel_threads,
         } => {
             if *sweep {
-                let opts = bench::sweep::SweepOptions {
-                    pool_dir: pool_dir.clone(),
-                    cache: cache_dir.clone(),
-                    mode: *route,
-                    queries: *queries,
-                    weights: cost_weights.clone(),
-                    plot: plot.clone(),
-                    timeout_s: *timeout,
-                };
-                return bench::sweep::run(&opts, out).map(|_| ());
+                #[cfg(feature = "train")]
+                {
+                    let opts = bench::sweep::SweepOptions {
+                        pool_dir: pool_dir.clone(),
+                        cache: cache_dir.clone(),
+                        mode: *route,
+                        queries: *queries,
+                        weights: cost_weights.clone(),
+                        plot: plot.clone(),
+                        timeout_s: *timeout,
+                    };
+                    return bench::sweep::run(&opts, out).map(|_| ());
+                }
+                #[cfg(not(feature = "train"))]
+                {
+                    // Options of the sweep alone, which this build cannot run.
+                    let _ = (cost_weights, plot);
+                    return Err(without_train(
+                        "`bench --pool --sweep` (it retrains the router per cost weight)",
+                    ));
+                }
             }
             if *pool {
                 let opts = bench::pool::PoolBenchOptions {
@@ -265,7 +285,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             }
             let model = match (layers, hidden, heads, ffn) {
                 _ if expert.is_some() => bench::BenchModel::PoolExpert {
-                    pool: train::pool::pool_dir(pool_dir.as_deref(), cache_dir.as_deref())?,
+                    pool: pool_format::pool_dir(pool_dir.as_deref(), cache_dir.as_deref())?,
                     name: expert.clone().unwrap_or_default(),
                 },
                 (Some(layers), Some(hidden), Some(heads), Some(ffn)) => {
@@ -342,6 +362,99 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+/// Runs `securerouter train`: the command line's options mapped to the training library's,
+/// each expert's cost measured with [`bench::expert_cost`].
+#[cfg(feature = "train")]
+fn train_command(action: &cli::TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
+    use train::{expert, pool, router};
+    match action {
+        cli::TrainAction::Pool {
+            cache_dir,
+            pool_dir,
+            experts,
+            seq,
+            epochs,
+            limit,
+            cost_queries,
+            force,
+        } => {
+            let opts = pool::PoolOptions {
+                cache: cache_dir.clone(),
+                dir: pool_dir.clone(),
+                expert_layers: experts.clone(),
+                seq_len: *seq as usize,
+                fine_tune: expert::FineTuneOptions {
+                    epochs: *epochs,
+                    ..expert::FineTuneOptions::default()
+                },
+                limit: *limit,
+                cost_queries: *cost_queries,
+                force: *force,
+            };
+            let m = pool::build_pool(
+                &opts,
+                &|req, out| bench::expert_cost(req, cache_dir.as_deref(), out),
+                out,
+            )?;
+            writeln!(out, "{}", serde_json::to_string(&m)?)?;
+            Ok(())
+        }
+        cli::TrainAction::Router {
+            cache_dir,
+            pool_dir,
+            task_weight,
+            balance_weight,
+            cost_weight,
+            costs,
+            tau,
+            epochs,
+            hidden,
+            dry_run,
+        } => {
+            for (what, v) in [
+                ("--task-weight", *task_weight),
+                ("--balance-weight", *balance_weight),
+                ("--cost-weight", *cost_weight),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    bail!("{what} must be a finite number ≥ 0, not {v}");
+                }
+            }
+            if !(tau.is_finite() && *tau > 0.0) {
+                bail!("--tau must be positive, not {tau}");
+            }
+            let dir = pool_format::pool_dir(pool_dir.as_deref(), cache_dir.as_deref())?;
+            let opts = router::RouterOptions {
+                hidden: *hidden,
+                epochs: *epochs,
+                tau: *tau,
+                task_weight: *task_weight,
+                balance_weight: *balance_weight,
+                cost_weight: *cost_weight,
+                ..router::RouterOptions::default()
+            };
+            let (_, report) = pool::train_pool_router(&dir, &opts, costs.as_deref(), !dry_run)?;
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            Ok(())
+        }
+    }
+}
+
+/// `securerouter train` in a build without the `train` feature: refused, saying why.
+#[cfg(not(feature = "train"))]
+fn train_command(_: &cli::TrainAction, _: &mut dyn Write) -> anyhow::Result<()> {
+    Err(without_train("`securerouter train`"))
+}
+
+/// The error of a command that needs the `train` feature, in a build without it.
+#[cfg(not(feature = "train"))]
+fn without_train(what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} needs training, and this securerouter was built without the `train` feature \
+         (build it with the default features, or with `--features train`)"
+    )
 }
 
 /// Runs a service; with `watch`, only until standard input reaches its end or fails (the

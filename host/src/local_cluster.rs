@@ -160,7 +160,7 @@ impl LocalCluster {
 
     /// Peak resident memory of the dealer, P0 and P1 so far, in MiB (0 where unknown).
     pub fn peak_rss_mb(&self) -> [f64; 3] {
-        [0, 1, 2].map(|i| peak_rss_of(self.children[i].id()))
+        [0, 1, 2].map(|i| crate::sys::peak_rss_of(self.children[i].id()))
     }
 }
 
@@ -172,16 +172,4 @@ impl Drop for LocalCluster {
         }
         let _ = std::fs::remove_dir_all(self.dir());
     }
-}
-
-/// A process's peak resident memory in MiB (Linux `VmHWM`; 0 elsewhere).
-pub fn peak_rss_of(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -12,11 +12,11 @@ use crate::dealer::DealerStream;
 use crate::deployment::Deployment;
 use crate::kernels::{ServerKernels, TimedKernels};
 use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
-use crate::nn::profile::Profiled;
+use crate::nn::profile::{PhaseStats, Profiled, add_phases};
 use crate::service::{ServiceLimits, accept_loop, within};
 use crate::session::{
-    ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, PeerReady, PhaseStats,
-    ServerReply, SessionId, SessionStats, add_phases, check_rows, decode, encode,
+    ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, PeerReady, ServerReply,
+    SessionId, SessionStats, check_rows, decode, encode,
 };
 use crate::sys::process_cpu_seconds;
 use anyhow::{Context, anyhow, bail};
@@ -605,7 +605,7 @@ struct StageShares {
 
 /// This process's peak resident memory in MiB (Linux `VmHWM`; 0 elsewhere).
 pub fn peak_rss_mb() -> f64 {
-    crate::local_cluster::peak_rss_of(std::process::id())
+    crate::sys::peak_rss_of(std::process::id())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::model::head::{argmax, reference_logits};
 use crate::model::pool::{LoadedExpert, PoolManifest};
 use crate::model::{ClientBundle, Encoding, Matrix, WordPiece, mean_pool};
 use crate::nn::bert::{client_input, ring_layers, shape_of};
-use crate::train::pool::StoredRouter;
+use crate::pool_format::StoredRouter;
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::Path;

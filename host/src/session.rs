@@ -8,6 +8,9 @@
 //! circuit, each server sends the client a [`ServerReply`] with its output shares.
 
 use crate::circuit::CircuitKind;
+/// The per-part figures of [`SessionStats::phases`] and [`SessionStats::stages`] are the
+/// servers' own accounting ([`crate::nn::profile`]), carried here as they are.
+pub use crate::nn::profile::{PhaseStats, add_phases};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -167,33 +170,6 @@ pub enum DealerChunk {
     End,
     /// The dealer refuses the request.
     Refused(String),
-}
-
-/// Online cost of one named part of a circuit (e.g. "softmax") at one server.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PhaseStats {
-    /// The part.
-    pub name: String,
-    /// Seconds spent in it.
-    pub online_s: f64,
-    /// Bytes sent to the other server in it.
-    pub bytes_sent: u64,
-    /// Rounds in it.
-    pub rounds: u64,
-}
-
-/// Adds `more` to `total`, part by part (parts keep their order of first appearance).
-pub fn add_phases(total: &mut Vec<PhaseStats>, more: &[PhaseStats]) {
-    for p in more {
-        match total.iter_mut().find(|q| q.name == p.name) {
-            Some(q) => {
-                q.online_s += p.online_s;
-                q.bytes_sent += p.bytes_sent;
-                q.rounds += p.rounds;
-            }
-            None => total.push(p.clone()),
-        }
-    }
 }
 
 /// Cost of one session as one server saw it.

@@ -1,6 +1,7 @@
-//! The host's two calls into the C library, each behind a safe function. With the SIMD
-//! kernels (the private `kernels::simd`, whose documentation lists its own), this module is
-//! the only code of the crate allowed `unsafe`, in three blocks:
+//! Process facts and tuning: the host's two calls into the C library, each behind a safe
+//! function, and a process's peak memory. With the SIMD kernels (the private `kernels::simd`,
+//! whose documentation lists its own), this module is the only code of the crate allowed
+//! `unsafe`, in three blocks:
 //! 1. [`keep_freed_memory`]: `mallopt` takes no pointers and checks its arguments, and glibc
 //!    changes the parameters under the main arena's lock, so any call is sound.
 //! 2. `process_cpu_seconds`: `getrusage` writes one `rusage` through a pointer to a live,
@@ -8,7 +9,8 @@
 //! 3. `process_cpu_seconds`: `assume_init` of that struct, after `getrusage` succeeded (it
 //!    was fully initialised, with zeros, before).
 //!
-//! Neither touches secret data.
+//! Neither touches secret data. Beside them, [`peak_rss_of`] reads a process's peak memory
+//! from `/proc` (no `unsafe`).
 
 #![allow(unsafe_code)]
 
@@ -49,4 +51,16 @@ pub(crate) fn process_cpu_seconds() -> f64 {
 #[cfg(not(unix))]
 pub(crate) fn process_cpu_seconds() -> f64 {
     0.0
+}
+
+/// A process's peak resident memory in MiB (Linux `VmHWM`; 0 elsewhere).
+pub fn peak_rss_of(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }

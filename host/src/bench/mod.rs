@@ -9,6 +9,7 @@
 
 pub mod pool;
 pub mod router_agreement;
+#[cfg(feature = "train")]
 pub mod sweep;
 
 use crate::assets;
@@ -17,12 +18,13 @@ use crate::data;
 use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use crate::local_cluster::{LocalCluster, ServerFlags};
 use crate::model::head::{argmax, reference_logits};
+use crate::model::pool::{CostRequest, MeasuredCost};
 use crate::model::{
     BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix, WordPiece,
 };
 use crate::nn::bert::{BertShape, client_input, ring_layers, shape_of};
+use crate::nn::profile::{PhaseStats, add_phases};
 use crate::party::peak_rss_mb;
-use crate::session::{PhaseStats, add_phases};
 use anyhow::bail;
 use serde::Serialize;
 use std::io::Write;
@@ -275,6 +277,41 @@ fn sentiment_head(
     std::fs::create_dir_all(path.parent().unwrap_or(cache))?;
     head.save(&path)?;
     Ok(head)
+}
+
+/// Measures the MPC cost of one expert of a built pool: the bench on it (dealer, P0 and P1 as
+/// processes, the CPU kernels), on `req.queries` of the pool's held-out sentences, its report
+/// to `out`. `securerouter train pool` fills the manifest's costs with it.
+pub fn expert_cost(
+    req: &CostRequest<'_>,
+    cache: Option<&Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<MeasuredCost> {
+    let line = run(
+        &BenchOptions {
+            model: BenchModel::PoolExpert {
+                pool: req.pool.to_path_buf(),
+                name: req.expert.to_string(),
+            },
+            seq_len: req.seq_len,
+            queries: req.queries,
+            breakdown: false,
+            cache: cache.map(Path::to_path_buf),
+            timeout_s: 600,
+            gpu: false,
+            kernel_threads: 0,
+        },
+        false,
+        out,
+    )?;
+    Ok(MeasuredCost {
+        online_s: line.online_s,
+        offline_s: line.offline_s,
+        online_bytes_per_server: line.online_bytes_per_server,
+        key_bytes_per_server: line.key_bytes_per_server,
+        rounds: line.rounds,
+        queries: line.queries,
+    })
 }
 
 /// Runs the bench and writes its JSON line (and, with `breakdown`, a table) to `out`.

@@ -2,7 +2,7 @@
 //! more (DESIGN §1: the client never needs the model). It holds the WordPiece vocabulary and
 //! the embedding tables with their LayerNorm; the encoder weights stay with the servers.
 
-use super::reference::Matrix;
+use super::matrix::Matrix;
 use super::tokenizer::WordPiece;
 use super::weights::{BertWeights, Embeddings, LayerNorm};
 use anyhow::{Context, bail};

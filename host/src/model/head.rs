@@ -4,7 +4,7 @@
 //! features of labelled sentences, so secure and plaintext predictions can be compared on a
 //! real task. Stored as JSON (a few thousand numbers).
 
-use super::reference::Matrix;
+use super::matrix::Matrix;
 use super::weights::Linear;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod config;
 pub mod head;
+pub mod matrix;
 pub mod pool;
 pub mod reference;
 pub mod tokenizer;
@@ -12,7 +13,8 @@ pub mod weights;
 pub use bundle::ClientBundle;
 pub use config::BertConfig;
 pub use head::ClassifierHead;
+pub use matrix::Matrix;
 pub use pool::PoolManifest;
-pub use reference::{Matrix, mean_pool};
+pub use reference::mean_pool;
 pub use tokenizer::{Encoding, WordPiece};
 pub use weights::{BertWeights, Embeddings, EncoderLayer, LayerNorm, Linear};

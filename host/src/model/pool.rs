@@ -34,6 +34,19 @@ pub struct MeasuredCost {
     pub queries: usize,
 }
 
+/// An expert of a built pool whose MPC cost is to be measured ([`MeasuredCost`]).
+#[derive(Clone, Copy, Debug)]
+pub struct CostRequest<'a> {
+    /// The pool directory.
+    pub pool: &'a Path,
+    /// The expert's name in the manifest.
+    pub expert: &'a str,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Queries to average.
+    pub queries: usize,
+}
+
 /// One expert of a pool.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExpertEntry {

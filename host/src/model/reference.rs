@@ -3,49 +3,9 @@
 //! per-head softmax(QKᵀ/√d)·V, output projection, residual and LayerNorm, GeLU feed-forward,
 //! residual and LayerNorm), with exact non-linearities. Secure results are measured against it.
 
+use super::matrix::Matrix;
 use super::weights::{BertWeights, Embeddings, LayerNorm, Linear};
 use anyhow::bail;
-
-/// A row-major f64 matrix.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Matrix {
-    /// Rows.
-    pub rows: usize,
-    /// Columns.
-    pub cols: usize,
-    /// Elements, row-major.
-    pub data: Vec<f64>,
-}
-
-impl Matrix {
-    /// A matrix from row-major data (`data.len()` must be rows·cols).
-    pub fn new(rows: usize, cols: usize, data: Vec<f64>) -> Self {
-        assert_eq!(
-            data.len(),
-            rows * cols,
-            "matrix data does not match its shape"
-        );
-        Matrix { rows, cols, data }
-    }
-
-    /// Row `i`.
-    pub fn row(&self, i: usize) -> &[f64] {
-        &self.data[i * self.cols..(i + 1) * self.cols]
-    }
-
-    fn row_mut(&mut self, i: usize) -> &mut [f64] {
-        &mut self.data[i * self.cols..(i + 1) * self.cols]
-    }
-
-    /// Largest absolute element-wise difference.
-    pub fn max_abs_diff(&self, other: &Matrix) -> f64 {
-        self.data
-            .iter()
-            .zip(&other.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max)
-    }
-}
 
 /// Σ a_i·b_i over eight running sums: independent sums let the compiler use SIMD lanes (one
 /// serial f64 sum cannot be reordered), several times faster on model-sized rows.

@@ -3,7 +3,7 @@
 //! cut from bigger pretrained models).
 
 use super::config::BertConfig;
-use super::reference::Matrix;
+use super::matrix::Matrix;
 use anyhow::{Context, bail};
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;

@@ -1,15 +1,45 @@
 //! Per-part accounting of a server's online phase: a [`Protocol`] adapter that forwards every
 //! gate to a [`ServerSide`] and charges time, bytes and rounds to the part the circuit named
 //! last with [`Protocol::phase`] (e.g. "softmax"). `bench --breakdown` prints the totals.
+//!
+//! [`PhaseStats`] is defined here, with the accounting that fills it; the session messages
+//! carry it to the client (`session` re-exports it), and nothing here depends on them.
 
-use crate::session::PhaseStats;
 use securerouter_core::Error;
 use securerouter_core::gate::{
     Channel, Kernels, KeySource, LookupTable, Protocol, ServerSide, ServerWeights, Tensor, Traffic,
     WindowTable,
 };
 use securerouter_core::ring::BitWidth;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// Online cost of one named part of a circuit (e.g. "softmax") at one server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStats {
+    /// The part.
+    pub name: String,
+    /// Seconds spent in it.
+    pub online_s: f64,
+    /// Bytes sent to the other server in it.
+    pub bytes_sent: u64,
+    /// Rounds in it.
+    pub rounds: u64,
+}
+
+/// Adds `more` to `total`, part by part (parts keep their order of first appearance).
+pub fn add_phases(total: &mut Vec<PhaseStats>, more: &[PhaseStats]) {
+    for p in more {
+        match total.iter_mut().find(|q| q.name == p.name) {
+            Some(q) => {
+                q.online_s += p.online_s;
+                q.bytes_sent += p.bytes_sent;
+                q.rounds += p.rounds;
+            }
+            None => total.push(p.clone()),
+        }
+    }
+}
 
 /// A server that accounts per circuit part.
 pub struct Profiled<'a, C, K, X> {

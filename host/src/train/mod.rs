@@ -1,5 +1,10 @@
 //! Offline training with candle (CPU, f32): fine-tuning the pool's experts and training the
 //! router. Everything here runs before deployment; nothing in it touches a secret share.
+//!
+//! The module exists with the `train` feature (on by default), which brings candle in. It
+//! reads the pool's files through [`crate::pool_format`] and [`crate::model::pool`] like the
+//! services do, and measures nothing under MPC itself: [`pool::build_pool`] asks its caller for
+//! each expert's cost ([`pool::CostMeter`]).
 
 pub mod encoder;
 pub mod expert;
@@ -34,80 +39,3 @@ mod testing {
     }
 }
 pub mod router;
-
-use crate::cli::TrainAction;
-use std::io::Write;
-
-/// Runs `securerouter train`.
-///
-/// # Errors
-/// Whatever building the pool or training the router fails with.
-pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
-    match action {
-        TrainAction::Pool {
-            cache_dir,
-            pool_dir,
-            experts,
-            seq,
-            epochs,
-            limit,
-            cost_queries,
-            force,
-        } => {
-            let opts = pool::PoolOptions {
-                cache: cache_dir.clone(),
-                dir: pool_dir.clone(),
-                expert_layers: experts.clone(),
-                seq_len: *seq as usize,
-                fine_tune: expert::FineTuneOptions {
-                    epochs: *epochs,
-                    ..expert::FineTuneOptions::default()
-                },
-                limit: *limit,
-                cost_queries: *cost_queries,
-                force: *force,
-            };
-            let m = pool::build_pool(&opts, out)?;
-            writeln!(out, "{}", serde_json::to_string(&m)?)?;
-            Ok(())
-        }
-        TrainAction::Router {
-            cache_dir,
-            pool_dir,
-            task_weight,
-            balance_weight,
-            cost_weight,
-            costs,
-            tau,
-            epochs,
-            hidden,
-            dry_run,
-        } => {
-            for (what, v) in [
-                ("--task-weight", *task_weight),
-                ("--balance-weight", *balance_weight),
-                ("--cost-weight", *cost_weight),
-            ] {
-                if !(v.is_finite() && v >= 0.0) {
-                    anyhow::bail!("{what} must be a finite number ≥ 0, not {v}");
-                }
-            }
-            if !(tau.is_finite() && *tau > 0.0) {
-                anyhow::bail!("--tau must be positive, not {tau}");
-            }
-            let dir = pool::pool_dir(pool_dir.as_deref(), cache_dir.as_deref())?;
-            let opts = router::RouterOptions {
-                hidden: *hidden,
-                epochs: *epochs,
-                tau: *tau,
-                task_weight: *task_weight,
-                balance_weight: *balance_weight,
-                cost_weight: *cost_weight,
-                ..router::RouterOptions::default()
-            };
-            let (_, report) = pool::train_pool_router(&dir, &opts, costs.as_deref(), !dry_run)?;
-            writeln!(out, "{}", serde_json::to_string(&report)?)?;
-            Ok(())
-        }
-    }
-}

@@ -1,6 +1,6 @@
 //! `securerouter train pool` and `securerouter train router`: building a pool of experts from a
-//! pretrained checkpoint, measuring each expert's MPC cost, and training the router on the
-//! experts' outputs.
+//! pretrained checkpoint, having each expert's MPC cost measured (by the [`CostMeter`] the
+//! caller supplies), and training the router on the experts' outputs.
 //!
 //! Data: the Rotten Tomatoes sentences, split once with [`data::SPLIT_SEED`] into 80 % train and
 //! 20 % held out (the same held-out sentences `bench` uses). Experts are fine-tuned on the
@@ -12,22 +12,18 @@
 use super::expert::{Expert, FineTuneOptions, Inference, accuracy, embed_texts, fine_tune};
 use super::router::{RouteReport, RouterData, RouterOptions, evaluate, train_router};
 use crate::assets;
-use crate::bench::{self, BenchModel, BenchOptions};
-use crate::circuit::PlainRouterHead;
 use crate::circuit::pool::router_features;
 use crate::data::{self, LabelledSentence};
-use crate::model::pool::{ExpertEntry, MeasuredCost, PoolManifest};
+use crate::model::pool::{CostRequest, ExpertEntry, MeasuredCost, PoolManifest};
 use crate::model::{BertWeights, WordPiece};
+use crate::pool_format::{StoredRouter, pool_dir};
 use anyhow::{Context, bail};
 use safetensors::{Dtype, SafeTensors};
-use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The experts' outputs the router learns from and is judged on.
 pub const SIGNALS: &str = "signals.safetensors";
-/// The trained router (JSON).
-pub const ROUTER: &str = "router.json";
 /// The task the pool is fine-tuned on.
 pub const TASK: &str = "rotten-tomatoes-sentiment";
 
@@ -46,7 +42,7 @@ pub struct PoolOptions {
     pub fine_tune: FineTuneOptions,
     /// Use at most this many sentences of each split (for quick runs); all when `None`.
     pub limit: Option<usize>,
-    /// Queries `bench` averages per expert to measure its cost (0: do not measure).
+    /// Queries averaged per expert to measure its cost (0: do not measure).
     pub cost_queries: usize,
     /// Rebuild even if a pool is there.
     pub force: bool,
@@ -64,14 +60,6 @@ impl Default for PoolOptions {
             cost_queries: 2,
             force: false,
         }
-    }
-}
-
-/// The pool directory for an optional override and cache.
-pub fn pool_dir(dir: Option<&Path>, cache: Option<&Path>) -> anyhow::Result<PathBuf> {
-    match dir {
-        Some(d) => Ok(d.to_path_buf()),
-        None => Ok(assets::cache_dir(cache)?.join("pool")),
     }
 }
 
@@ -108,14 +96,24 @@ fn labels(s: &[LabelledSentence]) -> Vec<usize> {
     s.iter().map(|x| x.label as usize).collect()
 }
 
+/// Measures one expert's MPC cost for [`build_pool`], writing any progress to the writer it
+/// is given. Training does not run MPC itself: the caller supplies the measurement (the
+/// `securerouter` binary passes `bench`'s, with dealer, P0 and P1 as processes).
+pub type CostMeter<'a> =
+    dyn Fn(&CostRequest<'_>, &mut dyn Write) -> anyhow::Result<MeasuredCost> + 'a;
+
 /// Fine-tunes every expert, stores them with their outputs on the router and held-out
-/// sentences, measures their MPC cost with `bench`, and writes the manifest. Reuses a
-/// complete pool unless `force`.
+/// sentences, measures their MPC cost with `measure` (unless `opts.cost_queries` is 0), and
+/// writes the manifest. Reuses a complete pool unless `force`.
 ///
 /// # Errors
-/// If assets are missing, an option is out of range, training fails or a file cannot be
-/// written.
-pub fn build_pool(opts: &PoolOptions, out: &mut dyn Write) -> anyhow::Result<PoolManifest> {
+/// If assets are missing, an option is out of range, training or a measurement fails, or a
+/// file cannot be written.
+pub fn build_pool(
+    opts: &PoolOptions,
+    measure: &CostMeter<'_>,
+    out: &mut dyn Write,
+) -> anyhow::Result<PoolManifest> {
     let cache = assets::cache_dir(opts.cache.as_deref())?;
     let dir = pool_dir(opts.dir.as_deref(), Some(&cache))?;
     if !opts.force
@@ -210,7 +208,7 @@ pub fn build_pool(opts: &PoolOptions, out: &mut dyn Write) -> anyhow::Result<Poo
     signals.save(&dir.join(SIGNALS))?;
     manifest.save(&dir)?;
     if opts.cost_queries > 0 {
-        measure_costs(&mut manifest, &dir, opts, out)?;
+        measure_costs(&mut manifest, &dir, opts, measure, out)?;
         manifest.save(&dir)?;
     }
     writeln!(out, "pool written to {}", dir.display())?;
@@ -235,11 +233,12 @@ fn save_expert(dir: &Path, name: &str, expert: &Expert, acc: f64) -> anyhow::Res
     })
 }
 
-/// Runs `bench` on every expert (dealer, P0, P1 as processes) and stores the figures.
+/// Measures every expert with `measure` and stores the figures.
 fn measure_costs(
     manifest: &mut PoolManifest,
     dir: &Path,
     opts: &PoolOptions,
+    measure: &CostMeter<'_>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     for i in 0..manifest.experts.len() {
@@ -249,31 +248,16 @@ fn measure_costs(
             "expert {name}: measuring its MPC cost ({} queries at {} tokens)",
             opts.cost_queries, manifest.seq_len
         )?;
-        let line = bench::run(
-            &BenchOptions {
-                model: BenchModel::PoolExpert {
-                    pool: dir.to_path_buf(),
-                    name: name.clone(),
-                },
+        let cost = measure(
+            &CostRequest {
+                pool: dir,
+                expert: &name,
                 seq_len: manifest.seq_len,
                 queries: opts.cost_queries,
-                breakdown: false,
-                cache: opts.cache.clone(),
-                timeout_s: 600,
-                gpu: false,
-                kernel_threads: 0,
             },
-            false,
             out,
         )?;
-        manifest.experts[i].cost = Some(MeasuredCost {
-            online_s: line.online_s,
-            offline_s: line.offline_s,
-            online_bytes_per_server: line.online_bytes_per_server,
-            key_bytes_per_server: line.key_bytes_per_server,
-            rounds: line.rounds,
-            queries: line.queries,
-        });
+        manifest.experts[i].cost = Some(cost);
     }
     Ok(())
 }
@@ -436,63 +420,6 @@ fn router_inputs(pooled: &[Vec<f32>], logits: &[Vec<Vec<f32>>]) -> anyhow::Resul
         .collect()
 }
 
-/// A trained router as stored in the pool (`router.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StoredRouter {
-    /// The MLP.
-    pub head: PlainRouterHead,
-    /// Loss weights it was trained with: task, balance, cost.
-    pub loss_weights: [f64; 3],
-    /// The expert costs it was trained with (online seconds).
-    pub costs: Vec<f64>,
-}
-
-impl StoredRouter {
-    /// Reads and checks the router stored in the pool directory `dir` for a pool of `experts`.
-    pub fn load(dir: &Path, experts: usize) -> anyhow::Result<Self> {
-        let path = dir.join(ROUTER);
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!(
-                "reading {} (train it with `securerouter train router`)",
-                path.display()
-            )
-        })?;
-        let r: StoredRouter = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a stored router", path.display()))?;
-        r.head
-            .validate()
-            .with_context(|| format!("in {}", path.display()))?;
-        if r.head.shape.experts != experts || r.costs.len() != experts {
-            bail!(
-                "{} routes over {} experts; the pool holds {experts}",
-                path.display(),
-                r.head.shape.experts
-            );
-        }
-        Ok(r)
-    }
-}
-
-/// Whether the pool in `dir` has a stored router that reads the features this version's router
-/// computes ([`router_features`]); a router trained by an older version (without the margin)
-/// does not, and must be retrained.
-pub fn router_is_current(dir: &Path) -> anyhow::Result<bool> {
-    if !dir.join(ROUTER).exists() {
-        return Ok(false);
-    }
-    let manifest = PoolManifest::load(dir)?;
-    let summary = manifest
-        .experts
-        .first()
-        .context("the pool has no experts")?;
-    let hidden = crate::model::ClassifierHead::load(&dir.join(&summary.head))?
-        .linear
-        .weight
-        .cols;
-    let router = StoredRouter::load(dir, manifest.experts.len())?;
-    Ok(router.head.shape.features == crate::circuit::pool::router_feature_count(hidden))
-}
-
 /// Trains the router of the pool in `dir` on its signals with `opts`, costs from the manifest
 /// (or `costs` when given), stores it unless `store` is false, and reports how it routes the
 /// held-out sentences.
@@ -524,73 +451,7 @@ pub fn train_pool_router(
         costs,
     };
     if store {
-        let path = dir.join(ROUTER);
-        std::fs::write(&path, serde_json::to_vec(&stored)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        stored.save(dir)?;
     }
     Ok((stored, report))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::circuit::RouterHeadShape;
-    use crate::model::pool::ExpertEntry;
-    use crate::model::{ClassifierHead, Linear, Matrix};
-    use securerouter_core::prg::Seed;
-
-    #[test]
-    fn a_router_of_another_feature_layout_is_not_current() {
-        let dir = std::env::temp_dir().join(format!("router-current-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert!(!router_is_current(&dir).unwrap(), "no router at all");
-        let entry = |name: &str| ExpertEntry {
-            name: name.into(),
-            layers: 1,
-            tuned_layers: 1,
-            tuned_file: format!("{name}.safetensors"),
-            head: format!("{name}.head.json"),
-            held_out_accuracy: 0.5,
-            cost: None,
-        };
-        PoolManifest {
-            base: "base".into(),
-            task: "task".into(),
-            classes: 2,
-            seq_len: 8,
-            experts: vec![entry("small"), entry("large")],
-        }
-        .save(&dir)
-        .unwrap();
-        // The summary expert pools 4 states.
-        ClassifierHead {
-            linear: Linear {
-                weight: Matrix::new(2, 4, vec![0.5; 8]),
-                bias: vec![0.0; 2],
-            },
-        }
-        .save(&dir.join("small.head.json"))
-        .unwrap();
-        let store = |features| {
-            let shape = RouterHeadShape {
-                features,
-                hidden: 3,
-                experts: 2,
-            };
-            let router = StoredRouter {
-                head: PlainRouterHead::random(shape, &Seed::from_bytes([4; 16])),
-                loss_weights: [1.0, 0.0, 0.3],
-                costs: vec![1.0, 2.0],
-            };
-            std::fs::write(dir.join(ROUTER), serde_json::to_vec(&router).unwrap()).unwrap();
-        };
-        store(4);
-        assert!(!router_is_current(&dir).unwrap(), "pooled states only");
-        store(5);
-        assert!(
-            router_is_current(&dir).unwrap(),
-            "pooled states and the margin"
-        );
-        std::fs::remove_dir_all(dir).unwrap();
-    }
 }
