@@ -1,10 +1,10 @@
-//! Benchmarks of the core primitives: DCF key generation and evaluation per element at
-//! n = 16, 32, 64 (64-bit outputs), DPF and one-bit DPF full-domain evaluation, the lookup
-//! kernel, AES-CTR PRG throughput, and the packing of opened elements.
-//! Key sizes are printed alongside (they are exact, asserted in `tests/fss.rs`).
+//! Benchmarks of the core primitives the gates run: one-bit DPF comparison, sign window, key
+//! decoding and full-domain evaluation, the lookup kernel, AES-CTR PRG throughput, and the
+//! packing of opened elements. The optional DCF and arithmetic DPF have their own benches
+//! (`benches/dcf.rs`, `benches/dpf.rs`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use securerouter_core::fss::{BitDpf, BitDpfKeys, Dcf, DcfKey, DcfKeys, Dpf, KeyBatch};
+use securerouter_core::fss::{BitDpf, BitDpfKeys, KeyBatch};
 use securerouter_core::gate::{CpuKernels, Kernels, pack, unpack};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::BitWidth;
@@ -15,109 +15,6 @@ fn rng() -> AesCtr {
     AesCtr::new(&Seed::from_bytes([3; 16]), Domain(0))
 }
 
-fn dcf(c: &mut Criterion) {
-    let dcf = Dcf::new();
-    let out = BitWidth::FULL;
-    for n in [16u32, 32, 64] {
-        eprintln!(
-            "DCF key size n={n} l=64: {} bytes per party ({} bytes of shared corrections)",
-            DcfKey::encoded_len(BitWidth::new(n).unwrap(), out),
-            DcfKey::encoded_len(BitWidth::new(n).unwrap(), out) - 17
-        );
-    }
-    let mut g = c.benchmark_group("dcf_gen");
-    for n in [16u32, 32, 64] {
-        let w = BitWidth::new(n).unwrap();
-        let mut r = rng();
-        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, &w| {
-            b.iter(|| {
-                let alpha = w.reduce(r.next_u64());
-                black_box(dcf.gen_keys(w, out, alpha, 1, &mut r).unwrap())
-            })
-        });
-    }
-    g.finish();
-
-    // The dealer's path: many keys generated together and written as encodings.
-    let mut g = c.benchmark_group("dcf_gen_batch1024");
-    for n in [16u32, 32, 64] {
-        let w = BitWidth::new(n).unwrap();
-        let mut r = rng();
-        let alphas: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
-        let roots: Vec<[u128; 2]> = (0..1024)
-            .map(|_| [r.next_u64() as u128, r.next_u64() as u128])
-            .collect();
-        let mut bytes = Vec::new();
-        g.throughput(Throughput::Elements(1024));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, &w| {
-            b.iter(|| {
-                bytes.clear();
-                dcf.gen_encoded(w, out, &alphas, 1, &roots, black_box(&mut bytes))
-                    .unwrap()
-            })
-        });
-    }
-    g.finish();
-
-    // The servers' path: a gate's 1024 encodings decoded into the flat batch.
-    let mut g = c.benchmark_group("dcf_decode_batch1024");
-    for n in [16u32, 32, 64] {
-        let w = BitWidth::new(n).unwrap();
-        let mut r = rng();
-        let alphas: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
-        let roots: Vec<[u128; 2]> = (0..1024)
-            .map(|_| [r.next_u64() as u128 & !1, r.next_u64() as u128 | 1])
-            .collect();
-        let mut bytes = Vec::new();
-        dcf.gen_encoded(w, out, &alphas, 1, &roots, &mut bytes)
-            .unwrap();
-        let p0_roots: Vec<u128> = roots.iter().map(|r| r[0]).collect();
-        let mut batch = DcfKeys::new(Party::P0, w, out);
-        g.throughput(Throughput::Elements(1024));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, _| {
-            b.iter(|| batch.decode_into(&p0_roots, black_box(&bytes)).unwrap())
-        });
-    }
-    g.finish();
-
-    let mut g = c.benchmark_group("dcf_eval");
-    for n in [16u32, 32, 64] {
-        let w = BitWidth::new(n).unwrap();
-        let mut r = rng();
-        let (k0, _) = dcf
-            .gen_keys(w, out, w.reduce(r.next_u64()), 1, &mut r)
-            .unwrap();
-        g.throughput(Throughput::Elements(1));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, &w| {
-            b.iter(|| black_box(dcf.eval(&k0, w.reduce(r.next_u64())).unwrap()))
-        });
-    }
-    g.finish();
-
-    let mut g = c.benchmark_group("dcf_eval_batch1024");
-    for n in [16u32, 32, 64] {
-        let w = BitWidth::new(n).unwrap();
-        let mut r = rng();
-        let keys: Vec<_> = (0..1024)
-            .map(|_| {
-                dcf.gen_keys(w, out, w.reduce(r.next_u64()), 1, &mut r)
-                    .unwrap()
-                    .0
-            })
-            .collect();
-        let keys = DcfKeys::from_keys(&keys).unwrap();
-        let xs: Vec<u64> = (0..1024).map(|_| w.reduce(r.next_u64())).collect();
-        let mut outv = vec![0u64; 1024];
-        g.throughput(Throughput::Elements(1024));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, _| {
-            b.iter(|| dcf.eval_batch(&keys, &xs, black_box(&mut outv)).unwrap())
-        });
-    }
-    g.finish();
-}
-
-/// SIGMA's comparison: the prefix parity of one-bit DPF keys at the widths DReLU uses (n − 1 for
-/// 26- and 32-bit wires), beside `dcf_eval_batch1024` for the DCF it replaced.
 /// P0's one-bit DPF keys of n bits at random points, batched, and random inputs.
 fn p0_keys_and_inputs(dpf: &BitDpf, n: u32, count: usize) -> (BitDpfKeys, Vec<u64>) {
     let w = BitWidth::new(n).unwrap();
@@ -129,6 +26,8 @@ fn p0_keys_and_inputs(dpf: &BitDpf, n: u32, count: usize) -> (BitDpfKeys, Vec<u6
     (BitDpfKeys::from_keys(&keys).unwrap(), xs)
 }
 
+/// SIGMA's comparison: the prefix parity of one-bit DPF keys at the widths DReLU uses (n − 1 for
+/// 26- and 32-bit wires).
 fn dpf_compare(c: &mut Criterion) {
     let dpf = BitDpf::new();
     let mut g = c.benchmark_group("dpf_compare_batch1024");
@@ -197,21 +96,6 @@ fn bit_dpf_decode(c: &mut Criterion) {
         g.throughput(Throughput::Elements(1024));
         g.bench_with_input(BenchmarkId::from_parameter(n), &w, |b, _| {
             b.iter(|| batch.decode_into(&p0_roots, black_box(&bytes)).unwrap())
-        });
-    }
-    g.finish();
-}
-
-fn dpf_full_domain(c: &mut Criterion) {
-    let dpf = Dpf::new();
-    let mut g = c.benchmark_group("dpf_full_domain");
-    for n in [8u32, 12, 16] {
-        let w = BitWidth::new(n).unwrap();
-        let mut r = rng();
-        let (k0, _) = dpf.gen_keys(w, BitWidth::FULL, 5, 1, &mut r).unwrap();
-        g.throughput(Throughput::Elements(1 << n));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &k0, |b, k| {
-            b.iter(|| black_box(dpf.eval_full_domain(k).unwrap()))
         });
     }
     g.finish();
@@ -300,6 +184,6 @@ fn packing(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = dcf, dpf_compare, sign_window, bit_dpf_decode, dpf_full_domain, bit_dpf_full_domain, lookup_kernel, prg, packing
+    targets = dpf_compare, sign_window, bit_dpf_decode, bit_dpf_full_domain, lookup_kernel, prg, packing
 }
 criterion_main!(benches);

@@ -9,10 +9,14 @@
 //! | correlation | P0 gets | P1 gets |
 //! |---|---|---|
 //! | mask r with shares | its share, from its stream | its share, from its stream |
-//! | Beaver triple (a, b, c = ab) | a0, b0, c0 from its stream | a1, b1 from its stream; c1 sent |
-//! | matrix triple (A, B, C = AB) | A0, B0, C0 from its stream | A1, B1 from its stream; C1 sent |
-//! | DPF/DCF key pair (also one-bit DPF) | root seed from its stream | root seed from its stream |
+//! | chosen values v (e.g. masks of earlier wires) | its share, from its stream | v minus P0's share, sent |
+//! | one-bit DPF key pair | root seed from its stream | root seed from its stream |
 //! | a linear layer's shares of r_x and r_x·R_W | from its separate linear stream | sent (on the linear stream) |
+//! | DPF or DCF key pair (features `dpf`, `dcf`) | root seed from its stream | root seed from its stream |
+//! | Beaver triple (a, b, c = ab) (feature `triples`) | a0, b0, c0 from its stream | a1, b1 from its stream; c1 sent |
+//! | matrix triple (A, B, C = AB) (feature `triples`) | A0, B0, C0 from its stream | A1, B1 from its stream; C1 sent |
+//!
+//! The gate engine uses the first four rows; the rest are optional features that no gate uses.
 //!
 //! FSS correction words are shared by both keys and must reach both servers. P1 holds them
 //! anyway, so a runtime may deliver them to P0 directly or relay them through P1 without
@@ -22,9 +26,11 @@
 //! the order of calls is the protocol and both sides must follow it exactly.
 
 use crate::Error;
-use crate::fss::{
-    BitDpf, BitDpfCorrections, Corrections, Dcf, DcfCorrections, Dpf, DpfCorrections, FssKey,
-};
+use crate::fss::{BitDpf, BitDpfCorrections, Corrections, FssKey};
+#[cfg(feature = "dcf")]
+use crate::fss::{Dcf, DcfCorrections};
+#[cfg(feature = "dpf")]
+use crate::fss::{Dpf, DpfCorrections};
 use crate::prg::{AesCtr, Domain, Seed};
 use crate::ring::BitWidth;
 use crate::share::Party;
@@ -38,8 +44,10 @@ pub struct Dealer {
     to_p1: AesCtr,
     /// P0's stream for the linear layers' correlations (see [`Dealer::share_linear_values`]).
     linear_p0: AesCtr,
-    dpf: Dpf,
     bit_dpf: BitDpf,
+    #[cfg(feature = "dpf")]
+    dpf: Dpf,
+    #[cfg(feature = "dcf")]
     dcf: Dcf,
 }
 
@@ -47,34 +55,6 @@ impl core::fmt::Debug for Dealer {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("Dealer(<secret>)")
     }
-}
-
-/// Beaver triples held by one party: a, b, c with (a0 + a1)(b0 + b1) = c0 + c1 element-wise.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BeaverShares {
-    /// Share of a.
-    pub a: Vec<u64>,
-    /// Share of b.
-    pub b: Vec<u64>,
-    /// Share of c = a·b.
-    pub c: Vec<u64>,
-}
-
-/// A matrix triple held by one party: A (m×k), B (k×n), C = A·B (m×n), all row-major shares.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MatrixTripleShares {
-    /// Rows of A and C.
-    pub m: usize,
-    /// Columns of A, rows of B.
-    pub k: usize,
-    /// Columns of B and C.
-    pub n: usize,
-    /// Share of A.
-    pub a: Vec<u64>,
-    /// Share of B.
-    pub b: Vec<u64>,
-    /// Share of C.
-    pub c: Vec<u64>,
 }
 
 impl Dealer {
@@ -88,8 +68,10 @@ impl Dealer {
             to_p0: AesCtr::new(&Self::party_seed(master, Party::P0), Domain::DEALER_P0),
             to_p1: AesCtr::new(&Self::party_seed(master, Party::P1), Domain::DEALER_P1),
             linear_p0: AesCtr::new(&Self::party_seed(master, Party::P0), Domain::LINEAR),
-            dpf: Dpf::new(),
             bit_dpf: BitDpf::new(),
+            #[cfg(feature = "dpf")]
+            dpf: Dpf::new(),
+            #[cfg(feature = "dcf")]
             dcf: Dcf::new(),
         }
     }
@@ -102,7 +84,7 @@ impl Dealer {
         }
     }
 
-    /// A uniformly random element of Z_2^64 only the dealer knows (e.g. a DCF's α).
+    /// A uniformly random element of Z_2^64 only the dealer knows (e.g. an FSS key's α).
     pub fn private_u64(&mut self) -> u64 {
         self.private.next_u64()
     }
@@ -141,6 +123,94 @@ impl Dealer {
             .collect()
     }
 
+    /// One-bit DPF key pairs for the points α, generated together (see [`Dealer::bit_dpf`] for
+    /// one; the roots are drawn in the same order). Appends the concatenated encodings of the
+    /// corrections, which must reach both servers, to `out`, and P1's bit at each α (which stays
+    /// with the dealer) to `p1_at_alpha`.
+    pub fn bit_dpf_batch(
+        &mut self,
+        in_bits: BitWidth,
+        alphas: &[u64],
+        out: &mut Vec<u8>,
+        p1_at_alpha: &mut Vec<bool>,
+    ) -> Result<(), Error> {
+        let roots: Vec<[u128; 2]> = alphas
+            .iter()
+            .map(|_| [self.to_p0.next_u128(), self.to_p1.next_u128()])
+            .collect();
+        self.bit_dpf
+            .gen_encoded(in_bits, alphas, &roots, out, p1_at_alpha)
+    }
+
+    /// A one-bit DPF key pair for the point α (see [`BitDpf::gen_corrections`]); the roots come
+    /// from the party streams, the returned corrections must reach both servers, and the
+    /// returned bit (P1's output at α) stays with the dealer.
+    pub fn bit_dpf(
+        &mut self,
+        in_bits: BitWidth,
+        alpha: u64,
+    ) -> Result<(BitDpfCorrections, bool), Error> {
+        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
+        self.bit_dpf.gen_corrections(in_bits, alpha, roots)
+    }
+}
+
+#[cfg(feature = "dpf")]
+impl Dealer {
+    /// A DPF key pair for β at α (widths as in [`Dpf::gen_corrections`]); the roots come from
+    /// the party streams, the returned corrections must reach both servers.
+    pub fn dpf(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alpha: u64,
+        beta: u64,
+    ) -> Result<DpfCorrections, Error> {
+        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
+        self.dpf
+            .gen_corrections(in_bits, out_bits, alpha, beta, roots)
+    }
+}
+
+#[cfg(feature = "dcf")]
+impl Dealer {
+    /// A DCF key pair for β if x < α, else 0; the roots come from the party streams, the returned
+    /// corrections must reach both servers.
+    pub fn dcf(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alpha: u64,
+        beta: u64,
+    ) -> Result<DcfCorrections, Error> {
+        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
+        self.dcf
+            .gen_corrections(in_bits, out_bits, alpha, beta, roots)
+    }
+
+    /// DCF key pairs for β if x < α, one per α, generated together (much faster than one
+    /// [`Dealer::dcf`] call each); the roots come from the party streams in the same order as
+    /// that many [`Dealer::dcf`] calls would draw them. Appends the concatenated canonical
+    /// encodings of the corrections, which must reach both servers, to `out`.
+    pub fn dcf_batch(
+        &mut self,
+        in_bits: BitWidth,
+        out_bits: BitWidth,
+        alphas: &[u64],
+        beta: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let roots: Vec<[u128; 2]> = alphas
+            .iter()
+            .map(|_| [self.to_p0.next_u128(), self.to_p1.next_u128()])
+            .collect();
+        self.dcf
+            .gen_encoded(in_bits, out_bits, alphas, beta, &roots, out)
+    }
+}
+
+#[cfg(feature = "triples")]
+impl Dealer {
     /// `count` Beaver triples; returns P1's c-shares, the only data to send.
     pub fn beaver_triples(&mut self, count: usize) -> Vec<u64> {
         (0..count)
@@ -176,87 +246,9 @@ impl Dealer {
         }
         c1
     }
-
-    /// A DPF key pair for β at α (widths as in [`Dpf::gen_corrections`]); the roots come from
-    /// the party streams, the returned corrections must reach both servers.
-    pub fn dpf(
-        &mut self,
-        in_bits: BitWidth,
-        out_bits: BitWidth,
-        alpha: u64,
-        beta: u64,
-    ) -> Result<DpfCorrections, Error> {
-        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
-        self.dpf
-            .gen_corrections(in_bits, out_bits, alpha, beta, roots)
-    }
-
-    /// DCF key pairs for β if x < α, one per α, generated together (much faster than one
-    /// [`Dealer::dcf`] call each); the roots come from the party streams in the same order as
-    /// that many [`Dealer::dcf`] calls would draw them. Appends the concatenated canonical
-    /// encodings of the corrections, which must reach both servers, to `out`.
-    pub fn dcf_batch(
-        &mut self,
-        in_bits: BitWidth,
-        out_bits: BitWidth,
-        alphas: &[u64],
-        beta: u64,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Error> {
-        let roots: Vec<[u128; 2]> = alphas
-            .iter()
-            .map(|_| [self.to_p0.next_u128(), self.to_p1.next_u128()])
-            .collect();
-        self.dcf
-            .gen_encoded(in_bits, out_bits, alphas, beta, &roots, out)
-    }
-
-    /// One-bit DPF key pairs for the points α, generated together (see [`Dealer::bit_dpf`] for
-    /// one; the roots are drawn in the same order). Appends the concatenated encodings of the
-    /// corrections, which must reach both servers, to `out`, and P1's bit at each α (which stays
-    /// with the dealer) to `p1_at_alpha`.
-    pub fn bit_dpf_batch(
-        &mut self,
-        in_bits: BitWidth,
-        alphas: &[u64],
-        out: &mut Vec<u8>,
-        p1_at_alpha: &mut Vec<bool>,
-    ) -> Result<(), Error> {
-        let roots: Vec<[u128; 2]> = alphas
-            .iter()
-            .map(|_| [self.to_p0.next_u128(), self.to_p1.next_u128()])
-            .collect();
-        self.bit_dpf
-            .gen_encoded(in_bits, alphas, &roots, out, p1_at_alpha)
-    }
-
-    /// A one-bit DPF key pair for the point α (see [`BitDpf::gen_corrections`]); the roots come
-    /// from the party streams, the returned corrections must reach both servers, and the
-    /// returned bit (P1's output at α) stays with the dealer.
-    pub fn bit_dpf(
-        &mut self,
-        in_bits: BitWidth,
-        alpha: u64,
-    ) -> Result<(BitDpfCorrections, bool), Error> {
-        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
-        self.bit_dpf.gen_corrections(in_bits, alpha, roots)
-    }
-
-    /// A DCF key pair for β if x < α, else 0; the roots come from the party streams, the returned
-    /// corrections must reach both servers.
-    pub fn dcf(
-        &mut self,
-        in_bits: BitWidth,
-        out_bits: BitWidth,
-        alpha: u64,
-        beta: u64,
-    ) -> Result<DcfCorrections, Error> {
-        let roots = [self.to_p0.next_u128(), self.to_p1.next_u128()];
-        self.dcf
-            .gen_corrections(in_bits, out_bits, alpha, beta, roots)
-    }
 }
 
+#[cfg(feature = "triples")]
 fn add_stream(stream: &mut AesCtr, xs: &mut [u64]) {
     for x in xs.iter_mut() {
         *x = x.wrapping_add(stream.next_u64());
@@ -346,6 +338,77 @@ impl PartyCorrelations {
         }
     }
 
+    /// This party's FSS key: its root from the stream, the shared corrections as received.
+    pub fn fss_key<C: Corrections>(&mut self, corrections: C) -> FssKey<C> {
+        FssKey::new(self.party, self.fss_root(), corrections)
+    }
+
+    /// The root of this party's next FSS key (what [`PartyCorrelations::fss_key`] uses).
+    pub fn fss_root(&mut self) -> u128 {
+        self.stream.next_u128()
+    }
+
+    /// The roots of this party's next `out.len()` keys, in order (as many
+    /// [`PartyCorrelations::fss_root`] calls).
+    pub fn fss_roots(&mut self, out: &mut [u128]) {
+        self.stream.fill_u128(out);
+    }
+
+    /// P1 must bring exactly `len` words from the dealer; P0 must bring none.
+    fn expect_correction<'a>(
+        &self,
+        correction: Option<&'a [u64]>,
+        len: usize,
+    ) -> Result<Option<&'a [u64]>, Error> {
+        match (self.party, correction) {
+            (Party::P0, None) => Ok(None),
+            (Party::P0, Some(_)) => Err(Error::ProtocolMisuse(
+                "P0 expands its shares from its seed and takes no correction",
+            )),
+            (Party::P1, None) => Err(Error::ProtocolMisuse(
+                "P1 needs the dealer's correction for this correlation",
+            )),
+            (Party::P1, Some(c)) if c.len() != len => Err(Error::LengthMismatch {
+                expected: len,
+                got: c.len(),
+            }),
+            (Party::P1, Some(c)) => Ok(Some(c)),
+        }
+    }
+}
+
+/// Beaver triples held by one party: a, b, c with (a0 + a1)(b0 + b1) = c0 + c1 element-wise.
+#[cfg(feature = "triples")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BeaverShares {
+    /// Share of a.
+    pub a: Vec<u64>,
+    /// Share of b.
+    pub b: Vec<u64>,
+    /// Share of c = a·b.
+    pub c: Vec<u64>,
+}
+
+/// A matrix triple held by one party: A (m×k), B (k×n), C = A·B (m×n), all row-major shares.
+#[cfg(feature = "triples")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixTripleShares {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of A, rows of B.
+    pub k: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// Share of A.
+    pub a: Vec<u64>,
+    /// Share of B.
+    pub b: Vec<u64>,
+    /// Share of C.
+    pub c: Vec<u64>,
+}
+
+#[cfg(feature = "triples")]
+impl PartyCorrelations {
     /// This party's Beaver triples. P0 passes `None`; P1 passes the c-shares it received,
     /// whose length must be `count`.
     pub fn beaver_triples(
@@ -393,44 +456,5 @@ impl PartyCorrelations {
             }
         };
         Ok(MatrixTripleShares { m, k, n, a, b, c })
-    }
-
-    /// This party's DPF or DCF key: its root from the stream, the shared corrections as
-    /// received.
-    pub fn fss_key<C: Corrections>(&mut self, corrections: C) -> FssKey<C> {
-        FssKey::new(self.party, self.fss_root(), corrections)
-    }
-
-    /// The root of this party's next DPF or DCF key (what [`PartyCorrelations::fss_key`] uses).
-    pub fn fss_root(&mut self) -> u128 {
-        self.stream.next_u128()
-    }
-
-    /// The roots of this party's next `out.len()` keys, in order (as many
-    /// [`PartyCorrelations::fss_root`] calls).
-    pub fn fss_roots(&mut self, out: &mut [u128]) {
-        self.stream.fill_u128(out);
-    }
-
-    /// P1 must bring exactly `len` words from the dealer; P0 must bring none.
-    fn expect_correction<'a>(
-        &self,
-        correction: Option<&'a [u64]>,
-        len: usize,
-    ) -> Result<Option<&'a [u64]>, Error> {
-        match (self.party, correction) {
-            (Party::P0, None) => Ok(None),
-            (Party::P0, Some(_)) => Err(Error::ProtocolMisuse(
-                "P0 expands its triples from its seed and takes no correction",
-            )),
-            (Party::P1, None) => Err(Error::ProtocolMisuse(
-                "P1 needs the dealer's correction for this correlation",
-            )),
-            (Party::P1, Some(c)) if c.len() != len => Err(Error::LengthMismatch {
-                expected: len,
-                got: c.len(),
-            }),
-            (Party::P1, Some(c)) => Ok(Some(c)),
-        }
     }
 }

@@ -6,11 +6,18 @@
 //! - [`ring`]: Z_2^64 and Z_2^n arithmetic, fixed-point encoding.
 //! - [`share`]: additive secret shares, including the seeded split where P0's share is a seed.
 //! - [`prg`]: AES-128 counter-mode streams and the GGM-tree PRG.
-//! - [`fss`]: distributed point and comparison functions (DPF, DCF, and comparison by the prefix
-//!   parity of a one-bit DPF).
+//! - [`fss`]: function secret sharing; the one-bit DPF behind every comparison and lookup.
 //! - [`dealer`]: correlated randomness for the servers, seed-compressed.
 //! - [`gate`]: the two-party gate engine (masked wires, written once for dealer and servers).
-//! - [`ot`]: oblivious transfer traits and a base OT.
+//!
+//! That is what inference runs. Primitives no gate uses are behind non-default features:
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `dpf` | `fss::dpf`: the arithmetic DPF (outputs in Z_2^l) and `Dealer::dpf` |
+//! | `dcf` | `fss::dcf`: distributed comparison functions and `Dealer::dcf`, `Dealer::dcf_batch` |
+//! | `triples` | Beaver and matrix triples in [`dealer`] |
+//! | `ot` | `ot`: oblivious transfer traits, Chou–Orlandi base OT, 1-of-N and correlated OT |
 //!
 //! The threat model and constant-time notes are in `SECURITY.md` beside this crate.
 #![no_std]
@@ -29,6 +36,7 @@ mod error;
 pub mod fss;
 #[cfg(feature = "alloc")]
 pub mod gate;
+#[cfg(feature = "ot")]
 pub mod ot;
 pub mod prg;
 pub mod ring;

@@ -1,5 +1,5 @@
 //! Oblivious transfer (OT): small message-passing traits for 1-of-2, 1-of-N and correlated OT,
-//! and a real base OT that implements them.
+//! and a real base OT that implements them. Behind the `ot` feature: no gate uses it.
 //!
 //! Nothing here does I/O. Each party is a state machine; its methods take the peer's message
 //! and fill the caller's buffers with the next one, which the caller moves over whatever

@@ -6,7 +6,7 @@
 //!   half of the counter block, so one seed yields independent streams for different purposes
 //!   (shares, dealer correlations, ...). It implements rand_core 0.10's `TryRng` and
 //!   `TryCryptoRng` (so `Rng` and `CryptoRng`), but not `SeedableRng` (see [`AesCtr`]).
-//! - [`Ggm`]: the length-doubling PRG of a GGM tree used by DPF and DCF, as fixed-key AES in
+//! - [`Ggm`]: the length-doubling PRG of a GGM tree used by the FSS schemes, as fixed-key AES in
 //!   Matyas–Meyer–Oseas mode, G_k(s) = AES_k(s) xor s, with one fixed public key per output
 //!   part (left child, right child, values).
 
@@ -280,6 +280,7 @@ impl rand_core::TryCryptoRng for AesCtr {}
 
 /// One node's expansion in a GGM tree: two child seeds with their control bits, and two
 /// pseudorandom words used as value shares by DCF.
+#[cfg(feature = "dcf")]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Expansion {
     /// Child seeds (left, right); the low bit is cleared (it became the control bit).
@@ -290,7 +291,7 @@ pub struct Expansion {
     pub values: [u64; 2],
 }
 
-/// The length-doubling PRG of the GGM tree behind DPF and DCF.
+/// The length-doubling PRG of the GGM tree behind the FSS schemes.
 ///
 /// Child d ∈ {left, right} of seed s is MMO_{k_d}(s) = AES_{k_d}(s) xor s with a fixed public
 /// key k_d; its low bit is the control bit t and is then cleared. The node's value words come
@@ -348,7 +349,8 @@ impl Ggm {
         }
     }
 
-    /// Both children and both value words of `seed` (what key generation needs).
+    /// Both children and both value words of `seed` (what DCF key generation needs).
+    #[cfg(feature = "dcf")]
     pub fn expand(&self, seed: u128) -> Expansion {
         let (l, tl) = split_control_bit(mmo(&self.keys[LEFT], seed));
         let (r, tr) = split_control_bit(mmo(&self.keys[RIGHT], seed));
@@ -394,6 +396,7 @@ impl Ggm {
     }
 
     /// [`Ggm::expand`] of every seed, through one batched AES pass per fixed key.
+    #[cfg(feature = "dcf")]
     pub fn expand_batch(&self, seeds: &[u128], out: &mut [Expansion]) {
         const CHUNK: usize = 64;
         let (mut l, mut r, mut v) = ([0u128; CHUNK], [0u128; CHUNK], [0u128; CHUNK]);
@@ -460,6 +463,7 @@ impl Ggm {
     }
 
     /// The value word of `seed` in direction `right` (one AES).
+    #[cfg(feature = "dcf")]
     #[inline]
     pub fn value(&self, seed: u128, right: bool) -> u64 {
         let v = mmo(&self.keys[VALUE], seed);
@@ -550,16 +554,39 @@ mod tests {
     }
 
     #[test]
-    fn ggm_single_child_matches_expansion() {
+    fn ggm_single_child_matches_children_and_batches() {
+        let g = Ggm::new();
+        let s = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210u128;
+        let (seeds, bits) = g.children(s);
+        assert_eq!(g.child(s, false), (seeds[0], bits[0]));
+        assert_eq!(g.child(s, true), (seeds[1], bits[1]));
+        assert_eq!(seeds[0] & 1, 0);
+        assert_ne!(seeds[0], seeds[1]);
+        let (mut left, mut right, mut one) = ([0u128; 1], [0u128; 1], [0u128; 1]);
+        g.children_batch(&[s], &mut left, &mut right);
+        assert_eq!(Ggm::split_control_bit(left[0]), (seeds[0], bits[0]));
+        assert_eq!(Ggm::split_control_bit(right[0]), (seeds[1], bits[1]));
+        g.child_batch(&[s], &[true], &mut one);
+        assert_eq!(one, right);
+    }
+
+    #[cfg(feature = "dcf")]
+    #[test]
+    fn ggm_expansion_matches_single_children_and_values() {
         let g = Ggm::new();
         let s = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210u128;
         let e = g.expand(s);
-        assert_eq!(g.child(s, false), (e.seeds[0], e.bits[0]));
-        assert_eq!(g.child(s, true), (e.seeds[1], e.bits[1]));
+        assert_eq!(g.children(s), (e.seeds, e.bits));
         assert_eq!(g.value(s, false), e.values[0]);
         assert_eq!(g.value(s, true), e.values[1]);
-        assert_eq!(g.children(s), (e.seeds, e.bits));
-        assert_eq!(e.seeds[0] & 1, 0);
-        assert_ne!(e.seeds[0], e.seeds[1]);
+        let mut raw = [0u128; 1];
+        g.values_batch(&[s], &mut raw);
+        assert_eq!(raw[0], e.values[0] as u128 | (e.values[1] as u128) << 64);
+        let mut batch = [Expansion::default(); 1];
+        g.expand_batch(&[s], &mut batch);
+        assert_eq!(
+            (batch[0].seeds, batch[0].bits, batch[0].values),
+            (e.seeds, e.bits, e.values)
+        );
     }
 }

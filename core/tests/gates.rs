@@ -1481,7 +1481,7 @@ fn the_view_test_detects_leaks_of_real_gates() {
 fn p0_needs_only_its_seed_and_the_shared_fss_words() {
     // The harness gives P0 a reader with no P1 stream at all, so a gate that needed one on P0
     // would fail; and it checks that each server consumed exactly the bytes meant for it. Run
-    // gates using every kind of key (P1 corrections, DCF keys, DPF keys).
+    // gates using every kind of key (P1 corrections, one-bit DPF comparison and lookup keys).
     let mut r = rng(13);
     let n = 64;
     let vals = signed_values(&mut r, n, 20, L);

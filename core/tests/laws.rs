@@ -1,7 +1,7 @@
 //! Algebraic laws of the ring, the shares and the FSS schemes, as property tests.
 
 use proptest::prelude::*;
-use securerouter_core::fss::{BitDpf, Dcf, Dpf};
+use securerouter_core::fss::BitDpf;
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::{SeededShareStream, reconstruct, split};
@@ -71,11 +71,12 @@ proptest! {
         prop_assert_eq!(m.reduce(w.reduce(a)), m.reduce(a));
     }
 
+    #[cfg(feature = "dcf")]
     #[test]
     fn dcf_shares_reconstruct_the_comparison(n in 1u32..=64, l in 1u32..=64, a in any::<u64>(), x in any::<u64>(), b in any::<u64>(), seed in seed_strategy()) {
         let (inw, outw) = (BitWidth::new(n).unwrap(), BitWidth::new(l).unwrap());
         let (alpha, x, beta) = (inw.reduce(a), inw.reduce(x), outw.reduce(b));
-        let dcf = Dcf::new();
+        let dcf = securerouter_core::fss::Dcf::new();
         let mut rng = AesCtr::new(&seed, Domain(1));
         let (k0, k1) = dcf.gen_keys(inw, outw, alpha, beta, &mut rng).unwrap();
         for x in [x, alpha, alpha.saturating_sub(1)] {
@@ -84,11 +85,12 @@ proptest! {
         }
     }
 
+    #[cfg(feature = "dpf")]
     #[test]
     fn dpf_shares_reconstruct_the_point(n in 1u32..=64, l in 1u32..=64, a in any::<u64>(), x in any::<u64>(), b in any::<u64>(), seed in seed_strategy()) {
         let (inw, outw) = (BitWidth::new(n).unwrap(), BitWidth::new(l).unwrap());
         let (alpha, x, beta) = (inw.reduce(a), inw.reduce(x), outw.reduce(b));
-        let dpf = Dpf::new();
+        let dpf = securerouter_core::fss::Dpf::new();
         let mut rng = AesCtr::new(&seed, Domain(2));
         let (k0, k1) = dpf.gen_keys(inw, outw, alpha, beta, &mut rng).unwrap();
         for x in [x, alpha] {

@@ -4,7 +4,7 @@
 //!
 //! f_α(x) = 1 if x = α else 0, shared as XOR bits: e_0(x) ⊕ e_1(x) = f_α(x).
 //!
-//! With k = min(n, 7) and ν = n − k, the GGM tree of [`super::dpf`] is walked along the top ν
+//! With k = min(n, 7) and ν = n − k, the DPF's GGM tree is walked along the top ν
 //! bits of x only; each of its 2^ν leaves is converted into a block of 2^k output bits, one per
 //! value of x's low k bits: Convert(s) = G_v(s) (one fixed-key AES, the value key of
 //! [`crate::prg::Ggm`]) cut to 2^k bits. Party b's block at leaf s_b with control bit t_b is
@@ -19,11 +19,12 @@
 //! corrections and CW, each masked by a PRG output the key's holder cannot compute.
 //!
 //! Full-domain evaluation costs 2^(ν+1) − 2 AES for the tree plus 2^ν for the conversions, about
-//! 3·2^(n−7) AES for 2^n outputs (n ≥ 7; 4 at n = 8) instead of 2^(n+1) for [`super::dpf`].
+//! 3·2^(n−7) AES for 2^n outputs (n ≥ 7; 4 at n = 8) instead of 2^(n+1) with one output per leaf
+//! (the arithmetic DPF, `dpf` feature).
 
-use super::dpf::{Path, expand_level, gen_path, path_step, random_u128, walk};
 use super::encoding::{Reader, Writer, control_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
+use super::tree::{Path, expand_level, gen_path, path_step, random_u128, walk};
 use super::{
     MAX_FULL_DOMAIN_BITS, bit_msb_first, check_full_domain, check_in_ring, check_key_batch,
     check_key_range, mask64, mask128, opaque_mask128, select_bit, select64, select128,

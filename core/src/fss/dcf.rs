@@ -1,14 +1,14 @@
 //! Distributed comparison functions f_{α,β}(x) = β if x < α else 0 (Boyle, Chandran, Gilboa,
 //! Gupta, Ishai, Kumar, Rathee, EUROCRYPT 2021, Fig. 3), x and α compared as unsigned n-bit
-//! integers.
+//! integers. Behind the `dcf` feature: no gate uses them (comparisons use [`super::bit_dpf`]).
 //!
 //! The DPF tree walk is kept, and every level also hands each party a value word. The value
 //! corrections are chosen so that, summed along x's path, the two parties' value shares add up
 //! to β exactly when x leaves α's path to the left (x < α), and to 0 otherwise.
 
-use super::dpf::random_u128;
 use super::encoding::{Reader, Writer, control_bytes, word_bytes};
 use super::key::{Corrections, FssKey, KeyBatch, batch_chunks};
+use super::tree::random_u128;
 use super::{
     bit_msb_first, check_full_domain, check_in_ring, check_key_batch, cond_neg, convert, mask64,
     mask128, opaque_mask64, select_bit, select64, select128,

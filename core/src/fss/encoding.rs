@@ -14,6 +14,7 @@ use crate::share::Party;
 use alloc::vec::Vec;
 
 /// Bytes of one output-group word of width `out`.
+#[cfg(any(feature = "dcf", feature = "dpf"))]
 pub(crate) const fn word_bytes(out: BitWidth) -> usize {
     out.bits().div_ceil(8) as usize
 }
@@ -32,6 +33,7 @@ impl Writer<'_> {
     pub fn u128(&mut self, v: u128) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
+    #[cfg(any(feature = "dcf", feature = "dpf"))]
     pub fn word(&mut self, v: u64, out: BitWidth) {
         self.0
             .extend_from_slice(&v.to_le_bytes()[..word_bytes(out)]);
@@ -109,6 +111,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Appends `n` words of width `width` (see [`Reader::word`]) to `out`, read in one piece.
+    #[cfg(feature = "dcf")]
     pub fn words_into(
         &mut self,
         n: usize,
@@ -134,6 +137,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    #[cfg(any(feature = "dcf", feature = "dpf"))]
     pub fn word(&mut self, out: BitWidth, what: &'static str) -> Result<u64, Error> {
         let b = self.take(word_bytes(out), what)?;
         let mut a = [0u8; 8];
@@ -169,6 +173,7 @@ impl<'a> Reader<'a> {
         Ok(v)
     }
 
+    #[cfg(feature = "dpf")]
     pub fn control_bits(&mut self, levels: usize) -> Result<Vec<[bool; 2]>, Error> {
         let mut out = Vec::with_capacity(levels);
         self.control_bits_into(levels, &mut out)?;

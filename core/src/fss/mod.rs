@@ -1,30 +1,38 @@
 //! Function secret sharing: a dealer splits a function f into two keys; each key alone looks
-//! random, and the two parties' evaluations at any public x are additive shares of f(x).
+//! random, and the two parties' evaluations at any public x are shares of f(x).
 //!
-//! - [`dpf`]: distributed point functions f_{α,β}(x) = β if x = α else 0 (Boyle–Gilboa–Ishai,
-//!   CCS 2016), with single-point and full-domain evaluation.
 //! - [`bit_dpf`]: DPFs with one-bit (XOR-shared) outputs and early termination, 128 outputs per
-//!   tree leaf; lookup tables are built on them (SIGMA).
-//! - [`dcf`]: distributed comparison functions f_{α,β}(x) = β if x < α else 0 (Boyle et al.,
-//!   "FSS for mixed-mode and fixed-point secure computation", EUROCRYPT 2021); comparisons,
-//!   ReLU and truncation are built on them.
+//!   tree leaf. Every comparison (the prefix parity along x's path, SIGMA) and every lookup table
+//!   of the gate engine is built on them; the default build holds only this scheme.
+//! - `dpf` (feature `dpf`): distributed point functions f_{α,β}(x) = β if x = α else 0 with
+//!   outputs in Z_2^l (Boyle–Gilboa–Ishai, CCS 2016), single-point and full-domain evaluation.
+//! - `dcf` (feature `dcf`): distributed comparison functions f_{α,β}(x) = β if x < α else 0
+//!   (Boyle et al., "FSS for mixed-mode and fixed-point secure computation", EUROCRYPT 2021).
+//!
+//! No gate uses the arithmetic DPF or the DCF. All three walk the same GGM tree.
 //!
 //! Inputs are n-bit (1 ≤ n ≤ 64, read most significant bit first), outputs live in Z_2^l
-//! (1 ≤ l ≤ 64). A key pair is split into the root seeds (one per party, the only part that
-//! differs) and the *corrections*, which both keys share. The dealer can therefore give P0 its
-//! root as a seed and send the corrections once (see [`crate::dealer`]).
+//! (1 ≤ l ≤ 64; l = 1 and XOR shares for the one-bit DPF). A key pair is split into the root
+//! seeds (one per party, the only part that differs) and the *corrections*, which both keys
+//! share. The dealer can therefore give P0 its root as a seed and send the corrections once
+//! (see [`crate::dealer`]).
 //!
 //! Keys have a compact, canonical byte encoding (`to_bytes`/`from_bytes`, and serde through it):
 //! decoding checks every field and rejects anything non-canonical with [`Error::MalformedKey`].
 
 pub mod bit_dpf;
+#[cfg(feature = "dcf")]
 pub mod dcf;
+#[cfg(feature = "dpf")]
 pub mod dpf;
 mod encoding;
 mod key;
+mod tree;
 
 pub use bit_dpf::{BitDpf, BitDpfCorrections, BitDpfKey, BitDpfKeyParts, BitDpfKeys, LEAF_BITS};
+#[cfg(feature = "dcf")]
 pub use dcf::{Dcf, DcfCorrections, DcfKey, DcfKeyParts, DcfKeys};
+#[cfg(feature = "dpf")]
 pub use dpf::{Dpf, DpfCorrections, DpfKey};
 pub use key::{Corrections, FssKey, KEY_HEADER_LEN, KeyBatch};
 
@@ -59,6 +67,7 @@ pub(crate) fn opaque_mask128(bit: bool) -> u128 {
 }
 
 /// [`mask64`] hidden from the optimiser, like [`opaque_mask128`].
+#[cfg(feature = "dcf")]
 #[inline(always)]
 pub(crate) fn opaque_mask64(bit: bool) -> u64 {
     core::hint::black_box(mask64(bit))
@@ -91,6 +100,7 @@ pub(crate) const fn cond_neg(x: u64, bit: bool) -> u64 {
 
 /// Maps a leaf seed to the output group: its high 64 bits (the low bit of a seed is the cleared
 /// control bit, so the high half is the uniform part), reduced to Z_2^l.
+#[cfg(any(feature = "dcf", feature = "dpf"))]
 #[inline]
 pub(crate) const fn convert(seed: u128, out: BitWidth) -> u64 {
     out.reduce((seed >> 64) as u64)

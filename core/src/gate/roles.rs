@@ -318,10 +318,10 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         self.keys.read_shared_stream(out).await
     }
 
-    /// Streams `count` FSS keys of one scheme (DCF or DPF) from the shared stream, each with
-    /// this server's root from its seed, through `each` in batches of at most [`KEY_CHUNK`]
-    /// keys: `each(kernels, batch, range)` gets the keys for elements `range`. Chunks keep the
-    /// key bytes in bounded, reused buffers (a gate's keys can take hundreds of MB).
+    /// Streams `count` FSS keys of one scheme from the shared stream, each with this server's
+    /// root from its seed, through `each` in batches of at most [`KEY_CHUNK`] keys:
+    /// `each(kernels, batch, range)` gets the keys for elements `range`. Chunks keep the key
+    /// bytes in bounded, reused buffers (a gate's keys can take hundreds of MB).
     pub(crate) async fn with_fss_keys<B: KeyBatch>(
         &mut self,
         count: usize,
