@@ -1,8 +1,9 @@
 //! The dealer: input-independent correlated randomness for the two servers, seed-compressed.
 //!
-//! From one master seed the dealer derives three AES-CTR streams: its private stream, a stream
+//! From one master seed the dealer derives four AES-CTR streams: its private stream, a stream
 //! it shares with P0 and one it shares with P1 (each server receives its seed once, see
-//! [`Dealer::party_seed`]). Whatever can be pseudorandom for a server is drawn from that
+//! [`Dealer::party_seed`]), and P0's stream for the linear layers' correlations (from P0's
+//! seed, so that P0 can expand them ahead of the gates). Whatever can be pseudorandom for a server is drawn from that
 //! server's stream, so it costs no communication; only values fixed by the other shares are
 //! sent, and always to P1:
 //!
