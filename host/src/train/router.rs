@@ -110,7 +110,7 @@ impl RouterData<'_> {
 /// # Errors
 /// On inconsistent data, non-positive costs, or a candle failure.
 pub fn train_router(
-    data: &RouterData,
+    data: &RouterData<'_>,
     costs: &[f64],
     opts: &RouterOptions,
 ) -> anyhow::Result<PlainRouterHead> {
@@ -274,7 +274,7 @@ pub fn routes(head: &PlainRouterHead, features: &[Vec<f32>]) -> Vec<usize> {
 /// On inconsistent data.
 pub fn evaluate(
     head: &PlainRouterHead,
-    data: &RouterData,
+    data: &RouterData<'_>,
     costs: &[f64],
 ) -> anyhow::Result<RouteReport> {
     let experts = costs.len();
