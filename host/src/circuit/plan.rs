@@ -64,7 +64,7 @@ impl QueryPlan {
     }
 
     /// A pool query's logits and route from the outputs the client reconstructed: a routed
-    /// query gives [logits, one-hot route], one expert alone [logits].
+    /// query gives `[logits, one-hot route]`, one expert alone `[logits]`.
     pub fn read_pool<'a>(&self, outputs: &'a [Vec<u64>]) -> anyhow::Result<(&'a [u64], usize)> {
         match (self.first, outputs) {
             (CircuitKind::Routed(_), [logits, onehot]) => Ok((logits, route_of(onehot)?)),
