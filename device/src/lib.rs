@@ -16,7 +16,8 @@
 //! - [`link`]: the links' framing over any `embedded_io_async` stream (embassy-net's
 //!   `TcpSocket`, or a tokio stream in host tests); messages are sealed and opened as they
 //!   stream.
-//! - [`session`]: one query to P0 and P1 in the host's session messages (postcard).
+//! - [`session`]: one query to P0 and P1 in the session messages of `securerouter-wire` (the
+//!   wire format the host speaks too, re-exported as [`wire`]), postcard-encoded.
 //! - [`replay`]: a recorded peer, for measuring the protocol without a network.
 //!
 //! No allocator is needed anywhere; peak RAM is one row, a few hundred bytes of link buffers
@@ -27,6 +28,8 @@
 #![deny(missing_docs)]
 
 mod log;
+
+pub use securerouter_wire as wire;
 
 pub mod embedding;
 pub mod link;

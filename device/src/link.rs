@@ -1,6 +1,6 @@
-//! [`DeviceLink`]: the host's encrypted link format (see the host's `net` module) spoken over
-//! any `embedded_io_async` stream: embassy-net's `TcpSocket` on a device, a tokio stream in
-//! host tests.
+//! [`DeviceLink`]: the links' encrypted format (`securerouter-wire`'s [`frame`], which the
+//! host's links speak too) over any `embedded_io_async` stream: embassy-net's `TcpSocket` on a
+//! device, a tokio stream in host tests.
 //!
 //! ```text
 //! frame   = len:u32 (big-endian) || noise_message[len]        16 <= len <= 65535
@@ -15,18 +15,16 @@
 //! and only then is decrypted there.
 
 use embedded_io_async::{ErrorKind, Read, Write};
+use securerouter_wire::frame::{self, LEN_PREFIX, TOTAL_LEN};
 
 use crate::noise::{
     ChunkCipher, CipherState, HandshakeError, Initiator, MESSAGE1_LEN, MESSAGE2_LEN, StaticKey,
     TAG_LEN, Transport, Verified,
 };
 
-/// Largest Noise message, so largest frame body.
-pub const MAX_FRAME: usize = 65535;
+pub use securerouter_wire::frame::{FIRST_CHUNK_DATA, MAX_FRAME};
 /// Plaintext bytes of a full transport chunk.
-pub const CHUNK_PLAINTEXT: usize = MAX_FRAME - TAG_LEN;
-/// Message bytes in a full first chunk (after the 8-byte total).
-pub const FIRST_CHUNK_DATA: usize = CHUNK_PLAINTEXT - 8;
+pub const CHUNK_PLAINTEXT: usize = frame::MAX_CHUNK_PLAINTEXT;
 /// Largest message a device accepts (announced totals above it are refused).
 pub const MAX_MESSAGE: u64 = 256 << 20;
 
@@ -117,18 +115,14 @@ async fn read_exact<T: Read>(stream: &mut T, mut buf: &mut [u8]) -> Result<(), L
 
 /// Reads a frame's length; the stream's end before its first byte is [`LinkError::Closed`].
 async fn read_frame_len<T: Read>(stream: &mut T, at_boundary: bool) -> Result<usize, LinkError> {
-    let mut len = [0u8; 4];
+    let mut len = [0u8; LEN_PREFIX];
     let first = stream.read(&mut len).await.map_err(io_error)?;
     match first {
         0 if at_boundary => return Err(LinkError::Closed),
         0 => return Err(LinkError::Truncated),
         _ => read_exact(stream, &mut len[first..]).await?,
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if !(TAG_LEN..=MAX_FRAME).contains(&len) {
-        return Err(LinkError::Malformed("frame length outside 16..=65535"));
-    }
-    Ok(len)
+    frame::parse_len(len).map_err(|_| LinkError::Malformed("frame length outside 16..=65535"))
 }
 
 /// The cipher of a direction's next message.
@@ -249,14 +243,14 @@ impl<T: Read + Write> DeviceLink<T> {
     async fn recv_chunks(&mut self, buf: &mut [u8], kept: &mut usize) -> Result<u64, LinkError> {
         // Chunk 0: the total, then the first bytes.
         let len = read_frame_len(&mut self.io, true).await?;
-        if len < TAG_LEN + 8 {
+        if len < TAG_LEN + TOTAL_LEN {
             return Err(LinkError::Malformed("first chunk shorter than its header"));
         }
         let mut cipher = next_cipher(&mut self.transport.recv)?;
-        let mut header = [0u8; 8];
+        let mut header = [0u8; TOTAL_LEN];
         read_exact(&mut self.io, &mut header).await?;
         cipher.authenticate(&header);
-        let data = len - TAG_LEN - 8;
+        let data = len - TAG_LEN - TOTAL_LEN;
         let start = *kept;
         self.read_data(&mut cipher, data, buf, kept).await?;
         {
@@ -386,21 +380,18 @@ impl<T: Read + Write> MessageWriter<'_, T> {
         let plaintext = if self.started {
             remaining.min(CHUNK_PLAINTEXT as u64) as usize
         } else {
-            8 + remaining.min(FIRST_CHUNK_DATA as u64) as usize
+            TOTAL_LEN + remaining.min(FIRST_CHUNK_DATA as u64) as usize
         };
-        let frame_len = (plaintext + TAG_LEN) as u32;
-        self.link
-            .io
-            .write_all(&frame_len.to_be_bytes())
-            .await
-            .map_err(io_error)?;
+        let frame_len = frame::encode_len(plaintext + TAG_LEN)
+            .ok_or(LinkError::Malformed("a chunk outside the frame's limits"))?;
+        self.link.io.write_all(&frame_len).await.map_err(io_error)?;
         self.chunk = Some(next_cipher(&mut self.link.transport.send)?);
         self.chunk_left = plaintext;
         if !self.started {
             self.started = true;
-            self.scratch[..8].copy_from_slice(&self.total.to_be_bytes());
-            self.seal_and_write(8).await?;
-            self.chunk_left -= 8;
+            self.scratch[..TOTAL_LEN].copy_from_slice(&self.total.to_be_bytes());
+            self.seal_and_write(TOTAL_LEN).await?;
+            self.chunk_left -= TOTAL_LEN;
         }
         Ok(())
     }

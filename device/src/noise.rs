@@ -19,10 +19,11 @@ use poly1305::Poly1305;
 use poly1305::universal_hash::{KeyInit, UniversalHash};
 use subtle::ConstantTimeEq;
 
-/// The Noise protocol name of every SecureRouter link.
-pub const PROTOCOL_NAME: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
-/// Bound into every handshake, as the host's links do.
-pub const PROLOGUE: &[u8] = b"securerouter/2";
+/// The Noise protocol name of every SecureRouter link (`securerouter-wire`'s, which the host
+/// speaks too).
+pub use securerouter_wire::NOISE_PARAMS as PROTOCOL_NAME;
+/// Bound into every handshake (`securerouter-wire`'s, which the host binds too).
+pub use securerouter_wire::PROLOGUE;
 /// Bytes of a Poly1305 tag.
 pub const TAG_LEN: usize = 16;
 /// Bytes of an X25519 public key.

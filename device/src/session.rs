@@ -1,18 +1,20 @@
-//! A device's query to the two servers: the host's session messages (postcard, the same bytes
-//! the host client sends) over two [`DeviceLink`]s.
+//! A device's query to the two servers: `securerouter-wire`'s session messages (postcard, the
+//! bytes the host client sends too) over two [`DeviceLink`]s.
 //!
 //! 1. P1 gets `Hello::Client` with its share, `x − PRG(seed)`, streamed row by row as it is
 //!    made (8 little-endian bytes a word), so the device never holds the embedding;
 //! 2. P0 gets `Hello::Client` with the 16-byte seed;
 //! 3. each server answers with its output shares, which the device adds up.
 //!
-//! The wire types below mirror the host's `session` module field for field and variant for
-//! variant; `tests/tests/device_link.rs` checks that both encode to the same bytes.
+//! The device holds the messages without an allocator: it encodes its hellos from borrowed
+//! bytes (P1's words follow a [`words_hello_header`]) and decodes a reply into fixed-capacity
+//! vectors ([`Reply`]), leaving the servers' accounting unread. `tests/tests/device_link.rs`
+//! decodes what the device sends with the host's types, and checks every message against
+//! golden bytes.
 
 use embedded_io_async::{Read, Write};
 use heapless::{String, Vec};
 use rand_core::CryptoRng;
-use serde::{Deserialize, Serialize};
 
 use crate::link::{DeviceLink, LinkError};
 use crate::log;
@@ -20,6 +22,15 @@ use crate::noise::StaticKey;
 use crate::shares::{DeviceError, EmbeddingSource, ShareStreamer};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
+use securerouter_wire::SessionId;
+use securerouter_wire::session::{
+    ClientHello, Hello, InputShare, OutputShares, ServerReply, WORDS_HELLO_HEADER_MAX,
+    words_hello_header,
+};
+
+/// What to run (`securerouter-wire`'s `CircuitKind`, the name the host uses).
+pub use securerouter_wire::CircuitKind as Circuit;
+pub use securerouter_wire::RouteMode;
 
 /// Most outputs a reply may carry (a routed query has two: logits and the one-hot route).
 pub const MAX_OUTPUTS: usize = 4;
@@ -29,66 +40,13 @@ pub const MAX_OUTPUT_WORDS: usize = 32;
 /// that follows them is authenticated and dropped.
 const REPLY_BUF: usize = 1024;
 
-/// What to run: the host's `CircuitKind`, variant for variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Circuit {
-    /// The router head alone on feature vectors.
-    RouterHead,
-    /// One BERT classifier.
-    Bert,
-    /// A pool's encrypted router alone.
-    Router,
-    /// A routed query through a pool.
-    Routed(RouteMode),
-    /// One expert of a pool alone.
-    Expert(u8),
-}
+/// The part of a server's `OutputShares` a device reads, in fixed-capacity vectors; the
+/// accounting after it is left unread.
+pub type ReplyShares =
+    OutputShares<Vec<u8, MAX_OUTPUTS>, Vec<Vec<u64, MAX_OUTPUT_WORDS>, MAX_OUTPUTS>, ()>;
 
-/// The host's `RouteMode`, variant for variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum RouteMode {
-    /// The route index is opened to the servers.
-    Reveal,
-    /// Every expert runs; the route stays hidden from the servers.
-    Hide,
-}
-
-#[derive(Serialize)]
-enum Hello<'a> {
-    Client(ClientHello<'a>),
-}
-
-#[derive(Serialize)]
-struct ClientHello<'a> {
-    session: [u8; 16],
-    circuit: Circuit,
-    rows: u32,
-    input: InputShare<'a>,
-}
-
-#[derive(Serialize)]
-enum InputShare<'a> {
-    Seed([u8; 16]),
-    /// Little-endian words; serialized as a length and the bytes, like the host's.
-    Words(&'a [u8]),
-}
-
-// No allocator to box the large variant; one reply is decoded at a time.
-#[allow(clippy::large_enum_variant)]
-#[derive(Deserialize)]
-enum ServerReply<'a> {
-    Ok(OutputShares),
-    Failed(&'a str),
-}
-
-/// The part of the host's `OutputShares` a device reads; the accounting after it is dropped.
-#[derive(Deserialize)]
-struct OutputShares {
-    widths: Vec<u8, MAX_OUTPUTS>,
-    shares: Vec<Vec<u64, MAX_OUTPUT_WORDS>, MAX_OUTPUTS>,
-}
+/// A server's reply as the device decodes it (the failure reason borrowed from the buffer).
+pub type Reply<'a> = ServerReply<ReplyShares, &'a str>;
 
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,19 +167,11 @@ where
         source.width()
     );
     let result = async {
-        let mut session = [0u8; 16];
-        rng.fill_bytes(&mut session);
+        let mut session = SessionId([0; 16]);
+        rng.fill_bytes(&mut session.0);
         let seed = Seed::random(rng);
         let rows = u32::try_from(source.rows()).map_err(|_| SessionError::TooLarge)?;
         let share_bytes = (source.rows() as u64) * (source.width() as u64) * 8;
-        let hello = |input| {
-            Hello::Client(ClientHello {
-                session,
-                circuit,
-                rows,
-                input,
-            })
-        };
 
         // P1 first: the long upload. P0 then gets its seed at once (a server that is first to
         // arrive waits for its peer).
@@ -229,25 +179,13 @@ where
         let mut p1 = DeviceLink::connect(to_p1, me, &servers.p1, random_key(rng))
             .await
             .map_err(link_err(Server::P1))?;
-        // The header is the message with no words, whose trailing length (one zero byte) is then
-        // replaced by the real length's varint; the words follow.
-        let mut header = [0u8; 64];
-        let empty = postcard::to_slice(&hello(InputShare::Words(&[])), &mut header)
-            .map_err(|_| SessionError::TooLarge)?
-            .len();
-        let mut len_varint = [0u8; 10];
-        let len_varint = varint(share_bytes, &mut len_varint);
-        let head_len = empty - 1 + len_varint.len();
-        if head_len > header.len() {
-            return Err(SessionError::TooLarge);
-        }
-        header[empty - 1..head_len].copy_from_slice(len_varint);
+        let mut header = [0u8; WORDS_HELLO_HEADER_MAX];
+        let header = words_hello_header(session, circuit, rows, share_bytes, &mut header)
+            .ok_or(SessionError::TooLarge)?;
         let mut msg = p1
-            .start_message(head_len as u64 + share_bytes)
+            .start_message(header.len() as u64 + share_bytes)
             .map_err(link_err(Server::P1))?;
-        msg.write(&header[..head_len])
-            .await
-            .map_err(link_err(Server::P1))?;
+        msg.write(header).await.map_err(link_err(Server::P1))?;
         let mut streamer =
             ShareStreamer::<S, W>::new(source, &seed).map_err(SessionError::Device)?;
         while let Some(row) = streamer.next_p1_row() {
@@ -269,8 +207,7 @@ where
             .await
             .map_err(link_err(Server::P0))?;
         let mut buf = [0u8; 64];
-        let bytes = postcard::to_slice(&hello(InputShare::Seed(*seed.as_bytes())), &mut buf)
-            .map_err(|_| SessionError::TooLarge)?;
+        let bytes = seed_hello(session, circuit, rows, seed.as_bytes(), &mut buf)?;
         p0.send(bytes).await.map_err(link_err(Server::P0))?;
         log::debug!("query: seed sent to P0; waiting for the replies");
 
@@ -293,36 +230,54 @@ fn random_key<R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; 32] {
     k
 }
 
-/// Postcard's unsigned varint (LEB128) of `v`.
-fn varint(mut v: u64, out: &mut [u8; 10]) -> &[u8] {
-    let mut n = 0;
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out[n] = byte;
-            return &out[..=n];
-        }
-        out[n] = byte | 0x80;
-        n += 1;
-    }
+/// P0's hello as the device sends it: `Hello::Client` with the seed as the input share,
+/// encoded into `buf`.
+///
+/// # Errors
+/// [`SessionError::TooLarge`] when `buf` cannot hold it (64 bytes always can).
+pub fn seed_hello<'b>(
+    session: SessionId,
+    circuit: Circuit,
+    rows: u32,
+    seed: &[u8; 16],
+    buf: &'b mut [u8],
+) -> Result<&'b [u8], SessionError> {
+    let hello = Hello::<&[u8]>::Client(ClientHello {
+        session,
+        circuit,
+        rows,
+        input: InputShare::Seed(*seed),
+    });
+    postcard::to_slice(&hello, buf)
+        .map(|b| &*b)
+        .map_err(|_| SessionError::TooLarge)
 }
 
 async fn read_reply<T: Read + Write>(
     link: &mut DeviceLink<T>,
     server: Server,
     buf: &mut [u8],
-) -> Result<OutputShares, SessionError> {
+) -> Result<ReplyShares, SessionError> {
     let got = link
         .recv_into(buf)
         .await
         .map_err(|e| SessionError::Link(server, e))?;
-    let kept = &buf[..got.kept];
-    match postcard::take_from_bytes::<ServerReply<'_>>(kept) {
+    decode_reply(&buf[..got.kept], got.total, server)
+}
+
+/// A reply from `server` as the device reads it: `kept` is the start of a message of `total`
+/// bytes (the rest did not fit the device's buffer). The output shares, or the server's
+/// failure (a reason longer than the buffer keeps its start).
+///
+/// # Errors
+/// [`SessionError::Failed`] for a server's failure report, [`SessionError::Reply`] for bytes
+/// that are not a reply or hold more outputs than the device does.
+pub fn decode_reply(kept: &[u8], total: u64, server: Server) -> Result<ReplyShares, SessionError> {
+    match postcard::take_from_bytes::<Reply<'_>>(kept) {
         Ok((ServerReply::Ok(out), _accounting)) => Ok(out),
         Ok((ServerReply::Failed(why), _)) => Err(SessionError::Failed(server, cut(why))),
         // A failure reason longer than the buffer: keep its start.
-        Err(_) if kept.first() == Some(&1) && got.total > got.kept as u64 => {
+        Err(_) if kept.first() == Some(&1) && total > kept.len() as u64 => {
             let start = kept.get(1..).unwrap_or_default();
             let text = start
                 .iter()
@@ -334,7 +289,7 @@ async fn read_reply<T: Read + Write>(
             };
             Err(SessionError::Failed(server, cut(valid)))
         }
-        Err(_) if got.total > got.kept as u64 => Err(SessionError::Reply(
+        Err(_) if total > kept.len() as u64 => Err(SessionError::Reply(
             server,
             "more outputs than the device holds",
         )),
@@ -353,7 +308,7 @@ fn cut(text: &str) -> String<96> {
     out
 }
 
-fn combine(o0: OutputShares, o1: OutputShares) -> Result<Outputs, SessionError> {
+fn combine(o0: ReplyShares, o1: ReplyShares) -> Result<Outputs, SessionError> {
     if o0.widths != o1.widths || o0.shares.len() != o1.shares.len() {
         return Err(SessionError::Mismatch("different output shapes"));
     }
@@ -382,16 +337,6 @@ fn combine(o0: OutputShares, o1: OutputShares) -> Result<Outputs, SessionError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn varints_are_postcards() {
-        for v in [0u64, 1, 127, 128, 300, 786_432, u64::MAX] {
-            let mut want = [0u8; 16];
-            let want = postcard::to_slice(&v, &mut want).unwrap();
-            let mut got = [0u8; 10];
-            assert_eq!(varint(v, &mut got), &*want, "{v}");
-        }
-    }
 
     #[test]
     fn routes_must_be_one_hot() {

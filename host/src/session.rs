@@ -6,124 +6,31 @@
 //! session's correlations ([`DealerRequest`]); the dealer answers with the server's seed and
 //! streams key chunks ([`DealerChunk`]). P1 opens the P0–P1 link with a [`PeerHello`]. After the
 //! circuit, each server sends the client a [`ServerReply`] with its output shares.
+//!
+//! The messages a client exchanges with the servers, and the names they carry, are
+//! `securerouter-wire`'s ([`securerouter_wire::session`]), here with `Vec` containers; the
+//! device client encodes and decodes the same bytes from its own containers. The dealer's
+//! messages and the servers' accounting are the host's alone.
 
-use crate::circuit::CircuitKind;
 /// The per-part figures of [`SessionStats::phases`] and [`SessionStats::stages`] are the
 /// servers' own accounting ([`crate::nn::profile`]), carried here as they are.
 pub use crate::nn::profile::{PhaseStats, add_phases};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
-/// A session id: 16 random bytes chosen by the client (a later stage of a session runs
-/// under an id derived from it, [`SessionId::stage`]).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SessionId(pub [u8; 16]);
+use securerouter_wire::CircuitKind;
+pub use securerouter_wire::session::{PeerHello, WordsError};
+pub use securerouter_wire::{MAX_ROWS, RowsError, SessionId, check_rows};
 
-impl SessionId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        SessionId(*crate::deployment::random_seed().as_bytes())
-    }
+/// A server's input share ([`securerouter_wire::session::InputShare`] with P1's bytes in a
+/// `Vec`).
+pub type InputShare = securerouter_wire::session::InputShare<Vec<u8>>;
 
-    /// The id of stage `k` of this session (the dealer deals it once, like any session).
-    pub fn stage(&self, k: u8) -> SessionId {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(b"securerouter session stage");
-        h.update(self.0);
-        h.update([k]);
-        let d = h.finalize();
-        SessionId(d[..16].try_into().unwrap_or_default())
-    }
-}
+/// What a client sends each server first.
+pub type ClientHello = securerouter_wire::session::ClientHello<Vec<u8>>;
 
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", hex::encode(&self.0[..6]))
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-/// The largest batch of queries one session may carry (bounds every allocation it causes).
-pub const MAX_ROWS: u32 = 4096;
-
-/// Checks a batch size from the wire: 1 ≤ rows ≤ [`MAX_ROWS`].
-pub fn check_rows(rows: u32) -> anyhow::Result<usize> {
-    if rows == 0 || rows > MAX_ROWS {
-        bail!("{rows} rows is outside 1..={MAX_ROWS}");
-    }
-    Ok(rows as usize)
-}
-
-/// A server's input share.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum InputShare {
-    /// P0: the seed of the client's seeded split.
-    Seed([u8; 16]),
-    /// P1: x − PRG(seed), 8 little-endian bytes per input element ([`InputShare::words`]):
-    /// a streaming client (the device) knows the message's length before it has made the
-    /// words, and random words take 8 bytes instead of postcard's 10-byte varints.
-    Words(#[serde(with = "serde_bytes")] Vec<u8>),
-}
-
-impl InputShare {
-    /// P1's share as it travels.
-    pub fn words(words: &[u64]) -> Self {
-        InputShare::Words(words.iter().flat_map(|w| w.to_le_bytes()).collect())
-    }
-
-    /// The words of a [`InputShare::Words`] share of `expected` words.
-    ///
-    /// # Errors
-    /// When the share is a seed or holds another number of words (the count is named).
-    pub fn into_words(self, expected: usize) -> anyhow::Result<Vec<u64>> {
-        let bytes = match self {
-            InputShare::Words(b) => b,
-            InputShare::Seed(_) => bail!("expected the input share as words, got a seed"),
-        };
-        if bytes.len() != expected * 8 {
-            bail!(
-                "the input share has {} bytes, {expected} words need {}",
-                bytes.len(),
-                expected * 8
-            );
-        }
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-            .collect())
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ClientHello {
-    /// The session.
-    pub session: SessionId,
-    /// What to run.
-    pub circuit: CircuitKind,
-    /// Queries in the batch.
-    pub rows: u32,
-    /// This server's share of the input.
-    pub input: InputShare,
-}
-
-/// The first message P1 sends P0 on the link it opens for a session, with what the client
-/// asked P1 to run (P0 refuses a session whose two hellos disagree).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct PeerHello {
-    /// The session this link serves.
-    pub session: SessionId,
-    /// What will run.
-    pub circuit: CircuitKind,
-    /// Queries in the batch.
-    pub rows: u32,
-}
+/// What a server's listener can receive first: a [`ClientHello`] or a [`PeerHello`].
+pub type Hello = securerouter_wire::session::Hello<Vec<u8>>;
 
 /// P0's answer to a [`PeerHello`] once the client's hello for the same session is in and agrees:
 /// only then does either server take the session's input or ask the dealer.
@@ -131,15 +38,6 @@ pub struct PeerHello {
 pub struct PeerReady {
     /// The session both servers now run.
     pub session: SessionId,
-}
-
-/// What a server's listener can receive first.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Hello {
-    /// From a client.
-    Client(ClientHello),
-    /// From the other server.
-    Peer(PeerHello),
 }
 
 /// A server's request for a session's correlations.
@@ -211,25 +109,12 @@ pub struct SessionStats {
     pub stages: Vec<PhaseStats>,
 }
 
-/// The result of a session, per output wire.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OutputShares {
-    /// Bit-width of each output.
-    pub widths: Vec<u8>,
-    /// This server's additive shares of each output.
-    pub shares: Vec<Vec<u64>>,
-    /// What it cost.
-    pub stats: SessionStats,
-}
+/// The result of a session at one server: its output shares and what it cost.
+pub type OutputShares =
+    securerouter_wire::session::OutputShares<Vec<u8>, Vec<Vec<u64>>, SessionStats>;
 
-/// A server's answer to the client.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum ServerReply {
-    /// Output shares.
-    Ok(OutputShares),
-    /// The session failed; the reason, for the operator.
-    Failed(String),
-}
+/// A server's answer to the client: [`OutputShares`], or why the session failed.
+pub type ServerReply = securerouter_wire::session::ServerReply<OutputShares, String>;
 
 /// Encodes a message for a link.
 pub fn encode<T: Serialize>(msg: &T) -> anyhow::Result<Vec<u8>> {

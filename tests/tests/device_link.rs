@@ -1,7 +1,9 @@
 //! The device's link and session protocol (`securerouter-device`, no_std) against the host's
 //! (snow's Noise, the host's framing and session types), over tokio streams through
 //! `embedded-io-adapters`: every message size both ways, tampered and truncated frames as
-//! error values, and a whole query against servers that decode it with the host's types.
+//! error values, a whole query against servers that decode it with the host's types, and
+//! every session message the device sends or reads against the host's encoding and golden
+//! bytes (both build on `securerouter-wire`).
 
 use embedded_io_adapters::tokio_1::FromTokio;
 use securerouter_core::prg::Seed;
@@ -10,13 +12,18 @@ use securerouter_core::share::SeededShareStream;
 use securerouter_device::link::{DeviceLink, LinkError, Received};
 use securerouter_device::noise::{HandshakeError, StaticKey};
 use securerouter_device::replay::Replay;
-use securerouter_device::session::{Circuit, RouteMode, Server, ServerKeys, SessionError};
+use securerouter_device::session::{
+    Circuit, RouteMode, Server, ServerKeys, SessionError, decode_reply, seed_hello,
+};
+use securerouter_device::wire::SessionId;
+use securerouter_device::wire::session::words_hello_header;
 use securerouter_device::{FixedPointRows, query};
 use securerouter_host::circuit::CircuitKind;
 use securerouter_host::circuit::pool::RouteMode as HostRouteMode;
 use securerouter_host::net::{Identity, LinkConfig, PublicKey, SecureLink};
 use securerouter_host::session::{
-    Hello, OutputShares, PhaseStats, ServerReply, SessionStats, decode, encode,
+    ClientHello, Hello, InputShare, OutputShares, PeerHello, PhaseStats, ServerReply, SessionStats,
+    decode, encode,
 };
 use securerouter_tests::test_rng;
 use std::cell::Cell;
@@ -536,6 +543,130 @@ async fn server_failures_and_bad_replies_are_error_values() {
     // And a good pair adds up.
     let out = run(good.clone(), good).await.unwrap();
     assert_eq!(out.values[0][..], [2, 4]);
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The session messages as bytes. Any change to the wire format fails here.
+const SESSION: SessionId = SessionId([0x11; 16]);
+/// `Hello::Client` with P0's seed: tag, session, `Routed(Hide)`, 3 rows, `Seed`, the seed.
+const GOLDEN_HELLO_SEED: &str = concat!(
+    "00",
+    "11111111111111111111111111111111",
+    "0301",
+    "03",
+    "00",
+    "22222222222222222222222222222222"
+);
+/// `Hello::Client` with P1's words: tag, session, `Expert(5)`, 1 row, `Words`, 16 bytes, the
+/// words 1 and `u64::MAX` (8 little-endian bytes each).
+const GOLDEN_HELLO_WORDS: &str = concat!(
+    "00",
+    "11111111111111111111111111111111",
+    "0405",
+    "01",
+    "01",
+    "10",
+    "0100000000000000",
+    "ffffffffffffffff"
+);
+/// `Hello::Peer` (P1 to P0): tag, session, `Bert`, 4096 rows.
+const GOLDEN_HELLO_PEER: &str = "0111111111111111111111111111111111018020";
+/// `ServerReply::Ok`: tag, widths [64, 1], shares [[5, u64::MAX], [0, 1]], then
+/// `SessionStats::default()` (70 bytes of zeros).
+const GOLDEN_REPLY_OK_SHARES: &str = "00024001020205ffffffffffffffffff01020001";
+/// `ServerReply::Failed("no such circuit")`.
+const GOLDEN_REPLY_FAILED: &str = "010f6e6f20737563682063697263756974";
+
+#[test]
+fn the_devices_session_messages_are_the_hosts_and_golden() {
+    // P0's hello: the device's encoding is the host's and the golden bytes; the host reads it.
+    let mut buf = [0u8; 64];
+    let circuit = Circuit::Routed(RouteMode::Hide);
+    let device = seed_hello(SESSION, circuit, 3, &[0x22; 16], &mut buf).unwrap();
+    assert_eq!(device, hex(GOLDEN_HELLO_SEED));
+    let host = Hello::Client(ClientHello {
+        session: SESSION,
+        circuit: CircuitKind::Routed(HostRouteMode::Hide),
+        rows: 3,
+        input: InputShare::Seed([0x22; 16]),
+    });
+    assert_eq!(encode(&host).unwrap(), hex(GOLDEN_HELLO_SEED));
+    let Hello::Client(back) = decode::<Hello>(device, "hello").unwrap() else {
+        panic!("not a client hello")
+    };
+    assert_eq!(
+        (back.session, back.circuit, back.rows),
+        (SESSION, circuit, 3)
+    );
+    assert!(matches!(back.input, InputShare::Seed([0x22, ..])));
+
+    // P1's hello as the device streams it: the header, then the words as it makes them.
+    let words = [1u64, u64::MAX];
+    let mut device = words_hello_header(SESSION, Circuit::Expert(5), 1, 16, &mut buf)
+        .unwrap()
+        .to_vec();
+    for w in words {
+        device.extend(w.to_le_bytes());
+    }
+    assert_eq!(device, hex(GOLDEN_HELLO_WORDS));
+    let host = Hello::Client(ClientHello {
+        session: SESSION,
+        circuit: CircuitKind::Expert(5),
+        rows: 1,
+        input: InputShare::words(&words),
+    });
+    assert_eq!(encode(&host).unwrap(), device);
+    let Hello::Client(back) = decode::<Hello>(&device, "hello").unwrap() else {
+        panic!("not a client hello")
+    };
+    assert_eq!(back.input.into_words(2).unwrap(), words);
+
+    // The servers' hello to each other (host only, same golden discipline).
+    let peer = Hello::Peer(PeerHello {
+        session: SESSION,
+        circuit: CircuitKind::Bert,
+        rows: 4096,
+    });
+    assert_eq!(encode(&peer).unwrap(), hex(GOLDEN_HELLO_PEER));
+
+    // Replies: the host's encoding is golden; the device reads the shares and leaves the
+    // accounting unread.
+    let ok = encode(&ServerReply::Ok(OutputShares {
+        widths: vec![64, 1],
+        shares: vec![vec![5, u64::MAX], vec![0, 1]],
+        stats: SessionStats::default(),
+    }))
+    .unwrap();
+    let mut want = hex(GOLDEN_REPLY_OK_SHARES);
+    want.extend([0u8; 70]);
+    assert_eq!(ok, want);
+    let read = decode_reply(&ok, ok.len() as u64, Server::P0).unwrap();
+    assert_eq!(read.widths[..], [64, 1]);
+    assert_eq!(read.shares.len(), 2);
+    assert_eq!(
+        (&read.shares[0][..], &read.shares[1][..]),
+        (&[5, u64::MAX][..], &[0, 1][..])
+    );
+    // A reply with long accounting, of which the device keeps only the start.
+    let long = ok_reply(vec![64], vec![vec![7; 3]]);
+    let read = decode_reply(&long[..64], long.len() as u64, Server::P1).unwrap();
+    assert_eq!(read.shares[0][..], [7, 7, 7]);
+
+    let failed = encode(&ServerReply::Failed("no such circuit".into())).unwrap();
+    assert_eq!(failed, hex(GOLDEN_REPLY_FAILED));
+    assert_eq!(
+        decode_reply(&failed, failed.len() as u64, Server::P1),
+        Err(SessionError::Failed(
+            Server::P1,
+            "no such circuit".try_into().unwrap()
+        ))
+    );
 }
 
 /// The firmware (`device/firmware`) runs a whole query on the emulated Cortex-M4 against this

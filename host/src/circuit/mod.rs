@@ -15,46 +15,17 @@ pub use file::ModelFile;
 pub use plan::{LaterStage, QueryPlan};
 pub use pool::{PoolShape, RouteMode};
 pub use router_head::{PlainRouterHead, RouterHeadShape, router_head};
+/// The circuits as named on the wire (`securerouter-wire`, shared with the device client).
+pub use securerouter_wire::CircuitKind;
 
 use crate::nn::bert::{BertShape, bert_classifier};
 use anyhow::bail;
 use securerouter_core::Error;
 use securerouter_core::gate::{Protocol, Tensor};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// Fractional bits of the fixed-point encoding used by the circuits.
 pub const FRAC_BITS: u32 = 12;
-
-/// A circuit known to the services, named on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CircuitKind {
-    /// Router head: features → hidden (ReLU) → expert scores → secure argmax.
-    RouterHead,
-    /// A BERT classifier: embedded tokens → encoder layers → pooled → logits.
-    Bert,
-    /// A pool's encrypted router alone: embedded tokens → the summary encoder (the pool's
-    /// cheapest expert) → pooled → that expert's logits, and the router head's scores and
-    /// secret one-hot choice.
-    Router,
-    /// A routed query through a pool: the router, then the chosen expert, in a routing
-    /// privacy mode. Outputs the chosen expert's logits and the one-hot route.
-    Routed(RouteMode),
-    /// One expert of a pool alone (0 is the summary encoder with its head): its logits.
-    Expert(u8),
-}
-
-impl fmt::Display for CircuitKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CircuitKind::RouterHead => write!(f, "router-head"),
-            CircuitKind::Bert => write!(f, "bert"),
-            CircuitKind::Router => write!(f, "router"),
-            CircuitKind::Routed(mode) => write!(f, "routed ({})", mode.name()),
-            CircuitKind::Expert(k) => write!(f, "expert {k}"),
-        }
-    }
-}
 
 /// What a model file holds: which circuits and their shapes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

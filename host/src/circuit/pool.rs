@@ -31,30 +31,9 @@ use std::ops::Range;
 /// The most experts a pool may hold (an expert index travels as one byte).
 pub const MAX_EXPERTS: usize = 16;
 
-/// How a routed query treats the route (`--route`). The client always learns the route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-pub enum RouteMode {
-    /// The route index is opened to both servers and to the dealer (it deals keys for the
-    /// chosen expert only), and the chosen expert's size shows in time and traffic; inputs,
-    /// scores and outputs stay hidden. Fastest: the router plus one expert.
-    #[value(name = "reveal-route")]
-    Reveal,
-    /// The route stays hidden from the servers and the dealer: every expert runs and an
-    /// oblivious select picks the chosen one's output, so time and traffic do not depend on
-    /// the route. Costs the sum of the experts.
-    #[value(name = "hide-route")]
-    Hide,
-}
-
-impl RouteMode {
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RouteMode::Reveal => "reveal-route",
-            RouteMode::Hide => "hide-route",
-        }
-    }
-}
+/// How a routed query treats the route (`--route`): the wire's names, shared with the device
+/// client.
+pub use securerouter_wire::RouteMode;
 
 /// The shape of a pool: expert 0 (whose encoder is the router's summary encoder), the router
 /// head, and the further experts, cheapest first.

@@ -80,8 +80,8 @@ pub use identity::{Identity, PublicKey};
 pub use link::{LinkReader, LinkWriter, SecureLink};
 
 /// The Noise protocol name of links encrypted with ChaCha20-Poly1305: every party speaks it
-/// (the device does only this one).
-pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+/// (the device does only this one); `securerouter-wire`'s.
+pub use securerouter_wire::NOISE_PARAMS;
 
 /// The Noise protocol name of links encrypted with AES-256-GCM, which hosts with AES-NI run
 /// about four times as fast (the servers' links carry hundreds of megabytes a query).
@@ -124,11 +124,10 @@ impl LinkCipher {
     }
 }
 
-/// Bound into every handshake: peers of another protocol or version fail the handshake.
-/// Version 2: P1's input share travels as 8-byte little-endian words. The device crate has the
-/// same constant (`securerouter_device::noise::PROLOGUE`); `tests/tests/device_link.rs`
-/// handshakes one with the other.
-pub const PROLOGUE: &[u8] = b"securerouter/2";
+/// Bound into every handshake: peers of another protocol or version fail the handshake
+/// (`securerouter-wire`'s, which the device client binds too; `tests/tests/device_link.rs`
+/// handshakes one with the other).
+pub use securerouter_wire::PROLOGUE;
 
 /// Limits of a link. The defaults fit model-sized messages on a LAN.
 #[derive(Clone, Debug)]
