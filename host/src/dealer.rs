@@ -506,18 +506,11 @@ pub struct DealerStream {
     party: Party,
     reader: LinkReader,
     buffers: [Buffer; 3],
-    spilling: Option<Spilling>,
     spilled: Option<[Spill; 3]>,
     ended: bool,
     received: u64,
     /// Seconds spent in the reads of the key stream (waiting for the dealer or the disk).
     read_s: f64,
-}
-
-/// The spill files of a prefetch in progress, and the bytes written to each.
-struct Spilling {
-    files: [std::io::BufWriter<std::fs::File>; 3],
-    written: [u64; 3],
 }
 
 /// One stream of a prefetched session, in an unlinked temporary file (so memory stays bounded
@@ -610,7 +603,6 @@ impl DealerStream {
                 party,
                 reader,
                 buffers: Default::default(),
-                spilling: None,
                 spilled: None,
                 ended: false,
                 received: 0,
@@ -633,39 +625,21 @@ impl DealerStream {
     /// Receives the whole stream before the online phase (benchmarks time the online phase
     /// alone this way), writing it to spill files instead of memory.
     pub async fn prefetch(&mut self) -> anyhow::Result<()> {
-        self.start_prefetch()?;
-        self.finish_prefetch().await
-    }
-
-    /// Starts a prefetch: from now on the P1-only and shared streams go to spill files as
-    /// their chunks arrive, while the linear stream stays readable, so that the linear layers'
-    /// offline terms are computed as their correlations come in (and the dealer still
-    /// generates). [`DealerStream::finish_prefetch`] receives the rest.
-    pub fn start_prefetch(&mut self) -> anyhow::Result<()> {
-        let files = [Spill::create()?, Spill::create()?, Spill::create()?]
+        use std::io::{Seek, Write};
+        let mut files = [Spill::create()?, Spill::create()?, Spill::create()?]
             .map(|f| std::io::BufWriter::with_capacity(1 << 20, f));
-        self.spilling = Some(Spilling {
-            files,
-            written: [0; 3],
-        });
-        self.spill_buffered(false)?;
-        Ok(())
-    }
-
-    /// Receives the rest of a started prefetch; every stream is then read from its spill file.
-    pub async fn finish_prefetch(&mut self) -> anyhow::Result<()> {
-        use std::io::Seek;
+        let mut written = [0u64; 3];
         loop {
-            self.spill_buffered(true)?;
+            for (i, buf) in self.buffers.iter_mut().enumerate() {
+                files[i].write_all(&buf.bytes[buf.pos..])?;
+                written[i] += buf.available() as u64;
+                *buf = Buffer::default();
+            }
             if self.ended {
                 break;
             }
             self.fetch().await?;
         }
-        let Spilling { files, written } = self
-            .spilling
-            .take()
-            .context("finishing a prefetch that was not started")?;
         let mut spills = Vec::new();
         for (f, n) in files.into_iter().zip(written) {
             let mut f = f.into_inner().map_err(|e| e.into_error())?;
@@ -679,24 +653,6 @@ impl DealerStream {
             .try_into()
             .map_err(|_| anyhow::anyhow!("three spills"))?;
         self.spilled = Some(spills);
-        Ok(())
-    }
-
-    /// Moves what the buffers hold to the spill files of a running prefetch (the linear
-    /// stream's too if `linear`).
-    fn spill_buffered(&mut self, linear: bool) -> std::io::Result<()> {
-        use std::io::Write;
-        let Some(spilling) = &mut self.spilling else {
-            return Ok(());
-        };
-        for (i, buf) in self.buffers.iter_mut().enumerate() {
-            if i == Stream::Linear as usize && !linear {
-                continue;
-            }
-            spilling.files[i].write_all(&buf.bytes[buf.pos..])?;
-            spilling.written[i] += buf.available() as u64;
-            *buf = Buffer::default();
-        }
         Ok(())
     }
 
@@ -776,18 +732,8 @@ impl DealerStream {
         if let Some(spills) = &mut self.spilled {
             return spills[i].take(out);
         }
-        let spilling = self.spilling.is_some();
-        if spilling && !matches!(stream, Stream::Linear) {
-            return Err(Error::ProtocolMisuse(
-                "keys read before their prefetch finished",
-            ));
-        }
         while self.buffers[i].available() < out.len() {
             self.fetch().await?;
-            if spilling {
-                self.spill_buffered(false)
-                    .map_err(|_| Error::ChannelClosed("writing the key spill failed"))?;
-            }
         }
         self.buffers[i].take(out);
         Ok(())

@@ -515,16 +515,16 @@ impl ServerService {
     ) -> anyhow::Result<StageShares> {
         let offline = Instant::now();
         if self.prefetch_keys {
-            keys.start_prefetch()
+            keys.prefetch()
+                .await
                 .context("prefetching the dealer's keys")?;
         }
         let kernels = TimedKernels::new(self.kernels.clone());
         let kernel_clock = kernels.clock();
         let mut server = ServerSide::new(self.party, &seed, &mut *peer, keys, kernels);
         if self.prefetch_keys {
-            // The linear layers' offline products leave the online phase, computed as their
-            // correlations arrive while the rest of the keys go to the spill (otherwise each
-            // is computed as its layer runs).
+            // With the keys at hand, the linear layers' offline products leave the online
+            // phase (otherwise each is computed as its layer runs).
             let precompute = Instant::now();
             let layers = server
                 .precompute_linear(&self.weights)
@@ -536,11 +536,6 @@ impl ServerService {
                 seconds = precompute.elapsed().as_secs_f64(),
                 "linear layers' offline terms computed"
             );
-            server
-                .keys_mut()
-                .finish_prefetch()
-                .await
-                .context("prefetching the dealer's keys")?;
             // Start the online clocks together.
             server
                 .channel_mut()

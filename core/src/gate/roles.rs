@@ -150,11 +150,6 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         &mut self.channel
     }
 
-    /// The dealer's streams, mutably (e.g. for an adapter to finish receiving them).
-    pub fn keys_mut(&mut self) -> &mut K {
-        &mut self.keys
-    }
-
     /// The dealer's streams (to check they were consumed exactly).
     pub fn keys(&self) -> &K {
         &self.keys
