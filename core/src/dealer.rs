@@ -310,14 +310,8 @@ impl PartyCorrelations {
         width: BitWidth,
         p1_correction: Option<&[u64]>,
     ) -> Result<Vec<u64>, Error> {
-        match self.expect_correction(p1_correction, count)? {
-            Some(c) => Ok(c.to_vec()),
-            None => {
-                let mut v = vec![0u64; count];
-                self.pseudorandom_shares(&mut v, width);
-                Ok(v)
-            }
-        }
+        let correction = self.expect_correction(p1_correction, count)?;
+        Ok(shares_from(&mut self.stream, correction, count, width))
     }
 
     /// This party's shares of [`Dealer::share_linear_values`] values, as
@@ -328,15 +322,8 @@ impl PartyCorrelations {
         width: BitWidth,
         p1_correction: Option<&[u64]>,
     ) -> Result<Vec<u64>, Error> {
-        match self.expect_correction(p1_correction, count)? {
-            Some(c) => Ok(c.to_vec()),
-            None => {
-                let mut v = vec![0u64; count];
-                self.linear.fill_u64(&mut v);
-                v.iter_mut().for_each(|x| *x = width.reduce(*x));
-                Ok(v)
-            }
-        }
+        let correction = self.expect_correction(p1_correction, count)?;
+        Ok(shares_from(&mut self.linear, correction, count, width))
     }
 
     /// This party's FSS key: its root from the stream, the shared corrections as received.
@@ -457,5 +444,24 @@ impl PartyCorrelations {
             }
         };
         Ok(MatrixTripleShares { m, k, n, a, b, c })
+    }
+}
+
+/// A party's shares of values the dealer shared: P1's are the correction it received, P0's
+/// are drawn from `stream`, in Z_2^width.
+fn shares_from(
+    stream: &mut AesCtr,
+    correction: Option<&[u64]>,
+    count: usize,
+    width: BitWidth,
+) -> Vec<u64> {
+    match correction {
+        Some(c) => c.to_vec(),
+        None => {
+            let mut v = vec![0u64; count];
+            stream.fill_u64(&mut v);
+            v.iter_mut().for_each(|x| *x = width.reduce(*x));
+            v
+        }
     }
 }
