@@ -22,8 +22,8 @@ use securerouter_host::circuit::CircuitKind;
 use securerouter_host::circuit::pool::RouteMode as HostRouteMode;
 use securerouter_host::net::{Identity, LinkConfig, PublicKey, SecureLink};
 use securerouter_host::session::{
-    ClientHello, Hello, InputShare, OutputShares, PeerHello, PhaseStats, ServerReply, SessionStats,
-    decode, encode,
+    ClientHello, Hello, InputShare, OutputShares, PhaseStats, ServerReply, SessionStats, decode,
+    encode,
 };
 use securerouter_tests::test_rng;
 use std::cell::Cell;
@@ -545,58 +545,23 @@ async fn server_failures_and_bad_replies_are_error_values() {
     assert_eq!(out.values[0][..], [2, 4]);
 }
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
-/// The session messages as bytes. Any change to the wire format fails here.
 const SESSION: SessionId = SessionId([0x11; 16]);
-/// `Hello::Client` with P0's seed: tag, session, `Routed(Hide)`, 3 rows, `Seed`, the seed.
-const GOLDEN_HELLO_SEED: &str = concat!(
-    "00",
-    "11111111111111111111111111111111",
-    "0301",
-    "03",
-    "00",
-    "22222222222222222222222222222222"
-);
-/// `Hello::Client` with P1's words: tag, session, `Expert(5)`, 1 row, `Words`, 16 bytes, the
-/// words 1 and `u64::MAX` (8 little-endian bytes each).
-const GOLDEN_HELLO_WORDS: &str = concat!(
-    "00",
-    "11111111111111111111111111111111",
-    "0405",
-    "01",
-    "01",
-    "10",
-    "0100000000000000",
-    "ffffffffffffffff"
-);
-/// `Hello::Peer` (P1 to P0): tag, session, `Bert`, 4096 rows.
-const GOLDEN_HELLO_PEER: &str = "0111111111111111111111111111111111018020";
-/// `ServerReply::Ok`: tag, widths [64, 1], shares [[5, u64::MAX], [0, 1]], then
-/// `SessionStats::default()` (70 bytes of zeros).
-const GOLDEN_REPLY_OK_SHARES: &str = "00024001020205ffffffffffffffffff01020001";
-/// `ServerReply::Failed("no such circuit")`.
-const GOLDEN_REPLY_FAILED: &str = "010f6e6f20737563682063697263756974";
 
+/// The wire format itself is pinned by golden bytes in `core/wire/tests/golden.rs`; this checks
+/// that the device's encoders and readers give and take the host's bytes.
 #[test]
-fn the_devices_session_messages_are_the_hosts_and_golden() {
-    // P0's hello: the device's encoding is the host's and the golden bytes; the host reads it.
+fn the_devices_session_messages_are_the_hosts() {
+    // P0's hello: the device's encoding is the host's; the host reads it.
     let mut buf = [0u8; 64];
     let circuit = Circuit::Routed(RouteMode::Hide);
     let device = seed_hello(SESSION, circuit, 3, &[0x22; 16], &mut buf).unwrap();
-    assert_eq!(device, hex(GOLDEN_HELLO_SEED));
     let host = Hello::Client(ClientHello {
         session: SESSION,
         circuit: CircuitKind::Routed(HostRouteMode::Hide),
         rows: 3,
         input: InputShare::Seed([0x22; 16]),
     });
-    assert_eq!(encode(&host).unwrap(), hex(GOLDEN_HELLO_SEED));
+    assert_eq!(encode(&host).unwrap(), device);
     let Hello::Client(back) = decode::<Hello>(device, "hello").unwrap() else {
         panic!("not a client hello")
     };
@@ -614,7 +579,6 @@ fn the_devices_session_messages_are_the_hosts_and_golden() {
     for w in words {
         device.extend(w.to_le_bytes());
     }
-    assert_eq!(device, hex(GOLDEN_HELLO_WORDS));
     let host = Hello::Client(ClientHello {
         session: SESSION,
         circuit: CircuitKind::Expert(5),
@@ -627,25 +591,14 @@ fn the_devices_session_messages_are_the_hosts_and_golden() {
     };
     assert_eq!(back.input.into_words(2).unwrap(), words);
 
-    // The servers' hello to each other (host only, same golden discipline).
-    let peer = Hello::Peer(PeerHello {
-        session: SESSION,
-        circuit: CircuitKind::Bert,
-        rows: 4096,
-    });
-    assert_eq!(encode(&peer).unwrap(), hex(GOLDEN_HELLO_PEER));
-
-    // Replies: the host's encoding is golden; the device reads the shares and leaves the
-    // accounting unread.
+    // Replies: the device reads the shares of the host's encoding and leaves the accounting
+    // unread.
     let ok = encode(&ServerReply::Ok(OutputShares {
         widths: vec![64, 1],
         shares: vec![vec![5, u64::MAX], vec![0, 1]],
         stats: SessionStats::default(),
     }))
     .unwrap();
-    let mut want = hex(GOLDEN_REPLY_OK_SHARES);
-    want.extend([0u8; 70]);
-    assert_eq!(ok, want);
     let read = decode_reply(&ok, ok.len() as u64, Server::P0).unwrap();
     assert_eq!(read.widths[..], [64, 1]);
     assert_eq!(read.shares.len(), 2);
@@ -659,7 +612,6 @@ fn the_devices_session_messages_are_the_hosts_and_golden() {
     assert_eq!(read.shares[0][..], [7, 7, 7]);
 
     let failed = encode(&ServerReply::Failed("no such circuit".into())).unwrap();
-    assert_eq!(failed, hex(GOLDEN_REPLY_FAILED));
     assert_eq!(
         decode_reply(&failed, failed.len() as u64, Server::P1),
         Err(SessionError::Failed(
