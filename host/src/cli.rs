@@ -1,8 +1,8 @@
 //! Command-line interface of the `securerouter` binary.
 
-use crate::circuit::RouteMode;
-use crate::service::ServiceLimits;
 use clap::{Args, Parser, Subcommand};
+use securerouter_circuits::RouteMode;
+use securerouter_runtime::service::ServiceLimits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -6,15 +6,15 @@
 //! Building and training need the `train` feature (on by default); a build without it serves
 //! a pool built before and says so when there is none.
 
-use crate::assets;
-use crate::circuit::{CircuitKind, RouteMode};
-use crate::client::PoolAnswer;
-use crate::data;
-use crate::local_cluster::ServerFlags;
-use crate::model::pool::MANIFEST;
-use crate::pool_format::{pool_dir, router_is_current};
-use crate::served_pool::{ServedPool, embed_query};
 use anyhow::bail;
+use securerouter_circuits::{CircuitKind, RouteMode};
+use securerouter_ml::assets;
+use securerouter_ml::data;
+use securerouter_ml::pool::MANIFEST;
+use securerouter_ml::pool_format::{pool_dir, router_is_current};
+use securerouter_runtime::client::PoolAnswer;
+use securerouter_runtime::local_cluster::ServerFlags;
+use securerouter_runtime::served_pool::{ServedPool, embed_query};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -148,8 +148,8 @@ pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<()> {
 /// trains its router if it has none that this version reads.
 #[cfg(feature = "train")]
 fn prepare_pool(cache: &Path, dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
-    use crate::train::pool::{PoolOptions, build_pool, train_pool_router};
-    use crate::train::router::RouterOptions;
+    use securerouter_train::pool::{PoolOptions, build_pool, train_pool_router};
+    use securerouter_train::router::RouterOptions;
     if !dir.join(MANIFEST).exists() {
         writeln!(
             out,
@@ -162,7 +162,7 @@ fn prepare_pool(cache: &Path, dir: &Path, out: &mut dyn Write) -> anyhow::Result
                 dir: Some(dir.to_path_buf()),
                 ..PoolOptions::default()
             },
-            &|req, out| crate::bench::expert_cost(req, Some(cache), out),
+            &|req, out| securerouter_bench::expert_cost(req, Some(cache), out),
             out,
         )?;
     }

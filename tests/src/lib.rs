@@ -36,9 +36,9 @@ pub fn binary() -> PathBuf {
 /// Whether the real model and data assets are cached. Skips (saying so) when they are
 /// missing, except under CI, where that is a failure.
 pub fn assets_present() -> bool {
-    let cache = securerouter_host::assets::cache_dir(None).expect("a cache directory");
-    let ok = securerouter_host::assets::MINILM_L6.path(&cache).is_ok()
-        && securerouter_host::data::rotten_tomatoes(&cache).is_ok();
+    let cache = securerouter_ml::assets::cache_dir(None).expect("a cache directory");
+    let ok = securerouter_ml::assets::MINILM_L6.path(&cache).is_ok()
+        && securerouter_ml::data::rotten_tomatoes(&cache).is_ok();
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),

@@ -5,9 +5,9 @@
 
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_device::{EmbeddingSource, EmbeddingTable, TokenEmbedder};
-use securerouter_host::model::{BertWeights, ClientBundle, Matrix, mean_pool};
-use securerouter_host::served_pool::embed_query;
-use securerouter_host::{assets, data};
+use securerouter_ml::{BertWeights, ClientBundle, Matrix, mean_pool};
+use securerouter_ml::{assets, data};
+use securerouter_runtime::served_pool::embed_query;
 use securerouter_tests::{assets_present, binary, temp_dir};
 use std::process::Command;
 
@@ -116,7 +116,7 @@ fn the_device_table_embeds_real_sentences_as_the_host_client_does() {
 #[test]
 fn the_firmwares_table_is_what_the_host_writes() {
     use securerouter_core::prg::Seed;
-    use securerouter_host::model::BertConfig;
+    use securerouter_ml::BertConfig;
     let config = BertConfig {
         vocab_size: 32,
         hidden_size: 384,

@@ -6,6 +6,8 @@
 //! bytes (both build on `securerouter-wire`).
 
 use embedded_io_adapters::tokio_1::FromTokio;
+use securerouter_circuits::CircuitKind;
+use securerouter_circuits::pool::RouteMode as HostRouteMode;
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::SeededShareStream;
@@ -18,13 +20,11 @@ use securerouter_device::session::{
 use securerouter_device::wire::SessionId;
 use securerouter_device::wire::session::words_hello_header;
 use securerouter_device::{FixedPointRows, query};
-use securerouter_host::circuit::CircuitKind;
-use securerouter_host::circuit::pool::RouteMode as HostRouteMode;
-use securerouter_host::net::{Identity, LinkConfig, PublicKey, SecureLink};
-use securerouter_host::session::{
+use securerouter_runtime::messages::{
     ClientHello, Hello, InputShare, OutputShares, PhaseStats, ServerReply, SessionStats, decode,
     encode,
 };
+use securerouter_runtime::net::{Identity, LinkConfig, PublicKey, SecureLink};
 use securerouter_tests::test_rng;
 use std::cell::Cell;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
@@ -469,7 +469,7 @@ async fn a_device_query_is_the_host_clients_wire_format() {
     assert_eq!(h0.circuit, CircuitKind::Routed(HostRouteMode::Hide));
     assert_eq!(h1.circuit, h0.circuit);
     assert_eq!((h0.rows, h1.rows), (rows as u32, rows as u32));
-    let securerouter_host::session::InputShare::Seed(seed) = h0.input else {
+    let securerouter_runtime::messages::InputShare::Seed(seed) = h0.input else {
         panic!("P0 got no seed")
     };
     let words = h1.input.into_words(rows * width).unwrap();

@@ -2,11 +2,11 @@
 //! with a client running the router head: correctness against plaintext, failures mid-session,
 //! concurrent load, and connections that must be turned away.
 
-use securerouter_host::circuit::CircuitKind;
-use securerouter_host::client::{Classification, Client};
-use securerouter_host::deployment::{DeploymentDir, Role};
-use securerouter_host::net::{Identity, LinkConfig};
-use securerouter_host::session::{DealerRequest, SessionId};
+use securerouter_circuits::CircuitKind;
+use securerouter_runtime::client::{Classification, Client};
+use securerouter_runtime::deployment::{DeploymentDir, Role};
+use securerouter_runtime::messages::{DealerRequest, SessionId};
+use securerouter_runtime::net::{Identity, LinkConfig};
 use securerouter_tests::{Service, free_addr, run_cli, temp_dir, test_rng};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -234,7 +234,7 @@ async fn the_device_client_queries_the_processes() {
                 .collect(),
             choice: onehot
                 .chunks(experts)
-                .map(|r| securerouter_host::circuit::pool::route_of(r).unwrap())
+                .map(|r| securerouter_circuits::pool::route_of(r).unwrap())
                 .collect(),
             servers: Default::default(),
             wall_s: 0.0,
@@ -353,8 +353,8 @@ async fn strangers_and_garbage_are_turned_away() {
     // P1's key with a session id no client ever sent: P0 closes that link once its pairing
     // time-out has passed.
     {
-        use securerouter_host::net::{NetError, SecureLink};
-        use securerouter_host::session::{Hello, PeerHello, encode};
+        use securerouter_runtime::messages::{Hello, PeerHello, encode};
+        use securerouter_runtime::net::{NetError, SecureLink};
         let p1 = d.identity(Role::P1).unwrap();
         let p0_key = d.deployment.p0.key().unwrap();
         let cfg = link(15);
@@ -385,7 +385,7 @@ async fn strangers_and_garbage_are_turned_away() {
 /// Asks the dealer process for `session`'s keys as both servers at once; each server's seed,
 /// or the dealer's refusal.
 async fn dealer_seeds(c: &Cluster, session: SessionId) -> [anyhow::Result<[u8; 16]>; 2] {
-    use securerouter_host::dealer::DealerStream;
+    use securerouter_runtime::dealer::DealerStream;
     let d = DeploymentDir::open(&c.dir).unwrap();
     let dealer_key = d.deployment.dealer.key().unwrap();
     let ask = |party: u8| {
@@ -432,7 +432,7 @@ async fn a_replayed_session_id_never_gets_the_same_masks() {
 
 /// The 8-byte little-endian words of a model's weights and biases whose magnitude is at least
 /// 2^8 (smaller ones, such as 0 or 1, occur in any file).
-fn weight_words(layers: &[securerouter_host::nn::bert::RingLayer]) -> Vec<[u8; 8]> {
+fn weight_words(layers: &[securerouter_circuits::bert::RingLayer]) -> Vec<[u8; 8]> {
     layers
         .iter()
         .flat_map(|l| l.w.iter().chain(&l.bias))
@@ -452,8 +452,8 @@ fn found_in(bytes: &[u8], words: &[[u8; 8]]) -> usize {
 /// session holds none, and it serves correct sessions from that folder alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dealer_holds_and_receives_no_weight_of_the_model() {
-    use securerouter_host::net::SecureLink;
-    use securerouter_host::session::{DealerChunk, decode, encode};
+    use securerouter_runtime::messages::{DealerChunk, decode, encode};
+    use securerouter_runtime::net::SecureLink;
     let mut c = Cluster::start("blind-dealer", 10);
     let dealer_dir = temp_dir("blind-dealer-folder");
     let _ = std::fs::remove_dir_all(&dealer_dir);
@@ -468,7 +468,9 @@ async fn the_dealer_holds_and_receives_no_weight_of_the_model() {
         dealer_dir.to_str().unwrap(),
     ]);
     let d = DeploymentDir::open(&c.dir).unwrap();
-    let words = weight_words(&d.plain_model().unwrap().ring_layers().unwrap());
+    let words = weight_words(
+        &securerouter_circuits::router_head::ring_layers(&d.plain_model().unwrap()).unwrap(),
+    );
     assert!(words.len() > 100, "the model has weights to look for");
     // The search finds the weights where they are: in the model provider's plaintext (as
     // ring words) and in no server's file either.
@@ -571,10 +573,12 @@ fn rss_mb(pid: u32) -> f64 {
 /// succeeds; the idle connections are closed at the handshake deadline; memory stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_of_connections_and_half_open_sessions_do_not_stop_a_service() {
-    use securerouter_host::net::SecureLink;
-    use securerouter_host::session::{ClientHello, Hello, InputShare, ServerReply, decode, encode};
+    use securerouter_runtime::messages::{
+        ClientHello, Hello, InputShare, ServerReply, decode, encode,
+    };
+    use securerouter_runtime::net::SecureLink;
     use tokio::io::AsyncReadExt;
-    securerouter_host::service::raise_open_file_limit();
+    securerouter_runtime::service::raise_open_file_limit();
     // Long enough for 5,000 connects on a loaded machine (an accept backlog that overflows
     // makes some wait for SYN retransmits, seconds each).
     let handshake_s = 30;
@@ -721,7 +725,7 @@ async fn floods_of_connections_and_half_open_sessions_do_not_stop_a_service() {
 /// stays up, and serves the next client once they are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_out_of_descriptors_keeps_serving() {
-    securerouter_host::service::raise_open_file_limit();
+    securerouter_runtime::service::raise_open_file_limit();
     let mut c = Cluster::start_with("emfile", 10, &["--handshake-timeout", "2"], |_| Some(64));
     let f = c.features();
     let mut idle = Vec::new();

@@ -13,8 +13,8 @@ use securerouter_device::link::DeviceLink;
 use securerouter_device::noise::StaticKey;
 use securerouter_device::session::{Circuit, Server, ServerKeys, SessionError};
 use securerouter_device::{EmbeddingSource, FixedPointRows, query};
-use securerouter_host::net::{NOISE_PARAMS, PROLOGUE};
-use securerouter_host::session::{OutputShares, ServerReply, SessionStats, encode};
+use securerouter_runtime::messages::{OutputShares, ServerReply, SessionStats, encode};
+use securerouter_runtime::net::{NOISE_PARAMS, PROLOGUE};
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
@@ -217,7 +217,7 @@ fn verdict(reply: Option<&Vec<u8>>) -> Verdict {
     let Some(bytes) = reply.filter(|r| r.len() <= REPLY_BUF) else {
         return Verdict::Unknown;
     };
-    match securerouter_host::session::decode::<ServerReply>(bytes, "reply") {
+    match securerouter_runtime::messages::decode::<ServerReply>(bytes, "reply") {
         Ok(ServerReply::Ok(o))
             if o.widths.len() == o.shares.len()
                 && o.widths.len() <= 4

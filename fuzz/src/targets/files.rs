@@ -2,14 +2,13 @@
 //! bundles, through their loaders (`ModelFile::load`, `ClientBundle::load`), and the device
 //! table a bundle converts to.
 
+use securerouter_circuits::bert::{BertShape, RingLayer};
+use securerouter_circuits::{ModelSpec, PoolShape};
 use securerouter_core::prg::Seed;
 use securerouter_device::embedding::EmbeddingTable;
-use securerouter_host::circuit::pool::router_feature_count;
-use securerouter_host::circuit::{
-    ModelFile, ModelSpec, PlainRouterHead, PoolShape, RouterHeadShape,
-};
-use securerouter_host::model::{BertConfig, BertWeights, ClientBundle};
-use securerouter_host::nn::bert::{BertShape, RingLayer};
+use securerouter_ml::router::{PlainRouterHead, RouterHeadShape, router_feature_count};
+use securerouter_ml::{BertConfig, BertWeights, ClientBundle};
+use securerouter_runtime::model_file::ModelFile;
 use std::path::PathBuf;
 
 /// A scratch file for this thread (the loaders read paths).
@@ -100,8 +99,7 @@ pub fn model_file_seeds() -> Vec<Vec<u8>> {
     };
     let mut specs = vec![(
         ModelSpec::RouterHead(router),
-        PlainRouterHead::random(router, &seed)
-            .ring_layers()
+        securerouter_circuits::router_head::ring_layers(&PlainRouterHead::random(router, &seed))
             .expect("router layers"),
     )];
     specs.push((ModelSpec::Bert(bert), layers(&bert.layer_shapes())));

@@ -6,8 +6,8 @@ use super::wire::{
     chunk_item, framed, message_item, raw_item,
 };
 use securerouter_device::noise::{Initiator, MESSAGE2_LEN, StaticKey};
-use securerouter_host::net::frame::{FrameDecoder, PlainCodec, encode_message};
-use securerouter_host::net::{
+use securerouter_runtime::net::frame::{FrameDecoder, PlainCodec, encode_message};
+use securerouter_runtime::net::{
     Identity, LinkCipher, LinkConfig, NetError, PROLOGUE, PublicKey, SecureLink,
 };
 use std::io;

@@ -1,9 +1,9 @@
 //! The session messages servers, dealer and clients exchange (postcard inside the links),
 //! decoded with the host's `session::decode`.
 
-use securerouter_host::circuit::CircuitKind;
-use securerouter_host::circuit::pool::RouteMode;
-use securerouter_host::session::{
+use securerouter_circuits::CircuitKind;
+use securerouter_circuits::pool::RouteMode;
+use securerouter_runtime::messages::{
     ClientHello, DealerChunk, DealerRequest, Hello, InputShare, MAX_ROWS, OutputShares, PeerHello,
     PeerReady, PhaseStats, ServerReply, SessionId, SessionStats, check_rows, decode, encode,
 };

@@ -10,7 +10,7 @@
 //!
 //! A script of only kind-3 items is a valid stream: the receiver must get exactly its messages.
 
-use securerouter_host::net::frame::{self, FrameError, Sealer};
+use securerouter_runtime::net::frame::{self, FrameError, Sealer};
 
 /// The host's static secret in the link targets.
 pub const HOST_SECRET: [u8; 32] = [0x11; 32];

@@ -23,12 +23,12 @@ use securerouter_core::prg::{AesCtr, Domain};
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_device::session::{Circuit, RouteMode, ServerKeys};
 use securerouter_device::{EmbeddingSource, EmbeddingTable, StaticKey, TokenEmbedder, query};
-use securerouter_host::assets;
-use securerouter_host::data;
-use securerouter_host::deployment::{CLIENT_BUNDLE, Role, random_seed};
-use securerouter_host::local_cluster::{LocalCluster, ServerFlags};
-use securerouter_host::model::{ClientBundle, Matrix};
-use securerouter_host::served_pool::ServedPool;
+use securerouter_ml::assets;
+use securerouter_ml::data;
+use securerouter_ml::{ClientBundle, Matrix};
+use securerouter_runtime::deployment::{CLIENT_BUNDLE, Role, random_seed};
+use securerouter_runtime::local_cluster::{LocalCluster, ServerFlags};
+use securerouter_runtime::served_pool::ServedPool;
 use static_cell::StaticCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -154,10 +154,8 @@ fn run() -> anyhow::Result<()> {
                 text: s.text.clone(),
                 ids: e.ids,
                 type_ids: e.type_ids,
-                plain_label: securerouter_host::model::head::argmax(&plain.logits),
-                host_rows_label: securerouter_host::model::head::argmax(
-                    &pool.answer(&s.text)?.logits,
-                ),
+                plain_label: securerouter_ml::head::argmax(&plain.logits),
+                host_rows_label: securerouter_ml::head::argmax(&pool.answer(&s.text)?.logits),
                 plain_route: plain.route,
                 plain_logits: plain.logits,
             })

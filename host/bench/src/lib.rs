@@ -1,0 +1,505 @@
+//! `securerouter bench`: a BERT classifier under MPC with the dealer, P0 and P1 as separate
+//! processes on loopback over the encrypted links, measured against the f64 reference.
+//!
+//! The bench writes a throw-away deployment (fresh keys, the model shared for the servers),
+//! starts `securerouter dealer` and `securerouter serve --prefetch-keys` for P0 and P1, and
+//! runs the client in this process. The servers receive each session's whole key stream
+//! before its online phase, so `offline_s` (dealer generation and transfer) and `online_s`
+//! (the two servers computing) are timed apart. Figures are per query, averaged.
+
+#![forbid(unsafe_code)]
+
+pub mod pool;
+pub mod router_agreement;
+#[cfg(feature = "train")]
+pub mod sweep;
+
+use anyhow::bail;
+use securerouter_circuits::ModelSpec;
+use securerouter_circuits::bert::{BertShape, client_input, ring_layers, shape_of};
+use securerouter_circuits::profile::{PhaseStats, add_phases};
+use securerouter_ml::assets;
+use securerouter_ml::data;
+use securerouter_ml::head::{argmax, reference_logits};
+use securerouter_ml::pool::{CostRequest, MeasuredCost};
+use securerouter_ml::{
+    BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix, WordPiece,
+};
+use securerouter_runtime::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
+use securerouter_runtime::local_cluster::{LocalCluster, ServerFlags};
+use securerouter_runtime::model_file::ModelFile;
+use securerouter_runtime::server::peak_rss_mb;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Which model to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BenchModel {
+    /// MiniLM-L6 from the asset cache (optionally cut to its first `layers`), with a head
+    /// fitted on Rotten Tomatoes sentences, run on held-out sentences.
+    MiniLm {
+        /// Layers kept (all 6 when `None`).
+        layers: Option<usize>,
+    },
+    /// Random weights of a shape, on random tokens filling the whole sequence.
+    Random(BertShape),
+    /// An expert of a pool (`securerouter train pool`), run on the pool's held-out sentences.
+    PoolExpert {
+        /// The pool directory.
+        pool: PathBuf,
+        /// The expert's name in the manifest.
+        name: String,
+    },
+}
+
+/// What to run and how.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The model.
+    pub model: BenchModel,
+    /// Tokens per sequence (sentences are padded to it).
+    pub seq_len: usize,
+    /// Queries to run (held-out sentences, or random sequences).
+    pub queries: usize,
+    /// Print the per-part breakdown.
+    pub breakdown: bool,
+    /// Asset cache.
+    pub cache: Option<PathBuf>,
+    /// Seconds any link may stay silent.
+    pub timeout_s: u64,
+    /// Ask the servers to run their kernels on the GPU.
+    pub gpu: bool,
+    /// Threads each server's CPU kernels use (0: one per core).
+    pub kernel_threads: usize,
+}
+
+/// One bench run, as the JSON line prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchLine {
+    /// Model name.
+    pub model: String,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Feed-forward size.
+    pub ffn: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Queries run.
+    pub queries: usize,
+    /// Online seconds per query (the slower server).
+    pub online_s: f64,
+    /// Offline seconds per query: the dealer generating and streaming the keys.
+    pub offline_s: f64,
+    /// Bytes each server sent the other per query (the larger).
+    pub online_bytes_per_server: u64,
+    /// Key bytes each server received per query (the larger, P1's).
+    pub key_bytes_per_server: u64,
+    /// Rounds per query.
+    pub rounds: u64,
+    /// Peak resident memory of the largest process (dealer, P0, P1 or this client), MiB.
+    pub peak_rss_mb: f64,
+    /// Peak resident memory per process: dealer, P0, P1, client.
+    pub peak_rss_mb_by_process: [f64; 4],
+    /// Largest |secure logit − f64 reference logit| over all queries.
+    pub max_abs_logit_err: f64,
+    /// Share of queries whose secure label equals the reference label.
+    pub label_agreement: f64,
+    /// End-to-end seconds per query as the client saw it.
+    pub wall_s: f64,
+    /// The kernels the servers ran on, as they reported them (e.g. "cpu",
+    /// "cpu (avx2, 2 threads)" or "cuda: DEVICE").
+    pub kernels: String,
+    /// Of `online_s`, the seconds the slower server spent in its kernels (matrix products,
+    /// FSS evaluation; GPU copies included).
+    pub kernel_s: f64,
+    /// Of `online_s`, the seconds the slower server spent reading the dealer's keys.
+    pub key_read_s: f64,
+    /// Of `online_s`, the seconds the slower server spent exchanging messages with the other
+    /// (encryption, network, waiting for it); the rest of `online_s` is local protocol work
+    /// (key decoding, packing, element-wise ring arithmetic).
+    pub exchange_s: f64,
+    /// CPU seconds the slower server's process used in `online_s` (all its threads): near
+    /// `online_s` when it computed throughout, lower when it waited for the other server.
+    pub online_cpu_s: f64,
+    /// Online cost per circuit part, per query, at the slower server (with --breakdown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<Vec<PhaseStats>>,
+}
+
+/// A prepared model with its inputs: token ids per query.
+struct Prepared {
+    name: String,
+    /// The vocabulary (one token per line) for the client bundle.
+    vocab: String,
+    weights: BertWeights,
+    head: ClassifierHead,
+    queries: Vec<Vec<u32>>,
+}
+
+const HEAD_TRAIN_SENTENCES: usize = 400;
+
+fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
+    match &opts.model {
+        BenchModel::Random(shape) => {
+            shape.validate()?;
+            let vocab = 1000;
+            let config = BertConfig {
+                vocab_size: vocab,
+                hidden_size: shape.hidden,
+                num_hidden_layers: shape.layers,
+                num_attention_heads: shape.heads,
+                intermediate_size: shape.ffn,
+                hidden_act: "gelu".into(),
+                max_position_embeddings: opts.seq_len,
+                type_vocab_size: 2,
+                layer_norm_eps: 1e-12,
+            };
+            let seed = random_seed();
+            let weights = BertWeights::random(config, &seed)?;
+            let mut rng =
+                securerouter_core::prg::AesCtr::new(&seed, securerouter_core::prg::Domain(12));
+            let mut unit = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            let head = ClassifierHead {
+                linear: Linear {
+                    weight: Matrix::new(
+                        shape.classes,
+                        shape.hidden,
+                        (0..shape.classes * shape.hidden).map(|_| unit()).collect(),
+                    ),
+                    bias: (0..shape.classes).map(|_| unit() * 0.1).collect(),
+                },
+            };
+            let queries = (0..opts.queries)
+                .map(|_| {
+                    (0..opts.seq_len)
+                        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                        .collect()
+                })
+                .collect();
+            // Random token ids stand for text; the vocabulary only names them.
+            let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+                .into_iter()
+                .map(String::from)
+                .chain((5..vocab).map(|i| format!("token{i}")))
+                .collect::<Vec<_>>()
+                .join("\n");
+            Ok(Prepared {
+                vocab,
+                name: format!(
+                    "random-{}x{}-h{}-f{}",
+                    shape.layers, shape.hidden, shape.heads, shape.ffn
+                ),
+                weights,
+                head,
+                queries,
+            })
+        }
+        BenchModel::PoolExpert { pool, name } => {
+            let cache = assets::cache_dir(opts.cache.as_deref())?;
+            let manifest = securerouter_ml::PoolManifest::load(pool)?;
+            let (weights, head) = manifest.load_expert(pool, &cache, manifest.index_of(name)?)?;
+            let base = manifest.base_asset()?.path(&cache)?;
+            let tokenizer = WordPiece::from_vocab_file(&base.join("vocab.txt"))?;
+            let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
+            let queries = test
+                .iter()
+                .take(opts.queries)
+                .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
+                .collect();
+            Ok(Prepared {
+                vocab: std::fs::read_to_string(base.join("vocab.txt"))?,
+                name: name.clone(),
+                weights,
+                head,
+                queries,
+            })
+        }
+        BenchModel::MiniLm { layers } => {
+            let cache = assets::cache_dir(opts.cache.as_deref())?;
+            let dir = assets::MINILM_L6.path(&cache)?;
+            let weights = BertWeights::load(&dir, *layers)?;
+            let tokenizer = WordPiece::from_vocab_file(&dir.join("vocab.txt"))?;
+            let sentences = data::rotten_tomatoes(&cache)?;
+            let (train, test) = data::split(sentences, 0.2, &data::SPLIT_SEED)?;
+            let kept = weights.layers.len();
+            let head = sentiment_head(&cache, &weights, &tokenizer, &train, kept)?;
+            let queries = test
+                .iter()
+                .take(opts.queries)
+                .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
+                .collect();
+            let vocab = std::fs::read_to_string(dir.join("vocab.txt"))?;
+            Ok(Prepared {
+                vocab,
+                name: if kept == 6 {
+                    "minilm-l6".into()
+                } else {
+                    format!("minilm-l6-first-{kept}")
+                },
+                weights,
+                head,
+                queries,
+            })
+        }
+    }
+}
+
+/// A positive/negative head on mean-pooled features, fitted once on training sentences and
+/// cached beside the assets.
+fn sentiment_head(
+    cache: &Path,
+    model: &BertWeights,
+    tokenizer: &WordPiece,
+    train: &[data::LabelledSentence],
+    layers: usize,
+) -> anyhow::Result<ClassifierHead> {
+    let path = cache
+        .join("heads")
+        .join(format!("minilm-l6-first-{layers}-rotten-tomatoes.json"));
+    if path.exists() {
+        return ClassifierHead::load(&path);
+    }
+    let take = train.len().min(HEAD_TRAIN_SENTENCES);
+    let bar =
+        securerouter_ml::progress::Progress::new(take, "pooled features for the sentiment head");
+    let mut features = Vec::with_capacity(take);
+    for s in &train[..take] {
+        let e = tokenizer.encode(&s.text, 128);
+        features.push(securerouter_ml::mean_pool(
+            &model.forward(&e.ids, &e.type_ids)?,
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let labels: Vec<usize> = train[..take].iter().map(|s| s.label as usize).collect();
+    let head = ClassifierHead::fit(&features, &labels, 2, 300, 1e-3)?;
+    std::fs::create_dir_all(path.parent().unwrap_or(cache))?;
+    head.save(&path)?;
+    Ok(head)
+}
+
+/// Measures the MPC cost of one expert of a built pool: the bench on it (dealer, P0 and P1 as
+/// processes, the CPU kernels), on `req.queries` of the pool's held-out sentences, its report
+/// to `out`. `securerouter train pool` fills the manifest's costs with it.
+pub fn expert_cost(
+    req: &CostRequest<'_>,
+    cache: Option<&Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<MeasuredCost> {
+    let line = run(
+        &BenchOptions {
+            model: BenchModel::PoolExpert {
+                pool: req.pool.to_path_buf(),
+                name: req.expert.to_string(),
+            },
+            seq_len: req.seq_len,
+            queries: req.queries,
+            breakdown: false,
+            cache: cache.map(Path::to_path_buf),
+            timeout_s: 600,
+            gpu: false,
+            kernel_threads: 0,
+        },
+        false,
+        out,
+    )?;
+    Ok(MeasuredCost {
+        online_s: line.online_s,
+        offline_s: line.offline_s,
+        online_bytes_per_server: line.online_bytes_per_server,
+        key_bytes_per_server: line.key_bytes_per_server,
+        rounds: line.rounds,
+        queries: line.queries,
+    })
+}
+
+/// Runs the bench and writes its JSON line (and, with `breakdown`, a table) to `out`.
+pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<BenchLine> {
+    if opts.seq_len == 0 || opts.seq_len > 512 || opts.queries == 0 {
+        bail!("--seq must be in 1..=512 and --queries at least 1");
+    }
+    let prepared = prepare(opts)?;
+    if prepared.queries.is_empty() {
+        bail!("no queries to run");
+    }
+    let shape = shape_of(&prepared.weights, &prepared.head);
+    let spec = ModelSpec::Bert(shape);
+    let files = ModelFile::deploy(
+        spec,
+        &ring_layers(&prepared.weights, &prepared.head)?,
+        &random_seed(),
+    )?;
+    let dir = LocalCluster::fresh_dir("bench");
+    let deployment = DeploymentDir::create_with(&dir, LocalCluster::free_addrs()?, &files, true)?;
+    drop(files);
+    // The client works from its bundle alone (tokenizer and embeddings, no encoder weights).
+    let bundle_path = dir.join(CLIENT_BUNDLE);
+    ClientBundle::save(&prepared.weights, &prepared.vocab, &bundle_path)?;
+    let bundle = ClientBundle::load(&bundle_path)?;
+    let cluster = LocalCluster::start(
+        deployment,
+        opts.timeout_s,
+        ServerFlags {
+            prefetch_keys: true,
+            gpu: opts.gpu,
+            kernel_threads: opts.kernel_threads,
+        },
+    )?;
+    let client = cluster.client()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (mut online, mut offline, mut wall) = (0.0, 0.0, 0.0);
+    let (mut bytes, mut keys, mut rounds) = (0u64, 0u64, 0u64);
+    let (mut worst, mut agree) = (0.0f64, 0usize);
+    let mut kernels = String::new();
+    let (mut kernel_s, mut key_read_s, mut exchange_s, mut cpu_s) = (0.0, 0.0, 0.0, 0.0);
+    let mut phases: Vec<PhaseStats> = Vec::new();
+    let bar = securerouter_ml::progress::Progress::new(
+        prepared.queries.len(),
+        format!("{} under MPC", prepared.name),
+    );
+    for (i, ids) in prepared.queries.iter().enumerate() {
+        let types = vec![0; ids.len()];
+        let embedded = bundle.embeddings.embed(ids, &types)?;
+        let x = client_input(&embedded.data, shape.hidden, opts.seq_len)?;
+        let (logits, session) = runtime.block_on(client.classify(shape.input_cols(), &x))?;
+        let want = reference_logits(&prepared.weights, &prepared.head, ids, &types)?;
+        let error = want
+            .iter()
+            .zip(&logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        worst = worst.max(error);
+        if argmax(&want) == argmax(&logits) {
+            agree += 1;
+        } else {
+            // Say how close the call was: a flip within the logit error is a near-tie.
+            let margin = top_two_margin(&want);
+            tracing::warn!(
+                "query {i}: the secure label differs from the reference's (reference margin \
+                 between its top two logits {margin:.4}, largest logit error {error:.4})"
+            );
+        }
+        let cost = session.worst_server();
+        online += cost.online_s;
+        offline += cost.offline_s;
+        wall += session.wall_s;
+        bytes += cost.online_bytes_sent;
+        keys += cost.key_bytes_received;
+        rounds = cost.rounds;
+        kernels = cost.kernels;
+        kernel_s += cost.kernel_s;
+        key_read_s += cost.key_read_s;
+        exchange_s += cost.exchange_s;
+        cpu_s += cost.online_cpu_s;
+        add_phases(&mut phases, &cost.phases);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let rss = cluster.peak_rss_mb();
+    drop(cluster);
+    let q = prepared.queries.len();
+    let per = |v: f64| v / q as f64;
+    for p in &mut phases {
+        p.online_s /= q as f64;
+        p.bytes_sent /= q as u64;
+        p.rounds /= q as u64;
+    }
+    let rss_all = [rss[0], rss[1], rss[2], peak_rss_mb()];
+    let line = BenchLine {
+        model: prepared.name,
+        layers: shape.layers,
+        hidden: shape.hidden,
+        heads: shape.heads,
+        ffn: shape.ffn,
+        seq_len: opts.seq_len,
+        queries: q,
+        online_s: per(online),
+        offline_s: per(offline),
+        online_bytes_per_server: bytes / q as u64,
+        key_bytes_per_server: keys / q as u64,
+        rounds,
+        peak_rss_mb: rss_all.iter().cloned().fold(0.0, f64::max),
+        peak_rss_mb_by_process: rss_all,
+        max_abs_logit_err: worst,
+        label_agreement: agree as f64 / q as f64,
+        wall_s: per(wall),
+        kernels,
+        kernel_s: per(kernel_s),
+        key_read_s: per(key_read_s),
+        exchange_s: per(exchange_s),
+        online_cpu_s: per(cpu_s),
+        breakdown: opts.breakdown.then_some(phases),
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} layers, hidden {}, {} tokens, {} queries\n  online {:.3} s, {:.1} MB and {} rounds per server; offline {:.3} s, {:.1} MB keys per server\n  peak memory {:.0} MiB; max |logit error| {:.4}; label agreement {:.1}%",
+            line.model,
+            line.layers,
+            line.hidden,
+            line.seq_len,
+            line.queries,
+            line.online_s,
+            line.online_bytes_per_server as f64 / 1e6,
+            line.rounds,
+            line.offline_s,
+            line.key_bytes_per_server as f64 / 1e6,
+            line.peak_rss_mb,
+            line.max_abs_logit_err,
+            100.0 * line.label_agreement
+        )?;
+    }
+    if let Some(parts) = &line.breakdown {
+        writeln!(
+            out,
+            "{:<10} {:>9} {:>7} {:>12} {:>7}",
+            "part", "online_s", "share", "bytes", "rounds"
+        )?;
+        let total: f64 = parts.iter().map(|p| p.online_s).sum();
+        for p in parts {
+            writeln!(
+                out,
+                "{:<10} {:>9.3} {:>6.1}% {:>12} {:>7}",
+                p.name,
+                p.online_s,
+                100.0 * p.online_s / total.max(1e-12),
+                p.bytes_sent,
+                p.rounds
+            )?;
+        }
+    }
+    Ok(line)
+}
+
+/// How far the largest value lies above the second (0 for fewer than two): how close an argmax
+/// was, for warnings that name a flipped query.
+pub(crate) fn top_two_margin(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    sorted
+        .first()
+        .zip(sorted.get(1))
+        .map_or(0.0, |(a, b)| a - b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_two_margin;
+
+    #[test]
+    fn top_two_margin_is_the_gap_below_the_largest() {
+        assert_eq!(top_two_margin(&[0.5, 2.0, -1.0, 1.25]), 0.75);
+        assert_eq!(top_two_margin(&[3.0, 3.0]), 0.0);
+        assert_eq!(top_two_margin(&[1.0]), 0.0);
+        assert_eq!(top_two_margin(&[]), 0.0);
+    }
+}

@@ -1,0 +1,301 @@
+//! `securerouter bench --pool`: the trained pool served by dealer, P0 and P1 as processes on
+//! loopback. Every held-out sentence runs twice under MPC, routed (in the chosen routing
+//! privacy mode) and through the largest expert alone, so the speed-up is measured end to end
+//! on the same sentences, not projected from per-expert costs. The plaintext pool checks the
+//! secure router's choices.
+
+use anyhow::bail;
+use securerouter_circuits::{CircuitKind, RouteMode};
+use securerouter_ml::ClientBundle;
+use securerouter_ml::assets;
+use securerouter_ml::data;
+use securerouter_ml::pool_format::pool_dir;
+use securerouter_runtime::client::{Client, PoolAnswer};
+use securerouter_runtime::local_cluster::LocalCluster;
+use securerouter_runtime::local_cluster::ServerFlags;
+use securerouter_runtime::served_pool::{ServedPool, embed_query};
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// What `bench --pool` runs.
+#[derive(Clone, Debug)]
+pub struct PoolBenchOptions {
+    /// The pool directory (default: the cache's `pool`).
+    pub pool_dir: Option<PathBuf>,
+    /// Asset cache.
+    pub cache: Option<PathBuf>,
+    /// Routing privacy mode of the routed queries.
+    pub mode: RouteMode,
+    /// Held-out sentences to run.
+    pub queries: usize,
+    /// Seconds any link may stay silent.
+    pub timeout_s: u64,
+    /// Ask the servers to run their kernels on the GPU.
+    pub gpu: bool,
+    /// Threads each server's CPU kernels use (0: one per core).
+    pub kernel_threads: usize,
+}
+
+/// Cost per query of one way of answering, averaged over the sentences.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueryCost {
+    /// Online seconds (the slower server), keys received before the online phase.
+    pub online_s: f64,
+    /// Seconds the servers spent receiving keys before the online phase.
+    pub offline_s: f64,
+    /// End-to-end seconds as the client saw them.
+    pub wall_s: f64,
+    /// Bytes each server sent the other online (the larger).
+    pub online_bytes_per_server: f64,
+    /// Key bytes per server (the larger, P1's).
+    pub key_bytes_per_server: f64,
+    /// Rounds.
+    pub rounds: f64,
+}
+
+impl QueryCost {
+    fn add(&mut self, a: &PoolAnswer) {
+        let cost = a.outputs.worst_server();
+        self.online_s += cost.online_s;
+        self.offline_s += cost.offline_s;
+        self.wall_s += a.outputs.wall_s;
+        self.online_bytes_per_server += cost.online_bytes_sent as f64;
+        self.key_bytes_per_server += cost.key_bytes_received as f64;
+        self.rounds += cost.rounds as f64;
+    }
+
+    fn mean(mut self, n: usize) -> Self {
+        let n = n as f64;
+        for v in [
+            &mut self.online_s,
+            &mut self.offline_s,
+            &mut self.wall_s,
+            &mut self.online_bytes_per_server,
+            &mut self.key_bytes_per_server,
+            &mut self.rounds,
+        ] {
+            *v /= n;
+        }
+        self
+    }
+}
+
+/// One `bench --pool` run, as the JSON line prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolBenchLine {
+    /// The experts, cheapest first.
+    pub experts: Vec<String>,
+    /// Routing privacy mode of the routed queries.
+    pub route_mode: String,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Held-out sentences run.
+    pub queries: usize,
+    /// Accuracy of the routed secure answers.
+    pub accuracy: f64,
+    /// Accuracy of the largest expert's secure answers on the same sentences.
+    pub largest_accuracy: f64,
+    /// Share of the sentences routed to each expert under MPC.
+    pub route_distribution: Vec<f64>,
+    /// Share of sentences whose secure route equals the plaintext router's.
+    pub router_agreement: f64,
+    /// Share of sentences whose secure routed label equals the plaintext pool's.
+    pub label_agreement: f64,
+    /// Always-largest online time over routed online time, summed over the same sentences.
+    pub measured_speedup: f64,
+    /// The same ratio for the client's end-to-end time (keys included).
+    pub measured_wall_speedup: f64,
+    /// Online seconds per query of the router stage (summary encoder, its head, router head;
+    /// reveal-route only: in hide-route the router and every expert are one stage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_online_s: Option<f64>,
+    /// The router stage's share of the routed online time (reveal-route only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_overhead: Option<f64>,
+    /// Routed queries' cost per query.
+    pub routed: QueryCost,
+    /// The largest expert's cost per query.
+    pub largest: QueryCost,
+    /// Peak resident memory of dealer, P0 and P1, MiB.
+    pub peak_rss_mb: [f64; 3],
+}
+
+/// The trained pool served on loopback (keys prefetched), with the first `opts.queries`
+/// held-out sentences and a client: what every held-out pool benchmark starts from.
+pub(crate) struct HeldOutRun {
+    pub pool: ServedPool,
+    pub sentences: Vec<data::LabelledSentence>,
+    pub cluster: LocalCluster,
+    pub bundle: ClientBundle,
+    pub client: Client,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl HeldOutRun {
+    pub fn start(opts: &PoolBenchOptions) -> anyhow::Result<Self> {
+        if opts.queries == 0 {
+            bail!("--queries must be at least 1");
+        }
+        let cache = assets::cache_dir(opts.cache.as_deref())?;
+        let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
+        let pool = ServedPool::load(&dir, &cache)?;
+        let (_, mut sentences) =
+            data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
+        sentences.truncate(opts.queries);
+        let servers = ServerFlags {
+            prefetch_keys: true,
+            gpu: opts.gpu,
+            kernel_threads: opts.kernel_threads,
+        };
+        let (cluster, bundle) = pool.start_local(opts.timeout_s, servers)?;
+        let client = cluster.client()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        Ok(HeldOutRun {
+            pool,
+            sentences,
+            cluster,
+            bundle,
+            client,
+            runtime,
+        })
+    }
+}
+
+/// Runs the pool bench and writes its JSON line (or a summary) to `out`.
+pub fn run(
+    opts: &PoolBenchOptions,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<PoolBenchLine> {
+    let HeldOutRun {
+        pool,
+        sentences,
+        cluster,
+        bundle,
+        client,
+        runtime,
+    } = HeldOutRun::start(opts)?;
+    let sentences = &sentences[..];
+    let k = pool.experts.len();
+    let largest_kind = CircuitKind::Expert((k - 1) as u8);
+    let (mut routed, mut largest) = (QueryCost::default(), QueryCost::default());
+    let (mut right, mut largest_right, mut agree_route, mut agree_label) = (0, 0, 0, 0);
+    let mut routes = vec![0usize; k];
+    let mut router_s = 0.0;
+    let cols = pool.shape().summary.input_cols();
+    let bar = securerouter_ml::progress::Progress::new(
+        sentences.len(),
+        "routed and always-largest under MPC",
+    );
+    for (i, s) in sentences.iter().enumerate() {
+        let x = embed_query(&bundle, &s.text, pool.seq_len())?;
+        let a = runtime.block_on(client.ask_pool(CircuitKind::Routed(opts.mode), cols, &x))?;
+        let b = runtime.block_on(client.ask_pool(largest_kind, cols, &x))?;
+        let plain = pool.answer(&s.text)?;
+        routed.add(&a);
+        largest.add(&b);
+        router_s += a
+            .outputs
+            .servers
+            .iter()
+            .map(|st| st.stages.first().map_or(0.0, |p| p.online_s))
+            .fold(0.0, f64::max);
+        routes[a.route] += 1;
+        right += usize::from(a.label == s.label as usize);
+        largest_right += usize::from(b.label == s.label as usize);
+        agree_route += usize::from(a.route == plain.route);
+        agree_label += usize::from(a.label == securerouter_ml::head::argmax(&plain.logits));
+        // Name each disagreement with the plaintext pool and how close its call was.
+        if a.route != plain.route {
+            tracing::warn!(
+                "query {i}: the secure route (expert {}) differs from the plaintext router's \
+                 (expert {}; margin between its top two scores {:.4})",
+                a.route,
+                plain.route,
+                super::top_two_margin(&plain.scores)
+            );
+        } else if a.label != securerouter_ml::head::argmax(&plain.logits) {
+            tracing::warn!(
+                "query {i}: the secure label differs from the plaintext pool's (margin between \
+                 its top two logits {:.4})",
+                super::top_two_margin(&plain.logits)
+            );
+        }
+        let done = i + 1;
+        bar.set_message(format!(
+            "under MPC: routed {right}/{done} right, always-largest {largest_right}/{done}"
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let peak_rss_mb = cluster.peak_rss_mb();
+    drop(cluster);
+    let n = sentences.len();
+    let share = |c: usize| c as f64 / n as f64;
+    let reveal = opts.mode == RouteMode::Reveal;
+    let line = PoolBenchLine {
+        experts: pool
+            .manifest
+            .experts
+            .iter()
+            .map(|e| e.name.clone())
+            .collect(),
+        route_mode: opts.mode.name().into(),
+        seq_len: pool.seq_len(),
+        queries: n,
+        accuracy: share(right),
+        largest_accuracy: share(largest_right),
+        route_distribution: routes.iter().map(|&c| share(c)).collect(),
+        router_agreement: share(agree_route),
+        label_agreement: share(agree_label),
+        measured_speedup: largest.online_s / routed.online_s,
+        measured_wall_speedup: largest.wall_s / routed.wall_s,
+        router_online_s: reveal.then(|| router_s / n as f64),
+        router_overhead: reveal.then(|| router_s / routed.online_s),
+        routed: routed.mean(n),
+        largest: largest.mean(n),
+        peak_rss_mb,
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+    } else {
+        let dist: Vec<String> = line
+            .experts
+            .iter()
+            .zip(&line.route_distribution)
+            .map(|(e, d)| format!("{e} {:.0}%", 100.0 * d))
+            .collect();
+        writeln!(
+            out,
+            "pool of {} experts, {}, {} held-out sentences at {} tokens\n  \
+             routed: accuracy {:.1}%, online {:.3} s, {:.1} MB and {:.0} rounds per server\n  \
+             always-largest: accuracy {:.1}%, online {:.3} s, {:.1} MB and {:.0} rounds per server\n  \
+             measured speed-up {:.2}x online ({:.2}x end to end){}\n  \
+             routes: {}; secure route = plaintext route on {:.1}%",
+            k,
+            line.route_mode,
+            n,
+            line.seq_len,
+            100.0 * line.accuracy,
+            line.routed.online_s,
+            line.routed.online_bytes_per_server / 1e6,
+            line.routed.rounds,
+            100.0 * line.largest_accuracy,
+            line.largest.online_s,
+            line.largest.online_bytes_per_server / 1e6,
+            line.largest.rounds,
+            line.measured_speedup,
+            line.measured_wall_speedup,
+            match (line.router_online_s, line.router_overhead) {
+                (Some(s), Some(o)) => format!("; router {s:.3} s ({:.0}% of routed)", 100.0 * o),
+                _ => String::new(),
+            },
+            dist.join(", "),
+            100.0 * line.router_agreement
+        )?;
+    }
+    Ok(line)
+}

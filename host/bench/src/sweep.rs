@@ -1,0 +1,285 @@
+//! `securerouter bench --pool --sweep`: retrains the router over a range of cost-loss weights,
+//! measures each router's routed queries under MPC (dealer, P0 and P1 as processes), measures
+//! each expert alone on the same sentences, and draws held-out accuracy against measured online
+//! time per query (SVG, with plotters).
+//!
+//! Accuracy is the plaintext pool's on every held-out sentence (the secure router picks what
+//! the plaintext one picks, see `bench --pool`), so that the points are not the noise of a few
+//! sentences; the cost axis is measured, never projected.
+
+use anyhow::{Context, bail};
+use securerouter_circuits::{CircuitKind, RouteMode};
+use securerouter_ml::assets;
+use securerouter_ml::data;
+use securerouter_ml::pool_format::pool_dir;
+use securerouter_runtime::client::PoolAnswer;
+use securerouter_runtime::local_cluster::ServerFlags;
+use securerouter_runtime::served_pool::{ServedPool, embed_query};
+use securerouter_train::pool::{SIGNALS, Signals};
+use securerouter_train::router::{RouterOptions, evaluate, train_router};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What the sweep runs.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// The pool directory (default: the cache's `pool`).
+    pub pool_dir: Option<PathBuf>,
+    /// Asset cache.
+    pub cache: Option<PathBuf>,
+    /// Routing privacy mode of the routed queries.
+    pub mode: RouteMode,
+    /// Held-out sentences measured under MPC per point.
+    pub queries: usize,
+    /// Cost-loss weights.
+    pub weights: Vec<f64>,
+    /// Where the plot goes.
+    pub plot: PathBuf,
+    /// Seconds any link may stay silent.
+    pub timeout_s: u64,
+}
+
+/// One point of the plot.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepPoint {
+    /// The router's cost-loss weight, or `None` for a single expert.
+    pub cost_weight: Option<f64>,
+    /// The expert's name, for single experts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expert: Option<String>,
+    /// Accuracy on every held-out sentence (plaintext pool).
+    pub held_out_accuracy: f64,
+    /// Share of the held-out sentences routed to each expert (plaintext router).
+    pub route_distribution: Vec<f64>,
+    /// Online seconds per query under MPC (the slower server), measured.
+    pub measured_online_s: f64,
+    /// Sentences the online time averages.
+    pub measured_queries: usize,
+}
+
+/// Runs the sweep: one JSON line per point on `out`, and the plot.
+pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> anyhow::Result<Vec<SweepPoint>> {
+    if opts.queries == 0 || opts.weights.is_empty() {
+        bail!("the sweep needs --queries ≥ 1 and at least one cost weight");
+    }
+    if let Some(w) = opts.weights.iter().find(|w| !w.is_finite() || **w < 0.0) {
+        bail!("cost weight {w} is not a finite non-negative number");
+    }
+    let cache = assets::cache_dir(opts.cache.as_deref())?;
+    let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
+    let mut pool = ServedPool::load(&dir, &cache)?;
+    let k = pool.experts.len();
+    let signals = Signals::load(&dir.join(SIGNALS), k)?;
+    let costs = pool.manifest.online_costs()?;
+    let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
+    let texts: Vec<&str> = test
+        .iter()
+        .take(opts.queries)
+        .map(|s| s.text.as_str())
+        .collect();
+    let mut points = Vec::new();
+    // Every expert alone, on the same sentences.
+    let experts: Vec<CircuitKind> = (0..k).map(|e| CircuitKind::Expert(e as u8)).collect();
+    let online = measure(&pool, &experts, &texts, opts.timeout_s)?;
+    for (e, entry) in pool.manifest.experts.iter().enumerate() {
+        let mut dist = vec![0.0; k];
+        dist[e] = 1.0;
+        points.push(SweepPoint {
+            cost_weight: None,
+            expert: Some(entry.name.clone()),
+            held_out_accuracy: entry.held_out_accuracy,
+            route_distribution: dist,
+            measured_online_s: online[e],
+            measured_queries: texts.len(),
+        });
+        writeln!(out, "{}", serde_json::to_string(points.last().unwrap())?)?;
+    }
+    for &w in &opts.weights {
+        let ropts = RouterOptions {
+            cost_weight: w,
+            ..RouterOptions::default()
+        };
+        pool.router.head = train_router(&signals.router_data()?, &costs, &ropts)?;
+        let report = evaluate(&pool.router.head, &signals.test_data()?, &costs)?;
+        let online = measure(
+            &pool,
+            &[CircuitKind::Routed(opts.mode)],
+            &texts,
+            opts.timeout_s,
+        )?;
+        points.push(SweepPoint {
+            cost_weight: Some(w),
+            expert: None,
+            held_out_accuracy: report.accuracy,
+            route_distribution: report.route_distribution,
+            measured_online_s: online[0],
+            measured_queries: texts.len(),
+        });
+        writeln!(out, "{}", serde_json::to_string(points.last().unwrap())?)?;
+    }
+    plot(&points, opts.mode, &opts.plot)?;
+    writeln!(out, "plot written to {}", opts.plot.display())?;
+    Ok(points)
+}
+
+/// Mean online seconds per query of each circuit over `texts`, on one fresh deployment of
+/// `pool`.
+fn measure(
+    pool: &ServedPool,
+    kinds: &[CircuitKind],
+    texts: &[&str],
+    timeout_s: u64,
+) -> anyhow::Result<Vec<f64>> {
+    let (cluster, bundle) = pool.start_local(
+        timeout_s,
+        ServerFlags {
+            prefetch_keys: true,
+            ..ServerFlags::default()
+        },
+    )?;
+    let client = cluster.client()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cols = pool.shape().summary.input_cols();
+    let bar = securerouter_ml::progress::Progress::new(
+        kinds.len() * texts.len(),
+        "the routers and experts under MPC",
+    );
+    let mut online = vec![0.0; kinds.len()];
+    for t in texts {
+        let x = embed_query(&bundle, t, pool.seq_len())?;
+        for (i, &kind) in kinds.iter().enumerate() {
+            let a: PoolAnswer = runtime.block_on(client.ask_pool(kind, cols, &x))?;
+            online[i] += a.outputs.worst_server().online_s;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(online.iter().map(|s| s / texts.len() as f64).collect())
+}
+
+/// Draws accuracy against measured online time: the routers as a line (each point labelled with
+/// its cost weight), the single experts as triangles.
+fn plot(points: &[SweepPoint], mode: RouteMode, path: &Path) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let xs = points.iter().map(|p| p.measured_online_s);
+    let ys = points.iter().map(|p| 100.0 * p.held_out_accuracy);
+    let (x1, y0, y1) = (
+        xs.fold(0.0, f64::max) * 1.15,
+        ys.clone().fold(f64::MAX, f64::min) - 1.0,
+        ys.fold(0.0, f64::max) + 1.0,
+    );
+    let draw =
+        || -> Result<(), Box<dyn std::error::Error>> {
+            let root = SVGBackend::new(path, (760, 480)).into_drawing_area();
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(
+                    format!(
+                        "SecureRouter pool: accuracy against measured MPC cost ({})",
+                        mode.name()
+                    ),
+                    ("sans-serif", 18),
+                )
+                .margin(16)
+                .x_label_area_size(44)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0.0..x1, y0..y1)?;
+            chart
+                .configure_mesh()
+                .x_desc("online seconds per query under MPC (measured, 2 cores)")
+                .y_desc("held-out accuracy (%)")
+                .draw()?;
+            let routers: Vec<(f64, f64, f64)> = points
+                .iter()
+                .filter_map(|p| {
+                    p.cost_weight
+                        .map(|w| (p.measured_online_s, 100.0 * p.held_out_accuracy, w))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(
+                    routers.iter().map(|&(x, y, _)| (x, y)),
+                    &BLUE,
+                ))?
+                .label("routed (router retrained per cost weight)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+            chart.draw_series(
+                routers
+                    .iter()
+                    .map(|&(x, y, _)| Circle::new((x, y), 4, BLUE.filled())),
+            )?;
+            chart.draw_series(routers.iter().map(|&(x, y, w)| {
+                Text::new(format!("w={w}"), (x, y + 0.15), ("sans-serif", 12))
+            }))?;
+            chart
+                .draw_series(points.iter().filter(|p| p.expert.is_some()).map(|p| {
+                    TriangleMarker::new(
+                        (p.measured_online_s, 100.0 * p.held_out_accuracy),
+                        7,
+                        RED.filled(),
+                    )
+                }))?
+                .label("single experts")
+                .legend(|(x, y)| TriangleMarker::new((x + 10, y), 6, RED.filled()));
+            chart.draw_series(points.iter().filter_map(|p| {
+                p.expert.as_ref().map(|e| {
+                    Text::new(
+                        e.clone(),
+                        (p.measured_online_s, 100.0 * p.held_out_accuracy - 0.5),
+                        ("sans-serif", 12),
+                    )
+                })
+            }))?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .border_style(BLACK)
+                .background_style(WHITE)
+                .draw()?;
+            root.present()?;
+            Ok(())
+        };
+    draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("drawing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plot_shows_every_router_and_expert() {
+        let point = |w: Option<f64>, e: Option<&str>, acc: f64, s: f64| SweepPoint {
+            cost_weight: w,
+            expert: e.map(String::from),
+            held_out_accuracy: acc,
+            route_distribution: vec![0.5, 0.5],
+            measured_online_s: s,
+            measured_queries: 3,
+        };
+        let points = [
+            point(None, Some("small-expert"), 0.77, 0.6),
+            point(None, Some("large-expert"), 0.82, 3.3),
+            point(Some(0.0), None, 0.82, 2.5),
+            point(Some(0.3), None, 0.81, 1.5),
+        ];
+        let path = std::env::temp_dir().join(format!("sweep-{}.svg", std::process::id()));
+        plot(&points, RouteMode::Reveal, &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+        for label in [
+            "small-expert",
+            "large-expert",
+            "w=0",
+            "w=0.3",
+            "held-out accuracy",
+        ] {
+            assert!(svg.contains(label), "{label} missing from the plot");
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! A BERT classifier as one secure circuit (DESIGN §3–§4): the client sends the embedded
+//! tokens; the servers run every encoder layer, masked mean pooling and a linear classifier.
+//!
+//! The input is one [tokens, hidden + 2] tensor: the embeddings (after the embedding
+//! LayerNorm, which the client computes from its bundle), then per token an additive
+//! attention bias (0 for real tokens, [`PAD_BIAS`] for padding) and a pooling weight (1/n for
+//! the n real tokens, 0 for padding). Padding keeps the sentence length secret; the bias and
+//! weights are secret inputs like the embeddings.
+//!
+//! Weights are fixed point at [`FRAC`] bits, biases at 2·FRAC (they add to products), the
+//! LayerNorm shift at 3·FRAC. The attention scale 1/√d is folded into the query projection,
+//! and Q, K, V are one linear layer.
+
+use super::layers::{self, ACT_BITS, FRAC, LINEAR_BITS};
+use anyhow::{Context, bail};
+use securerouter_core::Error;
+use securerouter_core::gate::{self, DealerWeights, Protocol, ServerWeights, Tensor};
+use securerouter_core::prg::{Domain, Seed};
+use securerouter_core::ring::{BitWidth, FixedPoint};
+use securerouter_ml::{BertWeights, ClassifierHead, LayerNorm, Linear};
+use serde::{Deserialize, Serialize};
+
+/// The attention bias of padding tokens (−256 in real terms): after the row maximum is
+/// subtracted, exp clips it to 0.
+pub const PAD_BIAS: f64 = -256.0;
+
+/// Weight layers per encoder layer: QKV, attention output, LayerNorm, FFN in, FFN out,
+/// LayerNorm.
+pub const PARTS_PER_LAYER: usize = 6;
+
+/// The shape of a BERT classifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BertShape {
+    /// Encoder layers.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Feed-forward inner size.
+    pub ffn: usize,
+    /// Output classes.
+    pub classes: usize,
+}
+
+impl BertShape {
+    /// Checks the shape is consistent and bounded (shapes come from files and the CLI).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (what, v, max) in [
+            ("layers", self.layers, 64),
+            ("hidden", self.hidden, 8192),
+            ("heads", self.heads, 256),
+            ("ffn", self.ffn, 32768),
+            ("classes", self.classes, 4096),
+        ] {
+            if v == 0 || v > max {
+                bail!("BERT {what} = {v} is outside 1..={max}");
+            }
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
+            bail!(
+                "hidden size {} is not a multiple of the {} heads",
+                self.hidden,
+                self.heads
+            );
+        }
+        Ok(())
+    }
+
+    /// Size of one head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    /// Columns of the client's input per token: embedding, attention bias, pooling weight.
+    pub fn input_cols(&self) -> usize {
+        self.hidden + 2
+    }
+
+    /// (inputs, outputs) of every weight layer in circuit order; LayerNorms are one-input
+    /// layers (element-wise scale and shift).
+    pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
+        let (h, f) = (self.hidden, self.ffn);
+        let mut v = Vec::new();
+        for _ in 0..self.layers {
+            v.extend([(h, 3 * h), (h, h), (1, h), (h, f), (f, h), (1, h)]);
+        }
+        v.push((h, self.classes));
+        v
+    }
+}
+
+/// The named parts of the circuit, for per-part accounting (`bench --breakdown`).
+pub mod phase {
+    /// Linear layers (QKV, attention output, feed-forward) and the classifier.
+    pub const LINEAR: &str = "linear";
+    /// Q·Kᵀ and probabilities·V.
+    pub const ATTENTION: &str = "attention";
+    /// Softmax.
+    pub const SOFTMAX: &str = "softmax";
+    /// GeLU.
+    pub const GELU: &str = "gelu";
+    /// LayerNorm.
+    pub const LAYER_NORM: &str = "layernorm";
+    /// Input opening, pooling and output.
+    pub const OTHER: &str = "other";
+    /// Every part, in report order.
+    pub const ALL: [&str; 6] = [LINEAR, ATTENTION, SOFTMAX, GELU, LAYER_NORM, OTHER];
+}
+
+/// y = linear(x) in the linear layers' ring, truncated back to FRAC bits in the full ring.
+async fn dense<P: Protocol>(p: &mut P, x: &Tensor, w: &P::Weights) -> Result<Tensor, Error> {
+    p.phase(phase::LINEAR);
+    let y = p.linear(&x.reduce(linear_ring()?)?, w).await?;
+    p.truncate_to(&y, FRAC, BitWidth::FULL).await
+}
+
+fn linear_ring() -> Result<BitWidth, Error> {
+    BitWidth::new(LINEAR_BITS)
+}
+
+/// Runs the classifier on one sequence `x` ([tokens, hidden + 2]); returns the logits
+/// [1, classes].
+pub async fn bert_classifier<P: Protocol>(
+    p: &mut P,
+    shape: &BertShape,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Tensor, Error> {
+    let [encoder @ .., head] = weights else {
+        return Err(Error::ShapeMismatch(
+            "the weights do not match the BERT shape",
+        ));
+    };
+    let pooled = bert_pooled(p, shape, x, encoder).await?;
+    classifier_head(p, &pooled, head).await
+}
+
+/// The classifier head on pooled features [1, hidden]: logits [1, classes].
+pub async fn classifier_head<P: Protocol>(
+    p: &mut P,
+    pooled: &Tensor,
+    head: &P::Weights,
+) -> Result<Tensor, Error> {
+    let logits = dense(p, pooled, head).await?;
+    p.phase(phase::OTHER);
+    Ok(logits)
+}
+
+/// Runs the encoder layers (`weights`: [`PARTS_PER_LAYER`] per layer, no head) on one sequence
+/// `x` ([tokens, hidden + 2]); returns the mean of the real tokens' last hidden states
+/// [1, hidden], the features both a classifier head and the router read.
+pub async fn bert_pooled<P: Protocol>(
+    p: &mut P,
+    shape: &BertShape,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Tensor, Error> {
+    let (h, heads, d) = (shape.hidden, shape.heads, shape.head_dim());
+    if weights.len() != shape.layers * PARTS_PER_LAYER {
+        return Err(Error::ShapeMismatch(
+            "the weights do not match the BERT shape",
+        ));
+    }
+    if x.shape().len() != 2 || x.last_dim() != shape.input_cols() {
+        return Err(Error::ShapeMismatch(
+            "BERT input must be [tokens, hidden + 2]",
+        ));
+    }
+    let n = x.shape()[0];
+    let cols = |r: core::ops::Range<usize>| r.collect::<Vec<_>>();
+    let mut hidden = x.gather_last(&cols(0..h))?;
+    // Row i of the [heads·n, n] score matrix gets bias_j in column j.
+    let key_bias = x
+        .gather_last(&[h])?
+        .reshape(&[n])?
+        .reduce(BitWidth::new(ACT_BITS)?)?
+        .repeat_last(heads * n)
+        .transpose()?;
+    let pool = x.gather_last(&[h + 1])?.reshape(&[1, n])?;
+    for w in weights.chunks(PARTS_PER_LAYER) {
+        let [qkv_w, out_w, norm1, ffn_in, ffn_out, norm2] = w else {
+            unreachable!("chunks of PARTS_PER_LAYER");
+        };
+        p.phase(phase::LINEAR);
+        let qkv = p.linear(&hidden.reduce(linear_ring()?)?, qkv_w).await?;
+        let split = |i: usize, axes: &[usize]| -> Result<Tensor, Error> {
+            qkv.gather_last(&cols(i * h..(i + 1) * h))?
+                .reshape(&[n, heads, d])?
+                .permute(axes)
+        };
+        // Q and K only meet in the scores, which the softmax reads on ACT_BITS bits: their
+        // product is needed modulo 2^(ACT_BITS + FRAC) alone, so Q and K are rescaled by the
+        // local shift and multiplied in that ring. V keeps the full ring.
+        let score_ring = BitWidth::new(ACT_BITS + FRAC)?;
+        let narrow = |t: Tensor| t.shift_down(FRAC)?.reduce(score_ring);
+        let (q, k) = (
+            narrow(split(0, &[1, 0, 2])?)?,
+            narrow(split(1, &[1, 2, 0])?)?,
+        );
+        let v = p
+            .truncate_to(&split(2, &[1, 0, 2])?, FRAC, BitWidth::FULL)
+            .await?;
+        p.phase(phase::ATTENTION);
+        let scores = p.matmul(&q, &k).await?.shift_down(FRAC)?;
+        let scores = scores.reshape(&[heads * n, n])?.add(&key_bias)?;
+        p.phase(phase::SOFTMAX);
+        let probs = layers::softmax_double_scale(p, &scores).await?;
+        p.phase(phase::ATTENTION);
+        let context = p.matmul(&probs.reshape(&[heads, n, n])?, &v).await?;
+        let context = p.truncate(&context, 2 * FRAC).await?;
+        let context = context.permute(&[1, 0, 2])?.reshape(&[n, h])?;
+        let attn = dense(p, &context, out_w).await?.add(&hidden)?;
+        p.phase(phase::LAYER_NORM);
+        let attn = layers::layer_norm(p, &attn, norm1).await?;
+        let inner = dense(p, &attn, ffn_in).await?;
+        p.phase(phase::GELU);
+        let inner = layers::gelu(p, &inner).await?;
+        let out = dense(p, &inner, ffn_out).await?.add(&attn)?;
+        p.phase(phase::LAYER_NORM);
+        hidden = layers::layer_norm(p, &out, norm2).await?;
+    }
+    p.phase(phase::OTHER);
+    let pooled = p.matmul(&pool, &hidden).await?;
+    p.truncate(&pooled, FRAC).await
+}
+
+/// One weight layer in the ring: k×n weights (row-major, inputs × outputs) and n biases.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RingLayer {
+    /// Inputs.
+    pub k: usize,
+    /// Outputs.
+    pub n: usize,
+    /// Weights.
+    pub w: Vec<u64>,
+    /// Biases.
+    pub bias: Vec<u64>,
+}
+
+fn encode(v: &[f64], frac: u32, what: &str) -> anyhow::Result<Vec<u64>> {
+    let fp = FixedPoint::new(frac, BitWidth::FULL)?;
+    v.iter()
+        .map(|&a| fp.encode(a))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{what} does not fit the fixed-point format"))
+}
+
+/// A linear layer (Hugging Face layout, out × in) as inputs × outputs, scaled by `scale`.
+fn dense_parts(l: &Linear, scale: f64) -> (Vec<f64>, Vec<f64>) {
+    let (out, inp) = (l.weight.rows, l.weight.cols);
+    let mut w = vec![0.0; inp * out];
+    for o in 0..out {
+        for i in 0..inp {
+            w[i * out + o] = l.weight.data[o * inp + i] * scale;
+        }
+    }
+    (w, l.bias.iter().map(|b| b * scale).collect())
+}
+
+fn ring_dense(parts: &[(&Linear, f64)], what: &str) -> anyhow::Result<RingLayer> {
+    // Several linear layers with equal inputs side by side (Q, K, V).
+    let k = parts[0].0.weight.cols;
+    let n: usize = parts.iter().map(|(l, _)| l.weight.rows).sum();
+    let mut w = vec![0.0; k * n];
+    let mut bias = Vec::with_capacity(n);
+    let mut col = 0;
+    for (l, scale) in parts {
+        let (pw, pb) = dense_parts(l, *scale);
+        let m = l.weight.rows;
+        for i in 0..k {
+            w[i * n + col..i * n + col + m].copy_from_slice(&pw[i * m..(i + 1) * m]);
+        }
+        bias.extend(pb);
+        col += m;
+    }
+    Ok(RingLayer {
+        k,
+        n,
+        w: encode(&w, FRAC, what)?,
+        bias: encode(&bias, 2 * FRAC, what)?,
+    })
+}
+
+fn ring_norm(l: &LayerNorm, what: &str) -> anyhow::Result<RingLayer> {
+    Ok(RingLayer {
+        k: 1,
+        n: l.gamma.len(),
+        w: encode(&l.gamma, FRAC, what)?,
+        bias: encode(&l.beta, 3 * FRAC, what)?,
+    })
+}
+
+/// The encoder layers and classifier head of a model as ring layers in circuit order.
+pub fn ring_layers(model: &BertWeights, head: &ClassifierHead) -> anyhow::Result<Vec<RingLayer>> {
+    let c = &model.config;
+    let scale = 1.0 / (c.head_dim() as f64).sqrt();
+    let mut out = Vec::new();
+    for (i, l) in model.layers.iter().enumerate() {
+        let what = |part: &str| format!("layer {i} {part}");
+        out.push(ring_dense(
+            &[(&l.query, scale), (&l.key, 1.0), (&l.value, 1.0)],
+            &what("QKV"),
+        )?);
+        out.push(ring_dense(
+            &[(&l.attention_out, 1.0)],
+            &what("attention output"),
+        )?);
+        out.push(ring_norm(&l.attention_norm, &what("attention LayerNorm"))?);
+        out.push(ring_dense(&[(&l.ffn_in, 1.0)], &what("FFN in"))?);
+        out.push(ring_dense(&[(&l.ffn_out, 1.0)], &what("FFN out"))?);
+        out.push(ring_norm(&l.ffn_norm, &what("FFN LayerNorm"))?);
+    }
+    out.push(ring_dense(&[(&head.linear, 1.0)], "classifier")?);
+    Ok(out)
+}
+
+/// The shape of a model with a head.
+pub fn shape_of(model: &BertWeights, head: &ClassifierHead) -> BertShape {
+    let c = &model.config;
+    BertShape {
+        layers: model.layers.len(),
+        hidden: c.hidden_size,
+        heads: c.num_attention_heads,
+        ffn: c.intermediate_size,
+        classes: head.linear.weight.rows,
+    }
+}
+
+/// Every role's part of a deployed model (see `securerouter_core::gate::share_weights`).
+pub struct SharedModel {
+    /// The dealer's part: the weight masks alone.
+    pub dealer: Vec<DealerWeights>,
+    /// P0's and P1's parts: masked weights and shares.
+    pub servers: [Vec<ServerWeights>; 2],
+}
+
+/// Deploys ring layers (layer i's masks from `seed` derived for i; `seed` must be secret and
+/// fresh per deployment).
+pub fn share_layers(layers: &[RingLayer], seed: &Seed) -> anyhow::Result<SharedModel> {
+    let mut m = SharedModel {
+        dealer: Vec::new(),
+        servers: [Vec::new(), Vec::new()],
+    };
+    for (i, l) in layers.iter().enumerate() {
+        let id = u32::try_from(i).context("too many layers")?;
+        let (d, s0, s1) = gate::share_weights(
+            id,
+            &l.w,
+            &l.bias,
+            (l.k, l.n),
+            &seed.derive(Domain::WEIGHTS, i as u64),
+        )?;
+        m.dealer.push(d);
+        m.servers[0].push(s0);
+        m.servers[1].push(s1);
+    }
+    Ok(m)
+}
+
+/// The client's input rows for `n` real tokens of `embedded` (rows of `hidden`), padded to
+/// `seq_len` tokens: embedding, attention bias, pooling weight.
+pub fn client_input(embedded: &[f64], hidden: usize, seq_len: usize) -> anyhow::Result<Vec<f64>> {
+    let n = embedded.len() / hidden.max(1);
+    if n == 0 || n * hidden != embedded.len() || n > seq_len {
+        bail!("{n} embedded tokens do not fit a sequence of {seq_len}");
+    }
+    let mut x = Vec::with_capacity(seq_len * (hidden + 2));
+    for t in 0..seq_len {
+        if t < n {
+            x.extend_from_slice(&embedded[t * hidden..(t + 1) * hidden]);
+            x.extend([0.0, 1.0 / n as f64]);
+        } else {
+            x.extend(std::iter::repeat_n(0.0, hidden));
+            x.extend([PAD_BIAS, 0.0]);
+        }
+    }
+    Ok(x)
+}

@@ -1,0 +1,162 @@
+//! SecureRouter's secure circuits: the layers and models the services run under MPC, written
+//! once for the dealer and both servers over core's [`Protocol`], next to the plaintext graph
+//! they are measured against (`securerouter_ml::reference`). No I/O: the services in
+//! `securerouter-runtime` drive these circuits over their links, and [`memory`] runs them in
+//! one process for tests and cost measurements.
+//!
+//! - the router head alone ([`router_head()`]: a 2-layer MLP with ReLU and a secure argmax);
+//! - a BERT classifier ([`crate::bert`]);
+//! - a pool ([`pool`]): the encrypted router (summary encoder, its head, the router head), the
+//!   experts, and the routed query in each routing privacy mode.
+
+#![deny(unsafe_code)]
+
+pub mod bert;
+pub mod layers;
+pub mod memory;
+mod plan;
+pub mod pool;
+pub mod profile;
+pub mod router_head;
+
+pub use bert::BertShape;
+pub use plan::{LaterStage, QueryPlan};
+pub use pool::{PoolShape, RouteMode};
+pub use router_head::router_head;
+/// The circuits as named on the wire (`securerouter-wire`, shared with the device client).
+pub use securerouter_wire::CircuitKind;
+
+use crate::bert::bert_classifier;
+use anyhow::bail;
+use securerouter_core::Error;
+use securerouter_core::gate::{Protocol, Tensor};
+use securerouter_ml::router::RouterHeadShape;
+use serde::{Deserialize, Serialize};
+
+/// Fractional bits of the fixed-point encoding used by the circuits.
+pub const FRAC_BITS: u32 = 12;
+
+/// What a model file holds: which circuits and their shapes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelSpec {
+    /// The router head.
+    RouterHead(RouterHeadShape),
+    /// A BERT classifier.
+    Bert(BertShape),
+    /// A pool: the encrypted router and the experts.
+    Pool(PoolShape),
+}
+
+impl ModelSpec {
+    /// Whether a model of this spec runs `kind`.
+    pub fn serves(&self, kind: CircuitKind) -> bool {
+        match (self, kind) {
+            (ModelSpec::RouterHead(_), CircuitKind::RouterHead)
+            | (ModelSpec::Bert(_), CircuitKind::Bert)
+            | (ModelSpec::Pool(_), CircuitKind::Router) => true,
+            (ModelSpec::Pool(p), CircuitKind::Routed(_)) => p.experts() > 1,
+            (ModelSpec::Pool(p), CircuitKind::Expert(k)) => usize::from(k) < p.experts(),
+            _ => false,
+        }
+    }
+
+    /// The circuits a model of this spec runs, for error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSpec::RouterHead(_) => "the router head".into(),
+            ModelSpec::Bert(_) => "a BERT classifier".into(),
+            ModelSpec::Pool(p) => format!(
+                "a pool of {} experts (router, routed queries, experts 0..{})",
+                p.experts(),
+                p.experts() - 1
+            ),
+        }
+    }
+
+    /// Input values per row (per query for the router head, per token for BERT and pools).
+    pub fn input_cols(&self) -> usize {
+        match self {
+            ModelSpec::RouterHead(s) => s.features,
+            ModelSpec::Bert(s) => s.input_cols(),
+            ModelSpec::Pool(p) => p.summary.input_cols(),
+        }
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self {
+            ModelSpec::RouterHead(s) => s.validate(),
+            ModelSpec::Bert(s) => s.validate(),
+            ModelSpec::Pool(p) => p.validate(),
+        }
+    }
+
+    /// (inputs, outputs) of every weight layer, in the order of the model files.
+    pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
+        match self {
+            ModelSpec::RouterHead(s) => s.layer_shapes(),
+            ModelSpec::Bert(s) => s.layer_shapes(),
+            ModelSpec::Pool(p) => p.layer_shapes(),
+        }
+    }
+}
+
+/// What one run of a circuit yields for its role.
+pub struct Stage {
+    /// Wires that end at the client (the caller passes each through [`Protocol::output`]).
+    pub outputs: Vec<Tensor>,
+    /// A wire revealed to both servers, if the circuit opens one (the servers hold its values;
+    /// the dealer a zero mask).
+    pub revealed: Option<Tensor>,
+}
+
+impl From<Vec<Tensor>> for Stage {
+    fn from(outputs: Vec<Tensor>) -> Self {
+        Stage {
+            outputs,
+            revealed: None,
+        }
+    }
+}
+
+/// Runs circuit `kind` of a model on one input: the router head's `[scores, one-hot]`, BERT's
+/// `[logits]`, or a pool's circuits ([`pool`]). Written once for every role.
+pub async fn run<P: Protocol>(
+    p: &mut P,
+    spec: &ModelSpec,
+    kind: CircuitKind,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Stage, Error> {
+    if !spec.serves(kind) {
+        return Err(Error::ProtocolMisuse("the model does not run this circuit"));
+    }
+    match (spec, kind) {
+        (ModelSpec::RouterHead(_), _) => Ok(router_head(p, x, weights).await?.into()),
+        (ModelSpec::Bert(shape), _) => {
+            Ok(vec![bert_classifier(p, shape, x, weights).await?].into())
+        }
+        (ModelSpec::Pool(pool), kind) => pool::run(p, pool, kind, x, weights).await,
+    }
+}
+
+/// Checks a circuit request against a model, naming both when they do not match.
+pub fn check_serves(spec: &ModelSpec, kind: CircuitKind) -> anyhow::Result<()> {
+    if !spec.serves(kind) {
+        bail!(
+            "{kind} is not served here; this model is {}",
+            spec.describe()
+        );
+    }
+    Ok(())
+}
+
+/// Runs a dealer's circuit to its end: the dealer never waits on a peer, so its circuit is
+/// ready at the first poll, and one that waits is a misuse.
+pub fn run_ready<F: std::future::Future<Output = Result<(), Error>>>(f: F) -> Result<(), Error> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => Err(Error::ProtocolMisuse("the dealer's circuit waited")),
+    }
+}

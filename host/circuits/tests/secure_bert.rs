@@ -1,0 +1,113 @@
+//! Secure BERT classifiers against the f64 reference of the same graph: a random-weight
+//! shape, and the real MiniLM-L6 (cut to two layers) on real sentences.
+
+mod common;
+
+use securerouter_circuits::bert::{client_input, ring_layers, shape_of, share_layers};
+use securerouter_circuits::memory::run_circuit;
+use securerouter_core::prg::Seed;
+use securerouter_ml::head::{argmax, reference_logits};
+use securerouter_ml::{BertConfig, BertWeights, ClassifierHead, Linear, Matrix};
+
+fn random_head(classes: usize, hidden: usize, seed: u64) -> ClassifierHead {
+    let mut s = seed;
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 2.0
+    };
+    ClassifierHead {
+        linear: Linear {
+            weight: Matrix::new(
+                classes,
+                hidden,
+                (0..classes * hidden).map(|_| next()).collect(),
+            ),
+            bias: (0..classes).map(|_| next() * 0.1).collect(),
+        },
+    }
+}
+
+/// Secure logits for one tokenised sequence padded to `seq_len`.
+fn secure_logits(
+    model: &BertWeights,
+    head: &ClassifierHead,
+    ids: &[u32],
+    seq_len: usize,
+    session: u8,
+) -> Vec<f64> {
+    let shape = shape_of(model, head);
+    let shared = share_layers(
+        &ring_layers(model, head).unwrap(),
+        &Seed::from_bytes([5; 16]),
+    )
+    .unwrap();
+    let types = vec![0; ids.len()];
+    let embedded = model.embed(ids, &types).unwrap();
+    let x = client_input(&embedded.data, shape.hidden, seq_len).unwrap();
+    run_circuit(
+        &shape,
+        &[seq_len, shape.input_cols()],
+        &x,
+        &shared,
+        &Seed::from_bytes([session; 16]),
+    )
+    .unwrap()
+    .outputs
+}
+
+#[test]
+fn random_tiny_bert_matches_the_reference_with_padding() {
+    let config = BertConfig {
+        vocab_size: 100,
+        hidden_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 128,
+        hidden_act: "gelu".into(),
+        max_position_embeddings: 32,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+    };
+    let model = BertWeights::random(config, &Seed::from_bytes([9; 16])).unwrap();
+    let head = random_head(3, 64, 1);
+    let ids: Vec<u32> = (0..10).map(|i| (i * 7 + 3) % 100).collect();
+    let want = reference_logits(&model, &head, &ids, &[0; 10]).unwrap();
+    let got = secure_logits(&model, &head, &ids, 16, 1);
+    let err = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    println!("reference {want:?}\nsecure    {got:?}\nmax |error| {err}");
+    assert!(err < 0.05, "max |logit error| {err}");
+    assert_eq!(argmax(&want), argmax(&got));
+}
+
+#[test]
+fn minilm_cut_to_two_layers_classifies_real_sentences_like_the_reference() {
+    let Some(real) = common::real_minilm(2, 32) else {
+        return;
+    };
+    let (model, head, seq_len) = (&real.model, &real.head, real.seq_len);
+    let mut worst = 0.0f64;
+    for (i, s) in real.test.iter().take(3).enumerate() {
+        let e = real.encode(&s.text);
+        let want = reference_logits(model, head, &e.ids, &e.type_ids).unwrap();
+        let got = secure_logits(model, head, &e.ids, seq_len, 10 + i as u8);
+        worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(worst, f64::max);
+        assert_eq!(
+            argmax(&want),
+            argmax(&got),
+            "{:?}: {want:?} vs {got:?}",
+            s.text
+        );
+    }
+    println!("max |logit error| {worst}");
+    assert!(worst < 0.1, "max |logit error| {worst}");
+}

@@ -1,0 +1,30 @@
+//! SecureRouter's plaintext side, as the model provider holds it: BERT-style models (Hugging
+//! Face config and safetensors loading, the WordPiece tokenizer, the f64 reference encoder that
+//! secure results are measured against, classifier heads), the router, the pool's manifest and
+//! files, labelled data sets, and the asset cache of pinned registry packages. Nothing here
+//! touches a secret share.
+
+#![forbid(unsafe_code)]
+
+pub mod assets;
+pub mod bundle;
+pub mod config;
+pub mod data;
+pub mod head;
+pub mod matrix;
+pub mod pool;
+pub mod pool_format;
+pub mod progress;
+pub mod reference;
+pub mod router;
+pub mod tokenizer;
+pub mod weights;
+
+pub use bundle::ClientBundle;
+pub use config::BertConfig;
+pub use head::ClassifierHead;
+pub use matrix::Matrix;
+pub use pool::PoolManifest;
+pub use reference::mean_pool;
+pub use tokenizer::{Encoding, WordPiece};
+pub use weights::{BertWeights, Embeddings, EncoderLayer, LayerNorm, Linear};

@@ -1,0 +1,275 @@
+//! The std client: fixed-point encodes a batch of rows, splits it with the seeded
+//! split (P0 gets a 16-byte seed, P1 gets x − PRG(seed)), sends both servers their share, and
+//! adds up the output shares they return.
+
+use crate::deployment::{Deployment, random_seed};
+use crate::messages::{
+    ClientHello, Hello, InputShare, OutputShares, ServerReply, SessionId, SessionStats, decode,
+    encode,
+};
+use crate::net::{Identity, LinkConfig, SecureLink};
+use anyhow::{Context, bail};
+use securerouter_circuits::pool::route_of;
+use securerouter_circuits::{CircuitKind, FRAC_BITS, QueryPlan};
+use securerouter_core::ring::{BitWidth, FixedPoint};
+use securerouter_core::share::SeededShareStream;
+use securerouter_ml::head::argmax;
+use serde::Serialize;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// A client of a deployment.
+pub struct Client {
+    identity: Identity,
+    deployment: Deployment,
+    link: LinkConfig,
+}
+
+/// What the client learns for a batch.
+#[derive(Clone, Debug, Serialize)]
+pub struct Classification {
+    /// The session.
+    pub session: String,
+    /// Scores per query and expert.
+    pub scores: Vec<Vec<f64>>,
+    /// The chosen expert per query (from the secret one-hot vector).
+    pub choice: Vec<usize>,
+    /// Each server's accounting.
+    pub servers: [SessionStats; 2],
+    /// End-to-end wall time in seconds.
+    pub wall_s: f64,
+}
+
+/// What the client learns from a query to a pool.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolAnswer {
+    /// The answering expert's logits.
+    pub logits: Vec<f64>,
+    /// Their argmax.
+    pub label: usize,
+    /// The expert that answered (the router's choice for a routed query).
+    pub route: usize,
+    /// The session's outputs and costs.
+    pub outputs: SessionOutputs,
+}
+
+/// The reconstructed outputs of one session.
+#[derive(Clone, Debug, Serialize)]
+pub struct SessionOutputs {
+    /// The session.
+    pub session: String,
+    /// Rows in the batch.
+    pub rows: usize,
+    /// Each output wire's values (ring elements).
+    pub outputs: Vec<Vec<u64>>,
+    /// Each server's accounting.
+    pub servers: [SessionStats; 2],
+    /// End-to-end wall time in seconds.
+    pub wall_s: f64,
+}
+
+impl SessionOutputs {
+    /// The session's cost as benchmarks report it: the larger of each server's figures, with
+    /// the slower server's per-part and per-stage breakdown.
+    pub fn worst_server(&self) -> SessionStats {
+        let [a, b] = &self.servers;
+        let slower = if a.online_s >= b.online_s { a } else { b };
+        SessionStats {
+            online_bytes_sent: a.online_bytes_sent.max(b.online_bytes_sent),
+            rounds: a.rounds.max(b.rounds),
+            key_bytes_received: a.key_bytes_received.max(b.key_bytes_received),
+            wall_s: a.wall_s.max(b.wall_s),
+            online_s: slower.online_s,
+            kernel_s: slower.kernel_s,
+            key_read_s: slower.key_read_s,
+            exchange_s: slower.exchange_s,
+            online_cpu_s: slower.online_cpu_s,
+            offline_s: a.offline_s.max(b.offline_s),
+            peak_rss_mb: a.peak_rss_mb.max(b.peak_rss_mb),
+            phases: slower.phases.clone(),
+            kernels: if a.kernels == b.kernels {
+                a.kernels.clone()
+            } else {
+                format!("P0 {}, P1 {}", a.kernels, b.kernels)
+            },
+            stages: slower.stages.clone(),
+        }
+    }
+}
+
+impl Client {
+    /// A client with its identity.
+    pub fn new(identity: Identity, deployment: Deployment, link: LinkConfig) -> Self {
+        Client {
+            identity,
+            deployment,
+            link,
+        }
+    }
+
+    /// Runs `circuit` on `x` (rows of `cols` reals): encodes, splits, asks both servers and
+    /// adds up their output shares.
+    pub async fn run(
+        &self,
+        circuit: CircuitKind,
+        cols: usize,
+        x: &[f64],
+    ) -> anyhow::Result<SessionOutputs> {
+        if cols == 0 || x.is_empty() || !x.len().is_multiple_of(cols) {
+            bail!("the input has {} values, not whole rows of {cols}", x.len());
+        }
+        let rows = x.len() / cols;
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let mut words = x
+            .iter()
+            .map(|&v| fp.encode(v).with_context(|| format!("input value {v}")))
+            .collect::<anyhow::Result<Vec<u64>>>()?;
+        let seed = random_seed();
+        SeededShareStream::new(&seed).split_row_in_place(&mut words);
+        let session = SessionId::random();
+        let hello = |input| {
+            Hello::Client(ClientHello {
+                session,
+                circuit,
+                rows: rows as u32,
+                input,
+            })
+        };
+        let started = Instant::now();
+        let (r0, r1) = tokio::join!(
+            self.ask(0, hello(InputShare::Seed(*seed.as_bytes()))),
+            self.ask(1, hello(InputShare::words(&words)))
+        );
+        let (o0, o1) = match (r0, r1) {
+            (Ok(a), Ok(b)) => (a, b),
+            (a, b) => {
+                let why = |r: &anyhow::Result<OutputShares>| match r {
+                    Ok(_) => "ok".to_string(),
+                    Err(e) => format!("{e:#}"),
+                };
+                bail!("session {session} failed: P0: {}; P1: {}", why(&a), why(&b));
+            }
+        };
+        if o0.widths != o1.widths || o0.shares.len() != o1.shares.len() {
+            bail!("the servers returned outputs of different shapes");
+        }
+        let outputs = (0..o0.shares.len())
+            .map(|i| -> anyhow::Result<Vec<u64>> {
+                let w = BitWidth::new(o0.widths[i] as u32)?;
+                if o0.shares[i].len() != o1.shares[i].len() {
+                    bail!("output {i} has different lengths at the two servers");
+                }
+                Ok(o0.shares[i]
+                    .iter()
+                    .zip(&o1.shares[i])
+                    .map(|(&a, &b)| w.add(a, b))
+                    .collect())
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(SessionOutputs {
+            session: session.to_string(),
+            rows,
+            outputs,
+            servers: [o0.stats, o1.stats],
+            wall_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Runs the router head on `rows` feature vectors of `features` reals each.
+    pub async fn route(&self, features: usize, x: &[f64]) -> anyhow::Result<Classification> {
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let out = self.run(CircuitKind::RouterHead, features, x).await?;
+        let rows = out.rows;
+        let [scores, onehot] = out.outputs.as_slice() else {
+            bail!(
+                "the servers returned {} outputs, the router head has 2",
+                out.outputs.len()
+            );
+        };
+        let experts = scores.len() / rows;
+        if experts == 0 || scores.len() != rows * experts || onehot.len() != scores.len() {
+            bail!(
+                "the servers returned {} scores for {rows} rows",
+                scores.len()
+            );
+        }
+        let choice = onehot
+            .chunks(experts)
+            .map(route_of)
+            .collect::<anyhow::Result<Vec<usize>>>()?;
+        Ok(Classification {
+            session: out.session,
+            scores: scores
+                .chunks(experts)
+                .map(|r| r.iter().map(|&v| fp.decode(v)).collect())
+                .collect(),
+            choice,
+            servers: out.servers,
+            wall_s: out.wall_s,
+        })
+    }
+
+    /// Runs a BERT classifier on one padded sequence ([tokens, hidden + 2], from
+    /// [`securerouter_circuits::bert::client_input`]); returns the logits.
+    pub async fn classify(
+        &self,
+        cols: usize,
+        x: &[f64],
+    ) -> anyhow::Result<(Vec<f64>, SessionOutputs)> {
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let out = self.run(CircuitKind::Bert, cols, x).await?;
+        let [logits] = out.outputs.as_slice() else {
+            bail!(
+                "the servers returned {} outputs, a classifier has 1",
+                out.outputs.len()
+            );
+        };
+        let logits = logits.iter().map(|&v| fp.decode(v)).collect();
+        Ok((logits, out))
+    }
+
+    /// Runs a query through a pool: a routed query ([`CircuitKind::Routed`]) or one expert
+    /// alone ([`CircuitKind::Expert`]), on one padded sequence ([tokens, hidden + 2]).
+    pub async fn ask_pool(
+        &self,
+        circuit: CircuitKind,
+        cols: usize,
+        x: &[f64],
+    ) -> anyhow::Result<PoolAnswer> {
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let out = self.run(circuit, cols, x).await?;
+        let (logits, route) = QueryPlan::new(circuit).read_pool(&out.outputs)?;
+        let logits: Vec<f64> = logits.iter().map(|&v| fp.decode(v)).collect();
+        Ok(PoolAnswer {
+            label: argmax(&logits),
+            logits,
+            route,
+            outputs: out,
+        })
+    }
+
+    /// Sends `hello` to server `i` and waits for its reply.
+    async fn ask(&self, i: usize, hello: Hello) -> anyhow::Result<OutputShares> {
+        let endpoint = if i == 0 {
+            &self.deployment.p0
+        } else {
+            &self.deployment.p1
+        };
+        let stream = TcpStream::connect(endpoint.addr)
+            .await
+            .with_context(|| format!("connecting to P{i} at {}", endpoint.addr))?;
+        crate::net::tune_tcp(&stream)?;
+        let mut link = SecureLink::connect(stream, &self.identity, &endpoint.key()?, &self.link)
+            .await
+            .with_context(|| format!("handshake with P{i}"))?;
+        link.send(&encode(&hello)?).await?;
+        let reply = link
+            .recv()
+            .await
+            .with_context(|| format!("waiting for P{i}'s reply"))?;
+        match decode(&reply, "server reply")? {
+            ServerReply::Ok(out) => Ok(out),
+            ServerReply::Failed(why) => bail!("P{i} reports: {why}"),
+        }
+    }
+}

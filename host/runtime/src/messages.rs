@@ -1,0 +1,161 @@
+//! The messages of a session, carried as postcard inside the encrypted links, and the
+//! per-session accounting.
+//!
+//! A session: the client picks a random id and sends each server a [`ClientHello`] (P0 gets a
+//! 16-byte seed as its input share, P1 gets x − PRG(seed)). Each server asks the dealer for the
+//! session's correlations ([`DealerRequest`]); the dealer answers with the server's seed and
+//! streams key chunks ([`DealerChunk`]). P1 opens the P0–P1 link with a [`PeerHello`]. After the
+//! circuit, each server sends the client a [`ServerReply`] with its output shares.
+//!
+//! The messages a client exchanges with the servers, and the names they carry, are
+//! `securerouter-wire`'s ([`securerouter_wire::session`]), here with `Vec` containers; the
+//! device client encodes and decodes the same bytes from its own containers. The dealer's
+//! messages and the servers' accounting are the host's alone.
+
+use anyhow::{Context, bail};
+/// The per-part figures of [`SessionStats::phases`] and [`SessionStats::stages`] are the
+/// servers' own accounting ([`securerouter_circuits::profile`]), carried here as they are.
+pub use securerouter_circuits::profile::{PhaseStats, add_phases};
+use serde::{Deserialize, Serialize};
+
+use securerouter_wire::CircuitKind;
+pub use securerouter_wire::session::{PeerHello, WordsError};
+pub use securerouter_wire::{MAX_ROWS, RowsError, SessionId, check_rows};
+
+/// A server's input share ([`securerouter_wire::session::InputShare`] with P1's bytes in a
+/// `Vec`).
+pub type InputShare = securerouter_wire::session::InputShare<Vec<u8>>;
+
+/// What a client sends each server first.
+pub type ClientHello = securerouter_wire::session::ClientHello<Vec<u8>>;
+
+/// What a server's listener can receive first: a [`ClientHello`] or a [`PeerHello`].
+pub type Hello = securerouter_wire::session::Hello<Vec<u8>>;
+
+/// P0's answer to a [`PeerHello`] once the client's hello for the same session is in and agrees:
+/// only then does either server take the session's input or ask the dealer.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerReady {
+    /// The session both servers now run.
+    pub session: SessionId,
+}
+
+/// A server's request for a session's correlations.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct DealerRequest {
+    /// The session (a name only: the dealer draws each session's randomness fresh).
+    pub session: SessionId,
+    /// What will run.
+    pub circuit: CircuitKind,
+    /// Queries in the batch.
+    pub rows: u32,
+    /// 0 or 1.
+    pub party: u8,
+}
+
+/// The dealer's stream to a server: the seed first, then key chunks, then `End`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DealerChunk {
+    /// The server's 16-byte seed for the session.
+    Seed([u8; 16]),
+    /// Bytes of the P1-only stream.
+    P1(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Bytes of the stream both servers receive.
+    Shared(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Bytes of this server's linear stream (the linear layers' offline correlations).
+    Linear(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// All keys sent.
+    End,
+    /// The dealer refuses the request.
+    Refused(String),
+}
+
+/// Cost of one session as one server saw it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionStats {
+    /// Bytes this server sent to the other server.
+    pub online_bytes_sent: u64,
+    /// Rounds with the other server.
+    pub rounds: u64,
+    /// Key bytes received from the dealer.
+    pub key_bytes_received: u64,
+    /// Wall time from the client's hello to the reply, in seconds.
+    pub wall_s: f64,
+    /// Time spent in the circuit (after setup), in seconds.
+    pub online_s: f64,
+    /// Seconds spent receiving the whole key stream before the online phase (0 unless the
+    /// server prefetches keys).
+    pub offline_s: f64,
+    /// The server process's peak resident memory so far, in MiB (0 where unknown).
+    pub peak_rss_mb: f64,
+    /// Online cost per circuit part.
+    pub phases: Vec<PhaseStats>,
+    /// Online seconds spent in the kernels (matrix products, FSS evaluation; GPU copies
+    /// included).
+    pub kernel_s: f64,
+    /// Online seconds spent exchanging messages with the other server (encryption, network,
+    /// waiting for it).
+    pub exchange_s: f64,
+    /// Online seconds spent reading the dealer's keys (from the link or the prefetch spill).
+    pub key_read_s: f64,
+    /// CPU seconds the server process used during the online phase, all its threads together
+    /// (and any session it served at the same time); 0 where unknown. Against `online_s` it
+    /// says whether the server computed or waited.
+    pub online_cpu_s: f64,
+    /// The kernels this server ran on (e.g. "cpu", "cpu (avx2, 2 threads)" or "cuda: DEVICE").
+    pub kernels: String,
+    /// Online cost per stage (one circuit each: a routed query in reveal-route mode runs the
+    /// router, then the chosen expert unless it is expert 0).
+    pub stages: Vec<PhaseStats>,
+}
+
+/// The result of a session at one server: its output shares and what it cost.
+pub type OutputShares =
+    securerouter_wire::session::OutputShares<Vec<u8>, Vec<Vec<u64>>, SessionStats>;
+
+/// A server's answer to the client: [`OutputShares`], or why the session failed.
+pub type ServerReply = securerouter_wire::session::ServerReply<OutputShares, String>;
+
+/// Encodes a message for a link.
+pub fn encode<T: Serialize>(msg: &T) -> anyhow::Result<Vec<u8>> {
+    postcard::to_allocvec(msg).context("encoding a session message")
+}
+
+/// Decodes a message from a link, naming what was expected when it is malformed.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> anyhow::Result<T> {
+    if bytes.is_empty() {
+        bail!("empty message where a {what} was expected");
+    }
+    postcard::from_bytes(bytes).with_context(|| format!("malformed {what} ({} bytes)", bytes.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_words_travel_as_eight_little_endian_bytes() {
+        let hello = Hello::Client(ClientHello {
+            session: SessionId([3; 16]),
+            circuit: CircuitKind::Bert,
+            rows: 1,
+            input: InputShare::words(&[1, u64::MAX]),
+        });
+        let bytes = encode(&hello).unwrap();
+        let mut words = vec![1, 0, 0, 0, 0, 0, 0, 0];
+        words.extend([0xff; 8]);
+        // Hello::Client, session, Bert, rows, Words, 16 bytes, the words.
+        let mut want = vec![0];
+        want.extend([3; 16]);
+        want.extend([1, 1, 1, 16]);
+        want.extend(&words);
+        assert_eq!(bytes, want);
+        let Hello::Client(back) = decode::<Hello>(&bytes, "hello").unwrap() else {
+            panic!("not a client hello")
+        };
+        assert_eq!(back.input.clone().into_words(2).unwrap(), [1, u64::MAX]);
+        // Another size is refused, naming it.
+        let err = format!("{:#}", back.input.into_words(3).unwrap_err());
+        assert!(err.contains("16 bytes, 3 words need 24"), "{err}");
+    }
+}

@@ -1,0 +1,181 @@
+//! A trained pool as the services serve it: the manifest, the trained router and every expert,
+//! deployed as one model file per role (router and experts in circuit order, see
+//! [`securerouter_circuits::pool`]) with the client's bundle; and the plaintext computation of the same
+//! route and logits, which checks what comes back.
+
+use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
+use crate::local_cluster::{LocalCluster, ServerFlags};
+use crate::model_file::ModelFile;
+use anyhow::{Context, bail};
+use securerouter_circuits::bert::{client_input, ring_layers, shape_of};
+use securerouter_circuits::{ModelSpec, PoolShape};
+use securerouter_ml::head::{argmax, reference_logits};
+use securerouter_ml::pool::{LoadedExpert, PoolManifest};
+use securerouter_ml::pool_format::StoredRouter;
+use securerouter_ml::router::{router_feature_count, router_features};
+use securerouter_ml::{ClientBundle, Encoding, Matrix, WordPiece, mean_pool};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// A pool with its trained router, loaded in plaintext (the model provider's side).
+pub struct ServedPool {
+    /// The manifest.
+    pub manifest: PoolManifest,
+    /// The trained router.
+    pub router: StoredRouter,
+    /// Every expert, cheapest first; expert 0's encoder is the summary encoder.
+    pub experts: Vec<LoadedExpert>,
+    tokenizer: WordPiece,
+    vocab: String,
+}
+
+/// What the plaintext pool answers for one sentence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlainAnswer {
+    /// The router's scores per expert.
+    pub scores: Vec<f64>,
+    /// The chosen expert.
+    pub route: usize,
+    /// The chosen expert's logits.
+    pub logits: Vec<f64>,
+}
+
+impl ServedPool {
+    /// Loads the pool in `dir` (built by `securerouter train pool`, with a router from
+    /// `securerouter train router`) and its base checkpoint from the asset cache.
+    pub fn load(dir: &Path, cache: &Path) -> anyhow::Result<Self> {
+        let manifest = PoolManifest::load(dir)?;
+        let router = StoredRouter::load(dir, manifest.experts.len())?;
+        let experts = (0..manifest.experts.len())
+            .map(|k| manifest.load_expert(dir, cache, k))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let hidden = experts[0].0.config.hidden_size;
+        if router.head.shape.features != router_feature_count(hidden) {
+            bail!(
+                "the stored router reads {} features, not the {} this version's router reads \
+                 (the summary encoder's {hidden} pooled states and its margin): retrain it with \
+                 `securerouter train router`",
+                router.head.shape.features,
+                router_feature_count(hidden)
+            );
+        }
+        let base = manifest.base_asset()?.path(cache)?;
+        let vocab_path = base.join("vocab.txt");
+        let vocab = std::fs::read_to_string(&vocab_path)
+            .with_context(|| format!("reading {}", vocab_path.display()))?;
+        let tokenizer = WordPiece::from_vocab_file(&vocab_path)?;
+        Ok(ServedPool {
+            manifest,
+            router,
+            experts,
+            tokenizer,
+            vocab,
+        })
+    }
+
+    /// The pool's shape under MPC.
+    pub fn shape(&self) -> PoolShape {
+        let shape = |(w, h): &LoadedExpert| shape_of(w, h);
+        PoolShape {
+            summary: shape(&self.experts[0]),
+            router: self.router.head.shape,
+            others: self.experts[1..].iter().map(shape).collect(),
+        }
+    }
+
+    /// Writes a deployment serving the pool into `dir`: fresh keys for every role, the model
+    /// files (the router and every expert, shared for the servers) and the client bundle.
+    pub fn deploy(&self, dir: &Path, addrs: [SocketAddr; 3]) -> anyhow::Result<DeploymentDir> {
+        let (w0, h0) = &self.experts[0];
+        let mut layers = ring_layers(w0, h0)?;
+        layers.extend(securerouter_circuits::router_head::ring_layers(
+            &self.router.head,
+        )?);
+        for (w, h) in &self.experts[1..] {
+            layers.extend(ring_layers(w, h)?);
+        }
+        let files = ModelFile::deploy(ModelSpec::Pool(self.shape()), &layers, &random_seed())?;
+        let deployment = DeploymentDir::create_with(dir, addrs, &files, true)?;
+        // Every expert is cut from the same checkpoint, so expert 0's embeddings serve all.
+        ClientBundle::save(w0, &self.vocab, &dir.join(CLIENT_BUNDLE))?;
+        Ok(deployment)
+    }
+
+    /// Deploys the pool into a fresh directory and starts its dealer and servers on loopback
+    /// (see [`LocalCluster::start`]); returns them with the client's bundle.
+    pub fn start_local(
+        &self,
+        timeout_s: u64,
+        servers: ServerFlags,
+    ) -> anyhow::Result<(LocalCluster, ClientBundle)> {
+        let dir = LocalCluster::fresh_dir("pool");
+        let deployment = self.deploy(&dir, LocalCluster::free_addrs()?)?;
+        let bundle = ClientBundle::load(&dir.join(CLIENT_BUNDLE))?;
+        Ok((LocalCluster::start(deployment, timeout_s, servers)?, bundle))
+    }
+
+    /// Tokens per sequence under MPC.
+    pub fn seq_len(&self) -> usize {
+        self.manifest.seq_len
+    }
+
+    /// `text`'s token ids at the pool's sequence length.
+    pub fn encode(&self, text: &str) -> Encoding {
+        self.tokenizer.encode(text, self.seq_len())
+    }
+
+    /// The plaintext router and chosen expert on `text` (f64 reference of the circuit's graph).
+    pub fn answer(&self, text: &str) -> anyhow::Result<PlainAnswer> {
+        let e = self.encode(text);
+        self.answer_embedded(self.experts[0].0.embed(&e.ids, &e.type_ids)?)
+    }
+
+    /// The plaintext router and chosen expert on embedded tokens (rows of the hidden size, real
+    /// tokens only, after the embedding LayerNorm): for inputs the client embedded itself.
+    pub fn answer_embedded(&self, embedded: Matrix) -> anyhow::Result<PlainAnswer> {
+        let (w0, h0) = &self.experts[0];
+        if embedded.cols != w0.config.hidden_size || embedded.rows == 0 {
+            bail!(
+                "{} embedded tokens of width {}; the pool takes rows of {}",
+                embedded.rows,
+                embedded.cols,
+                w0.config.hidden_size
+            );
+        }
+        let pooled = mean_pool(&w0.encode(embedded.clone()));
+        let summary_logits = h0.logits(&pooled);
+        let scores = self
+            .router
+            .head
+            .scores(&router_features(&pooled, &summary_logits)?);
+        let route = argmax(&scores);
+        let logits = if route == 0 {
+            summary_logits
+        } else {
+            let (w, h) = &self.experts[route];
+            h.logits(&mean_pool(&w.encode(embedded)))
+        };
+        Ok(PlainAnswer {
+            scores,
+            route,
+            logits,
+        })
+    }
+
+    /// Expert `k`'s plaintext logits on `text`.
+    pub fn expert_logits(&self, k: usize, text: &str) -> anyhow::Result<Vec<f64>> {
+        let e = self.encode(text);
+        let (w, h) = self
+            .experts
+            .get(k)
+            .with_context(|| format!("the pool has no expert {k}"))?;
+        reference_logits(w, h, &e.ids, &e.type_ids)
+    }
+}
+
+/// The client's input for `text` from its bundle alone: tokens embedded, padded to `seq_len`
+/// ([tokens, hidden + 2], see [`client_input`]).
+pub fn embed_query(bundle: &ClientBundle, text: &str, seq_len: usize) -> anyhow::Result<Vec<f64>> {
+    let embedded = bundle.embed_text(text, seq_len)?;
+    client_input(&embedded.data, embedded.cols, seq_len)
+}
