@@ -1,5 +1,5 @@
-//! The `securerouter` binary: parse, set up logging, run. The work lives in the
-//! host crates; `run` maps the command line onto them.
+//! The `securerouter` binary: parse, set up logging, run. Each command lives in
+//! its own module of `commands`, over the host crates.
 
 #![forbid(unsafe_code)]
 
@@ -9,10 +9,8 @@ use clap::Parser;
 use cli::Cli;
 
 mod cli;
-mod demo;
-mod doctor;
+mod commands;
 mod logging;
-mod run;
 
 fn main() -> ExitCode {
     securerouter_runtime::sys::keep_freed_memory();
@@ -20,7 +18,7 @@ fn main() -> ExitCode {
     // `--help` and `--version` print to stdout and exit with 0.
     let cli = Cli::parse();
     logging::init();
-    match run::run(&cli, &mut std::io::stdout().lock()) {
+    match commands::run(&cli.command, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -6,8 +6,8 @@ use securerouter_tests::{assets_present, binary};
 use std::process::Command;
 
 /// A one-layer random BERT shape on 8 tokens: a whole bench run in seconds.
-const TINY: [&str; 10] = [
-    "--layers", "1", "--hidden", "16", "--heads", "2", "--ffn", "32", "--seq", "8",
+const TINY: [&str; 11] = [
+    "shape", "--layers", "1", "--hidden", "16", "--heads", "2", "--ffn", "32", "--seq", "8",
 ];
 
 /// Runs `securerouter bench ARGS` (with `--json`) to success and returns its JSON line, as
@@ -78,6 +78,7 @@ fn bench_real_minilm_labels_held_out_sentences_like_the_reference() {
         return;
     }
     let (line, v) = bench_json(&[
+        "minilm",
         "--seq",
         "64",
         "--queries",

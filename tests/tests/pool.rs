@@ -1,4 +1,4 @@
-//! `securerouter train pool`, `train router` and `bench --expert` end to end on the real assets:
+//! `securerouter train pool`, `train router` and `bench expert` end to end on the real assets:
 //! a small pool (MiniLM-L6 cut to 1 and 2 layers) fine-tuned on a few Rotten Tomatoes sentences,
 //! each expert's cost measured under MPC with dealer, P0 and P1 as processes, then the router;
 //! then the no_std device client asks the routed pool over embassy-net on a TAP interface.
@@ -148,7 +148,7 @@ fn a_small_pool_is_built_measured_and_routed() {
     // The bench runs a stored expert on its own, and its secure logits match the reference.
     let line = run(&[
         "bench",
-        "--expert",
+        "expert",
         "minilm-l6-first-2",
         "--pool-dir",
         &d,
@@ -175,7 +175,7 @@ fn a_small_pool_is_built_measured_and_routed() {
     let bench = |mode: &str| -> serde_json::Value {
         let line = run(&[
             "bench",
-            "--pool",
+            "pool",
             "--pool-dir",
             &d,
             "--route",

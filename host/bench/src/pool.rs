@@ -1,4 +1,4 @@
-//! `securerouter bench --pool`: the trained pool served by dealer, P0 and P1 as processes on
+//! `securerouter bench pool`: the trained pool served by dealer, P0 and P1 as processes on
 //! loopback. Every held-out sentence runs twice under MPC, routed (in the chosen routing
 //! privacy mode) and through the largest expert alone, so the speed-up is measured end to end
 //! on the same sentences, not projected from per-expert costs. The plaintext pool checks the
@@ -18,7 +18,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 
-/// What `bench --pool` runs.
+/// What `bench pool` runs.
 #[derive(Clone, Debug)]
 pub struct PoolBenchOptions {
     /// The pool directory (default: the cache's `pool`).
@@ -81,7 +81,7 @@ impl QueryCost {
     }
 }
 
-/// One `bench --pool` run, as the JSON line prints it.
+/// One `bench pool` run, as the JSON line prints it.
 #[derive(Clone, Debug, Serialize)]
 pub struct PoolBenchLine {
     /// The experts, cheapest first.

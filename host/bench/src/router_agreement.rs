@@ -1,4 +1,4 @@
-//! `securerouter bench --pool --router-only`: the secure router's choice against the plaintext
+//! `securerouter bench router`: the secure router's choice against the plaintext
 //! router's on many held-out sentences. Only the router circuit runs under MPC (summary
 //! encoder, its head, router head, secure argmax; no expert), so a sample large enough to bound
 //! the agreement rate costs minutes, not hours. The line reports the agreement and a one-sided
@@ -12,7 +12,7 @@ use securerouter_runtime::served_pool::embed_query;
 use serde::Serialize;
 use std::io::Write;
 
-/// One `bench --pool --router-only` run, as the JSON line prints it.
+/// One `bench router` run, as the JSON line prints it.
 #[derive(Clone, Debug, Serialize)]
 pub struct RouterAgreementLine {
     /// The experts, cheapest first.

@@ -1,10 +1,10 @@
-//! `securerouter bench --pool --sweep`: retrains the router over a range of cost-loss weights,
+//! `securerouter bench sweep`: retrains the router over a range of cost-loss weights,
 //! measures each router's routed queries under MPC (dealer, P0 and P1 as processes), measures
 //! each expert alone on the same sentences, and draws held-out accuracy against measured online
 //! time per query (SVG, with plotters).
 //!
 //! Accuracy is the plaintext pool's on every held-out sentence (the secure router picks what
-//! the plaintext one picks, see `bench --pool`), so that the points are not the noise of a few
+//! the plaintext one picks, see `bench pool`), so that the points are not the noise of a few
 //! sentences; the cost axis is measured, never projected.
 
 use anyhow::{Context, bail};

@@ -90,7 +90,7 @@ impl BertShape {
     }
 }
 
-/// The named parts of the circuit, for per-part accounting (`bench --breakdown`).
+/// The named parts of the circuit, for per-part accounting (`bench ... --breakdown`).
 pub mod phase {
     /// Linear layers (QKV, attention output, feed-forward) and the classifier.
     pub const LINEAR: &str = "linear";

@@ -1,6 +1,6 @@
 //! Per-part accounting of a server's online phase: a [`Protocol`] adapter that forwards every
 //! gate to a [`ServerSide`] and charges time, bytes and rounds to the part the circuit named
-//! last with [`Protocol::phase`] (e.g. "softmax"). `bench --breakdown` prints the totals.
+//! last with [`Protocol::phase`] (e.g. "softmax"). `bench ... --breakdown` prints the totals.
 //!
 //! [`PhaseStats`] is defined here, with the accounting that fills it; the session messages
 //! carry it to the client (`session` re-exports it), and nothing here depends on them.

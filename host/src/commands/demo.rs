@@ -21,25 +21,30 @@ use std::path::{Path, PathBuf};
 /// Held-out sentences the demo classifies besides `--text`.
 pub const DEMO_SENTENCES: usize = 3;
 
-/// What `securerouter demo` runs.
-#[derive(Clone, Debug)]
-pub struct DemoOptions {
-    /// Asset cache.
-    pub cache: Option<PathBuf>,
-    /// The pool directory (default: the cache's `pool`).
-    pub pool_dir: Option<PathBuf>,
-    /// Routing privacy mode.
-    pub mode: RouteMode,
-    /// Sentences of the user's to classify too.
+/// `securerouter demo`'s options.
+#[derive(Clone, Debug, PartialEq, clap::Args)]
+pub struct DemoArgs {
+    /// A sentence to classify too (repeatable).
+    #[arg(long = "text")]
     pub texts: Vec<String>,
+    /// Routing privacy mode.
+    #[arg(long = "route", value_enum, default_value = "reveal-route")]
+    pub mode: RouteMode,
+    /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+    #[arg(long = "cache-dir")]
+    pub cache: Option<PathBuf>,
+    /// Pool directory (default: the cache directory's `pool`).
+    #[arg(long)]
+    pub pool_dir: Option<PathBuf>,
     /// Seconds any link may stay silent.
+    #[arg(long = "timeout", default_value_t = 600)]
     pub timeout_s: u64,
 }
 
 const LABELS: [&str; 2] = ["negative", "positive"];
 
 /// Runs the demo, writing its report to `out`.
-pub fn run(opts: &DemoOptions, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(t) = opts.texts.iter().find(|t| t.trim().is_empty()) {
         bail!("--text {t:?} is empty");
     }

@@ -1,0 +1,266 @@
+//! `securerouter bench`: one subcommand per thing measured, each under MPC with the dealer, P0
+//! and P1 as processes on loopback over the encrypted links.
+
+use clap::{Args, Subcommand};
+use securerouter_bench::pool::PoolBenchOptions;
+use securerouter_bench::{BenchModel, BenchOptions};
+use securerouter_circuits::{BertShape, RouteMode};
+use securerouter_ml::pool_format::pool_dir;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// What `securerouter bench` measures.
+#[derive(Debug, Subcommand, PartialEq)]
+pub enum BenchCommand {
+    /// MiniLM-L6 from the asset cache (cut to its first --layers), with a sentiment head
+    /// fitted once on Rotten Tomatoes sentences, on held-out sentences padded to --seq tokens.
+    Minilm {
+        /// Layers kept (default: all 6).
+        #[arg(long)]
+        layers: Option<usize>,
+        /// How to run and report.
+        #[command(flatten)]
+        run: ModelRunArgs,
+    },
+    /// A BERT of random weights and this shape on random tokens, e.g. the BERT-tiny shape
+    /// (--layers 2 --hidden 128 --heads 2 --ffn 512) or the BERT-base shape (12/768/12/3072).
+    Shape {
+        /// Encoder layers.
+        #[arg(long)]
+        layers: usize,
+        /// Hidden size.
+        #[arg(long)]
+        hidden: usize,
+        /// Attention heads.
+        #[arg(long)]
+        heads: usize,
+        /// Feed-forward size.
+        #[arg(long)]
+        ffn: usize,
+        /// How to run and report.
+        #[command(flatten)]
+        run: ModelRunArgs,
+    },
+    /// One expert of the trained pool (`securerouter train pool`), on the pool's held-out
+    /// sentences.
+    Expert {
+        /// The expert's name in the pool's manifest.
+        name: String,
+        /// The pool directory (default: the cache directory's `pool`).
+        #[arg(long)]
+        pool_dir: Option<PathBuf>,
+        /// How to run and report.
+        #[command(flatten)]
+        run: ModelRunArgs,
+    },
+    /// The trained pool (`securerouter train pool`, then `train router`): each of --queries
+    /// held-out sentences runs routed (in the --route mode) and through the largest expert
+    /// alone, both under MPC; prints accuracy, the route distribution, the secure router's
+    /// agreement with the plaintext router, the measured speed-up over always-largest and
+    /// the router's overhead.
+    Pool {
+        /// The pool and how to run it.
+        #[command(flatten)]
+        pool: PoolRunArgs,
+    },
+    /// Only the pool's router under MPC (no expert) on --queries held-out sentences: how
+    /// often its choice equals the plaintext router's, with a one-sided 95% lower confidence
+    /// bound.
+    Router {
+        /// The pool and how to run it.
+        #[command(flatten)]
+        pool: PoolRunArgs,
+    },
+    /// Retrain the pool's router for each --cost-weights value, measure its routed queries and
+    /// every expert alone under MPC on --queries held-out sentences, and draw held-out
+    /// accuracy against measured online time per query (SVG at --plot). Needs a build with
+    /// the `train` feature (the default).
+    Sweep {
+        /// Cost-loss weights, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0,0.1,0.2,0.3,0.6,1")]
+        cost_weights: Vec<f64>,
+        /// Where to write the plot.
+        #[arg(long, default_value = "pool-sweep.svg")]
+        plot: PathBuf,
+        /// Routing privacy mode of the routed queries.
+        #[arg(long, value_enum, default_value = "reveal-route")]
+        route: RouteMode,
+        /// The pool directory (default: the cache directory's `pool`).
+        #[arg(long)]
+        pool_dir: Option<PathBuf>,
+        /// Held-out sentences each router runs on.
+        #[arg(long, default_value_t = 1)]
+        queries: usize,
+        /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Seconds any link may stay silent.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+}
+
+/// How a model benchmark runs and reports.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct ModelRunArgs {
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print online time, bytes and rounds per part (linear, attention, softmax, GeLU,
+    /// LayerNorm, other).
+    #[arg(long)]
+    pub breakdown: bool,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Queries (held-out sentences or random sequences) to average over.
+    #[arg(long, default_value_t = 1)]
+    pub queries: usize,
+    /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds any link may stay silent (key generation for big models takes minutes).
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    /// Run both servers' kernels on the GPU (`serve --gpu`; the CPU where none is usable).
+    /// The JSON line's `kernels` says what the servers really ran on.
+    #[arg(long)]
+    pub gpu: bool,
+    /// Threads each server's CPU kernels use (`serve --kernel-threads`; 0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub kernel_threads: usize,
+}
+
+/// Which trained pool a pool benchmark runs, and how.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct PoolRunArgs {
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Routing privacy mode of the routed queries.
+    #[arg(long, value_enum, default_value = "reveal-route")]
+    pub route: RouteMode,
+    /// The pool directory (default: the cache directory's `pool`).
+    #[arg(long)]
+    pub pool_dir: Option<PathBuf>,
+    /// Held-out sentences to run.
+    #[arg(long, default_value_t = 1)]
+    pub queries: usize,
+    /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds any link may stay silent.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+    /// Run both servers' kernels on the GPU (the CPU where none is usable).
+    #[arg(long)]
+    pub gpu: bool,
+    /// Threads each server's CPU kernels use (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub kernel_threads: usize,
+}
+
+impl PoolRunArgs {
+    fn options(&self) -> PoolBenchOptions {
+        PoolBenchOptions {
+            pool_dir: self.pool_dir.clone(),
+            cache: self.cache_dir.clone(),
+            mode: self.route,
+            queries: self.queries,
+            timeout_s: self.timeout,
+            gpu: self.gpu,
+            kernel_threads: self.kernel_threads,
+        }
+    }
+}
+
+/// Runs one benchmark, writing its report to `out`.
+pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (model, run) = match what {
+        BenchCommand::Minilm { layers, run } => (BenchModel::MiniLm { layers: *layers }, run),
+        BenchCommand::Shape {
+            layers,
+            hidden,
+            heads,
+            ffn,
+            run,
+        } => (
+            BenchModel::Random(BertShape {
+                layers: *layers,
+                hidden: *hidden,
+                heads: *heads,
+                ffn: *ffn,
+                classes: 2,
+            }),
+            run,
+        ),
+        BenchCommand::Expert {
+            name,
+            pool_dir: dir,
+            run,
+        } => (
+            BenchModel::PoolExpert {
+                pool: pool_dir(dir.as_deref(), run.cache_dir.as_deref())?,
+                name: name.clone(),
+            },
+            run,
+        ),
+        BenchCommand::Pool { pool } => {
+            return securerouter_bench::pool::run(&pool.options(), pool.json, out).map(|_| ());
+        }
+        BenchCommand::Router { pool } => {
+            return securerouter_bench::router_agreement::run(&pool.options(), pool.json, out)
+                .map(|_| ());
+        }
+        BenchCommand::Sweep {
+            cost_weights,
+            plot,
+            route,
+            pool_dir,
+            queries,
+            cache_dir,
+            timeout,
+        } => {
+            #[cfg(feature = "train")]
+            {
+                let opts = securerouter_bench::sweep::SweepOptions {
+                    pool_dir: pool_dir.clone(),
+                    cache: cache_dir.clone(),
+                    mode: *route,
+                    queries: *queries,
+                    weights: cost_weights.clone(),
+                    plot: plot.clone(),
+                    timeout_s: *timeout,
+                };
+                return securerouter_bench::sweep::run(&opts, out).map(|_| ());
+            }
+            #[cfg(not(feature = "train"))]
+            {
+                // The sweep's options, which this build cannot use.
+                let _ = (
+                    cost_weights,
+                    plot,
+                    route,
+                    pool_dir,
+                    queries,
+                    cache_dir,
+                    timeout,
+                );
+                return Err(super::train::without_train(
+                    "`bench sweep` (it retrains the router per cost weight)",
+                ));
+            }
+        }
+    };
+    let opts = BenchOptions {
+        model,
+        seq_len: run.seq,
+        queries: run.queries,
+        breakdown: run.breakdown,
+        cache: run.cache_dir.clone(),
+        timeout_s: run.timeout,
+        gpu: run.gpu,
+        kernel_threads: run.kernel_threads,
+    };
+    securerouter_bench::run(&opts, run.json, out).map(|_| ())
+}

@@ -1,0 +1,44 @@
+//! `securerouter dealer`: the service that streams each session's correlated randomness.
+
+use super::service::{LimitArgs, bind, link_config, runtime, until_stdin_closes};
+use clap::Args;
+use securerouter_runtime::dealer::DealerService;
+use securerouter_runtime::deployment::{DeploymentDir, Role};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `securerouter dealer`'s options.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct DealerArgs {
+    /// The deployment directory (from `securerouter keys`).
+    #[arg(long)]
+    pub deployment: PathBuf,
+    /// Seconds a link may stay silent before the session fails (and a server's request
+    /// waits for the other server's).
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Caps and deadlines against floods (--max-sessions caps key generations in flight).
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Exit when standard input closes: a supervising process that holds the other end of
+    /// the pipe takes this service with it when it ends, even when it is killed.
+    #[arg(long)]
+    pub exit_with_stdin: bool,
+}
+
+/// Runs the dealer until it is stopped (or its supervisor's pipe closes).
+pub fn run(args: &DealerArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(until_stdin_closes(args.exit_with_stdin, async {
+        let d = DeploymentDir::open(&args.deployment)?;
+        let service = DealerService::new(
+            d.identity(Role::Dealer)?,
+            [d.deployment.p0.key()?, d.deployment.p1.key()?],
+            d.model(Role::Dealer)?,
+            link_config(args.timeout),
+            args.limits.limits(),
+        )?;
+        let listener = bind(d.deployment.dealer.addr).await?;
+        Arc::new(service).run(listener).await;
+        Ok(())
+    }))
+}

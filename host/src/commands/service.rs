@@ -1,0 +1,89 @@
+//! What the commands that run a service or a client share: the async runtime, link settings,
+//! listening, the caps against floods, and the supervisor's pipe.
+
+use anyhow::Context;
+use clap::Args;
+use securerouter_runtime::net::LinkConfig;
+use securerouter_runtime::service::ServiceLimits;
+use std::time::Duration;
+
+/// A service's caps and deadlines against floods of connections and sessions
+/// ([`ServiceLimits`]).
+#[derive(Debug, Args, PartialEq, Eq, Clone)]
+pub struct LimitArgs {
+    /// Connections open at once, handshakes included; more are closed on arrival.
+    #[arg(long, default_value_t = ServiceLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Sessions in flight (at the dealer: key generations in flight); more are refused.
+    #[arg(long, default_value_t = ServiceLimits::default().max_sessions)]
+    pub max_sessions: usize,
+    /// Sessions in flight per client key (servers only).
+    #[arg(long, default_value_t = ServiceLimits::default().max_sessions_per_client)]
+    pub max_sessions_per_client: usize,
+    /// Seconds from accepting a connection to its first message, handshake included.
+    #[arg(long, default_value_t = ServiceLimits::default().handshake_timeout.as_secs())]
+    pub handshake_timeout: u64,
+    /// Seconds a whole session may take at a server.
+    #[arg(long, default_value_t = ServiceLimits::default().session_timeout.as_secs())]
+    pub session_timeout: u64,
+}
+
+impl LimitArgs {
+    /// The limits these options say.
+    pub fn limits(&self) -> ServiceLimits {
+        ServiceLimits {
+            max_connections: self.max_connections,
+            max_sessions: self.max_sessions,
+            max_sessions_per_client: self.max_sessions_per_client,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout),
+            session_timeout: Duration::from_secs(self.session_timeout),
+        }
+    }
+}
+
+/// Runs a service; with `watch`, only until standard input reaches its end or fails (the
+/// supervisor that holds the pipe has gone), then returns, ending the process.
+pub async fn until_stdin_closes(
+    watch: bool,
+    service: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    if !watch {
+        return service.await;
+    }
+    let closed = async {
+        use tokio::io::AsyncReadExt;
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 64];
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        served = service => served,
+        () = closed => {
+            tracing::warn!("standard input closed (the supervising process ended): exiting");
+            Ok(())
+        }
+    }
+}
+
+/// A multi-threaded async runtime for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Link settings with `timeout_s` seconds of silence allowed.
+pub fn link_config(timeout_s: u64) -> LinkConfig {
+    LinkConfig {
+        io_timeout: Duration::from_secs(timeout_s.max(1)),
+        ..LinkConfig::default()
+    }
+}
+
+/// Listens on `addr`, saying which address failed.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
