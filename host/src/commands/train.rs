@@ -78,7 +78,7 @@ pub enum TrainAction {
 }
 
 /// Runs `securerouter train`: the command line's options mapped to the training library's,
-/// each expert's cost measured with [`bench::expert_cost`].
+/// each expert's cost measured with [`securerouter_bench::expert_cost`].
 #[cfg(feature = "train")]
 pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
     use securerouter_train::{expert, pool, router};
