@@ -394,7 +394,8 @@ async fn dealer_seeds(c: &Cluster, session: SessionId) -> [anyhow::Result<[u8; 1
         async move {
             let request = DealerRequest {
                 session,
-                circuit: CircuitKind::RouterHead,
+                query: CircuitKind::RouterHead,
+                stage: 0,
                 rows: 1,
                 party,
             };
@@ -536,7 +537,7 @@ async fn the_dealer_holds_and_receives_no_weight_of_the_model() {
         assert_eq!(frames.len(), 1, "a server sends the dealer one request");
         assert_eq!(found_in(&frames[0], &words), 0);
         let request: DealerRequest = decode(&frames[0], "request").unwrap();
-        assert_eq!(request.circuit, CircuitKind::RouterHead);
+        assert_eq!((request.query, request.stage), (CircuitKind::RouterHead, 0));
         parties.push(request.party);
     }
     parties.sort();

@@ -115,7 +115,8 @@ pub fn session_messages_seeds() -> Vec<Vec<u8>> {
         ));
         let request = DealerRequest {
             session,
-            circuit: c,
+            query: c,
+            stage: 0,
             rows: 4,
             party: 1,
         };

@@ -1,10 +1,13 @@
-//! A query's plan: which circuit runs in each stage and what a stage's revealed values decide
-//! next. The servers follow it and the client reads a pool's answer with it, so the routing
-//! privacy modes' policy lives here alone (the circuits themselves are in [`super::pool`]).
+//! A query's plan: which circuit runs in each stage, under which session id its keys are
+//! dealt, and what a stage's revealed values decide next. The servers follow it, the dealer
+//! deals only the stages it names, and the client reads a pool's answer with it, so the
+//! routing privacy modes' policy lives here alone (the circuits themselves are in
+//! [`super::pool`]).
 
 use super::CircuitKind;
 use super::pool::{MAX_EXPERTS, RouteMode, route_of};
 use anyhow::{Context, bail};
+use securerouter_wire::SessionId;
 
 /// The stages of one query of circuit `first`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,9 +38,30 @@ impl QueryPlan {
         self.first
     }
 
+    /// Stage `k` of the query `session`: the session id its keys are dealt under, and its
+    /// circuit. Stage 0 is the query's own circuit under the query's id. Later stages exist in
+    /// reveal-route alone: stage k (1 ≤ k < [`MAX_EXPERTS`]) runs expert k under
+    /// `session.stage(k)`. Any other stage is refused, naming the query's circuit.
+    pub fn stage(&self, session: SessionId, k: u8) -> anyhow::Result<(SessionId, CircuitKind)> {
+        let kind = self.stage_circuit(k)?;
+        Ok((if k == 0 { session } else { session.stage(k) }, kind))
+    }
+
+    /// The circuit of stage `k` (see [`QueryPlan::stage`]).
+    fn stage_circuit(&self, k: u8) -> anyhow::Result<CircuitKind> {
+        match (self.first, k) {
+            (first, 0) => Ok(first),
+            (CircuitKind::Routed(RouteMode::Reveal), k) if usize::from(k) < MAX_EXPERTS => {
+                Ok(CircuitKind::Expert(k))
+            }
+            (first, k) => bail!("a {first} query has no stage {k}"),
+        }
+    }
+
     /// The stage after the first, from what the first revealed to the servers. Only
-    /// reveal-route reveals (the one-hot route of one query): a route k > 0 runs expert k,
-    /// whose logits replace the summary expert's; route 0's logits came with the router.
+    /// reveal-route reveals (the one-hot route of one query): a route k > 0 runs stage k,
+    /// expert k, whose logits replace the summary expert's; route 0's logits came with the
+    /// router.
     pub fn next_stage(&self, revealed: Option<&[u64]>) -> anyhow::Result<Option<LaterStage>> {
         match (self.first, revealed) {
             (CircuitKind::Routed(RouteMode::Reveal), Some(onehot)) => {
@@ -45,12 +69,11 @@ impl QueryPlan {
                 if route == 0 {
                     return Ok(None);
                 }
-                let k = u8::try_from(route)
-                    .ok()
-                    .filter(|&k| usize::from(k) < MAX_EXPERTS)
-                    .context("a route past the largest pool")?;
+                let k = u8::try_from(route).context("a route past the largest pool")?;
                 Ok(Some(LaterStage {
-                    kind: CircuitKind::Expert(k),
+                    kind: self
+                        .stage_circuit(k)
+                        .context("a route past the largest pool")?,
                     stage: k,
                     replaces: 0,
                 }))
@@ -99,6 +122,31 @@ mod tests {
             QueryPlan::new(CircuitKind::Bert).next_stage(None).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn only_reveal_route_has_stages_past_the_first_each_under_its_own_id() {
+        let id = SessionId([9; 16]);
+        let reveal = QueryPlan::new(CircuitKind::Routed(RouteMode::Reveal));
+        assert_eq!(reveal.stage(id, 0).unwrap(), (id, reveal.first_stage()));
+        assert_eq!(
+            reveal.stage(id, 3).unwrap(),
+            (id.stage(3), CircuitKind::Expert(3))
+        );
+        assert_ne!(id.stage(3), id);
+        let past = u8::try_from(MAX_EXPERTS).unwrap();
+        assert!(reveal.stage(id, past).is_err());
+        for first in [
+            CircuitKind::Routed(RouteMode::Hide),
+            CircuitKind::Expert(1),
+            CircuitKind::Bert,
+            CircuitKind::RouterHead,
+        ] {
+            let plan = QueryPlan::new(first);
+            assert_eq!(plan.stage(id, 0).unwrap(), (id, first));
+            let e = plan.stage(id, 1).unwrap_err().to_string();
+            assert!(e.contains("has no stage 1"), "{e}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::net::{LinkConfig, LinkReader, PublicKey, SecureLink};
 use crate::service::{ServiceLimits, accept_loop, within};
 use anyhow::{Context, anyhow, bail};
 use securerouter_circuits::run_ready;
-use securerouter_circuits::{self as circuit, CircuitKind, check_serves};
+use securerouter_circuits::{self as circuit, CircuitKind, QueryPlan, check_serves};
 use securerouter_core::Error;
 use securerouter_core::dealer::Dealer;
 use securerouter_core::gate::{DealerSide, DealerWeights, KeySink, KeySource, Protocol};
@@ -176,13 +176,14 @@ impl DealerService {
             1 => Party::P1,
             p => bail!("request names party {p}"),
         };
-        let answer = if link.peer() != self.servers[party.index() as usize] {
+        let deal = if link.peer() != self.servers[party.index() as usize] {
             Err(anyhow!("the key of this link is not party {}'s", req.party))
         } else {
-            match self.check(&req) {
-                Ok(()) => self.pair(&req, party).await,
-                Err(e) => Err(e),
-            }
+            Deal::of(&req).and_then(|deal| self.check(&deal).map(|()| deal))
+        };
+        let answer = match deal {
+            Ok(deal) => self.pair(&deal, party).await,
+            Err(e) => Err(e),
         };
         let (seed, mut rx) = match answer {
             Ok(v) => v,
@@ -207,7 +208,7 @@ impl DealerService {
     /// `party`'s seed and key stream for the session, once both servers have asked for it.
     async fn pair(
         self: &Arc<Self>,
-        req: &DealerRequest,
+        req: &Deal,
         party: Party,
     ) -> anyhow::Result<(Seed, mpsc::Receiver<DealerChunk>)> {
         match self.request(req, party)? {
@@ -237,7 +238,7 @@ impl DealerService {
     /// Registers `party`'s request: it waits for the other server's, or, if that one is
     /// waiting, draws the session's master seed, starts the generation for both and answers
     /// both.
-    fn request(self: &Arc<Self>, req: &DealerRequest, party: Party) -> anyhow::Result<Pairing> {
+    fn request(self: &Arc<Self>, req: &Deal, party: Party) -> anyhow::Result<Pairing> {
         let mut sessions = self.lock()?;
         let Some(first) = sessions.waiting.remove(&req.session) else {
             if sessions.served.contains(&req.session) {
@@ -313,7 +314,7 @@ impl DealerService {
     /// Starts the circuit's run under `master` on a blocking thread; P0's and P1's streams.
     fn generate(
         &self,
-        req: &DealerRequest,
+        req: &Deal,
         master: Seed,
         permit: OwnedSemaphorePermit,
     ) -> [mpsc::Receiver<DealerChunk>; 2] {
@@ -354,10 +355,36 @@ impl DealerService {
         self.generations.load(Ordering::Relaxed)
     }
 
-    fn check(&self, req: &DealerRequest) -> anyhow::Result<()> {
+    fn check(&self, req: &Deal) -> anyhow::Result<()> {
         check_serves(&self.model.spec, req.circuit)?;
         check_rows(req.rows)?;
         Ok(())
+    }
+}
+
+/// What a server's request asks the dealer to deal: one stage of a query, as the query's
+/// plan names it. The plan says which stages a query has, which circuit each runs and under
+/// which session id its keys are dealt, for the dealer as for the servers.
+#[derive(Clone, Copy, Debug)]
+struct Deal {
+    /// The id this stage's keys are dealt under (and never dealt again).
+    session: SessionId,
+    /// The stage's circuit.
+    circuit: CircuitKind,
+    rows: u32,
+    party: u8,
+}
+
+impl Deal {
+    /// The stage `req` names, or why the query's plan has no such stage.
+    fn of(req: &DealerRequest) -> anyhow::Result<Self> {
+        let (session, circuit) = QueryPlan::new(req.query).stage(req.session, req.stage)?;
+        Ok(Deal {
+            session,
+            circuit,
+            rows: req.rows,
+            party: req.party,
+        })
     }
 }
 
@@ -872,12 +899,48 @@ mod tests {
         )
     }
 
-    fn request(session: SessionId, party: u8) -> DealerRequest {
-        DealerRequest {
+    fn request(session: SessionId, party: u8) -> Deal {
+        Deal::of(&DealerRequest {
             session,
-            circuit: CircuitKind::RouterHead,
+            query: CircuitKind::RouterHead,
+            stage: 0,
             rows: 2,
             party,
+        })
+        .unwrap()
+    }
+
+    /// The dealer deals the stages the query's plan has, each under its own id: a later
+    /// stage of a reveal-route query is its expert under the stage's id, and a stage that no
+    /// plan has is refused before anything is dealt.
+    #[test]
+    fn the_dealer_deals_the_stages_of_the_query_plan_only() {
+        use securerouter_circuits::RouteMode;
+        let id = SessionId([5; 16]);
+        let ask = |query, stage| {
+            Deal::of(&DealerRequest {
+                session: id,
+                query,
+                stage,
+                rows: 1,
+                party: 0,
+            })
+        };
+        let reveal = CircuitKind::Routed(RouteMode::Reveal);
+        let first = ask(reveal, 0).unwrap();
+        assert_eq!((first.session, first.circuit), (id, reveal));
+        let later = ask(reveal, 2).unwrap();
+        assert_eq!(
+            (later.session, later.circuit),
+            (id.stage(2), CircuitKind::Expert(2))
+        );
+        for query in [
+            CircuitKind::Routed(RouteMode::Hide),
+            CircuitKind::Expert(2),
+            CircuitKind::RouterHead,
+        ] {
+            let e = ask(query, 1).unwrap_err().to_string();
+            assert!(e.contains("has no stage 1"), "{e}");
         }
     }
 

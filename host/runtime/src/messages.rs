@@ -43,10 +43,13 @@ pub struct PeerReady {
 /// A server's request for a session's correlations.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct DealerRequest {
-    /// The session (a name only: the dealer draws each session's randomness fresh).
+    /// The query's session (a name only: the dealer draws each session's randomness fresh).
     pub session: SessionId,
-    /// What will run.
-    pub circuit: CircuitKind,
+    /// The circuit the client asked for: with `stage`, the query's plan
+    /// ([`securerouter_circuits::QueryPlan`]) names what the dealer deals.
+    pub query: CircuitKind,
+    /// Which stage of the query (0: the first).
+    pub stage: u8,
     /// Queries in the batch.
     pub rows: u32,
     /// 0 or 1.

@@ -440,19 +440,17 @@ impl ServerService {
             features,
             share: &share,
         };
-        let dealer = self
-            .open_dealer(hello.session, hello.circuit, hello.rows)
-            .await;
+        let plan = QueryPlan::new(hello.circuit);
+        let dealer = self.open_dealer(hello.session, plan, 0, hello.rows).await;
         let mut peer = PeerChannel::new(peer);
         let mut stats = SessionStats::default();
-        let plan = QueryPlan::new(hello.circuit);
         let first = self
             .stage(dealer?, &mut peer, plan.first_stage(), &input, &mut stats)
             .await?;
         let mut out = first.outputs;
         if let Some(next) = plan.next_stage(first.revealed.as_deref())? {
             let dealer = self
-                .open_dealer(hello.session.stage(next.stage), next.kind, hello.rows)
+                .open_dealer(hello.session, plan, next.stage, hello.rows)
                 .await?;
             let second = self
                 .stage(dealer, &mut peer, next.kind, &input, &mut stats)
@@ -480,16 +478,18 @@ impl ServerService {
         })
     }
 
-    /// Asks the dealer for `circuit`'s keys in `session`.
+    /// Asks the dealer for the keys of stage `stage` of the query `session`.
     async fn open_dealer(
         &self,
         session: SessionId,
-        circuit: CircuitKind,
+        plan: QueryPlan,
+        stage: u8,
         rows: u32,
     ) -> anyhow::Result<(Seed, DealerStream)> {
         let request = DealerRequest {
             session,
-            circuit,
+            query: plan.first_stage(),
+            stage,
             rows,
             party: self.party.index(),
         };
