@@ -358,7 +358,7 @@ fn train_command(action: &cli::TrainAction, out: &mut dyn Write) -> anyhow::Resu
             };
             let m = pool::build_pool(
                 &opts,
-                &|req, out| bench::expert_cost(req, cache_dir.as_deref(), out),
+                &|req, out| bench::expert_cost(req, cache_dir.as_deref(), out).map_err(Into::into),
                 out,
             )?;
             writeln!(out, "{}", serde_json::to_string(&m)?)?;
