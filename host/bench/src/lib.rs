@@ -262,7 +262,7 @@ fn sentiment_head(
         .join("heads")
         .join(format!("minilm-l6-first-{layers}-rotten-tomatoes.json"));
     if path.exists() {
-        return ClassifierHead::load(&path);
+        return Ok(ClassifierHead::load(&path)?);
     }
     let take = train.len().min(HEAD_TRAIN_SENTENCES);
     let bar =

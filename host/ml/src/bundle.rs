@@ -5,7 +5,7 @@
 use super::matrix::Matrix;
 use super::tokenizer::WordPiece;
 use super::weights::{BertWeights, Embeddings, LayerNorm};
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -48,9 +48,9 @@ fn store(m: &Matrix) -> StoredMatrix {
     }
 }
 
-fn restore(m: StoredMatrix, what: &str) -> anyhow::Result<Matrix> {
+fn restore(m: StoredMatrix, what: &str) -> Result<Matrix> {
     if m.rows.checked_mul(m.cols).and_then(|n| n.checked_mul(4)) != Some(m.data.len()) {
-        bail!("the bundle's {what} table does not match its shape");
+        invalid!("the bundle's {what} table does not match its shape");
     }
     let data: Vec<f64> = m
         .data
@@ -58,14 +58,14 @@ fn restore(m: StoredMatrix, what: &str) -> anyhow::Result<Matrix> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
         .collect();
     if data.iter().any(|v| !v.is_finite()) {
-        bail!("the bundle's {what} table holds NaN or infinity");
+        invalid!("the bundle's {what} table holds NaN or infinity");
     }
     Ok(Matrix::new(m.rows, m.cols, data))
 }
 
 impl ClientBundle {
     /// Writes the bundle of `model` with the vocabulary text `vocab` (one token per line).
-    pub fn save(model: &BertWeights, vocab: &str, path: &Path) -> anyhow::Result<()> {
+    pub fn save(model: &BertWeights, vocab: &str, path: &Path) -> Result<()> {
         let e = &model.embeddings;
         let s = StoredBundle {
             vocab: vocab.to_string(),
@@ -76,17 +76,25 @@ impl ClientBundle {
             beta: e.norm.beta.clone(),
             eps: e.norm.eps,
         };
-        std::fs::write(path, postcard::to_allocvec(&s)?)
-            .with_context(|| format!("writing {}", path.display()))
+        let bytes = postcard::to_allocvec(&s).map_err(|source| Error::Postcard {
+            what: format!("encoding {}", path.display()),
+            source,
+        })?;
+        std::fs::write(path, bytes).map_err(Error::io("writing", path))
     }
 
     /// Reads and checks a bundle.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let s: StoredBundle = postcard::from_bytes(&bytes)
-            .with_context(|| format!("{} is not a client bundle", path.display()))?;
-        let tokenizer = WordPiece::from_vocab_text(&s.vocab)
-            .with_context(|| format!("the vocabulary in {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+        let s: StoredBundle = postcard::from_bytes(&bytes).map_err(|source| Error::Postcard {
+            what: format!("{} is not a client bundle", path.display()),
+            source,
+        })?;
+        let tokenizer =
+            WordPiece::from_vocab_text(&s.vocab).map_err(|source| Error::BundleVocabulary {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            })?;
         let (word, position, token_type) = (
             restore(s.word, "word")?,
             restore(s.position, "position")?,
@@ -99,13 +107,13 @@ impl ClientBundle {
             || s.beta.len() != h
             || word.rows != tokenizer.vocab_size()
         {
-            bail!(
+            invalid!(
                 "{}: the embedding tables, LayerNorm and vocabulary disagree in size",
                 path.display()
             );
         }
         if !(s.eps > 0.0 && s.eps < 1.0) {
-            bail!(
+            invalid!(
                 "{}: LayerNorm epsilon {} is outside (0, 1)",
                 path.display(),
                 s.eps
@@ -129,18 +137,24 @@ impl ClientBundle {
     /// The embedding tables as the device's flash-resident int8 table (format 1 of
     /// `securerouter_device::embedding`, written here because host does not depend on device;
     /// a test ties the two): each row quantised with its own scale, max |v| / 127.
-    pub fn device_table(&self) -> anyhow::Result<Vec<u8>> {
+    pub fn device_table(&self) -> Result<Vec<u8>> {
         let e = &self.embeddings;
         let h = e.word.cols;
         let narrow = |n: usize, what: &str| {
-            u16::try_from(n).with_context(|| format!("{n} {what} do not fit the device table"))
+            u16::try_from(n).map_err(|e| Error::Parse {
+                what: format!("{n} {what} do not fit the device table"),
+                source: Box::new(e),
+            })
         };
-        let vocab = u32::try_from(e.word.rows).context("the vocabulary is too large")?;
+        let vocab = u32::try_from(e.word.rows).map_err(|e| Error::Parse {
+            what: "the vocabulary is too large".into(),
+            source: Box::new(e),
+        })?;
         // The table stores f32: a bundle's f64 LayerNorm (checked only as f64 on load) must
         // still be valid after narrowing, or the device would refuse the table.
         let eps = e.norm.eps as f32;
         if !(eps > 0.0 && eps < 1.0) {
-            bail!(
+            invalid!(
                 "LayerNorm epsilon {} is outside (0, 1) as the device table's f32",
                 e.norm.eps
             );
@@ -152,7 +166,7 @@ impl ClientBundle {
             .chain(&e.norm.beta)
             .find(|v| !(**v as f32).is_finite())
         {
-            bail!("LayerNorm gain or bias {v} does not fit the device table's f32");
+            invalid!("LayerNorm gain or bias {v} does not fit the device table's f32");
         }
         let mut out = Vec::with_capacity(
             24 + (e.word.rows + e.position.rows + e.token_type.rows) * (h + 4) + 8 * h,
@@ -185,7 +199,7 @@ impl ClientBundle {
     }
 
     /// Tokenises `text` (at most `max_len` tokens) and embeds it: rows of the hidden size.
-    pub fn embed_text(&self, text: &str, max_len: usize) -> anyhow::Result<Matrix> {
+    pub fn embed_text(&self, text: &str, max_len: usize) -> Result<Matrix> {
         let e = self.tokenizer.encode(text, max_len);
         self.embeddings.embed(&e.ids, &e.type_ids)
     }

@@ -1,6 +1,6 @@
 //! The Hugging Face `config.json` of a BERT model, checked before anything is allocated.
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -47,18 +47,19 @@ const MAX_LAYERS: usize = 256;
 
 impl BertConfig {
     /// Reads and checks `config.json`.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the model config {}", path.display()))?;
-        let c: BertConfig = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a BERT config.json", path.display()))?;
-        c.validate()
-            .with_context(|| format!("in {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(Error::io("reading the model config", path))?;
+        let c: BertConfig = serde_json::from_str(&text).map_err(|source| Error::Json {
+            what: format!("{} is not a BERT config.json", path.display()),
+            source,
+        })?;
+        c.validate().map_err(Error::in_file(path))?;
         Ok(c)
     }
 
     /// Checks sizes and the activation.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         for (what, v, max) in [
             ("hidden_size", self.hidden_size, MAX_DIM),
             ("intermediate_size", self.intermediate_size, MAX_DIM),
@@ -73,24 +74,24 @@ impl BertConfig {
             ("num_hidden_layers", self.num_hidden_layers, MAX_LAYERS),
         ] {
             if v == 0 || v > max {
-                bail!("{what} = {v} is outside 1..={max}");
+                invalid!("{what} = {v} is outside 1..={max}");
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            bail!(
+            invalid!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size,
                 self.num_attention_heads
             );
         }
         if self.hidden_act != "gelu" {
-            bail!(
+            invalid!(
                 "hidden_act {:?} is not supported (only \"gelu\")",
                 self.hidden_act
             );
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
-            bail!("layer_norm_eps {} is outside (0, 1)", self.layer_norm_eps);
+            invalid!("layer_norm_eps {} is outside (0, 1)", self.layer_norm_eps);
         }
         Ok(())
     }
@@ -105,7 +106,7 @@ impl BertConfig {
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> anyhow::Result<BertConfig> {
+    fn parse(s: &str) -> std::result::Result<BertConfig, Box<dyn std::error::Error>> {
         let c: BertConfig = serde_json::from_str(s)?;
         c.validate()?;
         Ok(c)

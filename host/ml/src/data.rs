@@ -10,7 +10,7 @@
 //!
 //! Readers never panic on bad input: a malformed line is an error naming the file and line.
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use std::path::Path;
 
@@ -61,7 +61,7 @@ impl VaderCorpus {
 /// # Errors
 /// If the asset is not in the cache (run `securerouter assets fetch`), or the file cannot be
 /// read or has a malformed line.
-pub fn rotten_tomatoes(cache: &Path) -> anyhow::Result<Vec<LabelledSentence>> {
+pub fn rotten_tomatoes(cache: &Path) -> Result<Vec<LabelledSentence>> {
     vader_snippets(cache, VaderCorpus::MovieReviews)
 }
 
@@ -74,7 +74,7 @@ pub fn rotten_tomatoes(cache: &Path) -> anyhow::Result<Vec<LabelledSentence>> {
 /// # Errors
 /// If the asset is not in the cache (run `securerouter assets fetch`), or the file cannot be
 /// read or has a malformed line.
-pub fn vader_snippets(cache: &Path, corpus: VaderCorpus) -> anyhow::Result<Vec<LabelledSentence>> {
+pub fn vader_snippets(cache: &Path, corpus: VaderCorpus) -> Result<Vec<LabelledSentence>> {
     let path = VADER.path(cache)?.join(corpus.file_name());
     read_vader_ground_truth(&path)
 }
@@ -83,8 +83,8 @@ pub fn vader_snippets(cache: &Path, corpus: VaderCorpus) -> anyhow::Result<Vec<L
 ///
 /// # Errors
 /// If the file cannot be read or has a malformed line.
-pub fn read_vader_ground_truth(path: &Path) -> anyhow::Result<Vec<LabelledSentence>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+pub fn read_vader_ground_truth(path: &Path) -> Result<Vec<LabelledSentence>> {
+    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
     parse_vader_ground_truth(&bytes, &path.display().to_string())
 }
 
@@ -96,10 +96,7 @@ pub fn read_vader_ground_truth(path: &Path) -> anyhow::Result<Vec<LabelledSenten
 /// # Errors
 /// On the first malformed line, naming `source` and the line number (from 1): invalid UTF-8,
 /// a missing field, an empty id, a rating that is not a finite number in [-4, 4], or empty text.
-pub fn parse_vader_ground_truth(
-    bytes: &[u8],
-    source: &str,
-) -> anyhow::Result<Vec<LabelledSentence>> {
+pub fn parse_vader_ground_truth(bytes: &[u8], source: &str) -> Result<Vec<LabelledSentence>> {
     let mut out = Vec::new();
     for (i, line) in lines(bytes, source) {
         let line = line?;
@@ -110,25 +107,25 @@ pub fn parse_vader_ground_truth(
         let mut fields = line.splitn(3, '\t');
         let (Some(id), Some(score), Some(text)) = (fields.next(), fields.next(), fields.next())
         else {
-            bail!(
+            invalid!(
                 "{}: expected 3 tab-separated fields (id, mean rating, text), found {}",
                 at(),
                 line.split('\t').count()
             );
         };
         if id.trim().is_empty() {
-            bail!("{}: the id is empty", at());
+            invalid!("{}: the id is empty", at());
         }
-        let score: f64 = score
-            .trim()
-            .parse()
-            .with_context(|| format!("{}: rating {score:?} is not a number", at()))?;
+        let score: f64 = score.trim().parse().map_err(|e| Error::Parse {
+            what: format!("{}: rating {score:?} is not a number", at()),
+            source: Box::new(e),
+        })?;
         if !(-4.0..=4.0).contains(&score) {
-            bail!("{}: rating {score} is outside [-4, 4]", at());
+            invalid!("{}: rating {score} is outside [-4, 4]", at());
         }
         let text = text.trim();
         if text.is_empty() {
-            bail!("{}: the text is empty", at());
+            invalid!("{}: the text is empty", at());
         }
         if score == 0.0 {
             continue;
@@ -152,8 +149,8 @@ pub fn glue_tsv(
     path: &Path,
     text_column: &str,
     label_column: &str,
-) -> anyhow::Result<Vec<LabelledSentence>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+) -> Result<Vec<LabelledSentence>> {
+    let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
     parse_glue_tsv(
         &bytes,
         &path.display().to_string(),
@@ -177,11 +174,11 @@ pub fn parse_glue_tsv(
     source: &str,
     text_column: &str,
     label_column: &str,
-) -> anyhow::Result<Vec<LabelledSentence>> {
+) -> Result<Vec<LabelledSentence>> {
     let mut lines = lines(bytes, source);
     let header = loop {
         match lines.next() {
-            None => bail!("{source} is empty: expected a header line"),
+            None => invalid!("{source} is empty: expected a header line"),
             Some((_, line)) => {
                 let line = line?;
                 if !line.trim().is_empty() {
@@ -192,8 +189,10 @@ pub fn parse_glue_tsv(
     };
     let columns: Vec<&str> = header.split('\t').map(str::trim).collect();
     let find = |name: &str| {
-        columns.iter().position(|c| *c == name).with_context(|| {
-            format!("{source}: no column {name:?} in the header (columns: {columns:?})")
+        columns.iter().position(|c| *c == name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{source}: no column {name:?} in the header (columns: {columns:?})"
+            ))
         })
     };
     let (text_at, label_at) = (find(text_column)?, find(label_column)?);
@@ -205,7 +204,7 @@ pub fn parse_glue_tsv(
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != columns.len() {
-            bail!(
+            invalid!(
                 "{source}, line {i}: expected {} tab-separated fields as in the header, found {}",
                 columns.len(),
                 fields.len()
@@ -213,11 +212,12 @@ pub fn parse_glue_tsv(
         }
         let text = fields[text_at].trim();
         if text.is_empty() {
-            bail!("{source}, line {i}: the {text_column:?} column is empty");
+            invalid!("{source}, line {i}: the {text_column:?} column is empty");
         }
         let raw = fields[label_at].trim();
-        let label: u8 = raw.parse().with_context(|| {
-            format!("{source}, line {i}: label {raw:?} is not an integer class in 0..=255")
+        let label: u8 = raw.parse().map_err(|e| Error::Parse {
+            what: format!("{source}, line {i}: label {raw:?} is not an integer class in 0..=255"),
+            source: Box::new(e),
         })?;
         out.push(LabelledSentence {
             text: text.to_string(),
@@ -233,7 +233,7 @@ pub fn parse_glue_tsv(
 fn lines<'a>(
     bytes: &'a [u8],
     source: &'a str,
-) -> impl Iterator<Item = (usize, anyhow::Result<&'a str>)> + 'a {
+) -> impl Iterator<Item = (usize, Result<&'a str>)> + 'a {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     bytes
@@ -241,8 +241,10 @@ fn lines<'a>(
         .enumerate()
         .map(move |(i, line)| {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let text = std::str::from_utf8(line)
-                .with_context(|| format!("{source}, line {}: not valid UTF-8", i + 1));
+            let text = std::str::from_utf8(line).map_err(|e| Error::Parse {
+                what: format!("{source}, line {}: not valid UTF-8", i + 1),
+                source: Box::new(e),
+            });
             (i + 1, text)
         })
 }
@@ -262,13 +264,9 @@ pub const SPLIT_DOMAIN: Domain = Domain(0x4441_5441_5350_4c54); // "DATASPLT"
 ///
 /// # Errors
 /// If `test_fraction` is not in [0, 1].
-pub fn split<T>(
-    mut data: Vec<T>,
-    test_fraction: f64,
-    seed: &Seed,
-) -> anyhow::Result<(Vec<T>, Vec<T>)> {
+pub fn split<T>(mut data: Vec<T>, test_fraction: f64, seed: &Seed) -> Result<(Vec<T>, Vec<T>)> {
     if !(0.0..=1.0).contains(&test_fraction) {
-        bail!("the test fraction {test_fraction} is not in [0, 1]");
+        invalid!("the test fraction {test_fraction} is not in [0, 1]");
     }
     shuffle(&mut data, &mut AesCtr::new(seed, SPLIT_DOMAIN));
     // In [0, len] since the fraction is in [0, 1]; the cast saturates in any case.

@@ -6,7 +6,7 @@
 
 use super::matrix::Matrix;
 use super::weights::Linear;
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -44,14 +44,14 @@ impl ClassifierHead {
         classes: usize,
         epochs: usize,
         l2: f64,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let n = features.len();
         if n == 0 || n != labels.len() || classes < 2 {
-            bail!("need labelled examples of at least two classes to fit a head");
+            invalid!("need labelled examples of at least two classes to fit a head");
         }
         let dim = features[0].len();
         if features.iter().any(|f| f.len() != dim) || labels.iter().any(|&l| l >= classes) {
-            bail!("features of unequal length or labels outside 0..{classes}");
+            invalid!("features of unequal length or labels outside 0..{classes}");
         }
         let mean: Vec<f64> = (0..dim)
             .map(|j| features.iter().map(|f| f[j]).sum::<f64>() / n as f64)
@@ -116,34 +116,39 @@ impl ClassifierHead {
     }
 
     /// Writes the head as JSON.
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn save(&self, path: &Path) -> Result<()> {
         let s = StoredHead {
             classes: self.linear.weight.rows,
             features: self.linear.weight.cols,
             weight: self.linear.weight.data.clone(),
             bias: self.linear.bias.clone(),
         };
-        std::fs::write(path, serde_json::to_vec(&s)?)
-            .with_context(|| format!("writing {}", path.display()))
+        let json = serde_json::to_vec(&s).map_err(|source| Error::Json {
+            what: format!("encoding {}", path.display()),
+            source,
+        })?;
+        std::fs::write(path, json).map_err(Error::io("writing", path))
     }
 
     /// Reads a head written by [`ClassifierHead::save`], checking its shape and values.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let s: StoredHead = serde_json::from_slice(&text)
-            .with_context(|| format!("{} is not a classifier head", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read(path).map_err(Error::io("reading", path))?;
+        let s: StoredHead = serde_json::from_slice(&text).map_err(|source| Error::Json {
+            what: format!("{} is not a classifier head", path.display()),
+            source,
+        })?;
         if s.classes == 0
             || s.features == 0
             || s.classes.checked_mul(s.features) != Some(s.weight.len())
             || s.bias.len() != s.classes
         {
-            bail!(
+            invalid!(
                 "{}: the head's arrays do not match its shape",
                 path.display()
             );
         }
         if s.weight.iter().chain(&s.bias).any(|v| !v.is_finite()) {
-            bail!("{}: the head holds NaN or infinity", path.display());
+            invalid!("{}: the head holds NaN or infinity", path.display());
         }
         Ok(ClassifierHead {
             linear: Linear {
@@ -179,7 +184,7 @@ pub fn reference_logits(
     head: &ClassifierHead,
     ids: &[u32],
     type_ids: &[u32],
-) -> anyhow::Result<Vec<f64>> {
+) -> Result<Vec<f64>> {
     let hidden = model.forward(ids, type_ids)?;
     Ok(head.logits(&super::mean_pool(&hidden)))
 }

@@ -10,6 +10,7 @@ pub mod assets;
 pub mod bundle;
 pub mod config;
 pub mod data;
+pub mod error;
 pub mod head;
 pub mod matrix;
 pub mod pool;
@@ -22,6 +23,7 @@ pub mod weights;
 
 pub use bundle::ClientBundle;
 pub use config::BertConfig;
+pub use error::{Error, Result};
 pub use head::ClassifierHead;
 pub use matrix::Matrix;
 pub use pool::PoolManifest;

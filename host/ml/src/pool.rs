@@ -9,9 +9,9 @@
 
 use super::{BertWeights, ClassifierHead};
 use crate::assets::{self, Asset};
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use serde::{Deserialize, Serialize};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 /// The manifest's file name inside a pool directory.
 pub const MANIFEST: &str = "pool.json";
@@ -86,52 +86,55 @@ pub type LoadedExpert = (BertWeights, ClassifierHead);
 
 impl PoolManifest {
     /// Reads and checks `dir/pool.json`.
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+    pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read(&path)
-            .with_context(|| format!("reading the pool manifest {}", path.display()))?;
-        let m: PoolManifest = serde_json::from_slice(&text)
-            .with_context(|| format!("{} is not a pool manifest", path.display()))?;
-        m.validate()
-            .with_context(|| format!("in {}", path.display()))?;
+        let text = std::fs::read(&path).map_err(Error::io("reading the pool manifest", &path))?;
+        let m: PoolManifest = serde_json::from_slice(&text).map_err(|source| Error::Json {
+            what: format!("{} is not a pool manifest", path.display()),
+            source,
+        })?;
+        m.validate().map_err(Error::in_file(&path))?;
         Ok(m)
     }
 
     /// Writes `dir/pool.json`.
-    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+    pub fn save(&self, dir: &Path) -> Result<()> {
         self.validate()?;
         let path = dir.join(MANIFEST);
-        std::fs::write(&path, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", path.display()))
+        let json = serde_json::to_vec_pretty(self).map_err(|source| Error::Json {
+            what: "encoding the pool manifest".into(),
+            source,
+        })?;
+        std::fs::write(&path, json).map_err(Error::io("writing", &path))
     }
 
     /// Checks names, shapes, figures and that file names stay inside the pool directory.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.experts.is_empty() {
-            bail!("the pool has no experts");
+            invalid!("the pool has no experts");
         }
         if self.classes < 2 || self.classes > 1 << 16 {
-            bail!(
+            invalid!(
                 "a pool of classifiers needs 2..=65536 classes, not {}",
                 self.classes
             );
         }
         if self.seq_len == 0 || self.seq_len > 512 {
-            bail!("seq_len {} is outside 1..=512", self.seq_len);
+            invalid!("seq_len {} is outside 1..=512", self.seq_len);
         }
         for (i, e) in self.experts.iter().enumerate() {
             if e.name.is_empty() || self.experts[..i].iter().any(|o| o.name == e.name) {
-                bail!("expert {i} has an empty or repeated name {:?}", e.name);
+                invalid!("expert {i} has an empty or repeated name {:?}", e.name);
             }
             if e.layers == 0 || e.layers > 256 {
-                bail!(
+                invalid!(
                     "expert {:?} keeps {} layers; 1..=256 are possible",
                     e.name,
                     e.layers
                 );
             }
             if e.tuned_layers > e.layers {
-                bail!(
+                invalid!(
                     "expert {:?} has {} fine-tuned layers of {}",
                     e.name,
                     e.tuned_layers,
@@ -139,10 +142,16 @@ impl PoolManifest {
                 );
             }
             for f in [&e.tuned_file, &e.head] {
-                inside(f).with_context(|| format!("expert {:?}", e.name))?;
+                if !inside(f) {
+                    invalid!(
+                        "expert {:?}: file name {f:?} must be a plain relative path inside \
+                         the pool directory",
+                        e.name
+                    );
+                }
             }
             if !(0.0..=1.0).contains(&e.held_out_accuracy) {
-                bail!(
+                invalid!(
                     "expert {:?} has accuracy {} outside [0, 1]",
                     e.name,
                     e.held_out_accuracy
@@ -151,44 +160,49 @@ impl PoolManifest {
             if let Some(c) = &e.cost
                 && !(c.online_s.is_finite() && c.online_s > 0.0 && c.offline_s.is_finite())
             {
-                bail!("expert {:?} has a cost that is not a positive time", e.name);
+                invalid!("expert {:?} has a cost that is not a positive time", e.name);
             }
         }
         Ok(())
     }
 
     /// The base checkpoint's asset.
-    pub fn base_asset(&self) -> anyhow::Result<&'static Asset> {
+    pub fn base_asset(&self) -> Result<&'static Asset> {
         assets::ALL
             .iter()
             .find(|a| a.package == self.base)
-            .with_context(|| format!("the pool's base {:?} is not a known asset", self.base))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the pool's base {:?} is not a known asset",
+                    self.base
+                ))
+            })
     }
 
     /// Position of the expert named `name`.
-    pub fn index_of(&self, name: &str) -> anyhow::Result<usize> {
+    pub fn index_of(&self, name: &str) -> Result<usize> {
         self.experts
             .iter()
             .position(|e| e.name == name)
-            .with_context(|| {
+            .ok_or_else(|| {
                 let names: Vec<&str> = self.experts.iter().map(|e| e.name.as_str()).collect();
-                format!(
+                Error::Invalid(format!(
                     "no expert {name:?} in the pool; it has {}",
                     names.join(", ")
-                )
+                ))
             })
     }
 
     /// Measured online seconds of every expert, cheapest first.
-    pub fn online_costs(&self) -> anyhow::Result<Vec<f64>> {
+    pub fn online_costs(&self) -> Result<Vec<f64>> {
         self.experts
             .iter()
             .map(|e| {
-                e.cost.as_ref().map(|c| c.online_s).with_context(|| {
-                    format!(
+                e.cost.as_ref().map(|c| c.online_s).ok_or_else(|| {
+                    Error::Invalid(format!(
                         "expert {:?} has no measured cost (run `securerouter train pool`)",
                         e.name
-                    )
+                    ))
                 })
             })
             .collect()
@@ -196,21 +210,31 @@ impl PoolManifest {
 
     /// Loads expert `i`: the base checkpoint from `cache` cut to its layers, its fine-tuned
     /// top layers and its head from `dir`.
-    pub fn load_expert(&self, dir: &Path, cache: &Path, i: usize) -> anyhow::Result<LoadedExpert> {
-        let e = self.experts.get(i).with_context(|| {
-            format!("the pool has {} experts, not {}", self.experts.len(), i + 1)
+    pub fn load_expert(&self, dir: &Path, cache: &Path, i: usize) -> Result<LoadedExpert> {
+        let e = self.experts.get(i).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the pool has {} experts, not {}",
+                self.experts.len(),
+                i + 1
+            ))
         })?;
+        let part = |part| {
+            move |source| Error::Expert {
+                name: e.name.clone(),
+                part,
+                source: Box::new(source),
+            }
+        };
         let base = self.base_asset()?.path(cache)?;
-        let mut weights = BertWeights::load(&base, Some(e.layers))
-            .with_context(|| format!("expert {:?}'s base", e.name))?;
+        let mut weights = BertWeights::load(&base, Some(e.layers)).map_err(part("base"))?;
         weights
             .load_top_layers(e.tuned_layers, &dir.join(&e.tuned_file))
-            .with_context(|| format!("expert {:?}'s fine-tuned layers", e.name))?;
+            .map_err(part("fine-tuned layers"))?;
         let head = ClassifierHead::load(&dir.join(&e.head))?;
         if head.linear.weight.cols != weights.config.hidden_size
             || head.linear.weight.rows != self.classes
         {
-            bail!(
+            invalid!(
                 "expert {:?}'s head maps {} features to {} classes; the pool needs {} to {}",
                 e.name,
                 head.linear.weight.cols,
@@ -223,13 +247,12 @@ impl PoolManifest {
     }
 }
 
-/// `name` as a path inside the pool directory: relative, no `..`.
-fn inside(name: &str) -> anyhow::Result<PathBuf> {
-    let p = PathBuf::from(name);
-    if name.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
-        bail!("file name {name:?} must be a plain relative path inside the pool directory");
-    }
-    Ok(p)
+/// Whether `name` is a path inside the pool directory: relative, no `..`.
+fn inside(name: &str) -> bool {
+    !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! pool.
 
 use crate::assets;
+use crate::error::{Error, Result, invalid};
 use crate::router::PlainRouterHead;
 use crate::router::router_feature_count;
 use crate::{ClassifierHead, PoolManifest};
-use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub const ROUTER: &str = "router.json";
 
 /// The pool directory for an optional override and cache.
-pub fn pool_dir(dir: Option<&Path>, cache: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub fn pool_dir(dir: Option<&Path>, cache: Option<&Path>) -> Result<PathBuf> {
     match dir {
         Some(d) => Ok(d.to_path_buf()),
         None => Ok(assets::cache_dir(cache)?.join("pool")),
@@ -36,21 +36,19 @@ pub struct StoredRouter {
 
 impl StoredRouter {
     /// Reads and checks the router stored in the pool directory `dir` for a pool of `experts`.
-    pub fn load(dir: &Path, experts: usize) -> anyhow::Result<Self> {
+    pub fn load(dir: &Path, experts: usize) -> Result<Self> {
         let path = dir.join(ROUTER);
-        let bytes = std::fs::read(&path).with_context(|| {
-            format!(
-                "reading {} (train it with `securerouter train router`)",
-                path.display()
-            )
+        let bytes = std::fs::read(&path).map_err(|source| Error::RouterUnreadable {
+            path: path.clone(),
+            source,
         })?;
-        let r: StoredRouter = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a stored router", path.display()))?;
-        r.head
-            .validate()
-            .with_context(|| format!("in {}", path.display()))?;
+        let r: StoredRouter = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: format!("{} is not a stored router", path.display()),
+            source,
+        })?;
+        r.head.validate().map_err(Error::in_file(&path))?;
         if r.head.shape.experts != experts || r.costs.len() != experts {
-            bail!(
+            invalid!(
                 "{} routes over {} experts; the pool holds {experts}",
                 path.display(),
                 r.head.shape.experts
@@ -60,17 +58,20 @@ impl StoredRouter {
     }
 
     /// Writes the router into the pool directory `dir` (`router.json`).
-    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+    pub fn save(&self, dir: &Path) -> Result<()> {
         let path = dir.join(ROUTER);
-        std::fs::write(&path, serde_json::to_vec(self)?)
-            .with_context(|| format!("writing {}", path.display()))
+        let json = serde_json::to_vec(self).map_err(|source| Error::Json {
+            what: "encoding the router".into(),
+            source,
+        })?;
+        std::fs::write(&path, json).map_err(Error::io("writing", &path))
     }
 }
 
 /// Whether the pool in `dir` has a stored router that reads the features this version's router
 /// computes ([`crate::router::router_features`]); a router trained by an older version (without the margin)
 /// does not, and must be retrained.
-pub fn router_is_current(dir: &Path) -> anyhow::Result<bool> {
+pub fn router_is_current(dir: &Path) -> Result<bool> {
     if !dir.join(ROUTER).exists() {
         return Ok(false);
     }
@@ -78,7 +79,7 @@ pub fn router_is_current(dir: &Path) -> anyhow::Result<bool> {
     let summary = manifest
         .experts
         .first()
-        .context("the pool has no experts")?;
+        .ok_or_else(|| Error::Invalid("the pool has no experts".into()))?;
     let hidden = ClassifierHead::load(&dir.join(&summary.head))?
         .linear
         .weight

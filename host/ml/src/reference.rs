@@ -5,7 +5,8 @@
 
 use super::matrix::Matrix;
 use super::weights::{BertWeights, Embeddings, LayerNorm, Linear};
-use anyhow::bail;
+use crate::Result;
+use crate::error::invalid;
 
 /// Σ a_i·b_i over eight running sums: independent sums let the compiler use SIMD lanes (one
 /// serial f64 sum cannot be reordered), several times faster on model-sized rows.
@@ -60,10 +61,10 @@ impl LayerNorm {
 impl Embeddings {
     /// LayerNorm(word + position + token type) for each token: what the client computes
     /// from its bundle before sharing.
-    pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> anyhow::Result<Matrix> {
+    pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Matrix> {
         let max_len = self.position.rows;
         if ids.is_empty() || ids.len() > max_len || ids.len() != type_ids.len() {
-            bail!(
+            invalid!(
                 "{} tokens with {} type ids; the model takes 1..={max_len} tokens",
                 ids.len(),
                 type_ids.len(),
@@ -73,7 +74,7 @@ impl Embeddings {
         let mut x = Matrix::new(ids.len(), h, vec![0.0; ids.len() * h]);
         for (p, (&id, &t)) in ids.iter().zip(type_ids).enumerate() {
             if id as usize >= self.word.rows || t as usize >= self.token_type.rows {
-                bail!("token {id} / type {t} at position {p} is outside the vocabulary");
+                invalid!("token {id} / type {t} at position {p} is outside the vocabulary");
             }
             let (w, pos, ty) = (
                 self.word.row(id as usize),
@@ -96,7 +97,7 @@ pub fn gelu(x: f64) -> f64 {
 
 impl BertWeights {
     /// The client's part: LayerNorm(word + position + token type) for each token.
-    pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> anyhow::Result<Matrix> {
+    pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Matrix> {
         self.embeddings.embed(ids, type_ids)
     }
 
@@ -149,7 +150,7 @@ impl BertWeights {
     }
 
     /// Hidden states of the last layer for one sequence.
-    pub fn forward(&self, ids: &[u32], type_ids: &[u32]) -> anyhow::Result<Matrix> {
+    pub fn forward(&self, ids: &[u32], type_ids: &[u32]) -> Result<Matrix> {
         Ok(self.encode(self.embed(ids, type_ids)?))
     }
 }

@@ -2,7 +2,8 @@
 //! and the features it reads. The secure circuit that runs it is `securerouter-circuits`'
 //! `router_head`, which reads these types.
 
-use anyhow::bail;
+use crate::Result;
+use crate::error::invalid;
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use serde::{Deserialize, Serialize};
 
@@ -26,14 +27,14 @@ impl RouterHeadShape {
     };
 
     /// Checks the shape is usable and bounded (model files are untrusted input).
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         for (what, v) in [
             ("features", self.features),
             ("hidden", self.hidden),
             ("experts", self.experts),
         ] {
             if v == 0 || v > 1 << 16 {
-                bail!("router head {what} = {v} is outside 1..=65536");
+                invalid!("router head {what} = {v} is outside 1..=65536");
             }
         }
         Ok(())
@@ -63,7 +64,7 @@ pub struct PlainRouterHead {
 impl PlainRouterHead {
     /// Checks the shape, the weights' lengths and that every weight is finite (stored routers
     /// are untrusted input).
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         let s = self.shape;
         s.validate()?;
         for (what, v, n) in [
@@ -73,10 +74,10 @@ impl PlainRouterHead {
             ("b2", &self.b2, s.experts),
         ] {
             if v.len() != n {
-                bail!("router {what} has {} values; its shape needs {n}", v.len());
+                invalid!("router {what} has {} values; its shape needs {n}", v.len());
             }
             if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
-                bail!("router {what} holds {bad}");
+                invalid!("router {what} holds {bad}");
             }
         }
         Ok(())
@@ -132,9 +133,9 @@ pub fn router_feature_count(hidden: usize) -> usize {
 /// summary expert's confidence, the margin |logit₀ − logit₁| of its two-class head. Inputs the
 /// small expert is sure of stand out in the margin, which the pooled states show only through
 /// the head; with it the router keeps more of them on the small expert at the same accuracy.
-pub fn router_features(pooled: &[f64], summary_logits: &[f64]) -> anyhow::Result<Vec<f64>> {
+pub fn router_features(pooled: &[f64], summary_logits: &[f64]) -> Result<Vec<f64>> {
     let [a, b] = summary_logits else {
-        bail!(
+        invalid!(
             "the router reads the margin of a two-class summary expert; it gave {} logits",
             summary_logits.len()
         );

@@ -38,7 +38,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use unicode_normalization::UnicodeNormalization;
 
 /// Prefix of word pieces that continue a word.
@@ -88,9 +88,8 @@ impl WordPiece {
     /// # Errors
     /// If the file cannot be read or is not UTF-8, or for the reasons of
     /// [`WordPiece::from_vocab_text`]; messages name the file and the line.
-    pub fn from_vocab_file(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading vocabulary {}", path.display()))?;
+    pub fn from_vocab_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(Error::io("reading vocabulary", path))?;
         let text = match std::str::from_utf8(&bytes) {
             Ok(text) => text,
             Err(e) => {
@@ -99,7 +98,7 @@ impl WordPiece {
                     .filter(|&&b| b == b'\n')
                     .count()
                     + 1;
-                bail!("{} line {line}: not valid UTF-8", path.display());
+                invalid!("{} line {line}: not valid UTF-8", path.display());
             }
         };
         Self::parse(text, &path.display().to_string())
@@ -112,23 +111,25 @@ impl WordPiece {
     /// # Errors
     /// If the text has no tokens, an empty line, a token twice, or lacks one of `[PAD]`,
     /// `[UNK]`, `[CLS]`, `[SEP]`; messages name the line.
-    pub fn from_vocab_text(text: &str) -> anyhow::Result<Self> {
+    pub fn from_vocab_text(text: &str) -> Result<Self> {
         Self::parse(text, "vocabulary")
     }
 
-    fn parse(text: &str, source: &str) -> anyhow::Result<Self> {
+    fn parse(text: &str, source: &str) -> Result<Self> {
         let mut vocab = HashMap::new();
         let mut tokens = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
             let token = line.trim_end();
             if token.is_empty() {
-                bail!("{source} line {number}: empty token (expected one token per line)");
+                invalid!("{source} line {number}: empty token (expected one token per line)");
             }
-            let id = u32::try_from(index)
-                .with_context(|| format!("{source} line {number}: too many tokens"))?;
+            let id = u32::try_from(index).map_err(|e| Error::Parse {
+                what: format!("{source} line {number}: too many tokens"),
+                source: Box::new(e),
+            })?;
             if let Some(first) = vocab.insert(token.to_owned(), id) {
-                bail!(
+                invalid!(
                     "{source} line {number}: token {token:?} already on line {}",
                     first + 1
                 );
@@ -136,13 +137,12 @@ impl WordPiece {
             tokens.push(token.to_owned());
         }
         if tokens.is_empty() {
-            bail!("{source}: no tokens (expected one token per line)");
+            invalid!("{source}: no tokens (expected one token per line)");
         }
         let required = |name: &str| {
-            vocab
-                .get(name)
-                .copied()
-                .with_context(|| format!("{source}: the special token {name} is missing"))
+            vocab.get(name).copied().ok_or_else(|| {
+                Error::Invalid(format!("{source}: the special token {name} is missing"))
+            })
         };
         let (pad, unk, cls, sep) = (
             required("[PAD]")?,

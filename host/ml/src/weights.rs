@@ -4,7 +4,7 @@
 
 use super::config::BertConfig;
 use super::matrix::Matrix;
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use safetensors::{Dtype, SafeTensors};
 use std::path::Path;
 
@@ -82,14 +82,14 @@ struct TensorFile<'a> {
 }
 
 impl<'a> TensorFile<'a> {
-    fn tensor(&self, name: &str, shape: &[usize]) -> anyhow::Result<Vec<f64>> {
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
         let full = format!("{}{name}", self.prefix);
-        let t = self
-            .st
-            .tensor(&full)
-            .with_context(|| format!("{}: tensor {full} is missing", self.path.display()))?;
+        let t = self.st.tensor(&full).map_err(|source| Error::Safetensors {
+            what: format!("{}: tensor {full} is missing", self.path.display()),
+            source,
+        })?;
         if t.shape() != shape {
-            bail!(
+            invalid!(
                 "{}: tensor {full} has shape {:?}, the config needs {shape:?}",
                 self.path.display(),
                 t.shape()
@@ -105,13 +105,13 @@ impl<'a> TensorFile<'a> {
                 .chunks_exact(8)
                 .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
                 .collect(),
-            other => bail!(
+            other => invalid!(
                 "{}: tensor {full} is {other:?}; only F32 and F64 are supported",
                 self.path.display()
             ),
         };
         if values.iter().any(|v| !v.is_finite()) {
-            bail!(
+            invalid!(
                 "{}: tensor {full} holds NaN or infinity",
                 self.path.display()
             );
@@ -119,18 +119,18 @@ impl<'a> TensorFile<'a> {
         Ok(values)
     }
 
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> anyhow::Result<Matrix> {
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         Ok(Matrix::new(rows, cols, self.tensor(name, &[rows, cols])?))
     }
 
-    fn linear(&self, name: &str, out: usize, inp: usize) -> anyhow::Result<Linear> {
+    fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear> {
         Ok(Linear {
             weight: self.matrix(&format!("{name}.weight"), out, inp)?,
             bias: self.tensor(&format!("{name}.bias"), &[out])?,
         })
     }
 
-    fn norm(&self, name: &str, n: usize, eps: f64) -> anyhow::Result<LayerNorm> {
+    fn norm(&self, name: &str, n: usize, eps: f64) -> Result<LayerNorm> {
         Ok(LayerNorm {
             gamma: self.tensor(&format!("{name}.weight"), &[n])?,
             beta: self.tensor(&format!("{name}.bias"), &[n])?,
@@ -156,7 +156,7 @@ fn layer_part_names(index: usize) -> [String; 8] {
 }
 
 impl TensorFile<'_> {
-    fn layer(&self, index: usize, config: &BertConfig) -> anyhow::Result<EncoderLayer> {
+    fn layer(&self, index: usize, config: &BertConfig) -> Result<EncoderLayer> {
         let (h, i, eps) = (
             config.hidden_size,
             config.intermediate_size,
@@ -223,11 +223,8 @@ impl BertWeights {
     /// Writes the top `count` encoder layers as a safetensors file (f32) under their
     /// checkpoint names, so that [`BertWeights::load_top_layers`] or any BERT loader can read
     /// them. Fine-tuned experts store only the layers they changed.
-    pub fn save_top_layers(&self, count: usize, path: &Path) -> anyhow::Result<()> {
-        let first =
-            self.layers.len().checked_sub(count).with_context(|| {
-                format!("the model has {} layers, not {count}", self.layers.len())
-            })?;
+    pub fn save_top_layers(&self, count: usize, path: &Path) -> Result<()> {
+        let first = self.top_layers(count)?;
         let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self.layers[first..]
             .iter()
             .enumerate()
@@ -237,7 +234,7 @@ impl BertWeights {
                 (name, shape, bytes)
             })
             .collect();
-        let views = tensors
+        let bytes = tensors
             .iter()
             .map(|(name, shape, data)| {
                 Ok((
@@ -245,21 +242,31 @@ impl BertWeights {
                     safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)?,
                 ))
             })
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-        let bytes = safetensors::serialize(views, None)?;
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+            .and_then(|views| safetensors::serialize(views, None))
+            .map_err(|source| Error::Safetensors {
+                what: format!("encoding {}", path.display()),
+                source,
+            })?;
+        std::fs::write(path, bytes).map_err(Error::io("writing", path))
+    }
+
+    /// The index of the first of the top `count` layers.
+    fn top_layers(&self, count: usize) -> Result<usize> {
+        self.layers.len().checked_sub(count).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the model has {} layers, not {count}",
+                self.layers.len()
+            ))
+        })
     }
 
     /// Replaces the top `count` encoder layers with those in a safetensors file (a whole
     /// checkpoint or one written by [`BertWeights::save_top_layers`]), every tensor checked.
-    pub fn load_top_layers(&mut self, count: usize, path: &Path) -> anyhow::Result<()> {
-        let first =
-            self.layers.len().checked_sub(count).with_context(|| {
-                format!("the model has {} layers, not {count}", self.layers.len())
-            })?;
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    pub fn load_top_layers(&mut self, count: usize, path: &Path) -> Result<()> {
+        let first = self.top_layers(count)?;
+        let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(not_safetensors(path))?;
         let f = TensorFile {
             st,
             prefix: "",
@@ -275,20 +282,19 @@ impl BertWeights {
 impl BertWeights {
     /// Loads `config.json` and `model.safetensors` from `dir`, keeping the first `layers`
     /// encoder layers (all when `None`).
-    pub fn load(dir: &Path, layers: Option<usize>) -> anyhow::Result<Self> {
+    pub fn load(dir: &Path, layers: Option<usize>) -> Result<Self> {
         let mut config = BertConfig::load(&dir.join("config.json"))?;
         let keep = layers.unwrap_or(config.num_hidden_layers);
         if keep == 0 || keep > config.num_hidden_layers {
-            bail!(
+            invalid!(
                 "cannot keep {keep} layers of a model with {}",
                 config.num_hidden_layers
             );
         }
         config.num_hidden_layers = keep;
         let path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(Error::io("reading", &path))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(not_safetensors(&path))?;
         let prefix = if st.tensor("bert.embeddings.word_embeddings.weight").is_ok() {
             "bert."
         } else {
@@ -316,12 +322,20 @@ impl BertWeights {
         };
         let layers = (0..keep)
             .map(|l| f.layer(l, &config))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_>>()?;
         Ok(BertWeights {
             config,
             embeddings,
             layers,
         })
+    }
+}
+
+/// [`Error::Safetensors`] for a file that does not parse, for `map_err`.
+fn not_safetensors(path: &Path) -> impl FnOnce(safetensors::SafeTensorError) -> Error {
+    move |source| Error::Safetensors {
+        what: format!("{} is not a safetensors file", path.display()),
+        source,
     }
 }
 
@@ -336,7 +350,7 @@ impl BertWeights {
     /// Random weights of the given config (for benchmarks of a shape without a checkpoint):
     /// weights uniform with BERT's initialisation spread (std 0.02), LayerNorm γ near 1, small
     /// biases and β, so activations stay in the ranges of a trained model.
-    pub fn random(config: BertConfig, seed: &securerouter_core::prg::Seed) -> anyhow::Result<Self> {
+    pub fn random(config: BertConfig, seed: &securerouter_core::prg::Seed) -> Result<Self> {
         config.validate()?;
         let rng =
             &mut securerouter_core::prg::AesCtr::new(seed, securerouter_core::prg::Domain(11));

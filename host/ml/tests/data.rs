@@ -9,7 +9,7 @@ use securerouter_ml::data::{
 };
 use std::collections::HashSet;
 
-fn err<T: std::fmt::Debug>(r: anyhow::Result<T>) -> String {
+fn err<T: std::fmt::Debug>(r: securerouter_ml::Result<T>) -> String {
     format!("{:#}", r.unwrap_err())
 }
 

@@ -346,7 +346,7 @@ fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
     path
 }
 
-fn error_of(result: anyhow::Result<WordPiece>) -> String {
+fn error_of(result: securerouter_ml::Result<WordPiece>) -> String {
     format!("{:#}", result.expect_err("expected an error"))
 }
 

@@ -48,7 +48,7 @@ impl ServedPool {
         let router = StoredRouter::load(dir, manifest.experts.len())?;
         let experts = (0..manifest.experts.len())
             .map(|k| manifest.load_expert(dir, cache, k))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let hidden = experts[0].0.config.hidden_size;
         if router.head.shape.features != router_feature_count(hidden) {
             bail!(
@@ -169,7 +169,7 @@ impl ServedPool {
             .experts
             .get(k)
             .with_context(|| format!("the pool has no expert {k}"))?;
-        reference_logits(w, h, &e.ids, &e.type_ids)
+        Ok(reference_logits(w, h, &e.ids, &e.type_ids)?)
     }
 }
 

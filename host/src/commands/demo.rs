@@ -167,7 +167,7 @@ fn prepare_pool(cache: &Path, dir: &Path, out: &mut dyn Write) -> anyhow::Result
                 dir: Some(dir.to_path_buf()),
                 ..PoolOptions::default()
             },
-            &|req, out| securerouter_bench::expert_cost(req, Some(cache), out),
+            &|req, out| securerouter_bench::expert_cost(req, Some(cache), out).map_err(Into::into),
             out,
         )?;
     }

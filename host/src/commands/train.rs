@@ -108,7 +108,10 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
             };
             let m = pool::build_pool(
                 &opts,
-                &|req, out| securerouter_bench::expert_cost(req, cache_dir.as_deref(), out),
+                &|req, out| {
+                    securerouter_bench::expert_cost(req, cache_dir.as_deref(), out)
+                        .map_err(Into::into)
+                },
                 out,
             )?;
             writeln!(out, "{}", serde_json::to_string(&m)?)?;

@@ -4,7 +4,7 @@
 //! sentence alone. Built from differentiable primitives (no fused kernels without a backward
 //! pass), so the same code fine-tunes a layer and computes frozen features.
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use candle_core::{D, DType, Device, Tensor, Var};
 use securerouter_ml::{EncoderLayer, LayerNorm, Linear, Matrix};
 
@@ -23,7 +23,7 @@ pub struct Batch {
 
 impl Batch {
     /// Pads `rows` (each sentence's tokens × `hidden`, row-major) into one batch.
-    pub fn new(rows: &[&[f32]], hidden: usize, device: &Device) -> anyhow::Result<Self> {
+    pub fn new(rows: &[&[f32]], hidden: usize, device: &Device) -> Result<Self> {
         let lens: Vec<usize> = rows.iter().map(|r| r.len() / hidden.max(1)).collect();
         if rows.is_empty()
             || rows
@@ -31,7 +31,7 @@ impl Batch {
                 .zip(&lens)
                 .any(|(r, &n)| n == 0 || n * hidden != r.len())
         {
-            bail!("a batch needs sentences of at least one token of width {hidden}");
+            invalid!("a batch needs sentences of at least one token of width {hidden}");
         }
         let t = *lens.iter().max().unwrap_or(&1);
         let b = rows.len();
@@ -51,12 +51,12 @@ impl Batch {
     }
 
     /// Mean of the real tokens of `hidden` ([batch, tokens, width]), [batch, width].
-    pub fn mean_pool(&self, hidden: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn mean_pool(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(hidden.broadcast_mul(&self.pool.unsqueeze(2)?)?.sum(1)?)
     }
 
     /// Each sentence's real rows of `hidden` ([batch, tokens, width]), row-major.
-    pub fn unpad(&self, hidden: &Tensor) -> anyhow::Result<Vec<Vec<f32>>> {
+    pub fn unpad(&self, hidden: &Tensor) -> Result<Vec<Vec<f32>>> {
         let (_, _, width) = hidden.dims3()?;
         let rows = hidden.to_vec3::<f32>()?;
         let weights = self.pool.to_vec2::<f32>()?;
@@ -81,7 +81,7 @@ pub struct CandleLinear {
 
 impl CandleLinear {
     /// A trainable copy of `l`.
-    pub fn from_linear(l: &Linear, device: &Device) -> anyhow::Result<Self> {
+    pub fn from_linear(l: &Linear, device: &Device) -> Result<Self> {
         Ok(CandleLinear {
             weight: var(&l.weight.data, (l.weight.rows, l.weight.cols), device)?,
             bias: var(&l.bias, l.bias.len(), device)?,
@@ -89,7 +89,7 @@ impl CandleLinear {
     }
 
     /// Zero weights: a fresh classifier head (softmax regression starts from zero).
-    pub fn zeros(out: usize, inp: usize, device: &Device) -> anyhow::Result<Self> {
+    pub fn zeros(out: usize, inp: usize, device: &Device) -> Result<Self> {
         Ok(CandleLinear {
             weight: Var::zeros((out, inp), DType::F32, device)?,
             bias: Var::zeros(out, DType::F32, device)?,
@@ -97,7 +97,7 @@ impl CandleLinear {
     }
 
     /// Applies the layer to the last dimension of `x`.
-    pub fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weight.as_tensor();
         let y = match x.rank() {
             2 => x.matmul(&w.t()?)?,
@@ -107,7 +107,7 @@ impl CandleLinear {
     }
 
     /// The layer back in f64 (what the MPC circuit and the reference use).
-    pub fn to_linear(&self) -> anyhow::Result<Linear> {
+    pub fn to_linear(&self) -> Result<Linear> {
         let (rows, cols) = self.weight.dims2()?;
         Ok(Linear {
             weight: Matrix::new(rows, cols, to_f64(self.weight.as_tensor())?),
@@ -129,7 +129,7 @@ struct CandleLayerNorm {
 }
 
 impl CandleLayerNorm {
-    fn from_norm(n: &LayerNorm, device: &Device) -> anyhow::Result<Self> {
+    fn from_norm(n: &LayerNorm, device: &Device) -> Result<Self> {
         Ok(CandleLayerNorm {
             gamma: var(&n.gamma, n.gamma.len(), device)?,
             beta: var(&n.beta, n.beta.len(), device)?,
@@ -137,7 +137,7 @@ impl CandleLayerNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
         let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
@@ -146,7 +146,7 @@ impl CandleLayerNorm {
             .broadcast_add(self.beta.as_tensor())?)
     }
 
-    fn to_norm(&self) -> anyhow::Result<LayerNorm> {
+    fn to_norm(&self) -> Result<LayerNorm> {
         Ok(LayerNorm {
             gamma: to_f64(self.gamma.as_tensor())?,
             beta: to_f64(self.beta.as_tensor())?,
@@ -174,10 +174,10 @@ pub struct CandleLayer {
 
 impl CandleLayer {
     /// A copy of `layer` with `heads` attention heads.
-    pub fn from_layer(layer: &EncoderLayer, heads: usize, device: &Device) -> anyhow::Result<Self> {
+    pub fn from_layer(layer: &EncoderLayer, heads: usize, device: &Device) -> Result<Self> {
         let hidden = layer.query.weight.rows;
         if heads == 0 || !hidden.is_multiple_of(heads) {
-            bail!("hidden size {hidden} does not split into {heads} heads");
+            invalid!("hidden size {hidden} does not split into {heads} heads");
         }
         let lin = |l: &Linear| CandleLinear::from_linear(l, device);
         Ok(CandleLayer {
@@ -194,10 +194,10 @@ impl CandleLayer {
     }
 
     /// The layer on `x` ([batch, tokens, hidden]) with per-key attention bias `key_bias`.
-    pub fn forward(&self, x: &Tensor, key_bias: &Tensor) -> anyhow::Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, key_bias: &Tensor) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let d = h / self.heads;
-        let split = |y: Tensor| -> anyhow::Result<Tensor> {
+        let split = |y: Tensor| -> Result<Tensor> {
             Ok(y.reshape((b, t, self.heads, d))?
                 .transpose(1, 2)?
                 .contiguous()?)
@@ -222,7 +222,7 @@ impl CandleLayer {
     }
 
     /// The layer back in f64.
-    pub fn to_layer(&self) -> anyhow::Result<EncoderLayer> {
+    pub fn to_layer(&self) -> Result<EncoderLayer> {
         Ok(EncoderLayer {
             query: self.query.to_linear()?,
             key: self.key.to_linear()?,
@@ -254,13 +254,12 @@ impl CandleLayer {
     }
 }
 
-fn var(data: &[f64], shape: impl Into<candle_core::Shape>, device: &Device) -> anyhow::Result<Var> {
+fn var(data: &[f64], shape: impl Into<candle_core::Shape>, device: &Device) -> Result<Var> {
     let values: Vec<f32> = data.iter().map(|&v| v as f32).collect();
-    Var::from_tensor(&Tensor::from_vec(values, shape, device)?)
-        .context("creating a candle variable")
+    Var::from_tensor(&Tensor::from_vec(values, shape, device)?).map_err(Error::CandleVariable)
 }
 
-fn to_f64(t: &Tensor) -> anyhow::Result<Vec<f64>> {
+fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.flatten_all()?
         .to_vec1::<f32>()?
         .into_iter()

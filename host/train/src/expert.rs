@@ -4,7 +4,7 @@
 //! embedding serves every expert of a pool.
 
 use super::encoder::{Batch, CandleLayer, CandleLinear};
-use anyhow::bail;
+use crate::error::{Result, invalid};
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
@@ -69,7 +69,7 @@ pub fn embed_texts(
     tokenizer: &WordPiece,
     texts: &[&str],
     seq_len: usize,
-) -> anyhow::Result<Vec<Vec<f32>>> {
+) -> Result<Vec<Vec<f32>>> {
     texts
         .iter()
         .map(|t| {
@@ -114,7 +114,7 @@ pub fn run_frozen(
     hidden: usize,
     batch_size: usize,
     msg: &str,
-) -> anyhow::Result<Vec<Vec<f32>>> {
+) -> Result<Vec<Vec<f32>>> {
     if layers.is_empty() {
         return Ok(inputs.to_vec());
     }
@@ -151,23 +151,23 @@ pub fn fine_tune(
     labels: &[usize],
     classes: usize,
     opts: &FineTuneOptions,
-) -> anyhow::Result<Expert> {
+) -> Result<Expert> {
     let (hidden, heads) = (base.config.hidden_size, base.config.num_attention_heads);
     if tuned == 0 || tuned > base.layers.len() {
-        bail!(
+        invalid!(
             "cannot fine-tune {tuned} layers of a model with {}",
             base.layers.len()
         );
     }
     if inputs.is_empty() || inputs.len() != labels.len() || labels.iter().any(|&l| l >= classes) {
-        bail!(
+        invalid!(
             "fine-tuning needs one label in 0..{classes} per sentence ({} sentences, {} labels)",
             inputs.len(),
             labels.len()
         );
     }
     let dev = Device::Cpu;
-    let candle = |layers: &[securerouter_ml::EncoderLayer]| -> anyhow::Result<Vec<CandleLayer>> {
+    let candle = |layers: &[securerouter_ml::EncoderLayer]| -> Result<Vec<CandleLayer>> {
         layers
             .iter()
             .map(|l| CandleLayer::from_layer(l, heads, &dev))
@@ -240,12 +240,7 @@ pub fn fine_tune(
 
 impl Expert {
     /// Pooled features and logits of every embedded input, computed in candle batches.
-    pub fn infer(
-        &self,
-        inputs: &[Vec<f32>],
-        batch_size: usize,
-        msg: &str,
-    ) -> anyhow::Result<Inference> {
+    pub fn infer(&self, inputs: &[Vec<f32>], batch_size: usize, msg: &str) -> Result<Inference> {
         let dev = Device::Cpu;
         let c = &self.weights.config;
         let layers: Vec<CandleLayer> = self
@@ -253,7 +248,7 @@ impl Expert {
             .layers
             .iter()
             .map(|l| CandleLayer::from_layer(l, c.num_attention_heads, &dev))
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_>>()?;
         let head = CandleLinear::from_linear(&self.head.linear, &dev)?;
         let lens: Vec<usize> = inputs.iter().map(|r| r.len() / c.hidden_size).collect();
         let mut out = Inference {

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod encoder;
+pub mod error;
 pub mod expert;
 pub mod pool;
 
@@ -41,3 +42,5 @@ mod testing {
     }
 }
 pub mod router;
+
+pub use error::{Error, Result};

@@ -11,7 +11,7 @@
 
 use super::expert::{Expert, FineTuneOptions, Inference, accuracy, embed_texts, fine_tune};
 use super::router::{RouteReport, RouterData, RouterOptions, evaluate, train_router};
-use anyhow::{Context, bail};
+use crate::error::{Error, MeasureError, Result, invalid};
 use safetensors::{Dtype, SafeTensors};
 use securerouter_ml::assets;
 use securerouter_ml::data::{self, LabelledSentence};
@@ -70,7 +70,7 @@ struct Splits {
     test: Vec<LabelledSentence>,
 }
 
-fn splits(cache: &Path, limit: Option<usize>) -> anyhow::Result<Splits> {
+fn splits(cache: &Path, limit: Option<usize>) -> Result<Splits> {
     let (train, mut test) = data::split(data::rotten_tomatoes(cache)?, 0.2, &data::SPLIT_SEED)?;
     let cut = train.len() * 3 / 4;
     let (mut experts, mut router) = (train[..cut].to_vec(), train[cut..].to_vec());
@@ -100,7 +100,7 @@ fn labels(s: &[LabelledSentence]) -> Vec<usize> {
 /// is given. Training does not run MPC itself: the caller supplies the measurement (the
 /// `securerouter` binary passes `bench`'s, with dealer, P0 and P1 as processes).
 pub type CostMeter<'a> =
-    dyn Fn(&CostRequest<'_>, &mut dyn Write) -> anyhow::Result<MeasuredCost> + 'a;
+    dyn Fn(&CostRequest<'_>, &mut dyn Write) -> Result<MeasuredCost, MeasureError> + 'a;
 
 /// Fine-tunes every expert, stores them with their outputs on the router and held-out
 /// sentences, measures their MPC cost with `measure` (unless `opts.cost_queries` is 0), and
@@ -113,7 +113,7 @@ pub fn build_pool(
     opts: &PoolOptions,
     measure: &CostMeter<'_>,
     out: &mut dyn Write,
-) -> anyhow::Result<PoolManifest> {
+) -> Result<PoolManifest> {
     let cache = assets::cache_dir(opts.cache.as_deref())?;
     let dir = pool_dir(opts.dir.as_deref(), Some(&cache))?;
     if !opts.force
@@ -124,14 +124,15 @@ pub fn build_pool(
             out,
             "pool at {} is built (--force rebuilds it)",
             dir.display()
-        )?;
+        )
+        .map_err(Error::Output)?;
         return Ok(m);
     }
     let mut layers = opts.expert_layers.clone();
     layers.sort_unstable();
     layers.dedup();
     if layers.len() < 2 {
-        bail!(
+        invalid!(
             "a pool needs at least two experts of different depth, got {:?}",
             opts.expert_layers
         );
@@ -139,7 +140,7 @@ pub fn build_pool(
     let base_dir = assets::MINILM_L6.path(&cache)?;
     let base = BertWeights::load(&base_dir, None)?;
     if let Some(&k) = layers.iter().find(|&&k| k == 0 || k > base.layers.len()) {
-        bail!(
+        invalid!(
             "an expert cannot keep {k} layers of MiniLM-L6's {}",
             base.layers.len()
         );
@@ -160,7 +161,11 @@ pub fn build_pool(
         labels(&parts.router),
         labels(&parts.test),
     );
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+        action: "creating",
+        path: dir.clone(),
+        source,
+    })?;
     let mut manifest = PoolManifest {
         base: assets::MINILM_L6.package.into(),
         task: TASK.into(),
@@ -180,7 +185,8 @@ pub fn build_pool(
             out,
             "expert {name}: fine-tuning its top {tuned} of {k} layers and a head on {} sentences",
             x_experts.len()
-        )?;
+        )
+        .map_err(Error::Output)?;
         let mut cut = base.clone();
         cut.layers.truncate(k);
         cut.config.num_hidden_layers = k;
@@ -194,7 +200,8 @@ pub fn build_pool(
             "expert {name}: held-out accuracy {:.2}% ({} sentences)",
             100.0 * acc,
             y_test.len()
-        )?;
+        )
+        .map_err(Error::Output)?;
         let entry = save_expert(&dir, &name, &expert, acc)?;
         manifest.experts.push(entry);
         if i == 0 {
@@ -211,11 +218,11 @@ pub fn build_pool(
         measure_costs(&mut manifest, &dir, opts, measure, out)?;
         manifest.save(&dir)?;
     }
-    writeln!(out, "pool written to {}", dir.display())?;
+    writeln!(out, "pool written to {}", dir.display()).map_err(Error::Output)?;
     Ok(manifest)
 }
 
-fn save_expert(dir: &Path, name: &str, expert: &Expert, acc: f64) -> anyhow::Result<ExpertEntry> {
+fn save_expert(dir: &Path, name: &str, expert: &Expert, acc: f64) -> Result<ExpertEntry> {
     let tuned_file = format!("{name}.tuned-layers.safetensors");
     let head = format!("{name}.head.json");
     expert
@@ -240,14 +247,15 @@ fn measure_costs(
     opts: &PoolOptions,
     measure: &CostMeter<'_>,
     out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     for i in 0..manifest.experts.len() {
         let name = manifest.experts[i].name.clone();
         writeln!(
             out,
             "expert {name}: measuring its MPC cost ({} queries at {} tokens)",
             opts.cost_queries, manifest.seq_len
-        )?;
+        )
+        .map_err(Error::Output)?;
         let cost = measure(
             &CostRequest {
                 pool: dir,
@@ -256,7 +264,8 @@ fn measure_costs(
                 queries: opts.cost_queries,
             },
             out,
-        )?;
+        )
+        .map_err(Error::Measure)?;
         manifest.experts[i].cost = Some(cost);
     }
     Ok(())
@@ -286,7 +295,7 @@ impl Signals {
     }
 
     /// The router's training data.
-    pub fn router_data(&self) -> anyhow::Result<RouterData<'_>> {
+    pub fn router_data(&self) -> Result<RouterData<'_>> {
         Ok(RouterData {
             features: router_inputs(&self.router_features, &self.router_logits)?,
             expert_logits: &self.router_logits,
@@ -295,7 +304,7 @@ impl Signals {
     }
 
     /// The held-out data.
-    pub fn test_data(&self) -> anyhow::Result<RouterData<'_>> {
+    pub fn test_data(&self) -> Result<RouterData<'_>> {
         Ok(RouterData {
             features: router_inputs(&self.test_features, &self.test_logits)?,
             expert_logits: &self.test_logits,
@@ -303,7 +312,7 @@ impl Signals {
         })
     }
 
-    fn save(&self, path: &Path) -> anyhow::Result<()> {
+    fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         let mut matrix = |name: String, rows: &[Vec<f32>]| {
             let cols = rows.first().map_or(0, Vec::len);
@@ -330,7 +339,7 @@ impl Signals {
                 l.iter().map(|&v| v as u8).collect(),
             ));
         }
-        let views = tensors
+        let bytes = tensors
             .iter()
             .map(|(n, shape, b)| {
                 let dtype = if n.ends_with("labels") {
@@ -343,28 +352,43 @@ impl Signals {
                     safetensors::tensor::TensorView::new(dtype, shape.clone(), b)?,
                 ))
             })
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-        std::fs::write(path, safetensors::serialize(views, None)?)
-            .with_context(|| format!("writing {}", path.display()))
+            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+            .and_then(|views| safetensors::serialize(views, None))
+            .map_err(|source| Error::Safetensors {
+                what: format!("encoding {}", path.display()),
+                source,
+            })?;
+        std::fs::write(path, bytes).map_err(|source| Error::Io {
+            action: "writing",
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Reads the signals of a pool of `experts` experts, checking every shape.
-    pub fn load(path: &Path, experts: usize) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let st = SafeTensors::deserialize(&bytes)
-            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    pub fn load(path: &Path, experts: usize) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|source| Error::Safetensors {
+            what: format!("{} is not a safetensors file", path.display()),
+            source,
+        })?;
         let get = |name: &str| {
-            st.tensor(name).with_context(|| {
-                format!("{}: {name} is missing (rebuild the pool)", path.display())
+            st.tensor(name).map_err(|source| Error::Safetensors {
+                what: format!("{}: {name} is missing (rebuild the pool)", path.display()),
+                source,
             })
         };
-        let matrix = |name: &str, rows: usize| -> anyhow::Result<Vec<Vec<f32>>> {
+        let matrix = |name: &str, rows: usize| -> Result<Vec<Vec<f32>>> {
             let t = get(name)?;
             let [r, c] = t.shape() else {
-                bail!("{}: {name} is not a matrix", path.display());
+                invalid!("{}: {name} is not a matrix", path.display());
             };
             if t.dtype() != Dtype::F32 || (*r != rows && rows != usize::MAX) || *c == 0 {
-                bail!(
+                invalid!(
                     "{}: {name} has the wrong type or shape {:?}",
                     path.display(),
                     t.shape()
@@ -376,14 +400,14 @@ impl Signals {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
             if v.iter().any(|x| !x.is_finite()) {
-                bail!("{}: {name} holds NaN or infinity", path.display());
+                invalid!("{}: {name} holds NaN or infinity", path.display());
             }
             Ok(v.chunks(*c).map(<[f32]>::to_vec).collect())
         };
-        let labels = |name: &str| -> anyhow::Result<Vec<usize>> {
+        let labels = |name: &str| -> Result<Vec<usize>> {
             let t = get(name)?;
             if t.dtype() != Dtype::U8 || t.shape().len() != 1 {
-                bail!("{}: {name} is not a list of labels", path.display());
+                invalid!("{}: {name} is not a list of labels", path.display());
             }
             Ok(t.data().iter().map(|&b| b as usize).collect())
         };
@@ -394,12 +418,12 @@ impl Signals {
             router_features: matrix("router.features", nr)?,
             router_logits: (0..experts)
                 .map(|k| matrix(&format!("router.logits.{k}"), nr))
-                .collect::<anyhow::Result<_>>()?,
+                .collect::<Result<_>>()?,
             router_labels,
             test_features: matrix("test.features", nt)?,
             test_logits: (0..experts)
                 .map(|k| matrix(&format!("test.logits.{k}"), nt))
-                .collect::<anyhow::Result<_>>()?,
+                .collect::<Result<_>>()?,
             test_labels,
         })
     }
@@ -407,7 +431,7 @@ impl Signals {
 
 /// The router's features per sentence from the summary encoder's pooled states and the summary
 /// expert's logits (expert 0's, `logits[0]`), as the secure router computes them.
-fn router_inputs(pooled: &[Vec<f32>], logits: &[Vec<Vec<f32>>]) -> anyhow::Result<Vec<Vec<f32>>> {
+fn router_inputs(pooled: &[Vec<f32>], logits: &[Vec<Vec<f32>>]) -> Result<Vec<Vec<f32>>> {
     let to_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
     let summary = logits.first().map_or(&[][..], Vec::as_slice);
     pooled
@@ -431,12 +455,12 @@ pub fn train_pool_router(
     opts: &RouterOptions,
     costs: Option<&[f64]>,
     store: bool,
-) -> anyhow::Result<(StoredRouter, RouteReport)> {
+) -> Result<(StoredRouter, RouteReport)> {
     let manifest = PoolManifest::load(dir)?;
     let signals = Signals::load(&dir.join(SIGNALS), manifest.experts.len())?;
     let costs = match costs {
         Some(c) if c.len() == manifest.experts.len() => c.to_vec(),
-        Some(c) => bail!(
+        Some(c) => invalid!(
             "{} costs given for a pool of {} experts",
             c.len(),
             manifest.experts.len()

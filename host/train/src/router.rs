@@ -11,7 +11,7 @@
 //! standardisation is folded into the first layer), so the secure router head runs it as is.
 
 use super::expert::predicted;
-use anyhow::bail;
+use crate::error::{Result, invalid};
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
@@ -72,18 +72,18 @@ pub struct RouterData<'a> {
 }
 
 impl RouterData<'_> {
-    fn check(&self, experts: usize) -> anyhow::Result<usize> {
+    fn check(&self, experts: usize) -> Result<usize> {
         let n = self.features.len();
         let dim = self.features.first().map_or(0, Vec::len);
         if n == 0 || dim == 0 || self.features.iter().any(|f| f.len() != dim) {
-            bail!("router data needs inputs with features of one width");
+            invalid!("router data needs inputs with features of one width");
         }
         if self.expert_logits.len() != experts
             || experts < 2
             || self.expert_logits.iter().any(|l| l.len() != n)
             || self.labels.len() != n
         {
-            bail!(
+            invalid!(
                 "router data needs logits of each of the {experts} experts (at least 2) and a label for each of the {n} inputs"
             );
         }
@@ -113,11 +113,11 @@ pub fn train_router(
     data: &RouterData<'_>,
     costs: &[f64],
     opts: &RouterOptions,
-) -> anyhow::Result<PlainRouterHead> {
+) -> Result<PlainRouterHead> {
     let experts = costs.len();
     let dim = data.check(experts)?;
     if costs.iter().any(|&c| !(c.is_finite() && c > 0.0)) {
-        bail!("expert costs must be positive, got {costs:?}");
+        invalid!("expert costs must be positive, got {costs:?}");
     }
     let n = data.features.len();
     let dev = Device::Cpu;
@@ -276,7 +276,7 @@ pub fn evaluate(
     head: &PlainRouterHead,
     data: &RouterData<'_>,
     costs: &[f64],
-) -> anyhow::Result<RouteReport> {
+) -> Result<RouteReport> {
     let experts = costs.len();
     data.check(experts)?;
     let n = data.labels.len();
