@@ -1,5 +1,5 @@
 //! The dealer: the service (this module), its key sink that feeds both servers' sockets
-//! ([`sink`]), and the servers' side of its stream ([`stream`], spilled to disk by [`spill`]).
+//! (`sink`), and the servers' side of its stream ([`DealerStream`], spilled to disk by `spill`).
 //!
 //! A session's correlations come from a master seed drawn fresh from the operating system when
 //! both servers have asked for the session: the first request waits (within the pairing
