@@ -1,5 +1,6 @@
 //! Every relative link in the repository's Markdown files resolves inside a clone (a link to a
-//! file that moved or never existed fails here, not in a reader's browser).
+//! file that moved or never existed fails here, not in a reader's browser), and no Markdown
+//! file narrates the repository's development history.
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,66 @@ fn every_relative_link_in_the_docs_resolves() {
     }
     assert!(broken.is_empty(), "broken links: {broken:#?}");
     println!("{checked} relative links in {} files resolve", files.len());
+}
+
+/// Where `text` narrates the repository's own development (sessions of work, what "this
+/// build" changed), if anywhere: the docs describe the product as it is, and history lives in
+/// git. Returns the offending phrase.
+fn narrated_history(text: &str) -> Option<String> {
+    let lower = text.to_lowercase();
+    const PHRASES: [&str; 8] = [
+        "this session",
+        "earlier session",
+        "previous session",
+        "last session",
+        "next session",
+        "development session",
+        "in this commit",
+        "in this pr",
+    ];
+    if let Some(p) = PHRASES.iter().find(|p| lower.contains(*p)) {
+        return Some((*p).to_string());
+    }
+    // "session 12", "sessions 3 to 5": a numbered session is a session of work (protocol
+    // sessions are never numbered in prose).
+    let bytes = lower.as_bytes();
+    for (at, _) in lower.match_indices("session") {
+        let mut i = at + "session".len();
+        if bytes.get(i) == Some(&b's') {
+            i += 1;
+        }
+        if bytes.get(i) == Some(&b' ') && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            let end = (i + 4).min(lower.len());
+            return Some(lower[at..end].to_string());
+        }
+    }
+    None
+}
+
+#[test]
+fn no_document_narrates_its_development_history() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    markdown_files(root, &mut files);
+    let found: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            narrated_history(&text).map(|p| format!("{}: {p:?}", f.display()))
+        })
+        .collect();
+    assert!(found.is_empty(), "history narrated in: {found:#?}");
+}
+
+#[test]
+fn the_history_check_finds_narration_and_passes_the_protocols_sessions() {
+    assert!(narrated_history("Measured in session 12 on a new build.").is_some());
+    assert!(narrated_history("Sessions 3 to 5 rewrote the dealer.").is_some());
+    assert!(narrated_history("This session's build is faster.").is_some());
+    assert!(
+        narrated_history("The dealer deals each session once; sessions in flight are capped.")
+            .is_none()
+    );
 }
 
 #[test]
