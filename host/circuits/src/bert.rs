@@ -12,7 +12,7 @@
 //! and Q, K, V are one linear layer.
 
 use super::layers::{self, ACT_BITS, FRAC, LINEAR_BITS};
-use anyhow::{Context, bail};
+use crate::error::invalid;
 use securerouter_core::Error;
 use securerouter_core::gate::{self, DealerWeights, Protocol, ServerWeights, Tensor};
 use securerouter_core::prg::{Domain, Seed};
@@ -45,7 +45,7 @@ pub struct BertShape {
 
 impl BertShape {
     /// Checks the shape is consistent and bounded (shapes come from files and the CLI).
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> crate::Result<()> {
         for (what, v, max) in [
             ("layers", self.layers, 64),
             ("hidden", self.hidden, 8192),
@@ -54,11 +54,11 @@ impl BertShape {
             ("classes", self.classes, 4096),
         ] {
             if v == 0 || v > max {
-                bail!("BERT {what} = {v} is outside 1..={max}");
+                invalid!("BERT {what} = {v} is outside 1..={max}");
             }
         }
         if !self.hidden.is_multiple_of(self.heads) {
-            bail!(
+            invalid!(
                 "hidden size {} is not a multiple of the {} heads",
                 self.hidden,
                 self.heads
@@ -238,12 +238,15 @@ pub struct RingLayer {
     pub bias: Vec<u64>,
 }
 
-fn encode(v: &[f64], frac: u32, what: &str) -> anyhow::Result<Vec<u64>> {
+fn encode(v: &[f64], frac: u32, what: &str) -> crate::Result<Vec<u64>> {
     let fp = FixedPoint::new(frac, BitWidth::FULL)?;
     v.iter()
         .map(|&a| fp.encode(a))
         .collect::<Result<_, _>>()
-        .with_context(|| format!("{what} does not fit the fixed-point format"))
+        .map_err(|source| crate::Error::FixedPoint {
+            what: what.to_owned(),
+            source,
+        })
 }
 
 /// A linear layer (Hugging Face layout, out × in) as inputs × outputs, scaled by `scale`.
@@ -258,7 +261,7 @@ fn dense_parts(l: &Linear, scale: f64) -> (Vec<f64>, Vec<f64>) {
     (w, l.bias.iter().map(|b| b * scale).collect())
 }
 
-fn ring_dense(parts: &[(&Linear, f64)], what: &str) -> anyhow::Result<RingLayer> {
+fn ring_dense(parts: &[(&Linear, f64)], what: &str) -> crate::Result<RingLayer> {
     // Several linear layers with equal inputs side by side (Q, K, V).
     let k = parts[0].0.weight.cols;
     let n: usize = parts.iter().map(|(l, _)| l.weight.rows).sum();
@@ -282,7 +285,7 @@ fn ring_dense(parts: &[(&Linear, f64)], what: &str) -> anyhow::Result<RingLayer>
     })
 }
 
-fn ring_norm(l: &LayerNorm, what: &str) -> anyhow::Result<RingLayer> {
+fn ring_norm(l: &LayerNorm, what: &str) -> crate::Result<RingLayer> {
     Ok(RingLayer {
         k: 1,
         n: l.gamma.len(),
@@ -292,7 +295,7 @@ fn ring_norm(l: &LayerNorm, what: &str) -> anyhow::Result<RingLayer> {
 }
 
 /// The encoder layers and classifier head of a model as ring layers in circuit order.
-pub fn ring_layers(model: &BertWeights, head: &ClassifierHead) -> anyhow::Result<Vec<RingLayer>> {
+pub fn ring_layers(model: &BertWeights, head: &ClassifierHead) -> crate::Result<Vec<RingLayer>> {
     let c = &model.config;
     let scale = 1.0 / (c.head_dim() as f64).sqrt();
     let mut out = Vec::new();
@@ -337,13 +340,16 @@ pub struct SharedModel {
 
 /// Deploys ring layers (layer i's masks from `seed` derived for i; `seed` must be secret and
 /// fresh per deployment).
-pub fn share_layers(layers: &[RingLayer], seed: &Seed) -> anyhow::Result<SharedModel> {
+pub fn share_layers(layers: &[RingLayer], seed: &Seed) -> crate::Result<SharedModel> {
     let mut m = SharedModel {
         dealer: Vec::new(),
         servers: [Vec::new(), Vec::new()],
     };
     for (i, l) in layers.iter().enumerate() {
-        let id = u32::try_from(i).context("too many layers")?;
+        let id = u32::try_from(i).map_err(|source| crate::Error::TooMany {
+            what: "layers",
+            source,
+        })?;
         let (d, s0, s1) = gate::share_weights(
             id,
             &l.w,
@@ -360,10 +366,10 @@ pub fn share_layers(layers: &[RingLayer], seed: &Seed) -> anyhow::Result<SharedM
 
 /// The client's input rows for `n` real tokens of `embedded` (rows of `hidden`), padded to
 /// `seq_len` tokens: embedding, attention bias, pooling weight.
-pub fn client_input(embedded: &[f64], hidden: usize, seq_len: usize) -> anyhow::Result<Vec<f64>> {
+pub fn client_input(embedded: &[f64], hidden: usize, seq_len: usize) -> crate::Result<Vec<f64>> {
     let n = embedded.len() / hidden.max(1);
     if n == 0 || n * hidden != embedded.len() || n > seq_len {
-        bail!("{n} embedded tokens do not fit a sequence of {seq_len}");
+        invalid!("{n} embedded tokens do not fit a sequence of {seq_len}");
     }
     let mut x = Vec::with_capacity(seq_len * (hidden + 2));
     for t in 0..seq_len {

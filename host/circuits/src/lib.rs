@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod bert;
+pub mod error;
 pub mod layers;
 pub mod memory;
 mod plan;
@@ -20,6 +21,7 @@ pub mod profile;
 pub mod router_head;
 
 pub use bert::BertShape;
+pub use error::{Error, Result};
 pub use plan::{LaterStage, QueryPlan};
 pub use pool::{PoolShape, RouteMode};
 pub use router_head::router_head;
@@ -27,8 +29,6 @@ pub use router_head::router_head;
 pub use securerouter_wire::CircuitKind;
 
 use crate::bert::bert_classifier;
-use anyhow::bail;
-use securerouter_core::Error;
 use securerouter_core::gate::{Protocol, Tensor};
 use securerouter_ml::router::RouterHeadShape;
 use serde::{Deserialize, Serialize};
@@ -82,7 +82,8 @@ impl ModelSpec {
         }
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// Checks the shapes are consistent and bounded (model files are untrusted input).
+    pub fn validate(&self) -> Result<()> {
         match self {
             ModelSpec::RouterHead(s) => Ok(s.validate()?),
             ModelSpec::Bert(s) => s.validate(),
@@ -126,9 +127,11 @@ pub async fn run<P: Protocol>(
     kind: CircuitKind,
     x: &Tensor,
     weights: &[P::Weights],
-) -> Result<Stage, Error> {
+) -> Result<Stage, securerouter_core::Error> {
     if !spec.serves(kind) {
-        return Err(Error::ProtocolMisuse("the model does not run this circuit"));
+        return Err(securerouter_core::Error::ProtocolMisuse(
+            "the model does not run this circuit",
+        ));
     }
     match (spec, kind) {
         (ModelSpec::RouterHead(_), _) => Ok(router_head(p, x, weights).await?.into()),
@@ -140,23 +143,28 @@ pub async fn run<P: Protocol>(
 }
 
 /// Checks a circuit request against a model, naming both when they do not match.
-pub fn check_serves(spec: &ModelSpec, kind: CircuitKind) -> anyhow::Result<()> {
+pub fn check_serves(spec: &ModelSpec, kind: CircuitKind) -> Result<()> {
     if !spec.serves(kind) {
-        bail!(
-            "{kind} is not served here; this model is {}",
-            spec.describe()
-        );
+        return Err(Error::NotServed {
+            kind,
+            model: spec.describe(),
+        });
     }
     Ok(())
 }
 
 /// Runs a dealer's circuit to its end: the dealer never waits on a peer, so its circuit is
 /// ready at the first poll, and one that waits is a misuse.
-pub fn run_ready<F: std::future::Future<Output = Result<(), Error>>>(f: F) -> Result<(), Error> {
+pub fn run_ready<F>(f: F) -> Result<(), securerouter_core::Error>
+where
+    F: std::future::Future<Output = Result<(), securerouter_core::Error>>,
+{
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match f.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => Err(Error::ProtocolMisuse("the dealer's circuit waited")),
+        std::task::Poll::Pending => Err(securerouter_core::Error::ProtocolMisuse(
+            "the dealer's circuit waited",
+        )),
     }
 }

@@ -6,7 +6,7 @@
 
 use super::CircuitKind;
 use super::pool::{MAX_EXPERTS, RouteMode, route_of};
-use anyhow::{Context, bail};
+use crate::{Error, Result};
 use securerouter_wire::SessionId;
 
 /// The stages of one query of circuit `first`.
@@ -42,19 +42,19 @@ impl QueryPlan {
     /// circuit. Stage 0 is the query's own circuit under the query's id. Later stages exist in
     /// reveal-route alone: stage k (1 ≤ k < [`MAX_EXPERTS`]) runs expert k under
     /// `session.stage(k)`. Any other stage is refused, naming the query's circuit.
-    pub fn stage(&self, session: SessionId, k: u8) -> anyhow::Result<(SessionId, CircuitKind)> {
+    pub fn stage(&self, session: SessionId, k: u8) -> Result<(SessionId, CircuitKind)> {
         let kind = self.stage_circuit(k)?;
         Ok((if k == 0 { session } else { session.stage(k) }, kind))
     }
 
     /// The circuit of stage `k` (see [`QueryPlan::stage`]).
-    fn stage_circuit(&self, k: u8) -> anyhow::Result<CircuitKind> {
+    fn stage_circuit(&self, k: u8) -> Result<CircuitKind> {
         match (self.first, k) {
             (first, 0) => Ok(first),
             (CircuitKind::Routed(RouteMode::Reveal), k) if usize::from(k) < MAX_EXPERTS => {
                 Ok(CircuitKind::Expert(k))
             }
-            (first, k) => bail!("a {first} query has no stage {k}"),
+            (first, k) => Err(Error::NoStage { first, stage: k }),
         }
     }
 
@@ -62,37 +62,39 @@ impl QueryPlan {
     /// reveal-route reveals (the one-hot route of one query): a route k > 0 runs stage k,
     /// expert k, whose logits replace the summary expert's; route 0's logits came with the
     /// router.
-    pub fn next_stage(&self, revealed: Option<&[u64]>) -> anyhow::Result<Option<LaterStage>> {
+    pub fn next_stage(&self, revealed: Option<&[u64]>) -> Result<Option<LaterStage>> {
         match (self.first, revealed) {
             (CircuitKind::Routed(RouteMode::Reveal), Some(onehot)) => {
-                let route = route_of(onehot).context("the revealed route")?;
+                let route = route_of(onehot).map_err(|e| Error::RevealedRoute(Box::new(e)))?;
                 if route == 0 {
                     return Ok(None);
                 }
-                let k = u8::try_from(route).context("a route past the largest pool")?;
+                let past = |source: Box<dyn std::error::Error + Send + Sync>| {
+                    Error::RoutePastPool { route, source }
+                };
+                let k = u8::try_from(route).map_err(|e| past(e.into()))?;
                 Ok(Some(LaterStage {
-                    kind: self
-                        .stage_circuit(k)
-                        .context("a route past the largest pool")?,
+                    kind: self.stage_circuit(k).map_err(|e| past(e.into()))?,
                     stage: k,
                     replaces: 0,
                 }))
             }
-            (CircuitKind::Routed(RouteMode::Reveal), None) => {
-                bail!("a reveal-route query revealed no route")
-            }
-            (kind, Some(_)) => bail!("{kind} reveals nothing to the servers"),
+            (CircuitKind::Routed(RouteMode::Reveal), None) => Err(Error::NoRouteRevealed),
+            (kind, Some(_)) => Err(Error::RevealsNothing(kind)),
             (_, None) => Ok(None),
         }
     }
 
     /// A pool query's logits and route from the outputs the client reconstructed: a routed
     /// query gives `[logits, one-hot route]`, one expert alone `[logits]`.
-    pub fn read_pool<'a>(&self, outputs: &'a [Vec<u64>]) -> anyhow::Result<(&'a [u64], usize)> {
+    pub fn read_pool<'a>(&self, outputs: &'a [Vec<u64>]) -> Result<(&'a [u64], usize)> {
         match (self.first, outputs) {
             (CircuitKind::Routed(_), [logits, onehot]) => Ok((logits, route_of(onehot)?)),
             (CircuitKind::Expert(k), [logits]) => Ok((logits, usize::from(k))),
-            (kind, o) => bail!("the servers returned {} outputs for {kind}", o.len()),
+            (kind, o) => Err(Error::Outputs {
+                kind,
+                count: o.len(),
+            }),
         }
     }
 }
@@ -147,6 +149,22 @@ mod tests {
             let e = plan.stage(id, 1).unwrap_err().to_string();
             assert!(e.contains("has no stage 1"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_refused_route_keeps_why_as_its_source() {
+        use std::error::Error as _;
+        let reveal = QueryPlan::new(CircuitKind::Routed(RouteMode::Reveal));
+        let e = reveal.next_stage(Some(&[1, 1, 0])).unwrap_err();
+        assert_eq!(e.to_string(), "the revealed route");
+        let why = e.source().unwrap().to_string();
+        assert!(why.contains("not one-hot"), "{why}");
+        let mut past = vec![0; MAX_EXPERTS + 1];
+        past[MAX_EXPERTS] = 1;
+        let e = reveal.next_stage(Some(&past)).unwrap_err();
+        assert_eq!(e.to_string(), "a route past the largest pool");
+        let why = e.source().unwrap().to_string();
+        assert!(why.contains("has no stage 16"), "{why}");
     }
 
     #[test]

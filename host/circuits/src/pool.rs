@@ -21,7 +21,7 @@
 use super::router_head::{COMPARE_BITS, router_head};
 use super::{CircuitKind, Stage};
 use crate::bert::{BertShape, PARTS_PER_LAYER, bert_classifier, bert_pooled, classifier_head};
-use anyhow::bail;
+use crate::error::invalid;
 use securerouter_core::Error;
 use securerouter_core::gate::{self, Protocol, Tensor};
 use securerouter_core::ring::BitWidth;
@@ -65,23 +65,23 @@ impl PoolShape {
     }
 
     /// Checks the pool is consistent (model files are untrusted input).
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> crate::Result<()> {
         self.summary.validate()?;
         self.router.validate()?;
         if self.experts() > MAX_EXPERTS {
-            bail!(
+            invalid!(
                 "a pool holds at most {MAX_EXPERTS} experts, not {}",
                 self.experts()
             );
         }
         if self.summary.classes != 2 {
-            bail!(
+            invalid!(
                 "the router reads the summary expert's margin between 2 classes; it has {}",
                 self.summary.classes
             );
         }
         if self.router.features != router_feature_count(self.summary.hidden) {
-            bail!(
+            invalid!(
                 "the router head reads {} features, not the summary encoder's {} pooled states \
                  and its margin",
                 self.router.features,
@@ -89,7 +89,7 @@ impl PoolShape {
             );
         }
         if self.router.experts != self.experts() {
-            bail!(
+            invalid!(
                 "the router head scores {} experts, the pool holds {}",
                 self.router.experts,
                 self.experts()
@@ -98,7 +98,7 @@ impl PoolShape {
         for (k, e) in self.others.iter().enumerate() {
             e.validate()?;
             if e.hidden != self.summary.hidden || e.classes != self.summary.classes {
-                bail!(
+                invalid!(
                     "expert {} has hidden size {} and {} classes; expert 0 has {} and {}",
                     k + 1,
                     e.hidden,
@@ -246,10 +246,10 @@ async fn secure_router_features<P: Protocol>(
 }
 
 /// The index of the single 1 in a reconstructed or revealed one-hot row.
-pub fn route_of(onehot: &[u64]) -> anyhow::Result<usize> {
+pub fn route_of(onehot: &[u64]) -> crate::Result<usize> {
     let ones: Vec<usize> = (0..onehot.len()).filter(|&j| onehot[j] == 1).collect();
     match ones.as_slice() {
         [j] if onehot.iter().all(|&b| b <= 1) => Ok(*j),
-        _ => bail!("the choice {onehot:?} is not one-hot"),
+        _ => Err(crate::Error::NotOneHot(onehot.to_vec())),
     }
 }

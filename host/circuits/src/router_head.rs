@@ -4,7 +4,6 @@
 
 use super::FRAC_BITS;
 use crate::bert::RingLayer;
-use anyhow::Context;
 use securerouter_core::Error;
 use securerouter_core::gate::{self, Protocol, Tensor};
 use securerouter_core::ring::{BitWidth, FixedPoint};
@@ -37,14 +36,16 @@ pub async fn router_head<P: Protocol>(
 }
 
 /// The router head's layers in the ring (weights at FRAC_BITS, biases at 2·FRAC_BITS).
-pub fn ring_layers(head: &PlainRouterHead) -> anyhow::Result<Vec<RingLayer>> {
+pub fn ring_layers(head: &PlainRouterHead) -> crate::Result<Vec<RingLayer>> {
     let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
     let fp2 = FixedPoint::new(2 * FRAC_BITS, BitWidth::FULL)?;
-    let enc = |f: FixedPoint, v: &[f64]| -> anyhow::Result<Vec<u64>> {
+    let enc = |f: FixedPoint, v: &[f64]| -> crate::Result<Vec<u64>> {
         v.iter()
             .map(|&a| {
-                f.encode(a)
-                    .context("weight does not fit the fixed-point format")
+                f.encode(a).map_err(|source| crate::Error::FixedPoint {
+                    what: "weight".into(),
+                    source,
+                })
             })
             .collect()
     };

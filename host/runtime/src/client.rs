@@ -196,7 +196,7 @@ impl Client {
         let choice = onehot
             .chunks(experts)
             .map(route_of)
-            .collect::<anyhow::Result<Vec<usize>>>()?;
+            .collect::<securerouter_circuits::Result<Vec<usize>>>()?;
         Ok(Classification {
             session: out.session,
             scores: scores

@@ -177,5 +177,5 @@ impl ServedPool {
 /// ([tokens, hidden + 2], see [`client_input`]).
 pub fn embed_query(bundle: &ClientBundle, text: &str, seq_len: usize) -> anyhow::Result<Vec<f64>> {
     let embedded = bundle.embed_text(text, seq_len)?;
-    client_input(&embedded.data, embedded.cols, seq_len)
+    Ok(client_input(&embedded.data, embedded.cols, seq_len)?)
 }
