@@ -50,6 +50,13 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    let code = run();
+    // The file targets' scratch files: model files and bundles, some with secret-looking bytes.
+    securerouter_fuzz::targets::files::remove_scratch();
+    code
+}
+
+fn run() -> ExitCode {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         // Decoders return anyhow errors by the million here: with RUST_BACKTRACE set, each
         // would capture a backtrace (milliseconds). Our panic reports carry the location.

@@ -11,11 +11,21 @@ use securerouter_ml::{BertConfig, BertWeights, ClientBundle};
 use securerouter_runtime::model_file::ModelFile;
 use std::path::PathBuf;
 
-/// A scratch file for this thread (the loaders read paths).
+/// This process's scratch directory (the loaders read paths).
+fn scratch_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("securerouter-fuzz-{}", std::process::id()))
+}
+
+/// A scratch file for this thread.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("securerouter-fuzz-{}", std::process::id()));
+    let dir = scratch_dir();
     let _ = std::fs::create_dir_all(&dir);
     dir.join(format!("{name}-{:?}.bin", std::thread::current().id()))
+}
+
+/// Removes this process's scratch directory, if any (the harness calls it when it ends).
+pub fn remove_scratch() {
+    let _ = std::fs::remove_dir_all(scratch_dir());
 }
 
 /// Writes `data` to this thread's scratch file and loads it. The file is private (mode 0600),

@@ -35,7 +35,7 @@ pub fn all() -> Vec<Target> {
         Target {
             name: "session_messages",
             covers: "Hello, ClientHello, PeerHello, PeerReady, DealerRequest, DealerChunk, ServerReply, \
-                     InputShare (session::decode, InputShare::into_words, check_rows)",
+                     InputShare (messages::decode, InputShare::into_words, check_rows)",
             run: session::session_messages,
             seeds: session::session_messages_seeds,
         },

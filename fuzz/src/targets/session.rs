@@ -1,5 +1,5 @@
 //! The session messages servers, dealer and clients exchange (postcard inside the links),
-//! decoded with the host's `session::decode`.
+//! decoded with the host's `messages::decode`.
 
 use securerouter_circuits::CircuitKind;
 use securerouter_circuits::pool::RouteMode;
