@@ -1,8 +1,8 @@
 //! SecureRouter's plaintext side, as the model provider holds it: BERT-style models (Hugging
 //! Face config and safetensors loading, the WordPiece tokenizer, the f64 reference encoder that
 //! secure results are measured against, classifier heads), the router, the pool's manifest and
-//! files, labelled data sets, and the asset cache of pinned registry packages. Nothing here
-//! touches a secret share.
+//! files, labelled data sets (GLUE tasks and users' own tables) and their metrics, and the
+//! asset cache of pinned registry packages. Nothing here touches a secret share.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +13,7 @@ pub mod data;
 pub mod error;
 pub mod head;
 pub mod matrix;
+pub mod metrics;
 pub mod pool;
 pub mod pool_format;
 pub mod progress;
@@ -26,6 +27,7 @@ pub use config::BertConfig;
 pub use error::{Error, Result};
 pub use head::ClassifierHead;
 pub use matrix::Matrix;
+pub use metrics::{Metric, Scores};
 pub use pool::PoolManifest;
 pub use reference::mean_pool;
 pub use tokenizer::{Encoding, WordPiece};

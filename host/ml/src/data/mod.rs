@@ -4,11 +4,27 @@
 //!   (Hutto & Gilbert, ICWSM 2014; the pool SST-2 is drawn from), each with the mean score of at
 //!   least 20 human raters in [-4, 4], from the pinned [`VADER`] asset. [`vader_snippets`] reads
 //!   the study's other corpora (tweets, Amazon reviews, NYT editorials) the same way.
-//! - [`glue_tsv`]: a GLUE-style TSV file (header line, tab-separated columns), for users who
-//!   bring their own GLUE data (no GLUE task ships offline).
+//! - [`glue_tsv`]: a single-sentence GLUE-style TSV file (header line, tab-separated columns)
+//!   as [`LabelledSentence`]s.
+//! - [`Task`] (in `glue`): the paper's eight GLUE tasks read from the files GLUE ships (no GLUE
+//!   task ships offline; users bring their own copy), each as [`Example`]s (a sentence or a
+//!   pair, a class or a score) with the task's [`LabelSet`] and metric.
+//! - [`read_table`] (in `table`): a user's own data as CSV, TSV or JSON Lines, columns named by
+//!   the caller, labels named, numbered or scores.
 //! - [`split`]: a deterministic train/test split, shuffled with AES-CTR from a fixed seed.
 //!
 //! Readers never panic on bad input: a malformed line is an error naming the file and line.
+
+mod example;
+mod glue;
+mod table;
+
+pub use example::{Example, Label, LabelSet};
+pub use glue::{Column, Dataset, Layout, Task};
+pub use table::{
+    Columns, Format, MAX_NUMBERED_CLASS, Table, parse_table, parse_table_with, read_table,
+    read_table_with,
+};
 
 use crate::error::{Error, Result, invalid};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
@@ -162,8 +178,8 @@ pub fn glue_tsv(
 /// Parses GLUE-style TSV: a header line naming the columns, then lines with exactly as many
 /// tab-separated fields as the header (UTF-8, LF or CRLF, blank lines skipped). The text comes
 /// from `text_column`, the label from `label_column`, which must hold an integer class in
-/// 0..=255; `score` is the label as a number. Files without a header (CoLA's raw files) need
-/// one added. `source` names the input in errors.
+/// 0..=255; `score` is the label as a number. `source` names the input in errors. For GLUE's
+/// own files (pairs, named labels, CoLA's headerless files) use [`Task::parse`].
 ///
 /// # Errors
 /// If the input is empty, a named column is missing from the header, or a line (named by
@@ -247,6 +263,18 @@ fn lines<'a>(
             });
             (i + 1, text)
         })
+}
+
+/// Prefixes an error's message with where it happened (`file, line 3`), for `map_err`.
+fn located(at: &str) -> impl FnOnce(Error) -> Error + '_ {
+    move |e| match e {
+        Error::Invalid(message) => Error::Invalid(format!("{at}: {message}")),
+        Error::Parse { what, source } => Error::Parse {
+            what: format!("{at}: {what}"),
+            source,
+        },
+        other => other,
+    }
 }
 
 /// The fixed public seed of [`split`]'s shuffle, so every run and every machine draws the same
