@@ -127,6 +127,9 @@ fn the_firmwares_table_is_what_the_host_writes() {
         max_position_embeddings: 128,
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
+        model_type: "bert".into(),
+        architectures: Vec::new(),
+        position_embedding_type: "absolute".into(),
     };
     let model = BertWeights::random(config, &Seed::from_bytes(*b"firmware-table-1")).unwrap();
     let vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]

@@ -158,6 +158,9 @@ pub fn bundles() -> Vec<(Vec<u8>, ClientBundle)> {
             max_position_embeddings: positions,
             type_vocab_size: types,
             layer_norm_eps: 1e-12,
+            model_type: "bert".into(),
+            architectures: Vec::new(),
+            position_embedding_type: "absolute".into(),
         };
         let model =
             BertWeights::random(config, &Seed::from_bytes([hidden as u8; 16])).expect("a model");

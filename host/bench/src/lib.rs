@@ -158,6 +158,9 @@ fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
                 max_position_embeddings: opts.seq_len,
                 type_vocab_size: 2,
                 layer_norm_eps: 1e-12,
+                model_type: "bert".into(),
+                architectures: Vec::new(),
+                position_embedding_type: "absolute".into(),
             };
             let seed = random_seed();
             let weights = BertWeights::random(config, &seed)?;

@@ -69,6 +69,9 @@ fn random_tiny_bert_matches_the_reference_with_padding() {
         max_position_embeddings: 32,
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
+        model_type: "bert".into(),
+        architectures: Vec::new(),
+        position_embedding_type: "absolute".into(),
     };
     let model = BertWeights::random(config, &Seed::from_bytes([9; 16])).unwrap();
     let head = random_head(3, 64, 1);

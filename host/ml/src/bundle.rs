@@ -223,6 +223,9 @@ mod tests {
             max_position_embeddings: 8,
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
+            model_type: "bert".into(),
+            architectures: Vec::new(),
+            position_embedding_type: "absolute".into(),
         };
         let model = BertWeights::random(config, &Seed::from_bytes([2; 16])).unwrap();
         let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\nworld";
@@ -257,6 +260,9 @@ mod tests {
             max_position_embeddings: 4,
             type_vocab_size: 1,
             layer_norm_eps: 1e-12,
+            model_type: "bert".into(),
+            architectures: Vec::new(),
+            position_embedding_type: "absolute".into(),
         };
         let model = BertWeights::random(config, &Seed::from_bytes([3; 16])).unwrap();
         let bundle = |eps: f64, gain: f64| ClientBundle {

@@ -1,4 +1,7 @@
-//! The Hugging Face `config.json` of a BERT model, checked before anything is allocated.
+//! The Hugging Face `config.json` of a BERT model, checked before anything is allocated: its
+//! sizes, and that the checkpoint is one this encoder computes exactly (family, architecture,
+//! activation, position embeddings), so that an unsupported model is refused rather than run
+//! with the wrong graph.
 
 use crate::error::{Error, Result, invalid};
 use serde::Deserialize;
@@ -17,7 +20,8 @@ pub struct BertConfig {
     pub num_attention_heads: usize,
     /// Feed-forward inner size.
     pub intermediate_size: usize,
-    /// Activation of the feed-forward layer (only "gelu" is supported).
+    /// Activation of the feed-forward layer: "gelu" (exact) or "gelu_new" / "gelu_pytorch_tanh"
+    /// (the tanh approximation); see [`BertConfig::activation`].
     #[serde(default = "default_act")]
     pub hidden_act: String,
     /// Longest sequence.
@@ -28,7 +32,34 @@ pub struct BertConfig {
     /// LayerNorm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// The model family Hugging Face records ("bert"; MiniLM checkpoints are BERT).
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// The Hugging Face classes the checkpoint was saved from (may be empty in old configs).
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    /// How positions are embedded: only "absolute" is the graph computed here.
+    #[serde(default = "default_positions")]
+    pub position_embedding_type: String,
 }
+
+/// The feed-forward activation, as [`BertConfig::hidden_act`] names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// x·Φ(x) with the exact normal CDF (Hugging Face's "gelu").
+    Gelu,
+    /// The tanh approximation (Hugging Face's "gelu_new" and "gelu_pytorch_tanh").
+    GeluTanh,
+}
+
+/// The Hugging Face architectures whose encoder is the BERT computed here; their task heads
+/// other than sequence classification are ignored.
+pub const SUPPORTED_ARCHITECTURES: [&str; 4] = [
+    "BertModel",
+    "BertForSequenceClassification",
+    "BertForMaskedLM",
+    "BertForPreTraining",
+];
 
 fn default_act() -> String {
     "gelu".into()
@@ -38,6 +69,12 @@ fn default_types() -> usize {
 }
 fn default_eps() -> f64 {
     1e-12
+}
+fn default_model_type() -> String {
+    "bert".into()
+}
+fn default_positions() -> String {
+    "absolute".into()
 }
 
 /// Bounds that keep a hostile config from asking for absurd allocations.
@@ -84,16 +121,54 @@ impl BertConfig {
                 self.num_attention_heads
             );
         }
-        if self.hidden_act != "gelu" {
+        self.check_family()?;
+        self.activation()?;
+        if self.position_embedding_type != "absolute" {
             invalid!(
-                "hidden_act {:?} is not supported (only \"gelu\")",
-                self.hidden_act
+                "position_embedding_type {:?} is not supported (only \"absolute\")",
+                self.position_embedding_type
             );
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
             invalid!("layer_norm_eps {} is outside (0, 1)", self.layer_norm_eps);
         }
         Ok(())
+    }
+
+    /// Refuses a model family or architecture whose graph differs from BERT's.
+    fn check_family(&self) -> Result<()> {
+        match self.model_type.as_str() {
+            "bert" => {}
+            "mpnet" => invalid!(
+                "model_type \"mpnet\" is not supported yet (only \"bert\", which includes MiniLM)"
+            ),
+            other => invalid!(
+                "model_type {other:?} is not supported (only \"bert\", which includes MiniLM)"
+            ),
+        }
+        if self
+            .architectures
+            .iter()
+            .any(|a| !SUPPORTED_ARCHITECTURES.contains(&a.as_str()))
+        {
+            invalid!(
+                "architectures {:?} is not supported (only {} are)",
+                self.architectures,
+                SUPPORTED_ARCHITECTURES.join(", ")
+            );
+        }
+        Ok(())
+    }
+
+    /// The feed-forward activation, or an error naming `hidden_act` when it is not a GeLU.
+    pub fn activation(&self) -> Result<Activation> {
+        Ok(match self.hidden_act.as_str() {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+            other => invalid!(
+                "hidden_act {other:?} is not supported (\"gelu\", \"gelu_new\" and \"gelu_pytorch_tanh\" are)"
+            ),
+        })
     }
 
     /// Size of one attention head.
@@ -121,7 +196,11 @@ mod tests {
         let e = parse(&ok.replace("\"hidden_size\":8", "\"hidden_size\":0"));
         assert!(format!("{:#}", e.unwrap_err()).contains("hidden_size = 0"));
         let e = parse(&ok.replace("}", ",\"hidden_act\":\"relu\"}"));
-        assert!(format!("{:#}", e.unwrap_err()).contains("relu"));
+        assert!(format!("{:#}", e.unwrap_err()).contains("hidden_act \"relu\""));
+        let tanh = parse(&ok.replace("}", ",\"hidden_act\":\"gelu_new\"}")).unwrap();
+        assert_eq!(tanh.activation().unwrap(), Activation::GeluTanh);
+        let e = parse(&ok.replace("}", ",\"position_embedding_type\":\"relative_key\"}"));
+        assert!(format!("{:#}", e.unwrap_err()).contains("relative_key"));
         assert!(parse("{\"vocab_size\":\"x\"}").is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! SecureRouter's plaintext side, as the model provider holds it: BERT-style models (Hugging
-//! Face config and safetensors loading, the WordPiece tokenizer, the f64 reference encoder that
+//! Face checkpoint folders: config, safetensors in one file or shards, classification heads), the WordPiece tokenizer, the f64 reference encoder that
 //! secure results are measured against, classifier heads), the router, the pool's manifest and
 //! files, labelled data sets (GLUE tasks and users' own tables) and their metrics, and the
 //! asset cache of pinned registry packages. Nothing here touches a secret share.
@@ -8,6 +8,8 @@
 
 pub mod assets;
 pub mod bundle;
+pub mod checkpoint;
+pub mod classification;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -23,6 +25,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use bundle::ClientBundle;
+pub use classification::{SequenceClassificationHead, logits_of_checkpoint};
 pub use config::BertConfig;
 pub use error::{Error, Result};
 pub use head::ClassifierHead;

@@ -2,7 +2,9 @@
 //! under MPC (embeddings and their LayerNorm on the client; per layer: Q, K, V projections,
 //! per-head softmax(QKᵀ/√d)·V, output projection, residual and LayerNorm, GeLU feed-forward,
 //! residual and LayerNorm), with exact non-linearities. Secure results are measured against it.
+//! The feed-forward activation follows the checkpoint's `hidden_act` (exact or tanh GeLU).
 
+use super::config::Activation;
 use super::matrix::Matrix;
 use super::weights::{BertWeights, Embeddings, LayerNorm, Linear};
 use crate::Result;
@@ -95,7 +97,23 @@ pub fn gelu(x: f64) -> f64 {
     0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
 }
 
+/// GeLU's tanh approximation, Hugging Face's "gelu_new" (GPT-2's and some BERT variants'):
+/// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+pub fn gelu_tanh(x: f64) -> f64 {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    0.5 * x * (1.0 + (c * (x + 0.044_715 * x * x * x)).tanh())
+}
+
 impl BertWeights {
+    /// The feed-forward activation of the config. A loaded or random model's config has been
+    /// validated; one altered since to an unknown activation is computed with exact GeLU.
+    fn activation(&self) -> fn(f64) -> f64 {
+        match self.config.activation() {
+            Ok(Activation::GeluTanh) => gelu_tanh,
+            Ok(Activation::Gelu) | Err(_) => gelu,
+        }
+    }
+
     /// The client's part: LayerNorm(word + position + token type) for each token.
     pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Matrix> {
         self.embeddings.embed(ids, type_ids)
@@ -107,6 +125,7 @@ impl BertWeights {
         let d = self.config.head_dim();
         let scale = 1.0 / (d as f64).sqrt();
         let n = x.rows;
+        let act = self.activation();
         for layer in &self.layers {
             let (q, k, v) = (
                 layer.query.apply(&x),
@@ -137,7 +156,7 @@ impl BertWeights {
             attn.data.iter_mut().zip(&x.data).for_each(|(a, r)| *a += r);
             layer.attention_norm.apply(&mut attn);
             let mut inner = layer.ffn_in.apply(&attn);
-            inner.data.iter_mut().for_each(|v| *v = gelu(*v));
+            inner.data.iter_mut().for_each(|v| *v = act(*v));
             let mut out = layer.ffn_out.apply(&inner);
             out.data
                 .iter_mut()
@@ -171,6 +190,14 @@ mod tests {
         assert!((gelu(0.0)).abs() < 1e-15);
         assert!((gelu(1.0) - 0.841_344_746_068_543).abs() < 1e-12);
         assert!((gelu(-1.0) + 0.158_655_253_931_457).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gelu_tanh_matches_known_values() {
+        assert!(gelu_tanh(0.0).abs() < 1e-15);
+        // 0.5·(1 + tanh(√(2/π)·1.044715)) = 0.8411919906082…
+        assert!((gelu_tanh(1.0) - 0.841_191_990_608_277).abs() < 1e-12);
+        assert!((gelu_tanh(3.0) - gelu(3.0)).abs() < 1e-3);
     }
 
     #[test]

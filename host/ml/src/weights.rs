@@ -1,11 +1,13 @@
-//! BERT weights from `model.safetensors`, converted to f64, each tensor checked against the
-//! config's shape. A model can be cut to its first k layers at load time (small experts are
-//! cut from bigger pretrained models).
+//! BERT weights from a Hugging Face checkpoint folder ([`crate::checkpoint`]), converted to
+//! f64, each tensor checked against the config's shape. A model can be cut to its first k
+//! layers at load time (small experts are cut from bigger pretrained models).
 
 use super::config::BertConfig;
 use super::matrix::Matrix;
+use crate::checkpoint::{CheckpointFiles, TensorFile};
+use crate::classification::SequenceClassificationHead;
 use crate::error::{Error, Result, invalid};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use std::path::Path;
 
 /// y = x·Wᵀ + b with W stored as Hugging Face does, [out, in].
@@ -74,71 +76,6 @@ pub struct BertWeights {
     pub layers: Vec<EncoderLayer>,
 }
 
-/// Reads named tensors, tolerating the optional `bert.` prefix of some checkpoints.
-struct TensorFile<'a> {
-    st: SafeTensors<'a>,
-    prefix: &'static str,
-    path: &'a Path,
-}
-
-impl<'a> TensorFile<'a> {
-    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f64>> {
-        let full = format!("{}{name}", self.prefix);
-        let t = self.st.tensor(&full).map_err(|source| Error::Safetensors {
-            what: format!("{}: tensor {full} is missing", self.path.display()),
-            source,
-        })?;
-        if t.shape() != shape {
-            invalid!(
-                "{}: tensor {full} has shape {:?}, the config needs {shape:?}",
-                self.path.display(),
-                t.shape()
-            );
-        }
-        let data = t.data();
-        let values: Vec<f64> = match t.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
-                .collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-                .collect(),
-            other => invalid!(
-                "{}: tensor {full} is {other:?}; only F32 and F64 are supported",
-                self.path.display()
-            ),
-        };
-        if values.iter().any(|v| !v.is_finite()) {
-            invalid!(
-                "{}: tensor {full} holds NaN or infinity",
-                self.path.display()
-            );
-        }
-        Ok(values)
-    }
-
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        Ok(Matrix::new(rows, cols, self.tensor(name, &[rows, cols])?))
-    }
-
-    fn linear(&self, name: &str, out: usize, inp: usize) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.matrix(&format!("{name}.weight"), out, inp)?,
-            bias: self.tensor(&format!("{name}.bias"), &[out])?,
-        })
-    }
-
-    fn norm(&self, name: &str, n: usize, eps: f64) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            gamma: self.tensor(&format!("{name}.weight"), &[n])?,
-            beta: self.tensor(&format!("{name}.bias"), &[n])?,
-            eps,
-        })
-    }
-}
-
 /// The checkpoint names of layer `index`'s parts, in [`EncoderLayer`]'s field order: four
 /// linear layers of attention, its LayerNorm, two feed-forward linears, their LayerNorm.
 fn layer_part_names(index: usize) -> [String; 8] {
@@ -155,7 +92,7 @@ fn layer_part_names(index: usize) -> [String; 8] {
     ]
 }
 
-impl TensorFile<'_> {
+impl TensorFile<'_, '_> {
     fn layer(&self, index: usize, config: &BertConfig) -> Result<EncoderLayer> {
         let (h, i, eps) = (
             config.hidden_size,
@@ -265,12 +202,11 @@ impl BertWeights {
     /// checkpoint or one written by [`BertWeights::save_top_layers`]), every tensor checked.
     pub fn load_top_layers(&mut self, count: usize, path: &Path) -> Result<()> {
         let first = self.top_layers(count)?;
-        let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(not_safetensors(path))?;
+        let files = CheckpointFiles::single(path)?;
+        let tensors = files.tensors()?;
         let f = TensorFile {
-            st,
+            tensors: &tensors,
             prefix: "",
-            path,
         };
         for i in first..self.layers.len() {
             self.layers[i] = f.layer(i, &self.config)?;
@@ -280,10 +216,29 @@ impl BertWeights {
 }
 
 impl BertWeights {
-    /// Loads `config.json` and `model.safetensors` from `dir`, keeping the first `layers`
-    /// encoder layers (all when `None`).
+    /// Loads `config.json` and the safetensors weights (one file or shards) from `dir`,
+    /// keeping the first `layers` encoder layers (all when `None`). Task heads in the
+    /// checkpoint are ignored.
     pub fn load(dir: &Path, layers: Option<usize>) -> Result<Self> {
-        let mut config = BertConfig::load(&dir.join("config.json"))?;
+        Ok(Self::load_parts(dir, layers, false)?.0)
+    }
+
+    /// [`BertWeights::load`], and the checkpoint's sequence-classification head (pooler and
+    /// classifier, as `BertForSequenceClassification` saves them) when it has one.
+    pub fn load_with_head(
+        dir: &Path,
+        layers: Option<usize>,
+    ) -> Result<(Self, Option<SequenceClassificationHead>)> {
+        Self::load_parts(dir, layers, true)
+    }
+
+    fn load_parts(
+        dir: &Path,
+        layers: Option<usize>,
+        with_head: bool,
+    ) -> Result<(Self, Option<SequenceClassificationHead>)> {
+        let config_path = dir.join("config.json");
+        let mut config = BertConfig::load(&config_path)?;
         let keep = layers.unwrap_or(config.num_hidden_layers);
         if keep == 0 || keep > config.num_hidden_layers {
             invalid!(
@@ -292,18 +247,17 @@ impl BertWeights {
             );
         }
         config.num_hidden_layers = keep;
-        let path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&path).map_err(Error::io("reading", &path))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(not_safetensors(&path))?;
-        let prefix = if st.tensor("bert.embeddings.word_embeddings.weight").is_ok() {
+        let files = CheckpointFiles::open(dir)?;
+        let tensors = files.tensors()?;
+        // Task models (`BertFor…`) keep the encoder under `bert.`; a bare `BertModel` does not.
+        let prefix = if tensors.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
             ""
         };
         let f = TensorFile {
-            st,
+            tensors: &tensors,
             prefix,
-            path: &path,
         };
         let (h, eps) = (config.hidden_size, config.layer_norm_eps);
         let embeddings = Embeddings {
@@ -323,19 +277,17 @@ impl BertWeights {
         let layers = (0..keep)
             .map(|l| f.layer(l, &config))
             .collect::<Result<_>>()?;
-        Ok(BertWeights {
+        let head = if with_head {
+            SequenceClassificationHead::read(f, &config, &config_path)?
+        } else {
+            None
+        };
+        let model = BertWeights {
             config,
             embeddings,
             layers,
-        })
-    }
-}
-
-/// [`Error::Safetensors`] for a file that does not parse, for `map_err`.
-fn not_safetensors(path: &Path) -> impl FnOnce(safetensors::SafeTensorError) -> Error {
-    move |source| Error::Safetensors {
-        what: format!("{} is not a safetensors file", path.display()),
-        source,
+        };
+        Ok((model, head))
     }
 }
 
@@ -409,6 +361,9 @@ mod tests {
             max_position_embeddings: 8,
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
+            model_type: "bert".into(),
+            architectures: Vec::new(),
+            position_embedding_type: "absolute".into(),
         };
         let model = BertWeights::random(
             config.clone(),

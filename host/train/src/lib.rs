@@ -31,6 +31,9 @@ mod testing {
             max_position_embeddings: 16,
             type_vocab_size: 2,
             layer_norm_eps: 1e-12,
+            model_type: "bert".into(),
+            architectures: Vec::new(),
+            position_embedding_type: "absolute".into(),
         };
         BertWeights::random(config, &Seed::from_bytes([seed; 16])).unwrap()
     }

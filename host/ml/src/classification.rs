@@ -1,0 +1,222 @@
+//! The sequence-classification head of a Hugging Face `BertForSequenceClassification`
+//! checkpoint, and the f64 reference of its forward pass: logits = classifier(tanh(pooler(h)))
+//! with h the last hidden state of the first token (`[CLS]`). Unlike [`crate::ClassifierHead`]
+//! (fitted here on mean-pooled features), this head comes trained with the checkpoint, so a
+//! fine-tuned classifier can be used as its authors published it.
+
+use crate::checkpoint::TensorFile;
+use crate::config::BertConfig;
+use crate::error::{Error, Result, invalid};
+use crate::matrix::Matrix;
+use crate::weights::{BertWeights, Linear};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What the head's outputs mean, from the config's `problem_type` (Hugging Face infers
+/// regression when it is absent and there is one label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemType {
+    /// One class per input: softmax over the logits.
+    SingleLabelClassification,
+    /// Independent classes: a sigmoid per logit.
+    MultiLabelClassification,
+    /// Real-valued outputs, used as they are.
+    Regression,
+}
+
+/// The pooler and classifier on top of the encoder, with the labels of the outputs.
+#[derive(Clone, Debug)]
+pub struct SequenceClassificationHead {
+    /// The pooler's dense layer, hidden × hidden (followed by tanh).
+    pub pooler: Linear,
+    /// The classifier, num_labels × hidden.
+    pub classifier: Linear,
+    /// Outputs of the classifier.
+    pub num_labels: usize,
+    /// The name of each output, from the config's `id2label` (Hugging Face's `LABEL_i` when
+    /// it has none).
+    pub id2label: Vec<String>,
+    /// What the outputs mean.
+    pub problem_type: ProblemType,
+}
+
+/// The fields of `config.json` that describe the head's outputs.
+#[derive(Deserialize)]
+struct LabelsConfig {
+    #[serde(default)]
+    id2label: BTreeMap<String, String>,
+    num_labels: Option<usize>,
+    problem_type: Option<String>,
+}
+
+impl LabelsConfig {
+    fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).map_err(Error::io("reading the model config", path))?;
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            what: format!("{}: id2label, num_labels or problem_type", path.display()),
+            source,
+        })
+    }
+
+    /// The labels in output order, and what they mean.
+    fn labels(self) -> Result<(Vec<String>, ProblemType)> {
+        let n = if self.id2label.is_empty() {
+            // Hugging Face's default for a config that names no labels.
+            self.num_labels.unwrap_or(2)
+        } else {
+            self.id2label.len()
+        };
+        if n == 0 {
+            invalid!("num_labels is 0");
+        }
+        if let Some(k) = self.num_labels
+            && k != n
+        {
+            invalid!("num_labels {k} disagrees with the {n} labels of id2label");
+        }
+        let mut labels = vec![None; n];
+        for (key, label) in self.id2label {
+            match key.parse::<usize>() {
+                Ok(i) if i < n && labels[i].is_none() => labels[i] = Some(label),
+                _ => invalid!("id2label key {key:?} is not one of 0..{n}"),
+            }
+        }
+        let labels = labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| l.unwrap_or_else(|| format!("LABEL_{i}")))
+            .collect();
+        let problem = match self.problem_type.as_deref() {
+            None if n == 1 => ProblemType::Regression,
+            None | Some("single_label_classification") => ProblemType::SingleLabelClassification,
+            Some("multi_label_classification") => ProblemType::MultiLabelClassification,
+            Some("regression") => ProblemType::Regression,
+            Some(other) => invalid!(
+                "problem_type {other:?} is not one of \"regression\", \
+                 \"single_label_classification\", \"multi_label_classification\""
+            ),
+        };
+        Ok((labels, problem))
+    }
+}
+
+impl SequenceClassificationHead {
+    /// The head in the checkpoint `f` (the pooler under the encoder's prefix, `classifier.*`
+    /// at the top level, as `BertForSequenceClassification` saves them), or `None` when it
+    /// has no classifier. A config that declares `BertForSequenceClassification` must come
+    /// with one: a missing head would otherwise be random in Hugging Face and absent here.
+    pub(crate) fn read(
+        f: TensorFile<'_, '_>,
+        config: &BertConfig,
+        config_path: &Path,
+    ) -> Result<Option<Self>> {
+        let declared = config
+            .architectures
+            .iter()
+            .any(|a| a == "BertForSequenceClassification");
+        if !f.tensors.contains("classifier.weight") {
+            if declared {
+                invalid!(
+                    "architectures names BertForSequenceClassification but the checkpoint has \
+                     no classifier.weight"
+                );
+            }
+            return Ok(None);
+        }
+        let (id2label, problem_type) = LabelsConfig::load(config_path)?
+            .labels()
+            .map_err(Error::in_file(config_path))?;
+        let (h, n) = (config.hidden_size, id2label.len());
+        let pooler = f.linear("pooler.dense", h, h)?;
+        let classifier = TensorFile { prefix: "", ..f }.linear("classifier", n, h)?;
+        Ok(Some(SequenceClassificationHead {
+            pooler,
+            classifier,
+            num_labels: n,
+            id2label,
+            problem_type,
+        }))
+    }
+
+    /// tanh(pooler(h)) for the first token's hidden state h: BERT's pooled output.
+    pub fn pooled(&self, hidden: &Matrix) -> Result<Vec<f64>> {
+        let h = self.pooler.weight.cols;
+        if hidden.rows == 0 || hidden.cols != h {
+            invalid!(
+                "hidden states of {} × {} do not fit a pooler of width {h}",
+                hidden.rows,
+                hidden.cols
+            );
+        }
+        let cls = Matrix::new(1, h, hidden.row(0).to_vec());
+        let mut pooled = self.pooler.apply(&cls).data;
+        pooled.iter_mut().for_each(|v| *v = v.tanh());
+        Ok(pooled)
+    }
+
+    /// The outputs (logits, or values of a regression head) for a sequence's last hidden
+    /// states.
+    pub fn logits(&self, hidden: &Matrix) -> Result<Vec<f64>> {
+        let pooled = self.pooled(hidden)?;
+        Ok(self
+            .classifier
+            .apply(&Matrix::new(1, pooled.len(), pooled))
+            .data)
+    }
+}
+
+/// The f64 reference of a `BertForSequenceClassification` forward pass on one sequence:
+/// what Hugging Face returns as `logits` (dropout off).
+pub fn logits_of_checkpoint(
+    model: &BertWeights,
+    head: &SequenceClassificationHead,
+    ids: &[u32],
+    type_ids: &[u32],
+) -> Result<Vec<f64>> {
+    head.logits(&model.forward(ids, type_ids)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(json: &str) -> Result<(Vec<String>, ProblemType)> {
+        serde_json::from_str::<LabelsConfig>(json).unwrap().labels()
+    }
+
+    #[test]
+    fn labels_follow_hugging_face_defaults_and_refuse_gaps() {
+        let (l, p) = labels(r#"{"id2label":{"1":"pos","0":"neg"}}"#).unwrap();
+        assert_eq!(
+            (l, p),
+            (
+                vec!["neg".into(), "pos".into()],
+                ProblemType::SingleLabelClassification
+            )
+        );
+        let (l, p) = labels(r#"{}"#).unwrap();
+        assert_eq!(l, ["LABEL_0", "LABEL_1"]);
+        assert_eq!(p, ProblemType::SingleLabelClassification);
+        assert_eq!(
+            labels(r#"{"num_labels":1}"#).unwrap().1,
+            ProblemType::Regression
+        );
+        let p =
+            labels(r#"{"id2label":{"0":"a","1":"b"},"problem_type":"multi_label_classification"}"#);
+        assert_eq!(p.unwrap().1, ProblemType::MultiLabelClassification);
+        let e = labels(r#"{"id2label":{"0":"a","2":"b"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("id2label key \"2\""), "{e}");
+        let e = labels(r#"{"id2label":{"0":"a"},"num_labels":3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_labels 3"), "{e}");
+        let e = labels(r#"{"problem_type":"ranking"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("problem_type \"ranking\""), "{e}");
+    }
+}
