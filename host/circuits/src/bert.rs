@@ -297,6 +297,14 @@ fn ring_norm(l: &LayerNorm, what: &str) -> crate::Result<RingLayer> {
 /// The encoder layers and classifier head of a model as ring layers in circuit order.
 pub fn ring_layers(model: &BertWeights, head: &ClassifierHead) -> crate::Result<Vec<RingLayer>> {
     let c = &model.config;
+    // The secure GeLU is the exact one: a tanh-approximated checkpoint would run with another
+    // activation than its own, so it is refused rather than approximated silently.
+    if c.activation()? != securerouter_ml::config::Activation::Gelu {
+        invalid!(
+            "hidden_act {:?} has no secure circuit yet (the secure layers compute \"gelu\")",
+            c.hidden_act
+        );
+    }
     let scale = 1.0 / (c.head_dim() as f64).sqrt();
     let mut out = Vec::new();
     for (i, l) in model.layers.iter().enumerate() {

@@ -88,6 +88,32 @@ fn random_tiny_bert_matches_the_reference_with_padding() {
     assert_eq!(argmax(&want), argmax(&got));
 }
 
+/// A checkpoint with the tanh-approximated GeLU is refused for MPC (the secure layers compute
+/// the exact GeLU), naming its activation, rather than run with another activation.
+#[test]
+fn a_tanh_gelu_checkpoint_is_refused_for_secure_inference() {
+    let config = BertConfig {
+        vocab_size: 20,
+        hidden_size: 8,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 16,
+        hidden_act: "gelu_new".into(),
+        max_position_embeddings: 8,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+        model_type: "bert".into(),
+        architectures: Vec::new(),
+        position_embedding_type: "absolute".into(),
+    };
+    let model = BertWeights::random(config, &Seed::from_bytes([3; 16])).unwrap();
+    let e = ring_layers(&model, &random_head(2, 8, 1))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("\"gelu_new\" has no secure circuit"), "{e}");
+}
+
 #[test]
 fn minilm_cut_to_two_layers_classifies_real_sentences_like_the_reference() {
     let Some(real) = common::real_minilm(2, 32) else {
