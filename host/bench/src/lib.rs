@@ -9,12 +9,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod pool;
 pub mod router_agreement;
 #[cfg(feature = "train")]
 pub mod sweep;
 
-use anyhow::bail;
+pub use error::{Error, Result};
+
+use crate::error::invalid;
 use securerouter_circuits::ModelSpec;
 use securerouter_circuits::bert::{BertShape, client_input, ring_layers, shape_of};
 use securerouter_circuits::profile::{PhaseStats, add_phases};
@@ -143,7 +146,7 @@ struct Prepared {
 
 const HEAD_TRAIN_SENTENCES: usize = 400;
 
-fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
+fn prepare(opts: &BenchOptions) -> Result<Prepared> {
     match &opts.model {
         BenchModel::Random(shape) => {
             shape.validate()?;
@@ -214,8 +217,10 @@ fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
                 .take(opts.queries)
                 .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
                 .collect();
+            let vocab_path = base.join("vocab.txt");
             Ok(Prepared {
-                vocab: std::fs::read_to_string(base.join("vocab.txt"))?,
+                vocab: std::fs::read_to_string(&vocab_path)
+                    .map_err(Error::io("reading", &vocab_path))?,
                 name: name.clone(),
                 weights,
                 head,
@@ -236,7 +241,9 @@ fn prepare(opts: &BenchOptions) -> anyhow::Result<Prepared> {
                 .take(opts.queries)
                 .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
                 .collect();
-            let vocab = std::fs::read_to_string(dir.join("vocab.txt"))?;
+            let vocab_path = dir.join("vocab.txt");
+            let vocab =
+                std::fs::read_to_string(&vocab_path).map_err(Error::io("reading", &vocab_path))?;
             Ok(Prepared {
                 vocab,
                 name: if kept == 6 {
@@ -260,7 +267,7 @@ fn sentiment_head(
     tokenizer: &WordPiece,
     train: &[data::LabelledSentence],
     layers: usize,
-) -> anyhow::Result<ClassifierHead> {
+) -> Result<ClassifierHead> {
     let path = cache
         .join("heads")
         .join(format!("minilm-l6-first-{layers}-rotten-tomatoes.json"));
@@ -281,7 +288,8 @@ fn sentiment_head(
     bar.finish_and_clear();
     let labels: Vec<usize> = train[..take].iter().map(|s| s.label as usize).collect();
     let head = ClassifierHead::fit(&features, &labels, 2, 300, 1e-3)?;
-    std::fs::create_dir_all(path.parent().unwrap_or(cache))?;
+    let heads = path.parent().unwrap_or(cache);
+    std::fs::create_dir_all(heads).map_err(Error::io("creating", heads))?;
     head.save(&path)?;
     Ok(head)
 }
@@ -293,7 +301,7 @@ pub fn expert_cost(
     req: &CostRequest<'_>,
     cache: Option<&Path>,
     out: &mut dyn Write,
-) -> anyhow::Result<MeasuredCost> {
+) -> Result<MeasuredCost> {
     let line = run(
         &BenchOptions {
             model: BenchModel::PoolExpert {
@@ -322,13 +330,13 @@ pub fn expert_cost(
 }
 
 /// Runs the bench and writes its JSON line (and, with `breakdown`, a table) to `out`.
-pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Result<BenchLine> {
+pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<BenchLine> {
     if opts.seq_len == 0 || opts.seq_len > 512 || opts.queries == 0 {
-        bail!("--seq must be in 1..=512 and --queries at least 1");
+        invalid!("--seq must be in 1..=512 and --queries at least 1");
     }
     let prepared = prepare(opts)?;
     if prepared.queries.is_empty() {
-        bail!("no queries to run");
+        invalid!("no queries to run");
     }
     let shape = shape_of(&prepared.weights, &prepared.head);
     let spec = ModelSpec::Bert(shape);
@@ -356,7 +364,8 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
     let client = cluster.client()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(Error::AsyncRuntime)?;
     let (mut online, mut offline, mut wall) = (0.0, 0.0, 0.0);
     let (mut bytes, mut keys, mut rounds) = (0u64, 0u64, 0u64);
     let (mut worst, mut agree) = (0.0f64, 0usize);
@@ -441,7 +450,8 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
         breakdown: opts.breakdown.then_some(phases),
     };
     if json {
-        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        let text = serde_json::to_string(&line).map_err(Error::Json)?;
+        writeln!(out, "{text}").map_err(Error::Output)?;
     } else {
         writeln!(
             out,
@@ -459,14 +469,16 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
             line.peak_rss_mb,
             line.max_abs_logit_err,
             100.0 * line.label_agreement
-        )?;
+        )
+        .map_err(Error::Output)?;
     }
     if let Some(parts) = &line.breakdown {
         writeln!(
             out,
             "{:<10} {:>9} {:>7} {:>12} {:>7}",
             "part", "online_s", "share", "bytes", "rounds"
-        )?;
+        )
+        .map_err(Error::Output)?;
         let total: f64 = parts.iter().map(|p| p.online_s).sum();
         for p in parts {
             writeln!(
@@ -477,7 +489,8 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> anyhow::Resu
                 100.0 * p.online_s / total.max(1e-12),
                 p.bytes_sent,
                 p.rounds
-            )?;
+            )
+            .map_err(Error::Output)?;
         }
     }
     Ok(line)

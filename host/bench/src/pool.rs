@@ -4,7 +4,7 @@
 //! on the same sentences, not projected from per-expert costs. The plaintext pool checks the
 //! secure router's choices.
 
-use anyhow::bail;
+use crate::error::{Error, Result, invalid};
 use securerouter_circuits::{CircuitKind, RouteMode};
 use securerouter_ml::ClientBundle;
 use securerouter_ml::assets;
@@ -133,9 +133,9 @@ pub(crate) struct HeldOutRun {
 }
 
 impl HeldOutRun {
-    pub fn start(opts: &PoolBenchOptions) -> anyhow::Result<Self> {
+    pub fn start(opts: &PoolBenchOptions) -> Result<Self> {
         if opts.queries == 0 {
-            bail!("--queries must be at least 1");
+            invalid!("--queries must be at least 1");
         }
         let cache = assets::cache_dir(opts.cache.as_deref())?;
         let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
@@ -152,7 +152,8 @@ impl HeldOutRun {
         let client = cluster.client()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(Error::AsyncRuntime)?;
         Ok(HeldOutRun {
             pool,
             sentences,
@@ -165,11 +166,7 @@ impl HeldOutRun {
 }
 
 /// Runs the pool bench and writes its JSON line (or a summary) to `out`.
-pub fn run(
-    opts: &PoolBenchOptions,
-    json: bool,
-    out: &mut dyn Write,
-) -> anyhow::Result<PoolBenchLine> {
+pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<PoolBenchLine> {
     let HeldOutRun {
         pool,
         sentences,
@@ -260,7 +257,8 @@ pub fn run(
         peak_rss_mb,
     };
     if json {
-        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        let text = serde_json::to_string(&line).map_err(Error::Json)?;
+        writeln!(out, "{text}").map_err(Error::Output)?;
     } else {
         let dist: Vec<String> = line
             .experts
@@ -295,7 +293,8 @@ pub fn run(
             },
             dist.join(", "),
             100.0 * line.router_agreement
-        )?;
+        )
+        .map_err(Error::Output)?;
     }
     Ok(line)
 }

@@ -5,7 +5,7 @@
 //! 95 % lower confidence bound on it (Clopper–Pearson).
 
 use super::pool::{HeldOutRun, PoolBenchOptions};
-use anyhow::bail;
+use crate::error::{Error, Result, invalid};
 use securerouter_circuits::CircuitKind;
 use securerouter_circuits::pool::route_of;
 use securerouter_runtime::served_pool::embed_query;
@@ -43,7 +43,7 @@ pub fn run(
     opts: &PoolBenchOptions,
     json: bool,
     out: &mut dyn Write,
-) -> anyhow::Result<RouterAgreementLine> {
+) -> Result<RouterAgreementLine> {
     let HeldOutRun {
         pool,
         sentences,
@@ -62,7 +62,7 @@ pub fn run(
         let x = embed_query(&bundle, &s.text, pool.seq_len())?;
         let session = runtime.block_on(client.run(CircuitKind::Router, cols, &x))?;
         let [_, _, onehot] = session.outputs.as_slice() else {
-            bail!(
+            invalid!(
                 "the servers returned {} outputs, the router has 3",
                 session.outputs.len()
             );
@@ -103,7 +103,8 @@ pub fn run(
         wall_s: wall_s / n as f64,
     };
     if json {
-        writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        let text = serde_json::to_string(&line).map_err(Error::Json)?;
+        writeln!(out, "{text}").map_err(Error::Output)?;
     } else {
         writeln!(
             out,
@@ -113,7 +114,8 @@ pub fn run(
             100.0 * line.router_agreement_lower_95,
             line.online_s,
             line.wall_s
-        )?;
+        )
+        .map_err(Error::Output)?;
     }
     Ok(line)
 }

@@ -7,7 +7,7 @@
 //! the plaintext one picks, see `bench pool`), so that the points are not the noise of a few
 //! sentences; the cost axis is measured, never projected.
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use securerouter_circuits::{CircuitKind, RouteMode};
 use securerouter_ml::assets;
 use securerouter_ml::data;
@@ -59,12 +59,12 @@ pub struct SweepPoint {
 }
 
 /// Runs the sweep: one JSON line per point on `out`, and the plot.
-pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> anyhow::Result<Vec<SweepPoint>> {
+pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> {
     if opts.queries == 0 || opts.weights.is_empty() {
-        bail!("the sweep needs --queries ≥ 1 and at least one cost weight");
+        invalid!("the sweep needs --queries ≥ 1 and at least one cost weight");
     }
     if let Some(w) = opts.weights.iter().find(|w| !w.is_finite() || **w < 0.0) {
-        bail!("cost weight {w} is not a finite non-negative number");
+        invalid!("cost weight {w} is not a finite non-negative number");
     }
     let cache = assets::cache_dir(opts.cache.as_deref())?;
     let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
@@ -93,7 +93,8 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> anyhow::Result<Vec<Sweep
             measured_online_s: online[e],
             measured_queries: texts.len(),
         });
-        writeln!(out, "{}", serde_json::to_string(points.last().unwrap())?)?;
+        let text = serde_json::to_string(points.last().unwrap()).map_err(Error::Json)?;
+        writeln!(out, "{text}").map_err(Error::Output)?;
     }
     for &w in &opts.weights {
         let ropts = RouterOptions {
@@ -116,10 +117,11 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> anyhow::Result<Vec<Sweep
             measured_online_s: online[0],
             measured_queries: texts.len(),
         });
-        writeln!(out, "{}", serde_json::to_string(points.last().unwrap())?)?;
+        let text = serde_json::to_string(points.last().unwrap()).map_err(Error::Json)?;
+        writeln!(out, "{text}").map_err(Error::Output)?;
     }
     plot(&points, opts.mode, &opts.plot)?;
-    writeln!(out, "plot written to {}", opts.plot.display())?;
+    writeln!(out, "plot written to {}", opts.plot.display()).map_err(Error::Output)?;
     Ok(points)
 }
 
@@ -130,7 +132,7 @@ fn measure(
     kinds: &[CircuitKind],
     texts: &[&str],
     timeout_s: u64,
-) -> anyhow::Result<Vec<f64>> {
+) -> Result<Vec<f64>> {
     let (cluster, bundle) = pool.start_local(
         timeout_s,
         ServerFlags {
@@ -141,7 +143,8 @@ fn measure(
     let client = cluster.client()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(Error::AsyncRuntime)?;
     let cols = pool.shape().summary.input_cols();
     let bar = securerouter_ml::progress::Progress::new(
         kinds.len() * texts.len(),
@@ -162,7 +165,7 @@ fn measure(
 
 /// Draws accuracy against measured online time: the routers as a line (each point labelled with
 /// its cost weight), the single experts as triangles.
-fn plot(points: &[SweepPoint], mode: RouteMode, path: &Path) -> anyhow::Result<()> {
+fn plot(points: &[SweepPoint], mode: RouteMode, path: &Path) -> Result<()> {
     use plotters::prelude::*;
     let xs = points.iter().map(|p| p.measured_online_s);
     let ys = points.iter().map(|p| 100.0 * p.held_out_accuracy);
@@ -242,9 +245,10 @@ fn plot(points: &[SweepPoint], mode: RouteMode, path: &Path) -> anyhow::Result<(
             root.present()?;
             Ok(())
         };
-    draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("drawing {}", path.display()))
+    draw().map_err(|e| Error::Plot {
+        path: path.to_path_buf(),
+        source: e.to_string().into(),
+    })
 }
 
 #[cfg(test)]

@@ -3,12 +3,12 @@
 //! adds up the output shares they return.
 
 use crate::deployment::{Deployment, random_seed};
+use crate::error::{Error, Result, invalid};
 use crate::messages::{
     ClientHello, Hello, InputShare, OutputShares, ServerReply, SessionId, SessionStats, decode,
     encode,
 };
 use crate::net::{Identity, LinkConfig, SecureLink};
-use anyhow::{Context, bail};
 use securerouter_circuits::pool::route_of;
 use securerouter_circuits::{CircuitKind, FRAC_BITS, QueryPlan};
 use securerouter_core::ring::{BitWidth, FixedPoint};
@@ -114,16 +114,21 @@ impl Client {
         circuit: CircuitKind,
         cols: usize,
         x: &[f64],
-    ) -> anyhow::Result<SessionOutputs> {
+    ) -> Result<SessionOutputs> {
         if cols == 0 || x.is_empty() || !x.len().is_multiple_of(cols) {
-            bail!("the input has {} values, not whole rows of {cols}", x.len());
+            invalid!("the input has {} values, not whole rows of {cols}", x.len());
         }
         let rows = x.len() / cols;
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
         let mut words = x
             .iter()
-            .map(|&v| fp.encode(v).with_context(|| format!("input value {v}")))
-            .collect::<anyhow::Result<Vec<u64>>>()?;
+            .map(|&v| {
+                fp.encode(v).map_err(|source| Error::ProtocolIn {
+                    what: format!("input value {v}"),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<u64>>>()?;
         let seed = random_seed();
         SeededShareStream::new(&seed).split_row_in_place(&mut words);
         let session = SessionId::random();
@@ -143,21 +148,25 @@ impl Client {
         let (o0, o1) = match (r0, r1) {
             (Ok(a), Ok(b)) => (a, b),
             (a, b) => {
-                let why = |r: &anyhow::Result<OutputShares>| match r {
+                let why = |r: &Result<OutputShares>| match r {
                     Ok(_) => "ok".to_string(),
-                    Err(e) => format!("{e:#}"),
+                    Err(e) => e.chain().to_string(),
                 };
-                bail!("session {session} failed: P0: {}; P1: {}", why(&a), why(&b));
+                return Err(Error::SessionFailed {
+                    session,
+                    p0: why(&a),
+                    p1: why(&b),
+                });
             }
         };
         if o0.widths != o1.widths || o0.shares.len() != o1.shares.len() {
-            bail!("the servers returned outputs of different shapes");
+            invalid!("the servers returned outputs of different shapes");
         }
         let outputs = (0..o0.shares.len())
-            .map(|i| -> anyhow::Result<Vec<u64>> {
+            .map(|i| -> Result<Vec<u64>> {
                 let w = BitWidth::new(o0.widths[i] as u32)?;
                 if o0.shares[i].len() != o1.shares[i].len() {
-                    bail!("output {i} has different lengths at the two servers");
+                    invalid!("output {i} has different lengths at the two servers");
                 }
                 Ok(o0.shares[i]
                     .iter()
@@ -165,7 +174,7 @@ impl Client {
                     .map(|(&a, &b)| w.add(a, b))
                     .collect())
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_>>()?;
         Ok(SessionOutputs {
             session: session.to_string(),
             rows,
@@ -176,19 +185,19 @@ impl Client {
     }
 
     /// Runs the router head on `rows` feature vectors of `features` reals each.
-    pub async fn route(&self, features: usize, x: &[f64]) -> anyhow::Result<Classification> {
+    pub async fn route(&self, features: usize, x: &[f64]) -> Result<Classification> {
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
         let out = self.run(CircuitKind::RouterHead, features, x).await?;
         let rows = out.rows;
         let [scores, onehot] = out.outputs.as_slice() else {
-            bail!(
+            invalid!(
                 "the servers returned {} outputs, the router head has 2",
                 out.outputs.len()
             );
         };
         let experts = scores.len() / rows;
         if experts == 0 || scores.len() != rows * experts || onehot.len() != scores.len() {
-            bail!(
+            invalid!(
                 "the servers returned {} scores for {rows} rows",
                 scores.len()
             );
@@ -211,15 +220,11 @@ impl Client {
 
     /// Runs a BERT classifier on one padded sequence ([tokens, hidden + 2], from
     /// [`securerouter_circuits::bert::client_input`]); returns the logits.
-    pub async fn classify(
-        &self,
-        cols: usize,
-        x: &[f64],
-    ) -> anyhow::Result<(Vec<f64>, SessionOutputs)> {
+    pub async fn classify(&self, cols: usize, x: &[f64]) -> Result<(Vec<f64>, SessionOutputs)> {
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
         let out = self.run(CircuitKind::Bert, cols, x).await?;
         let [logits] = out.outputs.as_slice() else {
-            bail!(
+            invalid!(
                 "the servers returned {} outputs, a classifier has 1",
                 out.outputs.len()
             );
@@ -235,7 +240,7 @@ impl Client {
         circuit: CircuitKind,
         cols: usize,
         x: &[f64],
-    ) -> anyhow::Result<PoolAnswer> {
+    ) -> Result<PoolAnswer> {
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
         let out = self.run(circuit, cols, x).await?;
         let (logits, route) = QueryPlan::new(circuit).read_pool(&out.outputs)?;
@@ -249,7 +254,7 @@ impl Client {
     }
 
     /// Sends `hello` to server `i` and waits for its reply.
-    async fn ask(&self, i: usize, hello: Hello) -> anyhow::Result<OutputShares> {
+    async fn ask(&self, i: usize, hello: Hello) -> Result<OutputShares> {
         let endpoint = if i == 0 {
             &self.deployment.p0
         } else {
@@ -257,19 +262,19 @@ impl Client {
         };
         let stream = TcpStream::connect(endpoint.addr)
             .await
-            .with_context(|| format!("connecting to P{i} at {}", endpoint.addr))?;
+            .map_err(Error::connect(&format!("P{i}"), endpoint.addr))?;
         crate::net::tune_tcp(&stream)?;
         let mut link = SecureLink::connect(stream, &self.identity, &endpoint.key()?, &self.link)
             .await
-            .with_context(|| format!("handshake with P{i}"))?;
+            .map_err(Error::link(format!("handshake with P{i}")))?;
         link.send(&encode(&hello)?).await?;
         let reply = link
             .recv()
             .await
-            .with_context(|| format!("waiting for P{i}'s reply"))?;
+            .map_err(Error::link(format!("waiting for P{i}'s reply")))?;
         match decode(&reply, "server reply")? {
             ServerReply::Ok(out) => Ok(out),
-            ServerReply::Failed(why) => bail!("P{i} reports: {why}"),
+            ServerReply::Failed(why) => Err(Error::ServerFailed { party: i, why }),
         }
     }
 }

@@ -11,9 +11,9 @@
 //! load when group or others may access them. `securerouter keys export` copies one
 //! service's files into a folder of its own, for that service's host.
 
+use crate::error::{Error, Result, invalid};
 use crate::model_file::ModelFile;
 use crate::net::{Identity, PublicKey};
-use anyhow::{Context, bail};
 use securerouter_circuits::ModelSpec;
 use securerouter_core::prg::Seed;
 use securerouter_ml::router::{PlainRouterHead, RouterHeadShape};
@@ -39,9 +39,11 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The parsed public key.
-    pub fn key(&self) -> anyhow::Result<PublicKey> {
-        PublicKey::from_hex(&self.public_key)
-            .with_context(|| format!("public key of the service at {}", self.addr))
+    pub fn key(&self) -> Result<PublicKey> {
+        PublicKey::from_hex(&self.public_key).map_err(Error::link(format!(
+            "public key of the service at {}",
+            self.addr
+        )))
     }
 }
 
@@ -139,7 +141,7 @@ impl DeploymentDir {
         addrs: [SocketAddr; 3],
         shape: RouterHeadShape,
         force: bool,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         // The model provider's step: share a router head for the servers.
         let model = PlainRouterHead::random(shape, &random_seed());
         let files = ModelFile::deploy(
@@ -149,8 +151,11 @@ impl DeploymentDir {
         )?;
         let d = Self::create_with(dir, addrs, &files, force)?;
         let plain = dir.join(PLAIN_HEAD);
-        crate::secret_file::write(&plain, &serde_json::to_vec(&model)?)
-            .with_context(|| format!("writing {}", plain.display()))?;
+        let json = serde_json::to_vec(&model).map_err(|source| Error::Json {
+            what: "encoding the router head".to_string(),
+            source,
+        })?;
+        crate::secret_file::write(&plain, &json).map_err(Error::io("writing", &plain))?;
         Ok(d)
     }
 
@@ -161,11 +166,11 @@ impl DeploymentDir {
         addrs: [SocketAddr; 3],
         models: &[ModelFile; 3],
         force: bool,
-    ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
         let json = dir.join("deployment.json");
         if json.exists() && !force {
-            bail!(
+            invalid!(
                 "{} already holds a deployment; pass --force to replace its keys",
                 dir.display()
             );
@@ -199,26 +204,29 @@ impl DeploymentDir {
         Ok(d)
     }
 
-    fn save(&self) -> anyhow::Result<()> {
+    fn save(&self) -> Result<()> {
         let json = self.dir.join("deployment.json");
-        std::fs::write(&json, serde_json::to_vec_pretty(&self.deployment)?)
-            .with_context(|| format!("writing {}", json.display()))
+        let bytes = serde_json::to_vec_pretty(&self.deployment).map_err(|source| Error::Json {
+            what: "encoding the deployment".to_string(),
+            source,
+        })?;
+        std::fs::write(&json, bytes).map_err(Error::io("writing", &json))
     }
 
     /// Adds a client named `name` with a fresh key (written to [`Self::client_key_path`]).
     ///
     /// # Errors
     /// A name that is not 1 to 32 of `a-z 0-9 - _`, or one the deployment has already.
-    pub fn add_client(&mut self, name: &str) -> anyhow::Result<PathBuf> {
+    pub fn add_client(&mut self, name: &str) -> Result<PathBuf> {
         let valid = (1..=32).contains(&name.len())
             && name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !valid {
-            bail!("a client name is 1 to 32 of a-z, 0-9, '-' and '_'; {name:?} is not");
+            invalid!("a client name is 1 to 32 of a-z, 0-9, '-' and '_'; {name:?} is not");
         }
         if self.deployment.clients.iter().any(|c| c.name == name) {
-            bail!("the deployment has a client named {name:?} already");
+            invalid!("the deployment has a client named {name:?} already");
         }
         let id = Identity::generate();
         let path = self.client_key_path(name);
@@ -235,7 +243,7 @@ impl DeploymentDir {
     ///
     /// # Errors
     /// When the deployment has no such client.
-    pub fn revoke_client(&mut self, name: &str) -> anyhow::Result<()> {
+    pub fn revoke_client(&mut self, name: &str) -> Result<()> {
         let before = self.deployment.clients.len();
         self.deployment.clients.retain(|c| c.name != name);
         if self.deployment.clients.len() == before {
@@ -245,13 +253,13 @@ impl DeploymentDir {
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect();
-            bail!("the deployment has no client named {name:?} (it has {names:?})");
+            invalid!("the deployment has no client named {name:?} (it has {names:?})");
         }
         self.save()?;
         let path = self.client_key_path(name);
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("deleting {}", path.display()))
+                Err(Error::io("deleting", &path)(e))
             }
             _ => Ok(()),
         }
@@ -263,14 +271,14 @@ impl DeploymentDir {
     /// # Errors
     /// For the client role (it needs the client bundle and key, not a service's files), or
     /// when `dest` holds files already or a file cannot be copied.
-    pub fn export(&self, role: Role, dest: &Path) -> anyhow::Result<Vec<String>> {
+    pub fn export(&self, role: Role, dest: &Path) -> Result<Vec<String>> {
         if role == Role::Client {
-            bail!("only the dealer's, P0's and P1's folders can be exported");
+            invalid!("only the dealer's, P0's and P1's folders can be exported");
         }
         if std::fs::read_dir(dest).is_ok_and(|mut d| d.next().is_some()) {
-            bail!("{} holds files already", dest.display());
+            invalid!("{} holds files already", dest.display());
         }
-        std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+        std::fs::create_dir_all(dest).map_err(Error::io("creating", dest))?;
         let stem = role.stem();
         let names = [
             "deployment.json".to_string(),
@@ -280,12 +288,11 @@ impl DeploymentDir {
         for name in &names {
             let from = self.dir.join(name);
             if name == "deployment.json" {
-                std::fs::copy(&from, dest.join(name))
-                    .with_context(|| format!("copying {}", from.display()))?;
+                std::fs::copy(&from, dest.join(name)).map_err(Error::io("copying", &from))?;
             } else {
-                let bytes = crate::secret_file::read(&from)
-                    .with_context(|| format!("reading {}", from.display()))?;
-                crate::secret_file::write(&dest.join(name), &bytes)?;
+                let bytes = crate::secret_file::read(&from).map_err(Error::io("reading", &from))?;
+                let to = dest.join(name);
+                crate::secret_file::write(&to, &bytes).map_err(Error::io("writing", &to))?;
             }
         }
         Ok(names.to_vec())
@@ -303,32 +310,35 @@ impl DeploymentDir {
     ///
     /// # Errors
     /// When the deployment has no such client or its key file cannot be read.
-    pub fn client_identity(&self, name: &str) -> anyhow::Result<Identity> {
+    pub fn client_identity(&self, name: &str) -> Result<Identity> {
         if !self.deployment.clients.iter().any(|c| c.name == name) {
-            bail!("the deployment has no client named {name:?}");
+            invalid!("the deployment has no client named {name:?}");
         }
         let path = self.client_key_path(name);
-        Identity::load(&path).with_context(|| format!("the key of client {name:?}"))
+        Identity::load(&path).map_err(Error::link(format!("the key of client {name:?}")))
     }
 
     /// Opens a deployment directory, checking its description.
-    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path) -> Result<Self> {
         let json = dir.join("deployment.json");
-        let bytes = std::fs::read(&json).with_context(|| {
-            format!(
-                "reading {} (create a deployment with `securerouter keys --out {}`)",
-                json.display(),
-                dir.display()
-            )
+        let bytes = std::fs::read(&json).map_err(|source| Error::NoDeployment {
+            dir: dir.to_path_buf(),
+            file: json.clone(),
+            source,
         })?;
-        let deployment: Deployment = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a valid deployment file", json.display()))?;
+        let deployment: Deployment =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+                what: format!("{} is not a valid deployment file", json.display()),
+                source,
+            })?;
         deployment.dealer.key()?;
         deployment.p0.key()?;
         deployment.p1.key()?;
         for c in &deployment.clients {
-            PublicKey::from_hex(&c.public_key)
-                .with_context(|| format!("client {:?}'s public key in deployment.json", c.name))?;
+            PublicKey::from_hex(&c.public_key).map_err(Error::link(format!(
+                "client {:?}'s public key in deployment.json",
+                c.name
+            )))?;
         }
         Ok(DeploymentDir {
             dir: dir.to_path_buf(),
@@ -342,27 +352,29 @@ impl DeploymentDir {
     }
 
     /// A role's static identity.
-    pub fn identity(&self, role: Role) -> anyhow::Result<Identity> {
+    pub fn identity(&self, role: Role) -> Result<Identity> {
         Ok(Identity::load(
             &self.dir.join(format!("{}.key", role.stem())),
         )?)
     }
 
     /// A role's model file.
-    pub fn model(&self, role: Role) -> anyhow::Result<ModelFile> {
+    pub fn model(&self, role: Role) -> Result<ModelFile> {
         ModelFile::load(&self.dir.join(format!("{}.model", role.stem())))
     }
 
     /// The plaintext model (for reference checks by the model provider and tests).
-    pub fn plain_model(&self) -> anyhow::Result<PlainRouterHead> {
+    pub fn plain_model(&self) -> Result<PlainRouterHead> {
         let p = self.dir.join(PLAIN_HEAD);
-        let bytes =
-            crate::secret_file::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        Ok(serde_json::from_slice(&bytes)?)
+        let bytes = crate::secret_file::read(&p).map_err(Error::io("reading", &p))?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: format!("{} is not a plaintext router head", p.display()),
+            source,
+        })
     }
 
     /// Public keys of the accepted clients.
-    pub fn client_keys(&self) -> anyhow::Result<Vec<PublicKey>> {
+    pub fn client_keys(&self) -> Result<Vec<PublicKey>> {
         self.deployment
             .clients
             .iter()
@@ -384,10 +396,9 @@ pub fn random_seed() -> Seed {
 ///
 /// # Errors
 /// When the operating system's random source fails.
-pub fn fresh_seed() -> anyhow::Result<Seed> {
+pub fn fresh_seed() -> Result<Seed> {
     let mut b = [0u8; 16];
-    getrandom::fill(&mut b)
-        .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
+    getrandom::fill(&mut b).map_err(Error::Random)?;
     Ok(Seed::from_bytes(b))
 }
 
@@ -457,7 +468,7 @@ mod tests {
             d.plain_model().map(drop),
         ];
         for (e, name) in errors.into_iter().zip(["p0.key", "p0.model", PLAIN_HEAD]) {
-            let text = format!("{:#}", e.unwrap_err());
+            let text = e.unwrap_err().chain().to_string();
             assert!(
                 text.contains(&d.path().join(name).display().to_string()),
                 "{text}"

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod dealer;
 pub mod deployment;
+pub mod error;
 pub mod local_cluster;
 pub mod messages;
 pub mod model_file;
@@ -20,3 +21,5 @@ pub mod served_pool;
 pub mod server;
 pub mod service;
 pub mod sys;
+
+pub use error::{Error, Result};

@@ -4,8 +4,8 @@
 
 use crate::client::Client;
 use crate::deployment::{DeploymentDir, Role, random_seed};
+use crate::error::{Error, Result};
 use crate::net::LinkConfig;
-use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,10 +44,14 @@ impl LocalCluster {
     }
 
     /// Three free loopback addresses: dealer, P0, P1.
-    pub fn free_addrs() -> anyhow::Result<[SocketAddr; 3]> {
-        let free = || -> anyhow::Result<SocketAddr> {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-            Ok(l.local_addr()?)
+    pub fn free_addrs() -> Result<[SocketAddr; 3]> {
+        let free = || -> Result<SocketAddr> {
+            let free_port = |source| Error::Tcp {
+                what: "finding a free port".to_string(),
+                source,
+            };
+            let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(free_port)?;
+            l.local_addr().map_err(free_port)
         };
         Ok([free()?, free()?, free()?])
     }
@@ -55,12 +59,11 @@ impl LocalCluster {
     /// Starts the dealer and both servers of `deployment` (its addresses must be free) and waits
     /// until each listens. `timeout_s` bounds every silent link; `servers` says how the two
     /// servers run. Each service logs warnings to `NAME.log` in the directory.
-    pub fn start(
-        deployment: DeploymentDir,
-        timeout_s: u64,
-        servers: ServerFlags,
-    ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("locating the securerouter binary")?;
+    pub fn start(deployment: DeploymentDir, timeout_s: u64, servers: ServerFlags) -> Result<Self> {
+        let exe = std::env::current_exe().map_err(|source| Error::Process {
+            what: "locating the securerouter binary".to_string(),
+            source,
+        })?;
         Self::start_with(&exe, deployment, timeout_s, servers)
     }
 
@@ -71,7 +74,7 @@ impl LocalCluster {
         deployment: DeploymentDir,
         timeout_s: u64,
         servers: ServerFlags,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let d = deployment.path().to_string_lossy().to_string();
         let t = timeout_s.to_string();
         let threads = servers.kernel_threads.to_string();
@@ -101,7 +104,8 @@ impl LocalCluster {
             timeout_s,
         };
         for (name, args) in roles {
-            let log = std::fs::File::create(cluster.dir().join(format!("{name}.log")))?;
+            let log_path = cluster.dir().join(format!("{name}.log"));
+            let log = std::fs::File::create(&log_path).map_err(Error::io("creating", &log_path))?;
             let child = Command::new(exe)
                 .args(args)
                 .env("RUST_LOG", "warn")
@@ -109,7 +113,10 @@ impl LocalCluster {
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
-                .with_context(|| format!("starting the {name} process"))?;
+                .map_err(|source| Error::Process {
+                    what: format!("starting the {name} process"),
+                    source,
+                })?;
             cluster.children.push(child);
         }
         let d = &cluster.deployment.deployment;
@@ -117,22 +124,29 @@ impl LocalCluster {
         let deadline = Instant::now() + START_TIMEOUT;
         for (i, addr) in addrs.iter().enumerate() {
             loop {
-                if let Some(status) = cluster.children[i].try_wait()? {
-                    let log = cluster.dir().join(["dealer.log", "p0.log", "p1.log"][i]);
+                let name = ["dealer", "p0", "p1"][i];
+                let exited = cluster.children[i]
+                    .try_wait()
+                    .map_err(|source| Error::Process {
+                        what: format!("watching the {name} process"),
+                        source,
+                    })?;
+                if let Some(status) = exited {
+                    let log = cluster.dir().join(format!("{name}.log"));
                     let why = std::fs::read_to_string(&log).unwrap_or_default();
-                    bail!(
+                    return Err(Error::NotStarted(format!(
                         "service {i} exited ({status}) before listening: {}",
                         why.trim()
-                    );
+                    )));
                 }
                 if std::net::TcpStream::connect(addr).is_ok() {
                     break;
                 }
                 if Instant::now() > deadline {
-                    bail!(
+                    return Err(Error::NotStarted(format!(
                         "the service at {addr} did not start listening within {} s",
                         START_TIMEOUT.as_secs()
-                    );
+                    )));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -146,7 +160,7 @@ impl LocalCluster {
     }
 
     /// A client of the deployment with its identity.
-    pub fn client(&self) -> anyhow::Result<Client> {
+    pub fn client(&self) -> Result<Client> {
         let link = LinkConfig {
             io_timeout: Duration::from_secs(self.timeout_s),
             ..LinkConfig::default()

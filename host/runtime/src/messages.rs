@@ -12,7 +12,7 @@
 //! device client encodes and decodes the same bytes from its own containers. The dealer's
 //! messages and the servers' accounting are the host's alone.
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 /// The per-part figures of [`SessionStats::phases`] and [`SessionStats::stages`] are the
 /// servers' own accounting ([`securerouter_circuits::profile`]), carried here as they are.
 pub use securerouter_circuits::profile::{PhaseStats, add_phases};
@@ -120,16 +120,22 @@ pub type OutputShares =
 pub type ServerReply = securerouter_wire::session::ServerReply<OutputShares, String>;
 
 /// Encodes a message for a link.
-pub fn encode<T: Serialize>(msg: &T) -> anyhow::Result<Vec<u8>> {
-    postcard::to_allocvec(msg).context("encoding a session message")
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(msg).map_err(|source| Error::Postcard {
+        what: "encoding a session message".to_string(),
+        source,
+    })
 }
 
 /// Decodes a message from a link, naming what was expected when it is malformed.
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> anyhow::Result<T> {
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
     if bytes.is_empty() {
-        bail!("empty message where a {what} was expected");
+        invalid!("empty message where a {what} was expected");
     }
-    postcard::from_bytes(bytes).with_context(|| format!("malformed {what} ({} bytes)", bytes.len()))
+    postcard::from_bytes(bytes).map_err(|source| Error::Postcard {
+        what: format!("malformed {what} ({} bytes)", bytes.len()),
+        source,
+    })
 }
 
 #[cfg(test)]

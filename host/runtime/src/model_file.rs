@@ -3,7 +3,7 @@
 //! plaintext weights (see `securerouter_core::gate::share_weights`). Loaded files are
 //! untrusted input: every shape is checked against the spec.
 
-use anyhow::{Context, bail};
+use crate::error::{Error, Result, invalid};
 use securerouter_circuits::ModelSpec;
 use securerouter_circuits::bert::{RingLayer, share_layers};
 use securerouter_core::gate::{DealerWeights, ServerWeights};
@@ -55,6 +55,11 @@ impl StoredLayer {
     }
 }
 
+/// Layer `i`'s index as the gate engine numbers layers.
+fn layer_index(i: usize) -> Result<u32> {
+    u32::try_from(i).map_err(|_| Error::Invalid(format!("too many layers ({i} and more)")))
+}
+
 fn to_bytes(words: &[u64]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
@@ -78,7 +83,7 @@ pub struct ModelFile {
 impl ModelFile {
     /// Deploys `layers` (their masks drawn from `seed`, which must be secret and fresh) into
     /// the dealer's file and the two servers' files.
-    pub fn deploy(spec: ModelSpec, layers: &[RingLayer], seed: &Seed) -> anyhow::Result<[Self; 3]> {
+    pub fn deploy(spec: ModelSpec, layers: &[RingLayer], seed: &Seed) -> Result<[Self; 3]> {
         let want = spec.layer_shapes();
         if layers.len() != want.len()
             || layers
@@ -86,7 +91,7 @@ impl ModelFile {
                 .zip(&want)
                 .any(|(l, &(k, n))| l.k != k || l.n != n)
         {
-            bail!("the layers do not match the model's shape");
+            invalid!("the layers do not match the model's shape");
         }
         let shared = share_layers(layers, seed)?;
         let file = |layers| ModelFile {
@@ -127,28 +132,31 @@ impl ModelFile {
 
     /// Writes the file (postcard), readable by its owner only: it holds a role's secret part
     /// of the model.
-    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let bytes = postcard::to_allocvec(self)?;
-        crate::secret_file::write(path, &bytes)
-            .with_context(|| format!("writing {}", path.display()))
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = postcard::to_allocvec(self).map_err(|source| Error::Postcard {
+            what: format!("encoding {}", path.display()),
+            source,
+        })?;
+        crate::secret_file::write(path, &bytes).map_err(Error::io("writing", path))
     }
 
     /// Reads and checks a model file (refused when group or others may access it).
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let bytes = crate::secret_file::read(path)
-            .with_context(|| format!("reading model file {}", path.display()))?;
-        let m: ModelFile = postcard::from_bytes(&bytes)
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes =
+            crate::secret_file::read(path).map_err(Error::io("reading model file", path))?;
+        let Some(m) = postcard::from_bytes(&bytes)
             .ok()
             .filter(|m: &ModelFile| m.format == FORMAT)
-            .with_context(|| {
-                format!(
-                    "{} is not a SecureRouter model file of this version (deploy the model again)",
-                    path.display()
-                )
-            })?;
-        m.spec
-            .validate()
-            .with_context(|| format!("in {}", path.display()))?;
+        else {
+            invalid!(
+                "{} is not a SecureRouter model file of this version (deploy the model again)",
+                path.display()
+            );
+        };
+        m.spec.validate().map_err(|source| Error::InModelFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let want = m.spec.layer_shapes();
         let dealer = |l: &StoredLayer| matches!(l, StoredLayer::Dealer { .. });
         let bad = m.layers.len() != want.len()
@@ -158,7 +166,7 @@ impl ModelFile {
                 .any(|(l, &shape)| l.shape() != shape || !l.lengths_match())
             || m.layers.iter().any(|l| dealer(l) != dealer(&m.layers[0]));
         if bad {
-            bail!(
+            invalid!(
                 "{}: layer shapes do not match the model {:?}",
                 path.display(),
                 m.spec
@@ -168,25 +176,25 @@ impl ModelFile {
     }
 
     /// The dealer's weight masks (fails on a server's file).
-    pub fn dealer_weights(&self) -> anyhow::Result<Vec<DealerWeights>> {
+    pub fn dealer_weights(&self) -> Result<Vec<DealerWeights>> {
         self.layers
             .iter()
             .enumerate()
             .map(|(i, l)| match l {
                 StoredLayer::Dealer { k, n, mask } => Ok(DealerWeights::from_parts(
-                    u32::try_from(i)?,
+                    layer_index(i)?,
                     (*k, *n),
                     to_words(mask),
                 )?),
                 StoredLayer::Server { .. } => {
-                    bail!("this is a server's part of the model, not the dealer's")
+                    invalid!("this is a server's part of the model, not the dealer's")
                 }
             })
             .collect()
     }
 
     /// A server's part of every layer (fails on the dealer's file).
-    pub fn server_weights(&self) -> anyhow::Result<Vec<ServerWeights>> {
+    pub fn server_weights(&self) -> Result<Vec<ServerWeights>> {
         self.layers
             .iter()
             .enumerate()
@@ -198,14 +206,14 @@ impl ModelFile {
                     masked,
                     bias,
                 } => Ok(ServerWeights::from_parts(
-                    u32::try_from(i)?,
+                    layer_index(i)?,
                     (*k, *n),
                     to_words(online),
                     to_words(masked),
                     to_words(bias),
                 )?),
                 StoredLayer::Dealer { .. } => {
-                    bail!("this is the dealer's part of the model, not a server's")
+                    invalid!("this is the dealer's part of the model, not a server's")
                 }
             })
             .collect()
@@ -257,7 +265,7 @@ mod tests {
         let [mut dealer, _, _] = deploy(1, 9);
         dealer.format = 1;
         dealer.save(&path).unwrap();
-        let err = format!("{:#}", ModelFile::load(&path).unwrap_err());
+        let err = ModelFile::load(&path).unwrap_err().to_string();
         assert!(err.contains("deploy the model again"), "{err}");
         dealer.format = FORMAT;
         dealer.save(&path).unwrap();

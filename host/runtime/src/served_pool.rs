@@ -4,9 +4,9 @@
 //! route and logits, which checks what comes back.
 
 use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
+use crate::error::{Error, Result, invalid};
 use crate::local_cluster::{LocalCluster, ServerFlags};
 use crate::model_file::ModelFile;
-use anyhow::{Context, bail};
 use securerouter_circuits::bert::{client_input, ring_layers, shape_of};
 use securerouter_circuits::{ModelSpec, PoolShape};
 use securerouter_ml::head::{argmax, reference_logits};
@@ -43,15 +43,15 @@ pub struct PlainAnswer {
 impl ServedPool {
     /// Loads the pool in `dir` (built by `securerouter train pool`, with a router from
     /// `securerouter train router`) and its base checkpoint from the asset cache.
-    pub fn load(dir: &Path, cache: &Path) -> anyhow::Result<Self> {
+    pub fn load(dir: &Path, cache: &Path) -> Result<Self> {
         let manifest = PoolManifest::load(dir)?;
         let router = StoredRouter::load(dir, manifest.experts.len())?;
         let experts = (0..manifest.experts.len())
             .map(|k| manifest.load_expert(dir, cache, k))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<securerouter_ml::Result<Vec<_>>>()?;
         let hidden = experts[0].0.config.hidden_size;
         if router.head.shape.features != router_feature_count(hidden) {
-            bail!(
+            invalid!(
                 "the stored router reads {} features, not the {} this version's router reads \
                  (the summary encoder's {hidden} pooled states and its margin): retrain it with \
                  `securerouter train router`",
@@ -61,8 +61,8 @@ impl ServedPool {
         }
         let base = manifest.base_asset()?.path(cache)?;
         let vocab_path = base.join("vocab.txt");
-        let vocab = std::fs::read_to_string(&vocab_path)
-            .with_context(|| format!("reading {}", vocab_path.display()))?;
+        let vocab =
+            std::fs::read_to_string(&vocab_path).map_err(Error::io("reading", &vocab_path))?;
         let tokenizer = WordPiece::from_vocab_file(&vocab_path)?;
         Ok(ServedPool {
             manifest,
@@ -85,7 +85,7 @@ impl ServedPool {
 
     /// Writes a deployment serving the pool into `dir`: fresh keys for every role, the model
     /// files (the router and every expert, shared for the servers) and the client bundle.
-    pub fn deploy(&self, dir: &Path, addrs: [SocketAddr; 3]) -> anyhow::Result<DeploymentDir> {
+    pub fn deploy(&self, dir: &Path, addrs: [SocketAddr; 3]) -> Result<DeploymentDir> {
         let (w0, h0) = &self.experts[0];
         let mut layers = ring_layers(w0, h0)?;
         layers.extend(securerouter_circuits::router_head::ring_layers(
@@ -107,7 +107,7 @@ impl ServedPool {
         &self,
         timeout_s: u64,
         servers: ServerFlags,
-    ) -> anyhow::Result<(LocalCluster, ClientBundle)> {
+    ) -> Result<(LocalCluster, ClientBundle)> {
         let dir = LocalCluster::fresh_dir("pool");
         let deployment = self.deploy(&dir, LocalCluster::free_addrs()?)?;
         let bundle = ClientBundle::load(&dir.join(CLIENT_BUNDLE))?;
@@ -125,17 +125,17 @@ impl ServedPool {
     }
 
     /// The plaintext router and chosen expert on `text` (f64 reference of the circuit's graph).
-    pub fn answer(&self, text: &str) -> anyhow::Result<PlainAnswer> {
+    pub fn answer(&self, text: &str) -> Result<PlainAnswer> {
         let e = self.encode(text);
         self.answer_embedded(self.experts[0].0.embed(&e.ids, &e.type_ids)?)
     }
 
     /// The plaintext router and chosen expert on embedded tokens (rows of the hidden size, real
     /// tokens only, after the embedding LayerNorm): for inputs the client embedded itself.
-    pub fn answer_embedded(&self, embedded: Matrix) -> anyhow::Result<PlainAnswer> {
+    pub fn answer_embedded(&self, embedded: Matrix) -> Result<PlainAnswer> {
         let (w0, h0) = &self.experts[0];
         if embedded.cols != w0.config.hidden_size || embedded.rows == 0 {
-            bail!(
+            invalid!(
                 "{} embedded tokens of width {}; the pool takes rows of {}",
                 embedded.rows,
                 embedded.cols,
@@ -163,19 +163,19 @@ impl ServedPool {
     }
 
     /// Expert `k`'s plaintext logits on `text`.
-    pub fn expert_logits(&self, k: usize, text: &str) -> anyhow::Result<Vec<f64>> {
+    pub fn expert_logits(&self, k: usize, text: &str) -> Result<Vec<f64>> {
         let e = self.encode(text);
         let (w, h) = self
             .experts
             .get(k)
-            .with_context(|| format!("the pool has no expert {k}"))?;
+            .ok_or_else(|| Error::Invalid(format!("the pool has no expert {k}")))?;
         Ok(reference_logits(w, h, &e.ids, &e.type_ids)?)
     }
 }
 
 /// The client's input for `text` from its bundle alone: tokens embedded, padded to `seq_len`
 /// ([tokens, hidden + 2], see [`client_input`]).
-pub fn embed_query(bundle: &ClientBundle, text: &str, seq_len: usize) -> anyhow::Result<Vec<f64>> {
+pub fn embed_query(bundle: &ClientBundle, text: &str, seq_len: usize) -> Result<Vec<f64>> {
     let embedded = bundle.embed_text(text, seq_len)?;
     Ok(client_input(&embedded.data, embedded.cols, seq_len)?)
 }

@@ -9,6 +9,7 @@
 
 use crate::dealer::DealerStream;
 use crate::deployment::Deployment;
+use crate::error::{Error, Result, invalid, refuse};
 use crate::messages::{
     ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, PeerReady, ServerReply,
     SessionId, SessionStats, check_rows, decode, encode,
@@ -17,7 +18,6 @@ use crate::model_file::ModelFile;
 use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
 use crate::service::{ServiceLimits, accept_loop, within};
 use crate::sys::process_cpu_seconds;
-use anyhow::{Context, anyhow, bail};
 use securerouter_circuits::profile::{PhaseStats, Profiled, add_phases};
 use securerouter_circuits::{self as circuit, CircuitKind, QueryPlan, check_serves};
 use securerouter_core::gate::{Channel, Protocol, ServerSide, ServerWeights};
@@ -93,7 +93,7 @@ impl ServerService {
         clients: Vec<PublicKey>,
         model: ModelFile,
         link: LinkConfig,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let peer = match party {
             Party::P0 => &deployment.p1,
             Party::P1 => &deployment.p0,
@@ -127,7 +127,7 @@ impl ServerService {
     ///
     /// # Errors
     /// When a cap or deadline is zero.
-    pub fn with_limits(mut self, limits: ServiceLimits) -> anyhow::Result<Self> {
+    pub fn with_limits(mut self, limits: ServiceLimits) -> Result<Self> {
         limits.check()?;
         self.sessions = Arc::new(Semaphore::new(limits.max_sessions));
         self.limits = limits;
@@ -138,10 +138,13 @@ impl ServerService {
     ///
     /// # Errors
     /// When the weights cannot be copied to the GPU.
-    pub fn with_kernels(mut self, kernels: ServerKernels) -> anyhow::Result<Self> {
+    pub fn with_kernels(mut self, kernels: ServerKernels) -> Result<Self> {
         let bytes = kernels
             .keep_resident(&self.weights)
-            .context("copying the weights to the GPU")?;
+            .map_err(|source| Error::ProtocolIn {
+                what: "copying the weights to the GPU".to_string(),
+                source,
+            })?;
         if bytes > 0 {
             info!(party = ?self.party, mb = bytes as f64 / 1e6, "weights resident on the GPU");
         }
@@ -171,7 +174,7 @@ impl ServerService {
                     Err(e) if crate::service::is_unauthenticated_noise(&e) => {
                         debug!(party = ?me.party, %addr, "connection probe: {e}");
                     }
-                    Err(e) => warn!(party = ?me.party, %addr, "connection failed: {e:#}"),
+                    Err(e) => warn!(party = ?me.party, %addr, "connection failed: {}", e.chain()),
                     Ok(()) => {}
                 }
             }
@@ -183,7 +186,7 @@ impl ServerService {
         self: &Arc<Self>,
         stream: TcpStream,
         _slot: OwnedSemaphorePermit,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let mut allowed = self.clients.clone();
         if self.party == Party::P0 {
             allowed.push(self.peer_key);
@@ -198,14 +201,14 @@ impl ServerService {
         match hello {
             Hello::Peer(peer) => {
                 if self.party != Party::P0 || link.peer() != self.peer_key {
-                    bail!("a peer hello from a key that is not P1's");
+                    refuse!("a peer hello from a key that is not P1's");
                 }
                 self.peer_arrived(peer, link)
             }
             Hello::Client(hello) => {
                 let client = link.peer();
                 if !self.clients.contains(&client) {
-                    bail!("a client hello from a key that is not a client's");
+                    refuse!("a client hello from a key that is not a client's");
                 }
                 let session = hello.session;
                 let started = Instant::now();
@@ -218,10 +221,10 @@ impl ServerService {
                         .await;
                         drop(admission);
                         run.unwrap_or_else(|_| {
-                            Err(anyhow!(
-                                "session {session} ran past its deadline of {:?}",
-                                self.limits.session_timeout
-                            ))
+                            Err(Error::Deadline {
+                                session,
+                                after: self.limits.session_timeout,
+                            })
                         })
                     }
                     Err(e) => Err(e),
@@ -234,8 +237,9 @@ impl ServerService {
                         ServerReply::Ok(out)
                     }
                     Err(e) => {
-                        warn!(party = ?self.party, %session, "session failed: {e:#}");
-                        ServerReply::Failed(format!("{e:#}"))
+                        let why = e.chain().to_string();
+                        warn!(party = ?self.party, %session, "session failed: {why}");
+                        ServerReply::Failed(why)
                     }
                 };
                 link.send(&encode(&reply)?).await?;
@@ -245,20 +249,17 @@ impl ServerService {
     }
 
     /// Admits a session of `client` under the caps, or says which cap it hit.
-    fn admit(&self, client: PublicKey) -> anyhow::Result<Admission> {
+    fn admit(&self, client: PublicKey) -> Result<Admission> {
         let slot = self.sessions.clone().try_acquire_owned().map_err(|_| {
-            anyhow!(
+            Error::Refused(format!(
                 "the server is busy: {} sessions in flight",
                 self.limits.max_sessions
-            )
+            ))
         })?;
-        let mut counts = self
-            .per_client
-            .lock()
-            .map_err(|_| anyhow!("poisoned lock"))?;
+        let mut counts = self.per_client.lock().map_err(|_| Error::Poisoned)?;
         let n = counts.entry(client).or_insert(0);
         if *n >= self.limits.max_sessions_per_client {
-            bail!(
+            refuse!(
                 "this client has {} sessions in flight, the most it may",
                 self.limits.max_sessions_per_client
             );
@@ -273,18 +274,19 @@ impl ServerService {
 
     /// P0: P1's link for a session arrived. If no client asks for the session within the
     /// pairing time-out, the link is dropped (closing it) with a warning.
-    fn peer_arrived(self: &Arc<Self>, peer: PeerHello, link: SecureLink) -> anyhow::Result<()> {
+    fn peer_arrived(self: &Arc<Self>, peer: PeerHello, link: SecureLink) -> Result<()> {
         let session = peer.session;
-        let mut pending = self.pending.lock().map_err(|_| anyhow!("poisoned lock"))?;
+        let mut pending = self.pending.lock().map_err(|_| Error::Poisoned)?;
         match pending.remove(&session) {
             Some(Pending::ClientWaiting(tx)) => {
-                tx.send((link, peer))
-                    .map_err(|_| anyhow!("session {session} gave up before P1 arrived"))?;
+                tx.send((link, peer)).map_err(|_| {
+                    Error::Refused(format!("session {session} gave up before P1 arrived"))
+                })?;
             }
-            Some(Pending::PeerArrived(..)) => bail!("P1 opened two links for session {session}"),
+            Some(Pending::PeerArrived(..)) => refuse!("P1 opened two links for session {session}"),
             None => {
                 if pending.len() >= 2 * self.limits.max_sessions {
-                    bail!(
+                    refuse!(
                         "{} sessions wait for their pairing; refusing P1's link",
                         pending.len()
                     );
@@ -309,14 +311,14 @@ impl ServerService {
     }
 
     /// P0: waits for P1's link of `session` and what P1 says the session runs.
-    async fn wait_for_peer(&self, session: SessionId) -> anyhow::Result<(SecureLink, PeerHello)> {
+    async fn wait_for_peer(&self, session: SessionId) -> Result<(SecureLink, PeerHello)> {
         let rx = {
-            let mut pending = self.pending.lock().map_err(|_| anyhow!("poisoned lock"))?;
+            let mut pending = self.pending.lock().map_err(|_| Error::Poisoned)?;
             match pending.remove(&session) {
                 Some(Pending::PeerArrived(link, peer, _)) => return Ok((link, peer)),
                 Some(Pending::ClientWaiting(tx)) => {
                     pending.insert(session, Pending::ClientWaiting(tx));
-                    bail!("two clients sent session {session}")
+                    refuse!("two clients sent session {session}")
                 }
                 None => {
                     let (tx, rx) = oneshot::channel();
@@ -334,20 +336,20 @@ impl ServerService {
                 {
                     p.remove(&session);
                 }
-                bail!(
-                    "P1 did not join session {session} within {:?}",
-                    self.pair_timeout
-                )
+                Err(Error::Timeout {
+                    what: format!("P1 did not join session {session}"),
+                    after: self.pair_timeout,
+                })
             }
         }
     }
 
     /// P1: opens the link to P0 for a session, saying what it runs.
-    async fn connect_peer(&self, hello: PeerHello) -> anyhow::Result<SecureLink> {
+    async fn connect_peer(&self, hello: PeerHello) -> Result<SecureLink> {
         let addr = self.deployment.p0.addr;
         let stream = TcpStream::connect(addr)
             .await
-            .with_context(|| format!("connecting to P0 at {addr}"))?;
+            .map_err(Error::connect("P0", addr))?;
         crate::net::tune_tcp(&stream)?;
         let mut link =
             SecureLink::connect(stream, &self.identity, &self.peer_key, &self.link).await?;
@@ -358,7 +360,7 @@ impl ServerService {
     /// Pairs with the other server for `hello`'s session: P0 waits for P1's link, P1 opens it
     /// and waits for P0's confirmation, so neither goes on until both hold the client's hello.
     /// Both must run the same circuit on the same batch.
-    async fn join_peer(&self, hello: &ClientHello) -> anyhow::Result<SecureLink> {
+    async fn join_peer(&self, hello: &ClientHello) -> Result<SecureLink> {
         let mine = PeerHello {
             session: hello.session,
             circuit: hello.circuit,
@@ -372,23 +374,20 @@ impl ServerService {
                 let mut link = self.connect_peer(mine).await?;
                 let answer = tokio::time::timeout(self.pair_timeout, link.recv())
                     .await
-                    .map_err(|_| {
-                        anyhow!(
-                            "P0 did not confirm session {} within {:?}",
-                            hello.session,
-                            self.pair_timeout
-                        )
+                    .map_err(|_| Error::Timeout {
+                        what: format!("P0 did not confirm session {}", hello.session),
+                        after: self.pair_timeout,
                     })?
-                    .with_context(|| format!("P0 refused session {}", hello.session))?;
+                    .map_err(Error::link(format!("P0 refused session {}", hello.session)))?;
                 if decode::<PeerReady>(&answer, "P0's confirmation")? != ready {
-                    bail!("P0 confirmed another session than {}", hello.session);
+                    refuse!("P0 confirmed another session than {}", hello.session);
                 }
                 Ok(link)
             }
             Party::P0 => {
                 let (mut link, theirs) = self.wait_for_peer(hello.session).await?;
                 if (theirs.circuit, theirs.rows) != (mine.circuit, mine.rows) {
-                    bail!(
+                    refuse!(
                         "the client asked P0 for {} on {} rows and P1 for {} on {} rows",
                         mine.circuit,
                         mine.rows,
@@ -402,27 +401,23 @@ impl ServerService {
         }
     }
 
-    async fn run_session(
-        &self,
-        hello: ClientHello,
-        started: Instant,
-    ) -> anyhow::Result<OutputShares> {
+    async fn run_session(&self, hello: ClientHello, started: Instant) -> Result<OutputShares> {
         check_serves(&self.model.spec, hello.circuit)?;
         let rows = check_rows(hello.rows)?;
         let features = self.model.spec.input_cols();
         let words = rows
             .checked_mul(features)
             .filter(|w| w.saturating_mul(8) <= self.link.max_message)
-            .with_context(|| {
-                format!(
+            .ok_or_else(|| {
+                Error::Invalid(format!(
                     "{rows} rows of {features} inputs exceed the largest message of {} bytes",
                     self.link.max_message
-                )
+                ))
             })?;
         match (self.party, &hello.input) {
             (Party::P0, InputShare::Seed(_)) | (Party::P1, InputShare::Words(_)) => {}
-            (Party::P0, _) => bail!("P0 expects its input share as a seed"),
-            (Party::P1, _) => bail!("P1 expects its input share as words"),
+            (Party::P0, _) => invalid!("P0 expects its input share as a seed"),
+            (Party::P1, _) => invalid!("P1 expects its input share as words"),
         }
         // Nothing is allocated and the dealer is not asked until the other server has joined:
         // a client that speaks to one server alone costs it a waiting task, no more.
@@ -457,12 +452,12 @@ impl ServerService {
                 .await?;
             let replaced = out
                 .get_mut(next.replaces)
-                .context("the output a later stage replaces")?;
+                .ok_or_else(|| Error::Invalid("the output a later stage replaces".to_string()))?;
             *replaced = second
                 .outputs
                 .into_iter()
                 .next()
-                .context("a later stage's output")?;
+                .ok_or_else(|| Error::Invalid("a later stage's output".to_string()))?;
         }
         let traffic = peer.traffic();
         stats.online_bytes_sent = traffic.bytes_sent;
@@ -485,7 +480,7 @@ impl ServerService {
         plan: QueryPlan,
         stage: u8,
         rows: u32,
-    ) -> anyhow::Result<(Seed, DealerStream)> {
+    ) -> Result<(Seed, DealerStream)> {
         let request = DealerRequest {
             session,
             query: plan.first_stage(),
@@ -513,12 +508,10 @@ impl ServerService {
         kind: CircuitKind,
         input: &StageInput<'_>,
         stats: &mut SessionStats,
-    ) -> anyhow::Result<StageShares> {
+    ) -> Result<StageShares> {
         let offline = Instant::now();
         if self.prefetch_keys {
-            keys.prefetch()
-                .await
-                .context("prefetching the dealer's keys")?;
+            keys.prefetch().await?;
         }
         let kernels = TimedKernels::new(self.kernels.clone());
         let kernel_clock = kernels.clock();
@@ -530,7 +523,10 @@ impl ServerService {
             let layers = server
                 .precompute_linear(&self.weights)
                 .await
-                .context("computing the linear layers' offline terms")?;
+                .map_err(|source| Error::ProtocolIn {
+                    what: "computing the linear layers' offline terms".to_string(),
+                    source,
+                })?;
             debug!(
                 party = ?self.party,
                 layers,
@@ -542,7 +538,7 @@ impl ServerService {
                 .channel_mut()
                 .barrier()
                 .await
-                .context("waiting for the other server's keys")?;
+                .map_err(Error::link("waiting for the other server's keys"))?;
             stats.offline_s += offline.elapsed().as_secs_f64();
         }
         let kernel_offline_s = kernel_clock.seconds();

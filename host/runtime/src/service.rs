@@ -6,6 +6,7 @@
 //! [`ServiceLimits::handshake_timeout`] it is closed, so idle or half-open connections hold a
 //! slot only briefly, and past [`ServiceLimits::max_connections`] new ones are closed at once.
 
+use crate::error::{Error, Result, invalid};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,18 +49,19 @@ impl ServiceLimits {
     ///
     /// # Errors
     /// A zero cap or deadline, named.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> Result<()> {
         for (name, v) in [
             ("--max-connections", self.max_connections),
             ("--max-sessions", self.max_sessions),
             ("--max-sessions-per-client", self.max_sessions_per_client),
         ] {
-            anyhow::ensure!(v > 0, "{name} must be at least 1");
+            if v == 0 {
+                invalid!("{name} must be at least 1");
+            }
         }
-        anyhow::ensure!(
-            !self.handshake_timeout.is_zero() && !self.session_timeout.is_zero(),
-            "deadlines must be at least one second"
-        );
+        if self.handshake_timeout.is_zero() || self.session_timeout.is_zero() {
+            invalid!("deadlines must be at least one second");
+        }
         Ok(())
     }
 }
@@ -138,8 +140,8 @@ pub struct HandshakeTimedOut {
 pub async fn within<T>(
     limit: Duration,
     what: &str,
-    step: impl Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
+    step: impl Future<Output = Result<T>>,
+) -> Result<T> {
     tokio::time::timeout(limit, step)
         .await
         .map_err(|_| HandshakeTimedOut {
@@ -151,6 +153,6 @@ pub async fn within<T>(
 /// Whether a connection failed before anyone authenticated on it (a probe that sent nothing,
 /// or an idle connection closed at the handshake deadline): services log such failures at
 /// debug level, since a flood of them is not worth a warning each.
-pub fn is_unauthenticated_noise(e: &anyhow::Error) -> bool {
-    crate::net::is_probe(e) || e.downcast_ref::<HandshakeTimedOut>().is_some()
+pub fn is_unauthenticated_noise(e: &Error) -> bool {
+    crate::net::is_probe(e) || matches!(e, Error::HandshakeTimedOut(_))
 }

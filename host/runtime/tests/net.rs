@@ -955,18 +955,18 @@ async fn a_connection_closed_before_a_byte_is_a_probe_not_a_failed_handshake() {
     a.shutdown().await.unwrap();
     let r = SecureLink::accept(b, &server, &[client.public()], &short(500)).await;
     assert!(matches!(r, Err(NetError::NoHandshake)), "{:?}", r.err());
-    assert!(securerouter_runtime::net::is_probe(&anyhow::Error::from(
-        r.err().unwrap()
-    )));
+    assert!(securerouter_runtime::net::is_probe(
+        &securerouter_runtime::Error::from(r.err().unwrap())
+    ));
     // One byte and then nothing is a broken handshake, not a probe.
     let (mut a, b) = tokio::io::duplex(1 << 16);
     a.write_all(&[0]).await.unwrap();
     a.shutdown().await.unwrap();
     let r = SecureLink::accept(b, &server, &[client.public()], &short(500)).await;
     assert!(matches!(r, Err(NetError::Handshake(_))), "{:?}", r.err());
-    assert!(!securerouter_runtime::net::is_probe(&anyhow::Error::from(
-        r.err().unwrap()
-    )));
+    assert!(!securerouter_runtime::net::is_probe(
+        &securerouter_runtime::Error::from(r.err().unwrap())
+    ));
 }
 
 #[tokio::test]

@@ -206,11 +206,12 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             run,
         ),
         BenchCommand::Pool { pool } => {
-            return securerouter_bench::pool::run(&pool.options(), pool.json, out).map(|_| ());
+            securerouter_bench::pool::run(&pool.options(), pool.json, out)?;
+            return Ok(());
         }
         BenchCommand::Router { pool } => {
-            return securerouter_bench::router_agreement::run(&pool.options(), pool.json, out)
-                .map(|_| ());
+            securerouter_bench::router_agreement::run(&pool.options(), pool.json, out)?;
+            return Ok(());
         }
         BenchCommand::Sweep {
             cost_weights,
@@ -232,7 +233,8 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                     plot: plot.clone(),
                     timeout_s: *timeout,
                 };
-                return securerouter_bench::sweep::run(&opts, out).map(|_| ());
+                securerouter_bench::sweep::run(&opts, out)?;
+                return Ok(());
             }
             #[cfg(not(feature = "train"))]
             {
@@ -262,5 +264,6 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
         gpu: run.gpu,
         kernel_threads: run.kernel_threads,
     };
-    securerouter_bench::run(&opts, run.json, out).map(|_| ())
+    securerouter_bench::run(&opts, run.json, out)?;
+    Ok(())
 }

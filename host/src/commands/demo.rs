@@ -92,7 +92,7 @@ pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let cols = pool.shape().summary.input_cols();
     let ask = |kind: CircuitKind, text: &str| -> anyhow::Result<PoolAnswer> {
         let x = embed_query(&bundle, text, pool.seq_len())?;
-        runtime.block_on(client.ask_pool(kind, cols, &x))
+        Ok(runtime.block_on(client.ask_pool(kind, cols, &x))?)
     };
     let mb = |a: &PoolAnswer| a.outputs.worst_server().online_bytes_sent as f64 / 1e6;
     let label = |l: usize| LABELS.get(l).copied().unwrap_or("?");

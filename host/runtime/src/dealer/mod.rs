@@ -19,11 +19,11 @@ use sink::StreamingSink;
 pub use stream::DealerStream;
 
 use crate::deployment::fresh_seed;
+use crate::error::{Result, refuse};
 use crate::messages::{DealerChunk, DealerRequest, SessionId, check_rows, decode, encode};
 use crate::model_file::ModelFile;
 use crate::net::{LinkConfig, PublicKey, SecureLink};
 use crate::service::{ServiceLimits, accept_loop, within};
-use anyhow::{anyhow, bail};
 use securerouter_circuits::run_ready;
 use securerouter_circuits::{self as circuit, CircuitKind, QueryPlan, check_serves};
 use securerouter_core::Error;
@@ -90,7 +90,7 @@ struct Waiting {
     circuit: CircuitKind,
     rows: u32,
     ticket: u64,
-    reply: oneshot::Sender<anyhow::Result<(Seed, mpsc::Receiver<DealerChunk>)>>,
+    reply: oneshot::Sender<Result<(Seed, mpsc::Receiver<DealerChunk>)>>,
 }
 
 impl Sessions {
@@ -116,7 +116,7 @@ impl Sessions {
 enum Pairing {
     Wait(
         u64,
-        oneshot::Receiver<anyhow::Result<(Seed, mpsc::Receiver<DealerChunk>)>>,
+        oneshot::Receiver<Result<(Seed, mpsc::Receiver<DealerChunk>)>>,
     ),
     Go(Seed, mpsc::Receiver<DealerChunk>),
 }
@@ -130,7 +130,7 @@ impl DealerService {
         model: ModelFile,
         link: LinkConfig,
         limits: ServiceLimits,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         limits.check()?;
         let weights = Arc::new(model.dealer_weights()?);
         Ok(DealerService {
@@ -158,7 +158,7 @@ impl DealerService {
                     Err(e) if crate::service::is_unauthenticated_noise(&e) => {
                         debug!(%addr, "connection probe: {e}")
                     }
-                    Err(e) => warn!(%addr, "dealer request failed: {e:#}"),
+                    Err(e) => warn!(%addr, "dealer request failed: {}", e.chain()),
                     Ok(()) => {}
                 }
             }
@@ -170,7 +170,7 @@ impl DealerService {
         self: &Arc<Self>,
         stream: TcpStream,
         _slot: OwnedSemaphorePermit,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         crate::net::tune_tcp(&stream)?;
         let (mut link, req) = within(self.limits.handshake_timeout, "a server's request", async {
             let mut link =
@@ -182,10 +182,13 @@ impl DealerService {
         let party = match req.party {
             0 => Party::P0,
             1 => Party::P1,
-            p => bail!("request names party {p}"),
+            p => refuse!("request names party {p}"),
         };
         let deal = if link.peer() != self.servers[party.index() as usize] {
-            Err(anyhow!("the key of this link is not party {}'s", req.party))
+            Err(crate::Error::Refused(format!(
+                "the key of this link is not party {}'s",
+                req.party
+            )))
         } else {
             Deal::of(&req).and_then(|deal| self.check(&deal).map(|()| deal))
         };
@@ -196,7 +199,7 @@ impl DealerService {
         let (seed, mut rx) = match answer {
             Ok(v) => v,
             Err(e) => {
-                link.send(&encode(&DealerChunk::Refused(format!("{e:#}")))?)
+                link.send(&encode(&DealerChunk::Refused(e.chain().to_string()))?)
                     .await?;
                 return Err(e);
             }
@@ -218,12 +221,12 @@ impl DealerService {
         self: &Arc<Self>,
         req: &Deal,
         party: Party,
-    ) -> anyhow::Result<(Seed, mpsc::Receiver<DealerChunk>)> {
+    ) -> Result<(Seed, mpsc::Receiver<DealerChunk>)> {
         match self.request(req, party)? {
             Pairing::Go(seed, rx) => Ok((seed, rx)),
             Pairing::Wait(ticket, rx) => match tokio::time::timeout(self.pair_timeout, rx).await {
                 Ok(Ok(answer)) => answer,
-                Ok(Err(_)) => bail!("session {} was dropped", req.session),
+                Ok(Err(_)) => refuse!("session {} was dropped", req.session),
                 Err(_) => {
                     let mut sessions = self.lock()?;
                     if sessions
@@ -233,11 +236,10 @@ impl DealerService {
                     {
                         sessions.waiting.remove(&req.session);
                     }
-                    bail!(
-                        "the other server did not ask for session {} within {:?}",
-                        req.session,
-                        self.pair_timeout
-                    )
+                    Err(crate::Error::Timeout {
+                        what: format!("the other server did not ask for session {}", req.session),
+                        after: self.pair_timeout,
+                    })
                 }
             },
         }
@@ -246,17 +248,17 @@ impl DealerService {
     /// Registers `party`'s request: it waits for the other server's, or, if that one is
     /// waiting, draws the session's master seed, starts the generation for both and answers
     /// both.
-    fn request(self: &Arc<Self>, req: &Deal, party: Party) -> anyhow::Result<Pairing> {
+    fn request(self: &Arc<Self>, req: &Deal, party: Party) -> Result<Pairing> {
         let mut sessions = self.lock()?;
         let Some(first) = sessions.waiting.remove(&req.session) else {
             if sessions.served.contains(&req.session) {
-                bail!(
+                refuse!(
                     "session {} was already served: the dealer never deals a session twice",
                     req.session
                 );
             }
             if sessions.waiting.len() >= self.limits.max_sessions {
-                bail!(
+                refuse!(
                     "the dealer is busy: {} sessions wait for their other server",
                     sessions.waiting.len()
                 );
@@ -277,8 +279,8 @@ impl DealerService {
             return Ok(Pairing::Wait(ticket, rx));
         };
         let refuse = |first: Waiting, why: String| {
-            let _ = first.reply.send(Err(anyhow!("{why}")));
-            Err(anyhow!("{why}"))
+            let _ = first.reply.send(Err(crate::Error::Refused(why.clone())));
+            Err(crate::Error::Refused(why))
         };
         if first.party == party {
             let why = format!(
@@ -305,7 +307,7 @@ impl DealerService {
         };
         let master = match fresh_seed() {
             Ok(s) => s,
-            Err(e) => return refuse(first, format!("{e:#}")),
+            Err(e) => return refuse(first, e.chain().to_string()),
         };
         let [rx0, rx1] = self.generate(req, master.clone(), permit);
         let (mine, other) = match party {
@@ -354,8 +356,8 @@ impl DealerService {
         [rx0, rx1]
     }
 
-    fn lock(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Sessions>> {
-        self.sessions.lock().map_err(|_| anyhow!("poisoned lock"))
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Sessions>> {
+        self.sessions.lock().map_err(|_| crate::Error::Poisoned)
     }
 
     /// Circuit runs started so far.
@@ -363,7 +365,7 @@ impl DealerService {
         self.generations.load(Ordering::Relaxed)
     }
 
-    fn check(&self, req: &Deal) -> anyhow::Result<()> {
+    fn check(&self, req: &Deal) -> Result<()> {
         check_serves(&self.model.spec, req.circuit)?;
         check_rows(req.rows)?;
         Ok(())
@@ -385,7 +387,7 @@ struct Deal {
 
 impl Deal {
     /// The stage `req` names, or why the query's plan has no such stage.
-    fn of(req: &DealerRequest) -> anyhow::Result<Self> {
+    fn of(req: &DealerRequest) -> Result<Self> {
         let (session, circuit) = QueryPlan::new(req.query).stage(req.session, req.stage)?;
         Ok(Deal {
             session,

@@ -1,9 +1,9 @@
 //! A server's side of the dealer's stream: chunks read on demand, or all of them first
 //! into spill files ([`super::spill`]).
 
+use crate::error::invalid;
 use crate::messages::{DealerChunk, DealerRequest, decode, encode};
 use crate::net::{LinkConfig, LinkReader, PublicKey, SecureLink};
-use anyhow::{Context, bail};
 use securerouter_core::Error;
 use securerouter_core::gate::KeySource;
 use securerouter_core::prg::Seed;
@@ -69,17 +69,17 @@ impl DealerStream {
         me: &crate::net::Identity,
         link: &LinkConfig,
         request: DealerRequest,
-    ) -> anyhow::Result<(Seed, Self)> {
+    ) -> crate::Result<(Seed, Self)> {
         let stream = TcpStream::connect(addr)
             .await
-            .with_context(|| format!("connecting to the dealer at {addr}"))?;
+            .map_err(crate::Error::connect("the dealer", addr))?;
         crate::net::tune_tcp(&stream)?;
         let mut link = SecureLink::connect(stream, me, dealer_key, link).await?;
         link.send(&encode(&request)?).await?;
         let seed = match decode(&link.recv().await?, "dealer seed")? {
             DealerChunk::Seed(s) => Seed::from_bytes(s),
-            DealerChunk::Refused(why) => bail!("the dealer refused: {why}"),
-            _ => bail!("the dealer's stream did not start with a seed"),
+            DealerChunk::Refused(why) => return Err(crate::Error::DealerRefused(why)),
+            _ => invalid!("the dealer's stream did not start with a seed"),
         };
         let party = if request.party == 0 {
             Party::P0
@@ -114,35 +114,44 @@ impl DealerStream {
 
     /// Receives the whole stream before the online phase (benchmarks time the online phase
     /// alone this way), writing it to spill files instead of memory.
-    pub async fn prefetch(&mut self) -> anyhow::Result<()> {
+    ///
+    /// # Errors
+    /// When a spill file cannot be created or written ([`crate::Error::Spill`]), or the
+    /// stream fails ([`crate::Error::ProtocolIn`]); both say "prefetching the dealer's keys".
+    pub async fn prefetch(&mut self) -> crate::Result<()> {
+        use crate::Error::Spill as SpillFailed;
         use std::io::{Seek, Write};
-        let mut files = [Spill::create()?, Spill::create()?, Spill::create()?]
+        let create = || Spill::create().map_err(SpillFailed);
+        let mut files = [create()?, create()?, create()?]
             .map(|f| std::io::BufWriter::with_capacity(1 << 20, f));
         let mut written = [0u64; 3];
         loop {
             for (i, buf) in self.buffers.iter_mut().enumerate() {
-                files[i].write_all(&buf.bytes[buf.pos..])?;
+                files[i]
+                    .write_all(&buf.bytes[buf.pos..])
+                    .map_err(SpillFailed)?;
                 written[i] += buf.available() as u64;
                 *buf = Buffer::default();
             }
             if self.ended {
                 break;
             }
-            self.fetch().await?;
+            self.fetch()
+                .await
+                .map_err(|source| crate::Error::ProtocolIn {
+                    what: "prefetching the dealer's keys".to_string(),
+                    source,
+                })?;
         }
-        let mut spills = Vec::new();
-        for (f, n) in files.into_iter().zip(written) {
-            let mut f = f.into_inner().map_err(|e| e.into_error())?;
-            f.seek(std::io::SeekFrom::Start(0))?;
-            spills.push(Spill {
-                file: f,
-                remaining: n,
-            });
-        }
-        let spills: [Spill; 3] = spills
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("three spills"))?;
-        self.spilled = Some(spills);
+        let [a, b, c] = files;
+        let rewound = |f: std::io::BufWriter<std::fs::File>, remaining| {
+            let mut file = f.into_inner().map_err(|e| SpillFailed(e.into_error()))?;
+            file.seek(std::io::SeekFrom::Start(0))
+                .map_err(SpillFailed)?;
+            Ok::<_, crate::Error>(Spill { file, remaining })
+        };
+        let [na, nb, nc] = written;
+        self.spilled = Some([rewound(a, na)?, rewound(b, nb)?, rewound(c, nc)?]);
         Ok(())
     }
 

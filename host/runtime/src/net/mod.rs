@@ -236,8 +236,8 @@ impl From<frame::FrameError> for NetError {
 
 /// Whether a connection ended only because its initiator connected and closed without a byte
 /// ([`NetError::NoHandshake`]): services answer such probes with a debug line, not a warning.
-pub fn is_probe(e: &anyhow::Error) -> bool {
-    matches!(e.downcast_ref::<NetError>(), Some(NetError::NoHandshake))
+pub fn is_probe(e: &crate::Error) -> bool {
+    matches!(e, crate::Error::Net(NetError::NoHandshake))
 }
 
 /// Readies a connected or accepted TCP stream for a link: Nagle's algorithm off. A link
