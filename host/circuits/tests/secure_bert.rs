@@ -108,8 +108,7 @@ fn a_tanh_gelu_checkpoint_is_refused_for_secure_inference() {
     };
     let model = BertWeights::random(config, &Seed::from_bytes([3; 16])).unwrap();
     let e = ring_layers(&model, &random_head(2, 8, 1))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(e.contains("\"gelu_new\" has no secure circuit"), "{e}");
 }
