@@ -120,8 +120,9 @@ fn running(pid: u32) -> bool {
     })
 }
 
-/// Killing `bench` (SIGTERM, so no destructor runs) takes its dealer, P0 and P1 with it: they
-/// watch their standard input, a pipe the bench holds, and exit when it closes.
+/// Killing `bench` (SIGTERM) takes its dealer, P0 and P1 with it: they watch their standard
+/// input, a pipe the bench holds, and exit when it closes. The bench removes its throw-away
+/// deployment, secret keys included, on its way out.
 #[test]
 fn services_end_when_the_bench_is_killed() {
     if !std::path::Path::new("/proc/self/stat").exists() {
@@ -148,6 +149,12 @@ fn services_end_when_the_bench_is_killed() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
+    // The throw-away deployment, with its secret keys: the services name it.
+    let deployment = deployment_of(services[0]).expect("the services name their deployment");
+    assert!(
+        deployment.join("deployment.json").exists(),
+        "{deployment:?}"
+    );
     // Let a session start, so the services are busy when their supervisor goes.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let killed = Command::new("kill")
@@ -165,4 +172,16 @@ fn services_end_when_the_bench_is_killed() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    assert!(
+        !deployment.exists(),
+        "the killed bench left its deployment (and its keys) in {deployment:?}"
+    );
+}
+
+/// The `--deployment` folder in a process's command line.
+fn deployment_of(pid: u32) -> Option<std::path::PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|&b| b == 0);
+    args.by_ref().find(|a| *a == b"--deployment")?;
+    Some(String::from_utf8_lossy(args.next()?).into_owned().into())
 }

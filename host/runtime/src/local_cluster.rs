@@ -1,6 +1,7 @@
 //! A deployment on this machine for `bench` and `demo`: the dealer, P0 and P1 as child
 //! processes of this binary on loopback, over the encrypted links. The processes are killed and
-//! the throw-away deployment directory removed on drop.
+//! the throw-away deployment directory (secret keys included) removed on drop, and on SIGINT or
+//! SIGTERM, which end the process without running `Drop`.
 
 use crate::client::Client;
 use crate::deployment::{DeploymentDir, Role, random_seed};
@@ -9,6 +10,7 @@ use crate::net::LinkConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a service may take to start listening (loading a big model takes a while).
@@ -25,6 +27,55 @@ pub struct ServerFlags {
     /// Threads each server's CPU kernels use (`--kernel-threads`; 0: one per core).
     pub kernel_threads: usize,
 }
+
+/// The deployment directories of this process's live clusters, for the signal watcher.
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Makes SIGINT and SIGTERM remove the live clusters' directories before the process exits
+/// with the signal's status (130 or 143). Installed once, with the first cluster, and in
+/// place when this returns.
+#[cfg(unix)]
+fn remove_dirs_on_signal() {
+    static WATCHER: std::sync::Once = std::sync::Once::new();
+    WATCHER.call_once(|| {
+        let (ready, installed) = std::sync::mpsc::sync_channel(1);
+        let watcher = std::thread::Builder::new()
+            .name("cluster-signals".into())
+            .spawn(move || {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async {
+                    let (Ok(mut int), Ok(mut term)) = (
+                        signal(SignalKind::interrupt()),
+                        signal(SignalKind::terminate()),
+                    ) else {
+                        return;
+                    };
+                    let _ = ready.send(());
+                    let code = tokio::select! {
+                        _ = int.recv() => 130,
+                        _ = term.recv() => 143,
+                    };
+                    let dirs = LIVE_DIRS.lock().map(|d| d.clone()).unwrap_or_default();
+                    for dir in dirs {
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                    std::process::exit(code);
+                });
+            });
+        if watcher.is_ok() {
+            let _ = installed.recv_timeout(Duration::from_secs(5));
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn remove_dirs_on_signal() {}
 
 /// Dealer, P0 and P1 running a deployment in a directory of their own.
 pub struct LocalCluster {
@@ -97,6 +148,10 @@ impl LocalCluster {
             if i > 0 && servers.kernel_threads > 0 {
                 args.extend(["--kernel-threads", &threads]);
             }
+        }
+        remove_dirs_on_signal();
+        if let Ok(mut live) = LIVE_DIRS.lock() {
+            live.push(deployment.path().to_path_buf());
         }
         let mut cluster = LocalCluster {
             deployment,
@@ -185,5 +240,8 @@ impl Drop for LocalCluster {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(self.dir());
+        if let Ok(mut live) = LIVE_DIRS.lock() {
+            live.retain(|d| d != self.dir());
+        }
     }
 }
