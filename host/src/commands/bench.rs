@@ -100,20 +100,14 @@ pub enum BenchCommand {
     },
 }
 
-/// How a model benchmark runs and reports.
+/// What every benchmark in a local cluster takes: how many queries, the cache, the links'
+/// patience, the servers' kernels and the report's form.
 #[derive(Debug, Args, PartialEq, Eq)]
-pub struct ModelRunArgs {
+pub struct ClusterArgs {
     /// Print one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Also print online time, bytes and rounds per part (linear, attention, softmax, GeLU,
-    /// LayerNorm, other).
-    #[arg(long)]
-    pub breakdown: bool,
-    /// Tokens per sequence.
-    #[arg(long, default_value_t = 128)]
-    pub seq: usize,
-    /// Queries (held-out sentences or random sequences) to average over.
+    /// Queries to run and average over (held-out sentences, or random sequences for `shape`).
     #[arg(long, default_value_t = 1)]
     pub queries: usize,
     /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
@@ -131,45 +125,46 @@ pub struct ModelRunArgs {
     pub kernel_threads: usize,
 }
 
+/// How a model benchmark runs and reports.
+#[derive(Debug, Args, PartialEq, Eq)]
+pub struct ModelRunArgs {
+    /// Also print online time, bytes and rounds per part (linear, attention, softmax, GeLU,
+    /// LayerNorm, other).
+    #[arg(long)]
+    pub breakdown: bool,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// The cluster and the report.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
 /// Which trained pool a pool benchmark runs, and how.
 #[derive(Debug, Args, PartialEq, Eq)]
 pub struct PoolRunArgs {
-    /// Print one JSON line instead of text.
-    #[arg(long)]
-    pub json: bool,
     /// Routing privacy mode of the routed queries.
     #[arg(long, value_enum, default_value = "reveal-route")]
     pub route: RouteMode,
     /// The pool directory (default: the cache directory's `pool`).
     #[arg(long)]
     pub pool_dir: Option<PathBuf>,
-    /// Held-out sentences to run.
-    #[arg(long, default_value_t = 1)]
-    pub queries: usize,
-    /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
-    #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
-    /// Seconds any link may stay silent.
-    #[arg(long, default_value_t = 3600)]
-    pub timeout: u64,
-    /// Run both servers' kernels on the GPU (the CPU where none is usable).
-    #[arg(long)]
-    pub gpu: bool,
-    /// Threads each server's CPU kernels use (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub kernel_threads: usize,
+    /// The cluster and the report.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 impl PoolRunArgs {
     fn options(&self) -> PoolBenchOptions {
+        let c = &self.cluster;
         PoolBenchOptions {
             pool_dir: self.pool_dir.clone(),
-            cache: self.cache_dir.clone(),
+            cache: c.cache_dir.clone(),
             mode: self.route,
-            queries: self.queries,
-            timeout_s: self.timeout,
-            gpu: self.gpu,
-            kernel_threads: self.kernel_threads,
+            queries: c.queries,
+            timeout_s: c.timeout,
+            gpu: c.gpu,
+            kernel_threads: c.kernel_threads,
         }
     }
 }
@@ -200,17 +195,17 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             run,
         } => (
             BenchModel::PoolExpert {
-                pool: pool_dir(dir.as_deref(), run.cache_dir.as_deref())?,
+                pool: pool_dir(dir.as_deref(), run.cluster.cache_dir.as_deref())?,
                 name: name.clone(),
             },
             run,
         ),
         BenchCommand::Pool { pool } => {
-            securerouter_bench::pool::run(&pool.options(), pool.json, out)?;
+            securerouter_bench::pool::run(&pool.options(), pool.cluster.json, out)?;
             return Ok(());
         }
         BenchCommand::Router { pool } => {
-            securerouter_bench::router_agreement::run(&pool.options(), pool.json, out)?;
+            securerouter_bench::router_agreement::run(&pool.options(), pool.cluster.json, out)?;
             return Ok(());
         }
         BenchCommand::Sweep {
@@ -254,16 +249,17 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             }
         }
     };
+    let c = &run.cluster;
     let opts = BenchOptions {
         model,
         seq_len: run.seq,
-        queries: run.queries,
+        queries: c.queries,
         breakdown: run.breakdown,
-        cache: run.cache_dir.clone(),
-        timeout_s: run.timeout,
-        gpu: run.gpu,
-        kernel_threads: run.kernel_threads,
+        cache: c.cache_dir.clone(),
+        timeout_s: c.timeout,
+        gpu: c.gpu,
+        kernel_threads: c.kernel_threads,
     };
-    securerouter_bench::run(&opts, run.json, out)?;
+    securerouter_bench::run(&opts, c.json, out)?;
     Ok(())
 }
