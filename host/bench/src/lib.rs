@@ -19,14 +19,18 @@ pub use error::{Error, Result};
 
 use crate::error::invalid;
 use securerouter_circuits::ModelSpec;
-use securerouter_circuits::bert::{BertShape, client_input, ring_layers, shape_of};
+use securerouter_circuits::bert::{
+    BertShape, RingLayer, checkpoint_ring_layers, checkpoint_shape_of, client_input, ring_layers,
+    shape_of,
+};
 use securerouter_circuits::profile::{PhaseStats, add_phases};
 use securerouter_ml::assets;
 use securerouter_ml::data;
 use securerouter_ml::head::{argmax, reference_logits};
 use securerouter_ml::pool::{CostRequest, MeasuredCost};
 use securerouter_ml::{
-    BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix, WordPiece,
+    BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix,
+    SequenceClassificationHead, WordPiece, logits_of_checkpoint,
 };
 use securerouter_runtime::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use securerouter_runtime::local_cluster::{LocalCluster, ServerFlags};
@@ -53,6 +57,13 @@ pub enum BenchModel {
         pool: PathBuf,
         /// The expert's name in the manifest.
         name: String,
+    },
+    /// A `BertForSequenceClassification` checkpoint folder (`config.json`, safetensors, and
+    /// `vocab.txt` when it has one) with its own head (first token, pooler and tanh,
+    /// classifier), on random token ids filling the whole sequence.
+    Checkpoint {
+        /// The checkpoint folder.
+        dir: PathBuf,
     },
 }
 
@@ -140,8 +151,67 @@ struct Prepared {
     /// The vocabulary (one token per line) for the client bundle.
     vocab: String,
     weights: BertWeights,
-    head: ClassifierHead,
+    head: Head,
     queries: Vec<Vec<u32>>,
+}
+
+/// The head a benchmarked model ends in.
+enum Head {
+    /// A linear head on mean-pooled features (fitted, or random).
+    Fitted(ClassifierHead),
+    /// A checkpoint's own pooler and classifier.
+    Checkpoint(SequenceClassificationHead),
+}
+
+impl Head {
+    /// The model's shape, spec and ring layers.
+    fn deployable(&self, w: &BertWeights) -> Result<(BertShape, ModelSpec, Vec<RingLayer>)> {
+        Ok(match self {
+            Head::Fitted(h) => {
+                let shape = shape_of(w, h);
+                (shape, ModelSpec::Bert(shape), ring_layers(w, h)?)
+            }
+            Head::Checkpoint(h) => {
+                let shape = checkpoint_shape_of(w, h);
+                let layers = checkpoint_ring_layers(w, h)?;
+                (shape, ModelSpec::BertCheckpoint(shape), layers)
+            }
+        })
+    }
+
+    /// The f64 reference logits of one sequence.
+    fn reference(&self, w: &BertWeights, ids: &[u32], types: &[u32]) -> Result<Vec<f64>> {
+        Ok(match self {
+            Head::Fitted(h) => reference_logits(w, h, ids, types)?,
+            Head::Checkpoint(h) => logits_of_checkpoint(w, h, ids, types)?,
+        })
+    }
+}
+
+/// `count` sequences of `len` token ids drawn uniformly below `vocab`.
+fn random_queries(
+    rng: &mut securerouter_core::prg::AesCtr,
+    vocab: usize,
+    count: usize,
+    len: usize,
+) -> Vec<Vec<u32>> {
+    (0..count)
+        .map(|_| {
+            (0..len)
+                .map(|_| (rng.next_u64() % vocab as u64) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+/// A vocabulary that only names `size` token ids, for models run on random ids.
+fn synthetic_vocab(size: usize) -> String {
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .into_iter()
+        .map(String::from)
+        .chain((5..size).map(|i| format!("token{i}")))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 const HEAD_TRAIN_SENTENCES: usize = 400;
@@ -180,28 +250,54 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                     bias: (0..shape.classes).map(|_| unit() * 0.1).collect(),
                 },
             };
-            let queries = (0..opts.queries)
-                .map(|_| {
-                    (0..opts.seq_len)
-                        .map(|_| (rng.next_u64() % vocab as u64) as u32)
-                        .collect()
-                })
-                .collect();
+            let queries = random_queries(&mut rng, vocab, opts.queries, opts.seq_len);
             // Random token ids stand for text; the vocabulary only names them.
-            let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                .into_iter()
-                .map(String::from)
-                .chain((5..vocab).map(|i| format!("token{i}")))
-                .collect::<Vec<_>>()
-                .join("\n");
             Ok(Prepared {
-                vocab,
+                vocab: synthetic_vocab(vocab),
                 name: format!(
                     "random-{}x{}-h{}-f{}",
                     shape.layers, shape.hidden, shape.heads, shape.ffn
                 ),
                 weights,
-                head,
+                head: Head::Fitted(head),
+                queries,
+            })
+        }
+        BenchModel::Checkpoint { dir } => {
+            let (weights, head) = BertWeights::load_with_head(dir, None)?;
+            let Some(head) = head else {
+                invalid!(
+                    "{} has no sequence-classification head (classifier.weight)",
+                    dir.display()
+                );
+            };
+            let c = &weights.config;
+            if opts.seq_len > c.max_position_embeddings {
+                invalid!(
+                    "--seq {} exceeds the checkpoint's {} positions",
+                    opts.seq_len,
+                    c.max_position_embeddings
+                );
+            }
+            let vocab_path = dir.join("vocab.txt");
+            let vocab = if vocab_path.exists() {
+                std::fs::read_to_string(&vocab_path).map_err(Error::io("reading", &vocab_path))?
+            } else {
+                synthetic_vocab(c.vocab_size)
+            };
+            let mut rng = securerouter_core::prg::AesCtr::new(
+                &random_seed(),
+                securerouter_core::prg::Domain(12),
+            );
+            let queries = random_queries(&mut rng, c.vocab_size, opts.queries, opts.seq_len);
+            let name = dir
+                .file_name()
+                .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
+            Ok(Prepared {
+                vocab,
+                name,
+                weights,
+                head: Head::Checkpoint(head),
                 queries,
             })
         }
@@ -223,7 +319,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                     .map_err(Error::io("reading", &vocab_path))?,
                 name: name.clone(),
                 weights,
-                head,
+                head: Head::Fitted(head),
                 queries,
             })
         }
@@ -252,7 +348,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                     format!("minilm-l6-first-{kept}")
                 },
                 weights,
-                head,
+                head: Head::Fitted(head),
                 queries,
             })
         }
@@ -338,13 +434,9 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
     if prepared.queries.is_empty() {
         invalid!("no queries to run");
     }
-    let shape = shape_of(&prepared.weights, &prepared.head);
-    let spec = ModelSpec::Bert(shape);
-    let files = ModelFile::deploy(
-        spec,
-        &ring_layers(&prepared.weights, &prepared.head)?,
-        &random_seed(),
-    )?;
+    let (shape, spec, layers) = prepared.head.deployable(&prepared.weights)?;
+    let files = ModelFile::deploy(spec, &layers, &random_seed())?;
+    drop(layers);
     let dir = LocalCluster::fresh_dir("bench");
     let deployment = DeploymentDir::create_with(&dir, LocalCluster::free_addrs()?, &files, true)?;
     drop(files);
@@ -381,7 +473,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         let embedded = bundle.embeddings.embed(ids, &types)?;
         let x = client_input(&embedded.data, shape.hidden, opts.seq_len)?;
         let (logits, session) = runtime.block_on(client.classify(shape.input_cols(), &x))?;
-        let want = reference_logits(&prepared.weights, &prepared.head, ids, &types)?;
+        let want = prepared.head.reference(&prepared.weights, ids, &types)?;
         let error = want
             .iter()
             .zip(&logits)

@@ -1,5 +1,8 @@
 //! A BERT classifier as one secure circuit (DESIGN §3–§4): the client sends the embedded
-//! tokens; the servers run every encoder layer, masked mean pooling and a linear classifier.
+//! tokens; the servers run every encoder layer, then either masked mean pooling and a linear
+//! classifier fitted on it ([`bert_classifier`]), or a Hugging Face checkpoint's own head:
+//! the first token's hidden state, the pooler's dense layer and tanh, and the checkpoint's
+//! classifier ([`bert_checkpoint_classifier`]).
 //!
 //! The input is one [tokens, hidden + 2] tensor: the embeddings (after the embedding
 //! LayerNorm, which the client computes from its bundle), then per token an additive
@@ -17,7 +20,7 @@ use securerouter_core::Error;
 use securerouter_core::gate::{self, DealerWeights, Protocol, ServerWeights, Tensor};
 use securerouter_core::prg::{Domain, Seed};
 use securerouter_core::ring::{BitWidth, FixedPoint};
-use securerouter_ml::{BertWeights, ClassifierHead, LayerNorm, Linear};
+use securerouter_ml::{BertWeights, ClassifierHead, LayerNorm, Linear, SequenceClassificationHead};
 use serde::{Deserialize, Serialize};
 
 /// The attention bias of padding tokens (−256 in real terms): after the row maximum is
@@ -77,17 +80,36 @@ impl BertShape {
         self.hidden + 2
     }
 
-    /// (inputs, outputs) of every weight layer in circuit order; LayerNorms are one-input
-    /// layers (element-wise scale and shift).
+    /// (inputs, outputs) of every weight layer in circuit order, with the mean-pooled head;
+    /// LayerNorms are one-input layers (element-wise scale and shift).
     pub fn layer_shapes(&self) -> Vec<(usize, usize)> {
+        self.layer_shapes_for(BertHead::MeanPooled)
+    }
+
+    /// [`BertShape::layer_shapes`] for a model ending in `head`: the checkpoint's head has
+    /// one more layer, the pooler (hidden × hidden), before the classifier.
+    pub fn layer_shapes_for(&self, head: BertHead) -> Vec<(usize, usize)> {
         let (h, f) = (self.hidden, self.ffn);
         let mut v = Vec::new();
         for _ in 0..self.layers {
             v.extend([(h, 3 * h), (h, h), (1, h), (h, f), (f, h), (1, h)]);
         }
+        if head == BertHead::Checkpoint {
+            v.push((h, h));
+        }
         v.push((h, self.classes));
         v
     }
+}
+
+/// The head a BERT classifier ends in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BertHead {
+    /// Masked mean pooling and a linear classifier fitted on it ([`bert_classifier`]).
+    MeanPooled,
+    /// A `BertForSequenceClassification` checkpoint's own head: the first token's hidden
+    /// state, the pooler (dense, tanh), the classifier ([`bert_checkpoint_classifier`]).
+    Checkpoint,
 }
 
 /// The named parts of the circuit, for per-part accounting (`bench ... --breakdown`).
@@ -136,6 +158,34 @@ pub async fn bert_classifier<P: Protocol>(
     classifier_head(p, &pooled, head).await
 }
 
+/// Runs a checkpoint's own classifier on one sequence `x` ([tokens, hidden + 2]; the
+/// pooling weights are not read): the encoder layers, then HF's pooled output
+/// tanh(W_p·h_CLS + b_p) and the logits W_c·pooled + b_c [1, classes]. `weights`: the
+/// encoder's, the pooler, the classifier ([`BertShape::layer_shapes_for`]).
+pub async fn bert_checkpoint_classifier<P: Protocol>(
+    p: &mut P,
+    shape: &BertShape,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Tensor, Error> {
+    let [encoder @ .., pooler, head] = weights else {
+        return Err(Error::ShapeMismatch(
+            "the weights do not match the BERT shape",
+        ));
+    };
+    let hidden = bert_encoder(p, shape, x, encoder).await?;
+    p.phase(phase::OTHER);
+    // The first token's row: local, no key and no round.
+    let cls = hidden
+        .transpose()?
+        .gather_last(&[0])?
+        .reshape(&[1, shape.hidden])?;
+    let pooled = dense(p, &cls, pooler).await?;
+    p.phase(phase::OTHER);
+    let pooled = layers::tanh(p, &pooled).await?;
+    classifier_head(p, &pooled, head).await
+}
+
 /// The classifier head on pooled features [1, hidden]: logits [1, classes].
 pub async fn classifier_head<P: Protocol>(
     p: &mut P,
@@ -151,6 +201,21 @@ pub async fn classifier_head<P: Protocol>(
 /// `x` ([tokens, hidden + 2]); returns the mean of the real tokens' last hidden states
 /// [1, hidden], the features both a classifier head and the router read.
 pub async fn bert_pooled<P: Protocol>(
+    p: &mut P,
+    shape: &BertShape,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Tensor, Error> {
+    let hidden = bert_encoder(p, shape, x, weights).await?;
+    let n = x.shape()[0];
+    let pool = x.gather_last(&[shape.hidden + 1])?.reshape(&[1, n])?;
+    p.phase(phase::OTHER);
+    let pooled = p.matmul(&pool, &hidden).await?;
+    p.truncate(&pooled, FRAC).await
+}
+
+/// The encoder layers on one sequence `x`: the last hidden states [tokens, hidden].
+async fn bert_encoder<P: Protocol>(
     p: &mut P,
     shape: &BertShape,
     x: &Tensor,
@@ -177,7 +242,6 @@ pub async fn bert_pooled<P: Protocol>(
         .reduce(BitWidth::new(ACT_BITS)?)?
         .repeat_last(heads * n)
         .transpose()?;
-    let pool = x.gather_last(&[h + 1])?.reshape(&[1, n])?;
     for w in weights.chunks(PARTS_PER_LAYER) {
         let [qkv_w, out_w, norm1, ffn_in, ffn_out, norm2] = w else {
             unreachable!("chunks of PARTS_PER_LAYER");
@@ -220,9 +284,7 @@ pub async fn bert_pooled<P: Protocol>(
         p.phase(phase::LAYER_NORM);
         hidden = layers::layer_norm(p, &out, norm2).await?;
     }
-    p.phase(phase::OTHER);
-    let pooled = p.matmul(&pool, &hidden).await?;
-    p.truncate(&pooled, FRAC).await
+    Ok(hidden)
 }
 
 /// One weight layer in the ring: k×n weights (row-major, inputs × outputs) and n biases.
@@ -296,6 +358,37 @@ fn ring_norm(l: &LayerNorm, what: &str) -> crate::Result<RingLayer> {
 
 /// The encoder layers and classifier head of a model as ring layers in circuit order.
 pub fn ring_layers(model: &BertWeights, head: &ClassifierHead) -> crate::Result<Vec<RingLayer>> {
+    let mut out = encoder_ring_layers(model)?;
+    out.push(ring_dense(&[(&head.linear, 1.0)], "classifier")?);
+    Ok(out)
+}
+
+/// The encoder layers and a checkpoint's own head (pooler, classifier) as ring layers in
+/// circuit order, for [`bert_checkpoint_classifier`].
+pub fn checkpoint_ring_layers(
+    model: &BertWeights,
+    head: &SequenceClassificationHead,
+) -> crate::Result<Vec<RingLayer>> {
+    let h = model.config.hidden_size;
+    let (p, c) = (&head.pooler.weight, &head.classifier.weight);
+    if (p.rows, p.cols, c.cols) != (h, h, h) || c.rows != head.num_labels {
+        invalid!(
+            "a head with a {}×{} pooler and a {}×{} classifier does not fit hidden size {h} \
+             and {} labels",
+            p.rows,
+            p.cols,
+            c.rows,
+            c.cols,
+            head.num_labels
+        );
+    }
+    let mut out = encoder_ring_layers(model)?;
+    out.push(ring_dense(&[(&head.pooler, 1.0)], "pooler")?);
+    out.push(ring_dense(&[(&head.classifier, 1.0)], "classifier")?);
+    Ok(out)
+}
+
+fn encoder_ring_layers(model: &BertWeights) -> crate::Result<Vec<RingLayer>> {
     let c = &model.config;
     // The secure GeLU is the exact one: a tanh-approximated checkpoint would run with another
     // activation than its own, so it is refused rather than approximated silently.
@@ -322,19 +415,28 @@ pub fn ring_layers(model: &BertWeights, head: &ClassifierHead) -> crate::Result<
         out.push(ring_dense(&[(&l.ffn_out, 1.0)], &what("FFN out"))?);
         out.push(ring_norm(&l.ffn_norm, &what("FFN LayerNorm"))?);
     }
-    out.push(ring_dense(&[(&head.linear, 1.0)], "classifier")?);
     Ok(out)
 }
 
 /// The shape of a model with a head.
 pub fn shape_of(model: &BertWeights, head: &ClassifierHead) -> BertShape {
+    shape_with_classes(model, head.linear.weight.rows)
+}
+
+/// The shape of a model with its checkpoint's own head (run as
+/// [`crate::ModelSpec::BertCheckpoint`]).
+pub fn checkpoint_shape_of(model: &BertWeights, head: &SequenceClassificationHead) -> BertShape {
+    shape_with_classes(model, head.classifier.weight.rows)
+}
+
+fn shape_with_classes(model: &BertWeights, classes: usize) -> BertShape {
     let c = &model.config;
     BertShape {
         layers: model.layers.len(),
         hidden: c.hidden_size,
         heads: c.num_attention_heads,
         ffn: c.intermediate_size,
-        classes: head.linear.weight.rows,
+        classes,
     }
 }
 

@@ -13,6 +13,7 @@
 //! | layer | rounds | approximation |
 //! |---|---|---|
 //! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4), zero outside, read with the sign off one key |
+//! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
 //! | softmax over n | 2⌈log2 n⌉ + 14 (13 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's; reciprocal from a 13-bit table and one Newton step |
 //! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
 //!
@@ -50,6 +51,8 @@ pub const LINEAR_BITS: u32 = 52;
 pub const NORM_BITS: u32 = 32;
 /// Window bits of the GeLU correction table: x in [−4, 4) at steps of 8/2^GELU_BITS.
 pub const GELU_BITS: u32 = 10;
+/// Window bits of the tanh correction table: x in [−8, 8) at steps of 16/2^TANH_BITS.
+pub const TANH_BITS: u32 = 12;
 /// Range of the LayerNorm variance the normaliser handles: 2^V_MIN ≤ v < 2^(V_MAX + 1).
 const V_MIN: i32 = -(FRAC as i32);
 const V_MAX: i32 = 17;
@@ -120,6 +123,43 @@ pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let (positive, d) = p.drelu_lookup(&v, gelu_table()?).await?;
     let relu = p.mul_bit(&positive, x).await?;
     relu.sub(&d)
+}
+
+// ------------------------------------------------------------------------------------ tanh
+
+/// T(y) = tanh(y) − sign(y) at the midpoint y = (v + 1/2)·16/2^TANH_BITS of the step that
+/// index v ∈ [−2^(TANH_BITS − 1), 2^(TANH_BITS − 1)) stands for, in fixed point; zero beyond
+/// |y| ≥ 8, where |T| < 2.3e−7. The midpoint has the sign of its step (v ≥ 0 is positive), so
+/// the sign the key reads and the table's agree.
+fn tanh_table() -> Result<&'static WindowTable, Error> {
+    static CELL: OnceLock<WindowTable> = OnceLock::new();
+    table(&CELL, || {
+        let step = 16.0 / (1u64 << TANH_BITS) as f64;
+        WindowTable::from_fn(TANH_BITS, BitWidth::FULL, |v| {
+            let y = (v as f64 + 0.5) * step;
+            fixed(y.tanh() - y.signum(), FRAC)
+        })
+    })
+}
+
+/// tanh(x) = (2·[x ≥ 0] − 1) + T(x), BERT's pooler activation: x read at the table's step
+/// (local shift), its sign and T(x) from one DPF key (2 rounds, [`Protocol::drelu_lookup`]),
+/// then the sign bit as an arithmetic 2·[x ≥ 0] (1, [`Protocol::mul_bit`] on a public 2).
+/// Three rounds.
+///
+/// The error is at most the table's step and a half (the step the midpoint stands for, plus
+/// one step of the shift's carry) times tanh's slope of at most 1: below
+/// 1.5·2^(4 − TANH_BITS) ≈ 5.9e−3, and far less where |x| is large.
+pub async fn tanh<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
+    // As for GeLU: |x| < 2^(ACT_BITS − 1) units on ACT_BITS + 1 bits, shifted to the step:
+    // below a quarter of the shifted ring, so the table is exact.
+    let shift = FRAC + 4 - TANH_BITS;
+    let v = x.reduce(width(ACT_BITS + 1)?)?.shift_down(shift)?;
+    let (positive, t) = p.drelu_lookup(&v, tanh_table()?).await?;
+    let two = p.public(x.shape(), BitWidth::FULL, &vec![fixed(2.0, FRAC); x.len()])?;
+    let sign = p.mul_bit(&positive, &two).await?;
+    let sign = p.add_public(&sign, &[fixed(-1.0, FRAC)])?;
+    sign.add(&t)
 }
 
 // --------------------------------------------------------------------------------- softmax

@@ -41,10 +41,14 @@ pub const FRAC_BITS: u32 = 12;
 pub enum ModelSpec {
     /// The router head.
     RouterHead(RouterHeadShape),
-    /// A BERT classifier.
+    /// A BERT classifier with a linear head fitted on mean-pooled features.
     Bert(BertShape),
     /// A pool: the encrypted router and the experts.
     Pool(PoolShape),
+    /// A BERT classifier with its `BertForSequenceClassification` checkpoint's own head
+    /// (first token, pooler and tanh, classifier; [`bert::BertHead::Checkpoint`]), served as
+    /// [`CircuitKind::Bert`] with the same input.
+    BertCheckpoint(BertShape),
 }
 
 impl ModelSpec {
@@ -53,6 +57,7 @@ impl ModelSpec {
         match (self, kind) {
             (ModelSpec::RouterHead(_), CircuitKind::RouterHead)
             | (ModelSpec::Bert(_), CircuitKind::Bert)
+            | (ModelSpec::BertCheckpoint(_), CircuitKind::Bert)
             | (ModelSpec::Pool(_), CircuitKind::Router) => true,
             (ModelSpec::Pool(p), CircuitKind::Routed(_)) => p.experts() > 1,
             (ModelSpec::Pool(p), CircuitKind::Expert(k)) => usize::from(k) < p.experts(),
@@ -65,6 +70,7 @@ impl ModelSpec {
         match self {
             ModelSpec::RouterHead(_) => "the router head".into(),
             ModelSpec::Bert(_) => "a BERT classifier".into(),
+            ModelSpec::BertCheckpoint(_) => "a BERT classifier with its checkpoint's head".into(),
             ModelSpec::Pool(p) => format!(
                 "a pool of {} experts (router, routed queries, experts 0..{})",
                 p.experts(),
@@ -77,7 +83,7 @@ impl ModelSpec {
     pub fn input_cols(&self) -> usize {
         match self {
             ModelSpec::RouterHead(s) => s.features,
-            ModelSpec::Bert(s) => s.input_cols(),
+            ModelSpec::Bert(s) | ModelSpec::BertCheckpoint(s) => s.input_cols(),
             ModelSpec::Pool(p) => p.summary.input_cols(),
         }
     }
@@ -86,7 +92,7 @@ impl ModelSpec {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelSpec::RouterHead(s) => Ok(s.validate()?),
-            ModelSpec::Bert(s) => s.validate(),
+            ModelSpec::Bert(s) | ModelSpec::BertCheckpoint(s) => s.validate(),
             ModelSpec::Pool(p) => p.validate(),
         }
     }
@@ -96,6 +102,7 @@ impl ModelSpec {
         match self {
             ModelSpec::RouterHead(s) => s.layer_shapes(),
             ModelSpec::Bert(s) => s.layer_shapes(),
+            ModelSpec::BertCheckpoint(s) => s.layer_shapes_for(bert::BertHead::Checkpoint),
             ModelSpec::Pool(p) => p.layer_shapes(),
         }
     }
@@ -120,7 +127,7 @@ impl From<Vec<Tensor>> for Stage {
 }
 
 /// Runs circuit `kind` of a model on one input: the router head's `[scores, one-hot]`, BERT's
-/// `[logits]`, or a pool's circuits ([`pool`]). Written once for every role.
+/// `[logits]` (either head), or a pool's circuits ([`pool`]). Written once for every role.
 pub async fn run<P: Protocol>(
     p: &mut P,
     spec: &ModelSpec,
@@ -137,6 +144,9 @@ pub async fn run<P: Protocol>(
         (ModelSpec::RouterHead(_), _) => Ok(router_head(p, x, weights).await?.into()),
         (ModelSpec::Bert(shape), _) => {
             Ok(vec![bert_classifier(p, shape, x, weights).await?].into())
+        }
+        (ModelSpec::BertCheckpoint(shape), _) => {
+            Ok(vec![bert::bert_checkpoint_classifier(p, shape, x, weights).await?].into())
         }
         (ModelSpec::Pool(pool), kind) => pool::run(p, pool, kind, x, weights).await,
     }

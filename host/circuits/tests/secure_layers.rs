@@ -1,4 +1,4 @@
-//! The secure non-linear layers (GeLU, softmax, 1/√v, LayerNorm) against exact f64 math, on
+//! The secure non-linear layers (GeLU, tanh, softmax, 1/√v, LayerNorm) against exact f64 math, on
 //! random and edge inputs, through the dealer and both servers in one process.
 
 use securerouter_circuits::Stage;
@@ -12,6 +12,7 @@ use securerouter_ml::reference::gelu;
 
 enum Nonlinear {
     Gelu,
+    Tanh,
     Softmax,
     /// The softmax left at scale 2^(2·FRAC).
     SoftmaxDoubleScale,
@@ -28,6 +29,7 @@ impl Circuit for Nonlinear {
     ) -> Result<Stage, Error> {
         let y = match self {
             Nonlinear::Gelu => layers::gelu(p, x).await,
+            Nonlinear::Tanh => layers::tanh(p, x).await,
             Nonlinear::Softmax => layers::softmax(p, x).await,
             Nonlinear::SoftmaxDoubleScale => layers::softmax_double_scale(p, x).await,
             Nonlinear::Rsqrt => layers::rsqrt(p, x).await,
@@ -77,6 +79,30 @@ fn gelu_matches_erf_gelu() {
         .fold(0.0, f64::max);
     eprintln!("GeLU: max |error| {worst:.2e}");
     assert!(worst < 4e-3, "max |error| {worst}");
+}
+
+#[test]
+fn tanh_matches_f64_tanh() {
+    let mut r = rng(8);
+    let mut x: Vec<f64> = (0..2000).map(|_| uniform(&mut r, -10.0, 10.0)).collect();
+    x.extend([
+        0.0, -0.0001, 0.0001, 7.99, 8.0, 8.01, -8.0, -8.01, -7.99, 100.0, -100.0, 4000.0, -4000.0,
+        8191.0, -8191.0,
+    ]);
+    // Small values either side of 0, where the sign is read off x shifted down by 4 bits.
+    x.extend((-40..=40).map(|i| i as f64 / 4096.0));
+    // Either side of the table's window, and far outside it where the DPF's domain wraps.
+    for edge in [-8.0, 8.0, 8.0 - 8192.0, 8184.0] {
+        x.extend((-8..8).map(|i| edge + i as f64 / 1024.0));
+    }
+    let y = run(&Nonlinear::Tanh, &[x.len()], &x, &no_weights());
+    let worst = x
+        .iter()
+        .zip(&y)
+        .map(|(&a, &b)| (a.tanh() - b).abs())
+        .fold(0.0, f64::max);
+    eprintln!("tanh: max |error| {worst:.2e}");
+    assert!(worst < 7e-3, "max |error| {worst}");
 }
 
 fn softmax(row: &[f64]) -> Vec<f64> {

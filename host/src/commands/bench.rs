@@ -41,6 +41,17 @@ pub enum BenchCommand {
         #[command(flatten)]
         run: ModelRunArgs,
     },
+    /// A `BertForSequenceClassification` checkpoint folder with its own head (first token,
+    /// pooler and tanh, classifier) on random token ids; reports the label agreement with the
+    /// checkpoint's f64 forward pass.
+    Checkpoint {
+        /// The checkpoint folder (`config.json`, safetensors, optionally `vocab.txt`).
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// How to run and report.
+        #[command(flatten)]
+        run: ModelRunArgs,
+    },
     /// One expert of the trained pool (`securerouter train pool`), on the pool's held-out
     /// sentences.
     Expert {
@@ -187,6 +198,12 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                 ffn: *ffn,
                 classes: 2,
             }),
+            run,
+        ),
+        BenchCommand::Checkpoint { model_dir, run } => (
+            BenchModel::Checkpoint {
+                dir: model_dir.clone(),
+            },
             run,
         ),
         BenchCommand::Expert {
