@@ -1,0 +1,174 @@
+//! `securerouter bench checkpoint`: a `BertForSequenceClassification` folder in Hugging Face's
+//! layout (F16 tensors, its own pooler and classifier) runs under MPC across processes with its
+//! own head, and its labels and logits match the f64 reference of that checkpoint.
+
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use securerouter_tests::binary;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+const VOCAB: usize = 30;
+const HIDDEN: usize = 16;
+const HEADS: usize = 2;
+const FFN: usize = 32;
+const POSITIONS: usize = 16;
+const LABELS: usize = 3;
+
+/// SplitMix64, seeded: the same checkpoint on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self, centre: f32, a: f32) -> f32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        centre + ((z >> 40) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * a
+    }
+}
+
+/// f32 to IEEE half, rounded to nearest (the values here are small and normal).
+fn f16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    if exp <= 0 {
+        return sign;
+    }
+    let mant = b & 0x7f_ffff;
+    let mut h = u32::from(sign) | ((exp as u32) << 10) | (mant >> 13);
+    if mant & 0x1fff > 0x1000 || (mant & 0x1fff == 0x1000 && h & 1 == 1) {
+        h += 1;
+    }
+    h as u16
+}
+
+/// Writes a one-layer `BertForSequenceClassification` with `LABELS` labels into `dir`.
+fn write_checkpoint(dir: &Path) {
+    let mut rng = Rng(7);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |name: &str, shape: &[usize], centre: f32, a: f32| {
+        let n: usize = shape.iter().product();
+        let bytes = (0..n)
+            .flat_map(|_| f16_bits(rng.uniform(centre, a)).to_le_bytes())
+            .collect();
+        tensors.push((name.to_string(), shape.to_vec(), bytes));
+    };
+    let (h, w) = (HIDDEN, 0.3);
+    add(
+        "bert.embeddings.word_embeddings.weight",
+        &[VOCAB, h],
+        0.0,
+        1.0,
+    );
+    add(
+        "bert.embeddings.position_embeddings.weight",
+        &[POSITIONS, h],
+        0.0,
+        0.3,
+    );
+    add(
+        "bert.embeddings.token_type_embeddings.weight",
+        &[2, h],
+        0.0,
+        0.3,
+    );
+    add("bert.embeddings.LayerNorm.weight", &[h], 1.0, 0.1);
+    add("bert.embeddings.LayerNorm.bias", &[h], 0.0, 0.1);
+    let l = "bert.encoder.layer.0";
+    for part in ["query", "key", "value"] {
+        add(
+            &format!("{l}.attention.self.{part}.weight"),
+            &[h, h],
+            0.0,
+            w,
+        );
+        add(&format!("{l}.attention.self.{part}.bias"), &[h], 0.0, 0.05);
+    }
+    add(
+        &format!("{l}.attention.output.dense.weight"),
+        &[h, h],
+        0.0,
+        w,
+    );
+    add(&format!("{l}.attention.output.dense.bias"), &[h], 0.0, 0.05);
+    add(
+        &format!("{l}.attention.output.LayerNorm.weight"),
+        &[h],
+        1.0,
+        0.1,
+    );
+    add(
+        &format!("{l}.attention.output.LayerNorm.bias"),
+        &[h],
+        0.0,
+        0.1,
+    );
+    add(&format!("{l}.intermediate.dense.weight"), &[FFN, h], 0.0, w);
+    add(&format!("{l}.intermediate.dense.bias"), &[FFN], 0.0, 0.05);
+    add(&format!("{l}.output.dense.weight"), &[h, FFN], 0.0, w);
+    add(&format!("{l}.output.dense.bias"), &[h], 0.0, 0.05);
+    add(&format!("{l}.output.LayerNorm.weight"), &[h], 1.0, 0.1);
+    add(&format!("{l}.output.LayerNorm.bias"), &[h], 0.0, 0.1);
+    add("bert.pooler.dense.weight", &[h, h], 0.0, 0.5);
+    add("bert.pooler.dense.bias", &[h], 0.0, 0.1);
+    add("classifier.weight", &[LABELS, h], 0.0, 1.0);
+    add("classifier.bias", &[LABELS], 0.0, 0.1);
+    let views: HashMap<String, TensorView<'_>> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = TensorView::new(Dtype::F16, shape.clone(), bytes).expect("a tensor");
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(&views, None, &dir.join("model.safetensors"))
+        .expect("writing model.safetensors");
+    let config = serde_json::json!({
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "vocab_size": VOCAB,
+        "hidden_size": HIDDEN,
+        "num_hidden_layers": 1,
+        "num_attention_heads": HEADS,
+        "intermediate_size": FFN,
+        "hidden_act": "gelu",
+        "max_position_embeddings": POSITIONS,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "id2label": {"0": "contradiction", "1": "entailment", "2": "neutral"},
+        "label2id": {"contradiction": 0, "entailment": 1, "neutral": 2},
+        "torch_dtype": "float16"
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("writing config.json");
+}
+
+#[test]
+fn a_checkpoint_with_its_own_head_runs_under_mpc_like_its_reference() {
+    let dir = std::env::temp_dir().join(format!("securerouter-checkpoint-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_checkpoint(&dir);
+    let out = Command::new(binary())
+        .args(["bench", "checkpoint", "--model-dir"])
+        .arg(&dir)
+        .args(["--seq", "8", "--queries", "4", "--json", "--timeout", "120"])
+        .output()
+        .expect("running securerouter bench checkpoint");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().next().expect("a JSON line");
+    let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+    println!("{line}");
+    assert_eq!(v["queries"], 4, "{line}");
+    assert_eq!(v["label_agreement"], 1.0, "{line}");
+    let err = v["max_abs_logit_err"].as_f64().expect("max_abs_logit_err");
+    assert!(err < 0.05, "{line}");
+}
