@@ -83,6 +83,26 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Hugging Face's `tokenizers` refused a `tokenizer.json` or failed to encode with it.
+    #[error("{action} {}", path.display())]
+    Tokenizer {
+        /// What was being done, e.g. "loading the tokenizer".
+        action: &'static str,
+        /// The `tokenizer.json`.
+        path: PathBuf,
+        /// The `tokenizers` error.
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// A checkpoint folder has no tokenizer: neither `tokenizer.json` nor `vocab.txt`.
+    #[error(
+        "{} has no tokenizer: neither tokenizer.json nor vocab.txt",
+        dir.display()
+    )]
+    NoTokenizer {
+        /// The checkpoint folder.
+        dir: PathBuf,
+    },
     /// A value refused: in a config, weights, a data file, a manifest, an archive, or an
     /// option given by the caller. The message names the value and why.
     #[error("{0}")]

@@ -1,7 +1,8 @@
 //! SecureRouter's plaintext side, as the model provider holds it: BERT-style models (Hugging
-//! Face checkpoint folders: config, safetensors in one file or shards, classification heads), the WordPiece tokenizer, the f64 reference encoder that
-//! secure results are measured against, classifier heads), the router, the pool's manifest and
-//! files, labelled data sets (GLUE tasks and users' own tables) and their metrics, and the
+//! Face checkpoint folders: config, safetensors in one file or shards, classification heads),
+//! their tokenizer (`tokenizer.json`, or WordPiece from `vocab.txt`), the f64 reference encoder
+//! that secure results are measured against, classifier heads, the router, the pool's manifest
+//! and files, labelled data sets (GLUE tasks and users' own tables) and their metrics, and the
 //! asset cache of pinned registry packages. Nothing here touches a secret share.
 
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod head;
+pub mod hf_tokenizer;
 pub mod matrix;
 pub mod metrics;
 pub mod pool;
@@ -29,6 +31,7 @@ pub use classification::{SequenceClassificationHead, logits_of_checkpoint};
 pub use config::BertConfig;
 pub use error::{Error, Result};
 pub use head::ClassifierHead;
+pub use hf_tokenizer::Tokenizer;
 pub use matrix::Matrix;
 pub use metrics::{Metric, Scores};
 pub use pool::PoolManifest;

@@ -1,9 +1,11 @@
-//! BERT's WordPiece tokenizer (uncased), re-implemented in plain Rust.
+//! BERT's WordPiece tokenizer (uncased or cased), re-implemented in plain Rust.
 //!
-//! Client and servers must turn text into exactly the ids the experts were trained with, and the
-//! host should not pull the whole `tokenizers` crate (regex engines, C code) into the binary for
-//! that. So this module re-implements, step by step, the Hugging Face pipeline that the
-//! `tokenizer.json` of `sentence-transformers/all-MiniLM-L6-v2` (and every uncased BERT) specifies:
+//! Client and servers must turn text into exactly the ids the experts were trained with. This
+//! module re-implements, step by step, the Hugging Face pipeline that the `tokenizer.json` of
+//! `sentence-transformers/all-MiniLM-L6-v2` (and every uncased BERT) specifies, so that a
+//! checkpoint with only a `vocab.txt` still tokenizes as Hugging Face would, and the client can
+//! tokenize without Hugging Face's crate ([`crate::hf_tokenizer::Tokenizer`] picks a checkpoint
+//! folder's `tokenizer.json` when it has one, and this otherwise):
 //!
 //! 1. **Special tokens.** `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]` and `[MASK]` written verbatim in the
 //!    input (case-sensitive, before normalisation, leftmost-longest) are single tokens, as the
@@ -11,11 +13,15 @@
 //! 2. **`BertNormalizer`** (`clean_text`, `handle_chinese_chars`, `lowercase`; `strip_accents` is
 //!    unset, so it follows `lowercase`): drop NUL, U+FFFD and control characters, map whitespace
 //!    to `' '`, put spaces around CJK ideographs, NFD and drop non-spacing marks (Mn), lowercase.
+//!    A cased vocabulary ([`WordPiece::with_lowercase`]`(false)`) skips the last two steps, as
+//!    `strip_accents` follows `lowercase` there too.
 //! 3. **`BertPreTokenizer`**: split on whitespace (dropped), then every punctuation character is
 //!    a word of its own.
 //! 4. **WordPiece**: greedy longest-match-first, `##` before continuation pieces; a word of more
 //!    than 100 characters, or one that the vocabulary cannot cover, is a single `[UNK]`.
-//! 5. **Template**: `[CLS] pieces [SEP]`, type ids all 0, truncation cuts the pieces.
+//! 5. **Template**: `[CLS] pieces [SEP]`, type ids all 0, truncation cuts the pieces; a pair is
+//!    `[CLS] a [SEP] b [SEP]` with type ids 1 from `b` on, truncated like Hugging Face's
+//!    `longest_first` ([`longest_first`]).
 //!
 //! The character classes are those of the reference's Rust implementation (not of Python's
 //! `unicodedata`, which the original BERT code used):
@@ -48,10 +54,11 @@ const MAX_INPUT_CHARS_PER_WORD: usize = 100;
 /// Tokens matched verbatim in the input, when the vocabulary has them.
 const SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
-/// A WordPiece vocabulary and BERT's uncased tokenization pipeline around it.
+/// A WordPiece vocabulary and BERT's tokenization pipeline around it.
 ///
 /// Built once from `vocab.txt`; [`WordPiece::encode`] turns a sentence into the model's input
-/// ids exactly as Hugging Face's `tokenizers` does for uncased BERT models.
+/// ids exactly as Hugging Face's `tokenizers` does for BERT models (uncased unless
+/// [`WordPiece::with_lowercase`] says otherwise).
 #[derive(Clone, Debug)]
 pub struct WordPiece {
     vocab: HashMap<String, u32>,
@@ -62,15 +69,53 @@ pub struct WordPiece {
     unk: u32,
     cls: u32,
     sep: u32,
+    /// Lowercase and strip accents (uncased models); `false` keeps the text's case.
+    lowercase: bool,
 }
 
-/// One encoded sentence: what the BERT embedding layer takes.
+/// One encoded sentence or pair: what the BERT embedding layer takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoding {
-    /// Token ids: `[CLS]`, the word pieces, `[SEP]`.
+    /// Token ids: `[CLS]`, the word pieces, `[SEP]` (then the second segment's pieces and
+    /// `[SEP]` for a pair).
     pub ids: Vec<u32>,
-    /// Segment (token type) ids, one per id; all 0 since there is one sentence.
+    /// Segment (token type) ids, one per id: 0 for the first segment with `[CLS]` and its
+    /// `[SEP]`, 1 for the second segment and its `[SEP]`.
     pub type_ids: Vec<u32>,
+}
+
+impl Encoding {
+    /// How many positions the attention mask covers: all of them, since encodings are never
+    /// padded (callers pad to their own shape and mask the rest).
+    pub fn attention_len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// The lengths `(n1, n2)` two segments of `len1` and `len2` pieces are cut to so that together
+/// they fit `budget`, exactly as Hugging Face's `longest_first` truncation computes them: the
+/// shorter segment is kept whole if the longer one can absorb the cut, otherwise each gets half
+/// the budget (the odd piece going to the longer one, or to the second on a tie).
+pub fn longest_first(len1: usize, len2: usize, budget: usize) -> (usize, usize) {
+    if len1 + len2 <= budget {
+        return (len1, len2);
+    }
+    let swap = len1 > len2;
+    let (mut n1, mut n2) = if swap { (len2, len1) } else { (len1, len2) };
+    n2 = if n1 > budget {
+        n1
+    } else {
+        n2.min(budget - n1).max(n1)
+    };
+    if n1 + n2 > budget {
+        n1 = budget / 2;
+        n2 = n1 + budget % 2;
+    }
+    if swap {
+        (n2.min(len1), n1.min(len2))
+    } else {
+        (n1.min(len1), n2.min(len2))
+    }
 }
 
 /// A piece of the input between special tokens.
@@ -162,7 +207,21 @@ impl WordPiece {
             unk,
             cls,
             sep,
+            lowercase: true,
         })
+    }
+
+    /// The same vocabulary with lowercasing and accent stripping on (uncased models, the
+    /// default) or off (cased models, `do_lower_case: false` in `tokenizer_config.json`).
+    #[must_use]
+    pub fn with_lowercase(mut self, lowercase: bool) -> Self {
+        self.lowercase = lowercase;
+        self
+    }
+
+    /// Whether text is lowercased and stripped of accents before the lookup.
+    pub fn lowercase(&self) -> bool {
+        self.lowercase
     }
 
     /// Number of tokens, i.e. rows of the embedding table the ids index.
@@ -180,6 +239,35 @@ impl WordPiece {
         self.pieces_into(text, budget, &mut ids);
         ids.push(self.sep);
         let type_ids = vec![0; ids.len()];
+        Encoding { ids, type_ids }
+    }
+
+    /// Encodes a pair as `[CLS] a [SEP] b [SEP]`, at most `max_len` ids in all, with type ids 0
+    /// up to the first `[SEP]` and 1 after it.
+    ///
+    /// The pieces are cut as Hugging Face's `longest_first` strategy cuts them (see
+    /// [`longest_first`]); the three special tokens always stay (a `max_len` below 3 counts as
+    /// 3). Like `tokenizers` (0.23), which segment is the longer is judged after each has been
+    /// split only until its pieces reach `max_len` (whole words), so two long segments compare
+    /// by those prefixes, not by their full lengths.
+    pub fn encode_pair(&self, a: &str, b: &str, max_len: usize) -> Encoding {
+        let max_len = max_len.max(3);
+        let split = |text| {
+            let mut ids = Vec::new();
+            self.pieces_until(text, max_len, &mut ids);
+            ids
+        };
+        let (a, b) = (split(a), split(b));
+        let (n1, n2) = longest_first(a.len(), b.len(), max_len - 3);
+        let mut ids = Vec::with_capacity(n1 + n2 + 3);
+        ids.push(self.cls);
+        ids.extend_from_slice(&a[..n1]);
+        ids.push(self.sep);
+        let first = ids.len();
+        ids.extend_from_slice(&b[..n2]);
+        ids.push(self.sep);
+        let mut type_ids = vec![0; first];
+        type_ids.resize(ids.len(), 1);
         Encoding { ids, type_ids }
     }
 
@@ -224,6 +312,14 @@ impl WordPiece {
     /// Appends the word pieces of `text` to `out`, at most `limit` of them.
     fn pieces_into(&self, text: &str, limit: usize, out: &mut Vec<u32>) {
         let end = out.len().saturating_add(limit);
+        self.pieces_until(text, limit, out);
+        out.truncate(end);
+    }
+
+    /// Appends the word pieces of `text` to `out`, word by word, until at least `limit` have
+    /// been appended (the last word may go past it).
+    fn pieces_until(&self, text: &str, limit: usize, out: &mut Vec<u32>) {
+        let end = out.len().saturating_add(limit);
         for segment in self.split_specials(text) {
             if out.len() >= end {
                 break;
@@ -231,7 +327,7 @@ impl WordPiece {
             match segment {
                 Segment::Special(id) => out.push(id),
                 Segment::Text(text) => {
-                    let normalized = normalize(text);
+                    let normalized = normalize(text, self.lowercase);
                     for word in pre_tokenize(&normalized) {
                         if out.len() >= end {
                             break;
@@ -241,7 +337,6 @@ impl WordPiece {
                 }
             }
         }
-        out.truncate(end);
     }
 
     /// Cuts `text` at the special tokens written in it (leftmost match first, the longest of
@@ -317,10 +412,11 @@ impl WordPiece {
     }
 }
 
-/// `BertNormalizer` with clean text, Chinese characters, accent stripping and lowercasing, in
-/// the reference's order.
-fn normalize(text: &str) -> String {
-    text.chars()
+/// `BertNormalizer` with clean text, Chinese characters, and (if `lowercase`) accent stripping
+/// and lowercasing, in the reference's order.
+fn normalize(text: &str, lowercase: bool) -> String {
+    let cleaned = text
+        .chars()
         .filter(|&c| !(c == '\0' || c == '\u{FFFD}' || is_control(c)))
         .map(|c| if is_whitespace(c) { ' ' } else { c })
         .flat_map(|c| {
@@ -330,7 +426,11 @@ fn normalize(text: &str) -> String {
                 [Some(c), None, None]
             }
         })
-        .flatten()
+        .flatten();
+    if !lowercase {
+        return cleaned.collect();
+    }
+    cleaned
         .nfd()
         .filter(|&c| !is_nonspacing_mark(c))
         .flat_map(char::to_lowercase)
@@ -618,14 +718,57 @@ mod tests {
         assert!(!is_nonspacing_mark('\u{93e}') && !is_nonspacing_mark('e'));
     }
 
+    fn normalize_uncased(text: &str) -> String {
+        normalize(text, true)
+    }
+
+    #[test]
+    fn cased_normalizer_keeps_case_and_accents() {
+        assert_eq!(normalize("Héllo\tWÖRLD中", false), "Héllo WÖRLD 中 ");
+    }
+
+    #[test]
+    fn longest_first_matches_hugging_face() {
+        // The cases of `tokenizers`' own test (budget 7): short 2, medium 4, long 7 (or more).
+        for (len1, len2, want) in [
+            (0, 0, (0, 0)),
+            (0, 7, (0, 7)),
+            (2, 7, (2, 5)),
+            (4, 4, (3, 4)),
+            (4, 9, (3, 4)),
+            (9, 2, (5, 2)),
+            (9, 4, (4, 3)),
+            (9, 9, (3, 4)),
+            (4, 2, (4, 2)),
+        ] {
+            assert_eq!(longest_first(len1, len2, 7), want, "{len1} {len2}");
+        }
+        assert_eq!(longest_first(5, 5, 0), (0, 0));
+    }
+
+    #[test]
+    fn encode_pair_types_and_truncation() {
+        let wp = tiny();
+        let e = wp.encode_pair("unaffable", "hello", 16);
+        assert_eq!(e.ids, [2, 5, 6, 7, 3, 8, 3]);
+        assert_eq!(e.type_ids, [0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(e.attention_len(), 7);
+        let e = wp.encode_pair("unaffable", "hello", 5);
+        assert_eq!(e.ids, [2, 5, 3, 8, 3]);
+        assert_eq!(wp.encode_pair("unaffable", "hello", 0).ids, [2, 3, 3]);
+    }
+
     #[test]
     fn normalizer() {
-        assert_eq!(normalize("Héllo\tWÖRLD\r\n"), "hello world  ");
-        assert_eq!(normalize("Ångström naïve CAFÉ"), "angstrom naive cafe");
-        assert_eq!(normalize("中文ok"), " 中  文 ok");
-        assert_eq!(normalize("a\0b\u{fffd}c\u{200b}d\u{7}e"), "abcde");
-        assert_eq!(normalize("İ"), "i");
-        assert_eq!(normalize(""), "");
+        assert_eq!(normalize_uncased("Héllo\tWÖRLD\r\n"), "hello world  ");
+        assert_eq!(
+            normalize_uncased("Ångström naïve CAFÉ"),
+            "angstrom naive cafe"
+        );
+        assert_eq!(normalize_uncased("中文ok"), " 中  文 ok");
+        assert_eq!(normalize_uncased("a\0b\u{fffd}c\u{200b}d\u{7}e"), "abcde");
+        assert_eq!(normalize_uncased("İ"), "i");
+        assert_eq!(normalize_uncased(""), "");
     }
 
     #[test]
