@@ -1,6 +1,8 @@
 //! `securerouter bench checkpoint`: a `BertForSequenceClassification` folder in Hugging Face's
-//! layout (F16 tensors, its own pooler and classifier) runs under MPC across processes with its
-//! own head, and its labels and logits match the f64 reference of that checkpoint.
+//! layout (F16 tensors, its own pooler and classifier, a `vocab.txt`) runs under MPC across
+//! processes with its own head, and its labels and logits match the f64 reference of that
+//! checkpoint: on random token ids, and on a sentence-pair task's dev examples in GLUE's layout
+//! (MNLI), scored by the task's metric.
 
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -143,6 +145,34 @@ fn write_checkpoint(dir: &Path) {
         "torch_dtype": "float16"
     });
     std::fs::write(dir.join("config.json"), config.to_string()).expect("writing config.json");
+    // Special tokens, then a few words the MNLI fixture uses (the rest read as [UNK]).
+    let words = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "is", "was", "not", "man",
+        "woman", "dog", "cat", "house", "he", "she", "they", "in", "on", "and", "of", "to", "it",
+        "##s", ".", ",", "##ing", "##ed", "no",
+    ];
+    assert_eq!(words.len(), VOCAB);
+    std::fs::write(dir.join("vocab.txt"), words.join("\n") + "\n").expect("writing vocab.txt");
+}
+
+/// Runs `securerouter bench checkpoint --model-dir DIR ARGS --json` to success; its JSON line.
+fn bench_checkpoint(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(binary())
+        .args(["bench", "checkpoint", "--model-dir"])
+        .arg(dir)
+        .args(args)
+        .args(["--json", "--timeout", "120"])
+        .output()
+        .expect("running securerouter bench checkpoint");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout.lines().next().expect("a JSON line");
+    println!("{line}");
+    serde_json::from_str(line).expect("valid JSON")
 }
 
 #[test]
@@ -151,24 +181,63 @@ fn a_checkpoint_with_its_own_head_runs_under_mpc_like_its_reference() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     write_checkpoint(&dir);
+    let random = bench_checkpoint(&dir, &["--seq", "8", "--queries", "4"]);
+    let mnli = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/glue/MNLI");
+    let task = bench_checkpoint(
+        &dir,
+        &[
+            "--task",
+            "mnli",
+            "--data",
+            mnli.to_str().unwrap(),
+            "--seq",
+            "16",
+            "--queries",
+            "5",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    for v in [&random, &task] {
+        assert_eq!(v["label_agreement"], 1.0, "{v}");
+        let err = v["max_abs_logit_err"].as_f64().expect("max_abs_logit_err");
+        assert!(err < 0.05, "{v}");
+    }
+    assert_eq!(random["queries"], 4, "{random}");
+    assert!(random.get("metric").is_none(), "{random}");
+    // MNLI's matched dev file holds 5 pairs; each is scored by accuracy, under MPC as in
+    // plaintext (the labels agree, so the two accuracies do too).
+    assert_eq!(task["queries"], 5, "{task}");
+    assert_eq!(task["task"], "MNLI", "{task}");
+    assert_eq!(task["metric"]["examples"], 5, "{task}");
+    let accuracy = task["metric"]["accuracy"].as_f64().expect("an accuracy");
+    assert!((0.0..=1.0).contains(&accuracy), "{task}");
+    assert_eq!(task["metric"], task["reference_metric"], "{task}");
+}
+
+/// A task whose labels do not fit the checkpoint's head is refused by name before anything
+/// runs: STS-B is a regression, and this head has three outputs.
+#[test]
+fn a_task_that_does_not_fit_the_head_is_refused() {
+    let dir = std::env::temp_dir().join(format!(
+        "securerouter-checkpoint-stsb-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_checkpoint(&dir);
+    let stsb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/glue/STS-B");
     let out = Command::new(binary())
         .args(["bench", "checkpoint", "--model-dir"])
         .arg(&dir)
-        .args(["--seq", "8", "--queries", "4", "--json", "--timeout", "120"])
+        .args(["--task", "stsb", "--seq", "16", "--data"])
+        .arg(&stsb)
         .output()
         .expect("running securerouter bench checkpoint");
     let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
     assert!(
-        out.status.success(),
-        "bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("is a regression") && stderr.contains("3 outputs"),
+        "{stderr}"
     );
-    let line = stdout.lines().next().expect("a JSON line");
-    let v: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
-    println!("{line}");
-    assert_eq!(v["queries"], 4, "{line}");
-    assert_eq!(v["label_agreement"], 1.0, "{line}");
-    let err = v["max_abs_logit_err"].as_f64().expect("max_abs_logit_err");
-    assert!(err < 0.05, "{line}");
 }

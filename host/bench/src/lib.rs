@@ -25,12 +25,13 @@ use securerouter_circuits::bert::{
 };
 use securerouter_circuits::profile::{PhaseStats, add_phases};
 use securerouter_ml::assets;
-use securerouter_ml::data;
+use securerouter_ml::data::{self, Label, LabelSet, Task};
 use securerouter_ml::head::{argmax, reference_logits};
+use securerouter_ml::metrics::Scores;
 use securerouter_ml::pool::{CostRequest, MeasuredCost};
 use securerouter_ml::{
     BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix,
-    SequenceClassificationHead, WordPiece, logits_of_checkpoint,
+    SequenceClassificationHead, Tokenizer, WordPiece, logits_of_checkpoint,
 };
 use securerouter_runtime::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use securerouter_runtime::local_cluster::{LocalCluster, ServerFlags};
@@ -60,10 +61,13 @@ pub enum BenchModel {
     },
     /// A `BertForSequenceClassification` checkpoint folder (`config.json`, safetensors, and
     /// `vocab.txt` when it has one) with its own head (first token, pooler and tanh,
-    /// classifier), on random token ids filling the whole sequence.
+    /// classifier), on random token ids filling the whole sequence, or on a task's labelled
+    /// examples (tokenized by the folder's own tokenizer), scored by the task's metric.
     Checkpoint {
         /// The checkpoint folder.
         dir: PathBuf,
+        /// The task and its data (a GLUE task folder or file), if any.
+        task: Option<(Task, PathBuf)>,
     },
 }
 
@@ -143,16 +147,108 @@ pub struct BenchLine {
     /// Online cost per circuit part, per query, at the slower server (with --breakdown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<Vec<PhaseStats>>,
+    /// The task the queries came from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The task's metric on the secure labels (or scores), against the gold labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Scores>,
+    /// The same metric on the f64 reference's labels, for comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_metric: Option<Scores>,
 }
 
-/// A prepared model with its inputs: token ids per query.
+/// A prepared model with its inputs.
 struct Prepared {
     name: String,
     /// The vocabulary (one token per line) for the client bundle.
     vocab: String,
     weights: BertWeights,
     head: Head,
-    queries: Vec<Vec<u32>>,
+    queries: Vec<Query>,
+    /// The task the queries' gold labels come from, and how the head's outputs read as its
+    /// labels.
+    task: Option<(Task, Reading)>,
+}
+
+/// One query: token ids, their segments, and the gold label where the data has one.
+struct Query {
+    ids: Vec<u32>,
+    types: Vec<u32>,
+    gold: Option<Label>,
+}
+
+impl Query {
+    /// A single segment without a gold label.
+    fn plain(ids: Vec<u32>) -> Self {
+        let types = vec![0; ids.len()];
+        Query {
+            ids,
+            types,
+            gold: None,
+        }
+    }
+}
+
+/// How a head's outputs read as a task's labels.
+enum Reading {
+    /// Output j is the task's class `class_of[j]`.
+    Classes(Vec<u32>),
+    /// The one output is the task's score (a regression).
+    Score,
+}
+
+impl Reading {
+    /// Matches a checkpoint's labels to the task's: by name where the checkpoint names every
+    /// task label (case-insensitively), else by position when the counts agree; a regression
+    /// task needs a one-output head.
+    fn of(task: Task, labels: &LabelSet, head: &SequenceClassificationHead) -> Result<Self> {
+        match labels {
+            LabelSet::Score => {
+                if head.num_labels != 1 {
+                    invalid!(
+                        "{} is a regression; the checkpoint's head has {} outputs, not 1",
+                        task.name(),
+                        head.num_labels
+                    );
+                }
+                Ok(Reading::Score)
+            }
+            LabelSet::Classes { names } => {
+                if head.num_labels != names.len() {
+                    invalid!(
+                        "{} has {} labels ({names:?}); the checkpoint's head has {} outputs",
+                        task.name(),
+                        names.len(),
+                        head.num_labels
+                    );
+                }
+                let by_name: Option<Vec<u32>> = head
+                    .id2label
+                    .iter()
+                    .map(|l| {
+                        let at = names.iter().position(|n| n.eq_ignore_ascii_case(l))?;
+                        u32::try_from(at).ok()
+                    })
+                    .collect();
+                Ok(Reading::Classes(by_name.unwrap_or_else(|| {
+                    (0..names.len())
+                        .filter_map(|j| u32::try_from(j).ok())
+                        .collect()
+                })))
+            }
+        }
+    }
+
+    /// The task label the logits say.
+    fn label(&self, logits: &[f64]) -> Label {
+        match self {
+            Reading::Score => Label::Score(logits.first().copied().unwrap_or(f64::NAN)),
+            Reading::Classes(class_of) => {
+                Label::Class(class_of.get(argmax(logits)).copied().unwrap_or(u32::MAX))
+            }
+        }
+    }
 }
 
 /// The head a benchmarked model ends in.
@@ -250,7 +346,10 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                     bias: (0..shape.classes).map(|_| unit() * 0.1).collect(),
                 },
             };
-            let queries = random_queries(&mut rng, vocab, opts.queries, opts.seq_len);
+            let queries = random_queries(&mut rng, vocab, opts.queries, opts.seq_len)
+                .into_iter()
+                .map(Query::plain)
+                .collect();
             // Random token ids stand for text; the vocabulary only names them.
             Ok(Prepared {
                 vocab: synthetic_vocab(vocab),
@@ -261,9 +360,10 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 weights,
                 head: Head::Fitted(head),
                 queries,
+                task: None,
             })
         }
-        BenchModel::Checkpoint { dir } => {
+        BenchModel::Checkpoint { dir, task } => {
             let (weights, head) = BertWeights::load_with_head(dir, None)?;
             let Some(head) = head else {
                 invalid!(
@@ -285,11 +385,48 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
             } else {
                 synthetic_vocab(c.vocab_size)
             };
-            let mut rng = securerouter_core::prg::AesCtr::new(
-                &random_seed(),
-                securerouter_core::prg::Domain(12),
-            );
-            let queries = random_queries(&mut rng, c.vocab_size, opts.queries, opts.seq_len);
+            let (queries, task) = match task {
+                None => {
+                    let mut rng = securerouter_core::prg::AesCtr::new(
+                        &random_seed(),
+                        securerouter_core::prg::Domain(12),
+                    );
+                    let queries =
+                        random_queries(&mut rng, c.vocab_size, opts.queries, opts.seq_len)
+                            .into_iter()
+                            .map(Query::plain)
+                            .collect();
+                    (queries, None)
+                }
+                Some((task, data)) => {
+                    let set = task.load(data)?;
+                    let reading = Reading::of(*task, &set.labels, &head)?;
+                    // GLUE reports on dev (its test labels are private); a lone train file
+                    // is all there is otherwise.
+                    let examples = if set.dev.is_empty() {
+                        set.train
+                    } else {
+                        set.dev
+                    };
+                    let tokenizer = Tokenizer::from_dir(dir)?;
+                    let queries = examples
+                        .into_iter()
+                        .take(opts.queries)
+                        .map(|e| {
+                            let enc = match &e.text_pair {
+                                Some(b) => tokenizer.encode_pair(&e.text, b, opts.seq_len)?,
+                                None => tokenizer.encode(&e.text, opts.seq_len)?,
+                            };
+                            Ok(Query {
+                                ids: enc.ids,
+                                types: enc.type_ids,
+                                gold: Some(e.label),
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    (queries, Some((*task, reading)))
+                }
+            };
             let name = dir
                 .file_name()
                 .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
@@ -299,6 +436,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 weights,
                 head: Head::Checkpoint(head),
                 queries,
+                task,
             })
         }
         BenchModel::PoolExpert { pool, name } => {
@@ -311,7 +449,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
             let queries = test
                 .iter()
                 .take(opts.queries)
-                .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
+                .map(|s| Query::plain(tokenizer.encode(&s.text, opts.seq_len).ids))
                 .collect();
             let vocab_path = base.join("vocab.txt");
             Ok(Prepared {
@@ -321,6 +459,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 weights,
                 head: Head::Fitted(head),
                 queries,
+                task: None,
             })
         }
         BenchModel::MiniLm { layers } => {
@@ -335,7 +474,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
             let queries = test
                 .iter()
                 .take(opts.queries)
-                .map(|s| tokenizer.encode(&s.text, opts.seq_len).ids)
+                .map(|s| Query::plain(tokenizer.encode(&s.text, opts.seq_len).ids))
                 .collect();
             let vocab_path = dir.join("vocab.txt");
             let vocab =
@@ -350,6 +489,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 weights,
                 head: Head::Fitted(head),
                 queries,
+                task: None,
             })
         }
     }
@@ -468,12 +608,19 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         prepared.queries.len(),
         format!("{} under MPC", prepared.name),
     );
-    for (i, ids) in prepared.queries.iter().enumerate() {
-        let types = vec![0; ids.len()];
-        let embedded = bundle.embeddings.embed(ids, &types)?;
+    let (mut secure_labels, mut reference_labels, mut gold) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, q) in prepared.queries.iter().enumerate() {
+        let embedded = bundle.embeddings.embed(&q.ids, &q.types)?;
         let x = client_input(&embedded.data, shape.hidden, opts.seq_len)?;
         let (logits, session) = runtime.block_on(client.classify(shape.input_cols(), &x))?;
-        let want = prepared.head.reference(&prepared.weights, ids, &types)?;
+        let want = prepared
+            .head
+            .reference(&prepared.weights, &q.ids, &q.types)?;
+        if let (Some((_, reading)), Some(label)) = (&prepared.task, q.gold) {
+            secure_labels.push(reading.label(&logits));
+            reference_labels.push(reading.label(&want));
+            gold.push(label);
+        }
         let error = want
             .iter()
             .zip(&logits)
@@ -516,6 +663,14 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         p.rounds /= q as u64;
     }
     let rss_all = [rss[0], rss[1], rss[2], peak_rss_mb()];
+    let (task, metric, reference_metric) = match &prepared.task {
+        Some((task, _)) => (
+            Some(task.name().to_string()),
+            Some(task.score(&secure_labels, &gold)?),
+            Some(task.score(&reference_labels, &gold)?),
+        ),
+        None => (None, None, None),
+    };
     let line = BenchLine {
         model: prepared.name,
         layers: shape.layers,
@@ -540,6 +695,9 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         exchange_s: per(exchange_s),
         online_cpu_s: per(cpu_s),
         breakdown: opts.breakdown.then_some(phases),
+        task,
+        metric,
+        reference_metric,
     };
     if json {
         let text = serde_json::to_string(&line).map_err(Error::Json)?;
@@ -563,6 +721,15 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
             100.0 * line.label_agreement
         )
         .map_err(Error::Output)?;
+        if let (Some(task), Some(metric), Some(reference)) =
+            (&line.task, &line.metric, &line.reference_metric)
+        {
+            writeln!(
+                out,
+                "  {task}: {metric} under MPC; {reference} in plaintext"
+            )
+            .map_err(Error::Output)?;
+        }
     }
     if let Some(parts) = &line.breakdown {
         writeln!(

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use securerouter_bench::pool::PoolBenchOptions;
 use securerouter_bench::{BenchModel, BenchOptions};
 use securerouter_circuits::{BertShape, RouteMode};
+use securerouter_ml::data::Task;
 use securerouter_ml::pool_format::pool_dir;
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,12 +43,22 @@ pub enum BenchCommand {
         run: ModelRunArgs,
     },
     /// A `BertForSequenceClassification` checkpoint folder with its own head (first token,
-    /// pooler and tanh, classifier) on random token ids; reports the label agreement with the
-    /// checkpoint's f64 forward pass.
+    /// pooler and tanh, classifier), on random token ids or, with --task and --data, on the
+    /// task's dev examples tokenized by the folder's tokenizer; reports the label agreement
+    /// with the checkpoint's f64 forward pass, and the task's metric under MPC and in
+    /// plaintext.
     Checkpoint {
-        /// The checkpoint folder (`config.json`, safetensors, optionally `vocab.txt`).
+        /// The checkpoint folder (`config.json`, safetensors, and `tokenizer.json` or
+        /// `vocab.txt`).
         #[arg(long)]
         model_dir: PathBuf,
+        /// The GLUE task of --data: sst2, cola, mrpc, qqp, qnli, rte, mnli or stsb.
+        #[arg(long, requires = "data")]
+        task: Option<Task>,
+        /// The task's data: its GLUE folder (`train.tsv`, `dev.tsv`; MNLI's
+        /// `dev_matched.tsv`) or one of its files, in GLUE's layout.
+        #[arg(long, requires = "task")]
+        data: Option<PathBuf>,
         /// How to run and report.
         #[command(flatten)]
         run: ModelRunArgs,
@@ -200,9 +211,15 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             }),
             run,
         ),
-        BenchCommand::Checkpoint { model_dir, run } => (
+        BenchCommand::Checkpoint {
+            model_dir,
+            task,
+            data,
+            run,
+        } => (
             BenchModel::Checkpoint {
                 dir: model_dir.clone(),
+                task: task.zip(data.clone()),
             },
             run,
         ),
