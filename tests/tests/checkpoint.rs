@@ -241,3 +241,234 @@ fn a_task_that_does_not_fit_the_head_is_refused() {
         "{stderr}"
     );
 }
+
+/// Runs `securerouter train expert ARGS` to success; its JSON report (the last line).
+fn train_expert(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(binary())
+        .args(["train", "expert"])
+        .args(args)
+        .output()
+        .expect("running securerouter train expert");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "train expert failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    let line = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(line).expect("valid JSON")
+}
+
+fn fixture(task: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/glue");
+    dir.join(task).to_str().expect("a UTF-8 path").to_string()
+}
+
+/// A sentence-pair task end to end on GLUE's files: the real MiniLM-L6 checkpoint fine-tuned on
+/// MRPC's training pairs (it fits all ten), written as a classifier folder with its labels,
+/// then run under MPC on the dev pairs: the same labels as the f64 reference and as training's
+/// own scoring, so the same accuracy and F1 all three ways.
+#[test]
+fn a_pair_task_trains_then_runs_under_mpc_scored_by_its_metric() {
+    if !securerouter_tests::assets_present() {
+        return;
+    }
+    let cache = securerouter_ml::assets::cache_dir(None).unwrap();
+    let minilm = securerouter_ml::assets::MINILM_L6.path(&cache).unwrap();
+    let out = securerouter_tests::temp_dir("mrpc-expert");
+    let mrpc = fixture("MRPC");
+    let (out_s, minilm_s) = (out.to_str().unwrap(), minilm.to_str().unwrap());
+    let report = train_expert(&[
+        "--model-dir",
+        minilm_s,
+        "--out",
+        out_s,
+        "--task",
+        "mrpc",
+        "--data",
+        &mrpc,
+        "--tune-top",
+        "1",
+        "--epochs",
+        "20",
+        "--seq",
+        "32",
+        "--force",
+    ]);
+    assert_eq!(report["task"], "MRPC", "{report}");
+    assert_eq!(
+        (
+            report["train_examples"].as_u64(),
+            report["held_out_examples"].as_u64()
+        ),
+        (Some(10), Some(5))
+    );
+    assert_eq!(report["train_metric"]["accuracy"], 1.0, "{report}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(config["id2label"], serde_json::json!({"0": "0", "1": "1"}));
+    assert!(
+        out.join("tokenizer.json").is_file() && out.join("securerouter-training.json").is_file()
+    );
+    let secure = bench_checkpoint(
+        &out,
+        &[
+            "--task",
+            "mrpc",
+            "--data",
+            &mrpc,
+            "--seq",
+            "32",
+            "--queries",
+            "5",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(secure["label_agreement"], 1.0, "{secure}");
+    assert!(
+        secure["max_abs_logit_err"].as_f64().unwrap() < 0.05,
+        "{secure}"
+    );
+    assert_eq!(secure["metric"], secure["reference_metric"], "{secure}");
+    assert_eq!(
+        secure["metric"], report["held_out_metric"],
+        "{secure}\n{report}"
+    );
+}
+
+/// A regression end to end: a checkpoint whose head has three classes, trained on STS-B's
+/// scores, gets a fresh one-output regression head (its labels cannot be kept), which runs
+/// under MPC within the usual error of the reference and is scored by Pearson and Spearman.
+#[test]
+fn a_regression_task_trains_a_one_output_head_that_runs_under_mpc() {
+    let dir = securerouter_tests::temp_dir("stsb-source");
+    write_checkpoint(&dir);
+    let out = securerouter_tests::temp_dir("stsb-expert");
+    let stsb = fixture("STS-B");
+    let report = train_expert(&[
+        "--model-dir",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--task",
+        "stsb",
+        "--data",
+        &stsb,
+        "--tune-top",
+        "1",
+        "--epochs",
+        "5",
+        "--seq",
+        "16",
+        "--force",
+    ]);
+    assert_eq!(report["started_from_checkpoint_head"], false, "{report}");
+    assert_eq!(report["labels"]["kind"], "score", "{report}");
+    assert_eq!(
+        report["held_out_metric"]["metric"], "pearson_spearman",
+        "{report}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["problem_type"], "regression", "{config}");
+    let secure = bench_checkpoint(
+        &out,
+        &[
+            "--task",
+            "stsb",
+            "--data",
+            &stsb,
+            "--seq",
+            "16",
+            "--queries",
+            "5",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(
+        secure["max_abs_logit_err"].as_f64().unwrap() < 0.05,
+        "{secure}"
+    );
+    assert_eq!(secure["metric"]["metric"], "pearson_spearman", "{secure}");
+    assert!(secure["metric"]["correlation"].is_number(), "{secure}");
+}
+
+/// `train expert` refuses, by name, what it cannot do: writing over its own checkpoint, more
+/// tuned layers than the model has, a table column that is not there.
+#[test]
+fn train_expert_refuses_bad_requests_by_name() {
+    let dir = securerouter_tests::temp_dir("refusals-source");
+    write_checkpoint(&dir);
+    let out = securerouter_tests::temp_dir("refusals-out");
+    let table =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/tables/reviews.csv");
+    let (d, o, t) = (
+        dir.to_str().unwrap(),
+        out.to_str().unwrap(),
+        table.to_str().unwrap(),
+    );
+    let mrpc = fixture("MRPC");
+    for (args, expected) in [
+        (
+            vec![
+                "--model-dir",
+                d,
+                "--out",
+                d,
+                "--task",
+                "mrpc",
+                "--data",
+                &mrpc,
+            ],
+            "is the checkpoint folder itself",
+        ),
+        (
+            vec![
+                "--model-dir",
+                d,
+                "--out",
+                o,
+                "--task",
+                "mrpc",
+                "--data",
+                &mrpc,
+                "--tune-top",
+                "2",
+            ],
+            "--tune-top 2 exceeds the 1 layers",
+        ),
+        (
+            vec![
+                "--model-dir",
+                d,
+                "--out",
+                o,
+                "--data",
+                t,
+                "--text-col",
+                "text",
+                "--label-col",
+                "label",
+            ],
+            "no column \"text\"",
+        ),
+        (
+            vec!["--model-dir", d, "--out", o, "--data", t],
+            "--text-col",
+        ),
+    ] {
+        let run = Command::new(binary())
+            .args(["train", "expert"])
+            .args(&args)
+            .output()
+            .expect("running securerouter train expert");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -126,6 +126,43 @@ impl CheckpointFiles {
     }
 }
 
+/// A tensor to write: its name, shape and values (stored as F32).
+pub(crate) type NamedTensor<'a> = (String, Vec<usize>, &'a [f64]);
+
+/// Writes `tensors` as one F32 safetensors file with PyTorch's `format` metadata, as
+/// `save_pretrained` writes it (every loader of the format reads it).
+pub(crate) fn write_f32_safetensors(path: &Path, tensors: &[NamedTensor<'_>]) -> Result<()> {
+    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let bytes = values
+                .iter()
+                .flat_map(|&x| (x as f32).to_le_bytes())
+                .collect();
+            (name.clone(), shape.clone(), bytes)
+        })
+        .collect();
+    let metadata = Some(std::collections::HashMap::from([(
+        "format".to_string(),
+        "pt".to_string(),
+    )]));
+    let bytes = encoded
+        .iter()
+        .map(|(name, shape, data)| {
+            Ok((
+                name.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .and_then(|views| safetensors::serialize(views, metadata))
+        .map_err(|source| Error::Safetensors {
+            what: format!("encoding {}", path.display()),
+            source,
+        })?;
+    std::fs::write(path, bytes).map_err(Error::io("writing", path))
+}
+
 /// Refuses a shard name that is not a plain file name (absolute, `..`, a subfolder): shards
 /// sit next to their index, and a name must not reach outside the checkpoint folder.
 fn check_shard_name(name: &str) -> Result<()> {

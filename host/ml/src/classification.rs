@@ -4,7 +4,7 @@
 //! (fitted here on mean-pooled features), this head comes trained with the checkpoint, so a
 //! fine-tuned classifier can be used as its authors published it.
 
-use crate::checkpoint::TensorFile;
+use crate::checkpoint::{CheckpointFiles, TensorFile};
 use crate::config::BertConfig;
 use crate::error::{Error, Result, invalid};
 use crate::matrix::Matrix;
@@ -138,6 +138,27 @@ impl SequenceClassificationHead {
             id2label,
             problem_type,
         }))
+    }
+
+    /// The pooler (`pooler.dense`, hidden × hidden) of the checkpoint in `dir`, which a bare
+    /// `BertModel` saves too, or `None` when it has none: a head fine-tuned on a task starts
+    /// from it, as transformers does.
+    ///
+    /// # Errors
+    /// If the checkpoint cannot be read, or its pooler has another shape.
+    pub fn load_pooler(dir: &Path, hidden: usize) -> Result<Option<Linear>> {
+        let files = CheckpointFiles::open(dir)?;
+        let tensors = files.tensors()?;
+        for prefix in ["bert.", ""] {
+            if tensors.contains(&format!("{prefix}pooler.dense.weight")) {
+                let f = TensorFile {
+                    tensors: &tensors,
+                    prefix,
+                };
+                return Ok(Some(f.linear("pooler.dense", hidden, hidden)?));
+            }
+        }
+        Ok(None)
     }
 
     /// tanh(pooler(h)) for the first token's hidden state h: BERT's pooled output.

@@ -20,6 +20,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod pool;
 pub mod pool_format;
+pub mod pretrained;
 pub mod progress;
 pub mod reference;
 pub mod router;

@@ -4,10 +4,9 @@
 
 use super::config::BertConfig;
 use super::matrix::Matrix;
-use crate::checkpoint::{CheckpointFiles, TensorFile};
+use crate::checkpoint::{CheckpointFiles, NamedTensor, TensorFile, write_f32_safetensors};
 use crate::classification::SequenceClassificationHead;
 use crate::error::{Error, Result, invalid};
-use safetensors::Dtype;
 use std::path::Path;
 
 /// y = x·Wᵀ + b with W stored as Hugging Face does, [out, in].
@@ -115,7 +114,7 @@ impl TensorFile<'_, '_> {
 
 impl EncoderLayer {
     /// The layer's tensors under the checkpoint names of layer `index`: (name, shape, values).
-    fn named_tensors(&self, index: usize) -> Vec<(String, Vec<usize>, &[f64])> {
+    pub(crate) fn named_tensors(&self, index: usize) -> Vec<NamedTensor<'_>> {
         let names = layer_part_names(index);
         let mut tensors = Vec::with_capacity(16);
         for (name, l) in [
@@ -162,30 +161,12 @@ impl BertWeights {
     /// them. Fine-tuned experts store only the layers they changed.
     pub fn save_top_layers(&self, count: usize, path: &Path) -> Result<()> {
         let first = self.top_layers(count)?;
-        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self.layers[first..]
+        let tensors: Vec<_> = self.layers[first..]
             .iter()
             .enumerate()
             .flat_map(|(i, l)| l.named_tensors(first + i))
-            .map(|(name, shape, v)| {
-                let bytes = v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect();
-                (name, shape, bytes)
-            })
             .collect();
-        let bytes = tensors
-            .iter()
-            .map(|(name, shape, data)| {
-                Ok((
-                    name.clone(),
-                    safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
-            .and_then(|views| safetensors::serialize(views, None))
-            .map_err(|source| Error::Safetensors {
-                what: format!("encoding {}", path.display()),
-                source,
-            })?;
-        std::fs::write(path, bytes).map_err(Error::io("writing", path))
+        write_f32_safetensors(path, &tensors)
     }
 
     /// The index of the first of the top `count` layers.

@@ -4,12 +4,75 @@
 #[cfg(feature = "train")]
 use anyhow::bail;
 use clap::Subcommand;
+use securerouter_ml::data::{Format, Task};
 use std::io::Write;
 use std::path::PathBuf;
 
 /// What `securerouter train` does.
 #[derive(Debug, Subcommand, PartialEq)]
 pub enum TrainAction {
+    /// Fine-tune one expert: a BERT checkpoint folder (Hugging Face's layout) trained on a
+    /// labelled task, GLUE's files (--task, --data) or your own table (--data with
+    /// --text-col and --label-col), and written as a BertForSequenceClassification folder
+    /// with its label set; prints the task's metric on held-out examples as JSON.
+    Expert {
+        /// The checkpoint folder: config.json, model.safetensors (or shards), tokenizer.json
+        /// or vocab.txt.
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// The folder to write the classifier to.
+        #[arg(long)]
+        out: PathBuf,
+        /// The GLUE task of --data: sst2, cola, mrpc, qqp, qnli, rte, mnli or stsb. Without it,
+        /// --data is a CSV, TSV or JSON Lines table.
+        #[arg(long)]
+        task: Option<Task>,
+        /// The labelled data: a GLUE task folder (train.tsv, dev.tsv) or file, or a table.
+        #[arg(long)]
+        data: PathBuf,
+        /// The table's text column (JSON key).
+        #[arg(long, conflicts_with = "task", required_unless_present = "task")]
+        text_col: Option<String>,
+        /// The table's second-sentence column, for a pair task.
+        #[arg(long, conflicts_with = "task")]
+        text_pair_col: Option<String>,
+        /// The table's label column: names, class numbers or scores.
+        #[arg(long, conflicts_with = "task", required_unless_present = "task")]
+        label_col: Option<String>,
+        /// The table's format (default: from the file's extension).
+        #[arg(long, conflicts_with = "task")]
+        format: Option<Format>,
+        /// Share of a table (or of a GLUE folder without a dev file) held out for scoring.
+        #[arg(long, default_value_t = 0.2)]
+        held_out: f64,
+        /// Keep only the checkpoint's first N encoder layers.
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Encoder layers fine-tuned from the top (0 fits the head alone).
+        #[arg(long, default_value_t = 1)]
+        tune_top: usize,
+        /// Passes over the training examples.
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        /// Tokens per example (a pair shares them).
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(2..=4096))]
+        seq: u64,
+        /// Examples per step.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Learning rate of the fine-tuned encoder layers (AdamW).
+        #[arg(long, default_value_t = 5e-5)]
+        lr: f64,
+        /// Learning rate of the head (AdamW).
+        #[arg(long, default_value_t = 2e-3)]
+        head_lr: f64,
+        /// Use at most this many training and held-out examples (quick runs).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Replace what --out holds.
+        #[arg(long)]
+        force: bool,
+    },
     /// Build the pool: MiniLM-L6 cut to each of --experts layers, its top layer and a head
     /// fine-tuned on Rotten Tomatoes sentences, held-out accuracy, MPC cost measured with
     /// `bench`, and a manifest. A built pool is reused unless --force.
@@ -81,8 +144,73 @@ pub enum TrainAction {
 /// each expert's cost measured with [`securerouter_bench::expert_cost`].
 #[cfg(feature = "train")]
 pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
-    use securerouter_train::{expert, pool, router};
+    use securerouter_train::{checkpoint_expert, expert, pool, router};
     match action {
+        TrainAction::Expert {
+            model_dir,
+            out: out_dir,
+            task,
+            data,
+            text_col,
+            text_pair_col,
+            label_col,
+            format,
+            held_out,
+            layers,
+            tune_top,
+            epochs,
+            seq,
+            batch_size,
+            lr,
+            head_lr,
+            limit,
+            force,
+        } => {
+            if !(0.0 < *held_out && *held_out < 1.0) {
+                bail!("--held-out must be between 0 and 1, not {held_out}");
+            }
+            for (what, v) in [("--lr", *lr), ("--head-lr", *head_lr)] {
+                if !(v.is_finite() && v > 0.0) {
+                    bail!("{what} must be a positive number, not {v}");
+                }
+            }
+            if *epochs == 0 || *batch_size == 0 {
+                bail!("--epochs and --batch-size must be at least 1");
+            }
+            check_out_dir(out_dir, model_dir, *force)?;
+            let task_data = match (task, text_col, label_col) {
+                (Some(task), _, _) => checkpoint_expert::TaskData::glue(*task, data, *held_out)?,
+                (None, Some(text), Some(label)) => {
+                    let mut columns = securerouter_ml::data::Columns::new(text, label);
+                    if let Some(pair) = text_pair_col {
+                        columns = columns.with_pair(pair);
+                    }
+                    let format = match format {
+                        Some(f) => *f,
+                        None => Format::from_path(data)?,
+                    };
+                    checkpoint_expert::TaskData::table(data, &columns, format, *held_out)?
+                }
+                (None, _, _) => bail!("--data without --task needs --text-col and --label-col"),
+            };
+            let opts = checkpoint_expert::ExpertOptions {
+                layers: *layers,
+                tune_top: *tune_top,
+                seq_len: *seq as usize,
+                fine_tune: expert::FineTuneOptions {
+                    epochs: *epochs,
+                    batch_size: *batch_size,
+                    layer_lr: *lr,
+                    head_lr: *head_lr,
+                    ..expert::FineTuneOptions::default()
+                },
+                limit: *limit,
+            };
+            let report =
+                checkpoint_expert::train_expert(model_dir, out_dir, &task_data, &opts, out)?;
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            Ok(())
+        }
         TrainAction::Pool {
             cache_dir,
             pool_dir,
@@ -157,6 +285,32 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Refuses to write a classifier over its own checkpoint, or into a folder that holds files
+/// unless `force`.
+#[cfg(feature = "train")]
+fn check_out_dir(
+    out: &std::path::Path,
+    model_dir: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    if let (Ok(a), Ok(b)) = (out.canonicalize(), model_dir.canonicalize())
+        && a == b
+    {
+        bail!(
+            "--out {} is the checkpoint folder itself; write the classifier elsewhere",
+            out.display()
+        );
+    }
+    let holds_files = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if holds_files && !force {
+        bail!(
+            "--out {} is not empty (--force replaces its files)",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// `securerouter train` in a build without the `train` feature: refused, saying why.

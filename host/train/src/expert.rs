@@ -5,12 +5,12 @@
 
 use super::encoder::{Batch, CandleLayer, CandleLinear};
 use crate::error::{Result, invalid};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_ml::data::shuffle;
 use securerouter_ml::progress::Progress;
-use securerouter_ml::{BertWeights, ClassifierHead, WordPiece};
+use securerouter_ml::{BertWeights, ClassifierHead, EncoderLayer, WordPiece};
 
 /// Domain of the training shuffles.
 const SHUFFLE_DOMAIN: Domain = Domain(0x5452_4149_4e53_4846); // "TRAINSHF"
@@ -138,36 +138,138 @@ pub fn run_frozen(
     Ok(out)
 }
 
-/// Fine-tunes `base`'s top `tuned` layers and a fresh `classes`-way head on the embedded
-/// sentences `inputs` (from [`embed_texts`]) with their `labels`; the layers below stay frozen.
+/// What fine-tuning fits a head's outputs to.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// A class in `0..classes` per input, fitted by cross-entropy.
+    Classes {
+        /// One class per input.
+        labels: &'a [usize],
+        /// The number of classes (the head's outputs).
+        classes: usize,
+    },
+    /// A real score per input, fitted by mean squared error on the head's one output.
+    Scores(&'a [f32]),
+}
+
+impl Targets<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Targets::Classes { labels, .. } => labels.len(),
+            Targets::Scores(s) => s.len(),
+        }
+    }
+
+    /// Refuses targets that do not fit `inputs` inputs.
+    fn check(&self, inputs: usize) -> Result<()> {
+        if inputs == 0 || inputs != self.len() {
+            invalid!(
+                "fine-tuning needs one target per input ({inputs} inputs, {} targets)",
+                self.len()
+            );
+        }
+        match self {
+            Targets::Classes { labels, classes } => {
+                if let Some(l) = labels.iter().find(|&&l| l >= *classes) {
+                    invalid!("label {l} is not one of the {classes} classes");
+                }
+            }
+            Targets::Scores(s) => {
+                if s.iter().any(|v| !v.is_finite()) {
+                    invalid!("a target score is NaN or infinite");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The loss of `outputs` ([batch, outputs]) on the inputs `idx`.
+    fn loss(&self, outputs: &Tensor, idx: &[usize], dev: &Device) -> Result<Tensor> {
+        Ok(match self {
+            Targets::Classes { labels, .. } => {
+                let target: Vec<u32> = idx.iter().map(|&i| labels[i] as u32).collect();
+                let target = Tensor::from_vec(target, idx.len(), dev)?;
+                candle_nn::loss::cross_entropy(outputs, &target)?
+            }
+            Targets::Scores(scores) => {
+                let target: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
+                let target = Tensor::from_vec(target, (idx.len(), 1), dev)?;
+                candle_nn::loss::mse(outputs, &target)?
+            }
+        })
+    }
+}
+
+/// A head trained on the encoder's last hidden states.
+pub trait TrainableHead {
+    /// The head's outputs, [batch, outputs], for the hidden states [batch, tokens, hidden] of
+    /// `batch`.
+    fn outputs(&self, batch: &Batch, hidden: &Tensor) -> Result<Tensor>;
+    /// Its trainable variables.
+    fn vars(&self) -> Vec<Var>;
+}
+
+/// A pool expert's head: a linear classifier on the mean of the real tokens.
+pub struct MeanPooledHead(pub CandleLinear);
+
+impl TrainableHead for MeanPooledHead {
+    fn outputs(&self, batch: &Batch, hidden: &Tensor) -> Result<Tensor> {
+        self.0.forward(&batch.mean_pool(hidden)?)
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.0.vars().to_vec()
+    }
+}
+
+/// BERT's sequence-classification head: the first token's hidden state through the pooler
+/// and tanh, then the classifier (as `BertForSequenceClassification`, dropout off).
+pub struct PoolerHead {
+    /// The pooler's dense layer, hidden × hidden.
+    pub pooler: CandleLinear,
+    /// The classifier, outputs × hidden.
+    pub classifier: CandleLinear,
+}
+
+impl TrainableHead for PoolerHead {
+    fn outputs(&self, _: &Batch, hidden: &Tensor) -> Result<Tensor> {
+        let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        self.classifier
+            .forward(&self.pooler.forward(&first)?.tanh()?)
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        let mut v = self.pooler.vars().to_vec();
+        v.extend(self.classifier.vars());
+        v
+    }
+}
+
+/// Trains `base`'s top `tuned` layers (0: none, the head alone) and `head` on the embedded
+/// inputs (from [`embed_texts`] or [`securerouter_ml::BertWeights::embed`]) against `targets`;
+/// the layers below stay frozen, so their outputs are computed once. Returns the trained top
+/// layers; the head's variables are trained in place.
 ///
 /// # Errors
-/// If inputs and labels differ in number, a label is out of range, `tuned` is not in
-/// 1..=layers, or candle fails.
-pub fn fine_tune(
+/// If the targets do not fit the inputs, `tuned` exceeds the layers, or candle fails.
+pub fn fine_tune_top(
     base: &BertWeights,
     tuned: usize,
     inputs: &[Vec<f32>],
-    labels: &[usize],
-    classes: usize,
+    targets: Targets<'_>,
+    head: &dyn TrainableHead,
     opts: &FineTuneOptions,
-) -> Result<Expert> {
+) -> Result<Vec<EncoderLayer>> {
     let (hidden, heads) = (base.config.hidden_size, base.config.num_attention_heads);
-    if tuned == 0 || tuned > base.layers.len() {
+    if tuned > base.layers.len() {
         invalid!(
             "cannot fine-tune {tuned} layers of a model with {}",
             base.layers.len()
         );
     }
-    if inputs.is_empty() || inputs.len() != labels.len() || labels.iter().any(|&l| l >= classes) {
-        invalid!(
-            "fine-tuning needs one label in 0..{classes} per sentence ({} sentences, {} labels)",
-            inputs.len(),
-            labels.len()
-        );
-    }
+    targets.check(inputs.len())?;
     let dev = Device::Cpu;
-    let candle = |layers: &[securerouter_ml::EncoderLayer]| -> Result<Vec<CandleLayer>> {
+    let candle = |layers: &[EncoderLayer]| -> Result<Vec<CandleLayer>> {
         layers
             .iter()
             .map(|l| CandleLayer::from_layer(l, heads, &dev))
@@ -179,20 +281,21 @@ pub fn fine_tune(
         inputs,
         hidden,
         opts.batch_size,
-        "frozen layers on the training sentences",
+        "frozen layers on the training examples",
     )?;
     let layers = candle(&base.layers[split..])?;
-    let head = CandleLinear::zeros(classes, hidden, &dev)?;
     let params = |lr| ParamsAdamW {
         lr,
         weight_decay: 0.01,
         ..ParamsAdamW::default()
     };
-    let mut layer_opt = AdamW::new(
-        layers.iter().flat_map(CandleLayer::vars).collect(),
-        params(opts.layer_lr),
-    )?;
-    let mut head_opt = AdamW::new(head.vars().to_vec(), params(opts.head_lr))?;
+    let layer_vars: Vec<Var> = layers.iter().flat_map(CandleLayer::vars).collect();
+    let mut layer_opt = if layer_vars.is_empty() {
+        None
+    } else {
+        Some(AdamW::new(layer_vars, params(opts.layer_lr))?)
+    };
+    let mut head_opt = AdamW::new(head.vars(), params(opts.head_lr))?;
     let lens: Vec<usize> = below.iter().map(|r| r.len() / hidden).collect();
     let rng = &mut AesCtr::new(&opts.seed, SHUFFLE_DOMAIN);
     let steps = inputs.len().div_ceil(opts.batch_size.max(1)) * opts.epochs;
@@ -206,12 +309,11 @@ pub fn fine_tune(
             for l in &layers {
                 h = l.forward(&h, &batch.key_bias)?;
             }
-            let logits = head.forward(&batch.mean_pool(&h)?)?;
-            let target: Vec<u32> = idx.iter().map(|&i| labels[i] as u32).collect();
-            let target = Tensor::from_vec(target, idx.len(), &dev)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &target)?;
+            let loss = targets.loss(&head.outputs(&batch, &h)?, &idx, &dev)?;
             let grads = loss.backward()?;
-            layer_opt.step(&grads)?;
+            if let Some(opt) = layer_opt.as_mut() {
+                opt.step(&grads)?;
+            }
             head_opt.step(&grads)?;
             loss_sum += f64::from(loss.to_scalar::<f32>()?) * idx.len() as f64;
             seen += idx.len();
@@ -225,14 +327,78 @@ pub fn fine_tune(
         }
     }
     bar.finish_and_clear();
-    let mut weights = base.clone();
-    for (w, l) in weights.layers[split..].iter_mut().zip(&layers) {
-        *w = l.to_layer()?;
+    layers.iter().map(CandleLayer::to_layer).collect()
+}
+
+/// The outputs of `model`'s encoder and `head` on every embedded input, computed in candle
+/// batches, in input order.
+///
+/// # Errors
+/// If an input is not whole rows of the model's width, or candle fails.
+pub fn head_outputs(
+    model: &BertWeights,
+    head: &dyn TrainableHead,
+    inputs: &[Vec<f32>],
+    batch_size: usize,
+    msg: &str,
+) -> Result<Vec<Vec<f32>>> {
+    let dev = Device::Cpu;
+    let c = &model.config;
+    let layers: Vec<CandleLayer> = model
+        .layers
+        .iter()
+        .map(|l| CandleLayer::from_layer(l, c.num_attention_heads, &dev))
+        .collect::<Result<_>>()?;
+    let lens: Vec<usize> = inputs.iter().map(|r| r.len() / c.hidden_size).collect();
+    let mut out = vec![Vec::new(); inputs.len()];
+    let bar = Progress::new(inputs.len(), msg);
+    for idx in batches(&lens, batch_size, None) {
+        let batch = Batch::new(&batch_of(inputs, &idx), c.hidden_size, &dev)?;
+        let mut h = batch.x.clone();
+        for l in &layers {
+            h = l.forward(&h, &batch.key_bias)?;
+        }
+        for (i, o) in idx.iter().zip(head.outputs(&batch, &h)?.to_vec2::<f32>()?) {
+            out[*i] = o;
+        }
+        bar.inc(idx.len() as u64);
     }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Fine-tunes `base`'s top `tuned` layers and a fresh `classes`-way head on mean-pooled
+/// states of the embedded sentences `inputs` (from [`embed_texts`]) with their `labels`; the
+/// layers below stay frozen.
+///
+/// # Errors
+/// If inputs and labels differ in number, a label is out of range, `tuned` is not in
+/// 1..=layers, or candle fails.
+pub fn fine_tune(
+    base: &BertWeights,
+    tuned: usize,
+    inputs: &[Vec<f32>],
+    labels: &[usize],
+    classes: usize,
+    opts: &FineTuneOptions,
+) -> Result<Expert> {
+    if tuned == 0 {
+        invalid!("an expert fine-tunes at least one layer");
+    }
+    let head = MeanPooledHead(CandleLinear::zeros(
+        classes,
+        base.config.hidden_size,
+        &Device::Cpu,
+    )?);
+    let targets = Targets::Classes { labels, classes };
+    let top = fine_tune_top(base, tuned, inputs, targets, &head, opts)?;
+    let mut weights = base.clone();
+    let split = weights.layers.len() - tuned;
+    weights.layers[split..].clone_from_slice(&top);
     Ok(Expert {
         weights,
         head: ClassifierHead {
-            linear: head.to_linear()?,
+            linear: head.0.to_linear()?,
         },
         tuned_layers: tuned,
     })
@@ -368,6 +534,75 @@ mod tests {
                 assert!((w - f64::from(*g)).abs() < 1e-3, "{want:?} vs {got:?}");
             }
         }
+    }
+
+    /// A regression through BERT's own head shape (first token, pooler, tanh, one output):
+    /// training lowers the squared error well below the targets' variance, and what candle
+    /// computes with the trained weights is what the f64 checkpoint reference computes.
+    #[test]
+    fn a_pooler_head_learns_a_score_and_matches_the_reference() {
+        let model = tiny(2, 5);
+        let rng = &mut AesCtr::new(&Seed::from_bytes([3; 16]), Domain(2));
+        let sentences: Vec<Vec<u32>> = (0..120)
+            .map(|_| {
+                let n = 3 + (rng.next_u64() % 5) as usize;
+                (0..n).map(|_| 5 + (rng.next_u64() % 6) as u32).collect()
+            })
+            .collect();
+        let scores: Vec<f32> = sentences
+            .iter()
+            .map(|s| s.iter().filter(|&&t| t == 7).count() as f32)
+            .collect();
+        let inputs: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
+        let dev = Device::Cpu;
+        let h = model.config.hidden_size;
+        let head = PoolerHead {
+            pooler: CandleLinear::from_linear(&model.layers[0].attention_out, &dev).unwrap(),
+            classifier: CandleLinear::zeros(1, h, &dev).unwrap(),
+        };
+        let opts = FineTuneOptions {
+            epochs: 60,
+            batch_size: 16,
+            layer_lr: 3e-3,
+            head_lr: 1e-2,
+            ..FineTuneOptions::default()
+        };
+        let top =
+            fine_tune_top(&model, 2, &inputs, Targets::Scores(&scores), &head, &opts).unwrap();
+        let mut trained = model.clone();
+        trained.layers.clone_from_slice(&top);
+        let out = head_outputs(&trained, &head, &inputs, 32, "test").unwrap();
+        let mean = scores.iter().sum::<f32>() / scores.len() as f32;
+        let var: f32 = scores.iter().map(|s| (s - mean).powi(2)).sum::<f32>() / scores.len() as f32;
+        let mse: f32 = out
+            .iter()
+            .zip(&scores)
+            .map(|(o, s)| (o[0] - s).powi(2))
+            .sum::<f32>()
+            / scores.len() as f32;
+        assert!(mse < 0.25 * var, "mse {mse}, variance {var}");
+        let reference = securerouter_ml::SequenceClassificationHead {
+            pooler: head.pooler.to_linear().unwrap(),
+            classifier: head.classifier.to_linear().unwrap(),
+            num_labels: 1,
+            id2label: vec!["score".into()],
+            problem_type: securerouter_ml::classification::ProblemType::Regression,
+        };
+        for (ids, got) in sentences.iter().zip(&out).take(10) {
+            let want = securerouter_ml::logits_of_checkpoint(
+                &trained,
+                &reference,
+                ids,
+                &vec![0; ids.len()],
+            )
+            .unwrap();
+            assert!(
+                (want[0] - f64::from(got[0])).abs() < 1e-3,
+                "{want:?} vs {got:?}"
+            );
+        }
+        let bad = Targets::Scores(&scores[..3]);
+        assert!(fine_tune_top(&model, 0, &inputs, bad, &head, &opts).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod checkpoint_expert;
 pub mod encoder;
 pub mod error;
 pub mod expert;
