@@ -472,3 +472,57 @@ fn train_expert_refuses_bad_requests_by_name() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A user's own table of five sentence pairs (JSON Lines, labels as numbers and as strings):
+/// its label set is saved with the classifier, and a fifth of it is held out by the fixed split.
+#[test]
+fn a_table_of_pairs_trains_with_its_label_set() {
+    let dir = securerouter_tests::temp_dir("table-source");
+    write_checkpoint(&dir);
+    let out = securerouter_tests::temp_dir("table-expert");
+    let table =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/tables/pairs.jsonl");
+    let report = train_expert(&[
+        "--model-dir",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        table.to_str().unwrap(),
+        "--text-col",
+        "premise",
+        "--text-pair-col",
+        "hypothesis",
+        "--label-col",
+        "label",
+        "--epochs",
+        "2",
+        "--seq",
+        "16",
+        "--force",
+    ]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(
+        report["labels"]["names"],
+        serde_json::json!(["0", "1", "2"]),
+        "{report}"
+    );
+    assert_eq!(
+        config["id2label"],
+        serde_json::json!({"0": "0", "1": "1", "2": "2"}),
+        "{config}"
+    );
+    let (train, held) = (
+        report["train_examples"].as_u64(),
+        report["held_out_examples"].as_u64(),
+    );
+    assert_eq!(
+        (train.unwrap_or(0) + held.unwrap_or(0), held),
+        (5, Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["held_out_metric"]["metric"], "accuracy", "{report}");
+}

@@ -25,9 +25,9 @@ use securerouter_circuits::bert::{
 };
 use securerouter_circuits::profile::{PhaseStats, add_phases};
 use securerouter_ml::assets;
-use securerouter_ml::data::{self, Label, LabelSet, Task};
+use securerouter_ml::data::{self, DataSource, Label, LabelSet};
 use securerouter_ml::head::{argmax, reference_logits};
-use securerouter_ml::metrics::Scores;
+use securerouter_ml::metrics::{Metric, Scores};
 use securerouter_ml::pool::{CostRequest, MeasuredCost};
 use securerouter_ml::{
     BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix,
@@ -42,7 +42,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Which model to run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum BenchModel {
     /// MiniLM-L6 from the asset cache (optionally cut to its first `layers`), with a head
     /// fitted on Rotten Tomatoes sentences, run on held-out sentences.
@@ -61,13 +61,14 @@ pub enum BenchModel {
     },
     /// A `BertForSequenceClassification` checkpoint folder (`config.json`, safetensors, and
     /// `vocab.txt` when it has one) with its own head (first token, pooler and tanh,
-    /// classifier), on random token ids filling the whole sequence, or on a task's labelled
+    /// classifier), on random token ids filling the whole sequence, or on a task's held-out
     /// examples (tokenized by the folder's own tokenizer), scored by the task's metric.
     Checkpoint {
         /// The checkpoint folder.
         dir: PathBuf,
-        /// The task and its data (a GLUE task folder or file), if any.
-        task: Option<(Task, PathBuf)>,
+        /// The labelled data, if any, and the share of it held out (as `train expert` held
+        /// it out).
+        data: Option<(DataSource, f64)>,
     },
 }
 
@@ -166,9 +167,9 @@ struct Prepared {
     weights: BertWeights,
     head: Head,
     queries: Vec<Query>,
-    /// The task the queries' gold labels come from, and how the head's outputs read as its
-    /// labels.
-    task: Option<(Task, Reading)>,
+    /// The task the queries' gold labels come from (its name and metric), and how the head's
+    /// outputs read as its labels.
+    task: Option<(String, Metric, Reading)>,
 }
 
 /// One query: token ids, their segments, and the gold label where the data has one.
@@ -202,13 +203,12 @@ impl Reading {
     /// Matches a checkpoint's labels to the task's: by name where the checkpoint names every
     /// task label (case-insensitively), else by position when the counts agree; a regression
     /// task needs a one-output head.
-    fn of(task: Task, labels: &LabelSet, head: &SequenceClassificationHead) -> Result<Self> {
+    fn of(task: &str, labels: &LabelSet, head: &SequenceClassificationHead) -> Result<Self> {
         match labels {
             LabelSet::Score => {
                 if head.num_labels != 1 {
                     invalid!(
-                        "{} is a regression; the checkpoint's head has {} outputs, not 1",
-                        task.name(),
+                        "{task} is a regression; the checkpoint's head has {} outputs, not 1",
                         head.num_labels
                     );
                 }
@@ -217,8 +217,7 @@ impl Reading {
             LabelSet::Classes { names } => {
                 if head.num_labels != names.len() {
                     invalid!(
-                        "{} has {} labels ({names:?}); the checkpoint's head has {} outputs",
-                        task.name(),
+                        "{task} has {} labels ({names:?}); the checkpoint's head has {} outputs",
                         names.len(),
                         head.num_labels
                     );
@@ -363,7 +362,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 task: None,
             })
         }
-        BenchModel::Checkpoint { dir, task } => {
+        BenchModel::Checkpoint { dir, data } => {
             let (weights, head) = BertWeights::load_with_head(dir, None)?;
             let Some(head) = head else {
                 invalid!(
@@ -385,7 +384,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
             } else {
                 synthetic_vocab(c.vocab_size)
             };
-            let (queries, task) = match task {
+            let (queries, task) = match data {
                 None => {
                     let mut rng = securerouter_core::prg::AesCtr::new(
                         &random_seed(),
@@ -398,16 +397,11 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                             .collect();
                     (queries, None)
                 }
-                Some((task, data)) => {
-                    let set = task.load(data)?;
-                    let reading = Reading::of(*task, &set.labels, &head)?;
-                    // GLUE reports on dev (its test labels are private); a lone train file
-                    // is all there is otherwise.
-                    let examples = if set.dev.is_empty() {
-                        set.train
-                    } else {
-                        set.dev
-                    };
+                Some((source, held_out)) => {
+                    let cache = assets::cache_dir(opts.cache.as_deref())?;
+                    let set = source.load(&cache, *held_out)?;
+                    let reading = Reading::of(&set.name, &set.labels, &head)?;
+                    let examples = set.held_out;
                     let tokenizer = Tokenizer::from_dir(dir)?;
                     let queries = examples
                         .into_iter()
@@ -424,7 +418,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                             })
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    (queries, Some((*task, reading)))
+                    (queries, Some((set.name, set.metric, reading)))
                 }
             };
             let name = dir
@@ -616,7 +610,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         let want = prepared
             .head
             .reference(&prepared.weights, &q.ids, &q.types)?;
-        if let (Some((_, reading)), Some(label)) = (&prepared.task, q.gold) {
+        if let (Some((_, _, reading)), Some(label)) = (&prepared.task, q.gold) {
             secure_labels.push(reading.label(&logits));
             reference_labels.push(reading.label(&want));
             gold.push(label);
@@ -664,10 +658,10 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
     }
     let rss_all = [rss[0], rss[1], rss[2], peak_rss_mb()];
     let (task, metric, reference_metric) = match &prepared.task {
-        Some((task, _)) => (
-            Some(task.name().to_string()),
-            Some(task.score(&secure_labels, &gold)?),
-            Some(task.score(&reference_labels, &gold)?),
+        Some((task, metric, _)) => (
+            Some(task.clone()),
+            Some(metric.score(&secure_labels, &gold)?),
+            Some(metric.score(&reference_labels, &gold)?),
         ),
         None => (None, None, None),
     };

@@ -95,6 +95,16 @@ impl fmt::Display for Scores {
 }
 
 impl Metric {
+    /// The metric of a user's own labels: accuracy for classes, Pearson and Spearman for a
+    /// score.
+    pub fn for_labels(labels: &crate::data::LabelSet) -> Self {
+        if labels.is_regression() {
+            Metric::PearsonSpearman
+        } else {
+            Metric::Accuracy
+        }
+    }
+
     /// Scores `predictions` against `gold` (same order): classes for the classification
     /// metrics, scores for [`Metric::PearsonSpearman`].
     ///

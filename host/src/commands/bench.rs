@@ -1,11 +1,11 @@
 //! `securerouter bench`: one subcommand per thing measured, each under MPC with the dealer, P0
 //! and P1 as processes on loopback over the encrypted links.
 
+use crate::commands::data::DataArgs;
 use clap::{Args, Subcommand};
 use securerouter_bench::pool::PoolBenchOptions;
 use securerouter_bench::{BenchModel, BenchOptions};
 use securerouter_circuits::{BertShape, RouteMode};
-use securerouter_ml::data::Task;
 use securerouter_ml::pool_format::pool_dir;
 use std::io::Write;
 use std::path::PathBuf;
@@ -52,13 +52,9 @@ pub enum BenchCommand {
         /// `vocab.txt`).
         #[arg(long)]
         model_dir: PathBuf,
-        /// The GLUE task of --data: sst2, cola, mrpc, qqp, qnli, rte, mnli or stsb.
-        #[arg(long, requires = "data")]
-        task: Option<Task>,
-        /// The task's data: its GLUE folder (`train.tsv`, `dev.tsv`; MNLI's
-        /// `dev_matched.tsv`) or one of its files, in GLUE's layout.
-        #[arg(long, requires = "task")]
-        data: Option<PathBuf>,
+        /// The labelled examples to run (the held-out ones; random token ids without).
+        #[command(flatten)]
+        data: DataArgs,
         /// How to run and report.
         #[command(flatten)]
         run: ModelRunArgs,
@@ -213,13 +209,12 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
         ),
         BenchCommand::Checkpoint {
             model_dir,
-            task,
             data,
             run,
         } => (
             BenchModel::Checkpoint {
                 dir: model_dir.clone(),
-                task: task.zip(data.clone()),
+                data: data.source()?.map(|s| (s, data.held_out)),
             },
             run,
         ),

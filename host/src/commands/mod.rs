@@ -1,9 +1,11 @@
-//! One module per `securerouter` command: its options, as clap parses them, and what it runs.
-//! [`run`] hands the parsed command to its module.
+//! One module per `securerouter` command: its options, as clap parses them, and what it runs
+//! ([`data`]: the labelled-data options two commands share). [`run`] hands the parsed command
+//! to its module.
 
 pub mod assets;
 pub mod bench;
 pub mod client;
+pub mod data;
 pub mod dealer;
 pub mod demo;
 pub mod device_table;

@@ -1,10 +1,10 @@
 //! `securerouter train`: the pool's experts fine-tuned, then the router trained (the `train`
 //! feature; a build without it refuses, saying why).
 
+use crate::commands::data::DataArgs;
 #[cfg(feature = "train")]
 use anyhow::bail;
 use clap::Subcommand;
-use securerouter_ml::data::{Format, Task};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -23,28 +23,9 @@ pub enum TrainAction {
         /// The folder to write the classifier to.
         #[arg(long)]
         out: PathBuf,
-        /// The GLUE task of --data: sst2, cola, mrpc, qqp, qnli, rte, mnli or stsb. Without it,
-        /// --data is a CSV, TSV or JSON Lines table.
-        #[arg(long)]
-        task: Option<Task>,
-        /// The labelled data: a GLUE task folder (train.tsv, dev.tsv) or file, or a table.
-        #[arg(long)]
-        data: PathBuf,
-        /// The table's text column (JSON key).
-        #[arg(long, conflicts_with = "task", required_unless_present = "task")]
-        text_col: Option<String>,
-        /// The table's second-sentence column, for a pair task.
-        #[arg(long, conflicts_with = "task")]
-        text_pair_col: Option<String>,
-        /// The table's label column: names, class numbers or scores.
-        #[arg(long, conflicts_with = "task", required_unless_present = "task")]
-        label_col: Option<String>,
-        /// The table's format (default: from the file's extension).
-        #[arg(long, conflicts_with = "task")]
-        format: Option<Format>,
-        /// Share of a table (or of a GLUE folder without a dev file) held out for scoring.
-        #[arg(long, default_value_t = 0.2)]
-        held_out: f64,
+        /// The labelled data.
+        #[command(flatten)]
+        data: DataArgs,
         /// Keep only the checkpoint's first N encoder layers.
         #[arg(long)]
         layers: Option<usize>,
@@ -149,13 +130,7 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
         TrainAction::Expert {
             model_dir,
             out: out_dir,
-            task,
             data,
-            text_col,
-            text_pair_col,
-            label_col,
-            format,
-            held_out,
             layers,
             tune_top,
             epochs,
@@ -166,9 +141,6 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
             limit,
             force,
         } => {
-            if !(0.0 < *held_out && *held_out < 1.0) {
-                bail!("--held-out must be between 0 and 1, not {held_out}");
-            }
             for (what, v) in [("--lr", *lr), ("--head-lr", *head_lr)] {
                 if !(v.is_finite() && v > 0.0) {
                     bail!("{what} must be a positive number, not {v}");
@@ -178,21 +150,13 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
                 bail!("--epochs and --batch-size must be at least 1");
             }
             check_out_dir(out_dir, model_dir, *force)?;
-            let task_data = match (task, text_col, label_col) {
-                (Some(task), _, _) => checkpoint_expert::TaskData::glue(*task, data, *held_out)?,
-                (None, Some(text), Some(label)) => {
-                    let mut columns = securerouter_ml::data::Columns::new(text, label);
-                    if let Some(pair) = text_pair_col {
-                        columns = columns.with_pair(pair);
-                    }
-                    let format = match format {
-                        Some(f) => *f,
-                        None => Format::from_path(data)?,
-                    };
-                    checkpoint_expert::TaskData::table(data, &columns, format, *held_out)?
-                }
-                (None, _, _) => bail!("--data without --task needs --text-col and --label-col"),
+            let Some(source) = data.source()? else {
+                bail!(
+                    "train expert needs labelled data: --task and --data, a table, or --rotten-tomatoes"
+                );
             };
+            let cache = securerouter_ml::assets::cache_dir(None)?;
+            let task_data = source.load(&cache, data.held_out)?;
             let opts = checkpoint_expert::ExpertOptions {
                 layers: *layers,
                 tune_top: *tune_top,

@@ -14,9 +14,9 @@ use crate::expert::{FineTuneOptions, PoolerHead, Targets, fine_tune_top, head_ou
 use candle_core::Device;
 use securerouter_core::prg::{AesCtr, Domain};
 use securerouter_ml::classification::ProblemType;
-use securerouter_ml::data::{self, Columns, Example, Format, Label, LabelSet, Task};
+use securerouter_ml::data::{Example, Label, LabelSet, TaskData};
 use securerouter_ml::head::argmax;
-use securerouter_ml::metrics::{Metric, Scores};
+use securerouter_ml::metrics::Scores;
 use securerouter_ml::pretrained::save_sequence_classifier;
 use securerouter_ml::progress::Progress;
 use securerouter_ml::{BertWeights, Linear, Matrix, SequenceClassificationHead, Tokenizer};
@@ -30,82 +30,6 @@ pub const TRAINING_RECORD: &str = "securerouter-training.json";
 
 /// The domain of a fresh pooler's random initialisation.
 const POOLER_INIT_DOMAIN: Domain = Domain(0x504f_4f4c_494e_4954); // "POOLINIT"
-
-/// A labelled task: its examples split for training and held out, its labels and its metric.
-#[derive(Clone, Debug)]
-pub struct TaskData {
-    /// The task's name, as reports print it (`MRPC`, or the data file's name).
-    pub name: String,
-    /// The examples trained on.
-    pub train: Vec<Example>,
-    /// The examples scored after training (a GLUE dev file, or a held-out part).
-    pub held_out: Vec<Example>,
-    /// The label set; its order is the classifier's output order.
-    pub labels: LabelSet,
-    /// The task's metric.
-    pub metric: Metric,
-}
-
-impl TaskData {
-    /// A GLUE task read from its folder or file ([`Task::load`]): trained on `train.tsv`,
-    /// scored on the dev file (GLUE's test labels are private). A folder without dev
-    /// examples has `held_out_fraction` of its training examples held out.
-    ///
-    /// # Errors
-    /// If the files cannot be read or parsed, or there are no training examples.
-    pub fn glue(task: Task, path: &Path, held_out_fraction: f64) -> Result<Self> {
-        let set = task.load(path)?;
-        if set.train.is_empty() {
-            invalid!(
-                "{} holds no {} training examples (train.tsv)",
-                path.display(),
-                task.name()
-            );
-        }
-        let (train, held_out) = if set.dev.is_empty() {
-            data::split(set.train, held_out_fraction, &data::SPLIT_SEED)?
-        } else {
-            (set.train, set.dev)
-        };
-        Ok(TaskData {
-            name: task.name().into(),
-            train,
-            held_out,
-            labels: set.labels,
-            metric: task.metric(),
-        })
-    }
-
-    /// A user's table (CSV, TSV or JSON Lines, [`data::read_table`]), `held_out_fraction`
-    /// of it held out by the fixed split ([`data::SPLIT_SEED`]); scored by accuracy, or by
-    /// Pearson and Spearman for scores.
-    ///
-    /// # Errors
-    /// If the file cannot be read or parsed.
-    pub fn table(
-        path: &Path,
-        columns: &Columns,
-        format: Format,
-        held_out_fraction: f64,
-    ) -> Result<Self> {
-        let table = data::read_table(path, columns, format)?;
-        let (train, held_out) = data::split(table.examples, held_out_fraction, &data::SPLIT_SEED)?;
-        let metric = if table.labels.is_regression() {
-            Metric::PearsonSpearman
-        } else {
-            Metric::Accuracy
-        };
-        Ok(TaskData {
-            name: path
-                .file_name()
-                .map_or_else(|| "table".into(), |n| n.to_string_lossy().into_owned()),
-            train,
-            held_out,
-            labels: table.labels,
-            metric,
-        })
-    }
-}
 
 /// How `train expert` trains.
 #[derive(Clone, Debug)]

@@ -11,6 +11,8 @@
 //!   pair, a class or a score) with the task's [`LabelSet`] and metric.
 //! - [`read_table`] (in `table`): a user's own data as CSV, TSV or JSON Lines, columns named by
 //!   the caller, labels named, numbered or scores.
+//! - [`TaskData`] (in `task_data`): a task split for training and held out, with its labels
+//!   and metric, from a [`DataSource`] (GLUE files, a table, or the Rotten Tomatoes sentences).
 //! - [`split`]: a deterministic train/test split, shuffled with AES-CTR from a fixed seed.
 //!
 //! Readers never panic on bad input: a malformed line is an error naming the file and line.
@@ -18,6 +20,7 @@
 mod example;
 mod glue;
 mod table;
+mod task_data;
 
 pub use example::{Example, Label, LabelSet};
 pub use glue::{Column, Dataset, Layout, Task};
@@ -25,6 +28,7 @@ pub use table::{
     Columns, Format, MAX_NUMBERED_CLASS, Table, parse_table, parse_table_with, read_table,
     read_table_with,
 };
+pub use task_data::{DataSource, TaskData};
 
 use crate::error::{Error, Result, invalid};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
