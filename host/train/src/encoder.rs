@@ -6,7 +6,8 @@
 
 use crate::error::{Error, Result, invalid};
 use candle_core::{D, DType, Device, Tensor, Var};
-use securerouter_ml::{EncoderLayer, LayerNorm, Linear, Matrix};
+use securerouter_ml::config::Activation;
+use securerouter_ml::{BertConfig, EncoderLayer, LayerNorm, Linear, Matrix};
 
 /// Attention bias of padded keys: exp(-1e4) is 0 in f32, like the secure circuit's pad bias.
 const PAD_KEY_BIAS: f32 = -1e4;
@@ -162,6 +163,7 @@ impl CandleLayerNorm {
 /// One encoder layer as candle variables.
 pub struct CandleLayer {
     heads: usize,
+    activation: Activation,
     query: CandleLinear,
     key: CandleLinear,
     value: CandleLinear,
@@ -173,8 +175,9 @@ pub struct CandleLayer {
 }
 
 impl CandleLayer {
-    /// A copy of `layer` with `heads` attention heads.
-    pub fn from_layer(layer: &EncoderLayer, heads: usize, device: &Device) -> Result<Self> {
+    /// A copy of `layer` of a model of `config` (its heads and activation).
+    pub fn from_layer(layer: &EncoderLayer, config: &BertConfig, device: &Device) -> Result<Self> {
+        let heads = config.num_attention_heads;
         let hidden = layer.query.weight.rows;
         if heads == 0 || !hidden.is_multiple_of(heads) {
             invalid!("hidden size {hidden} does not split into {heads} heads");
@@ -182,6 +185,7 @@ impl CandleLayer {
         let lin = |l: &Linear| CandleLinear::from_linear(l, device);
         Ok(CandleLayer {
             heads,
+            activation: config.activation()?,
             query: lin(&layer.query)?,
             key: lin(&layer.key)?,
             value: lin(&layer.value)?,
@@ -216,7 +220,7 @@ impl CandleLayer {
         let attn = self
             .attention_norm
             .forward(&(self.attention_out.forward(&context)? + x)?)?;
-        let inner = self.ffn_in.forward(&attn)?.gelu_erf()?;
+        let inner = activate(self.activation, &self.ffn_in.forward(&attn)?)?;
         self.ffn_norm
             .forward(&(self.ffn_out.forward(&inner)? + &attn)?)
     }
@@ -254,6 +258,15 @@ impl CandleLayer {
     }
 }
 
+/// The feed-forward activation as the reference computes it: candle's `gelu` is the tanh
+/// approximation, `gelu_erf` the exact one.
+fn activate(activation: Activation, x: &Tensor) -> Result<Tensor> {
+    Ok(match activation {
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::GeluTanh => x.gelu()?,
+    })
+}
+
 fn var(data: &[f64], shape: impl Into<candle_core::Shape>, device: &Device) -> Result<Var> {
     let values: Vec<f32> = data.iter().map(|&v| v as f32).collect();
     Var::from_tensor(&Tensor::from_vec(values, shape, device)?).map_err(Error::CandleVariable)
@@ -272,17 +285,25 @@ mod tests {
     use super::*;
     use crate::testing::{embed, tiny};
 
+    /// For both activations (the reference computes each as transformers does).
     #[test]
     fn a_padded_batch_computes_the_reference_of_each_sentence() {
-        let model = tiny(2, 7);
+        for act in ["gelu", "gelu_new"] {
+            let mut model = tiny(2, 7);
+            model.config.hidden_act = act.into();
+            padded_batch_matches_reference(&model);
+        }
+    }
+
+    fn padded_batch_matches_reference(model: &securerouter_ml::BertWeights) {
         let dev = Device::Cpu;
         let layers: Vec<CandleLayer> = model
             .layers
             .iter()
-            .map(|l| CandleLayer::from_layer(l, 4, &dev).unwrap())
+            .map(|l| CandleLayer::from_layer(l, &model.config, &dev).unwrap())
             .collect();
         let sentences: [&[u32]; 3] = [&[2, 9, 17, 3], &[2, 5, 3], &[2, 30, 31, 32, 33, 3]];
-        let embedded: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
+        let embedded: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(model, ids)).collect();
         let rows: Vec<&[f32]> = embedded.iter().map(Vec::as_slice).collect();
         let batch = Batch::new(&rows, 16, &dev).unwrap();
         let mut h = batch.x.clone();
@@ -311,10 +332,33 @@ mod tests {
         }
     }
 
+    /// Each activation is the reference's own, to f32 precision (2e-6), where the two differ by
+    /// up to 4.7e-4 (at 2.7).
+    #[test]
+    fn activations_are_the_references() {
+        use securerouter_ml::reference::{gelu, gelu_tanh};
+        let xs: Vec<f32> = (-40..=40).map(|i| i as f32 / 10.0).collect();
+        let t = Tensor::from_vec(xs.clone(), xs.len(), &Device::Cpu).unwrap();
+        for (act, f) in [
+            (Activation::Gelu, gelu as fn(f64) -> f64),
+            (Activation::GeluTanh, gelu_tanh),
+        ] {
+            let got = activate(act, &t).unwrap().to_vec1::<f32>().unwrap();
+            for (x, y) in xs.iter().zip(got) {
+                let want = f(f64::from(*x));
+                assert!(
+                    (want - f64::from(y)).abs() < 2e-6,
+                    "{act:?}({x}) = {y}, not {want}"
+                );
+            }
+        }
+        assert!((gelu(2.7) - gelu_tanh(2.7)).abs() > 4e-4);
+    }
+
     #[test]
     fn layers_round_trip_to_f64() {
         let model = tiny(2, 7);
-        let l = CandleLayer::from_layer(&model.layers[1], 4, &Device::Cpu).unwrap();
+        let l = CandleLayer::from_layer(&model.layers[1], &model.config, &Device::Cpu).unwrap();
         let back = l.to_layer().unwrap();
         let err = back
             .ffn_in
@@ -322,7 +366,9 @@ mod tests {
             .max_abs_diff(&model.layers[1].ffn_in.weight);
         assert!(err < 1e-7, "{err}");
         assert_eq!(l.vars().len(), 16);
-        assert!(CandleLayer::from_layer(&model.layers[0], 5, &Device::Cpu).is_err());
+        let mut five_heads = model.config.clone();
+        five_heads.num_attention_heads = 5;
+        assert!(CandleLayer::from_layer(&model.layers[0], &five_heads, &Device::Cpu).is_err());
     }
 
     #[test]

@@ -260,7 +260,7 @@ pub fn fine_tune_top(
     head: &dyn TrainableHead,
     opts: &FineTuneOptions,
 ) -> Result<Vec<EncoderLayer>> {
-    let (hidden, heads) = (base.config.hidden_size, base.config.num_attention_heads);
+    let hidden = base.config.hidden_size;
     if tuned > base.layers.len() {
         invalid!(
             "cannot fine-tune {tuned} layers of a model with {}",
@@ -272,7 +272,7 @@ pub fn fine_tune_top(
     let candle = |layers: &[EncoderLayer]| -> Result<Vec<CandleLayer>> {
         layers
             .iter()
-            .map(|l| CandleLayer::from_layer(l, heads, &dev))
+            .map(|l| CandleLayer::from_layer(l, &base.config, &dev))
             .collect()
     };
     let split = base.layers.len() - tuned;
@@ -347,7 +347,7 @@ pub fn head_outputs(
     let layers: Vec<CandleLayer> = model
         .layers
         .iter()
-        .map(|l| CandleLayer::from_layer(l, c.num_attention_heads, &dev))
+        .map(|l| CandleLayer::from_layer(l, c, &dev))
         .collect::<Result<_>>()?;
     let lens: Vec<usize> = inputs.iter().map(|r| r.len() / c.hidden_size).collect();
     let mut out = vec![Vec::new(); inputs.len()];
@@ -413,7 +413,7 @@ impl Expert {
             .weights
             .layers
             .iter()
-            .map(|l| CandleLayer::from_layer(l, c.num_attention_heads, &dev))
+            .map(|l| CandleLayer::from_layer(l, c, &dev))
             .collect::<Result<_>>()?;
         let head = CandleLinear::from_linear(&self.head.linear, &dev)?;
         let lens: Vec<usize> = inputs.iter().map(|r| r.len() / c.hidden_size).collect();

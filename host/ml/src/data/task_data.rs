@@ -154,7 +154,9 @@ mod tests {
     use super::*;
 
     fn fixture(path: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(path)
     }
 
     #[test]
@@ -187,7 +189,10 @@ mod tests {
         };
         let d = table.load(Path::new("/nonexistent"), 0.34).unwrap();
         assert_eq!((d.train.len(), d.held_out.len()), (4, 2));
-        assert_eq!((d.name.as_str(), d.metric), ("reviews.csv", Metric::Accuracy));
+        assert_eq!(
+            (d.name.as_str(), d.metric),
+            ("reviews.csv", Metric::Accuracy)
+        );
         assert_eq!(d.labels.names(), ["negative", "neutral", "positive"]);
     }
 }
