@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use securerouter_bench::pool::PoolBenchOptions;
 use securerouter_bench::{BenchModel, BenchOptions};
-use securerouter_circuits::{BertShape, RouteMode};
+use securerouter_circuits::{Activation, BertShape, RouteMode};
 use securerouter_ml::data::Task;
 use securerouter_ml::pool_format::pool_dir;
 use std::io::Write;
@@ -208,6 +208,7 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                 heads: *heads,
                 ffn: *ffn,
                 classes: 2,
+                activation: Activation::Gelu,
             }),
             run,
         ),
