@@ -48,8 +48,9 @@ fn f16_bits(v: f32) -> u16 {
     h as u16
 }
 
-/// Writes a one-layer `BertForSequenceClassification` with `LABELS` labels into `dir`.
-fn write_checkpoint(dir: &Path) {
+/// Writes a one-layer `BertForSequenceClassification` with `LABELS` labels and the
+/// feed-forward activation `hidden_act` into `dir`.
+fn write_checkpoint(dir: &Path, hidden_act: &str) {
     let mut rng = Rng(7);
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut add = |name: &str, shape: &[usize], centre: f32, a: f32| {
@@ -136,7 +137,7 @@ fn write_checkpoint(dir: &Path) {
         "num_hidden_layers": 1,
         "num_attention_heads": HEADS,
         "intermediate_size": FFN,
-        "hidden_act": "gelu",
+        "hidden_act": hidden_act,
         "max_position_embeddings": POSITIONS,
         "type_vocab_size": 2,
         "layer_norm_eps": 1e-12,
@@ -180,7 +181,7 @@ fn a_checkpoint_with_its_own_head_runs_under_mpc_like_its_reference() {
     let dir = std::env::temp_dir().join(format!("securerouter-checkpoint-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    write_checkpoint(&dir);
+    write_checkpoint(&dir, "gelu");
     let random = bench_checkpoint(&dir, &["--seq", "8", "--queries", "4"]);
     let mnli = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/glue/MNLI");
     let task = bench_checkpoint(
@@ -214,6 +215,26 @@ fn a_checkpoint_with_its_own_head_runs_under_mpc_like_its_reference() {
     assert_eq!(task["metric"], task["reference_metric"], "{task}");
 }
 
+/// A checkpoint whose `hidden_act` is the tanh GeLU ("gelu_new") runs under MPC with its own
+/// activation, carried by the model files to the dealer and both servers, and its labels and
+/// logits match its f64 reference, which computes the tanh GeLU too.
+#[test]
+fn a_tanh_gelu_checkpoint_runs_under_mpc_like_its_reference() {
+    let dir = std::env::temp_dir().join(format!(
+        "securerouter-checkpoint-gelu-new-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_checkpoint(&dir, "gelu_new");
+    let v = bench_checkpoint(&dir, &["--seq", "8", "--queries", "3"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(v["queries"], 3, "{v}");
+    assert_eq!(v["label_agreement"], 1.0, "{v}");
+    let err = v["max_abs_logit_err"].as_f64().expect("max_abs_logit_err");
+    assert!(err < 0.05, "{v}");
+}
+
 /// A task whose labels do not fit the checkpoint's head is refused by name before anything
 /// runs: STS-B is a regression, and this head has three outputs.
 #[test]
@@ -224,7 +245,7 @@ fn a_task_that_does_not_fit_the_head_is_refused() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    write_checkpoint(&dir);
+    write_checkpoint(&dir, "gelu");
     let stsb = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/glue/STS-B");
     let out = Command::new(binary())
         .args(["bench", "checkpoint", "--model-dir"])
@@ -338,13 +359,14 @@ fn a_pair_task_trains_then_runs_under_mpc_scored_by_its_metric() {
     );
 }
 
-/// A regression end to end: a checkpoint whose head has three classes, trained on STS-B's
-/// scores, gets a fresh one-output regression head (its labels cannot be kept), which runs
-/// under MPC within the usual error of the reference and is scored by Pearson and Spearman.
+/// A regression end to end: a `gelu_new` checkpoint whose head has three classes, trained on
+/// STS-B's scores, gets a fresh one-output regression head (its labels cannot be kept), which
+/// runs under MPC with its own activation within the usual error of the reference, scored by
+/// Pearson and Spearman.
 #[test]
 fn a_regression_task_trains_a_one_output_head_that_runs_under_mpc() {
     let dir = securerouter_tests::temp_dir("stsb-source");
-    write_checkpoint(&dir);
+    write_checkpoint(&dir, "gelu_new");
     let out = securerouter_tests::temp_dir("stsb-expert");
     let stsb = fixture("STS-B");
     let report = train_expert(&[
@@ -401,7 +423,7 @@ fn a_regression_task_trains_a_one_output_head_that_runs_under_mpc() {
 #[test]
 fn train_expert_refuses_bad_requests_by_name() {
     let dir = securerouter_tests::temp_dir("refusals-source");
-    write_checkpoint(&dir);
+    write_checkpoint(&dir, "gelu");
     let out = securerouter_tests::temp_dir("refusals-out");
     let table =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/tables/reviews.csv");
@@ -478,7 +500,7 @@ fn train_expert_refuses_bad_requests_by_name() {
 #[test]
 fn a_table_of_pairs_trains_with_its_label_set() {
     let dir = securerouter_tests::temp_dir("table-source");
-    write_checkpoint(&dir);
+    write_checkpoint(&dir, "gelu");
     let out = securerouter_tests::temp_dir("table-expert");
     let table =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/tables/pairs.jsonl");

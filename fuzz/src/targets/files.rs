@@ -3,7 +3,7 @@
 //! table a bundle converts to.
 
 use securerouter_circuits::bert::{BertShape, RingLayer};
-use securerouter_circuits::{ModelSpec, PoolShape};
+use securerouter_circuits::{Activation, ModelSpec, PoolShape};
 use securerouter_core::prg::Seed;
 use securerouter_device::embedding::EmbeddingTable;
 use securerouter_ml::router::{PlainRouterHead, RouterHeadShape, router_feature_count};
@@ -92,6 +92,7 @@ pub fn model_file_seeds() -> Vec<Vec<u8>> {
         heads: 2,
         ffn: 8,
         classes: 2,
+        activation: Activation::Gelu,
     };
     let router = RouterHeadShape {
         features: 3,
@@ -105,7 +106,11 @@ pub fn model_file_seeds() -> Vec<Vec<u8>> {
             hidden: 3,
             experts: 2,
         },
-        others: vec![bert],
+        // The second expert computes the tanh GeLU: the seeds hold both activations.
+        others: vec![BertShape {
+            activation: Activation::GeluTanh,
+            ..bert
+        }],
     };
     let mut specs = vec![(
         ModelSpec::RouterHead(router),

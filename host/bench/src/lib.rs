@@ -263,11 +263,11 @@ impl Head {
     fn deployable(&self, w: &BertWeights) -> Result<(BertShape, ModelSpec, Vec<RingLayer>)> {
         Ok(match self {
             Head::Fitted(h) => {
-                let shape = shape_of(w, h);
+                let shape = shape_of(w, h)?;
                 (shape, ModelSpec::Bert(shape), ring_layers(w, h)?)
             }
             Head::Checkpoint(h) => {
-                let shape = checkpoint_shape_of(w, h);
+                let shape = checkpoint_shape_of(w, h)?;
                 let layers = checkpoint_ring_layers(w, h)?;
                 (shape, ModelSpec::BertCheckpoint(shape), layers)
             }
@@ -322,7 +322,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 num_hidden_layers: shape.layers,
                 num_attention_heads: shape.heads,
                 intermediate_size: shape.ffn,
-                hidden_act: "gelu".into(),
+                hidden_act: shape.activation.hidden_act().into(),
                 max_position_embeddings: opts.seq_len,
                 type_vocab_size: 2,
                 layer_norm_eps: 1e-12,

@@ -14,6 +14,7 @@
 //! LayerNorm shift at 3·FRAC. The attention scale 1/√d is folded into the query projection,
 //! and Q, K, V are one linear layer.
 
+pub use super::layers::Activation;
 use super::layers::{self, ACT_BITS, FRAC, LINEAR_BITS};
 use crate::error::invalid;
 use securerouter_core::Error;
@@ -44,6 +45,9 @@ pub struct BertShape {
     pub ffn: usize,
     /// Output classes.
     pub classes: usize,
+    /// The feed-forward activation (the checkpoint's `hidden_act`): the secure GeLU reads the
+    /// correction table of this function.
+    pub activation: Activation,
 }
 
 impl BertShape {
@@ -279,7 +283,7 @@ async fn bert_encoder<P: Protocol>(
         let attn = layers::layer_norm(p, &attn, norm1).await?;
         let inner = dense(p, &attn, ffn_in).await?;
         p.phase(phase::GELU);
-        let inner = layers::gelu(p, &inner).await?;
+        let inner = layers::gelu(p, &inner, shape.activation).await?;
         let out = dense(p, &inner, ffn_out).await?.add(&attn)?;
         p.phase(phase::LAYER_NORM);
         hidden = layers::layer_norm(p, &out, norm2).await?;
@@ -390,14 +394,9 @@ pub fn checkpoint_ring_layers(
 
 fn encoder_ring_layers(model: &BertWeights) -> crate::Result<Vec<RingLayer>> {
     let c = &model.config;
-    // The secure GeLU is the exact one: a tanh-approximated checkpoint would run with another
-    // activation than its own, so it is refused rather than approximated silently.
-    if c.activation()? != securerouter_ml::config::Activation::Gelu {
-        invalid!(
-            "hidden_act {:?} has no secure circuit yet (the secure layers compute \"gelu\")",
-            c.hidden_act
-        );
-    }
+    // The activation is not in the ring layers but in the shape ([`shape_of`]); it is checked
+    // here too, so that a config altered to an unknown activation is refused before deploying.
+    c.activation()?;
     let scale = 1.0 / (c.head_dim() as f64).sqrt();
     let mut out = Vec::new();
     for (i, l) in model.layers.iter().enumerate() {
@@ -418,26 +417,31 @@ fn encoder_ring_layers(model: &BertWeights) -> crate::Result<Vec<RingLayer>> {
     Ok(out)
 }
 
-/// The shape of a model with a head.
-pub fn shape_of(model: &BertWeights, head: &ClassifierHead) -> BertShape {
+/// The shape of a model with a head, its activation the config's `hidden_act` (an error
+/// names one that is not a GeLU).
+pub fn shape_of(model: &BertWeights, head: &ClassifierHead) -> crate::Result<BertShape> {
     shape_with_classes(model, head.linear.weight.rows)
 }
 
 /// The shape of a model with its checkpoint's own head (run as
-/// [`crate::ModelSpec::BertCheckpoint`]).
-pub fn checkpoint_shape_of(model: &BertWeights, head: &SequenceClassificationHead) -> BertShape {
+/// [`crate::ModelSpec::BertCheckpoint`]), its activation the config's `hidden_act`.
+pub fn checkpoint_shape_of(
+    model: &BertWeights,
+    head: &SequenceClassificationHead,
+) -> crate::Result<BertShape> {
     shape_with_classes(model, head.classifier.weight.rows)
 }
 
-fn shape_with_classes(model: &BertWeights, classes: usize) -> BertShape {
+fn shape_with_classes(model: &BertWeights, classes: usize) -> crate::Result<BertShape> {
     let c = &model.config;
-    BertShape {
+    Ok(BertShape {
         layers: model.layers.len(),
         hidden: c.hidden_size,
         heads: c.num_attention_heads,
         ffn: c.intermediate_size,
         classes,
-    }
+        activation: c.activation()?.into(),
+    })
 }
 
 /// Every role's part of a deployed model (see `securerouter_core::gate::share_weights`).

@@ -12,7 +12,7 @@
 //!
 //! | layer | rounds | approximation |
 //! |---|---|---|
-//! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4), zero outside, read with the sign off one key |
+//! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key |
 //! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
 //! | softmax over n | 2⌈log2 n⌉ + 14 (13 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's; reciprocal from a 13-bit table and one Newton step |
 //! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
@@ -30,6 +30,7 @@
 use securerouter_core::Error;
 use securerouter_core::gate::{self, LookupTable, Protocol, Tensor, WindowTable};
 use securerouter_core::ring::BitWidth;
+use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
 /// Fractional bits of every activation.
@@ -95,12 +96,48 @@ pub async fn scale_by<P: Protocol>(
 
 // ------------------------------------------------------------------------------------ GeLU
 
+/// The feed-forward activation a secure BERT computes, a property of its model
+/// ([`crate::BertShape::activation`]): the dealer and both servers read it from the same model
+/// file and build the same table from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Activation {
+    /// x·Φ(x) with the exact normal CDF (Hugging Face's "gelu"; MiniLM's).
+    Gelu,
+    /// The tanh approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (Hugging Face's
+    /// "gelu_new" and "gelu_pytorch_tanh").
+    GeluTanh,
+}
+
+impl Activation {
+    /// The `hidden_act` a Hugging Face config names this activation by.
+    pub fn hidden_act(self) -> &'static str {
+        match self {
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_new",
+        }
+    }
+}
+
+impl From<securerouter_ml::config::Activation> for Activation {
+    fn from(a: securerouter_ml::config::Activation) -> Self {
+        match a {
+            securerouter_ml::config::Activation::Gelu => Activation::Gelu,
+            securerouter_ml::config::Activation::GeluTanh => Activation::GeluTanh,
+        }
+    }
+}
+
+/// The step of the GeLU tables' index: y = v · 8/2^GELU_BITS.
+fn gelu_step() -> f64 {
+    8.0 / (1u64 << GELU_BITS) as f64
+}
+
 /// d(y) = ReLU(y) − GeLU(y) = |y|·Φ(−|y|) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point;
 /// zero beyond (d(4) ≈ 1.3e−4).
-fn gelu_table() -> Result<&'static WindowTable, Error> {
+fn gelu_erf_table() -> Result<&'static WindowTable, Error> {
     static CELL: OnceLock<WindowTable> = OnceLock::new();
     table(&CELL, || {
-        let step = 8.0 / (1u64 << GELU_BITS) as f64;
+        let step = gelu_step();
         WindowTable::from_fn(GELU_BITS, BitWidth::FULL, |v| {
             let y = (v as f64 * step).abs();
             let d = y * 0.5 * libm::erfc(y / std::f64::consts::SQRT_2);
@@ -109,18 +146,41 @@ fn gelu_table() -> Result<&'static WindowTable, Error> {
     })
 }
 
-/// GeLU(x) = ReLU(x) − d(x): x read at the table's step (local shift), its sign and d(x) from
-/// one DPF key (2 rounds, [`Protocol::drelu_lookup`]), then ReLU (1). Three rounds.
+/// d(y) = ReLU(y) − gelu_tanh(y) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point, from
+/// the reference's [`gelu_tanh`](securerouter_ml::reference::gelu_tanh); zero beyond
+/// (d(4) ≈ 7e−5).
+fn gelu_tanh_table() -> Result<&'static WindowTable, Error> {
+    static CELL: OnceLock<WindowTable> = OnceLock::new();
+    table(&CELL, || {
+        let step = gelu_step();
+        WindowTable::from_fn(GELU_BITS, BitWidth::FULL, |v| {
+            let y = v as f64 * step;
+            fixed(y.max(0.0) - securerouter_ml::reference::gelu_tanh(y), FRAC)
+        })
+    })
+}
+
+/// The correction table d = ReLU − `act`.
+fn gelu_table(act: Activation) -> Result<&'static WindowTable, Error> {
+    match act {
+        Activation::Gelu => gelu_erf_table(),
+        Activation::GeluTanh => gelu_tanh_table(),
+    }
+}
+
+/// GeLU(x) = ReLU(x) − d(x) for the activation `act`, each from its own table: x read at the
+/// table's step (local shift), its sign and d(x) from one DPF key (2 rounds,
+/// [`Protocol::drelu_lookup`]), then ReLU (1). Three rounds; both activations cost the same.
 ///
 /// The shift may round x in [−2^(3 − GELU_BITS), 0) up to 0, which passes as positive and gives
 /// x − d(0) = x for GeLU(x) ≈ x/2: an error below 2^(2 − GELU_BITS) (3.9e−3) on values that
 /// small, as large as the table's own step error.
-pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
+pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor, act: Activation) -> Result<Tensor, Error> {
     // |x| < 2^(ACT_BITS − 1) units, read on ACT_BITS + 1 bits and shifted to the table's
     // step: below 2^(ACT_BITS − 1 − shift), a quarter of its ring, so the table is exact.
     let shift = FRAC + 3 - GELU_BITS;
     let v = x.reduce(width(ACT_BITS + 1)?)?.shift_down(shift)?;
-    let (positive, d) = p.drelu_lookup(&v, gelu_table()?).await?;
+    let (positive, d) = p.drelu_lookup(&v, gelu_table(act)?).await?;
     let relu = p.mul_bit(&positive, x).await?;
     relu.sub(&d)
 }
@@ -384,4 +444,86 @@ pub async fn layer_norm<P: Protocol>(
         .await?; // scale 2·FRAC
     let y = p.affine(&y, affine).await?; // scale 3·FRAC
     p.truncate(&y, 2 * FRAC).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use securerouter_ml::reference::{gelu as gelu_erf, gelu_tanh};
+
+    /// Every index of a GeLU table with the point y it stands for.
+    fn points() -> impl Iterator<Item = (i64, f64)> {
+        let half = 1i64 << (GELU_BITS - 1);
+        (-half..half).map(|v| (v, v as f64 * gelu_step()))
+    }
+
+    /// ReLU(y) − d(y) read back from a table entry in fixed point.
+    fn read(t: &WindowTable, v: i64, y: f64) -> f64 {
+        y.max(0.0) - t.get(v) as i64 as f64 / (1u64 << FRAC) as f64
+    }
+
+    /// The tanh GeLU's table holds ReLU − gelu_tanh at each of its points, rounded to FRAC
+    /// bits, so ReLU(y) − T(y) is gelu_tanh(y) to within half a unit; it is zero outside.
+    #[test]
+    fn the_tanh_table_is_gelu_tanh_at_its_points() {
+        let t = gelu_table(Activation::GeluTanh).unwrap();
+        assert_eq!(t.window_bits(), GELU_BITS);
+        let unit = 1.0 / (1u64 << FRAC) as f64;
+        for (v, y) in points() {
+            assert_eq!(
+                t.get(v),
+                fixed(y.max(0.0) - gelu_tanh(y), FRAC),
+                "entry {v} (y = {y})"
+            );
+            let err = (read(t, v, y) - gelu_tanh(y)).abs();
+            assert!(err <= unit / 2.0 + 1e-12, "y = {y}: off by {err}");
+        }
+        let half = 1i64 << (GELU_BITS - 1);
+        assert_eq!((t.get(-half - 1), t.get(half)), (0, 0));
+    }
+
+    /// The exact GeLU's table is erf GeLU at its points to within half a unit, and the two
+    /// tables differ: a model run with the other activation's table would be caught here
+    /// (end to end the two functions differ by less than the ring's precision).
+    #[test]
+    fn the_exact_and_tanh_tables_differ() {
+        let exact = gelu_table(Activation::Gelu).unwrap();
+        let tanh = gelu_table(Activation::GeluTanh).unwrap();
+        let unit = 1.0 / (1u64 << FRAC) as f64;
+        let mut differ = 0;
+        for (v, y) in points() {
+            let err = (read(exact, v, y) - gelu_erf(y)).abs();
+            assert!(err <= unit / 2.0 + 1e-12, "y = {y}: off by {err}");
+            differ += usize::from(exact.get(v) != tanh.get(v));
+        }
+        println!(
+            "the tables differ in {differ} of {} entries",
+            1 << GELU_BITS
+        );
+        assert!(differ > 0);
+    }
+
+    #[test]
+    fn activations_follow_the_checkpoints_names() {
+        use securerouter_ml::config::Activation as Named;
+        assert_eq!(Activation::from(Named::Gelu), Activation::Gelu);
+        assert_eq!(Activation::from(Named::GeluTanh), Activation::GeluTanh);
+        for a in [Activation::Gelu, Activation::GeluTanh] {
+            let config = securerouter_ml::BertConfig {
+                vocab_size: 8,
+                hidden_size: 4,
+                num_hidden_layers: 1,
+                num_attention_heads: 1,
+                intermediate_size: 8,
+                hidden_act: a.hidden_act().into(),
+                max_position_embeddings: 8,
+                type_vocab_size: 2,
+                layer_norm_eps: 1e-12,
+                model_type: "bert".into(),
+                architectures: Vec::new(),
+                position_embedding_type: "absolute".into(),
+            };
+            assert_eq!(Activation::from(config.activation().unwrap()), a);
+        }
+    }
 }

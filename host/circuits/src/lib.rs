@@ -22,6 +22,7 @@ pub mod router_head;
 
 pub use bert::BertShape;
 pub use error::{Error, Result};
+pub use layers::Activation;
 pub use plan::{LaterStage, QueryPlan};
 pub use pool::{PoolShape, RouteMode};
 pub use router_head::router_head;

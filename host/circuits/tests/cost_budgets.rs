@@ -5,7 +5,7 @@
 
 use securerouter_circuits::bert::{BertShape, RingLayer, client_input, share_layers};
 use securerouter_circuits::memory::{Served, run_circuit};
-use securerouter_circuits::{CircuitKind, ModelSpec, PoolShape};
+use securerouter_circuits::{Activation, CircuitKind, ModelSpec, PoolShape};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_ml::router::{RouterHeadShape, router_features};
 
@@ -68,6 +68,7 @@ fn minilm(layers: usize) -> BertShape {
         heads: 12,
         ffn: 1536,
         classes: 2,
+        activation: Activation::Gelu,
     }
 }
 
@@ -88,6 +89,7 @@ fn bert_tiny_shape_at_128_tokens_stays_within_budget() {
         heads: 2,
         ffn: 512,
         classes: 2,
+        activation: Activation::Gelu,
     };
     let got = measure(&ModelSpec::Bert(shape), CircuitKind::Bert, 128);
     check(

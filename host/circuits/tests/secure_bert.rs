@@ -3,6 +3,7 @@
 
 mod common;
 
+use securerouter_circuits::Activation;
 use securerouter_circuits::bert::{client_input, ring_layers, shape_of, share_layers};
 use securerouter_circuits::memory::run_circuit;
 use securerouter_core::prg::Seed;
@@ -37,7 +38,7 @@ fn secure_logits(
     seq_len: usize,
     session: u8,
 ) -> Vec<f64> {
-    let shape = shape_of(model, head);
+    let shape = shape_of(model, head).unwrap();
     let shared = share_layers(
         &ring_layers(model, head).unwrap(),
         &Seed::from_bytes([5; 16]),
@@ -57,23 +58,28 @@ fn secure_logits(
     .outputs
 }
 
-#[test]
-fn random_tiny_bert_matches_the_reference_with_padding() {
-    let config = BertConfig {
+/// The random tiny BERT's config with activation `hidden_act`.
+fn tiny_config(hidden_act: &str) -> BertConfig {
+    BertConfig {
         vocab_size: 100,
         hidden_size: 64,
         num_hidden_layers: 2,
         num_attention_heads: 4,
         intermediate_size: 128,
-        hidden_act: "gelu".into(),
+        hidden_act: hidden_act.into(),
         max_position_embeddings: 32,
         type_vocab_size: 2,
         layer_norm_eps: 1e-12,
         model_type: "bert".into(),
         architectures: Vec::new(),
         position_embedding_type: "absolute".into(),
-    };
-    let model = BertWeights::random(config, &Seed::from_bytes([9; 16])).unwrap();
+    }
+}
+
+/// A random tiny BERT with `hidden_act` on 10 tokens padded to 16, secure against its f64
+/// reference: the largest logit difference (asserted below 0.05) and whether the labels agree.
+fn tiny_bert_error(hidden_act: &str) -> f64 {
+    let model = BertWeights::random(tiny_config(hidden_act), &Seed::from_bytes([9; 16])).unwrap();
     let head = random_head(3, 64, 1);
     let ids: Vec<u32> = (0..10).map(|i| (i * 7 + 3) % 100).collect();
     let want = reference_logits(&model, &head, &ids, &[0; 10]).unwrap();
@@ -83,34 +89,44 @@ fn random_tiny_bert_matches_the_reference_with_padding() {
         .zip(&got)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f64::max);
-    println!("reference {want:?}\nsecure    {got:?}\nmax |error| {err}");
-    assert!(err < 0.05, "max |logit error| {err}");
-    assert_eq!(argmax(&want), argmax(&got));
+    println!("{hidden_act}: reference {want:?}\nsecure    {got:?}\nmax |error| {err}");
+    assert!(err < 0.05, "{hidden_act}: max |logit error| {err}");
+    assert_eq!(argmax(&want), argmax(&got), "{hidden_act}");
+    err
 }
 
-/// A checkpoint with the tanh-approximated GeLU is refused for MPC (the secure layers compute
-/// the exact GeLU), naming its activation, rather than run with another activation.
 #[test]
-fn a_tanh_gelu_checkpoint_is_refused_for_secure_inference() {
-    let config = BertConfig {
-        vocab_size: 20,
-        hidden_size: 8,
-        num_hidden_layers: 1,
-        num_attention_heads: 2,
-        intermediate_size: 16,
-        hidden_act: "gelu_new".into(),
-        max_position_embeddings: 8,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        model_type: "bert".into(),
-        architectures: Vec::new(),
-        position_embedding_type: "absolute".into(),
-    };
-    let model = BertWeights::random(config, &Seed::from_bytes([3; 16])).unwrap();
-    let e = ring_layers(&model, &random_head(2, 8, 1))
-        .expect_err("refused")
-        .to_string();
-    assert!(e.contains("\"gelu_new\" has no secure circuit"), "{e}");
+fn random_tiny_bert_matches_the_reference_with_padding() {
+    tiny_bert_error("gelu");
+}
+
+/// A checkpoint with the tanh-approximated GeLU ("gelu_new", "gelu_pytorch_tanh") runs under
+/// MPC with its own activation: its shape carries it, and the secure logits match the f64
+/// reference, which computes gelu_tanh, within the exact GeLU's tolerance, with the same label.
+#[test]
+fn a_tanh_gelu_bert_matches_its_reference() {
+    for act in ["gelu_new", "gelu_pytorch_tanh"] {
+        let model = BertWeights::random(tiny_config(act), &Seed::from_bytes([9; 16])).unwrap();
+        let shape = shape_of(&model, &random_head(3, 64, 1)).unwrap();
+        assert_eq!(shape.activation, Activation::GeluTanh, "{act}");
+    }
+    let exact = BertWeights::random(tiny_config("gelu"), &Seed::from_bytes([9; 16])).unwrap();
+    let shape = shape_of(&exact, &random_head(3, 64, 1)).unwrap();
+    assert_eq!(shape.activation, Activation::Gelu);
+    tiny_bert_error("gelu_new");
+}
+
+/// A config altered after loading to an activation that is not a GeLU is refused by name
+/// before anything is deployed, rather than run with another activation.
+#[test]
+fn a_config_with_another_activation_is_refused() {
+    let mut model = BertWeights::random(tiny_config("gelu"), &Seed::from_bytes([3; 16])).unwrap();
+    model.config.hidden_act = "relu".into();
+    let head = random_head(2, 64, 1);
+    let e = shape_of(&model, &head).expect_err("refused").to_string();
+    assert!(e.contains("\"relu\" is not supported"), "{e}");
+    let e = ring_layers(&model, &head).expect_err("refused").to_string();
+    assert!(e.contains("\"relu\" is not supported"), "{e}");
 }
 
 #[test]

@@ -63,7 +63,7 @@ fn random_bert_with_its_own_head_matches_the_checkpoint_reference_on_a_pair() {
     let types: Vec<u32> = [0; 5].into_iter().chain([1; 5]).collect();
     let want = logits_of_checkpoint(&model, &head, &ids, &types).unwrap();
 
-    let shape = checkpoint_shape_of(&model, &head);
+    let shape = checkpoint_shape_of(&model, &head).unwrap();
     let spec = ModelSpec::BertCheckpoint(shape);
     let layers = checkpoint_ring_layers(&model, &head).unwrap();
     let shapes: Vec<_> = layers.iter().map(|l| (l.k, l.n)).collect();

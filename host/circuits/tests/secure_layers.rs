@@ -1,6 +1,7 @@
 //! The secure non-linear layers (GeLU, tanh, softmax, 1/√v, LayerNorm) against exact f64 math, on
 //! random and edge inputs, through the dealer and both servers in one process.
 
+use securerouter_circuits::Activation;
 use securerouter_circuits::Stage;
 use securerouter_circuits::bert::{RingLayer, SharedModel, share_layers};
 use securerouter_circuits::layers;
@@ -8,10 +9,10 @@ use securerouter_circuits::memory::{Circuit, run_circuit};
 use securerouter_core::Error;
 use securerouter_core::gate::{Protocol, Tensor};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
-use securerouter_ml::reference::gelu;
+use securerouter_ml::reference::{gelu, gelu_tanh};
 
 enum Nonlinear {
-    Gelu,
+    Gelu(Activation),
     Tanh,
     Softmax,
     /// The softmax left at scale 2^(2·FRAC).
@@ -28,7 +29,7 @@ impl Circuit for Nonlinear {
         w: &[P::Weights],
     ) -> Result<Stage, Error> {
         let y = match self {
-            Nonlinear::Gelu => layers::gelu(p, x).await,
+            Nonlinear::Gelu(act) => layers::gelu(p, x, *act).await,
             Nonlinear::Tanh => layers::tanh(p, x).await,
             Nonlinear::Softmax => layers::softmax(p, x).await,
             Nonlinear::SoftmaxDoubleScale => layers::softmax_double_scale(p, x).await,
@@ -57,8 +58,9 @@ fn run(layer: &Nonlinear, shape: &[usize], x: &[f64], model: &SharedModel) -> Ve
         .outputs
 }
 
-#[test]
-fn gelu_matches_erf_gelu() {
+/// GeLU's inputs: random, then edge cases either side of 0, of the table's window and of the
+/// DPF's domain.
+fn gelu_inputs() -> Vec<f64> {
     let mut r = rng(1);
     let mut x: Vec<f64> = (0..2000).map(|_| uniform(&mut r, -6.0, 6.0)).collect();
     x.extend([
@@ -71,13 +73,30 @@ fn gelu_matches_erf_gelu() {
     for edge in [-4.0, 4.0, 4.0 - 8192.0, 8188.0] {
         x.extend((-8..8).map(|i| edge + i as f64 / 1024.0));
     }
-    let y = run(&Nonlinear::Gelu, &[x.len()], &x, &no_weights());
-    let worst = x
-        .iter()
+    x
+}
+
+/// Secure GeLU with activation `act` on [`gelu_inputs`]: the largest error against `f`.
+fn gelu_error(act: Activation, f: fn(f64) -> f64) -> f64 {
+    let x = gelu_inputs();
+    let y = run(&Nonlinear::Gelu(act), &[x.len()], &x, &no_weights());
+    x.iter()
         .zip(&y)
-        .map(|(&a, &b)| (gelu(a) - b).abs())
-        .fold(0.0, f64::max);
+        .map(|(&a, &b)| (f(a) - b).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn gelu_matches_erf_gelu() {
+    let worst = gelu_error(Activation::Gelu, gelu);
     eprintln!("GeLU: max |error| {worst:.2e}");
+    assert!(worst < 4e-3, "max |error| {worst}");
+}
+
+#[test]
+fn tanh_gelu_matches_f64_gelu_tanh() {
+    let worst = gelu_error(Activation::GeluTanh, gelu_tanh);
+    eprintln!("tanh GeLU: max |error| {worst:.2e}");
     assert!(worst < 4e-3, "max |error| {worst}");
 }
 

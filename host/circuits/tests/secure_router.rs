@@ -40,11 +40,11 @@ impl TestPool {
             .collect();
         let router = splitting_router(&features);
         let spec = ModelSpec::Pool(PoolShape {
-            summary: shape_of(&real.model, &real.head),
+            summary: shape_of(&real.model, &real.head).unwrap(),
             router: router.shape,
             others: vec![
-                shape_of(&real.model, &flipped),
-                shape_of(&deep.model, &deep.head),
+                shape_of(&real.model, &flipped).unwrap(),
+                shape_of(&deep.model, &deep.head).unwrap(),
             ],
         });
         let mut layers = ring_layers(&real.model, &real.head).unwrap();

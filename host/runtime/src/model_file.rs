@@ -11,9 +11,10 @@ use securerouter_core::prg::Seed;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The first field of every model file of this layout ("SRM2"): files of other layouts are
-/// refused by name, not misread.
-const FORMAT: u32 = 0x5352_4d32;
+/// The first field of every model file of this layout ("SRM3": a BERT's shape carries its
+/// feed-forward activation): files of other layouts, "SRM2" before it included, are refused by
+/// name, not misread.
+const FORMAT: u32 = 0x5352_4d33;
 
 /// One k×n layer as stored, matrices as little-endian words.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -223,6 +224,7 @@ impl ModelFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use securerouter_circuits::{Activation, BertShape};
     use securerouter_ml::router::{PlainRouterHead, RouterHeadShape};
 
     fn deploy(model_seed: u8, deployment_seed: u8) -> [ModelFile; 3] {
@@ -252,24 +254,142 @@ mod tests {
         assert!(p0_a.server_weights().is_ok() && p0_a.dealer_weights().is_err());
     }
 
-    /// A file of another layout (e.g. from a release whose dealer held the weights) is refused
-    /// by name, not misread.
-    #[test]
-    fn files_of_another_layout_are_refused() {
+    /// A fresh scratch directory.
+    fn scratch() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "securerouter-modelfile-{}",
             hex::encode(crate::deployment::random_seed().as_bytes())
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A small BERT with `activation`.
+    fn bert(activation: Activation) -> BertShape {
+        BertShape {
+            layers: 1,
+            hidden: 4,
+            heads: 2,
+            ffn: 8,
+            classes: 2,
+            activation,
+        }
+    }
+
+    /// The files of `spec` with weights of the right shapes, deployed with a fixed seed.
+    fn deploy_spec(spec: ModelSpec) -> [ModelFile; 3] {
+        let layers: Vec<RingLayer> = spec
+            .layer_shapes()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, n))| RingLayer {
+                k,
+                n,
+                w: (0..k * n).map(|j| (i * 100 + j) as u64).collect(),
+                bias: vec![3; n],
+            })
+            .collect();
+        ModelFile::deploy(spec, &layers, &Seed::from_bytes([4; 16])).unwrap()
+    }
+
+    /// A file of another layout (e.g. from a release whose dealer held the weights) is refused
+    /// by name, not misread.
+    #[test]
+    fn files_of_another_layout_are_refused() {
+        let dir = scratch();
         let path = dir.join("dealer.model");
         let [mut dealer, _, _] = deploy(1, 9);
-        dealer.format = 1;
-        dealer.save(&path).unwrap();
-        let err = ModelFile::load(&path).unwrap_err().to_string();
-        assert!(err.contains("deploy the model again"), "{err}");
+        for old in [1, 0x5352_4d32] {
+            dealer.format = old;
+            dealer.save(&path).unwrap();
+            let err = ModelFile::load(&path).unwrap_err().to_string();
+            assert!(err.contains("deploy the model again"), "{err}");
+        }
         dealer.format = FORMAT;
         dealer.save(&path).unwrap();
         assert!(ModelFile::load(&path).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every role's file of a BERT keeps its activation: the dealer and both servers load the
+    /// same one, so they build the same GeLU table.
+    #[test]
+    fn the_activation_round_trips_through_every_roles_file() {
+        let dir = scratch();
+        for activation in [Activation::Gelu, Activation::GeluTanh] {
+            for spec in [
+                ModelSpec::Bert(bert(activation)),
+                ModelSpec::BertCheckpoint(bert(activation)),
+            ] {
+                for (role, file) in deploy_spec(spec.clone()).iter().enumerate() {
+                    let path = dir.join(format!("{role}.model"));
+                    file.save(&path).unwrap();
+                    assert_eq!(ModelFile::load(&path).unwrap().spec, spec);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A BERT file of the previous layout ("SRM2", whose shape had no activation) is refused
+    /// with the advice to deploy again, and so is a file naming an activation this version does
+    /// not know.
+    #[test]
+    fn old_bert_files_and_unknown_activations_are_refused() {
+        /// The "SRM2" layout of a BERT file.
+        #[derive(Serialize)]
+        struct OldShape {
+            layers: usize,
+            hidden: usize,
+            heads: usize,
+            ffn: usize,
+            classes: usize,
+        }
+        #[derive(Serialize)]
+        enum OldSpec {
+            #[allow(dead_code)]
+            RouterHead(RouterHeadShape),
+            Bert(OldShape),
+        }
+        #[derive(Serialize)]
+        struct OldFile<'a> {
+            format: u32,
+            spec: OldSpec,
+            layers: &'a [StoredLayer],
+        }
+        let dir = scratch();
+        let path = dir.join("p0.model");
+        let [dealer, p0, _] = deploy_spec(ModelSpec::Bert(bert(Activation::Gelu)));
+        let old = OldFile {
+            format: 0x5352_4d32,
+            spec: OldSpec::Bert(OldShape {
+                layers: 1,
+                hidden: 4,
+                heads: 2,
+                ffn: 8,
+                classes: 2,
+            }),
+            layers: &p0.layers,
+        };
+        crate::secret_file::write(&path, &postcard::to_allocvec(&old).unwrap()).unwrap();
+        let err = ModelFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("deploy the model again"), "{err}");
+
+        // The dealer's file depends on the seed alone, so the two activations' files differ
+        // in the activation's byte only.
+        let [tanh, _, _] = deploy_spec(ModelSpec::Bert(bert(Activation::GeluTanh)));
+        let (a, b) = (
+            postcard::to_allocvec(&dealer).unwrap(),
+            postcard::to_allocvec(&tanh).unwrap(),
+        );
+        assert_eq!(a.len(), b.len());
+        let at: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        assert_eq!(at.len(), 1, "{at:?}");
+        let mut unknown = a;
+        unknown[at[0]] = 7;
+        crate::secret_file::write(&path, &unknown).unwrap();
+        let err = ModelFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("deploy the model again"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -25,6 +25,8 @@ pub struct ServedPool {
     pub router: StoredRouter,
     /// Every expert, cheapest first; expert 0's encoder is the summary encoder.
     pub experts: Vec<LoadedExpert>,
+    /// The pool's shape under MPC, each expert with its checkpoint's activation.
+    shape: PoolShape,
     tokenizer: WordPiece,
     vocab: String,
 }
@@ -64,10 +66,20 @@ impl ServedPool {
         let vocab =
             std::fs::read_to_string(&vocab_path).map_err(Error::io("reading", &vocab_path))?;
         let tokenizer = WordPiece::from_vocab_file(&vocab_path)?;
+        let shape = |(w, h): &LoadedExpert| shape_of(w, h);
+        let shape = PoolShape {
+            summary: shape(&experts[0])?,
+            router: router.head.shape,
+            others: experts[1..]
+                .iter()
+                .map(shape)
+                .collect::<securerouter_circuits::Result<_>>()?,
+        };
         Ok(ServedPool {
             manifest,
             router,
             experts,
+            shape,
             tokenizer,
             vocab,
         })
@@ -75,12 +87,7 @@ impl ServedPool {
 
     /// The pool's shape under MPC.
     pub fn shape(&self) -> PoolShape {
-        let shape = |(w, h): &LoadedExpert| shape_of(w, h);
-        PoolShape {
-            summary: shape(&self.experts[0]),
-            router: self.router.head.shape,
-            others: self.experts[1..].iter().map(shape).collect(),
-        }
+        self.shape.clone()
     }
 
     /// Writes a deployment serving the pool into `dir`: fresh keys for every role, the model

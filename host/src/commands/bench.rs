@@ -5,7 +5,7 @@ use crate::commands::data::DataArgs;
 use clap::{Args, Subcommand};
 use securerouter_bench::pool::PoolBenchOptions;
 use securerouter_bench::{BenchModel, BenchOptions};
-use securerouter_circuits::{BertShape, RouteMode};
+use securerouter_circuits::{Activation, BertShape, RouteMode};
 use securerouter_ml::pool_format::pool_dir;
 use std::io::Write;
 use std::path::PathBuf;
@@ -204,6 +204,7 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                 heads: *heads,
                 ffn: *ffn,
                 classes: 2,
+                activation: Activation::Gelu,
             }),
             run,
         ),
