@@ -390,6 +390,14 @@ pub fn checkpoint_ring_layers(
 
 fn encoder_ring_layers(model: &BertWeights) -> crate::Result<Vec<RingLayer>> {
     let c = &model.config;
+    // MPNet's relative-attention bias and its positions are computed by the plaintext
+    // reference only: the circuit would run BERT's graph on its weights.
+    if c.kind()? != securerouter_ml::ModelKind::Bert || model.relative_attention_bias.is_some() {
+        invalid!(
+            "model_type {:?}: MPNet has no secure circuit yet (only BERT models run under MPC)",
+            c.model_type
+        );
+    }
     // The secure GeLU is the exact one: a tanh-approximated checkpoint would run with another
     // activation than its own, so it is refused rather than approximated silently.
     if c.activation()? != securerouter_ml::config::Activation::Gelu {
