@@ -741,6 +741,7 @@ mod tests {
         assert!(!cache.join("downloads/whole.zip.partial").exists());
         assert!(cache.join("downloads/part1-1.0-py3-none-any.whl").exists());
         assert_eq!(asset.fetch(&cache).unwrap(), p);
+        std::fs::remove_dir_all(cache).unwrap();
     }
 
     #[test]
@@ -774,6 +775,9 @@ mod tests {
         let e = format!("{:#}", asset.fetch(&cache).unwrap_err());
         assert!(e.contains("has no part0/input/elsewhere.zip.001"), "{e}");
         assert!(!asset.dir(&cache).exists());
+        for name in ["split-bad", "split-piece", "split-path"] {
+            std::fs::remove_dir_all(temp(name)).unwrap();
+        }
     }
 
     #[test]

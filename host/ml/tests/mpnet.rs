@@ -148,6 +148,7 @@ fn the_tiny_tokenizer_matches_hugging_face() {
         e.contains("model_type \"mpnet\" needs its tokenizer.json"),
         "{e}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
     // `<s> A </s></s> B </s>`, cut longest first with the four special tokens kept.
     let pair = tokenizer
         .encode_pair("loved this movie , it was great", "never", 9)
@@ -208,6 +209,7 @@ fn what_mpnet_does_not_support_is_refused_by_name() {
     edit_config(&dir, |c| c["relative_attention_num_buckets"] = 64.into());
     let e = load_error(&dir);
     assert!(e.contains("relative_attention_num_buckets 64"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
 
     let dir = tiny_copy("architecture");
     edit_config(&dir, |c| {
@@ -218,6 +220,7 @@ fn what_mpnet_does_not_support_is_refused_by_name() {
         e.contains("architectures [\"BertModel\"] is not supported for model_type \"mpnet\""),
         "{e}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
 
     let dir = tiny_copy("no-bias");
     drop_tensors(&dir, |n| n.contains("relative_attention_bias"));
@@ -226,6 +229,7 @@ fn what_mpnet_does_not_support_is_refused_by_name() {
         e.contains("mpnet.encoder.relative_attention_bias.weight is missing"),
         "{e}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
 
     let dir = tiny_copy("no-head");
     drop_tensors(&dir, |n| n.starts_with("classifier.out_proj"));
@@ -240,6 +244,7 @@ fn what_mpnet_does_not_support_is_refused_by_name() {
     });
     let (_, head) = BertWeights::load_with_head(&dir, None).unwrap();
     assert!(head.is_none());
+    std::fs::remove_dir_all(dir).unwrap();
 
     let dir = tiny_copy("bias-shape");
     edit_config(&dir, |c| {
@@ -250,6 +255,7 @@ fn what_mpnet_does_not_support_is_refused_by_name() {
         e.contains("relative_attention_bias.weight has shape [32, 4]"),
         "{e}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -307,6 +313,7 @@ fn mpnet_layers_save_under_their_own_names_and_have_no_bundle() {
         e.contains("model_type \"mpnet\" has no client bundle"),
         "{e}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[derive(Deserialize)]
