@@ -394,6 +394,14 @@ pub fn checkpoint_ring_layers(
 
 fn encoder_ring_layers(model: &BertWeights) -> crate::Result<Vec<RingLayer>> {
     let c = &model.config;
+    // MPNet's relative-attention bias and its positions are computed by the plaintext
+    // reference only: the circuit would run BERT's graph on its weights.
+    if c.kind()? != securerouter_ml::ModelKind::Bert || model.relative_attention_bias.is_some() {
+        invalid!(
+            "model_type {:?}: MPNet has no secure circuit yet (only BERT models run under MPC)",
+            c.model_type
+        );
+    }
     // The activation is not in the ring layers but in the shape ([`shape_of`]); it is checked
     // here too, so that a config altered to an unknown activation is refused before deploying.
     c.activation()?;

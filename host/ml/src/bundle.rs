@@ -4,7 +4,7 @@
 
 use super::matrix::Matrix;
 use super::tokenizer::WordPiece;
-use super::weights::{BertWeights, Embeddings, LayerNorm};
+use super::weights::{BertWeights, Embeddings, LayerNorm, Positions};
 use crate::error::{Error, Result, invalid};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -65,8 +65,16 @@ fn restore(m: StoredMatrix, what: &str) -> Result<Matrix> {
 
 impl ClientBundle {
     /// Writes the bundle of `model` with the vocabulary text `vocab` (one token per line).
+    /// Only BERT models have a bundle: an MPNet model is refused (its positions and
+    /// `<s>`/`</s>` tokens are not the bundle's).
     pub fn save(model: &BertWeights, vocab: &str, path: &Path) -> Result<()> {
         let e = &model.embeddings;
+        if e.positions != Positions::FromZero || model.relative_attention_bias.is_some() {
+            invalid!(
+                "model_type {:?} has no client bundle yet (only BERT models have one)",
+                model.config.model_type
+            );
+        }
         let s = StoredBundle {
             vocab: vocab.to_string(),
             word: store(&e.word),
@@ -130,6 +138,7 @@ impl ClientBundle {
                     beta: s.beta,
                     eps: s.eps,
                 },
+                positions: Positions::FromZero,
             },
         })
     }

@@ -3,9 +3,13 @@
 //! with h the last hidden state of the first token (`[CLS]`). Unlike [`crate::ClassifierHead`]
 //! (fitted here on mean-pooled features), this head comes trained with the checkpoint, so a
 //! fine-tuned classifier can be used as its authors published it.
+//!
+//! `MPNetForSequenceClassification`'s head computes the same: out_proj(tanh(dense(h))) on the
+//! first token (`<s>`), with `classifier.dense` in the place of the pooler and
+//! `classifier.out_proj` in that of the classifier.
 
 use crate::checkpoint::{CheckpointFiles, TensorFile};
-use crate::config::BertConfig;
+use crate::config::{BertConfig, ModelKind};
 use crate::error::{Error, Result, invalid};
 use crate::matrix::Matrix;
 use crate::weights::{BertWeights, Linear};
@@ -28,9 +32,10 @@ pub enum ProblemType {
 /// The pooler and classifier on top of the encoder, with the labels of the outputs.
 #[derive(Clone, Debug)]
 pub struct SequenceClassificationHead {
-    /// The pooler's dense layer, hidden × hidden (followed by tanh).
+    /// The pooler's dense layer, hidden × hidden (followed by tanh); MPNet's
+    /// `classifier.dense`.
     pub pooler: Linear,
-    /// The classifier, num_labels × hidden.
+    /// The classifier, num_labels × hidden; MPNet's `classifier.out_proj`.
     pub classifier: Linear,
     /// Outputs of the classifier.
     pub num_labels: usize,
@@ -104,23 +109,35 @@ impl LabelsConfig {
 
 impl SequenceClassificationHead {
     /// The head in the checkpoint `f` (the pooler under the encoder's prefix, `classifier.*`
-    /// at the top level, as `BertForSequenceClassification` saves them), or `None` when it
-    /// has no classifier. A config that declares `BertForSequenceClassification` must come
-    /// with one: a missing head would otherwise be random in Hugging Face and absent here.
+    /// at the top level, as `BertForSequenceClassification` saves them; MPNet's
+    /// `classifier.dense` and `classifier.out_proj`), or `None` when it has no classifier. A
+    /// config that declares `BertForSequenceClassification` (or
+    /// `MPNetForSequenceClassification`) must come with one: a missing head would otherwise be
+    /// random in Hugging Face and absent here.
     pub(crate) fn read(
         f: TensorFile<'_, '_>,
         config: &BertConfig,
         config_path: &Path,
     ) -> Result<Option<Self>> {
-        let declared = config
-            .architectures
-            .iter()
-            .any(|a| a == "BertForSequenceClassification");
-        if !f.tensors.contains("classifier.weight") {
+        let kind = config.kind()?;
+        let (architecture, pooler_name, classifier_name) = match kind {
+            ModelKind::Bert => (
+                "BertForSequenceClassification",
+                "pooler.dense",
+                "classifier",
+            ),
+            ModelKind::MPNet => (
+                "MPNetForSequenceClassification",
+                "classifier.dense",
+                "classifier.out_proj",
+            ),
+        };
+        let declared = config.architectures.iter().any(|a| a == architecture);
+        if !f.tensors.contains(&format!("{classifier_name}.weight")) {
             if declared {
                 invalid!(
-                    "architectures names BertForSequenceClassification but the checkpoint has \
-                     no classifier.weight"
+                    "architectures names {architecture} but the checkpoint has no \
+                     {classifier_name}.weight"
                 );
             }
             return Ok(None);
@@ -129,8 +146,14 @@ impl SequenceClassificationHead {
             .labels()
             .map_err(Error::in_file(config_path))?;
         let (h, n) = (config.hidden_size, id2label.len());
-        let pooler = f.linear("pooler.dense", h, h)?;
-        let classifier = TensorFile { prefix: "", ..f }.linear("classifier", n, h)?;
+        let top = TensorFile { prefix: "", ..f };
+        // BERT's pooler is part of the encoder (under its prefix); MPNet's dense layer is the
+        // head's own.
+        let pooler = match kind {
+            ModelKind::Bert => f.linear(pooler_name, h, h)?,
+            ModelKind::MPNet => top.linear(pooler_name, h, h)?,
+        };
+        let classifier = top.linear(classifier_name, n, h)?;
         Ok(Some(SequenceClassificationHead {
             pooler,
             classifier,
@@ -149,7 +172,7 @@ impl SequenceClassificationHead {
     pub fn load_pooler(dir: &Path, hidden: usize) -> Result<Option<Linear>> {
         let files = CheckpointFiles::open(dir)?;
         let tensors = files.tensors()?;
-        for prefix in ["bert.", ""] {
+        for prefix in ["bert.", "mpnet.", ""] {
             if tensors.contains(&format!("{prefix}pooler.dense.weight")) {
                 let f = TensorFile {
                     tensors: &tensors,
@@ -161,7 +184,8 @@ impl SequenceClassificationHead {
         Ok(None)
     }
 
-    /// tanh(pooler(h)) for the first token's hidden state h: BERT's pooled output.
+    /// tanh(pooler(h)) for the first token's hidden state h: BERT's pooled output (MPNet's
+    /// tanh(classifier.dense(h))).
     pub fn pooled(&self, hidden: &Matrix) -> Result<Vec<f64>> {
         let h = self.pooler.weight.cols;
         if hidden.rows == 0 || hidden.cols != h {
@@ -188,8 +212,9 @@ impl SequenceClassificationHead {
     }
 }
 
-/// The f64 reference of a `BertForSequenceClassification` forward pass on one sequence:
-/// what Hugging Face returns as `logits` (dropout off).
+/// The f64 reference of a `BertForSequenceClassification` (or
+/// `MPNetForSequenceClassification`) forward pass on one sequence: what Hugging Face returns
+/// as `logits` (dropout off).
 pub fn logits_of_checkpoint(
     model: &BertWeights,
     head: &SequenceClassificationHead,

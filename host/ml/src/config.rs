@@ -1,13 +1,15 @@
-//! The Hugging Face `config.json` of a BERT model, checked before anything is allocated: its
-//! sizes, and that the checkpoint is one this encoder computes exactly (family, architecture,
-//! activation, position embeddings), so that an unsupported model is refused rather than run
-//! with the wrong graph.
+//! The Hugging Face `config.json` of a BERT or MPNet model, checked before anything is
+//! allocated: its sizes, and that the checkpoint is one this encoder computes exactly (family,
+//! architecture, activation, position embeddings), so that an unsupported model is refused
+//! rather than run with the wrong graph.
 
 use crate::error::{Error, Result, invalid};
+use crate::mpnet;
 use serde::Deserialize;
 use std::path::Path;
 
-/// The fields of a BERT `config.json` the encoder needs.
+/// The fields of a BERT or MPNet `config.json` the encoder needs; [`BertConfig::kind`] says
+/// which of the two it is.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct BertConfig {
     /// Tokens in the vocabulary.
@@ -26,13 +28,15 @@ pub struct BertConfig {
     pub hidden_act: String,
     /// Longest sequence.
     pub max_position_embeddings: usize,
-    /// Token types (segments).
+    /// Token types (segments). MPNet has none: [`BertConfig::load`] sets 1 for it (the one
+    /// all-zero type that every token has).
     #[serde(default = "default_types")]
     pub type_vocab_size: usize,
     /// LayerNorm epsilon.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
-    /// The model family Hugging Face records ("bert"; MiniLM checkpoints are BERT).
+    /// The model family Hugging Face records: "bert" (MiniLM checkpoints are BERT) or "mpnet";
+    /// see [`BertConfig::kind`].
     #[serde(default = "default_model_type")]
     pub model_type: String,
     /// The Hugging Face classes the checkpoint was saved from (may be empty in old configs).
@@ -52,8 +56,18 @@ pub enum Activation {
     GeluTanh,
 }
 
+/// The model families computed here, as [`BertConfig::model_type`] names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// BERT ("bert"), MiniLM included.
+    Bert,
+    /// MPNet ("mpnet"): BERT's layers with a relative-attention bias, positions counted after
+    /// the padding id and no token types (see [`crate::mpnet`]).
+    MPNet,
+}
+
 /// The Hugging Face architectures whose encoder is the BERT computed here; their task heads
-/// other than sequence classification are ignored.
+/// other than sequence classification are ignored. MPNet's are [`crate::mpnet::ARCHITECTURES`].
 pub const SUPPORTED_ARCHITECTURES: [&str; 4] = [
     "BertModel",
     "BertForSequenceClassification",
@@ -87,10 +101,15 @@ impl BertConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(Error::io("reading the model config", path))?;
-        let c: BertConfig = serde_json::from_str(&text).map_err(|source| Error::Json {
-            what: format!("{} is not a BERT config.json", path.display()),
+        let mut c: BertConfig = serde_json::from_str(&text).map_err(|source| Error::Json {
+            what: format!("{} is not a BERT or MPNet config.json", path.display()),
             source,
         })?;
+        if c.model_type == mpnet::MODEL_TYPE {
+            // MPNet has no token-type embeddings (its configs have no type_vocab_size).
+            c.type_vocab_size = 1;
+            mpnet::check_config(path)?;
+        }
         c.validate().map_err(Error::in_file(path))?;
         Ok(c)
     }
@@ -121,7 +140,12 @@ impl BertConfig {
                 self.num_attention_heads
             );
         }
-        self.check_family()?;
+        if self.kind()? == ModelKind::MPNet && self.type_vocab_size != 1 {
+            invalid!(
+                "type_vocab_size = {} for an MPNet model, which has no token types (1)",
+                self.type_vocab_size
+            );
+        }
         self.activation()?;
         if self.position_embedding_type != "absolute" {
             invalid!(
@@ -135,29 +159,30 @@ impl BertConfig {
         Ok(())
     }
 
-    /// Refuses a model family or architecture whose graph differs from BERT's.
-    fn check_family(&self) -> Result<()> {
-        match self.model_type.as_str() {
-            "bert" => {}
-            "mpnet" => invalid!(
-                "model_type \"mpnet\" is not supported yet (only \"bert\", which includes MiniLM)"
-            ),
+    /// The model family, or an error naming `model_type` or `architectures` when the family
+    /// is not one computed here or the architectures are not of that family.
+    pub fn kind(&self) -> Result<ModelKind> {
+        let (kind, supported): (_, &[&str]) = match self.model_type.as_str() {
+            "bert" => (ModelKind::Bert, &SUPPORTED_ARCHITECTURES),
+            mpnet::MODEL_TYPE => (ModelKind::MPNet, &mpnet::ARCHITECTURES),
             other => invalid!(
-                "model_type {other:?} is not supported (only \"bert\", which includes MiniLM)"
+                "model_type {other:?} is not supported (only \"bert\", which includes MiniLM, \
+                 and \"mpnet\")"
             ),
-        }
+        };
         if self
             .architectures
             .iter()
-            .any(|a| !SUPPORTED_ARCHITECTURES.contains(&a.as_str()))
+            .any(|a| !supported.contains(&a.as_str()))
         {
             invalid!(
-                "architectures {:?} is not supported (only {} are)",
+                "architectures {:?} is not supported for model_type {:?} (only {} are)",
                 self.architectures,
-                SUPPORTED_ARCHITECTURES.join(", ")
+                self.model_type,
+                supported.join(", ")
             );
         }
-        Ok(())
+        Ok(kind)
     }
 
     /// The feed-forward activation, or an error naming `hidden_act` when it is not a GeLU.
@@ -202,5 +227,33 @@ mod tests {
         let e = parse(&ok.replace("}", ",\"position_embedding_type\":\"relative_key\"}"));
         assert!(format!("{:#}", e.unwrap_err()).contains("relative_key"));
         assert!(parse("{\"vocab_size\":\"x\"}").is_err());
+    }
+
+    #[test]
+    fn mpnet_is_its_own_family() {
+        let mpnet = r#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":34,"model_type":"mpnet","architectures":["MPNetForMaskedLM"]}"#;
+        let dir = std::env::temp_dir().join(format!("sr-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        std::fs::write(&path, mpnet).unwrap();
+        // No token types: the loaded config has the one all-zero type.
+        let c = BertConfig::load(&path).unwrap();
+        assert_eq!(
+            (c.kind().unwrap(), c.type_vocab_size),
+            (ModelKind::MPNet, 1)
+        );
+        // Parsed without `load`, the default 2 types are refused by name.
+        let e = parse(mpnet).unwrap_err().to_string();
+        assert!(e.contains("type_vocab_size = 2"), "{e}");
+        let bucket = mpnet.replace("}", ",\"relative_attention_num_buckets\":16}");
+        std::fs::write(&path, bucket).unwrap();
+        let e = format!("{:#}", BertConfig::load(&path).unwrap_err());
+        assert!(e.contains("relative_attention_num_buckets 16"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+        // The families' architectures do not mix, and other families are refused.
+        let e = parse(&mpnet.replace("MPNetForMaskedLM", "BertModel")).unwrap_err();
+        assert!(e.to_string().contains("for model_type \"mpnet\""), "{e}");
+        let e = parse(&mpnet.replace("\"mpnet\"", "\"roberta\"")).unwrap_err();
+        assert!(e.to_string().contains("model_type \"roberta\""), "{e}");
     }
 }

@@ -123,6 +123,21 @@ pub enum Error {
         /// The cache directory.
         cache: PathBuf,
     },
+    /// An asset fetched only on request is not in the cache.
+    #[error(
+        "{name} ({description}) is not in the cache {}; run `securerouter assets fetch {flag}`",
+        cache.display()
+    )]
+    NotCachedOnRequest {
+        /// The asset's name.
+        name: &'static str,
+        /// What it holds.
+        description: &'static str,
+        /// The cache directory.
+        cache: PathBuf,
+        /// The option of `assets fetch` that fetches it.
+        flag: &'static str,
+    },
     /// A downloaded or placed asset file does not have its pinned sha256.
     #[error(
         "{} has sha256 {found}, expected {expected} (pinned {package}=={version}); \

@@ -58,7 +58,9 @@ impl Clone for Tokenizer {
 impl Tokenizer {
     /// Loads the tokenizer of checkpoint folder `dir`: its `tokenizer.json` if there is one,
     /// else its `vocab.txt` (lowercasing unless `tokenizer_config.json` says
-    /// `"do_lower_case": false`).
+    /// `"do_lower_case": false`). The `vocab.txt` fallback is BERT's pipeline (`[CLS]`,
+    /// `[SEP]`): a folder whose `config.json` says `"model_type": "mpnet"` needs its
+    /// `tokenizer.json`.
     ///
     /// # Errors
     /// [`Error::NoTokenizer`] if the folder has neither file; otherwise the errors of
@@ -71,6 +73,7 @@ impl Tokenizer {
         }
         let vocab = dir.join(VOCAB_TXT);
         if vocab.is_file() {
+            refuse_non_bert_fallback(dir)?;
             let lowercase = do_lower_case(&dir.join(TOKENIZER_CONFIG_JSON))?;
             return Self::from_vocab_txt(&vocab, lowercase);
         }
@@ -126,7 +129,8 @@ impl Tokenizer {
     }
 
     /// Encodes one sentence with the special tokens of the model (`[CLS] pieces [SEP]` for
-    /// BERT), at most `max_len` ids in all; the special tokens always stay.
+    /// BERT, `<s> pieces </s>` for MPNet), at most `max_len` ids in all; the special tokens
+    /// always stay.
     ///
     /// # Errors
     /// [`Error::Tokenizer`] if Hugging Face's pipeline fails on the text.
@@ -137,7 +141,8 @@ impl Tokenizer {
         }
     }
 
-    /// Encodes a sentence pair (`[CLS] a [SEP] b [SEP]` for BERT, type ids 0 then 1), at most
+    /// Encodes a sentence pair (`[CLS] a [SEP] b [SEP]` for BERT, type ids 0 then 1;
+    /// `<s> a </s></s> b </s>` for MPNet, type ids all 0, as its `tokenizer.json` says), at most
     /// `max_len` ids in all, cutting the longer segment first as Hugging Face's
     /// `longest_first` truncation does; the special tokens always stay.
     ///
@@ -190,6 +195,30 @@ impl Tokenizer {
             type_ids: encoding.get_type_ids().to_vec(),
         })
     }
+}
+
+/// Refuses the `vocab.txt` fallback for a folder whose `config.json` names MPNet, whose special
+/// tokens (`<s>`, `</s>`) and pair layout are not BERT's. A folder without a readable
+/// `config.json` is left to the fallback.
+fn refuse_non_bert_fallback(dir: &Path) -> Result<()> {
+    let path = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let model_type = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|c| {
+            c.get("model_type")
+                .and_then(|t| t.as_str().map(String::from))
+        });
+    if model_type.as_deref() == Some(crate::mpnet::MODEL_TYPE) {
+        return Err(Error::Invalid(format!(
+            "{}: model_type \"mpnet\" needs its {TOKENIZER_JSON}; the {VOCAB_TXT} fallback is \
+             BERT's tokenizer ([CLS] and [SEP], not <s> and </s>)",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// `do_lower_case` of a `tokenizer_config.json`; `true` (BERT's default) if the file or the key

@@ -1,5 +1,6 @@
-//! SecureRouter's plaintext side, as the model provider holds it: BERT-style models (Hugging
-//! Face checkpoint folders: config, safetensors in one file or shards, classification heads),
+//! SecureRouter's plaintext side, as the model provider holds it: BERT-style models, BERT and
+//! MPNet (Hugging Face checkpoint folders: config, safetensors in one file or shards,
+//! classification heads),
 //! their tokenizer (`tokenizer.json`, or WordPiece from `vocab.txt`), the f64 reference encoder
 //! that secure results are measured against, classifier heads, the router, the pool's manifest
 //! and files, labelled data sets (GLUE tasks and users' own tables) and their metrics, and the
@@ -18,6 +19,7 @@ pub mod head;
 pub mod hf_tokenizer;
 pub mod matrix;
 pub mod metrics;
+pub mod mpnet;
 pub mod pool;
 pub mod pool_format;
 pub mod pretrained;
@@ -29,7 +31,7 @@ pub mod weights;
 
 pub use bundle::ClientBundle;
 pub use classification::{SequenceClassificationHead, logits_of_checkpoint};
-pub use config::BertConfig;
+pub use config::{BertConfig, ModelKind};
 pub use error::{Error, Result};
 pub use head::ClassifierHead;
 pub use hf_tokenizer::Tokenizer;
@@ -38,4 +40,4 @@ pub use metrics::{Metric, Scores};
 pub use pool::PoolManifest;
 pub use reference::mean_pool;
 pub use tokenizer::{Encoding, WordPiece};
-pub use weights::{BertWeights, Embeddings, EncoderLayer, LayerNorm, Linear};
+pub use weights::{BertWeights, Embeddings, EncoderLayer, LayerNorm, Linear, Positions};

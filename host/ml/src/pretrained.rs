@@ -1,12 +1,14 @@
 //! A fine-tuned classifier written as Hugging Face's `save_pretrained` writes a
-//! `BertForSequenceClassification`: `config.json` (the source checkpoint's, with the layers
-//! kept, the architecture and the label set as `id2label` / `label2id`), `model.safetensors`
-//! (F32: the encoder under `bert.`, the pooler, the classifier) and the source's tokenizer
-//! files. The folder loads here (`bench checkpoint`, [`BertWeights::load_with_head`]) and in
-//! transformers alike, its label names with it.
+//! `BertForSequenceClassification` (or `MPNetForSequenceClassification`): `config.json` (the
+//! source checkpoint's, with the layers kept, the architecture and the label set as
+//! `id2label` / `label2id`), `model.safetensors` (F32: the encoder under `bert.` or `mpnet.`,
+//! the head under the family's names) and the source's tokenizer files. The folder loads here
+//! (`bench checkpoint`, [`BertWeights::load_with_head`]) and in transformers alike, its label
+//! names with it.
 
 use crate::checkpoint::{NamedTensor, SINGLE_FILE, write_f32_safetensors};
 use crate::classification::{ProblemType, SequenceClassificationHead};
+use crate::config::ModelKind;
 use crate::error::{Error, Result, invalid};
 use crate::weights::BertWeights;
 use std::path::Path;
@@ -53,15 +55,19 @@ pub fn save_sequence_classifier(
     if head.problem_type == ProblemType::Regression && n != 1 {
         invalid!("a regression head has one output, not {n}");
     }
+    let kind = model.config.kind()?;
     std::fs::create_dir_all(out).map_err(Error::io("creating", out))?;
-    let config = classifier_config(&source.join("config.json"), model, head)?;
+    let config = classifier_config(&source.join("config.json"), kind, model, head)?;
     let config_path = out.join("config.json");
     let text = serde_json::to_string_pretty(&config).map_err(|source| Error::Json {
         what: format!("encoding {}", config_path.display()),
         source,
     })?;
     std::fs::write(&config_path, text + "\n").map_err(Error::io("writing", &config_path))?;
-    write_f32_safetensors(&out.join(SINGLE_FILE), &classifier_tensors(model, head))?;
+    write_f32_safetensors(
+        &out.join(SINGLE_FILE),
+        &classifier_tensors(kind, model, head)?,
+    )?;
     for name in TOKENIZER_FILES {
         let from = source.join(name);
         if from.is_file() {
@@ -75,6 +81,7 @@ pub fn save_sequence_classifier(
 /// The source's config with the kept layers, the architecture and the head's labels.
 fn classifier_config(
     path: &Path,
+    kind: ModelKind,
     model: &BertWeights,
     head: &SequenceClassificationHead,
 ) -> Result<serde_json::Value> {
@@ -109,7 +116,10 @@ fn classifier_config(
     fields.remove("num_labels");
     fields.insert(
         "architectures".into(),
-        serde_json::json!(["BertForSequenceClassification"]),
+        serde_json::json!([match kind {
+            ModelKind::Bert => "BertForSequenceClassification",
+            ModelKind::MPNet => "MPNetForSequenceClassification",
+        }]),
     );
     fields.insert("num_hidden_layers".into(), model.layers.len().into());
     fields.insert("id2label".into(), id2label.into());
@@ -118,41 +128,60 @@ fn classifier_config(
     Ok(config)
 }
 
-/// Every tensor of the classifier under `BertForSequenceClassification`'s names.
+/// Every tensor of the classifier under the names its family's `…ForSequenceClassification`
+/// saves.
 fn classifier_tensors<'a>(
+    kind: ModelKind,
     model: &'a BertWeights,
     head: &'a SequenceClassificationHead,
-) -> Vec<NamedTensor<'a>> {
+) -> Result<Vec<NamedTensor<'a>>> {
     let e = &model.embeddings;
     let matrix =
         |name: &str, m: &'a crate::Matrix| (name.to_string(), vec![m.rows, m.cols], &m.data[..]);
     let vector = |name: &str, v: &'a [f64]| (name.to_string(), vec![v.len()], v);
+    let (prefix, head_names) = match kind {
+        ModelKind::Bert => ("bert.", ["bert.pooler.dense", "classifier"]),
+        ModelKind::MPNet => ("mpnet.", ["classifier.dense", "classifier.out_proj"]),
+    };
     let mut tensors = vec![
-        matrix("bert.embeddings.word_embeddings.weight", &e.word),
-        matrix("bert.embeddings.position_embeddings.weight", &e.position),
         matrix(
+            &format!("{prefix}embeddings.word_embeddings.weight"),
+            &e.word,
+        ),
+        matrix(
+            &format!("{prefix}embeddings.position_embeddings.weight"),
+            &e.position,
+        ),
+        vector(
+            &format!("{prefix}embeddings.LayerNorm.weight"),
+            &e.norm.gamma,
+        ),
+        vector(&format!("{prefix}embeddings.LayerNorm.bias"), &e.norm.beta),
+    ];
+    match (kind, &model.relative_attention_bias) {
+        (ModelKind::Bert, _) => tensors.push(matrix(
             "bert.embeddings.token_type_embeddings.weight",
             &e.token_type,
-        ),
-        vector("bert.embeddings.LayerNorm.weight", &e.norm.gamma),
-        vector("bert.embeddings.LayerNorm.bias", &e.norm.beta),
-    ];
+        )),
+        (ModelKind::MPNet, Some(bias)) => tensors.push(matrix(
+            &format!("mpnet.{}", crate::mpnet::BIAS_TENSOR),
+            bias.table(),
+        )),
+        (ModelKind::MPNet, None) => invalid!("an MPNet model without its relative attention bias"),
+    }
     for (i, layer) in model.layers.iter().enumerate() {
         tensors.extend(
             layer
-                .named_tensors(i)
+                .named_tensors(kind, i)
                 .into_iter()
-                .map(|(name, shape, v)| (format!("bert.{name}"), shape, v)),
+                .map(|(name, shape, v)| (format!("{prefix}{name}"), shape, v)),
         );
     }
-    for (name, l) in [
-        ("bert.pooler.dense", &head.pooler),
-        ("classifier", &head.classifier),
-    ] {
+    for (name, l) in head_names.into_iter().zip([&head.pooler, &head.classifier]) {
         tensors.push(matrix(&format!("{name}.weight"), &l.weight));
         tensors.push(vector(&format!("{name}.bias"), &l.bias));
     }
-    tensors
+    Ok(tensors)
 }
 
 #[cfg(test)]

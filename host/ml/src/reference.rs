@@ -3,10 +3,14 @@
 //! per-head softmax(QKᵀ/√d)·V, output projection, residual and LayerNorm, GeLU feed-forward,
 //! residual and LayerNorm), with exact non-linearities. Secure results are measured against it.
 //! The feed-forward activation follows the checkpoint's `hidden_act` (exact or tanh GeLU).
+//!
+//! MPNet is the same graph with its own embeddings (word + position, positions counted after
+//! the padding id) and its relative-attention bias added to every layer's scores,
+//! softmax(QKᵀ/√d + B)·V, as Hugging Face's `MPNetModel` computes it ([`crate::mpnet`]).
 
 use super::config::Activation;
 use super::matrix::Matrix;
-use super::weights::{BertWeights, Embeddings, LayerNorm, Linear};
+use super::weights::{BertWeights, Embeddings, LayerNorm, Linear, Positions};
 use crate::Result;
 use crate::error::invalid;
 
@@ -62,25 +66,40 @@ impl LayerNorm {
 
 impl Embeddings {
     /// LayerNorm(word + position + token type) for each token: what the client computes
-    /// from its bundle before sharing.
+    /// from its bundle before sharing. MPNet's token-type table is zeros, and its positions
+    /// are counted after the padding id ([`Positions`]).
     pub fn embed(&self, ids: &[u32], type_ids: &[u32]) -> Result<Matrix> {
-        let max_len = self.position.rows;
-        if ids.is_empty() || ids.len() > max_len || ids.len() != type_ids.len() {
+        let max_len = self.max_tokens();
+        // MPNet's `<pad>` tokens take no position of their own: its position ids are checked
+        // one by one below.
+        let too_long = self.positions == Positions::FromZero && ids.len() > max_len;
+        if ids.is_empty() || too_long || ids.len() != type_ids.len() {
             invalid!(
                 "{} tokens with {} type ids; the model takes 1..={max_len} tokens",
                 ids.len(),
                 type_ids.len(),
             );
         }
+        let positions = match self.positions {
+            Positions::FromZero => (0..ids.len()).collect(),
+            Positions::AfterPadding { padding_idx } => crate::mpnet::position_ids(ids, padding_idx),
+        };
         let h = self.word.cols;
         let mut x = Matrix::new(ids.len(), h, vec![0.0; ids.len() * h]);
-        for (p, (&id, &t)) in ids.iter().zip(type_ids).enumerate() {
+        for (p, ((&id, &t), &position)) in ids.iter().zip(type_ids).zip(&positions).enumerate() {
             if id as usize >= self.word.rows || t as usize >= self.token_type.rows {
                 invalid!("token {id} / type {t} at position {p} is outside the vocabulary");
             }
+            if position >= self.position.rows {
+                invalid!(
+                    "token {id} at position {p} takes position id {position}, beyond the {} \
+                     position embeddings (at most {max_len} tokens other than padding)",
+                    self.position.rows
+                );
+            }
             let (w, pos, ty) = (
                 self.word.row(id as usize),
-                self.position.row(p),
+                self.position.row(position),
                 self.token_type.row(t as usize),
             );
             for (j, v) in x.row_mut(p).iter_mut().enumerate() {
@@ -89,6 +108,18 @@ impl Embeddings {
         }
         self.norm.apply(&mut x);
         Ok(x)
+    }
+
+    /// The longest sequence the position table takes: one per row for BERT; for MPNet the
+    /// rows after the padding id (512 of all-mpnet-base-v2's 514), a sequence without
+    /// `<pad>` tokens.
+    pub fn max_tokens(&self) -> usize {
+        match self.positions {
+            Positions::FromZero => self.position.rows,
+            Positions::AfterPadding { padding_idx } => {
+                self.position.rows.saturating_sub(padding_idx as usize + 1)
+            }
+        }
     }
 }
 
@@ -119,13 +150,20 @@ impl BertWeights {
         self.embeddings.embed(ids, type_ids)
     }
 
-    /// The servers' part: every encoder layer on the embedded tokens.
+    /// The servers' part: every encoder layer on the embedded tokens. MPNet's
+    /// relative-attention bias is computed once and added to every layer's scores after the
+    /// 1/√d scaling, before the softmax.
     pub fn encode(&self, mut x: Matrix) -> Matrix {
         let heads = self.config.num_attention_heads;
         let d = self.config.head_dim();
         let scale = 1.0 / (d as f64).sqrt();
         let n = x.rows;
         let act = self.activation();
+        // heads × n × n; a loaded or random model's table has one column per head.
+        let position_bias = self
+            .relative_attention_bias
+            .as_ref()
+            .map(|b| b.scores_bias(n));
         for layer in &self.layers {
             let (q, k, v) = (
                 layer.query.apply(&x),
@@ -137,9 +175,17 @@ impl BertWeights {
                 let cols = hd * d..(hd + 1) * d;
                 for i in 0..n {
                     let qi = &q.row(i)[cols.clone()];
-                    let scores: Vec<f64> = (0..n)
-                        .map(|j| dot(qi, &k.row(j)[cols.clone()]) * scale)
-                        .collect();
+                    let scores: Vec<f64> = match &position_bias {
+                        None => (0..n)
+                            .map(|j| dot(qi, &k.row(j)[cols.clone()]) * scale)
+                            .collect(),
+                        Some(bias) => {
+                            let bias = &bias[(hd * n + i) * n..(hd * n + i + 1) * n];
+                            (0..n)
+                                .map(|j| dot(qi, &k.row(j)[cols.clone()]) * scale + bias[j])
+                                .collect()
+                        }
+                    };
                     let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                     let sum: f64 = exps.iter().sum();

@@ -1,12 +1,13 @@
-//! BERT weights from a Hugging Face checkpoint folder ([`crate::checkpoint`]), converted to
-//! f64, each tensor checked against the config's shape. A model can be cut to its first k
-//! layers at load time (small experts are cut from bigger pretrained models).
+//! BERT and MPNet weights from a Hugging Face checkpoint folder ([`crate::checkpoint`]),
+//! converted to f64, each tensor checked against the config's shape. A model can be cut to its
+//! first k layers at load time (small experts are cut from bigger pretrained models).
 
-use super::config::BertConfig;
+use super::config::{BertConfig, ModelKind};
 use super::matrix::Matrix;
 use crate::checkpoint::{CheckpointFiles, NamedTensor, TensorFile, write_f32_safetensors};
 use crate::classification::SequenceClassificationHead;
 use crate::error::{Error, Result, invalid};
+use crate::mpnet::{self, RelativeAttentionBias};
 use std::path::Path;
 
 /// y = x·Wᵀ + b with W stored as Hugging Face does, [out, in].
@@ -29,6 +30,31 @@ pub struct LayerNorm {
     pub eps: f64,
 }
 
+/// Which row of the position table each token takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Positions {
+    /// BERT: the token's index, 0, 1, 2, ….
+    FromZero,
+    /// MPNet: `padding_idx` for a token of that id, else `padding_idx` plus the count of other
+    /// tokens so far, this one included ([`crate::mpnet::position_ids`]).
+    AfterPadding {
+        /// The padding token's id.
+        padding_idx: u32,
+    },
+}
+
+impl Positions {
+    /// The positions of a model family.
+    pub fn of(kind: ModelKind) -> Self {
+        match kind {
+            ModelKind::Bert => Positions::FromZero,
+            ModelKind::MPNet => Positions::AfterPadding {
+                padding_idx: mpnet::PADDING_IDX,
+            },
+        }
+    }
+}
+
 /// Token, position and token-type embeddings with their LayerNorm: the part the client
 /// computes itself from its bundle.
 #[derive(Clone, Debug)]
@@ -37,10 +63,12 @@ pub struct Embeddings {
     pub word: Matrix,
     /// Position embeddings, max positions × hidden.
     pub position: Matrix,
-    /// Token-type embeddings, types × hidden.
+    /// Token-type embeddings, types × hidden (MPNet: one row of zeros).
     pub token_type: Matrix,
     /// LayerNorm over the sum.
     pub norm: LayerNorm,
+    /// How tokens are given their position rows.
+    pub positions: Positions,
 }
 
 /// One encoder layer.
@@ -64,7 +92,7 @@ pub struct EncoderLayer {
     pub ffn_norm: LayerNorm,
 }
 
-/// A whole BERT encoder.
+/// A whole BERT or MPNet encoder ([`BertConfig::kind`] says which).
 #[derive(Clone, Debug)]
 pub struct BertWeights {
     /// The config, with `num_hidden_layers` set to the layers actually loaded.
@@ -73,11 +101,16 @@ pub struct BertWeights {
     pub embeddings: Embeddings,
     /// Encoder layers.
     pub layers: Vec<EncoderLayer>,
+    /// MPNet's relative-attention bias, shared by every layer; `None` for BERT.
+    pub relative_attention_bias: Option<RelativeAttentionBias>,
 }
 
 /// The checkpoint names of layer `index`'s parts, in [`EncoderLayer`]'s field order: four
 /// linear layers of attention, its LayerNorm, two feed-forward linears, their LayerNorm.
-fn layer_part_names(index: usize) -> [String; 8] {
+fn layer_part_names(kind: ModelKind, index: usize) -> [String; 8] {
+    if kind == ModelKind::MPNet {
+        return mpnet::layer_part_names(index);
+    }
     let p = format!("encoder.layer.{index}");
     [
         format!("{p}.attention.self.query"),
@@ -98,7 +131,7 @@ impl TensorFile<'_, '_> {
             config.intermediate_size,
             config.layer_norm_eps,
         );
-        let [q, k, v, ao, an, fi, fo, fnorm] = layer_part_names(index);
+        let [q, k, v, ao, an, fi, fo, fnorm] = layer_part_names(config.kind()?, index);
         Ok(EncoderLayer {
             query: self.linear(&q, h, h)?,
             key: self.linear(&k, h, h)?,
@@ -114,8 +147,8 @@ impl TensorFile<'_, '_> {
 
 impl EncoderLayer {
     /// The layer's tensors under the checkpoint names of layer `index`: (name, shape, values).
-    pub(crate) fn named_tensors(&self, index: usize) -> Vec<NamedTensor<'_>> {
-        let names = layer_part_names(index);
+    pub(crate) fn named_tensors(&self, kind: ModelKind, index: usize) -> Vec<NamedTensor<'_>> {
+        let names = layer_part_names(kind, index);
         let mut tensors = Vec::with_capacity(16);
         for (name, l) in [
             (&names[0], &self.query),
@@ -161,10 +194,11 @@ impl BertWeights {
     /// them. Fine-tuned experts store only the layers they changed.
     pub fn save_top_layers(&self, count: usize, path: &Path) -> Result<()> {
         let first = self.top_layers(count)?;
+        let kind = self.config.kind()?;
         let tensors: Vec<_> = self.layers[first..]
             .iter()
             .enumerate()
-            .flat_map(|(i, l)| l.named_tensors(first + i))
+            .flat_map(|(i, l)| l.named_tensors(kind, first + i))
             .collect();
         write_f32_safetensors(path, &tensors)
     }
@@ -199,13 +233,15 @@ impl BertWeights {
 impl BertWeights {
     /// Loads `config.json` and the safetensors weights (one file or shards) from `dir`,
     /// keeping the first `layers` encoder layers (all when `None`). Task heads in the
-    /// checkpoint are ignored.
+    /// checkpoint are ignored. BERT and MPNet checkpoints are read, each under its own tensor
+    /// names.
     pub fn load(dir: &Path, layers: Option<usize>) -> Result<Self> {
         Ok(Self::load_parts(dir, layers, false)?.0)
     }
 
     /// [`BertWeights::load`], and the checkpoint's sequence-classification head (pooler and
-    /// classifier, as `BertForSequenceClassification` saves them) when it has one.
+    /// classifier, as `BertForSequenceClassification` saves them; MPNet's `classifier.dense`
+    /// and `classifier.out_proj`) when it has one.
     pub fn load_with_head(
         dir: &Path,
         layers: Option<usize>,
@@ -228,11 +264,18 @@ impl BertWeights {
             );
         }
         config.num_hidden_layers = keep;
+        let kind = config.kind()?;
         let files = CheckpointFiles::open(dir)?;
         let tensors = files.tensors()?;
-        // Task models (`BertFor…`) keep the encoder under `bert.`; a bare `BertModel` does not.
-        let prefix = if tensors.contains("bert.embeddings.word_embeddings.weight") {
-            "bert."
+        // Task models (`BertFor…`, `MPNetFor…`) keep the encoder under `bert.` or `mpnet.`; a
+        // bare `BertModel` or `MPNetModel` does not.
+        let task_prefix = match kind {
+            ModelKind::Bert => "bert.",
+            ModelKind::MPNet => "mpnet.",
+        };
+        let prefix = if tensors.contains(&format!("{task_prefix}embeddings.word_embeddings.weight"))
+        {
+            task_prefix
         } else {
             ""
         };
@@ -241,19 +284,35 @@ impl BertWeights {
             prefix,
         };
         let (h, eps) = (config.hidden_size, config.layer_norm_eps);
-        let embeddings = Embeddings {
-            word: f.matrix("embeddings.word_embeddings.weight", config.vocab_size, h)?,
-            position: f.matrix(
-                "embeddings.position_embeddings.weight",
-                config.max_position_embeddings,
-                h,
-            )?,
-            token_type: f.matrix(
+        let word = f.matrix("embeddings.word_embeddings.weight", config.vocab_size, h)?;
+        let position = f.matrix(
+            "embeddings.position_embeddings.weight",
+            config.max_position_embeddings,
+            h,
+        )?;
+        // BERT's token-type table; MPNet has none (one row of zeros adds nothing).
+        let token_type = match kind {
+            ModelKind::Bert => f.matrix(
                 "embeddings.token_type_embeddings.weight",
                 config.type_vocab_size,
                 h,
             )?,
+            ModelKind::MPNet => Matrix::new(1, h, vec![0.0; h]),
+        };
+        let embeddings = Embeddings {
+            word,
+            position,
+            token_type,
             norm: f.norm("embeddings.LayerNorm", h, eps)?,
+            positions: Positions::of(kind),
+        };
+        let relative_attention_bias = match kind {
+            ModelKind::Bert => None,
+            ModelKind::MPNet => Some(RelativeAttentionBias::new(f.matrix(
+                mpnet::BIAS_TENSOR,
+                mpnet::NUM_BUCKETS,
+                config.num_attention_heads,
+            )?)?),
         };
         let layers = (0..keep)
             .map(|l| f.layer(l, &config))
@@ -267,6 +326,7 @@ impl BertWeights {
             config,
             embeddings,
             layers,
+            relative_attention_bias,
         };
         Ok((model, head))
     }
@@ -282,7 +342,8 @@ fn draw(rng: &mut securerouter_core::prg::AesCtr, n: usize, centre: f64, a: f64)
 impl BertWeights {
     /// Random weights of the given config (for benchmarks of a shape without a checkpoint):
     /// weights uniform with BERT's initialisation spread (std 0.02), LayerNorm γ near 1, small
-    /// biases and β, so activations stay in the ranges of a trained model.
+    /// biases and β, so activations stay in the ranges of a trained model. An MPNet config
+    /// gets MPNet's embeddings (no token types) and a random relative-attention bias (±1).
     pub fn random(config: BertConfig, seed: &securerouter_core::prg::Seed) -> Result<Self> {
         config.validate()?;
         let rng =
@@ -300,11 +361,16 @@ impl BertWeights {
             beta: draw(rng, h, 0.0, 0.05),
             eps: config.layer_norm_eps,
         };
+        let kind = config.kind()?;
         let embeddings = Embeddings {
             word: matrix(rng, config.vocab_size, h),
             position: matrix(rng, config.max_position_embeddings, h),
-            token_type: matrix(rng, config.type_vocab_size, h),
+            token_type: match kind {
+                ModelKind::Bert => matrix(rng, config.type_vocab_size, h),
+                ModelKind::MPNet => Matrix::new(1, h, vec![0.0; h]),
+            },
             norm: norm(rng),
+            positions: Positions::of(kind),
         };
         let layers = (0..config.num_hidden_layers)
             .map(|_| EncoderLayer {
@@ -318,10 +384,23 @@ impl BertWeights {
                 ffn_norm: norm(rng),
             })
             .collect();
+        let relative_attention_bias = match kind {
+            ModelKind::Bert => None,
+            ModelKind::MPNet => {
+                let heads = config.num_attention_heads;
+                let table = Matrix::new(
+                    mpnet::NUM_BUCKETS,
+                    heads,
+                    draw(rng, mpnet::NUM_BUCKETS * heads, 0.0, 1.0),
+                );
+                Some(RelativeAttentionBias::new(table)?)
+            }
+        };
         Ok(BertWeights {
             config,
             embeddings,
             layers,
+            relative_attention_bias,
         })
     }
 }

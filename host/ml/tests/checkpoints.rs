@@ -557,7 +557,19 @@ fn unsupported_checkpoints_are_refused_by_name() {
         &f32s,
     );
     assert!(
-        err.contains("model_type \"mpnet\" is not supported yet"),
+        err.contains(
+            "architectures [\"BertForSequenceClassification\"] is not supported for model_type \"mpnet\""
+        ),
+        "{err}"
+    );
+    let err = error(
+        "roberta-type",
+        &with("model_type", json!("roberta")),
+        &tensors,
+        &f32s,
+    );
+    assert!(
+        err.contains("model_type \"roberta\" is not supported"),
         "{err}"
     );
     let err = error("relu", &with("hidden_act", json!("relu")), &tensors, &f32s);
