@@ -568,3 +568,40 @@ fn an_mpnet_checkpoint_is_refused_under_mpc() {
         "{stderr}"
     );
 }
+
+/// An MPNet classifier (the tiny transformers-saved fixture, labels negative, neutral, positive)
+/// trained on a table with the same labels goes on from its own head, and is written back as
+/// an `MPNetForSequenceClassification`.
+#[test]
+fn an_mpnet_classifier_trains_on_from_its_own_head() {
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/mpnet/tiny");
+    let table =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/tables/reviews.csv");
+    let out = securerouter_tests::temp_dir("mpnet-expert");
+    let report = train_expert(&[
+        "--model-dir",
+        tiny.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        table.to_str().unwrap(),
+        "--text-col",
+        "review",
+        "--label-col",
+        "label",
+        "--epochs",
+        "2",
+        "--seq",
+        "32",
+        "--force",
+    ]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(report["started_from_checkpoint_head"], true, "{report}");
+    assert_eq!(
+        config["architectures"][0], "MPNetForSequenceClassification",
+        "{config}"
+    );
+    assert_eq!(config["model_type"], "mpnet", "{config}");
+}

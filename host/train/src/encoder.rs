@@ -7,6 +7,7 @@
 use crate::error::{Error, Result, invalid};
 use candle_core::{D, DType, Device, Tensor, Var};
 use securerouter_ml::config::Activation;
+use securerouter_ml::mpnet::RelativeAttentionBias;
 use securerouter_ml::{BertConfig, EncoderLayer, LayerNorm, Linear, Matrix};
 
 /// Attention bias of padded keys: exp(-1e4) is 0 in f32, like the secure circuit's pad bias.
@@ -72,6 +73,33 @@ impl Batch {
             })
             .collect())
     }
+}
+
+/// Runs `layers` over `batch`: each token attends to the real tokens of its own sentence, with
+/// the model's relative-attention bias (MPNet's; `None` for BERT) added to every layer's
+/// scores, as the reference adds it.
+pub fn run_layers(
+    layers: &[CandleLayer],
+    batch: &Batch,
+    relative: Option<&RelativeAttentionBias>,
+) -> Result<Tensor> {
+    let mut h = batch.x.clone();
+    if layers.is_empty() {
+        return Ok(h);
+    }
+    let bias = match relative {
+        None => batch.key_bias.clone(),
+        Some(r) => {
+            let (_, t, _) = h.dims3()?;
+            let values: Vec<f32> = r.scores_bias(t).iter().map(|&v| v as f32).collect();
+            Tensor::from_vec(values, (1, r.heads(), t, t), h.device())?
+                .broadcast_add(&batch.key_bias)?
+        }
+    };
+    for l in layers {
+        h = l.forward(&h, &bias)?;
+    }
+    Ok(h)
 }
 
 /// y = x·Wᵀ + b on candle variables.
@@ -197,8 +225,10 @@ impl CandleLayer {
         })
     }
 
-    /// The layer on `x` ([batch, tokens, hidden]) with per-key attention bias `key_bias`.
-    pub fn forward(&self, x: &Tensor, key_bias: &Tensor) -> Result<Tensor> {
+    /// The layer on `x` ([batch, tokens, hidden]) with `bias` added to the attention scores:
+    /// per key ([batch, 1, 1, tokens]) or per head, query and key ([batch, heads, tokens,
+    /// tokens]).
+    pub fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let d = h / self.heads;
         let split = |y: Tensor| -> Result<Tensor> {
@@ -209,8 +239,8 @@ impl CandleLayer {
         let q = split(self.query.forward(x)?)?;
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?
-            .broadcast_add(key_bias)?;
+        let scores =
+            (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?.broadcast_add(bias)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let context = probs
             .matmul(&v)?
@@ -353,6 +383,51 @@ mod tests {
             }
         }
         assert!((gelu(2.7) - gelu_tanh(2.7)).abs() > 4e-4);
+    }
+
+    /// MPNet: a padded batch of the tiny transformers-saved fixture (its relative-attention
+    /// bias drawn wide, so leaving it out shows) computes the f64 reference of each sentence.
+    #[test]
+    fn a_padded_mpnet_batch_computes_the_reference_with_its_relative_bias() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ml/tests/fixtures/mpnet/tiny");
+        let model = securerouter_ml::BertWeights::load(&dir, None).unwrap();
+        let relative = model
+            .relative_attention_bias
+            .as_ref()
+            .expect("MPNet's bias");
+        let dev = Device::Cpu;
+        let layers: Vec<CandleLayer> = model
+            .layers
+            .iter()
+            .map(|l| CandleLayer::from_layer(l, &model.config, &dev).unwrap())
+            .collect();
+        let sentences: Vec<Vec<u32>> = vec![
+            vec![0, 9, 17, 2],
+            (0..40).map(|i| 5 + i % 90).collect(),
+            vec![0, 30, 31, 32, 33, 2],
+        ];
+        let embedded: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
+        let rows: Vec<&[f32]> = embedded.iter().map(Vec::as_slice).collect();
+        let batch = Batch::new(&rows, model.config.hidden_size, &dev).unwrap();
+        let with = batch.unpad(&run_layers(&layers, &batch, Some(relative)).unwrap());
+        let without = batch.unpad(&run_layers(&layers, &batch, None).unwrap());
+        for (i, ids) in sentences.iter().enumerate() {
+            let want = model.forward(ids, &vec![0; ids.len()]).unwrap();
+            let diff = |got: &[f32]| {
+                want.data
+                    .iter()
+                    .zip(got)
+                    .map(|(a, &b)| (a - f64::from(b)).abs())
+                    .fold(0.0, f64::max)
+            };
+            let (err, off) = (
+                diff(&with.as_ref().unwrap()[i]),
+                diff(&without.as_ref().unwrap()[i]),
+            );
+            assert!(err < 1e-4, "sentence {i}: hidden states differ by {err}");
+            assert!(off > 0.1, "sentence {i}: without the bias only {off} off");
+        }
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! frozen, so their outputs are computed once, and the embeddings stay the pretrained ones, so one client
 //! embedding serves every expert of a pool.
 
-use super::encoder::{Batch, CandleLayer, CandleLinear};
+use super::encoder::{Batch, CandleLayer, CandleLinear, run_layers};
 use crate::error::{Result, invalid};
 use candle_core::{Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_ml::data::shuffle;
+use securerouter_ml::mpnet::RelativeAttentionBias;
 use securerouter_ml::progress::Progress;
 use securerouter_ml::{BertWeights, ClassifierHead, EncoderLayer, WordPiece};
 
@@ -106,10 +107,12 @@ fn batch_of<'a>(inputs: &'a [Vec<f32>], idx: &[usize]) -> Vec<&'a [f32]> {
     idx.iter().map(|&i| inputs[i].as_slice()).collect()
 }
 
-/// Runs frozen `layers` on every input (rows of `hidden`) in length-sorted batches; returns
-/// each input's output rows, in input order.
+/// Runs frozen `layers` (with the model's `relative` attention bias, if any) on every input
+/// (rows of `hidden`) in length-sorted batches; returns each input's output rows, in input
+/// order.
 pub fn run_frozen(
     layers: &[CandleLayer],
+    relative: Option<&RelativeAttentionBias>,
     inputs: &[Vec<f32>],
     hidden: usize,
     batch_size: usize,
@@ -125,10 +128,7 @@ pub fn run_frozen(
     let bar = Progress::new(inputs.len(), msg);
     for idx in plan {
         let batch = Batch::new(&batch_of(inputs, &idx), hidden, &dev)?;
-        let mut h = batch.x.clone();
-        for l in layers {
-            h = l.forward(&h, &batch.key_bias)?;
-        }
+        let h = run_layers(layers, &batch, relative)?;
         for (i, rows) in idx.iter().zip(batch.unpad(&h)?) {
             out[*i] = rows;
         }
@@ -276,8 +276,10 @@ pub fn fine_tune_top(
             .collect()
     };
     let split = base.layers.len() - tuned;
+    let relative = base.relative_attention_bias.as_ref();
     let below = run_frozen(
         &candle(&base.layers[..split])?,
+        relative,
         inputs,
         hidden,
         opts.batch_size,
@@ -305,10 +307,7 @@ pub fn fine_tune_top(
         let mut seen = 0usize;
         for idx in batches(&lens, opts.batch_size, Some(rng)) {
             let batch = Batch::new(&batch_of(&below, &idx), hidden, &dev)?;
-            let mut h = batch.x.clone();
-            for l in &layers {
-                h = l.forward(&h, &batch.key_bias)?;
-            }
+            let h = run_layers(&layers, &batch, relative)?;
             let loss = targets.loss(&head.outputs(&batch, &h)?, &idx, &dev)?;
             let grads = loss.backward()?;
             if let Some(opt) = layer_opt.as_mut() {
@@ -354,10 +353,7 @@ pub fn head_outputs(
     let bar = Progress::new(inputs.len(), msg);
     for idx in batches(&lens, batch_size, None) {
         let batch = Batch::new(&batch_of(inputs, &idx), c.hidden_size, &dev)?;
-        let mut h = batch.x.clone();
-        for l in &layers {
-            h = l.forward(&h, &batch.key_bias)?;
-        }
+        let h = run_layers(&layers, &batch, model.relative_attention_bias.as_ref())?;
         for (i, o) in idx.iter().zip(head.outputs(&batch, &h)?.to_vec2::<f32>()?) {
             out[*i] = o;
         }
@@ -424,10 +420,11 @@ impl Expert {
         let bar = Progress::new(inputs.len(), msg);
         for idx in batches(&lens, batch_size, None) {
             let batch = Batch::new(&batch_of(inputs, &idx), c.hidden_size, &dev)?;
-            let mut h = batch.x.clone();
-            for l in &layers {
-                h = l.forward(&h, &batch.key_bias)?;
-            }
+            let h = run_layers(
+                &layers,
+                &batch,
+                self.weights.relative_attention_bias.as_ref(),
+            )?;
             let pooled = batch.mean_pool(&h)?;
             let logits = head.forward(&pooled)?;
             for ((i, p), l) in idx
