@@ -282,6 +282,12 @@ fn train_expert(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(line).expect("valid JSON")
 }
 
+/// The `config.json` a classifier folder holds.
+fn config_of(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("config.json")).expect("reading config.json");
+    serde_json::from_str(&text).expect("config.json is JSON")
+}
+
 fn fixture(task: &str) -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/glue");
     dir.join(task).to_str().expect("a UTF-8 path").to_string()
@@ -327,8 +333,7 @@ fn a_pair_task_trains_then_runs_under_mpc_scored_by_its_metric() {
         (Some(10), Some(5))
     );
     assert_eq!(report["train_metric"]["accuracy"], 1.0, "{report}");
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config = config_of(&out);
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
     assert_eq!(config["id2label"], serde_json::json!({"0": "0", "1": "1"}));
     assert!(
@@ -393,8 +398,7 @@ fn a_regression_task_trains_a_one_output_head_that_runs_under_mpc() {
         report["held_out_metric"]["metric"], "pearson_spearman",
         "{report}"
     );
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config = config_of(&out);
     assert_eq!(config["problem_type"], "regression", "{config}");
     let secure = bench_checkpoint(
         &out,
@@ -524,8 +528,7 @@ fn a_table_of_pairs_trains_with_its_label_set() {
         "16",
         "--force",
     ]);
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config = config_of(&out);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&out);
     assert_eq!(
@@ -595,8 +598,7 @@ fn an_mpnet_classifier_trains_on_from_its_own_head() {
         "32",
         "--force",
     ]);
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config = config_of(&out);
     let _ = std::fs::remove_dir_all(&out);
     assert_eq!(report["started_from_checkpoint_head"], true, "{report}");
     assert_eq!(

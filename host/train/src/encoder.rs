@@ -325,13 +325,18 @@ mod tests {
         }
     }
 
-    fn padded_batch_matches_reference(model: &securerouter_ml::BertWeights) {
+    fn candle_layers(model: &securerouter_ml::BertWeights) -> Vec<CandleLayer> {
         let dev = Device::Cpu;
-        let layers: Vec<CandleLayer> = model
+        model
             .layers
             .iter()
             .map(|l| CandleLayer::from_layer(l, &model.config, &dev).unwrap())
-            .collect();
+            .collect()
+    }
+
+    fn padded_batch_matches_reference(model: &securerouter_ml::BertWeights) {
+        let dev = Device::Cpu;
+        let layers = candle_layers(model);
         let sentences: [&[u32]; 3] = [&[2, 9, 17, 3], &[2, 5, 3], &[2, 30, 31, 32, 33, 3]];
         let embedded: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(model, ids)).collect();
         let rows: Vec<&[f32]> = embedded.iter().map(Vec::as_slice).collect();
@@ -391,17 +396,13 @@ mod tests {
     fn a_padded_mpnet_batch_computes_the_reference_with_its_relative_bias() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../ml/tests/fixtures/mpnet/tiny");
-        let model = securerouter_ml::BertWeights::load(&dir, None).unwrap();
+        let model = &securerouter_ml::BertWeights::load(&dir, None).unwrap();
         let relative = model
             .relative_attention_bias
             .as_ref()
             .expect("MPNet's bias");
         let dev = Device::Cpu;
-        let layers: Vec<CandleLayer> = model
-            .layers
-            .iter()
-            .map(|l| CandleLayer::from_layer(l, &model.config, &dev).unwrap())
-            .collect();
+        let layers = candle_layers(model);
         let sentences: Vec<Vec<u32>> = vec![
             vec![0, 9, 17, 2],
             (0..40).map(|i| 5 + i % 90).collect(),
