@@ -408,7 +408,7 @@ mod tests {
             (0..40).map(|i| 5 + i % 90).collect(),
             vec![0, 30, 31, 32, 33, 2],
         ];
-        let embedded: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
+        let embedded: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(model, ids)).collect();
         let rows: Vec<&[f32]> = embedded.iter().map(Vec::as_slice).collect();
         let batch = Batch::new(&rows, model.config.hidden_size, &dev).unwrap();
         let with = batch.unpad(&run_layers(&layers, &batch, Some(relative)).unwrap());
