@@ -501,7 +501,8 @@ fn train_expert_refuses_bad_requests_by_name() {
 }
 
 /// A user's own table of five sentence pairs (JSON Lines, labels as numbers and as strings):
-/// its label set is saved with the classifier, and a fifth of it is held out by the fixed split.
+/// its label set is saved with the classifier, a fifth of it is held out by the fixed split, and
+/// `bench checkpoint` runs that held-out pair under MPC.
 #[test]
 fn a_table_of_pairs_trains_with_its_label_set() {
     let dir = securerouter_tests::temp_dir("table-source");
@@ -529,8 +530,31 @@ fn a_table_of_pairs_trains_with_its_label_set() {
         "--force",
     ]);
     let config = config_of(&out);
+    // The benchmark names the table as training did, so it scores the same held-out pair.
+    let secure = bench_checkpoint(
+        &out,
+        &[
+            "--data",
+            table.to_str().unwrap(),
+            "--text-col",
+            "premise",
+            "--text-pair-col",
+            "hypothesis",
+            "--label-col",
+            "label",
+            "--seq",
+            "16",
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(secure["task"], "pairs.jsonl", "{secure}");
+    assert_eq!(secure["queries"], 1, "{secure}");
+    assert_eq!(secure["label_agreement"], 1.0, "{secure}");
+    assert_eq!(
+        secure["metric"], report["held_out_metric"],
+        "{secure}\n{report}"
+    );
     assert_eq!(
         report["labels"]["names"],
         serde_json::json!(["0", "1", "2"]),
