@@ -406,7 +406,9 @@ fn a_saved_mpnet_classifier_computes_what_it_computed() {
     assert_eq!(back.embeddings.positions, model.embeddings.positions);
     for case in &expected.cases {
         let types = vec![0; case.ids.len()];
-        let want = head.logits(&model.forward(&case.ids, &types).unwrap()).unwrap();
+        let want = head
+            .logits(&model.forward(&case.ids, &types).unwrap())
+            .unwrap();
         let got = back_head
             .logits(&back.forward(&case.ids, &types).unwrap())
             .unwrap();
