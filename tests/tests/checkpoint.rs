@@ -2,8 +2,8 @@
 //! layout (F16 tensors, its own pooler and classifier, a `vocab.txt`) runs under MPC across
 //! processes with its own head, and its labels and logits match the f64 reference of that
 //! checkpoint: on random token ids, and on a sentence-pair task's dev examples in GLUE's layout
-//! (MNLI), scored by the task's metric. An MPNet checkpoint, which has no secure circuit, is
-//! refused.
+//! (MNLI), scored by the task's metric. An MPNet checkpoint, whose client has no bundle yet,
+//! is refused.
 
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
@@ -577,8 +577,8 @@ fn a_table_of_pairs_trains_with_its_label_set() {
     assert_eq!(report["held_out_metric"]["metric"], "accuracy", "{report}");
 }
 
-/// An MPNet checkpoint (the plaintext side reads it; the circuits compute BERT's graph only) is
-/// refused by name before anything runs.
+/// An MPNet checkpoint (the plaintext side and the servers' circuit compute it; the client
+/// bundle holds BERT's embeddings only) is refused by name before anything runs.
 #[test]
 fn an_mpnet_checkpoint_is_refused_under_mpc() {
     let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/mpnet/tiny");
@@ -591,7 +591,7 @@ fn an_mpnet_checkpoint_is_refused_under_mpc() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("MPNet has no secure circuit yet"),
+        stderr.contains("model_type \"mpnet\" has no client bundle yet"),
         "{stderr}"
     );
 }

@@ -86,6 +86,19 @@ pub trait Protocol {
     /// Batched product of two secret matrices [.., m, k] · [.., k, n].
     async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error>;
 
+    /// [`Protocol::matmul`] plus a secret offset, in the same round and bytes: element e of
+    /// the product gets `offset`'s bias number `index[e]`. `offset` is a layer with no inputs
+    /// (k = 0): the servers hold its biases in additive shares and each adds its share to its
+    /// share of the product before the opening; the dealer's part of it is empty (the output
+    /// mask is the product's), so the offset stays hidden from the dealer too.
+    async fn matmul_offset(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        offset: &Self::Weights,
+        index: &[u32],
+    ) -> Result<Tensor, Error>;
+
     /// Element-wise product of two secret tensors.
     async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error>;
 
@@ -154,6 +167,19 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         multiply::deal_matmul(self, x, y)
     }
 
+    async fn matmul_offset(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        offset: &DealerWeights,
+        index: &[u32],
+    ) -> Result<Tensor, Error> {
+        let out = multiply::deal_matmul(self, x, y)?;
+        // Fail exactly where the servers fail.
+        multiply::check_offset((offset.inputs(), offset.outputs()), index, out.len())?;
+        Ok(out)
+    }
+
     async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
         multiply::deal_mul(self, x, y)
     }
@@ -212,7 +238,17 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
     }
 
     async fn matmul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
-        multiply::eval_matmul(self, x, y).await
+        multiply::eval_matmul(self, x, y, None).await
+    }
+
+    async fn matmul_offset(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        offset: &ServerWeights,
+        index: &[u32],
+    ) -> Result<Tensor, Error> {
+        multiply::eval_matmul(self, x, y, Some((offset, index))).await
     }
 
     async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {

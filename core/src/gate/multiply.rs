@@ -9,9 +9,15 @@
 //! For a bit d with 1-bit mask (d^ = d ⊕ r_d) and a value z: d = d^ + (1 − 2d^)·r_d, so
 //!   d·z = d^·z^ − d^·r_z + (1 − 2d^)·(r_d·z^ − r_d·r_z),
 //! and the dealer shares r_z, r_d and r_d·r_z in Z_2^l; the output mask is a free pair.
+//!
+//! A matrix product may carry a secret offset the servers hold in additive shares (the biases
+//! of a layer with no inputs, e.g. MPNet's relative-attention bias): each server adds its share
+//! to its share of the product before the opening, which then reveals x·y + offset + r_z. The
+//! dealer deals exactly what the plain product needs.
 
 use super::channel::{Channel, KeySink, KeySource};
 use super::kernels::{Kernels, each_product};
+use super::linear::ServerWeights;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
@@ -111,12 +117,40 @@ pub(super) fn deal_matmul<S: KeySink>(
     Ok(Tensor::from_parts(&shape, w, rz))
 }
 
+/// Checks an offset layer (k, n) and its index for a product of `len` elements: no inputs,
+/// one index per element, every index below n.
+pub(super) fn check_offset((k, n): (usize, usize), index: &[u32], len: usize) -> Result<(), Error> {
+    if k != 0 {
+        return Err(Error::ShapeMismatch(
+            "a product's offset must be a layer with no inputs",
+        ));
+    }
+    if index.len() != len {
+        return Err(Error::LengthMismatch {
+            expected: len,
+            got: index.len(),
+        });
+    }
+    if index.iter().any(|&i| i as usize >= n) {
+        return Err(Error::ShapeMismatch(
+            "a product's offset index is past the offset's values",
+        ));
+    }
+    Ok(())
+}
+
+/// The product x·y opened; with `offset`, each server adds its share of the offset's bias
+/// number `index[e]` to element e before the opening (no extra round or byte).
 pub(super) async fn eval_matmul<C: Channel, K: KeySource, X: Kernels>(
     srv: &mut ServerSide<C, K, X>,
     x: &Tensor,
     y: &Tensor,
+    offset: Option<(&ServerWeights, &[u32])>,
 ) -> Result<Tensor, Error> {
     let (batch, m, k, n, shape) = matmul_dims(x, y)?;
+    if let Some((o, index)) = offset {
+        check_offset((o.inputs(), o.outputs()), index, batch * m * n)?;
+    }
     let w = x.width();
     let rx = srv.share(x.len(), w).await?;
     let ry = srv.share(y.len(), w).await?;
@@ -135,13 +169,18 @@ pub(super) async fn eval_matmul<C: Channel, K: KeySource, X: Kernels>(
     } else {
         vec![0u64; batch * m * n]
     };
+    let share = |i: usize| match offset {
+        Some((o, index)) => o.parts().1[index[i] as usize],
+        None => 0,
+    };
     let mine: Vec<u64> = (0..batch * m * n)
         .map(|i| {
             w.reduce(
                 xy[i]
                     .wrapping_sub(x_ry[i])
                     .wrapping_sub(rx_y[i])
-                    .wrapping_add(s[i]),
+                    .wrapping_add(s[i])
+                    .wrapping_add(share(i)),
             )
         })
         .collect();

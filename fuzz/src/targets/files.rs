@@ -93,6 +93,7 @@ pub fn model_file_seeds() -> Vec<Vec<u8>> {
         ffn: 8,
         classes: 2,
         activation: Activation::Gelu,
+        relative_buckets: 0,
     };
     let router = RouterHeadShape {
         features: 3,

@@ -13,6 +13,14 @@
 //! Weights are fixed point at [`FRAC`] bits, biases at 2·FRAC (they add to products), the
 //! LayerNorm shift at 3·FRAC. The attention scale 1/√d is folded into the query projection,
 //! and Q, K, V are one linear layer.
+//!
+//! An MPNet encoder is BERT's plus a relative-attention bias B[h][i][j] = table[bucket(j − i)][h]
+//! added to every layer's scores after the 1/√d scaling ([`BertShape::relative_buckets`]).
+//! The table is one more weight layer, first in the model's layers, with no inputs (k = 0) and
+//! its buckets × heads values as biases at 2·FRAC, the scale of the Q·Kᵀ product: the servers
+//! hold it in additive shares and the dealer's part of it is empty. Each server adds its share,
+//! expanded by the public bucket(j − i) of the padded length, to its share of Q·Kᵀ before the
+//! product is opened ([`Protocol::matmul_offset`]): no round, byte or key more than BERT.
 
 pub use super::layers::Activation;
 use super::layers::{self, ACT_BITS, FRAC, LINEAR_BITS};
@@ -21,7 +29,10 @@ use securerouter_core::Error;
 use securerouter_core::gate::{self, DealerWeights, Protocol, ServerWeights, Tensor};
 use securerouter_core::prg::{Domain, Seed};
 use securerouter_core::ring::{BitWidth, FixedPoint};
-use securerouter_ml::{BertWeights, ClassifierHead, LayerNorm, Linear, SequenceClassificationHead};
+use securerouter_ml::mpnet::RelativeAttentionBias;
+use securerouter_ml::{
+    BertWeights, ClassifierHead, LayerNorm, Linear, ModelKind, SequenceClassificationHead,
+};
 use serde::{Deserialize, Serialize};
 
 /// The attention bias of padding tokens (−256 in real terms): after the row maximum is
@@ -48,7 +59,18 @@ pub struct BertShape {
     /// The feed-forward activation (the checkpoint's `hidden_act`): the secure GeLU reads the
     /// correction table of this function.
     pub activation: Activation,
+    /// Buckets of a relative-attention bias added to every layer's scores (MPNet's
+    /// [`RELATIVE_BUCKETS`]), or 0 for none (BERT). Its table is the model's first weight layer.
+    pub relative_buckets: usize,
 }
+
+/// The relative-position buckets of MPNet's attention bias (T5's bidirectional buckets with a
+/// maximum distance of 128, [`securerouter_ml::mpnet::relative_position_bucket`]).
+pub const RELATIVE_BUCKETS: usize = securerouter_ml::mpnet::NUM_BUCKETS;
+
+/// The largest |value| of a relative-attention bias the circuit takes: scores stay far inside
+/// what the softmax compares, and padding ([`PAD_BIAS`]) stays masked.
+pub const MAX_RELATIVE_BIAS: f64 = 64.0;
 
 impl BertShape {
     /// Checks the shape is consistent and bounded (shapes come from files and the CLI).
@@ -63,6 +85,13 @@ impl BertShape {
             if v == 0 || v > max {
                 invalid!("BERT {what} = {v} is outside 1..={max}");
             }
+        }
+        if self.relative_buckets != 0 && self.relative_buckets != RELATIVE_BUCKETS {
+            invalid!(
+                "a relative attention bias of {} buckets is not supported (0 or \
+                 {RELATIVE_BUCKETS})",
+                self.relative_buckets
+            );
         }
         if !self.hidden.is_multiple_of(self.heads) {
             invalid!(
@@ -79,6 +108,12 @@ impl BertShape {
         self.hidden / self.heads
     }
 
+    /// Weight layers of the encoder: the relative-attention bias's table, if any, then
+    /// [`PARTS_PER_LAYER`] per layer.
+    pub fn encoder_weight_layers(&self) -> usize {
+        usize::from(self.relative_buckets > 0) + self.layers * PARTS_PER_LAYER
+    }
+
     /// Columns of the client's input per token: embedding, attention bias, pooling weight.
     pub fn input_cols(&self) -> usize {
         self.hidden + 2
@@ -91,10 +126,14 @@ impl BertShape {
     }
 
     /// [`BertShape::layer_shapes`] for a model ending in `head`: the checkpoint's head has
-    /// one more layer, the pooler (hidden × hidden), before the classifier.
+    /// one more layer, the pooler (hidden × hidden), before the classifier. A relative
+    /// attention bias comes first, as a layer with no inputs and buckets × heads biases.
     pub fn layer_shapes_for(&self, head: BertHead) -> Vec<(usize, usize)> {
         let (h, f) = (self.hidden, self.ffn);
         let mut v = Vec::new();
+        if self.relative_buckets > 0 {
+            v.push((0, self.relative_buckets * self.heads));
+        }
         for _ in 0..self.layers {
             v.extend([(h, 3 * h), (h, h), (1, h), (h, f), (f, h), (1, h)]);
         }
@@ -218,6 +257,29 @@ pub async fn bert_pooled<P: Protocol>(
     p.truncate(&pooled, FRAC).await
 }
 
+/// For each element (head h, query i, key j) of the [heads, n, n] scores, the index of its
+/// relative-attention bias in the table's layer: bucket(j − i) · heads + h (the table is
+/// buckets × heads, row-major). Public: it depends on the padded length alone.
+pub fn relative_bias_index(heads: usize, n: usize) -> Result<Vec<u32>, Error> {
+    let too_long = || Error::ShapeMismatch("too many scores for a relative bias index");
+    let len = heads
+        .checked_mul(n)
+        .and_then(|v| v.checked_mul(n))
+        .ok_or_else(too_long)?;
+    let mut index = vec![0u32; len];
+    for i in 0..n {
+        for j in 0..n {
+            let rel = j as i64 - i as i64;
+            let bucket = securerouter_ml::mpnet::relative_position_bucket(rel);
+            for hd in 0..heads {
+                let v = bucket * heads + hd;
+                index[(hd * n + i) * n + j] = u32::try_from(v).map_err(|_| too_long())?;
+            }
+        }
+    }
+    Ok(index)
+}
+
 /// The encoder layers on one sequence `x`: the last hidden states [tokens, hidden].
 async fn bert_encoder<P: Protocol>(
     p: &mut P,
@@ -226,11 +288,15 @@ async fn bert_encoder<P: Protocol>(
     weights: &[P::Weights],
 ) -> Result<Tensor, Error> {
     let (h, heads, d) = (shape.hidden, shape.heads, shape.head_dim());
-    if weights.len() != shape.layers * PARTS_PER_LAYER {
+    if weights.len() != shape.encoder_weight_layers() {
         return Err(Error::ShapeMismatch(
             "the weights do not match the BERT shape",
         ));
     }
+    let (relative, weights) = match weights {
+        [table, rest @ ..] if shape.relative_buckets > 0 => (Some(table), rest),
+        _ => (None, weights),
+    };
     if x.shape().len() != 2 || x.last_dim() != shape.input_cols() {
         return Err(Error::ShapeMismatch(
             "BERT input must be [tokens, hidden + 2]",
@@ -239,6 +305,10 @@ async fn bert_encoder<P: Protocol>(
     let n = x.shape()[0];
     let cols = |r: core::ops::Range<usize>| r.collect::<Vec<_>>();
     let mut hidden = x.gather_last(&cols(0..h))?;
+    let relative = match relative {
+        Some(table) => Some((table, relative_bias_index(heads, n)?)),
+        None => None,
+    };
     // Row i of the [heads·n, n] score matrix gets bias_j in column j.
     let key_bias = x
         .gather_last(&[h])?
@@ -270,7 +340,13 @@ async fn bert_encoder<P: Protocol>(
             .truncate_to(&split(2, &[1, 0, 2])?, FRAC, BitWidth::FULL)
             .await?;
         p.phase(phase::ATTENTION);
-        let scores = p.matmul(&q, &k).await?.shift_down(FRAC)?;
+        // Q·Kᵀ at scale 2^(2·FRAC); a relative bias (at the same scale) joins it in the shares
+        // the product opens.
+        let scores = match &relative {
+            Some((table, index)) => p.matmul_offset(&q, &k, table, index).await?,
+            None => p.matmul(&q, &k).await?,
+        };
+        let scores = scores.shift_down(FRAC)?;
         let scores = scores.reshape(&[heads * n, n])?.add(&key_bias)?;
         p.phase(phase::SOFTMAX);
         let probs = layers::softmax_double_scale(p, &scores).await?;
@@ -392,21 +468,65 @@ pub fn checkpoint_ring_layers(
     Ok(out)
 }
 
+/// The relative-attention bias of `model` (MPNet's; none for BERT), refused when it does not
+/// fit the model or lies outside what the circuit takes.
+fn relative_bias(model: &BertWeights) -> crate::Result<Option<&RelativeAttentionBias>> {
+    let c = &model.config;
+    match (c.kind()?, &model.relative_attention_bias) {
+        (ModelKind::Bert, None) => Ok(None),
+        (ModelKind::MPNet, Some(b)) => {
+            if b.heads() != c.num_attention_heads || b.table().rows != RELATIVE_BUCKETS {
+                invalid!(
+                    "the relative attention bias is {} × {}, not {RELATIVE_BUCKETS} buckets × \
+                     {} heads",
+                    b.table().rows,
+                    b.heads(),
+                    c.num_attention_heads
+                );
+            }
+            let max = b.table().data.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            if max > MAX_RELATIVE_BIAS {
+                invalid!(
+                    "the relative attention bias reaches |{max}|, beyond the ±\
+                     {MAX_RELATIVE_BIAS} the secure softmax takes"
+                );
+            }
+            Ok(Some(b))
+        }
+        (ModelKind::Bert, Some(_)) => {
+            invalid!(
+                "model_type {:?} has a relative attention bias",
+                c.model_type
+            )
+        }
+        (ModelKind::MPNet, None) => {
+            invalid!(
+                "model_type {:?} has no relative attention bias",
+                c.model_type
+            )
+        }
+    }
+}
+
 fn encoder_ring_layers(model: &BertWeights) -> crate::Result<Vec<RingLayer>> {
     let c = &model.config;
-    // MPNet's relative-attention bias and its positions are computed by the plaintext
-    // reference only: the circuit would run BERT's graph on its weights.
-    if c.kind()? != securerouter_ml::ModelKind::Bert || model.relative_attention_bias.is_some() {
-        invalid!(
-            "model_type {:?}: MPNet has no secure circuit yet (only BERT models run under MPC)",
-            c.model_type
-        );
-    }
+    // BERT and MPNet run under MPC (MPNet with its relative bias); any other model_type is
+    // refused by name ([`securerouter_ml::BertConfig::kind`]).
+    let relative = relative_bias(model)?;
     // The activation is not in the ring layers but in the shape ([`shape_of`]); it is checked
     // here too, so that a config altered to an unknown activation is refused before deploying.
     c.activation()?;
     let scale = 1.0 / (c.head_dim() as f64).sqrt();
     let mut out = Vec::new();
+    if let Some(b) = relative {
+        // Added to Q·Kᵀ after the 1/√d folded into Q, at the product's scale 2·FRAC.
+        out.push(RingLayer {
+            k: 0,
+            n: b.table().data.len(),
+            w: Vec::new(),
+            bias: encode(&b.table().data, 2 * FRAC, "relative attention bias")?,
+        });
+    }
     for (i, l) in model.layers.iter().enumerate() {
         let what = |part: &str| format!("layer {i} {part}");
         out.push(ring_dense(
@@ -449,6 +569,7 @@ fn shape_with_classes(model: &BertWeights, classes: usize) -> crate::Result<Bert
         ffn: c.intermediate_size,
         classes,
         activation: c.activation()?.into(),
+        relative_buckets: relative_bias(model)?.map_or(0, |b| b.table().rows),
     })
 }
 

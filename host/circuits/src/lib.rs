@@ -70,8 +70,10 @@ impl ModelSpec {
     pub fn describe(&self) -> String {
         match self {
             ModelSpec::RouterHead(_) => "the router head".into(),
-            ModelSpec::Bert(_) => "a BERT classifier".into(),
-            ModelSpec::BertCheckpoint(_) => "a BERT classifier with its checkpoint's head".into(),
+            ModelSpec::Bert(s) => format!("{} classifier", family(s)),
+            ModelSpec::BertCheckpoint(s) => {
+                format!("{} classifier with its checkpoint's head", family(s))
+            }
             ModelSpec::Pool(p) => format!(
                 "a pool of {} experts (router, routed queries, experts 0..{})",
                 p.experts(),
@@ -106,6 +108,15 @@ impl ModelSpec {
             ModelSpec::BertCheckpoint(s) => s.layer_shapes_for(bert::BertHead::Checkpoint),
             ModelSpec::Pool(p) => p.layer_shapes(),
         }
+    }
+}
+
+/// "an MPNet" for a shape with a relative-attention bias, else "a BERT".
+fn family(s: &BertShape) -> &'static str {
+    if s.relative_buckets > 0 {
+        "an MPNet"
+    } else {
+        "a BERT"
     }
 }
 

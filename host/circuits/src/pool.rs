@@ -20,7 +20,7 @@
 
 use super::router_head::{COMPARE_BITS, router_head};
 use super::{CircuitKind, Stage};
-use crate::bert::{BertShape, PARTS_PER_LAYER, bert_classifier, bert_pooled, classifier_head};
+use crate::bert::{BertShape, bert_classifier, bert_pooled, classifier_head};
 use crate::error::invalid;
 use securerouter_core::Error;
 use securerouter_core::gate::{self, Protocol, Tensor};
@@ -124,7 +124,7 @@ impl PoolShape {
     /// The weight layers of expert 0 (encoder and head), the router head, and each further
     /// expert, as ranges into the circuit-order list.
     fn parts(&self) -> (Range<usize>, Range<usize>, Vec<Range<usize>>) {
-        let size = |s: &BertShape| s.layers * PARTS_PER_LAYER + 1;
+        let size = |s: &BertShape| s.encoder_weight_layers() + 1;
         let summary = 0..size(&self.summary);
         let router = summary.end..summary.end + 2;
         let mut at = router.end;

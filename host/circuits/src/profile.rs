@@ -120,6 +120,16 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
         self.inner.matmul(x, y).await
     }
 
+    async fn matmul_offset(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        offset: &ServerWeights,
+        index: &[u32],
+    ) -> Result<Tensor, Error> {
+        self.inner.matmul_offset(x, y, offset, index).await
+    }
+
     async fn mul(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor, Error> {
         self.inner.mul(x, y).await
     }

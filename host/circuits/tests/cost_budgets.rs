@@ -69,6 +69,7 @@ fn minilm(layers: usize) -> BertShape {
         ffn: 1536,
         classes: 2,
         activation: Activation::Gelu,
+        relative_buckets: 0,
     }
 }
 
@@ -90,6 +91,7 @@ fn bert_tiny_shape_at_128_tokens_stays_within_budget() {
         ffn: 512,
         classes: 2,
         activation: Activation::Gelu,
+        relative_buckets: 0,
     };
     let got = measure(&ModelSpec::Bert(shape), CircuitKind::Bert, 128);
     check(

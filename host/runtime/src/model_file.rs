@@ -11,10 +11,12 @@ use securerouter_core::prg::Seed;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The first field of every model file of this layout ("SRM3": a BERT's shape carries its
-/// feed-forward activation): files of other layouts, "SRM2" before it included, are refused by
-/// name, not misread.
-const FORMAT: u32 = 0x5352_4d33;
+/// The first field of every model file of this layout ("SRM4": a BERT's shape carries its
+/// feed-forward activation and its relative-attention buckets, and an MPNet's relative bias
+/// table is its first layer, with no inputs: each server's file holds an additive share of the
+/// table as that layer's biases, the dealer's file an empty mask): files of other layouts,
+/// "SRM3" and "SRM2" before it included, are refused by name, not misread.
+const FORMAT: u32 = 0x5352_4d34;
 
 /// One k×n layer as stored, matrices as little-endian words.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -273,23 +275,89 @@ mod tests {
             ffn: 8,
             classes: 2,
             activation,
+            relative_buckets: 0,
         }
     }
 
-    /// The files of `spec` with weights of the right shapes, deployed with a fixed seed.
-    fn deploy_spec(spec: ModelSpec) -> [ModelFile; 3] {
-        let layers: Vec<RingLayer> = spec
-            .layer_shapes()
+    /// The ring layers of `spec` with weights of the right shapes (biases `bias`).
+    fn layers_of(spec: &ModelSpec, bias: u64) -> Vec<RingLayer> {
+        spec.layer_shapes()
             .into_iter()
             .enumerate()
             .map(|(i, (k, n))| RingLayer {
                 k,
                 n,
                 w: (0..k * n).map(|j| (i * 100 + j) as u64).collect(),
-                bias: vec![3; n],
+                bias: (0..n).map(|j| bias + j as u64).collect(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// The files of `spec` with weights of the right shapes, deployed with a fixed seed.
+    fn deploy_spec(spec: ModelSpec) -> [ModelFile; 3] {
+        let layers = layers_of(&spec, 3);
         ModelFile::deploy(spec, &layers, &Seed::from_bytes([4; 16])).unwrap()
+    }
+
+    /// An MPNet (a BERT shape with a relative-attention bias) round-trips through every role's
+    /// file: its first layer, with no inputs, holds each server's additive share of the bias
+    /// table, shares that differ from the table and between deployments, and nothing in the
+    /// dealer's file, which is the same whatever the table.
+    #[test]
+    fn an_mpnets_bias_table_is_in_the_servers_shares_only() {
+        let dir = scratch();
+        let shape = BertShape {
+            relative_buckets: securerouter_circuits::bert::RELATIVE_BUCKETS,
+            ..bert(Activation::Gelu)
+        };
+        let spec = ModelSpec::BertCheckpoint(shape);
+        let n = securerouter_circuits::bert::RELATIVE_BUCKETS * shape.heads;
+        let deploy = |bias: u64, seed: u8| {
+            ModelFile::deploy(
+                spec.clone(),
+                &layers_of(&spec, bias),
+                &Seed::from_bytes([seed; 16]),
+            )
+            .unwrap()
+        };
+        let table: Vec<u64> = (0..n as u64).map(|j| 1000 + j).collect();
+        let shares = |files: &[ModelFile; 3]| -> [Vec<u64>; 2] {
+            [1, 2].map(|role| {
+                let path = dir.join(format!("{role}.model"));
+                files[role].save(&path).unwrap();
+                let back = ModelFile::load(&path).unwrap();
+                assert_eq!(back.spec, spec);
+                let w = back.server_weights().unwrap();
+                assert_eq!((w[0].inputs(), w[0].outputs()), (0, n));
+                w[0].parts().1.to_vec()
+            })
+        };
+        let files = deploy(1000, 9);
+        let [s0, s1] = shares(&files);
+        let sum: Vec<u64> = s0
+            .iter()
+            .zip(&s1)
+            .map(|(a, b)| a.wrapping_add(*b))
+            .collect();
+        assert_eq!(sum, table);
+        for s in [&s0, &s1] {
+            assert!(
+                s.iter().zip(&table).all(|(a, b)| a != b),
+                "a share is the table"
+            );
+        }
+        let [t0, t1] = shares(&deploy(1000, 10));
+        assert!(t0 != s0 && t1 != s1, "shares are fresh per deployment");
+
+        let path = dir.join("dealer.model");
+        files[0].save(&path).unwrap();
+        let dealer = ModelFile::load(&path).unwrap().dealer_weights().unwrap();
+        assert_eq!((dealer[0].inputs(), dealer[0].outputs()), (0, n));
+        assert!(dealer[0].mask().is_empty());
+        let bytes = |f: &ModelFile| postcard::to_allocvec(f).unwrap();
+        let [other_table, ..] = deploy(7, 9);
+        assert_eq!(bytes(&files[0]), bytes(&other_table), "the dealer's file");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A file of another layout (e.g. from a release whose dealer held the weights) is refused
@@ -299,7 +367,7 @@ mod tests {
         let dir = scratch();
         let path = dir.join("dealer.model");
         let [mut dealer, _, _] = deploy(1, 9);
-        for old in [1, 0x5352_4d32] {
+        for old in [1, 0x5352_4d32, 0x5352_4d33] {
             dealer.format = old;
             dealer.save(&path).unwrap();
             let err = ModelFile::load(&path).unwrap_err().to_string();

@@ -205,6 +205,7 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                 ffn: *ffn,
                 classes: 2,
                 activation: Activation::Gelu,
+                relative_buckets: 0,
             }),
             run,
         ),
