@@ -90,7 +90,8 @@ pub enum Command {
 
     /// Write a deployment's embeddings as the device client's flash table: int8 with a scale
     /// per row (about a quarter of the f32 size), read in place by
-    /// `securerouter_device::EmbeddingTable`, so a device can embed WordPiece ids itself.
+    /// `securerouter_device::EmbeddingTable`, so a device can embed token ids itself. BERT
+    /// bundles only: the device counts positions from 0, so an MPNet bundle is refused.
     DeviceTable(DeviceTableArgs),
 
     /// Route feature vectors through the encrypted router head and print the result as JSON.

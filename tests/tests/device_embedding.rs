@@ -5,7 +5,7 @@
 
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_device::{EmbeddingSource, EmbeddingTable, TokenEmbedder};
-use securerouter_ml::{BertWeights, ClientBundle, Matrix, mean_pool};
+use securerouter_ml::{BertWeights, ClientBundle, Matrix, Tokenizer, WordPiece, mean_pool};
 use securerouter_ml::{assets, data};
 use securerouter_runtime::served_pool::embed_query;
 use securerouter_tests::{assets_present, binary, temp_dir};
@@ -24,10 +24,10 @@ fn the_device_table_embeds_real_sentences_as_the_host_client_does() {
     let cache = assets::cache_dir(None).unwrap();
     let dir = assets::MINILM_L6.path(&cache).unwrap();
     let model = BertWeights::load(&dir, None).unwrap();
-    let vocab = std::fs::read_to_string(dir.join("vocab.txt")).unwrap();
+    let tokenizer = Tokenizer::from_dir(&dir).unwrap();
     let work = temp_dir("device-table");
     let (bundle_path, table_path) = (work.join("client.bundle"), work.join("device.table"));
-    ClientBundle::save(&model, &vocab, &bundle_path).unwrap();
+    ClientBundle::save(&model, &tokenizer, &bundle_path).unwrap();
     let out = Command::new(binary())
         .arg("device-table")
         .arg("--bundle")
@@ -64,7 +64,7 @@ fn the_device_table_embeds_real_sentences_as_the_host_client_does() {
     let mut worst_cos = 1.0f64;
     for (i, s) in held_out.iter().take(SENTENCES).enumerate() {
         let host = embed_query(&bundle, &s.text, SEQ).unwrap();
-        let e = bundle.tokenizer.encode(&s.text, SEQ);
+        let e = bundle.tokenizer.encode(&s.text, SEQ).unwrap();
         let mut device = TokenEmbedder::new(table, &e.ids, &e.type_ids, SEQ, fp).unwrap();
         assert_eq!((device.rows(), device.width()), (SEQ, h + 2));
         let n = e.ids.len();
@@ -139,7 +139,11 @@ fn the_firmwares_table_is_what_the_host_writes() {
         .collect();
     let work = temp_dir("firmware-table");
     let path = work.join("client.bundle");
-    ClientBundle::save(&model, &vocab.join("\n"), &path).unwrap();
+    let tokenizer = Tokenizer::from_wordpiece(
+        WordPiece::from_vocab_text(&vocab.join("\n")).unwrap(),
+        std::path::Path::new("vocab.txt"),
+    );
+    ClientBundle::save(&model, &tokenizer, &path).unwrap();
     let table = ClientBundle::load(&path).unwrap().device_table().unwrap();
     std::fs::remove_dir_all(work).unwrap();
     let stored =

@@ -7,7 +7,7 @@ use securerouter_circuits::{Activation, ModelSpec, PoolShape};
 use securerouter_core::prg::Seed;
 use securerouter_device::embedding::EmbeddingTable;
 use securerouter_ml::router::{PlainRouterHead, RouterHeadShape, router_feature_count};
-use securerouter_ml::{BertConfig, BertWeights, ClientBundle};
+use securerouter_ml::{BertConfig, BertWeights, ClientBundle, Tokenizer, WordPiece};
 use securerouter_runtime::model_file::ModelFile;
 use std::path::PathBuf;
 
@@ -171,7 +171,11 @@ pub fn bundles() -> Vec<(Vec<u8>, ClientBundle)> {
         let model =
             BertWeights::random(config, &Seed::from_bytes([hidden as u8; 16])).expect("a model");
         let path = scratch("bundle-seed");
-        ClientBundle::save(&model, vocab, &path).expect("saves");
+        let tokenizer = Tokenizer::from_wordpiece(
+            WordPiece::from_vocab_text(vocab).expect("a vocabulary"),
+            std::path::Path::new("vocab.txt"),
+        );
+        ClientBundle::save(&model, &tokenizer, &path).expect("saves");
         let bytes = std::fs::read(&path).expect("saved");
         let bundle = ClientBundle::load(&path).expect("loads");
         out.push((bytes, bundle));

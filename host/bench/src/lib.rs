@@ -27,6 +27,7 @@ use securerouter_circuits::profile::{PhaseStats, add_phases};
 use securerouter_ml::assets;
 use securerouter_ml::data::{self, DataSource, Label, LabelSet};
 use securerouter_ml::head::{argmax, reference_logits};
+use securerouter_ml::hf_tokenizer::{TOKENIZER_JSON, VOCAB_TXT};
 use securerouter_ml::metrics::{Metric, Scores};
 use securerouter_ml::pool::{CostRequest, MeasuredCost};
 use securerouter_ml::{
@@ -162,8 +163,8 @@ pub struct BenchLine {
 /// A prepared model with its inputs.
 struct Prepared {
     name: String,
-    /// The vocabulary (one token per line) for the client bundle.
-    vocab: String,
+    /// The model's tokenizer, which the client bundle carries.
+    tokenizer: Tokenizer,
     weights: BertWeights,
     head: Head,
     queries: Vec<Query>,
@@ -299,14 +300,18 @@ fn random_queries(
         .collect()
 }
 
-/// A vocabulary that only names `size` token ids, for models run on random ids.
-fn synthetic_vocab(size: usize) -> String {
-    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+/// A WordPiece tokenizer that only names `size` token ids, for models run on random ids.
+fn synthetic_tokenizer(size: usize) -> Result<Tokenizer> {
+    let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         .into_iter()
         .map(String::from)
         .chain((5..size).map(|i| format!("token{i}")))
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    Ok(Tokenizer::from_wordpiece(
+        WordPiece::from_vocab_text(&vocab)?,
+        Path::new("the synthetic vocabulary"),
+    ))
 }
 
 const HEAD_TRAIN_SENTENCES: usize = 400;
@@ -351,7 +356,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 .collect();
             // Random token ids stand for text; the vocabulary only names them.
             Ok(Prepared {
-                vocab: synthetic_vocab(vocab),
+                tokenizer: synthetic_tokenizer(vocab)?,
                 name: format!(
                     "random-{}x{}-h{}-f{}",
                     shape.layers, shape.hidden, shape.heads, shape.ffn
@@ -378,11 +383,15 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                     c.max_position_embeddings
                 );
             }
-            let vocab_path = dir.join("vocab.txt");
-            let vocab = if vocab_path.exists() {
-                std::fs::read_to_string(&vocab_path).map_err(Error::io("reading", &vocab_path))?
+            // The checkpoint's own tokenizer (tokenizer.json, else vocab.txt) for the client
+            // bundle; a folder with neither runs on random ids named by a synthetic vocabulary.
+            let has_tokenizer = [TOKENIZER_JSON, VOCAB_TXT]
+                .iter()
+                .any(|f| dir.join(f).is_file());
+            let tokenizer = if has_tokenizer {
+                Tokenizer::from_dir(dir)?
             } else {
-                synthetic_vocab(c.vocab_size)
+                synthetic_tokenizer(c.vocab_size)?
             };
             let (queries, task) = match data {
                 None => {
@@ -402,7 +411,9 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                     let set = source.load(&cache, *held_out)?;
                     let reading = Reading::of(&set.name, &set.labels, &head)?;
                     let examples = set.held_out;
-                    let tokenizer = Tokenizer::from_dir(dir)?;
+                    if !has_tokenizer {
+                        return Err(securerouter_ml::Error::NoTokenizer { dir: dir.clone() }.into());
+                    }
                     let queries = examples
                         .into_iter()
                         .take(opts.queries)
@@ -425,7 +436,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 .file_name()
                 .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
             Ok(Prepared {
-                vocab,
+                tokenizer,
                 name,
                 weights,
                 head: Head::Checkpoint(head),
@@ -438,17 +449,15 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
             let manifest = securerouter_ml::PoolManifest::load(pool)?;
             let (weights, head) = manifest.load_expert(pool, &cache, manifest.index_of(name)?)?;
             let base = manifest.base_asset()?.path(&cache)?;
-            let tokenizer = WordPiece::from_vocab_file(&base.join("vocab.txt"))?;
+            let tokenizer = Tokenizer::from_dir(&base)?;
             let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
             let queries = test
                 .iter()
                 .take(opts.queries)
-                .map(|s| Query::plain(tokenizer.encode(&s.text, opts.seq_len).ids))
-                .collect();
-            let vocab_path = base.join("vocab.txt");
+                .map(|s| Ok(Query::plain(tokenizer.encode(&s.text, opts.seq_len)?.ids)))
+                .collect::<Result<_>>()?;
             Ok(Prepared {
-                vocab: std::fs::read_to_string(&vocab_path)
-                    .map_err(Error::io("reading", &vocab_path))?,
+                tokenizer,
                 name: name.clone(),
                 weights,
                 head: Head::Fitted(head),
@@ -460,7 +469,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
             let cache = assets::cache_dir(opts.cache.as_deref())?;
             let dir = assets::MINILM_L6.path(&cache)?;
             let weights = BertWeights::load(&dir, *layers)?;
-            let tokenizer = WordPiece::from_vocab_file(&dir.join("vocab.txt"))?;
+            let tokenizer = Tokenizer::from_dir(&dir)?;
             let sentences = data::rotten_tomatoes(&cache)?;
             let (train, test) = data::split(sentences, 0.2, &data::SPLIT_SEED)?;
             let kept = weights.layers.len();
@@ -468,13 +477,10 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
             let queries = test
                 .iter()
                 .take(opts.queries)
-                .map(|s| Query::plain(tokenizer.encode(&s.text, opts.seq_len).ids))
-                .collect();
-            let vocab_path = dir.join("vocab.txt");
-            let vocab =
-                std::fs::read_to_string(&vocab_path).map_err(Error::io("reading", &vocab_path))?;
+                .map(|s| Ok(Query::plain(tokenizer.encode(&s.text, opts.seq_len)?.ids)))
+                .collect::<Result<_>>()?;
             Ok(Prepared {
-                vocab,
+                tokenizer,
                 name: if kept == 6 {
                     "minilm-l6".into()
                 } else {
@@ -494,7 +500,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
 fn sentiment_head(
     cache: &Path,
     model: &BertWeights,
-    tokenizer: &WordPiece,
+    tokenizer: &Tokenizer,
     train: &[data::LabelledSentence],
     layers: usize,
 ) -> Result<ClassifierHead> {
@@ -509,7 +515,7 @@ fn sentiment_head(
         securerouter_ml::progress::Progress::new(take, "pooled features for the sentiment head");
     let mut features = Vec::with_capacity(take);
     for s in &train[..take] {
-        let e = tokenizer.encode(&s.text, 128);
+        let e = tokenizer.encode(&s.text, 128)?;
         features.push(securerouter_ml::mean_pool(
             &model.forward(&e.ids, &e.type_ids)?,
         ));
@@ -576,7 +582,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
     drop(files);
     // The client works from its bundle alone (tokenizer and embeddings, no encoder weights).
     let bundle_path = dir.join(CLIENT_BUNDLE);
-    ClientBundle::save(&prepared.weights, &prepared.vocab, &bundle_path)?;
+    ClientBundle::save(&prepared.weights, &prepared.tokenizer, &bundle_path)?;
     let bundle = ClientBundle::load(&bundle_path)?;
     let cluster = LocalCluster::start(
         deployment,

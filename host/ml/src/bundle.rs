@@ -1,7 +1,17 @@
 //! The client bundle: what a client needs to turn text into its private input, and nothing
-//! more (DESIGN §1: the client never needs the model). It holds the WordPiece vocabulary and
-//! the embedding tables with their LayerNorm; the encoder weights stay with the servers.
+//! more (DESIGN §1: the client never needs the model). It holds the checkpoint's own tokenizer
+//! (its `tokenizer.json`, or for a checkpoint with only a `vocab.txt` the WordPiece vocabulary
+//! and whether it lowercases) and the embedding tables with their LayerNorm and the way tokens
+//! take their position rows (BERT's from 0, MPNet's after the padding id); the encoder weights
+//! stay with the servers.
+//!
+//! A bundle file is [`MAGIC`], the format version ([`FORMAT_VERSION`], u16 little-endian) and
+//! the postcard encoding of the tokenizer and tables (f32, little-endian). A file of any other
+//! version, or of the older format without the magic, is refused with a message that says to
+//! re-export the deployment. Every size, shape and value is checked on load: the file is
+//! untrusted input.
 
+use super::hf_tokenizer::Tokenizer;
 use super::matrix::Matrix;
 use super::tokenizer::WordPiece;
 use super::weights::{BertWeights, Embeddings, LayerNorm, Positions};
@@ -9,11 +19,18 @@ use crate::error::{Error, Result, invalid};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The first bytes of a client bundle.
+pub const MAGIC: [u8; 8] = *b"SRBUNDLE";
+/// The bundle format this version writes and reads: 2 added the magic, the checkpoint's
+/// `tokenizer.json` (or the WordPiece vocabulary with its casing) and MPNet's positions.
+pub const FORMAT_VERSION: u16 = 2;
+
 /// Tokenizer and embeddings of one model.
 pub struct ClientBundle {
-    /// The tokenizer.
-    pub tokenizer: WordPiece,
-    /// Token, position and type embeddings with their LayerNorm.
+    /// The checkpoint's tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Token, position and type embeddings with their LayerNorm, and how tokens take their
+    /// positions.
     pub embeddings: Embeddings,
 }
 
@@ -25,8 +42,40 @@ struct StoredMatrix {
     data: Vec<u8>,
 }
 
+/// The tokenizer as stored: what it is rebuilt from.
+#[derive(Serialize, Deserialize)]
+enum StoredTokenizer {
+    /// A Hugging Face `tokenizer.json`, whole.
+    TokenizerJson(String),
+    /// A WordPiece vocabulary (one token per line) and whether it lowercases and strips
+    /// accents (uncased models).
+    WordPiece { vocab: String, lowercase: bool },
+}
+
+/// [`Positions`] as stored.
+#[derive(Serialize, Deserialize)]
+enum StoredPositions {
+    FromZero,
+    AfterPadding { padding_idx: u32 },
+}
+
+/// Format 2, after [`MAGIC`] and the version.
 #[derive(Serialize, Deserialize)]
 struct StoredBundle {
+    tokenizer: StoredTokenizer,
+    word: StoredMatrix,
+    position: StoredMatrix,
+    token_type: StoredMatrix,
+    gamma: Vec<f64>,
+    beta: Vec<f64>,
+    eps: f64,
+    positions: StoredPositions,
+}
+
+/// The format before [`MAGIC`], recognised only to refuse it by name.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct LegacyBundle {
     vocab: String,
     word: StoredMatrix,
     position: StoredMatrix,
@@ -52,6 +101,13 @@ fn restore(m: StoredMatrix, what: &str) -> Result<Matrix> {
     if m.rows.checked_mul(m.cols).and_then(|n| n.checked_mul(4)) != Some(m.data.len()) {
         invalid!("the bundle's {what} table does not match its shape");
     }
+    if m.rows == 0 || m.cols == 0 {
+        invalid!(
+            "the bundle's {what} table is empty ({} × {})",
+            m.rows,
+            m.cols
+        );
+    }
     let data: Vec<f64> = m
         .data
         .chunks_exact(4)
@@ -64,27 +120,63 @@ fn restore(m: StoredMatrix, what: &str) -> Result<Matrix> {
 }
 
 impl ClientBundle {
-    /// Writes the bundle of `model` with the vocabulary text `vocab` (one token per line).
-    /// Only BERT models have a bundle: an MPNet model is refused (its positions and
-    /// `<s>`/`</s>` tokens are not the bundle's).
-    pub fn save(model: &BertWeights, vocab: &str, path: &Path) -> Result<()> {
+    /// Writes the bundle of `model` with its checkpoint's `tokenizer` (from
+    /// [`Tokenizer::from_dir`]: the `tokenizer.json` is stored whole; a `vocab.txt` fallback as
+    /// its vocabulary and casing). BERT and MPNet models both have one.
+    ///
+    /// # Errors
+    /// If the tokenizer produces ids beyond the model's word embeddings, if an MPNet model
+    /// comes with the WordPiece fallback (BERT's `[CLS]`/`[SEP]`, not its `<s>`/`</s>`), or if
+    /// the file cannot be written.
+    pub fn save(model: &BertWeights, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
         let e = &model.embeddings;
-        if e.positions != Positions::FromZero || model.relative_attention_bias.is_some() {
+        if tokenizer.vocab_size() > e.word.rows {
             invalid!(
-                "model_type {:?} has no client bundle yet (only BERT models have one)",
-                model.config.model_type
+                "the tokenizer {} has ids up to {}, beyond the model's {} word embeddings",
+                tokenizer.path().display(),
+                tokenizer.vocab_size() - 1,
+                e.word.rows
             );
         }
+        let stored_tokenizer = match (tokenizer.tokenizer_json(), tokenizer.wordpiece()) {
+            (Some(json), _) => StoredTokenizer::TokenizerJson(json.to_owned()),
+            (None, Some(wordpiece)) => {
+                if e.positions != Positions::FromZero {
+                    invalid!(
+                        "model_type {:?} needs its tokenizer.json in the client bundle; the \
+                         WordPiece vocabulary {} is BERT's tokenizer ([CLS] and [SEP])",
+                        model.config.model_type,
+                        tokenizer.path().display()
+                    );
+                }
+                StoredTokenizer::WordPiece {
+                    vocab: wordpiece.vocab_text(),
+                    lowercase: wordpiece.lowercase(),
+                }
+            }
+            (None, None) => invalid!(
+                "the tokenizer {} has nothing to store",
+                tokenizer.path().display()
+            ),
+        };
         let s = StoredBundle {
-            vocab: vocab.to_string(),
+            tokenizer: stored_tokenizer,
             word: store(&e.word),
             position: store(&e.position),
             token_type: store(&e.token_type),
             gamma: e.norm.gamma.clone(),
             beta: e.norm.beta.clone(),
             eps: e.norm.eps,
+            positions: match e.positions {
+                Positions::FromZero => StoredPositions::FromZero,
+                Positions::AfterPadding { padding_idx } => {
+                    StoredPositions::AfterPadding { padding_idx }
+                }
+            },
         };
-        let bytes = postcard::to_allocvec(&s).map_err(|source| Error::Postcard {
+        let mut bytes = Vec::from(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let bytes = postcard::to_extend(&s, bytes).map_err(|source| Error::Postcard {
             what: format!("encoding {}", path.display()),
             source,
         })?;
@@ -92,32 +184,76 @@ impl ClientBundle {
     }
 
     /// Reads and checks a bundle.
+    ///
+    /// # Errors
+    /// [`Error::OldBundle`] for a bundle of the format before the magic,
+    /// [`Error::BundleVersion`] for another version, [`Error::Postcard`] for a file that is not
+    /// a bundle, [`Error::BundleTokenizer`] for a tokenizer refused, and [`Error::Invalid`] for
+    /// tables that disagree in shape or hold values that are not finite.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
-        let s: StoredBundle = postcard::from_bytes(&bytes).map_err(|source| Error::Postcard {
+        let Some(rest) = bytes.strip_prefix(&MAGIC) else {
+            return Err(match postcard::from_bytes::<LegacyBundle>(&bytes) {
+                Ok(_) => Error::OldBundle {
+                    path: path.to_path_buf(),
+                },
+                Err(source) => Error::Postcard {
+                    what: format!("{} is not a client bundle", path.display()),
+                    source,
+                },
+            });
+        };
+        let (version, body) = match rest {
+            [a, b, body @ ..] => (u16::from_le_bytes([*a, *b]), body),
+            _ => invalid!(
+                "{} is not a client bundle: it ends inside its header",
+                path.display()
+            ),
+        };
+        if version != FORMAT_VERSION {
+            return Err(Error::BundleVersion {
+                path: path.to_path_buf(),
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let s: StoredBundle = postcard::from_bytes(body).map_err(|source| Error::Postcard {
             what: format!("{} is not a client bundle", path.display()),
             source,
         })?;
-        let tokenizer =
-            WordPiece::from_vocab_text(&s.vocab).map_err(|source| Error::BundleVocabulary {
-                path: path.to_path_buf(),
-                source: Box::new(source),
-            })?;
+        let in_bundle = |source: Error| Error::BundleTokenizer {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        };
+        let tokenizer = match &s.tokenizer {
+            StoredTokenizer::TokenizerJson(json) => {
+                Tokenizer::from_tokenizer_json_text(json, path).map_err(in_bundle)?
+            }
+            StoredTokenizer::WordPiece { vocab, lowercase } => Tokenizer::from_wordpiece(
+                WordPiece::from_vocab_text(vocab)
+                    .map_err(in_bundle)?
+                    .with_lowercase(*lowercase),
+                path,
+            ),
+        };
         let (word, position, token_type) = (
             restore(s.word, "word")?,
             restore(s.position, "position")?,
             restore(s.token_type, "token type")?,
         );
         let h = word.cols;
-        if position.cols != h
-            || token_type.cols != h
-            || s.gamma.len() != h
-            || s.beta.len() != h
-            || word.rows != tokenizer.vocab_size()
-        {
+        if position.cols != h || token_type.cols != h || s.gamma.len() != h || s.beta.len() != h {
             invalid!(
-                "{}: the embedding tables, LayerNorm and vocabulary disagree in size",
+                "{}: the embedding tables and LayerNorm disagree in width",
                 path.display()
+            );
+        }
+        if tokenizer.vocab_size() > word.rows {
+            invalid!(
+                "{}: the tokenizer has ids up to {}, beyond the {} word embeddings",
+                path.display(),
+                tokenizer.vocab_size() - 1,
+                word.rows
             );
         }
         if !(s.eps > 0.0 && s.eps < 1.0) {
@@ -127,6 +263,27 @@ impl ClientBundle {
                 s.eps
             );
         }
+        if s.gamma.iter().chain(&s.beta).any(|v| !v.is_finite()) {
+            invalid!(
+                "{}: the LayerNorm gain or bias holds NaN or infinity",
+                path.display()
+            );
+        }
+        let positions = match s.positions {
+            StoredPositions::FromZero => Positions::FromZero,
+            StoredPositions::AfterPadding { padding_idx } => {
+                // At least one token must find its position row after the padding id's.
+                if (padding_idx as usize).saturating_add(1) >= position.rows {
+                    invalid!(
+                        "{}: positions after padding id {padding_idx} need more than the {} \
+                         position embeddings",
+                        path.display(),
+                        position.rows
+                    );
+                }
+                Positions::AfterPadding { padding_idx }
+            }
+        };
         Ok(ClientBundle {
             tokenizer,
             embeddings: Embeddings {
@@ -138,7 +295,7 @@ impl ClientBundle {
                     beta: s.beta,
                     eps: s.eps,
                 },
-                positions: Positions::FromZero,
+                positions,
             },
         })
     }
@@ -146,8 +303,18 @@ impl ClientBundle {
     /// The embedding tables as the device's flash-resident int8 table (format 1 of
     /// `securerouter_device::embedding`, written here because host does not depend on device;
     /// a test ties the two): each row quantised with its own scale, max |v| / 127.
+    ///
+    /// The device embeds token ids with BERT's positions (0, 1, 2, …), so an MPNet bundle,
+    /// whose positions count after the padding id, is refused.
     pub fn device_table(&self) -> Result<Vec<u8>> {
         let e = &self.embeddings;
+        if let Positions::AfterPadding { padding_idx } = e.positions {
+            invalid!(
+                "the bundle is an MPNet model's (positions counted after padding id \
+                 {padding_idx}): the device table holds BERT's embeddings only (positions from \
+                 0), so MPNet models have no device table"
+            );
+        }
         let h = e.word.cols;
         let narrow = |n: usize, what: &str| {
             u16::try_from(n).map_err(|e| Error::Parse {
@@ -207,9 +374,17 @@ impl ClientBundle {
         Ok(out)
     }
 
-    /// Tokenises `text` (at most `max_len` tokens) and embeds it: rows of the hidden size.
+    /// Tokenises `text` with the model's tokenizer (at most `max_len` tokens) and embeds it:
+    /// rows of the hidden size.
     pub fn embed_text(&self, text: &str, max_len: usize) -> Result<Matrix> {
-        let e = self.tokenizer.encode(text, max_len);
+        let e = self.tokenizer.encode(text, max_len)?;
+        self.embeddings.embed(&e.ids, &e.type_ids)
+    }
+
+    /// Tokenises the sentence pair `a`, `b` as the model's tokenizer lays pairs out (with their
+    /// type ids; at most `max_len` tokens in all) and embeds it: rows of the hidden size.
+    pub fn embed_pair(&self, a: &str, b: &str, max_len: usize) -> Result<Matrix> {
+        let e = self.tokenizer.encode_pair(a, b, max_len)?;
         self.embeddings.embed(&e.ids, &e.type_ids)
     }
 }
@@ -241,7 +416,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bundle-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("client.bundle");
-        ClientBundle::save(&model, vocab, &path).unwrap();
+        let tokenizer = Tokenizer::from_wordpiece(
+            WordPiece::from_vocab_text(vocab).unwrap(),
+            Path::new("vocab.txt"),
+        );
+        ClientBundle::save(&model, &tokenizer, &path).unwrap();
         let b = ClientBundle::load(&path).unwrap();
         let got = b.embed_text("hello world", 8).unwrap();
         let want = model.embed(&[2, 4, 5, 3], &[0; 4]).unwrap();
@@ -275,7 +454,10 @@ mod tests {
         };
         let model = BertWeights::random(config, &Seed::from_bytes([3; 16])).unwrap();
         let bundle = |eps: f64, gain: f64| ClientBundle {
-            tokenizer: WordPiece::from_vocab_text("[PAD]\n[UNK]\n[CLS]\n[SEP]").unwrap(),
+            tokenizer: Tokenizer::from_wordpiece(
+                WordPiece::from_vocab_text("[PAD]\n[UNK]\n[CLS]\n[SEP]").unwrap(),
+                Path::new("vocab.txt"),
+            ),
             embeddings: Embeddings {
                 norm: LayerNorm {
                     gamma: vec![gain, 1.0],

@@ -185,14 +185,40 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// A client bundle's vocabulary is refused.
-    #[error("the vocabulary in {}", path.display())]
-    BundleVocabulary {
+    /// A client bundle's tokenizer (its `tokenizer.json` or WordPiece vocabulary) is refused.
+    #[error("the tokenizer in {}", path.display())]
+    BundleTokenizer {
         /// The bundle.
         path: PathBuf,
         /// What was refused.
         #[source]
         source: Box<Error>,
+    },
+    /// A client bundle of the format before [`crate::bundle::FORMAT_VERSION`] (no leading
+    /// magic: a WordPiece vocabulary only, BERT's embeddings only).
+    #[error(
+        "{} is a client bundle of an older format (a WordPiece vocabulary only, without the \
+         checkpoint's tokenizer.json or MPNet's embeddings), which this version does not read: \
+         re-export the deployment with this version",
+        path.display()
+    )]
+    OldBundle {
+        /// The bundle.
+        path: PathBuf,
+    },
+    /// A client bundle of a format version other than the one this version reads.
+    #[error(
+        "{} is client bundle format {found}; this version reads format {expected}: re-export \
+         the deployment with this version",
+        path.display()
+    )]
+    BundleVersion {
+        /// The bundle.
+        path: PathBuf,
+        /// The version in the file.
+        found: u16,
+        /// The version this build reads.
+        expected: u16,
     },
     /// Part of a pool's expert could not be loaded.
     #[error("expert {name:?}'s {part}")]

@@ -8,7 +8,7 @@
 //! [`Encoding`], truncated as Hugging Face's `longest_first` strategy truncates, never padded.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::{Error, Result};
 use crate::tokenizer::{Encoding, WordPiece};
@@ -35,16 +35,23 @@ enum Backend {
     /// Behind a lock because `tokenizers` takes the truncation length as a setting of the
     /// tokenizer (`&mut`), and its truncation is only exactly Hugging Face's when that setting
     /// drives it: it also stops splitting each segment once it has `max_length` tokens.
-    HuggingFace(Box<Mutex<tokenizers::Tokenizer>>),
+    /// `json` is the `tokenizer.json` text it was built from, which a client bundle stores.
+    HuggingFace {
+        tokenizer: Box<Mutex<tokenizers::Tokenizer>>,
+        json: Arc<str>,
+    },
     WordPiece(WordPiece),
 }
 
 impl Clone for Tokenizer {
     fn clone(&self) -> Self {
         let backend = match &self.backend {
-            Backend::HuggingFace(tokenizer) => {
+            Backend::HuggingFace { tokenizer, json } => {
                 let tokenizer = tokenizer.lock().unwrap_or_else(PoisonError::into_inner);
-                Backend::HuggingFace(Box::new(Mutex::new(tokenizer.clone())))
+                Backend::HuggingFace {
+                    tokenizer: Box::new(Mutex::new(tokenizer.clone())),
+                    json: Arc::clone(json),
+                }
             }
             Backend::WordPiece(wordpiece) => Backend::WordPiece(wordpiece.clone()),
         };
@@ -86,20 +93,55 @@ impl Tokenizer {
     /// was saved with is dropped: [`Tokenizer::encode`] takes the length per call.
     ///
     /// # Errors
-    /// [`Error::Tokenizer`], naming the file, if it cannot be read or parsed.
+    /// [`Error::Io`] if the file cannot be read, [`Error::Tokenizer`], naming the file, if it
+    /// cannot be parsed.
     pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
+        let json = std::fs::read_to_string(path).map_err(Error::io("reading", path))?;
+        Self::build_json(json, path, "loading the tokenizer")
+    }
+
+    /// The tokenizer of a `tokenizer.json`'s text (`json`), as [`Tokenizer::from_tokenizer_json`]
+    /// loads it from a file; `origin` names where the text came from (a client bundle) in
+    /// error messages. The text may come from an untrusted file: a panic of `tokenizers` on
+    /// it is caught and reported as an error.
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`], naming `origin`, if `tokenizers` refuses the text.
+    pub fn from_tokenizer_json_text(json: &str, origin: &Path) -> Result<Self> {
+        Self::build_json(
+            json.to_owned(),
+            origin,
+            "loading the tokenizer.json stored in",
+        )
+    }
+
+    fn build_json(json: String, path: &Path, action: &'static str) -> Result<Self> {
         let error = |source: tokenizers::Error| Error::Tokenizer {
-            action: "loading the tokenizer",
+            action,
             path: path.to_path_buf(),
             source,
         };
-        let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(error)?;
+        let parsed = std::panic::catch_unwind(|| json.parse::<tokenizers::Tokenizer>())
+            .unwrap_or_else(|_| Err("the tokenizers crate panicked on this tokenizer.json".into()));
+        let mut tokenizer = parsed.map_err(error)?;
         tokenizer.with_truncation(None).map_err(error)?;
         tokenizer.with_padding(None);
         Ok(Self {
-            backend: Backend::HuggingFace(Box::new(Mutex::new(tokenizer))),
+            backend: Backend::HuggingFace {
+                tokenizer: Box::new(Mutex::new(tokenizer)),
+                json: json.into(),
+            },
             path: path.to_path_buf(),
         })
+    }
+
+    /// A tokenizer of this crate's [`WordPiece`] (BERT's pipeline, cased or uncased as
+    /// `wordpiece` says); `origin` names where its vocabulary came from in error messages.
+    pub fn from_wordpiece(wordpiece: WordPiece, origin: &Path) -> Self {
+        Self {
+            backend: Backend::WordPiece(wordpiece),
+            path: origin.to_path_buf(),
+        }
     }
 
     /// Loads a `vocab.txt` as this crate's [`WordPiece`], lowercasing and stripping accents if
@@ -124,7 +166,31 @@ impl Tokenizer {
     pub fn wordpiece(&self) -> Option<&WordPiece> {
         match &self.backend {
             Backend::WordPiece(wordpiece) => Some(wordpiece),
-            Backend::HuggingFace(_) => None,
+            Backend::HuggingFace { .. } => None,
+        }
+    }
+
+    /// The `tokenizer.json` text, when the tokenizer came from one.
+    pub fn tokenizer_json(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::HuggingFace { json, .. } => Some(json),
+            Backend::WordPiece(_) => None,
+        }
+    }
+
+    /// One past the largest token id the tokenizer can produce (added tokens included): the
+    /// word-embedding rows a model needs at least.
+    pub fn vocab_size(&self) -> usize {
+        match &self.backend {
+            Backend::WordPiece(wordpiece) => wordpiece.vocab_size(),
+            Backend::HuggingFace { tokenizer, .. } => {
+                let tokenizer = tokenizer.lock().unwrap_or_else(PoisonError::into_inner);
+                tokenizer
+                    .get_vocab(true)
+                    .values()
+                    .max()
+                    .map_or(0, |&id| id as usize + 1)
+            }
         }
     }
 
@@ -137,7 +203,9 @@ impl Tokenizer {
     pub fn encode(&self, text: &str, max_len: usize) -> Result<Encoding> {
         match &self.backend {
             Backend::WordPiece(wordpiece) => Ok(wordpiece.encode(text, max_len)),
-            Backend::HuggingFace(tokenizer) => self.encode_hf(tokenizer, text, None, max_len),
+            Backend::HuggingFace { tokenizer, .. } => {
+                self.encode_hf(tokenizer, text, None, max_len)
+            }
         }
     }
 
@@ -151,7 +219,9 @@ impl Tokenizer {
     pub fn encode_pair(&self, a: &str, b: &str, max_len: usize) -> Result<Encoding> {
         match &self.backend {
             Backend::WordPiece(wordpiece) => Ok(wordpiece.encode_pair(a, b, max_len)),
-            Backend::HuggingFace(tokenizer) => self.encode_hf(tokenizer, a, Some(b), max_len),
+            Backend::HuggingFace { tokenizer, .. } => {
+                self.encode_hf(tokenizer, a, Some(b), max_len)
+            }
         }
     }
 

@@ -224,6 +224,12 @@ impl WordPiece {
         self.lowercase
     }
 
+    /// The vocabulary as the text of a `vocab.txt` (one token per line, in id order), which
+    /// [`WordPiece::from_vocab_text`] reads back into the same vocabulary.
+    pub fn vocab_text(&self) -> String {
+        self.tokens.join("\n")
+    }
+
     /// Number of tokens, i.e. rows of the embedding table the ids index.
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()

@@ -14,9 +14,7 @@
 
 use securerouter_ml::assets::{self, MPNET_BASE};
 use securerouter_ml::mpnet::relative_position_bucket;
-use securerouter_ml::{
-    BertWeights, ClientBundle, Matrix, ModelKind, Positions, Tokenizer, mean_pool,
-};
+use securerouter_ml::{BertWeights, Matrix, ModelKind, Positions, Tokenizer, mean_pool};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -280,7 +278,7 @@ fn mpnet_inputs_are_checked() {
 }
 
 #[test]
-fn mpnet_layers_save_under_their_own_names_and_have_no_bundle() {
+fn mpnet_layers_save_under_their_own_names() {
     let model = BertWeights::load(&tiny_dir(), None).unwrap();
     let dir = tiny_copy("layers");
     let path = dir.join("top.safetensors");
@@ -305,14 +303,6 @@ fn mpnet_layers_save_under_their_own_names_and_have_no_bundle() {
         .unwrap()
         .max_abs_diff(&model.forward(&ids, &[0; 4]).unwrap());
     assert_eq!(d, 0.0);
-
-    let e = ClientBundle::save(&model, "<s>\n<pad>", &dir.join("client.bundle"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("model_type \"mpnet\" has no client bundle"),
-        "{e}"
-    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -13,7 +13,7 @@ use securerouter_ml::head::{argmax, reference_logits};
 use securerouter_ml::pool::{LoadedExpert, PoolManifest};
 use securerouter_ml::pool_format::StoredRouter;
 use securerouter_ml::router::{router_feature_count, router_features};
-use securerouter_ml::{ClientBundle, Encoding, Matrix, WordPiece, mean_pool};
+use securerouter_ml::{ClientBundle, Encoding, Matrix, Tokenizer, mean_pool};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -27,8 +27,9 @@ pub struct ServedPool {
     pub experts: Vec<LoadedExpert>,
     /// The pool's shape under MPC, each expert with its checkpoint's activation.
     shape: PoolShape,
-    tokenizer: WordPiece,
-    vocab: String,
+    /// The base checkpoint's tokenizer (its `tokenizer.json`, else its `vocab.txt`), which the
+    /// client bundle carries.
+    tokenizer: Tokenizer,
 }
 
 /// What the plaintext pool answers for one sentence.
@@ -62,10 +63,7 @@ impl ServedPool {
             );
         }
         let base = manifest.base_asset()?.path(cache)?;
-        let vocab_path = base.join("vocab.txt");
-        let vocab =
-            std::fs::read_to_string(&vocab_path).map_err(Error::io("reading", &vocab_path))?;
-        let tokenizer = WordPiece::from_vocab_file(&vocab_path)?;
+        let tokenizer = Tokenizer::from_dir(&base)?;
         let shape = |(w, h): &LoadedExpert| shape_of(w, h);
         let shape = PoolShape {
             summary: shape(&experts[0])?,
@@ -81,7 +79,6 @@ impl ServedPool {
             experts,
             shape,
             tokenizer,
-            vocab,
         })
     }
 
@@ -104,7 +101,7 @@ impl ServedPool {
         let files = ModelFile::deploy(ModelSpec::Pool(self.shape()), &layers, &random_seed())?;
         let deployment = DeploymentDir::create_with(dir, addrs, &files, true)?;
         // Every expert is cut from the same checkpoint, so expert 0's embeddings serve all.
-        ClientBundle::save(w0, &self.vocab, &dir.join(CLIENT_BUNDLE))?;
+        ClientBundle::save(w0, &self.tokenizer, &dir.join(CLIENT_BUNDLE))?;
         Ok(deployment)
     }
 
@@ -127,13 +124,13 @@ impl ServedPool {
     }
 
     /// `text`'s token ids at the pool's sequence length.
-    pub fn encode(&self, text: &str) -> Encoding {
-        self.tokenizer.encode(text, self.seq_len())
+    pub fn encode(&self, text: &str) -> Result<Encoding> {
+        Ok(self.tokenizer.encode(text, self.seq_len())?)
     }
 
     /// The plaintext router and chosen expert on `text` (f64 reference of the circuit's graph).
     pub fn answer(&self, text: &str) -> Result<PlainAnswer> {
-        let e = self.encode(text);
+        let e = self.encode(text)?;
         self.answer_embedded(self.experts[0].0.embed(&e.ids, &e.type_ids)?)
     }
 
@@ -171,7 +168,7 @@ impl ServedPool {
 
     /// Expert `k`'s plaintext logits on `text`.
     pub fn expert_logits(&self, k: usize, text: &str) -> Result<Vec<f64>> {
-        let e = self.encode(text);
+        let e = self.encode(text)?;
         let (w, h) = self
             .experts
             .get(k)
@@ -184,5 +181,18 @@ impl ServedPool {
 /// ([tokens, hidden + 2], see [`client_input`]).
 pub fn embed_query(bundle: &ClientBundle, text: &str, seq_len: usize) -> Result<Vec<f64>> {
     let embedded = bundle.embed_text(text, seq_len)?;
+    Ok(client_input(&embedded.data, embedded.cols, seq_len)?)
+}
+
+/// The client's input for the sentence pair `a`, `b` from its bundle alone: the pair laid out
+/// and typed as the model's tokenizer does, embedded, padded to `seq_len` (see
+/// [`embed_query`]).
+pub fn embed_query_pair(
+    bundle: &ClientBundle,
+    a: &str,
+    b: &str,
+    seq_len: usize,
+) -> Result<Vec<f64>> {
+    let embedded = bundle.embed_pair(a, b, seq_len)?;
     Ok(client_input(&embedded.data, embedded.cols, seq_len)?)
 }

@@ -147,7 +147,7 @@ fn run() -> anyhow::Result<()> {
     let queries = sentences
         .iter()
         .map(|s| {
-            let e = bundle.tokenizer.encode(&s.text, seq_len);
+            let e = bundle.tokenizer.encode(&s.text, seq_len)?;
             let rows = device_rows(parsed, &e.ids, &e.type_ids, seq_len, fp)?;
             let plain = pool.answer_embedded(rows)?;
             Ok(Query {
