@@ -577,22 +577,41 @@ fn a_table_of_pairs_trains_with_its_label_set() {
     assert_eq!(report["held_out_metric"]["metric"], "accuracy", "{report}");
 }
 
-/// An MPNet checkpoint (the plaintext side and the servers' circuit compute it; the client
-/// bundle holds BERT's embeddings only) is refused by name before anything runs.
+/// An MPNet classifier (the tiny transformers-saved fixture, its relative-attention bias drawn
+/// wide) runs under MPC across processes: the client embeds with MPNet's positions and its own
+/// tokenizer, the servers add their shares of the bias, and labels and logits match the f64
+/// reference, on random ids filling 48 positions and on a table's held-out sentences.
 #[test]
-fn an_mpnet_checkpoint_is_refused_under_mpc() {
+fn an_mpnet_checkpoint_runs_under_mpc_like_its_reference() {
     let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/mpnet/tiny");
-    let out = Command::new(binary())
-        .args(["bench", "checkpoint", "--model-dir"])
-        .arg(&tiny)
-        .args(["--seq", "8", "--queries", "2"])
-        .output()
-        .expect("running securerouter bench checkpoint");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("model_type \"mpnet\" has no client bundle yet"),
-        "{stderr}"
+    let table =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/tables/reviews.csv");
+    let random = bench_checkpoint(&tiny, &["--seq", "48", "--queries", "2"]);
+    let sentences = bench_checkpoint(
+        &tiny,
+        &[
+            "--data",
+            table.to_str().unwrap(),
+            "--text-col",
+            "review",
+            "--label-col",
+            "label",
+            "--held-out",
+            "0.5",
+            "--seq",
+            "32",
+            "--queries",
+            "3",
+        ],
+    );
+    for v in [&random, &sentences] {
+        assert_eq!(v["label_agreement"], 1.0, "{v}");
+        assert!(v["max_abs_logit_err"].as_f64().unwrap() < 0.05, "{v}");
+    }
+    assert_eq!(sentences["queries"], 3, "{sentences}");
+    assert_eq!(
+        sentences["metric"], sentences["reference_metric"],
+        "{sentences}"
     );
 }
 
