@@ -14,8 +14,9 @@
 //! LayerNorm shift at 3·FRAC. The attention scale 1/√d is folded into the query projection,
 //! and Q, K, V are one linear layer.
 //!
-//! An MPNet encoder is BERT's plus a relative-attention bias B[h][i][j] = table[bucket(j − i)][h]
-//! added to every layer's scores after the 1/√d scaling ([`BertShape::relative_buckets`]).
+//! An MPNet encoder is BERT's plus a relative-attention bias
+//! `B[h][i][j] = table[bucket(j − i)][h]` added to every layer's scores after the 1/√d scaling
+//! ([`BertShape::relative_buckets`]).
 //! The table is one more weight layer, first in the model's layers, with no inputs (k = 0) and
 //! its buckets × heads values as biases at 2·FRAC, the scale of the Q·Kᵀ product: the servers
 //! hold it in additive shares and the dealer's part of it is empty. Each server adds its share,
