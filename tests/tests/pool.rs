@@ -6,6 +6,11 @@
 use securerouter_tests::{assets_present, binary, temp_dir};
 use std::process::Command;
 
+/// The widest gap between the plaintext pool's top two router scores (or logits) that the
+/// secure pool's fixed-point rounding may close: the secure route and label must equal the
+/// plaintext pool's on every call clearer than this.
+const CLOSE_CALL: f64 = 0.05;
+
 fn run(args: &[&str]) -> String {
     let out = Command::new(binary())
         .args(args)
@@ -71,21 +76,30 @@ fn device_over_tap(pool_dir: &str) {
         .collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     for v in &lines {
-        // The router's choice is exact; the label follows the plaintext logits.
-        assert_eq!(v["route"], v["plain_route"], "{v}");
-        let f = |k: &str| -> Vec<f64> {
-            v[k].as_array()
+        // The secure router chooses the plaintext router's expert, unless the call was close.
+        let route = v["route"].as_u64().unwrap() as usize;
+        assert!(
+            v["route"] == v["plain_route"]
+                || v["plain_route_margin"].as_f64().unwrap() < CLOSE_CALL,
+            "{v}"
+        );
+        // The chosen expert's secure logits follow its plaintext logits on the same rows.
+        let floats = |x: &serde_json::Value| -> Vec<f64> {
+            x.as_array()
                 .unwrap()
                 .iter()
                 .map(|x| x.as_f64().unwrap())
                 .collect()
         };
-        let (got, plain) = (f("logits"), f("plain_logits"));
+        let got = floats(&v["logits"]);
+        let plain = floats(&v["plain_logits_by_expert"][route]);
         for (a, b) in got.iter().zip(&plain) {
             assert!((a - b).abs() < 0.1, "{v}");
         }
-        let margin = (plain[0] - plain[1]).abs();
-        assert!(v["label"] == v["plain_label"] || margin < 0.1, "{v}");
+        if v["route"] == v["plain_route"] {
+            let margin = (plain[0] - plain[1]).abs();
+            assert!(v["label"] == v["plain_label"] || margin < 0.1, "{v}");
+        }
         assert!(v["upload_bytes_p1"].as_u64().unwrap() > 0);
     }
     println!("device over TAP: {stdout}");
@@ -192,9 +206,17 @@ fn a_small_pool_is_built_measured_and_routed() {
     let hide = bench("hide-route");
     for v in [&reveal, &hide] {
         assert_two_way_distribution(v);
-        // The secure router and the secure experts answer as the plaintext pool does.
-        assert_eq!(v["router_agreement"], 1.0, "{v}");
-        assert_eq!(v["label_agreement"], 1.0, "{v}");
+        // The secure router and the secure experts answer as the plaintext pool does, but for
+        // calls within fixed-point rounding.
+        for d in v["disagreements"].as_array().unwrap() {
+            assert!(d["margin"].as_f64().unwrap() < CLOSE_CALL, "{v}");
+        }
+        let flips = v["disagreements"].as_array().unwrap().len() as f64;
+        let agreeing = v["router_agreement"]
+            .as_f64()
+            .unwrap()
+            .min(v["label_agreement"].as_f64().unwrap());
+        assert!((1.0 - agreeing) * 3.0 <= flips + 1e-9, "{v}");
         assert!(v["measured_speedup"].as_f64().unwrap() > 0.0);
     }
     // reveal-route runs the router and at most one more expert; hide-route runs every expert

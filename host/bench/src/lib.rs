@@ -631,7 +631,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
             agree += 1;
         } else {
             // Say how close the call was: a flip within the logit error is a near-tie.
-            let margin = top_two_margin(&want);
+            let margin = securerouter_ml::head::top_two_margin(&want);
             tracing::warn!(
                 "query {i}: the secure label differs from the reference's (reference margin \
                  between its top two logits {margin:.4}, largest logit error {error:.4})"
@@ -753,28 +753,4 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         }
     }
     Ok(line)
-}
-
-/// How far the largest value lies above the second (0 for fewer than two): how close an argmax
-/// was, for warnings that name a flipped query.
-pub(crate) fn top_two_margin(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    sorted
-        .first()
-        .zip(sorted.get(1))
-        .map_or(0.0, |(a, b)| a - b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::top_two_margin;
-
-    #[test]
-    fn top_two_margin_is_the_gap_below_the_largest() {
-        assert_eq!(top_two_margin(&[0.5, 2.0, -1.0, 1.25]), 0.75);
-        assert_eq!(top_two_margin(&[3.0, 3.0]), 0.0);
-        assert_eq!(top_two_margin(&[1.0]), 0.0);
-        assert_eq!(top_two_margin(&[]), 0.0);
-    }
 }

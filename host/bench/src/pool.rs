@@ -102,6 +102,9 @@ pub struct PoolBenchLine {
     pub router_agreement: f64,
     /// Share of sentences whose secure routed label equals the plaintext pool's.
     pub label_agreement: f64,
+    /// Every query where the secure pool's route or label differs from the plaintext pool's,
+    /// with how close the plaintext call was: fixed-point rounding can flip only close calls.
+    pub disagreements: Vec<Disagreement>,
     /// Always-largest online time over routed online time, summed over the same sentences.
     pub measured_speedup: f64,
     /// The same ratio for the client's end-to-end time (keys included).
@@ -119,6 +122,19 @@ pub struct PoolBenchLine {
     pub largest: QueryCost,
     /// Peak resident memory of dealer, P0 and P1, MiB.
     pub peak_rss_mb: [f64; 3],
+}
+
+/// A query the secure pool answered otherwise than the plaintext pool.
+#[derive(Clone, Debug, Serialize)]
+pub struct Disagreement {
+    /// The query's index among the sentences run.
+    pub query: usize,
+    /// `"route"` (the secure router chose another expert) or `"label"` (same expert, another
+    /// label).
+    pub what: &'static str,
+    /// The plaintext pool's margin between its top two router scores (route) or logits
+    /// (label).
+    pub margin: f64,
 }
 
 /// The trained pool served on loopback (keys prefetched), with the first `opts.queries`
@@ -181,6 +197,7 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
     let (mut routed, mut largest) = (QueryCost::default(), QueryCost::default());
     let (mut right, mut largest_right, mut agree_route, mut agree_label) = (0, 0, 0, 0);
     let mut routes = vec![0usize; k];
+    let mut disagreements = Vec::new();
     let mut router_s = 0.0;
     let cols = pool.shape().summary.input_cols();
     let bar = securerouter_ml::progress::Progress::new(
@@ -206,20 +223,29 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
         agree_route += usize::from(a.route == plain.route);
         agree_label += usize::from(a.label == securerouter_ml::head::argmax(&plain.logits));
         // Name each disagreement with the plaintext pool and how close its call was.
-        if a.route != plain.route {
-            tracing::warn!(
-                "query {i}: the secure route (expert {}) differs from the plaintext router's \
-                 (expert {}; margin between its top two scores {:.4})",
-                a.route,
-                plain.route,
-                super::top_two_margin(&plain.scores)
-            );
+        let disagreement = if a.route != plain.route {
+            Some(("route", &plain.scores))
         } else if a.label != securerouter_ml::head::argmax(&plain.logits) {
+            Some(("label", &plain.logits))
+        } else {
+            None
+        };
+        if let Some((what, values)) = disagreement {
+            let margin = securerouter_ml::head::top_two_margin(values);
             tracing::warn!(
-                "query {i}: the secure label differs from the plaintext pool's (margin between \
-                 its top two logits {:.4})",
-                super::top_two_margin(&plain.logits)
+                "query {i}: the secure {what} differs from the plaintext pool's (margin between \
+                 its top two {} {margin:.4})",
+                if what == "route" {
+                    "router scores"
+                } else {
+                    "logits"
+                }
             );
+            disagreements.push(Disagreement {
+                query: i,
+                what,
+                margin,
+            });
         }
         let done = i + 1;
         bar.set_message(format!(
@@ -248,6 +274,7 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
         route_distribution: routes.iter().map(|&c| share(c)).collect(),
         router_agreement: share(agree_route),
         label_agreement: share(agree_label),
+        disagreements,
         measured_speedup: largest.online_s / routed.online_s,
         measured_wall_speedup: largest.wall_s / routed.wall_s,
         router_online_s: reveal.then(|| router_s / n as f64),

@@ -177,6 +177,17 @@ pub fn argmax(x: &[f64]) -> usize {
     best
 }
 
+/// How far the largest value lies above the second (0 for fewer than two): how close an argmax
+/// was, so that a secure run's fixed-point rounding is judged against the call it had to make.
+pub fn top_two_margin(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    sorted
+        .first()
+        .zip(sorted.get(1))
+        .map_or(0.0, |(a, b)| a - b)
+}
+
 /// The plaintext classifier the secure circuit computes: the head on the mean-pooled hidden
 /// states of the f64 reference encoder (real tokens only).
 pub fn reference_logits(
@@ -192,6 +203,14 @@ pub fn reference_logits(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_two_margin_is_the_gap_below_the_largest() {
+        assert_eq!(top_two_margin(&[0.5, 2.0, -1.0, 1.25]), 0.75);
+        assert_eq!(top_two_margin(&[3.0, 3.0]), 0.0);
+        assert_eq!(top_two_margin(&[1.0]), 0.0);
+        assert_eq!(top_two_margin(&[]), 0.0);
+    }
 
     #[test]
     fn fits_a_separable_problem_and_round_trips() {

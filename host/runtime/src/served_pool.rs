@@ -156,14 +156,23 @@ impl ServedPool {
         let logits = if route == 0 {
             summary_logits
         } else {
-            let (w, h) = &self.experts[route];
-            h.logits(&mean_pool(&w.encode(embedded)))
+            self.expert_logits_embedded(route, embedded)?
         };
         Ok(PlainAnswer {
             scores,
             route,
             logits,
         })
+    }
+
+    /// Expert `k`'s plaintext logits on embedded tokens (as [`Self::answer_embedded`] takes
+    /// them), whatever the router would choose.
+    pub fn expert_logits_embedded(&self, k: usize, embedded: Matrix) -> Result<Vec<f64>> {
+        let (w, h) = self
+            .experts
+            .get(k)
+            .ok_or_else(|| Error::Invalid(format!("the pool has no expert {k}")))?;
+        Ok(h.logits(&mean_pool(&w.encode(embedded))))
     }
 
     /// Expert `k`'s plaintext logits on `text`.

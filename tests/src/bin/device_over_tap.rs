@@ -51,7 +51,13 @@ struct Query {
     /// The plaintext pool's label on the host client's f32 rows.
     host_rows_label: usize,
     plain_route: usize,
+    /// How far the plaintext router's top score lies above the next: the secure router, in
+    /// fixed point, may choose the other expert only when this is within its rounding.
+    plain_route_margin: f64,
     plain_logits: Vec<f64>,
+    /// Every expert's plaintext logits on the rows, to compare the secure logits of whichever
+    /// expert the secure router chose.
+    plain_logits_by_expert: Vec<Vec<f64>>,
 }
 
 /// What the device task needs, prepared before the executor starts.
@@ -149,7 +155,10 @@ fn run() -> anyhow::Result<()> {
         .map(|s| {
             let e = bundle.tokenizer.encode(&s.text, seq_len)?;
             let rows = device_rows(parsed, &e.ids, &e.type_ids, seq_len, fp)?;
-            let plain = pool.answer_embedded(rows)?;
+            let plain = pool.answer_embedded(rows.clone())?;
+            let plain_logits_by_expert = (0..pool.experts.len())
+                .map(|k| Ok(pool.expert_logits_embedded(k, rows.clone())?))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             Ok(Query {
                 text: s.text.clone(),
                 ids: e.ids,
@@ -157,7 +166,9 @@ fn run() -> anyhow::Result<()> {
                 plain_label: securerouter_ml::head::argmax(&plain.logits),
                 host_rows_label: securerouter_ml::head::argmax(&pool.answer(&s.text)?.logits),
                 plain_route: plain.route,
+                plain_route_margin: securerouter_ml::head::top_two_margin(&plain.scores),
                 plain_logits: plain.logits,
+                plain_logits_by_expert,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -283,7 +294,9 @@ async fn queries(stack: Stack<'static>, plan: &Plan) -> Result<(), String> {
             "logits": logits,
             "plain_label": q.plain_label,
             "plain_route": q.plain_route,
+            "plain_route_margin": q.plain_route_margin,
             "plain_logits": q.plain_logits,
+            "plain_logits_by_expert": q.plain_logits_by_expert,
             "host_rows_label": q.host_rows_label,
             "upload_bytes_p1": upload,
             "wall_s": started.elapsed().as_secs_f64(),
