@@ -2,8 +2,8 @@
 //! bundles, through their loaders (`ModelFile::load`, `ClientBundle::load`), and the device
 //! table a bundle converts to.
 
-use securerouter_circuits::bert::{BertShape, RingLayer};
-use securerouter_circuits::{Activation, ModelSpec, PoolShape};
+use securerouter_circuits::bert::{BertHead, BertShape, RingLayer};
+use securerouter_circuits::{Activation, ExpertInput, ModelSpec, PoolExpert, PoolShape};
 use securerouter_core::prg::Seed;
 use securerouter_device::embedding::EmbeddingTable;
 use securerouter_ml::router::{PlainRouterHead, RouterHeadShape, router_feature_count};
@@ -105,13 +105,24 @@ pub fn model_file_seeds() -> Vec<Vec<u8>> {
         router: RouterHeadShape {
             features: router_feature_count(bert.hidden),
             hidden: 3,
-            experts: 2,
+            experts: 3,
         },
-        // The second expert computes the tanh GeLU: the seeds hold both activations.
-        others: vec![BertShape {
-            activation: Activation::GeluTanh,
-            ..bert
-        }],
+        // The second expert computes the tanh GeLU: the seeds hold both activations. The
+        // third is another checkpoint's, with its own head and input.
+        others: vec![
+            PoolExpert::cut(BertShape {
+                activation: Activation::GeluTanh,
+                ..bert
+            }),
+            PoolExpert {
+                shape: BertShape {
+                    hidden: bert.hidden * 2,
+                    ..bert
+                },
+                head: BertHead::Checkpoint,
+                input: ExpertInput::Own,
+            },
+        ],
     };
     let mut specs = vec![(
         ModelSpec::RouterHead(router),

@@ -199,15 +199,17 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
     let mut routes = vec![0usize; k];
     let mut disagreements = Vec::new();
     let mut router_s = 0.0;
-    let cols = pool.shape().summary.input_cols();
+    let shape = pool.shape();
     let bar = securerouter_ml::progress::Progress::new(
         sentences.len(),
         "routed and always-largest under MPC",
     );
     for (i, s) in sentences.iter().enumerate() {
+        // Every expert of a served pool is cut from the summary's checkpoint: one input.
         let x = embed_query(&bundle, &s.text, pool.seq_len())?;
-        let a = runtime.block_on(client.ask_pool(CircuitKind::Routed(opts.mode), cols, &x))?;
-        let b = runtime.block_on(client.ask_pool(largest_kind, cols, &x))?;
+        let ask = |kind| client.ask_pool(&shape, kind, pool.seq_len(), |_| Ok(x.clone()));
+        let a = runtime.block_on(ask(CircuitKind::Routed(opts.mode)))?;
+        let b = runtime.block_on(ask(largest_kind))?;
         let plain = pool.answer(&s.text)?;
         routed.add(&a);
         largest.add(&b);

@@ -53,7 +53,7 @@ pub fn run(
         runtime,
     } = HeldOutRun::start(opts)?;
     let k = pool.experts.len();
-    let cols = pool.shape().summary.input_cols();
+    let cols = pool.shape().input_cols(CircuitKind::Router);
     let mut routes = vec![0usize; k];
     let mut disagreements = Vec::new();
     let (mut online_s, mut wall_s) = (0.0, 0.0);

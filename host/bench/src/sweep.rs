@@ -145,7 +145,7 @@ fn measure(
         .enable_all()
         .build()
         .map_err(Error::AsyncRuntime)?;
-    let cols = pool.shape().summary.input_cols();
+    let shape = pool.shape();
     let bar = securerouter_ml::progress::Progress::new(
         kinds.len() * texts.len(),
         "the routers and experts under MPC",
@@ -154,7 +154,9 @@ fn measure(
     for t in texts {
         let x = embed_query(&bundle, t, pool.seq_len())?;
         for (i, &kind) in kinds.iter().enumerate() {
-            let a: PoolAnswer = runtime.block_on(client.ask_pool(kind, cols, &x))?;
+            let a: PoolAnswer =
+                runtime
+                    .block_on(client.ask_pool(&shape, kind, pool.seq_len(), |_| Ok(x.clone())))?;
             online[i] += a.outputs.worst_server().online_s;
             bar.inc(1);
         }

@@ -147,7 +147,7 @@ impl BertShape {
 }
 
 /// The head a BERT classifier ends in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BertHead {
     /// Masked mean pooling and a linear classifier fitted on it ([`bert_classifier`]).
     MeanPooled,
@@ -200,6 +200,21 @@ pub async fn bert_classifier<P: Protocol>(
     };
     let pooled = bert_pooled(p, shape, x, encoder).await?;
     classifier_head(p, &pooled, head).await
+}
+
+/// Runs the classifier ending in `head` on one sequence `x` ([tokens, hidden + 2]); returns
+/// the logits [1, classes]. `weights` as [`BertShape::layer_shapes_for`] lists them.
+pub async fn classifier_with_head<P: Protocol>(
+    p: &mut P,
+    shape: &BertShape,
+    head: BertHead,
+    x: &Tensor,
+    weights: &[P::Weights],
+) -> Result<Tensor, Error> {
+    match head {
+        BertHead::MeanPooled => bert_classifier(p, shape, x, weights).await,
+        BertHead::Checkpoint => bert_checkpoint_classifier(p, shape, x, weights).await,
+    }
 }
 
 /// Runs a checkpoint's own classifier on one sequence `x` ([tokens, hidden + 2]; the

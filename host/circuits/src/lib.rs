@@ -23,8 +23,8 @@ pub mod router_head;
 pub use bert::BertShape;
 pub use error::{Error, Result};
 pub use layers::Activation;
-pub use plan::{LaterStage, QueryPlan};
-pub use pool::{PoolShape, RouteMode};
+pub use plan::{AfterFirst, LaterStage, PoolReply, QueryPlan};
+pub use pool::{ExpertInput, PoolExpert, PoolShape, RouteMode};
 pub use router_head::router_head;
 /// The circuits as named on the wire (`securerouter-wire`, shared with the device client).
 pub use securerouter_wire::CircuitKind;
@@ -82,12 +82,14 @@ impl ModelSpec {
         }
     }
 
-    /// Input values per row (per query for the router head, per token for BERT and pools).
-    pub fn input_cols(&self) -> usize {
+    /// Input values per row of circuit `kind` (per query for the router head, per token for
+    /// BERT and pools, whose circuits may read more than one expert's input,
+    /// [`PoolShape::uploads`]).
+    pub fn input_cols(&self, kind: CircuitKind) -> usize {
         match self {
             ModelSpec::RouterHead(s) => s.features,
             ModelSpec::Bert(s) | ModelSpec::BertCheckpoint(s) => s.input_cols(),
-            ModelSpec::Pool(p) => p.summary.input_cols(),
+            ModelSpec::Pool(p) => p.input_cols(kind),
         }
     }
 

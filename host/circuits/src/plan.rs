@@ -4,15 +4,46 @@
 //! routing privacy modes' policy lives here alone (the circuits themselves are in
 //! [`super::pool`]).
 
-use super::CircuitKind;
-use super::pool::{MAX_EXPERTS, RouteMode, route_of};
+use super::pool::{MAX_EXPERTS, PoolShape, RouteMode, route_of};
+use super::{CircuitKind, ModelSpec};
 use crate::{Error, Result};
 use securerouter_wire::SessionId;
 
-/// The stages of one query of circuit `first`.
+/// The stages of one query of circuit `first` of a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueryPlan {
     first: CircuitKind,
+    /// Bit k: expert k of the pool reads an input of its own (no later stage runs it; the
+    /// client asks it as a query of its own).
+    own_inputs: u32,
+}
+
+/// What follows a query's first stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterFirst {
+    /// Nothing: the first stage's outputs answer the query.
+    Done,
+    /// A later stage on the same input.
+    Stage(LaterStage),
+    /// Reveal-route chose expert k, which reads an input of its own: the servers answer with
+    /// the route alone (the summary's logits, which would answer nothing, are dropped), and
+    /// the client uploads expert k's input as a query of [`CircuitKind::Expert`] k.
+    ClientAsks(u8),
+}
+
+/// A pool query's answer as the client reads it from the outputs it reconstructed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolReply<'a> {
+    /// The chosen expert's logits and the route.
+    Answer {
+        /// The logits, as ring words.
+        logits: &'a [u64],
+        /// The expert that gave them.
+        route: usize,
+    },
+    /// Reveal-route chose an expert with an input of its own: ask it next
+    /// ([`AfterFirst::ClientAsks`]).
+    AskExpert(u8),
 }
 
 /// A stage after the first: its circuit, run under the session's id for `stage`
@@ -28,9 +59,28 @@ pub struct LaterStage {
 }
 
 impl QueryPlan {
-    /// The plan of a query the client asked for as `first`.
-    pub fn new(first: CircuitKind) -> Self {
-        QueryPlan { first }
+    /// The plan of a query the client asked of `spec` as `first`.
+    pub fn new(spec: &ModelSpec, first: CircuitKind) -> Self {
+        match spec {
+            ModelSpec::Pool(pool) => Self::for_pool(pool, first),
+            _ => QueryPlan {
+                first,
+                own_inputs: 0,
+            },
+        }
+    }
+
+    /// The plan of a query the client asked of `pool` as `first`.
+    pub fn for_pool(pool: &PoolShape, first: CircuitKind) -> Self {
+        let own_inputs = (1..pool.experts().min(32))
+            .filter(|&k| pool.own_input(k))
+            .fold(0, |bits, k| bits | 1 << k);
+        QueryPlan { first, own_inputs }
+    }
+
+    /// Whether expert `k` reads an input of its own.
+    fn own_input(&self, k: usize) -> bool {
+        k < 32 && self.own_inputs & (1 << k) != 0
     }
 
     /// The circuit of the first stage.
@@ -40,8 +90,9 @@ impl QueryPlan {
 
     /// Stage `k` of the query `session`: the session id its keys are dealt under, and its
     /// circuit. Stage 0 is the query's own circuit under the query's id. Later stages exist in
-    /// reveal-route alone: stage k (1 ≤ k < [`MAX_EXPERTS`]) runs expert k under
-    /// `session.stage(k)`. Any other stage is refused, naming the query's circuit.
+    /// reveal-route alone: stage k (1 ≤ k < [`MAX_EXPERTS`], expert k reading the summary's
+    /// input) runs expert k under `session.stage(k)`. Any other stage is refused, naming the
+    /// query's circuit.
     pub fn stage(&self, session: SessionId, k: u8) -> Result<(SessionId, CircuitKind)> {
         let kind = self.stage_circuit(k)?;
         Ok((if k == 0 { session } else { session.stage(k) }, kind))
@@ -51,29 +102,34 @@ impl QueryPlan {
     fn stage_circuit(&self, k: u8) -> Result<CircuitKind> {
         match (self.first, k) {
             (first, 0) => Ok(first),
-            (CircuitKind::Routed(RouteMode::Reveal), k) if usize::from(k) < MAX_EXPERTS => {
+            (CircuitKind::Routed(RouteMode::Reveal), k)
+                if usize::from(k) < MAX_EXPERTS && !self.own_input(usize::from(k)) =>
+            {
                 Ok(CircuitKind::Expert(k))
             }
             (first, k) => Err(Error::NoStage { first, stage: k }),
         }
     }
 
-    /// The stage after the first, from what the first revealed to the servers. Only
-    /// reveal-route reveals (the one-hot route of one query): a route k > 0 runs stage k,
-    /// expert k, whose logits replace the summary expert's; route 0's logits came with the
-    /// router.
-    pub fn next_stage(&self, revealed: Option<&[u64]>) -> Result<Option<LaterStage>> {
+    /// What follows the first stage, from what it revealed to the servers. Only
+    /// reveal-route reveals (the one-hot route of one query): route 0's logits came with the
+    /// router; a route k > 0 runs stage k, expert k, whose logits replace the summary
+    /// expert's, unless expert k reads an input of its own ([`AfterFirst::ClientAsks`]).
+    pub fn after_first(&self, revealed: Option<&[u64]>) -> Result<AfterFirst> {
         match (self.first, revealed) {
             (CircuitKind::Routed(RouteMode::Reveal), Some(onehot)) => {
                 let route = route_of(onehot).map_err(|e| Error::RevealedRoute(Box::new(e)))?;
                 if route == 0 {
-                    return Ok(None);
+                    return Ok(AfterFirst::Done);
                 }
                 let past = |source: Box<dyn std::error::Error + Send + Sync>| {
                     Error::RoutePastPool { route, source }
                 };
                 let k = u8::try_from(route).map_err(|e| past(e.into()))?;
-                Ok(Some(LaterStage {
+                if self.own_input(route) {
+                    return Ok(AfterFirst::ClientAsks(k));
+                }
+                Ok(AfterFirst::Stage(LaterStage {
                     kind: self.stage_circuit(k).map_err(|e| past(e.into()))?,
                     stage: k,
                     replaces: 0,
@@ -81,16 +137,33 @@ impl QueryPlan {
             }
             (CircuitKind::Routed(RouteMode::Reveal), None) => Err(Error::NoRouteRevealed),
             (kind, Some(_)) => Err(Error::RevealsNothing(kind)),
-            (_, None) => Ok(None),
+            (_, None) => Ok(AfterFirst::Done),
         }
     }
 
-    /// A pool query's logits and route from the outputs the client reconstructed: a routed
-    /// query gives `[logits, one-hot route]`, one expert alone `[logits]`.
-    pub fn read_pool<'a>(&self, outputs: &'a [Vec<u64>]) -> Result<(&'a [u64], usize)> {
+    /// A pool query's answer from the outputs the client reconstructed: a routed query gives
+    /// `[logits, one-hot route]`, or in reveal-route `[one-hot route]` alone when the chosen
+    /// expert reads an input of its own; one expert alone gives `[logits]`.
+    pub fn read_pool<'a>(&self, outputs: &'a [Vec<u64>]) -> Result<PoolReply<'a>> {
         match (self.first, outputs) {
-            (CircuitKind::Routed(_), [logits, onehot]) => Ok((logits, route_of(onehot)?)),
-            (CircuitKind::Expert(k), [logits]) => Ok((logits, usize::from(k))),
+            (CircuitKind::Routed(_), [logits, onehot]) => Ok(PoolReply::Answer {
+                logits,
+                route: route_of(onehot)?,
+            }),
+            (CircuitKind::Routed(RouteMode::Reveal), [onehot]) => {
+                let route = route_of(onehot)?;
+                match u8::try_from(route) {
+                    Ok(k) if self.own_input(route) => Ok(PoolReply::AskExpert(k)),
+                    _ => Err(Error::Outputs {
+                        kind: self.first,
+                        count: 1,
+                    }),
+                }
+            }
+            (CircuitKind::Expert(k), [logits]) => Ok(PoolReply::Answer {
+                logits,
+                route: usize::from(k),
+            }),
             (kind, o) => Err(Error::Outputs {
                 kind,
                 count: o.len(),
@@ -102,34 +175,105 @@ impl QueryPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bert::BertHead;
+    use crate::pool::{ExpertInput, PoolExpert, PoolShape};
+    use crate::{Activation, BertShape};
+    use securerouter_ml::router::RouterHeadShape;
+
+    /// A pool of `experts` experts cut from the summary's checkpoint, but those in `own`,
+    /// which read inputs of their own.
+    fn pool(experts: usize, own: &[usize]) -> ModelSpec {
+        let shape = |hidden| BertShape {
+            layers: 1,
+            hidden,
+            heads: 2,
+            ffn: 8,
+            classes: 2,
+            activation: Activation::Gelu,
+            relative_buckets: 0,
+        };
+        ModelSpec::Pool(PoolShape {
+            summary: shape(4),
+            router: RouterHeadShape {
+                features: 5,
+                hidden: 2,
+                experts,
+            },
+            others: (1..experts)
+                .map(|k| {
+                    if own.contains(&k) {
+                        PoolExpert {
+                            shape: shape(8),
+                            head: BertHead::Checkpoint,
+                            input: ExpertInput::Own,
+                        }
+                    } else {
+                        PoolExpert::cut(shape(4))
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    fn plan(first: CircuitKind) -> QueryPlan {
+        QueryPlan::new(&pool(3, &[]), first)
+    }
 
     #[test]
     fn only_reveal_route_runs_a_second_stage_for_routes_past_the_summary() {
-        let reveal = QueryPlan::new(CircuitKind::Routed(RouteMode::Reveal));
-        assert_eq!(reveal.next_stage(Some(&[1, 0, 0])).unwrap(), None);
+        let reveal = plan(CircuitKind::Routed(RouteMode::Reveal));
         assert_eq!(
-            reveal.next_stage(Some(&[0, 0, 1])).unwrap(),
-            Some(LaterStage {
+            reveal.after_first(Some(&[1, 0, 0])).unwrap(),
+            AfterFirst::Done
+        );
+        assert_eq!(
+            reveal.after_first(Some(&[0, 0, 1])).unwrap(),
+            AfterFirst::Stage(LaterStage {
                 kind: CircuitKind::Expert(2),
                 stage: 2,
                 replaces: 0
             })
         );
-        assert!(reveal.next_stage(None).is_err());
-        assert!(reveal.next_stage(Some(&[1, 1, 0])).is_err());
-        let hide = QueryPlan::new(CircuitKind::Routed(RouteMode::Hide));
-        assert_eq!(hide.next_stage(None).unwrap(), None);
-        assert!(hide.next_stage(Some(&[1, 0])).is_err());
+        assert!(reveal.after_first(None).is_err());
+        assert!(reveal.after_first(Some(&[1, 1, 0])).is_err());
+        let hide = plan(CircuitKind::Routed(RouteMode::Hide));
+        assert_eq!(hide.after_first(None).unwrap(), AfterFirst::Done);
+        assert!(hide.after_first(Some(&[1, 0])).is_err());
         assert_eq!(
-            QueryPlan::new(CircuitKind::Bert).next_stage(None).unwrap(),
-            None
+            plan(CircuitKind::Bert).after_first(None).unwrap(),
+            AfterFirst::Done
         );
+    }
+
+    /// An expert with an input of its own is never a later stage: the client asks it, with
+    /// its input, once it reads the route.
+    #[test]
+    fn an_expert_with_its_own_input_is_asked_by_the_client() {
+        let first = CircuitKind::Routed(RouteMode::Reveal);
+        let reveal = QueryPlan::new(&pool(3, &[2]), first);
+        assert_eq!(
+            reveal.after_first(Some(&[0, 0, 1])).unwrap(),
+            AfterFirst::ClientAsks(2)
+        );
+        assert!(matches!(
+            reveal.after_first(Some(&[0, 1, 0])).unwrap(),
+            AfterFirst::Stage(LaterStage { stage: 1, .. })
+        ));
+        let e = reveal.stage(SessionId([1; 16]), 2).unwrap_err().to_string();
+        assert!(e.contains("has no stage 2"), "{e}");
+        assert_eq!(
+            reveal.read_pool(&[vec![0, 0, 1]]).unwrap(),
+            PoolReply::AskExpert(2)
+        );
+        // Only an own-input route comes without logits.
+        assert!(reveal.read_pool(&[vec![0, 1, 0]]).is_err());
+        assert!(plan(first).read_pool(&[vec![0, 0, 1]]).is_err());
     }
 
     #[test]
     fn only_reveal_route_has_stages_past_the_first_each_under_its_own_id() {
         let id = SessionId([9; 16]);
-        let reveal = QueryPlan::new(CircuitKind::Routed(RouteMode::Reveal));
+        let reveal = plan(CircuitKind::Routed(RouteMode::Reveal));
         assert_eq!(reveal.stage(id, 0).unwrap(), (id, reveal.first_stage()));
         assert_eq!(
             reveal.stage(id, 3).unwrap(),
@@ -144,9 +288,9 @@ mod tests {
             CircuitKind::Bert,
             CircuitKind::RouterHead,
         ] {
-            let plan = QueryPlan::new(first);
-            assert_eq!(plan.stage(id, 0).unwrap(), (id, first));
-            let e = plan.stage(id, 1).unwrap_err().to_string();
+            let p = plan(first);
+            assert_eq!(p.stage(id, 0).unwrap(), (id, first));
+            let e = p.stage(id, 1).unwrap_err().to_string();
             assert!(e.contains("has no stage 1"), "{e}");
         }
     }
@@ -154,14 +298,14 @@ mod tests {
     #[test]
     fn a_refused_route_keeps_why_as_its_source() {
         use std::error::Error as _;
-        let reveal = QueryPlan::new(CircuitKind::Routed(RouteMode::Reveal));
-        let e = reveal.next_stage(Some(&[1, 1, 0])).unwrap_err();
+        let reveal = plan(CircuitKind::Routed(RouteMode::Reveal));
+        let e = reveal.after_first(Some(&[1, 1, 0])).unwrap_err();
         assert_eq!(e.to_string(), "the revealed route");
         let why = e.source().unwrap().to_string();
         assert!(why.contains("not one-hot"), "{why}");
         let mut past = vec![0; MAX_EXPERTS + 1];
         past[MAX_EXPERTS] = 1;
-        let e = reveal.next_stage(Some(&past)).unwrap_err();
+        let e = reveal.after_first(Some(&past)).unwrap_err();
         assert_eq!(e.to_string(), "a route past the largest pool");
         let why = e.source().unwrap().to_string();
         assert!(why.contains("has no stage 16"), "{why}");
@@ -170,12 +314,21 @@ mod tests {
     #[test]
     fn the_client_reads_logits_and_route_by_the_plan() {
         let outputs = [vec![7, 8], vec![0, 1, 0]];
-        let routed = QueryPlan::new(CircuitKind::Routed(RouteMode::Hide));
-        assert_eq!(routed.read_pool(&outputs).unwrap(), (&[7u64, 8][..], 1));
-        let expert = QueryPlan::new(CircuitKind::Expert(2));
+        let routed = plan(CircuitKind::Routed(RouteMode::Hide));
+        assert_eq!(
+            routed.read_pool(&outputs).unwrap(),
+            PoolReply::Answer {
+                logits: &[7, 8],
+                route: 1
+            }
+        );
+        let expert = plan(CircuitKind::Expert(2));
         assert_eq!(
             expert.read_pool(&outputs[..1]).unwrap(),
-            (&[7u64, 8][..], 2)
+            PoolReply::Answer {
+                logits: &[7, 8],
+                route: 2
+            }
         );
         assert!(expert.read_pool(&outputs).is_err());
     }

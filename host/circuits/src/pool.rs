@@ -17,10 +17,17 @@
 //!   `[chosen logits, one-hot]`. Nothing depends on the data, so the transcript is the same
 //!   whichever expert wins, and it costs the sum of the experts.
 //! - [`CircuitKind::Expert`] k: one expert alone, `[logits]` (e.g. always-largest).
+//!
+//! Experts cut from the summary's checkpoint read the summary's embedded tokens
+//! ([`ExpertInput::Summary`]); an expert from another checkpoint (its own vocabulary, hidden
+//! size and head) reads its own ([`ExpertInput::Own`]), which the client embeds and uploads:
+//! in hide-route with the summary's input, every such input beside it on each row
+//! ([`PoolShape::circuit_input`]); in reveal-route only once the route names that expert
+//! ([`QueryPlan::after_first`](crate::QueryPlan::after_first)).
 
 use super::router_head::{COMPARE_BITS, router_head};
 use super::{CircuitKind, Stage};
-use crate::bert::{BertShape, bert_classifier, bert_pooled, classifier_head};
+use crate::bert::{BertHead, BertShape, bert_pooled, classifier_head, classifier_with_head};
 use crate::error::invalid;
 use securerouter_core::Error;
 use securerouter_core::gate::{self, Protocol, Tensor};
@@ -45,8 +52,40 @@ pub struct PoolShape {
     /// The router head on the summary encoder's pooled states and the summary expert's margin
     /// ([`router_features`](securerouter_ml::router::router_features)).
     pub router: RouterHeadShape,
-    /// Experts 1, 2, … (all read the same embedded input and give the same classes).
-    pub others: Vec<BertShape>,
+    /// Experts 1, 2, … (all give the summary's classes).
+    pub others: Vec<PoolExpert>,
+}
+
+/// An expert after the summary: its encoder, its head and the input it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolExpert {
+    /// The encoder's shape and classes.
+    pub shape: BertShape,
+    /// The head: one fitted on mean-pooled states, or its checkpoint's own.
+    pub head: BertHead,
+    /// Which embedded tokens it reads.
+    pub input: ExpertInput,
+}
+
+impl PoolExpert {
+    /// An expert cut from the summary's checkpoint with a fitted head: it reads the summary's
+    /// input.
+    pub fn cut(shape: BertShape) -> Self {
+        PoolExpert {
+            shape,
+            head: BertHead::MeanPooled,
+            input: ExpertInput::Summary,
+        }
+    }
+}
+
+/// The embedded tokens an expert reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpertInput {
+    /// The summary encoder's (same vocabulary, embeddings and hidden size).
+    Summary,
+    /// Its own checkpoint's, embedded and uploaded by the client for this expert.
+    Own,
 }
 
 impl PoolShape {
@@ -60,8 +99,100 @@ impl PoolShape {
         if k == 0 {
             Some(&self.summary)
         } else {
-            self.others.get(k - 1)
+            self.others.get(k - 1).map(|e| &e.shape)
         }
+    }
+
+    /// Expert `k`'s shape, head and input (the summary: mean-pooled head, its own input).
+    fn expert_parts(&self, k: usize) -> Option<(BertShape, BertHead, ExpertInput)> {
+        if k == 0 {
+            Some((self.summary, BertHead::MeanPooled, ExpertInput::Summary))
+        } else {
+            self.others.get(k - 1).map(|e| (e.shape, e.head, e.input))
+        }
+    }
+
+    /// Whether expert `k` reads an input of its own, which the client uploads for it.
+    pub fn own_input(&self, k: usize) -> bool {
+        matches!(self.expert_parts(k), Some((_, _, ExpertInput::Own)))
+    }
+
+    /// Columns per token of expert `k`'s input.
+    fn expert_cols(&self, k: usize) -> Option<usize> {
+        self.expert_parts(k).map(|(shape, _, input)| match input {
+            ExpertInput::Summary => self.summary.input_cols(),
+            ExpertInput::Own => shape.input_cols(),
+        })
+    }
+
+    /// The experts whose inputs a query of `kind` uploads, in the order their columns lie
+    /// on each row: the summary's first, then (hide-route) every own input.
+    pub fn uploads(&self, kind: CircuitKind) -> Vec<usize> {
+        match kind {
+            CircuitKind::Expert(k) if self.own_input(usize::from(k)) => vec![usize::from(k)],
+            CircuitKind::Routed(RouteMode::Hide) => std::iter::once(0)
+                .chain((1..self.experts()).filter(|&k| self.own_input(k)))
+                .collect(),
+            _ => vec![0],
+        }
+    }
+
+    /// Input values per token of a query of `kind`: its uploads' columns side by side.
+    pub fn input_cols(&self, kind: CircuitKind) -> usize {
+        self.uploads(kind)
+            .iter()
+            .filter_map(|&k| self.expert_cols(k))
+            .sum()
+    }
+
+    /// The input of a query of `kind` over `tokens` rows from the inputs of its
+    /// [`uploads`](Self::uploads), in that order (each [tokens, cols] row-major): the rows laid
+    /// side by side.
+    pub fn circuit_input(
+        &self,
+        kind: CircuitKind,
+        tokens: usize,
+        inputs: &[Vec<f64>],
+    ) -> crate::Result<Vec<f64>> {
+        let uploads = self.uploads(kind);
+        if inputs.len() != uploads.len() {
+            invalid!(
+                "{kind} reads the inputs of experts {uploads:?}; {} were given",
+                inputs.len()
+            );
+        }
+        let mut parts = Vec::with_capacity(uploads.len());
+        for (&k, x) in uploads.iter().zip(inputs) {
+            let cols = self.expert_cols(k).unwrap_or(0);
+            if x.len() != tokens * cols {
+                invalid!(
+                    "expert {k}'s input holds {} values, not {tokens} tokens of {cols}",
+                    x.len()
+                );
+            }
+            parts.push((cols, x));
+        }
+        let mut out = Vec::with_capacity(tokens * self.input_cols(kind));
+        for row in 0..tokens {
+            for (cols, x) in &parts {
+                out.extend_from_slice(&x[row * cols..(row + 1) * cols]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Expert `k`'s columns within the input of a hide-route query.
+    fn hide_columns(&self, k: usize) -> Range<usize> {
+        let uploads = self.uploads(CircuitKind::Routed(RouteMode::Hide));
+        let mut at = 0;
+        for &j in &uploads {
+            let cols = self.expert_cols(j).unwrap_or(0);
+            if j == k {
+                return at..at + cols;
+            }
+            at += cols;
+        }
+        0..self.summary.input_cols()
     }
 
     /// Checks the pool is consistent (model files are untrusted input).
@@ -96,15 +227,21 @@ impl PoolShape {
             );
         }
         for (k, e) in self.others.iter().enumerate() {
-            e.validate()?;
-            if e.hidden != self.summary.hidden || e.classes != self.summary.classes {
+            let k = k + 1;
+            e.shape.validate()?;
+            if e.shape.classes != self.summary.classes {
                 invalid!(
-                    "expert {} has hidden size {} and {} classes; expert 0 has {} and {}",
-                    k + 1,
-                    e.hidden,
-                    e.classes,
-                    self.summary.hidden,
+                    "expert {k} gives {} classes; expert 0 gives {}",
+                    e.shape.classes,
                     self.summary.classes
+                );
+            }
+            if e.input == ExpertInput::Summary && e.shape.hidden != self.summary.hidden {
+                invalid!(
+                    "expert {k} reads the summary's input but has hidden size {}, not the \
+                     summary's {} (an expert of another checkpoint reads its own input)",
+                    e.shape.hidden,
+                    self.summary.hidden
                 );
             }
         }
@@ -116,7 +253,7 @@ impl PoolShape {
         let mut v = self.summary.layer_shapes();
         v.extend(self.router.layer_shapes());
         for e in &self.others {
-            v.extend(e.layer_shapes());
+            v.extend(e.shape.layer_shapes_for(e.head));
         }
         v
     }
@@ -124,15 +261,14 @@ impl PoolShape {
     /// The weight layers of expert 0 (encoder and head), the router head, and each further
     /// expert, as ranges into the circuit-order list.
     fn parts(&self) -> (Range<usize>, Range<usize>, Vec<Range<usize>>) {
-        let size = |s: &BertShape| s.encoder_weight_layers() + 1;
-        let summary = 0..size(&self.summary);
+        let summary = 0..self.summary.layer_shapes().len();
         let router = summary.end..summary.end + 2;
         let mut at = router.end;
         let others = self
             .others
             .iter()
             .map(|e| {
-                let r = at..at + size(e);
+                let r = at..at + e.shape.layer_shapes_for(e.head).len();
                 at = r.end;
                 r
             })
@@ -160,13 +296,18 @@ pub(super) async fn run<P: Protocol>(
             &weights[others[k - 1].clone()]
         }
     };
+    if x.last_dim() != pool.input_cols(kind) {
+        return Err(Error::ShapeMismatch(
+            "the input does not match the pool's circuit",
+        ));
+    }
     match kind {
         CircuitKind::Expert(k) => {
             let k = usize::from(k);
-            let shape = pool
-                .expert(k)
+            let (shape, head, _) = pool
+                .expert_parts(k)
                 .ok_or(Error::ShapeMismatch("no such expert in the pool"))?;
-            Ok(vec![bert_classifier(p, shape, x, expert_weights(k)).await?].into())
+            Ok(vec![classifier_with_head(p, &shape, head, x, expert_weights(k)).await?].into())
         }
         CircuitKind::Router => {
             let [logits, scores, onehot] = route(p, pool, x, weights).await?;
@@ -181,10 +322,21 @@ pub(super) async fn run<P: Protocol>(
             })
         }
         CircuitKind::Routed(RouteMode::Hide) => {
-            let [mut stacked, _, onehot] = route(p, pool, x, weights).await?;
-            for k in 1..pool.experts() {
-                let shape = &pool.others[k - 1];
-                let logits = bert_classifier(p, shape, x, expert_weights(k)).await?;
+            // Each expert's columns of the input: local, no key and no round.
+            let columns = |k: usize| -> Result<Tensor, Error> {
+                let cols: Vec<usize> = pool.hide_columns(k).collect();
+                if cols.len() == x.last_dim() {
+                    Ok(x.clone())
+                } else {
+                    x.gather_last(&cols)
+                }
+            };
+            let [mut stacked, _, onehot] = route(p, pool, &columns(0)?, weights).await?;
+            for (k, e) in pool.others.iter().enumerate() {
+                let k = k + 1;
+                let logits =
+                    classifier_with_head(p, &e.shape, e.head, &columns(k)?, expert_weights(k))
+                        .await?;
                 stacked = stacked.concat_last(&logits)?;
             }
             let (rows, classes) = (onehot.len() / pool.experts(), pool.summary.classes);

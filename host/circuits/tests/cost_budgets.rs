@@ -5,7 +5,7 @@
 
 use securerouter_circuits::bert::{BertShape, RingLayer, client_input, share_layers};
 use securerouter_circuits::memory::{Served, run_circuit};
-use securerouter_circuits::{Activation, CircuitKind, ModelSpec, PoolShape};
+use securerouter_circuits::{Activation, CircuitKind, ModelSpec, PoolExpert, PoolShape};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_ml::router::{RouterHeadShape, router_features};
 
@@ -35,7 +35,7 @@ fn measure(spec: &ModelSpec, kind: CircuitKind, rows: usize) -> Costs {
         })
         .collect();
     let model = share_layers(&layers, &Seed::from_bytes([4; 16])).unwrap();
-    let cols = spec.input_cols();
+    let cols = spec.input_cols(kind);
     let input = match spec {
         ModelSpec::RouterHead(_) => (0..rows * cols).map(|i| (i % 7) as f64 * 0.1).collect(),
         _ => {
@@ -131,7 +131,7 @@ fn the_pools_router_stage_at_64_tokens_stays_within_budget() {
             hidden: 32,
             experts: 3,
         },
-        others: vec![minilm(3), minilm(6)],
+        others: vec![PoolExpert::cut(minilm(3)), PoolExpert::cut(minilm(6))],
     });
     let got = measure(&spec, CircuitKind::Router, 64);
     check(

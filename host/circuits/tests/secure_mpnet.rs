@@ -47,7 +47,7 @@ fn run(
             spec,
             kind: CircuitKind::Bert,
         },
-        &[seq_len, spec.input_cols()],
+        &[seq_len, spec.input_cols(CircuitKind::Bert)],
         &x,
         shared,
         &Seed::from_bytes([1; 16]),
@@ -124,7 +124,7 @@ fn costs(spec: &ModelSpec, seq_len: usize) -> MemoryRun {
         })
         .collect();
     let shared = share_layers(&layers, &Seed::from_bytes([4; 16])).unwrap();
-    let hidden = spec.input_cols() - 2;
+    let hidden = spec.input_cols(CircuitKind::Bert) - 2;
     let embedded: Vec<f64> = (0..seq_len * hidden)
         .map(|i| (i % 5) as f64 * 0.1)
         .collect();
@@ -134,7 +134,7 @@ fn costs(spec: &ModelSpec, seq_len: usize) -> MemoryRun {
             spec,
             kind: CircuitKind::Bert,
         },
-        &[seq_len, spec.input_cols()],
+        &[seq_len, spec.input_cols(CircuitKind::Bert)],
         &x,
         &shared,
         &Seed::from_bytes([5; 16]),

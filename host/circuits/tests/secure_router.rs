@@ -3,25 +3,35 @@
 //!
 //! The test pool: expert 0 is MiniLM cut to 1 layer with a sentiment head (also the summary
 //! encoder), expert 1 the same encoder with the head's sign flipped (so that picking it shows
-//! in the logits), expert 2 MiniLM cut to 2 layers with its own head. The router head is built
+//! in the logits), expert 2 another checkpoint: the tiny `MPNetForSequenceClassification`
+//! fixture (hidden 32, its own vocabulary and embeddings, relative-attention bias, its own
+//! pooler head cut to two classes), which reads an input of its own. The router head is built
 //! so that the six sentences split over all three experts with wide margins.
 
 mod common;
 
-use securerouter_circuits::bert::{SharedModel, client_input, ring_layers, shape_of, share_layers};
+use securerouter_circuits::bert::{
+    BertHead, SharedModel, checkpoint_ring_layers, checkpoint_shape_of, client_input, ring_layers,
+    shape_of, share_layers,
+};
 use securerouter_circuits::memory::{MemoryRun, Served, run_circuit};
 use securerouter_circuits::pool::route_of;
-use securerouter_circuits::{CircuitKind, ModelSpec, PoolShape, RouteMode};
+use securerouter_circuits::{
+    AfterFirst, CircuitKind, ExpertInput, ModelSpec, PoolExpert, PoolShape, QueryPlan, RouteMode,
+};
 use securerouter_core::prg::Seed;
 use securerouter_ml::head::{argmax, reference_logits};
 use securerouter_ml::router::{PlainRouterHead, RouterHeadShape, router_features};
-use securerouter_ml::{BertWeights, ClassifierHead, Encoding};
+use securerouter_ml::{
+    BertWeights, ClassifierHead, Encoding, Matrix, SequenceClassificationHead, logits_of_checkpoint,
+};
+use std::path::Path;
 
 const SENTENCES: usize = 6;
 
 struct TestPool {
     real: common::RealMiniLm,
-    deep: common::RealMiniLm,
+    mpnet: (BertWeights, SequenceClassificationHead),
     flipped: ClassifierHead,
     router: PlainRouterHead,
     spec: ModelSpec,
@@ -31,7 +41,7 @@ struct TestPool {
 impl TestPool {
     fn build() -> Option<TestPool> {
         let real = common::real_minilm(1, 32)?;
-        let deep = common::real_minilm(2, 32)?;
+        let mpnet = tiny_mpnet();
         let mut flipped = real.head.clone();
         flipped.linear.weight.data.iter_mut().for_each(|w| *w = -*w);
         flipped.linear.bias.iter_mut().for_each(|b| *b = -*b);
@@ -43,18 +53,26 @@ impl TestPool {
             summary: shape_of(&real.model, &real.head).unwrap(),
             router: router.shape,
             others: vec![
-                shape_of(&real.model, &flipped).unwrap(),
-                shape_of(&deep.model, &deep.head).unwrap(),
+                PoolExpert::cut(shape_of(&real.model, &flipped).unwrap()),
+                PoolExpert {
+                    shape: checkpoint_shape_of(&mpnet.0, &mpnet.1).unwrap(),
+                    head: BertHead::Checkpoint,
+                    input: ExpertInput::Own,
+                },
             ],
         });
         let mut layers = ring_layers(&real.model, &real.head).unwrap();
         layers.extend(securerouter_circuits::router_head::ring_layers(&router).unwrap());
         layers.extend(ring_layers(&real.model, &flipped).unwrap());
-        layers.extend(ring_layers(&deep.model, &deep.head).unwrap());
+        layers.extend(checkpoint_ring_layers(&mpnet.0, &mpnet.1).unwrap());
+        assert_eq!(
+            layers.iter().map(|l| (l.k, l.n)).collect::<Vec<_>>(),
+            spec.layer_shapes()
+        );
         let shared = share_layers(&layers, &Seed::from_bytes([2; 16])).unwrap();
         Some(TestPool {
             real,
-            deep,
+            mpnet,
             flipped,
             router,
             spec,
@@ -66,23 +84,57 @@ impl TestPool {
         self.real.encode(&self.real.test[i].text)
     }
 
-    /// Runs circuit `kind` on sentence `i`.
-    fn run(&self, kind: CircuitKind, i: usize) -> MemoryRun {
-        let e = self.encode(i);
+    /// The tiny MPNet's token ids for sentence `i`: MiniLM's ids folded into its vocabulary
+    /// between `<s>` and `</s>` (never `<pad>`), so that each sentence gets its own input.
+    fn mpnet_ids(&self, i: usize) -> Vec<u32> {
+        let ids = self.encode(i).ids;
+        let n = ids.len();
+        (0..n)
+            .map(|j| match j {
+                0 => 0,
+                j if j + 1 == n => 2,
+                j => 3 + ids[j] % 97,
+            })
+            .collect()
+    }
+
+    /// Expert `k`'s input for sentence `i`, as the client embeds it for that expert.
+    fn expert_input(&self, k: usize, i: usize) -> Vec<f64> {
         let seq_len = self.real.seq_len;
-        let x = client_input(
-            &self.real.model.embed(&e.ids, &e.type_ids).unwrap().data,
-            384,
-            seq_len,
-        )
-        .unwrap();
+        if k == 2 {
+            let ids = self.mpnet_ids(i);
+            let embedded = self.mpnet.0.embed(&ids, &vec![0; ids.len()]).unwrap();
+            return client_input(&embedded.data, 32, seq_len).unwrap();
+        }
+        let e = self.encode(i);
+        let embedded = self.real.model.embed(&e.ids, &e.type_ids).unwrap();
+        client_input(&embedded.data, 384, seq_len).unwrap()
+    }
+
+    fn pool(&self) -> &PoolShape {
+        let ModelSpec::Pool(pool) = &self.spec else {
+            unreachable!("the test model is a pool")
+        };
+        pool
+    }
+
+    /// Runs circuit `kind` on sentence `i`, with the inputs the client uploads for it.
+    fn run(&self, kind: CircuitKind, i: usize) -> MemoryRun {
+        let seq_len = self.real.seq_len;
+        let inputs: Vec<Vec<f64>> = self
+            .pool()
+            .uploads(kind)
+            .iter()
+            .map(|&k| self.expert_input(k, i))
+            .collect();
+        let x = self.pool().circuit_input(kind, seq_len, &inputs).unwrap();
         let served = Served {
             spec: &self.spec,
             kind,
         };
         run_circuit(
             &served,
-            &[seq_len, self.spec.input_cols()],
+            &[seq_len, self.spec.input_cols(kind)],
             &x,
             &self.shared,
             &Seed::from_bytes([20 + i as u8; 16]),
@@ -101,14 +153,38 @@ impl TestPool {
 
     /// Expert `k`'s f64 reference logits on sentence `i`.
     fn expert_logits(&self, k: usize, i: usize) -> Vec<f64> {
+        if k == 2 {
+            let ids = self.mpnet_ids(i);
+            let (model, head) = &self.mpnet;
+            return logits_of_checkpoint(model, head, &ids, &vec![0; ids.len()]).unwrap();
+        }
         let e = self.encode(i);
-        let (model, head): (&BertWeights, &ClassifierHead) = match k {
-            0 => (&self.real.model, &self.real.head),
-            1 => (&self.real.model, &self.flipped),
-            _ => (&self.deep.model, &self.deep.head),
+        let head = if k == 0 {
+            &self.real.head
+        } else {
+            &self.flipped
         };
-        reference_logits(model, head, &e.ids, &e.type_ids).unwrap()
+        reference_logits(&self.real.model, head, &e.ids, &e.type_ids).unwrap()
     }
+}
+
+/// The tiny MPNet fixture (`host/ml/tests/fixtures/mpnet/tiny`) with its classifier cut to
+/// its first and last labels (negative, positive), the pool's two classes.
+fn tiny_mpnet() -> (BertWeights, SequenceClassificationHead) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ml/tests/fixtures/mpnet/tiny");
+    let (model, head) = BertWeights::load_with_head(&dir, None).unwrap();
+    let mut head = head.expect("MPNetForSequenceClassification's head");
+    let (w, b) = (&head.classifier.weight, &head.classifier.bias);
+    let keep = [0, w.rows - 1];
+    let data = keep
+        .iter()
+        .flat_map(|&r| w.data[r * w.cols..(r + 1) * w.cols].to_vec())
+        .collect();
+    head.classifier.bias = keep.iter().map(|&r| b[r]).collect();
+    head.classifier.weight = Matrix::new(2, w.cols, data);
+    head.num_labels = 2;
+    head.id2label = keep.iter().map(|&r| head.id2label[r].clone()).collect();
+    (model, head)
 }
 
 /// What the router reads for `text`: the summary encoder's pooled states and its margin.
@@ -244,7 +320,16 @@ fn reveal_route_opens_exactly_the_route_and_the_chosen_expert_runs_next() {
         // Outputs: expert 0's logits (used when it wins) and the one-hot.
         assert_eq!(decoded_onehot(&run.outputs[2..]), route);
         assert_close(&run.outputs[..2], &pool.expert_logits(0, i), 0.05, "logits");
-        // The servers then run the chosen expert alone.
+        // Then the chosen expert alone: the servers run expert 1 on the input they hold;
+        // expert 2 reads an input of its own, so the servers answer with the route and the
+        // client asks expert 2 with its input.
+        let plan = QueryPlan::new(&pool.spec, CircuitKind::Routed(RouteMode::Reveal));
+        let next = plan.after_first(Some(&run.revealed)).unwrap();
+        match route {
+            0 => assert_eq!(next, AfterFirst::Done),
+            1 => assert!(matches!(next, AfterFirst::Stage(s) if s.kind == CircuitKind::Expert(1))),
+            _ => assert_eq!(next, AfterFirst::ClientAsks(2)),
+        }
         let expert = pool.run(CircuitKind::Expert(route as u8), i);
         assert_close(
             &expert.outputs,

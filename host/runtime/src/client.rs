@@ -10,7 +10,7 @@ use crate::messages::{
 };
 use crate::net::{Identity, LinkConfig, SecureLink};
 use securerouter_circuits::pool::route_of;
-use securerouter_circuits::{CircuitKind, FRAC_BITS, QueryPlan};
+use securerouter_circuits::{CircuitKind, FRAC_BITS, PoolReply, PoolShape, QueryPlan};
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::SeededShareStream;
 use securerouter_ml::head::argmax;
@@ -69,6 +69,19 @@ pub struct SessionOutputs {
 }
 
 impl SessionOutputs {
+    /// Adds the costs of `later`, a further session of the same query (reveal-route's
+    /// question to an expert with an input of its own), and its outputs before this one's.
+    fn follow_with(&mut self, later: SessionOutputs) {
+        for (mine, theirs) in self.servers.iter_mut().zip(later.servers) {
+            mine.follow_with(theirs);
+        }
+        self.session = format!("{}+{}", self.session, later.session);
+        let mut outputs = later.outputs;
+        outputs.append(&mut self.outputs);
+        self.outputs = outputs;
+        self.wall_s += later.wall_s;
+    }
+
     /// The session's cost as benchmarks report it: the larger of each server's figures, with
     /// the slower server's per-part and per-stage breakdown.
     pub fn worst_server(&self) -> SessionStats {
@@ -234,16 +247,48 @@ impl Client {
     }
 
     /// Runs a query through a pool: a routed query ([`CircuitKind::Routed`]) or one expert
-    /// alone ([`CircuitKind::Expert`]), on one padded sequence ([tokens, hidden + 2]).
+    /// alone ([`CircuitKind::Expert`]), on one sequence of `tokens` tokens. `input(k)` gives
+    /// expert k's padded input ([tokens, hidden + 2] of that expert, from
+    /// [`securerouter_circuits::bert::client_input`]; k = 0 the summary's, which experts cut
+    /// from its checkpoint read too): it is asked for the experts the query uploads
+    /// ([`PoolShape::uploads`]) and, in reveal-route, for the chosen expert when it reads an
+    /// input of its own, which a second session then uploads (one more round trip to the
+    /// servers; the answer's costs and wall time cover both sessions).
     pub async fn ask_pool(
         &self,
+        pool: &PoolShape,
         circuit: CircuitKind,
-        cols: usize,
-        x: &[f64],
+        tokens: usize,
+        mut input: impl FnMut(usize) -> Result<Vec<f64>, Box<Error>>,
     ) -> Result<PoolAnswer> {
+        let started = Instant::now();
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
-        let out = self.run(circuit, cols, x).await?;
-        let (logits, route) = QueryPlan::new(circuit).read_pool(&out.outputs)?;
+        let mut ask = async |kind: CircuitKind| -> Result<SessionOutputs> {
+            let inputs = pool
+                .uploads(kind)
+                .into_iter()
+                .map(|k| input(k).map_err(|e| *e))
+                .collect::<Result<Vec<_>>>()?;
+            let x = pool.circuit_input(kind, tokens, &inputs)?;
+            self.run(kind, pool.input_cols(kind), &x).await
+        };
+        let mut out = ask(circuit).await?;
+        let (logits, route) = match QueryPlan::for_pool(pool, circuit).read_pool(&out.outputs)? {
+            PoolReply::Answer { logits, route } => (logits.to_vec(), route),
+            PoolReply::AskExpert(k) => {
+                let kind = CircuitKind::Expert(k);
+                let later = ask(kind).await?;
+                let PoolReply::Answer { logits, .. } =
+                    QueryPlan::for_pool(pool, kind).read_pool(&later.outputs)?
+                else {
+                    invalid!("expert {k} answered with another route");
+                };
+                let logits = logits.to_vec();
+                out.follow_with(later);
+                (logits, usize::from(k))
+            }
+        };
+        out.wall_s = started.elapsed().as_secs_f64();
         let logits: Vec<f64> = logits.iter().map(|&v| fp.decode(v)).collect();
         Ok(PoolAnswer {
             label: argmax(&logits),

@@ -112,6 +112,25 @@ pub struct SessionStats {
     pub stages: Vec<PhaseStats>,
 }
 
+impl SessionStats {
+    /// Adds the costs of `later`, a further session of the same query at this server.
+    pub fn follow_with(&mut self, later: SessionStats) {
+        self.online_bytes_sent += later.online_bytes_sent;
+        self.rounds += later.rounds;
+        self.key_bytes_received += later.key_bytes_received;
+        self.wall_s += later.wall_s;
+        self.online_s += later.online_s;
+        self.offline_s += later.offline_s;
+        self.peak_rss_mb = self.peak_rss_mb.max(later.peak_rss_mb);
+        securerouter_circuits::profile::add_phases(&mut self.phases, &later.phases);
+        self.kernel_s += later.kernel_s;
+        self.exchange_s += later.exchange_s;
+        self.key_read_s += later.key_read_s;
+        self.online_cpu_s += later.online_cpu_s;
+        self.stages.extend(later.stages);
+    }
+}
+
 /// The result of a session at one server: its output shares and what it cost.
 pub type OutputShares =
     securerouter_wire::session::OutputShares<Vec<u8>, Vec<Vec<u64>>, SessionStats>;

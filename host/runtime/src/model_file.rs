@@ -11,12 +11,13 @@ use securerouter_core::prg::Seed;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The first field of every model file of this layout ("SRM4": a BERT's shape carries its
+/// The first field of every model file of this layout ("SRM5": a pool names each expert's
+/// head and input, so that experts of other checkpoints join it; a BERT's shape carries its
 /// feed-forward activation and its relative-attention buckets, and an MPNet's relative bias
 /// table is its first layer, with no inputs: each server's file holds an additive share of the
 /// table as that layer's biases, the dealer's file an empty mask): files of other layouts,
-/// "SRM3" and "SRM2" before it included, are refused by name, not misread.
-const FORMAT: u32 = 0x5352_4d34;
+/// "SRM4", "SRM3" and "SRM2" before it included, are refused by name, not misread.
+const FORMAT: u32 = 0x5352_4d35;
 
 /// One k×n layer as stored, matrices as little-endian words.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -367,7 +368,7 @@ mod tests {
         let dir = scratch();
         let path = dir.join("dealer.model");
         let [mut dealer, _, _] = deploy(1, 9);
-        for old in [1, 0x5352_4d32, 0x5352_4d33] {
+        for old in [1, 0x5352_4d32, 0x5352_4d33, 0x5352_4d34] {
             dealer.format = old;
             dealer.save(&path).unwrap();
             let err = ModelFile::load(&path).unwrap_err().to_string();

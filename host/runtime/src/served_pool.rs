@@ -8,7 +8,7 @@ use crate::error::{Error, Result, invalid};
 use crate::local_cluster::{LocalCluster, ServerFlags};
 use crate::model_file::ModelFile;
 use securerouter_circuits::bert::{client_input, ring_layers, shape_of};
-use securerouter_circuits::{ModelSpec, PoolShape};
+use securerouter_circuits::{ModelSpec, PoolExpert, PoolShape};
 use securerouter_ml::head::{argmax, reference_logits};
 use securerouter_ml::pool::{LoadedExpert, PoolManifest};
 use securerouter_ml::pool_format::StoredRouter;
@@ -70,7 +70,7 @@ impl ServedPool {
             router: router.head.shape,
             others: experts[1..]
                 .iter()
-                .map(shape)
+                .map(|e| shape(e).map(PoolExpert::cut))
                 .collect::<securerouter_circuits::Result<_>>()?,
         };
         Ok(ServedPool {

@@ -19,7 +19,7 @@ use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
 use crate::service::{ServiceLimits, accept_loop, within};
 use crate::sys::process_cpu_seconds;
 use securerouter_circuits::profile::{PhaseStats, Profiled, add_phases};
-use securerouter_circuits::{self as circuit, CircuitKind, QueryPlan, check_serves};
+use securerouter_circuits::{self as circuit, AfterFirst, CircuitKind, QueryPlan, check_serves};
 use securerouter_core::gate::{Channel, Protocol, ServerSide, ServerWeights};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
@@ -404,7 +404,7 @@ impl ServerService {
     async fn run_session(&self, hello: ClientHello, started: Instant) -> Result<OutputShares> {
         check_serves(&self.model.spec, hello.circuit)?;
         let rows = check_rows(hello.rows)?;
-        let features = self.model.spec.input_cols();
+        let features = self.model.spec.input_cols(hello.circuit);
         let words = rows
             .checked_mul(features)
             .filter(|w| w.saturating_mul(8) <= self.link.max_message)
@@ -435,7 +435,7 @@ impl ServerService {
             features,
             share: &share,
         };
-        let plan = QueryPlan::new(hello.circuit);
+        let plan = QueryPlan::new(&self.model.spec, hello.circuit);
         let dealer = self.open_dealer(hello.session, plan, 0, hello.rows).await;
         let mut peer = PeerChannel::new(peer);
         let mut stats = SessionStats::default();
@@ -443,21 +443,30 @@ impl ServerService {
             .stage(dealer?, &mut peer, plan.first_stage(), &input, &mut stats)
             .await?;
         let mut out = first.outputs;
-        if let Some(next) = plan.next_stage(first.revealed.as_deref())? {
-            let dealer = self
-                .open_dealer(hello.session, plan, next.stage, hello.rows)
-                .await?;
-            let second = self
-                .stage(dealer, &mut peer, next.kind, &input, &mut stats)
-                .await?;
-            let replaced = out
-                .get_mut(next.replaces)
-                .ok_or_else(|| Error::Invalid("the output a later stage replaces".to_string()))?;
-            *replaced = second
-                .outputs
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::Invalid("a later stage's output".to_string()))?;
+        match plan.after_first(first.revealed.as_deref())? {
+            AfterFirst::Done => {}
+            AfterFirst::Stage(next) => {
+                let dealer = self
+                    .open_dealer(hello.session, plan, next.stage, hello.rows)
+                    .await?;
+                let second = self
+                    .stage(dealer, &mut peer, next.kind, &input, &mut stats)
+                    .await?;
+                let replaced = out.get_mut(next.replaces).ok_or_else(|| {
+                    Error::Invalid("the output a later stage replaces".to_string())
+                })?;
+                *replaced = second
+                    .outputs
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Error::Invalid("a later stage's output".to_string()))?;
+            }
+            // The route alone: the client asks the chosen expert with its own input.
+            AfterFirst::ClientAsks(_) => {
+                let [_, route] = <[_; 2]>::try_from(out)
+                    .map_err(|_| Error::Invalid("a routed query's logits and route".to_string()))?;
+                out = vec![route];
+            }
         }
         let traffic = peer.traffic();
         stats.online_bytes_sent = traffic.bytes_sent;

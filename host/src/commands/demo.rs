@@ -89,10 +89,12 @@ pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let cols = pool.shape().summary.input_cols();
+    let shape = pool.shape();
     let ask = |kind: CircuitKind, text: &str| -> anyhow::Result<PoolAnswer> {
+        // Every expert of a served pool is cut from the summary's checkpoint: one input.
         let x = embed_query(&bundle, text, pool.seq_len())?;
-        Ok(runtime.block_on(client.ask_pool(kind, cols, &x))?)
+        let input = |_| Ok(x.clone());
+        Ok(runtime.block_on(client.ask_pool(&shape, kind, pool.seq_len(), input))?)
     };
     let mb = |a: &PoolAnswer| a.outputs.worst_server().online_bytes_sent as f64 / 1e6;
     let label = |l: usize| LABELS.get(l).copied().unwrap_or("?");

@@ -25,7 +25,7 @@ use crate::model_file::ModelFile;
 use crate::net::{LinkConfig, PublicKey, SecureLink};
 use crate::service::{ServiceLimits, accept_loop, within};
 use securerouter_circuits::run_ready;
-use securerouter_circuits::{self as circuit, CircuitKind, QueryPlan, check_serves};
+use securerouter_circuits::{self as circuit, CircuitKind, ModelSpec, QueryPlan, check_serves};
 use securerouter_core::Error;
 use securerouter_core::dealer::Dealer;
 use securerouter_core::gate::{DealerSide, DealerWeights, Protocol};
@@ -190,7 +190,7 @@ impl DealerService {
                 req.party
             )))
         } else {
-            Deal::of(&req).and_then(|deal| self.check(&deal).map(|()| deal))
+            Deal::of(&self.model.spec, &req).and_then(|deal| self.check(&deal).map(|()| deal))
         };
         let answer = match deal {
             Ok(deal) => self.pair(&deal, party).await,
@@ -339,7 +339,7 @@ impl DealerService {
             let _permit = permit;
             let sink = StreamingSink::new([tx0, tx1]);
             let mut dealer = DealerSide::new(&master, sink);
-            let x = dealer.input(&[rows, spec.input_cols()], BitWidth::FULL);
+            let x = dealer.input(&[rows, spec.input_cols(kind)], BitWidth::FULL);
             let result = run_ready(async {
                 let stage = circuit::run(&mut dealer, &spec, kind, &x, &weights).await?;
                 for o in &stage.outputs {
@@ -386,9 +386,10 @@ struct Deal {
 }
 
 impl Deal {
-    /// The stage `req` names, or why the query's plan has no such stage.
-    fn of(req: &DealerRequest) -> Result<Self> {
-        let (session, circuit) = QueryPlan::new(req.query).stage(req.session, req.stage)?;
+    /// The stage `req` names, or why the query's plan for a model of `spec` has no such
+    /// stage.
+    fn of(spec: &ModelSpec, req: &DealerRequest) -> Result<Self> {
+        let (session, circuit) = QueryPlan::new(spec, req.query).stage(req.session, req.stage)?;
         Ok(Deal {
             session,
             circuit,
@@ -441,13 +442,18 @@ mod tests {
     }
 
     fn request(session: SessionId, party: u8) -> Deal {
-        Deal::of(&DealerRequest {
-            session,
-            query: CircuitKind::RouterHead,
-            stage: 0,
-            rows: 2,
-            party,
-        })
+        Deal::of(
+            &securerouter_circuits::ModelSpec::RouterHead(
+                securerouter_ml::router::RouterHeadShape::DEMO,
+            ),
+            &DealerRequest {
+                session,
+                query: CircuitKind::RouterHead,
+                stage: 0,
+                rows: 2,
+                party,
+            },
+        )
         .unwrap()
     }
 
@@ -456,25 +462,60 @@ mod tests {
     /// plan has is refused before anything is dealt.
     #[test]
     fn the_dealer_deals_the_stages_of_the_query_plan_only() {
-        use securerouter_circuits::RouteMode;
+        use securerouter_circuits::bert::BertHead;
+        use securerouter_circuits::{
+            Activation, BertShape, ExpertInput, PoolExpert, PoolShape, RouteMode,
+        };
+        let shape = |hidden| BertShape {
+            layers: 1,
+            hidden,
+            heads: 2,
+            ffn: 8,
+            classes: 2,
+            activation: Activation::Gelu,
+            relative_buckets: 0,
+        };
+        // Expert 1 is cut from the summary's checkpoint, expert 2 reads an input of its own.
+        let spec = ModelSpec::Pool(PoolShape {
+            summary: shape(4),
+            router: securerouter_ml::router::RouterHeadShape {
+                features: 5,
+                hidden: 2,
+                experts: 3,
+            },
+            others: vec![
+                PoolExpert::cut(shape(4)),
+                PoolExpert {
+                    shape: shape(8),
+                    head: BertHead::Checkpoint,
+                    input: ExpertInput::Own,
+                },
+            ],
+        });
         let id = SessionId([5; 16]);
         let ask = |query, stage| {
-            Deal::of(&DealerRequest {
-                session: id,
-                query,
-                stage,
-                rows: 1,
-                party: 0,
-            })
+            Deal::of(
+                &spec,
+                &DealerRequest {
+                    session: id,
+                    query,
+                    stage,
+                    rows: 1,
+                    party: 0,
+                },
+            )
         };
         let reveal = CircuitKind::Routed(RouteMode::Reveal);
         let first = ask(reveal, 0).unwrap();
         assert_eq!((first.session, first.circuit), (id, reveal));
-        let later = ask(reveal, 2).unwrap();
+        let later = ask(reveal, 1).unwrap();
         assert_eq!(
             (later.session, later.circuit),
-            (id.stage(2), CircuitKind::Expert(2))
+            (id.stage(1), CircuitKind::Expert(1))
         );
+        // Expert 2 is asked by the client, as a query of its own.
+        let e = ask(reveal, 2).unwrap_err().to_string();
+        assert!(e.contains("has no stage 2"), "{e}");
         for query in [
             CircuitKind::Routed(RouteMode::Hide),
             CircuitKind::Expert(2),
