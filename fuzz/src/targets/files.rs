@@ -157,11 +157,14 @@ pub fn client_bundle(data: &[u8]) -> bool {
         );
     }
     let _ = bundle.embed_text("hello worlds, hello", 6);
+    for k in bundle.own_input_experts() {
+        let _ = bundle.embed_pair_for(k, "hello worlds", "hello", 6);
+    }
     true
 }
 
-/// A tiny model's bundles: the vocabulary, embedding tables and their LayerNorm.
-pub fn bundles() -> Vec<(Vec<u8>, ClientBundle)> {
+/// Two tiny models with their tokenizers.
+fn tiny_models() -> Vec<(BertWeights, Tokenizer)> {
     let vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nhello\nworld\n##s\n,\n";
     let mut out = Vec::new();
     for (hidden, positions, types) in [(4, 6, 2), (6, 3, 1)] {
@@ -181,20 +184,40 @@ pub fn bundles() -> Vec<(Vec<u8>, ClientBundle)> {
         };
         let model =
             BertWeights::random(config, &Seed::from_bytes([hidden as u8; 16])).expect("a model");
-        let path = scratch("bundle-seed");
         let tokenizer = Tokenizer::from_wordpiece(
             WordPiece::from_vocab_text(vocab).expect("a vocabulary"),
             std::path::Path::new("vocab.txt"),
         );
-        ClientBundle::save(&model, &tokenizer, &path).expect("saves");
-        let bytes = std::fs::read(&path).expect("saved");
-        let bundle = ClientBundle::load(&path).expect("loads");
-        out.push((bytes, bundle));
+        out.push((model, tokenizer));
     }
     out
 }
 
-/// Bundles of two tiny models.
+/// A tiny model's bundles: the vocabulary, embedding tables and their LayerNorm.
+pub fn bundles() -> Vec<(Vec<u8>, ClientBundle)> {
+    tiny_models()
+        .iter()
+        .map(|(model, tokenizer)| {
+            let path = scratch("bundle-seed");
+            ClientBundle::save(model, tokenizer, &path).expect("saves");
+            let bytes = std::fs::read(&path).expect("saved");
+            let bundle = ClientBundle::load(&path).expect("loads");
+            (bytes, bundle)
+        })
+        .collect()
+}
+
+/// Bundles of two tiny models, and a pool's: the first model as the summary, the second as
+/// expert 2, which reads an input of its own.
 pub fn client_bundle_seeds() -> Vec<Vec<u8>> {
-    bundles().into_iter().map(|(b, _)| b).collect()
+    let models = tiny_models();
+    let path = scratch("bundle-seed");
+    let (summary, own) = (&models[0], &models[1]);
+    ClientBundle::save_pool(&summary.0, &summary.1, &[(2, &own.0, &own.1)], &path).expect("saves");
+    let pool = std::fs::read(&path).expect("saved");
+    bundles()
+        .into_iter()
+        .map(|(b, _)| b)
+        .chain([pool])
+        .collect()
 }

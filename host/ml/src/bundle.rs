@@ -1,15 +1,19 @@
-//! The client bundle: what a client needs to turn text into its private input, and nothing
-//! more (DESIGN §1: the client never needs the model). It holds the checkpoint's own tokenizer
-//! (its `tokenizer.json`, or for a checkpoint with only a `vocab.txt` the WordPiece vocabulary
-//! and whether it lowercases) and the embedding tables with their LayerNorm and the way tokens
-//! take their position rows (BERT's from 0, MPNet's after the padding id); the encoder weights
-//! stay with the servers.
+//! The client bundle: what a client needs to turn text into its private inputs, and nothing
+//! more (DESIGN §1: the client never needs the model). A pool's experts read the summary's
+//! embedded tokens, except an expert from another checkpoint, which reads an input of its own
+//! that the client embeds with that checkpoint's tokenizer and tables; so the bundle holds one
+//! embedder for the summary (expert 0) and one for each expert with an input of its own, keyed
+//! by its index in the pool. An embedder is the checkpoint's own tokenizer (its
+//! `tokenizer.json`, or for a checkpoint with only a `vocab.txt` the WordPiece vocabulary and
+//! whether it lowercases) and the embedding tables with their LayerNorm and the way tokens take
+//! their position rows (BERT's from 0, MPNet's after the padding id); the encoder weights stay
+//! with the servers.
 //!
 //! A bundle file is [`MAGIC`], the format version ([`FORMAT_VERSION`], u16 little-endian) and
-//! the postcard encoding of the tokenizer and tables (f32, little-endian). A file of any other
-//! version, or of the older format without the magic, is refused with a message that says to
-//! re-export the deployment. Every size, shape and value is checked on load: the file is
-//! untrusted input.
+//! the postcard encoding of the summary's embedder, then the list of the others by increasing
+//! expert index (tables as f32, little-endian). A file of any other version, or of the older
+//! format without the magic, is refused with a message that says to re-export the deployment.
+//! Every size, shape, value and expert index is checked on load: the file is untrusted input.
 
 use super::hf_tokenizer::Tokenizer;
 use super::matrix::Matrix;
@@ -22,15 +26,33 @@ use std::path::Path;
 /// The first bytes of a client bundle.
 pub const MAGIC: [u8; 8] = *b"SRBUNDLE";
 /// The bundle format this version writes and reads: 2 added the magic, the checkpoint's
-/// `tokenizer.json` (or the WordPiece vocabulary with its casing) and MPNet's positions.
-pub const FORMAT_VERSION: u16 = 2;
+/// `tokenizer.json` (or the WordPiece vocabulary with its casing) and MPNet's positions; 3 added
+/// the embedders of experts with inputs of their own.
+pub const FORMAT_VERSION: u16 = 3;
 
-/// Tokenizer and embeddings of one model.
+/// The most experts a pool holds, the summary among them (as `securerouter_circuits::pool`).
+const MAX_EXPERTS: usize = 16;
+
+/// What a client embeds a pool's inputs with.
 pub struct ClientBundle {
-    /// The checkpoint's tokenizer.
+    /// The summary's (expert 0's) tokenizer, which every expert without an input of its own
+    /// reads through.
     pub tokenizer: Tokenizer,
-    /// Token, position and type embeddings with their LayerNorm, and how tokens take their
-    /// positions.
+    /// The summary's token, position and type embeddings with their LayerNorm, and how tokens
+    /// take their positions.
+    pub embeddings: Embeddings,
+    /// The experts with inputs of their own, by increasing expert index (none is 0, none
+    /// twice).
+    pub own_inputs: Vec<OwnInput>,
+}
+
+/// The tokenizer and embeddings of an expert that reads an input of its own.
+pub struct OwnInput {
+    /// The expert's index in the pool (never 0, the summary).
+    pub expert: usize,
+    /// Its checkpoint's tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Its checkpoint's embedding tables with their LayerNorm and positions.
     pub embeddings: Embeddings,
 }
 
@@ -59,9 +81,9 @@ enum StoredPositions {
     AfterPadding { padding_idx: u32 },
 }
 
-/// Format 2, after [`MAGIC`] and the version.
+/// One checkpoint's embedder as stored: its tokenizer and the tables its ids index.
 #[derive(Serialize, Deserialize)]
-struct StoredBundle {
+struct StoredEmbedder {
     tokenizer: StoredTokenizer,
     word: StoredMatrix,
     position: StoredMatrix,
@@ -70,6 +92,20 @@ struct StoredBundle {
     beta: Vec<f64>,
     eps: f64,
     positions: StoredPositions,
+}
+
+/// An expert with an input of its own, as stored.
+#[derive(Serialize, Deserialize)]
+struct StoredOwnInput {
+    expert: u32,
+    embedder: StoredEmbedder,
+}
+
+/// Format 3, after [`MAGIC`] and the version.
+#[derive(Serialize, Deserialize)]
+struct StoredBundle {
+    summary: StoredEmbedder,
+    own_inputs: Vec<StoredOwnInput>,
 }
 
 /// The format before [`MAGIC`], recognised only to refuse it by name.
@@ -85,7 +121,51 @@ struct LegacyBundle {
     eps: f64,
 }
 
-fn store(m: &Matrix) -> StoredMatrix {
+/// How messages name expert `k`'s embedder.
+fn whose(expert: usize) -> String {
+    if expert == 0 {
+        "the summary's".into()
+    } else {
+        format!("expert {expert}'s")
+    }
+}
+
+/// Checks the expert indices of the embedders beside the summary's: at most one per expert
+/// other than the summary, in increasing order, within a pool's experts.
+fn check_own_experts(experts: &[usize]) -> Result<()> {
+    if experts.len() >= MAX_EXPERTS {
+        invalid!(
+            "{} experts with inputs of their own: a pool holds at most {MAX_EXPERTS} experts, \
+             the summary among them",
+            experts.len()
+        );
+    }
+    for (i, &k) in experts.iter().enumerate() {
+        if k == 0 {
+            invalid!(
+                "expert 0 is the summary, whose embedder the bundle holds already: it is not an \
+                 expert with an input of its own"
+            );
+        }
+        if k >= MAX_EXPERTS {
+            invalid!("expert {k} is beyond a pool's {MAX_EXPERTS} experts");
+        }
+        if let Some(&before) = i.checked_sub(1).and_then(|j| experts.get(j)) {
+            if before == k {
+                invalid!("expert {k} has two embedders of its own input");
+            }
+            if before > k {
+                invalid!(
+                    "the experts with inputs of their own are out of order: expert {k} after \
+                     expert {before}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn store_matrix(m: &Matrix) -> StoredMatrix {
     StoredMatrix {
         rows: m.rows,
         cols: m.cols,
@@ -97,13 +177,14 @@ fn store(m: &Matrix) -> StoredMatrix {
     }
 }
 
-fn restore(m: StoredMatrix, what: &str) -> Result<Matrix> {
+fn restore_matrix(m: StoredMatrix, path: &Path, whose: &str, what: &str) -> Result<Matrix> {
+    let path = path.display();
     if m.rows.checked_mul(m.cols).and_then(|n| n.checked_mul(4)) != Some(m.data.len()) {
-        invalid!("the bundle's {what} table does not match its shape");
+        invalid!("{path}: {whose} {what} table does not match its shape");
     }
     if m.rows == 0 || m.cols == 0 {
         invalid!(
-            "the bundle's {what} table is empty ({} × {})",
+            "{path}: {whose} {what} table is empty ({} × {})",
             m.rows,
             m.cols
         );
@@ -114,25 +195,20 @@ fn restore(m: StoredMatrix, what: &str) -> Result<Matrix> {
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
         .collect();
     if data.iter().any(|v| !v.is_finite()) {
-        invalid!("the bundle's {what} table holds NaN or infinity");
+        invalid!("{path}: {whose} {what} table holds NaN or infinity");
     }
     Ok(Matrix::new(m.rows, m.cols, data))
 }
 
-impl ClientBundle {
-    /// Writes the bundle of `model` with its checkpoint's `tokenizer` (from
-    /// [`Tokenizer::from_dir`]: the `tokenizer.json` is stored whole; a `vocab.txt` fallback as
-    /// its vocabulary and casing). BERT and MPNet models both have one.
-    ///
-    /// # Errors
-    /// If the tokenizer produces ids beyond the model's word embeddings, if an MPNet model
-    /// comes with the WordPiece fallback (BERT's `[CLS]`/`[SEP]`, not its `<s>`/`</s>`), or if
-    /// the file cannot be written.
-    pub fn save(model: &BertWeights, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
+impl StoredEmbedder {
+    /// The embedder of `model` with its checkpoint's `tokenizer`, for expert `expert` (0: the
+    /// summary).
+    fn store(model: &BertWeights, tokenizer: &Tokenizer, expert: usize) -> Result<Self> {
         let e = &model.embeddings;
+        let whose = whose(expert);
         if tokenizer.vocab_size() > e.word.rows {
             invalid!(
-                "the tokenizer {} has ids up to {}, beyond the model's {} word embeddings",
+                "{whose} tokenizer {} has ids up to {}, beyond the model's {} word embeddings",
                 tokenizer.path().display(),
                 tokenizer.vocab_size() - 1,
                 e.word.rows
@@ -143,8 +219,8 @@ impl ClientBundle {
             (None, Some(wordpiece)) => {
                 if e.positions != Positions::FromZero {
                     invalid!(
-                        "model_type {:?} needs its tokenizer.json in the client bundle; the \
-                         WordPiece vocabulary {} is BERT's tokenizer ([CLS] and [SEP])",
+                        "{whose} model_type {:?} needs its tokenizer.json in the client bundle; \
+                         the WordPiece vocabulary {} is BERT's tokenizer ([CLS] and [SEP])",
                         model.config.model_type,
                         tokenizer.path().display()
                     );
@@ -155,15 +231,15 @@ impl ClientBundle {
                 }
             }
             (None, None) => invalid!(
-                "the tokenizer {} has nothing to store",
+                "{whose} tokenizer {} has nothing to store",
                 tokenizer.path().display()
             ),
         };
-        let s = StoredBundle {
+        Ok(StoredEmbedder {
             tokenizer: stored_tokenizer,
-            word: store(&e.word),
-            position: store(&e.position),
-            token_type: store(&e.token_type),
+            word: store_matrix(&e.word),
+            position: store_matrix(&e.position),
+            token_type: store_matrix(&e.token_type),
             gamma: e.norm.gamma.clone(),
             beta: e.norm.beta.clone(),
             eps: e.norm.eps,
@@ -173,6 +249,132 @@ impl ClientBundle {
                     StoredPositions::AfterPadding { padding_idx }
                 }
             },
+        })
+    }
+
+    /// Rebuilds and checks expert `expert`'s embedder (0: the summary's) read from `path`.
+    fn restore(self, path: &Path, expert: usize) -> Result<(Tokenizer, Embeddings)> {
+        let whose = whose(expert);
+        let in_bundle = |source: Error| Error::BundleTokenizer {
+            path: path.to_path_buf(),
+            whose: whose.clone(),
+            source: Box::new(source),
+        };
+        let tokenizer = match &self.tokenizer {
+            StoredTokenizer::TokenizerJson(json) => {
+                Tokenizer::from_tokenizer_json_text(json, path).map_err(in_bundle)?
+            }
+            StoredTokenizer::WordPiece { vocab, lowercase } => Tokenizer::from_wordpiece(
+                WordPiece::from_vocab_text(vocab)
+                    .map_err(in_bundle)?
+                    .with_lowercase(*lowercase),
+                path,
+            ),
+        };
+        let (word, position, token_type) = (
+            restore_matrix(self.word, path, &whose, "word")?,
+            restore_matrix(self.position, path, &whose, "position")?,
+            restore_matrix(self.token_type, path, &whose, "token type")?,
+        );
+        let shown = path.display();
+        let h = word.cols;
+        if position.cols != h
+            || token_type.cols != h
+            || self.gamma.len() != h
+            || self.beta.len() != h
+        {
+            invalid!("{shown}: {whose} embedding tables and LayerNorm disagree in width");
+        }
+        if tokenizer.vocab_size() > word.rows {
+            invalid!(
+                "{shown}: {whose} tokenizer has ids up to {}, beyond its {} word embeddings",
+                tokenizer.vocab_size() - 1,
+                word.rows
+            );
+        }
+        if !(self.eps > 0.0 && self.eps < 1.0) {
+            invalid!(
+                "{shown}: {whose} LayerNorm epsilon {} is outside (0, 1)",
+                self.eps
+            );
+        }
+        if self.gamma.iter().chain(&self.beta).any(|v| !v.is_finite()) {
+            invalid!("{shown}: {whose} LayerNorm gain or bias holds NaN or infinity");
+        }
+        let positions = match self.positions {
+            StoredPositions::FromZero => Positions::FromZero,
+            StoredPositions::AfterPadding { padding_idx } => {
+                // At least one token must find its position row after the padding id's.
+                if (padding_idx as usize).saturating_add(1) >= position.rows {
+                    invalid!(
+                        "{shown}: {whose} positions after padding id {padding_idx} need more \
+                         than its {} position embeddings",
+                        position.rows
+                    );
+                }
+                Positions::AfterPadding { padding_idx }
+            }
+        };
+        let embeddings = Embeddings {
+            word,
+            position,
+            token_type,
+            norm: LayerNorm {
+                gamma: self.gamma,
+                beta: self.beta,
+                eps: self.eps,
+            },
+            positions,
+        };
+        Ok((tokenizer, embeddings))
+    }
+}
+
+impl ClientBundle {
+    /// Writes the bundle of a model whose experts all read its input (a single model, or a
+    /// pool cut from one checkpoint): `model` with its checkpoint's `tokenizer` (from
+    /// [`Tokenizer::from_dir`]: the `tokenizer.json` is stored whole; a `vocab.txt` fallback as
+    /// its vocabulary and casing). BERT and MPNet models both have one.
+    ///
+    /// # Errors
+    /// As [`save_pool`](Self::save_pool).
+    pub fn save(model: &BertWeights, tokenizer: &Tokenizer, path: &Path) -> Result<()> {
+        Self::save_pool(model, tokenizer, &[], path)
+    }
+
+    /// Writes the bundle of a pool: the summary's embedder (`model` with its checkpoint's
+    /// `tokenizer`, as [`save`](Self::save)) and one per expert with its own input (expert
+    /// index, model, tokenizer; in any order).
+    ///
+    /// # Errors
+    /// If a tokenizer produces ids beyond its model's word embeddings, if an MPNet model comes
+    /// with the WordPiece fallback (BERT's `[CLS]`/`[SEP]`, not its `<s>`/`</s>`), if an expert
+    /// index in `own` is 0 (the summary), repeated or beyond a pool's 16 experts, or if the
+    /// file cannot be written.
+    pub fn save_pool(
+        model: &BertWeights,
+        tokenizer: &Tokenizer,
+        own: &[(usize, &BertWeights, &Tokenizer)],
+        path: &Path,
+    ) -> Result<()> {
+        let mut own: Vec<_> = own.to_vec();
+        own.sort_by_key(|(k, _, _)| *k);
+        check_own_experts(&own.iter().map(|(k, _, _)| *k).collect::<Vec<_>>())?;
+        let own_inputs = own
+            .iter()
+            .map(|&(k, model, tokenizer)| {
+                Ok(StoredOwnInput {
+                    expert: u32::try_from(k).map_err(|e| Error::Parse {
+                        what: format!("expert index {k}"),
+                        source: Box::new(e),
+                    })?,
+                    embedder: StoredEmbedder::store(model, tokenizer, k)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let s = StoredBundle {
+            summary: StoredEmbedder::store(model, tokenizer, 0)?,
+            own_inputs,
         };
         let mut bytes = Vec::from(MAGIC);
         bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -188,8 +390,10 @@ impl ClientBundle {
     /// # Errors
     /// [`Error::OldBundle`] for a bundle of the format before the magic,
     /// [`Error::BundleVersion`] for another version, [`Error::Postcard`] for a file that is not
-    /// a bundle, [`Error::BundleTokenizer`] for a tokenizer refused, and [`Error::Invalid`] for
-    /// tables that disagree in shape or hold values that are not finite.
+    /// a bundle (one cut short among them), [`Error::BundleTokenizer`] for a tokenizer refused,
+    /// and [`Error::Invalid`] for bytes after the bundle, expert indices that are 0, repeated,
+    /// out of order or beyond a pool's experts, and tables that disagree in shape or hold
+    /// values that are not finite.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(Error::io("reading", path))?;
         let Some(rest) = bytes.strip_prefix(&MAGIC) else {
@@ -217,96 +421,76 @@ impl ClientBundle {
                 expected: FORMAT_VERSION,
             });
         }
-        let s: StoredBundle = postcard::from_bytes(body).map_err(|source| Error::Postcard {
-            what: format!("{} is not a client bundle", path.display()),
-            source,
-        })?;
-        let in_bundle = |source: Error| Error::BundleTokenizer {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        };
-        let tokenizer = match &s.tokenizer {
-            StoredTokenizer::TokenizerJson(json) => {
-                Tokenizer::from_tokenizer_json_text(json, path).map_err(in_bundle)?
-            }
-            StoredTokenizer::WordPiece { vocab, lowercase } => Tokenizer::from_wordpiece(
-                WordPiece::from_vocab_text(vocab)
-                    .map_err(in_bundle)?
-                    .with_lowercase(*lowercase),
-                path,
-            ),
-        };
-        let (word, position, token_type) = (
-            restore(s.word, "word")?,
-            restore(s.position, "position")?,
-            restore(s.token_type, "token type")?,
-        );
-        let h = word.cols;
-        if position.cols != h || token_type.cols != h || s.gamma.len() != h || s.beta.len() != h {
+        let (s, trailing): (StoredBundle, _) =
+            postcard::take_from_bytes(body).map_err(|source| Error::Postcard {
+                what: format!("{} is not a client bundle", path.display()),
+                source,
+            })?;
+        if !trailing.is_empty() {
             invalid!(
-                "{}: the embedding tables and LayerNorm disagree in width",
-                path.display()
-            );
-        }
-        if tokenizer.vocab_size() > word.rows {
-            invalid!(
-                "{}: the tokenizer has ids up to {}, beyond the {} word embeddings",
+                "{} is not a client bundle: bytes follow its end ({})",
                 path.display(),
-                tokenizer.vocab_size() - 1,
-                word.rows
+                trailing.len()
             );
         }
-        if !(s.eps > 0.0 && s.eps < 1.0) {
-            invalid!(
-                "{}: LayerNorm epsilon {} is outside (0, 1)",
-                path.display(),
-                s.eps
-            );
-        }
-        if s.gamma.iter().chain(&s.beta).any(|v| !v.is_finite()) {
-            invalid!(
-                "{}: the LayerNorm gain or bias holds NaN or infinity",
-                path.display()
-            );
-        }
-        let positions = match s.positions {
-            StoredPositions::FromZero => Positions::FromZero,
-            StoredPositions::AfterPadding { padding_idx } => {
-                // At least one token must find its position row after the padding id's.
-                if (padding_idx as usize).saturating_add(1) >= position.rows {
-                    invalid!(
-                        "{}: positions after padding id {padding_idx} need more than the {} \
-                         position embeddings",
-                        path.display(),
-                        position.rows
-                    );
-                }
-                Positions::AfterPadding { padding_idx }
-            }
-        };
+        let experts: Vec<usize> = s
+            .own_inputs
+            .iter()
+            .map(|o| usize::try_from(o.expert).unwrap_or(usize::MAX))
+            .collect();
+        check_own_experts(&experts)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let (tokenizer, embeddings) = s.summary.restore(path, 0)?;
+        let own_inputs = s
+            .own_inputs
+            .into_iter()
+            .zip(experts)
+            .map(|(o, expert)| {
+                let (tokenizer, embeddings) = o.embedder.restore(path, expert)?;
+                Ok(OwnInput {
+                    expert,
+                    tokenizer,
+                    embeddings,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(ClientBundle {
             tokenizer,
-            embeddings: Embeddings {
-                word,
-                position,
-                token_type,
-                norm: LayerNorm {
-                    gamma: s.gamma,
-                    beta: s.beta,
-                    eps: s.eps,
-                },
-                positions,
-            },
+            embeddings,
+            own_inputs,
         })
+    }
+
+    /// The experts with inputs of their own, in increasing order.
+    pub fn own_input_experts(&self) -> Vec<usize> {
+        self.own_inputs.iter().map(|o| o.expert).collect()
+    }
+
+    /// Expert `expert`'s tokenizer and tables: its own when the bundle has them, else the
+    /// summary's.
+    fn embedder(&self, expert: usize) -> (&Tokenizer, &Embeddings) {
+        match self.own_inputs.iter().find(|o| o.expert == expert) {
+            Some(o) => (&o.tokenizer, &o.embeddings),
+            None => (&self.tokenizer, &self.embeddings),
+        }
     }
 
     /// The embedding tables as the device's flash-resident int8 table (format 1 of
     /// `securerouter_device::embedding`, written here because host does not depend on device;
     /// a test ties the two): each row quantised with its own scale, max |v| / 127.
     ///
-    /// The device embeds token ids with BERT's positions (0, 1, 2, …), so an MPNet bundle,
-    /// whose positions count after the padding id, is refused.
+    /// The device embeds token ids with BERT's positions (0, 1, 2, …) from one table, so an
+    /// MPNet bundle, whose positions count after the padding id, is refused, and so is the
+    /// bundle of a pool with experts that read inputs of their own.
     pub fn device_table(&self) -> Result<Vec<u8>> {
+        if !self.own_inputs.is_empty() {
+            invalid!(
+                "the bundle holds the embedders of experts {:?}, which read inputs of their own: \
+                 the device embeds with one table only (the summary's), so this pool has no \
+                 device table",
+                self.own_input_experts()
+            );
+        }
         let e = &self.embeddings;
         if let Positions::AfterPadding { padding_idx } = e.positions {
             invalid!(
@@ -374,18 +558,39 @@ impl ClientBundle {
         Ok(out)
     }
 
-    /// Tokenises `text` with the model's tokenizer (at most `max_len` tokens) and embeds it:
-    /// rows of the hidden size.
+    /// Tokenises `text` with the summary's tokenizer (at most `max_len` tokens) and embeds it:
+    /// rows of the summary's hidden size.
     pub fn embed_text(&self, text: &str, max_len: usize) -> Result<Matrix> {
-        let e = self.tokenizer.encode(text, max_len)?;
-        self.embeddings.embed(&e.ids, &e.type_ids)
+        self.embed_text_for(0, text, max_len)
     }
 
-    /// Tokenises the sentence pair `a`, `b` as the model's tokenizer lays pairs out (with their
-    /// type ids; at most `max_len` tokens in all) and embeds it: rows of the hidden size.
+    /// Tokenises the sentence pair `a`, `b` as the summary's tokenizer lays pairs out (with
+    /// their type ids; at most `max_len` tokens in all) and embeds it: rows of the summary's
+    /// hidden size.
     pub fn embed_pair(&self, a: &str, b: &str, max_len: usize) -> Result<Matrix> {
-        let e = self.tokenizer.encode_pair(a, b, max_len)?;
-        self.embeddings.embed(&e.ids, &e.type_ids)
+        self.embed_pair_for(0, a, b, max_len)
+    }
+
+    /// Expert `expert`'s embedded tokens of `text` (at most `max_len`): with its own tokenizer
+    /// and tables when the bundle has them, else the summary's.
+    pub fn embed_text_for(&self, expert: usize, text: &str, max_len: usize) -> Result<Matrix> {
+        let (tokenizer, embeddings) = self.embedder(expert);
+        let e = tokenizer.encode(text, max_len)?;
+        embeddings.embed(&e.ids, &e.type_ids)
+    }
+
+    /// Expert `expert`'s embedded tokens of the sentence pair `a`, `b` (at most `max_len` in
+    /// all), as [`embed_text_for`](Self::embed_text_for) chooses the embedder.
+    pub fn embed_pair_for(
+        &self,
+        expert: usize,
+        a: &str,
+        b: &str,
+        max_len: usize,
+    ) -> Result<Matrix> {
+        let (tokenizer, embeddings) = self.embedder(expert);
+        let e = tokenizer.encode_pair(a, b, max_len)?;
+        embeddings.embed(&e.ids, &e.type_ids)
     }
 }
 
@@ -466,6 +671,7 @@ mod tests {
                 },
                 ..model.embeddings.clone()
             },
+            own_inputs: Vec::new(),
         };
         let table = bundle(1e-12, 1.0).device_table().unwrap();
         assert_eq!(&table[20..24], &1e-12f32.to_le_bytes());

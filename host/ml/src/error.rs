@@ -186,16 +186,18 @@ pub enum Error {
         source: Box<Error>,
     },
     /// A client bundle's tokenizer (its `tokenizer.json` or WordPiece vocabulary) is refused.
-    #[error("the tokenizer in {}", path.display())]
+    #[error("{whose} tokenizer in {}", path.display())]
     BundleTokenizer {
         /// The bundle.
         path: PathBuf,
+        /// Whose tokenizer: "the summary's" or "expert k's".
+        whose: String,
         /// What was refused.
         #[source]
         source: Box<Error>,
     },
-    /// A client bundle of the format before [`crate::bundle::FORMAT_VERSION`] (no leading
-    /// magic: a WordPiece vocabulary only, BERT's embeddings only).
+    /// A client bundle of the format without [`crate::bundle::MAGIC`]: a WordPiece vocabulary
+    /// only, BERT's embeddings only.
     #[error(
         "{} is a client bundle of an older format (a WordPiece vocabulary only, without the \
          checkpoint's tokenizer.json or MPNet's embeddings), which this version does not read: \

@@ -29,7 +29,7 @@ pub mod router;
 pub mod tokenizer;
 pub mod weights;
 
-pub use bundle::ClientBundle;
+pub use bundle::{ClientBundle, OwnInput};
 pub use classification::{SequenceClassificationHead, logits_of_checkpoint};
 pub use config::{BertConfig, ModelKind};
 pub use error::{Error, Result};

@@ -2,12 +2,17 @@
 //! its file must tokenize sentences and pairs exactly as [`Tokenizer::from_dir`] does on the
 //! folder, and embed exactly as [`BertWeights::embed`] (to the bundle's f32 precision), for a
 //! BERT folder with only a `vocab.txt`, one with a cased `tokenizer.json`, and the tiny MPNet
-//! fixture (`fixtures/mpnet/tiny`, whose `tokenizer.json` is MPNet's own). Bundles of the older
-//! format or of another version are refused by name, and an MPNet bundle has no device table.
+//! fixture (`fixtures/mpnet/tiny`, whose `tokenizer.json` is MPNet's own). A pool's bundle
+//! embeds each expert with its own input through that checkpoint's tokenizer and tables and
+//! every other expert through the summary's. Bundles of the older format or of another version
+//! are refused by name, damaged expert lists and files cut short are refused, and neither an
+//! MPNet bundle nor a pool's with inputs of their own has a device table.
 
 use securerouter_core::prg::Seed;
 use securerouter_ml::bundle::{FORMAT_VERSION, MAGIC};
-use securerouter_ml::{BertConfig, BertWeights, ClientBundle, Error, Positions, Tokenizer};
+use securerouter_ml::{
+    BertConfig, BertWeights, ClientBundle, Encoding, Error, Positions, Tokenizer,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokenizers::models::wordpiece::WordPiece as WordPieceModel;
@@ -344,12 +349,250 @@ fn damaged_tables_and_tokenizers_are_refused() {
     assert!(matches!(err, Error::BundleTokenizer { .. }), "{err:?}");
     // A NaN in the last table value (the LayerNorm comes after the tables).
     let mut nan = good.clone();
-    // The file ends with beta's last f64, epsilon (f64) and the positions' one-byte tag.
-    let last_beta = nan.len() - 1 - 8 - 8;
+    // The file ends with beta's last f64, epsilon (f64), the positions' one-byte tag and the
+    // number of experts with inputs of their own (0, one byte).
+    let last_beta = nan.len() - 1 - 1 - 8 - 8;
     nan[last_beta..last_beta + 8].copy_from_slice(&f64::NAN.to_le_bytes());
     std::fs::write(&path, &nan).unwrap();
     let err = ClientBundle::load(&path).err().unwrap().to_string();
-    assert!(err.contains("NaN or infinity"), "{err}");
+    assert!(
+        err.contains("NaN or infinity") && err.contains("the summary's"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(folder).unwrap();
+}
+
+/// The tiny MPNet fixture: its model and its own tokenizer.
+fn tiny_mpnet() -> (BertWeights, Tokenizer) {
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mpnet/tiny");
+    (
+        BertWeights::load(&tiny, None).unwrap(),
+        Tokenizer::from_dir(&tiny).unwrap(),
+    )
+}
+
+/// How far `embedded` is from `model`'s embedding of `tokenizer`'s encoding of `text`.
+fn distance(embedded: &securerouter_ml::Matrix, model: &BertWeights, want: &Encoding) -> f64 {
+    embedded.max_abs_diff(&model.embed(&want.ids, &want.type_ids).unwrap())
+}
+
+#[test]
+fn a_pool_bundle_embeds_an_expert_with_its_own_input_through_its_own_checkpoint() {
+    let bert = bert_model();
+    let folder = bert_folder("pool-bert", true, true);
+    let bert_tokenizer = Tokenizer::from_dir(&folder).unwrap();
+    let (mpnet, mpnet_tokenizer) = tiny_mpnet();
+    assert_ne!(bert.config.hidden_size, mpnet.config.hidden_size);
+    let dir = temp_dir("pool-out");
+    let path = dir.join("client.bundle");
+    ClientBundle::save_pool(
+        &bert,
+        &bert_tokenizer,
+        &[(2, &mpnet, &mpnet_tokenizer)],
+        &path,
+    )
+    .unwrap();
+    let bundle = ClientBundle::load(&path).unwrap();
+    assert_eq!(bundle.own_input_experts(), [2]);
+    assert_eq!(bundle.own_inputs[0].expert, 2);
+    assert_eq!(
+        bundle.own_inputs[0].embeddings.positions,
+        Positions::AfterPadding { padding_idx: 1 }
+    );
+    assert_eq!(bundle.embeddings.positions, Positions::FromZero);
+
+    for text in [SENTENCE, "the café", ""] {
+        // Expert 2 through MPNet's own tokenizer and tables.
+        let want = mpnet_tokenizer.encode(text, 24).unwrap();
+        let got = bundle.embed_text_for(2, text, 24).unwrap();
+        assert_eq!(got.cols, mpnet.config.hidden_size);
+        let d = distance(&got, &mpnet, &want);
+        assert!(d < F32_TOLERANCE, "expert 2, {text:?}: {d}");
+        // The summary and an expert cut from it through the summary's.
+        let want = bert_tokenizer.encode(text, 24).unwrap();
+        for expert in [0, 1] {
+            let got = bundle.embed_text_for(expert, text, 24).unwrap();
+            let d = distance(&got, &bert, &want);
+            assert!(d < F32_TOLERANCE, "expert {expert}, {text:?}: {d}");
+        }
+        assert_eq!(
+            bundle.embed_text(text, 24).unwrap(),
+            bundle.embed_text_for(0, text, 24).unwrap()
+        );
+    }
+    let (a, b) = PAIR;
+    let want = mpnet_tokenizer.encode_pair(a, b, 24).unwrap();
+    let d = distance(&bundle.embed_pair_for(2, a, b, 24).unwrap(), &mpnet, &want);
+    assert!(d < F32_TOLERANCE, "expert 2, pair: {d}");
+    let want = bert_tokenizer.encode_pair(a, b, 24).unwrap();
+    for expert in [0, 1] {
+        let got = bundle.embed_pair_for(expert, a, b, 24).unwrap();
+        let d = distance(&got, &bert, &want);
+        assert!(d < F32_TOLERANCE, "expert {expert}, pair: {d}");
+    }
+    assert_eq!(
+        bundle.embed_pair(a, b, 24).unwrap(),
+        bundle.embed_pair_for(0, a, b, 24).unwrap()
+    );
+
+    // The device embeds with one table: a pool with an expert of its own input has none.
+    let e = bundle.device_table().unwrap_err().to_string();
+    assert!(e.contains("experts [2]") && e.contains("one table"), "{e}");
+
+    // Own inputs in any order are stored by increasing expert index.
+    ClientBundle::save_pool(
+        &bert,
+        &bert_tokenizer,
+        &[(5, &bert, &bert_tokenizer), (2, &mpnet, &mpnet_tokenizer)],
+        &path,
+    )
+    .unwrap();
+    let bundle = ClientBundle::load(&path).unwrap();
+    assert_eq!(bundle.own_input_experts(), [2, 5]);
+    let got = bundle.embed_text_for(5, SENTENCE, 24).unwrap();
+    let d = distance(&got, &bert, &bert_tokenizer.encode(SENTENCE, 24).unwrap());
+    assert!(d < F32_TOLERANCE, "{d}");
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(folder).unwrap();
+}
+
+#[test]
+fn a_format_2_bundle_is_refused_with_the_re_export_message() {
+    let model = bert_model();
+    let folder = bert_folder("format-2", true, false);
+    let dir = temp_dir("format-2-out");
+    let path = dir.join("client.bundle");
+    ClientBundle::save(&model, &Tokenizer::from_dir(&folder).unwrap(), &path).unwrap();
+    // Format 2 wrote the magic, version 2 and the summary's embedder alone: this file without
+    // its trailing count of own inputs.
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.pop(), Some(0));
+    bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+    for payload in [
+        &bytes[..],
+        &[&MAGIC[..], &2u16.to_le_bytes(), b"anything"].concat(),
+    ] {
+        std::fs::write(&path, payload).unwrap();
+        let err = ClientBundle::load(&path).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::BundleVersion {
+                    found: 2,
+                    expected: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("format 2") && message.contains("re-export the deployment"),
+            "{message}"
+        );
+    }
+    assert_eq!(FORMAT_VERSION, 3);
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(folder).unwrap();
+}
+
+#[test]
+fn damaged_expert_lists_and_files_cut_short_are_refused() {
+    let model = bert_model();
+    let folder = bert_folder("experts-damage", true, false);
+    let tokenizer = Tokenizer::from_dir(&folder).unwrap();
+    let dir = temp_dir("experts-damage-out");
+    let path = dir.join("client.bundle");
+    let load_err = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        ClientBundle::load(&path).err().unwrap().to_string()
+    };
+
+    // The file is the header and the summary's embedder, the number of own inputs (one byte
+    // here), then each own input: its expert index (one byte here) and its embedder.
+    ClientBundle::save(&model, &tokenizer, &path).unwrap();
+    let summary = std::fs::read(&path).unwrap();
+    let head = &summary[..summary.len() - 1];
+    ClientBundle::save_pool(&model, &tokenizer, &[(3, &model, &tokenizer)], &path).unwrap();
+    let pool = std::fs::read(&path).unwrap();
+    assert_eq!(pool[..head.len()], *head);
+    assert_eq!(pool[head.len()..head.len() + 2], [1, 3]);
+    let embedder = &pool[head.len() + 2..];
+    let file = |experts: &[u8]| {
+        let mut bytes = head.to_vec();
+        bytes.push(experts.len() as u8);
+        for &k in experts {
+            bytes.push(k);
+            bytes.extend_from_slice(embedder);
+        }
+        bytes
+    };
+    // Well-formed lists load (the bytes are laid out as described).
+    let bundle = ClientBundle::load(&{
+        std::fs::write(&path, file(&[1, 15])).unwrap();
+        path.clone()
+    })
+    .unwrap();
+    assert_eq!(bundle.own_input_experts(), [1, 15]);
+
+    for (experts, want) in [
+        (&[0][..], "expert 0 is the summary"),
+        (&[2, 0], "expert 0 is the summary"),
+        (&[2, 2], "expert 2 has two embedders"),
+        (&[4, 2], "out of order: expert 2 after expert 4"),
+        (&[16], "expert 16 is beyond a pool's 16 experts"),
+        (
+            &(1..=16).collect::<Vec<u8>>()[..],
+            "16 experts with inputs of their own",
+        ),
+    ] {
+        let e = load_err(&file(experts));
+        assert!(e.contains(want), "{experts:?}: {e}");
+    }
+
+    // The same lists are refused on save.
+    for (own, want) in [
+        (&[0][..], "expert 0 is the summary"),
+        (&[2, 2], "expert 2 has two embedders"),
+        (&[16], "beyond a pool's 16 experts"),
+    ] {
+        let own: Vec<_> = own.iter().map(|&k| (k, &model, &tokenizer)).collect();
+        let e = ClientBundle::save_pool(&model, &tokenizer, &own, &path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+
+    // Cut short anywhere (in the header, the summary, the count, an own input), or followed by
+    // more bytes.
+    let two = file(&[2, 5]);
+    for end in [
+        9,
+        10,
+        head.len() / 2,
+        head.len(),
+        head.len() + 1,
+        two.len() - 1,
+    ]
+    .into_iter()
+    .chain((head.len() + 2..two.len()).step_by(97))
+    {
+        let e = load_err(&two[..end]);
+        assert!(e.contains("not a client bundle"), "cut at {end}: {e}");
+    }
+    let e = load_err(&[&two[..], &[0]].concat());
+    assert!(e.contains("bytes follow its end (1)"), "{e}");
+
+    // A damaged table of an own input names its expert.
+    let mut nan = two.clone();
+    let last_beta = nan.len() - 1 - 8 - 8;
+    nan[last_beta..last_beta + 8].copy_from_slice(&f64::NAN.to_le_bytes());
+    let e = load_err(&nan);
+    assert!(
+        e.contains("expert 5's") && e.contains("NaN or infinity"),
+        "{e}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
     std::fs::remove_dir_all(folder).unwrap();
 }
