@@ -147,17 +147,9 @@ impl Experts {
 fn tiny_mpnet() -> (BertWeights, SequenceClassificationHead) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/mpnet/tiny");
     let (model, head) = BertWeights::load_with_head(&dir, None).unwrap();
-    let mut head = head.expect("MPNetForSequenceClassification's head");
-    let (w, b) = (&head.classifier.weight, &head.classifier.bias);
-    let keep = [0, w.rows - 1];
-    let data = keep
-        .iter()
-        .flat_map(|&r| w.data[r * w.cols..(r + 1) * w.cols].to_vec())
-        .collect();
-    head.classifier.bias = keep.iter().map(|&r| b[r]).collect();
-    head.classifier.weight = Matrix::new(2, w.cols, data);
-    head.num_labels = 2;
-    head.id2label = keep.iter().map(|&r| head.id2label[r].clone()).collect();
+    let head = head.expect("MPNetForSequenceClassification's head");
+    let last = head.num_labels - 1;
+    let head = head.select_labels(&[0, last]).unwrap();
     (model, head)
 }
 

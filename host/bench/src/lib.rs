@@ -19,20 +19,17 @@ pub use error::{Error, Result};
 
 use crate::error::invalid;
 use securerouter_circuits::ModelSpec;
-use securerouter_circuits::bert::{
-    BertShape, RingLayer, checkpoint_ring_layers, checkpoint_shape_of, client_input, ring_layers,
-    shape_of,
-};
+use securerouter_circuits::bert::{BertHead, BertShape, client_input, deployable};
 use securerouter_circuits::profile::{PhaseStats, add_phases};
 use securerouter_ml::assets;
 use securerouter_ml::data::{self, DataSource, Label, LabelSet};
-use securerouter_ml::head::{argmax, reference_logits};
+use securerouter_ml::head::{ExpertHead, argmax};
 use securerouter_ml::hf_tokenizer::{TOKENIZER_JSON, VOCAB_TXT};
 use securerouter_ml::metrics::{Metric, Scores};
 use securerouter_ml::pool::{CostRequest, MeasuredCost};
 use securerouter_ml::{
     BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix,
-    SequenceClassificationHead, Tokenizer, WordPiece, logits_of_checkpoint,
+    SequenceClassificationHead, Tokenizer, WordPiece,
 };
 use securerouter_runtime::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use securerouter_runtime::local_cluster::{LocalCluster, ServerFlags};
@@ -166,7 +163,7 @@ struct Prepared {
     /// The model's tokenizer, which the client bundle carries.
     tokenizer: Tokenizer,
     weights: BertWeights,
-    head: Head,
+    head: ExpertHead,
     queries: Vec<Query>,
     /// The task the queries' gold labels come from (its name and metric), and how the head's
     /// outputs read as its labels.
@@ -251,39 +248,6 @@ impl Reading {
     }
 }
 
-/// The head a benchmarked model ends in.
-enum Head {
-    /// A linear head on mean-pooled features (fitted, or random).
-    Fitted(ClassifierHead),
-    /// A checkpoint's own pooler and classifier.
-    Checkpoint(SequenceClassificationHead),
-}
-
-impl Head {
-    /// The model's shape, spec and ring layers.
-    fn deployable(&self, w: &BertWeights) -> Result<(BertShape, ModelSpec, Vec<RingLayer>)> {
-        Ok(match self {
-            Head::Fitted(h) => {
-                let shape = shape_of(w, h)?;
-                (shape, ModelSpec::Bert(shape), ring_layers(w, h)?)
-            }
-            Head::Checkpoint(h) => {
-                let shape = checkpoint_shape_of(w, h)?;
-                let layers = checkpoint_ring_layers(w, h)?;
-                (shape, ModelSpec::BertCheckpoint(shape), layers)
-            }
-        })
-    }
-
-    /// The f64 reference logits of one sequence.
-    fn reference(&self, w: &BertWeights, ids: &[u32], types: &[u32]) -> Result<Vec<f64>> {
-        Ok(match self {
-            Head::Fitted(h) => reference_logits(w, h, ids, types)?,
-            Head::Checkpoint(h) => logits_of_checkpoint(w, h, ids, types)?,
-        })
-    }
-}
-
 /// `count` sequences of `len` token ids drawn uniformly below `vocab`.
 fn random_queries(
     rng: &mut securerouter_core::prg::AesCtr,
@@ -362,7 +326,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                     shape.layers, shape.hidden, shape.heads, shape.ffn
                 ),
                 weights,
-                head: Head::Fitted(head),
+                head: ExpertHead::Fitted(head),
                 queries,
                 task: None,
             })
@@ -439,7 +403,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 tokenizer,
                 name,
                 weights,
-                head: Head::Checkpoint(head),
+                head: ExpertHead::Checkpoint(head),
                 queries,
                 task,
             })
@@ -447,9 +411,12 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
         BenchModel::PoolExpert { pool, name } => {
             let cache = assets::cache_dir(opts.cache.as_deref())?;
             let manifest = securerouter_ml::PoolManifest::load(pool)?;
-            let (weights, head) = manifest.load_expert(pool, &cache, manifest.index_of(name)?)?;
-            let base = manifest.base_asset()?.path(&cache)?;
-            let tokenizer = Tokenizer::from_dir(&base)?;
+            let expert = manifest.load_expert(pool, &cache, manifest.index_of(name)?)?;
+            let tokenizer = match expert.own_tokenizer {
+                Some(own) => own,
+                None => Tokenizer::from_dir(&manifest.base_asset()?.path(&cache)?)?,
+            };
+            let (weights, head) = (expert.weights, expert.head);
             let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
             let queries = test
                 .iter()
@@ -460,7 +427,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 tokenizer,
                 name: name.clone(),
                 weights,
-                head: Head::Fitted(head),
+                head,
                 queries,
                 task: None,
             })
@@ -487,7 +454,7 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                     format!("minilm-l6-first-{kept}")
                 },
                 weights,
-                head: Head::Fitted(head),
+                head: ExpertHead::Fitted(head),
                 queries,
                 task: None,
             })
@@ -574,7 +541,11 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
     if prepared.queries.is_empty() {
         invalid!("no queries to run");
     }
-    let (shape, spec, layers) = prepared.head.deployable(&prepared.weights)?;
+    let (shape, head, layers) = deployable(&prepared.weights, &prepared.head)?;
+    let spec = match head {
+        BertHead::MeanPooled => ModelSpec::Bert(shape),
+        BertHead::Checkpoint => ModelSpec::BertCheckpoint(shape),
+    };
     let files = ModelFile::deploy(spec, &layers, &random_seed())?;
     drop(layers);
     let dir = LocalCluster::fresh_dir("bench");

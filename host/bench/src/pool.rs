@@ -13,7 +13,7 @@ use securerouter_ml::pool_format::pool_dir;
 use securerouter_runtime::client::{Client, PoolAnswer};
 use securerouter_runtime::local_cluster::LocalCluster;
 use securerouter_runtime::local_cluster::ServerFlags;
-use securerouter_runtime::served_pool::{ServedPool, embed_query};
+use securerouter_runtime::served_pool::{ServedPool, embed_query_for};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -205,9 +205,8 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
         "routed and always-largest under MPC",
     );
     for (i, s) in sentences.iter().enumerate() {
-        // Every expert of a served pool is cut from the summary's checkpoint: one input.
-        let x = embed_query(&bundle, &s.text, pool.seq_len())?;
-        let ask = |kind| client.ask_pool(&shape, kind, pool.seq_len(), |_| Ok(x.clone()));
+        let input = |k| Ok(embed_query_for(&bundle, k, &s.text, pool.seq_len())?);
+        let ask = |kind| client.ask_pool(&shape, kind, pool.seq_len(), input);
         let a = runtime.block_on(ask(CircuitKind::Routed(opts.mode)))?;
         let b = runtime.block_on(ask(largest_kind))?;
         let plain = pool.answer(&s.text)?;

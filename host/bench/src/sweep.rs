@@ -14,7 +14,7 @@ use securerouter_ml::data;
 use securerouter_ml::pool_format::pool_dir;
 use securerouter_runtime::client::PoolAnswer;
 use securerouter_runtime::local_cluster::ServerFlags;
-use securerouter_runtime::served_pool::{ServedPool, embed_query};
+use securerouter_runtime::served_pool::{ServedPool, embed_query_for};
 use securerouter_train::pool::{SIGNALS, Signals};
 use securerouter_train::router::{RouterOptions, evaluate, train_router};
 use serde::Serialize;
@@ -152,11 +152,10 @@ fn measure(
     );
     let mut online = vec![0.0; kinds.len()];
     for t in texts {
-        let x = embed_query(&bundle, t, pool.seq_len())?;
         for (i, &kind) in kinds.iter().enumerate() {
+            let input = |k| Ok(embed_query_for(&bundle, k, t, pool.seq_len())?);
             let a: PoolAnswer =
-                runtime
-                    .block_on(client.ask_pool(&shape, kind, pool.seq_len(), |_| Ok(x.clone())))?;
+                runtime.block_on(client.ask_pool(&shape, kind, pool.seq_len(), input))?;
             online[i] += a.outputs.worst_server().online_s;
             bar.inc(1);
         }

@@ -30,6 +30,7 @@ use securerouter_core::Error;
 use securerouter_core::gate::{self, DealerWeights, Protocol, ServerWeights, Tensor};
 use securerouter_core::prg::{Domain, Seed};
 use securerouter_core::ring::{BitWidth, FixedPoint};
+use securerouter_ml::head::ExpertHead;
 use securerouter_ml::mpnet::RelativeAttentionBias;
 use securerouter_ml::{
     BertWeights, ClassifierHead, LayerNorm, Linear, ModelKind, SequenceClassificationHead,
@@ -574,6 +575,26 @@ pub fn checkpoint_shape_of(
     head: &SequenceClassificationHead,
 ) -> crate::Result<BertShape> {
     shape_with_classes(model, head.classifier.weight.rows)
+}
+
+/// The shape, head and ring layers of `model` ending in `head`, as a pool or a benchmark
+/// deploys it.
+pub fn deployable(
+    model: &BertWeights,
+    head: &ExpertHead,
+) -> crate::Result<(BertShape, BertHead, Vec<RingLayer>)> {
+    Ok(match head {
+        ExpertHead::Fitted(h) => (
+            shape_of(model, h)?,
+            BertHead::MeanPooled,
+            ring_layers(model, h)?,
+        ),
+        ExpertHead::Checkpoint(h) => (
+            checkpoint_shape_of(model, h)?,
+            BertHead::Checkpoint,
+            checkpoint_ring_layers(model, h)?,
+        ),
+    })
 }
 
 fn shape_with_classes(model: &BertWeights, classes: usize) -> crate::Result<BertShape> {

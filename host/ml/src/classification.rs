@@ -108,6 +108,37 @@ impl LabelsConfig {
 }
 
 impl SequenceClassificationHead {
+    /// The head restricted to the outputs `keep`, in that order (e.g. a three-way sentiment
+    /// head read as negative against positive).
+    ///
+    /// # Errors
+    /// If `keep` is empty or names an output the head does not have.
+    pub fn select_labels(&self, keep: &[usize]) -> Result<Self> {
+        let w = &self.classifier.weight;
+        if keep.is_empty() || keep.iter().any(|&r| r >= w.rows) {
+            invalid!("outputs {keep:?} of a head with {} cannot be kept", w.rows);
+        }
+        let data = keep.iter().flat_map(|&r| w.row(r).to_vec()).collect();
+        Ok(SequenceClassificationHead {
+            pooler: self.pooler.clone(),
+            classifier: Linear {
+                weight: Matrix::new(keep.len(), w.cols, data),
+                bias: keep.iter().map(|&r| self.classifier.bias[r]).collect(),
+            },
+            num_labels: keep.len(),
+            id2label: keep
+                .iter()
+                .map(|&r| {
+                    self.id2label
+                        .get(r)
+                        .cloned()
+                        .unwrap_or_else(|| format!("LABEL_{r}"))
+                })
+                .collect(),
+            problem_type: self.problem_type,
+        })
+    }
+
     /// The head in the checkpoint `f` (the pooler under the encoder's prefix, `classifier.*`
     /// at the top level, as `BertForSequenceClassification` saves them; MPNet's
     /// `classifier.dense` and `classifier.out_proj`), or `None` when it has no classifier. A

@@ -2,9 +2,11 @@
 //!
 //! Pretrained sentence encoders (MiniLM) ship without a task head; this fits one on pooled
 //! features of labelled sentences, so secure and plaintext predictions can be compared on a
-//! real task. Stored as JSON (a few thousand numbers).
+//! real task. Stored as JSON (a few thousand numbers). [`ExpertHead`] names either this head
+//! or a checkpoint's own.
 
 use super::matrix::Matrix;
+use super::weights::BertWeights;
 use super::weights::Linear;
 use crate::error::{Error, Result, invalid};
 use serde::{Deserialize, Serialize};
@@ -164,6 +166,52 @@ fn softmax(x: &[f64]) -> Vec<f64> {
     let e: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.iter().map(|v| v / s).collect()
+}
+
+/// The head a classifier ends in: a linear head fitted on mean-pooled states, or its
+/// checkpoint's own (first token, pooler and tanh, classifier).
+#[derive(Clone, Debug)]
+pub enum ExpertHead {
+    /// A linear head on the mean of the real tokens' last hidden states.
+    Fitted(ClassifierHead),
+    /// A `...ForSequenceClassification` checkpoint's own head.
+    Checkpoint(crate::SequenceClassificationHead),
+}
+
+impl ExpertHead {
+    /// Outputs of the head.
+    pub fn classes(&self) -> usize {
+        match self {
+            ExpertHead::Fitted(h) => h.linear.weight.rows,
+            ExpertHead::Checkpoint(h) => h.classifier.weight.rows,
+        }
+    }
+
+    /// Features the head reads: the encoder's hidden size.
+    pub fn features(&self) -> usize {
+        match self {
+            ExpertHead::Fitted(h) => h.linear.weight.cols,
+            ExpertHead::Checkpoint(h) => h.pooler.weight.cols,
+        }
+    }
+
+    /// The logits of a sequence's last hidden states (real tokens only).
+    pub fn logits_of_hidden(&self, hidden: &Matrix) -> Result<Vec<f64>> {
+        match self {
+            ExpertHead::Fitted(h) => Ok(h.logits(&super::mean_pool(hidden))),
+            ExpertHead::Checkpoint(h) => h.logits(hidden),
+        }
+    }
+
+    /// The f64 reference logits of `model` ending in this head on one sequence.
+    pub fn reference(
+        &self,
+        model: &BertWeights,
+        ids: &[u32],
+        type_ids: &[u32],
+    ) -> Result<Vec<f64>> {
+        self.logits_of_hidden(&model.forward(ids, type_ids)?)
+    }
 }
 
 /// Index of the largest value (the first on ties).

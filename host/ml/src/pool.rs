@@ -1,13 +1,17 @@
 //! Pool manifests: which experts a pool holds, the files of each, and what each costs under
 //! MPC as measured by `securerouter bench`.
 //!
-//! Every expert is a pretrained checkpoint (an asset) cut to its first k layers, with its top
-//! layers fine-tuned (stored alone, as safetensors under the checkpoint's names) and a
-//! classifier head on mean-pooled states. Experts are listed from cheapest to dearest; the first one's
-//! encoder is the router's summary encoder. The manifest is untrusted input when loaded: file
-//! names must stay inside the pool directory, and every figure and shape is checked.
+//! An expert is either the pool's base checkpoint (an asset) cut to its first k layers, with
+//! its top layers fine-tuned (stored alone, as safetensors under the checkpoint's names) and a
+//! classifier head on mean-pooled states, or a classifier checkpoint folder of its own (as
+//! `securerouter train expert` writes it, copied into the pool directory: its own vocabulary,
+//! embeddings and head), which reads an input of its own under MPC. Experts are listed from
+//! cheapest to dearest; the first one is a cut, whose encoder is the router's summary encoder.
+//! The manifest is untrusted input when loaded: file names must stay inside the pool
+//! directory, and every figure and shape is checked.
 
-use super::{BertWeights, ClassifierHead};
+use super::head::ExpertHead;
+use super::{BertWeights, ClassifierHead, Tokenizer};
 use crate::assets::{self, Asset};
 use crate::error::{Error, Result, invalid};
 use serde::{Deserialize, Serialize};
@@ -52,18 +56,37 @@ pub struct CostRequest<'a> {
 pub struct ExpertEntry {
     /// A unique name, e.g. `minilm-l6-first-2`.
     pub name: String,
-    /// Layers kept from the base checkpoint.
-    pub layers: usize,
-    /// How many of the top layers were fine-tuned.
-    pub tuned_layers: usize,
-    /// The fine-tuned layers (safetensors), relative to the pool directory.
-    pub tuned_file: String,
-    /// The classifier head (JSON), relative to the pool directory.
-    pub head: String,
+    /// Where its weights come from.
+    #[serde(flatten)]
+    pub source: ExpertSource,
     /// Accuracy on the pool's held-out sentences (plaintext).
     pub held_out_accuracy: f64,
     /// The measured MPC cost, once benchmarked.
     pub cost: Option<MeasuredCost>,
+}
+
+/// Where an expert's weights come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExpertSource {
+    /// The base checkpoint cut to its first `layers`, its top layers fine-tuned, with a head
+    /// on mean-pooled states.
+    Cut {
+        /// Layers kept from the base checkpoint.
+        layers: usize,
+        /// How many of the top layers were fine-tuned.
+        tuned_layers: usize,
+        /// The fine-tuned layers (safetensors), relative to the pool directory.
+        tuned_file: String,
+        /// The classifier head (JSON), relative to the pool directory.
+        head: String,
+    },
+    /// A classifier checkpoint folder (`config.json`, `model.safetensors`, its tokenizer),
+    /// relative to the pool directory, with its own head.
+    Checkpoint {
+        /// The folder.
+        checkpoint: String,
+    },
 }
 
 /// A pool of experts (`pool.json`).
@@ -81,8 +104,31 @@ pub struct PoolManifest {
     pub experts: Vec<ExpertEntry>,
 }
 
-/// A loaded expert: the encoder and its head.
-pub type LoadedExpert = (BertWeights, ClassifierHead);
+/// A loaded expert: the encoder, its head and, for an expert of its own checkpoint, that
+/// checkpoint's tokenizer.
+#[derive(Clone, Debug)]
+pub struct LoadedExpert {
+    /// The encoder (and embeddings).
+    pub weights: BertWeights,
+    /// The head.
+    pub head: ExpertHead,
+    /// The tokenizer of an expert of its own checkpoint, which reads an input of its own;
+    /// `None` for a cut of the base checkpoint, which reads the summary's.
+    pub own_tokenizer: Option<Tokenizer>,
+}
+
+impl LoadedExpert {
+    /// Its plaintext logits on `text` at `seq_len` tokens, tokenized with its own tokenizer or
+    /// else `base` (the pool's).
+    pub fn logits(&self, base: &Tokenizer, text: &str, seq_len: usize) -> Result<Vec<f64>> {
+        let e = self
+            .own_tokenizer
+            .as_ref()
+            .unwrap_or(base)
+            .encode(text, seq_len)?;
+        self.head.reference(&self.weights, &e.ids, &e.type_ids)
+    }
+}
 
 impl PoolManifest {
     /// Reads and checks `dir/pool.json`.
@@ -126,22 +172,35 @@ impl PoolManifest {
             if e.name.is_empty() || self.experts[..i].iter().any(|o| o.name == e.name) {
                 invalid!("expert {i} has an empty or repeated name {:?}", e.name);
             }
-            if e.layers == 0 || e.layers > 256 {
-                invalid!(
-                    "expert {:?} keeps {} layers; 1..=256 are possible",
-                    e.name,
-                    e.layers
-                );
-            }
-            if e.tuned_layers > e.layers {
-                invalid!(
-                    "expert {:?} has {} fine-tuned layers of {}",
-                    e.name,
-                    e.tuned_layers,
-                    e.layers
-                );
-            }
-            for f in [&e.tuned_file, &e.head] {
+            let files = match &e.source {
+                ExpertSource::Cut {
+                    layers,
+                    tuned_layers,
+                    tuned_file,
+                    head,
+                } => {
+                    if *layers == 0 || *layers > 256 {
+                        invalid!(
+                            "expert {:?} keeps {layers} layers; 1..=256 are possible",
+                            e.name
+                        );
+                    }
+                    if tuned_layers > layers {
+                        invalid!(
+                            "expert {:?} has {tuned_layers} fine-tuned layers of {layers}",
+                            e.name
+                        );
+                    }
+                    vec![tuned_file, head]
+                }
+                ExpertSource::Checkpoint { checkpoint } if i == 0 => invalid!(
+                    "expert {:?} (checkpoint {checkpoint:?}) cannot come first: expert 0 is \
+                     the router's summary encoder, a cut of the base checkpoint",
+                    e.name
+                ),
+                ExpertSource::Checkpoint { checkpoint } => vec![checkpoint],
+            };
+            for f in files {
                 if !inside(f) {
                     invalid!(
                         "expert {:?}: file name {f:?} must be a plain relative path inside \
@@ -208,8 +267,8 @@ impl PoolManifest {
             .collect()
     }
 
-    /// Loads expert `i`: the base checkpoint from `cache` cut to its layers, its fine-tuned
-    /// top layers and its head from `dir`.
+    /// Loads expert `i`: a cut, from the base checkpoint in `cache` with its fine-tuned top
+    /// layers and its head from `dir`; or its own checkpoint folder in `dir`.
     pub fn load_expert(&self, dir: &Path, cache: &Path, i: usize) -> Result<LoadedExpert> {
         let e = self.experts.get(i).ok_or_else(|| {
             Error::Invalid(format!(
@@ -225,25 +284,56 @@ impl PoolManifest {
                 source: Box::new(source),
             }
         };
-        let base = self.base_asset()?.path(cache)?;
-        let mut weights = BertWeights::load(&base, Some(e.layers)).map_err(part("base"))?;
-        weights
-            .load_top_layers(e.tuned_layers, &dir.join(&e.tuned_file))
-            .map_err(part("fine-tuned layers"))?;
-        let head = ClassifierHead::load(&dir.join(&e.head))?;
-        if head.linear.weight.cols != weights.config.hidden_size
-            || head.linear.weight.rows != self.classes
-        {
+        let loaded = match &e.source {
+            ExpertSource::Cut {
+                layers,
+                tuned_layers,
+                tuned_file,
+                head,
+            } => {
+                let base = self.base_asset()?.path(cache)?;
+                let mut weights = BertWeights::load(&base, Some(*layers)).map_err(part("base"))?;
+                weights
+                    .load_top_layers(*tuned_layers, &dir.join(tuned_file))
+                    .map_err(part("fine-tuned layers"))?;
+                let head = ClassifierHead::load(&dir.join(head)).map_err(part("head"))?;
+                LoadedExpert {
+                    weights,
+                    head: ExpertHead::Fitted(head),
+                    own_tokenizer: None,
+                }
+            }
+            ExpertSource::Checkpoint { checkpoint } => {
+                let folder = dir.join(checkpoint);
+                let (weights, head) =
+                    BertWeights::load_with_head(&folder, None).map_err(part("checkpoint"))?;
+                let Some(head) = head else {
+                    invalid!(
+                        "expert {:?}: {} has no classification head (a pool's checkpoint \
+                         expert is a classifier, as `securerouter train expert` writes it)",
+                        e.name,
+                        folder.display()
+                    );
+                };
+                let tokenizer = Tokenizer::from_dir(&folder).map_err(part("tokenizer"))?;
+                LoadedExpert {
+                    weights,
+                    head: ExpertHead::Checkpoint(head),
+                    own_tokenizer: Some(tokenizer),
+                }
+            }
+        };
+        let (features, classes) = (loaded.head.features(), loaded.head.classes());
+        if features != loaded.weights.config.hidden_size || classes != self.classes {
             invalid!(
-                "expert {:?}'s head maps {} features to {} classes; the pool needs {} to {}",
+                "expert {:?}'s head maps {features} features to {classes} classes; the pool \
+                 needs {} to {}",
                 e.name,
-                head.linear.weight.cols,
-                head.linear.weight.rows,
-                weights.config.hidden_size,
+                loaded.weights.config.hidden_size,
                 self.classes
             );
         }
-        Ok((weights, head))
+        Ok(loaded)
     }
 }
 
@@ -267,10 +357,12 @@ mod tests {
             seq_len: 64,
             experts: vec![ExpertEntry {
                 name: "small".into(),
-                layers: 1,
-                tuned_layers: 1,
-                tuned_file: "small.safetensors".into(),
-                head: "small.head.json".into(),
+                source: ExpertSource::Cut {
+                    layers: 1,
+                    tuned_layers: 1,
+                    tuned_file: "small.safetensors".into(),
+                    head: "small.head.json".into(),
+                },
                 held_out_accuracy: 0.7,
                 cost: None,
             }],
@@ -293,18 +385,46 @@ mod tests {
             let e = format!("{:#}", m.validate().unwrap_err());
             assert!(e.contains(want), "{e} lacks {want}");
         };
+        fn cut(m: &mut PoolManifest) -> (&mut usize, &mut usize, &mut String, &mut String) {
+            match &mut m.experts[0].source {
+                ExpertSource::Cut {
+                    layers,
+                    tuned_layers,
+                    tuned_file,
+                    head,
+                } => (layers, tuned_layers, tuned_file, head),
+                ExpertSource::Checkpoint { .. } => unreachable!("expert 0 is a cut"),
+            }
+        }
         bad(
-            &|m| m.experts[0].head = "../../etc/passwd".into(),
+            &|m| *cut(m).3 = "../../etc/passwd".into(),
             "inside the pool",
         );
-        bad(
-            &|m| m.experts[0].tuned_file = "/abs".into(),
-            "inside the pool",
-        );
+        bad(&|m| *cut(m).2 = "/abs".into(), "inside the pool");
         bad(&|m| m.experts.push(m.experts[0].clone()), "repeated");
         bad(&|m| m.experts.clear(), "no experts");
-        bad(&|m| m.experts[0].layers = 0, "layers");
-        bad(&|m| m.experts[0].tuned_layers = 2, "fine-tuned layers");
+        bad(&|m| *cut(m).0 = 0, "layers");
+        bad(&|m| *cut(m).1 = 2, "fine-tuned layers");
+        let checkpoint = |path: &str| ExpertEntry {
+            name: "big".into(),
+            source: ExpertSource::Checkpoint {
+                checkpoint: path.into(),
+            },
+            held_out_accuracy: 0.9,
+            cost: None,
+        };
+        bad(
+            &|m| m.experts.insert(0, checkpoint("big")),
+            "cannot come first",
+        );
+        bad(&|m| m.experts.push(checkpoint("../big")), "inside the pool");
+        // A checkpoint expert after the summary round-trips as one.
+        let mut two = manifest();
+        two.experts.push(checkpoint("experts/big"));
+        two.save(&dir).unwrap();
+        let text = std::fs::read_to_string(dir.join(MANIFEST)).unwrap();
+        assert!(text.contains("\"checkpoint\": \"experts/big\""), "{text}");
+        assert_eq!(PoolManifest::load(&dir).unwrap(), two);
         bad(&|m| m.seq_len = 0, "seq_len");
         bad(&|m| m.experts[0].held_out_accuracy = f64::NAN, "accuracy");
         std::fs::write(dir.join(MANIFEST), b"{\"base\": 3}").unwrap();

@@ -6,6 +6,7 @@
 
 use crate::assets;
 use crate::error::{Error, Result, invalid};
+use crate::pool::ExpertSource;
 use crate::router::PlainRouterHead;
 use crate::router::router_feature_count;
 use crate::{ClassifierHead, PoolManifest};
@@ -80,10 +81,10 @@ pub fn router_is_current(dir: &Path) -> Result<bool> {
         .experts
         .first()
         .ok_or_else(|| Error::Invalid("the pool has no experts".into()))?;
-    let hidden = ClassifierHead::load(&dir.join(&summary.head))?
-        .linear
-        .weight
-        .cols;
+    let ExpertSource::Cut { head, .. } = &summary.source else {
+        invalid!("expert 0 of the pool is not a cut of the base checkpoint");
+    };
+    let hidden = ClassifierHead::load(&dir.join(head))?.linear.weight.cols;
     let router = StoredRouter::load(dir, manifest.experts.len())?;
     Ok(router.head.shape.features == router_feature_count(hidden))
 }
@@ -103,10 +104,12 @@ mod tests {
         assert!(!router_is_current(&dir).unwrap(), "no router at all");
         let entry = |name: &str| ExpertEntry {
             name: name.into(),
-            layers: 1,
-            tuned_layers: 1,
-            tuned_file: format!("{name}.safetensors"),
-            head: format!("{name}.head.json"),
+            source: ExpertSource::Cut {
+                layers: 1,
+                tuned_layers: 1,
+                tuned_file: format!("{name}.safetensors"),
+                head: format!("{name}.head.json"),
+            },
             held_out_accuracy: 0.5,
             cost: None,
         };

@@ -7,13 +7,13 @@ use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use crate::error::{Error, Result, invalid};
 use crate::local_cluster::{LocalCluster, ServerFlags};
 use crate::model_file::ModelFile;
-use securerouter_circuits::bert::{client_input, ring_layers, shape_of};
-use securerouter_circuits::{ModelSpec, PoolExpert, PoolShape};
-use securerouter_ml::head::{argmax, reference_logits};
+use securerouter_circuits::bert::{BertHead, client_input, deployable};
+use securerouter_circuits::{ExpertInput, ModelSpec, PoolExpert, PoolShape};
+use securerouter_ml::head::argmax;
 use securerouter_ml::pool::{LoadedExpert, PoolManifest};
 use securerouter_ml::pool_format::StoredRouter;
 use securerouter_ml::router::{router_feature_count, router_features};
-use securerouter_ml::{ClientBundle, Encoding, Matrix, Tokenizer, mean_pool};
+use securerouter_ml::{BertWeights, ClientBundle, Encoding, Matrix, Tokenizer, mean_pool};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -52,7 +52,7 @@ impl ServedPool {
         let experts = (0..manifest.experts.len())
             .map(|k| manifest.load_expert(dir, cache, k))
             .collect::<securerouter_ml::Result<Vec<_>>>()?;
-        let hidden = experts[0].0.config.hidden_size;
+        let hidden = experts[0].weights.config.hidden_size;
         if router.head.shape.features != router_feature_count(hidden) {
             invalid!(
                 "the stored router reads {} features, not the {} this version's router reads \
@@ -64,15 +64,27 @@ impl ServedPool {
         }
         let base = manifest.base_asset()?.path(cache)?;
         let tokenizer = Tokenizer::from_dir(&base)?;
-        let shape = |(w, h): &LoadedExpert| shape_of(w, h);
-        let shape = PoolShape {
-            summary: shape(&experts[0])?,
-            router: router.head.shape,
-            others: experts[1..]
-                .iter()
-                .map(|e| shape(e).map(PoolExpert::cut))
-                .collect::<securerouter_circuits::Result<_>>()?,
+        let (summary, BertHead::MeanPooled, _) = deployable(&experts[0].weights, &experts[0].head)?
+        else {
+            invalid!("expert 0, the router's summary encoder, needs a head on mean-pooled states");
         };
+        let others = experts[1..]
+            .iter()
+            .map(|e| {
+                let (shape, head, _) = deployable(&e.weights, &e.head)?;
+                let input = match e.own_tokenizer {
+                    Some(_) => ExpertInput::Own,
+                    None => ExpertInput::Summary,
+                };
+                Ok(PoolExpert { shape, head, input })
+            })
+            .collect::<securerouter_circuits::Result<_>>()?;
+        let shape = PoolShape {
+            summary,
+            router: router.head.shape,
+            others,
+        };
+        shape.validate()?;
         Ok(ServedPool {
             manifest,
             router,
@@ -88,20 +100,32 @@ impl ServedPool {
     }
 
     /// Writes a deployment serving the pool into `dir`: fresh keys for every role, the model
-    /// files (the router and every expert, shared for the servers) and the client bundle.
+    /// files (the router and every expert, shared for the servers) and the client bundle (the
+    /// summary's tokenizer and embeddings, and those of every expert with an input of its own).
     pub fn deploy(&self, dir: &Path, addrs: [SocketAddr; 3]) -> Result<DeploymentDir> {
-        let (w0, h0) = &self.experts[0];
-        let mut layers = ring_layers(w0, h0)?;
+        let summary = &self.experts[0];
+        let (_, _, mut layers) = deployable(&summary.weights, &summary.head)?;
         layers.extend(securerouter_circuits::router_head::ring_layers(
             &self.router.head,
         )?);
-        for (w, h) in &self.experts[1..] {
-            layers.extend(ring_layers(w, h)?);
+        for e in &self.experts[1..] {
+            layers.extend(deployable(&e.weights, &e.head)?.2);
         }
         let files = ModelFile::deploy(ModelSpec::Pool(self.shape()), &layers, &random_seed())?;
+        drop(layers);
         let deployment = DeploymentDir::create_with(dir, addrs, &files, true)?;
-        // Every expert is cut from the same checkpoint, so expert 0's embeddings serve all.
-        ClientBundle::save(w0, &self.tokenizer, &dir.join(CLIENT_BUNDLE))?;
+        let own: Vec<(usize, &BertWeights, &Tokenizer)> = self
+            .experts
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| Some((k, &e.weights, e.own_tokenizer.as_ref()?)))
+            .collect();
+        ClientBundle::save_pool(
+            &summary.weights,
+            &self.tokenizer,
+            &own,
+            &dir.join(CLIENT_BUNDLE),
+        )?;
         Ok(deployment)
     }
 
@@ -123,35 +147,36 @@ impl ServedPool {
         self.manifest.seq_len
     }
 
-    /// `text`'s token ids at the pool's sequence length.
+    /// `text`'s token ids at the pool's sequence length (the summary's tokenizer).
     pub fn encode(&self, text: &str) -> Result<Encoding> {
         Ok(self.tokenizer.encode(text, self.seq_len())?)
     }
 
-    /// The plaintext router and chosen expert on `text` (f64 reference of the circuit's graph).
+    /// The plaintext router and chosen expert on `text` (f64 reference of the circuit's graph;
+    /// an expert with an input of its own reads `text` through its own tokenizer).
     pub fn answer(&self, text: &str) -> Result<PlainAnswer> {
         let e = self.encode(text)?;
-        self.answer_embedded(self.experts[0].0.embed(&e.ids, &e.type_ids)?)
+        let embedded = self.experts[0].weights.embed(&e.ids, &e.type_ids)?;
+        let (scores, summary_logits) = self.route_embedded(&embedded)?;
+        let route = argmax(&scores);
+        let logits = match route {
+            0 => summary_logits,
+            k if self.shape.own_input(k) => self.expert_logits(k, text)?,
+            k => self.expert_logits_embedded(k, embedded)?,
+        };
+        Ok(PlainAnswer {
+            scores,
+            route,
+            logits,
+        })
     }
 
-    /// The plaintext router and chosen expert on embedded tokens (rows of the hidden size, real
-    /// tokens only, after the embedding LayerNorm): for inputs the client embedded itself.
+    /// The plaintext router and chosen expert on the summary's embedded tokens (rows of its
+    /// hidden size, real tokens only, after the embedding LayerNorm): for inputs the client
+    /// embedded itself. A route to an expert with an input of its own is refused: that
+    /// expert does not read these rows.
     pub fn answer_embedded(&self, embedded: Matrix) -> Result<PlainAnswer> {
-        let (w0, h0) = &self.experts[0];
-        if embedded.cols != w0.config.hidden_size || embedded.rows == 0 {
-            invalid!(
-                "{} embedded tokens of width {}; the pool takes rows of {}",
-                embedded.rows,
-                embedded.cols,
-                w0.config.hidden_size
-            );
-        }
-        let pooled = mean_pool(&w0.encode(embedded.clone()));
-        let summary_logits = h0.logits(&pooled);
-        let scores = self
-            .router
-            .head
-            .scores(&router_features(&pooled, &summary_logits)?);
+        let (scores, summary_logits) = self.route_embedded(&embedded)?;
         let route = argmax(&scores);
         let logits = if route == 0 {
             summary_logits
@@ -165,32 +190,73 @@ impl ServedPool {
         })
     }
 
-    /// Expert `k`'s plaintext logits on embedded tokens (as [`Self::answer_embedded`] takes
-    /// them), whatever the router would choose.
-    pub fn expert_logits_embedded(&self, k: usize, embedded: Matrix) -> Result<Vec<f64>> {
-        let (w, h) = self
-            .experts
-            .get(k)
-            .ok_or_else(|| Error::Invalid(format!("the pool has no expert {k}")))?;
-        Ok(h.logits(&mean_pool(&w.encode(embedded))))
+    /// The router's scores and the summary expert's logits on the summary's embedded tokens.
+    fn route_embedded(&self, embedded: &Matrix) -> Result<(Vec<f64>, Vec<f64>)> {
+        let summary = &self.experts[0];
+        let hidden = summary.weights.config.hidden_size;
+        if embedded.cols != hidden || embedded.rows == 0 {
+            invalid!(
+                "{} embedded tokens of width {}; the pool takes rows of {hidden}",
+                embedded.rows,
+                embedded.cols,
+            );
+        }
+        let states = summary.weights.encode(embedded.clone());
+        let pooled = mean_pool(&states);
+        let summary_logits = summary.head.logits_of_hidden(&states)?;
+        let scores = self
+            .router
+            .head
+            .scores(&router_features(&pooled, &summary_logits)?);
+        Ok((scores, summary_logits))
     }
 
-    /// Expert `k`'s plaintext logits on `text`.
-    pub fn expert_logits(&self, k: usize, text: &str) -> Result<Vec<f64>> {
-        let e = self.encode(text)?;
-        let (w, h) = self
-            .experts
-            .get(k)
-            .ok_or_else(|| Error::Invalid(format!("the pool has no expert {k}")))?;
-        Ok(reference_logits(w, h, &e.ids, &e.type_ids)?)
+    /// Expert `k`'s plaintext logits on the summary's embedded tokens (as
+    /// [`Self::answer_embedded`] takes them), whatever the router would choose; refused for an
+    /// expert with an input of its own.
+    pub fn expert_logits_embedded(&self, k: usize, embedded: Matrix) -> Result<Vec<f64>> {
+        let e = self.expert(k)?;
+        if e.own_tokenizer.is_some() {
+            invalid!(
+                "expert {k} reads an input of its own, not the summary's embedded tokens \
+                 (ask it with the text)"
+            );
+        }
+        Ok(e.head.logits_of_hidden(&e.weights.encode(embedded))?)
     }
+
+    /// Expert `k`'s plaintext logits on `text` (its own tokenizer, or the summary's).
+    pub fn expert_logits(&self, k: usize, text: &str) -> Result<Vec<f64>> {
+        Ok(self
+            .expert(k)?
+            .logits(&self.tokenizer, text, self.seq_len())?)
+    }
+
+    fn expert(&self, k: usize) -> Result<&LoadedExpert> {
+        self.experts
+            .get(k)
+            .ok_or_else(|| Error::Invalid(format!("the pool has no expert {k}")))
+    }
+}
+
+/// The client's input for expert `k` of a pool for `text` from its bundle alone: tokens
+/// embedded (with that expert's own tokenizer and tables when it reads an input of its own),
+/// padded to `seq_len` ([tokens, hidden + 2], see [`client_input`]). The input
+/// [`Client::ask_pool`](crate::client::Client::ask_pool) asks for.
+pub fn embed_query_for(
+    bundle: &ClientBundle,
+    k: usize,
+    text: &str,
+    seq_len: usize,
+) -> Result<Vec<f64>> {
+    let embedded = bundle.embed_text_for(k, text, seq_len)?;
+    Ok(client_input(&embedded.data, embedded.cols, seq_len)?)
 }
 
 /// The client's input for `text` from its bundle alone: tokens embedded, padded to `seq_len`
 /// ([tokens, hidden + 2], see [`client_input`]).
 pub fn embed_query(bundle: &ClientBundle, text: &str, seq_len: usize) -> Result<Vec<f64>> {
-    let embedded = bundle.embed_text(text, seq_len)?;
-    Ok(client_input(&embedded.data, embedded.cols, seq_len)?)
+    embed_query_for(bundle, 0, text, seq_len)
 }
 
 /// The client's input for the sentence pair `a`, `b` from its bundle alone: the pair laid out

@@ -14,7 +14,7 @@ use securerouter_ml::pool::MANIFEST;
 use securerouter_ml::pool_format::{pool_dir, router_is_current};
 use securerouter_runtime::client::PoolAnswer;
 use securerouter_runtime::local_cluster::ServerFlags;
-use securerouter_runtime::served_pool::{ServedPool, embed_query};
+use securerouter_runtime::served_pool::{ServedPool, embed_query_for};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -91,9 +91,7 @@ pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .build()?;
     let shape = pool.shape();
     let ask = |kind: CircuitKind, text: &str| -> anyhow::Result<PoolAnswer> {
-        // Every expert of a served pool is cut from the summary's checkpoint: one input.
-        let x = embed_query(&bundle, text, pool.seq_len())?;
-        let input = |_| Ok(x.clone());
+        let input = |k| Ok(embed_query_for(&bundle, k, text, pool.seq_len())?);
         Ok(runtime.block_on(client.ask_pool(&shape, kind, pool.seq_len(), input))?)
     };
     let mb = |a: &PoolAnswer| a.outputs.worst_server().online_bytes_sent as f64 / 1e6;

@@ -55,8 +55,9 @@ pub enum TrainAction {
         force: bool,
     },
     /// Build the pool: MiniLM-L6 cut to each of --experts layers, its top layer and a head
-    /// fine-tuned on Rotten Tomatoes sentences, held-out accuracy, MPC cost measured with
-    /// `bench`, and a manifest. A built pool is reused unless --force.
+    /// fine-tuned on Rotten Tomatoes sentences, then any --expert classifier folders;
+    /// held-out accuracy, MPC cost measured with `bench`, and a manifest. A built pool is
+    /// reused unless --force.
     Pool {
         /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
         #[arg(long)]
@@ -67,6 +68,11 @@ pub enum TrainAction {
         /// Layers each expert keeps, comma-separated, cheapest first.
         #[arg(long, value_delimiter = ',', default_value = "1,3,6")]
         experts: Vec<usize>,
+        /// A classifier checkpoint folder (e.g. from `train expert --rotten-tomatoes`) that
+        /// joins the pool after the cuts with its own tokenizer, embeddings and head; repeat
+        /// for more, cheapest first.
+        #[arg(long = "expert", value_name = "DIR")]
+        checkpoints: Vec<PathBuf>,
         /// Tokens per sequence under MPC.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(2..=512))]
         seq: u64,
@@ -179,6 +185,7 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
             cache_dir,
             pool_dir,
             experts,
+            checkpoints,
             seq,
             epochs,
             limit,
@@ -189,6 +196,7 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
                 cache: cache_dir.clone(),
                 dir: pool_dir.clone(),
                 expert_layers: experts.clone(),
+                checkpoints: checkpoints.clone(),
                 seq_len: *seq as usize,
                 fine_tune: expert::FineTuneOptions {
                     epochs: *epochs,

@@ -11,7 +11,7 @@ use securerouter_core::prg::{AesCtr, Domain, Seed};
 use securerouter_ml::data::shuffle;
 use securerouter_ml::mpnet::RelativeAttentionBias;
 use securerouter_ml::progress::Progress;
-use securerouter_ml::{BertWeights, ClassifierHead, EncoderLayer, WordPiece};
+use securerouter_ml::{BertWeights, ClassifierHead, EncoderLayer};
 
 /// Domain of the training shuffles.
 const SHUFFLE_DOMAIN: Domain = Domain(0x5452_4149_4e53_4846); // "TRAINSHF"
@@ -61,24 +61,6 @@ pub struct Inference {
     pub pooled: Vec<Vec<f32>>,
     /// Classifier logits, one vector per sentence.
     pub logits: Vec<Vec<f32>>,
-}
-
-/// The client's embedding of each text (tokens × hidden, row-major, f32), at most `seq_len`
-/// tokens each.
-pub fn embed_texts(
-    model: &BertWeights,
-    tokenizer: &WordPiece,
-    texts: &[&str],
-    seq_len: usize,
-) -> Result<Vec<Vec<f32>>> {
-    texts
-        .iter()
-        .map(|t| {
-            let e = tokenizer.encode(t, seq_len);
-            let m = model.embed(&e.ids, &e.type_ids)?;
-            Ok(m.data.iter().map(|&v| v as f32).collect())
-        })
-        .collect()
 }
 
 /// Index batches of at most `size` sentences of similar length (little padding), in a
@@ -246,7 +228,7 @@ impl TrainableHead for PoolerHead {
 }
 
 /// Trains `base`'s top `tuned` layers (0: none, the head alone) and `head` on the embedded
-/// inputs (from [`embed_texts`] or [`securerouter_ml::BertWeights::embed`]) against `targets`;
+/// inputs (from [`embed_examples`](crate::checkpoint_expert::embed_examples) or [`securerouter_ml::BertWeights::embed`]) against `targets`;
 /// the layers below stay frozen, so their outputs are computed once. Returns the trained top
 /// layers; the head's variables are trained in place.
 ///
@@ -364,7 +346,7 @@ pub fn head_outputs(
 }
 
 /// Fine-tunes `base`'s top `tuned` layers and a fresh `classes`-way head on mean-pooled
-/// states of the embedded sentences `inputs` (from [`embed_texts`]) with their `labels`; the
+/// states of the embedded sentences `inputs` (from [`embed_examples`](crate::checkpoint_expert::embed_examples)) with their `labels`; the
 /// layers below stay frozen.
 ///
 /// # Errors

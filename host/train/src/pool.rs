@@ -1,24 +1,28 @@
-//! `securerouter train pool` and `securerouter train router`: building a pool of experts from a
-//! pretrained checkpoint, having each expert's MPC cost measured (by the [`CostMeter`] the
-//! caller supplies), and training the router on the experts' outputs.
+//! `securerouter train pool` and `securerouter train router`: building a pool of experts (cuts
+//! of a pretrained checkpoint fine-tuned here, and classifier checkpoints trained elsewhere,
+//! e.g. by `securerouter train expert`), having each expert's MPC cost measured (by the
+//! [`CostMeter`] the caller supplies), and training the router on the experts' outputs.
 //!
-//! Data: the Rotten Tomatoes sentences, split once with [`data::SPLIT_SEED`] into 80 % train and
-//! 20 % held out (the same held-out sentences `bench` uses). Experts are fine-tuned on the
-//! first three quarters of the train part; the router learns from the last quarter, sentences
-//! no expert has seen, so the expert outputs it learns from look like those at serving time.
-//! The experts' outputs on the router and held-out sentences are stored beside the manifest
-//! (`signals.safetensors`), so retraining the router takes seconds.
+//! Data: the Rotten Tomatoes sentences as [`PoolSplits`] cuts them: experts are fine-tuned on
+//! the experts' sentences, the router learns from its own, which no expert has seen, and the
+//! held-out sentences are the ones `bench` scores. The experts' outputs on the router and
+//! held-out sentences are stored beside the manifest (`signals.safetensors`), so retraining
+//! the router takes seconds.
 
-use super::expert::{Expert, FineTuneOptions, Inference, accuracy, embed_texts, fine_tune};
+use super::checkpoint_expert::embed_examples;
+use super::encoder::CandleLinear;
+use super::expert::{Expert, FineTuneOptions, PoolerHead, accuracy, fine_tune, head_outputs};
 use super::router::{RouteReport, RouterData, RouterOptions, evaluate, train_router};
 use crate::error::{Error, MeasureError, Result, invalid};
+use candle_core::Device;
 use safetensors::{Dtype, SafeTensors};
 use securerouter_ml::assets;
-use securerouter_ml::data::{self, LabelledSentence};
-use securerouter_ml::pool::{CostRequest, ExpertEntry, MeasuredCost, PoolManifest};
+use securerouter_ml::data::{Example, Label, LabelledSentence, PoolSplits};
+use securerouter_ml::pool::{CostRequest, ExpertEntry, ExpertSource, MeasuredCost, PoolManifest};
 use securerouter_ml::pool_format::{StoredRouter, pool_dir};
+use securerouter_ml::pretrained::save_sequence_classifier;
 use securerouter_ml::router::router_features;
-use securerouter_ml::{BertWeights, WordPiece};
+use securerouter_ml::{BertWeights, SequenceClassificationHead, Tokenizer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +40,9 @@ pub struct PoolOptions {
     pub dir: Option<PathBuf>,
     /// Layers of MiniLM-L6 each expert keeps, cheapest first.
     pub expert_layers: Vec<usize>,
+    /// Classifier checkpoint folders that join the pool after the cuts, in this order (each
+    /// with its own vocabulary, embeddings and head, and the task's two labels).
+    pub checkpoints: Vec<PathBuf>,
     /// Tokens per sequence under MPC.
     pub seq_len: usize,
     /// Fine-tuning hyper-parameters.
@@ -54,6 +61,7 @@ impl Default for PoolOptions {
             cache: None,
             dir: None,
             expert_layers: vec![1, 3, 6],
+            checkpoints: Vec::new(),
             seq_len: 64,
             fine_tune: FineTuneOptions::default(),
             limit: None,
@@ -63,27 +71,26 @@ impl Default for PoolOptions {
     }
 }
 
-/// The three parts of the sentences: experts' training, router's training, held out.
-struct Splits {
-    experts: Vec<LabelledSentence>,
-    router: Vec<LabelledSentence>,
-    test: Vec<LabelledSentence>,
-}
-
-fn splits(cache: &Path, limit: Option<usize>) -> Result<Splits> {
-    let (train, mut test) = data::split(data::rotten_tomatoes(cache)?, 0.2, &data::SPLIT_SEED)?;
-    let cut = train.len() * 3 / 4;
-    let (mut experts, mut router) = (train[..cut].to_vec(), train[cut..].to_vec());
+/// The splits, each cut to `limit` sentences when given.
+fn splits(cache: &Path, limit: Option<usize>) -> Result<PoolSplits> {
+    let mut parts = PoolSplits::load(cache)?;
     if let Some(n) = limit {
-        for part in [&mut experts, &mut router, &mut test] {
+        for part in [&mut parts.experts, &mut parts.router, &mut parts.held_out] {
             part.truncate(n);
         }
     }
-    Ok(Splits {
-        experts,
-        router,
-        test,
-    })
+    Ok(parts)
+}
+
+/// The sentences as examples to embed.
+fn examples(s: &[LabelledSentence]) -> Vec<Example> {
+    s.iter()
+        .map(|x| Example {
+            text: x.text.clone(),
+            text_pair: None,
+            label: Label::Class(u32::from(x.label)),
+        })
+        .collect()
 }
 
 /// Layers fine-tuned in an expert of `k` layers: the top third, at least one (deeper experts
@@ -131,10 +138,12 @@ pub fn build_pool(
     let mut layers = opts.expert_layers.clone();
     layers.sort_unstable();
     layers.dedup();
-    if layers.len() < 2 {
+    if layers.is_empty() || layers.len() + opts.checkpoints.len() < 2 {
         invalid!(
-            "a pool needs at least two experts of different depth, got {:?}",
-            opts.expert_layers
+            "a pool needs at least two experts, the first a cut of MiniLM-L6; got cuts {:?} \
+             and {} checkpoint experts",
+            opts.expert_layers,
+            opts.checkpoints.len()
         );
     }
     let base_dir = assets::MINILM_L6.path(&cache)?;
@@ -145,21 +154,31 @@ pub fn build_pool(
             base.layers.len()
         );
     }
-    let tokenizer = WordPiece::from_vocab_file(&base_dir.join("vocab.txt"))?;
+    let names: Vec<String> = layers
+        .iter()
+        .map(|&k| cut_name(k, base.layers.len()))
+        .collect();
+    let mut checkpoints: Vec<CheckpointExpert> = Vec::new();
+    for folder in &opts.checkpoints {
+        let mut taken = names.clone();
+        taken.extend(checkpoints.iter().map(|c| c.name.clone()));
+        checkpoints.push(CheckpointExpert::open(folder, &taken)?);
+    }
+    let tokenizer = Tokenizer::from_dir(&base_dir)?;
     let parts = splits(&cache, opts.limit)?;
-    let embed = |s: &[LabelledSentence]| {
-        let texts: Vec<&str> = s.iter().map(|x| x.text.as_str()).collect();
-        embed_texts(&base, &tokenizer, &texts, opts.seq_len)
+    let embed = |s: &[LabelledSentence], what: &str| {
+        let msg = format!("embedding the {what} sentences");
+        embed_examples(&base, &tokenizer, &examples(s), opts.seq_len, &msg)
     };
     let (x_experts, x_router, x_test) = (
-        embed(&parts.experts)?,
-        embed(&parts.router)?,
-        embed(&parts.test)?,
+        embed(&parts.experts, "experts'")?,
+        embed(&parts.router, "router's")?,
+        embed(&parts.held_out, "held-out")?,
     );
     let (y_experts, y_router, y_test) = (
         labels(&parts.experts),
         labels(&parts.router),
-        labels(&parts.test),
+        labels(&parts.held_out),
     );
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         action: "creating",
@@ -175,11 +194,7 @@ pub fn build_pool(
     };
     let mut signals = Signals::default();
     for (i, &k) in layers.iter().enumerate() {
-        let name = if k == base.layers.len() {
-            "minilm-l6".to_string()
-        } else {
-            format!("minilm-l6-first-{k}")
-        };
+        let name = cut_name(k, base.layers.len());
         let tuned = tuned_layers(k);
         writeln!(
             out,
@@ -208,7 +223,12 @@ pub fn build_pool(
             signals.router_features = on_router.pooled.clone();
             signals.test_features = on_test.pooled.clone();
         }
-        signals.push(on_router, on_test);
+        signals.router_logits.push(on_router.logits);
+        signals.test_logits.push(on_test.logits);
+    }
+    for checkpoint in checkpoints {
+        let entry = checkpoint.add(&dir, &parts, opts.seq_len, &mut signals, out)?;
+        manifest.experts.push(entry);
     }
     signals.router_labels = y_router;
     signals.test_labels = y_test;
@@ -231,13 +251,165 @@ fn save_expert(dir: &Path, name: &str, expert: &Expert, acc: f64) -> Result<Expe
     expert.head.save(&dir.join(&head))?;
     Ok(ExpertEntry {
         name: name.into(),
-        layers: expert.weights.layers.len(),
-        tuned_layers: expert.tuned_layers,
-        tuned_file,
-        head,
+        source: ExpertSource::Cut {
+            layers: expert.weights.layers.len(),
+            tuned_layers: expert.tuned_layers,
+            tuned_file,
+            head,
+        },
         held_out_accuracy: acc,
         cost: None,
     })
+}
+
+/// The name of MiniLM-L6 cut to `k` of its `all` layers.
+fn cut_name(k: usize, all: usize) -> String {
+    if k == all {
+        "minilm-l6".to_string()
+    } else {
+        format!("minilm-l6-first-{k}")
+    }
+}
+
+/// The labels a checkpoint expert must give, in this order: the pool's task's.
+const TASK_LABELS: [&str; 2] = ["negative", "positive"];
+
+/// A classifier checkpoint that joins the pool, loaded and checked before any training.
+struct CheckpointExpert {
+    name: String,
+    folder: PathBuf,
+    weights: BertWeights,
+    head: SequenceClassificationHead,
+    tokenizer: Tokenizer,
+}
+
+impl CheckpointExpert {
+    /// Loads the classifier in `folder` and checks that it gives the task's labels and that
+    /// its name is not in `taken`.
+    fn open(folder: &Path, taken: &[String]) -> Result<Self> {
+        let name = checkpoint_name(folder)?;
+        if taken.contains(&name) {
+            invalid!(
+                "two experts are named {name:?}: rename the folder {}",
+                folder.display()
+            );
+        }
+        let (weights, head) = BertWeights::load_with_head(folder, None)?;
+        let Some(head) = head else {
+            invalid!(
+                "{} has no classification head: train one with `securerouter train expert \
+                 --rotten-tomatoes`",
+                folder.display()
+            );
+        };
+        let same = head.id2label.len() == TASK_LABELS.len()
+            && head
+                .id2label
+                .iter()
+                .zip(TASK_LABELS)
+                .all(|(a, b)| a.eq_ignore_ascii_case(b));
+        if !same {
+            invalid!(
+                "{} gives the labels {:?}; the pool's task gives {TASK_LABELS:?}, in that order",
+                folder.display(),
+                head.id2label
+            );
+        }
+        let tokenizer = Tokenizer::from_dir(folder)?;
+        Ok(CheckpointExpert {
+            name,
+            folder: folder.to_path_buf(),
+            weights,
+            head,
+            tokenizer,
+        })
+    }
+
+    /// Copies the checkpoint into the pool in `dir` as `experts/<name>/` (F32, with its
+    /// tokenizer) and stores its outputs on the router's and held-out sentences, each
+    /// tokenized and embedded with its own.
+    fn add(
+        self,
+        dir: &Path,
+        parts: &PoolSplits,
+        seq_len: usize,
+        signals: &mut Signals,
+        out: &mut dyn Write,
+    ) -> Result<ExpertEntry> {
+        let CheckpointExpert {
+            name,
+            folder,
+            weights,
+            head,
+            tokenizer,
+        } = self;
+        let checkpoint = format!("experts/{name}");
+        save_sequence_classifier(&dir.join(&checkpoint), &folder, &weights, &head)?;
+        writeln!(
+            out,
+            "expert {name}: {} layers of hidden size {} from {}",
+            weights.layers.len(),
+            weights.config.hidden_size,
+            folder.display()
+        )
+        .map_err(Error::Output)?;
+        let dev = Device::Cpu;
+        let trainable = PoolerHead {
+            pooler: CandleLinear::from_linear(&head.pooler, &dev)?,
+            classifier: CandleLinear::from_linear(&head.classifier, &dev)?,
+        };
+        let outputs = |s: &[LabelledSentence], what: &str| -> Result<Vec<Vec<f32>>> {
+            let msg = format!("{name}: embedding the {what} sentences");
+            let x = embed_examples(&weights, &tokenizer, &examples(s), seq_len, &msg)?;
+            let msg = format!("{name} on the {what} sentences");
+            head_outputs(&weights, &trainable, &x, 64, &msg)
+        };
+        let on_router = outputs(&parts.router, "router's")?;
+        let on_test = outputs(&parts.held_out, "held-out")?;
+        let acc = accuracy(&on_test, &labels(&parts.held_out));
+        writeln!(
+            out,
+            "expert {name}: held-out accuracy {:.2}% ({} sentences)",
+            100.0 * acc,
+            on_test.len()
+        )
+        .map_err(Error::Output)?;
+        signals.router_logits.push(on_router);
+        signals.test_logits.push(on_test);
+        Ok(ExpertEntry {
+            name,
+            source: ExpertSource::Checkpoint { checkpoint },
+            held_out_accuracy: acc,
+            cost: None,
+        })
+    }
+}
+
+/// An expert's name from its folder's: letters, digits, `-`, `_` and `.` kept, anything else
+/// as `-`.
+fn checkpoint_name(folder: &Path) -> Result<String> {
+    if !folder.is_dir() {
+        invalid!("--expert {}: no such folder", folder.display());
+    }
+    let raw = folder
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let name: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.trim_matches(['-', '.']).is_empty() {
+        invalid!("{} does not name a checkpoint folder", folder.display());
+    }
+    Ok(name)
 }
 
 /// Measures every expert with `measure` and stores the figures.
@@ -289,11 +461,6 @@ pub struct Signals {
 }
 
 impl Signals {
-    fn push(&mut self, router: Inference, test: Inference) {
-        self.router_logits.push(router.logits);
-        self.test_logits.push(test.logits);
-    }
-
     /// The router's training data.
     pub fn router_data(&self) -> Result<RouterData<'_>> {
         Ok(RouterData {

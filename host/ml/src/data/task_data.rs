@@ -4,7 +4,7 @@
 //! Training and benchmarks read the same source the same way, so a benchmark scores exactly
 //! the examples training held out.
 
-use super::{Columns, Example, Format, LabelSet, SPLIT_SEED, Task, rotten_tomatoes, split};
+use super::{Columns, Example, Format, LabelSet, SPLIT_SEED, Task, split};
 use crate::error::{Result, invalid};
 use crate::metrics::Metric;
 use std::path::{Path, PathBuf};
@@ -28,8 +28,8 @@ pub enum DataSource {
         /// Its format.
         format: Format,
     },
-    /// The Rotten Tomatoes sentences of the asset cache (the pool's task), with the pool's
-    /// held-out sentences held out.
+    /// The Rotten Tomatoes sentences of the asset cache (the pool's task): the pool's
+    /// experts' sentences to train on, its held-out sentences held out.
     RottenTomatoes,
 }
 
@@ -122,14 +122,15 @@ impl TaskData {
         })
     }
 
-    /// The Rotten Tomatoes sentences of the asset cache, split as the pool splits them (20 %
-    /// held out with [`SPLIT_SEED`]: the sentences `bench` scores pools on), labelled
-    /// `negative` and `positive`, scored by accuracy.
+    /// The Rotten Tomatoes sentences of the asset cache, split as the pool splits them
+    /// ([`PoolSplits`](super::PoolSplits)): trained on the experts' sentences (not the
+    /// router's, so that the expert can join a pool), scored on the held-out ones `bench`
+    /// scores pools on; labelled `negative` and `positive`, scored by accuracy.
     ///
     /// # Errors
     /// If the asset is not in `cache`.
     pub fn rotten_tomatoes(cache: &Path) -> Result<Self> {
-        let (train, test) = split(rotten_tomatoes(cache)?, 0.2, &SPLIT_SEED)?;
+        let splits = super::PoolSplits::load(cache)?;
         let examples = |part: Vec<super::LabelledSentence>| -> Vec<Example> {
             part.into_iter()
                 .map(|s| Example {
@@ -141,8 +142,8 @@ impl TaskData {
         };
         Ok(TaskData {
             name: "rotten-tomatoes".into(),
-            train: examples(train),
-            held_out: examples(test),
+            train: examples(splits.experts),
+            held_out: examples(splits.held_out),
             labels: LabelSet::classes(["negative", "positive"])?,
             metric: Metric::Accuracy,
         })

@@ -1,0 +1,172 @@
+//! A pool with an expert of another checkpoint, end to end through the binary: the tiny MPNet
+//! fixture fine-tuned by `train expert --rotten-tomatoes` (its own vocabulary, embeddings,
+//! hidden size and pooler head) joins a MiniLM-L6 cut in `train pool --expert DIR`; its MPC
+//! cost is measured, the router trained, and `bench pool` runs routed queries and the
+//! always-largest expert (which reads an input of its own, embedded from the client bundle)
+//! under MPC against the plaintext pool.
+
+use securerouter_tests::{assets_present, binary, temp_dir};
+use std::path::Path;
+use std::process::Command;
+
+/// The widest gap between the plaintext pool's top two router scores (or logits) that the
+/// secure pool's fixed-point rounding may close.
+const CLOSE_CALL: f64 = 0.05;
+
+fn securerouter(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .output()
+        .expect("running securerouter")
+}
+
+fn run(args: &[&str]) -> String {
+    let out = securerouter(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "securerouter {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
+}
+
+#[test]
+fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {
+    if !assets_present() {
+        return;
+    }
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/ml/tests/fixtures/mpnet/tiny");
+    let work = temp_dir("pool-checkpoint");
+    let expert = work.join("tiny-mpnet");
+    let pool = work.join("pool");
+    let (expert_s, pool_s) = (expert.to_str().unwrap(), pool.to_str().unwrap());
+    run(&[
+        "train",
+        "expert",
+        "--model-dir",
+        tiny.to_str().unwrap(),
+        "--out",
+        expert_s,
+        "--rotten-tomatoes",
+        "--limit",
+        "48",
+        "--epochs",
+        "1",
+        "--seq",
+        "16",
+        "--tune-top",
+        "1",
+    ]);
+
+    // The fixture itself gives three labels: refused, naming them.
+    let out = securerouter(&[
+        "train",
+        "pool",
+        "--pool-dir",
+        pool_s,
+        "--experts",
+        "1",
+        "--expert",
+        tiny.to_str().unwrap(),
+        "--limit",
+        "8",
+        "--cost-queries",
+        "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("gives the labels") && stderr.contains("neutral"),
+        "{stderr}"
+    );
+    let out = securerouter(&[
+        "train",
+        "pool",
+        "--pool-dir",
+        pool_s,
+        "--expert",
+        "/no/such",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no such folder"), "{stderr}");
+
+    let manifest = last_json(&run(&[
+        "train",
+        "pool",
+        "--pool-dir",
+        pool_s,
+        "--experts",
+        "1",
+        "--expert",
+        expert_s,
+        "--limit",
+        "48",
+        "--epochs",
+        "1",
+        "--seq",
+        "16",
+        "--cost-queries",
+        "1",
+        "--force",
+    ]));
+    let experts = manifest["experts"].as_array().expect("experts");
+    let names: Vec<&str> = experts
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["minilm-l6-first-1", "tiny-mpnet"]);
+    assert_eq!(experts[1]["checkpoint"], "experts/tiny-mpnet");
+    assert!(pool.join("experts/tiny-mpnet/config.json").is_file());
+    assert!(pool.join("experts/tiny-mpnet/tokenizer.json").is_file());
+    for e in experts {
+        assert!(e["cost"]["online_s"].as_f64().unwrap() > 0.0, "{e}");
+    }
+
+    // The checkpoint expert alone under MPC, on its own tokens, against its reference.
+    let line = run(&[
+        "bench",
+        "expert",
+        "tiny-mpnet",
+        "--pool-dir",
+        pool_s,
+        "--seq",
+        "16",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert!(v["max_abs_logit_err"].as_f64().unwrap() < 0.05, "{line}");
+
+    run(&["train", "router", "--pool-dir", pool_s, "--epochs", "5"]);
+    for mode in ["reveal-route", "hide-route"] {
+        let v = last_json(&run(&[
+            "bench",
+            "pool",
+            "--pool-dir",
+            pool_s,
+            "--route",
+            mode,
+            "--queries",
+            "4",
+            "--json",
+        ]));
+        for d in v["disagreements"].as_array().unwrap() {
+            assert!(d["margin"].as_f64().unwrap() < CLOSE_CALL, "{v}");
+        }
+        let dist: f64 = v["route_distribution"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .sum();
+        assert!((dist - 1.0).abs() < 1e-9, "{v}");
+        // Always-largest: the MPNet expert on every query, from its own embedded input.
+        assert!(v["largest"]["online_s"].as_f64().unwrap() > 0.0, "{v}");
+        println!("{mode}: {v}");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
