@@ -145,6 +145,25 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_builds_the_small_pool_unless_asked_for_the_base_one() {
+        use crate::commands::demo::DemoPool;
+        let pool = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Demo(d)) => Ok(d.pool),
+            Ok(other) => panic!("{other:?} is not the demo"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(pool(&["securerouter", "demo"]), Ok(DemoPool::Small));
+        assert_eq!(
+            pool(&["securerouter", "demo", "--pool", "base"]),
+            Ok(DemoPool::Base)
+        );
+        assert_eq!(
+            pool(&["securerouter", "demo", "--pool", "large"]),
+            Err(ErrorKind::InvalidValue)
+        );
+    }
+
+    #[test]
     fn rejects_unknown_input() {
         let err = Cli::try_parse_from(["securerouter", "--frobnicate"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::UnknownArgument);

@@ -3,6 +3,9 @@
 //! loopback over the encrypted links, and classifies a few held-out sentences (and any
 //! `--text`) twice under MPC: routed, and through the largest expert alone.
 //!
+//! `--pool base` does the same with the base-size pool: MPNet-base fine-tuned on the Rotten
+//! Tomatoes sentences (fetched and trained once) next to the MiniLM-L6 cuts.
+//!
 //! Building and training need the `train` feature (on by default); a build without it serves
 //! a pool built before and says so when there is none.
 
@@ -33,13 +36,32 @@ pub struct DemoArgs {
     /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
     #[arg(long = "cache-dir")]
     pub cache: Option<PathBuf>,
-    /// Pool directory (default: the cache directory's `pool`).
+    /// Which pool: `small` (MiniLM-L6 cut to 1, 3 and 6 layers) or `base` (the same cuts
+    /// and MPNet-base fine-tuned on the task: about 40 minutes to build on 2 cores, once).
+    #[arg(long = "pool", value_enum, default_value = "small")]
+    pub pool: DemoPool,
+    /// Pool directory (default: the cache directory's `pool`, or `pool-base`).
     #[arg(long)]
     pub pool_dir: Option<PathBuf>,
     /// Seconds any link may stay silent.
     #[arg(long = "timeout", default_value_t = 600)]
     pub timeout_s: u64,
 }
+
+/// The pools the demo builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoPool {
+    /// MiniLM-L6 cut to 1, 3 and 6 layers.
+    Small,
+    /// The small pool's cuts and MPNet-base fine-tuned on the task.
+    Base,
+}
+
+/// Where the base-size pool lives in the cache.
+const BASE_POOL_DIR: &str = "pool-base";
+/// Where its MPNet expert, fine-tuned on the task, lives in the cache.
+#[cfg(feature = "train")]
+const BASE_EXPERT_DIR: &str = "experts/mpnet-base";
 
 const LABELS: [&str; 2] = ["negative", "positive"];
 
@@ -52,8 +74,11 @@ pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     for a in assets::ALL {
         a.fetch(&cache)?;
     }
-    let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
-    prepare_pool(&cache, &dir, out)?;
+    let dir = match (opts.pool, &opts.pool_dir) {
+        (DemoPool::Base, None) => cache.join(BASE_POOL_DIR),
+        (_, given) => pool_dir(given.as_deref(), Some(&cache))?,
+    };
+    prepare_pool(&cache, &dir, opts.pool, out)?;
     let pool = ServedPool::load(&dir, &cache)?;
     let names: Vec<&str> = pool
         .manifest
@@ -149,13 +174,23 @@ pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the pool in `dir` if it is missing (its experts' costs measured with `bench`) and
+/// Builds the pool in `dir` if it is missing (its experts' costs measured with `bench`; for
+/// the base-size pool, MPNet-base fetched and fine-tuned first unless the cache holds it) and
 /// trains its router if it has none that this version reads.
 #[cfg(feature = "train")]
-fn prepare_pool(cache: &Path, dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+fn prepare_pool(
+    cache: &Path,
+    dir: &Path,
+    pool: DemoPool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     use securerouter_train::pool::{PoolOptions, build_pool, train_pool_router};
     use securerouter_train::router::RouterOptions;
     if !dir.join(MANIFEST).exists() {
+        let checkpoints = match pool {
+            DemoPool::Small => Vec::new(),
+            DemoPool::Base => vec![base_expert(cache, out)?],
+        };
         writeln!(
             out,
             "building the pool in {} (once; about 10 minutes on 2 cores)",
@@ -165,6 +200,7 @@ fn prepare_pool(cache: &Path, dir: &Path, out: &mut dyn Write) -> anyhow::Result
             &PoolOptions {
                 cache: Some(cache.to_path_buf()),
                 dir: Some(dir.to_path_buf()),
+                checkpoints,
                 ..PoolOptions::default()
             },
             &|req, out| securerouter_bench::expert_cost(req, Some(cache), out).map_err(Into::into),
@@ -178,10 +214,48 @@ fn prepare_pool(cache: &Path, dir: &Path, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
+/// MPNet-base fine-tuned on the Rotten Tomatoes experts' sentences (the top 2 of its 12
+/// layers, 2 epochs, 64 tokens), from the cache or fetched and trained now (about 20 minutes
+/// on 2 cores); returns its folder.
+#[cfg(feature = "train")]
+fn base_expert(cache: &Path, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
+    use securerouter_train::checkpoint_expert::{ExpertOptions, TRAINING_RECORD, train_expert};
+    use securerouter_train::expert::FineTuneOptions;
+    let folder = cache.join(BASE_EXPERT_DIR);
+    if folder.join(TRAINING_RECORD).is_file() {
+        return Ok(folder);
+    }
+    let model_dir = assets::MPNET_BASE.fetch(cache)?;
+    writeln!(
+        out,
+        "fine-tuning MPNet-base on the Rotten Tomatoes sentences into {} (once; about 20 \
+         minutes on 2 cores)",
+        folder.display()
+    )?;
+    let opts = ExpertOptions {
+        layers: None,
+        tune_top: 2,
+        seq_len: 64,
+        fine_tune: FineTuneOptions {
+            epochs: 2,
+            ..FineTuneOptions::default()
+        },
+        limit: None,
+    };
+    let task = data::TaskData::rotten_tomatoes(cache)?;
+    train_expert(&model_dir, &folder, &task, &opts, out)?;
+    Ok(folder)
+}
+
 /// Without training, the demo serves a pool built and routed before (by a build with the
 /// `train` feature), and refuses to start without one.
 #[cfg(not(feature = "train"))]
-fn prepare_pool(_cache: &Path, dir: &Path, _out: &mut dyn Write) -> anyhow::Result<()> {
+fn prepare_pool(
+    _cache: &Path,
+    dir: &Path,
+    _pool: DemoPool,
+    _out: &mut dyn Write,
+) -> anyhow::Result<()> {
     if !dir.join(MANIFEST).exists() || !router_is_current(dir)? {
         bail!(
             "the pool in {} is not built or has no current router, and this securerouter was \
