@@ -50,6 +50,27 @@ pub fn assets_present() -> bool {
     ok
 }
 
+/// Runs the `securerouter` binary with `args`, asserting that it succeeds; its standard
+/// output.
+pub fn securerouter_ok(args: &[&str]) -> String {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .output()
+        .expect("running securerouter");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "securerouter {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The widest gap between the plaintext pool's top two router scores (or logits) that the
+/// secure pool's fixed-point rounding may close: a secure route and label must equal the
+/// plaintext pool's on every call clearer than this.
+pub const CLOSE_CALL: f64 = 0.05;
+
 /// A fresh, empty directory under the system's temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -3,27 +3,8 @@
 //! each expert's cost measured under MPC with dealer, P0 and P1 as processes, then the router;
 //! then the no_std device client asks the routed pool over embassy-net on a TAP interface.
 
-use securerouter_tests::{assets_present, binary, temp_dir};
+use securerouter_tests::{CLOSE_CALL, assets_present, binary, securerouter_ok as run, temp_dir};
 use std::process::Command;
-
-/// The widest gap between the plaintext pool's top two router scores (or logits) that the
-/// secure pool's fixed-point rounding may close: the secure route and label must equal the
-/// plaintext pool's on every call clearer than this.
-const CLOSE_CALL: f64 = 0.05;
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(binary())
-        .args(args)
-        .output()
-        .expect("running securerouter");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "securerouter {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// The report's route distribution covers the 2 experts and sums to 1.
 fn assert_two_way_distribution(report: &serde_json::Value) {

@@ -5,30 +5,15 @@
 //! always-largest expert (which reads an input of its own, embedded from the client bundle)
 //! under MPC against the plaintext pool.
 
-use securerouter_tests::{assets_present, binary, temp_dir};
+use securerouter_tests::{CLOSE_CALL, assets_present, binary, securerouter_ok as run, temp_dir};
 use std::path::Path;
 use std::process::Command;
-
-/// The widest gap between the plaintext pool's top two router scores (or logits) that the
-/// secure pool's fixed-point rounding may close.
-const CLOSE_CALL: f64 = 0.05;
 
 fn securerouter(args: &[&str]) -> std::process::Output {
     Command::new(binary())
         .args(args)
         .output()
         .expect("running securerouter")
-}
-
-fn run(args: &[&str]) -> String {
-    let out = securerouter(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "securerouter {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn last_json(stdout: &str) -> serde_json::Value {
