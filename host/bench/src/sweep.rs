@@ -5,7 +5,10 @@
 //!
 //! Accuracy is the plaintext pool's on every held-out sentence (the secure router picks what
 //! the plaintext one picks, see `bench pool`), so that the points are not the noise of a few
-//! sentences; the cost axis is measured, never projected.
+//! sentences; the cost axis is measured. Beside each router's measured point the plot shows
+//! the paper's projection of its cost ([`projected_online_s`]: the router stage and the
+//! experts alone, measured on the same sentences, weighted by the route distribution over all
+//! held-out sentences).
 
 use crate::error::{Error, Result, invalid};
 use securerouter_circuits::{CircuitKind, RouteMode};
@@ -54,6 +57,10 @@ pub struct SweepPoint {
     pub route_distribution: Vec<f64>,
     /// Online seconds per query under MPC (the slower server), measured.
     pub measured_online_s: f64,
+    /// For a router: its online seconds per query as the paper projects them
+    /// ([`projected_online_s`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projected_online_s: Option<f64>,
     /// Sentences the online time averages.
     pub measured_queries: usize,
 }
@@ -79,9 +86,11 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> 
         .map(|s| s.text.as_str())
         .collect();
     let mut points = Vec::new();
-    // Every expert alone, on the same sentences.
-    let experts: Vec<CircuitKind> = (0..k).map(|e| CircuitKind::Expert(e as u8)).collect();
-    let online = measure(&pool, &experts, &texts, opts.timeout_s)?;
+    // Every expert alone and the router stage alone, on the same sentences.
+    let mut kinds: Vec<CircuitKind> = (0..k).map(|e| CircuitKind::Expert(e as u8)).collect();
+    kinds.push(CircuitKind::Router);
+    let online = measure(&pool, &kinds, &texts, opts.timeout_s)?;
+    let (expert_s, router_s) = (&online[..k], online[k]);
     for (e, entry) in pool.manifest.experts.iter().enumerate() {
         let mut dist = vec![0.0; k];
         dist[e] = 1.0;
@@ -91,6 +100,7 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> 
             held_out_accuracy: entry.held_out_accuracy,
             route_distribution: dist,
             measured_online_s: online[e],
+            projected_online_s: None,
             measured_queries: texts.len(),
         });
         let text = serde_json::to_string(points.last().unwrap()).map_err(Error::Json)?;
@@ -109,12 +119,15 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> 
             &texts,
             opts.timeout_s,
         )?;
+        let projected =
+            projected_online_s(opts.mode, router_s, expert_s, &report.route_distribution);
         points.push(SweepPoint {
             cost_weight: Some(w),
             expert: None,
             held_out_accuracy: report.accuracy,
             route_distribution: report.route_distribution,
             measured_online_s: online[0],
+            projected_online_s: Some(projected),
             measured_queries: texts.len(),
         });
         let text = serde_json::to_string(points.last().unwrap()).map_err(Error::Json)?;
@@ -123,6 +136,29 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> 
     plot(&points, opts.mode, &opts.plot)?;
     writeln!(out, "plot written to {}", opts.plot.display()).map_err(Error::Output)?;
     Ok(points)
+}
+
+/// A routed query's online seconds as the paper projects them: the router's overhead plus the
+/// experts' costs weighted by how often each is chosen (`route_distribution`). In reveal-route
+/// the router stage (`router_s`, which computes the summary expert's answer too) runs on every
+/// query and expert k > 0 on a share p_k of them; in hide-route every expert runs on every
+/// query.
+pub fn projected_online_s(
+    mode: RouteMode,
+    router_s: f64,
+    expert_s: &[f64],
+    route_distribution: &[f64],
+) -> f64 {
+    let later: f64 = match mode {
+        RouteMode::Reveal => expert_s
+            .iter()
+            .zip(route_distribution)
+            .skip(1)
+            .map(|(c, p)| c * p)
+            .sum(),
+        RouteMode::Hide => expert_s.iter().skip(1).sum(),
+    };
+    router_s + later
 }
 
 /// Mean online seconds per query of each circuit over `texts`, on one fresh deployment of
@@ -165,10 +201,13 @@ fn measure(
 }
 
 /// Draws accuracy against measured online time: the routers as a line (each point labelled with
-/// its cost weight), the single experts as triangles.
+/// its cost weight), their projected costs as a second line of hollow points, the single
+/// experts as triangles.
 fn plot(points: &[SweepPoint], mode: RouteMode, path: &Path) -> Result<()> {
     use plotters::prelude::*;
-    let xs = points.iter().map(|p| p.measured_online_s);
+    let xs = points
+        .iter()
+        .map(|p| p.measured_online_s.max(p.projected_online_s.unwrap_or(0.0)));
     let ys = points.iter().map(|p| 100.0 * p.held_out_accuracy);
     let (x1, y0, y1) = (
         xs.fold(0.0, f64::max) * 1.15,
@@ -218,6 +257,20 @@ fn plot(points: &[SweepPoint], mode: RouteMode, path: &Path) -> Result<()> {
             chart.draw_series(routers.iter().map(|&(x, y, w)| {
                 Text::new(format!("w={w}"), (x, y + 0.15), ("sans-serif", 12))
             }))?;
+            let projected: Vec<(f64, f64)> = points
+                .iter()
+                .filter_map(|p| Some((p.projected_online_s?, 100.0 * p.held_out_accuracy)))
+                .collect();
+            let green = RGBColor(0, 140, 70);
+            chart
+                .draw_series(LineSeries::new(projected.iter().copied(), green))?
+                .label("routed, projected: router + Σ p_k·c_k (the paper's formula)")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
+            chart.draw_series(
+                projected
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, green.stroke_width(2))),
+            )?;
             chart
                 .draw_series(points.iter().filter(|p| p.expert.is_some()).map(|p| {
                     TriangleMarker::new(
@@ -257,6 +310,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_projection_weights_the_experts_by_their_routes() {
+        let experts = [0.1, 0.2, 1.0];
+        let dist = [0.5, 0.25, 0.25];
+        let reveal = projected_online_s(RouteMode::Reveal, 0.12, &experts, &dist);
+        assert!((reveal - (0.12 + 0.25 * 0.2 + 0.25 * 1.0)).abs() < 1e-12);
+        let hide = projected_online_s(RouteMode::Hide, 0.12, &experts, &dist);
+        assert!((hide - (0.12 + 0.2 + 1.0)).abs() < 1e-12);
+        // Everything to the summary: the router stage alone.
+        assert_eq!(
+            projected_online_s(RouteMode::Reveal, 0.12, &experts, &[1.0, 0.0, 0.0]),
+            0.12
+        );
+    }
+
+    #[test]
     fn the_plot_shows_every_router_and_expert() {
         let point = |w: Option<f64>, e: Option<&str>, acc: f64, s: f64| SweepPoint {
             cost_weight: w,
@@ -264,6 +332,7 @@ mod tests {
             held_out_accuracy: acc,
             route_distribution: vec![0.5, 0.5],
             measured_online_s: s,
+            projected_online_s: w.map(|_| s * 0.9),
             measured_queries: 3,
         };
         let points = [
@@ -283,6 +352,7 @@ mod tests {
             "w=0",
             "w=0.3",
             "held-out accuracy",
+            "projected",
         ] {
             assert!(svg.contains(label), "{label} missing from the plot");
         }
