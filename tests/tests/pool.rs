@@ -166,6 +166,38 @@ fn a_small_pool_is_built_measured_and_routed() {
     assert_two_way_distribution(&report);
     assert_eq!(report["inputs"], 48);
     assert!(dir.join("router.json").exists());
+    // The sweep measures each expert, the router stage and each retrained router under MPC,
+    // and projects each router's cost as the paper does.
+    let plot = dir.join("sweep.svg");
+    let sweep = run(&[
+        "bench",
+        "sweep",
+        "--pool-dir",
+        &d,
+        "--queries",
+        "1",
+        "--cost-weights",
+        "0,1",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let points: Vec<serde_json::Value> = sweep
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON point"))
+        .collect();
+    assert_eq!(points.len(), 4, "{sweep}");
+    for p in &points {
+        assert!(p["measured_online_s"].as_f64().unwrap() > 0.0, "{p}");
+        let projected = p.get("projected_online_s").and_then(|v| v.as_f64());
+        assert_eq!(projected.is_some(), p["cost_weight"].is_number(), "{p}");
+        assert!(projected.is_none_or(|s| s > 0.0), "{p}");
+    }
+    assert!(
+        std::fs::read_to_string(&plot)
+            .unwrap()
+            .contains("projected")
+    );
     // The trained pool serves routed queries under MPC in both routing privacy modes.
     let bench = |mode: &str| -> serde_json::Value {
         let line = run(&[

@@ -189,10 +189,17 @@ fn measure(
     let mut online = vec![0.0; kinds.len()];
     for t in texts {
         for (i, &kind) in kinds.iter().enumerate() {
-            let input = |k| Ok(embed_query_for(&bundle, k, t, pool.seq_len())?);
-            let a: PoolAnswer =
-                runtime.block_on(client.ask_pool(&shape, kind, pool.seq_len(), input))?;
-            online[i] += a.outputs.worst_server().online_s;
+            let session = if kind == CircuitKind::Router {
+                // The router alone answers scores, not a pool's logits: run it as a session.
+                let x = embed_query_for(&bundle, 0, t, pool.seq_len())?;
+                runtime.block_on(client.run(kind, shape.input_cols(kind), &x))?
+            } else {
+                let input = |k| Ok(embed_query_for(&bundle, k, t, pool.seq_len())?);
+                let a: PoolAnswer =
+                    runtime.block_on(client.ask_pool(&shape, kind, pool.seq_len(), input))?;
+                a.outputs
+            };
+            online[i] += session.worst_server().online_s;
             bar.inc(1);
         }
     }
