@@ -71,6 +71,25 @@ pub fn securerouter_ok(args: &[&str]) -> String {
 /// plaintext pool's on every call clearer than this.
 pub const CLOSE_CALL: f64 = 0.05;
 
+/// Checks a `bench` JSON line's secure labels against the f64 reference's: every logit within
+/// `max_err` of the reference's, and every label that differs a call closer than twice the
+/// largest logit error (the only calls such an error can flip: random-weight models give
+/// near-ties).
+pub fn assert_labels_follow_the_reference(v: &serde_json::Value, max_err: f64) {
+    let err = v["max_abs_logit_err"].as_f64().expect("max_abs_logit_err");
+    assert!(err < max_err, "{v}");
+    let flips = v["disagreements"].as_array().expect("disagreements");
+    for d in flips {
+        assert!(d["margin"].as_f64().unwrap() < 2.0 * err, "{v}");
+    }
+    let queries = v["queries"].as_f64().expect("queries");
+    let agreement = v["label_agreement"].as_f64().expect("label_agreement");
+    assert!(
+        ((1.0 - agreement) * queries - flips.len() as f64).abs() < 1e-9,
+        "{v}"
+    );
+}
+
 /// A fresh, empty directory under the system's temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

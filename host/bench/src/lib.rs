@@ -126,6 +126,10 @@ pub struct BenchLine {
     pub max_abs_logit_err: f64,
     /// Share of queries whose secure label equals the reference label.
     pub label_agreement: f64,
+    /// Every query whose secure label differs from the reference's, with the reference's
+    /// margin between its top two logits: logits each within e of the reference's can flip
+    /// only a call closer than 2e.
+    pub disagreements: Vec<pool::Disagreement>,
     /// End-to-end seconds per query as the client saw it.
     pub wall_s: f64,
     /// The kernels the servers ran on, as they reported them (e.g. "cpu",
@@ -572,6 +576,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
     let (mut online, mut offline, mut wall) = (0.0, 0.0, 0.0);
     let (mut bytes, mut keys, mut rounds) = (0u64, 0u64, 0u64);
     let (mut worst, mut agree) = (0.0f64, 0usize);
+    let mut disagreements = Vec::new();
     let mut kernels = String::new();
     let (mut kernel_s, mut key_read_s, mut exchange_s, mut cpu_s) = (0.0, 0.0, 0.0, 0.0);
     let mut phases: Vec<PhaseStats> = Vec::new();
@@ -607,6 +612,11 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
                 "query {i}: the secure label differs from the reference's (reference margin \
                  between its top two logits {margin:.4}, largest logit error {error:.4})"
             );
+            disagreements.push(pool::Disagreement {
+                query: i,
+                what: "label",
+                margin,
+            });
         }
         let cost = session.worst_server();
         online += cost.online_s;
@@ -659,6 +669,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         peak_rss_mb_by_process: rss_all,
         max_abs_logit_err: worst,
         label_agreement: agree as f64 / q as f64,
+        disagreements,
         wall_s: per(wall),
         kernels,
         kernel_s: per(kernel_s),
