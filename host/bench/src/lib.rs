@@ -27,6 +27,7 @@ use securerouter_ml::head::{ExpertHead, argmax};
 use securerouter_ml::hf_tokenizer::{TOKENIZER_JSON, VOCAB_TXT};
 use securerouter_ml::metrics::{Metric, Scores};
 use securerouter_ml::pool::{CostRequest, MeasuredCost};
+use securerouter_ml::pool_format::load_held_out;
 use securerouter_ml::{
     BertConfig, BertWeights, ClassifierHead, ClientBundle, Linear, Matrix,
     SequenceClassificationHead, Tokenizer, WordPiece,
@@ -421,19 +422,35 @@ fn prepare(opts: &BenchOptions) -> Result<Prepared> {
                 None => Tokenizer::from_dir(&manifest.base_asset()?.path(&cache)?)?,
             };
             let (weights, head) = (expert.weights, expert.head);
-            let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
-            let queries = test
-                .iter()
+            let queries = load_held_out(pool, &manifest, &cache)?
+                .into_iter()
                 .take(opts.queries)
-                .map(|s| Ok(Query::plain(tokenizer.encode(&s.text, opts.seq_len)?.ids)))
+                .map(|e| {
+                    let enc =
+                        tokenizer.encode_input(&e.text, e.text_pair.as_deref(), opts.seq_len)?;
+                    Ok(Query {
+                        ids: enc.ids,
+                        types: enc.type_ids,
+                        gold: Some(e.label),
+                    })
+                })
                 .collect::<Result<_>>()?;
+            // The pool's experts give its classes in its order.
+            let classes = (0..manifest.classes)
+                .filter_map(|j| u32::try_from(j).ok())
+                .collect();
+            let task = Some((
+                manifest.task.clone(),
+                manifest.metric,
+                Reading::Classes(classes),
+            ));
             Ok(Prepared {
                 tokenizer,
                 name: name.clone(),
                 weights,
                 head,
                 queries,
-                task: None,
+                task,
             })
         }
         BenchModel::MiniLm { layers } => {

@@ -1,15 +1,17 @@
 //! `securerouter bench pool`: the trained pool served by dealer, P0 and P1 as processes on
-//! loopback. Every held-out sentence runs twice under MPC, routed (in the chosen routing
-//! privacy mode) and through the largest expert alone, so the speed-up is measured end to end
-//! on the same sentences, not projected from per-expert costs. The plaintext pool checks the
-//! secure router's choices.
+//! loopback. Every held-out example (the pool's own, stored by `train pool`) runs twice under
+//! MPC, routed (in the chosen routing privacy mode) and through the largest expert alone, so
+//! the speed-up is measured end to end on the same examples, not projected from per-expert
+//! costs, and both are scored by the task's metric. The plaintext pool checks the secure
+//! router's choices.
 
 use crate::error::{Error, Result, invalid};
 use securerouter_circuits::{CircuitKind, RouteMode};
 use securerouter_ml::ClientBundle;
+use securerouter_ml::Scores;
 use securerouter_ml::assets;
-use securerouter_ml::data;
-use securerouter_ml::pool_format::pool_dir;
+use securerouter_ml::data::{Example, Label};
+use securerouter_ml::pool_format::{load_held_out, pool_dir};
 use securerouter_runtime::client::{Client, PoolAnswer};
 use securerouter_runtime::local_cluster::LocalCluster;
 use securerouter_runtime::local_cluster::ServerFlags;
@@ -27,7 +29,7 @@ pub struct PoolBenchOptions {
     pub cache: Option<PathBuf>,
     /// Routing privacy mode of the routed queries.
     pub mode: RouteMode,
-    /// Held-out sentences to run.
+    /// Held-out examples to run.
     pub queries: usize,
     /// Seconds any link may stay silent.
     pub timeout_s: u64,
@@ -90,12 +92,18 @@ pub struct PoolBenchLine {
     pub route_mode: String,
     /// Tokens per sequence.
     pub seq_len: usize,
-    /// Held-out sentences run.
+    /// The pool's task.
+    pub task: String,
+    /// Held-out examples run.
     pub queries: usize,
     /// Accuracy of the routed secure answers.
     pub accuracy: f64,
-    /// Accuracy of the largest expert's secure answers on the same sentences.
+    /// Accuracy of the largest expert's secure answers on the same examples.
     pub largest_accuracy: f64,
+    /// The task's metric of the routed secure answers.
+    pub scores: Scores,
+    /// The task's metric of the largest expert's secure answers.
+    pub largest_scores: Scores,
     /// Share of the sentences routed to each expert under MPC.
     pub route_distribution: Vec<f64>,
     /// Share of sentences whose secure route equals the plaintext router's.
@@ -137,11 +145,11 @@ pub struct Disagreement {
     pub margin: f64,
 }
 
-/// The trained pool served on loopback (keys prefetched), with the first `opts.queries`
-/// held-out sentences and a client: what every held-out pool benchmark starts from.
+/// The trained pool served on loopback (keys prefetched), with the first `opts.queries` of its
+/// held-out examples and a client: what every held-out pool benchmark starts from.
 pub(crate) struct HeldOutRun {
     pub pool: ServedPool,
-    pub sentences: Vec<data::LabelledSentence>,
+    pub examples: Vec<Example>,
     pub cluster: LocalCluster,
     pub bundle: ClientBundle,
     pub client: Client,
@@ -156,9 +164,8 @@ impl HeldOutRun {
         let cache = assets::cache_dir(opts.cache.as_deref())?;
         let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
         let pool = ServedPool::load(&dir, &cache)?;
-        let (_, mut sentences) =
-            data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
-        sentences.truncate(opts.queries);
+        let mut examples = load_held_out(&dir, &pool.manifest, &cache)?;
+        examples.truncate(opts.queries);
         let servers = ServerFlags {
             prefetch_keys: true,
             gpu: opts.gpu,
@@ -172,7 +179,7 @@ impl HeldOutRun {
             .map_err(Error::AsyncRuntime)?;
         Ok(HeldOutRun {
             pool,
-            sentences,
+            examples,
             cluster,
             bundle,
             client,
@@ -185,13 +192,12 @@ impl HeldOutRun {
 pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<PoolBenchLine> {
     let HeldOutRun {
         pool,
-        sentences,
+        examples,
         cluster,
         bundle,
         client,
         runtime,
     } = HeldOutRun::start(opts)?;
-    let sentences = &sentences[..];
     let k = pool.experts.len();
     let largest_kind = CircuitKind::Expert((k - 1) as u8);
     let (mut routed, mut largest) = (QueryCost::default(), QueryCost::default());
@@ -200,16 +206,22 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
     let mut disagreements = Vec::new();
     let mut router_s = 0.0;
     let shape = pool.shape();
+    let (mut routed_labels, mut largest_labels, mut gold) = (Vec::new(), Vec::new(), Vec::new());
     let bar = securerouter_ml::progress::Progress::new(
-        sentences.len(),
+        examples.len(),
         "routed and always-largest under MPC",
     );
-    for (i, s) in sentences.iter().enumerate() {
-        let input = |k| Ok(embed_query_for(&bundle, k, &s.text, pool.seq_len())?);
+    for (i, s) in examples.iter().enumerate() {
+        let pair = s.text_pair.as_deref();
+        let input = |k| Ok(embed_query_for(&bundle, k, &s.text, pair, pool.seq_len())?);
         let ask = |kind| client.ask_pool(&shape, kind, pool.seq_len(), input);
         let a = runtime.block_on(ask(CircuitKind::Routed(opts.mode)))?;
         let b = runtime.block_on(ask(largest_kind))?;
-        let plain = pool.answer(&s.text)?;
+        let plain = pool.answer(&s.text, pair)?;
+        let class = |c: usize| Label::Class(c as u32);
+        routed_labels.push(class(a.label));
+        largest_labels.push(class(b.label));
+        gold.push(s.label);
         routed.add(&a);
         largest.add(&b);
         router_s += a
@@ -219,8 +231,8 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
             .map(|st| st.stages.first().map_or(0.0, |p| p.online_s))
             .fold(0.0, f64::max);
         routes[a.route] += 1;
-        right += usize::from(a.label == s.label as usize);
-        largest_right += usize::from(b.label == s.label as usize);
+        right += usize::from(class(a.label) == s.label);
+        largest_right += usize::from(class(b.label) == s.label);
         agree_route += usize::from(a.route == plain.route);
         agree_label += usize::from(a.label == securerouter_ml::head::argmax(&plain.logits));
         // Name each disagreement with the plaintext pool and how close its call was.
@@ -257,8 +269,9 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
     bar.finish_and_clear();
     let peak_rss_mb = cluster.peak_rss_mb();
     drop(cluster);
-    let n = sentences.len();
+    let n = examples.len();
     let share = |c: usize| c as f64 / n as f64;
+    let metric = pool.manifest.metric;
     let reveal = opts.mode == RouteMode::Reveal;
     let line = PoolBenchLine {
         experts: pool
@@ -269,9 +282,12 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
             .collect(),
         route_mode: opts.mode.name().into(),
         seq_len: pool.seq_len(),
+        task: pool.manifest.task.clone(),
         queries: n,
         accuracy: share(right),
         largest_accuracy: share(largest_right),
+        scores: metric.score(&routed_labels, &gold)?,
+        largest_scores: metric.score(&largest_labels, &gold)?,
         route_distribution: routes.iter().map(|&c| share(c)).collect(),
         router_agreement: share(agree_route),
         label_agreement: share(agree_label),
@@ -296,20 +312,21 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
             .collect();
         writeln!(
             out,
-            "pool of {} experts, {}, {} held-out sentences at {} tokens\n  \
-             routed: accuracy {:.1}%, online {:.3} s, {:.1} MB and {:.0} rounds per server\n  \
-             always-largest: accuracy {:.1}%, online {:.3} s, {:.1} MB and {:.0} rounds per server\n  \
+            "pool of {} experts on {}, {}, {} held-out examples at {} tokens\n  \
+             routed: {}, online {:.3} s, {:.1} MB and {:.0} rounds per server\n  \
+             always-largest: {}, online {:.3} s, {:.1} MB and {:.0} rounds per server\n  \
              measured speed-up {:.2}x online ({:.2}x end to end){}\n  \
              routes: {}; secure route = plaintext route on {:.1}%",
             k,
+            line.task,
             line.route_mode,
             n,
             line.seq_len,
-            100.0 * line.accuracy,
+            line.scores,
             line.routed.online_s,
             line.routed.online_bytes_per_server / 1e6,
             line.routed.rounds,
-            100.0 * line.largest_accuracy,
+            line.largest_scores,
             line.largest.online_s,
             line.largest.online_bytes_per_server / 1e6,
             line.largest.rounds,

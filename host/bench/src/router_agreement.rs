@@ -8,7 +8,7 @@ use super::pool::{HeldOutRun, PoolBenchOptions};
 use crate::error::{Error, Result, invalid};
 use securerouter_circuits::CircuitKind;
 use securerouter_circuits::pool::route_of;
-use securerouter_runtime::served_pool::embed_query;
+use securerouter_runtime::served_pool::embed_query_for;
 use serde::Serialize;
 use std::io::Write;
 
@@ -46,7 +46,7 @@ pub fn run(
 ) -> Result<RouterAgreementLine> {
     let HeldOutRun {
         pool,
-        sentences,
+        examples,
         cluster,
         bundle,
         client,
@@ -57,9 +57,10 @@ pub fn run(
     let mut routes = vec![0usize; k];
     let mut disagreements = Vec::new();
     let (mut online_s, mut wall_s) = (0.0, 0.0);
-    let bar = securerouter_ml::progress::Progress::new(sentences.len(), "the router under MPC");
-    for (i, s) in sentences.iter().enumerate() {
-        let x = embed_query(&bundle, &s.text, pool.seq_len())?;
+    let bar = securerouter_ml::progress::Progress::new(examples.len(), "the router under MPC");
+    for (i, s) in examples.iter().enumerate() {
+        let pair = s.text_pair.as_deref();
+        let x = embed_query_for(&bundle, 0, &s.text, pair, pool.seq_len())?;
         let session = runtime.block_on(client.run(CircuitKind::Router, cols, &x))?;
         let [_, _, onehot] = session.outputs.as_slice() else {
             invalid!(
@@ -69,7 +70,7 @@ pub fn run(
         };
         let route = route_of(onehot)?;
         routes[route] += 1;
-        if route != pool.answer(&s.text)?.route {
+        if route != pool.answer(&s.text, pair)?.route {
             disagreements.push(i);
         }
         online_s += session.worst_server().online_s;
@@ -83,7 +84,7 @@ pub fn run(
     }
     bar.finish_and_clear();
     drop(cluster);
-    let n = sentences.len();
+    let n = examples.len();
     let agreeing = n - disagreements.len();
     let line = RouterAgreementLine {
         experts: pool

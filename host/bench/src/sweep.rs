@@ -13,8 +13,8 @@
 use crate::error::{Error, Result, invalid};
 use securerouter_circuits::{CircuitKind, RouteMode};
 use securerouter_ml::assets;
-use securerouter_ml::data;
-use securerouter_ml::pool_format::pool_dir;
+use securerouter_ml::data::Example;
+use securerouter_ml::pool_format::{load_held_out, pool_dir};
 use securerouter_runtime::client::PoolAnswer;
 use securerouter_runtime::local_cluster::ServerFlags;
 use securerouter_runtime::served_pool::{ServedPool, embed_query_for};
@@ -79,12 +79,8 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> 
     let k = pool.experts.len();
     let signals = Signals::load(&dir.join(SIGNALS), k)?;
     let costs = pool.manifest.online_costs()?;
-    let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
-    let texts: Vec<&str> = test
-        .iter()
-        .take(opts.queries)
-        .map(|s| s.text.as_str())
-        .collect();
+    let mut texts = load_held_out(&dir, &pool.manifest, &cache)?;
+    texts.truncate(opts.queries);
     let mut points = Vec::new();
     // Every expert alone and the router stage alone, on the same sentences.
     let mut kinds: Vec<CircuitKind> = (0..k).map(|e| CircuitKind::Expert(e as u8)).collect();
@@ -166,7 +162,7 @@ pub fn projected_online_s(
 fn measure(
     pool: &ServedPool,
     kinds: &[CircuitKind],
-    texts: &[&str],
+    texts: &[Example],
     timeout_s: u64,
 ) -> Result<Vec<f64>> {
     let (cluster, bundle) = pool.start_local(
@@ -187,14 +183,15 @@ fn measure(
         "the routers and experts under MPC",
     );
     let mut online = vec![0.0; kinds.len()];
-    for t in texts {
+    for e in texts {
+        let (t, pair) = (e.text.as_str(), e.text_pair.as_deref());
         for (i, &kind) in kinds.iter().enumerate() {
             let session = if kind == CircuitKind::Router {
                 // The router alone answers scores, not a pool's logits: run it as a session.
-                let x = embed_query_for(&bundle, 0, t, pool.seq_len())?;
+                let x = embed_query_for(&bundle, 0, t, pair, pool.seq_len())?;
                 runtime.block_on(client.run(kind, shape.input_cols(kind), &x))?
             } else {
-                let input = |k| Ok(embed_query_for(&bundle, k, t, pool.seq_len())?);
+                let input = |k| Ok(embed_query_for(&bundle, k, t, pair, pool.seq_len())?);
                 let a: PoolAnswer =
                     runtime.block_on(client.ask_pool(&shape, kind, pool.seq_len(), input))?;
                 a.outputs

@@ -5,7 +5,8 @@
 //! router head's two layers, then every further expert's encoder and head.
 //!
 //! - [`CircuitKind::Router`]: pooled = summary(x); the router head reads pooled and the summary
-//!   expert's confidence, the margin |logit₀ − logit₁| of its head ([`router_features`](securerouter_ml::router::router_features)); outputs
+//!   expert's confidence, the lead of its top logit over the others
+//!   ([`router_features`](securerouter_ml::router::router_features)); outputs
 //!   `[logits₀, scores, one-hot]`.
 //! - [`CircuitKind::Routed`] with [`RouteMode::Reveal`], the first stage: the router, then its
 //!   one-hot choice (as K bits) revealed to both servers; outputs `[logits₀, one-hot]`. The
@@ -49,7 +50,7 @@ pub use securerouter_wire::RouteMode;
 pub struct PoolShape {
     /// Expert 0: the summary encoder and its classifier head.
     pub summary: BertShape,
-    /// The router head on the summary encoder's pooled states and the summary expert's margin
+    /// The router head on the summary encoder's pooled states and the summary expert's lead
     /// ([`router_features`](securerouter_ml::router::router_features)).
     pub router: RouterHeadShape,
     /// Experts 1, 2, … (all give the summary's classes).
@@ -205,16 +206,16 @@ impl PoolShape {
                 self.experts()
             );
         }
-        if self.summary.classes != 2 {
+        if self.summary.classes < 2 {
             invalid!(
-                "the router reads the summary expert's margin between 2 classes; it has {}",
+                "the router reads the summary expert's lead among at least 2 classes; it has {}",
                 self.summary.classes
             );
         }
         if self.router.features != router_feature_count(self.summary.hidden) {
             invalid!(
                 "the router head reads {} features, not the summary encoder's {} pooled states \
-                 and its margin",
+                 and its lead",
                 self.router.features,
                 self.summary.hidden
             );
@@ -376,25 +377,26 @@ async fn route<P: Protocol>(
     Ok([logits, scores, onehot])
 }
 
-/// [`router_features`](securerouter_ml::router::router_features) under MPC: the margin is
-/// 2·ReLU(d) − d for d = logit₀ − logit₁ (one comparison per query, two rounds).
+/// [`router_features`](securerouter_ml::router::router_features) under MPC: the lead
+/// Σⱼ (max − logitⱼ) = K·max − Σⱼ logitⱼ, one maximum (2·⌈log2 K⌉ rounds, two for two
+/// classes) and local sums.
 async fn secure_router_features<P: Protocol>(
     p: &mut P,
     pooled: &Tensor,
     logits: &Tensor,
 ) -> Result<Tensor, Error> {
-    if logits.last_dim() != 2 {
+    let k = logits.last_dim();
+    if k < 2 {
         return Err(Error::ShapeMismatch(
-            "the router reads a two-class summary expert",
+            "the router reads a summary expert of at least two classes",
         ));
     }
-    let rows = logits.len() / 2;
-    let d = logits
-        .mul_public(&[1, u64::MAX])?
-        .sum_last_axis()
+    let rows = logits.len() / k;
+    let max = gate::max(p, logits, BitWidth::new(COMPARE_BITS)?)
+        .await?
         .reshape(&[rows, 1])?;
-    let positive = gate::relu(p, &d, BitWidth::new(COMPARE_BITS)?).await?;
-    pooled.concat_last(&positive.scale(2).sub(&d)?)
+    let sum = logits.sum_last_axis().reshape(&[rows, 1])?;
+    pooled.concat_last(&max.scale(k as u64).sub(&sum)?)
 }
 
 /// The index of the single 1 in a reconstructed or revealed one-hot row.
@@ -403,5 +405,87 @@ pub fn route_of(onehot: &[u64]) -> crate::Result<usize> {
     match ones.as_slice() {
         [j] if onehot.iter().all(|&b| b <= 1) => Ok(*j),
         _ => Err(crate::Error::NotOneHot(onehot.to_vec())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bert::share_layers;
+    use crate::memory::{Circuit, run_circuit};
+    use securerouter_core::prg::Seed;
+    use securerouter_ml::router::router_features;
+
+    /// The router's features of rows laid out as pooled states, then logits.
+    struct Features {
+        hidden: usize,
+        classes: usize,
+    }
+
+    impl Circuit for Features {
+        async fn run<P: Protocol>(
+            &self,
+            p: &mut P,
+            x: &Tensor,
+            _: &[P::Weights],
+        ) -> Result<crate::Stage, Error> {
+            let (h, k) = (self.hidden, self.classes);
+            let pooled = x.gather_last(&(0..h).collect::<Vec<_>>())?;
+            let logits = x.gather_last(&(h..h + k).collect::<Vec<_>>())?;
+            Ok(vec![secure_router_features(p, &pooled, &logits).await?].into())
+        }
+    }
+
+    #[test]
+    fn the_secure_lead_is_the_plaintext_lead_for_two_three_and_five_classes() {
+        let model = share_layers(&[], &Seed::from_bytes([1; 16])).unwrap();
+        let hidden = 3;
+        for classes in [2, 3, 5] {
+            // Rows with the top logit in every position, ties and negative logits.
+            let rows: Vec<Vec<f64>> = (0..classes + 2)
+                .map(|r| {
+                    (0..hidden + classes)
+                        .map(|j| match (r, j) {
+                            (_, j) if j < hidden => 0.25 * j as f64 - 0.5,
+                            (r, j) if r == classes => {
+                                if j == hidden {
+                                    1.5
+                                } else {
+                                    1.5 - 0.5 * (j % 2) as f64
+                                }
+                            }
+                            (r, j) if r == classes + 1 => -2.0 + 0.375 * j as f64,
+                            (r, j) => {
+                                if j - hidden == r {
+                                    3.25
+                                } else {
+                                    -1.0 + 0.5 * j as f64
+                                }
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let input: Vec<f64> = rows.iter().flatten().copied().collect();
+            let run = run_circuit(
+                &Features { hidden, classes },
+                &[rows.len(), hidden + classes],
+                &input,
+                &model,
+                &Seed::from_bytes([9; 16]),
+            )
+            .unwrap();
+            let want: Vec<f64> = rows
+                .iter()
+                .flat_map(|r| router_features(&r[..hidden], &r[hidden..]).unwrap())
+                .collect();
+            assert_eq!(run.outputs.len(), want.len());
+            for (got, want) in run.outputs.iter().zip(&want) {
+                assert!(
+                    (got - want).abs() < 1e-3,
+                    "{classes} classes: {got} vs {want}"
+                );
+            }
+        }
     }
 }

@@ -225,6 +225,18 @@ impl Tokenizer {
         }
     }
 
+    /// Encodes one sentence, or a pair when `pair` is given ([`encode`](Self::encode),
+    /// [`encode_pair`](Self::encode_pair)).
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] if Hugging Face's pipeline fails on the text.
+    pub fn encode_input(&self, text: &str, pair: Option<&str>, max_len: usize) -> Result<Encoding> {
+        match pair {
+            Some(b) => self.encode_pair(text, b, max_len),
+            None => self.encode(text, max_len),
+        }
+    }
+
     /// Hugging Face's own `encode`, with `longest_first` truncation to `max_len` (raised to
     /// the template's special tokens, which `tokenizers` cannot cut) and no padding.
     fn encode_hf(

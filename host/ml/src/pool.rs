@@ -14,6 +14,7 @@ use super::head::ExpertHead;
 use super::{BertWeights, ClassifierHead, Tokenizer};
 use crate::assets::{self, Asset};
 use crate::error::{Error, Result, invalid};
+use crate::metrics::{Metric, Scores};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path};
 
@@ -59,8 +60,11 @@ pub struct ExpertEntry {
     /// Where its weights come from.
     #[serde(flatten)]
     pub source: ExpertSource,
-    /// Accuracy on the pool's held-out sentences (plaintext).
+    /// Accuracy on the pool's held-out examples (plaintext).
     pub held_out_accuracy: f64,
+    /// The task's metric on the pool's held-out examples (plaintext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_scores: Option<Scores>,
     /// The measured MPC cost, once benchmarked.
     pub cost: Option<MeasuredCost>,
 }
@@ -98,10 +102,25 @@ pub struct PoolManifest {
     pub task: String,
     /// Classes of the task.
     pub classes: usize,
+    /// The classes' names in the experts' output order (pools written before labels were
+    /// stored are the sentiment pool's).
+    #[serde(default = "sentiment_labels")]
+    pub labels: Vec<String>,
+    /// The task's metric.
+    #[serde(default = "accuracy")]
+    pub metric: Metric,
     /// Tokens per sequence under MPC (sentences are padded or cut to it).
     pub seq_len: usize,
     /// The experts, cheapest first; the first one's encoder is the summary encoder.
     pub experts: Vec<ExpertEntry>,
+}
+
+fn sentiment_labels() -> Vec<String> {
+    vec!["negative".into(), "positive".into()]
+}
+
+fn accuracy() -> Metric {
+    Metric::Accuracy
 }
 
 /// A loaded expert: the encoder, its head and, for an expert of its own checkpoint, that
@@ -118,14 +137,20 @@ pub struct LoadedExpert {
 }
 
 impl LoadedExpert {
-    /// Its plaintext logits on `text` at `seq_len` tokens, tokenized with its own tokenizer or
-    /// else `base` (the pool's).
-    pub fn logits(&self, base: &Tokenizer, text: &str, seq_len: usize) -> Result<Vec<f64>> {
+    /// Its plaintext logits on `text` (and its `pair`, for a pair task) at `seq_len` tokens,
+    /// tokenized with its own tokenizer or else `base` (the pool's).
+    pub fn logits(
+        &self,
+        base: &Tokenizer,
+        text: &str,
+        pair: Option<&str>,
+        seq_len: usize,
+    ) -> Result<Vec<f64>> {
         let e = self
             .own_tokenizer
             .as_ref()
             .unwrap_or(base)
-            .encode(text, seq_len)?;
+            .encode_input(text, pair, seq_len)?;
         self.head.reference(&self.weights, &e.ids, &e.type_ids)
     }
 }
@@ -164,6 +189,19 @@ impl PoolManifest {
                 "a pool of classifiers needs 2..=65536 classes, not {}",
                 self.classes
             );
+        }
+        if self.labels.len() != self.classes
+            || self.labels.iter().any(String::is_empty)
+            || (1..self.labels.len()).any(|i| self.labels[..i].contains(&self.labels[i]))
+        {
+            invalid!(
+                "the pool's labels {:?} are not {} distinct names, one per class",
+                self.labels,
+                self.classes
+            );
+        }
+        if self.metric == Metric::PearsonSpearman {
+            invalid!("a pool routes classifiers; it cannot be scored by correlation");
         }
         if self.seq_len == 0 || self.seq_len > 512 {
             invalid!("seq_len {} is outside 1..=512", self.seq_len);
@@ -223,6 +261,20 @@ impl PoolManifest {
             }
         }
         Ok(())
+    }
+
+    /// Whether the pool was trained on the task named `name` (sentiment pools written before
+    /// pools were named by their data read as the Rotten Tomatoes task).
+    pub fn trained_on(&self, name: &str) -> bool {
+        fn alias(t: &str) -> &str {
+            const LEGACY_SENTIMENT_TASK: &str = "rotten-tomatoes-sentiment";
+            if t == LEGACY_SENTIMENT_TASK {
+                crate::data::ROTTEN_TOMATOES
+            } else {
+                t
+            }
+        }
+        alias(&self.task) == alias(name)
     }
 
     /// The base checkpoint's asset.
@@ -354,6 +406,8 @@ mod tests {
             base: assets::MINILM_L6.package.into(),
             task: "sentiment".into(),
             classes: 2,
+            labels: sentiment_labels(),
+            metric: Metric::Accuracy,
             seq_len: 64,
             experts: vec![ExpertEntry {
                 name: "small".into(),
@@ -364,6 +418,7 @@ mod tests {
                     head: "small.head.json".into(),
                 },
                 held_out_accuracy: 0.7,
+                held_out_scores: None,
                 cost: None,
             }],
         }
@@ -411,6 +466,7 @@ mod tests {
                 checkpoint: path.into(),
             },
             held_out_accuracy: 0.9,
+            held_out_scores: None,
             cost: None,
         };
         bad(
@@ -426,6 +482,20 @@ mod tests {
         assert!(text.contains("\"checkpoint\": \"experts/big\""), "{text}");
         assert_eq!(PoolManifest::load(&dir).unwrap(), two);
         bad(&|m| m.seq_len = 0, "seq_len");
+        bad(&|m| m.labels.truncate(1), "one per class");
+        bad(&|m| m.labels[1] = "negative".into(), "distinct");
+        bad(&|m| m.metric = Metric::PearsonSpearman, "correlation");
+        // A manifest written before labels and metric were stored reads as the sentiment pool.
+        let mut old = serde_json::to_value(manifest()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("labels");
+        fields.remove("metric");
+        let old: PoolManifest = serde_json::from_value(old).unwrap();
+        assert_eq!(old, manifest());
+        let mut legacy = manifest();
+        legacy.task = "rotten-tomatoes-sentiment".into();
+        assert!(legacy.trained_on(crate::data::ROTTEN_TOMATOES));
+        assert!(!legacy.trained_on("MRPC") && manifest().trained_on("sentiment"));
         bad(&|m| m.experts[0].held_out_accuracy = f64::NAN, "accuracy");
         std::fs::write(dir.join(MANIFEST), b"{\"base\": 3}").unwrap();
         assert!(

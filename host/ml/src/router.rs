@@ -124,23 +124,31 @@ impl PlainRouterHead {
 }
 
 /// The router's input width for a summary encoder of `hidden` units: the pooled states and the
-/// margin.
+/// summary expert's lead.
 pub fn router_feature_count(hidden: usize) -> usize {
     hidden + 1
 }
 
 /// What the router head reads (plaintext): the summary encoder's pooled states, then the
-/// summary expert's confidence, the margin |logit₀ − logit₁| of its two-class head. Inputs the
-/// small expert is sure of stand out in the margin, which the pooled states show only through
-/// the head; with it the router keeps more of them on the small expert at the same accuracy.
+/// summary expert's confidence, the lead of its top logit over the others, Σⱼ (max − logitⱼ)
+/// (for two classes the margin |logit₀ − logit₁|). Inputs the small expert is sure of stand
+/// out in the lead, which the pooled states show only through the head; with it the router
+/// keeps more of them on the small expert at the same accuracy. Under MPC the lead is one
+/// maximum and a sum, with no truncation.
 pub fn router_features(pooled: &[f64], summary_logits: &[f64]) -> Result<Vec<f64>> {
-    let [a, b] = summary_logits else {
+    if summary_logits.len() < 2 {
         invalid!(
-            "the router reads the margin of a two-class summary expert; it gave {} logits",
+            "the router reads the lead of a summary expert of at least two classes; it gave {} \
+             logits",
             summary_logits.len()
         );
-    };
-    Ok(pooled.iter().copied().chain([(a - b).abs()]).collect())
+    }
+    let max = summary_logits
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max);
+    let lead = summary_logits.iter().map(|l| max - l).sum::<f64>();
+    Ok(pooled.iter().copied().chain([lead]).collect())
 }
 
 #[cfg(test)]
@@ -148,11 +156,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_router_reads_the_pooled_states_and_the_summary_margin() {
+    fn the_router_reads_the_pooled_states_and_the_summary_lead() {
         let f = router_features(&[0.25, -1.0], &[0.5, 2.0]).unwrap();
         assert_eq!(f, [0.25, -1.0, 1.5]);
         assert_eq!(f.len(), router_feature_count(2));
-        let e = router_features(&[0.25], &[0.1, 0.2, 0.3]).unwrap_err();
-        assert!(e.to_string().contains("two-class"), "{e}");
+        // Three classes: the top logit's lead over each of the others, summed.
+        let f = router_features(&[0.25], &[0.5, 2.0, -1.0]).unwrap();
+        assert_eq!(f, [0.25, 1.5 + 3.0]);
+        let e = router_features(&[0.25], &[0.1]).unwrap_err();
+        assert!(e.to_string().contains("at least two classes"), "{e}");
     }
 }

@@ -56,7 +56,7 @@ impl ServedPool {
         if router.head.shape.features != router_feature_count(hidden) {
             invalid!(
                 "the stored router reads {} features, not the {} this version's router reads \
-                 (the summary encoder's {hidden} pooled states and its margin): retrain it with \
+                 (the summary encoder's {hidden} pooled states and its lead): retrain it with \
                  `securerouter train router`",
                 router.head.shape.features,
                 router_feature_count(hidden)
@@ -147,21 +147,23 @@ impl ServedPool {
         self.manifest.seq_len
     }
 
-    /// `text`'s token ids at the pool's sequence length (the summary's tokenizer).
-    pub fn encode(&self, text: &str) -> Result<Encoding> {
-        Ok(self.tokenizer.encode(text, self.seq_len())?)
+    /// The token ids of `text` (and its `pair`, for a pair task) at the pool's sequence length
+    /// (the summary's tokenizer).
+    pub fn encode(&self, text: &str, pair: Option<&str>) -> Result<Encoding> {
+        Ok(self.tokenizer.encode_input(text, pair, self.seq_len())?)
     }
 
-    /// The plaintext router and chosen expert on `text` (f64 reference of the circuit's graph;
-    /// an expert with an input of its own reads `text` through its own tokenizer).
-    pub fn answer(&self, text: &str) -> Result<PlainAnswer> {
-        let e = self.encode(text)?;
+    /// The plaintext router and chosen expert on `text` (and its `pair`, for a pair task; f64
+    /// reference of the circuit's graph; an expert with an input of its own reads the text
+    /// through its own tokenizer).
+    pub fn answer(&self, text: &str, pair: Option<&str>) -> Result<PlainAnswer> {
+        let e = self.encode(text, pair)?;
         let embedded = self.experts[0].weights.embed(&e.ids, &e.type_ids)?;
         let (scores, summary_logits) = self.route_embedded(&embedded)?;
         let route = argmax(&scores);
         let logits = match route {
             0 => summary_logits,
-            k if self.shape.own_input(k) => self.expert_logits(k, text)?,
+            k if self.shape.own_input(k) => self.expert_logits(k, text, pair)?,
             k => self.expert_logits_embedded(k, embedded)?,
         };
         Ok(PlainAnswer {
@@ -225,11 +227,12 @@ impl ServedPool {
         Ok(e.head.logits_of_hidden(&e.weights.encode(embedded))?)
     }
 
-    /// Expert `k`'s plaintext logits on `text` (its own tokenizer, or the summary's).
-    pub fn expert_logits(&self, k: usize, text: &str) -> Result<Vec<f64>> {
+    /// Expert `k`'s plaintext logits on `text` and its `pair` (its own tokenizer, or the
+    /// summary's).
+    pub fn expert_logits(&self, k: usize, text: &str, pair: Option<&str>) -> Result<Vec<f64>> {
         Ok(self
             .expert(k)?
-            .logits(&self.tokenizer, text, self.seq_len())?)
+            .logits(&self.tokenizer, text, pair, self.seq_len())?)
     }
 
     fn expert(&self, k: usize) -> Result<&LoadedExpert> {
@@ -239,35 +242,27 @@ impl ServedPool {
     }
 }
 
-/// The client's input for expert `k` of a pool for `text` from its bundle alone: tokens
-/// embedded (with that expert's own tokenizer and tables when it reads an input of its own),
-/// padded to `seq_len` ([tokens, hidden + 2], see [`client_input`]). The input
-/// [`Client::ask_pool`](crate::client::Client::ask_pool) asks for.
+/// The client's input for expert `k` of a pool for `text` (and its `pair`, for a pair task)
+/// from its bundle alone: tokens embedded (with that expert's own tokenizer and tables when it
+/// reads an input of its own), padded to `seq_len` ([tokens, hidden + 2], see
+/// [`client_input`]). The input [`Client::ask_pool`](crate::client::Client::ask_pool) asks
+/// for.
 pub fn embed_query_for(
     bundle: &ClientBundle,
     k: usize,
     text: &str,
+    pair: Option<&str>,
     seq_len: usize,
 ) -> Result<Vec<f64>> {
-    let embedded = bundle.embed_text_for(k, text, seq_len)?;
+    let embedded = match pair {
+        Some(b) => bundle.embed_pair_for(k, text, b, seq_len)?,
+        None => bundle.embed_text_for(k, text, seq_len)?,
+    };
     Ok(client_input(&embedded.data, embedded.cols, seq_len)?)
 }
 
 /// The client's input for `text` from its bundle alone: tokens embedded, padded to `seq_len`
 /// ([tokens, hidden + 2], see [`client_input`]).
 pub fn embed_query(bundle: &ClientBundle, text: &str, seq_len: usize) -> Result<Vec<f64>> {
-    embed_query_for(bundle, 0, text, seq_len)
-}
-
-/// The client's input for the sentence pair `a`, `b` from its bundle alone: the pair laid out
-/// and typed as the model's tokenizer does, embedded, padded to `seq_len` (see
-/// [`embed_query`]).
-pub fn embed_query_pair(
-    bundle: &ClientBundle,
-    a: &str,
-    b: &str,
-    seq_len: usize,
-) -> Result<Vec<f64>> {
-    let embedded = bundle.embed_pair(a, b, seq_len)?;
-    Ok(client_input(&embedded.data, embedded.cols, seq_len)?)
+    embed_query_for(bundle, 0, text, None, seq_len)
 }

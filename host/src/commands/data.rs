@@ -1,5 +1,5 @@
-//! The labelled-data options `train expert` and `bench checkpoint` share, so a benchmark
-//! names its data as training did and scores the examples training held out.
+//! The labelled-data options `train expert`, `train pool` and `bench checkpoint` share, so a
+//! benchmark names its data as training did and scores the examples training held out.
 
 use anyhow::bail;
 use clap::Args;

@@ -12,9 +12,9 @@
 use anyhow::bail;
 use securerouter_circuits::{CircuitKind, RouteMode};
 use securerouter_ml::assets;
-use securerouter_ml::data;
+use securerouter_ml::data::Label;
 use securerouter_ml::pool::MANIFEST;
-use securerouter_ml::pool_format::{pool_dir, router_is_current};
+use securerouter_ml::pool_format::{load_held_out, pool_dir, router_is_current};
 use securerouter_runtime::client::PoolAnswer;
 use securerouter_runtime::local_cluster::ServerFlags;
 use securerouter_runtime::served_pool::{ServedPool, embed_query_for};
@@ -63,8 +63,6 @@ const BASE_POOL_DIR: &str = "pool-base";
 #[cfg(feature = "train")]
 const BASE_EXPERT_DIR: &str = "experts/mpnet-base";
 
-const LABELS: [&str; 2] = ["negative", "positive"];
-
 /// Runs the demo, writing its report to `out`.
 pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(t) = opts.texts.iter().find(|t| t.trim().is_empty()) {
@@ -87,13 +85,18 @@ pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .map(|e| e.name.as_str())
         .collect();
     let k = names.len();
-    let (_, test) = data::split(data::rotten_tomatoes(&cache)?, 0.2, &data::SPLIT_SEED)?;
-    let mut queries: Vec<(String, Option<u8>)> = test
-        .iter()
-        .take(DEMO_SENTENCES)
-        .map(|s| (s.text.clone(), Some(s.label)))
-        .collect();
-    queries.extend(opts.texts.iter().map(|t| (t.trim().to_string(), None)));
+    // The pool's own held-out examples with their truth, then the user's texts.
+    let mut queries: Vec<(String, Option<String>, Option<Label>)> =
+        load_held_out(&dir, &pool.manifest, &cache)?
+            .into_iter()
+            .take(DEMO_SENTENCES)
+            .map(|e| (e.text, e.text_pair, Some(e.label)))
+            .collect();
+    queries.extend(
+        opts.texts
+            .iter()
+            .map(|t| (t.trim().to_string(), None, None)),
+    );
 
     writeln!(
         out,
@@ -115,24 +118,31 @@ pub fn run(opts: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let shape = pool.shape();
-    let ask = |kind: CircuitKind, text: &str| -> anyhow::Result<PoolAnswer> {
-        let input = |k| Ok(embed_query_for(&bundle, k, text, pool.seq_len())?);
+    let ask = |kind: CircuitKind, text: &str, pair: Option<&str>| -> anyhow::Result<PoolAnswer> {
+        let input = |k| Ok(embed_query_for(&bundle, k, text, pair, pool.seq_len())?);
         Ok(runtime.block_on(client.ask_pool(&shape, kind, pool.seq_len(), input))?)
     };
     let mb = |a: &PoolAnswer| a.outputs.worst_server().online_bytes_sent as f64 / 1e6;
-    let label = |l: usize| LABELS.get(l).copied().unwrap_or("?");
+    let labels = &pool.manifest.labels;
+    let label = |l: usize| labels.get(l).map_or("?", String::as_str);
     let (mut routed_s, mut routed_mb, mut largest_s, mut largest_mb) = (0.0, 0.0, 0.0, 0.0);
-    for (text, truth) in &queries {
-        let routed = ask(CircuitKind::Routed(opts.mode), text)?;
-        let largest = ask(CircuitKind::Expert((k - 1) as u8), text)?;
-        let shown: String = if text.chars().count() > 72 {
-            text.chars().take(69).chain("...".chars()).collect()
-        } else {
-            text.clone()
+    for (text, pair, truth) in &queries {
+        let pair = pair.as_deref();
+        let routed = ask(CircuitKind::Routed(opts.mode), text, pair)?;
+        let largest = ask(CircuitKind::Expert((k - 1) as u8), text, pair)?;
+        let shown = |t: &str| -> String {
+            if t.chars().count() > 72 {
+                t.chars().take(69).chain("...".chars()).collect()
+            } else {
+                t.to_string()
+            }
         };
-        writeln!(out, "\n\"{shown}\"")?;
-        if let Some(t) = truth {
-            writeln!(out, "  truth           {}", label(usize::from(*t)))?;
+        writeln!(out, "\n\"{}\"", shown(text))?;
+        if let Some(b) = pair {
+            writeln!(out, "\"{}\"", shown(b))?;
+        }
+        if let Some(Label::Class(t)) = truth {
+            writeln!(out, "  truth           {}", label(*t as usize))?;
         }
         writeln!(
             out,
@@ -242,7 +252,7 @@ fn base_expert(cache: &Path, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
         },
         limit: None,
     };
-    let task = data::TaskData::rotten_tomatoes(cache)?;
+    let task = securerouter_ml::data::TaskData::rotten_tomatoes(cache)?;
     train_expert(&model_dir, &folder, &task, &opts, out)?;
     Ok(folder)
 }

@@ -54,23 +54,27 @@ pub enum TrainAction {
         #[arg(long)]
         force: bool,
     },
-    /// Build the pool: MiniLM-L6 cut to each of --experts layers, its top layer and a head
-    /// fine-tuned on Rotten Tomatoes sentences, then any --expert classifier folders;
-    /// held-out accuracy, MPC cost measured with `bench`, and a manifest. A built pool is
-    /// reused unless --force.
+    /// Build the pool: MiniLM-L6 cut to each of --experts layers, its top layers and a head
+    /// fine-tuned on a labelled classification task (the Rotten Tomatoes sentences unless
+    /// --task and --data, or a table, name another), then any --expert classifier folders
+    /// trained on the same data; the task's metric on held-out examples, MPC cost measured
+    /// with `bench`, and a manifest. A built pool is reused unless --force.
     Pool {
         /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// The labelled data (default: the Rotten Tomatoes sentences).
+        #[command(flatten)]
+        data: DataArgs,
         /// Pool directory (default: the cache directory's `pool`).
         #[arg(long)]
         pool_dir: Option<PathBuf>,
         /// Layers each expert keeps, comma-separated, cheapest first.
         #[arg(long, value_delimiter = ',', default_value = "1,3,6")]
         experts: Vec<usize>,
-        /// A classifier checkpoint folder (e.g. from `train expert --rotten-tomatoes`) that
-        /// joins the pool after the cuts with its own tokenizer, embeddings and head; repeat
-        /// for more, cheapest first.
+        /// A classifier checkpoint folder (from `train expert` on the same data) that joins
+        /// the pool after the cuts with its own tokenizer, embeddings and head; repeat for
+        /// more, cheapest first.
         #[arg(long = "expert", value_name = "DIR")]
         checkpoints: Vec<PathBuf>,
         /// Tokens per sequence under MPC.
@@ -79,7 +83,8 @@ pub enum TrainAction {
         /// Fine-tuning epochs.
         #[arg(long, default_value_t = 2)]
         epochs: usize,
-        /// Use at most this many sentences of each split (quick runs).
+        /// Use at most this many examples of each part: the experts', the router's, held out
+        /// (quick runs).
         #[arg(long)]
         limit: Option<usize>,
         /// Queries `bench` averages to measure each expert's cost (0 skips the measurement).
@@ -90,8 +95,8 @@ pub enum TrainAction {
         force: bool,
     },
     /// Train the router on a built pool: straight-through Gumbel-Softmax with task,
-    /// load-balancing and cost losses; prints the route distribution and accuracy on
-    /// held-out sentences as JSON and stores the router in the pool.
+    /// load-balancing and cost losses; prints the route distribution, accuracy and the task's
+    /// metric on held-out examples as JSON and stores the router in the pool.
     Router {
         /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
         #[arg(long)]
@@ -183,6 +188,7 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         TrainAction::Pool {
             cache_dir,
+            data,
             pool_dir,
             experts,
             checkpoints,
@@ -194,6 +200,7 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
         } => {
             let opts = pool::PoolOptions {
                 cache: cache_dir.clone(),
+                data: data.source()?.map(|s| (s, data.held_out)),
                 dir: pool_dir.clone(),
                 expert_layers: experts.clone(),
                 checkpoints: checkpoints.clone(),

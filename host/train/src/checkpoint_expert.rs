@@ -80,7 +80,8 @@ pub struct ExpertReport {
     pub train_seconds: f64,
 }
 
-/// Fine-tunes the checkpoint in `model_dir` on `data` and writes the classifier to `out_dir`.
+/// Fine-tunes the checkpoint in `model_dir` on the experts' share of `data`'s training examples
+/// ([`TaskData::experts_share`]) and writes the classifier to `out_dir`.
 ///
 /// # Errors
 /// If the checkpoint or its tokenizer cannot be read, an option does not fit the model, a
@@ -114,7 +115,9 @@ pub fn train_expert(
             .cloned()
             .collect()
     };
-    let (train, held_out) = (take(&data.train), take(&data.held_out));
+    // The experts' share only: the router's share stays unseen, so the classifier can join a
+    // pool on the same data.
+    let (train, held_out) = (take(data.experts_share()), take(&data.held_out));
     if train.is_empty() || held_out.is_empty() {
         invalid!(
             "{} needs training and held-out examples ({} and {})",

@@ -3,23 +3,28 @@
 //! e.g. by `securerouter train expert`), having each expert's MPC cost measured (by the
 //! [`CostMeter`] the caller supplies), and training the router on the experts' outputs.
 //!
-//! Data: the Rotten Tomatoes sentences as [`PoolSplits`] cuts them: experts are fine-tuned on
-//! the experts' sentences, the router learns from its own, which no expert has seen, and the
-//! held-out sentences are the ones `bench` scores. The experts' outputs on the router and
-//! held-out sentences are stored beside the manifest (`signals.safetensors`), so retraining
-//! the router takes seconds.
+//! Data: any labelled classification task ([`TaskData`]: GLUE's files, the user's table, or the
+//! bundled Rotten Tomatoes sentences, sentences or pairs, two classes or more): experts are
+//! fine-tuned on the experts' share of the training examples, the router learns from its own
+//! share, which no expert has seen, and the held-out examples are the ones `bench` scores
+//! (stored in the pool, [`HELD_OUT`](securerouter_ml::pool_format::HELD_OUT)). The experts'
+//! outputs on the router's and held-out examples are stored beside the manifest
+//! (`signals.safetensors`), so retraining the router takes seconds.
 
 use super::checkpoint_expert::embed_examples;
 use super::encoder::CandleLinear;
-use super::expert::{Expert, FineTuneOptions, PoolerHead, accuracy, fine_tune, head_outputs};
-use super::router::{RouteReport, RouterData, RouterOptions, evaluate, train_router};
+use super::expert::{
+    Expert, FineTuneOptions, PoolerHead, accuracy, fine_tune, head_outputs, predicted,
+};
+use super::router::{RouteReport, RouterData, RouterOptions, evaluate, routes, train_router};
 use crate::error::{Error, MeasureError, Result, invalid};
 use candle_core::Device;
 use safetensors::{Dtype, SafeTensors};
 use securerouter_ml::assets;
-use securerouter_ml::data::{Example, Label, LabelledSentence, PoolSplits};
+use securerouter_ml::data::{DataSource, Example, LabelSet, TaskData};
+use securerouter_ml::metrics::{Metric, Scores};
 use securerouter_ml::pool::{CostRequest, ExpertEntry, ExpertSource, MeasuredCost, PoolManifest};
-use securerouter_ml::pool_format::{StoredRouter, pool_dir};
+use securerouter_ml::pool_format::{StoredRouter, pool_dir, save_held_out};
 use securerouter_ml::pretrained::save_sequence_classifier;
 use securerouter_ml::router::router_features;
 use securerouter_ml::{BertWeights, SequenceClassificationHead, Tokenizer};
@@ -28,14 +33,15 @@ use std::path::{Path, PathBuf};
 
 /// The experts' outputs the router learns from and is judged on.
 pub const SIGNALS: &str = "signals.safetensors";
-/// The task the pool is fine-tuned on.
-pub const TASK: &str = "rotten-tomatoes-sentiment";
 
 /// What `train pool` builds.
 #[derive(Clone, Debug)]
 pub struct PoolOptions {
     /// Asset cache (default: the usual cache directory).
     pub cache: Option<PathBuf>,
+    /// The labelled task (default: the Rotten Tomatoes sentences) and the share of a table
+    /// (or of a GLUE folder without a dev file) held out.
+    pub data: Option<(DataSource, f64)>,
     /// The pool directory (default: `<cache>/pool`).
     pub dir: Option<PathBuf>,
     /// Layers of MiniLM-L6 each expert keeps, cheapest first.
@@ -59,6 +65,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {
             cache: None,
+            data: None,
             dir: None,
             expert_layers: vec![1, 3, 6],
             checkpoints: Vec::new(),
@@ -71,36 +78,75 @@ impl Default for PoolOptions {
     }
 }
 
-/// The splits, each cut to `limit` sentences when given.
-fn splits(cache: &Path, limit: Option<usize>) -> Result<PoolSplits> {
-    let mut parts = PoolSplits::load(cache)?;
-    if let Some(n) = limit {
-        for part in [&mut parts.experts, &mut parts.router, &mut parts.held_out] {
-            part.truncate(n);
+/// The task's three parts, each cut to `limit` examples when given: the experts' share, the
+/// router's share and the held-out examples.
+struct Parts {
+    experts: Vec<Example>,
+    router: Vec<Example>,
+    held_out: Vec<Example>,
+}
+
+impl Parts {
+    fn of(task: &TaskData, limit: Option<usize>) -> Result<Self> {
+        if task.labels.is_regression() {
+            invalid!(
+                "{} is scored by a number, not a class; a pool routes classifiers (train a \
+                 regression expert with `securerouter train expert`)",
+                task.name
+            );
         }
+        let take = |e: &[Example]| {
+            e.iter()
+                .take(limit.unwrap_or(usize::MAX))
+                .cloned()
+                .collect()
+        };
+        let parts = Parts {
+            experts: take(task.experts_share()),
+            router: take(task.router_share()),
+            held_out: take(&task.held_out),
+        };
+        for (what, part) in [
+            ("experts' training", &parts.experts),
+            ("router's training", &parts.router),
+            ("held-out", &parts.held_out),
+        ] {
+            if part.is_empty() {
+                invalid!(
+                    "{} leaves no {what} examples (a pool needs examples for its experts, its \
+                     router and its held-out scores)",
+                    task.name
+                );
+            }
+        }
+        Ok(parts)
     }
-    Ok(parts)
 }
-
-/// The sentences as examples to embed.
-fn examples(s: &[LabelledSentence]) -> Vec<Example> {
-    s.iter()
-        .map(|x| Example {
-            text: x.text.clone(),
-            text_pair: None,
-            label: Label::Class(u32::from(x.label)),
-        })
-        .collect()
-}
-
 /// Layers fine-tuned in an expert of `k` layers: the top third, at least one (deeper experts
 /// get more capacity to adapt; the frozen rest is computed once).
 pub fn tuned_layers(k: usize) -> usize {
     k.div_ceil(3).max(1)
 }
 
-fn labels(s: &[LabelledSentence]) -> Vec<usize> {
-    s.iter().map(|x| x.label as usize).collect()
+/// The examples' classes, in order.
+fn labels(examples: &[Example]) -> Result<Vec<usize>> {
+    examples
+        .iter()
+        .map(|e| {
+            e.label
+                .class()
+                .map(|c| c as usize)
+                .ok_or_else(|| Error::Invalid("a pool's examples are labelled by class".into()))
+        })
+        .collect()
+}
+
+/// The task's metric of `logits` (one row per example) against the examples' labels.
+fn scores(metric: Metric, logits: &[Vec<f32>], gold: &[usize]) -> Result<Scores> {
+    let class = |c: usize| securerouter_ml::data::Label::Class(c as u32);
+    let predicted: Vec<_> = logits.iter().map(|l| class(predicted(l))).collect();
+    let gold: Vec<_> = gold.iter().map(|&c| class(c)).collect();
+    Ok(metric.score(&predicted, &gold)?)
 }
 
 /// Measures one expert's MPC cost for [`build_pool`], writing any progress to the writer it
@@ -123,10 +169,22 @@ pub fn build_pool(
 ) -> Result<PoolManifest> {
     let cache = assets::cache_dir(opts.cache.as_deref())?;
     let dir = pool_dir(opts.dir.as_deref(), Some(&cache))?;
+    let task = match &opts.data {
+        Some((source, held_out)) => source.load(&cache, *held_out)?,
+        None => TaskData::rotten_tomatoes(&cache)?,
+    };
     if !opts.force
         && let Ok(m) = PoolManifest::load(&dir)
         && dir.join(SIGNALS).exists()
     {
+        if !m.trained_on(&task.name) {
+            invalid!(
+                "the pool at {} was trained on {}, not {} (--force rebuilds it)",
+                dir.display(),
+                m.task,
+                task.name
+            );
+        }
         writeln!(
             out,
             "pool at {} is built (--force rebuilds it)",
@@ -135,6 +193,8 @@ pub fn build_pool(
         .map_err(Error::Output)?;
         return Ok(m);
     }
+    let parts = Parts::of(&task, opts.limit)?;
+    let classes = task.labels.len();
     let mut layers = opts.expert_layers.clone();
     layers.sort_unstable();
     layers.dedup();
@@ -162,13 +222,12 @@ pub fn build_pool(
     for folder in &opts.checkpoints {
         let mut taken = names.clone();
         taken.extend(checkpoints.iter().map(|c| c.name.clone()));
-        checkpoints.push(CheckpointExpert::open(folder, &taken)?);
+        checkpoints.push(CheckpointExpert::open(folder, &taken, &task)?);
     }
     let tokenizer = Tokenizer::from_dir(&base_dir)?;
-    let parts = splits(&cache, opts.limit)?;
-    let embed = |s: &[LabelledSentence], what: &str| {
-        let msg = format!("embedding the {what} sentences");
-        embed_examples(&base, &tokenizer, &examples(s), opts.seq_len, &msg)
+    let embed = |e: &[Example], what: &str| {
+        let msg = format!("embedding the {what} examples");
+        embed_examples(&base, &tokenizer, e, opts.seq_len, &msg)
     };
     let (x_experts, x_router, x_test) = (
         embed(&parts.experts, "experts'")?,
@@ -176,9 +235,9 @@ pub fn build_pool(
         embed(&parts.held_out, "held-out")?,
     );
     let (y_experts, y_router, y_test) = (
-        labels(&parts.experts),
-        labels(&parts.router),
-        labels(&parts.held_out),
+        labels(&parts.experts)?,
+        labels(&parts.router)?,
+        labels(&parts.held_out)?,
     );
     std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
         action: "creating",
@@ -187,37 +246,49 @@ pub fn build_pool(
     })?;
     let mut manifest = PoolManifest {
         base: assets::MINILM_L6.package.into(),
-        task: TASK.into(),
-        classes: 2,
+        task: task.name.clone(),
+        classes,
+        labels: task.labels.names().to_vec(),
+        metric: task.metric,
         seq_len: opts.seq_len,
         experts: Vec::new(),
     };
+    writeln!(
+        out,
+        "{}: {} classes ({}), {} examples for the experts, {} for the router, {} held out",
+        task.name,
+        classes,
+        manifest.labels.join(", "),
+        parts.experts.len(),
+        parts.router.len(),
+        parts.held_out.len()
+    )
+    .map_err(Error::Output)?;
     let mut signals = Signals::default();
     for (i, &k) in layers.iter().enumerate() {
         let name = cut_name(k, base.layers.len());
         let tuned = tuned_layers(k);
         writeln!(
             out,
-            "expert {name}: fine-tuning its top {tuned} of {k} layers and a head on {} sentences",
+            "expert {name}: fine-tuning its top {tuned} of {k} layers and a head on {} examples",
             x_experts.len()
         )
         .map_err(Error::Output)?;
         let mut cut = base.clone();
         cut.layers.truncate(k);
         cut.config.num_hidden_layers = k;
-        let expert = fine_tune(&cut, tuned, &x_experts, &y_experts, 2, &opts.fine_tune)?;
-        let on_router =
-            expert.infer(&x_router, 64, &format!("{name} on the router's sentences"))?;
-        let on_test = expert.infer(&x_test, 64, &format!("{name} on held-out sentences"))?;
-        let acc = accuracy(&on_test.logits, &y_test);
-        writeln!(
-            out,
-            "expert {name}: held-out accuracy {:.2}% ({} sentences)",
-            100.0 * acc,
-            y_test.len()
-        )
-        .map_err(Error::Output)?;
-        let entry = save_expert(&dir, &name, &expert, acc)?;
+        let expert = fine_tune(
+            &cut,
+            tuned,
+            &x_experts,
+            &y_experts,
+            classes,
+            &opts.fine_tune,
+        )?;
+        let on_router = expert.infer(&x_router, 64, &format!("{name} on the router's examples"))?;
+        let on_test = expert.infer(&x_test, 64, &format!("{name} on held-out examples"))?;
+        let entry = save_expert(&dir, &name, &expert, task.metric, &on_test.logits, &y_test)?;
+        report_expert(&entry, y_test.len(), out)?;
         manifest.experts.push(entry);
         if i == 0 {
             signals.router_features = on_router.pooled.clone();
@@ -227,12 +298,13 @@ pub fn build_pool(
         signals.test_logits.push(on_test.logits);
     }
     for checkpoint in checkpoints {
-        let entry = checkpoint.add(&dir, &parts, opts.seq_len, &mut signals, out)?;
+        let entry = checkpoint.add(&dir, &parts, &task, opts.seq_len, &mut signals, out)?;
         manifest.experts.push(entry);
     }
     signals.router_labels = y_router;
     signals.test_labels = y_test;
     signals.save(&dir.join(SIGNALS))?;
+    save_held_out(&dir, &parts.held_out)?;
     manifest.save(&dir)?;
     if opts.cost_queries > 0 {
         measure_costs(&mut manifest, &dir, opts, measure, out)?;
@@ -242,7 +314,34 @@ pub fn build_pool(
     Ok(manifest)
 }
 
-fn save_expert(dir: &Path, name: &str, expert: &Expert, acc: f64) -> Result<ExpertEntry> {
+/// Prints an expert's held-out figures.
+fn report_expert(e: &ExpertEntry, examples: usize, out: &mut dyn Write) -> Result<()> {
+    let metric = e
+        .held_out_scores
+        .as_ref()
+        .map_or_else(String::new, |s| format!("{s} "));
+    writeln!(
+        out,
+        "expert {}: {metric}on {examples} held-out examples",
+        e.name
+    )
+    .map_err(Error::Output)
+}
+
+/// An expert's held-out accuracy and metric from its logits.
+fn held_out_figures(metric: Metric, logits: &[Vec<f32>], gold: &[usize]) -> Result<(f64, Scores)> {
+    Ok((accuracy(logits, gold), scores(metric, logits, gold)?))
+}
+
+fn save_expert(
+    dir: &Path,
+    name: &str,
+    expert: &Expert,
+    metric: Metric,
+    test_logits: &[Vec<f32>],
+    test_labels: &[usize],
+) -> Result<ExpertEntry> {
+    let (acc, held_out_scores) = held_out_figures(metric, test_logits, test_labels)?;
     let tuned_file = format!("{name}.tuned-layers.safetensors");
     let head = format!("{name}.head.json");
     expert
@@ -258,6 +357,7 @@ fn save_expert(dir: &Path, name: &str, expert: &Expert, acc: f64) -> Result<Expe
             head,
         },
         held_out_accuracy: acc,
+        held_out_scores: Some(held_out_scores),
         cost: None,
     })
 }
@@ -271,9 +371,6 @@ fn cut_name(k: usize, all: usize) -> String {
     }
 }
 
-/// The labels a checkpoint expert must give, in this order: the pool's task's.
-const TASK_LABELS: [&str; 2] = ["negative", "positive"];
-
 /// A classifier checkpoint that joins the pool, loaded and checked before any training.
 struct CheckpointExpert {
     name: String,
@@ -284,9 +381,9 @@ struct CheckpointExpert {
 }
 
 impl CheckpointExpert {
-    /// Loads the classifier in `folder` and checks that it gives the task's labels and that
-    /// its name is not in `taken`.
-    fn open(folder: &Path, taken: &[String]) -> Result<Self> {
+    /// Loads the classifier in `folder` and checks that it gives `task`'s labels, in order,
+    /// and that its name is not in `taken`.
+    fn open(folder: &Path, taken: &[String], task: &TaskData) -> Result<Self> {
         let name = checkpoint_name(folder)?;
         if taken.contains(&name) {
             invalid!(
@@ -297,22 +394,18 @@ impl CheckpointExpert {
         let (weights, head) = BertWeights::load_with_head(folder, None)?;
         let Some(head) = head else {
             invalid!(
-                "{} has no classification head: train one with `securerouter train expert \
-                 --rotten-tomatoes`",
+                "{} has no classification head: train one with `securerouter train expert` on \
+                 the pool's data",
                 folder.display()
             );
         };
-        let same = head.id2label.len() == TASK_LABELS.len()
-            && head
-                .id2label
-                .iter()
-                .zip(TASK_LABELS)
-                .all(|(a, b)| a.eq_ignore_ascii_case(b));
-        if !same {
+        if !same_labels(&head.id2label, &task.labels) {
             invalid!(
-                "{} gives the labels {:?}; the pool's task gives {TASK_LABELS:?}, in that order",
+                "{} gives the labels {:?}; the pool's task {} gives {:?}, in that order",
                 folder.display(),
-                head.id2label
+                head.id2label,
+                task.name,
+                task.labels.names()
             );
         }
         let tokenizer = Tokenizer::from_dir(folder)?;
@@ -326,12 +419,13 @@ impl CheckpointExpert {
     }
 
     /// Copies the checkpoint into the pool in `dir` as `experts/<name>/` (F32, with its
-    /// tokenizer) and stores its outputs on the router's and held-out sentences, each
+    /// tokenizer) and stores its outputs on the router's and held-out examples, each
     /// tokenized and embedded with its own.
     fn add(
         self,
         dir: &Path,
-        parts: &PoolSplits,
+        parts: &Parts,
+        task: &TaskData,
         seq_len: usize,
         signals: &mut Signals,
         out: &mut dyn Write,
@@ -358,31 +452,38 @@ impl CheckpointExpert {
             pooler: CandleLinear::from_linear(&head.pooler, &dev)?,
             classifier: CandleLinear::from_linear(&head.classifier, &dev)?,
         };
-        let outputs = |s: &[LabelledSentence], what: &str| -> Result<Vec<Vec<f32>>> {
-            let msg = format!("{name}: embedding the {what} sentences");
-            let x = embed_examples(&weights, &tokenizer, &examples(s), seq_len, &msg)?;
-            let msg = format!("{name} on the {what} sentences");
+        let outputs = |e: &[Example], what: &str| -> Result<Vec<Vec<f32>>> {
+            let msg = format!("{name}: embedding the {what} examples");
+            let x = embed_examples(&weights, &tokenizer, e, seq_len, &msg)?;
+            let msg = format!("{name} on the {what} examples");
             head_outputs(&weights, &trainable, &x, 64, &msg)
         };
         let on_router = outputs(&parts.router, "router's")?;
         let on_test = outputs(&parts.held_out, "held-out")?;
-        let acc = accuracy(&on_test, &labels(&parts.held_out));
-        writeln!(
-            out,
-            "expert {name}: held-out accuracy {:.2}% ({} sentences)",
-            100.0 * acc,
-            on_test.len()
-        )
-        .map_err(Error::Output)?;
-        signals.router_logits.push(on_router);
-        signals.test_logits.push(on_test);
-        Ok(ExpertEntry {
+        let (acc, held_out_scores) =
+            held_out_figures(task.metric, &on_test, &labels(&parts.held_out)?)?;
+        let entry = ExpertEntry {
             name,
             source: ExpertSource::Checkpoint { checkpoint },
             held_out_accuracy: acc,
+            held_out_scores: Some(held_out_scores),
             cost: None,
-        })
+        };
+        report_expert(&entry, on_test.len(), out)?;
+        signals.router_logits.push(on_router);
+        signals.test_logits.push(on_test);
+        Ok(entry)
     }
+}
+
+/// Whether a checkpoint's `id2label` names the task's classes in the task's order (ignoring
+/// case).
+fn same_labels(id2label: &[String], task: &LabelSet) -> bool {
+    id2label.len() == task.len()
+        && id2label
+            .iter()
+            .zip(task.names())
+            .all(|(a, b)| a.eq_ignore_ascii_case(b))
 }
 
 /// An expert's name from its folder's: letters, digits, `-`, `_` and `.` kept, anything else
@@ -443,20 +544,20 @@ fn measure_costs(
     Ok(())
 }
 
-/// The experts' outputs on the router's and the held-out sentences.
+/// The experts' outputs on the router's and the held-out examples.
 #[derive(Default)]
 pub struct Signals {
-    /// Summary features (expert 0's pooled states) of the router's sentences.
+    /// Summary features (expert 0's pooled states) of the router's examples.
     pub router_features: Vec<Vec<f32>>,
-    /// Per expert, logits on the router's sentences.
+    /// Per expert, logits on the router's examples.
     pub router_logits: Vec<Vec<Vec<f32>>>,
-    /// Labels of the router's sentences.
+    /// Labels of the router's examples.
     pub router_labels: Vec<usize>,
-    /// Summary features of the held-out sentences.
+    /// Summary features of the held-out examples.
     pub test_features: Vec<Vec<f32>>,
-    /// Per expert, logits on the held-out sentences.
+    /// Per expert, logits on the held-out examples.
     pub test_logits: Vec<Vec<Vec<f32>>>,
-    /// Labels of the held-out sentences.
+    /// Labels of the held-out examples.
     pub test_labels: Vec<usize>,
 }
 
@@ -503,14 +604,14 @@ impl Signals {
             tensors.push((
                 name.into(),
                 vec![l.len()],
-                l.iter().map(|&v| v as u8).collect(),
+                l.iter().flat_map(|&v| (v as u32).to_le_bytes()).collect(),
             ));
         }
         let bytes = tensors
             .iter()
             .map(|(n, shape, b)| {
                 let dtype = if n.ends_with("labels") {
-                    Dtype::U8
+                    Dtype::U32
                 } else {
                     Dtype::F32
                 };
@@ -573,10 +674,19 @@ impl Signals {
         };
         let labels = |name: &str| -> Result<Vec<usize>> {
             let t = get(name)?;
-            if t.dtype() != Dtype::U8 || t.shape().len() != 1 {
+            if t.shape().len() != 1 {
                 invalid!("{}: {name} is not a list of labels", path.display());
             }
-            Ok(t.data().iter().map(|&b| b as usize).collect())
+            // Pools of two classes were written with one byte per label.
+            Ok(match t.dtype() {
+                Dtype::U8 => t.data().iter().map(|&b| b as usize).collect(),
+                Dtype::U32 => t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .collect(),
+                _ => invalid!("{}: {name} is not a list of labels", path.display()),
+            })
         };
         let router_labels = labels("router.labels")?;
         let test_labels = labels("test.labels")?;
@@ -635,7 +745,14 @@ pub fn train_pool_router(
         None => manifest.online_costs()?,
     };
     let head = train_router(&signals.router_data()?, &costs, opts)?;
-    let report = evaluate(&head, &signals.test_data()?, &costs)?;
+    let test = signals.test_data()?;
+    let mut report = evaluate(&head, &test, &costs)?;
+    let routed: Vec<Vec<f32>> = routes(&head, &test.features)
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| signals.test_logits[k][i].clone())
+        .collect();
+    report.scores = Some(scores(manifest.metric, &routed, &signals.test_labels)?);
     let stored = StoredRouter {
         head,
         loss_weights: [opts.task_weight, opts.balance_weight, opts.cost_weight],

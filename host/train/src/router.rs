@@ -248,6 +248,9 @@ pub struct RouteReport {
     pub route_distribution: Vec<f64>,
     /// Accuracy of the routed predictions.
     pub accuracy: f64,
+    /// The task's metric of the routed predictions, where the caller knows the task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<securerouter_ml::Scores>,
     /// Accuracy of each expert alone.
     pub expert_accuracy: Vec<f64>,
     /// Mean projected cost per input: the summary encoder (expert 0), plus the chosen expert
@@ -293,6 +296,7 @@ pub fn evaluate(
         inputs: n,
         route_distribution: dist,
         accuracy: correct as f64 / n as f64,
+        scores: None,
         expert_accuracy: (0..experts)
             .map(|k| (0..n).filter(|&i| right(k, i)).count() as f64 / n as f64)
             .collect(),

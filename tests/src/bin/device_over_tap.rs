@@ -164,7 +164,7 @@ fn run() -> anyhow::Result<()> {
                 ids: e.ids,
                 type_ids: e.type_ids,
                 plain_label: securerouter_ml::head::argmax(&plain.logits),
-                host_rows_label: securerouter_ml::head::argmax(&pool.answer(&s.text)?.logits),
+                host_rows_label: securerouter_ml::head::argmax(&pool.answer(&s.text, None)?.logits),
                 plain_route: plain.route,
                 plain_route_margin: securerouter_ml::head::top_two_margin(&plain.scores),
                 plain_logits: plain.logits,

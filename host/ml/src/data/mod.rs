@@ -28,7 +28,7 @@ pub use table::{
     Columns, Format, MAX_NUMBERED_CLASS, Table, parse_table, parse_table_with, read_table,
     read_table_with,
 };
-pub use task_data::{DataSource, TaskData};
+pub use task_data::{DataSource, ROTTEN_TOMATOES, TaskData};
 
 use crate::error::{Error, Result, invalid};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
@@ -305,37 +305,6 @@ pub fn split<T>(mut data: Vec<T>, test_fraction: f64, seed: &Seed) -> Result<(Ve
     let n_test = ((data.len() as f64 * test_fraction).round() as usize).min(data.len());
     let train = data.split_off(n_test);
     Ok((train, data))
-}
-
-/// The Rotten Tomatoes sentences as a pool uses them: [`split`] with [`SPLIT_SEED`] into 80 %
-/// train and 20 % held out (what every benchmark scores), the train part cut into the experts'
-/// first three quarters and the router's last quarter, sentences no expert has seen, so that
-/// the expert outputs the router learns from look like those at serving time.
-pub struct PoolSplits {
-    /// The experts' training sentences.
-    pub experts: Vec<LabelledSentence>,
-    /// The router's training sentences.
-    pub router: Vec<LabelledSentence>,
-    /// The held-out sentences.
-    pub held_out: Vec<LabelledSentence>,
-}
-
-impl PoolSplits {
-    /// The splits of the cached Rotten Tomatoes sentences.
-    ///
-    /// # Errors
-    /// If the sentences are not in `cache`.
-    pub fn load(cache: &std::path::Path) -> Result<Self> {
-        let (train, held_out) = split(rotten_tomatoes(cache)?, 0.2, &SPLIT_SEED)?;
-        let cut = train.len() * 3 / 4;
-        let mut experts = train;
-        let router = experts.split_off(cut);
-        Ok(PoolSplits {
-            experts,
-            router,
-            held_out,
-        })
-    }
 }
 
 /// Fisher–Yates shuffle driven by `rng` (deterministic for a given seed and domain).

@@ -28,8 +28,7 @@ pub enum DataSource {
         /// Its format.
         format: Format,
     },
-    /// The Rotten Tomatoes sentences of the asset cache (the pool's task): the pool's
-    /// experts' sentences to train on, its held-out sentences held out.
+    /// The Rotten Tomatoes sentences of the asset cache (the pool's default task).
     RottenTomatoes,
 }
 
@@ -51,7 +50,7 @@ pub struct TaskData {
 impl DataSource {
     /// Reads the source. `held_out_fraction` of a table (or of a GLUE folder without dev
     /// examples) is held out by the fixed split ([`SPLIT_SEED`]); the Rotten Tomatoes sentences
-    /// hold out the pool's 20 % whatever it is; `cache` is the asset cache they are in.
+    /// hold out their 20 % whatever it is; `cache` is the asset cache they are in.
     ///
     /// # Errors
     /// If a file cannot be read or parsed, the fraction is not in (0, 1), or the asset is not
@@ -122,15 +121,13 @@ impl TaskData {
         })
     }
 
-    /// The Rotten Tomatoes sentences of the asset cache, split as the pool splits them
-    /// ([`PoolSplits`](super::PoolSplits)): trained on the experts' sentences (not the
-    /// router's, so that the expert can join a pool), scored on the held-out ones `bench`
-    /// scores pools on; labelled `negative` and `positive`, scored by accuracy.
+    /// The Rotten Tomatoes sentences of the asset cache: 80 % to train on, 20 % held out by
+    /// the fixed split ([`SPLIT_SEED`]), the sentences `bench` scores pools on; labelled
+    /// `negative` and `positive`, scored by accuracy.
     ///
     /// # Errors
     /// If the asset is not in `cache`.
     pub fn rotten_tomatoes(cache: &Path) -> Result<Self> {
-        let splits = super::PoolSplits::load(cache)?;
         let examples = |part: Vec<super::LabelledSentence>| -> Vec<Example> {
             part.into_iter()
                 .map(|s| Example {
@@ -140,15 +137,37 @@ impl TaskData {
                 })
                 .collect()
         };
+        let (train, held_out) = split(super::rotten_tomatoes(cache)?, 0.2, &SPLIT_SEED)?;
         Ok(TaskData {
-            name: "rotten-tomatoes".into(),
-            train: examples(splits.experts),
-            held_out: examples(splits.held_out),
+            name: ROTTEN_TOMATOES.into(),
+            train: examples(train),
+            held_out: examples(held_out),
             labels: LabelSet::classes(["negative", "positive"])?,
             metric: Metric::Accuracy,
         })
     }
+
+    /// The experts' share of the training examples: the first three quarters. Every expert
+    /// (`train expert`, `train pool`) trains on it alone, so that any of them can join a pool
+    /// on the same data.
+    pub fn experts_share(&self) -> &[Example] {
+        &self.train[..self.router_cut()]
+    }
+
+    /// The router's share of the training examples: the last quarter, which no expert has
+    /// seen, so that the expert outputs the router learns from look like those at serving
+    /// time.
+    pub fn router_share(&self) -> &[Example] {
+        &self.train[self.router_cut()..]
+    }
+
+    fn router_cut(&self) -> usize {
+        self.train.len() * 3 / 4
+    }
 }
+
+/// The name [`TaskData::rotten_tomatoes`] gives its task.
+pub const ROTTEN_TOMATOES: &str = "rotten-tomatoes";
 
 #[cfg(test)]
 mod tests {
@@ -195,5 +214,20 @@ mod tests {
             ("reviews.csv", Metric::Accuracy)
         );
         assert_eq!(d.labels.names(), ["negative", "neutral", "positive"]);
+    }
+
+    #[test]
+    fn experts_train_on_three_quarters_and_the_router_reads_the_rest() {
+        let d = DataSource::Glue {
+            task: Task::Mrpc,
+            path: fixture("glue/MRPC"),
+        }
+        .load(Path::new("/nonexistent"), 0.2)
+        .unwrap();
+        let (experts, router) = (d.experts_share(), d.router_share());
+        assert_eq!((experts.len(), router.len()), (7, 3));
+        let mut both = experts.to_vec();
+        both.extend_from_slice(router);
+        assert_eq!(both, d.train);
     }
 }
