@@ -6,6 +6,7 @@ use crate::commands::bench::BenchCommand;
 use crate::commands::client::ClientArgs;
 use crate::commands::dealer::DealerArgs;
 use crate::commands::demo::DemoArgs;
+use crate::commands::deploy::DeployArgs;
 use crate::commands::device_table::DeviceTableArgs;
 use crate::commands::keys::KeysArgs;
 use crate::commands::serve::ServeArgs;
@@ -70,6 +71,11 @@ pub enum Command {
     /// when they start: restart them after a change).
     Keys(KeysArgs),
 
+    /// Deploy a trained pool on three hosts: one folder per role (`dealer/`, `p0/`, `p1/`,
+    /// `client/`), each holding only that role's keys, shares and settings, to copy to its host
+    /// as it is; host names or addresses, as the other roles reach them.
+    Deploy(DeployArgs),
+
     /// Run the dealer: streams each session's correlated randomness to P0 and P1.
     Dealer(DealerArgs),
 
@@ -94,7 +100,9 @@ pub enum Command {
     /// bundles only: the device counts positions from 0, so an MPNet bundle is refused.
     DeviceTable(DeviceTableArgs),
 
-    /// Route feature vectors through the encrypted router head and print the result as JSON.
+    /// Classify text with a deployed pool (`--text`, `--jsonl`), one JSON line per input: label,
+    /// scores, the expert that answered, online seconds and bytes. With a deployment of
+    /// `securerouter keys`, route feature vectors through its router head instead.
     Client(ClientArgs),
 }
 
@@ -117,6 +125,7 @@ mod tests {
             &["bench", "pool"],
             &["bench", "router"],
             &["bench", "sweep"],
+            &["client"],
         ] {
             let mut cli = Cli::command();
             let mut command = &mut cli;

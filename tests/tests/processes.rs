@@ -209,8 +209,12 @@ async fn the_device_client_queries_the_processes() {
             .map(|&v| v as f32)
             .collect();
         let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-        let to_p0 = TcpStream::connect(d.deployment.p0.addr).await.unwrap();
-        let to_p1 = TcpStream::connect(d.deployment.p1.addr).await.unwrap();
+        let to_p0 = TcpStream::connect(d.deployment.p0.addr.to_string())
+            .await
+            .unwrap();
+        let to_p1 = TcpStream::connect(d.deployment.p1.addr.to_string())
+            .await
+            .unwrap();
         let out = query::<_, _, _, _, 1024>(
             FromTokio::new(to_p0),
             FromTokio::new(to_p1),
@@ -400,7 +404,7 @@ async fn dealer_seeds(c: &Cluster, session: SessionId) -> [anyhow::Result<[u8; 1
                 party,
             };
             let (seed, _keys) =
-                DealerStream::open(addr, &dealer_key, &me, &link(5), request).await?;
+                DealerStream::open(&addr.into(), &dealer_key, &me, &link(5), request).await?;
             Ok(*seed.as_bytes())
         }
     };

@@ -305,9 +305,9 @@ impl Client {
         } else {
             &self.deployment.p1
         };
-        let stream = TcpStream::connect(endpoint.addr)
+        let stream = TcpStream::connect(endpoint.addr.to_string())
             .await
-            .map_err(Error::connect(&format!("P{i}"), endpoint.addr))?;
+            .map_err(Error::connect(&format!("P{i}"), &endpoint.addr))?;
         crate::net::tune_tcp(&stream)?;
         let mut link = SecureLink::connect(stream, &self.identity, &endpoint.key()?, &self.link)
             .await

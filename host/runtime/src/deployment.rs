@@ -13,12 +13,11 @@
 
 use crate::error::{Error, Result, invalid};
 use crate::model_file::ModelFile;
-use crate::net::{Identity, PublicKey};
+use crate::net::{Identity, PublicKey, ServiceAddr};
 use securerouter_circuits::ModelSpec;
 use securerouter_core::prg::Seed;
 use securerouter_ml::router::{PlainRouterHead, RouterHeadShape};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The client bundle's file name inside a deployment (tokenizer and embedding tables, for
@@ -31,8 +30,8 @@ const PLAIN_HEAD: &str = "router-head.plain.json";
 /// A service's address and public key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Endpoint {
-    /// Where it listens.
-    pub addr: SocketAddr,
+    /// Where it is reached: a host name or an IP address, and a port.
+    pub addr: ServiceAddr,
     /// Its static public key (hex).
     pub public_key: String,
 }
@@ -115,7 +114,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn stem(self) -> &'static str {
+    /// The role's name in file names (`p0.key`) and folders (`p0/`).
+    pub fn stem(self) -> &'static str {
         match self {
             Role::Dealer => "dealer",
             Role::P0 => "p0",
@@ -138,7 +138,7 @@ impl DeploymentDir {
     /// for the servers, and the given addresses. Refuses to overwrite unless `force`.
     pub fn create(
         dir: &Path,
-        addrs: [SocketAddr; 3],
+        addrs: [ServiceAddr; 3],
         shape: RouterHeadShape,
         force: bool,
     ) -> Result<Self> {
@@ -163,7 +163,7 @@ impl DeploymentDir {
     /// for every role. Refuses to overwrite unless `force`.
     pub fn create_with(
         dir: &Path,
-        addrs: [SocketAddr; 3],
+        addrs: [ServiceAddr; 3],
         models: &[ModelFile; 3],
         force: bool,
     ) -> Result<Self> {
@@ -181,7 +181,7 @@ impl DeploymentDir {
             id.save(&dir.join(format!("{}.key", role.stem())))?;
         }
         let endpoint = |i: usize| Endpoint {
-            addr: addrs[i],
+            addr: addrs[i].clone(),
             public_key: ids[i].1.public().to_hex(),
         };
         let deployment = Deployment {
@@ -265,29 +265,38 @@ impl DeploymentDir {
         }
     }
 
-    /// Copies what the service `role` needs (the deployment description, its key and its model
-    /// file) into `dest`, a folder for that service's host alone; returns the files' names.
+    /// Copies what `role` needs into `dest`, a folder for that role's host alone, and returns
+    /// the files' names: for a service the deployment description, its key and its model file;
+    /// for the first client the description, its key, and the client bundle and the pool's
+    /// public settings where the deployment has them.
     ///
     /// # Errors
-    /// For the client role (it needs the client bundle and key, not a service's files), or
-    /// when `dest` holds files already or a file cannot be copied.
+    /// When `dest` holds files already or a file cannot be copied.
     pub fn export(&self, role: Role, dest: &Path) -> Result<Vec<String>> {
-        if role == Role::Client {
-            invalid!("only the dealer's, P0's and P1's folders can be exported");
-        }
         if std::fs::read_dir(dest).is_ok_and(|mut d| d.next().is_some()) {
             invalid!("{} holds files already", dest.display());
         }
         std::fs::create_dir_all(dest).map_err(Error::io("creating", dest))?;
         let stem = role.stem();
-        let names = [
-            "deployment.json".to_string(),
-            format!("{stem}.key"),
-            format!("{stem}.model"),
+        let mut names = vec!["deployment.json".to_string(), format!("{stem}.key")];
+        if role == Role::Client {
+            names.extend(
+                [CLIENT_BUNDLE, crate::pool_client::CLIENT_SETTINGS]
+                    .into_iter()
+                    .filter(|n| self.dir.join(n).exists())
+                    .map(String::from),
+            );
+        } else {
+            names.push(format!("{stem}.model"));
+        }
+        let public = [
+            "deployment.json",
+            CLIENT_BUNDLE,
+            crate::pool_client::CLIENT_SETTINGS,
         ];
         for name in &names {
             let from = self.dir.join(name);
-            if name == "deployment.json" {
+            if public.contains(&name.as_str()) {
                 std::fs::copy(&from, dest.join(name)).map_err(Error::io("copying", &from))?;
             } else {
                 let bytes = crate::secret_file::read(&from).map_err(Error::io("reading", &from))?;
@@ -424,8 +433,9 @@ mod tests {
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        DeploymentDir::create(&dir, [addr; 3], RouterHeadShape::DEMO, false).unwrap()
+        let addr: ServiceAddr = "127.0.0.1:1".parse().unwrap();
+        let addrs = [addr.clone(), addr.clone(), addr];
+        DeploymentDir::create(&dir, addrs, RouterHeadShape::DEMO, false).unwrap()
     }
 
     fn mode(path: &Path) -> u32 {
@@ -441,7 +451,7 @@ mod tests {
         // Replacing the deployment keeps them private.
         let again = DeploymentDir::create(
             d.path(),
-            [d.deployment.dealer.addr; 3],
+            [0; 3].map(|_| d.deployment.dealer.addr.clone()),
             RouterHeadShape::DEMO,
             true,
         )

@@ -4,7 +4,6 @@
 //! Services send their peers, and log, the whole chain.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -212,7 +211,10 @@ impl Error {
     }
 
     /// An [`Error::Tcp`] for connecting to `peer` at `addr`, for `map_err`.
-    pub(crate) fn connect(peer: &str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn connect(
+        peer: &str,
+        addr: &crate::net::ServiceAddr,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let what = format!("connecting to {peer} at {addr}");
         move |source| Error::Tcp { what, source }
     }

@@ -16,6 +16,7 @@ pub mod local_cluster;
 pub mod messages;
 pub mod model_file;
 pub mod net;
+pub mod pool_client;
 mod secret_file;
 pub mod served_pool;
 pub mod server;

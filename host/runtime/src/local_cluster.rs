@@ -6,7 +6,7 @@
 use crate::client::Client;
 use crate::deployment::{DeploymentDir, Role, random_seed};
 use crate::error::{Error, Result};
-use crate::net::LinkConfig;
+use crate::net::{LinkConfig, ServiceAddr};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -95,7 +95,7 @@ impl LocalCluster {
     }
 
     /// Three free loopback addresses: dealer, P0, P1.
-    pub fn free_addrs() -> Result<[SocketAddr; 3]> {
+    pub fn free_addrs() -> Result<[ServiceAddr; 3]> {
         let free = || -> Result<SocketAddr> {
             let free_port = |source| Error::Tcp {
                 what: "finding a free port".to_string(),
@@ -104,7 +104,7 @@ impl LocalCluster {
             let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(free_port)?;
             l.local_addr().map_err(free_port)
         };
-        Ok([free()?, free()?, free()?])
+        Ok([free()?.into(), free()?.into(), free()?.into()])
     }
 
     /// Starts the dealer and both servers of `deployment` (its addresses must be free) and waits
@@ -175,7 +175,7 @@ impl LocalCluster {
             cluster.children.push(child);
         }
         let d = &cluster.deployment.deployment;
-        let addrs = [d.dealer.addr, d.p0.addr, d.p1.addr];
+        let addrs = [&d.dealer.addr, &d.p0.addr, &d.p1.addr].map(ToString::to_string);
         let deadline = Instant::now() + START_TIMEOUT;
         for (i, addr) in addrs.iter().enumerate() {
             loop {
@@ -194,7 +194,7 @@ impl LocalCluster {
                         why.trim()
                     )));
                 }
-                if std::net::TcpStream::connect(addr).is_ok() {
+                if std::net::TcpStream::connect(addr.as_str()).is_ok() {
                     break;
                 }
                 if Instant::now() > deadline {

@@ -3,10 +3,12 @@
 //! [`securerouter_circuits::pool`]) with the client's bundle; and the plaintext computation of the same
 //! route and logits, which checks what comes back.
 
-use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
+use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, Role, random_seed};
 use crate::error::{Error, Result, invalid};
 use crate::local_cluster::{LocalCluster, ServerFlags};
 use crate::model_file::ModelFile;
+use crate::net::ServiceAddr;
+use crate::pool_client::PoolClientSettings;
 use securerouter_circuits::bert::{BertHead, client_input, deployable};
 use securerouter_circuits::{ExpertInput, ModelSpec, PoolExpert, PoolShape};
 use securerouter_ml::head::argmax;
@@ -14,7 +16,6 @@ use securerouter_ml::pool::{LoadedExpert, PoolManifest};
 use securerouter_ml::pool_format::StoredRouter;
 use securerouter_ml::router::{router_feature_count, router_features};
 use securerouter_ml::{BertWeights, ClientBundle, Encoding, Matrix, Tokenizer, mean_pool};
-use std::net::SocketAddr;
 use std::path::Path;
 
 /// A pool with its trained router, loaded in plaintext (the model provider's side).
@@ -102,7 +103,7 @@ impl ServedPool {
     /// Writes a deployment serving the pool into `dir`: fresh keys for every role, the model
     /// files (the router and every expert, shared for the servers) and the client bundle (the
     /// summary's tokenizer and embeddings, and those of every expert with an input of its own).
-    pub fn deploy(&self, dir: &Path, addrs: [SocketAddr; 3]) -> Result<DeploymentDir> {
+    pub fn deploy(&self, dir: &Path, addrs: [ServiceAddr; 3]) -> Result<DeploymentDir> {
         let summary = &self.experts[0];
         let (_, _, mut layers) = deployable(&summary.weights, &summary.head)?;
         layers.extend(securerouter_circuits::router_head::ring_layers(
@@ -126,7 +127,67 @@ impl ServedPool {
             &own,
             &dir.join(CLIENT_BUNDLE),
         )?;
+        self.client_settings().save(dir)?;
         Ok(deployment)
+    }
+
+    /// Writes a deployment serving the pool as one folder per role under `out`: `dealer/`,
+    /// `p0/`, `p1/` (each the deployment's public description, the role's key and its model
+    /// file) and `client/` (the description, the client's key, its bundle and the pool's
+    /// public settings), each to be copied to its host as it is. The dealer's model file holds
+    /// masks independent of the weights; no folder holds the plaintext weights but the
+    /// client's embedding tables. A folder that holds files is refused unless `force`.
+    ///
+    /// # Errors
+    /// When a folder holds files (without `force`), or a file cannot be written.
+    pub fn deploy_per_role(
+        &self,
+        out: &Path,
+        addrs: [ServiceAddr; 3],
+        force: bool,
+    ) -> Result<DeploymentDir> {
+        let roles = [Role::Dealer, Role::P0, Role::P1, Role::Client];
+        for role in roles {
+            let folder = out.join(role.stem());
+            if std::fs::read_dir(&folder).is_ok_and(|mut d| d.next().is_some()) {
+                if !force {
+                    invalid!(
+                        "{} holds files already (--force replaces the deployment)",
+                        folder.display()
+                    );
+                }
+                std::fs::remove_dir_all(&folder).map_err(Error::io("replacing", &folder))?;
+            }
+        }
+        // Every role's files are written once, side by side, then each role's copied out.
+        let staging = out.join(format!(".staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        let written = self.deploy(&staging, addrs).and_then(|all| {
+            for role in roles {
+                all.export(role, &out.join(role.stem()))?;
+            }
+            DeploymentDir::open(&out.join(Role::Client.stem()))
+        });
+        let cleaned = std::fs::remove_dir_all(&staging).map_err(Error::io("removing", &staging));
+        let d = written?;
+        cleaned?;
+        Ok(d)
+    }
+
+    /// The pool's public settings a client needs.
+    pub fn client_settings(&self) -> PoolClientSettings {
+        PoolClientSettings {
+            shape: self.shape(),
+            seq_len: self.seq_len(),
+            task: self.manifest.task.clone(),
+            labels: self.manifest.labels.clone(),
+            experts: self
+                .manifest
+                .experts
+                .iter()
+                .map(|e| e.name.clone())
+                .collect(),
+        }
     }
 
     /// Deploys the pool into a fresh directory and starts its dealer and servers on loopback

@@ -346,8 +346,8 @@ impl ServerService {
 
     /// P1: opens the link to P0 for a session, saying what it runs.
     async fn connect_peer(&self, hello: PeerHello) -> Result<SecureLink> {
-        let addr = self.deployment.p0.addr;
-        let stream = TcpStream::connect(addr)
+        let addr = &self.deployment.p0.addr;
+        let stream = TcpStream::connect(addr.to_string())
             .await
             .map_err(Error::connect("P0", addr))?;
         crate::net::tune_tcp(&stream)?;
@@ -498,7 +498,7 @@ impl ServerService {
             party: self.party.index(),
         };
         DealerStream::open(
-            self.deployment.dealer.addr,
+            &self.deployment.dealer.addr,
             &self.dealer_key,
             &self.identity,
             &self.link,
@@ -623,7 +623,7 @@ mod tests {
         let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         let d = DeploymentDir::create(
             &dir,
-            [addr; 3],
+            [addr; 3].map(Into::into),
             securerouter_ml::router::RouterHeadShape::DEMO,
             false,
         )

@@ -1,21 +1,38 @@
-//! `securerouter client`: route feature vectors through a deployment's encrypted router head.
+//! `securerouter client`: classify text with a deployed pool (`--text`, `--jsonl`), or route
+//! feature vectors through the encrypted router head of a `securerouter keys` deployment.
 
 use super::service::{link_config, runtime};
 use anyhow::{Context, bail};
 use clap::Args;
+use securerouter_circuits::RouteMode;
 use securerouter_core::prg::{AesCtr, Domain};
 use securerouter_ml::router::RouterHeadShape;
 use securerouter_runtime::client::Client;
 use securerouter_runtime::deployment::{DeploymentDir, random_seed};
+use securerouter_runtime::pool_client::PoolClient;
 use std::io::Write;
 use std::path::PathBuf;
 
 /// `securerouter client`'s options.
 #[derive(Debug, Args, PartialEq, Eq)]
 pub struct ClientArgs {
-    /// The deployment directory (from `securerouter keys`).
+    /// The client's folder of a pool's deployment (`securerouter deploy`), or a deployment
+    /// directory of `securerouter keys`.
     #[arg(long)]
     pub deployment: PathBuf,
+    /// A text to classify (repeat for more; they run as concurrent sessions).
+    #[arg(long, conflicts_with_all = ["input", "random"])]
+    pub text: Vec<String>,
+    /// A JSON Lines file of inputs to classify, one object per line with "text" and, for a
+    /// pair task, "text_pair"; `-` reads standard input.
+    #[arg(long, conflicts_with_all = ["input", "random"])]
+    pub jsonl: Option<PathBuf>,
+    /// Routing privacy mode of the queries.
+    #[arg(long, value_enum, default_value = "reveal-route")]
+    pub route: RouteMode,
+    /// Queries in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub concurrency: u64,
     /// Comma-separated features of one query (as many as the router head takes).
     #[arg(long, conflicts_with = "random")]
     pub input: Option<String>,
@@ -30,8 +47,12 @@ pub struct ClientArgs {
     pub timeout: u64,
 }
 
-/// Runs one batch of queries and prints the result as one JSON line.
+/// Classifies the texts with a deployed pool, or runs one batch of feature vectors through a
+/// router head, printing JSON lines.
 pub fn run(args: &ClientArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    if !args.text.is_empty() || args.jsonl.is_some() {
+        return runtime()?.block_on(classify_texts(args, out));
+    }
     runtime()?.block_on(async {
         let d = DeploymentDir::open(&args.deployment)?;
         let features = d
@@ -64,4 +85,113 @@ pub fn run(args: &ClientArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "{}", serde_json::to_string(&result)?)?;
         Ok(())
     })
+}
+
+/// One input of a batch: its text, its pair and where it came from (a JSON Lines line).
+struct TextInput {
+    text: String,
+    text_pair: Option<String>,
+    line: Option<usize>,
+}
+
+/// The inputs named on the command line.
+fn text_inputs(args: &ClientArgs) -> anyhow::Result<Vec<TextInput>> {
+    let mut inputs: Vec<TextInput> = args
+        .text
+        .iter()
+        .map(|t| TextInput {
+            text: t.clone(),
+            text_pair: None,
+            line: None,
+        })
+        .collect();
+    if let Some(path) = &args.jsonl {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |what: &str| anyhow::anyhow!("{} line {}: {what}", path.display(), i + 1);
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| bad(&format!("not JSON ({e})")))?;
+            let text = v
+                .get("text")
+                .and_then(|t| t.as_str())
+                .ok_or_else(|| bad("no \"text\" string"))?;
+            let text_pair = match v.get("text_pair") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(p) => Some(
+                    p.as_str()
+                        .ok_or_else(|| bad("\"text_pair\" is not a string"))?,
+                ),
+            };
+            inputs.push(TextInput {
+                text: text.to_string(),
+                text_pair: text_pair.map(String::from),
+                line: Some(i + 1),
+            });
+        }
+    }
+    if let Some(bad) = inputs.iter().find(|i| i.text.trim().is_empty()) {
+        match bad.line {
+            Some(n) => bail!("line {n}: the text is empty"),
+            None => bail!("--text is empty"),
+        }
+    }
+    if inputs.is_empty() {
+        bail!("no input to classify");
+    }
+    Ok(inputs)
+}
+
+/// Classifies every input with the pool, `--concurrency` sessions at a time, printing one
+/// JSON line per input in input order (an error as `{"error": ...}`); fails at the end if any
+/// failed.
+async fn classify_texts(args: &ClientArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let inputs = text_inputs(args)?;
+    let client = PoolClient::connect_as(&args.deployment, &args.name, link_config(args.timeout))
+        .await
+        .with_context(|| {
+            format!(
+                "opening {} (a client's folder from `securerouter deploy`)",
+                args.deployment.display()
+            )
+        })?
+        .with_route(args.route);
+    let client = std::sync::Arc::new(client);
+    let mut failed = 0usize;
+    for chunk in inputs.chunks(args.concurrency as usize) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let (client, text, pair) = (client.clone(), i.text.clone(), i.text_pair.clone());
+                tokio::spawn(async move { client.classify_input(&text, pair.as_deref()).await })
+            })
+            .collect();
+        for (task, input) in tasks.into_iter().zip(chunk) {
+            let mut line = match task.await {
+                Ok(Ok(answer)) => serde_json::to_value(answer)?,
+                Ok(Err(e)) => {
+                    failed += 1;
+                    serde_json::json!({ "error": e.chain().to_string() })
+                }
+                Err(e) => {
+                    failed += 1;
+                    serde_json::json!({ "error": format!("the query's task failed: {e}") })
+                }
+            };
+            if let (Some(n), Some(fields)) = (input.line, line.as_object_mut()) {
+                fields.insert("line".into(), n.into());
+            }
+            writeln!(out, "{line}")?;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} queries failed", inputs.len());
+    }
+    Ok(())
 }

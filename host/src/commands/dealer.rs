@@ -1,6 +1,6 @@
 //! `securerouter dealer`: the service that streams each session's correlated randomness.
 
-use super::service::{LimitArgs, bind, link_config, runtime, until_stdin_closes};
+use super::service::{LimitArgs, ListenArgs, link_config, runtime, until_stdin_closes};
 use clap::Args;
 use securerouter_runtime::dealer::DealerService;
 use securerouter_runtime::deployment::{DeploymentDir, Role};
@@ -17,6 +17,9 @@ pub struct DealerArgs {
     /// waits for the other server's).
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// Where to listen.
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Caps and deadlines against floods (--max-sessions caps key generations in flight).
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -37,7 +40,7 @@ pub fn run(args: &DealerArgs) -> anyhow::Result<()> {
             link_config(args.timeout),
             args.limits.limits(),
         )?;
-        let listener = bind(d.deployment.dealer.addr).await?;
+        let listener = args.listen.bind(&d.deployment.dealer.addr).await?;
         Arc::new(service).run(listener).await;
         Ok(())
     }))

@@ -4,8 +4,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use securerouter_ml::router::RouterHeadShape;
 use securerouter_runtime::deployment::{DeploymentDir, Role};
+use securerouter_runtime::net::ServiceAddr;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// `securerouter keys`' options: a new deployment, or an action on an existing one.
@@ -18,15 +18,15 @@ pub struct KeysArgs {
     /// Directory to write the deployment into.
     #[arg(long, required = true)]
     pub out: Option<PathBuf>,
-    /// Where the dealer will listen.
+    /// Where the dealer is reached (HOST:PORT, a name or an address).
     #[arg(long, default_value = "127.0.0.1:7100")]
-    pub dealer: SocketAddr,
-    /// Where P0 will listen.
+    pub dealer: ServiceAddr,
+    /// Where P0 is reached.
     #[arg(long, default_value = "127.0.0.1:7101")]
-    pub p0: SocketAddr,
-    /// Where P1 will listen.
+    pub p0: ServiceAddr,
+    /// Where P1 is reached.
     #[arg(long, default_value = "127.0.0.1:7102")]
-    pub p1: SocketAddr,
+    pub p1: ServiceAddr,
     /// Replace the keys of an existing deployment in that directory.
     #[arg(long)]
     pub force: bool,
@@ -122,7 +122,7 @@ pub fn run(args: &KeysArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 .context("--out names the directory to write into")?;
             let d = DeploymentDir::create(
                 dir,
-                [args.dealer, args.p0, args.p1],
+                [args.dealer.clone(), args.p0.clone(), args.p1.clone()],
                 RouterHeadShape::DEMO,
                 args.force,
             )?;

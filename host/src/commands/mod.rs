@@ -8,6 +8,7 @@ pub mod client;
 pub mod data;
 pub mod dealer;
 pub mod demo;
+pub mod deploy;
 pub mod device_table;
 pub mod doctor;
 pub mod keys;
@@ -28,6 +29,7 @@ pub fn run(command: &Command, out: &mut dyn Write) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args, out),
         Command::Assets(action) => assets::run(action, out),
         Command::Keys(args) => keys::run(args, out),
+        Command::Deploy(args) => deploy::run(args, out),
         Command::Dealer(args) => dealer::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Train(action) => train::run(action, out),

@@ -1,6 +1,6 @@
 //! `securerouter serve`: server P0 or P1.
 
-use super::service::{LimitArgs, bind, link_config, runtime, until_stdin_closes};
+use super::service::{LimitArgs, ListenArgs, link_config, runtime, until_stdin_closes};
 use clap::Args;
 use securerouter_core::share::Party;
 use securerouter_kernels::ServerKernels;
@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// between; 0, the default, means one per core.
     #[arg(long, default_value_t = 0)]
     pub kernel_threads: usize,
+    /// Where to listen.
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Caps and deadlines against floods.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -48,8 +51,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(until_stdin_closes(args.exit_with_stdin, async {
         let d = DeploymentDir::open(&args.deployment)?;
         let (party, role, addr) = match args.party {
-            0 => (Party::P0, Role::P0, d.deployment.p0.addr),
-            _ => (Party::P1, Role::P1, d.deployment.p1.addr),
+            0 => (Party::P0, Role::P0, d.deployment.p0.addr.clone()),
+            _ => (Party::P1, Role::P1, d.deployment.p1.addr.clone()),
         };
         let service = ServerService::new(
             party,
@@ -62,7 +65,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .with_prefetch_keys(args.prefetch_keys)
         .with_limits(args.limits.limits())?
         .with_kernels(ServerKernels::select(args.gpu, args.kernel_threads))?;
-        let listener = bind(addr).await?;
+        let listener = args.listen.bind(&addr).await?;
         Arc::new(service).run(listener).await;
         Ok(())
     }))

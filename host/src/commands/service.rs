@@ -3,9 +3,11 @@
 
 use anyhow::Context;
 use clap::Args;
-use securerouter_runtime::net::LinkConfig;
+use securerouter_runtime::net::{LinkConfig, ServiceAddr};
 use securerouter_runtime::service::ServiceLimits;
+use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::net::TcpListener;
 
 /// A service's caps and deadlines against floods of connections and sessions
 /// ([`ServiceLimits`]).
@@ -81,9 +83,34 @@ pub fn link_config(timeout_s: u64) -> LinkConfig {
     }
 }
 
-/// Listens on `addr`, saying which address failed.
-pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))
+/// Where a service listens: `--listen`, else the address the deployment advertises for it.
+#[derive(Debug, Args, PartialEq, Eq, Clone)]
+pub struct ListenArgs {
+    /// The local address to listen on (e.g. 0.0.0.0:7101 in a container or behind NAT), when
+    /// it is not the address the deployment advertises to the other roles.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+impl ListenArgs {
+    /// Listens on `--listen`, else on `advertised` (a host name resolved first), saying which
+    /// address failed.
+    pub async fn bind(&self, advertised: &ServiceAddr) -> anyhow::Result<TcpListener> {
+        let addr = match self.listen {
+            Some(a) => a,
+            None => advertised.resolve().await.with_context(|| {
+                format!("resolving {advertised}, the address the deployment advertises")
+            })?,
+        };
+        TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "listening on {addr}{}",
+                if self.listen.is_some() {
+                    String::new()
+                } else {
+                    format!(" ({advertised}; --listen names another local address)")
+                }
+            )
+        })
+    }
 }

@@ -135,7 +135,7 @@ fn run() -> anyhow::Result<()> {
     let pool = ServedPool::load(&pool_dir, &cache)?;
     let addrs = [7100, 7101, 7102].map(|port| SocketAddr::from((HOST_IP, port)));
     let dir = LocalCluster::fresh_dir("tap");
-    let deployment = pool.deploy(&dir, addrs)?;
+    let deployment = pool.deploy(&dir, addrs.map(Into::into))?;
     let bundle = ClientBundle::load(&dir.join(CLIENT_BUNDLE))?;
     let me = StaticKey::from_secret(*deployment.identity(Role::Client)?.secret());
     let keys = ServerKeys {

@@ -64,13 +64,13 @@ impl DealerStream {
     /// Connects to the dealer, asks for `request`'s keys and returns the server's seed and the
     /// stream of the rest.
     pub async fn open(
-        addr: std::net::SocketAddr,
+        addr: &crate::net::ServiceAddr,
         dealer_key: &PublicKey,
         me: &crate::net::Identity,
         link: &LinkConfig,
         request: DealerRequest,
     ) -> crate::Result<(Seed, Self)> {
-        let stream = TcpStream::connect(addr)
+        let stream = TcpStream::connect(addr.to_string())
             .await
             .map_err(crate::Error::connect("the dealer", addr))?;
         crate::net::tune_tcp(&stream)?;

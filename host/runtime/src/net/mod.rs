@@ -67,6 +67,7 @@
 //! Not hidden: message sizes and timing (an observer sees frame lengths), and who talks to
 //! whom.
 
+mod addr;
 mod channel;
 pub mod frame;
 mod identity;
@@ -75,6 +76,7 @@ mod link;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use addr::{BadServiceAddr, ServiceAddr};
 pub use channel::PeerChannel;
 pub use identity::{Identity, PublicKey};
 pub use link::{LinkReader, LinkWriter, SecureLink};
