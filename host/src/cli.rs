@@ -39,6 +39,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr as text or as one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// The subcommands.
@@ -46,10 +49,13 @@ pub struct Cli {
 pub enum Command {
     /// Report the environment facts that matter for running SecureRouter.
     ///
-    /// Prints the version, the platform, whether AES runs on hardware instructions, and whether
-    /// a CUDA GPU is usable (with the reason when it is not, in which case server kernels run on
-    /// the CPU). Exits 0 whenever the report was written; a missing GPU is a fact, not an error.
-    Doctor,
+    /// Prints the version, the platform, whether AES runs on hardware instructions, the CPU's
+    /// extensions (AES-NI, AVX2, AVX-512, IFMA, VAES) and the kernels' path, and whether a CUDA
+    /// GPU is usable (with the reason when it is not, in which case server kernels run on the
+    /// CPU); a missing GPU is a fact, not an error. With --deployment, also checks a role's
+    /// folder: the other roles reachable from this host, the secret files private; it exits 1
+    /// when a check fails.
+    Doctor(crate::commands::doctor::DoctorArgs),
 
     /// The whole job on this machine: fetch the assets, build and train the pool and its router
     /// if the cache lacks them (about 10 minutes on 2 cores, once), start the dealer, P0 and P1
@@ -150,7 +156,7 @@ mod tests {
     #[test]
     fn parses_doctor() {
         let cli = Cli::try_parse_from(["securerouter", "doctor"]).unwrap();
-        assert_eq!(cli.command, Command::Doctor);
+        assert!(matches!(cli.command, Command::Doctor(_)));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Logging set-up: `tracing` events to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging set-up: `tracing` events to stderr, as text or one JSON object per line
+//! (`--log-format json`, for log collectors), filtered by `RUST_LOG` (default `info`).
 
 use std::io::IsTerminal;
 
@@ -7,11 +8,21 @@ use tracing_subscriber::EnvFilter;
 /// The filter used when `RUST_LOG` is unset, empty or invalid.
 pub const DEFAULT_FILTER: &str = "info";
 
-/// Installs the global `tracing` subscriber, writing to stderr (colours only on a terminal).
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per event: timestamp, level, target, fields (the message among them).
+    Json,
+}
+
+/// Installs the global `tracing` subscriber, writing to stderr in `format`.
 ///
 /// `RUST_LOG` is honoured when it parses; when it does not, the default filter is used and a
 /// warning names the bad value. Calling this twice leaves the first subscriber in place.
-pub fn init() {
+pub fn init(format: LogFormat) {
     let (filter, bad) = match std::env::var(EnvFilter::DEFAULT_ENV) {
         Ok(spec) if !spec.trim().is_empty() => match EnvFilter::try_new(&spec) {
             Ok(filter) => (filter, None),
@@ -19,12 +30,16 @@ pub fn init() {
         },
         _ => (EnvFilter::new(DEFAULT_FILTER), None),
     };
-    let installed = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init()
-        .is_ok();
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+            .is_ok(),
+        LogFormat::Json => builder.json().try_init().is_ok(),
+    };
     if installed && let Some((spec, e)) = bad {
         tracing::warn!("ignoring invalid RUST_LOG={spec:?} ({e}); using {DEFAULT_FILTER:?}");
     }

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     // On bad input clap prints its error and usage to stderr and exits with status 2;
     // `--help` and `--version` print to stdout and exit with 0.
     let cli = Cli::parse();
-    logging::init();
+    logging::init(cli.log_format);
     match commands::run(&cli.command, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -177,6 +177,25 @@ impl Service {
         signal(self.pid(), "-STOP");
     }
 
+    /// Sends the process `sig` (e.g. `-TERM`, `-CONT`).
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process and reaps it.
     pub fn kill(mut self) {
         let _ = self.child.kill();

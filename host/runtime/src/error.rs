@@ -28,7 +28,8 @@ pub enum Error {
     },
     /// A directory holds no readable deployment description.
     #[error(
-        "reading {} (create a deployment with `securerouter keys --out {}`)",
+        "reading {} ({} holds no deployment: `securerouter deploy` writes a trained pool's, \
+         one folder per role, and `securerouter keys` a router head's)",
         file.display(),
         dir.display()
     )]

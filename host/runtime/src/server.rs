@@ -14,8 +14,10 @@ use crate::messages::{
     ClientHello, DealerRequest, Hello, InputShare, OutputShares, PeerHello, PeerReady, ServerReply,
     SessionId, SessionStats, check_rows, decode, encode,
 };
+use crate::metrics::ServerMetrics;
 use crate::model_file::ModelFile;
 use crate::net::{Identity, LinkConfig, PeerChannel, PublicKey, SecureLink};
+use crate::probes::Probed;
 use crate::service::{ServiceLimits, accept_loop, within};
 use crate::sys::process_cpu_seconds;
 use securerouter_circuits::profile::{PhaseStats, Profiled, add_phases};
@@ -26,6 +28,7 @@ use securerouter_core::ring::BitWidth;
 use securerouter_core::share::{Party, SeededShareStream};
 use securerouter_kernels::{ServerKernels, TimedKernels};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -55,6 +58,9 @@ pub struct ServerService {
     sessions: Arc<Semaphore>,
     /// Sessions in flight per client key.
     per_client: Arc<Mutex<HashMap<PublicKey, usize>>>,
+    /// Set once the service drains: new client sessions are refused.
+    draining: AtomicBool,
+    metrics: ServerMetrics,
 }
 
 /// P0's side of pairing: whichever of the client's hello and P1's link comes first waits here.
@@ -81,6 +87,34 @@ impl Drop for Admission {
                 counts.remove(&self.client);
             }
         }
+    }
+}
+
+impl crate::service::Drain for ServerService {
+    fn start_draining(&self) {
+        ServerService::start_draining(self);
+    }
+
+    fn is_idle(&self) -> bool {
+        self.sessions_in_flight() == 0
+    }
+}
+
+impl Probed for ServerService {
+    fn metrics_text(&self) -> String {
+        let role = match self.party {
+            Party::P0 => "p0",
+            Party::P1 => "p1",
+        };
+        self.metrics.render(
+            role,
+            self.sessions_in_flight() as u64,
+            self.draining.load(Ordering::SeqCst),
+        )
+    }
+
+    fn ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -120,7 +154,24 @@ impl ServerService {
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
             limits,
             per_client: Arc::default(),
+            draining: AtomicBool::new(false),
+            metrics: ServerMetrics::default(),
         })
+    }
+
+    /// Starts draining: sessions in flight go on (and P0 still pairs with P1 for them), new
+    /// client sessions are refused. Irreversible.
+    pub fn start_draining(&self) {
+        if !self.draining.swap(true, Ordering::SeqCst) {
+            info!(party = ?self.party, in_flight = self.sessions_in_flight(), "draining: refusing new sessions");
+        }
+    }
+
+    /// Client sessions admitted and not yet answered.
+    pub fn sessions_in_flight(&self) -> usize {
+        self.limits
+            .max_sessions
+            .saturating_sub(self.sessions.available_permits())
     }
 
     /// Serves under `limits` instead of the defaults.
@@ -214,6 +265,7 @@ impl ServerService {
                 let started = Instant::now();
                 let outcome = match self.admit(client) {
                     Ok(admission) => {
+                        self.metrics.started();
                         let run = tokio::time::timeout(
                             self.limits.session_timeout,
                             self.run_session(hello, started),
@@ -231,12 +283,14 @@ impl ServerService {
                 };
                 let reply = match outcome {
                     Ok(out) => {
+                        self.metrics.finished(&out.stats);
                         info!(party = ?self.party, %session, wall_s = out.stats.wall_s,
                               online_bytes = out.stats.online_bytes_sent, rounds = out.stats.rounds,
                               key_bytes = out.stats.key_bytes_received, "session done");
                         ServerReply::Ok(out)
                     }
                     Err(e) => {
+                        self.metrics.failed(&e);
                         let why = e.chain().to_string();
                         warn!(party = ?self.party, %session, "session failed: {why}");
                         ServerReply::Failed(why)
@@ -250,6 +304,12 @@ impl ServerService {
 
     /// Admits a session of `client` under the caps, or says which cap it hit.
     fn admit(&self, client: PublicKey) -> Result<Admission> {
+        if self.draining.load(Ordering::SeqCst) {
+            refuse!(
+                "P{} is shutting down and takes no new session",
+                self.party.index()
+            );
+        }
         let slot = self.sessions.clone().try_acquire_owned().map_err(|_| {
             Error::Refused(format!(
                 "the server is busy: {} sessions in flight",

@@ -156,3 +156,126 @@ pub async fn within<T>(
 pub fn is_unauthenticated_noise(e: &Error) -> bool {
     crate::net::is_probe(e) || matches!(e, Error::HandshakeTimedOut(_))
 }
+
+/// A service that drains before it exits: it stops taking new sessions, lets those in flight
+/// finish, and says when nothing is left.
+pub trait Drain: Send + Sync + 'static {
+    /// Stops taking new sessions (for good).
+    fn start_draining(&self);
+    /// Whether nothing is in flight.
+    fn is_idle(&self) -> bool;
+    /// How long it must stay idle before it may exit: the dealer waits a little for the later
+    /// stages of queries under way, which the servers ask for after their first.
+    fn quiet(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// How often a draining service looks whether it is idle.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Runs `serving` (the service's accept loop, on a task of its own) until `stop` resolves, then
+/// drains `service` while the loop goes on (P0 still pairs with P1 for sessions in flight):
+/// returns once the service has been idle for its quiet time.
+///
+/// # Errors
+/// When sessions are still in flight `deadline` after `stop`.
+pub async fn serve_then_drain<S: Drain + ?Sized>(
+    service: &S,
+    serving: impl Future<Output = ()> + Send + 'static,
+    stop: impl Future<Output = ()>,
+    deadline: Duration,
+) -> Result<()> {
+    let task = tokio::spawn(serving);
+    stop.await;
+    service.start_draining();
+    let started = tokio::time::Instant::now();
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    let drained = loop {
+        let now = tokio::time::Instant::now();
+        if service.is_idle() {
+            let since = *idle_since.get_or_insert(now);
+            if now - since >= service.quiet() {
+                break true;
+            }
+        } else {
+            idle_since = None;
+        }
+        if now - started >= deadline {
+            break false;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    };
+    task.abort();
+    if !drained {
+        invalid!(
+            "sessions were still in flight {} s after the stop signal (--drain-timeout)",
+            deadline.as_secs()
+        );
+    }
+    info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "drained: nothing in flight; exiting"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+    /// A service with `in_flight` sessions that never change unless the test says.
+    #[derive(Default)]
+    struct Fake {
+        draining: AtomicBool,
+        in_flight: AtomicUsize,
+    }
+
+    impl Drain for Fake {
+        fn start_draining(&self) {
+            self.draining.store(true, Ordering::SeqCst);
+        }
+        fn is_idle(&self) -> bool {
+            self.in_flight.load(Ordering::SeqCst) == 0
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_waits_for_sessions_in_flight_and_gives_up_at_the_deadline() {
+        let fake = Arc::new(Fake::default());
+        fake.in_flight.store(1, Ordering::SeqCst);
+        let later = fake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            later.in_flight.store(0, Ordering::SeqCst);
+        });
+        let started = tokio::time::Instant::now();
+        serve_then_drain(
+            fake.as_ref(),
+            std::future::pending(),
+            async {},
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(fake.draining.load(Ordering::SeqCst));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(3) && took < Duration::from_secs(4),
+            "{took:?}"
+        );
+
+        let stuck = Fake::default();
+        stuck.in_flight.store(2, Ordering::SeqCst);
+        let e = serve_then_drain(
+            &stuck,
+            std::future::pending(),
+            async {},
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("still in flight"), "{e}");
+    }
+}

@@ -1,6 +1,8 @@
 //! `securerouter dealer`: the service that streams each session's correlated randomness.
 
-use super::service::{LimitArgs, ListenArgs, link_config, runtime, until_stdin_closes};
+use super::service::{
+    LimitArgs, ListenArgs, OpsArgs, link_config, runtime, serve_until_stopped, until_stdin_closes,
+};
 use clap::Args;
 use securerouter_runtime::dealer::DealerService;
 use securerouter_runtime::deployment::{DeploymentDir, Role};
@@ -23,13 +25,16 @@ pub struct DealerArgs {
     /// Caps and deadlines against floods (--max-sessions caps key generations in flight).
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Probes and draining.
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// Exit when standard input closes: a supervising process that holds the other end of
     /// the pipe takes this service with it when it ends, even when it is killed.
     #[arg(long)]
     pub exit_with_stdin: bool,
 }
 
-/// Runs the dealer until it is stopped (or its supervisor's pipe closes).
+/// Runs the dealer until SIGTERM or SIGINT (then drains it) or its supervisor's pipe closes.
 pub fn run(args: &DealerArgs) -> anyhow::Result<()> {
     runtime()?.block_on(until_stdin_closes(args.exit_with_stdin, async {
         let d = DeploymentDir::open(&args.deployment)?;
@@ -41,7 +46,7 @@ pub fn run(args: &DealerArgs) -> anyhow::Result<()> {
             args.limits.limits(),
         )?;
         let listener = args.listen.bind(&d.deployment.dealer.addr).await?;
-        Arc::new(service).run(listener).await;
-        Ok(())
+        let service = Arc::new(service);
+        serve_until_stopped(service.clone(), service.run(listener), &args.ops).await
     }))
 }

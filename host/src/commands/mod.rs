@@ -25,7 +25,7 @@ use std::io::Write;
 /// Whatever the command fails with (for `doctor`, only a failure to write to `out`).
 pub fn run(command: &Command, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
-        Command::Doctor => doctor::run(out),
+        Command::Doctor(args) => doctor::run(args, out),
         Command::Demo(args) => demo::run(args, out),
         Command::Assets(action) => assets::run(action, out),
         Command::Keys(args) => keys::run(args, out),

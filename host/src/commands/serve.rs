@@ -1,6 +1,8 @@
 //! `securerouter serve`: server P0 or P1.
 
-use super::service::{LimitArgs, ListenArgs, link_config, runtime, until_stdin_closes};
+use super::service::{
+    LimitArgs, ListenArgs, OpsArgs, link_config, runtime, serve_until_stopped, until_stdin_closes,
+};
 use clap::Args;
 use securerouter_core::share::Party;
 use securerouter_kernels::ServerKernels;
@@ -40,13 +42,16 @@ pub struct ServeArgs {
     /// Caps and deadlines against floods.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Probes and draining.
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// Exit when standard input closes: a supervising process that holds the other end of
     /// the pipe takes this server with it when it ends, even when it is killed.
     #[arg(long)]
     pub exit_with_stdin: bool,
 }
 
-/// Runs the server until it is stopped (or its supervisor's pipe closes).
+/// Runs the server until SIGTERM or SIGINT (then drains it) or its supervisor's pipe closes.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(until_stdin_closes(args.exit_with_stdin, async {
         let d = DeploymentDir::open(&args.deployment)?;
@@ -66,7 +71,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .with_limits(args.limits.limits())?
         .with_kernels(ServerKernels::select(args.gpu, args.kernel_threads))?;
         let listener = args.listen.bind(&addr).await?;
-        Arc::new(service).run(listener).await;
-        Ok(())
+        let service = Arc::new(service);
+        serve_until_stopped(service.clone(), service.run(listener), &args.ops).await
     }))
 }

@@ -1,11 +1,15 @@
 //! What the commands that run a service or a client share: the async runtime, link settings,
-//! listening, the caps against floods, and the supervisor's pipe.
+//! listening, the caps against floods, the supervisor's pipe, and the operators' side: the
+//! metrics and health probes, and draining on SIGTERM or SIGINT.
 
 use anyhow::Context;
 use clap::Args;
 use securerouter_runtime::net::{LinkConfig, ServiceAddr};
+use securerouter_runtime::probes::{self, Probed};
 use securerouter_runtime::service::ServiceLimits;
+use securerouter_runtime::service::{Drain, serve_then_drain};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -112,5 +116,62 @@ impl ListenArgs {
                 }
             )
         })
+    }
+}
+
+/// The operators' side of a service: probes, and how long it may drain.
+#[derive(Debug, Args, PartialEq, Eq, Clone)]
+pub struct OpsArgs {
+    /// Serve /metrics (Prometheus text), /healthz and /readyz over plain HTTP on this address
+    /// (a private interface: the counters are the operator's).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// On SIGTERM or SIGINT, refuse new sessions, let those in flight finish for at most this
+    /// many seconds, then exit (0 once drained, 1 when sessions were still in flight).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub drain_timeout: u64,
+}
+
+/// Runs `service` with `serving` (its accept loop), its probes on `--metrics`, until SIGTERM or
+/// SIGINT; then drains it.
+pub async fn serve_until_stopped<S: Drain + Probed>(
+    service: Arc<S>,
+    serving: impl std::future::Future<Output = ()> + Send + 'static,
+    ops: &OpsArgs,
+) -> anyhow::Result<()> {
+    if let Some(addr) = ops.metrics {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for probes on {addr} (--metrics)"))?;
+        tokio::spawn(probes::serve(listener, service.clone()));
+    }
+    serve_then_drain(
+        service.as_ref(),
+        serving,
+        stop_signal(),
+        Duration::from_secs(ops.drain_timeout),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |kind: SignalKind, name: &'static str| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+                tracing::info!("{name} received");
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch for {name}: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = wait(SignalKind::terminate(), "SIGTERM") => {}
+        () = wait(SignalKind::interrupt(), "SIGINT") => {}
     }
 }

@@ -21,8 +21,10 @@ pub use stream::DealerStream;
 use crate::deployment::fresh_seed;
 use crate::error::{Result, refuse};
 use crate::messages::{DealerChunk, DealerRequest, SessionId, check_rows, decode, encode};
+use crate::metrics::DealerMetrics;
 use crate::model_file::ModelFile;
 use crate::net::{LinkConfig, PublicKey, SecureLink};
+use crate::probes::Probed;
 use crate::service::{ServiceLimits, accept_loop, within};
 use securerouter_circuits::run_ready;
 use securerouter_circuits::{self as circuit, CircuitKind, ModelSpec, QueryPlan, check_serves};
@@ -33,7 +35,7 @@ use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
 use securerouter_core::share::Party;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,6 +73,9 @@ pub struct DealerService {
     generations: AtomicU64,
     /// The plaintext weights, shared by the sessions being generated.
     weights: Arc<Vec<DealerWeights>>,
+    /// Set once the service drains: requests for a query's first stage are refused.
+    draining: AtomicBool,
+    metrics: DealerMetrics,
 }
 
 /// The dealer's memory of sessions: requests waiting for the other server, and ids served.
@@ -121,6 +126,40 @@ enum Pairing {
     Go(Seed, mpsc::Receiver<DealerChunk>),
 }
 
+impl crate::service::Drain for DealerService {
+    fn start_draining(&self) {
+        DealerService::start_draining(self);
+    }
+
+    fn is_idle(&self) -> bool {
+        DealerService::is_idle(self)
+    }
+
+    fn quiet(&self) -> Duration {
+        DRAIN_QUIET
+    }
+}
+
+/// How long a draining dealer stays idle before it exits: the later stages of queries under
+/// way (reveal-route's expert) are asked for within moments of their first.
+pub const DRAIN_QUIET: Duration = Duration::from_secs(2);
+
+impl Probed for DealerService {
+    fn metrics_text(&self) -> String {
+        let waiting = self.lock().map_or(0, |s| s.waiting.len());
+        self.metrics.render(
+            self.generations(),
+            self.pending() as u64,
+            waiting as u64,
+            self.draining.load(Ordering::SeqCst),
+        )
+    }
+
+    fn ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst)
+    }
+}
+
 impl DealerService {
     /// A dealer serving `servers` with `model`, under `limits`; a server's request waits up to
     /// `link.io_timeout` for the other server's.
@@ -144,7 +183,31 @@ impl DealerService {
             sessions: Mutex::new(Sessions::default()),
             generations: AtomicU64::new(0),
             weights,
+            draining: AtomicBool::new(false),
+            metrics: DealerMetrics::default(),
         })
+    }
+
+    /// Starts draining: key generations in flight go on, and so do requests for the later
+    /// stages of queries under way (reveal-route's expert), but a query's first stage is
+    /// refused. Irreversible.
+    pub fn start_draining(&self) {
+        if !self.draining.swap(true, Ordering::SeqCst) {
+            info!(pending = self.pending(), "draining: refusing new sessions");
+        }
+    }
+
+    /// Key generations in flight.
+    pub fn pending(&self) -> usize {
+        self.limits
+            .max_sessions
+            .saturating_sub(self.generating.available_permits())
+    }
+
+    /// Whether nothing is in flight: no key generation, no request waiting for the other
+    /// server's.
+    pub fn is_idle(&self) -> bool {
+        self.pending() == 0 && self.lock().is_ok_and(|s| s.waiting.is_empty())
     }
 
     /// Accepts servers' requests forever (accept errors are logged, not fatal).
@@ -193,25 +256,37 @@ impl DealerService {
             Deal::of(&self.model.spec, &req).and_then(|deal| self.check(&deal).map(|()| deal))
         };
         let answer = match deal {
+            Ok(_) if req.stage == 0 && self.draining.load(Ordering::SeqCst) => {
+                Err(crate::Error::Refused(
+                    "the dealer is shutting down and takes no new session".into(),
+                ))
+            }
             Ok(deal) => self.pair(&deal, party).await,
             Err(e) => Err(e),
         };
         let (seed, mut rx) = match answer {
             Ok(v) => v,
             Err(e) => {
+                self.metrics.failed(&e);
                 link.send(&encode(&DealerChunk::Refused(e.chain().to_string()))?)
                     .await?;
                 return Err(e);
             }
         };
-        link.send(&encode(&DealerChunk::Seed(*seed.as_bytes()))?)
-            .await?;
-        let mut sent = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            let bytes = encode(&chunk)?;
-            sent += bytes.len() as u64;
-            link.send(&bytes).await?;
+        let streamed = async {
+            link.send(&encode(&DealerChunk::Seed(*seed.as_bytes()))?)
+                .await?;
+            let mut sent = 0u64;
+            while let Some(chunk) = rx.recv().await {
+                let bytes = encode(&chunk)?;
+                sent += bytes.len() as u64;
+                link.send(&bytes).await?;
+            }
+            Ok::<_, crate::Error>(sent)
         }
+        .await;
+        let sent = streamed.inspect_err(|e| self.metrics.failed(e))?;
+        self.metrics.streamed(sent);
         info!(session = %req.session, party = req.party, key_bytes = sent, "keys streamed");
         Ok(())
     }
