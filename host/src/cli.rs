@@ -131,6 +131,7 @@ mod tests {
             &["bench", "pool"],
             &["bench", "router"],
             &["bench", "sweep"],
+            &["bench", "throughput"],
             &["client"],
         ] {
             let mut cli = Cli::command();
@@ -151,6 +152,32 @@ mod tests {
                 assert!(help.contains(needle), "`{name} --help` lacks {needle:?}");
             }
         }
+    }
+
+    /// The systemd units in the repository start commands this binary parses.
+    #[test]
+    fn the_systemd_units_run_valid_commands() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+        let mut units = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let exec = text
+                .lines()
+                .find_map(|l| l.strip_prefix("ExecStart="))
+                .unwrap_or_else(|| panic!("{} has no ExecStart", path.display()));
+            let mut args = exec.split_whitespace();
+            assert_eq!(args.next(), Some("/usr/local/bin/securerouter"), "{exec}");
+            let argv: Vec<&str> = std::iter::once("securerouter").chain(args).collect();
+            let cli = Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{}: {exec}: {e}", path.display()));
+            assert!(
+                matches!(cli.command, Command::Dealer(_) | Command::Serve(_)),
+                "{exec}"
+            );
+            units += 1;
+        }
+        assert_eq!(units, 3, "a unit per service");
     }
 
     #[test]

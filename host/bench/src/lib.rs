@@ -14,6 +14,7 @@ pub mod pool;
 pub mod router_agreement;
 #[cfg(feature = "train")]
 pub mod sweep;
+pub mod throughput;
 
 pub use error::{Error, Result};
 

@@ -89,6 +89,36 @@ pub enum BenchCommand {
         #[command(flatten)]
         pool: PoolRunArgs,
     },
+    /// The trained pool served as `serve` runs by default (dealer, P0 and P1 as processes on
+    /// this machine), under each --clients level of concurrent clients: routed queries per
+    /// second and each query's latency as its client saw it (p50, p99), --queries per level
+    /// on the pool's held-out examples.
+    Throughput {
+        /// Concurrent clients, comma-separated; one level after the other.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        clients: Vec<usize>,
+        /// Routing privacy mode of the queries.
+        #[arg(long, value_enum, default_value = "reveal-route")]
+        route: RouteMode,
+        /// The pool directory (default: the cache directory's `pool`).
+        #[arg(long)]
+        pool_dir: Option<PathBuf>,
+        /// Queries per level.
+        #[arg(long, default_value_t = 64)]
+        queries: usize,
+        /// Print one JSON line per level instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Cache directory (default: $SECUREROUTER_CACHE, else ~/.cache/securerouter).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Seconds any link may stay silent.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Threads each server's CPU kernels use (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        kernel_threads: usize,
+    },
     /// Retrain the pool's router for each --cost-weights value, measure its routed queries and
     /// every expert alone under MPC on --queries held-out sentences, and draw held-out
     /// accuracy against measured online time per query (SVG at --plot). Needs a build with
@@ -233,6 +263,28 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
         ),
         BenchCommand::Pool { pool } => {
             securerouter_bench::pool::run(&pool.options(), pool.cluster.json, out)?;
+            return Ok(());
+        }
+        BenchCommand::Throughput {
+            clients,
+            route,
+            pool_dir,
+            queries,
+            json,
+            cache_dir,
+            timeout,
+            kernel_threads,
+        } => {
+            let opts = securerouter_bench::throughput::ThroughputOptions {
+                pool_dir: pool_dir.clone(),
+                cache: cache_dir.clone(),
+                mode: *route,
+                clients: clients.clone(),
+                queries: *queries,
+                timeout_s: *timeout,
+                kernel_threads: *kernel_threads,
+            };
+            securerouter_bench::throughput::run(&opts, *json, out)?;
             return Ok(());
         }
         BenchCommand::Router { pool } => {
