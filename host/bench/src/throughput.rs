@@ -73,7 +73,11 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Runs every level and writes a JSON line (or a table row) per level to `out`.
-pub fn run(opts: &ThroughputOptions, json: bool, out: &mut dyn Write) -> Result<Vec<ThroughputLine>> {
+pub fn run(
+    opts: &ThroughputOptions,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Vec<ThroughputLine>> {
     if opts.clients.is_empty() || opts.clients.contains(&0) {
         invalid!("--clients needs at least one level, each at least 1");
     }
@@ -96,7 +100,12 @@ pub fn run(opts: &ThroughputOptions, json: bool, out: &mut dyn Write) -> Result<
         .enable_all()
         .build()
         .map_err(Error::AsyncRuntime)?;
-    let experts: Vec<String> = pool.manifest.experts.iter().map(|e| e.name.clone()).collect();
+    let experts: Vec<String> = pool
+        .manifest
+        .experts
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
     if !json {
         writeln!(out, "clients  queries/s   p50 s   p99 s  failed").map_err(Error::Output)?;
     }
@@ -106,15 +115,19 @@ pub fn run(opts: &ThroughputOptions, json: bool, out: &mut dyn Write) -> Result<
         let done = Arc::new(Mutex::new((Vec::new(), 0.0f64, 0usize)));
         let bar = Arc::new(securerouter_ml::progress::Progress::new(
             opts.queries,
-            &format!("{clients} concurrent clients"),
+            format!("{clients} concurrent clients"),
         ));
         let started = Instant::now();
         runtime.block_on(async {
             let workers: Vec<_> = (0..clients)
                 .map(|_| {
                     let (next, done, bar) = (next.clone(), done.clone(), bar.clone());
-                    let (client, bundle, shape, examples) =
-                        (client.clone(), bundle.clone(), shape.clone(), examples.clone());
+                    let (client, bundle, shape, examples) = (
+                        client.clone(),
+                        bundle.clone(),
+                        shape.clone(),
+                        examples.clone(),
+                    );
                     let (queries, mode) = (opts.queries, opts.mode);
                     tokio::spawn(async move {
                         loop {
@@ -124,8 +137,9 @@ pub fn run(opts: &ThroughputOptions, json: bool, out: &mut dyn Write) -> Result<
                             }
                             let e = &examples[i % examples.len()];
                             let pair = e.text_pair.as_deref();
-                            let input =
-                                |k| embed_query_for(&bundle, k, &e.text, pair, seq).map_err(Box::new);
+                            let input = |k| {
+                                embed_query_for(&bundle, k, &e.text, pair, seq).map_err(Box::new)
+                            };
                             let asked = Instant::now();
                             let answer = client
                                 .ask_pool(&shape, CircuitKind::Routed(mode), seq, input)
