@@ -154,21 +154,30 @@ impl Client {
             })
         };
         let started = Instant::now();
-        let (r0, r1) = tokio::join!(
-            self.ask(0, hello(InputShare::Seed(*seed.as_bytes()))),
-            self.ask(1, hello(InputShare::words(&words)))
-        );
+        let ask0 = self.ask(0, hello(InputShare::Seed(*seed.as_bytes())));
+        let ask1 = self.ask(1, hello(InputShare::words(&words)));
+        tokio::pin!(ask0, ask1);
+        // Both answers are needed: once one server fails, the session has failed, and waiting
+        // for the other (which would wait out its pairing) only delays the error.
+        let gave_up = |other: usize| format!("not awaited: P{other} failed first");
+        let why = |e: Error| e.chain().to_string();
+        let (r0, r1) = tokio::select! {
+            r0 = &mut ask0 => match r0 {
+                Ok(o0) => (Ok(o0), ask1.await.map_err(why)),
+                Err(e) => (Err(why(e)), Err(gave_up(0))),
+            },
+            r1 = &mut ask1 => match r1 {
+                Ok(o1) => (ask0.await.map_err(why), Ok(o1)),
+                Err(e) => (Err(gave_up(1)), Err(why(e))),
+            },
+        };
         let (o0, o1) = match (r0, r1) {
             (Ok(a), Ok(b)) => (a, b),
             (a, b) => {
-                let why = |r: &Result<OutputShares>| match r {
-                    Ok(_) => "ok".to_string(),
-                    Err(e) => e.chain().to_string(),
-                };
                 return Err(Error::SessionFailed {
                     session,
-                    p0: why(&a),
-                    p1: why(&b),
+                    p0: a.err().unwrap_or_else(|| "ok".into()),
+                    p1: b.err().unwrap_or_else(|| "ok".into()),
                 });
             }
         };

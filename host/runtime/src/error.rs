@@ -97,8 +97,8 @@ pub enum Error {
         /// The reason it sent.
         why: String,
     },
-    /// A client's session failed at one server or both; each part is the error in full, or
-    /// "ok".
+    /// A client's session failed at one server or both; each part is the error in full, "ok",
+    /// or that the client stopped waiting for that server once the other had failed.
     #[error("session {session} failed: P0: {p0}; P1: {p1}")]
     SessionFailed {
         /// The session.
