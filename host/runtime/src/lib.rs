@@ -19,6 +19,7 @@ pub mod model_file;
 pub mod net;
 pub mod pool_client;
 pub mod probes;
+pub mod relay;
 mod secret_file;
 pub mod served_pool;
 pub mod server;
