@@ -67,6 +67,45 @@ fn bench_runs_a_random_bert_across_processes_and_reports_consistent_figures() {
     assert_eq!(rounds, num("rounds"));
 }
 
+/// Through a modelled link (a relay in front of each server), every round waits at least half
+/// the round trip, the report names the link and its prediction, and the labels still follow
+/// the reference.
+#[test]
+fn bench_through_a_link_model_pays_its_round_trips() {
+    let args = [
+        "--queries",
+        "1",
+        "--json",
+        "--link",
+        "rtt=20ms,rate=500mbit",
+    ];
+    let (line, v) = bench_json(&[&TINY[..], &args[..]].concat());
+    assert_eq!(v["link"]["rtt_ms"], 20.0, "{line}");
+    assert_eq!(v["link"]["rate_mbit_s"], 500.0, "{line}");
+    let (online, rounds) = (
+        v["online_s"].as_f64().unwrap(),
+        v["rounds"].as_f64().unwrap(),
+    );
+    assert!(rounds > 10.0, "{line}");
+    // In a round both servers send and each waits for the other's message, one way: 10 ms.
+    assert!(
+        online >= rounds * 0.010,
+        "{online} s for {rounds} rounds: {line}"
+    );
+    let predicted = v["link_s_predicted"].as_f64().unwrap();
+    let bytes = v["online_bytes_per_server"].as_f64().unwrap();
+    let want = rounds * 0.010 + bytes * 8.0 / 500e6;
+    assert!(
+        (predicted - want).abs() < 1e-9,
+        "{predicted} vs {want}: {line}"
+    );
+    securerouter_tests::assert_labels_follow_the_reference(&v, 0.05);
+    // Without --link, loopback and nothing predicted.
+    let (line, v) = bench_json(&[&TINY[..], &["--json"][..]].concat());
+    assert_eq!(v["link"]["link"], "loopback", "{line}");
+    assert_eq!(v["link_s_predicted"], 0.0, "{line}");
+}
+
 /// The processes whose parent is `pid` (from /proc; Linux only).
 /// The label agreement of the README's 200 sentences, on a smaller sample: the real MiniLM-L6
 /// (all six layers) with its sentiment head, on the first 8 held-out Rotten Tomatoes sentences

@@ -36,6 +36,7 @@ use securerouter_ml::{
 use securerouter_runtime::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use securerouter_runtime::local_cluster::{LocalCluster, ServerFlags};
 use securerouter_runtime::model_file::ModelFile;
+use securerouter_runtime::relay::LinkModel;
 use securerouter_runtime::server::peak_rss_mb;
 use serde::Serialize;
 use std::io::Write;
@@ -91,6 +92,8 @@ pub struct BenchOptions {
     pub gpu: bool,
     /// Threads each server's CPU kernels use (0: one per core).
     pub kernel_threads: usize,
+    /// The network between client and servers and between the servers.
+    pub link: LinkModel,
 }
 
 /// One bench run, as the JSON line prints it.
@@ -120,6 +123,12 @@ pub struct BenchLine {
     pub key_bytes_per_server: u64,
     /// Rounds per query.
     pub rounds: u64,
+    /// The network the servers and the client talked over (`loopback`, or a relay's model).
+    pub link: LinkModel,
+    /// What the link adds to a query's online time by its model: rounds × rtt / 2 + bytes /
+    /// rate ([`link_seconds`]). Added to the online time measured on loopback, it predicts the
+    /// online time on that link.
+    pub link_s_predicted: f64,
     /// Peak resident memory of the largest process (dealer, P0, P1 or this client), MiB.
     pub peak_rss_mb: f64,
     /// Peak resident memory per process: dealer, P0, P1, client.
@@ -161,6 +170,14 @@ pub struct BenchLine {
     /// The same metric on the f64 reference's labels, for comparison.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference_metric: Option<Scores>,
+}
+
+/// What `link` adds to the online phase of a query of `rounds` rounds in which each server
+/// sends `bytes`: each round half an rtt (in a round both servers send at once and each waits
+/// for the other's message, one way), each byte its time on the link (each server on its own
+/// direction).
+pub fn link_seconds(link: LinkModel, rounds: u64, bytes: u64) -> f64 {
+    rounds as f64 * link.rtt.as_secs_f64() / 2.0 + link.transmit_time(bytes as usize).as_secs_f64()
 }
 
 /// A prepared model with its inputs.
@@ -540,6 +557,7 @@ pub fn expert_cost(
             timeout_s: 600,
             gpu: false,
             kernel_threads: 0,
+            link: LinkModel::LOOPBACK,
         },
         false,
         out,
@@ -584,6 +602,7 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
             prefetch_keys: true,
             gpu: opts.gpu,
             kernel_threads: opts.kernel_threads,
+            link: opts.link,
         },
     )?;
     let client = cluster.client()?;
@@ -683,6 +702,8 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         online_bytes_per_server: bytes / q as u64,
         key_bytes_per_server: keys / q as u64,
         rounds,
+        link: opts.link,
+        link_s_predicted: link_seconds(opts.link, rounds, bytes / q as u64),
         peak_rss_mb: rss_all.iter().cloned().fold(0.0, f64::max),
         peak_rss_mb_by_process: rss_all,
         max_abs_logit_err: worst,

@@ -15,6 +15,7 @@ use securerouter_ml::pool_format::{load_held_out, pool_dir};
 use securerouter_runtime::client::{Client, PoolAnswer};
 use securerouter_runtime::local_cluster::LocalCluster;
 use securerouter_runtime::local_cluster::ServerFlags;
+use securerouter_runtime::relay::LinkModel;
 use securerouter_runtime::served_pool::{ServedPool, embed_query_for};
 use serde::Serialize;
 use std::io::Write;
@@ -37,6 +38,8 @@ pub struct PoolBenchOptions {
     pub gpu: bool,
     /// Threads each server's CPU kernels use (0: one per core).
     pub kernel_threads: usize,
+    /// The network between client and servers and between the servers.
+    pub link: LinkModel,
 }
 
 /// Cost per query of one way of answering, averaged over the sentences.
@@ -92,6 +95,13 @@ pub struct PoolBenchLine {
     pub route_mode: String,
     /// Tokens per sequence.
     pub seq_len: usize,
+    /// The network the servers and the client talked over.
+    pub link: LinkModel,
+    /// What the link adds by its model to the routed queries' mean online time (rounds × rtt
+    /// / 2 + bytes / rate; see [`crate::link_seconds`]).
+    pub routed_link_s_predicted: f64,
+    /// The same for the always-largest queries.
+    pub largest_link_s_predicted: f64,
     /// The pool's task.
     pub task: String,
     /// Held-out examples run.
@@ -170,6 +180,7 @@ impl HeldOutRun {
             prefetch_keys: true,
             gpu: opts.gpu,
             kernel_threads: opts.kernel_threads,
+            link: opts.link,
         };
         let (cluster, bundle) = pool.start_local(opts.timeout_s, servers)?;
         let client = cluster.client()?;
@@ -282,6 +293,17 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
             .collect(),
         route_mode: opts.mode.name().into(),
         seq_len: pool.seq_len(),
+        link: opts.link,
+        routed_link_s_predicted: crate::link_seconds(
+            opts.link,
+            (routed.rounds / n as f64).round() as u64,
+            (routed.online_bytes_per_server / n as f64) as u64,
+        ),
+        largest_link_s_predicted: crate::link_seconds(
+            opts.link,
+            (largest.rounds / n as f64).round() as u64,
+            (largest.online_bytes_per_server / n as f64) as u64,
+        ),
         task: pool.manifest.task.clone(),
         queries: n,
         accuracy: share(right),

@@ -8,6 +8,7 @@ use securerouter_circuits::{CircuitKind, RouteMode};
 use securerouter_ml::assets;
 use securerouter_ml::pool_format::{load_held_out, pool_dir};
 use securerouter_runtime::local_cluster::ServerFlags;
+use securerouter_runtime::relay::LinkModel;
 use securerouter_runtime::served_pool::{ServedPool, embed_query_for};
 use serde::Serialize;
 use std::io::Write;
@@ -33,6 +34,8 @@ pub struct ThroughputOptions {
     pub timeout_s: u64,
     /// Threads each server's CPU kernels use (0: one per core).
     pub kernel_threads: usize,
+    /// The network between client and servers and between the servers.
+    pub link: LinkModel,
 }
 
 /// One level of concurrency, as the JSON line prints it.
@@ -44,6 +47,8 @@ pub struct ThroughputLine {
     pub route_mode: String,
     /// Tokens per query.
     pub seq_len: usize,
+    /// The network the servers and the clients talked over.
+    pub link: LinkModel,
     /// Clients asking at once.
     pub clients: usize,
     /// Queries answered.
@@ -92,6 +97,7 @@ pub fn run(
         prefetch_keys: false,
         gpu: false,
         kernel_threads: opts.kernel_threads,
+        link: opts.link,
     };
     let (cluster, bundle) = pool.start_local(opts.timeout_s, servers)?;
     let client = Arc::new(cluster.client()?);
@@ -178,6 +184,7 @@ pub fn run(
             experts: experts.clone(),
             route_mode: opts.mode.name().into(),
             seq_len: seq,
+            link: opts.link,
             clients,
             queries: answered,
             failed,

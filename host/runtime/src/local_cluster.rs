@@ -7,6 +7,7 @@ use crate::client::Client;
 use crate::deployment::{DeploymentDir, Role, random_seed};
 use crate::error::{Error, Result};
 use crate::net::{LinkConfig, ServiceAddr};
+use crate::relay::{LinkModel, Relay};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +27,10 @@ pub struct ServerFlags {
     pub gpu: bool,
     /// Threads each server's CPU kernels use (`--kernel-threads`; 0: one per core).
     pub kernel_threads: usize,
+    /// The network between the roles: unless loopback, every link to P0 and to P1 (the
+    /// client's, and P1's to P0) goes through a [`Relay`] that runs this model. The dealer's
+    /// links stay on loopback: its keys are offline traffic, reported as key bytes.
+    pub link: LinkModel,
 }
 
 /// The deployment directories of this process's live clusters, for the signal watcher.
@@ -83,6 +88,8 @@ pub struct LocalCluster {
     /// Dealer, P0, P1.
     children: Vec<Child>,
     timeout_s: u64,
+    /// The relays in front of P0 and P1 and the runtime that drives them, for a modelled link.
+    relays: Option<(tokio::runtime::Runtime, Vec<Relay>)>,
 }
 
 impl LocalCluster {
@@ -137,8 +144,38 @@ impl LocalCluster {
             ("p0", vec!["serve", "--party", "0"]),
             ("p1", vec!["serve", "--party", "1"]),
         ];
+        // Where each service listens: its advertised address, or behind a relay a port of its
+        // own that the relay at the advertised address forwards to.
+        let d = &deployment.deployment;
+        let advertised = [&d.dealer.addr, &d.p0.addr, &d.p1.addr].map(ToString::to_string);
+        let mut listen = advertised.clone();
+        let mut relays = None;
+        if !servers.link.is_loopback() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("link-relay")
+                .enable_all()
+                .build()
+                .map_err(|source| Error::Process {
+                    what: "starting the relays' runtime".to_string(),
+                    source,
+                })?;
+            let mut started = Vec::new();
+            for i in [1, 2] {
+                let front = [&d.p0.addr, &d.p1.addr][i - 1].ip().ok_or_else(|| {
+                    Error::Invalid("a relayed cluster's servers need IP addresses".into())
+                })?;
+                let back: ServiceAddr = Self::free_addrs()?[0].clone();
+                listen[i] = back.to_string();
+                started.push(rt.block_on(Relay::start(front, back, servers.link))?);
+            }
+            relays = Some((rt, started));
+        }
         for (i, (_, args)) in roles.iter_mut().enumerate() {
             args.extend(common);
+            if listen[i] != advertised[i] {
+                args.extend(["--listen", listen[i].as_str()]);
+            }
             if i > 0 && servers.prefetch_keys {
                 args.push("--prefetch-keys");
             }
@@ -157,6 +194,7 @@ impl LocalCluster {
             deployment,
             children: Vec::new(),
             timeout_s,
+            relays,
         };
         for (name, args) in roles {
             let log_path = cluster.dir().join(format!("{name}.log"));
@@ -174,10 +212,8 @@ impl LocalCluster {
                 })?;
             cluster.children.push(child);
         }
-        let d = &cluster.deployment.deployment;
-        let addrs = [&d.dealer.addr, &d.p0.addr, &d.p1.addr].map(ToString::to_string);
         let deadline = Instant::now() + START_TIMEOUT;
-        for (i, addr) in addrs.iter().enumerate() {
+        for (i, addr) in listen.iter().enumerate() {
             loop {
                 let name = ["dealer", "p0", "p1"][i];
                 let exited = cluster.children[i]
@@ -242,6 +278,11 @@ impl Drop for LocalCluster {
         let _ = std::fs::remove_dir_all(self.dir());
         if let Ok(mut live) = LIVE_DIRS.lock() {
             live.retain(|d| d != self.dir());
+        }
+        if let Some((rt, relays)) = self.relays.take() {
+            drop(relays);
+            // Never blocks, so a cluster may be dropped inside another runtime.
+            rt.shutdown_background();
         }
     }
 }

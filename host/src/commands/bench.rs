@@ -7,6 +7,7 @@ use securerouter_bench::pool::PoolBenchOptions;
 use securerouter_bench::{BenchModel, BenchOptions};
 use securerouter_circuits::{Activation, BertShape, RouteMode};
 use securerouter_ml::pool_format::pool_dir;
+use securerouter_runtime::relay::LinkModel;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -118,6 +119,10 @@ pub enum BenchCommand {
         /// Threads each server's CPU kernels use (0: one per core).
         #[arg(long, default_value_t = 0)]
         kernel_threads: usize,
+        /// The network between the clients and the servers and between the servers (as for
+        /// the other benchmarks: loopback, lan, wan or rtt=..,rate=..).
+        #[arg(long, default_value = "loopback")]
+        link: LinkModel,
     },
     /// Retrain the pool's router for each --cost-weights value, measure its routed queries and
     /// every expert alone under MPC on --queries held-out sentences, and draw held-out
@@ -171,6 +176,11 @@ pub struct ClusterArgs {
     /// Threads each server's CPU kernels use (`serve --kernel-threads`; 0: one per core).
     #[arg(long, default_value_t = 0)]
     pub kernel_threads: usize,
+    /// The network between the client and the servers and between the servers: `loopback`,
+    /// `lan` (1 ms, 1 Gbit/s), `wan` (40 ms, 200 Mbit/s) or `rtt=40ms,rate=200mbit`, run by a
+    /// user-space relay in front of each server (the dealer's links stay on loopback).
+    #[arg(long, default_value = "loopback")]
+    pub link: LinkModel,
 }
 
 /// How a model benchmark runs and reports.
@@ -213,6 +223,7 @@ impl PoolRunArgs {
             timeout_s: c.timeout,
             gpu: c.gpu,
             kernel_threads: c.kernel_threads,
+            link: c.link,
         }
     }
 }
@@ -274,8 +285,10 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             cache_dir,
             timeout,
             kernel_threads,
+            link,
         } => {
             let opts = securerouter_bench::throughput::ThroughputOptions {
+                link: *link,
                 pool_dir: pool_dir.clone(),
                 cache: cache_dir.clone(),
                 mode: *route,
@@ -342,6 +355,7 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
         timeout_s: c.timeout,
         gpu: c.gpu,
         kernel_threads: c.kernel_threads,
+        link: c.link,
     };
     securerouter_bench::run(&opts, c.json, out)?;
     Ok(())
