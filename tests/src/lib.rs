@@ -233,3 +233,59 @@ pub fn run_cli(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `securerouter <args>` to completion, whatever its status.
+pub fn securerouter(args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .args(args)
+        .output()
+        .expect("running securerouter")
+}
+
+/// The last line of a command's stdout, parsed as JSON.
+pub fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
+}
+
+/// A file or folder of the ml crate's test fixtures (`host/ml/tests/fixtures`).
+pub fn ml_fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/ml/tests/fixtures")
+        .join(path)
+}
+
+/// Checks a deployed pool's answer `a` (a `client` JSON line) to held-out example `e` (query
+/// `i`) against the plaintext pool: the same route unless the router's call was closer than
+/// [`CLOSE_CALL`], and on the same route the same label unless the expert's call was.
+pub fn assert_answer_follows_the_plain_pool(
+    plain: &securerouter_runtime::served_pool::ServedPool,
+    i: usize,
+    e: &serde_json::Value,
+    a: &serde_json::Value,
+) {
+    let want = plain
+        .answer(e["text"].as_str().unwrap(), e["text_pair"].as_str())
+        .unwrap();
+    let margin = securerouter_ml::head::top_two_margin(&want.scores);
+    if a["route"] != want.route && margin >= CLOSE_CALL {
+        panic!(
+            "query {i}: routed to {} not {} (margin {margin}): {a}",
+            a["route"], want.route
+        );
+    }
+    if a["route"] == want.route {
+        let label = securerouter_ml::head::argmax(&want.logits);
+        let margin = securerouter_ml::head::top_two_margin(&want.logits);
+        assert!(
+            a["class"] == label || margin < CLOSE_CALL,
+            "query {i}: {a} vs {want:?}"
+        );
+        assert_eq!(
+            a["label"],
+            plain.manifest.labels[a["class"].as_u64().unwrap() as usize],
+            "query {i}: {a}"
+        );
+    }
+    assert!(a["online_s"].as_f64().unwrap() > 0.0, "{a}");
+    assert!(a["online_bytes_per_server"].as_u64().unwrap() > 0, "{a}");
+}

@@ -8,18 +8,13 @@
 use securerouter_runtime::pool_client::PoolClient;
 use securerouter_runtime::served_pool::ServedPool;
 use securerouter_tests::{
-    CLOSE_CALL, Service, assets_present, binary, free_addr, securerouter_ok as run, temp_dir,
+    Service, assert_answer_follows_the_plain_pool, assets_present, binary, free_addr, ml_fixture,
+    securerouter_ok as run, temp_dir,
 };
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../host/ml/tests/fixtures")
-        .join(path)
-}
 
 fn files_in(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
@@ -58,7 +53,7 @@ fn a_pool_deployed_per_role_serves_text_from_its_folders() {
     let pool = work.join("pool");
     let out = work.join("deployment");
     let (pool_s, out_s) = (pool.to_str().unwrap(), out.to_str().unwrap());
-    let mnli = fixture("glue/MNLI");
+    let mnli = ml_fixture("glue/MNLI");
     run(&[
         "train",
         "pool",
@@ -187,30 +182,7 @@ fn a_pool_deployed_per_role_serves_text_from_its_folders() {
     assert_eq!(answers.len(), examples.len(), "{lines}");
     for (i, (e, a)) in examples.iter().zip(&answers).enumerate() {
         assert_eq!(a["line"], i + 1, "{a}");
-        let want = plain
-            .answer(e["text"].as_str().unwrap(), e["text_pair"].as_str())
-            .unwrap();
-        let margin = securerouter_ml::head::top_two_margin(&want.scores);
-        if a["route"] != want.route && margin >= CLOSE_CALL {
-            panic!(
-                "query {i}: routed to {} not {} (margin {margin}): {a}",
-                a["route"], want.route
-            );
-        }
-        if a["route"] == want.route {
-            let label = securerouter_ml::head::argmax(&want.logits);
-            let margin = securerouter_ml::head::top_two_margin(&want.logits);
-            assert!(
-                a["class"] == label || margin < CLOSE_CALL,
-                "query {i}: {a} vs {want:?}"
-            );
-            assert_eq!(
-                a["label"],
-                plain.manifest.labels[a["class"].as_u64().unwrap() as usize]
-            );
-        }
-        assert!(a["online_s"].as_f64().unwrap() > 0.0, "{a}");
-        assert!(a["online_bytes_per_server"].as_u64().unwrap() > 0, "{a}");
+        assert_answer_follows_the_plain_pool(&plain, i, e, a);
     }
 
     // The library client, in hide-route.

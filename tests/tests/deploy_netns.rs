@@ -14,7 +14,10 @@
 //! there, and every namespace dies with the holder processes the test kills at the end.
 
 use securerouter_runtime::served_pool::ServedPool;
-use securerouter_tests::{CLOSE_CALL, assets_present, binary, securerouter_ok as run, temp_dir};
+use securerouter_tests::{
+    CLOSE_CALL, assert_answer_follows_the_plain_pool, assets_present, binary,
+    securerouter_ok as run, temp_dir,
+};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -290,43 +293,6 @@ fn client(ns: &Namespaces, out: &Path, args: &[&str]) -> Output {
         .expect("running the client in its namespace")
 }
 
-/// Checks a secure answer (a client's JSON line) to the held-out example `e` against the
-/// plaintext pool: the same route unless the router's call was close, and on the same route
-/// the same label unless the expert's call was close.
-fn assert_follows_plaintext(
-    plain: &ServedPool,
-    i: usize,
-    e: &serde_json::Value,
-    a: &serde_json::Value,
-) {
-    let want = plain
-        .answer(e["text"].as_str().unwrap(), e["text_pair"].as_str())
-        .unwrap();
-    let margin = securerouter_ml::head::top_two_margin(&want.scores);
-    if a["route"] != want.route && margin >= CLOSE_CALL {
-        panic!(
-            "query {i}: routed to {} not {} (margin {margin}): {a}",
-            a["route"], want.route
-        );
-    }
-    if a["route"] == want.route {
-        let label = securerouter_ml::head::argmax(&want.logits);
-        let margin = securerouter_ml::head::top_two_margin(&want.logits);
-        assert!(
-            a["class"] == label || margin < CLOSE_CALL,
-            "query {i}: {a} vs {want:?}"
-        );
-        assert_eq!(
-            a["label"],
-            plain.manifest.labels[a["class"].as_u64().unwrap() as usize],
-            "query {i}: {a}"
-        );
-    }
-    assert!(a["online_s"].as_f64().unwrap() > 0.0, "{a}");
-    assert!(a["online_bytes_per_server"].as_u64().unwrap() > 0, "{a}");
-}
-
-/// Writes the first `n` of `examples` as a JSON Lines file `path`.
 fn write_queries(path: &Path, examples: &[serde_json::Value], n: usize) {
     let lines: Vec<String> = examples[..n].iter().map(|e| e.to_string()).collect();
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
@@ -434,7 +400,7 @@ fn a_pool_serves_from_three_namespaces_over_veth_links() {
     assert_eq!(answers.len(), 6, "{stdout}");
     for (i, a) in answers.iter().enumerate() {
         assert_eq!(a["line"], i + 1, "{a}");
-        assert_follows_plaintext(&plain, i, &examples[i], a);
+        assert_answer_follows_the_plain_pool(&plain, i, &examples[i], a);
     }
     // What each server sent the other online crossed the hub, on both servers' links.
     let online: u64 = answers
@@ -506,7 +472,7 @@ fn a_pool_serves_from_three_namespaces_over_veth_links() {
                 failed += 1;
                 assert!(!e.is_empty(), "{v}");
             }
-            None => assert_follows_plaintext(&plain, i, &examples[i], v),
+            None => assert_answer_follows_the_plain_pool(&plain, i, &examples[i], v),
         }
     }
     let naming_p1 = lines

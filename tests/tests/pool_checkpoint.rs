@@ -5,20 +5,10 @@
 //! always-largest expert (which reads an input of its own, embedded from the client bundle)
 //! under MPC against the plaintext pool.
 
-use securerouter_tests::{CLOSE_CALL, assets_present, binary, securerouter_ok as run, temp_dir};
+use securerouter_tests::{
+    CLOSE_CALL, assets_present, last_json, securerouter, securerouter_ok as run, temp_dir,
+};
 use std::path::Path;
-use std::process::Command;
-
-fn securerouter(args: &[&str]) -> std::process::Output {
-    Command::new(binary())
-        .args(args)
-        .output()
-        .expect("running securerouter")
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
-}
 
 #[test]
 fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {

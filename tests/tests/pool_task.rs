@@ -6,26 +6,10 @@
 //! the plaintext pool, scored by the task's metric. Refusals: a regression task, a checkpoint of
 //! other labels, a pool of another task without `--force`.
 
-use securerouter_tests::{CLOSE_CALL, assets_present, binary, securerouter_ok as run, temp_dir};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn securerouter(args: &[&str]) -> std::process::Output {
-    Command::new(binary())
-        .args(args)
-        .output()
-        .expect("running securerouter")
-}
-
-fn last_json(stdout: &str) -> serde_json::Value {
-    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
-}
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../host/ml/tests/fixtures")
-        .join(path)
-}
+use securerouter_tests::{
+    CLOSE_CALL, assets_present, last_json, ml_fixture, securerouter, securerouter_ok as run,
+    temp_dir,
+};
 
 fn refused(args: &[&str], want: &str) {
     let out = securerouter(args);
@@ -40,7 +24,7 @@ fn a_pool_on_a_pair_task_of_three_classes_serves_under_mpc() {
         return;
     }
     let work = temp_dir("pool-task");
-    let (mnli, tiny) = (fixture("glue/MNLI"), fixture("mpnet/tiny"));
+    let (mnli, tiny) = (ml_fixture("glue/MNLI"), ml_fixture("mpnet/tiny"));
     let (mnli_s, tiny_s) = (mnli.to_str().unwrap(), tiny.to_str().unwrap());
     let expert = work.join("tiny-mpnet-mnli");
     let pool = work.join("pool");
@@ -91,7 +75,7 @@ fn a_pool_on_a_pair_task_of_three_classes_serves_under_mpc() {
             "--task",
             "stsb",
             "--data",
-            fixture("glue/STS-B").to_str().unwrap(),
+            ml_fixture("glue/STS-B").to_str().unwrap(),
         ],
         "a pool routes classifiers",
     );
@@ -145,7 +129,7 @@ fn a_pool_on_a_pair_task_of_three_classes_serves_under_mpc() {
             "--task",
             "mrpc",
             "--data",
-            fixture("glue/MRPC").to_str().unwrap(),
+            ml_fixture("glue/MRPC").to_str().unwrap(),
         ],
         "was trained on MNLI",
     );
@@ -215,7 +199,7 @@ fn a_pool_on_a_paraphrase_task_is_scored_by_accuracy_and_f1() {
     let work = temp_dir("pool-mrpc");
     let pool = work.join("pool");
     let pool_s = pool.to_str().unwrap();
-    let mrpc = fixture("glue/MRPC");
+    let mrpc = ml_fixture("glue/MRPC");
     let out = run(&[
         "train",
         "pool",
