@@ -289,3 +289,35 @@ pub fn assert_answer_follows_the_plain_pool(
     assert!(a["online_s"].as_f64().unwrap() > 0.0, "{a}");
     assert!(a["online_bytes_per_server"].as_u64().unwrap() > 0, "{a}");
 }
+
+/// Trains a quick pool in `pool` (MiniLM-L6 cut to 1 and 2 layers, one epoch, 32 tokens, no
+/// cost measurement) on the data `data` names (`train pool`'s options; none: the Rotten
+/// Tomatoes sentences), then its router on the costs 1 and 2; returns `train pool`'s and
+/// `train router`'s stdout.
+pub fn train_quick_pool(pool: &Path, data: &[&str]) -> (String, String) {
+    let pool = pool.to_str().expect("a UTF-8 path");
+    let mut args = vec!["train", "pool", "--pool-dir", pool];
+    args.extend(data);
+    args.extend([
+        "--experts",
+        "1,2",
+        "--epochs",
+        "1",
+        "--seq",
+        "32",
+        "--cost-queries",
+        "0",
+    ]);
+    let built = securerouter_ok(&args);
+    let router = securerouter_ok(&[
+        "train",
+        "router",
+        "--pool-dir",
+        pool,
+        "--epochs",
+        "5",
+        "--costs",
+        "1,2",
+    ]);
+    (built, router)
+}

@@ -9,7 +9,7 @@ use securerouter_runtime::pool_client::PoolClient;
 use securerouter_runtime::served_pool::ServedPool;
 use securerouter_tests::{
     Service, assert_answer_follows_the_plain_pool, assets_present, binary, free_addr, ml_fixture,
-    securerouter_ok as run, temp_dir,
+    securerouter_ok as run, temp_dir, train_quick_pool,
 };
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -54,34 +54,7 @@ fn a_pool_deployed_per_role_serves_text_from_its_folders() {
     let out = work.join("deployment");
     let (pool_s, out_s) = (pool.to_str().unwrap(), out.to_str().unwrap());
     let mnli = ml_fixture("glue/MNLI");
-    run(&[
-        "train",
-        "pool",
-        "--pool-dir",
-        pool_s,
-        "--task",
-        "mnli",
-        "--data",
-        mnli.to_str().unwrap(),
-        "--experts",
-        "1,2",
-        "--epochs",
-        "1",
-        "--seq",
-        "32",
-        "--cost-queries",
-        "0",
-    ]);
-    run(&[
-        "train",
-        "router",
-        "--pool-dir",
-        pool_s,
-        "--epochs",
-        "5",
-        "--costs",
-        "1,2",
-    ]);
+    train_quick_pool(&pool, &["--task", "mnli", "--data", mnli.to_str().unwrap()]);
 
     // The dealer and P0 by name, P1 by address; each listens where the test says.
     let addrs = [free_addr(), free_addr(), free_addr()];

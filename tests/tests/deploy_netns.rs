@@ -16,7 +16,7 @@
 use securerouter_runtime::served_pool::ServedPool;
 use securerouter_tests::{
     CLOSE_CALL, assert_answer_follows_the_plain_pool, assets_present, binary,
-    securerouter_ok as run, temp_dir,
+    securerouter_ok as run, temp_dir, train_quick_pool,
 };
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -307,32 +307,7 @@ fn a_pool_serves_from_three_namespaces_over_veth_links() {
     let pool = work.join("pool");
     let out = work.join("deployment");
     let (pool_s, out_s) = (pool.to_str().unwrap(), out.to_str().unwrap());
-    run(&[
-        "train",
-        "pool",
-        "--pool-dir",
-        pool_s,
-        "--experts",
-        "1,2",
-        "--limit",
-        "48",
-        "--epochs",
-        "1",
-        "--seq",
-        "32",
-        "--cost-queries",
-        "0",
-    ]);
-    run(&[
-        "train",
-        "router",
-        "--pool-dir",
-        pool_s,
-        "--epochs",
-        "5",
-        "--costs",
-        "1,2",
-    ]);
+    train_quick_pool(&pool, &["--limit", "48"]);
 
     let ns = Namespaces::new(&["hub", "dealer", "p0", "p1", "client"]);
     join_to_hub(&ns);

@@ -8,7 +8,7 @@
 
 use securerouter_tests::{
     CLOSE_CALL, assets_present, last_json, ml_fixture, securerouter, securerouter_ok as run,
-    temp_dir,
+    temp_dir, train_quick_pool,
 };
 
 fn refused(args: &[&str], want: &str) {
@@ -200,24 +200,8 @@ fn a_pool_on_a_paraphrase_task_is_scored_by_accuracy_and_f1() {
     let pool = work.join("pool");
     let pool_s = pool.to_str().unwrap();
     let mrpc = ml_fixture("glue/MRPC");
-    let out = run(&[
-        "train",
-        "pool",
-        "--pool-dir",
-        pool_s,
-        "--task",
-        "mrpc",
-        "--data",
-        mrpc.to_str().unwrap(),
-        "--experts",
-        "1,2",
-        "--epochs",
-        "1",
-        "--seq",
-        "32",
-        "--cost-queries",
-        "0",
-    ]);
+    let (out, router) =
+        train_quick_pool(&pool, &["--task", "mrpc", "--data", mrpc.to_str().unwrap()]);
     // train's own report names the split and each expert's metric.
     assert!(
         out.contains("MRPC: 2 classes") && out.contains("held out"),
@@ -226,17 +210,8 @@ fn a_pool_on_a_paraphrase_task_is_scored_by_accuracy_and_f1() {
     assert!(out.contains("F1"), "{out}");
     let manifest = last_json(&out);
     assert_eq!(manifest["metric"], "accuracy_and_f1", "{manifest}");
-    // No measured costs: the router is trained on given ones.
-    let report = last_json(&run(&[
-        "train",
-        "router",
-        "--pool-dir",
-        pool_s,
-        "--epochs",
-        "5",
-        "--costs",
-        "1,2",
-    ]));
+    // No measured costs: the router was trained on given ones.
+    let report = last_json(&router);
     assert!(report["scores"]["f1"].is_number(), "{report}");
     let v = last_json(&run(&[
         "bench",
