@@ -18,10 +18,11 @@ pub const ABOUT: &str = "SecureRouter: private inference of Transformer classifi
 two-party computation and an encrypted router over a pool of experts";
 
 const AFTER_HELP: &str = "\
-A deployment: `securerouter keys --out DIR` once, then `securerouter dealer --deployment DIR`,
-`securerouter serve --party 0 --deployment DIR`, `securerouter serve --party 1 --deployment DIR`,
-and clients with `securerouter client --deployment DIR`. Every link is encrypted and mutually
-authenticated (Noise IK with the keys in DIR).
+A deployment of a trained pool: `securerouter deploy --pool POOL --out DIR --dealer H:P --p0 H:P
+--p1 H:P` once, then on each host from its own folder `securerouter dealer --deployment DIR/dealer`,
+`securerouter serve --party 0 --deployment DIR/p0`, `securerouter serve --party 1 --deployment
+DIR/p1`, and clients with `securerouter client --deployment DIR/client --text ...`. Every link is
+encrypted and mutually authenticated (Noise IK with the keys in the folders).
 
 Logging goes to stderr; set RUST_LOG to filter it (default: info), e.g. RUST_LOG=debug.";
 
