@@ -321,3 +321,19 @@ pub fn train_quick_pool(pool: &Path, data: &[&str]) -> (String, String) {
     ]);
     (built, router)
 }
+
+/// Checks a `bench pool` JSON line against the plaintext pool it reports on: every route or
+/// label that differs was a call closer than [`CLOSE_CALL`], and the route distribution sums
+/// to 1.
+pub fn assert_pool_bench_follows_the_plain_pool(v: &serde_json::Value) {
+    for d in v["disagreements"].as_array().expect("disagreements") {
+        assert!(d["margin"].as_f64().unwrap() < CLOSE_CALL, "{v}");
+    }
+    let dist: f64 = v["route_distribution"]
+        .as_array()
+        .expect("route_distribution")
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .sum();
+    assert!((dist - 1.0).abs() < 1e-9, "{v}");
+}
