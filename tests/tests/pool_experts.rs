@@ -25,7 +25,6 @@ use securerouter_ml::{
 };
 use securerouter_runtime::deployment::DeploymentDir;
 use securerouter_runtime::local_cluster::{LocalCluster, ServerFlags};
-use securerouter_runtime::model_file::ModelFile;
 use securerouter_tests::{assets_present, binary};
 use std::path::Path;
 
@@ -180,10 +179,14 @@ fn experts_of_other_checkpoints_answer_with_their_own_inputs_under_mpc() {
             unreachable!()
         };
         let dir = LocalCluster::fresh_dir("pool-experts");
-        let files = ModelFile::deploy(spec, &layers, &Seed::from_bytes([7; 16])).unwrap();
-        let deployment =
-            DeploymentDir::create_with(&dir, LocalCluster::free_addrs().unwrap(), &files, true)
-                .unwrap();
+        let deployment = DeploymentDir::create_with(
+            &dir,
+            LocalCluster::free_addrs().unwrap(),
+            &spec,
+            &layers,
+            true,
+        )
+        .unwrap();
         let cluster =
             LocalCluster::start_with(&binary(), deployment, 120, ServerFlags::default()).unwrap();
         let client = cluster.client().unwrap();

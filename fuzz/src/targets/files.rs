@@ -51,9 +51,9 @@ pub fn model_file(data: &[u8]) -> bool {
     let Ok(m) = through_file("model", data, ModelFile::load) else {
         return false;
     };
-    // A file is the dealer's or a server's, never both (a mix of the two is refused here).
+    // A file is the dealer's or a server's, never both.
     assert!(
-        m.dealer_weights().is_err() || m.server_weights().is_err(),
+        m.clone().into_dealer_weights().is_err() || m.clone().into_server_weights().is_err(),
         "a model file reads as the dealer's and as a server's"
     );
     let path = scratch("model-saved");

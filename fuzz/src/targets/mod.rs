@@ -74,7 +74,7 @@ pub fn all() -> Vec<Target> {
         },
         Target {
             name: "model_file",
-            covers: "model files (ModelFile::load, dealer_weights, server_weights), save round \
+            covers: "model files (ModelFile::load, into_dealer_weights, into_server_weights), save round \
                      trip",
             run: files::model_file,
             seeds: files::model_file_seeds,

@@ -35,7 +35,6 @@ use securerouter_ml::{
 };
 use securerouter_runtime::deployment::{CLIENT_BUNDLE, DeploymentDir, random_seed};
 use securerouter_runtime::local_cluster::{LocalCluster, ServerFlags};
-use securerouter_runtime::model_file::ModelFile;
 use securerouter_runtime::relay::LinkModel;
 use securerouter_runtime::server::peak_rss_mb;
 use serde::Serialize;
@@ -586,11 +585,10 @@ pub fn run(opts: &BenchOptions, json: bool, out: &mut dyn Write) -> Result<Bench
         BertHead::MeanPooled => ModelSpec::Bert(shape),
         BertHead::Checkpoint => ModelSpec::BertCheckpoint(shape),
     };
-    let files = ModelFile::deploy(spec, &layers, &random_seed())?;
-    drop(layers);
     let dir = LocalCluster::fresh_dir("bench");
-    let deployment = DeploymentDir::create_with(&dir, LocalCluster::free_addrs()?, &files, true)?;
-    drop(files);
+    let deployment =
+        DeploymentDir::create_with(&dir, LocalCluster::free_addrs()?, &spec, &layers, true)?;
+    drop(layers);
     // The client works from its bundle alone (tokenizer and embeddings, no encoder weights).
     let bundle_path = dir.join(CLIENT_BUNDLE);
     ClientBundle::save(&prepared.weights, &prepared.tokenizer, &bundle_path)?;

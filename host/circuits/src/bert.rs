@@ -626,22 +626,32 @@ pub fn share_layers(layers: &[RingLayer], seed: &Seed) -> crate::Result<SharedMo
         servers: [Vec::new(), Vec::new()],
     };
     for (i, l) in layers.iter().enumerate() {
-        let id = u32::try_from(i).map_err(|source| crate::Error::TooMany {
-            what: "layers",
-            source,
-        })?;
-        let (d, s0, s1) = gate::share_weights(
-            id,
-            &l.w,
-            &l.bias,
-            (l.k, l.n),
-            &seed.derive(Domain::WEIGHTS, i as u64),
-        )?;
+        let (d, s0, s1) = share_layer(i, l, seed)?;
         m.dealer.push(d);
         m.servers[0].push(s0);
         m.servers[1].push(s1);
     }
     Ok(m)
+}
+
+/// Layer `i` of [`share_layers`] alone (the dealer's part, P0's, P1's), so that a large model
+/// can be deployed one layer at a time.
+pub fn share_layer(
+    i: usize,
+    l: &RingLayer,
+    seed: &Seed,
+) -> crate::Result<(DealerWeights, ServerWeights, ServerWeights)> {
+    let id = u32::try_from(i).map_err(|source| crate::Error::TooMany {
+        what: "layers",
+        source,
+    })?;
+    Ok(gate::share_weights(
+        id,
+        &l.w,
+        &l.bias,
+        (l.k, l.n),
+        &seed.derive(Domain::WEIGHTS, i as u64),
+    )?)
 }
 
 /// The client's input rows for `n` real tokens of `embedded` (rows of `hidden`), padded to

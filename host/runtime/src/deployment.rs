@@ -15,6 +15,7 @@ use crate::error::{Error, Result, invalid};
 use crate::model_file::ModelFile;
 use crate::net::{Identity, PublicKey, ServiceAddr};
 use securerouter_circuits::ModelSpec;
+use securerouter_circuits::bert::RingLayer;
 use securerouter_core::prg::Seed;
 use securerouter_ml::router::{PlainRouterHead, RouterHeadShape};
 use serde::{Deserialize, Serialize};
@@ -144,12 +145,13 @@ impl DeploymentDir {
     ) -> Result<Self> {
         // The model provider's step: share a router head for the servers.
         let model = PlainRouterHead::random(shape, &random_seed());
-        let files = ModelFile::deploy(
-            ModelSpec::RouterHead(shape),
+        let d = Self::create_with(
+            dir,
+            addrs,
+            &ModelSpec::RouterHead(shape),
             &securerouter_circuits::router_head::ring_layers(&model)?,
-            &random_seed(),
+            force,
         )?;
-        let d = Self::create_with(dir, addrs, &files, force)?;
         let plain = dir.join(PLAIN_HEAD);
         let json = serde_json::to_vec(&model).map_err(|source| Error::Json {
             what: "encoding the router head".to_string(),
@@ -159,12 +161,15 @@ impl DeploymentDir {
         Ok(d)
     }
 
-    /// Creates a deployment in `dir` serving the given model files (dealer, P0, P1): fresh keys
-    /// for every role. Refuses to overwrite unless `force`.
+    /// Creates a deployment in `dir` serving the model of `spec` whose ring layers are `layers`
+    /// (shared for the roles with fresh masks, one layer at a time, into `dealer.model`,
+    /// `p0.model` and `p1.model`): fresh keys for every role. Refuses to overwrite unless
+    /// `force`.
     pub fn create_with(
         dir: &Path,
         addrs: [ServiceAddr; 3],
-        models: &[ModelFile; 3],
+        spec: &ModelSpec,
+        layers: &[RingLayer],
         force: bool,
     ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
@@ -198,9 +203,8 @@ impl DeploymentDir {
             deployment,
         };
         d.save()?;
-        for (file, stem) in models.iter().zip(["dealer", "p0", "p1"]) {
-            file.save(&dir.join(format!("{stem}.model")))?;
-        }
+        let paths = ["dealer", "p0", "p1"].map(|stem| dir.join(format!("{stem}.model")));
+        ModelFile::deploy_to(spec, layers, &random_seed(), &paths)?;
         Ok(d)
     }
 

@@ -19,21 +19,71 @@ pub fn create_new(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
-/// Writes `bytes` to `path`, replacing any file there: into a new 0600 file beside it, renamed
-/// over `path` once complete. A replaced file's looser mode is never inherited, a reader that
-/// opened the old file never sees the new secret, and a crash leaves the old or the new file.
+/// Writes `bytes` to `path`, replacing any file there (see [`Replacement`]).
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = temp_beside(path)?;
-    let written = create_new(&temp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
+    let mut file = Replacement::create(path)?;
+    file.write_all(bytes)?;
+    file.finish()
+}
+
+/// A secret file being written in pieces: into a new 0600 file beside `path`, renamed over
+/// `path` by [`Replacement::finish`] once complete. A replaced file's looser mode is never
+/// inherited, a reader that opened the old file never sees the new secret, and a crash or an
+/// error leaves the old file (an unfinished replacement is removed when dropped).
+pub struct Replacement {
+    temp: PathBuf,
+    path: PathBuf,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl Replacement {
+    /// Starts replacing `path`.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        let temp = temp_beside(path)?;
+        let file = create_new(&temp)?;
+        Ok(Replacement {
+            temp,
+            path: path.to_path_buf(),
+            file: Some(io::BufWriter::with_capacity(1 << 20, file)),
         })
-        .and_then(|()| std::fs::rename(&temp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
     }
-    written
+
+    /// Flushes and syncs what was written and renames it over the path.
+    pub fn finish(mut self) -> io::Result<()> {
+        let Some(file) = self.file.take() else {
+            return Err(io::Error::other("the replacement was already finished"));
+        };
+        let done = file
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&self.temp, &self.path));
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+        done
+    }
+}
+
+impl Write for Replacement {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Err(io::Error::other("the replacement was already finished")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+impl Drop for Replacement {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Opens `path` for reading, refusing it (`PermissionDenied`, naming the file and its mode)
@@ -126,6 +176,30 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         assert_eq!(read(&path).unwrap(), b"new");
         // Nothing else is left in the directory.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unfinished_replacement_leaves_the_old_file_alone() {
+        let dir = temp_dir("unfinished");
+        let path = dir.join("secret");
+        write(&path, b"old").unwrap();
+        let mut pending = Replacement::create(&path).unwrap();
+        pending.write_all(b"half of the new").unwrap();
+        drop(pending);
+        assert_eq!(read(&path).unwrap(), b"old");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "the temp file is left"
+        );
+        let mut whole = Replacement::create(&path).unwrap();
+        whole.write_all(b"new, in ").unwrap();
+        whole.write_all(b"pieces").unwrap();
+        whole.finish().unwrap();
+        assert_eq!(read(&path).unwrap(), b"new, in pieces");
+        assert_eq!(mode(&path), 0o600);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

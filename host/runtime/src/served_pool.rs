@@ -3,10 +3,9 @@
 //! [`securerouter_circuits::pool`]) with the client's bundle; and the plaintext computation of the same
 //! route and logits, which checks what comes back.
 
-use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, Role, random_seed};
+use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, Role};
 use crate::error::{Error, Result, invalid};
 use crate::local_cluster::{LocalCluster, ServerFlags};
-use crate::model_file::ModelFile;
 use crate::net::ServiceAddr;
 use crate::pool_client::PoolClientSettings;
 use securerouter_circuits::bert::{BertHead, client_input, deployable};
@@ -112,9 +111,9 @@ impl ServedPool {
         for e in &self.experts[1..] {
             layers.extend(deployable(&e.weights, &e.head)?.2);
         }
-        let files = ModelFile::deploy(ModelSpec::Pool(self.shape()), &layers, &random_seed())?;
+        let deployment =
+            DeploymentDir::create_with(dir, addrs, &ModelSpec::Pool(self.shape()), &layers, true)?;
         drop(layers);
-        let deployment = DeploymentDir::create_with(dir, addrs, &files, true)?;
         let own: Vec<(usize, &BertWeights, &Tokenizer)> = self
             .experts
             .iter()

@@ -21,7 +21,9 @@ use crate::probes::Probed;
 use crate::service::{ServiceLimits, accept_loop, within};
 use crate::sys::process_cpu_seconds;
 use securerouter_circuits::profile::{PhaseStats, Profiled, add_phases};
-use securerouter_circuits::{self as circuit, AfterFirst, CircuitKind, QueryPlan, check_serves};
+use securerouter_circuits::{
+    self as circuit, AfterFirst, CircuitKind, ModelSpec, QueryPlan, check_serves,
+};
 use securerouter_core::gate::{Channel, Protocol, ServerSide, ServerWeights};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::BitWidth;
@@ -43,7 +45,8 @@ pub struct ServerService {
     clients: Vec<PublicKey>,
     peer_key: PublicKey,
     dealer_key: PublicKey,
-    model: ModelFile,
+    /// The circuit and shape this server runs.
+    spec: ModelSpec,
     /// The model's weight shares, shared with the kernels when they keep them on a GPU.
     weights: Arc<Vec<ServerWeights>>,
     kernels: ServerKernels,
@@ -134,7 +137,8 @@ impl ServerService {
         };
         let peer_key = peer.key()?;
         let dealer_key = deployment.dealer.key()?;
-        let weights = Arc::new(model.server_weights()?);
+        let spec = model.spec.clone();
+        let weights = Arc::new(model.into_server_weights()?);
         let pair_timeout = link.io_timeout;
         let limits = ServiceLimits::default();
         Ok(ServerService {
@@ -144,7 +148,7 @@ impl ServerService {
             clients,
             peer_key,
             dealer_key,
-            model,
+            spec,
             weights,
             kernels: ServerKernels::select(false, 0),
             link,
@@ -462,9 +466,9 @@ impl ServerService {
     }
 
     async fn run_session(&self, hello: ClientHello, started: Instant) -> Result<OutputShares> {
-        check_serves(&self.model.spec, hello.circuit)?;
+        check_serves(&self.spec, hello.circuit)?;
         let rows = check_rows(hello.rows)?;
-        let features = self.model.spec.input_cols(hello.circuit);
+        let features = self.spec.input_cols(hello.circuit);
         let words = rows
             .checked_mul(features)
             .filter(|w| w.saturating_mul(8) <= self.link.max_message)
@@ -495,7 +499,7 @@ impl ServerService {
             features,
             share: &share,
         };
-        let plan = QueryPlan::new(&self.model.spec, hello.circuit);
+        let plan = QueryPlan::new(&self.spec, hello.circuit);
         let dealer = self.open_dealer(hello.session, plan, 0, hello.rows).await;
         let mut peer = PeerChannel::new(peer);
         let mut stats = SessionStats::default();
@@ -620,7 +624,7 @@ impl ServerService {
             .input(&[input.rows, input.features], BitWidth::FULL, input.share)
             .await?;
         let mut profiled = Profiled::new(&mut server, online);
-        let stage = circuit::run(&mut profiled, &self.model.spec, kind, &x, &self.weights).await?;
+        let stage = circuit::run(&mut profiled, &self.spec, kind, &x, &self.weights).await?;
         add_phases(&mut stats.phases, &profiled.finish());
         let mut outputs = Vec::new();
         for o in &stage.outputs {

@@ -58,8 +58,8 @@ pub struct DealerService {
     pub identity: crate::net::Identity,
     /// P0's and P1's public keys (the only peers it serves).
     pub servers: [PublicKey; 2],
-    /// The model file (its spec names the circuit the dealer serves).
-    pub model: ModelFile,
+    /// The circuit and shape the dealer serves.
+    pub spec: ModelSpec,
     /// Link settings.
     pub link: LinkConfig,
     /// Caps and deadlines; `max_sessions` caps the key generations in flight.
@@ -171,11 +171,12 @@ impl DealerService {
         limits: ServiceLimits,
     ) -> Result<Self> {
         limits.check()?;
-        let weights = Arc::new(model.dealer_weights()?);
+        let spec = model.spec.clone();
+        let weights = Arc::new(model.into_dealer_weights()?);
         Ok(DealerService {
             identity,
             servers,
-            model,
+            spec,
             pair_timeout: link.io_timeout,
             link,
             generating: Arc::new(Semaphore::new(limits.max_sessions)),
@@ -253,7 +254,7 @@ impl DealerService {
                 req.party
             )))
         } else {
-            Deal::of(&self.model.spec, &req).and_then(|deal| self.check(&deal).map(|()| deal))
+            Deal::of(&self.spec, &req).and_then(|deal| self.check(&deal).map(|()| deal))
         };
         let answer = match deal {
             Ok(_) if req.stage == 0 && self.draining.load(Ordering::SeqCst) => {
@@ -407,7 +408,7 @@ impl DealerService {
         let (tx1, rx1) = mpsc::channel(QUEUE_CHUNKS);
         self.generations.fetch_add(1, Ordering::Relaxed);
         let weights = self.weights.clone();
-        let spec = self.model.spec.clone();
+        let spec = self.spec.clone();
         let kind = req.circuit;
         let rows = req.rows as usize;
         tokio::task::spawn_blocking(move || {
@@ -441,7 +442,7 @@ impl DealerService {
     }
 
     fn check(&self, req: &Deal) -> Result<()> {
-        check_serves(&self.model.spec, req.circuit)?;
+        check_serves(&self.spec, req.circuit)?;
         check_rows(req.rows)?;
         Ok(())
     }
