@@ -27,7 +27,7 @@ use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
 use crate::prg::{AesCtr, Domain, Seed};
-use crate::ring::{BitWidth, matmul};
+use crate::ring::BitWidth;
 use crate::share::Party;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -218,8 +218,8 @@ pub(super) fn deal_linear<S: KeySink>(
     let m = rows_for(x, w.k)?;
     let ring = x.width();
     let mut masked_mask = vec![0u64; m * w.n];
-    matmul(x.data(), &w.mask, m, w.k, w.n, &mut masked_mask);
-    masked_mask.iter_mut().for_each(|v| *v = ring.reduce(*v));
+    d.kernels()
+        .matmul_reduced(x.data(), &w.mask, (1, m, w.k, w.n), ring, &mut masked_mask)?;
     let header = LinearHeader {
         layer: w.id,
         rows: m,

@@ -16,12 +16,11 @@
 //! dealer deals exactly what the plain product needs.
 
 use super::channel::{Channel, KeySink, KeySource};
-use super::kernels::{Kernels, each_product};
+use super::kernels::Kernels;
 use super::linear::ServerWeights;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
-use crate::ring::matmul;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -108,10 +107,8 @@ pub(super) fn deal_matmul<S: KeySink>(
     d.share(x.data(), w);
     d.share(y.data(), w);
     let mut rr = vec![0u64; batch * m * n];
-    each_product(x.data(), y.data(), (batch, m, k, n), &mut rr, |a, b, o| {
-        matmul(a, b, m, k, n, o);
-        Ok(())
-    })?;
+    d.kernels()
+        .matmul_reduced(x.data(), y.data(), (batch, m, k, n), w, &mut rr)?;
     let s = d.pair(batch * m * n, w);
     let rz = s.iter().zip(&rr).map(|(&s, &p)| w.sub(s, p)).collect();
     Ok(Tensor::from_parts(&shape, w, rz))

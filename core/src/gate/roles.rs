@@ -4,7 +4,7 @@
 //! that consume the seed streams in the same order.
 
 use super::channel::{Channel, KeySink, KeySource, Traffic, pack, packed_len, unpack};
-use super::kernels::Kernels;
+use super::kernels::{CpuKernels, Kernels};
 use super::linear::{LINEAR_END, LINEAR_HEADER_LEN, LinearHeader, ServerWeights, offline_term};
 use super::tensor::Tensor;
 use crate::Error;
@@ -13,6 +13,7 @@ use crate::fss::{Corrections, KeyBatch};
 use crate::prg::Seed;
 use crate::ring::BitWidth;
 use crate::share::Party;
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -24,15 +25,31 @@ pub const KEY_CHUNK: usize = 4096;
 pub struct DealerSide<S: KeySink> {
     dealer: Dealer,
     sink: S,
+    /// Its local math: the products of masks with the weights' masks and of masks with masks,
+    /// which dominate its time on wide layers (the host passes its SIMD, threaded kernels).
+    kernels: Box<dyn Kernels + Send>,
 }
 
 impl<S: KeySink> DealerSide<S> {
-    /// The dealer of one session from its master seed, writing into `sink`.
+    /// The dealer of one session from its master seed, writing into `sink`, its products on
+    /// the portable [`CpuKernels`].
     pub fn new(master: &Seed, sink: S) -> Self {
+        Self::with_kernels(master, sink, Box::new(CpuKernels::default()))
+    }
+
+    /// [`DealerSide::new`] with its products on `kernels` (whose results every backend must
+    /// match bit for bit, so the keys are the same).
+    pub fn with_kernels(master: &Seed, sink: S, kernels: Box<dyn Kernels + Send>) -> Self {
         DealerSide {
             dealer: Dealer::new(master),
             sink,
+            kernels,
         }
+    }
+
+    /// The dealer's local math.
+    pub(crate) fn kernels(&self) -> &dyn Kernels {
+        self.kernels.as_ref()
     }
 
     /// The keys written so far.

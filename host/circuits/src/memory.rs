@@ -9,7 +9,7 @@ use crate::{CircuitKind, ModelSpec, Stage};
 use securerouter_core::Error;
 use securerouter_core::dealer::Dealer;
 use securerouter_core::gate::memory::{MemoryKeys, MemoryLink};
-use securerouter_core::gate::{DealerSide, Protocol, ServerSide, Tensor, Traffic};
+use securerouter_core::gate::{DealerSide, Kernels, Protocol, ServerSide, Tensor, Traffic};
 use securerouter_core::prg::Seed;
 use securerouter_core::ring::{BitWidth, FixedPoint};
 use securerouter_core::share::{Party, SeededShareStream};
@@ -72,6 +72,26 @@ impl Circuit for Served<'_> {
     }
 }
 
+/// The dealer's side of a session of `circuit` on an input of `in_shape`: its keys for both
+/// servers, its products computed on `kernels` (a deployed dealer uses the host's).
+pub fn deal<C: Circuit>(
+    circuit: &C,
+    in_shape: &[usize],
+    model: &SharedModel,
+    master: &Seed,
+    kernels: Box<dyn Kernels + Send>,
+) -> Result<MemoryKeys, Error> {
+    let mut dealer = DealerSide::with_kernels(master, MemoryKeys::default(), kernels);
+    let x = dealer.input(in_shape, BitWidth::FULL);
+    run_ready(async {
+        for y in circuit.run(&mut dealer, &x, &model.dealer).await?.outputs {
+            dealer.output(&y).await?;
+        }
+        Ok(())
+    })?;
+    Ok(dealer.finish())
+}
+
 /// Runs `circuit` on `input` (reals of shape `in_shape`, encoded at FRAC bits) with session
 /// seed `master`; for BERT the input comes from [`super::bert::client_input`].
 pub fn run_circuit<C: Circuit>(
@@ -84,15 +104,13 @@ pub fn run_circuit<C: Circuit>(
     if in_shape.iter().product::<usize>() != input.len() {
         return Err(Error::ShapeMismatch("input does not match its shape"));
     }
-    let mut dealer = DealerSide::new(master, MemoryKeys::default());
-    let x = dealer.input(in_shape, BitWidth::FULL);
-    run_ready(async {
-        for y in circuit.run(&mut dealer, &x, &model.dealer).await?.outputs {
-            dealer.output(&y).await?;
-        }
-        Ok(())
-    })?;
-    let keys = dealer.finish();
+    let keys = deal(
+        circuit,
+        in_shape,
+        model,
+        master,
+        Box::new(HostKernels::new()),
+    )?;
 
     let fp = FixedPoint::new(FRAC, BitWidth::FULL)?;
     let mut words = input

@@ -414,7 +414,8 @@ impl DealerService {
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let sink = StreamingSink::new([tx0, tx1]);
-            let mut dealer = DealerSide::new(&master, sink);
+            let kernels = Box::new(securerouter_kernels::HostKernels::new());
+            let mut dealer = DealerSide::with_kernels(&master, sink, kernels);
             let x = dealer.input(&[rows, spec.input_cols(kind)], BitWidth::FULL);
             let result = run_ready(async {
                 let stage = circuit::run(&mut dealer, &spec, kind, &x, &weights).await?;
