@@ -8,14 +8,14 @@
 //! value they see (GeLU inputs, attention scores and their differences, padding bias included)
 //! must satisfy |x| < 2^(ACT_BITS − 1 − FRAC) = 8192 in real terms; BERT-style activations at
 //! these points stay below a few hundred. LayerNorm variances, which grow with the residual
-//! stream, are compared on [`NORM_BITS`] bits.
+//! stream, are compared on as many bits as their range needs.
 //!
 //! | layer | rounds | approximation |
 //! |---|---|---|
 //! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key |
 //! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
 //! | softmax over n | 2⌈log2 n⌉ + 14 (13 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's; reciprocal from a 13-bit table and one Newton step |
-//! | LayerNorm | 14 | mean; variance; 1/√v by range normalisation to [1, 2), a 9-bit table and 2^(−e/2) |
+//! | LayerNorm | 12 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
 //!
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
 //! per bit compared, so: values that only feed a table index or a comparison are rescaled by the
@@ -48,8 +48,6 @@ pub const SOFTMAX_BITS: u32 = 32;
 /// 2^52 are what one 52-bit multiply-add computes ([`gate::Kernels::matmul_reduced`]), and the
 /// layers' openings take 52 bits an element instead of 64.
 pub const LINEAR_BITS: u32 = 52;
-/// Bits on which LayerNorm variances are compared: up to 2^(V_MAX + 1) = 2^18 in real terms.
-pub const NORM_BITS: u32 = 32;
 /// Window bits of the GeLU correction table: x in [−4, 4) at steps of 8/2^GELU_BITS.
 pub const GELU_BITS: u32 = 10;
 /// Window bits of the tanh correction table: x in [−8, 8) at steps of 16/2^TANH_BITS.
@@ -368,43 +366,89 @@ pub async fn softmax_double_scale<P: Protocol>(p: &mut P, x: &Tensor) -> Result<
 
 // ------------------------------------------------------------------------------- LayerNorm
 
-/// Entry i ≈ 2^FRAC / √(i / 2^8) for mantissas i/2^8 in [1, 2); index 0 stands for 2^9.
+/// Fractional bits of the mantissa the inverse square root's table reads: its index is off by
+/// one unit at most (the local shift), so the table's relative error is about 2^−(bits+1).
+const MANTISSA_BITS: u32 = 9;
+
+/// Entry i ≈ 2^FRAC / √(i / 2^MANTISSA_BITS) for mantissas in [1, 2); index 0 stands for 2.
 fn rsqrt_table() -> Result<&'static LookupTable, Error> {
     static CELL: OnceLock<LookupTable> = OnceLock::new();
     table(&CELL, || {
-        LookupTable::from_fn(width(9)?, BitWidth::FULL, |i| match i {
+        let one = f64::from(1u32 << MANTISSA_BITS);
+        LookupTable::from_fn(width(MANTISSA_BITS + 1)?, BitWidth::FULL, |i| match i {
             0 => fixed(0.5f64.sqrt(), FRAC),
-            256.. => fixed(1.0 / (i as f64 / 256.0).sqrt(), FRAC),
-            _ => 0, // never indexed: mantissas are at least 1
+            // Below 1: a mantissa a unit low when e was read one too high (see `rsqrt_in`).
+            _ => fixed(1.0 / (i as f64 / one).sqrt(), FRAC),
         })
     })
 }
 
-/// 1/√v for v in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0): the exponent e = ⌊log2 v⌋ from
-/// comparisons with every power of two (1 round); 2^(V_MAX − e) and 2^(−e/2) as sums of the
-/// comparison bits times public differences (1); the mantissa v·2^(−e) in [1, 2) (1, shifted
-/// down locally); its table (2); times 2^(−e/2) (2). Seven rounds.
+/// Where an inverse square root's input lies and what multiplies its result: the input is held
+/// at scale 2^`scale` and its real value lies in [2^`lo`, 2^(`hi`+1)) (0 gives 0); the result
+/// is `factor`/√v at scale 2^FRAC.
+#[derive(Clone, Copy, Debug)]
+struct RsqrtRange {
+    scale: u32,
+    lo: i32,
+    hi: i32,
+    factor: f64,
+}
+
+/// 1/√v for v at scale FRAC in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0); see [`rsqrt_in`].
+/// Seven rounds.
 pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> {
+    let range = RsqrtRange {
+        scale: FRAC,
+        lo: V_MIN,
+        hi: V_MAX,
+        factor: 1.0,
+    };
+    rsqrt_in(p, v, range).await
+}
+
+/// factor/√v over `range`: the exponent e = ⌊log2 v⌋ from comparisons of v (at scale FRAC)
+/// with every power of two (1 round); 2^(hi − e) and factor·2^(−e/2) as sums of the
+/// comparison bits times public differences (1); the mantissa v·2^(−e) in [1, 2) (1, shifted
+/// down locally); its table of 2^(MANTISSA_BITS + 1) entries (2); times factor·2^(−e/2) (2).
+/// Seven rounds.
+async fn rsqrt_in<P: Protocol>(p: &mut P, v: &Tensor, range: RsqrtRange) -> Result<Tensor, Error> {
+    let RsqrtRange {
+        scale,
+        lo,
+        hi,
+        factor,
+    } = range;
     let shape = v.shape().to_vec();
     let rows = v.len();
-    let powers: Vec<i32> = (V_MIN..=V_MAX).collect();
+    let powers: Vec<i32> = (lo..=hi).collect();
     let count = powers.len();
+    // The comparisons read v at scale FRAC (locally shifted, so one unit high at most, which
+    // only moves e at a power of two exactly; the table covers the mantissa just below 1),
+    // signed on a ring that holds v − 2^j for every j.
+    let v_frac = match scale - FRAC {
+        0 => v.reshape(&[rows])?,
+        f => v.reshape(&[rows])?.shift_down(f)?,
+    };
+    let bits_compared = width((FRAC as i32 + hi + 3) as u32)?;
     let thresholds: Vec<u64> = powers
         .iter()
         .map(|&j| (1u64 << (j + FRAC as i32)).wrapping_neg())
         .collect();
-    let above = p.add_public(&v.reshape(&[rows])?.repeat_last(count), &thresholds)?;
-    let bits = p.drelu(&above.reduce(width(NORM_BITS)?)?).await?; // b_j = [v ≥ 2^j], monotone
+    let above = p.add_public(
+        &v_frac.reduce(bits_compared)?.repeat_last(count),
+        &thresholds,
+    )?;
+    let bits = p.drelu(&above).await?; // b_j = [v ≥ 2^j], monotone
     // With b monotone, Σ_j b_j (c_j − c_{j−1}) = c_e: two coefficient series at once.
-    // c_j: 2^(V_MAX − j) (exact) and 2^(−j/2) at scale 24, as differences of neighbours.
+    // c_j: 2^(hi − j) (exact) and factor·2^(−j/2) at scale 24, as differences of neighbours.
     let series = |f: &dyn Fn(i32) -> u64| -> Vec<u64> {
         let c: Vec<u64> = powers.iter().map(|&j| f(j)).collect();
         (0..count)
             .map(|i| c[i].wrapping_sub(if i == 0 { 0 } else { c[i - 1] }))
             .collect()
     };
-    let up = series(&|j| 1u64 << (V_MAX - j));
-    let down = series(&|j| 2f64.powf(24.0 - j as f64 / 2.0).round() as u64);
+    let up = series(&|j| 1u64 << (hi - j));
+    let down = series(&|j| (factor * 2f64.powf(24.0 - j as f64 / 2.0)).round() as u64);
     let coef: Vec<u64> = (0..rows)
         .flat_map(|_| (0..count).flat_map(|i| [up[i], down[i]]))
         .collect();
@@ -414,18 +458,27 @@ pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> 
     let up = sums.gather_last(&[0])?.reshape(&[rows])?;
     let down = sums.gather_last(&[1])?.reshape(&[rows])?;
     let v = v.reshape(&[rows])?;
-    // v · 2^(V_MAX − e) = mantissa · 2^(FRAC + V_MAX); keep 8 fractional bits of the mantissa.
+    // v · 2^(hi − e) = mantissa · 2^(scale + hi); keep MANTISSA_BITS fractional bits of it.
     let mantissa = p.mul(&v, &up).await?;
-    let mantissa = mantissa.shift_down(FRAC + V_MAX as u32 - 8)?;
+    let mantissa = mantissa.shift_down(scale + hi as u32 - MANTISSA_BITS)?;
     let r = p
-        .lookup(&mantissa.reduce(width(9)?)?, rsqrt_table()?)
+        .lookup(&mantissa.reduce(width(MANTISSA_BITS + 1)?)?, rsqrt_table()?)
         .await?;
     let r = p.mul(&r, &down).await?;
     p.truncate(&r, 24).await?.reshape(&shape)
 }
 
+/// ⌈log2 n⌉ and ⌊log2 n⌋ for n ≥ 1.
+fn log2_bounds(n: usize) -> (i32, i32) {
+    let floor = n.max(1).ilog2() as i32;
+    (floor + i32::from(!n.is_power_of_two()), floor)
+}
+
 /// LayerNorm over the last axis with secret scale and shift (`affine`: γ at scale FRAC, β at
-/// scale 3·FRAC): mean (1 round), variance (3), 1/√v (7), normalise and scale (2), truncate (1).
+/// scale 3·FRAC): mean (1 round), squares (1), 1/√ of their sum (7), normalise and scale (2),
+/// truncate (1). The squares' sum, h times the variance at scale 2·FRAC, goes to the inverse
+/// square root as it is, 1/h folded into its constant: no truncation of the squares or of the
+/// variance.
 pub async fn layer_norm<P: Protocol>(
     p: &mut P,
     x: &Tensor,
@@ -433,12 +486,20 @@ pub async fn layer_norm<P: Protocol>(
 ) -> Result<Tensor, Error> {
     let h = x.last_dim();
     let inv_h = 1.0 / h as f64;
-    let mean = scale_by(p, &x.sum_last_axis(), inv_h, 20).await?;
+    // 1/h on 30 bits: on 20, BERT-base's 1/768 was off by 2.4e-4 relative, so a row's mean
+    // was off by 1e-3 at an offset of 5, a large error where the row's spread is small. The
+    // product stays below 2^55 for |x| < 2^13 (see ACT_BITS).
+    let mean = scale_by(p, &x.sum_last_axis(), inv_h, 30).await?;
     let centred = x.sub(&mean.repeat_last(h).reshape(x.shape())?)?;
-    let sq = p.mul(&centred, &centred).await?;
-    let sq = p.truncate(&sq, FRAC).await?;
-    let var = scale_by(p, &sq.sum_last_axis(), inv_h, 20).await?;
-    let r = rsqrt(p, &var).await?;
+    let sq = p.mul(&centred, &centred).await?; // scale 2·FRAC
+    let (ceil, floor) = log2_bounds(h);
+    let range = RsqrtRange {
+        scale: 2 * FRAC,
+        lo: V_MIN + floor,
+        hi: V_MAX + ceil,
+        factor: (h as f64).sqrt(),
+    };
+    let r = rsqrt_in(p, &sq.sum_last_axis(), range).await?;
     let y = p
         .mul(&centred, &r.repeat_last(h).reshape(x.shape())?)
         .await?; // scale 2·FRAC

@@ -98,9 +98,9 @@ fn bert_tiny_shape_at_128_tokens_stays_within_budget() {
         "BERT-tiny shape, 128 tokens",
         got,
         Costs {
-            rounds: 143,
-            bytes_sent: 13_394_141,
-            key_bytes: [62_015_066, 78_557_437],
+            rounds: 135,
+            bytes_sent: 12_865_757,
+            key_bytes: [63_774_298, 80_217_725],
         },
     );
 }
@@ -112,9 +112,9 @@ fn minilm_l6_at_128_tokens_stays_within_budget() {
         "MiniLM-L6, 128 tokens",
         got,
         Costs {
-            rounds: 419,
-            bytes_sent: 144_379_165,
-            key_bytes: [733_099_242, 907_715_085],
+            rounds: 395,
+            bytes_sent: 139_673_053,
+            key_bytes: [740_748_522, 914_539_149],
         },
     );
 }
@@ -138,9 +138,9 @@ fn the_pools_router_stage_at_64_tokens_stays_within_budget() {
         "the pool's router stage, 64 tokens",
         got,
         Costs {
-            rounds: 84,
-            bytes_sent: 10_027_868,
-            key_bytes: [43_366_579, 55_570_627],
+            rounds: 80,
+            bytes_sent: 9_635_692,
+            key_bytes: [44_004_019, 56_139_299],
         },
     );
 }
