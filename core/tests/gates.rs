@@ -48,6 +48,8 @@ enum Gate {
     Lookup(LookupTable),
     /// [x ≥ 0] and a window table's T(x), x reduced to the width.
     DreluLookup(BitWidth, WindowTable),
+    /// [`Gate::DreluLookup`] of the first input and a lookup of the second, side by side.
+    DreluLookupAndLookup(BitWidth, WindowTable, LookupTable),
     LessThan(BitWidth),
     Argmax(BitWidth),
     Max(BitWidth),
@@ -95,6 +97,12 @@ impl Circuit for Gate {
             Gate::DreluLookup(n, t) => {
                 let (d, y) = p.drelu_lookup(&x[0].reduce(*n)?, t).await?;
                 vec![d, y]
+            }
+            Gate::DreluLookupAndLookup(n, t, u) => {
+                let a = x[0].reduce(*n)?;
+                let b = x[1].reduce(u.in_bits())?;
+                let ((d, y), z) = p.drelu_lookup_and_lookup((&a, t), (&b, u)).await?;
+                vec![d, y, z]
             }
             Gate::LessThan(n) => vec![gate::less_than(p, &x[0], &x[1], *n).await?],
             Gate::Argmax(n) => {
@@ -806,6 +814,40 @@ fn drelu_lookup_reads_the_sign_and_a_window_table_off_one_key() {
     assert!(WindowTable::from_fn(17, w(8), |_| 0).is_err());
 }
 
+/// The sign-and-window gate and a lookup side by side give what each gives alone, in two
+/// rounds instead of four, with the same bytes and the same keys as the two gates apart.
+#[test]
+fn a_window_and_a_lookup_side_by_side_take_two_rounds() {
+    let mut r = rng(19);
+    let (nw, out) = (w(12), w(32));
+    let t = WindowTable::from_fn(7, out, |v| (v * v * 3 + v + 7) as u64).unwrap();
+    let u = LookupTable::from_fn(w(8), w(32), |i| i * 1000 + 1).unwrap();
+    let values = window_inputs(&mut r, nw, 7);
+    let n = values.len();
+    let wide: Vec<u64> = values.iter().map(|&v| nw.reduce(v as u64)).collect();
+    let index: Vec<u64> = (0..n).map(|_| r.next_u64() & 0xff).collect();
+    let inputs = [
+        Input::new(&[n], L, wide.clone()),
+        Input::new(&[n], L, index.clone()),
+    ];
+    let gate = Gate::DreluLookupAndLookup(nw, t.clone(), u.clone());
+    let o = run(&gate, &inputs, 77);
+    for (i, &v) in values.iter().enumerate() {
+        assert_eq!(o.outputs[0][i], (v >= 0) as u64, "v={v}: sign");
+        assert_eq!(o.outputs[1][i], t.get(v), "v={v}: window table");
+        assert_eq!(o.outputs[2][i], u.get(index[i]), "x={}: table", index[i]);
+    }
+    let bytes = packed_len(n, w(1)) + 4 * packed_len(n, out);
+    assert_traffic(&o, &inputs, bytes as u64, 2);
+    // The same keys as the two gates run one after the other.
+    let apart = run(&Gate::DreluLookup(nw, t), &inputs[..1], 77);
+    let alone = run(&Gate::Lookup(u), &inputs[1..], 77);
+    assert_eq!(
+        o.keys.shared.len(),
+        apart.keys.shared.len() + alone.keys.shared.len()
+    );
+}
+
 /// The CPU kernel against its definition: the comparison's prefix parity (the two parties'
 /// XOR to [α ≤ x]), and the window's dot product from the keys' full-domain bits.
 #[test]
@@ -1232,6 +1274,18 @@ fn both_servers_views_are_uniform_and_input_independent() {
             ),
             [one(3), one(w(12).reduce(-200i64 as u64))],
             vec![(n, w(1)), (n, w(16)), (n, w(16))],
+        ),
+        // Both gates' first openings in one message, then both second openings.
+        (
+            "drelu_lookup_and_lookup",
+            Gate::DreluLookupAndLookup(
+                w(12),
+                WindowTable::from_fn(7, w(16), |v| (v * v) as u64).unwrap(),
+                LookupTable::from_fn(w(8), w(16), |i| i * i).unwrap(),
+            ),
+            [(3, 250), (w(12).reduce(-200i64 as u64), 3)]
+                .map(|(a, b)| vec![constant(&[n], L, a), constant(&[n], L, b)]),
+            vec![(n, w(1)), (n, w(16)), (n, w(16)), (n, w(16)), (n, w(16))],
         ),
         (
             "mul",

@@ -156,6 +156,29 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     x: &Tensor,
     t: &LookupTable,
 ) -> Result<Tensor, Error> {
+    let (first, gate) = eval_first(srv, x, t).await?;
+    let v = srv.open(&first, gate.out).await?;
+    let y = srv.open(&gate.second(&v), gate.out).await?;
+    Ok(gate.finish(y))
+}
+
+/// A server's lookup between its two openings.
+pub(super) struct Opened {
+    shape: Vec<usize>,
+    /// The output ring.
+    pub(super) out: BitWidth,
+    ones: Vec<u64>,
+    c: Vec<u64>,
+    p1: bool,
+}
+
+/// The lookup up to its first opening: reads its keys and streams, and returns this server's
+/// share to open, (−1)^b·u_b + m_b, with what the second opening needs.
+pub(super) async fn eval_first<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    t: &LookupTable,
+) -> Result<(Vec<u64>, Opened), Error> {
     t.check(x)?;
     let out = t.out_width;
     let (mut dot, mut ones) = (vec![0u64; x.len()], vec![0u64; x.len()]);
@@ -169,17 +192,33 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     let c = srv.pair(x.len(), out);
     // P1 negates its sums: u_b = (−1)^b·dot, σ_b = (−1)^b·ones.
     let p1 = !srv.is_p0();
-    let mine: Vec<u64> = dot
+    let first = dot
         .iter()
         .zip(&m)
         .map(|(&u, &m)| out.add(cond_neg(u, p1), m))
         .collect();
-    let v = srv.open(&mine, out).await?;
-    let mine: Vec<u64> = v
-        .iter()
-        .zip(ones.iter().zip(&c))
-        .map(|(&v, (&o, &c))| out.add(out.mul(v, cond_neg(o, p1)), c))
-        .collect();
-    let y = srv.open(&mine, out).await?;
-    Ok(Tensor::from_parts(x.shape(), out, y))
+    let gate = Opened {
+        shape: x.shape().to_vec(),
+        out,
+        ones,
+        c,
+        p1,
+    };
+    Ok((first, gate))
+}
+
+impl Opened {
+    /// This server's share to open second, v^·σ_b + c_b, from the first opening v^.
+    pub(super) fn second(&self, v: &[u64]) -> Vec<u64> {
+        let out = self.out;
+        v.iter()
+            .zip(self.ones.iter().zip(&self.c))
+            .map(|(&v, (&o, &c))| out.add(out.mul(v, cond_neg(o, self.p1)), c))
+            .collect()
+    }
+
+    /// The output wire from the second opening.
+    pub(super) fn finish(self, y: Vec<u64>) -> Tensor {
+        Tensor::from_parts(&self.shape, self.out, y)
+    }
 }

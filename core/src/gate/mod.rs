@@ -130,6 +130,15 @@ pub trait Protocol {
         table: &WindowTable,
     ) -> Result<(Tensor, Tensor), Error>;
 
+    /// [`Protocol::drelu_lookup`] of `x` in `window` and [`Protocol::lookup`] of `y` in
+    /// `table` side by side, in the two rounds either takes alone: the gates' openings travel
+    /// in the same messages (for two tables read off inputs that are ready at once).
+    async fn drelu_lookup_and_lookup(
+        &mut self,
+        x: (&Tensor, &WindowTable),
+        y: (&Tensor, &LookupTable),
+    ) -> Result<((Tensor, Tensor), Tensor), Error>;
+
     /// Ends a wire: a server returns its additive share of the value for the client; the
     /// dealer returns nothing (it shares the wire's mask).
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error>;
@@ -208,6 +217,15 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         window::deal(self, x, table)
     }
 
+    async fn drelu_lookup_and_lookup(
+        &mut self,
+        (x, window): (&Tensor, &WindowTable),
+        (y, table): (&Tensor, &LookupTable),
+    ) -> Result<((Tensor, Tensor), Tensor), Error> {
+        let first = window::deal(self, x, window)?;
+        Ok((first, lookup::deal(self, y, table)?))
+    }
+
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
         linear::deal_output(self, x);
         Ok(Vec::new())
@@ -277,6 +295,14 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
         table: &WindowTable,
     ) -> Result<(Tensor, Tensor), Error> {
         window::eval(self, x, table).await
+    }
+
+    async fn drelu_lookup_and_lookup(
+        &mut self,
+        x: (&Tensor, &WindowTable),
+        y: (&Tensor, &LookupTable),
+    ) -> Result<((Tensor, Tensor), Tensor), Error> {
+        window::eval_with_lookup(self, x, y).await
     }
 
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {

@@ -369,22 +369,37 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
     /// ⌈count·width/8⌉ bytes per vector each way).
     pub(crate) async fn open_two(
         &mut self,
-        (a, wa): (&[u64], BitWidth),
-        (b, wb): (&[u64], BitWidth),
+        a: (&[u64], BitWidth),
+        b: (&[u64], BitWidth),
     ) -> Result<(Vec<u64>, Vec<u64>), Error> {
-        let mut send = pack(a, wa);
-        let split = send.len();
-        send.extend_from_slice(&pack(b, wb));
+        let [a, b] = self.open_many([a, b]).await?;
+        Ok((a, b))
+    }
+
+    /// Opens N vectors of additive shares, each of its own width, in one round (each packed
+    /// apart), e.g. the openings of gates that run side by side.
+    pub(crate) async fn open_many<const N: usize>(
+        &mut self,
+        parts: [(&[u64], BitWidth); N],
+    ) -> Result<[Vec<u64>; N], Error> {
+        let mut send = Vec::new();
+        let mut ends = [0usize; N];
+        for (end, &(mine, width)) in ends.iter_mut().zip(&parts) {
+            send.extend_from_slice(&pack(mine, width));
+            *end = send.len();
+        }
         let mut recv = vec![0u8; send.len()];
         self.channel.exchange(&send, &mut recv).await?;
-        Ok((
-            add_to_theirs(&recv[..split], a, wa)?,
-            add_to_theirs(&recv[split..], b, wb)?,
-        ))
+        let mut start = 0;
+        let mut opened = [(); N].map(|()| Vec::new());
+        for ((o, &end), &(mine, width)) in opened.iter_mut().zip(&ends).zip(&parts) {
+            *o = add_to_theirs(&recv[start..end], mine, width)?;
+            start = end;
+        }
+        Ok(opened)
     }
 }
 
-/// The other server's packed shares plus ours: the opened values (one vector, not two).
 fn add_to_theirs(theirs: &[u8], mine: &[u64], width: BitWidth) -> Result<Vec<u64>, Error> {
     let mut opened = unpack(theirs, mine.len(), width)?;
     for (o, &a) in opened.iter_mut().zip(mine) {

@@ -134,6 +134,29 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     x: &Tensor,
     t: &WindowTable,
 ) -> Result<(Tensor, Tensor), Error> {
+    let (bits, values, gate) = eval_first(srv, x, t).await?;
+    let (bit, v) = srv.open_two((&bits, BIT), (&values, gate.out)).await?;
+    let y = srv.open(&gate.second(&v), gate.out).await?;
+    Ok(gate.finish(bit, y))
+}
+
+/// A server's sign-and-window gate between its two openings.
+pub(super) struct Opened {
+    shape: Vec<usize>,
+    /// The table's output ring.
+    pub(super) out: BitWidth,
+    s: Vec<u64>,
+    c: Vec<u64>,
+}
+
+/// The gate up to its first opening: reads its keys and streams, and returns this server's
+/// shares of the masked sign bits (1 bit each) and of the masked signed table values, with
+/// what the second opening needs.
+pub(super) async fn eval_first<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    t: &WindowTable,
+) -> Result<(Vec<u64>, Vec<u64>, Opened), Error> {
     let low = t.dpf_bits(x)?;
     let out = t.out_width;
     let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();
@@ -148,20 +171,57 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     let c = srv.pair(x.len(), out);
     let s = srv.share(x.len(), out).await?;
     let p0 = srv.is_p0();
-    let values: Vec<u64> = dot
+    let values = dot
         .iter()
         .zip(&m)
         .map(|(&u, &m)| out.add(cond_neg(u, !p0), m))
         .collect();
-    let (bit, v) = srv.open_two((&bits, BIT), (&values, out)).await?;
-    let mine: Vec<u64> = v
-        .iter()
-        .zip(s.iter().zip(&c))
-        .map(|(&v, (&s, &c))| out.add(out.mul(v, s), c))
-        .collect();
-    let y = srv.open(&mine, out).await?;
-    Ok((
-        Tensor::from_parts(x.shape(), BIT, bit),
-        Tensor::from_parts(x.shape(), out, y),
-    ))
+    let gate = Opened {
+        shape: x.shape().to_vec(),
+        out,
+        s,
+        c,
+    };
+    Ok((bits, values, gate))
+}
+
+impl Opened {
+    /// This server's share to open second, v^·[s]_b + c_b, from the opened values v^.
+    pub(super) fn second(&self, v: &[u64]) -> Vec<u64> {
+        let out = self.out;
+        v.iter()
+            .zip(self.s.iter().zip(&self.c))
+            .map(|(&v, (&s, &c))| out.add(out.mul(v, s), c))
+            .collect()
+    }
+
+    /// The sign bit and table value wires from the opened bits and second opening.
+    pub(super) fn finish(self, bit: Vec<u64>, y: Vec<u64>) -> (Tensor, Tensor) {
+        (
+            Tensor::from_parts(&self.shape, BIT, bit),
+            Tensor::from_parts(&self.shape, self.out, y),
+        )
+    }
+}
+
+/// [`eval`] on `x` and a lookup of `y` in `u` side by side: each gate reads its keys and
+/// streams in the order it does alone (the dealer deals them one after the other), and their
+/// openings travel together, so the pair takes two rounds instead of four.
+pub(super) async fn eval_with_lookup<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    (x, t): (&Tensor, &WindowTable),
+    (y, u): (&Tensor, &super::lookup::LookupTable),
+) -> Result<((Tensor, Tensor), Tensor), Error> {
+    let (bits, values, window) = eval_first(srv, x, t).await?;
+    let (first, lookup) = super::lookup::eval_first(srv, y, u).await?;
+    let [bit, v, w] = srv
+        .open_many([(&bits, BIT), (&values, window.out), (&first, lookup.out)])
+        .await?;
+    let [a, b] = srv
+        .open_many([
+            (&window.second(&v), window.out),
+            (&lookup.second(&w), lookup.out),
+        ])
+        .await?;
+    Ok((window.finish(bit, a), lookup.finish(b)))
 }

@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key |
 //! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
-//! | softmax over n | 2⌈log2 n⌉ + 14 (13 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's; reciprocal from a 13-bit table and one Newton step |
+//! | softmax over n | 2⌈log2 n⌉ + 12 (11 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's, read side by side; reciprocal from a 13-bit table and one Newton step |
 //! | LayerNorm | 12 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
 //!
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
@@ -264,8 +264,8 @@ fn exp_low_table() -> Result<&'static LookupTable, Error> {
 /// lo = u − 2^6·hi lies in [−64, 64] whichever of the two is one more, for any t; exp(−hi/4)
 /// from a window lookup (2 rounds), which is zero from t ≥ 16 on and so clips t (hi, in a
 /// ring of ACT_BITS − FRAC + 2 bits, is read right up to t < 2^(ACT_BITS − 1 − FRAC) − 16,
-/// the bound t has anyway); exp(−lo / 2^EXP_FRAC) from a 2^8 table (2); their product (1)
-/// and truncation (1). Six rounds.
+/// the bound t has anyway), and exp(−lo / 2^EXP_FRAC) from a 2^8 table, side by side (2);
+/// their product (1) and truncation (1). Four rounds.
 pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor, out: BitWidth) -> Result<Tensor, Error> {
     let shape = t.shape().to_vec();
     let n = t.len();
@@ -279,8 +279,12 @@ pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor, out: BitWidth) -> Resul
     let both = both.shift_down(shift)?;
     let (u, hi) = (both.gather_last(&[0])?, both.gather_last(&[1])?);
     let lo = u.sub(&hi.scale(1 << 6))?;
-    let (_, high) = p.drelu_lookup(&hi, exp_high_table()?).await?;
-    let low = p.lookup(&lo.reduce(width(8)?)?, exp_low_table()?).await?;
+    let ((_, high), low) = p
+        .drelu_lookup_and_lookup(
+            (&hi, exp_high_table()?),
+            (&lo.reduce(width(8)?)?, exp_low_table()?),
+        )
+        .await?;
     let prod = p.mul(&high, &low).await?;
     p.truncate_to(&prod, FRAC, out).await?.reshape(&shape)
 }
@@ -331,7 +335,7 @@ fn max_drop(n: usize) -> u32 {
 
 /// exp(x − m) for m within 1/2 of each row's maximum (the softmax does not depend on which),
 /// and the reciprocal of each row's sum, repeated along the row: both in Z_2^ring at scale
-/// 2^FRAC. 2⌈log2 n⌉ rounds for m, 6 for the exponentials, 6 for the reciprocals.
+/// 2^FRAC. 2⌈log2 n⌉ rounds for m, 4 for the exponentials, 6 for the reciprocals.
 async fn exps_and_reciprocals<P: Protocol>(
     p: &mut P,
     x: &Tensor,
@@ -349,7 +353,7 @@ async fn exps_and_reciprocals<P: Protocol>(
 
 /// softmax along the last axis of x ([rows, n ≤ 2048], read on ACT_BITS bits), as a 64-bit
 /// wire at scale 2^FRAC: exponentials and reciprocals in Z_2^SOFTMAX_BITS
-/// (2⌈log2 n⌉ + 12 rounds), their product (1), truncated into the full ring (1).
+/// (2⌈log2 n⌉ + 10 rounds), their product (1), truncated into the full ring (1).
 pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let (e, inv) = exps_and_reciprocals(p, x, width(SOFTMAX_BITS)?).await?;
     let prod = p.mul(&e, &inv).await?;
@@ -358,7 +362,7 @@ pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error
 
 /// [`softmax`] left at scale 2^(2·FRAC), for a consumer that truncates anyway (P·V then drops
 /// 2·FRAC bits): the exponentials' own truncation widens them to 64 bits, so the product needs
-/// no truncation of its own, one round less (2⌈log2 n⌉ + 13).
+/// no truncation of its own, one round less (2⌈log2 n⌉ + 11).
 pub async fn softmax_double_scale<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let (e, inv) = exps_and_reciprocals(p, x, BitWidth::FULL).await?;
     p.mul(&e, &inv).await

@@ -158,6 +158,14 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
         self.inner.drelu_lookup(x, table).await
     }
 
+    async fn drelu_lookup_and_lookup(
+        &mut self,
+        x: (&Tensor, &WindowTable),
+        y: (&Tensor, &LookupTable),
+    ) -> Result<((Tensor, Tensor), Tensor), Error> {
+        self.inner.drelu_lookup_and_lookup(x, y).await
+    }
+
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
         self.inner.output(x).await
     }

@@ -98,7 +98,7 @@ fn bert_tiny_shape_at_128_tokens_stays_within_budget() {
         "BERT-tiny shape, 128 tokens",
         got,
         Costs {
-            rounds: 135,
+            rounds: 131,
             bytes_sent: 12_865_757,
             key_bytes: [63_774_298, 80_217_725],
         },
@@ -112,7 +112,7 @@ fn minilm_l6_at_128_tokens_stays_within_budget() {
         "MiniLM-L6, 128 tokens",
         got,
         Costs {
-            rounds: 395,
+            rounds: 383,
             bytes_sent: 139_673_053,
             key_bytes: [740_748_522, 914_539_149],
         },
@@ -138,7 +138,7 @@ fn the_pools_router_stage_at_64_tokens_stays_within_budget() {
         "the pool's router stage, 64 tokens",
         got,
         Costs {
-            rounds: 80,
+            rounds: 78,
             bytes_sent: 9_635_692,
             key_bytes: [44_004_019, 56_139_299],
         },
