@@ -28,6 +28,7 @@
 //! | product, element-wise | 1 | l/8 | 2·l/8 |
 //! | lookup table on n bits | 2 | 2·out/8 | 0 (plus a one-bit DPF key to both: 1 + 16(n−7) + ⌈(n−7)/4⌉ + 16 bytes for n ≥ 7) |
 //! | DReLU and a window table on n bits | 2 | 1/8 + 2·out/8 | out/8 (plus DReLU's (n−1)-bit key to both) |
+//! | DReLU and a window table beside a lookup | 2 | the two gates' bytes | the two gates' keys |
 
 pub mod channel;
 mod compare;
