@@ -366,10 +366,11 @@ async fn bert_encoder<P: Protocol>(
         let scores = scores.shift_down(FRAC)?;
         let scores = scores.reshape(&[heads * n, n])?.add(&key_bias)?;
         p.phase(phase::SOFTMAX);
-        let probs = layers::softmax_double_scale(p, &scores).await?;
+        let probs = layers::softmax_triple_scale(p, &scores).await?;
         p.phase(phase::ATTENTION);
+        // Probabilities at scale 2^(3·FRAC) times V at 2^FRAC.
         let context = p.matmul(&probs.reshape(&[heads, n, n])?, &v).await?;
-        let context = p.truncate(&context, 2 * FRAC).await?;
+        let context = p.truncate(&context, 3 * FRAC).await?;
         let context = context.permute(&[1, 0, 2])?.reshape(&[n, h])?;
         let attn = dense(p, &context, out_w).await?.add(&hidden)?;
         p.phase(phase::LAYER_NORM);

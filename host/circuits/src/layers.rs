@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key |
 //! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
-//! | softmax over n | 2⌈log2 n⌉ + 12 (11 left at scale 2^(2·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's, read side by side; reciprocal from a 13-bit table and one Newton step |
+//! | softmax over n | 2⌈log2 n⌉ + 12 (10 left at scale 2^(3·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's, read side by side; reciprocal from a 13-bit table and one Newton step |
 //! | LayerNorm | 12 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
 //!
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
@@ -22,7 +22,7 @@
 //! local [`Tensor::shift_down`] instead of the truncation gate; the softmax works in narrow
 //! rings (its maximum on [`ACT_BITS`] bits, its exponentials' tables and products on
 //! [`SOFTMAX_BITS`]) and widens once, either its result ([`softmax`]) or, for P·V, its
-//! exponentials ([`softmax_double_scale`]); comparisons whose result may be off near the
+//! exponentials ([`softmax_triple_scale`]); comparisons whose result may be off near the
 //! threshold (the max tree) read shifted values ([`gate::max_within`]); and functions that
 //! vanish outside a window (GeLU's correction, the exponential's clip) read their sign or
 //! clip off their table's key ([`Protocol::drelu_lookup`]).
@@ -296,6 +296,17 @@ const RECIPROCAL_BITS: u32 = 13;
 /// table on s·2^(12 − k) with 2^k ≥ 2n (2 rounds; the index is shifted down locally and never
 /// wraps), then one Newton step y(2 − s·y) (4 rounds).
 pub async fn reciprocal<P: Protocol>(p: &mut P, s: &Tensor, n: usize) -> Result<Tensor, Error> {
+    let y = reciprocal_double_scale(p, s, n).await?;
+    p.truncate(&y, FRAC).await
+}
+
+/// [`reciprocal`] left at scale 2^(2·FRAC), the Newton step's product untruncated, for a
+/// consumer that truncates anyway (3 rounds after the table).
+async fn reciprocal_double_scale<P: Protocol>(
+    p: &mut P,
+    s: &Tensor,
+    n: usize,
+) -> Result<Tensor, Error> {
     let k = usize::BITS - (2 * n.max(1) - 1).leading_zeros();
     if k > FRAC {
         return Err(Error::ShapeMismatch("softmax over more than 2048 entries"));
@@ -308,8 +319,7 @@ pub async fn reciprocal<P: Protocol>(p: &mut P, s: &Tensor, n: usize) -> Result<
     let sy = p.mul(s, &y).await?;
     let sy = p.truncate(&sy, FRAC).await?;
     let two_minus = p.add_public(&sy.neg(), &[2 << FRAC])?;
-    let y = p.mul(&y, &two_minus).await?;
-    p.truncate(&y, FRAC).await
+    p.mul(&y, &two_minus).await
 }
 
 /// Entry i ≈ 1 / (i · 2^(k − FRAC)), the reciprocal of the sum an index stands for (index 0,
@@ -334,12 +344,14 @@ fn max_drop(n: usize) -> u32 {
 }
 
 /// exp(x − m) for m within 1/2 of each row's maximum (the softmax does not depend on which),
-/// and the reciprocal of each row's sum, repeated along the row: both in Z_2^ring at scale
-/// 2^FRAC. 2⌈log2 n⌉ rounds for m, 4 for the exponentials, 6 for the reciprocals.
+/// at scale 2^FRAC, and the reciprocal of each row's sum, repeated along the row, at scale
+/// 2^FRAC or, with `wide`, 2^(2·FRAC): both in Z_2^ring. 2⌈log2 n⌉ rounds for m, 4 for the
+/// exponentials, 6 for the reciprocals (5 with `wide`).
 async fn exps_and_reciprocals<P: Protocol>(
     p: &mut P,
     x: &Tensor,
     ring: BitWidth,
+    wide: bool,
 ) -> Result<(Tensor, Tensor), Error> {
     let n = x.last_dim();
     let x = x.reduce(act()?)?;
@@ -347,7 +359,11 @@ async fn exps_and_reciprocals<P: Protocol>(
     let max = gate::max_within(p, &x, width(ACT_BITS - drop)?, drop).await?;
     let t = max.repeat_last(n).reshape(x.shape())?.sub(&x)?;
     let e = neg_exp(p, &t, ring).await?;
-    let inv = reciprocal(p, &e.sum_last_axis(), n).await?;
+    let sum = e.sum_last_axis();
+    let inv = match wide {
+        true => reciprocal_double_scale(p, &sum, n).await?,
+        false => reciprocal(p, &sum, n).await?,
+    };
     Ok((e, inv.repeat_last(n).reshape(x.shape())?))
 }
 
@@ -355,16 +371,17 @@ async fn exps_and_reciprocals<P: Protocol>(
 /// wire at scale 2^FRAC: exponentials and reciprocals in Z_2^SOFTMAX_BITS
 /// (2⌈log2 n⌉ + 10 rounds), their product (1), truncated into the full ring (1).
 pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
-    let (e, inv) = exps_and_reciprocals(p, x, width(SOFTMAX_BITS)?).await?;
+    let (e, inv) = exps_and_reciprocals(p, x, width(SOFTMAX_BITS)?, false).await?;
     let prod = p.mul(&e, &inv).await?;
     p.truncate_to(&prod, FRAC, BitWidth::FULL).await
 }
 
-/// [`softmax`] left at scale 2^(2·FRAC), for a consumer that truncates anyway (P·V then drops
-/// 2·FRAC bits): the exponentials' own truncation widens them to 64 bits, so the product needs
-/// no truncation of its own, one round less (2⌈log2 n⌉ + 11).
-pub async fn softmax_double_scale<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
-    let (e, inv) = exps_and_reciprocals(p, x, BitWidth::FULL).await?;
+/// [`softmax`] left at scale 2^(3·FRAC), for a consumer that truncates anyway (P·V then drops
+/// 3·FRAC bits, its products below 2^61 for values under 2^13): the exponentials' own
+/// truncation widens them to 64 bits, and neither the product nor the reciprocal's Newton step
+/// is truncated, two rounds less (2⌈log2 n⌉ + 10).
+pub async fn softmax_triple_scale<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
+    let (e, inv) = exps_and_reciprocals(p, x, BitWidth::FULL, true).await?;
     p.mul(&e, &inv).await
 }
 

@@ -98,9 +98,9 @@ fn bert_tiny_shape_at_128_tokens_stays_within_budget() {
         "BERT-tiny shape, 128 tokens",
         got,
         Costs {
-            rounds: 131,
-            bytes_sent: 12_865_757,
-            key_bytes: [63_774_298, 80_217_725],
+            rounds: 129,
+            bytes_sent: 12_861_661,
+            key_bytes: [63_774_298, 80_266_109],
         },
     );
 }
@@ -112,9 +112,9 @@ fn minilm_l6_at_128_tokens_stays_within_budget() {
         "MiniLM-L6, 128 tokens",
         got,
         Costs {
-            rounds: 383,
-            bytes_sent: 139_673_053,
-            key_bytes: [740_748_522, 914_539_149],
+            rounds: 377,
+            bytes_sent: 139_599_325,
+            key_bytes: [740_748_522, 914_967_693],
         },
     );
 }
@@ -138,9 +138,9 @@ fn the_pools_router_stage_at_64_tokens_stays_within_budget() {
         "the pool's router stage, 64 tokens",
         got,
         Costs {
-            rounds: 78,
-            bytes_sent: 9_635_692,
-            key_bytes: [44_004_019, 56_139_299],
+            rounds: 77,
+            bytes_sent: 9_629_548,
+            key_bytes: [44_004_019, 56_175_011],
         },
     );
 }

@@ -16,7 +16,7 @@ enum Nonlinear {
     Tanh,
     Softmax,
     /// The softmax left at scale 2^(2·FRAC).
-    SoftmaxDoubleScale,
+    SoftmaxTripleScale,
     Rsqrt,
     LayerNorm,
 }
@@ -32,7 +32,7 @@ impl Circuit for Nonlinear {
             Nonlinear::Gelu(act) => layers::gelu(p, x, *act).await,
             Nonlinear::Tanh => layers::tanh(p, x).await,
             Nonlinear::Softmax => layers::softmax(p, x).await,
-            Nonlinear::SoftmaxDoubleScale => layers::softmax_double_scale(p, x).await,
+            Nonlinear::SoftmaxTripleScale => layers::softmax_triple_scale(p, x).await,
             Nonlinear::Rsqrt => layers::rsqrt(p, x).await,
             Nonlinear::LayerNorm => layers::layer_norm(p, x, &w[0]).await,
         };
@@ -156,10 +156,10 @@ fn softmax_matches_exact_rows_including_padding() {
             *v = far[j % far.len()] - (j / far.len()) as f64 / 64.0;
         }
         let y = run(&Nonlinear::Softmax, &[rows, n], &x, &no_weights());
-        // Read at scale 2^FRAC, the double-scale result is 2^FRAC times the probabilities.
-        let unit = (1u64 << layers::FRAC) as f64;
+        // Read at scale 2^FRAC, the triple-scale result is 2^(2·FRAC) times the probabilities.
+        let unit = (1u64 << (2 * layers::FRAC)) as f64;
         let wide = run(
-            &Nonlinear::SoftmaxDoubleScale,
+            &Nonlinear::SoftmaxTripleScale,
             &[rows, n],
             &x,
             &no_weights(),
@@ -175,14 +175,14 @@ fn softmax_matches_exact_rows_including_padding() {
                     worst[k] = worst[k].max((got - w).abs());
                     assert!(
                         (got - w).abs() < 3e-3,
-                        "n={n} row {i} col {j}: {got} vs {w} (double scale: {})",
+                        "n={n} row {i} col {j}: {got} vs {w} (triple scale: {})",
                         k == 1
                     );
                 }
             }
         }
         eprintln!(
-            "softmax over {n}: max |error| {:.2e}, at double scale {:.2e}",
+            "softmax over {n}: max |error| {:.2e}, at triple scale {:.2e}",
             worst[0], worst[1]
         );
     }
