@@ -1,6 +1,6 @@
-//! The local heavy math of a server, behind one trait so the host (threads, SIMD) and the gpu
-//! crate (CUDA) can replace it. Gate code calls only this trait; [`CpuKernels`] is the
-//! portable reference every backend must match bit for bit.
+//! The local heavy math of a server (and the dealer's products of masks), behind one trait so
+//! the host (threads, SIMD) and the gpu crate (CUDA) can replace it. Gate code calls only this
+//! trait; [`CpuKernels`] is the portable reference every backend must match bit for bit.
 
 use crate::Error;
 use crate::fss::{BitDpf, BitDpfKeys, MAX_FULL_DOMAIN_BITS};
