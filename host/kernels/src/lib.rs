@@ -2,8 +2,8 @@
 //! the lookups' masked dot products in AVX-512 or AVX2 where the CPU has it (they are most of a
 //! server's local work; products in rings of up to 52 bits with AVX-512 IFMA's 52-bit
 //! multiply-adds), the sign-and-window DPF walk four AES blocks to a register with VAES, and
-//! large calls split between the CPU's cores, or the gpu crate's CUDA kernels when a server is started
-//! with `--gpu` and a GPU is usable.
+//! large calls split between the CPU's cores, or the gpu crate's CUDA kernels when a server is
+//! started with `--gpu` and a GPU is usable.
 //!
 //! Results are identical to [`CpuKernels`] bit for bit (tested); only speed differs.
 //!
