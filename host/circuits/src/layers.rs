@@ -415,7 +415,8 @@ struct RsqrtRange {
     factor: f64,
 }
 
-/// 1/√v for v at scale FRAC in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0); see [`rsqrt_in`].
+/// 1/√v for v at scale FRAC in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0), by range normalisation
+/// (comparisons with every power of two, a mantissa table and 2^(−e/2)).
 /// Seven rounds.
 pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> {
     let range = RsqrtRange {
