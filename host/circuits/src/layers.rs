@@ -447,7 +447,10 @@ async fn rsqrt_in<P: Protocol>(p: &mut P, v: &Tensor, range: RsqrtRange) -> Resu
     // The comparisons read v at scale FRAC (locally shifted, so one unit high at most, which
     // only moves e at a power of two exactly; the table covers the mantissa just below 1),
     // signed on a ring that holds v − 2^j for every j.
-    let v_frac = match scale - FRAC {
+    let above_frac = scale.checked_sub(FRAC).ok_or(Error::ShapeMismatch(
+        "an inverse square root's input must be held at scale 2^FRAC or finer",
+    ))?;
+    let v_frac = match above_frac {
         0 => v.reshape(&[rows])?,
         f => v.reshape(&[rows])?.shift_down(f)?,
     };
