@@ -3,7 +3,7 @@
 //!
 //! The host speaks it through `snow`; this is the same protocol written out for a device, from
 //! the Noise specification (revision 34): the symmetric state (§5.2), the IK pattern (§7.5)
-//! with the prologue `securerouter/2`, and ChaChaPoly as §12.3 defines it (a 96-bit nonce of 4
+//! with the prologue `securerouter/3`, and ChaChaPoly as §12.3 defines it (a 96-bit nonce of 4
 //! zero bytes and the little-endian counter). The host tests check it against `snow` byte for
 //! byte.
 //!

@@ -180,7 +180,7 @@ where
             .await
             .map_err(link_err(Server::P1))?;
         let mut header = [0u8; WORDS_HELLO_HEADER_MAX];
-        let header = words_hello_header(session, circuit, rows, share_bytes, &mut header)
+        let header = words_hello_header(session, circuit, rows, 1, share_bytes, &mut header)
             .ok_or(SessionError::TooLarge)?;
         let mut msg = p1
             .start_message(header.len() as u64 + share_bytes)
@@ -246,6 +246,8 @@ pub fn seed_hello<'b>(
         session,
         circuit,
         rows,
+        // A device sends one input a session.
+        batch: 1,
         input: InputShare::Seed(*seed),
     });
     postcard::to_slice(&hello, buf)

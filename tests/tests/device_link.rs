@@ -559,6 +559,7 @@ fn the_devices_session_messages_are_the_hosts() {
         session: SESSION,
         circuit: CircuitKind::Routed(HostRouteMode::Hide),
         rows: 3,
+        batch: 1,
         input: InputShare::Seed([0x22; 16]),
     });
     assert_eq!(encode(&host).unwrap(), device);
@@ -573,7 +574,7 @@ fn the_devices_session_messages_are_the_hosts() {
 
     // P1's hello as the device streams it: the header, then the words as it makes them.
     let words = [1u64, u64::MAX];
-    let mut device = words_hello_header(SESSION, Circuit::Expert(5), 1, 16, &mut buf)
+    let mut device = words_hello_header(SESSION, Circuit::Expert(5), 1, 1, 16, &mut buf)
         .unwrap()
         .to_vec();
     for w in words {
@@ -583,6 +584,7 @@ fn the_devices_session_messages_are_the_hosts() {
         session: SESSION,
         circuit: CircuitKind::Expert(5),
         rows: 1,
+        batch: 1,
         input: InputShare::words(&words),
     });
     assert_eq!(encode(&host).unwrap(), device);

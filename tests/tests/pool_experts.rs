@@ -190,6 +190,8 @@ fn experts_of_other_checkpoints_answer_with_their_own_inputs_under_mpc() {
         let cluster =
             LocalCluster::start_with(&binary(), deployment, 120, ServerFlags::default()).unwrap();
         let client = cluster.client().unwrap();
+        // (mode, rounds, bytes) of each single query, for the batch below.
+        let mut single = Vec::new();
         for text in &texts {
             let want = experts.logits(route, text);
             let mut asked = Vec::new();
@@ -223,6 +225,7 @@ fn experts_of_other_checkpoints_answer_with_their_own_inputs_under_mpc() {
                     RouteMode::Hide => 1,
                 };
                 assert_eq!(stages.len(), want_stages, "{stages:?}");
+                single.push((mode, stats.rounds, stats.online_bytes_sent));
                 assert_eq!(
                     answer.outputs.session.contains('+'),
                     mode == RouteMode::Reveal && route == 2
@@ -244,6 +247,48 @@ fn experts_of_other_checkpoints_answer_with_their_own_inputs_under_mpc() {
                 ],
             };
             assert_eq!(asked, want_asked);
+        }
+        // The sentences as one batch: the router once for all, then (reveal-route) the chosen
+        // expert once for all; each answer the plaintext expert's, in one query's rounds.
+        for mode in [RouteMode::Reveal, RouteMode::Hide] {
+            let batch = runtime
+                .block_on(client.ask_pool_batch(
+                    &shape,
+                    CircuitKind::Routed(mode),
+                    SEQ_LEN,
+                    texts.len(),
+                    |k, b| Ok(experts.input(k, texts[b])),
+                ))
+                .unwrap();
+            assert_eq!(batch.answers.len(), texts.len());
+            for (answer, text) in batch.answers.iter().zip(&texts) {
+                assert_eq!(answer.route, route, "{mode:?}");
+                let want = experts.logits(route, text);
+                for (got, want) in answer.logits.iter().zip(&want) {
+                    assert!((got - want).abs() < 0.05, "{mode:?}: {:?}", answer.logits);
+                }
+            }
+            let stats = batch.outputs.worst_server();
+            let (rounds, bytes): (Vec<u64>, Vec<u64>) = single
+                .iter()
+                .filter(|s| s.0 == mode)
+                .map(|s| (s.1, s.2))
+                .unzip();
+            println!(
+                "route {route}, {mode:?}, batch of {}: {} rounds, {} bytes; alone {rounds:?}, {bytes:?}",
+                texts.len(),
+                stats.rounds,
+                stats.online_bytes_sent
+            );
+            assert!(rounds.iter().all(|&r| r == stats.rounds), "{mode:?}");
+            assert!(
+                stats.online_bytes_sent <= bytes.iter().sum::<u64>(),
+                "{mode:?}"
+            );
+            assert!(
+                stats.online_bytes_sent > bytes.iter().sum::<u64>() * 9 / 10,
+                "{mode:?}"
+            );
         }
         drop(cluster);
         let _ = std::fs::remove_dir_all(&dir);

@@ -370,6 +370,7 @@ async fn strangers_and_garbage_are_turned_away() {
             session: SessionId::random(),
             circuit: CircuitKind::RouterHead,
             rows: 1,
+            batch: 1,
         });
         l.send(&encode(&hello).unwrap()).await.unwrap();
         let t = Instant::now();
@@ -401,6 +402,7 @@ async fn dealer_seeds(c: &Cluster, session: SessionId) -> [anyhow::Result<[u8; 1
                 query: CircuitKind::RouterHead,
                 stage: 0,
                 rows: 1,
+                batch: 1,
                 party,
             };
             let (seed, _keys) =
@@ -643,6 +645,7 @@ async fn floods_of_connections_and_half_open_sessions_do_not_stop_a_service() {
                 session: SessionId::random(),
                 circuit: CircuitKind::RouterHead,
                 rows: 1,
+                batch: 1,
                 input,
             });
             l.send(&encode(&hello).unwrap()).await.unwrap();

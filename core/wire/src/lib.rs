@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 pub const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 
 /// Bound into every handshake: peers of another protocol or version fail the handshake.
-/// Version 2: P1's input share travels as 8-byte little-endian words.
-pub const PROLOGUE: &[u8] = b"securerouter/2";
+/// Version 3: a session carries a batch of inputs (`batch` beside `rows` in the hellos).
+pub const PROLOGUE: &[u8] = b"securerouter/3";
 
 /// A session id: 16 random bytes chosen by the client (a later stage of a session runs
 /// under an id derived from it, [`SessionId::stage`]).

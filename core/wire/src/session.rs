@@ -110,8 +110,12 @@ pub struct ClientHello<B> {
     pub session: SessionId,
     /// What to run.
     pub circuit: CircuitKind,
-    /// Queries in the batch.
+    /// Rows of the input: a BERT or pool input's tokens (of every input in the batch), the
+    /// router head's queries.
     pub rows: u32,
+    /// Inputs in the batch, whose rows split `rows` equally (1 for the router head, whose
+    /// queries are its rows).
+    pub batch: u32,
     /// This server's share of the input.
     pub input: InputShare<B>,
 }
@@ -124,8 +128,10 @@ pub struct PeerHello {
     pub session: SessionId,
     /// What will run.
     pub circuit: CircuitKind,
-    /// Queries in the batch.
+    /// Rows of the input ([`ClientHello::rows`]).
     pub rows: u32,
+    /// Inputs in the batch ([`ClientHello::batch`]).
+    pub batch: u32,
 }
 
 /// What a server's listener can receive first.
@@ -173,6 +179,7 @@ pub fn words_hello_header(
     session: SessionId,
     circuit: CircuitKind,
     rows: u32,
+    batch: u32,
     len: u64,
     buf: &mut [u8],
 ) -> Option<&[u8]> {
@@ -180,6 +187,7 @@ pub fn words_hello_header(
         session,
         circuit,
         rows,
+        batch,
         input: InputShare::Words(&[][..]),
     });
     // The message with no words ends in their length, a varint 0 (one byte); the real

@@ -17,29 +17,32 @@ fn hex(s: &str) -> Vec<u8> {
 
 const SESSION: SessionId = SessionId([0x11; 16]);
 
-/// `Hello::Client`, P0's seed: tag, session, `Routed(Hide)`, 3 rows, `Seed`, the seed.
+/// `Hello::Client`, P0's seed: tag, session, `Routed(Hide)`, 3 rows, a batch of 3, `Seed`,
+/// the seed.
 const HELLO_SEED: &str = concat!(
     "00",
     "11111111111111111111111111111111",
     "0301",
     "03",
+    "03",
     "00",
     "22222222222222222222222222222222"
 );
-/// `Hello::Client`, P1's words: tag, session, `Expert(5)`, 1 row, `Words`, 16 bytes, the
-/// words 1 and `u64::MAX` in little-endian.
+/// `Hello::Client`, P1's words: tag, session, `Expert(5)`, 1 row, a batch of 1, `Words`, 16
+/// bytes, the words 1 and `u64::MAX` in little-endian.
 const HELLO_WORDS: &str = concat!(
     "00",
     "11111111111111111111111111111111",
     "0405",
     "01",
     "01",
+    "01",
     "10",
     "0100000000000000",
     "ffffffffffffffff"
 );
-/// `Hello::Peer`: tag, session, `Bert`, 4096 rows.
-const HELLO_PEER: &str = "0111111111111111111111111111111111018020";
+/// `Hello::Peer`: tag, session, `Bert`, 4096 rows, a batch of 16.
+const HELLO_PEER: &str = "011111111111111111111111111111111101802010";
 /// `ServerReply::Ok`: tag, widths [64, 1], shares [[5, u64::MAX], [0, 1]] (varints).
 const REPLY_OK_SHARES: &str = "00024001020205ffffffffffffffffff01020001";
 /// Bytes of the host's `SessionStats::default()` that follow them.
@@ -79,6 +82,7 @@ fn hellos_are_their_golden_bytes_from_owned_and_borrowed_containers() {
             session: SESSION,
             circuit: CircuitKind::Routed(RouteMode::Hide),
             rows: 3,
+            batch: 3,
             input: InputShare::Seed([0x22; 16]),
         })
     }
@@ -95,6 +99,7 @@ fn hellos_are_their_golden_bytes_from_owned_and_borrowed_containers() {
         session: SESSION,
         circuit: CircuitKind::Expert(5),
         rows: 1,
+        batch: 1,
         input: InputShare::words(&words),
     });
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -102,13 +107,14 @@ fn hellos_are_their_golden_bytes_from_owned_and_borrowed_containers() {
         session: SESSION,
         circuit: CircuitKind::Expert(5),
         rows: 1,
+        batch: 1,
         input: InputShare::Words(&bytes),
     });
     assert_eq!(postcard::to_allocvec(&owned).unwrap(), hex(HELLO_WORDS));
     assert_eq!(postcard::to_allocvec(&borrowed).unwrap(), hex(HELLO_WORDS));
     // A streaming client's header, then the words, is the same message.
     let mut buf = [0u8; 64];
-    let head = words_hello_header(SESSION, CircuitKind::Expert(5), 1, 16, &mut buf).unwrap();
+    let head = words_hello_header(SESSION, CircuitKind::Expert(5), 1, 1, 16, &mut buf).unwrap();
     assert_eq!([head, &bytes[..]].concat(), hex(HELLO_WORDS));
     let Hello::Client(back) = postcard::from_bytes::<Hello<Vec<u8>>>(&hex(HELLO_WORDS)).unwrap()
     else {
@@ -120,6 +126,7 @@ fn hellos_are_their_golden_bytes_from_owned_and_borrowed_containers() {
         session: SESSION,
         circuit: CircuitKind::Bert,
         rows: MAX_ROWS,
+        batch: 16,
     });
     assert_eq!(postcard::to_allocvec(&peer).unwrap(), hex(HELLO_PEER));
     assert_eq!(
@@ -133,16 +140,19 @@ fn a_words_header_carries_any_length() {
     // The length is a varint of one to ten bytes; the header ends with it.
     for len in [0u64, 127, 128, 786_432, u64::MAX] {
         let mut buf = [0u8; 64];
-        let head = words_hello_header(SESSION, CircuitKind::Bert, 1, len, &mut buf)
+        let head = words_hello_header(SESSION, CircuitKind::Bert, 1, 1, len, &mut buf)
             .unwrap()
             .to_vec();
         let mut varint = [0u8; 16];
         let varint = postcard::to_slice(&len, &mut varint).unwrap();
         assert!(head.ends_with(varint), "{len}");
-        assert_eq!(head.len(), 1 + 16 + 1 + 1 + 1 + varint.len());
+        // Tag, session, circuit, rows, batch, `Words`, the length.
+        assert_eq!(head.len(), 1 + 16 + 1 + 1 + 1 + 1 + varint.len());
     }
     // Too small a buffer is refused.
-    assert!(words_hello_header(SESSION, CircuitKind::Bert, 1, 1 << 40, &mut [0u8; 20]).is_none());
+    assert!(
+        words_hello_header(SESSION, CircuitKind::Bert, 1, 1, 1 << 40, &mut [0u8; 20]).is_none()
+    );
 }
 
 #[test]

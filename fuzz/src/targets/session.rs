@@ -99,6 +99,7 @@ pub fn session_messages_seeds() -> Vec<Vec<u8>> {
         session,
         circuit,
         rows: 2,
+        batch: 2,
         input,
     };
     let with = |sel: u8, bytes: Vec<u8>| [vec![sel], bytes].concat();
@@ -118,6 +119,7 @@ pub fn session_messages_seeds() -> Vec<Vec<u8>> {
             query: c,
             stage: 0,
             rows: 4,
+            batch: 2,
             party: 1,
         };
         out.push(with(3, encode(&request).unwrap()));
@@ -126,6 +128,7 @@ pub fn session_messages_seeds() -> Vec<Vec<u8>> {
         session,
         circuit: CircuitKind::Routed(RouteMode::Reveal),
         rows: 3,
+        batch: 1,
     };
     out.push(with(0, encode(&Hello::Peer(peer)).unwrap()));
     out.push(with(2, encode(&peer).unwrap()));

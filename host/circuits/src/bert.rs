@@ -4,7 +4,9 @@
 //! the first token's hidden state, the pooler's dense layer and tanh, and the checkpoint's
 //! classifier ([`bert_checkpoint_classifier`]).
 //!
-//! The input is one [tokens, hidden + 2] tensor: the embeddings (after the embedding
+//! The input is one [tokens, hidden + 2] tensor, or a batch of them, [inputs, tokens,
+//! hidden + 2] (every input padded to the same length), which runs in the rounds of one: the
+//! embeddings (after the embedding
 //! LayerNorm, which the client computes from its bundle), then per token an additive
 //! attention bias (0 for real tokens, [`PAD_BIAS`] for padding) and a pooling weight (1/n for
 //! the n real tokens, 0 for padding). Padding keeps the sentence length secret; the bias and
@@ -233,13 +235,15 @@ pub async fn bert_checkpoint_classifier<P: Protocol>(
             "the weights do not match the BERT shape",
         ));
     };
-    let hidden = bert_encoder(p, shape, x, encoder).await?;
+    let (batch, n, x) = sequences(shape, x)?;
+    let hidden = bert_encoder(p, shape, &x, batch, encoder).await?;
     p.phase(phase::OTHER);
-    // The first token's row: local, no key and no round.
+    // Each input's first token's row: local, no key and no round.
     let cls = hidden
+        .reshape(&[batch, n, shape.hidden])?
         .transpose()?
         .gather_last(&[0])?
-        .reshape(&[1, shape.hidden])?;
+        .reshape(&[batch, shape.hidden])?;
     let pooled = dense(p, &cls, pooler).await?;
     p.phase(phase::OTHER);
     let pooled = layers::tanh(p, &pooled).await?;
@@ -266,12 +270,35 @@ pub async fn bert_pooled<P: Protocol>(
     x: &Tensor,
     weights: &[P::Weights],
 ) -> Result<Tensor, Error> {
-    let hidden = bert_encoder(p, shape, x, weights).await?;
-    let n = x.shape()[0];
-    let pool = x.gather_last(&[shape.hidden + 1])?.reshape(&[1, n])?;
+    let (batch, n, x) = sequences(shape, x)?;
+    let hidden = bert_encoder(p, shape, &x, batch, weights).await?;
+    let pool = x
+        .gather_last(&[shape.hidden + 1])?
+        .reshape(&[batch, 1, n])?;
     p.phase(phase::OTHER);
-    let pooled = p.matmul(&pool, &hidden).await?;
+    let pooled = p
+        .matmul(&pool, &hidden.reshape(&[batch, n, shape.hidden])?)
+        .await?
+        .reshape(&[batch, shape.hidden])?;
     p.truncate(&pooled, FRAC).await
+}
+
+/// A BERT input as (inputs, tokens per input, [inputs · tokens, hidden + 2]): one sequence
+/// [tokens, hidden + 2] or a batch [inputs, tokens, hidden + 2].
+fn sequences(shape: &BertShape, x: &Tensor) -> Result<(usize, usize, Tensor), Error> {
+    let (batch, n) = match *x.shape() {
+        [n, cols] if cols == shape.input_cols() => (1, n),
+        [batch, n, cols] if cols == shape.input_cols() => (batch, n),
+        _ => {
+            return Err(Error::ShapeMismatch(
+                "BERT input must be [tokens, hidden + 2] or [inputs, tokens, hidden + 2]",
+            ));
+        }
+    };
+    if batch == 0 || n == 0 {
+        return Err(Error::ShapeMismatch("a BERT input needs a token"));
+    }
+    Ok((batch, n, x.reshape(&[batch * n, shape.input_cols()])?))
 }
 
 /// For each element (head h, query i, key j) of the [heads, n, n] scores, the index of its
@@ -297,11 +324,15 @@ pub fn relative_bias_index(heads: usize, n: usize) -> Result<Vec<u32>, Error> {
     Ok(index)
 }
 
-/// The encoder layers on one sequence `x`: the last hidden states [tokens, hidden].
+/// The encoder layers on `batch` sequences of equal length, their rows stacked in `x`
+/// ([batch · tokens, hidden + 2]): the last hidden states [batch · tokens, hidden]. Every
+/// layer but attention is row-wise; attention runs per input and head, [batch · heads,
+/// tokens, d], each input with its own key bias.
 async fn bert_encoder<P: Protocol>(
     p: &mut P,
     shape: &BertShape,
     x: &Tensor,
+    batch: usize,
     weights: &[P::Weights],
 ) -> Result<Tensor, Error> {
     let (h, heads, d) = (shape.hidden, shape.heads, shape.head_dim());
@@ -314,25 +345,32 @@ async fn bert_encoder<P: Protocol>(
         [table, rest @ ..] if shape.relative_buckets > 0 => (Some(table), rest),
         _ => (None, weights),
     };
-    if x.shape().len() != 2 || x.last_dim() != shape.input_cols() {
+    if x.shape().len() != 2 || x.last_dim() != shape.input_cols() || batch == 0 {
         return Err(Error::ShapeMismatch(
             "BERT input must be [tokens, hidden + 2]",
         ));
     }
-    let n = x.shape()[0];
+    let n = x.shape()[0] / batch;
+    if n * batch != x.shape()[0] {
+        return Err(Error::ShapeMismatch(
+            "a batch of sequences of unequal length",
+        ));
+    }
     let cols = |r: core::ops::Range<usize>| r.collect::<Vec<_>>();
     let mut hidden = x.gather_last(&cols(0..h))?;
     let relative = match relative {
-        Some(table) => Some((table, relative_bias_index(heads, n)?)),
+        // The same index for every input: it depends on the padded length alone.
+        Some(table) => Some((table, relative_bias_index(heads, n)?.repeat(batch))),
         None => None,
     };
-    // Row i of the [heads·n, n] score matrix gets bias_j in column j.
+    // Row i of input b's [heads·n, n] score matrix gets b's bias_j in column j.
     let key_bias = x
         .gather_last(&[h])?
-        .reshape(&[n])?
+        .reshape(&[batch, n])?
         .reduce(BitWidth::new(ACT_BITS)?)?
         .repeat_last(heads * n)
-        .transpose()?;
+        .transpose()?
+        .reshape(&[batch * heads * n, n])?;
     for w in weights.chunks(PARTS_PER_LAYER) {
         let [qkv_w, out_w, norm1, ffn_in, ffn_out, norm2] = w else {
             unreachable!("chunks of PARTS_PER_LAYER");
@@ -341,8 +379,9 @@ async fn bert_encoder<P: Protocol>(
         let qkv = p.linear(&hidden.reduce(linear_ring()?)?, qkv_w).await?;
         let split = |i: usize, axes: &[usize]| -> Result<Tensor, Error> {
             qkv.gather_last(&cols(i * h..(i + 1) * h))?
-                .reshape(&[n, heads, d])?
-                .permute(axes)
+                .reshape(&[batch, n, heads, d])?
+                .permute(axes)?
+                .reshape(&[batch * heads, n, d])
         };
         // Q and K only meet in the scores, which the softmax reads on ACT_BITS bits: their
         // product is needed modulo 2^(ACT_BITS + FRAC) alone, so Q and K are rescaled by the
@@ -350,11 +389,11 @@ async fn bert_encoder<P: Protocol>(
         let score_ring = BitWidth::new(ACT_BITS + FRAC)?;
         let narrow = |t: Tensor| t.shift_down(FRAC)?.reduce(score_ring);
         let (q, k) = (
-            narrow(split(0, &[1, 0, 2])?)?,
-            narrow(split(1, &[1, 2, 0])?)?,
+            narrow(split(0, &[0, 2, 1, 3])?)?,
+            narrow(split(1, &[0, 2, 1, 3])?.transpose()?)?,
         );
         let v = p
-            .truncate_to(&split(2, &[1, 0, 2])?, FRAC, BitWidth::FULL)
+            .truncate_to(&split(2, &[0, 2, 1, 3])?, FRAC, BitWidth::FULL)
             .await?;
         p.phase(phase::ATTENTION);
         // Q·Kᵀ at scale 2^(2·FRAC); a relative bias (at the same scale) joins it in the shares
@@ -364,14 +403,19 @@ async fn bert_encoder<P: Protocol>(
             None => p.matmul(&q, &k).await?,
         };
         let scores = scores.shift_down(FRAC)?;
-        let scores = scores.reshape(&[heads * n, n])?.add(&key_bias)?;
+        let scores = scores.reshape(&[batch * heads * n, n])?.add(&key_bias)?;
         p.phase(phase::SOFTMAX);
         let probs = layers::softmax_triple_scale(p, &scores).await?;
         p.phase(phase::ATTENTION);
         // Probabilities at scale 2^(3·FRAC) times V at 2^FRAC.
-        let context = p.matmul(&probs.reshape(&[heads, n, n])?, &v).await?;
+        let context = p
+            .matmul(&probs.reshape(&[batch * heads, n, n])?, &v)
+            .await?;
         let context = p.truncate(&context, 3 * FRAC).await?;
-        let context = context.permute(&[1, 0, 2])?.reshape(&[n, h])?;
+        let context = context
+            .reshape(&[batch, heads, n, d])?
+            .permute(&[0, 2, 1, 3])?
+            .reshape(&[batch * n, h])?;
         let attn = dense(p, &context, out_w).await?.add(&hidden)?;
         p.phase(phase::LAYER_NORM);
         let attn = layers::layer_norm(p, &attn, norm1).await?;

@@ -93,6 +93,24 @@ impl ModelSpec {
         }
     }
 
+    /// The input tensor's shape for a session of circuit `kind` on `rows` rows holding
+    /// `batch` inputs: [rows, cols] for one input, [batch, rows / batch, cols] for a batch of
+    /// BERT or pool inputs (each input its tokens, all padded to the same length). The router
+    /// head's queries are its rows, so its sessions hold one batch (`batch` = 1).
+    pub fn input_shape(&self, kind: CircuitKind, rows: usize, batch: usize) -> Result<Vec<usize>> {
+        let cols = self.input_cols(kind);
+        if batch == 0 || !rows.is_multiple_of(batch) {
+            error::invalid!("{rows} rows do not split into {batch} inputs of equal length");
+        }
+        match (self, batch) {
+            (_, 1) => Ok(vec![rows, cols]),
+            (ModelSpec::RouterHead(_), _) => error::invalid!(
+                "the router head reads one query per row: send its {rows} queries as one input, not {batch}"
+            ),
+            _ => Ok(vec![batch, rows / batch, cols]),
+        }
+    }
+
     /// Checks the shapes are consistent and bounded (model files are untrusted input).
     pub fn validate(&self) -> Result<()> {
         match self {

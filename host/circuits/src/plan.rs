@@ -19,7 +19,7 @@ pub struct QueryPlan {
 }
 
 /// What follows a query's first stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AfterFirst {
     /// Nothing: the first stage's outputs answer the query.
     Done,
@@ -29,6 +29,11 @@ pub enum AfterFirst {
     /// the route alone (the summary's logits, which would answer nothing, are dropped), and
     /// the client uploads expert k's input as a query of [`CircuitKind::Expert`] k.
     ClientAsks(u8),
+    /// Reveal-route routed a batch of inputs: the route of each. The servers answer with the
+    /// summary's logits of the inputs routed to it (the other inputs' rows zeroed: they would
+    /// answer nothing) and every route; the client asks each other chosen expert once, for
+    /// all the inputs routed to it ([`QueryPlan::read_pool_batch`]).
+    ClientGroups(Vec<u8>),
 }
 
 /// A pool query's answer as the client reads it from the outputs it reconstructed.
@@ -41,8 +46,9 @@ pub enum PoolReply<'a> {
         /// The expert that gave them.
         route: usize,
     },
-    /// Reveal-route chose an expert with an input of its own: ask it next
-    /// ([`AfterFirst::ClientAsks`]).
+    /// Reveal-route chose an expert with an input of its own, or any expert past the summary
+    /// for an input of a batch: ask it next ([`AfterFirst::ClientAsks`],
+    /// [`AfterFirst::ClientGroups`]).
     AskExpert(u8),
 }
 
@@ -111,12 +117,34 @@ impl QueryPlan {
         }
     }
 
-    /// What follows the first stage, from what it revealed to the servers. Only
-    /// reveal-route reveals (the one-hot route of one query): route 0's logits came with the
-    /// router; a route k > 0 runs stage k, expert k, whose logits replace the summary
-    /// expert's, unless expert k reads an input of its own ([`AfterFirst::ClientAsks`]).
-    pub fn after_first(&self, revealed: Option<&[u64]>) -> Result<AfterFirst> {
+    /// What follows the first stage of a session of `batch` inputs, from what it revealed to
+    /// the servers. Only reveal-route reveals (the one-hot route of each input). For one
+    /// input: route 0's logits came with the router; a route k > 0 runs stage k, expert k,
+    /// whose logits replace the summary expert's, unless expert k reads an input of its own
+    /// ([`AfterFirst::ClientAsks`]). For a batch the client asks the experts
+    /// ([`AfterFirst::ClientGroups`]), so that each runs once for all its inputs.
+    pub fn after_first(&self, revealed: Option<&[u64]>, batch: usize) -> Result<AfterFirst> {
         match (self.first, revealed) {
+            (CircuitKind::Routed(RouteMode::Reveal), Some(onehot)) if batch > 1 => {
+                let experts = onehot.len() / batch;
+                if experts == 0 || experts * batch != onehot.len() {
+                    return Err(Error::Outputs {
+                        kind: self.first,
+                        count: onehot.len(),
+                    });
+                }
+                let routes = onehot
+                    .chunks(experts)
+                    .map(|row| {
+                        let route = route_of(row).map_err(|e| Error::RevealedRoute(Box::new(e)))?;
+                        u8::try_from(route).map_err(|e| Error::RoutePastPool {
+                            route,
+                            source: e.into(),
+                        })
+                    })
+                    .collect::<Result<Vec<u8>>>()?;
+                Ok(AfterFirst::ClientGroups(routes))
+            }
             (CircuitKind::Routed(RouteMode::Reveal), Some(onehot)) => {
                 let route = route_of(onehot).map_err(|e| Error::RevealedRoute(Box::new(e)))?;
                 if route == 0 {
@@ -138,6 +166,51 @@ impl QueryPlan {
             (CircuitKind::Routed(RouteMode::Reveal), None) => Err(Error::NoRouteRevealed),
             (kind, Some(_)) => Err(Error::RevealsNothing(kind)),
             (_, None) => Ok(AfterFirst::Done),
+        }
+    }
+
+    /// Each input's answer of a session of `batch` inputs from the outputs the client
+    /// reconstructed. For one input, [`QueryPlan::read_pool`]. For a batch: a routed query
+    /// gives `[logits, one-hot routes]` (in reveal-route the summary's logits, and every input
+    /// routed elsewhere is [`PoolReply::AskExpert`]), one expert alone `[logits]`.
+    pub fn read_pool_batch<'a>(
+        &self,
+        outputs: &'a [Vec<u64>],
+        batch: usize,
+    ) -> Result<Vec<PoolReply<'a>>> {
+        if batch <= 1 {
+            return Ok(vec![self.read_pool(outputs)?]);
+        }
+        let wrong = || Error::Outputs {
+            kind: self.first,
+            count: outputs.len(),
+        };
+        let rows = |v: &'a [u64]| -> Result<std::slice::Chunks<'a, u64>> {
+            let width = v.len() / batch;
+            if width == 0 || width * batch != v.len() {
+                return Err(wrong());
+            }
+            Ok(v.chunks(width))
+        };
+        match (self.first, outputs) {
+            (CircuitKind::Routed(mode), [logits, onehot]) => rows(logits)?
+                .zip(rows(onehot)?)
+                .map(|(logits, onehot)| {
+                    let route = route_of(onehot)?;
+                    Ok(match (mode, u8::try_from(route)) {
+                        (RouteMode::Reveal, Ok(k)) if k > 0 => PoolReply::AskExpert(k),
+                        (RouteMode::Reveal, Err(_)) => return Err(wrong()),
+                        _ => PoolReply::Answer { logits, route },
+                    })
+                })
+                .collect(),
+            (CircuitKind::Expert(k), [logits]) => Ok(rows(logits)?
+                .map(|logits| PoolReply::Answer {
+                    logits,
+                    route: usize::from(k),
+                })
+                .collect()),
+            _ => Err(wrong()),
         }
     }
 
@@ -223,24 +296,24 @@ mod tests {
     fn only_reveal_route_runs_a_second_stage_for_routes_past_the_summary() {
         let reveal = plan(CircuitKind::Routed(RouteMode::Reveal));
         assert_eq!(
-            reveal.after_first(Some(&[1, 0, 0])).unwrap(),
+            reveal.after_first(Some(&[1, 0, 0]), 1).unwrap(),
             AfterFirst::Done
         );
         assert_eq!(
-            reveal.after_first(Some(&[0, 0, 1])).unwrap(),
+            reveal.after_first(Some(&[0, 0, 1]), 1).unwrap(),
             AfterFirst::Stage(LaterStage {
                 kind: CircuitKind::Expert(2),
                 stage: 2,
                 replaces: 0
             })
         );
-        assert!(reveal.after_first(None).is_err());
-        assert!(reveal.after_first(Some(&[1, 1, 0])).is_err());
+        assert!(reveal.after_first(None, 1).is_err());
+        assert!(reveal.after_first(Some(&[1, 1, 0]), 1).is_err());
         let hide = plan(CircuitKind::Routed(RouteMode::Hide));
-        assert_eq!(hide.after_first(None).unwrap(), AfterFirst::Done);
-        assert!(hide.after_first(Some(&[1, 0])).is_err());
+        assert_eq!(hide.after_first(None, 1).unwrap(), AfterFirst::Done);
+        assert!(hide.after_first(Some(&[1, 0]), 1).is_err());
         assert_eq!(
-            plan(CircuitKind::Bert).after_first(None).unwrap(),
+            plan(CircuitKind::Bert).after_first(None, 1).unwrap(),
             AfterFirst::Done
         );
     }
@@ -252,11 +325,11 @@ mod tests {
         let first = CircuitKind::Routed(RouteMode::Reveal);
         let reveal = QueryPlan::new(&pool(3, &[2]), first);
         assert_eq!(
-            reveal.after_first(Some(&[0, 0, 1])).unwrap(),
+            reveal.after_first(Some(&[0, 0, 1]), 1).unwrap(),
             AfterFirst::ClientAsks(2)
         );
         assert!(matches!(
-            reveal.after_first(Some(&[0, 1, 0])).unwrap(),
+            reveal.after_first(Some(&[0, 1, 0]), 1).unwrap(),
             AfterFirst::Stage(LaterStage { stage: 1, .. })
         ));
         let e = reveal.stage(SessionId([1; 16]), 2).unwrap_err().to_string();
@@ -295,17 +368,67 @@ mod tests {
         }
     }
 
+    /// A batch's routes go to the client, which asks each chosen expert once for its inputs.
+    #[test]
+    fn a_batch_in_reveal_route_leaves_the_experts_to_the_client() {
+        let reveal = plan(CircuitKind::Routed(RouteMode::Reveal));
+        let onehot = [1, 0, 0, 0, 0, 1, 0, 1, 0];
+        assert_eq!(
+            reveal.after_first(Some(&onehot), 3).unwrap(),
+            AfterFirst::ClientGroups(vec![0, 2, 1])
+        );
+        assert!(reveal.after_first(Some(&[1, 0, 0, 1, 1, 0]), 2).is_err());
+        assert!(reveal.after_first(Some(&onehot[..8]), 3).is_err());
+        let outputs = [vec![1, 2, 3, 4, 5, 6], onehot.to_vec()];
+        assert_eq!(
+            reveal.read_pool_batch(&outputs, 3).unwrap(),
+            [
+                PoolReply::Answer {
+                    logits: &[1, 2],
+                    route: 0
+                },
+                PoolReply::AskExpert(2),
+                PoolReply::AskExpert(1)
+            ]
+        );
+        let hide = plan(CircuitKind::Routed(RouteMode::Hide));
+        assert_eq!(
+            hide.read_pool_batch(&outputs, 3).unwrap()[1],
+            PoolReply::Answer {
+                logits: &[3, 4],
+                route: 2
+            }
+        );
+        let expert = plan(CircuitKind::Expert(2));
+        assert_eq!(
+            expert.read_pool_batch(&outputs[..1], 2).unwrap(),
+            [
+                PoolReply::Answer {
+                    logits: &[1, 2, 3],
+                    route: 2
+                },
+                PoolReply::Answer {
+                    logits: &[4, 5, 6],
+                    route: 2
+                }
+            ]
+        );
+        // Outputs that do not split into the batch are refused.
+        assert!(expert.read_pool_batch(&outputs[..1], 4).is_err());
+        assert!(hide.read_pool_batch(&outputs[..1], 3).is_err());
+    }
+
     #[test]
     fn a_refused_route_keeps_why_as_its_source() {
         use std::error::Error as _;
         let reveal = plan(CircuitKind::Routed(RouteMode::Reveal));
-        let e = reveal.after_first(Some(&[1, 1, 0])).unwrap_err();
+        let e = reveal.after_first(Some(&[1, 1, 0]), 1).unwrap_err();
         assert_eq!(e.to_string(), "the revealed route");
         let why = e.source().unwrap().to_string();
         assert!(why.contains("not one-hot"), "{why}");
         let mut past = vec![0; MAX_EXPERTS + 1];
         past[MAX_EXPERTS] = 1;
-        let e = reveal.after_first(Some(&past)).unwrap_err();
+        let e = reveal.after_first(Some(&past), 1).unwrap_err();
         assert_eq!(e.to_string(), "a route past the largest pool");
         let why = e.source().unwrap().to_string();
         assert!(why.contains("has no stage 16"), "{why}");

@@ -155,3 +155,90 @@ fn minilm_cut_to_two_layers_classifies_real_sentences_like_the_reference() {
     println!("max |logit error| {worst}");
     assert!(worst < 0.1, "max |logit error| {worst}");
 }
+
+/// A batch of inputs of different lengths in one session: each input's logits match its own
+/// f64 reference, in the rounds of one input, with each input costing what it costs alone
+/// (bytes and keys grow with the batch, rounds do not).
+#[test]
+fn a_batch_of_sequences_runs_in_the_rounds_of_one() {
+    let model = BertWeights::random(tiny_config("gelu"), &Seed::from_bytes([9; 16])).unwrap();
+    let head = random_head(3, 64, 1);
+    let shape = shape_of(&model, &head).unwrap();
+    let shared = share_layers(
+        &ring_layers(&model, &head).unwrap(),
+        &Seed::from_bytes([5; 16]),
+    )
+    .unwrap();
+    let seq_len = 16;
+    let lengths = [10usize, 3, 16];
+    let inputs: Vec<(Vec<u32>, Vec<f64>)> = lengths
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| {
+            let ids: Vec<u32> = (0..n as u32)
+                .map(|i| (i * 7 + 3 + 11 * b as u32) % 100)
+                .collect();
+            let embedded = model.embed(&ids, &vec![0; n]).unwrap();
+            let x = client_input(&embedded.data, shape.hidden, seq_len).unwrap();
+            (ids, x)
+        })
+        .collect();
+    let cols = shape.input_cols();
+    let batch: Vec<f64> = inputs.iter().flat_map(|(_, x)| x.iter().copied()).collect();
+    let run = run_circuit(
+        &shape,
+        &[lengths.len(), seq_len, cols],
+        &batch,
+        &shared,
+        &Seed::from_bytes([2; 16]),
+    )
+    .unwrap();
+    assert_eq!(run.outputs.len(), 3 * lengths.len());
+    for (b, (ids, _)) in inputs.iter().enumerate() {
+        let want = reference_logits(&model, &head, ids, &vec![0; ids.len()]).unwrap();
+        let got = &run.outputs[3 * b..3 * (b + 1)];
+        let err = want
+            .iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(err < 0.05, "input {b}: {want:?} vs {got:?}");
+        assert_eq!(argmax(&want), argmax(got), "input {b}");
+    }
+    let one = run_circuit(
+        &shape,
+        &[seq_len, cols],
+        &inputs[0].1,
+        &shared,
+        &Seed::from_bytes([2; 16]),
+    )
+    .unwrap();
+    for s in 0..2 {
+        assert_eq!(run.traffic[s].rounds, one.traffic[s].rounds, "server {s}");
+        // Three times one input's, less the odd bits that one input's packed openings round
+        // up to a byte.
+        let (three, batch) = (3 * one.traffic[s].bytes_sent, run.traffic[s].bytes_sent);
+        assert!(
+            batch <= three && batch + 64 > three,
+            "server {s}: {batch} vs {three}"
+        );
+    }
+    println!(
+        "batch of 3: {:?} {:?}; one: {:?} {:?}",
+        run.traffic, run.key_bytes, one.traffic, one.key_bytes
+    );
+    for s in 0..2 {
+        assert!(run.key_bytes[s] <= 3 * one.key_bytes[s], "server {s}");
+    }
+    // The one-input batch [1, tokens, cols] is the single input, byte for byte.
+    let single = run_circuit(
+        &shape,
+        &[1, seq_len, cols],
+        &inputs[0].1,
+        &shared,
+        &Seed::from_bytes([2; 16]),
+    )
+    .unwrap();
+    assert_eq!(single.outputs, one.outputs);
+    assert_eq!(single.key_bytes, one.key_bytes);
+}

@@ -316,7 +316,7 @@ fn reveal_route_opens_exactly_the_route_and_the_chosen_expert_runs_next() {
         // expert 2 reads an input of its own, so the servers answer with the route and the
         // client asks expert 2 with its input.
         let plan = QueryPlan::new(&pool.spec, CircuitKind::Routed(RouteMode::Reveal));
-        let next = plan.after_first(Some(&run.revealed)).unwrap();
+        let next = plan.after_first(Some(&run.revealed), 1).unwrap();
         match route {
             0 => assert_eq!(next, AfterFirst::Done),
             1 => assert!(matches!(next, AfterFirst::Stage(s) if s.kind == CircuitKind::Expert(1))),

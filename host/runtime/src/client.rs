@@ -53,13 +53,36 @@ pub struct PoolAnswer {
     pub outputs: SessionOutputs,
 }
 
+/// What the client learns from a batch of queries to a pool.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolBatchAnswer {
+    /// Each input's answer, in the batch's order.
+    pub answers: Vec<InputAnswer>,
+    /// The sessions' costs, summed: the first session's and, in reveal-route, those of the
+    /// experts asked after it, which ran at the same time (`wall_s` is the whole batch's).
+    pub outputs: SessionOutputs,
+}
+
+/// One input's answer within a batch.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputAnswer {
+    /// The answering expert's logits.
+    pub logits: Vec<f64>,
+    /// Their argmax.
+    pub label: usize,
+    /// The expert that answered.
+    pub route: usize,
+}
+
 /// The reconstructed outputs of one session.
 #[derive(Clone, Debug, Serialize)]
 pub struct SessionOutputs {
     /// The session.
     pub session: String,
-    /// Rows in the batch.
+    /// Rows of the input (every input's tokens, or the router head's queries).
     pub rows: usize,
+    /// Inputs in the batch.
+    pub batch: usize,
     /// Each output wire's values (ring elements).
     pub outputs: Vec<Vec<u64>>,
     /// Each server's accounting.
@@ -128,10 +151,27 @@ impl Client {
         cols: usize,
         x: &[f64],
     ) -> Result<SessionOutputs> {
+        self.run_batch(circuit, cols, 1, x).await
+    }
+
+    /// [`Client::run`] on a batch of `batch` inputs in one session, their rows stacked in `x`
+    /// (each input the same number of rows): the rounds of one input, the bytes of all.
+    pub async fn run_batch(
+        &self,
+        circuit: CircuitKind,
+        cols: usize,
+        batch: usize,
+        x: &[f64],
+    ) -> Result<SessionOutputs> {
         if cols == 0 || x.is_empty() || !x.len().is_multiple_of(cols) {
             invalid!("the input has {} values, not whole rows of {cols}", x.len());
         }
         let rows = x.len() / cols;
+        if batch == 0 || !rows.is_multiple_of(batch) {
+            invalid!("{rows} rows do not split into {batch} inputs of equal length");
+        }
+        let rows_u32 = u32::try_from(rows)
+            .map_err(|_| Error::Invalid(format!("{rows} rows are too many for one session")))?;
         let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
         let mut words = x
             .iter()
@@ -149,7 +189,8 @@ impl Client {
             Hello::Client(ClientHello {
                 session,
                 circuit,
-                rows: rows as u32,
+                rows: rows_u32,
+                batch: batch as u32,
                 input,
             })
         };
@@ -200,6 +241,7 @@ impl Client {
         Ok(SessionOutputs {
             session: session.to_string(),
             rows,
+            batch,
             outputs,
             servers: [o0.stats, o1.stats],
             wall_s: started.elapsed().as_secs_f64(),
@@ -307,6 +349,106 @@ impl Client {
         })
     }
 
+    /// Runs a batch of `batch` queries through a pool, each of `tokens` tokens, in one session
+    /// ([`Client::ask_pool`] for one): `input(k, b)` gives input b's padded input for expert
+    /// k. A routed batch runs the router once for all; in reveal-route the client then asks
+    /// each chosen expert past the summary once, for all the inputs routed to it, these
+    /// sessions at the same time (one more round trip, each expert's rounds once).
+    pub async fn ask_pool_batch(
+        &self,
+        pool: &PoolShape,
+        circuit: CircuitKind,
+        tokens: usize,
+        batch: usize,
+        mut input: impl FnMut(usize, usize) -> Result<Vec<f64>, Box<Error>>,
+    ) -> Result<PoolBatchAnswer> {
+        let started = Instant::now();
+        let fp = FixedPoint::new(FRAC_BITS, BitWidth::FULL)?;
+        let decoded = |logits: &[u64], route: usize| {
+            let logits: Vec<f64> = logits.iter().map(|&v| fp.decode(v)).collect();
+            InputAnswer {
+                label: argmax(&logits),
+                logits,
+                route,
+            }
+        };
+        if batch == 1 {
+            let one = self
+                .ask_pool(pool, circuit, tokens, |k| input(k, 0))
+                .await?;
+            return Ok(PoolBatchAnswer {
+                answers: vec![InputAnswer {
+                    logits: one.logits,
+                    label: one.label,
+                    route: one.route,
+                }],
+                outputs: one.outputs,
+            });
+        }
+        // The stacked inputs of `members` for a session of `kind`.
+        let mut stacked = |kind: CircuitKind, members: &[usize]| -> Result<Vec<f64>> {
+            let mut x = Vec::new();
+            for &b in members {
+                let inputs = pool
+                    .uploads(kind)
+                    .into_iter()
+                    .map(|k| input(k, b).map_err(|e| *e))
+                    .collect::<Result<Vec<_>>>()?;
+                x.extend(pool.circuit_input(kind, tokens, &inputs)?);
+            }
+            Ok(x)
+        };
+        let all: Vec<usize> = (0..batch).collect();
+        let x = stacked(circuit, &all)?;
+        let mut out = self
+            .run_batch(circuit, pool.input_cols(circuit), batch, &x)
+            .await?;
+        let mut answers: Vec<Option<InputAnswer>> = vec![None; batch];
+        let mut groups: std::collections::BTreeMap<u8, Vec<usize>> = Default::default();
+        let plan = QueryPlan::for_pool(pool, circuit);
+        for (b, reply) in plan
+            .read_pool_batch(&out.outputs, batch)?
+            .into_iter()
+            .enumerate()
+        {
+            match reply {
+                PoolReply::Answer { logits, route } => answers[b] = Some(decoded(logits, route)),
+                PoolReply::AskExpert(k) => groups.entry(k).or_default().push(b),
+            }
+        }
+        let mut asks = Vec::new();
+        for (&k, members) in &groups {
+            let kind = CircuitKind::Expert(k);
+            let x = stacked(kind, members)?;
+            asks.push(Box::pin(async move {
+                self.run_batch(kind, pool.input_cols(kind), members.len(), &x)
+                    .await
+            }));
+        }
+        for ((&k, members), later) in groups.iter().zip(join_all(asks).await) {
+            let later = later?;
+            let replies = QueryPlan::for_pool(pool, CircuitKind::Expert(k))
+                .read_pool_batch(&later.outputs, members.len())?;
+            for (&b, reply) in members.iter().zip(replies) {
+                let PoolReply::Answer { logits, .. } = reply else {
+                    invalid!("expert {k} answered with another route");
+                };
+                answers[b] = Some(decoded(logits, usize::from(k)));
+            }
+            out.follow_with(later);
+        }
+        out.wall_s = started.elapsed().as_secs_f64();
+        let answers = answers
+            .into_iter()
+            .enumerate()
+            .map(|(b, a)| a.ok_or_else(|| Error::Invalid(format!("input {b} got no answer"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PoolBatchAnswer {
+            answers,
+            outputs: out,
+        })
+    }
+
     /// Sends `hello` to server `i` and waits for its reply.
     async fn ask(&self, i: usize, hello: Hello) -> Result<OutputShares> {
         let endpoint = if i == 0 {
@@ -331,4 +473,27 @@ impl Client {
             ServerReply::Failed(why) => Err(Error::ServerFailed { party: i, why }),
         }
     }
+}
+
+/// Runs `futures` at the same time on this task; their results in order.
+async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut done: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(&mut done) {
+            if slot.is_none() {
+                match std::pin::Pin::new(f).poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }

@@ -50,8 +50,10 @@ pub struct DealerRequest {
     pub query: CircuitKind,
     /// Which stage of the query (0: the first).
     pub stage: u8,
-    /// Queries in the batch.
+    /// Rows of the stage's input ([`ClientHello::rows`]).
     pub rows: u32,
+    /// Inputs in the stage's batch ([`ClientHello::batch`]).
+    pub batch: u32,
     /// 0 or 1.
     pub party: u8,
 }
@@ -167,15 +169,16 @@ mod tests {
             session: SessionId([3; 16]),
             circuit: CircuitKind::Bert,
             rows: 1,
+            batch: 1,
             input: InputShare::words(&[1, u64::MAX]),
         });
         let bytes = encode(&hello).unwrap();
         let mut words = vec![1, 0, 0, 0, 0, 0, 0, 0];
         words.extend([0xff; 8]);
-        // Hello::Client, session, Bert, rows, Words, 16 bytes, the words.
+        // Hello::Client, session, Bert, rows, batch, Words, 16 bytes, the words.
         let mut want = vec![0];
         want.extend([3; 16]);
-        want.extend([1, 1, 1, 16]);
+        want.extend([1, 1, 1, 1, 16]);
         want.extend(&words);
         assert_eq!(bytes, want);
         let Hello::Client(back) = decode::<Hello>(&bytes, "hello").unwrap() else {

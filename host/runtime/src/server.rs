@@ -429,6 +429,7 @@ impl ServerService {
             session: hello.session,
             circuit: hello.circuit,
             rows: hello.rows,
+            batch: hello.batch,
         };
         let ready = PeerReady {
             session: hello.session,
@@ -450,13 +451,17 @@ impl ServerService {
             }
             Party::P0 => {
                 let (mut link, theirs) = self.wait_for_peer(hello.session).await?;
-                if (theirs.circuit, theirs.rows) != (mine.circuit, mine.rows) {
+                if (theirs.circuit, theirs.rows, theirs.batch)
+                    != (mine.circuit, mine.rows, mine.batch)
+                {
                     refuse!(
-                        "the client asked P0 for {} on {} rows and P1 for {} on {} rows",
+                        "the client asked P0 for {} on {} rows in {} inputs and P1 for {} on {} rows in {} inputs",
                         mine.circuit,
                         mine.rows,
+                        mine.batch,
                         theirs.circuit,
-                        theirs.rows
+                        theirs.rows,
+                        theirs.batch
                     );
                 }
                 link.send(&encode(&ready)?).await?;
@@ -468,6 +473,8 @@ impl ServerService {
     async fn run_session(&self, hello: ClientHello, started: Instant) -> Result<OutputShares> {
         check_serves(&self.spec, hello.circuit)?;
         let rows = check_rows(hello.rows)?;
+        let batch = hello.batch as usize;
+        let shape = self.spec.input_shape(hello.circuit, rows, batch)?;
         let features = self.spec.input_cols(hello.circuit);
         let words = rows
             .checked_mul(features)
@@ -495,23 +502,24 @@ impl ServerService {
             input @ InputShare::Words(_) => input.into_words(words)?,
         };
         let input = StageInput {
-            rows,
-            features,
+            shape,
             share: &share,
         };
         let plan = QueryPlan::new(&self.spec, hello.circuit);
-        let dealer = self.open_dealer(hello.session, plan, 0, hello.rows).await;
+        let dealer = self
+            .open_dealer(hello.session, plan, 0, hello.rows, hello.batch)
+            .await;
         let mut peer = PeerChannel::new(peer);
         let mut stats = SessionStats::default();
         let first = self
             .stage(dealer?, &mut peer, plan.first_stage(), &input, &mut stats)
             .await?;
         let mut out = first.outputs;
-        match plan.after_first(first.revealed.as_deref())? {
+        match plan.after_first(first.revealed.as_deref(), batch)? {
             AfterFirst::Done => {}
             AfterFirst::Stage(next) => {
                 let dealer = self
-                    .open_dealer(hello.session, plan, next.stage, hello.rows)
+                    .open_dealer(hello.session, plan, next.stage, hello.rows, hello.batch)
                     .await?;
                 let second = self
                     .stage(dealer, &mut peer, next.kind, &input, &mut stats)
@@ -530,6 +538,19 @@ impl ServerService {
                 let [_, route] = <[_; 2]>::try_from(out)
                     .map_err(|_| Error::Invalid("a routed query's logits and route".to_string()))?;
                 out = vec![route];
+            }
+            // The client asks the other experts: the summary's logits answer only the inputs
+            // routed to it. Both servers know the routes and zero the same rows.
+            AfterFirst::ClientGroups(routes) => {
+                let (_, logits) = out.first_mut().ok_or_else(|| {
+                    Error::Invalid("a routed batch's logits and routes".to_string())
+                })?;
+                let classes = logits.len() / batch;
+                for (row, &route) in logits.chunks_mut(classes.max(1)).zip(&routes) {
+                    if route != 0 {
+                        row.fill(0);
+                    }
+                }
             }
         }
         let traffic = peer.traffic();
@@ -553,12 +574,14 @@ impl ServerService {
         plan: QueryPlan,
         stage: u8,
         rows: u32,
+        batch: u32,
     ) -> Result<(Seed, DealerStream)> {
         let request = DealerRequest {
             session,
             query: plan.first_stage(),
             stage,
             rows,
+            batch,
             party: self.party.index(),
         };
         DealerStream::open(
@@ -621,7 +644,7 @@ impl ServerService {
         let before = server.traffic();
         let exchange_before = server.channel_mut().exchange_seconds();
         let x = server
-            .input(&[input.rows, input.features], BitWidth::FULL, input.share)
+            .input(&input.shape, BitWidth::FULL, input.share)
             .await?;
         let mut profiled = Profiled::new(&mut server, online);
         let stage = circuit::run(&mut profiled, &self.spec, kind, &x, &self.weights).await?;
@@ -655,8 +678,8 @@ impl ServerService {
 
 /// The client's input share as every stage of a session reads it.
 struct StageInput<'a> {
-    rows: usize,
-    features: usize,
+    /// [rows, features], or [inputs, rows per input, features] for a batch.
+    shape: Vec<usize>,
     share: &'a [u64],
 }
 

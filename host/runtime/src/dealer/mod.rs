@@ -94,6 +94,7 @@ struct Waiting {
     party: Party,
     circuit: CircuitKind,
     rows: u32,
+    batch: u32,
     ticket: u64,
     reply: oneshot::Sender<Result<(Seed, mpsc::Receiver<DealerChunk>)>>,
 }
@@ -348,6 +349,7 @@ impl DealerService {
                     party,
                     circuit: req.circuit,
                     rows: req.rows,
+                    batch: req.batch,
                     ticket,
                     reply,
                 },
@@ -365,10 +367,16 @@ impl DealerService {
             );
             return refuse(first, why);
         }
-        if (first.circuit, first.rows) != (req.circuit, req.rows) {
+        if (first.circuit, first.rows, first.batch) != (req.circuit, req.rows, req.batch) {
             let why = format!(
-                "the servers asked for different circuits in session {}: {} on {} rows and {} on {} rows",
-                req.session, first.circuit, first.rows, req.circuit, req.rows
+                "the servers asked for different circuits in session {}: {} on {} rows in {} inputs and {} on {} rows in {} inputs",
+                req.session,
+                first.circuit,
+                first.rows,
+                first.batch,
+                req.circuit,
+                req.rows,
+                req.batch
             );
             return refuse(first, why);
         }
@@ -410,13 +418,18 @@ impl DealerService {
         let weights = self.weights.clone();
         let spec = self.spec.clone();
         let kind = req.circuit;
-        let rows = req.rows as usize;
+        // Checked with the request ([`Dealer::check`]).
+        let shape = spec.input_shape(kind, req.rows as usize, req.batch as usize);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let sink = StreamingSink::new([tx0, tx1]);
             let kernels = Box::new(securerouter_kernels::HostKernels::new());
             let mut dealer = DealerSide::with_kernels(&master, sink, kernels);
-            let x = dealer.input(&[rows, spec.input_cols(kind)], BitWidth::FULL);
+            let shape = match shape {
+                Ok(shape) => shape,
+                Err(e) => return dealer.finish().fail(format!("key generation refused: {e}")),
+            };
+            let x = dealer.input(&shape, BitWidth::FULL);
             let result = run_ready(async {
                 let stage = circuit::run(&mut dealer, &spec, kind, &x, &weights).await?;
                 for o in &stage.outputs {
@@ -445,6 +458,8 @@ impl DealerService {
     fn check(&self, req: &Deal) -> Result<()> {
         check_serves(&self.spec, req.circuit)?;
         check_rows(req.rows)?;
+        self.spec
+            .input_shape(req.circuit, req.rows as usize, req.batch as usize)?;
         Ok(())
     }
 }
@@ -459,6 +474,7 @@ struct Deal {
     /// The stage's circuit.
     circuit: CircuitKind,
     rows: u32,
+    batch: u32,
     party: u8,
 }
 
@@ -471,6 +487,7 @@ impl Deal {
             session,
             circuit,
             rows: req.rows,
+            batch: req.batch,
             party: req.party,
         })
     }
@@ -528,6 +545,7 @@ mod tests {
                 query: CircuitKind::RouterHead,
                 stage: 0,
                 rows: 2,
+                batch: 1,
                 party,
             },
         )
@@ -578,6 +596,7 @@ mod tests {
                     query,
                     stage,
                     rows: 1,
+                    batch: 1,
                     party: 0,
                 },
             )

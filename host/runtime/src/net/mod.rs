@@ -8,7 +8,7 @@
 //! `Noise_IK_25519_AESGCM_BLAKE2s` ([`LinkCipher`]: the initiator picks, AES-256-GCM where its
 //! CPU has AES-NI; the responder reads message 1 under either and keeps the one that
 //! authenticates, a distinct protocol name in the handshake hash each), with
-//! the prologue [`PROLOGUE`] (`securerouter/2`). Each party has a static X25519 key
+//! the prologue [`PROLOGUE`] (`securerouter/3`). Each party has a static X25519 key
 //! ([`Identity`]); the initiator knows ("pins") the responder's public key beforehand, and the
 //! responder learns the initiator's from the first handshake message and accepts it only if it
 //! is in its allow-list. Two messages:
