@@ -199,7 +199,7 @@ fn a_small_pool_is_built_measured_and_routed() {
             .contains("projected")
     );
     // The trained pool serves routed queries under MPC in both routing privacy modes.
-    let bench = |mode: &str| -> serde_json::Value {
+    let bench = |mode: &str, batch: &str| -> serde_json::Value {
         let line = run(&[
             "bench",
             "pool",
@@ -209,15 +209,19 @@ fn a_small_pool_is_built_measured_and_routed() {
             mode,
             "--queries",
             "3",
+            "--batch",
+            batch,
             "--json",
             "--timeout",
             "120",
         ]);
         serde_json::from_str(line.trim()).expect("a JSON line")
     };
-    let reveal = bench("reveal-route");
-    let hide = bench("hide-route");
-    for v in [&reveal, &hide] {
+    let reveal = bench("reveal-route", "1");
+    let hide = bench("hide-route", "1");
+    // The three sentences as one batch: the router once, each chosen expert once.
+    let batched = bench("reveal-route", "3");
+    for v in [&reveal, &hide, &batched] {
         assert_two_way_distribution(v);
         // The secure router and the secure experts answer as the plaintext pool does, but for
         // calls within fixed-point rounding.
@@ -241,6 +245,17 @@ fn a_small_pool_is_built_measured_and_routed() {
         "{reveal}"
     );
     assert!(hide.get("router_overhead").is_none(), "{hide}");
+    assert_eq!(batched["batch"], 3, "{batched}");
+    // Per query, a batch costs fewer rounds: the router's and each chosen expert's once.
+    assert!(
+        rounds(&batched, "routed") < rounds(&reveal, "routed"),
+        "{batched}\n{reveal}"
+    );
+    assert!(
+        rounds(&batched, "largest") * 3.0 <= rounds(&reveal, "largest") + 1e-9,
+        "{batched}"
+    );
+    assert!(batched["routed"]["queries_per_s"].as_f64().unwrap() > 0.0);
     device_over_tap(&d);
     // Bad options are clear errors.
     let out = Command::new(binary())

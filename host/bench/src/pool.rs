@@ -12,7 +12,7 @@ use securerouter_ml::Scores;
 use securerouter_ml::assets;
 use securerouter_ml::data::{Example, Label};
 use securerouter_ml::pool_format::{load_held_out, pool_dir};
-use securerouter_runtime::client::{Client, PoolAnswer};
+use securerouter_runtime::client::{Client, SessionOutputs};
 use securerouter_runtime::local_cluster::LocalCluster;
 use securerouter_runtime::local_cluster::ServerFlags;
 use securerouter_runtime::relay::LinkModel;
@@ -40,12 +40,18 @@ pub struct PoolBenchOptions {
     pub kernel_threads: usize,
     /// The network between client and servers and between the servers.
     pub link: LinkModel,
+    /// Held-out examples per session (1: one query a session).
+    pub batch: usize,
 }
 
-/// Cost per query of one way of answering, averaged over the sentences.
+/// Cost per query of one way of answering, averaged over the sentences (a batch's cost shared
+/// by its queries).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct QueryCost {
-    /// Online seconds (the slower server), keys received before the online phase.
+    /// Queries answered per second of the client's end-to-end time.
+    pub queries_per_s: f64,
+    /// Online seconds (the slower server), keys received before the online phase; a
+    /// reveal-route batch's expert sessions, which run at the same time, add up.
     pub online_s: f64,
     /// Seconds the servers spent receiving keys before the online phase.
     pub offline_s: f64,
@@ -60,11 +66,11 @@ pub struct QueryCost {
 }
 
 impl QueryCost {
-    fn add(&mut self, a: &PoolAnswer) {
-        let cost = a.outputs.worst_server();
+    fn add(&mut self, a: &SessionOutputs) {
+        let cost = a.worst_server();
         self.online_s += cost.online_s;
         self.offline_s += cost.offline_s;
-        self.wall_s += a.outputs.wall_s;
+        self.wall_s += a.wall_s;
         self.online_bytes_per_server += cost.online_bytes_sent as f64;
         self.key_bytes_per_server += cost.key_bytes_received as f64;
         self.rounds += cost.rounds as f64;
@@ -82,6 +88,7 @@ impl QueryCost {
         ] {
             *v /= n;
         }
+        self.queries_per_s = 1.0 / self.wall_s;
         self
     }
 }
@@ -106,6 +113,8 @@ pub struct PoolBenchLine {
     pub task: String,
     /// Held-out examples run.
     pub queries: usize,
+    /// Held-out examples per session.
+    pub batch: usize,
     /// Accuracy of the routed secure answers.
     pub accuracy: f64,
     /// Accuracy of the largest expert's secure answers on the same examples.
@@ -171,6 +180,13 @@ impl HeldOutRun {
         if opts.queries == 0 {
             invalid!("--queries must be at least 1");
         }
+        if opts.batch == 0 || opts.batch > opts.queries {
+            invalid!(
+                "--batch must be between 1 and --queries ({}), not {}",
+                opts.queries,
+                opts.batch
+            );
+        }
         let cache = assets::cache_dir(opts.cache.as_deref())?;
         let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
         let pool = ServedPool::load(&dir, &cache)?;
@@ -222,60 +238,71 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
         examples.len(),
         "routed and always-largest under MPC",
     );
-    for (i, s) in examples.iter().enumerate() {
-        let pair = s.text_pair.as_deref();
-        let input = |k| Ok(embed_query_for(&bundle, k, &s.text, pair, pool.seq_len())?);
-        let ask = |kind| client.ask_pool(&shape, kind, pool.seq_len(), input);
+    for (chunk, batch) in examples.chunks(opts.batch).enumerate() {
+        let input = |k, b: usize| {
+            let s: &Example = &batch[b];
+            let pair = s.text_pair.as_deref();
+            Ok(embed_query_for(&bundle, k, &s.text, pair, pool.seq_len())?)
+        };
+        let ask = |kind| client.ask_pool_batch(&shape, kind, pool.seq_len(), batch.len(), input);
         let a = runtime.block_on(ask(CircuitKind::Routed(opts.mode)))?;
         let b = runtime.block_on(ask(largest_kind))?;
-        let plain = pool.answer(&s.text, pair)?;
-        let class = |c: usize| Label::Class(c as u32);
-        routed_labels.push(class(a.label));
-        largest_labels.push(class(b.label));
-        gold.push(s.label);
-        routed.add(&a);
-        largest.add(&b);
+        routed.add(&a.outputs);
+        largest.add(&b.outputs);
         router_s += a
             .outputs
             .servers
             .iter()
             .map(|st| st.stages.first().map_or(0.0, |p| p.online_s))
             .fold(0.0, f64::max);
-        routes[a.route] += 1;
-        right += usize::from(class(a.label) == s.label);
-        largest_right += usize::from(class(b.label) == s.label);
-        agree_route += usize::from(a.route == plain.route);
-        agree_label += usize::from(a.label == securerouter_ml::head::argmax(&plain.logits));
-        // Name each disagreement with the plaintext pool and how close its call was.
-        let disagreement = if a.route != plain.route {
-            Some(("route", &plain.scores))
-        } else if a.label != securerouter_ml::head::argmax(&plain.logits) {
-            Some(("label", &plain.logits))
-        } else {
-            None
-        };
-        if let Some((what, values)) = disagreement {
-            let margin = securerouter_ml::head::top_two_margin(values);
-            tracing::warn!(
-                "query {i}: the secure {what} differs from the plaintext pool's (margin between \
+        for (j, (s, (a, b))) in batch
+            .iter()
+            .zip(a.answers.iter().zip(&b.answers))
+            .enumerate()
+        {
+            let i = chunk * opts.batch + j;
+            let pair = s.text_pair.as_deref();
+            let plain = pool.answer(&s.text, pair)?;
+            let class = |c: usize| Label::Class(c as u32);
+            routed_labels.push(class(a.label));
+            largest_labels.push(class(b.label));
+            gold.push(s.label);
+            routes[a.route] += 1;
+            right += usize::from(class(a.label) == s.label);
+            largest_right += usize::from(class(b.label) == s.label);
+            agree_route += usize::from(a.route == plain.route);
+            agree_label += usize::from(a.label == securerouter_ml::head::argmax(&plain.logits));
+            // Name each disagreement with the plaintext pool and how close its call was.
+            let disagreement = if a.route != plain.route {
+                Some(("route", &plain.scores))
+            } else if a.label != securerouter_ml::head::argmax(&plain.logits) {
+                Some(("label", &plain.logits))
+            } else {
+                None
+            };
+            if let Some((what, values)) = disagreement {
+                let margin = securerouter_ml::head::top_two_margin(values);
+                tracing::warn!(
+                    "query {i}: the secure {what} differs from the plaintext pool's (margin between \
                  its top two {} {margin:.4})",
-                if what == "route" {
-                    "router scores"
-                } else {
-                    "logits"
-                }
-            );
-            disagreements.push(Disagreement {
-                query: i,
-                what,
-                margin,
-            });
+                    if what == "route" {
+                        "router scores"
+                    } else {
+                        "logits"
+                    }
+                );
+                disagreements.push(Disagreement {
+                    query: i,
+                    what,
+                    margin,
+                });
+            }
+            let done = i + 1;
+            bar.set_message(format!(
+                "under MPC: routed {right}/{done} right, always-largest {largest_right}/{done}"
+            ));
+            bar.inc(1);
         }
-        let done = i + 1;
-        bar.set_message(format!(
-            "under MPC: routed {right}/{done} right, always-largest {largest_right}/{done}"
-        ));
-        bar.inc(1);
     }
     bar.finish_and_clear();
     let peak_rss_mb = cluster.peak_rss_mb();
@@ -306,6 +333,7 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
         ),
         task: pool.manifest.task.clone(),
         queries: n,
+        batch: opts.batch,
         accuracy: share(right),
         largest_accuracy: share(largest_right),
         scores: metric.score(&routed_labels, &gold)?,
@@ -338,6 +366,7 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
              routed: {}, online {:.3} s, {:.1} MB and {:.0} rounds per server\n  \
              always-largest: {}, online {:.3} s, {:.1} MB and {:.0} rounds per server\n  \
              measured speed-up {:.2}x online ({:.2}x end to end){}\n  \
+             {} per session: routed {:.3} queries/s, always-largest {:.3} queries/s\n  \
              routes: {}; secure route = plaintext route on {:.1}%",
             k,
             line.task,
@@ -358,6 +387,12 @@ pub fn run(opts: &PoolBenchOptions, json: bool, out: &mut dyn Write) -> Result<P
                 (Some(s), Some(o)) => format!("; router {s:.3} s ({:.0}% of routed)", 100.0 * o),
                 _ => String::new(),
             },
+            match line.batch {
+                1 => "one query".to_string(),
+                b => format!("batches of {b}"),
+            },
+            line.routed.queries_per_s,
+            line.largest.queries_per_s,
             dist.join(", "),
             100.0 * line.router_agreement
         )

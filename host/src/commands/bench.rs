@@ -78,6 +78,11 @@ pub enum BenchCommand {
     /// agreement with the plaintext router, the measured speed-up over always-largest and
     /// the router's overhead.
     Pool {
+        /// Held-out sentences per session: each batch runs the router once for all its
+        /// sentences (in reveal-route each chosen expert then once for those routed to it),
+        /// and the largest expert once for all; the report adds queries per second.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// The pool and how to run it.
         #[command(flatten)]
         pool: PoolRunArgs,
@@ -224,6 +229,7 @@ impl PoolRunArgs {
             gpu: c.gpu,
             kernel_threads: c.kernel_threads,
             link: c.link,
+            batch: 1,
         }
     }
 }
@@ -272,8 +278,12 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
             },
             run,
         ),
-        BenchCommand::Pool { pool } => {
-            securerouter_bench::pool::run(&pool.options(), pool.cluster.json, out)?;
+        BenchCommand::Pool { pool, batch } => {
+            let opts = PoolBenchOptions {
+                batch: *batch,
+                ..pool.options()
+            };
+            securerouter_bench::pool::run(&opts, pool.cluster.json, out)?;
             return Ok(());
         }
         BenchCommand::Throughput {
