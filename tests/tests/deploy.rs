@@ -156,6 +156,29 @@ fn a_pool_deployed_per_role_serves_text_from_its_folders() {
     for (i, (e, a)) in examples.iter().zip(&answers).enumerate() {
         assert_eq!(a["line"], i + 1, "{a}");
         assert_answer_follows_the_plain_pool(&plain, i, e, a);
+        assert_eq!(a["batch"], 1, "{a}");
+    }
+    // The same inputs four to a session: the answers follow the plaintext pool as well, in
+    // the inputs' order, each carrying its batch's size.
+    let lines = run(&[
+        "client",
+        "--deployment",
+        client_s,
+        "--jsonl",
+        queries.to_str().unwrap(),
+        "--batch",
+        "4",
+    ]);
+    let answers: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), examples.len(), "{lines}");
+    for (i, (e, a)) in examples.iter().zip(&answers).enumerate() {
+        assert_eq!(a["line"], i + 1, "{a}");
+        assert_answer_follows_the_plain_pool(&plain, i, e, a);
+        let batch = 4.min(examples.len() - i / 4 * 4);
+        assert_eq!(a["batch"], batch, "{a}");
     }
 
     // The library client, in hide-route.

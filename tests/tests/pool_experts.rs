@@ -290,6 +290,28 @@ fn experts_of_other_checkpoints_answer_with_their_own_inputs_under_mpc() {
                 "{mode:?}"
             );
         }
+        // What the router's session of a batch gives the client in reveal-route: every route,
+        // and no summary logits for inputs routed elsewhere (here all of them).
+        let kind = CircuitKind::Routed(RouteMode::Reveal);
+        let x: Vec<f64> = texts
+            .iter()
+            .flat_map(|t| {
+                shape
+                    .circuit_input(kind, SEQ_LEN, &[experts.input(0, t)])
+                    .unwrap()
+            })
+            .collect();
+        let raw = runtime
+            .block_on(client.run_batch(kind, shape.input_cols(kind), texts.len(), &x))
+            .unwrap();
+        let [logits, onehot] = raw.outputs.as_slice() else {
+            panic!("{} outputs", raw.outputs.len())
+        };
+        assert_eq!(logits.len(), 2 * texts.len());
+        assert!(logits.iter().all(|&v| v == 0), "{logits:?}");
+        for row in onehot.chunks(3) {
+            assert_eq!(securerouter_circuits::pool::route_of(row).unwrap(), route);
+        }
         drop(cluster);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -368,6 +368,34 @@ mod tests {
         }
     }
 
+    /// A session's input tensor: one input [rows, cols], or a batch of inputs of equal length;
+    /// the router head's queries are its rows.
+    #[test]
+    fn a_batch_splits_the_rows_into_inputs_of_equal_length() {
+        let spec = pool(3, &[]);
+        let kind = CircuitKind::Routed(RouteMode::Reveal);
+        let cols = spec.input_cols(kind);
+        assert_eq!(spec.input_shape(kind, 48, 1).unwrap(), [48, cols]);
+        assert_eq!(spec.input_shape(kind, 48, 3).unwrap(), [3, 16, cols]);
+        let e = spec.input_shape(kind, 48, 5).unwrap_err().to_string();
+        assert!(e.contains("48 rows do not split into 5 inputs"), "{e}");
+        assert!(spec.input_shape(kind, 48, 0).is_err());
+        let head = ModelSpec::RouterHead(RouterHeadShape {
+            features: 5,
+            hidden: 2,
+            experts: 3,
+        });
+        assert_eq!(
+            head.input_shape(CircuitKind::RouterHead, 4, 1).unwrap(),
+            [4, 5]
+        );
+        let e = head
+            .input_shape(CircuitKind::RouterHead, 4, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one query per row"), "{e}");
+    }
+
     /// A batch's routes go to the client, which asks each chosen expert once for its inputs.
     #[test]
     fn a_batch_in_reveal_route_leaves_the_experts_to_the_client() {

@@ -14,7 +14,7 @@
 //! # }
 //! ```
 
-use crate::client::{Client, PoolAnswer};
+use crate::client::{Client, PoolAnswer, PoolBatchAnswer};
 use crate::deployment::{CLIENT_BUNDLE, DeploymentDir, FIRST_CLIENT};
 use crate::error::{Error, Result, invalid};
 use crate::net::LinkConfig;
@@ -110,6 +110,9 @@ pub struct TextAnswer {
     pub expert: String,
     /// Its index, cheapest first.
     pub route: usize,
+    /// Inputs that shared this answer's sessions, and so the costs below
+    /// ([`PoolClient::classify_batch`]); 1 for a query alone.
+    pub batch: usize,
     /// Online seconds (the slower server; both sessions of a reveal-route query that asked a
     /// second expert).
     pub online_s: f64,
@@ -208,10 +211,55 @@ impl PoolClient {
             scores: a.logits,
             expert: s.experts.get(a.route).cloned().unwrap_or_default(),
             route: a.route,
+            batch: 1,
             online_s: cost.online_s,
             wall_s: a.outputs.wall_s,
             online_bytes_per_server: cost.online_bytes_sent,
             rounds: cost.rounds,
         })
+    }
+
+    /// Classifies `inputs` (texts, each with its pair for a pair task) as one batch: one
+    /// session for the router, in the rounds of one query, then in reveal-route one session
+    /// per chosen expert for the inputs routed to it ([`Client::ask_pool_batch`]). The
+    /// answers are in the inputs' order and share the batch's costs.
+    ///
+    /// # Errors
+    /// As [`classify`](Self::classify); no input is answered when the batch fails.
+    pub async fn classify_batch(&self, inputs: &[(&str, Option<&str>)]) -> Result<Vec<TextAnswer>> {
+        let s = &self.settings;
+        if inputs.is_empty() {
+            invalid!("a batch needs at least one input");
+        }
+        let input = |k, b: usize| {
+            let (text, pair) = inputs[b];
+            embed_query_for(&self.bundle, k, text, pair, s.seq_len).map_err(Box::new)
+        };
+        let a: PoolBatchAnswer = self
+            .client
+            .ask_pool_batch(
+                &s.shape,
+                CircuitKind::Routed(self.mode),
+                s.seq_len,
+                inputs.len(),
+                input,
+            )
+            .await?;
+        let cost = a.outputs.worst_server();
+        Ok(a.answers
+            .into_iter()
+            .map(|one| TextAnswer {
+                label: s.labels.get(one.label).cloned().unwrap_or_default(),
+                class: one.label,
+                scores: one.logits,
+                expert: s.experts.get(one.route).cloned().unwrap_or_default(),
+                route: one.route,
+                batch: inputs.len(),
+                online_s: cost.online_s,
+                wall_s: a.outputs.wall_s,
+                online_bytes_per_server: cost.online_bytes_sent,
+                rounds: cost.rounds,
+            })
+            .collect())
     }
 }

@@ -30,9 +30,14 @@ pub struct ClientArgs {
     /// Routing privacy mode of the queries.
     #[arg(long, value_enum, default_value = "reveal-route")]
     pub route: RouteMode,
-    /// Queries in flight at once.
+    /// Sessions in flight at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub concurrency: u64,
+    /// Inputs per session: up to this many texts share one session, which runs the router once
+    /// for all of them (and in reveal-route each chosen expert once for those routed to it),
+    /// in the rounds of one query. Each answer's costs are its batch's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub batch: u64,
     /// Comma-separated features of one query (as many as the router head takes).
     #[arg(long, conflicts_with = "random")]
     pub input: Option<String>,
@@ -148,9 +153,9 @@ fn text_inputs(args: &ClientArgs) -> anyhow::Result<Vec<TextInput>> {
     Ok(inputs)
 }
 
-/// Classifies every input with the pool, `--concurrency` sessions at a time, printing one
-/// JSON line per input in input order (an error as `{"error": ...}`); fails at the end if any
-/// failed.
+/// Classifies every input with the pool, `--batch` inputs a session and `--concurrency`
+/// sessions at a time, printing one JSON line per input in input order (an error as
+/// `{"error": ...}`, for each input of a failed batch); fails at the end if any failed.
 async fn classify_texts(args: &ClientArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let inputs = text_inputs(args)?;
     let client = PoolClient::connect_as(&args.deployment, &args.name, link_config(args.timeout))
@@ -164,30 +169,47 @@ async fn classify_texts(args: &ClientArgs, out: &mut dyn Write) -> anyhow::Resul
         .with_route(args.route);
     let client = std::sync::Arc::new(client);
     let mut failed = 0usize;
-    for chunk in inputs.chunks(args.concurrency as usize) {
-        let tasks: Vec<_> = chunk
-            .iter()
-            .map(|i| {
-                let (client, text, pair) = (client.clone(), i.text.clone(), i.text_pair.clone());
-                tokio::spawn(async move { client.classify_input(&text, pair.as_deref()).await })
+    let batch = args.batch as usize;
+    for sessions in inputs.chunks(args.concurrency as usize * batch) {
+        let tasks: Vec<_> = sessions
+            .chunks(batch)
+            .map(|b| {
+                let client = client.clone();
+                let texts: Vec<(String, Option<String>)> = b
+                    .iter()
+                    .map(|i| (i.text.clone(), i.text_pair.clone()))
+                    .collect();
+                tokio::spawn(async move {
+                    if let [(text, pair)] = texts.as_slice() {
+                        return Ok(vec![client.classify_input(text, pair.as_deref()).await?]);
+                    }
+                    let refs: Vec<(&str, Option<&str>)> = texts
+                        .iter()
+                        .map(|(t, p)| (t.as_str(), p.as_deref()))
+                        .collect();
+                    client.classify_batch(&refs).await
+                })
             })
             .collect();
-        for (task, input) in tasks.into_iter().zip(chunk) {
-            let mut line = match task.await {
-                Ok(Ok(answer)) => serde_json::to_value(answer)?,
-                Ok(Err(e)) => {
-                    failed += 1;
-                    serde_json::json!({ "error": e.chain().to_string() })
-                }
-                Err(e) => {
-                    failed += 1;
-                    serde_json::json!({ "error": format!("the query's task failed: {e}") })
-                }
+        for (task, chunk) in tasks.into_iter().zip(sessions.chunks(batch)) {
+            let answers = match task.await {
+                Ok(Ok(answers)) => Ok(answers),
+                Ok(Err(e)) => Err(e.chain().to_string()),
+                Err(e) => Err(format!("the query's task failed: {e}")),
             };
-            if let (Some(n), Some(fields)) = (input.line, line.as_object_mut()) {
-                fields.insert("line".into(), n.into());
+            for (j, input) in chunk.iter().enumerate() {
+                let mut line = match &answers {
+                    Ok(a) => serde_json::to_value(&a[j])?,
+                    Err(why) => {
+                        failed += 1;
+                        serde_json::json!({ "error": why })
+                    }
+                };
+                if let (Some(n), Some(fields)) = (input.line, line.as_object_mut()) {
+                    fields.insert("line".into(), n.into());
+                }
+                writeln!(out, "{line}")?;
             }
-            writeln!(out, "{line}")?;
         }
     }
     if failed > 0 {
