@@ -36,6 +36,9 @@ enum Gate {
     TruncateTo(u32, BitWidth),
     /// The local shift into Z_2^(width − f).
     ShiftDown(u32),
+    /// Truncation of input 0 by f, deferred past DReLU of input 1 (reduced) when `drelu` is
+    /// given, then resolved: [truncated, bit] or [truncated].
+    TruncateLater(u32, Option<BitWidth>),
     Drelu(BitWidth),
     Relu(BitWidth),
     /// ReLU's two steps as [`gate::relu`] takes them, with the DReLU bit an output too (so a
@@ -80,6 +83,16 @@ impl Circuit for Gate {
             Gate::Truncate(f) => vec![p.truncate(&x[0], *f).await?],
             Gate::TruncateTo(f, out) => vec![p.truncate_to(&x[0], *f, *out).await?],
             Gate::ShiftDown(f) => vec![x[0].shift_down(*f)?],
+            Gate::TruncateLater(f, drelu) => {
+                let later = p.truncate_later(&x[0], *f, x[0].width()).await?;
+                let bit = match drelu {
+                    Some(n) => Some(p.drelu(&x[1].reduce(*n)?).await?),
+                    None => None,
+                };
+                let mut out = vec![p.resolve(later).await?];
+                out.extend(bit);
+                out
+            }
             Gate::Drelu(n) => vec![p.drelu(&x[0].reduce(*n)?).await?],
             Gate::Relu(n) => vec![gate::relu(p, &x[0], *n).await?],
             Gate::ReluSteps(n) => {
@@ -387,6 +400,46 @@ fn truncation_is_exact_up_to_one_ulp_including_edges() {
         // Key: msb(r) shared in Z_2^f, plus the output mask share (64 bits).
         assert_eq!(o.keys.p1.len(), packed_len(n, w(f)) + n * 8);
     }
+}
+
+/// A deferred truncation opens with the next gate's exchange: the same values, bytes and
+/// keys as the two gates apart, one round fewer; with no gate after it, its own round.
+#[test]
+fn a_deferred_truncation_rides_with_the_next_opening() {
+    let mut r = rng(29);
+    let (f, n) = (12u32, w(20));
+    let values = signed_values(&mut r, 300, 50, L);
+    let signs: Vec<u64> = signed_values(&mut r, 300, 18, L);
+    let count = values.len();
+    let inputs = [
+        Input::new(&[count], L, values.clone()),
+        Input::new(&[count], L, signs.clone()),
+    ];
+    let o = run(&Gate::TruncateLater(f, Some(n)), &inputs, 5);
+    for (i, &x) in values.iter().enumerate() {
+        let (want, got) = (signed(L, x) >> f, signed(L, o.outputs[0][i]));
+        assert!(
+            got == want || got == want + 1,
+            "x={} got={got}",
+            signed(L, x)
+        );
+        assert_eq!(o.outputs[1][i], (signed(L, signs[i]) >= 0) as u64);
+    }
+    let bytes = count * 8 + packed_len(count, w(1));
+    assert_traffic(&o, &inputs, bytes as u64, 1);
+    let trunc = run(&Gate::Truncate(f), &inputs[..1], 5);
+    let drelu = run(&Gate::Drelu(n), &inputs[1..], 5);
+    assert_eq!(
+        o.keys.shared.len() + o.keys.p1.len(),
+        trunc.keys.shared.len()
+            + trunc.keys.p1.len()
+            + drelu.keys.shared.len()
+            + drelu.keys.p1.len()
+    );
+    // Resolved at once, it opens alone: the truncation's own round.
+    let alone = run(&Gate::TruncateLater(f, None), &inputs[..1], 5);
+    assert_eq!(alone.outputs[0], trunc.outputs[0]);
+    assert_traffic(&alone, &inputs[..1], (count * 8) as u64, 1);
 }
 
 #[test]

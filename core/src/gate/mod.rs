@@ -54,6 +54,7 @@ pub use linear::{DealerWeights, MAX_LINEAR_ROWS, ServerWeights, share_weights};
 pub use lookup::{LookupTable, MAX_TABLE_BITS};
 pub use roles::{DealerSide, KEY_CHUNK, ServerSide};
 pub use tensor::Tensor;
+pub use truncate::Later;
 pub use window::WindowTable;
 
 use crate::Error;
@@ -111,6 +112,15 @@ pub trait Protocol {
     /// [`Protocol::truncate`] with the result in Z_2^out, out > width − f: out above the
     /// input's width carries a value from a narrow ring into a wide one (f = 0 only widens).
     async fn truncate_to(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Tensor, Error>;
+
+    /// [`Protocol::truncate_to`] whose opening travels with the next gate's exchange, so that
+    /// it costs no round of its own where its result is not needed at once (same bytes and
+    /// keys). [`Protocol::resolve`] gives the wire.
+    async fn truncate_later(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Later, Error>;
+
+    /// The wire of a [`Protocol::truncate_later`]: opened by a later exchange, or now (one
+    /// round) if none came.
+    async fn resolve(&mut self, later: Later) -> Result<Tensor, Error>;
 
     /// [x ≥ 0] for x read as signed in its width, as a 1-bit wire.
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error>;
@@ -198,6 +208,14 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         truncate::deal(self, x, f, out)
     }
 
+    async fn truncate_later(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Later, Error> {
+        truncate::deal_later(self, x, f, out)
+    }
+
+    async fn resolve(&mut self, later: Later) -> Result<Tensor, Error> {
+        truncate::dealt(later)
+    }
+
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {
         compare::deal(self, x)
     }
@@ -276,6 +294,14 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
 
     async fn truncate_to(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Tensor, Error> {
         truncate::eval(self, x, f, out).await
+    }
+
+    async fn truncate_later(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Later, Error> {
+        truncate::eval_later(self, x, f, out).await
+    }
+
+    async fn resolve(&mut self, later: Later) -> Result<Tensor, Error> {
+        truncate::resolve(self, later).await
     }
 
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {

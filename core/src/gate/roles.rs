@@ -135,6 +135,18 @@ pub struct ServerSide<C, K, X> {
     /// The linear layers' offline terms in the order the circuit runs them, after
     /// [`ServerSide::precompute_linear`]; `None` while they are computed as the layers run.
     precomputed: Option<VecDeque<(LinearHeader, Vec<u64>)>>,
+    /// Openings deferred to the next exchange ([`ServerSide::defer_open`]).
+    riders: Riders,
+}
+
+/// Openings that wait for the next exchange of any gate, so that they cost no round of their
+/// own: this server's shares of each (by ticket, in the order deferred) and the values of those
+/// opened but not yet taken. Both servers run the same circuit, so their queues agree.
+#[derive(Default)]
+struct Riders {
+    next: usize,
+    waiting: Vec<(usize, Vec<u64>, BitWidth)>,
+    opened: Vec<(usize, Vec<u64>)>,
 }
 
 impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
@@ -148,6 +160,7 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
             keys,
             kernels,
             precomputed: None,
+            riders: Riders::default(),
         }
     }
 
@@ -359,10 +372,33 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
 
     /// Opens additive shares: one round, ⌈count·width/8⌉ bytes each way.
     pub(crate) async fn open(&mut self, mine: &[u64], width: BitWidth) -> Result<Vec<u64>, Error> {
-        let send = pack(mine, width);
-        let mut recv = vec![0u8; send.len()];
-        self.channel.exchange(&send, &mut recv).await?;
-        add_to_theirs(&recv, mine, width)
+        let [opened] = self.open_many([(mine, width)]).await?;
+        Ok(opened)
+    }
+
+    /// Queues this server's shares `mine` of a value to open with the next exchange of any gate
+    /// ([`ServerSide::take_opened`] gets it): a gate whose result is not needed at once saves
+    /// its round.
+    pub(crate) fn defer_open(&mut self, mine: Vec<u64>, width: BitWidth) -> usize {
+        let ticket = self.riders.next;
+        self.riders.next += 1;
+        self.riders.waiting.push((ticket, mine, width));
+        ticket
+    }
+
+    /// The value deferred under `ticket`, opened with a later exchange or, if none came, now
+    /// (one round).
+    pub(crate) async fn take_opened(&mut self, ticket: usize) -> Result<Vec<u64>, Error> {
+        if self.riders.waiting.iter().any(|(t, ..)| *t == ticket) {
+            self.open_many([]).await?;
+        }
+        let at = self
+            .riders
+            .opened
+            .iter()
+            .position(|(t, _)| *t == ticket)
+            .ok_or(Error::ProtocolMisuse("a deferred opening taken twice"))?;
+        Ok(self.riders.opened.swap_remove(at).1)
     }
 
     /// Opens two vectors of additive shares, of two widths, in one round (each packed apart:
@@ -382,7 +418,14 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         &mut self,
         parts: [(&[u64], BitWidth); N],
     ) -> Result<[Vec<u64>; N], Error> {
+        // Deferred openings ride first, in the order they were deferred.
+        let riders = core::mem::take(&mut self.riders.waiting);
         let mut send = Vec::new();
+        let mut rider_ends = Vec::with_capacity(riders.len());
+        for (_, mine, width) in &riders {
+            send.extend_from_slice(&pack(mine, *width));
+            rider_ends.push(send.len());
+        }
         let mut ends = [0usize; N];
         for (end, &(mine, width)) in ends.iter_mut().zip(&parts) {
             send.extend_from_slice(&pack(mine, width));
@@ -391,6 +434,11 @@ impl<C: Channel, K: KeySource, X: Kernels> ServerSide<C, K, X> {
         let mut recv = vec![0u8; send.len()];
         self.channel.exchange(&send, &mut recv).await?;
         let mut start = 0;
+        for ((ticket, mine, width), end) in riders.into_iter().zip(rider_ends) {
+            let opened = add_to_theirs(&recv[start..end], &mine, width)?;
+            self.riders.opened.push((ticket, opened));
+            start = end;
+        }
         let mut opened = [(); N].map(|()| Vec::new());
         for ((o, &end), &(mine, width)) in opened.iter_mut().zip(&ends).zip(&parts) {
             *o = add_to_theirs(&recv[start..end], mine, width)?;

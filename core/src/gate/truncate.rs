@@ -62,6 +62,85 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     f: u32,
     out: BitWidth,
 ) -> Result<Tensor, Error> {
+    let mine = shares(srv, x, f, out).await?;
+    let opened = srv.open(&mine, out).await?;
+    Ok(Tensor::from_parts(x.shape(), out, opened))
+}
+
+/// A truncation whose opening waits for the next exchange of any gate
+/// ([`super::Protocol::truncate_later`]): the dealer's output mask, or a server's ticket.
+#[derive(Debug)]
+pub struct Later(LaterWire);
+
+#[derive(Debug)]
+enum LaterWire {
+    Dealt(Tensor),
+    Deferred {
+        ticket: usize,
+        shape: Vec<usize>,
+        width: BitWidth,
+    },
+}
+
+pub(super) fn deal_later<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    f: u32,
+    out: BitWidth,
+) -> Result<Later, Error> {
+    Ok(Later(LaterWire::Dealt(deal(d, x, f, out)?)))
+}
+
+pub(super) fn dealt(later: Later) -> Result<Tensor, Error> {
+    match later.0 {
+        LaterWire::Dealt(t) => Ok(t),
+        LaterWire::Deferred { .. } => Err(Error::ProtocolMisuse(
+            "a server's deferred truncation resolved by the dealer",
+        )),
+    }
+}
+
+pub(super) async fn eval_later<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    f: u32,
+    out: BitWidth,
+) -> Result<Later, Error> {
+    let mine = shares(srv, x, f, out).await?;
+    Ok(Later(LaterWire::Deferred {
+        ticket: srv.defer_open(mine, out),
+        shape: x.shape().to_vec(),
+        width: out,
+    }))
+}
+
+pub(super) async fn resolve<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    later: Later,
+) -> Result<Tensor, Error> {
+    match later.0 {
+        LaterWire::Deferred {
+            ticket,
+            shape,
+            width,
+        } => Ok(Tensor::from_parts(
+            &shape,
+            width,
+            srv.take_opened(ticket).await?,
+        )),
+        LaterWire::Dealt(_) => Err(Error::ProtocolMisuse(
+            "the dealer's truncation resolved by a server",
+        )),
+    }
+}
+
+/// This server's share of the masked result, from its keys (read here, in the dealer's order).
+async fn shares<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    f: u32,
+    out: BitWidth,
+) -> Result<Vec<u64>, Error> {
     let msb_width = check(x, f, out)?;
     let w = x.width();
     let l = w.bits();
@@ -81,6 +160,5 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
             out.reduce(public.wrapping_add(wrap).wrapping_add(s[i]))
         })
         .collect();
-    let opened = srv.open(&mine, out).await?;
-    Ok(Tensor::from_parts(x.shape(), out, opened))
+    Ok(mine)
 }

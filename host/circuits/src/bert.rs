@@ -392,8 +392,10 @@ async fn bert_encoder<P: Protocol>(
             narrow(split(0, &[0, 2, 1, 3])?)?,
             narrow(split(1, &[0, 2, 1, 3])?.transpose()?)?,
         );
+        // V is needed only after the softmax: its truncation opens with Q·Kᵀ, in no round of
+        // its own.
         let v = p
-            .truncate_to(&split(2, &[0, 2, 1, 3])?, FRAC, BitWidth::FULL)
+            .truncate_later(&split(2, &[0, 2, 1, 3])?, FRAC, BitWidth::FULL)
             .await?;
         p.phase(phase::ATTENTION);
         // Q·Kᵀ at scale 2^(2·FRAC); a relative bias (at the same scale) joins it in the shares
@@ -407,6 +409,7 @@ async fn bert_encoder<P: Protocol>(
         p.phase(phase::SOFTMAX);
         let probs = layers::softmax_triple_scale(p, &scores).await?;
         p.phase(phase::ATTENTION);
+        let v = p.resolve(v).await?;
         // Probabilities at scale 2^(3·FRAC) times V at 2^FRAC.
         let context = p
             .matmul(&probs.reshape(&[batch * heads, n, n])?, &v)
@@ -419,9 +422,11 @@ async fn bert_encoder<P: Protocol>(
         let attn = dense(p, &context, out_w).await?.add(&hidden)?;
         p.phase(phase::LAYER_NORM);
         let attn = layers::layer_norm(p, &attn, norm1).await?;
-        let inner = dense(p, &attn, ffn_in).await?;
+        p.phase(phase::LINEAR);
+        let inner = p.linear(&attn.reduce(linear_ring()?)?, ffn_in).await?;
+        // GeLU reads the product untruncated: its truncation costs no round of its own.
         p.phase(phase::GELU);
-        let inner = layers::gelu(p, &inner, shape.activation).await?;
+        let inner = layers::gelu_of_product(p, &inner, shape.activation).await?;
         let out = dense(p, &inner, ffn_out).await?.add(&attn)?;
         p.phase(phase::LAYER_NORM);
         hidden = layers::layer_norm(p, &out, norm2).await?;

@@ -166,20 +166,37 @@ fn gelu_table(act: Activation) -> Result<&'static WindowTable, Error> {
     }
 }
 
-/// GeLU(x) = ReLU(x) − d(x) for the activation `act`, each from its own table: x read at the
-/// table's step (local shift), its sign and d(x) from one DPF key (2 rounds,
-/// [`Protocol::drelu_lookup`]), then ReLU (1). Three rounds; both activations cost the same.
+/// GeLU(x) = ReLU(x) − d(x) for the activation `act`, each from its own table, of a linear
+/// layer's output `y` = x·2^FRAC before its truncation (scale 2^(2·FRAC), in a ring of at least
+/// ACT_BITS + FRAC + 1 bits): x read at the table's step straight from y (one local shift), its
+/// sign and d(x) from one DPF key (2 rounds, [`Protocol::drelu_lookup`]), then ReLU(x) (1) on
+/// y truncated to x, whose opening travels with the table gate's first
+/// ([`Protocol::truncate_later`]). Three rounds with the truncation, where truncating first
+/// takes four; both activations cost the same.
 ///
 /// The shift may round x in [−2^(3 − GELU_BITS), 0) up to 0, which passes as positive and gives
 /// x − d(0) = x for GeLU(x) ≈ x/2: an error below 2^(2 − GELU_BITS) (3.9e−3) on values that
 /// small, as large as the table's own step error.
-pub async fn gelu<P: Protocol>(p: &mut P, x: &Tensor, act: Activation) -> Result<Tensor, Error> {
+pub async fn gelu_of_product<P: Protocol>(
+    p: &mut P,
+    y: &Tensor,
+    act: Activation,
+) -> Result<Tensor, Error> {
     // |x| < 2^(ACT_BITS − 1) units, read on ACT_BITS + 1 bits and shifted to the table's
     // step: below 2^(ACT_BITS − 1 − shift), a quarter of its ring, so the table is exact.
     let shift = FRAC + 3 - GELU_BITS;
-    let v = x.reduce(width(ACT_BITS + 1)?)?.shift_down(shift)?;
+    if y.width().bits() < ACT_BITS + 1 + FRAC {
+        return Err(Error::ShapeMismatch(
+            "GeLU reads a product on at least ACT_BITS + FRAC + 1 bits",
+        ));
+    }
+    let x = p.truncate_later(y, FRAC, BitWidth::FULL).await?;
+    let v = y
+        .reduce(width(ACT_BITS + 1 + FRAC)?)?
+        .shift_down(FRAC + shift)?;
     let (positive, d) = p.drelu_lookup(&v, gelu_table(act)?).await?;
-    let relu = p.mul_bit(&positive, x).await?;
+    let x = p.resolve(x).await?;
+    let relu = p.mul_bit(&positive, &x).await?;
     relu.sub(&d)
 }
 

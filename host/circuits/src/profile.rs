@@ -7,8 +7,8 @@
 
 use securerouter_core::Error;
 use securerouter_core::gate::{
-    Channel, Kernels, KeySource, LookupTable, Protocol, ServerSide, ServerWeights, Tensor, Traffic,
-    WindowTable,
+    Channel, Kernels, KeySource, Later, LookupTable, Protocol, ServerSide, ServerWeights, Tensor,
+    Traffic, WindowTable,
 };
 use securerouter_core::ring::BitWidth;
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,14 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
 
     async fn truncate_to(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Tensor, Error> {
         self.inner.truncate_to(x, f, out).await
+    }
+
+    async fn truncate_later(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Later, Error> {
+        self.inner.truncate_later(x, f, out).await
+    }
+
+    async fn resolve(&mut self, later: Later) -> Result<Tensor, Error> {
+        self.inner.resolve(later).await
     }
 
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {

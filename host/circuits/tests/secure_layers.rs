@@ -9,6 +9,7 @@ use securerouter_circuits::memory::{Circuit, run_circuit};
 use securerouter_core::Error;
 use securerouter_core::gate::{Protocol, Tensor};
 use securerouter_core::prg::{AesCtr, Domain, Seed};
+use securerouter_core::ring::BitWidth;
 use securerouter_ml::reference::{gelu, gelu_tanh};
 
 enum Nonlinear {
@@ -29,7 +30,13 @@ impl Circuit for Nonlinear {
         w: &[P::Weights],
     ) -> Result<Stage, Error> {
         let y = match self {
-            Nonlinear::Gelu(act) => layers::gelu(p, x, *act).await,
+            // As a linear layer gives it: at scale 2^(2·FRAC), in the linear layers' ring.
+            Nonlinear::Gelu(act) => {
+                let y = x
+                    .scale(1 << layers::FRAC)
+                    .reduce(BitWidth::new(layers::LINEAR_BITS)?)?;
+                layers::gelu_of_product(p, &y, *act).await
+            }
             Nonlinear::Tanh => layers::tanh(p, x).await,
             Nonlinear::Softmax => layers::softmax(p, x).await,
             Nonlinear::SoftmaxTripleScale => layers::softmax_triple_scale(p, x).await,
