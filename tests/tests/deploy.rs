@@ -133,52 +133,36 @@ fn a_pool_deployed_per_role_serves_text_from_its_folders() {
     std::fs::write(&queries, &held_out).unwrap();
     let client_dir = out.join("client");
     let client_s = client_dir.to_str().unwrap();
-    let lines = run(&[
-        "client",
-        "--deployment",
-        client_s,
-        "--jsonl",
-        queries.to_str().unwrap(),
-        "--concurrency",
-        "3",
-    ]);
     let cache = securerouter_ml::assets::cache_dir(None).unwrap();
     let plain = ServedPool::load(&pool, &cache).unwrap();
     let examples: Vec<serde_json::Value> = held_out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let answers: Vec<serde_json::Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(answers.len(), examples.len(), "{lines}");
-    for (i, (e, a)) in examples.iter().zip(&answers).enumerate() {
-        assert_eq!(a["line"], i + 1, "{a}");
-        assert_answer_follows_the_plain_pool(&plain, i, e, a);
-        assert_eq!(a["batch"], 1, "{a}");
-    }
-    // The same inputs four to a session: the answers follow the plaintext pool as well, in
-    // the inputs' order, each carrying its batch's size.
-    let lines = run(&[
-        "client",
-        "--deployment",
-        client_s,
-        "--jsonl",
-        queries.to_str().unwrap(),
-        "--batch",
-        "4",
-    ]);
-    let answers: Vec<serde_json::Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(answers.len(), examples.len(), "{lines}");
-    for (i, (e, a)) in examples.iter().zip(&answers).enumerate() {
-        assert_eq!(a["line"], i + 1, "{a}");
-        assert_answer_follows_the_plain_pool(&plain, i, e, a);
-        let batch = 4.min(examples.len() - i / 4 * 4);
-        assert_eq!(a["batch"], batch, "{a}");
+    // One query a session, three sessions at a time; then four inputs to a session. Either
+    // way the answers follow the plaintext pool, in the inputs' order, each carrying the size
+    // of the batch it came in.
+    for (flag, value, batch) in [("--concurrency", "3", 1), ("--batch", "4", 4)] {
+        let lines = run(&[
+            "client",
+            "--deployment",
+            client_s,
+            "--jsonl",
+            queries.to_str().unwrap(),
+            flag,
+            value,
+        ]);
+        let answers: Vec<serde_json::Value> = lines
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(answers.len(), examples.len(), "{lines}");
+        for (i, (e, a)) in examples.iter().zip(&answers).enumerate() {
+            assert_eq!(a["line"], i + 1, "{a}");
+            assert_answer_follows_the_plain_pool(&plain, i, e, a);
+            let size = batch.min(examples.len() - i / batch * batch);
+            assert_eq!(a["batch"], size, "{a}");
+        }
     }
 
     // The library client, in hide-route.
