@@ -62,6 +62,9 @@ enum Gate {
     Linear,
     /// x ⊙ γ + β with the session's one-input layer.
     Affine,
+    /// LayerNorm's end: input 0 ⊙ γ deferred past the product of inputs 0 and 1, then that
+    /// scaled input times input 1 plus β: [product, scaled, scaled ⊙ input 1 + β].
+    ScaleLaterThenShift,
     /// Local linear operations only: sum over the last axis of 3·transpose(x) + 5, minus x's
     /// first column.
     LocalLinear,
@@ -126,6 +129,13 @@ impl Circuit for Gate {
             Gate::MaxWithin(n, drop) => vec![gate::max_within(p, &x[0], *n, *drop).await?],
             Gate::Linear => vec![p.linear(&x[0], &w[0]).await?],
             Gate::Affine => vec![p.affine(&x[0], &w[0]).await?],
+            Gate::ScaleLaterThenShift => {
+                let later = p.scale_later(&x[0], &w[0]).await?;
+                let z = p.mul(&x[0], &x[1]).await?;
+                let scaled = p.resolve(later).await?;
+                let y = p.mul_add_shift(&scaled, &x[1], &w[0]).await?;
+                vec![z, scaled, y]
+            }
             Gate::LocalLinear => {
                 let t = x[0].transpose()?.scale(3);
                 let t = p.add_public(&t, &[5])?;
@@ -283,6 +293,35 @@ fn affine_map_with_secret_scale_and_shift_is_exact() {
     assert_traffic(&o, &inputs, (m * n * 8) as u64, 1);
     // P1's shares of r_x and r_x ⊙ R_γ, then the output gate's mask share.
     assert_eq!(o.keys.p1.len(), 3 * m * n * 8);
+}
+
+/// γ's product deferred past another gate, and β added inside a product's opening: exact, in
+/// the rounds of the two products alone and the bytes of three openings.
+#[test]
+fn a_deferred_scale_and_a_product_with_the_shift_are_exact() {
+    let mut r = rng(23);
+    let (m, n) = (5, 4);
+    let (weights, g, b) = layer(&mut r, 1, n);
+    let x: Vec<u64> = (0..m * n).map(|_| r.next_u64()).collect();
+    let y: Vec<u64> = (0..m * n).map(|_| r.next_u64()).collect();
+    let inputs = [
+        Input::new(&[m, n], L, x.clone()),
+        Input::new(&[m, n], L, y.clone()),
+    ];
+    let o = run_session(&Gate::ScaleLaterThenShift, &inputs, &weights, &master(23)).unwrap();
+    for i in 0..m * n {
+        let scaled = x[i].wrapping_mul(g[i % n]);
+        assert_eq!(o.outputs[0][i], x[i].wrapping_mul(y[i]));
+        assert_eq!(o.outputs[1][i], scaled);
+        assert_eq!(
+            o.outputs[2][i],
+            scaled.wrapping_mul(y[i]).wrapping_add(b[i % n])
+        );
+    }
+    assert_traffic(&o, &inputs, (3 * m * n * 8) as u64, 2);
+    // A shift whose layer does not fit the product is refused.
+    let (wide, _, _) = layer(&mut r, 1, n + 1);
+    assert!(run_session(&Gate::ScaleLaterThenShift, &inputs, &wide, &master(23)).is_err());
 }
 
 #[test]

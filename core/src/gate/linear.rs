@@ -23,6 +23,7 @@
 
 use super::channel::{Channel, KeySink, KeySource, pack, packed_len, unpack};
 use super::kernels::Kernels;
+use super::later::Later;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
@@ -370,6 +371,29 @@ pub(super) async fn eval_affine<C: Channel, K: KeySource, X: Kernels>(
     x: &Tensor,
     w: &ServerWeights,
 ) -> Result<Tensor, Error> {
+    let y = affine_shares(srv, x, w, true).await?;
+    let opened = srv.open(&y, BitWidth::FULL).await?;
+    Ok(Tensor::from_parts(x.shape(), BitWidth::FULL, opened))
+}
+
+/// x ⊙ γ without the shift, its opening deferred ([`super::Protocol::scale_later`]); the
+/// dealer deals it as [`deal_affine`].
+pub(super) async fn eval_scale_later<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    w: &ServerWeights,
+) -> Result<Later, Error> {
+    let y = affine_shares(srv, x, w, false).await?;
+    Ok(Later::deferred(srv, y, x.shape(), BitWidth::FULL))
+}
+
+/// This server's shares of the masked x ⊙ γ, plus its share of β when `shift`.
+async fn affine_shares<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    w: &ServerWeights,
+    shift: bool,
+) -> Result<Vec<u64>, Error> {
     affine_rows(x, w.n, w.k)?;
     let mask_share = srv.share(x.len(), BitWidth::FULL).await?;
     let product_share = srv.share(x.len(), BitWidth::FULL).await?;
@@ -380,15 +404,15 @@ pub(super) async fn eval_affine<C: Channel, K: KeySource, X: Kernels>(
         .enumerate()
         .map(|(i, &v)| {
             let j = i % w.n;
+            let bias = if shift { w.bias[j] } else { 0 };
             v.wrapping_mul(w.online[j])
-                .wrapping_add(w.bias[j])
+                .wrapping_add(bias)
                 .wrapping_add(s[i])
                 .wrapping_add(product_share[i])
                 .wrapping_sub(mask_share[i].wrapping_mul(w.masked[j]))
         })
         .collect();
-    let opened = srv.open(&y, BitWidth::FULL).await?;
-    Ok(Tensor::from_parts(x.shape(), BitWidth::FULL, opened))
+    Ok(y)
 }
 
 /// Output: the dealer shares the wire's mask; each server sends the client

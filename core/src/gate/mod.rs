@@ -34,6 +34,7 @@ pub mod channel;
 mod compare;
 mod compose;
 pub mod kernels;
+mod later;
 mod linear;
 mod lookup;
 pub mod memory;
@@ -50,11 +51,11 @@ pub use kernels::{
     CpuKernels, Kernels, WindowBits, check_key_batch, check_lookup_table, check_matmul,
     check_window_table, each_product, masked_dot, table_rotations,
 };
+pub use later::Later;
 pub use linear::{DealerWeights, MAX_LINEAR_ROWS, ServerWeights, share_weights};
 pub use lookup::{LookupTable, MAX_TABLE_BITS};
 pub use roles::{DealerSide, KEY_CHUNK, ServerSide};
 pub use tensor::Tensor;
-pub use truncate::Later;
 pub use window::WindowTable;
 
 use crate::Error;
@@ -118,8 +119,24 @@ pub trait Protocol {
     /// keys). [`Protocol::resolve`] gives the wire.
     async fn truncate_later(&mut self, x: &Tensor, f: u32, out: BitWidth) -> Result<Later, Error>;
 
-    /// The wire of a [`Protocol::truncate_later`]: opened by a later exchange, or now (one
-    /// round) if none came.
+    /// x ⊙ γ along the last axis with the secret per-feature scale γ of a one-input layer (its
+    /// shift β left out: [`Protocol::mul_add_shift`] adds it), whose opening travels with the
+    /// next gate's exchange like [`Protocol::truncate_later`]'s. The bytes and keys of
+    /// [`Protocol::affine`].
+    async fn scale_later(&mut self, x: &Tensor, w: &Self::Weights) -> Result<Later, Error>;
+
+    /// x ⊙ y + β along the last axis, β the secret shift of the one-input layer `w` (its scale
+    /// not read): the servers add their shares of β to their shares of the product before its
+    /// opening, so it costs what [`Protocol::mul`] costs.
+    async fn mul_add_shift(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        w: &Self::Weights,
+    ) -> Result<Tensor, Error>;
+
+    /// The wire of a deferred gate ([`Protocol::truncate_later`], [`Protocol::scale_later`]):
+    /// opened by a later exchange, or now (one round) if none came.
     async fn resolve(&mut self, later: Later) -> Result<Tensor, Error>;
 
     /// [x ≥ 0] for x read as signed in its width, as a 1-bit wire.
@@ -212,8 +229,21 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         truncate::deal_later(self, x, f, out)
     }
 
+    async fn scale_later(&mut self, x: &Tensor, w: &DealerWeights) -> Result<Later, Error> {
+        Ok(Later::dealt(linear::deal_affine(self, x, w)?))
+    }
+
+    async fn mul_add_shift(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        w: &DealerWeights,
+    ) -> Result<Tensor, Error> {
+        multiply::deal_mul_add_shift(self, x, y, w)
+    }
+
     async fn resolve(&mut self, later: Later) -> Result<Tensor, Error> {
-        truncate::dealt(later)
+        later.dealer_wire()
     }
 
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {
@@ -300,8 +330,21 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
         truncate::eval_later(self, x, f, out).await
     }
 
+    async fn scale_later(&mut self, x: &Tensor, w: &ServerWeights) -> Result<Later, Error> {
+        linear::eval_scale_later(self, x, w).await
+    }
+
+    async fn mul_add_shift(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        w: &ServerWeights,
+    ) -> Result<Tensor, Error> {
+        multiply::eval_mul_add_shift(self, x, y, w).await
+    }
+
     async fn resolve(&mut self, later: Later) -> Result<Tensor, Error> {
-        truncate::resolve(self, later).await
+        later.server_wire(self).await
     }
 
     async fn drelu(&mut self, x: &Tensor) -> Result<Tensor, Error> {

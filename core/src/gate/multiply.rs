@@ -17,7 +17,7 @@
 
 use super::channel::{Channel, KeySink, KeySource};
 use super::kernels::Kernels;
-use super::linear::ServerWeights;
+use super::linear::{DealerWeights, ServerWeights};
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
@@ -51,11 +51,62 @@ pub(super) fn deal_mul<S: KeySink>(
     Ok(Tensor::from_parts(x.shape(), w, rz))
 }
 
+/// x ⊙ y + β, β the shift of the one-input layer `w`: the product's keys, nothing for β
+/// (the servers hold it in shares).
+pub(super) fn deal_mul_add_shift<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    y: &Tensor,
+    w: &DealerWeights,
+) -> Result<Tensor, Error> {
+    check_shift(x, w.inputs(), w.outputs())?;
+    deal_mul(d, x, y)
+}
+
+pub(super) async fn eval_mul_add_shift<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    y: &Tensor,
+    w: &ServerWeights,
+) -> Result<Tensor, Error> {
+    check_shift(x, w.inputs(), w.outputs())?;
+    let n = w.outputs();
+    let mut mine = mul_shares(srv, x, y).await?;
+    let width = x.width();
+    for (i, v) in mine.iter_mut().enumerate() {
+        *v = width.add(*v, w.parts().1[i % n]);
+    }
+    let opened = srv.open(&mine, width).await?;
+    Ok(Tensor::from_parts(x.shape(), width, opened))
+}
+
+/// A shift β of a one-input layer added along x's last axis, in the full ring.
+fn check_shift(x: &Tensor, k: usize, n: usize) -> Result<(), Error> {
+    if k != 1 || x.last_dim() != n || x.width() != crate::ring::BitWidth::FULL {
+        return Err(Error::ShapeMismatch(
+            "a shift needs a 64-bit product whose last axis equals a one-input layer's outputs",
+        ));
+    }
+    Ok(())
+}
+
 pub(super) async fn eval_mul<C: Channel, K: KeySource, X: Kernels>(
     srv: &mut ServerSide<C, K, X>,
     x: &Tensor,
     y: &Tensor,
 ) -> Result<Tensor, Error> {
+    let mine = mul_shares(srv, x, y).await?;
+    let w = x.width();
+    let opened = srv.open(&mine, w).await?;
+    Ok(Tensor::from_parts(x.shape(), w, opened))
+}
+
+/// This server's shares of the masked product, from its keys.
+async fn mul_shares<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Vec<u64>, Error> {
     check_elementwise(x, y)?;
     let w = x.width();
     let rx = srv.share(x.len(), w).await?;
@@ -72,8 +123,7 @@ pub(super) async fn eval_mul<C: Channel, K: KeySource, X: Kernels>(
         })
         .map(|v| w.reduce(v))
         .collect();
-    let opened = srv.open(&mine, w).await?;
-    Ok(Tensor::from_parts(x.shape(), w, opened))
+    Ok(mine)
 }
 
 /// Batch, m, k, n of a batched product [.., m, k] · [.., k, n].

@@ -15,6 +15,7 @@
 
 use super::channel::{Channel, KeySink, KeySource};
 use super::kernels::Kernels;
+use super::later::Later;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use crate::Error;
@@ -67,37 +68,13 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     Ok(Tensor::from_parts(x.shape(), out, opened))
 }
 
-/// A truncation whose opening waits for the next exchange of any gate
-/// ([`super::Protocol::truncate_later`]): the dealer's output mask, or a server's ticket.
-#[derive(Debug)]
-pub struct Later(LaterWire);
-
-#[derive(Debug)]
-enum LaterWire {
-    Dealt(Tensor),
-    Deferred {
-        ticket: usize,
-        shape: Vec<usize>,
-        width: BitWidth,
-    },
-}
-
 pub(super) fn deal_later<S: KeySink>(
     d: &mut DealerSide<S>,
     x: &Tensor,
     f: u32,
     out: BitWidth,
 ) -> Result<Later, Error> {
-    Ok(Later(LaterWire::Dealt(deal(d, x, f, out)?)))
-}
-
-pub(super) fn dealt(later: Later) -> Result<Tensor, Error> {
-    match later.0 {
-        LaterWire::Dealt(t) => Ok(t),
-        LaterWire::Deferred { .. } => Err(Error::ProtocolMisuse(
-            "a server's deferred truncation resolved by the dealer",
-        )),
-    }
+    Ok(Later::dealt(deal(d, x, f, out)?))
 }
 
 pub(super) async fn eval_later<C: Channel, K: KeySource, X: Kernels>(
@@ -107,31 +84,7 @@ pub(super) async fn eval_later<C: Channel, K: KeySource, X: Kernels>(
     out: BitWidth,
 ) -> Result<Later, Error> {
     let mine = shares(srv, x, f, out).await?;
-    Ok(Later(LaterWire::Deferred {
-        ticket: srv.defer_open(mine, out),
-        shape: x.shape().to_vec(),
-        width: out,
-    }))
-}
-
-pub(super) async fn resolve<C: Channel, K: KeySource, X: Kernels>(
-    srv: &mut ServerSide<C, K, X>,
-    later: Later,
-) -> Result<Tensor, Error> {
-    match later.0 {
-        LaterWire::Deferred {
-            ticket,
-            shape,
-            width,
-        } => Ok(Tensor::from_parts(
-            &shape,
-            width,
-            srv.take_opened(ticket).await?,
-        )),
-        LaterWire::Dealt(_) => Err(Error::ProtocolMisuse(
-            "the dealer's truncation resolved by a server",
-        )),
-    }
+    Ok(Later::deferred(srv, mine, x.shape(), out))
 }
 
 /// This server's share of the masked result, from its keys (read here, in the dealer's order).

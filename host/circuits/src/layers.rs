@@ -15,7 +15,7 @@
 //! | GeLU | 3 | ReLU(x) − d(x), d from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key |
 //! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
 //! | softmax over n | 2⌈log2 n⌉ + 12 (10 left at scale 2^(3·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's, read side by side; reciprocal from a 13-bit table and one Newton step |
-//! | LayerNorm | 12 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
+//! | LayerNorm | 11 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
 //!
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
 //! per bit compared, so: values that only feed a table index or a comparison are rescaled by the
@@ -517,10 +517,11 @@ fn log2_bounds(n: usize) -> (i32, i32) {
 }
 
 /// LayerNorm over the last axis with secret scale and shift (`affine`: γ at scale FRAC, β at
-/// scale 3·FRAC): mean (1 round), squares (1), 1/√ of their sum (7), normalise and scale (2),
-/// truncate (1). The squares' sum, h times the variance at scale 2·FRAC, goes to the inverse
-/// square root as it is, 1/h folded into its constant: no truncation of the squares or of the
-/// variance.
+/// scale 3·FRAC): mean (1 round), squares (1), 1/√ of their sum (7), normalise (1), truncate
+/// (1): eleven rounds. The squares' sum, h times the variance at scale 2·FRAC, goes to the
+/// inverse square root as it is, 1/h folded into its constant: no truncation of the squares or
+/// of the variance. The centred values are scaled by γ while the inverse square root runs
+/// (their opening rides its first exchange), and β joins the product with 1/√ in its opening.
 pub async fn layer_norm<P: Protocol>(
     p: &mut P,
     x: &Tensor,
@@ -541,11 +542,14 @@ pub async fn layer_norm<P: Protocol>(
         hi: V_MAX + ceil,
         factor: (h as f64).sqrt(),
     };
+    // centred ⊙ γ does not wait for r: its opening travels with the inverse square root's
+    // first exchange.
+    let scaled = p.scale_later(&centred, affine).await?; // scale 2·FRAC
     let r = rsqrt_in(p, &sq.sum_last_axis(), range).await?;
+    let scaled = p.resolve(scaled).await?;
     let y = p
-        .mul(&centred, &r.repeat_last(h).reshape(x.shape())?)
-        .await?; // scale 2·FRAC
-    let y = p.affine(&y, affine).await?; // scale 3·FRAC
+        .mul_add_shift(&scaled, &r.repeat_last(h).reshape(x.shape())?, affine)
+        .await?; // scale 3·FRAC, plus β
     p.truncate(&y, 2 * FRAC).await
 }
 

@@ -142,6 +142,19 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
         self.inner.truncate_later(x, f, out).await
     }
 
+    async fn scale_later(&mut self, x: &Tensor, w: &ServerWeights) -> Result<Later, Error> {
+        self.inner.scale_later(x, w).await
+    }
+
+    async fn mul_add_shift(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        w: &ServerWeights,
+    ) -> Result<Tensor, Error> {
+        self.inner.mul_add_shift(x, y, w).await
+    }
+
     async fn resolve(&mut self, later: Later) -> Result<Tensor, Error> {
         self.inner.resolve(later).await
     }

@@ -98,7 +98,7 @@ fn bert_tiny_shape_at_128_tokens_stays_within_budget() {
         "BERT-tiny shape, 128 tokens",
         got,
         Costs {
-            rounds: 125,
+            rounds: 121,
             bytes_sent: 12_861_661,
             key_bytes: [63_774_298, 80_266_109],
         },
@@ -112,7 +112,7 @@ fn minilm_l6_at_128_tokens_stays_within_budget() {
         "MiniLM-L6, 128 tokens",
         got,
         Costs {
-            rounds: 365,
+            rounds: 353,
             bytes_sent: 139_599_325,
             key_bytes: [740_748_522, 914_967_693],
         },
@@ -138,7 +138,7 @@ fn the_pools_router_stage_at_64_tokens_stays_within_budget() {
         "the pool's router stage, 64 tokens",
         got,
         Costs {
-            rounds: 75,
+            rounds: 73,
             bytes_sent: 9_629_548,
             key_bytes: [44_004_019, 56_175_011],
         },
