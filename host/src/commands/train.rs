@@ -83,6 +83,14 @@ pub enum TrainAction {
         /// Fine-tuning epochs.
         #[arg(long, default_value_t = 2)]
         epochs: usize,
+        /// Layers each cut fine-tunes from the top, all of a smaller cut (default: a third
+        /// of its layers, at least one).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        tune_top: Option<u64>,
+        /// The cuts also learn the last --expert's class probabilities (knowledge
+        /// distillation, temperature 2, half the loss).
+        #[arg(long)]
+        distill: bool,
         /// Use at most this many examples of each part: the experts', the router's, held out
         /// (quick runs).
         #[arg(long)]
@@ -194,6 +202,8 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
             checkpoints,
             seq,
             epochs,
+            tune_top,
+            distill,
             limit,
             cost_queries,
             force,
@@ -209,6 +219,8 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
                     epochs: *epochs,
                     ..expert::FineTuneOptions::default()
                 },
+                tune_top: tune_top.map(|t| t as usize),
+                distill: *distill,
                 limit: *limit,
                 cost_queries: *cost_queries,
                 force: *force,

@@ -132,12 +132,33 @@ pub enum Targets<'a> {
     },
     /// A real score per input, fitted by mean squared error on the head's one output.
     Scores(&'a [f32]),
+    /// A class per input and a teacher's logits: cross-entropy on the labels plus the
+    /// teacher's softened class probabilities (knowledge distillation).
+    Distilled {
+        /// One class per input.
+        labels: &'a [usize],
+        /// The teacher's logits per input, one per class.
+        teacher: Teacher<'a>,
+    },
+}
+
+/// A larger classifier's outputs a student also learns from (Hinton, Vinyals and Dean,
+/// "Distilling the knowledge in a neural network", 2015): its probabilities at a temperature
+/// say how sure it is and which inputs are hard, which the labels alone do not.
+#[derive(Clone, Copy, Debug)]
+pub struct Teacher<'a> {
+    /// The teacher's logits, one row per input.
+    pub logits: &'a [Vec<f32>],
+    /// Softmax temperature of the teacher's and the student's probabilities (above 0).
+    pub temperature: f32,
+    /// Weight of the teacher's term in 0..=1; the labels' cross-entropy gets the rest.
+    pub weight: f32,
 }
 
 impl Targets<'_> {
     fn len(&self) -> usize {
         match self {
-            Targets::Classes { labels, .. } => labels.len(),
+            Targets::Classes { labels, .. } | Targets::Distilled { labels, .. } => labels.len(),
             Targets::Scores(s) => s.len(),
         }
     }
@@ -161,6 +182,36 @@ impl Targets<'_> {
                     invalid!("a target score is NaN or infinite");
                 }
             }
+            Targets::Distilled { labels, teacher } => {
+                let classes = teacher.logits.first().map_or(0, Vec::len);
+                if teacher.logits.len() != labels.len()
+                    || classes < 2
+                    || teacher.logits.iter().any(|l| l.len() != classes)
+                {
+                    invalid!(
+                        "the teacher needs one row of at least two logits per input, all of one \
+                         width ({} inputs, {} rows)",
+                        labels.len(),
+                        teacher.logits.len()
+                    );
+                }
+                if teacher.logits.iter().flatten().any(|v| !v.is_finite()) {
+                    invalid!("a teacher logit is NaN or infinite");
+                }
+                if !(teacher.temperature.is_finite() && teacher.temperature > 0.0)
+                    || !(0.0..=1.0).contains(&teacher.weight)
+                {
+                    invalid!(
+                        "distillation needs a positive temperature and a weight in 0..=1, not \
+                         {} and {}",
+                        teacher.temperature,
+                        teacher.weight
+                    );
+                }
+                if let Some(l) = labels.iter().find(|&&l| l >= classes) {
+                    invalid!("label {l} is not one of the teacher's {classes} classes");
+                }
+            }
         }
         Ok(())
     }
@@ -178,8 +229,39 @@ impl Targets<'_> {
                 let target = Tensor::from_vec(target, (idx.len(), 1), dev)?;
                 candle_nn::loss::mse(outputs, &target)?
             }
+            Targets::Distilled { labels, teacher } => {
+                let hard = Targets::Classes {
+                    labels,
+                    classes: teacher.logits[0].len(),
+                }
+                .loss(outputs, idx, dev)?;
+                let t = teacher.temperature;
+                let soft: Vec<f32> = idx
+                    .iter()
+                    .flat_map(|&i| softmax_at(&teacher.logits[i], t))
+                    .collect();
+                let soft = Tensor::from_vec(soft, outputs.shape(), dev)?;
+                let log_student = candle_nn::ops::log_softmax(&(outputs / f64::from(t))?, 1)?;
+                // Cross-entropy against the teacher's probabilities, scaled by T² so that its
+                // gradients keep their size whatever the temperature.
+                let distilled =
+                    ((soft * log_student)?.sum(1)?.mean_all()?.neg()? * f64::from(t * t))?;
+                ((hard * f64::from(1.0 - teacher.weight))?
+                    + (distilled * f64::from(teacher.weight))?)?
+            }
         })
     }
+}
+
+/// The softmax of `logits / temperature`.
+fn softmax_at(logits: &[f32], temperature: f32) -> Vec<f32> {
+    let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = logits
+        .iter()
+        .map(|&v| ((v - m) / temperature).exp())
+        .collect();
+    let sum: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
 }
 
 /// A head trained on the encoder's last hidden states.
@@ -346,8 +428,8 @@ pub fn head_outputs(
 }
 
 /// Fine-tunes `base`'s top `tuned` layers and a fresh `classes`-way head on mean-pooled
-/// states of the embedded sentences `inputs` (from [`embed_examples`](crate::checkpoint_expert::embed_examples)) with their `labels`; the
-/// layers below stay frozen.
+/// states of the embedded sentences `inputs` (from [`embed_examples`](crate::checkpoint_expert::embed_examples)) with their `labels`,
+/// and the `teacher`'s logits when given; the layers below stay frozen.
 ///
 /// # Errors
 /// If inputs and labels differ in number, a label is out of range, `tuned` is not in
@@ -358,6 +440,7 @@ pub fn fine_tune(
     inputs: &[Vec<f32>],
     labels: &[usize],
     classes: usize,
+    teacher: Option<Teacher<'_>>,
     opts: &FineTuneOptions,
 ) -> Result<Expert> {
     if tuned == 0 {
@@ -368,7 +451,13 @@ pub fn fine_tune(
         base.config.hidden_size,
         &Device::Cpu,
     )?);
-    let targets = Targets::Classes { labels, classes };
+    let targets = match teacher {
+        Some(teacher) if teacher.logits.first().map(Vec::len) != Some(classes) => {
+            invalid!("the teacher's logits are not one per class of the {classes}")
+        }
+        Some(teacher) => Targets::Distilled { labels, teacher },
+        None => Targets::Classes { labels, classes },
+    };
     let top = fine_tune_top(base, tuned, inputs, targets, &head, opts)?;
     let mut weights = base.clone();
     let split = weights.layers.len() - tuned;
@@ -485,7 +574,7 @@ mod tests {
             head_lr: 1e-2,
             ..FineTuneOptions::default()
         };
-        let expert = fine_tune(&model, 1, &inputs, &labels, 2, &opts).unwrap();
+        let expert = fine_tune(&model, 1, &inputs, &labels, 2, None, &opts).unwrap();
         let out = expert.infer(&inputs, 32, "test").unwrap();
         let acc = accuracy(&out.logits, &labels);
         assert!(acc > 0.9, "training accuracy {acc}");
@@ -584,14 +673,91 @@ mod tests {
         assert!(fine_tune_top(&model, 0, &inputs, bad, &head, &opts).is_err());
     }
 
+    /// A student taught by a teacher alone learns the teacher's rule (is token 7 in the
+    /// sentence?) although every label says class 0; with the teacher's weight at 0 it learns
+    /// the labels.
+    #[test]
+    fn a_distilled_student_learns_the_teachers_rule_not_the_labels() {
+        let model = tiny(2, 3);
+        let rng = &mut AesCtr::new(&Seed::from_bytes([5; 16]), Domain(2));
+        let sentences: Vec<Vec<u32>> = (0..160)
+            .map(|i| {
+                let n = 3 + (rng.next_u64() % 6) as usize;
+                let mut ids: Vec<u32> = (0..n).map(|_| 8 + (rng.next_u64() % 30) as u32).collect();
+                if i % 2 == 0 {
+                    ids[(rng.next_u64() as usize) % n] = 7;
+                }
+                ids
+            })
+            .collect();
+        let rule: Vec<usize> = sentences.iter().map(|s| s.contains(&7) as usize).collect();
+        let teacher_logits: Vec<Vec<f32>> = rule
+            .iter()
+            .map(|&r| {
+                if r == 1 {
+                    vec![-2.0, 2.0]
+                } else {
+                    vec![2.0, -2.0]
+                }
+            })
+            .collect();
+        let labels = vec![0usize; sentences.len()];
+        let inputs: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
+        let opts = FineTuneOptions {
+            epochs: 30,
+            batch_size: 16,
+            layer_lr: 1e-3,
+            head_lr: 1e-2,
+            ..FineTuneOptions::default()
+        };
+        let taught = |weight: f32| {
+            let teacher = Teacher {
+                logits: &teacher_logits,
+                temperature: 2.0,
+                weight,
+            };
+            let expert = fine_tune(&model, 1, &inputs, &labels, 2, Some(teacher), &opts).unwrap();
+            accuracy(&expert.infer(&inputs, 32, "test").unwrap().logits, &rule)
+        };
+        let by_teacher = taught(1.0);
+        assert!(by_teacher > 0.9, "the teacher's rule: {by_teacher}");
+        let by_labels = taught(0.0);
+        assert!(by_labels < 0.6, "the labels say class 0: {by_labels}");
+    }
+
+    #[test]
+    fn bad_teachers_are_errors() {
+        let model = tiny(1, 3);
+        let x = vec![vec![0.0f32; 16]; 2];
+        let opts = FineTuneOptions::default();
+        let rows = [vec![1.0f32, -1.0], vec![0.5, 0.5]];
+        let teach = |logits, temperature, weight| Teacher {
+            logits,
+            temperature,
+            weight,
+        };
+        let fit = |t: Teacher<'_>| fine_tune(&model, 1, &x, &[0, 1], 2, Some(t), &opts);
+        assert!(fit(teach(&rows[..1], 2.0, 0.5)).is_err(), "a row short");
+        let three = [vec![1.0f32, 0.0, 0.0], vec![0.0, 1.0, 0.0]];
+        assert!(
+            fit(teach(&three, 2.0, 0.5)).is_err(),
+            "another number of classes"
+        );
+        let nan = [vec![f32::NAN, 0.0], vec![0.0, 1.0]];
+        assert!(fit(teach(&nan, 2.0, 0.5)).is_err(), "a NaN logit");
+        assert!(fit(teach(&rows, 0.0, 0.5)).is_err(), "temperature 0");
+        assert!(fit(teach(&rows, 2.0, 1.5)).is_err(), "weight above 1");
+        assert!(fit(teach(&rows, 2.0, 0.5)).is_ok());
+    }
+
     #[test]
     fn bad_labels_are_errors() {
         let model = tiny(1, 3);
         let x = vec![vec![0.0f32; 16]];
         let opts = FineTuneOptions::default();
-        assert!(fine_tune(&model, 1, &x, &[2], 2, &opts).is_err());
-        assert!(fine_tune(&model, 1, &x, &[], 2, &opts).is_err());
-        assert!(fine_tune(&model, 2, &x, &[1], 2, &opts).is_err());
-        assert!(fine_tune(&model, 0, &x, &[1], 2, &opts).is_err());
+        assert!(fine_tune(&model, 1, &x, &[2], 2, None, &opts).is_err());
+        assert!(fine_tune(&model, 1, &x, &[], 2, None, &opts).is_err());
+        assert!(fine_tune(&model, 2, &x, &[1], 2, None, &opts).is_err());
+        assert!(fine_tune(&model, 0, &x, &[1], 2, None, &opts).is_err());
     }
 }

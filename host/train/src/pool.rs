@@ -14,7 +14,7 @@
 use super::checkpoint_expert::embed_examples;
 use super::encoder::CandleLinear;
 use super::expert::{
-    Expert, FineTuneOptions, PoolerHead, accuracy, fine_tune, head_outputs, predicted,
+    Expert, FineTuneOptions, PoolerHead, Teacher, accuracy, fine_tune, head_outputs, predicted,
 };
 use super::router::{RouteReport, RouterData, RouterOptions, evaluate, routes, train_router};
 use crate::error::{Error, MeasureError, Result, invalid};
@@ -30,6 +30,11 @@ use securerouter_ml::router::router_features;
 use securerouter_ml::{BertWeights, SequenceClassificationHead, Tokenizer};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// Softmax temperature of a distilling cut's and its teacher's probabilities.
+pub const DISTILL_TEMPERATURE: f32 = 2.0;
+/// Weight of the teacher's term in a distilling cut's loss (the labels' gets the rest).
+pub const DISTILL_WEIGHT: f32 = 0.5;
 
 /// The experts' outputs the router learns from and is judged on.
 pub const SIGNALS: &str = "signals.safetensors";
@@ -53,6 +58,12 @@ pub struct PoolOptions {
     pub seq_len: usize,
     /// Fine-tuning hyper-parameters.
     pub fine_tune: FineTuneOptions,
+    /// Layers each cut fine-tunes from the top, all of a cut that has fewer (default:
+    /// [`tuned_layers`]).
+    pub tune_top: Option<usize>,
+    /// Whether the cuts also learn the last checkpoint expert's outputs (knowledge
+    /// distillation at [`DISTILL_TEMPERATURE`], weight [`DISTILL_WEIGHT`]).
+    pub distill: bool,
     /// Use at most this many sentences of each split (for quick runs); all when `None`.
     pub limit: Option<usize>,
     /// Queries averaged per expert to measure its cost (0: do not measure).
@@ -71,6 +82,8 @@ impl Default for PoolOptions {
             checkpoints: Vec::new(),
             seq_len: 64,
             fine_tune: FineTuneOptions::default(),
+            tune_top: None,
+            distill: false,
             limit: None,
             cost_queries: 2,
             force: false,
@@ -264,10 +277,31 @@ pub fn build_pool(
         parts.held_out.len()
     )
     .map_err(Error::Output)?;
+    let teacher_logits = match (opts.distill, checkpoints.last()) {
+        (false, _) => None,
+        (true, None) => invalid!(
+            "distillation teaches the cuts with the pool's last checkpoint expert: add one with \
+             --expert"
+        ),
+        (true, Some(teacher)) => {
+            writeln!(
+                out,
+                "expert {}: its outputs on the experts' examples teach the cuts",
+                teacher.name
+            )
+            .map_err(Error::Output)?;
+            Some(teacher.outputs(&parts.experts, opts.seq_len, "experts'")?)
+        }
+    };
+    let teacher = teacher_logits.as_deref().map(|logits| Teacher {
+        logits,
+        temperature: DISTILL_TEMPERATURE,
+        weight: DISTILL_WEIGHT,
+    });
     let mut signals = Signals::default();
     for (i, &k) in layers.iter().enumerate() {
         let name = cut_name(k, base.layers.len());
-        let tuned = tuned_layers(k);
+        let tuned = opts.tune_top.map_or_else(|| tuned_layers(k), |t| t.min(k));
         writeln!(
             out,
             "expert {name}: fine-tuning its top {tuned} of {k} layers and a head on {} examples",
@@ -283,6 +317,7 @@ pub fn build_pool(
             &x_experts,
             &y_experts,
             classes,
+            teacher,
             &opts.fine_tune,
         )?;
         let on_router = expert.infer(&x_router, 64, &format!("{name} on the router's examples"))?;
@@ -418,6 +453,20 @@ impl CheckpointExpert {
         })
     }
 
+    /// Its logits on `examples`, tokenized and embedded with its own tokenizer and embeddings.
+    fn outputs(&self, examples: &[Example], seq_len: usize, what: &str) -> Result<Vec<Vec<f32>>> {
+        let dev = Device::Cpu;
+        let trainable = PoolerHead {
+            pooler: CandleLinear::from_linear(&self.head.pooler, &dev)?,
+            classifier: CandleLinear::from_linear(&self.head.classifier, &dev)?,
+        };
+        let name = &self.name;
+        let msg = format!("{name}: embedding the {what} examples");
+        let x = embed_examples(&self.weights, &self.tokenizer, examples, seq_len, &msg)?;
+        let msg = format!("{name} on the {what} examples");
+        head_outputs(&self.weights, &trainable, &x, 64, &msg)
+    }
+
     /// Copies the checkpoint into the pool in `dir` as `experts/<name>/` (F32, with its
     /// tokenizer) and stores its outputs on the router's and held-out examples, each
     /// tokenized and embedded with its own.
@@ -430,36 +479,25 @@ impl CheckpointExpert {
         signals: &mut Signals,
         out: &mut dyn Write,
     ) -> Result<ExpertEntry> {
-        let CheckpointExpert {
-            name,
-            folder,
-            weights,
-            head,
-            tokenizer,
-        } = self;
-        let checkpoint = format!("experts/{name}");
-        save_sequence_classifier(&dir.join(&checkpoint), &folder, &weights, &head)?;
+        let checkpoint = format!("experts/{}", self.name);
+        save_sequence_classifier(
+            &dir.join(&checkpoint),
+            &self.folder,
+            &self.weights,
+            &self.head,
+        )?;
         writeln!(
             out,
-            "expert {name}: {} layers of hidden size {} from {}",
-            weights.layers.len(),
-            weights.config.hidden_size,
-            folder.display()
+            "expert {}: {} layers of hidden size {} from {}",
+            self.name,
+            self.weights.layers.len(),
+            self.weights.config.hidden_size,
+            self.folder.display()
         )
         .map_err(Error::Output)?;
-        let dev = Device::Cpu;
-        let trainable = PoolerHead {
-            pooler: CandleLinear::from_linear(&head.pooler, &dev)?,
-            classifier: CandleLinear::from_linear(&head.classifier, &dev)?,
-        };
-        let outputs = |e: &[Example], what: &str| -> Result<Vec<Vec<f32>>> {
-            let msg = format!("{name}: embedding the {what} examples");
-            let x = embed_examples(&weights, &tokenizer, e, seq_len, &msg)?;
-            let msg = format!("{name} on the {what} examples");
-            head_outputs(&weights, &trainable, &x, 64, &msg)
-        };
-        let on_router = outputs(&parts.router, "router's")?;
-        let on_test = outputs(&parts.held_out, "held-out")?;
+        let on_router = self.outputs(&parts.router, seq_len, "router's")?;
+        let on_test = self.outputs(&parts.held_out, seq_len, "held-out")?;
+        let name = self.name;
         let (acc, held_out_scores) =
             held_out_figures(task.metric, &on_test, &labels(&parts.held_out)?)?;
         let entry = ExpertEntry {
