@@ -70,8 +70,26 @@ fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no such folder"), "{stderr}");
+    // Distillation needs a checkpoint expert to teach.
+    let out = securerouter(&[
+        "train",
+        "pool",
+        "--pool-dir",
+        pool_s,
+        "--experts",
+        "1,3",
+        "--distill",
+        "--limit",
+        "8",
+        "--cost-queries",
+        "0",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("add one with --expert"), "{stderr}");
 
-    let manifest = last_json(&run(&[
+    // The cut fine-tuned whole and taught by the checkpoint expert.
+    let built = run(&[
         "train",
         "pool",
         "--pool-dir",
@@ -80,6 +98,9 @@ fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {
         "1",
         "--expert",
         expert_s,
+        "--distill",
+        "--tune-top",
+        "4",
         "--limit",
         "48",
         "--epochs",
@@ -89,7 +110,16 @@ fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {
         "--cost-queries",
         "1",
         "--force",
-    ]));
+    ]);
+    assert!(
+        built.contains("expert tiny-mpnet: its outputs on the experts' examples teach the cuts"),
+        "{built}"
+    );
+    assert!(
+        built.contains("expert minilm-l6-first-1: fine-tuning its top 1 of 1 layers"),
+        "{built}"
+    );
+    let manifest = last_json(&built);
     let experts = manifest["experts"].as_array().expect("experts");
     let names: Vec<&str> = experts
         .iter()
@@ -116,6 +146,37 @@ fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {
     ]);
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
     assert!(v["max_abs_logit_err"].as_f64().unwrap() < 0.05, "{line}");
+
+    // Measured again, the pool keeps its experts and their held-out figures.
+    let out = securerouter(&[
+        "train",
+        "pool",
+        "--pool-dir",
+        pool_s,
+        "--measure-costs",
+        "--cost-queries",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least one query"),
+        "{out:?}"
+    );
+    let again = last_json(&run(&[
+        "train",
+        "pool",
+        "--pool-dir",
+        pool_s,
+        "--measure-costs",
+        "--cost-queries",
+        "1",
+    ]));
+    for (before, after) in experts.iter().zip(again["experts"].as_array().unwrap()) {
+        assert_eq!(before["name"], after["name"]);
+        assert_eq!(before["held_out_accuracy"], after["held_out_accuracy"]);
+        assert_eq!(before["cost"]["rounds"], after["cost"]["rounds"]);
+        assert!(after["cost"]["online_s"].as_f64().unwrap() > 0.0, "{after}");
+    }
 
     run(&["train", "router", "--pool-dir", pool_s, "--epochs", "5"]);
     for mode in ["reveal-route", "hide-route"] {

@@ -101,6 +101,10 @@ pub enum TrainAction {
         /// Rebuild an existing pool.
         #[arg(long)]
         force: bool,
+        /// Measure a built pool's experts under MPC again (after an engine change, or on
+        /// another machine), keeping its experts.
+        #[arg(long, conflicts_with = "force")]
+        measure_costs: bool,
     },
     /// Train the router on a built pool: straight-through Gumbel-Softmax with task,
     /// load-balancing and cost losses; prints the route distribution, accuracy and the task's
@@ -207,6 +211,7 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
             limit,
             cost_queries,
             force,
+            measure_costs,
         } => {
             let opts = pool::PoolOptions {
                 cache: cache_dir.clone(),
@@ -224,6 +229,7 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
                 limit: *limit,
                 cost_queries: *cost_queries,
                 force: *force,
+                remeasure: *measure_costs,
             };
             let m = pool::build_pool(
                 &opts,

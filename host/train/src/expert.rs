@@ -198,9 +198,8 @@ impl Targets<'_> {
                 if teacher.logits.iter().flatten().any(|v| !v.is_finite()) {
                     invalid!("a teacher logit is NaN or infinite");
                 }
-                if !(teacher.temperature.is_finite() && teacher.temperature > 0.0)
-                    || !(0.0..=1.0).contains(&teacher.weight)
-                {
+                let temperature_ok = teacher.temperature.is_finite() && teacher.temperature > 0.0;
+                if !temperature_ok || !(0.0..=1.0).contains(&teacher.weight) {
                     invalid!(
                         "distillation needs a positive temperature and a weight in 0..=1, not \
                          {} and {}",

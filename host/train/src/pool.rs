@@ -70,6 +70,9 @@ pub struct PoolOptions {
     pub cost_queries: usize,
     /// Rebuild even if a pool is there.
     pub force: bool,
+    /// Measure a built pool's experts again (after an engine change, or on another machine),
+    /// keeping its experts and signals.
+    pub remeasure: bool,
 }
 
 impl Default for PoolOptions {
@@ -87,6 +90,7 @@ impl Default for PoolOptions {
             limit: None,
             cost_queries: 2,
             force: false,
+            remeasure: false,
         }
     }
 }
@@ -198,9 +202,18 @@ pub fn build_pool(
                 task.name
             );
         }
+        if opts.remeasure {
+            if opts.cost_queries == 0 {
+                invalid!("measuring the costs again needs at least one query per expert");
+            }
+            let mut m = m;
+            measure_costs(&mut m, &dir, opts, measure, out)?;
+            m.save(&dir)?;
+            return Ok(m);
+        }
         writeln!(
             out,
-            "pool at {} is built (--force rebuilds it)",
+            "pool at {} is built (--force rebuilds it, --measure-costs measures it again)",
             dir.display()
         )
         .map_err(Error::Output)?;
@@ -236,6 +249,12 @@ pub fn build_pool(
         let mut taken = names.clone();
         taken.extend(checkpoints.iter().map(|c| c.name.clone()));
         checkpoints.push(CheckpointExpert::open(folder, &taken, &task)?);
+    }
+    if opts.distill && checkpoints.is_empty() {
+        invalid!(
+            "distillation teaches the cuts with the pool's last checkpoint expert: add one with \
+             --expert"
+        );
     }
     let tokenizer = Tokenizer::from_dir(&base_dir)?;
     let embed = |e: &[Example], what: &str| {
@@ -278,11 +297,6 @@ pub fn build_pool(
     )
     .map_err(Error::Output)?;
     let teacher_logits = match (opts.distill, checkpoints.last()) {
-        (false, _) => None,
-        (true, None) => invalid!(
-            "distillation teaches the cuts with the pool's last checkpoint expert: add one with \
-             --expert"
-        ),
         (true, Some(teacher)) => {
             writeln!(
                 out,
@@ -292,6 +306,7 @@ pub fn build_pool(
             .map_err(Error::Output)?;
             Some(teacher.outputs(&parts.experts, opts.seq_len, "experts'")?)
         }
+        _ => None,
     };
     let teacher = teacher_logits.as_deref().map(|logits| Teacher {
         logits,
