@@ -178,9 +178,22 @@ fn a_small_pool_is_built_measured_and_routed() {
         "1",
         "--cost-weights",
         "0,1",
+        "--balance-weight",
+        "0",
+        "--router-epochs",
+        "20",
         "--plot",
         plot.to_str().unwrap(),
     ]);
+    let refused = Command::new(binary())
+        .args(["bench", "sweep", "--pool-dir", &d, "--balance-weight=-1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("balance weight -1"),
+        "{refused:?}"
+    );
     let points: Vec<serde_json::Value> = sweep
         .lines()
         .filter(|l| l.starts_with('{'))

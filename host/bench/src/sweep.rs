@@ -37,6 +37,8 @@ pub struct SweepOptions {
     pub queries: usize,
     /// Cost-loss weights.
     pub weights: Vec<f64>,
+    /// The routers' other training options (the cost weight is each of `weights`).
+    pub router: RouterOptions,
     /// Where the plot goes.
     pub plot: PathBuf,
     /// Seconds any link may stay silent.
@@ -73,6 +75,10 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> 
     if let Some(w) = opts.weights.iter().find(|w| !w.is_finite() || **w < 0.0) {
         invalid!("cost weight {w} is not a finite non-negative number");
     }
+    let balance = opts.router.balance_weight;
+    if !balance.is_finite() || balance < 0.0 {
+        invalid!("balance weight {balance} is not a finite non-negative number");
+    }
     let cache = assets::cache_dir(opts.cache.as_deref())?;
     let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
     let mut pool = ServedPool::load(&dir, &cache)?;
@@ -105,7 +111,7 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> 
     for &w in &opts.weights {
         let ropts = RouterOptions {
             cost_weight: w,
-            ..RouterOptions::default()
+            ..opts.router.clone()
         };
         pool.router.head = train_router(&signals.router_data()?, &costs, &ropts)?;
         let report = evaluate(&pool.router.head, &signals.test_data()?, &costs)?;

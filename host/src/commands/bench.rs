@@ -140,6 +140,12 @@ pub enum BenchCommand {
         /// Where to write the plot.
         #[arg(long, default_value = "pool-sweep.svg")]
         plot: PathBuf,
+        /// Weight of each router's load-balancing loss (as `train router`).
+        #[arg(long, default_value_t = 0.02)]
+        balance_weight: f64,
+        /// Each router's training epochs (as `train router`).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        router_epochs: u64,
         /// Routing privacy mode of the routed queries.
         #[arg(long, value_enum, default_value = "reveal-route")]
         route: RouteMode,
@@ -317,6 +323,8 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
         BenchCommand::Sweep {
             cost_weights,
             plot,
+            balance_weight,
+            router_epochs,
             route,
             pool_dir,
             queries,
@@ -331,6 +339,11 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                     mode: *route,
                     queries: *queries,
                     weights: cost_weights.clone(),
+                    router: securerouter_train::router::RouterOptions {
+                        balance_weight: *balance_weight,
+                        epochs: *router_epochs as usize,
+                        ..securerouter_train::router::RouterOptions::default()
+                    },
                     plot: plot.clone(),
                     timeout_s: *timeout,
                 };
@@ -343,6 +356,8 @@ pub fn run(what: &BenchCommand, out: &mut dyn Write) -> anyhow::Result<()> {
                 let _ = (
                     cost_weights,
                     plot,
+                    balance_weight,
+                    router_epochs,
                     route,
                     pool_dir,
                     queries,
