@@ -39,53 +39,26 @@ fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {
         "1",
     ]);
 
+    // `train pool` on this pool with `args`, refused: its error.
+    let refused = |args: &[&str]| {
+        let mut all = vec!["train", "pool", "--pool-dir", pool_s];
+        all.extend_from_slice(args);
+        let out = securerouter(&all);
+        assert!(!out.status.success(), "{args:?} ran");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let quick = ["--limit", "8", "--cost-queries", "0"];
     // The fixture itself gives three labels: refused, naming them.
-    let out = securerouter(&[
-        "train",
-        "pool",
-        "--pool-dir",
-        pool_s,
-        "--experts",
-        "1",
-        "--expert",
-        tiny.to_str().unwrap(),
-        "--limit",
-        "8",
-        "--cost-queries",
-        "0",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let tiny_s = tiny.to_str().unwrap();
+    let stderr = refused(&[&["--experts", "1", "--expert", tiny_s][..], &quick].concat());
     assert!(
         stderr.contains("gives the labels") && stderr.contains("neutral"),
         "{stderr}"
     );
-    let out = securerouter(&[
-        "train",
-        "pool",
-        "--pool-dir",
-        pool_s,
-        "--expert",
-        "/no/such",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&["--expert", "/no/such"]);
     assert!(stderr.contains("no such folder"), "{stderr}");
     // Distillation needs a checkpoint expert to teach.
-    let out = securerouter(&[
-        "train",
-        "pool",
-        "--pool-dir",
-        pool_s,
-        "--experts",
-        "1,3",
-        "--distill",
-        "--limit",
-        "8",
-        "--cost-queries",
-        "0",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = refused(&[&["--experts", "1,3", "--distill"][..], &quick].concat());
     assert!(stderr.contains("add one with --expert"), "{stderr}");
 
     // The cut fine-tuned whole and taught by the checkpoint expert.
@@ -148,20 +121,8 @@ fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {
     assert!(v["max_abs_logit_err"].as_f64().unwrap() < 0.05, "{line}");
 
     // Measured again, the pool keeps its experts and their held-out figures.
-    let out = securerouter(&[
-        "train",
-        "pool",
-        "--pool-dir",
-        pool_s,
-        "--measure-costs",
-        "--cost-queries",
-        "0",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("at least one query"),
-        "{out:?}"
-    );
+    let stderr = refused(&["--measure-costs", "--cost-queries", "0"]);
+    assert!(stderr.contains("at least one query"), "{stderr}");
     let again = last_json(&run(&[
         "train",
         "pool",

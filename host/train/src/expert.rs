@@ -547,13 +547,10 @@ mod tests {
         }
     }
 
-    /// A learnable task (is token 7 in the sentence?) on a random 2-layer model: fine-tuning
-    /// the top layer and the head must learn it, and the fine-tuned expert's candle inference
-    /// must equal the f64 reference of the weights it returns.
-    #[test]
-    fn fine_tuning_learns_a_token_task_and_returns_the_weights_it_trained() {
-        let model = tiny(2, 3);
-        let rng = &mut AesCtr::new(&Seed::from_bytes([9; 16]), Domain(1));
+    /// 160 sentences of 3 to 8 random tokens, every other one holding token 7, and whether each
+    /// holds it: a task a tiny model learns in a few dozen epochs.
+    fn token_task(seed: u8) -> (Vec<Vec<u32>>, Vec<usize>) {
+        let rng = &mut AesCtr::new(&Seed::from_bytes([seed; 16]), Domain(1));
         let sentences: Vec<Vec<u32>> = (0..160)
             .map(|i| {
                 let n = 3 + (rng.next_u64() % 6) as usize;
@@ -564,15 +561,30 @@ mod tests {
                 ids
             })
             .collect();
-        let labels: Vec<usize> = sentences.iter().map(|s| s.contains(&7) as usize).collect();
-        let inputs: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
-        let opts = FineTuneOptions {
+        let holds = sentences.iter().map(|s| s.contains(&7) as usize).collect();
+        (sentences, holds)
+    }
+
+    /// Fine-tuning options that learn [`token_task`] on a tiny model.
+    fn token_task_options() -> FineTuneOptions {
+        FineTuneOptions {
             epochs: 30,
             batch_size: 16,
             layer_lr: 1e-3,
             head_lr: 1e-2,
             ..FineTuneOptions::default()
-        };
+        }
+    }
+
+    /// A learnable task (is token 7 in the sentence?) on a random 2-layer model: fine-tuning
+    /// the top layer and the head must learn it, and the fine-tuned expert's candle inference
+    /// must equal the f64 reference of the weights it returns.
+    #[test]
+    fn fine_tuning_learns_a_token_task_and_returns_the_weights_it_trained() {
+        let model = tiny(2, 3);
+        let (sentences, labels) = token_task(9);
+        let inputs: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
+        let opts = token_task_options();
         let expert = fine_tune(&model, 1, &inputs, &labels, 2, None, &opts).unwrap();
         let out = expert.infer(&inputs, 32, "test").unwrap();
         let acc = accuracy(&out.logits, &labels);
@@ -678,18 +690,7 @@ mod tests {
     #[test]
     fn a_distilled_student_learns_the_teachers_rule_not_the_labels() {
         let model = tiny(2, 3);
-        let rng = &mut AesCtr::new(&Seed::from_bytes([5; 16]), Domain(2));
-        let sentences: Vec<Vec<u32>> = (0..160)
-            .map(|i| {
-                let n = 3 + (rng.next_u64() % 6) as usize;
-                let mut ids: Vec<u32> = (0..n).map(|_| 8 + (rng.next_u64() % 30) as u32).collect();
-                if i % 2 == 0 {
-                    ids[(rng.next_u64() as usize) % n] = 7;
-                }
-                ids
-            })
-            .collect();
-        let rule: Vec<usize> = sentences.iter().map(|s| s.contains(&7) as usize).collect();
+        let (sentences, rule) = token_task(5);
         let teacher_logits: Vec<Vec<f32>> = rule
             .iter()
             .map(|&r| {
@@ -702,13 +703,7 @@ mod tests {
             .collect();
         let labels = vec![0usize; sentences.len()];
         let inputs: Vec<Vec<f32>> = sentences.iter().map(|ids| embed(&model, ids)).collect();
-        let opts = FineTuneOptions {
-            epochs: 30,
-            batch_size: 16,
-            layer_lr: 1e-3,
-            head_lr: 1e-2,
-            ..FineTuneOptions::default()
-        };
+        let opts = token_task_options();
         let taught = |weight: f32| {
             let teacher = Teacher {
                 logits: &teacher_logits,
