@@ -55,6 +55,8 @@ fn an_expert_of_another_checkpoint_joins_a_pool_and_serves_under_mpc() {
         stderr.contains("gives the labels") && stderr.contains("neutral"),
         "{stderr}"
     );
+    let stderr = refused(&["--measure-costs"]);
+    assert!(stderr.contains("no built pool"), "{stderr}");
     let stderr = refused(&["--expert", "/no/such"]);
     assert!(stderr.contains("no such folder"), "{stderr}");
     // Distillation needs a checkpoint expert to teach.

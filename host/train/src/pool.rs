@@ -190,9 +190,17 @@ pub fn build_pool(
         Some((source, held_out)) => source.load(&cache, *held_out)?,
         None => TaskData::rotten_tomatoes(&cache)?,
     };
+    let built = PoolManifest::load(&dir)
+        .ok()
+        .filter(|_| dir.join(SIGNALS).exists());
+    if opts.remeasure && built.is_none() {
+        invalid!(
+            "there is no built pool at {} to measure again (train pool builds one)",
+            dir.display()
+        );
+    }
     if !opts.force
-        && let Ok(m) = PoolManifest::load(&dir)
-        && dir.join(SIGNALS).exists()
+        && let Some(m) = built
     {
         if !m.trained_on(&task.name) {
             invalid!(
