@@ -102,8 +102,34 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// A loopback address with a port that was free a moment ago, for a service to bind.
+///
+/// The port comes from below the kernel's ephemeral range, each handed out once per process:
+/// a port the kernel picks for `:0` is ephemeral, and another test's outgoing connection may
+/// take it before the service binds it.
 pub fn free_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOW + 1_000 && ephemeral_low <= 65_536 {
+        let span = ephemeral_low - LOW;
+        // Processes start at different places, so two test binaries rarely meet.
+        let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            if n >= span {
+                break;
+            }
+            let port = (LOW + (start + n) % span) as u16;
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                return l.local_addr().expect("its address");
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
     l.local_addr().expect("its address")
 }
