@@ -46,6 +46,14 @@ impl Later {
         })
     }
 
+    /// The wire's shape and ring, known to each role before it is opened.
+    pub(super) fn shape_width(&self) -> (&[usize], BitWidth) {
+        match &self.0 {
+            Wire::Dealt(t) => (t.shape(), t.width()),
+            Wire::Deferred { shape, width, .. } => (shape, *width),
+        }
+    }
+
     /// The dealer's wire.
     pub(super) fn dealer_wire(self) -> Result<Tensor, Error> {
         match self.0 {

@@ -29,6 +29,7 @@
 //! | lookup table on n bits | 2 | 2·out/8 | 0 (plus a one-bit DPF key to both: 1 + 16(n−7) + ⌈(n−7)/4⌉ + 16 bytes for n ≥ 7) |
 //! | DReLU and a window table on n bits | 2 | 1/8 + 2·out/8 | out/8 (plus DReLU's (n−1)-bit key to both) |
 //! | DReLU and a window table beside a lookup | 2 | the two gates' bytes | the two gates' keys |
+//! | DReLU × value plus a window table | 2 | 1/8 + 2·out/8 | out/8 + 3·out/8 (plus DReLU's key) |
 
 pub mod channel;
 mod compare;
@@ -158,6 +159,18 @@ pub trait Protocol {
         table: &WindowTable,
     ) -> Result<(Tensor, Tensor), Error>;
 
+    /// [x ≥ 0]·z + T(x) for a window table T, in the two rounds of
+    /// [`Protocol::drelu_lookup`] alone: the sign's product with z joins the table's second
+    /// opening. z is a deferred wire ([`Protocol::truncate_later`]) of x's shape in the table's
+    /// ring; its opening rides the first exchange. GeLU is ReLU(x) plus the table of
+    /// GeLU − ReLU.
+    async fn drelu_select_window(
+        &mut self,
+        x: &Tensor,
+        table: &WindowTable,
+        z: Later,
+    ) -> Result<Tensor, Error>;
+
     /// [`Protocol::drelu_lookup`] of `x` in `window` and [`Protocol::lookup`] of `y` in
     /// `table` side by side, in the two rounds either takes alone: the gates' openings travel
     /// in the same messages (for two tables read off inputs that are ready at once).
@@ -266,6 +279,15 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         window::deal(self, x, table)
     }
 
+    async fn drelu_select_window(
+        &mut self,
+        x: &Tensor,
+        table: &WindowTable,
+        z: Later,
+    ) -> Result<Tensor, Error> {
+        window::deal_select(self, x, table, z)
+    }
+
     async fn drelu_lookup_and_lookup(
         &mut self,
         (x, window): (&Tensor, &WindowTable),
@@ -365,6 +387,15 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
         table: &WindowTable,
     ) -> Result<(Tensor, Tensor), Error> {
         window::eval(self, x, table).await
+    }
+
+    async fn drelu_select_window(
+        &mut self,
+        x: &Tensor,
+        table: &WindowTable,
+        z: Later,
+    ) -> Result<Tensor, Error> {
+        window::eval_select(self, x, table, z).await
     }
 
     async fn drelu_lookup_and_lookup(

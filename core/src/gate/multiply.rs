@@ -257,7 +257,37 @@ pub(super) fn deal_mul_bit<S: KeySink>(
     d: &Tensor,
     z: &Tensor,
 ) -> Result<Tensor, Error> {
-    let k = bit_fanout(d, z)?;
+    bit_fanout(d, z)?;
+    let w = z.width();
+    deal_bit_times_value(dl, d, z);
+    let out = dl.pair(z.len(), w);
+    Ok(Tensor::from_parts(z.shape(), w, out))
+}
+
+pub(super) async fn eval_mul_bit<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    d: &Tensor,
+    z: &Tensor,
+) -> Result<Tensor, Error> {
+    bit_fanout(d, z)?;
+    let w = z.width();
+    let rz = srv.share(z.len(), w).await?;
+    let rd = srv.share(d.len(), w).await?;
+    let rdrz = srv.share(z.len(), w).await?;
+    let s = srv.pair(z.len(), w);
+    let mut mine = bit_times_value_shares(srv.is_p0(), d, z, [&rz, &rd, &rdrz]);
+    for (v, &s) in mine.iter_mut().zip(&s) {
+        *v = w.add(*v, s);
+    }
+    let opened = srv.open(&mine, w).await?;
+    Ok(Tensor::from_parts(z.shape(), w, opened))
+}
+
+/// The dealer's shares of a bit × value product ([`deal_mul_bit`] without its output mask):
+/// z's mask r_z, d's mask r_d in z's ring, and r_d·r_z. `d`, `z` are masks; z has d's shape
+/// or one more axis (checked by the caller).
+pub(super) fn deal_bit_times_value<S: KeySink>(dl: &mut DealerSide<S>, d: &Tensor, z: &Tensor) {
+    let k = z.len() / d.len().max(1);
     let w = z.width();
     let rd = d.data();
     dl.share(z.data(), w);
@@ -269,23 +299,21 @@ pub(super) fn deal_mul_bit<S: KeySink>(
         .map(|(i, &rz)| w.mul(rd[i / k], rz))
         .collect();
     dl.share(&rdrz, w);
-    let out = dl.pair(z.len(), w);
-    Ok(Tensor::from_parts(z.shape(), w, out))
 }
 
-pub(super) async fn eval_mul_bit<C: Channel, K: KeySource, X: Kernels>(
-    srv: &mut ServerSide<C, K, X>,
+/// This server's additive shares of d·z (no output mask) from the opened bit d^ and value
+/// z^ and its shares `[r_z, r_d, r_d·r_z]` of [`deal_bit_times_value`]'s:
+///   d·z = d^·z^ − d^·r_z + (1 − 2d^)·(r_d·z^ − r_d·r_z).
+pub(super) fn bit_times_value_shares(
+    p0: bool,
     d: &Tensor,
     z: &Tensor,
-) -> Result<Tensor, Error> {
-    let k = bit_fanout(d, z)?;
+    [rz, rd, rdrz]: [&[u64]; 3],
+) -> Vec<u64> {
+    let k = z.len() / d.len().max(1);
     let w = z.width();
-    let rz = srv.share(z.len(), w).await?;
-    let rd = srv.share(d.len(), w).await?;
-    let rdrz = srv.share(z.len(), w).await?;
-    let s = srv.pair(z.len(), w);
-    let p0 = srv.is_p0() as u64;
-    let mine: Vec<u64> = (0..z.len())
+    let p0 = p0 as u64;
+    (0..z.len())
         .map(|i| {
             let dh = d.data()[i / k];
             let zh = z.data()[i];
@@ -293,11 +321,8 @@ pub(super) async fn eval_mul_bit<C: Channel, K: KeySource, X: Kernels>(
             let sign = 1u64.wrapping_sub(dh << 1);
             let v = (p0.wrapping_mul(dh).wrapping_mul(zh))
                 .wrapping_sub(dh.wrapping_mul(rz[i]))
-                .wrapping_add(sign.wrapping_mul(zh.wrapping_mul(rd[i / k]).wrapping_sub(rdrz[i])))
-                .wrapping_add(s[i]);
+                .wrapping_add(sign.wrapping_mul(zh.wrapping_mul(rd[i / k]).wrapping_sub(rdrz[i])));
             w.reduce(v)
         })
-        .collect();
-    let opened = srv.open(&mine, w).await?;
-    Ok(Tensor::from_parts(z.shape(), w, opened))
+        .collect()
 }

@@ -30,9 +30,10 @@
 
 use super::channel::{KeySink, KeySource};
 use super::kernels::Kernels;
+use super::later::Later;
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
-use super::{Channel, compare};
+use super::{Channel, compare, multiply};
 use crate::Error;
 use crate::fss::{BitDpfCorrections, BitDpfKeys, cond_neg};
 use crate::ring::BitWidth;
@@ -138,6 +139,62 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     let (bit, v) = srv.open_two((&bits, BIT), (&values, gate.out)).await?;
     let y = srv.open(&gate.second(&v), gate.out).await?;
     Ok(gate.finish(bit, y))
+}
+
+/// Checks [`deal_select`]'s and [`eval_select`]'s operands: z of x's shape, in T's ring.
+fn check_select(x: &Tensor, t: &WindowTable, z: &Later) -> Result<(), Error> {
+    let (shape, width) = z.shape_width();
+    if shape != x.shape() || width != t.out_width {
+        return Err(Error::ShapeMismatch(
+            "the selected value needs the compared wire's shape and the table's ring",
+        ));
+    }
+    Ok(())
+}
+
+/// [`deal`] and the shares of the sign × z product ([`multiply::deal_bit_times_value`]); the
+/// output mask is the table's, ρ.
+pub(super) fn deal_select<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    t: &WindowTable,
+    z: Later,
+) -> Result<Tensor, Error> {
+    check_select(x, t, &z)?;
+    let z = z.dealer_wire()?;
+    let (bit, rho) = deal(d, x, t)?;
+    multiply::deal_bit_times_value(d, &bit, &z);
+    Ok(rho)
+}
+
+/// [x ≥ 0]·z + T(x) in two rounds: round 1 opens the sign bit d^ and s·T(x) + m (and, with
+/// them, z's deferred opening); round 2 opens this server's v^·[s]_b + c_b plus its share of
+/// d·z from d^, z^ and the dealt [r_z], [r_d], [r_d·r_z]. The sum is T(x) + ρ + d·z, masked
+/// by c_{1−b} as the table value alone is, so the view is the window gate's.
+pub(super) async fn eval_select<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    t: &WindowTable,
+    z: Later,
+) -> Result<Tensor, Error> {
+    check_select(x, t, &z)?;
+    let (bits, values, gate) = eval_first(srv, x, t).await?;
+    let out = gate.out;
+    let rz = srv.share(x.len(), out).await?;
+    let rd = srv.share(x.len(), out).await?;
+    let rdrz = srv.share(x.len(), out).await?;
+    let (bit, v) = srv.open_two((&bits, BIT), (&values, out)).await?;
+    let z = z.server_wire(srv).await?;
+    let bit = Tensor::from_parts(x.shape(), BIT, bit);
+    let product = multiply::bit_times_value_shares(srv.is_p0(), &bit, &z, [&rz, &rd, &rdrz]);
+    let mine: Vec<u64> = gate
+        .second(&v)
+        .iter()
+        .zip(&product)
+        .map(|(&a, &b)| out.add(a, b))
+        .collect();
+    let y = srv.open(&mine, out).await?;
+    Ok(Tensor::from_parts(x.shape(), out, y))
 }
 
 /// A server's sign-and-window gate between its two openings.

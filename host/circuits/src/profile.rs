@@ -179,6 +179,15 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
         self.inner.drelu_lookup(x, table).await
     }
 
+    async fn drelu_select_window(
+        &mut self,
+        x: &Tensor,
+        table: &WindowTable,
+        z: Later,
+    ) -> Result<Tensor, Error> {
+        self.inner.drelu_select_window(x, table, z).await
+    }
+
     async fn drelu_lookup_and_lookup(
         &mut self,
         x: (&Tensor, &WindowTable),

@@ -35,7 +35,9 @@ impl Circuit for Nonlinear {
                 let y = x
                     .scale(1 << layers::FRAC)
                     .reduce(BitWidth::new(layers::LINEAR_BITS)?)?;
-                layers::gelu_of_product(p, &y, *act).await
+                // Its result lies in the linear ring; widened here for the 64-bit output.
+                let g = layers::gelu_of_product(p, &y, *act).await?;
+                p.truncate_to(&g, 0, BitWidth::FULL).await
             }
             Nonlinear::Tanh => layers::tanh(p, x).await,
             Nonlinear::Softmax => layers::softmax(p, x).await,
