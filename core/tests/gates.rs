@@ -49,10 +49,14 @@ enum Gate {
     Mul,
     MatMul,
     Lookup(LookupTable),
+    /// T(x) and T(x)·z for x the first input reduced to the table's input bits and z the
+    /// second reduced to its output ring.
+    LookupMul(LookupTable),
     /// [x ≥ 0] and a window table's T(x), x reduced to the width.
     DreluLookup(BitWidth, WindowTable),
-    /// [`Gate::DreluLookup`] of the first input and a lookup of the second, side by side.
-    DreluLookupAndLookup(BitWidth, WindowTable, LookupTable),
+    /// A window table's T(x) times a lookup's U(y): x the first input reduced to the width, y
+    /// the second reduced to U's input bits.
+    WindowTimesLookup(BitWidth, WindowTable, LookupTable),
     /// [x ≥ 0]·z + T(x) for x the first input reduced to the width, and z the second reduced
     /// to the table's ring and truncated by f bits, deferred.
     DreluSelectWindow(BitWidth, WindowTable, u32),
@@ -113,15 +117,19 @@ impl Circuit for Gate {
             Gate::Mul => vec![p.mul(&x[0], &x[1]).await?],
             Gate::MatMul => vec![p.matmul(&x[0], &x[1]).await?],
             Gate::Lookup(t) => vec![p.lookup(&x[0].reduce(t.in_bits())?, t).await?],
+            Gate::LookupMul(t) => {
+                let z = x[1].reduce(t.out_width())?;
+                let (y, yz) = p.lookup_mul(&x[0].reduce(t.in_bits())?, t, &z).await?;
+                vec![y, yz]
+            }
             Gate::DreluLookup(n, t) => {
                 let (d, y) = p.drelu_lookup(&x[0].reduce(*n)?, t).await?;
                 vec![d, y]
             }
-            Gate::DreluLookupAndLookup(n, t, u) => {
+            Gate::WindowTimesLookup(n, t, u) => {
                 let a = x[0].reduce(*n)?;
                 let b = x[1].reduce(u.in_bits())?;
-                let ((d, y), z) = p.drelu_lookup_and_lookup((&a, t), (&b, u)).await?;
-                vec![d, y, z]
+                vec![p.window_times_lookup((&a, t), (&b, u)).await?]
             }
             Gate::DreluSelectWindow(n, t, f) => {
                 let out = t.out_width();
@@ -807,6 +815,54 @@ fn lookup_tables_of_small_and_large_domains_and_one_bit_outputs() {
     }
 }
 
+/// A lookup and its product with a wire take the lookup's two rounds: T(x)·z opens beside
+/// T(x) + ρ, exact in the table's ring, for every input of an 8-bit table and one-bit,
+/// narrow and full rings.
+#[test]
+fn a_lookup_and_its_product_with_a_value_open_together() {
+    let mut r = rng(16);
+    for out_bits in [1u32, 20, 64] {
+        let (inw, out) = (w(8), w(out_bits));
+        let t =
+            LookupTable::from_fn(inw, out, |i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 3).unwrap();
+        let mut values: Vec<u64> = (0..256).collect();
+        values.extend((0..100).map(|_| r.next_u64() & 255));
+        let n = values.len();
+        let mut z: Vec<u64> = (0..n).map(|_| r.next_u64()).collect();
+        z[..4].copy_from_slice(&[0, 1, u64::MAX, 1 << 63]);
+        let inputs = [
+            Input::new(&[n], L, values.clone()),
+            Input::new(&[n], L, z.clone()),
+        ];
+        let o = run(&Gate::LookupMul(t.clone()), &inputs, 30 + out_bits as u64);
+        for i in 0..n {
+            let y = t.get(values[i]);
+            assert_eq!(o.outputs[0][i], y, "out={out_bits} x={}: T(x)", values[i]);
+            assert_eq!(
+                o.outputs[1][i],
+                out.mul(y, out.reduce(z[i])),
+                "out={out_bits} x={} z={}: T(x)·z",
+                values[i],
+                z[i]
+            );
+        }
+        // s·T(x) + m, then T(x) + ρ and T(x)·z + c' in one message.
+        assert_traffic(&o, &inputs, 3 * packed_len(n, out) as u64, 2);
+        // The lookup's key to both; to P1 its shares of s·r_z, s·m and s·m·r_z besides the
+        // output gate's mask shares of both outputs.
+        let alone = run(&Gate::Lookup(t), &inputs[..1], 31);
+        assert_eq!(o.keys.shared.len(), alone.keys.shared.len());
+        assert_eq!(o.keys.p1.len(), 5 * packed_len(n, out));
+    }
+    // z must have x's shape and lie in the table's ring.
+    let t = LookupTable::from_fn(w(8), w(20), |i| i).unwrap();
+    let inputs = [
+        Input::new(&[4], L, vec![1, 2, 3, 4]),
+        Input::new(&[3], L, vec![1, 2, 3]),
+    ];
+    assert!(run_session(&Gate::LookupMul(t), &inputs, &Weights::none(), &master(51)).is_err());
+}
+
 /// The CPU lookup kernel against its definition, computed from the keys' full-domain bits.
 #[test]
 fn lookup_kernel_matches_its_definition() {
@@ -914,110 +970,61 @@ fn drelu_lookup_reads_the_sign_and_a_window_table_off_one_key() {
     assert!(WindowTable::from_fn(17, w(8), |_| 0).is_err());
 }
 
-/// The sign-and-window gate and a lookup side by side give what each gives alone, in two
-/// rounds instead of four, with the same bytes and the same keys as the two gates apart.
+/// A window table's value times a lookup's in two rounds: both first openings in one message,
+/// then the product, exact in the tables' ring; the sign is not opened. The shared keys are
+/// the two gates' DPF keys.
 #[test]
-fn a_window_and_a_lookup_side_by_side_take_two_rounds() {
+fn a_window_table_times_a_lookup_takes_two_rounds() {
     let mut r = rng(19);
-    let (nw, out) = (w(12), w(32));
-    let t = WindowTable::from_fn(7, out, |v| (v * v * 3 + v + 7) as u64).unwrap();
-    let u = LookupTable::from_fn(w(8), w(32), |i| i * 1000 + 1).unwrap();
-    let values = window_inputs(&mut r, nw, 7);
-    let n = values.len();
-    let wide: Vec<u64> = values.iter().map(|&v| nw.reduce(v as u64)).collect();
-    let index: Vec<u64> = (0..n).map(|_| r.next_u64() & 0xff).collect();
-    let inputs = [
-        Input::new(&[n], L, wide.clone()),
-        Input::new(&[n], L, index.clone()),
-    ];
-    let gate = Gate::DreluLookupAndLookup(nw, t.clone(), u.clone());
-    let o = run(&gate, &inputs, 77);
-    for (i, &v) in values.iter().enumerate() {
-        assert_eq!(o.outputs[0][i], (v >= 0) as u64, "v={v}: sign");
-        assert_eq!(o.outputs[1][i], t.get(v), "v={v}: window table");
-        assert_eq!(o.outputs[2][i], u.get(index[i]), "x={}: table", index[i]);
-    }
-    let bytes = packed_len(n, w(1)) + 4 * packed_len(n, out);
-    assert_traffic(&o, &inputs, bytes as u64, 2);
-    // The same keys as the two gates run one after the other.
-    let apart = run(&Gate::DreluLookup(nw, t), &inputs[..1], 77);
-    let alone = run(&Gate::Lookup(u), &inputs[1..], 77);
-    assert_eq!(
-        o.keys.shared.len(),
-        apart.keys.shared.len() + alone.keys.shared.len()
-    );
-}
-
-/// [x ≥ 0]·z + T(x) from one key in two rounds: the sign's product with z (a deferred
-/// truncation whose opening rides the first exchange) joins the table's second opening. It
-/// equals the sign-and-window gate followed by a bit × value product, one round and one
-/// opening fewer, with the same keys as those two gates.
-#[test]
-fn drelu_select_window_adds_the_selected_value_to_the_table_in_two_rounds() {
-    let mut r = rng(23);
-    let f = 5;
-    for (bits, window_bits, out_bits) in [(9u32, 7u32, 64u32), (22, 10, 52), (12, 8, 20)] {
-        let (nw, out) = (w(bits), w(out_bits));
-        let t = WindowTable::from_fn(window_bits, out, |v| (v * v * 3 - v + 7) as u64).unwrap();
-        let values = window_inputs(&mut r, nw, window_bits);
+    for out_bits in [32u32, 64] {
+        let (nw, out) = (w(12), w(out_bits));
+        let t = WindowTable::from_fn(7, out, |v| (v * v * 3 + v + 7) as u64).unwrap();
+        let u = LookupTable::from_fn(w(8), out, |i| i * 1000 + 1).unwrap();
+        let values = window_inputs(&mut r, nw, 7);
         let n = values.len();
-        let wide: Vec<u64> = values
-            .iter()
-            .map(|&v| nw.reduce(v as u64) | (r.next_u64() << bits))
-            .collect();
-        // Values of z below 2^(out − 3) in magnitude, either sign.
-        let z: Vec<i64> = (0..n)
-            .map(|_| out.to_signed(out.reduce(r.next_u64())) / 4)
-            .collect();
+        let wide: Vec<u64> = values.iter().map(|&v| nw.reduce(v as u64)).collect();
+        let index: Vec<u64> = (0..n).map(|_| r.next_u64() & 0xff).collect();
         let inputs = [
-            Input::new(&[n], L, wide),
-            Input::new(&[n], L, z.iter().map(|&z| z as u64).collect()),
+            Input::new(&[n], L, wide.clone()),
+            Input::new(&[n], L, index.clone()),
         ];
-        let gate = Gate::DreluSelectWindow(nw, t.clone(), f);
-        let o = run(&gate, &inputs, 60 + bits as u64);
+        let gate = Gate::WindowTimesLookup(nw, t.clone(), u.clone());
+        let o = run(&gate, &inputs, 77);
         for (i, &v) in values.iter().enumerate() {
-            let got = o.outputs[0][i];
-            let want = |carry: i64| {
-                let selected = if v >= 0 { (z[i] >> f) + carry } else { 0 };
-                out.add(out.reduce(selected as u64), t.get(v))
-            };
-            assert!(
-                got == want(0) || got == want(1),
-                "n={bits} v={v} z={}: got {got}, want {}",
-                z[i],
-                want(0)
-            );
+            let want = out.mul(t.get(v), u.get(index[i]));
+            assert_eq!(o.outputs[0][i], want, "v={v} x={}", index[i]);
         }
-        // Round 1: the bit, s·T(x) + m and the deferred truncation; round 2: the sum.
-        let bytes = packed_len(n, w(1)) + 3 * packed_len(n, out);
+        let bytes = 3 * packed_len(n, out);
         assert_traffic(&o, &inputs, bytes as u64, 2);
-        // The keys of the window gate, the truncation and a bit × value product, less the
-        // window's and the truncation's output masks (the harness's output gate deals them),
-        // plus this gate's one.
-        let window = run(&Gate::DreluLookup(nw, t.clone()), &inputs[..1], 61);
-        let narrow = [Input::new(&[n], out, vec![0; n])];
-        let truncation = run(&Gate::TruncateLater(f, None), &narrow, 62);
+        let window = run(&Gate::DreluLookup(nw, t), &inputs[..1], 78);
+        let lookup = run(&Gate::Lookup(u), &inputs[1..], 79);
         assert_eq!(
             o.keys.shared.len(),
-            window.keys.shared.len() + truncation.keys.shared.len()
+            window.keys.shared.len() + lookup.keys.shared.len()
         );
-        let (bit, value) = (packed_len(n, w(1)), packed_len(n, out));
-        assert_eq!(
-            o.keys.p1.len(),
-            (window.keys.p1.len() - bit - value)
-                + (truncation.keys.p1.len() - value)
-                + 3 * value
-                + value
-        );
+        // To P1: shares of σ, σ·m_T, σ·m_U and σ·m_T·m_U, and the output gate's mask shares.
+        assert_eq!(o.keys.p1.len(), 5 * packed_len(n, out));
     }
-    // z must have x's shape and lie in the table's ring.
-    let t = WindowTable::from_fn(7, w(20), |v| v as u64).unwrap();
+    // The inputs must share a shape and the tables a ring.
+    let t = WindowTable::from_fn(7, w(32), |v| v as u64).unwrap();
     let inputs = [
         Input::new(&[4], L, vec![1, 2, 3, 4]),
-        Input::new(&[3], L, vec![1, 2, 3]),
+        Input::new(&[4], L, vec![1, 2, 3, 4]),
     ];
-    let g = Gate::DreluSelectWindow(w(12), t, 3);
-    assert!(run_session(&g, &inputs, &Weights::none(), &master(50)).is_err());
+    let u = LookupTable::from_fn(w(8), w(20), |i| i).unwrap();
+    let g = Gate::WindowTimesLookup(w(12), t.clone(), u);
+    assert!(run_session(&g, &inputs, &Weights::none(), &master(52)).is_err());
+    let u = LookupTable::from_fn(w(8), w(32), |i| i).unwrap();
+    let g = Gate::WindowTimesLookup(w(12), t, u);
+    assert!(
+        run_session(
+            &g,
+            &[inputs[0].clone(), Input::new(&[3], L, vec![1, 2, 3])],
+            &Weights::none(),
+            &master(53)
+        )
+        .is_err()
+    );
 }
 
 /// The CPU kernel against its definition: the comparison's prefix parity (the two parties'
@@ -1436,6 +1443,14 @@ fn both_servers_views_are_uniform_and_input_independent() {
             [one(3), one(250)],
             vec![(n, w(16)), (n, w(16))],
         ),
+        // s·T(x) + m, then T(x) + ρ and T(x)·z + c' in one message.
+        (
+            "lookup_mul",
+            Gate::LookupMul(LookupTable::from_fn(w(8), w(16), |i| i * i + 1).unwrap()),
+            [(3, 5), (250, w(16).reduce(-9000i64 as u64))]
+                .map(|(a, b)| vec![constant(&[n], L, a), constant(&[n], L, b)]),
+            vec![(n, w(16)), (n, w(16)), (n, w(16))],
+        ),
         // The bit and s·T(x) + m in one message, then T(x) + ρ; inputs inside the window (3)
         // and outside it (−200, a zero entry).
         (
@@ -1463,17 +1478,17 @@ fn both_servers_views_are_uniform_and_input_independent() {
             .map(|(a, b)| vec![constant(&[n], L, a), constant(&[n], L, b)]),
             vec![(n, w(16)), (n, w(1)), (n, w(16)), (n, w(16))],
         ),
-        // Both gates' first openings in one message, then both second openings.
+        // Both tables' first openings in one message, then their product.
         (
-            "drelu_lookup_and_lookup",
-            Gate::DreluLookupAndLookup(
+            "window_times_lookup",
+            Gate::WindowTimesLookup(
                 w(12),
                 WindowTable::from_fn(7, w(16), |v| (v * v) as u64).unwrap(),
                 LookupTable::from_fn(w(8), w(16), |i| i * i).unwrap(),
             ),
             [(3, 250), (w(12).reduce(-200i64 as u64), 3)]
                 .map(|(a, b)| vec![constant(&[n], L, a), constant(&[n], L, b)]),
-            vec![(n, w(1)), (n, w(16)), (n, w(16)), (n, w(16)), (n, w(16))],
+            vec![(n, w(16)), (n, w(16)), (n, w(16))],
         ),
         (
             "mul",

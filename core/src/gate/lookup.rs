@@ -133,22 +133,50 @@ pub(super) fn deal<S: KeySink>(
     x: &Tensor,
     t: &LookupTable,
 ) -> Result<Tensor, Error> {
+    let Signed { s, m, c } = deal_keys(d, x, t)?;
+    let out = t.out_width;
+    // ρ = c + s·m.
+    let rho: Vec<u64> = s
+        .iter()
+        .zip(m.iter().zip(&c))
+        .map(|(&s, (&m, &c))| out.add(c, out.mul(s, m)))
+        .collect();
+    Ok(Tensor::from_parts(x.shape(), out, rho))
+}
+
+/// What the dealer keeps of a one-bit-DPF table gate: the signs s = (−1)^e its servers'
+/// sums carry (e is P1's bit at the key's point; s in Z_2^out) and its pseudorandom pairs m
+/// (the first opening's mask) and c (the second's).
+pub(super) struct Signed {
+    pub(super) s: Vec<u64>,
+    pub(super) m: Vec<u64>,
+    pub(super) c: Vec<u64>,
+}
+
+/// The lookup's keys and its two pseudorandom pairs.
+pub(super) fn deal_keys<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    t: &LookupTable,
+) -> Result<Signed, Error> {
     t.check(x)?;
     let out = t.out_width;
-    // P1's bit at r for each key: the sign s = (−1)^e the servers' sums carry.
     let signs = d.bit_dpf_keys(t.in_bits, x.data())?;
     let m = d.pair(x.len(), out);
     let c = d.pair(x.len(), out);
-    // ρ = c + s·m, multiplying by an opaque s = 1 − 2e so that no branch on e is compiled.
-    let rho: Vec<u64> = signs
-        .iter()
-        .zip(m.iter().zip(&c))
-        .map(|(&e, (&m, &c))| {
-            let s = core::hint::black_box(1u64.wrapping_sub(2 * e as u64));
-            out.add(c, out.mul(s, m))
-        })
-        .collect();
-    Ok(Tensor::from_parts(x.shape(), out, rho))
+    Ok(Signed {
+        s: signs_in(&signs, out),
+        m,
+        c,
+    })
+}
+
+/// s = 1 − 2e in Z_2^out for each of P1's bits e at the keys' points, computed without a
+/// branch on e.
+pub(super) fn signs_in(e: &[bool], out: BitWidth) -> Vec<u64> {
+    e.iter()
+        .map(|&e| out.reduce(core::hint::black_box(1u64.wrapping_sub(2 * e as u64))))
+        .collect()
 }
 
 pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
@@ -160,6 +188,82 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     let v = srv.open(&first, gate.out).await?;
     let y = srv.open(&gate.second(&v), gate.out).await?;
     Ok(gate.finish(y))
+}
+
+/// Checks a lookup's second factor: z of x's shape, in the table's ring.
+fn check_factor(x: &Tensor, t: &LookupTable, z: &Tensor) -> Result<(), Error> {
+    if z.shape() != x.shape() || z.width() != t.out_width {
+        return Err(Error::ShapeMismatch(
+            "a lookup's factor needs the input's shape and the table's ring",
+        ));
+    }
+    Ok(())
+}
+
+/// [`deal`] and the keys of T(x)·z: a pseudorandom pair c' (the product's output mask) and
+/// shares of s·r_z, s·m and s·m·r_z in Z_2^out.
+pub(super) fn deal_mul<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    t: &LookupTable,
+    z: &Tensor,
+) -> Result<(Tensor, Tensor), Error> {
+    t.check(x)?;
+    check_factor(x, t, z)?;
+    let out = t.out_width;
+    let Signed { s, m, c } = deal_keys(d, x, t)?;
+    let c2 = d.pair(x.len(), out);
+    let rz = z.data();
+    let sm: Vec<u64> = s.iter().zip(&m).map(|(&s, &m)| out.mul(s, m)).collect();
+    let srz: Vec<u64> = s.iter().zip(rz).map(|(&s, &r)| out.mul(s, r)).collect();
+    let smrz: Vec<u64> = sm.iter().zip(rz).map(|(&a, &r)| out.mul(a, r)).collect();
+    d.share(&srz, out);
+    d.share(&sm, out);
+    d.share(&smrz, out);
+    let rho = sm.iter().zip(&c).map(|(&a, &c)| out.add(c, a)).collect();
+    Ok((
+        Tensor::from_parts(x.shape(), out, rho),
+        Tensor::from_parts(x.shape(), out, c2),
+    ))
+}
+
+/// T(x) and T(x)·z in the lookup's two rounds: the product needs no opening of its own, since
+/// after the first opening v^ = s·T(x) + m, T(x)·z = s·(v^ − m)·(z^ − r_z) is linear in the
+/// servers' shares of s (σ_b, free from the full-domain sums), s·r_z, s·m and s·m·r_z. Round 2
+/// opens T(x) + ρ and this sum plus c', each masked by the other server's pseudorandom share.
+pub(super) async fn eval_mul<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    t: &LookupTable,
+    z: &Tensor,
+) -> Result<(Tensor, Tensor), Error> {
+    check_factor(x, t, z)?;
+    let (first, gate) = eval_first(srv, x, t).await?;
+    let out = gate.out;
+    let c2 = srv.pair(x.len(), out);
+    let srz = srv.share(x.len(), out).await?;
+    let sm = srv.share(x.len(), out).await?;
+    let smrz = srv.share(x.len(), out).await?;
+    let v = srv.open(&first, out).await?;
+    let product: Vec<u64> = (0..x.len())
+        .map(|i| {
+            let (v, zh) = (v[i], z.data()[i]);
+            let sigma = cond_neg(gate.ones[i], gate.p1);
+            let vz = v.wrapping_mul(zh);
+            out.reduce(
+                vz.wrapping_mul(sigma)
+                    .wrapping_sub(v.wrapping_mul(srz[i]))
+                    .wrapping_sub(zh.wrapping_mul(sm[i]))
+                    .wrapping_add(smrz[i])
+                    .wrapping_add(c2[i]),
+            )
+        })
+        .collect();
+    let (y, yz) = srv
+        .open_two((&gate.second(&v), out), (&product, out))
+        .await?;
+    let shape = gate.shape.clone();
+    Ok((gate.finish(y), Tensor::from_parts(&shape, out, yz)))
 }
 
 /// A server's lookup between its two openings.

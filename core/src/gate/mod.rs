@@ -27,8 +27,9 @@
 //! | bit × value | 1 | l/8 per value | l/8 per bit + 2·l/8 per value |
 //! | product, element-wise | 1 | l/8 | 2·l/8 |
 //! | lookup table on n bits | 2 | 2·out/8 | 0 (plus a one-bit DPF key to both: 1 + 16(n−7) + ⌈(n−7)/4⌉ + 16 bytes for n ≥ 7) |
+//! | lookup and its product with a value | 2 | 3·out/8 | 3·out/8 (plus the lookup's key) |
 //! | DReLU and a window table on n bits | 2 | 1/8 + 2·out/8 | out/8 (plus DReLU's (n−1)-bit key to both) |
-//! | DReLU and a window table beside a lookup | 2 | the two gates' bytes | the two gates' keys |
+//! | a window table's value times a lookup's | 2 | 3·out/8 | 4·out/8 (plus the two DPF keys to both) |
 //! | DReLU × value plus a window table | 2 | 1/8 + 2·out/8 | out/8 + 3·out/8 (plus DReLU's key) |
 
 pub mod channel;
@@ -150,6 +151,15 @@ pub trait Protocol {
     /// T(x) for a public table over x's width.
     async fn lookup(&mut self, x: &Tensor, table: &LookupTable) -> Result<Tensor, Error>;
 
+    /// T(x) and T(x)·z for a public table and a wire z of x's shape in the table's ring, in
+    /// the two rounds of [`Protocol::lookup`] alone: the product is opened with T(x).
+    async fn lookup_mul(
+        &mut self,
+        x: &Tensor,
+        table: &LookupTable,
+        z: &Tensor,
+    ) -> Result<(Tensor, Tensor), Error>;
+
     /// [x ≥ 0] as a 1-bit wire and T(x) for a table that is zero outside a window around 0,
     /// both from one DPF key, in two rounds; x read as signed in its width, which must exceed
     /// the window's bits by two. T(x) is exact for |x| < 2^(width − 2).
@@ -171,14 +181,15 @@ pub trait Protocol {
         z: Later,
     ) -> Result<Tensor, Error>;
 
-    /// [`Protocol::drelu_lookup`] of `x` in `window` and [`Protocol::lookup`] of `y` in
-    /// `table` side by side, in the two rounds either takes alone: the gates' openings travel
-    /// in the same messages (for two tables read off inputs that are ready at once).
-    async fn drelu_lookup_and_lookup(
+    /// T(x)·U(y) for a window table T (as [`Protocol::drelu_lookup`] reads it, its sign not
+    /// opened) and a lookup table U of the same output ring, x and y of one shape, in two
+    /// rounds: both tables' first openings travel together, and their product is the second
+    /// opening (for two tables whose values are only needed multiplied).
+    async fn window_times_lookup(
         &mut self,
         x: (&Tensor, &WindowTable),
         y: (&Tensor, &LookupTable),
-    ) -> Result<((Tensor, Tensor), Tensor), Error>;
+    ) -> Result<Tensor, Error>;
 
     /// Ends a wire: a server returns its additive share of the value for the client; the
     /// dealer returns nothing (it shares the wire's mask).
@@ -271,6 +282,15 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         lookup::deal(self, x, table)
     }
 
+    async fn lookup_mul(
+        &mut self,
+        x: &Tensor,
+        table: &LookupTable,
+        z: &Tensor,
+    ) -> Result<(Tensor, Tensor), Error> {
+        lookup::deal_mul(self, x, table, z)
+    }
+
     async fn drelu_lookup(
         &mut self,
         x: &Tensor,
@@ -288,13 +308,12 @@ impl<S: KeySink> Protocol for DealerSide<S> {
         window::deal_select(self, x, table, z)
     }
 
-    async fn drelu_lookup_and_lookup(
+    async fn window_times_lookup(
         &mut self,
-        (x, window): (&Tensor, &WindowTable),
-        (y, table): (&Tensor, &LookupTable),
-    ) -> Result<((Tensor, Tensor), Tensor), Error> {
-        let first = window::deal(self, x, window)?;
-        Ok((first, lookup::deal(self, y, table)?))
+        x: (&Tensor, &WindowTable),
+        y: (&Tensor, &LookupTable),
+    ) -> Result<Tensor, Error> {
+        window::deal_times_lookup(self, x, y)
     }
 
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
@@ -381,6 +400,15 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
         lookup::eval(self, x, table).await
     }
 
+    async fn lookup_mul(
+        &mut self,
+        x: &Tensor,
+        table: &LookupTable,
+        z: &Tensor,
+    ) -> Result<(Tensor, Tensor), Error> {
+        lookup::eval_mul(self, x, table, z).await
+    }
+
     async fn drelu_lookup(
         &mut self,
         x: &Tensor,
@@ -398,12 +426,12 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for ServerSide<C, K, X> {
         window::eval_select(self, x, table, z).await
     }
 
-    async fn drelu_lookup_and_lookup(
+    async fn window_times_lookup(
         &mut self,
         x: (&Tensor, &WindowTable),
         y: (&Tensor, &LookupTable),
-    ) -> Result<((Tensor, Tensor), Tensor), Error> {
-        window::eval_with_lookup(self, x, y).await
+    ) -> Result<Tensor, Error> {
+        window::eval_times_lookup(self, x, y).await
     }
 
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {

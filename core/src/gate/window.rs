@@ -31,6 +31,7 @@
 use super::channel::{KeySink, KeySource};
 use super::kernels::Kernels;
 use super::later::Later;
+use super::lookup::{self, LookupTable, Signed};
 use super::roles::{DealerSide, ServerSide};
 use super::tensor::Tensor;
 use super::{Channel, compare, multiply};
@@ -109,18 +110,8 @@ pub(super) fn deal<S: KeySink>(
     x: &Tensor,
     t: &WindowTable,
 ) -> Result<(Tensor, Tensor), Error> {
-    let low = t.dpf_bits(x)?;
     let out = t.out_width;
-    let alphas: Vec<u64> = x.data().iter().map(|&r| low.reduce(r)).collect();
-    let e = d.bit_dpf_keys(low, &alphas)?;
-    let bit = compare::deal_output(d, x);
-    let m = d.pair(x.len(), out);
-    let c = d.pair(x.len(), out);
-    // s = 1 − 2e, multiplied without a branch on e (as in the lookup gate).
-    let s: Vec<u64> = e
-        .iter()
-        .map(|&e| out.reduce(core::hint::black_box(1u64.wrapping_sub(2 * e as u64))))
-        .collect();
+    let (Signed { s, m, c }, bit) = deal_keys(d, x, t)?;
     d.share(&s, out);
     let rho = s
         .iter()
@@ -139,6 +130,106 @@ pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
     let (bit, v) = srv.open_two((&bits, BIT), (&values, gate.out)).await?;
     let y = srv.open(&gate.second(&v), gate.out).await?;
     Ok(gate.finish(bit, y))
+}
+
+/// The window gate's DPF keys, its table's signs and pairs m, c, and the sign bit's output mask
+/// (not yet the shares of s, which [`deal`] sends and [`deal_times_lookup`] replaces).
+fn deal_keys<S: KeySink>(
+    d: &mut DealerSide<S>,
+    x: &Tensor,
+    t: &WindowTable,
+) -> Result<(Signed, Tensor), Error> {
+    let low = t.dpf_bits(x)?;
+    let out = t.out_width;
+    let alphas: Vec<u64> = x.data().iter().map(|&r| low.reduce(r)).collect();
+    let e = d.bit_dpf_keys(low, &alphas)?;
+    let bit = compare::deal_output(d, x);
+    let m = d.pair(x.len(), out);
+    let c = d.pair(x.len(), out);
+    let signed = Signed {
+        s: lookup::signs_in(&e, out),
+        m,
+        c,
+    };
+    Ok((signed, bit))
+}
+
+/// Checks [`deal_times_lookup`]'s and [`eval_times_lookup`]'s operands: inputs of one shape,
+/// tables of one output ring.
+fn check_times_lookup(
+    x: &Tensor,
+    t: &WindowTable,
+    y: &Tensor,
+    u: &LookupTable,
+) -> Result<(), Error> {
+    if x.shape() != y.shape() || t.out_width != u.out_width() {
+        return Err(Error::ShapeMismatch(
+            "a window table times a lookup needs inputs of one shape and tables of one ring",
+        ));
+    }
+    Ok(())
+}
+
+/// T(x)·U(y) for a window table T and a lookup table U: both gates' keys and pairs as they
+/// deal them alone (the window's shares of its sign excepted), then shares of σ = s_T·s_U,
+/// σ·m_T, σ·m_U and σ·m_T·m_U; the output mask is the window's pair c.
+pub(super) fn deal_times_lookup<S: KeySink>(
+    d: &mut DealerSide<S>,
+    (x, t): (&Tensor, &WindowTable),
+    (y, u): (&Tensor, &LookupTable),
+) -> Result<Tensor, Error> {
+    check_times_lookup(x, t, y, u)?;
+    let out = t.out_width;
+    let (window, _) = deal_keys(d, x, t)?;
+    let lookup = lookup::deal_keys(d, y, u)?;
+    let product = |a: &[u64], b: &[u64]| -> Vec<u64> {
+        a.iter().zip(b).map(|(&a, &b)| out.mul(a, b)).collect()
+    };
+    let sigma = product(&window.s, &lookup.s);
+    let sigma_mt = product(&sigma, &window.m);
+    let sigma_mu = product(&sigma, &lookup.m);
+    let sigma_mm = product(&sigma_mt, &lookup.m);
+    for v in [&sigma, &sigma_mt, &sigma_mu, &sigma_mm] {
+        d.share(v, out);
+    }
+    Ok(Tensor::from_parts(x.shape(), out, window.c))
+}
+
+/// T(x)·U(y) in two rounds, the product of the two tables' values without an opening of its
+/// own: round 1 opens v^ = s_T·T(x) + m_T and w^ = s_U·U(y) + m_U (the sign bit is not
+/// opened), and since s² = 1,
+///   T(x)·U(y) = σ·(v^ − m_T)·(w^ − m_U) = σ·v^·w^ − w^·σm_T − v^·σm_U + σm_T·m_U,
+/// linear in the dealt shares; round 2 opens it plus c, masked by the other server's share
+/// of c as the window's second opening is. Each server's view is two uniform openings, then
+/// a third.
+pub(super) async fn eval_times_lookup<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    (x, t): (&Tensor, &WindowTable),
+    (y, u): (&Tensor, &LookupTable),
+) -> Result<Tensor, Error> {
+    check_times_lookup(x, t, y, u)?;
+    let out = t.out_width;
+    let (_, values, c) = eval_unsigned(srv, x, t).await?;
+    let (first, _) = lookup::eval_first(srv, y, u).await?;
+    let sigma = srv.share(x.len(), out).await?;
+    let sigma_mt = srv.share(x.len(), out).await?;
+    let sigma_mu = srv.share(x.len(), out).await?;
+    let sigma_mm = srv.share(x.len(), out).await?;
+    let [v, w] = srv.open_many([(&values, out), (&first, out)]).await?;
+    let mine: Vec<u64> = (0..x.len())
+        .map(|i| {
+            out.reduce(
+                v[i].wrapping_mul(w[i])
+                    .wrapping_mul(sigma[i])
+                    .wrapping_sub(w[i].wrapping_mul(sigma_mt[i]))
+                    .wrapping_sub(v[i].wrapping_mul(sigma_mu[i]))
+                    .wrapping_add(sigma_mm[i])
+                    .wrapping_add(c[i]),
+            )
+        })
+        .collect();
+    let z = srv.open(&mine, out).await?;
+    Ok(Tensor::from_parts(x.shape(), out, z))
 }
 
 /// Checks [`deal_select`]'s and [`eval_select`]'s operands: z of x's shape, in T's ring.
@@ -214,6 +305,25 @@ pub(super) async fn eval_first<C: Channel, K: KeySource, X: Kernels>(
     x: &Tensor,
     t: &WindowTable,
 ) -> Result<(Vec<u64>, Vec<u64>, Opened), Error> {
+    let out = t.out_width;
+    let (bits, values, c) = eval_unsigned(srv, x, t).await?;
+    let s = srv.share(x.len(), out).await?;
+    let gate = Opened {
+        shape: x.shape().to_vec(),
+        out,
+        s,
+        c,
+    };
+    Ok((bits, values, gate))
+}
+
+/// The gate's keys and pairs up to its shares of s: this server's shares of the masked sign
+/// bits and of the masked signed table values, and its share of c.
+async fn eval_unsigned<C: Channel, K: KeySource, X: Kernels>(
+    srv: &mut ServerSide<C, K, X>,
+    x: &Tensor,
+    t: &WindowTable,
+) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>), Error> {
     let low = t.dpf_bits(x)?;
     let out = t.out_width;
     let xs: Vec<u64> = x.data().iter().map(|&v| low.reduce(v)).collect();
@@ -226,20 +336,13 @@ pub(super) async fn eval_first<C: Channel, K: KeySource, X: Kernels>(
     let bits = compare::masked_bit_shares(srv, x, &at_most);
     let m = srv.pair(x.len(), out);
     let c = srv.pair(x.len(), out);
-    let s = srv.share(x.len(), out).await?;
     let p0 = srv.is_p0();
     let values = dot
         .iter()
         .zip(&m)
         .map(|(&u, &m)| out.add(cond_neg(u, !p0), m))
         .collect();
-    let gate = Opened {
-        shape: x.shape().to_vec(),
-        out,
-        s,
-        c,
-    };
-    Ok((bits, values, gate))
+    Ok((bits, values, c))
 }
 
 impl Opened {
@@ -259,26 +362,4 @@ impl Opened {
             Tensor::from_parts(&self.shape, self.out, y),
         )
     }
-}
-
-/// [`eval`] on `x` and a lookup of `y` in `u` side by side: each gate reads its keys and
-/// streams in the order it does alone (the dealer deals them one after the other), and their
-/// openings travel together, so the pair takes two rounds instead of four.
-pub(super) async fn eval_with_lookup<C: Channel, K: KeySource, X: Kernels>(
-    srv: &mut ServerSide<C, K, X>,
-    (x, t): (&Tensor, &WindowTable),
-    (y, u): (&Tensor, &super::lookup::LookupTable),
-) -> Result<((Tensor, Tensor), Tensor), Error> {
-    let (bits, values, window) = eval_first(srv, x, t).await?;
-    let (first, lookup) = super::lookup::eval_first(srv, y, u).await?;
-    let [bit, v, w] = srv
-        .open_many([(&bits, BIT), (&values, window.out), (&first, lookup.out)])
-        .await?;
-    let [a, b] = srv
-        .open_many([
-            (&window.second(&v), window.out),
-            (&lookup.second(&w), lookup.out),
-        ])
-        .await?;
-    Ok((window.finish(bit, a), lookup.finish(b)))
 }

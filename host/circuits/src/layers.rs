@@ -15,8 +15,8 @@
 //! |---|---|---|
 //! | GeLU | 2 | ReLU(x) + e(x), e = GeLU − ReLU from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key; the sign × x joins the table's second opening |
 //! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
-//! | softmax over n | 2⌈log2 n⌉ + 12 (10 left at scale 2^(3·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's, read side by side; reciprocal from a 13-bit table and one Newton step |
-//! | LayerNorm | 11 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
+//! | softmax over n | 2⌈log2 n⌉ + 10 (8 left at scale 2^(3·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's, opened as the tables' second opening; reciprocal from a 13-bit table, opened with its product with the sum, and one Newton step |
+//! | LayerNorm | 10 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
 //!
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
 //! per bit compared, so: values that only feed a table index or a comparison are rescaled by the
@@ -279,10 +279,11 @@ fn exp_low_table() -> Result<&'static LookupTable, Error> {
 /// tables and the product stay in Z_2^SOFTMAX_BITS, the truncation widens):
 /// u = t / 2^(FRAC − EXP_FRAC) and hi = t / 2^(FRAC − 2) shifted down (local), so that
 /// lo = u − 2^6·hi lies in [−64, 64] whichever of the two is one more, for any t; exp(−hi/4)
-/// from a window lookup (2 rounds), which is zero from t ≥ 16 on and so clips t (hi, in a
-/// ring of ACT_BITS − FRAC + 2 bits, is read right up to t < 2^(ACT_BITS − 1 − FRAC) − 16,
-/// the bound t has anyway), and exp(−lo / 2^EXP_FRAC) from a 2^8 table, side by side (2);
-/// their product (1) and truncation (1). Four rounds.
+/// from a window lookup, which is zero from t ≥ 16 on and so clips t (hi, in a ring of
+/// ACT_BITS − FRAC + 2 bits, is read right up to t < 2^(ACT_BITS − 1 − FRAC) − 16, the bound
+/// t has anyway), times exp(−lo / 2^EXP_FRAC) from a 2^8 table, the product opened as the
+/// tables' second opening (2, [`Protocol::window_times_lookup`]); its truncation (1). Three
+/// rounds.
 pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor, out: BitWidth) -> Result<Tensor, Error> {
     let shape = t.shape().to_vec();
     let n = t.len();
@@ -296,13 +297,12 @@ pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor, out: BitWidth) -> Resul
     let both = both.shift_down(shift)?;
     let (u, hi) = (both.gather_last(&[0])?, both.gather_last(&[1])?);
     let lo = u.sub(&hi.scale(1 << 6))?;
-    let ((_, high), low) = p
-        .drelu_lookup_and_lookup(
+    let prod = p
+        .window_times_lookup(
             (&hi, exp_high_table()?),
             (&lo.reduce(width(8)?)?, exp_low_table()?),
         )
         .await?;
-    let prod = p.mul(&high, &low).await?;
     p.truncate_to(&prod, FRAC, out).await?.reshape(&shape)
 }
 
@@ -310,15 +310,16 @@ pub async fn neg_exp<P: Protocol>(p: &mut P, t: &Tensor, out: BitWidth) -> Resul
 const RECIPROCAL_BITS: u32 = 13;
 
 /// 1/s for sums of exponentials, s in [1, 2n) (each term is below 2), in s's ring: a 13-bit
-/// table on s·2^(12 − k) with 2^k ≥ 2n (2 rounds; the index is shifted down locally and never
-/// wraps), then one Newton step y(2 − s·y) (4 rounds).
+/// table y on s·2^(12 − k) with 2^k ≥ 2n, opened with s·y (2 rounds,
+/// [`Protocol::lookup_mul`]; the index is shifted down locally and never wraps), then the rest
+/// of one Newton step y(2 − s·y) (3 rounds).
 pub async fn reciprocal<P: Protocol>(p: &mut P, s: &Tensor, n: usize) -> Result<Tensor, Error> {
     let y = reciprocal_double_scale(p, s, n).await?;
     p.truncate(&y, FRAC).await
 }
 
 /// [`reciprocal`] left at scale 2^(2·FRAC), the Newton step's product untruncated, for a
-/// consumer that truncates anyway (3 rounds after the table).
+/// consumer that truncates anyway (4 rounds).
 async fn reciprocal_double_scale<P: Protocol>(
     p: &mut P,
     s: &Tensor,
@@ -330,10 +331,9 @@ async fn reciprocal_double_scale<P: Protocol>(
     }
     let lut = reciprocal_table(k, s.width())?;
     let index = s.shift_down(k)?;
-    let y = p
-        .lookup(&index.reduce(width(RECIPROCAL_BITS)?)?, &lut)
+    let (y, sy) = p
+        .lookup_mul(&index.reduce(width(RECIPROCAL_BITS)?)?, &lut, s)
         .await?;
-    let sy = p.mul(s, &y).await?;
     let sy = p.truncate(&sy, FRAC).await?;
     let two_minus = p.add_public(&sy.neg(), &[2 << FRAC])?;
     p.mul(&y, &two_minus).await
@@ -362,8 +362,8 @@ fn max_drop(n: usize) -> u32 {
 
 /// exp(x − m) for m within 1/2 of each row's maximum (the softmax does not depend on which),
 /// at scale 2^FRAC, and the reciprocal of each row's sum, repeated along the row, at scale
-/// 2^FRAC or, with `wide`, 2^(2·FRAC): both in Z_2^ring. 2⌈log2 n⌉ rounds for m, 4 for the
-/// exponentials, 6 for the reciprocals (5 with `wide`).
+/// 2^FRAC or, with `wide`, 2^(2·FRAC): both in Z_2^ring. 2⌈log2 n⌉ rounds for m, 3 for the
+/// exponentials, 5 for the reciprocals (4 with `wide`).
 async fn exps_and_reciprocals<P: Protocol>(
     p: &mut P,
     x: &Tensor,
@@ -386,7 +386,7 @@ async fn exps_and_reciprocals<P: Protocol>(
 
 /// softmax along the last axis of x ([rows, n ≤ 2048], read on ACT_BITS bits), as a 64-bit
 /// wire at scale 2^FRAC: exponentials and reciprocals in Z_2^SOFTMAX_BITS
-/// (2⌈log2 n⌉ + 10 rounds), their product (1), truncated into the full ring (1).
+/// (2⌈log2 n⌉ + 8 rounds), their product (1), truncated into the full ring (1).
 pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let (e, inv) = exps_and_reciprocals(p, x, width(SOFTMAX_BITS)?, false).await?;
     let prod = p.mul(&e, &inv).await?;
@@ -396,7 +396,7 @@ pub async fn softmax<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error
 /// [`softmax`] left at scale 2^(3·FRAC), for a consumer that truncates anyway (P·V then drops
 /// 3·FRAC bits, its products below 2^61 for values under 2^13): the exponentials' own
 /// truncation widens them to 64 bits, and neither the product nor the reciprocal's Newton step
-/// is truncated, two rounds less (2⌈log2 n⌉ + 10).
+/// is truncated, two rounds less (2⌈log2 n⌉ + 8).
 pub async fn softmax_triple_scale<P: Protocol>(p: &mut P, x: &Tensor) -> Result<Tensor, Error> {
     let (e, inv) = exps_and_reciprocals(p, x, BitWidth::FULL, true).await?;
     p.mul(&e, &inv).await
@@ -434,7 +434,7 @@ struct RsqrtRange {
 
 /// 1/√v for v at scale FRAC in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0), by range normalisation
 /// (comparisons with every power of two, a mantissa table and 2^(−e/2)).
-/// Seven rounds.
+/// Six rounds.
 pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> {
     let range = RsqrtRange {
         scale: FRAC,
@@ -448,8 +448,8 @@ pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> 
 /// factor/√v over `range`: the exponent e = ⌊log2 v⌋ from comparisons of v (at scale FRAC)
 /// with every power of two (1 round); 2^(hi − e) and factor·2^(−e/2) as sums of the
 /// comparison bits times public differences (1); the mantissa v·2^(−e) in [1, 2) (1, shifted
-/// down locally); its table of 2^(MANTISSA_BITS + 1) entries (2); times factor·2^(−e/2) (2).
-/// Seven rounds.
+/// down locally); its table of 2^(MANTISSA_BITS + 1) entries opened with its product with
+/// factor·2^(−e/2) (2, [`Protocol::lookup_mul`]); truncated (1). Six rounds.
 async fn rsqrt_in<P: Protocol>(p: &mut P, v: &Tensor, range: RsqrtRange) -> Result<Tensor, Error> {
     let RsqrtRange {
         scale,
@@ -503,10 +503,13 @@ async fn rsqrt_in<P: Protocol>(p: &mut P, v: &Tensor, range: RsqrtRange) -> Resu
     // v · 2^(hi − e) = mantissa · 2^(scale + hi); keep MANTISSA_BITS fractional bits of it.
     let mantissa = p.mul(&v, &up).await?;
     let mantissa = mantissa.shift_down(scale + hi as u32 - MANTISSA_BITS)?;
-    let r = p
-        .lookup(&mantissa.reduce(width(MANTISSA_BITS + 1)?)?, rsqrt_table()?)
+    let (_, r) = p
+        .lookup_mul(
+            &mantissa.reduce(width(MANTISSA_BITS + 1)?)?,
+            rsqrt_table()?,
+            &down,
+        )
         .await?;
-    let r = p.mul(&r, &down).await?;
     p.truncate(&r, 24).await?.reshape(&shape)
 }
 
@@ -517,8 +520,8 @@ fn log2_bounds(n: usize) -> (i32, i32) {
 }
 
 /// LayerNorm over the last axis with secret scale and shift (`affine`: γ at scale FRAC, β at
-/// scale 3·FRAC): mean (1 round), squares (1), 1/√ of their sum (7), normalise (1), truncate
-/// (1): eleven rounds. The squares' sum, h times the variance at scale 2·FRAC, goes to the
+/// scale 3·FRAC): mean (1 round), squares (1), 1/√ of their sum (6), normalise (1), truncate
+/// (1): ten rounds. The squares' sum, h times the variance at scale 2·FRAC, goes to the
 /// inverse square root as it is, 1/h folded into its constant: no truncation of the squares or
 /// of the variance. The centred values are scaled by γ while the inverse square root runs
 /// (their opening rides its first exchange), and β joins the product with 1/√ in its opening.

@@ -171,6 +171,15 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
         self.inner.lookup(x, table).await
     }
 
+    async fn lookup_mul(
+        &mut self,
+        x: &Tensor,
+        table: &LookupTable,
+        z: &Tensor,
+    ) -> Result<(Tensor, Tensor), Error> {
+        self.inner.lookup_mul(x, table, z).await
+    }
+
     async fn drelu_lookup(
         &mut self,
         x: &Tensor,
@@ -188,12 +197,12 @@ impl<C: Channel, K: KeySource, X: Kernels> Protocol for Profiled<'_, C, K, X> {
         self.inner.drelu_select_window(x, table, z).await
     }
 
-    async fn drelu_lookup_and_lookup(
+    async fn window_times_lookup(
         &mut self,
         x: (&Tensor, &WindowTable),
         y: (&Tensor, &LookupTable),
-    ) -> Result<((Tensor, Tensor), Tensor), Error> {
-        self.inner.drelu_lookup_and_lookup(x, y).await
+    ) -> Result<Tensor, Error> {
+        self.inner.window_times_lookup(x, y).await
     }
 
     async fn output(&mut self, x: &Tensor) -> Result<Vec<u64>, Error> {
