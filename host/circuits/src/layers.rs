@@ -16,7 +16,7 @@
 //! | GeLU | 2 | ReLU(x) + e(x), e = GeLU − ReLU from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key; the sign × x joins the table's second opening |
 //! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
 //! | softmax over n | 2⌈log2 n⌉ + 10 (8 left at scale 2^(3·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's, opened as the tables' second opening; reciprocal from a 13-bit table, opened with its product with the sum, and one Newton step |
-//! | LayerNorm | 10 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
+//! | LayerNorm | 9 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
 //!
 //! Every opened element costs as many bits as its ring has, and a comparison's DPF has one level
 //! per bit compared, so: values that only feed a table index or a comparison are rescaled by the
@@ -434,7 +434,7 @@ struct RsqrtRange {
 
 /// 1/√v for v at scale FRAC in [2^V_MIN, 2^(V_MAX+1)) (v = 0 gives 0), by range normalisation
 /// (comparisons with every power of two, a mantissa table and 2^(−e/2)).
-/// Six rounds.
+/// Five rounds.
 pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> {
     let range = RsqrtRange {
         scale: FRAC,
@@ -446,10 +446,11 @@ pub async fn rsqrt<P: Protocol>(p: &mut P, v: &Tensor) -> Result<Tensor, Error> 
 }
 
 /// factor/√v over `range`: the exponent e = ⌊log2 v⌋ from comparisons of v (at scale FRAC)
-/// with every power of two (1 round); 2^(hi − e) and factor·2^(−e/2) as sums of the
-/// comparison bits times public differences (1); the mantissa v·2^(−e) in [1, 2) (1, shifted
-/// down locally); its table of 2^(MANTISSA_BITS + 1) entries opened with its product with
-/// factor·2^(−e/2) (2, [`Protocol::lookup_mul`]); truncated (1). Six rounds.
+/// with every power of two (1 round); v·2^(hi − e), the mantissa v·2^(−e) in [1, 2) up to a
+/// public power of two, and factor·2^(−e/2) as sums of the comparison bits times v times
+/// public differences and times public differences (1; the mantissa then shifted down
+/// locally); its table of 2^(MANTISSA_BITS + 1) entries opened with its product with
+/// factor·2^(−e/2) (2, [`Protocol::lookup_mul`]); truncated (1). Five rounds.
 async fn rsqrt_in<P: Protocol>(p: &mut P, v: &Tensor, range: RsqrtRange) -> Result<Tensor, Error> {
     let RsqrtRange {
         scale,
@@ -491,18 +492,23 @@ async fn rsqrt_in<P: Protocol>(p: &mut P, v: &Tensor, range: RsqrtRange) -> Resu
     };
     let up = series(&|j| 1u64 << (hi - j));
     let down = series(&|j| (factor * 2f64.powf(24.0 - j as f64 / 2.0)).round() as u64);
-    let coef: Vec<u64> = (0..rows)
-        .flat_map(|_| (0..count).flat_map(|i| [up[i], down[i]]))
-        .collect();
-    let coef = p.public(&[rows, count, 2], BitWidth::FULL, &coef)?;
-    let picked = p.mul_bit(&bits, &coef).await?;
-    let sums = picked.permute(&[0, 2, 1])?.sum_last_axis(); // [rows, 2]
-    let up = sums.gather_last(&[0])?.reshape(&[rows])?;
-    let down = sums.gather_last(&[1])?.reshape(&[rows])?;
+    // The bits pick v·2^(hi − e) from v times the first series (the sum telescopes exactly in
+    // the ring, whatever its terms overflow to) and factor·2^(−e/2) from the second, public.
     let v = v.reshape(&[rows])?;
+    let scaled = v
+        .repeat_last(count)
+        .mul_public(&up)?
+        .reshape(&[rows, count, 1])?;
+    let down: Vec<u64> = (0..rows).flat_map(|_| down.iter().copied()).collect();
+    let down = p.public(&[rows, count, 1], BitWidth::FULL, &down)?;
+    let picked = p.mul_bit(&bits, &scaled.concat_last(&down)?).await?;
+    let sums = picked.permute(&[0, 2, 1])?.sum_last_axis(); // [rows, 2]
+    let down = sums.gather_last(&[1])?.reshape(&[rows])?;
     // v · 2^(hi − e) = mantissa · 2^(scale + hi); keep MANTISSA_BITS fractional bits of it.
-    let mantissa = p.mul(&v, &up).await?;
-    let mantissa = mantissa.shift_down(scale + hi as u32 - MANTISSA_BITS)?;
+    let mantissa = sums
+        .gather_last(&[0])?
+        .reshape(&[rows])?
+        .shift_down(scale + hi as u32 - MANTISSA_BITS)?;
     let (_, r) = p
         .lookup_mul(
             &mantissa.reduce(width(MANTISSA_BITS + 1)?)?,
@@ -520,8 +526,8 @@ fn log2_bounds(n: usize) -> (i32, i32) {
 }
 
 /// LayerNorm over the last axis with secret scale and shift (`affine`: γ at scale FRAC, β at
-/// scale 3·FRAC): mean (1 round), squares (1), 1/√ of their sum (6), normalise (1), truncate
-/// (1): ten rounds. The squares' sum, h times the variance at scale 2·FRAC, goes to the
+/// scale 3·FRAC): mean (1 round), squares (1), 1/√ of their sum (5), normalise (1), truncate
+/// (1): nine rounds. The squares' sum, h times the variance at scale 2·FRAC, goes to the
 /// inverse square root as it is, 1/h folded into its constant: no truncation of the squares or
 /// of the variance. The centred values are scaled by γ while the inverse square root runs
 /// (their opening rides its first exchange), and β joins the product with 1/√ in its opening.

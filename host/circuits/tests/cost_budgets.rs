@@ -98,9 +98,9 @@ fn bert_tiny_shape_at_128_tokens_stays_within_budget() {
         "BERT-tiny shape, 128 tokens",
         got,
         Costs {
-            rounds: 111,
-            bytes_sent: 10_690_781,
-            key_bytes: [63_774_298, 79_553_405],
+            rounds: 107,
+            bytes_sent: 10_686_685,
+            key_bytes: [63_774_298, 79_545_213],
         },
     );
 }
@@ -112,9 +112,9 @@ fn minilm_l6_at_128_tokens_stays_within_budget() {
         "MiniLM-L6, 128 tokens",
         got,
         Costs {
-            rounds: 323,
-            bytes_sent: 115_269_085,
-            key_bytes: [740_748_522, 910_924_941],
+            rounds: 311,
+            bytes_sent: 115_256_797,
+            key_bytes: [740_748_522, 910_900_365],
         },
     );
 }
@@ -138,9 +138,9 @@ fn the_pools_router_stage_at_64_tokens_stays_within_budget() {
         "the pool's router stage, 64 tokens",
         got,
         Costs {
-            rounds: 68,
-            bytes_sent: 8_001_388,
-            key_bytes: [44_004_019, 55_641_507],
+            rounds: 66,
+            bytes_sent: 8_000_364,
+            key_bytes: [44_004_019, 55_639_459],
         },
     );
 }
