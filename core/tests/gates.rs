@@ -57,7 +57,7 @@ enum Gate {
     /// A window table's T(x) times a lookup's U(y): x the first input reduced to the width, y
     /// the second reduced to U's input bits.
     WindowTimesLookup(BitWidth, WindowTable, LookupTable),
-    /// [x ≥ 0]·z + T(x) for x the first input reduced to the width, and z the second reduced
+    /// [x ≥ 0]·z − T(x) for x the first input reduced to the width, and z the second reduced
     /// to the table's ring and truncated by f bits, deferred.
     DreluSelectWindow(BitWidth, WindowTable, u32),
     LessThan(BitWidth),
@@ -1027,6 +1027,78 @@ fn a_window_table_times_a_lookup_takes_two_rounds() {
     );
 }
 
+/// [x ≥ 0]·z − T(x) from one key in two rounds: the sign's product with z (a deferred
+/// truncation whose opening rides the first exchange) joins the table's second opening. It
+/// equals the sign-and-window gate followed by a bit × value product, one round and one
+/// opening fewer, with the same keys as those two gates.
+#[test]
+fn drelu_select_window_takes_the_table_from_the_selected_value_in_two_rounds() {
+    let mut r = rng(23);
+    let f = 5;
+    for (bits, window_bits, out_bits) in [(9u32, 7u32, 64u32), (22, 10, 52), (12, 8, 20)] {
+        let (nw, out) = (w(bits), w(out_bits));
+        let t = WindowTable::from_fn(window_bits, out, |v| (v * v * 3 - v + 7) as u64).unwrap();
+        let values = window_inputs(&mut r, nw, window_bits);
+        let n = values.len();
+        let wide: Vec<u64> = values
+            .iter()
+            .map(|&v| nw.reduce(v as u64) | (r.next_u64() << bits))
+            .collect();
+        // Values of z below 2^(out − 3) in magnitude, either sign.
+        let z: Vec<i64> = (0..n)
+            .map(|_| out.to_signed(out.reduce(r.next_u64())) / 4)
+            .collect();
+        let inputs = [
+            Input::new(&[n], L, wide),
+            Input::new(&[n], L, z.iter().map(|&z| z as u64).collect()),
+        ];
+        let gate = Gate::DreluSelectWindow(nw, t.clone(), f);
+        let o = run(&gate, &inputs, 60 + bits as u64);
+        for (i, &v) in values.iter().enumerate() {
+            let got = o.outputs[0][i];
+            let want = |carry: i64| {
+                let selected = if v >= 0 { (z[i] >> f) + carry } else { 0 };
+                out.sub(out.reduce(selected as u64), t.get(v))
+            };
+            assert!(
+                got == want(0) || got == want(1),
+                "n={bits} v={v} z={}: got {got}, want {}",
+                z[i],
+                want(0)
+            );
+        }
+        // Round 1: the bit, s·T(x) + m and the deferred truncation; round 2: the sum.
+        let bytes = packed_len(n, w(1)) + 3 * packed_len(n, out);
+        assert_traffic(&o, &inputs, bytes as u64, 2);
+        // The keys of the window gate, the truncation and a bit × value product, less the
+        // window's and the truncation's output masks (the harness's output gate deals them),
+        // plus this gate's one.
+        let window = run(&Gate::DreluLookup(nw, t.clone()), &inputs[..1], 61);
+        let narrow = [Input::new(&[n], out, vec![0; n])];
+        let truncation = run(&Gate::TruncateLater(f, None), &narrow, 62);
+        assert_eq!(
+            o.keys.shared.len(),
+            window.keys.shared.len() + truncation.keys.shared.len()
+        );
+        let (bit, value) = (packed_len(n, w(1)), packed_len(n, out));
+        assert_eq!(
+            o.keys.p1.len(),
+            (window.keys.p1.len() - bit - value)
+                + (truncation.keys.p1.len() - value)
+                + 3 * value
+                + value
+        );
+    }
+    // z must have x's shape and lie in the table's ring.
+    let t = WindowTable::from_fn(7, w(20), |v| v as u64).unwrap();
+    let inputs = [
+        Input::new(&[4], L, vec![1, 2, 3, 4]),
+        Input::new(&[3], L, vec![1, 2, 3]),
+    ];
+    let g = Gate::DreluSelectWindow(w(12), t, 3);
+    assert!(run_session(&g, &inputs, &Weights::none(), &master(50)).is_err());
+}
+
 /// The CPU kernel against its definition: the comparison's prefix parity (the two parties'
 /// XOR to [α ≤ x]), and the window's dot product from the keys' full-domain bits.
 #[test]
@@ -1462,8 +1534,8 @@ fn both_servers_views_are_uniform_and_input_independent() {
             [one(3), one(w(12).reduce(-200i64 as u64))],
             vec![(n, w(1)), (n, w(16)), (n, w(16))],
         ),
-        // The deferred truncation, the bit and s·T(x) + m in one message, then the sum of
-        // the table's value and the selected one; inputs inside and outside the window.
+        // The deferred truncation, the bit and s·T(x) + m in one message, then the selected
+        // value less the table's; inputs inside and outside the window.
         (
             "drelu_select_window",
             Gate::DreluSelectWindow(

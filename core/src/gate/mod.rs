@@ -30,7 +30,7 @@
 //! | lookup and its product with a value | 2 | 3·out/8 | 3·out/8 (plus the lookup's key) |
 //! | DReLU and a window table on n bits | 2 | 1/8 + 2·out/8 | out/8 (plus DReLU's (n−1)-bit key to both) |
 //! | a window table's value times a lookup's | 2 | 3·out/8 | 4·out/8 (plus the two DPF keys to both) |
-//! | DReLU × value plus a window table | 2 | 1/8 + 2·out/8 | out/8 + 3·out/8 (plus DReLU's key) |
+//! | DReLU × value minus a window table | 2 | 1/8 + 2·out/8 | out/8 + 3·out/8 (plus DReLU's key) |
 
 pub mod channel;
 mod compare;
@@ -169,11 +169,11 @@ pub trait Protocol {
         table: &WindowTable,
     ) -> Result<(Tensor, Tensor), Error>;
 
-    /// [x ≥ 0]·z + T(x) for a window table T, in the two rounds of
+    /// [x ≥ 0]·z − T(x) for a window table T, in the two rounds of
     /// [`Protocol::drelu_lookup`] alone: the sign's product with z joins the table's second
     /// opening. z is a deferred wire ([`Protocol::truncate_later`]) of x's shape in the table's
-    /// ring; its opening rides the first exchange. GeLU is ReLU(x) plus the table of
-    /// GeLU − ReLU.
+    /// ring; its opening rides the first exchange. GeLU is ReLU(x) less the table of
+    /// ReLU − GeLU.
     async fn drelu_select_window(
         &mut self,
         x: &Tensor,

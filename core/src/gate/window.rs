@@ -244,7 +244,7 @@ fn check_select(x: &Tensor, t: &WindowTable, z: &Later) -> Result<(), Error> {
 }
 
 /// [`deal`] and the shares of the sign × z product ([`multiply::deal_bit_times_value`]); the
-/// output mask is the table's, ρ.
+/// output mask is the table's negated, −ρ.
 pub(super) fn deal_select<S: KeySink>(
     d: &mut DealerSide<S>,
     x: &Tensor,
@@ -255,13 +255,15 @@ pub(super) fn deal_select<S: KeySink>(
     let z = z.dealer_wire()?;
     let (bit, rho) = deal(d, x, t)?;
     multiply::deal_bit_times_value(d, &bit, &z);
-    Ok(rho)
+    Ok(rho.neg())
 }
 
-/// [x ≥ 0]·z + T(x) in two rounds: round 1 opens the sign bit d^ and s·T(x) + m (and, with
-/// them, z's deferred opening); round 2 opens this server's v^·[s]_b + c_b plus its share of
-/// d·z from d^, z^ and the dealt [r_z], [r_d], [r_d·r_z]. The sum is T(x) + ρ + d·z, masked
-/// by c_{1−b} as the table value alone is, so the view is the window gate's.
+/// [x ≥ 0]·z − T(x) in two rounds: round 1 opens the sign bit d^ and s·T(x) + m (and, with
+/// them, z's deferred opening); round 2 opens this server's share of d·z (from d^, z^ and
+/// the dealt [r_z], [r_d], [r_d·r_z]) less its v^·[s]_b + c_b. The sum is d·z − T(x) − ρ,
+/// masked by c_{1−b} as the table value alone is, so the view is the window gate's. (The
+/// table is subtracted, not added, so that a correction table such as ReLU − GeLU keeps
+/// small non-negative entries, which the kernels sum on 32 bits.)
 pub(super) async fn eval_select<C: Channel, K: KeySource, X: Kernels>(
     srv: &mut ServerSide<C, K, X>,
     x: &Tensor,
@@ -282,7 +284,7 @@ pub(super) async fn eval_select<C: Channel, K: KeySource, X: Kernels>(
         .second(&v)
         .iter()
         .zip(&product)
-        .map(|(&a, &b)| out.add(a, b))
+        .map(|(&a, &b)| out.sub(b, a))
         .collect();
     let y = srv.open(&mine, out).await?;
     Ok(Tensor::from_parts(x.shape(), out, y))

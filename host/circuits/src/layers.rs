@@ -13,7 +13,7 @@
 //!
 //! | layer | rounds | approximation |
 //! |---|---|---|
-//! | GeLU | 2 | ReLU(x) + e(x), e = GeLU − ReLU from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key; the sign × x joins the table's second opening |
+//! | GeLU | 2 | ReLU(x) − d(x), d = ReLU − GeLU from a 2^GELU_BITS table on x in [−4, 4) (one per [`Activation`]: exact or tanh GeLU), zero outside, read with the sign off one key; the sign × x joins the table's second opening |
 //! | tanh | 3 | sign(x) + T(x), T = tanh − sign from a 2^TANH_BITS table on x in [−8, 8), zero outside, read with the sign off one key |
 //! | softmax over n | 2⌈log2 n⌉ + 10 (8 left at scale 2^(3·FRAC)) | max tree to within 1/2; exp(−t) for t in [−1/2, 16) in steps of 2^−8 (0 beyond) as the product of a window table's entry (t at steps of 1/4, zero outside [−1/2, 16): the clip) and an 8-bit table's, opened as the tables' second opening; reciprocal from a 13-bit table, opened with its product with the sum, and one Newton step |
 //! | LayerNorm | 9 | mean; sum of squares (h·variance, untruncated); 1/√ by range normalisation to [1, 2), a 10-bit table and 2^(−e/2) with √h folded in |
@@ -131,8 +131,9 @@ fn gelu_step() -> f64 {
     8.0 / (1u64 << GELU_BITS) as f64
 }
 
-/// GeLU(y) − ReLU(y) = −|y|·Φ(−|y|) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point in
-/// the linear layers' ring; zero beyond (|GeLU(4) − 4| ≈ 1.3e−4).
+/// d(y) = ReLU(y) − GeLU(y) = |y|·Φ(−|y|) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point
+/// in the linear layers' ring; zero beyond (d(4) ≈ 1.3e−4). Its entries are small and
+/// non-negative, which the kernels sum on 32 bits.
 fn gelu_erf_table() -> Result<&'static WindowTable, Error> {
     static CELL: OnceLock<WindowTable> = OnceLock::new();
     table(&CELL, || {
@@ -140,26 +141,26 @@ fn gelu_erf_table() -> Result<&'static WindowTable, Error> {
         WindowTable::from_fn(GELU_BITS, width(LINEAR_BITS)?, |v| {
             let y = (v as f64 * step).abs();
             let d = y * 0.5 * libm::erfc(y / std::f64::consts::SQRT_2);
-            fixed(-d, FRAC)
+            fixed(d, FRAC)
         })
     })
 }
 
-/// gelu_tanh(y) − ReLU(y) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point in the linear
-/// layers' ring, from the reference's [`gelu_tanh`](securerouter_ml::reference::gelu_tanh);
-/// zero beyond (7e−5 off at 4).
+/// d(y) = ReLU(y) − gelu_tanh(y) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point in the
+/// linear layers' ring, from the reference's
+/// [`gelu_tanh`](securerouter_ml::reference::gelu_tanh); zero beyond (d(4) ≈ 7e−5).
 fn gelu_tanh_table() -> Result<&'static WindowTable, Error> {
     static CELL: OnceLock<WindowTable> = OnceLock::new();
     table(&CELL, || {
         let step = gelu_step();
         WindowTable::from_fn(GELU_BITS, width(LINEAR_BITS)?, |v| {
             let y = v as f64 * step;
-            fixed(securerouter_ml::reference::gelu_tanh(y) - y.max(0.0), FRAC)
+            fixed(y.max(0.0) - securerouter_ml::reference::gelu_tanh(y), FRAC)
         })
     })
 }
 
-/// The correction table `act` − ReLU.
+/// The correction table d = ReLU − `act`.
 fn gelu_table(act: Activation) -> Result<&'static WindowTable, Error> {
     match act {
         Activation::Gelu => gelu_erf_table(),
@@ -167,17 +168,17 @@ fn gelu_table(act: Activation) -> Result<&'static WindowTable, Error> {
     }
 }
 
-/// GeLU(x) = ReLU(x) + e(x) for the activation `act`, e = GeLU − ReLU from its own table, of a
+/// GeLU(x) = ReLU(x) − d(x) for the activation `act`, d = ReLU − GeLU from its own table, of a
 /// linear layer's output `y` = x·2^FRAC before its truncation (scale 2^(2·FRAC), in the linear
 /// layers' ring or a wider one): x read at the table's step straight from y (one local shift),
-/// then [x ≥ 0]·x + e(x) from one DPF key in two rounds ([`Protocol::drelu_select_window`]),
+/// then [x ≥ 0]·x − d(x) from one DPF key in two rounds ([`Protocol::drelu_select_window`]),
 /// x being y truncated, whose opening rides the gate's first exchange
 /// ([`Protocol::truncate_later`]). Two rounds in all, where a separate ReLU product takes three
 /// and truncating first four; both activations cost the same. The result lies in the linear
 /// layers' ring, which the next layer reads.
 ///
 /// The shift may round x in [−2^(3 − GELU_BITS), 0) up to 0, which passes as positive and gives
-/// x + e(0) = x for GeLU(x) ≈ x/2: an error below 2^(2 − GELU_BITS) (3.9e−3) on values that
+/// x − d(0) = x for GeLU(x) ≈ x/2: an error below 2^(2 − GELU_BITS) (3.9e−3) on values that
 /// small, as large as the table's own step error.
 pub async fn gelu_of_product<P: Protocol>(
     p: &mut P,
@@ -573,14 +574,14 @@ mod tests {
         (-half..half).map(|v| (v, v as f64 * gelu_step()))
     }
 
-    /// ReLU(y) + e(y) read back from a table entry in fixed point (in the linear ring).
+    /// ReLU(y) − d(y) read back from a table entry in fixed point.
     fn read(t: &WindowTable, v: i64, y: f64) -> f64 {
-        let ring = width(LINEAR_BITS).unwrap();
-        y.max(0.0) + ring.to_signed(t.get(v)) as f64 / (1u64 << FRAC) as f64
+        y.max(0.0) - t.get(v) as f64 / (1u64 << FRAC) as f64
     }
 
-    /// The tanh GeLU's table holds gelu_tanh − ReLU at each of its points, rounded to FRAC
-    /// bits, so ReLU(y) + T(y) is gelu_tanh(y) to within half a unit; it is zero outside.
+    /// The tanh GeLU's table holds ReLU − gelu_tanh at each of its points, rounded to FRAC
+    /// bits (non-negative, as the kernels' 32-bit sums need), so ReLU(y) − T(y) is
+    /// gelu_tanh(y) to within half a unit; it is zero outside.
     #[test]
     fn the_tanh_table_is_gelu_tanh_at_its_points() {
         let t = gelu_table(Activation::GeluTanh).unwrap();
@@ -589,10 +590,12 @@ mod tests {
         for (v, y) in points() {
             assert_eq!(
                 t.get(v),
-                width(LINEAR_BITS)
-                    .unwrap()
-                    .reduce(fixed(gelu_tanh(y) - y.max(0.0), FRAC)),
+                fixed(y.max(0.0) - gelu_tanh(y), FRAC),
                 "entry {v} (y = {y})"
+            );
+            assert!(
+                t.get(v) < 1 << 10,
+                "entry {v} is not small and non-negative"
             );
             let err = (read(t, v, y) - gelu_tanh(y)).abs();
             assert!(err <= unit / 2.0 + 1e-12, "y = {y}: off by {err}");
