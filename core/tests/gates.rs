@@ -931,6 +931,15 @@ fn window_inputs(r: &mut AesCtr, nw: BitWidth, window_bits: u32) -> Vec<i64> {
     v
 }
 
+/// Signed values of an n-bit wire as a 64-bit wire with pseudorandom bits above the n (a gate
+/// reduces its input first).
+fn with_high_garbage(r: &mut AesCtr, values: &[i64], nw: BitWidth) -> Vec<u64> {
+    values
+        .iter()
+        .map(|&v| nw.reduce(v as u64) | (r.next_u64() << nw.bits()))
+        .collect()
+}
+
 #[test]
 fn drelu_lookup_reads_the_sign_and_a_window_table_off_one_key() {
     let mut r = rng(17);
@@ -939,12 +948,7 @@ fn drelu_lookup_reads_the_sign_and_a_window_table_off_one_key() {
         let t = WindowTable::from_fn(window_bits, out, |v| (v * v * 3 + v + 7) as u64).unwrap();
         let values = window_inputs(&mut r, nw, window_bits);
         let n = values.len();
-        // A 64-bit wire with high garbage; the gate reduces it first.
-        let wide: Vec<u64> = values
-            .iter()
-            .map(|&v| nw.reduce(v as u64) | (r.next_u64() << bits))
-            .collect();
-        let inputs = [Input::new(&[n], L, wide)];
+        let inputs = [Input::new(&[n], L, with_high_garbage(&mut r, &values, nw))];
         let o = run(&Gate::DreluLookup(nw, t.clone()), &inputs, 40 + bits as u64);
         for (i, &v) in values.iter().enumerate() {
             assert_eq!(o.outputs[0][i], (v >= 0) as u64, "n={bits} v={v}: sign");
@@ -1040,10 +1044,7 @@ fn drelu_select_window_takes_the_table_from_the_selected_value_in_two_rounds() {
         let t = WindowTable::from_fn(window_bits, out, |v| (v * v * 3 - v + 7) as u64).unwrap();
         let values = window_inputs(&mut r, nw, window_bits);
         let n = values.len();
-        let wide: Vec<u64> = values
-            .iter()
-            .map(|&v| nw.reduce(v as u64) | (r.next_u64() << bits))
-            .collect();
+        let wide = with_high_garbage(&mut r, &values, nw);
         // Values of z below 2^(out − 3) in magnitude, either sign.
         let z: Vec<i64> = (0..n)
             .map(|_| out.to_signed(out.reduce(r.next_u64())) / 4)
