@@ -318,26 +318,27 @@ fn a_deferred_scale_and_a_product_with_the_shift_are_exact() {
     let mut r = rng(23);
     let (m, n) = (5, 4);
     let (weights, g, b) = layer(&mut r, 1, n);
-    let x: Vec<u64> = (0..m * n).map(|_| r.next_u64()).collect();
-    let y: Vec<u64> = (0..m * n).map(|_| r.next_u64()).collect();
-    let inputs = [
-        Input::new(&[m, n], L, x.clone()),
-        Input::new(&[m, n], L, y.clone()),
-    ];
-    let o = run_session(&Gate::ScaleLaterThenShift, &inputs, &weights, &master(23)).unwrap();
-    for i in 0..m * n {
-        let scaled = x[i].wrapping_mul(g[i % n]);
-        assert_eq!(o.outputs[0][i], x[i].wrapping_mul(y[i]));
-        assert_eq!(o.outputs[1][i], scaled);
-        assert_eq!(
-            o.outputs[2][i],
-            scaled.wrapping_mul(y[i]).wrapping_add(b[i % n])
-        );
+    // In the full ring and in a narrower one (LayerNorm's end runs in the linear ring).
+    for width in [L, w(52)] {
+        let x: Vec<u64> = (0..m * n).map(|_| width.reduce(r.next_u64())).collect();
+        let y: Vec<u64> = (0..m * n).map(|_| width.reduce(r.next_u64())).collect();
+        let inputs = [
+            Input::new(&[m, n], width, x.clone()),
+            Input::new(&[m, n], width, y.clone()),
+        ];
+        let o = run_session(&Gate::ScaleLaterThenShift, &inputs, &weights, &master(23)).unwrap();
+        for i in 0..m * n {
+            let scaled = width.mul(x[i], g[i % n]);
+            assert_eq!(o.outputs[0][i], width.mul(x[i], y[i]));
+            assert_eq!(o.outputs[1][i], scaled);
+            let shifted = width.add(width.mul(scaled, y[i]), b[i % n]);
+            assert_eq!(o.outputs[2][i], shifted, "{} bits", width.bits());
+        }
+        assert_traffic(&o, &inputs, 3 * packed_len(m * n, width) as u64, 2);
+        // A shift whose layer does not fit the product is refused.
+        let (wide, _, _) = layer(&mut r, 1, n + 1);
+        assert!(run_session(&Gate::ScaleLaterThenShift, &inputs, &wide, &master(23)).is_err());
     }
-    assert_traffic(&o, &inputs, (3 * m * n * 8) as u64, 2);
-    // A shift whose layer does not fit the product is refused.
-    let (wide, _, _) = layer(&mut r, 1, n + 1);
-    assert!(run_session(&Gate::ScaleLaterThenShift, &inputs, &wide, &master(23)).is_err());
 }
 
 #[test]

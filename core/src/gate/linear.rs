@@ -339,10 +339,11 @@ pub(crate) fn offline_term<X: Kernels>(
 // the linear layer, with the offline term computed inline (it is element-wise, so cheap):
 // [y^]_b = x^ ⊙ M_b + β_b + s_b + [r_x ⊙ R_γ]_b − [r_x]_b ⊙ γ^, the two shares from the
 // dealer's P1 stream.
+// Any ring serves: every term reduces modulo 2^width.
 fn affine_rows(x: &Tensor, n: usize, k: usize) -> Result<(), Error> {
-    if k != 1 || x.last_dim() != n || x.width() != BitWidth::FULL {
+    if k != 1 || x.last_dim() != n {
         return Err(Error::ShapeMismatch(
-            "affine needs a 64-bit input whose last axis equals a one-input layer's outputs",
+            "affine needs an input whose last axis equals a one-input layer's outputs",
         ));
     }
     Ok(())
@@ -354,16 +355,17 @@ pub(super) fn deal_affine<S: KeySink>(
     w: &DealerWeights,
 ) -> Result<Tensor, Error> {
     affine_rows(x, w.n, w.k)?;
+    let ring = x.width();
     let masked_mask: Vec<u64> = x
         .data()
         .iter()
         .enumerate()
-        .map(|(i, &r)| r.wrapping_mul(w.mask[i % w.n]))
+        .map(|(i, &r)| ring.mul(r, w.mask[i % w.n]))
         .collect();
-    d.share(x.data(), BitWidth::FULL);
-    d.share(&masked_mask, BitWidth::FULL);
-    let r_y = d.pair(x.len(), BitWidth::FULL);
-    Ok(Tensor::from_parts(x.shape(), BitWidth::FULL, r_y))
+    d.share(x.data(), ring);
+    d.share(&masked_mask, ring);
+    let r_y = d.pair(x.len(), ring);
+    Ok(Tensor::from_parts(x.shape(), ring, r_y))
 }
 
 pub(super) async fn eval_affine<C: Channel, K: KeySource, X: Kernels>(
@@ -372,8 +374,8 @@ pub(super) async fn eval_affine<C: Channel, K: KeySource, X: Kernels>(
     w: &ServerWeights,
 ) -> Result<Tensor, Error> {
     let y = affine_shares(srv, x, w, true).await?;
-    let opened = srv.open(&y, BitWidth::FULL).await?;
-    Ok(Tensor::from_parts(x.shape(), BitWidth::FULL, opened))
+    let opened = srv.open(&y, x.width()).await?;
+    Ok(Tensor::from_parts(x.shape(), x.width(), opened))
 }
 
 /// x ⊙ γ without the shift, its opening deferred ([`super::Protocol::scale_later`]); the
@@ -384,7 +386,7 @@ pub(super) async fn eval_scale_later<C: Channel, K: KeySource, X: Kernels>(
     w: &ServerWeights,
 ) -> Result<Later, Error> {
     let y = affine_shares(srv, x, w, false).await?;
-    Ok(Later::deferred(srv, y, x.shape(), BitWidth::FULL))
+    Ok(Later::deferred(srv, y, x.shape(), x.width()))
 }
 
 /// This server's shares of the masked x ⊙ γ, plus its share of β when `shift`.
@@ -395,9 +397,10 @@ async fn affine_shares<C: Channel, K: KeySource, X: Kernels>(
     shift: bool,
 ) -> Result<Vec<u64>, Error> {
     affine_rows(x, w.n, w.k)?;
-    let mask_share = srv.share(x.len(), BitWidth::FULL).await?;
-    let product_share = srv.share(x.len(), BitWidth::FULL).await?;
-    let s = srv.pair(x.len(), BitWidth::FULL);
+    let ring = x.width();
+    let mask_share = srv.share(x.len(), ring).await?;
+    let product_share = srv.share(x.len(), ring).await?;
+    let s = srv.pair(x.len(), ring);
     let y: Vec<u64> = x
         .data()
         .iter()
@@ -405,11 +408,13 @@ async fn affine_shares<C: Channel, K: KeySource, X: Kernels>(
         .map(|(i, &v)| {
             let j = i % w.n;
             let bias = if shift { w.bias[j] } else { 0 };
-            v.wrapping_mul(w.online[j])
-                .wrapping_add(bias)
-                .wrapping_add(s[i])
-                .wrapping_add(product_share[i])
-                .wrapping_sub(mask_share[i].wrapping_mul(w.masked[j]))
+            ring.reduce(
+                v.wrapping_mul(w.online[j])
+                    .wrapping_add(bias)
+                    .wrapping_add(s[i])
+                    .wrapping_add(product_share[i])
+                    .wrapping_sub(mask_share[i].wrapping_mul(w.masked[j])),
+            )
         })
         .collect();
     Ok(y)

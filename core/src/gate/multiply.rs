@@ -80,11 +80,12 @@ pub(super) async fn eval_mul_add_shift<C: Channel, K: KeySource, X: Kernels>(
     Ok(Tensor::from_parts(x.shape(), width, opened))
 }
 
-/// A shift β of a one-input layer added along x's last axis, in the full ring.
+/// A shift β of a one-input layer added along x's last axis, in x's ring (the servers'
+/// shares of β reduce to any).
 fn check_shift(x: &Tensor, k: usize, n: usize) -> Result<(), Error> {
-    if k != 1 || x.last_dim() != n || x.width() != crate::ring::BitWidth::FULL {
+    if k != 1 || x.last_dim() != n {
         return Err(Error::ShapeMismatch(
-            "a shift needs a 64-bit product whose last axis equals a one-input layer's outputs",
+            "a shift needs a product whose last axis equals a one-input layer's outputs",
         ));
     }
     Ok(())

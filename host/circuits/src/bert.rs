@@ -180,7 +180,12 @@ pub mod phase {
 /// y = linear(x) in the linear layers' ring, truncated back to FRAC bits in the full ring.
 async fn dense<P: Protocol>(p: &mut P, x: &Tensor, w: &P::Weights) -> Result<Tensor, Error> {
     p.phase(phase::LINEAR);
-    let y = p.linear(&x.reduce(linear_ring()?)?, w).await?;
+    // In the linear ring, or a narrower one the input already has (GeLU's).
+    let ring = match x.width().bits() < LINEAR_BITS {
+        true => x.width(),
+        false => linear_ring()?,
+    };
+    let y = p.linear(&x.reduce(ring)?, w).await?;
     p.truncate_to(&y, FRAC, BitWidth::FULL).await
 }
 

@@ -4,7 +4,7 @@
 //! inputs.
 //!
 //! All values are fixed point with [`FRAC`] fractional bits, in Z_2^64 between layers (GeLU's
-//! result in the linear layers' ring, which the next layer reads).
+//! result in the narrower [`GELU_RING_BITS`]-bit ring, which the next layer reads).
 //! Comparisons run on activations reduced to [`ACT_BITS`] bits (or fewer, see below), so every
 //! value they see (GeLU inputs, attention scores and their differences, padding bias included)
 //! must satisfy |x| < 2^(ACT_BITS − 1 − FRAC) = 8192 in real terms; BERT-style activations at
@@ -49,6 +49,12 @@ pub const SOFTMAX_BITS: u32 = 32;
 /// 2^52 are what one 52-bit multiply-add computes ([`gate::Kernels::matmul_reduced`]), and the
 /// layers' openings take 52 bits an element instead of 64.
 pub const LINEAR_BITS: u32 = 52;
+/// Ring of GeLU and of the feed-forward layer that reads it: the narrowest a truncation by FRAC
+/// from the linear ring gives (it needs more than LINEAR_BITS − FRAC bits). It holds GeLU's
+/// values (below 2^(ACT_BITS − 1) units) and the next layer's outputs at scale 2^(2·FRAC) up
+/// to 2^(GELU_RING_BITS − 2 − 2·FRAC) = 2^15 in real terms, as that layer's truncation
+/// requires; every element opened in it costs 11 bits less than in the linear ring.
+pub const GELU_RING_BITS: u32 = LINEAR_BITS - FRAC + 1;
 /// Window bits of the GeLU correction table: x in [−4, 4) at steps of 8/2^GELU_BITS.
 pub const GELU_BITS: u32 = 10;
 /// Window bits of the tanh correction table: x in [−8, 8) at steps of 16/2^TANH_BITS.
@@ -132,13 +138,13 @@ fn gelu_step() -> f64 {
 }
 
 /// d(y) = ReLU(y) − GeLU(y) = |y|·Φ(−|y|) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point
-/// in the linear layers' ring; zero beyond (d(4) ≈ 1.3e−4). Its entries are small and
+/// in GeLU's ring; zero beyond (d(4) ≈ 1.3e−4). Its entries are small and
 /// non-negative, which the kernels sum on 32 bits.
 fn gelu_erf_table() -> Result<&'static WindowTable, Error> {
     static CELL: OnceLock<WindowTable> = OnceLock::new();
     table(&CELL, || {
         let step = gelu_step();
-        WindowTable::from_fn(GELU_BITS, width(LINEAR_BITS)?, |v| {
+        WindowTable::from_fn(GELU_BITS, width(GELU_RING_BITS)?, |v| {
             let y = (v as f64 * step).abs();
             let d = y * 0.5 * libm::erfc(y / std::f64::consts::SQRT_2);
             fixed(d, FRAC)
@@ -146,14 +152,14 @@ fn gelu_erf_table() -> Result<&'static WindowTable, Error> {
     })
 }
 
-/// d(y) = ReLU(y) − gelu_tanh(y) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point in the
-/// linear layers' ring, from the reference's
+/// d(y) = ReLU(y) − gelu_tanh(y) on y = v/2^(GELU_BITS − 3) ∈ [−4, 4), in fixed point in
+/// GeLU's ring, from the reference's
 /// [`gelu_tanh`](securerouter_ml::reference::gelu_tanh); zero beyond (d(4) ≈ 7e−5).
 fn gelu_tanh_table() -> Result<&'static WindowTable, Error> {
     static CELL: OnceLock<WindowTable> = OnceLock::new();
     table(&CELL, || {
         let step = gelu_step();
-        WindowTable::from_fn(GELU_BITS, width(LINEAR_BITS)?, |v| {
+        WindowTable::from_fn(GELU_BITS, width(GELU_RING_BITS)?, |v| {
             let y = v as f64 * step;
             fixed(y.max(0.0) - securerouter_ml::reference::gelu_tanh(y), FRAC)
         })
@@ -174,8 +180,8 @@ fn gelu_table(act: Activation) -> Result<&'static WindowTable, Error> {
 /// then [x ≥ 0]·x − d(x) from one DPF key in two rounds ([`Protocol::drelu_select_window`]),
 /// x being y truncated, whose opening rides the gate's first exchange
 /// ([`Protocol::truncate_later`]). Two rounds in all, where a separate ReLU product takes three
-/// and truncating first four; both activations cost the same. The result lies in the linear
-/// layers' ring, which the next layer reads.
+/// and truncating first four; both activations cost the same. The result lies in
+/// Z_2^GELU_RING_BITS, which the next layer reads.
 ///
 /// The shift may round x in [−2^(3 − GELU_BITS), 0) up to 0, which passes as positive and gives
 /// x − d(0) = x for GeLU(x) ≈ x/2: an error below 2^(2 − GELU_BITS) (3.9e−3) on values that
@@ -194,7 +200,7 @@ pub async fn gelu_of_product<P: Protocol>(
         ));
     }
     let y = y.reduce(width(LINEAR_BITS)?)?;
-    let x = p.truncate_later(&y, FRAC, y.width()).await?;
+    let x = p.truncate_later(&y, FRAC, width(GELU_RING_BITS)?).await?;
     let v = y
         .reduce(width(ACT_BITS + 1 + FRAC)?)?
         .shift_down(FRAC + shift)?;
@@ -553,14 +559,17 @@ pub async fn layer_norm<P: Protocol>(
         factor: (h as f64).sqrt(),
     };
     // centred ⊙ γ does not wait for r: its opening travels with the inverse square root's
-    // first exchange.
-    let scaled = p.scale_later(&centred, affine).await?; // scale 2·FRAC
+    // first exchange. It and the normalised product are opened in the linear ring, whose
+    // truncation needs values below 2^50: at scale 2·FRAC that holds |centred ⊙ γ| < 2^26, and
+    // at 3·FRAC a result below 2^14 in real terms, since |x − μ|/σ ≤ √h ≤ 32 (for |γ| and |β|
+    // below a few hundred; trained LayerNorms keep them near 1).
+    let ring = width(LINEAR_BITS)?;
+    let scaled = p.scale_later(&centred.reduce(ring)?, affine).await?; // scale 2·FRAC
     let r = rsqrt_in(p, &sq.sum_last_axis(), range).await?;
     let scaled = p.resolve(scaled).await?;
-    let y = p
-        .mul_add_shift(&scaled, &r.repeat_last(h).reshape(x.shape())?, affine)
-        .await?; // scale 3·FRAC, plus β
-    p.truncate(&y, 2 * FRAC).await
+    let r = r.reduce(ring)?.repeat_last(h).reshape(x.shape())?;
+    let y = p.mul_add_shift(&scaled, &r, affine).await?; // scale 3·FRAC, plus β
+    p.truncate_to(&y, 2 * FRAC, BitWidth::FULL).await
 }
 
 #[cfg(test)]

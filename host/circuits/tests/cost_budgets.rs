@@ -99,8 +99,8 @@ fn bert_tiny_shape_at_128_tokens_stays_within_budget() {
         got,
         Costs {
             rounds: 107,
-            bytes_sent: 10_686_685,
-            key_bytes: [63_774_298, 79_545_213],
+            bytes_sent: 9_904_349,
+            key_bytes: [63_774_298, 78_168_957],
         },
     );
 }
@@ -113,8 +113,8 @@ fn minilm_l6_at_128_tokens_stays_within_budget() {
         got,
         Costs {
             rounds: 311,
-            bytes_sent: 115_256_797,
-            key_bytes: [740_748_522, 910_900_365],
+            bytes_sent: 108_215_773,
+            key_bytes: [740_748_522, 898_514_061],
         },
     );
 }
@@ -139,8 +139,8 @@ fn the_pools_router_stage_at_64_tokens_stays_within_budget() {
         got,
         Costs {
             rounds: 66,
-            bytes_sent: 8_000_364,
-            key_bytes: [44_004_019, 55_639_459],
+            bytes_sent: 7_413_612,
+            key_bytes: [44_004_019, 54_607_267],
         },
     );
 }
