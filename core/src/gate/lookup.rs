@@ -133,15 +133,12 @@ pub(super) fn deal<S: KeySink>(
     x: &Tensor,
     t: &LookupTable,
 ) -> Result<Tensor, Error> {
-    let Signed { s, m, c } = deal_keys(d, x, t)?;
-    let out = t.out_width;
-    // ρ = c + s·m.
-    let rho: Vec<u64> = s
-        .iter()
-        .zip(m.iter().zip(&c))
-        .map(|(&s, (&m, &c))| out.add(c, out.mul(s, m)))
-        .collect();
-    Ok(Tensor::from_parts(x.shape(), out, rho))
+    let signed = deal_keys(d, x, t)?;
+    Ok(Tensor::from_parts(
+        x.shape(),
+        t.out_width,
+        signed.rho(t.out_width),
+    ))
 }
 
 /// What the dealer keeps of a one-bit-DPF table gate: the signs s = (−1)^e its servers'
@@ -151,6 +148,23 @@ pub(super) struct Signed {
     pub(super) s: Vec<u64>,
     pub(super) m: Vec<u64>,
     pub(super) c: Vec<u64>,
+}
+
+impl Signed {
+    /// The table value's output mask ρ = c + s·m in Z_2^out.
+    pub(super) fn rho(&self, out: BitWidth) -> Vec<u64> {
+        let sm = products(out, &self.s, &self.m);
+        self.c
+            .iter()
+            .zip(&sm)
+            .map(|(&c, &a)| out.add(c, a))
+            .collect()
+    }
+}
+
+/// Element-wise products in Z_2^out.
+pub(super) fn products(out: BitWidth, a: &[u64], b: &[u64]) -> Vec<u64> {
+    a.iter().zip(b).map(|(&a, &b)| out.mul(a, b)).collect()
 }
 
 /// The lookup's keys and its two pseudorandom pairs.
@@ -208,19 +222,15 @@ pub(super) fn deal_mul<S: KeySink>(
     t: &LookupTable,
     z: &Tensor,
 ) -> Result<(Tensor, Tensor), Error> {
-    t.check(x)?;
     check_factor(x, t, z)?;
     let out = t.out_width;
-    let Signed { s, m, c } = deal_keys(d, x, t)?;
+    let signed = deal_keys(d, x, t)?;
     let c2 = d.pair(x.len(), out);
-    let rz = z.data();
-    let sm: Vec<u64> = s.iter().zip(&m).map(|(&s, &m)| out.mul(s, m)).collect();
-    let srz: Vec<u64> = s.iter().zip(rz).map(|(&s, &r)| out.mul(s, r)).collect();
-    let smrz: Vec<u64> = sm.iter().zip(rz).map(|(&a, &r)| out.mul(a, r)).collect();
-    d.share(&srz, out);
+    let sm = products(out, &signed.s, &signed.m);
+    d.share(&products(out, &signed.s, z.data()), out);
     d.share(&sm, out);
-    d.share(&smrz, out);
-    let rho = sm.iter().zip(&c).map(|(&a, &c)| out.add(c, a)).collect();
+    d.share(&products(out, &sm, z.data()), out);
+    let rho = signed.rho(out);
     Ok((
         Tensor::from_parts(x.shape(), out, rho),
         Tensor::from_parts(x.shape(), out, c2),

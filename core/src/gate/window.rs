@@ -111,14 +111,9 @@ pub(super) fn deal<S: KeySink>(
     t: &WindowTable,
 ) -> Result<(Tensor, Tensor), Error> {
     let out = t.out_width;
-    let (Signed { s, m, c }, bit) = deal_keys(d, x, t)?;
-    d.share(&s, out);
-    let rho = s
-        .iter()
-        .zip(m.iter().zip(&c))
-        .map(|(&s, (&m, &c))| out.add(c, out.mul(s, m)))
-        .collect();
-    Ok((bit, Tensor::from_parts(x.shape(), out, rho)))
+    let (signed, bit) = deal_keys(d, x, t)?;
+    d.share(&signed.s, out);
+    Ok((bit, Tensor::from_parts(x.shape(), out, signed.rho(out))))
 }
 
 pub(super) async fn eval<C: Channel, K: KeySource, X: Kernels>(
@@ -182,13 +177,10 @@ pub(super) fn deal_times_lookup<S: KeySink>(
     let out = t.out_width;
     let (window, _) = deal_keys(d, x, t)?;
     let lookup = lookup::deal_keys(d, y, u)?;
-    let product = |a: &[u64], b: &[u64]| -> Vec<u64> {
-        a.iter().zip(b).map(|(&a, &b)| out.mul(a, b)).collect()
-    };
-    let sigma = product(&window.s, &lookup.s);
-    let sigma_mt = product(&sigma, &window.m);
-    let sigma_mu = product(&sigma, &lookup.m);
-    let sigma_mm = product(&sigma_mt, &lookup.m);
+    let sigma = lookup::products(out, &window.s, &lookup.s);
+    let sigma_mt = lookup::products(out, &sigma, &window.m);
+    let sigma_mu = lookup::products(out, &sigma, &lookup.m);
+    let sigma_mm = lookup::products(out, &sigma_mt, &lookup.m);
     for v in [&sigma, &sigma_mt, &sigma_mu, &sigma_mm] {
         d.share(v, out);
     }
