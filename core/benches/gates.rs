@@ -25,6 +25,13 @@ enum G {
     Lookup(LookupTable),
     /// DReLU and a window table on one key, on `bits`-bit inputs.
     DreluLookup(u32, WindowTable),
+    /// [x ≥ 0]·z − T(x) on `bits`-bit inputs x, z = y truncated by `f` bits into the table's
+    /// ring (GeLU's gate).
+    DreluSelectWindow(u32, WindowTable, u32),
+    /// T(x)·U(y), x on `bits` bits (the softmax's exponential).
+    WindowTimesLookup(u32, WindowTable, LookupTable),
+    /// T(x) and T(x)·z (the reciprocal's table and its Newton product).
+    LookupMul(LookupTable),
     Linear,
     Argmax,
 }
@@ -45,6 +52,24 @@ impl Circuit for G {
             G::DreluLookup(n, t) => {
                 let (d, y) = p.drelu_lookup(&x[0].reduce(BitWidth::new(*n)?)?, t).await?;
                 vec![d, y]
+            }
+            G::DreluSelectWindow(n, t, f) => {
+                let out = t.out_width();
+                let z = p.truncate_later(&x[1].reduce(out)?, *f, out).await?;
+                vec![
+                    p.drelu_select_window(&x[0].reduce(BitWidth::new(*n)?)?, t, z)
+                        .await?,
+                ]
+            }
+            G::WindowTimesLookup(n, t, u) => {
+                let a = x[0].reduce(BitWidth::new(*n)?)?;
+                let b = x[1].reduce(u.in_bits())?;
+                vec![p.window_times_lookup((&a, t), (&b, u)).await?]
+            }
+            G::LookupMul(t) => {
+                let z = x[1].reduce(t.out_width())?;
+                let (y, yz) = p.lookup_mul(&x[0].reduce(t.in_bits())?, t, &z).await?;
+                vec![y, yz]
             }
             G::Linear => vec![p.linear(&x[0], &w[0]).await?],
             G::Argmax => {
@@ -147,6 +172,56 @@ fn gates(c: &mut Criterion) {
         c,
         "drelu_lookup22_window10_x1000",
         &G::DreluLookup(22, t),
+        &inputs,
+        &none,
+        count,
+    );
+
+    // GeLU's fused gate: the sign of a 22-bit input selects its value truncated by 12 bits
+    // into a 41-bit ring, less a 2^10-entry table.
+    let gelu_ring = BitWidth::new(41).unwrap();
+    let t = WindowTable::from_fn(10, gelu_ring, |v| v.unsigned_abs()).unwrap();
+    let inputs = [
+        Input::new(&[count], L, signed_values(&mut r, count, 12, L)),
+        Input::new(&[count], L, signed_values(&mut r, count, 30, L)),
+    ];
+    bench_gate(
+        c,
+        "drelu_select_window22_window10_x1000",
+        &G::DreluSelectWindow(22, t, 12),
+        &inputs,
+        &none,
+        count,
+    );
+
+    // The softmax's exponential: a 2^7-entry window table on a 16-bit input times a 2^8-entry
+    // table, in a 32-bit ring.
+    let ring32 = BitWidth::new(32).unwrap();
+    let t = WindowTable::from_fn(7, ring32, |v| (v + 64) as u64).unwrap();
+    let u = LookupTable::from_fn(BitWidth::new(8).unwrap(), ring32, |i| i + 1).unwrap();
+    let inputs = [
+        Input::new(&[count], L, signed_values(&mut r, count, 8, L)),
+        Input::new(&[count], L, x(&mut r, count)),
+    ];
+    bench_gate(
+        c,
+        "window7_times_lookup8_x1000",
+        &G::WindowTimesLookup(16, t, u),
+        &inputs,
+        &none,
+        count,
+    );
+
+    // The reciprocal's: a 2^13-entry table and its product with a 32-bit value.
+    let t = LookupTable::from_fn(BitWidth::new(13).unwrap(), ring32, |i| i * 7).unwrap();
+    let inputs = [
+        Input::new(&[count], L, x(&mut r, count)),
+        Input::new(&[count], L, x(&mut r, count)),
+    ];
+    bench_gate(
+        c,
+        "lookup13_mul_x1000",
+        &G::LookupMul(t),
         &inputs,
         &none,
         count,
