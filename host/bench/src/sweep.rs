@@ -67,17 +67,22 @@ pub struct SweepPoint {
     pub measured_queries: usize,
 }
 
+/// The sweep's router options with cost weight `w`.
+fn router_options(opts: &SweepOptions, w: f64) -> RouterOptions {
+    RouterOptions {
+        cost_weight: w,
+        ..opts.router.clone()
+    }
+}
+
 /// Runs the sweep: one JSON line per point on `out`, and the plot.
 pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> {
     if opts.queries == 0 || opts.weights.is_empty() {
         invalid!("the sweep needs --queries ≥ 1 and at least one cost weight");
     }
-    if let Some(w) = opts.weights.iter().find(|w| !w.is_finite() || **w < 0.0) {
-        invalid!("cost weight {w} is not a finite non-negative number");
-    }
-    let balance = opts.router.balance_weight;
-    if !balance.is_finite() || balance < 0.0 {
-        invalid!("balance weight {balance} is not a finite non-negative number");
+    // Every router's options before minutes of measuring.
+    for &w in &opts.weights {
+        router_options(opts, w).check()?;
     }
     let cache = assets::cache_dir(opts.cache.as_deref())?;
     let dir = pool_dir(opts.pool_dir.as_deref(), Some(&cache))?;
@@ -109,10 +114,7 @@ pub fn run(opts: &SweepOptions, out: &mut dyn Write) -> Result<Vec<SweepPoint>> 
         writeln!(out, "{text}").map_err(Error::Output)?;
     }
     for &w in &opts.weights {
-        let ropts = RouterOptions {
-            cost_weight: w,
-            ..opts.router.clone()
-        };
+        let ropts = router_options(opts, w);
         pool.router.head = train_router(&signals.router_data()?, &costs, &ropts)?;
         let report = evaluate(&pool.router.head, &signals.test_data()?, &costs)?;
         let online = measure(

@@ -254,20 +254,6 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
             hidden,
             dry_run,
         } => {
-            for (what, v) in [
-                ("--task-weight", *task_weight),
-                ("--balance-weight", *balance_weight),
-                ("--cost-weight", *cost_weight),
-            ] {
-                if !(v.is_finite() && v >= 0.0) {
-                    bail!("{what} must be a finite number ≥ 0, not {v}");
-                }
-            }
-            if !(tau.is_finite() && *tau > 0.0) {
-                bail!("--tau must be positive, not {tau}");
-            }
-            let dir =
-                securerouter_ml::pool_format::pool_dir(pool_dir.as_deref(), cache_dir.as_deref())?;
             let opts = router::RouterOptions {
                 hidden: *hidden,
                 epochs: *epochs,
@@ -277,6 +263,9 @@ pub fn run(action: &TrainAction, out: &mut dyn Write) -> anyhow::Result<()> {
                 cost_weight: *cost_weight,
                 ..router::RouterOptions::default()
             };
+            opts.check()?;
+            let dir =
+                securerouter_ml::pool_format::pool_dir(pool_dir.as_deref(), cache_dir.as_deref())?;
             let (_, report) = pool::train_pool_router(&dir, &opts, costs.as_deref(), !dry_run)?;
             writeln!(out, "{}", serde_json::to_string(&report)?)?;
             Ok(())

@@ -60,6 +60,44 @@ impl Default for RouterOptions {
     }
 }
 
+impl RouterOptions {
+    /// Refuses options no training can use: empty shapes, a learning rate or temperature that
+    /// is not positive, a loss weight that is negative or not finite, or no loss at all.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`], naming the option and its value.
+    pub fn check(&self) -> Result<()> {
+        for (what, v) in [
+            ("hidden units", self.hidden),
+            ("epochs", self.epochs),
+            ("batch size", self.batch_size),
+        ] {
+            if v == 0 {
+                invalid!("the router's {what} must be at least 1");
+            }
+        }
+        for (what, v) in [("learning rate", self.lr), ("temperature", self.tau)] {
+            if !(v.is_finite() && v > 0.0) {
+                invalid!("the router's {what} must be a positive number, not {v}");
+            }
+        }
+        let weights = [
+            ("task", self.task_weight),
+            ("balance", self.balance_weight),
+            ("cost", self.cost_weight),
+        ];
+        for (what, v) in weights {
+            if !(v.is_finite() && v >= 0.0) {
+                invalid!("the router's {what} weight must be a finite number ≥ 0, not {v}");
+            }
+        }
+        if weights.iter().all(|&(_, v)| v == 0.0) {
+            invalid!("the router's task, balance and cost weights are all 0: nothing to learn");
+        }
+        Ok(())
+    }
+}
+
 /// What the router learns from: per input, the router's features (see
 /// [`securerouter_ml::router::router_features`]), every expert's logits, the label.
 pub struct RouterData<'a> {
@@ -108,12 +146,14 @@ impl RouterData<'_> {
 /// Trains the router on `data` with expert `costs` (any positive unit, e.g. online seconds).
 ///
 /// # Errors
-/// On inconsistent data, non-positive costs, or a candle failure.
+/// On options [`RouterOptions::check`] refuses, inconsistent data, non-positive costs, or a
+/// candle failure.
 pub fn train_router(
     data: &RouterData<'_>,
     costs: &[f64],
     opts: &RouterOptions,
 ) -> Result<PlainRouterHead> {
+    opts.check()?;
     let experts = costs.len();
     let dim = data.check(experts)?;
     if costs.iter().any(|&c| !(c.is_finite() && c > 0.0)) {
@@ -404,5 +444,80 @@ mod tests {
             labels: &y[..5],
         };
         assert!(train_router(&short, &[1.0, 1.0, 1.0], &opts).is_err());
+    }
+
+    #[test]
+    fn unusable_options_are_errors_that_name_the_option() {
+        let (f, l, y) = synthetic(10, true);
+        let data = RouterData {
+            features: f.clone(),
+            expert_logits: &l,
+            labels: &y,
+        };
+        let d = RouterOptions::default;
+        let cases = [
+            (RouterOptions { hidden: 0, ..d() }, "hidden units"),
+            (RouterOptions { epochs: 0, ..d() }, "epochs"),
+            (
+                RouterOptions {
+                    batch_size: 0,
+                    ..d()
+                },
+                "batch size",
+            ),
+            (RouterOptions { lr: -1e-3, ..d() }, "learning rate"),
+            (RouterOptions { tau: 0.0, ..d() }, "temperature"),
+            (
+                RouterOptions {
+                    tau: f64::NAN,
+                    ..d()
+                },
+                "temperature",
+            ),
+            (
+                RouterOptions {
+                    task_weight: -1.0,
+                    ..d()
+                },
+                "task weight",
+            ),
+            (
+                RouterOptions {
+                    balance_weight: f64::INFINITY,
+                    ..d()
+                },
+                "balance weight",
+            ),
+            (
+                RouterOptions {
+                    cost_weight: f64::NAN,
+                    ..d()
+                },
+                "cost weight",
+            ),
+            (
+                RouterOptions {
+                    task_weight: 0.0,
+                    balance_weight: 0.0,
+                    cost_weight: 0.0,
+                    ..d()
+                },
+                "all 0",
+            ),
+        ];
+        for (opts, named) in cases {
+            let e = train_router(&data, &[1.0, 2.0, 3.0], &opts)
+                .err()
+                .unwrap_or_else(|| panic!("{opts:?} was accepted"))
+                .to_string();
+            assert!(e.contains(named), "{e:?} does not name {named:?}");
+        }
+        // Zero cost or balance weights alone are fine (the tests above train with them).
+        let one_loss = RouterOptions {
+            balance_weight: 0.0,
+            cost_weight: 0.0,
+            ..d()
+        };
+        assert!(one_loss.check().is_ok());
     }
 }
