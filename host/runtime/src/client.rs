@@ -58,8 +58,9 @@ pub struct PoolAnswer {
 pub struct PoolBatchAnswer {
     /// Each input's answer, in the batch's order.
     pub answers: Vec<InputAnswer>,
-    /// The sessions' costs, summed: the first session's and, in reveal-route, those of the
-    /// experts asked after it, which ran at the same time (`wall_s` is the whole batch's).
+    /// The sessions' costs: the first session's and, in reveal-route, those of the experts
+    /// asked after it, which ran at the same time, so that their rounds and times count
+    /// once, the longest's ([`SessionStats::alongside`]); `wall_s` is the whole batch's.
     pub outputs: SessionOutputs,
 }
 
@@ -94,6 +95,7 @@ pub struct SessionOutputs {
 impl SessionOutputs {
     /// Adds the costs of `later`, a further session of the same query (reveal-route's
     /// question to an expert with an input of its own), and its outputs before this one's.
+    /// Sessions that ran at the same time are first merged with [`Self::alongside`].
     fn follow_with(&mut self, later: SessionOutputs) {
         for (mine, theirs) in self.servers.iter_mut().zip(later.servers) {
             mine.follow_with(theirs);
@@ -103,6 +105,17 @@ impl SessionOutputs {
         outputs.append(&mut self.outputs);
         self.outputs = outputs;
         self.wall_s += later.wall_s;
+    }
+
+    /// Merges `other`, a session that ran at the same time as this one
+    /// ([`SessionStats::alongside`] at each server), its outputs after this one's.
+    fn alongside(&mut self, other: SessionOutputs) {
+        for (mine, theirs) in self.servers.iter_mut().zip(other.servers) {
+            mine.alongside(theirs);
+        }
+        self.session = format!("{}|{}", self.session, other.session);
+        self.outputs.extend(other.outputs);
+        self.wall_s = self.wall_s.max(other.wall_s);
     }
 
     /// The session's cost as benchmarks report it: the larger of each server's figures, with
@@ -425,6 +438,7 @@ impl Client {
                     .await
             }));
         }
+        let mut experts: Option<SessionOutputs> = None;
         for ((&k, members), later) in groups.iter().zip(join_all(asks).await) {
             let later = later?;
             let replies = QueryPlan::for_pool(pool, CircuitKind::Expert(k))
@@ -435,7 +449,13 @@ impl Client {
                 };
                 answers[b] = Some(decoded(logits, usize::from(k)));
             }
-            out.follow_with(later);
+            match &mut experts {
+                Some(all) => all.alongside(later),
+                None => experts = Some(later),
+            }
+        }
+        if let Some(experts) = experts {
+            out.follow_with(experts);
         }
         out.wall_s = started.elapsed().as_secs_f64();
         let answers = answers

@@ -131,6 +131,29 @@ impl SessionStats {
         self.online_cpu_s += later.online_cpu_s;
         self.stages.extend(later.stages);
     }
+
+    /// Adds the costs of `other`, a session of the same query that ran at the same time as
+    /// this one (reveal-route's batched questions to several experts at once). Bytes, keys and
+    /// the per-part and per-stage figures add up; rounds and times are the longer session's,
+    /// which is what the query waits for (a sum would count overlapping rounds twice).
+    pub fn alongside(&mut self, other: SessionStats) {
+        self.online_bytes_sent += other.online_bytes_sent;
+        self.key_bytes_received += other.key_bytes_received;
+        self.rounds = self.rounds.max(other.rounds);
+        self.wall_s = self.wall_s.max(other.wall_s);
+        self.offline_s = self.offline_s.max(other.offline_s);
+        self.peak_rss_mb = self.peak_rss_mb.max(other.peak_rss_mb);
+        if other.online_s > self.online_s {
+            // The longer session's online time and the breakdown that explains it.
+            self.online_s = other.online_s;
+            self.kernel_s = other.kernel_s;
+            self.exchange_s = other.exchange_s;
+            self.key_read_s = other.key_read_s;
+            self.online_cpu_s = other.online_cpu_s;
+        }
+        add_phases(&mut self.phases, &other.phases);
+        self.stages.extend(other.stages);
+    }
 }
 
 /// The result of a session at one server: its output shares and what it cost.
@@ -162,6 +185,55 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stats(online_s: f64, rounds: u64, bytes: u64) -> SessionStats {
+        SessionStats {
+            online_bytes_sent: bytes,
+            rounds,
+            key_bytes_received: 10 * bytes,
+            wall_s: online_s + 1.0,
+            online_s,
+            kernel_s: online_s / 2.0,
+            online_cpu_s: online_s,
+            stages: vec![PhaseStats {
+                name: "expert".into(),
+                online_s,
+                bytes_sent: bytes,
+                rounds,
+            }],
+            ..SessionStats::default()
+        }
+    }
+
+    #[test]
+    fn sessions_one_after_another_add_up_and_sessions_at_once_overlap() {
+        let router = stats(0.1, 60, 1_000);
+        let mut serial = router.clone();
+        serial.follow_with(stats(0.5, 400, 50_000));
+        assert_eq!(serial.rounds, 460);
+        assert!((serial.online_s - 0.6).abs() < 1e-12);
+        // Two experts asked at once: the query waits for the longer, but sends both's bytes.
+        let mut experts = stats(0.5, 400, 50_000);
+        experts.alongside(stats(0.2, 200, 30_000));
+        assert_eq!(experts.rounds, 400);
+        assert_eq!(experts.online_s, 0.5);
+        assert_eq!(experts.kernel_s, 0.25);
+        assert_eq!(experts.wall_s, 1.5);
+        assert_eq!(experts.online_bytes_sent, 80_000);
+        assert_eq!(experts.key_bytes_received, 800_000);
+        assert_eq!(experts.stages.len(), 2);
+        // The shorter one first: the longer's time and breakdown win all the same.
+        let mut other_order = stats(0.2, 200, 30_000);
+        other_order.alongside(stats(0.5, 400, 50_000));
+        assert_eq!(other_order.rounds, 400);
+        assert_eq!(other_order.online_s, 0.5);
+        assert_eq!(other_order.kernel_s, 0.25);
+        let mut batch = router;
+        batch.follow_with(experts);
+        assert_eq!(batch.rounds, 460);
+        assert!((batch.online_s - 0.6).abs() < 1e-12);
+        assert_eq!(batch.online_bytes_sent, 81_000);
+    }
 
     #[test]
     fn input_words_travel_as_eight_little_endian_bytes() {
