@@ -135,8 +135,8 @@ pub fn session_messages_seeds() -> Vec<Vec<u8>> {
     out.push(with(6, encode(&PeerReady { session }).unwrap()));
     for chunk in [
         DealerChunk::Seed([3; 16]),
-        DealerChunk::P1(vec![1, 2, 3, 4, 5]),
-        DealerChunk::Shared((0..=255).collect()),
+        DealerChunk::P1(vec![1, 2, 3, 4, 5].into()),
+        DealerChunk::Shared((0..=255).collect::<Vec<u8>>().into()),
         DealerChunk::End,
         DealerChunk::Refused("no such model".into()),
     ] {

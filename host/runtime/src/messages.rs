@@ -13,6 +13,7 @@
 //! messages and the servers' accounting are the host's alone.
 
 use crate::error::{Error, Result, invalid};
+use bytes::Bytes;
 /// The per-part figures of [`SessionStats::phases`] and [`SessionStats::stages`] are the
 /// servers' own accounting ([`securerouter_circuits::profile`]), carried here as they are.
 pub use securerouter_circuits::profile::{PhaseStats, add_phases};
@@ -64,11 +65,11 @@ pub enum DealerChunk {
     /// The server's 16-byte seed for the session.
     Seed([u8; 16]),
     /// Bytes of the P1-only stream.
-    P1(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Bytes of the stream both servers receive.
-    Shared(#[serde(with = "serde_bytes")] Vec<u8>),
+    P1(Bytes),
+    /// Bytes of the stream both servers receive (one allocation queued to both).
+    Shared(Bytes),
     /// Bytes of this server's linear stream (the linear layers' offline correlations).
-    Linear(#[serde(with = "serde_bytes")] Vec<u8>),
+    Linear(Bytes),
     /// All keys sent.
     End,
     /// The dealer refuses the request.
@@ -203,6 +204,19 @@ mod tests {
             }],
             ..SessionStats::default()
         }
+    }
+
+    /// A key chunk is its variant, its length and its bytes, one block (what servers of
+    /// earlier builds read: the payloads were `serde_bytes` vectors).
+    #[test]
+    fn key_chunks_travel_as_one_block_of_bytes() {
+        let bytes = encode(&DealerChunk::Shared(Bytes::from_static(&[4, 5, 6]))).unwrap();
+        assert_eq!(bytes, [2, 3, 4, 5, 6]);
+        let DealerChunk::Shared(back) = decode(&bytes, "dealer chunk").unwrap() else {
+            panic!("not a shared chunk")
+        };
+        assert_eq!(back[..], [4, 5, 6]);
+        assert_eq!(encode(&DealerChunk::P1(Bytes::new())).unwrap(), [1, 0]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! socket tasks, with back-pressure.
 
 use crate::messages::DealerChunk;
+use bytes::{Bytes, BytesMut};
 use securerouter_core::gate::KeySink;
 use tokio::sync::mpsc;
 
@@ -9,20 +10,21 @@ use super::CHUNK_BYTES;
 
 /// Batches the dealer's key bytes into chunks and hands them to the two servers' socket tasks
 /// (P1-only bytes to P1's alone), blocking when a queue is full (back-pressure). A stream whose
-/// receiver is gone (its server left, or never came) is no longer fed.
+/// receiver is gone (its server left, or never came) is no longer fed. A chunk is cut from the
+/// buffer without a copy, and a shared chunk is one allocation in both queues.
 pub(super) struct StreamingSink {
     /// P0's and P1's queues.
     txs: [Option<mpsc::Sender<DealerChunk>>; 2],
-    p1: Vec<u8>,
-    shared: Vec<u8>,
+    p1: BytesMut,
+    shared: BytesMut,
 }
 
 impl StreamingSink {
     pub(super) fn new([tx0, tx1]: [mpsc::Sender<DealerChunk>; 2]) -> Self {
         StreamingSink {
             txs: [Some(tx0), Some(tx1)],
-            p1: Vec::new(),
-            shared: Vec::new(),
+            p1: BytesMut::new(),
+            shared: BytesMut::new(),
         }
     }
 
@@ -51,14 +53,21 @@ impl StreamingSink {
 
     /// Sends everything buffered, full chunks or not.
     fn send_buffered(&mut self) {
-        self.flush_full();
-        if !self.p1.is_empty() {
-            let c = std::mem::take(&mut self.p1);
-            self.push(1, DealerChunk::P1(c));
+        self.send_p1();
+        self.send_shared();
+    }
+
+    /// Sends all of the P1-only buffer.
+    fn send_p1(&mut self) {
+        for chunk in split_all(&mut self.p1) {
+            self.push(1, DealerChunk::P1(chunk));
         }
-        if !self.shared.is_empty() {
-            let c = std::mem::take(&mut self.shared);
-            self.push_both(DealerChunk::Shared(c));
+    }
+
+    /// Sends all of the shared buffer.
+    fn send_shared(&mut self) {
+        for chunk in split_all(&mut self.shared) {
+            self.push_both(DealerChunk::Shared(chunk));
         }
     }
 
@@ -78,23 +87,13 @@ impl StreamingSink {
 /// their keys alongside the online phase.
 impl KeySink for StreamingSink {
     fn to_p1(&mut self, bytes: &[u8]) {
-        if !self.shared.is_empty() {
-            let c = std::mem::take(&mut self.shared);
-            for chunk in c.chunks(CHUNK_BYTES) {
-                self.push_both(DealerChunk::Shared(chunk.to_vec()));
-            }
-        }
+        self.send_shared();
         self.p1.extend_from_slice(bytes);
         self.flush_full();
     }
 
     fn to_both(&mut self, bytes: &[u8]) {
-        if !self.p1.is_empty() {
-            let c = std::mem::take(&mut self.p1);
-            for chunk in c.chunks(CHUNK_BYTES) {
-                self.push(1, DealerChunk::P1(chunk.to_vec()));
-            }
-        }
+        self.send_p1();
         self.shared.extend_from_slice(bytes);
         self.flush_full();
     }
@@ -103,27 +102,33 @@ impl KeySink for StreamingSink {
     /// layer: a few chunks, never held back).
     fn to_linear(&mut self, both: &[u8], p1_only: &[u8]) {
         self.send_buffered();
-        self.push(0, DealerChunk::Linear(both.to_vec()));
-        let mut p1 = both.to_vec();
+        self.push(0, DealerChunk::Linear(Bytes::copy_from_slice(both)));
+        let mut p1 = BytesMut::with_capacity(both.len() + p1_only.len());
+        p1.extend_from_slice(both);
         p1.extend_from_slice(p1_only);
-        for chunk in p1.chunks(CHUNK_BYTES) {
-            self.push(1, DealerChunk::Linear(chunk.to_vec()));
+        for chunk in split_all(&mut p1) {
+            self.push(1, DealerChunk::Linear(chunk));
         }
     }
 }
 
-/// Takes the full chunks off the front of `buffer`, leaving the remainder. Copies each byte
-/// once however much a gate wrote at a time (a batch of comparisons writes ~100 MB at once).
-fn split_full(buffer: &mut Vec<u8>) -> Vec<Vec<u8>> {
-    let full = buffer.len() / CHUNK_BYTES * CHUNK_BYTES;
-    if full == 0 {
-        return Vec::new();
+/// Cuts the full chunks off the front of `buffer`, leaving the remainder: no byte is copied
+/// (the chunks share the buffer's allocation), however much a gate wrote at a time (a batch
+/// of comparisons writes ~100 MB at once).
+fn split_full(buffer: &mut BytesMut) -> Vec<Bytes> {
+    let mut chunks = Vec::with_capacity(buffer.len() / CHUNK_BYTES);
+    while buffer.len() >= CHUNK_BYTES {
+        chunks.push(buffer.split_to(CHUNK_BYTES).freeze());
     }
-    let chunks = buffer[..full]
-        .chunks_exact(CHUNK_BYTES)
-        .map(<[u8]>::to_vec)
-        .collect();
-    buffer.drain(..full);
+    chunks
+}
+
+/// Cuts all of `buffer` into chunks, the last one possibly short.
+fn split_all(buffer: &mut BytesMut) -> Vec<Bytes> {
+    let mut chunks = split_full(buffer);
+    if !buffer.is_empty() {
+        chunks.push(buffer.split().freeze());
+    }
     chunks
 }
 
@@ -237,14 +242,34 @@ mod tests {
     #[test]
     fn full_chunks_leave_in_order_and_the_rest_stays() {
         let bytes: Vec<u8> = (0..5 * CHUNK_BYTES / 2).map(|i| (i % 251) as u8).collect();
-        let mut buffer = bytes.clone();
+        let mut buffer = BytesMut::from(&bytes[..]);
         let chunks = split_full(&mut buffer);
         assert_eq!(chunks.len(), 2);
         assert!(chunks.iter().all(|c| c.len() == CHUNK_BYTES));
         assert_eq!(chunks.concat(), bytes[..2 * CHUNK_BYTES]);
-        assert_eq!(buffer, bytes[2 * CHUNK_BYTES..]);
+        assert_eq!(buffer[..], bytes[2 * CHUNK_BYTES..]);
         assert!(split_full(&mut buffer).is_empty());
         assert_eq!(buffer.len(), CHUNK_BYTES / 2);
+        let rest = split_all(&mut buffer);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0][..], bytes[2 * CHUNK_BYTES..]);
+        assert!(buffer.is_empty() && split_all(&mut buffer).is_empty());
+    }
+
+    /// A shared chunk reaches both queues as one allocation, not a copy.
+    #[test]
+    fn a_shared_chunk_is_one_allocation_in_both_queues() {
+        let (tx0, mut rx0) = mpsc::channel(4);
+        let (tx1, mut rx1) = mpsc::channel(4);
+        let mut sink = StreamingSink::new([tx0, tx1]);
+        sink.to_both(&vec![9u8; CHUNK_BYTES]);
+        let (Ok(DealerChunk::Shared(a)), Ok(DealerChunk::Shared(b))) =
+            (rx0.try_recv(), rx1.try_recv())
+        else {
+            panic!("no shared chunk in both queues");
+        };
+        assert_eq!(a.len(), CHUNK_BYTES);
+        assert_eq!(a.as_ptr(), b.as_ptr());
     }
 
     #[test]
@@ -265,12 +290,12 @@ mod tests {
         };
         assert!(matches!(
             drain(&mut rx0).as_slice(),
-            [DealerChunk::Shared(b), DealerChunk::End] if b == &[4, 5]
+            [DealerChunk::Shared(b), DealerChunk::End] if b[..] == [4, 5]
         ));
         assert!(matches!(
             drain(&mut rx1).as_slice(),
             [DealerChunk::P1(a), DealerChunk::Shared(b), DealerChunk::End]
-                if a == &[1, 2, 3] && b == &[4, 5]
+                if a[..] == [1, 2, 3] && b[..] == [4, 5]
         ));
     }
 }
