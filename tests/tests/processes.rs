@@ -522,7 +522,7 @@ async fn the_dealer_holds_and_receives_no_weight_of_the_model() {
                 .await
                 .unwrap();
             let mut frames = vec![link.recv().await.unwrap()];
-            let refused = DealerChunk::Refused("recorded".into());
+            let refused: DealerChunk = DealerChunk::Refused("recorded".into());
             link.send(&encode(&refused).unwrap()).await.unwrap();
             // Anything more the server sends, until it closes the link.
             while let Ok(Ok(frame)) =

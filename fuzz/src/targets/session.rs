@@ -133,13 +133,14 @@ pub fn session_messages_seeds() -> Vec<Vec<u8>> {
     out.push(with(0, encode(&Hello::Peer(peer)).unwrap()));
     out.push(with(2, encode(&peer).unwrap()));
     out.push(with(6, encode(&PeerReady { session }).unwrap()));
-    for chunk in [
+    let chunks: [DealerChunk; 5] = [
         DealerChunk::Seed([3; 16]),
         DealerChunk::P1(vec![1, 2, 3, 4, 5].into()),
         DealerChunk::Shared((0..=255).collect::<Vec<u8>>().into()),
         DealerChunk::End,
         DealerChunk::Refused("no such model".into()),
-    ] {
+    ];
+    for chunk in chunks {
         out.push(with(4, encode(&chunk).unwrap()));
     }
     let stats = SessionStats {

@@ -59,17 +59,19 @@ pub struct DealerRequest {
     pub party: u8,
 }
 
-/// The dealer's stream to a server: the seed first, then key chunks, then `End`.
+/// The dealer's stream to a server: the seed first, then key chunks, then `End`. The dealer
+/// sends chunks of [`Bytes`] (one allocation queued to both servers); a server reads them in
+/// place from the received message, as `DealerChunk<&[u8]>`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum DealerChunk {
+pub enum DealerChunk<B = Bytes> {
     /// The server's 16-byte seed for the session.
     Seed([u8; 16]),
     /// Bytes of the P1-only stream.
-    P1(Bytes),
-    /// Bytes of the stream both servers receive (one allocation queued to both).
-    Shared(Bytes),
+    P1(B),
+    /// Bytes of the stream both servers receive.
+    Shared(B),
     /// Bytes of this server's linear stream (the linear layers' offline correlations).
-    Linear(Bytes),
+    Linear(B),
     /// All keys sent.
     End,
     /// The dealer refuses the request.
@@ -212,11 +214,21 @@ mod tests {
     fn key_chunks_travel_as_one_block_of_bytes() {
         let bytes = encode(&DealerChunk::Shared(Bytes::from_static(&[4, 5, 6]))).unwrap();
         assert_eq!(bytes, [2, 3, 4, 5, 6]);
-        let DealerChunk::Shared(back) = decode(&bytes, "dealer chunk").unwrap() else {
+        let DealerChunk::Shared(back) = decode::<DealerChunk>(&bytes, "dealer chunk").unwrap()
+        else {
             panic!("not a shared chunk")
         };
         assert_eq!(back[..], [4, 5, 6]);
         assert_eq!(encode(&DealerChunk::P1(Bytes::new())).unwrap(), [1, 0]);
+        // Read in place, the payload is the message's own bytes.
+        let long = vec![7u8; 300];
+        let bytes = encode(&DealerChunk::Linear(Bytes::from(long.clone()))).unwrap();
+        let Ok(DealerChunk::Linear(payload)) = postcard::from_bytes::<DealerChunk<&[u8]>>(&bytes)
+        else {
+            panic!("not a linear chunk")
+        };
+        assert_eq!(payload, long);
+        assert_eq!(payload.as_ptr(), bytes[3..].as_ptr());
     }
 
     #[test]

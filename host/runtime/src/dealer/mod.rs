@@ -26,6 +26,7 @@ use crate::model_file::ModelFile;
 use crate::net::{LinkConfig, PublicKey, SecureLink};
 use crate::probes::Probed;
 use crate::service::{ServiceLimits, accept_loop, within};
+use bytes::Bytes;
 use securerouter_circuits::run_ready;
 use securerouter_circuits::{self as circuit, CircuitKind, ModelSpec, QueryPlan, check_serves};
 use securerouter_core::Error;
@@ -270,13 +271,15 @@ impl DealerService {
             Ok(v) => v,
             Err(e) => {
                 self.metrics.failed(&e);
-                link.send(&encode(&DealerChunk::Refused(e.chain().to_string()))?)
-                    .await?;
+                link.send(&encode(&DealerChunk::<Bytes>::Refused(
+                    e.chain().to_string(),
+                ))?)
+                .await?;
                 return Err(e);
             }
         };
         let streamed = async {
-            link.send(&encode(&DealerChunk::Seed(*seed.as_bytes()))?)
+            link.send(&encode(&DealerChunk::<Bytes>::Seed(*seed.as_bytes()))?)
                 .await?;
             let mut sent = 0u64;
             while let Some(chunk) = rx.recv().await {

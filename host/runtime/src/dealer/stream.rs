@@ -76,7 +76,7 @@ impl DealerStream {
         crate::net::tune_tcp(&stream)?;
         let mut link = SecureLink::connect(stream, me, dealer_key, link).await?;
         link.send(&encode(&request)?).await?;
-        let seed = match decode(&link.recv().await?, "dealer seed")? {
+        let seed = match decode::<DealerChunk>(&link.recv().await?, "dealer seed")? {
             DealerChunk::Seed(s) => Seed::from_bytes(s),
             DealerChunk::Refused(why) => return Err(crate::Error::DealerRefused(why)),
             _ => invalid!("the dealer's stream did not start with a seed"),
@@ -113,7 +113,8 @@ impl DealerStream {
     }
 
     /// Receives the whole stream before the online phase (benchmarks time the online phase
-    /// alone this way), writing it to spill files instead of memory.
+    /// alone this way), writing it to spill files instead of memory: each chunk's bytes go
+    /// from the received message to its file, unbuffered (chunks are 64 KiB).
     ///
     /// # Errors
     /// When a spill file cannot be created or written ([`crate::Error::Spill`]), or the
@@ -122,41 +123,56 @@ impl DealerStream {
         use crate::Error::Spill as SpillFailed;
         use std::io::{Seek, Write};
         let create = || Spill::create().map_err(SpillFailed);
-        let mut files = [create()?, create()?, create()?]
-            .map(|f| std::io::BufWriter::with_capacity(1 << 20, f));
+        let mut files = [create()?, create()?, create()?];
         let mut written = [0u64; 3];
-        loop {
-            for (i, buf) in self.buffers.iter_mut().enumerate() {
-                files[i]
-                    .write_all(&buf.bytes[buf.pos..])
-                    .map_err(SpillFailed)?;
-                written[i] += buf.available() as u64;
-                *buf = Buffer::default();
-            }
-            if self.ended {
-                break;
-            }
-            self.fetch()
+        for (i, buf) in self.buffers.iter_mut().enumerate() {
+            files[i]
+                .write_all(&buf.bytes[buf.pos..])
+                .map_err(SpillFailed)?;
+            written[i] += buf.available() as u64;
+            *buf = Buffer::default();
+        }
+        while !self.ended {
+            let message = self
+                .recv()
                 .await
                 .map_err(|source| crate::Error::ProtocolIn {
                     what: "prefetching the dealer's keys".to_string(),
                     source,
                 })?;
+            let next = self
+                .chunk(&message)
+                .map_err(|source| crate::Error::ProtocolIn {
+                    what: "prefetching the dealer's keys".to_string(),
+                    source,
+                })?;
+            if let Some((stream, bytes)) = next {
+                let i = stream as usize;
+                files[i].write_all(bytes).map_err(SpillFailed)?;
+                written[i] += bytes.len() as u64;
+            }
         }
-        let [a, b, c] = files;
-        let rewound = |f: std::io::BufWriter<std::fs::File>, remaining| {
-            let mut file = f.into_inner().map_err(|e| SpillFailed(e.into_error()))?;
+        let rewound = |mut file: std::fs::File, remaining| {
             file.seek(std::io::SeekFrom::Start(0))
                 .map_err(SpillFailed)?;
             Ok::<_, crate::Error>(Spill { file, remaining })
         };
-        let [na, nb, nc] = written;
+        let ([a, b, c], [na, nb, nc]) = (files, written);
         self.spilled = Some([rewound(a, na)?, rewound(b, nb)?, rewound(c, nc)?]);
         Ok(())
     }
 
     /// Reads one more chunk into the buffers.
     async fn fetch(&mut self) -> Result<(), Error> {
+        let message = self.recv().await?;
+        if let Some((stream, bytes)) = self.chunk(&message)? {
+            self.buffers[stream as usize].append(bytes);
+        }
+        Ok(())
+    }
+
+    /// The next message of the dealer's link.
+    async fn recv(&mut self) -> Result<Vec<u8>, Error> {
         if self.ended {
             return Err(Error::ChannelClosed("the dealer's stream ended early"));
         }
@@ -165,20 +181,27 @@ impl DealerStream {
             Error::ChannelClosed("the dealer's stream failed")
         })?;
         self.received += bytes.len() as u64;
-        let chunk: DealerChunk = postcard::from_bytes(&bytes)
+        Ok(bytes)
+    }
+
+    /// Reads a chunk in place: its stream and bytes, borrowed from `message`, or `None` for
+    /// the end marker (which ends the stream).
+    fn chunk<'m>(&mut self, message: &'m [u8]) -> Result<Option<(Stream, &'m [u8])>, Error> {
+        let chunk: DealerChunk<&[u8]> = postcard::from_bytes(message)
             .map_err(|_| Error::MalformedMessage("malformed chunk on the dealer's stream"))?;
-        match chunk {
-            DealerChunk::P1(b) if self.party == Party::P1 => {
-                self.buffers[Stream::P1 as usize].append(&b)
-            }
+        Ok(Some(match chunk {
+            DealerChunk::P1(b) if self.party == Party::P1 => (Stream::P1, b),
             DealerChunk::P1(_) => {
                 return Err(Error::MalformedMessage(
                     "the dealer sent P1-only keys to P0",
                 ));
             }
-            DealerChunk::Shared(b) => self.buffers[Stream::Shared as usize].append(&b),
-            DealerChunk::Linear(b) => self.buffers[Stream::Linear as usize].append(&b),
-            DealerChunk::End => self.ended = true,
+            DealerChunk::Shared(b) => (Stream::Shared, b),
+            DealerChunk::Linear(b) => (Stream::Linear, b),
+            DealerChunk::End => {
+                self.ended = true;
+                return Ok(None);
+            }
             DealerChunk::Refused(why) => {
                 warn!("dealer: {why}");
                 return Err(Error::ChannelClosed("the dealer aborted the session"));
@@ -188,8 +211,7 @@ impl DealerStream {
                     "a second seed on the dealer's stream",
                 ));
             }
-        }
-        Ok(())
+        }))
     }
 }
 
