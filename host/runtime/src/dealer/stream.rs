@@ -132,21 +132,13 @@ impl DealerStream {
             written[i] += buf.available() as u64;
             *buf = Buffer::default();
         }
+        let failed = |source| crate::Error::ProtocolIn {
+            what: "prefetching the dealer's keys".to_string(),
+            source,
+        };
         while !self.ended {
-            let message = self
-                .recv()
-                .await
-                .map_err(|source| crate::Error::ProtocolIn {
-                    what: "prefetching the dealer's keys".to_string(),
-                    source,
-                })?;
-            let next = self
-                .chunk(&message)
-                .map_err(|source| crate::Error::ProtocolIn {
-                    what: "prefetching the dealer's keys".to_string(),
-                    source,
-                })?;
-            if let Some((stream, bytes)) = next {
+            let message = self.recv().await.map_err(failed)?;
+            if let Some((stream, bytes)) = self.chunk(&message).map_err(failed)? {
                 let i = stream as usize;
                 files[i].write_all(bytes).map_err(SpillFailed)?;
                 written[i] += bytes.len() as u64;
