@@ -191,7 +191,8 @@ fn a_small_pool_is_built_measured_and_routed() {
         .unwrap();
     assert!(!refused.status.success());
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("balance weight -1"),
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("balance weight must be a finite number ≥ 0, not -1"),
         "{refused:?}"
     );
     let points: Vec<serde_json::Value> = sweep
